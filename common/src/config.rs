@@ -1,0 +1,270 @@
+//! Node configuration: the TOML keys of DESIGN section 9, their defaults, and
+//! validation. Validated once, before any socket opens.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::types::NodeId;
+
+pub const DEFAULT_GROUP: &str = "239.255.77.77:7777";
+pub const DEFAULT_IFACE: &str = "127.0.0.1";
+/// Node `n` listens on this port + n unless told otherwise.
+pub const BASE_PORT: u16 = 7780;
+
+/// The config file and the command-line flags both fill this: every key
+/// optional, flags laid over the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    pub id: Option<u32>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub group: Option<String>,
+    pub iface: Option<String>,
+    pub cluster_size: Option<u32>,
+    pub max_files: Option<u64>,
+    pub replicas: Option<u32>,
+    pub secret_file: Option<PathBuf>,
+    pub heartbeat_ms: Option<u64>,
+    pub leader_timeout_ms: Option<u64>,
+    pub answer_timeout_ms: Option<u64>,
+    pub repair_delay_ms: Option<u64>,
+}
+
+impl NodeSettings {
+    /// Reads a TOML config file.
+    ///
+    /// # Errors
+    /// `Config` naming the file and the offending key or line.
+    pub fn from_file(path: &Path) -> Result<NodeSettings> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.message().to_string();
+            Error::Config(format!("{}: {msg}", path.display()))
+        })
+    }
+
+    /// `self` with every key that `over` sets replaced.
+    pub fn overlay(self, over: NodeSettings) -> NodeSettings {
+        NodeSettings {
+            id: over.id.or(self.id),
+            data_dir: over.data_dir.or(self.data_dir),
+            listen: over.listen.or(self.listen),
+            group: over.group.or(self.group),
+            iface: over.iface.or(self.iface),
+            cluster_size: over.cluster_size.or(self.cluster_size),
+            max_files: over.max_files.or(self.max_files),
+            replicas: over.replicas.or(self.replicas),
+            secret_file: over.secret_file.or(self.secret_file),
+            heartbeat_ms: over.heartbeat_ms.or(self.heartbeat_ms),
+            leader_timeout_ms: over.leader_timeout_ms.or(self.leader_timeout_ms),
+            answer_timeout_ms: over.answer_timeout_ms.or(self.answer_timeout_ms),
+            repair_delay_ms: over.repair_delay_ms.or(self.repair_delay_ms),
+        }
+    }
+}
+
+/// A validated node configuration.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    /// Where the TCP server binds.
+    pub listen: SocketAddr,
+    /// Where peers and clients reach it (the listen address, or the
+    /// interface address when listening on 0.0.0.0).
+    pub advertise: SocketAddr,
+    pub group: SocketAddrV4,
+    pub iface: Ipv4Addr,
+    pub cluster_size: u32,
+    pub max_files: Option<u64>,
+    pub replicas: u32,
+    pub secret_file: PathBuf,
+    pub heartbeat: Duration,
+    pub leader_timeout: Duration,
+    pub answer_timeout: Duration,
+    pub repair_delay: Duration,
+}
+
+impl NodeConfig {
+    /// Fills in defaults and checks every value.
+    ///
+    /// # Errors
+    /// `Config` with a message naming the key.
+    pub fn resolve(s: NodeSettings) -> Result<NodeConfig> {
+        let bad = |m: String| Err(Error::Config(m));
+        let cluster_size = s.cluster_size.unwrap_or(1);
+        if cluster_size == 0 || cluster_size > 1000 {
+            return bad(format!("cluster_size must be between 1 and 1000, not {cluster_size}"));
+        }
+        let id = s.id.unwrap_or(1);
+        if id == 0 || id > cluster_size {
+            return bad(format!(
+                "id must be between 1 and cluster_size ({cluster_size}), not {id}; set cluster_size to the number of nodes"
+            ));
+        }
+        let group = parse_group(s.group.as_deref().unwrap_or(DEFAULT_GROUP))?;
+        let iface = parse_iface(s.iface.as_deref().unwrap_or(DEFAULT_IFACE))?;
+        let listen: SocketAddr = match &s.listen {
+            Some(l) => l.parse().map_err(|_| {
+                Error::Config(format!("listen must be IP:PORT, like 127.0.0.1:{}, not {l:?}", BASE_PORT + 1))
+            })?,
+            None => {
+                let port = u16::try_from(BASE_PORT as u32 + id)
+                    .map_err(|_| Error::Config(format!("no default port for id {id}; set listen")))?;
+                SocketAddr::new(IpAddr::V4(iface), port)
+            }
+        };
+        let advertise = if listen.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::V4(iface), listen.port())
+        } else {
+            listen
+        };
+        let replicas = s.replicas.unwrap_or(cluster_size);
+        if replicas == 0 || replicas > cluster_size {
+            return bad(format!("replicas must be between 1 and cluster_size ({cluster_size}), not {replicas}"));
+        }
+        let heartbeat_ms = s.heartbeat_ms.unwrap_or(100);
+        if !(10..=10_000).contains(&heartbeat_ms) {
+            return bad(format!("heartbeat_ms must be between 10 and 10000, not {heartbeat_ms}"));
+        }
+        let leader_timeout_ms = s.leader_timeout_ms.unwrap_or(600);
+        if leader_timeout_ms < 3 * heartbeat_ms {
+            return bad(format!(
+                "leader_timeout_ms ({leader_timeout_ms}) must be at least 3 × heartbeat_ms ({heartbeat_ms}), so one lost heartbeat is not a death"
+            ));
+        }
+        let answer_timeout_ms = s.answer_timeout_ms.unwrap_or(200);
+        if answer_timeout_ms == 0 || answer_timeout_ms > leader_timeout_ms {
+            return bad(format!("answer_timeout_ms must be between 1 and leader_timeout_ms, not {answer_timeout_ms}"));
+        }
+        Ok(NodeConfig {
+            id: NodeId(id),
+            data_dir: s.data_dir.unwrap_or_else(|| default_data_dir(id)),
+            listen,
+            advertise,
+            group,
+            iface,
+            cluster_size,
+            max_files: s.max_files,
+            replicas,
+            secret_file: s.secret_file.unwrap_or_else(default_secret_file),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            leader_timeout: Duration::from_millis(leader_timeout_ms),
+            answer_timeout: Duration::from_millis(answer_timeout_ms),
+            repair_delay: Duration::from_millis(s.repair_delay_ms.unwrap_or(30_000)),
+        })
+    }
+
+    /// The smallest number of nodes that is a majority of the cluster.
+    pub fn majority(&self) -> usize {
+        self.cluster_size as usize / 2 + 1
+    }
+}
+
+/// Parses a multicast group `IP:PORT` (IPv4, 224.0.0.0/4).
+pub fn parse_group(g: &str) -> Result<SocketAddrV4> {
+    let addr: SocketAddrV4 = g
+        .parse()
+        .map_err(|_| Error::Config(format!("group must be MCAST_IP:PORT, like {DEFAULT_GROUP}, not {g:?}")))?;
+    if !addr.ip().is_multicast() {
+        return Err(Error::Config(format!("group {g} is not a multicast address (224.0.0.0 to 239.255.255.255)")));
+    }
+    if addr.port() == 0 {
+        return Err(Error::Config(format!("group {g} needs a port")));
+    }
+    Ok(addr)
+}
+
+/// Parses the IPv4 address of the interface multicast goes out on.
+pub fn parse_iface(i: &str) -> Result<Ipv4Addr> {
+    i.parse()
+        .map_err(|_| Error::Config(format!("iface must be the IPv4 address of an interface, like {DEFAULT_IFACE}, not {i:?}")))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+/// `/etc/scs/cluster.key` for root (system services), else
+/// `~/.config/scs/cluster.key`; `SCS_SECRET_FILE` overrides both.
+pub fn default_secret_file() -> PathBuf {
+    if let Some(p) = std::env::var_os("SCS_SECRET_FILE") {
+        return PathBuf::from(p);
+    }
+    if is_root() {
+        PathBuf::from("/etc/scs/cluster.key")
+    } else {
+        home().join(".config/scs/cluster.key")
+    }
+}
+
+/// `/var/lib/scs/node-N` for root, else `~/.local/share/scs/node-N`.
+pub fn default_data_dir(id: u32) -> PathBuf {
+    if is_root() {
+        PathBuf::from(format!("/var/lib/scs/node-{id}"))
+    } else {
+        home().join(format!(".local/share/scs/node-{id}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_make_a_one_node_cluster_on_loopback() {
+        let c = NodeConfig::resolve(NodeSettings::default()).unwrap();
+        assert_eq!(c.id, NodeId(1));
+        assert_eq!(c.group.to_string(), DEFAULT_GROUP);
+        assert_eq!(c.iface, Ipv4Addr::LOCALHOST);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7781");
+        assert_eq!(c.replicas, 1);
+        assert_eq!(c.majority(), 1);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file: NodeSettings = toml::from_str("id = 2\ncluster_size = 3\nmax_files = 5\nlisten = \"0.0.0.0:9000\"").unwrap();
+        let flags = NodeSettings { max_files: Some(2), ..Default::default() };
+        let c = NodeConfig::resolve(file.overlay(flags)).unwrap();
+        assert_eq!((c.id, c.cluster_size, c.max_files), (NodeId(2), 3, Some(2)));
+        assert_eq!(c.advertise.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.majority(), 2);
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        let cases = [
+            ("id = 4\ncluster_size = 3", "id must be"),
+            ("group = \"10.0.0.1:7777\"", "not a multicast"),
+            ("iface = \"eth0\"", "iface must be"),
+            ("heartbeat_ms = 100\nleader_timeout_ms = 150", "at least 3"),
+            ("replicas = 2", "replicas must be"),
+        ];
+        for (toml_text, want) in cases {
+            let s: NodeSettings = toml::from_str(toml_text).unwrap();
+            let e = NodeConfig::resolve(s).unwrap_err().to_string();
+            assert!(e.contains(want), "{toml_text}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("node.toml");
+        std::fs::write(&p, "idd = 3\n").unwrap();
+        let e = NodeSettings::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("idd"), "{e}");
+    }
+}

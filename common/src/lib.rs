@@ -1,0 +1,30 @@
+//! What SCS nodes and clients both speak.
+//!
+//! # Layout
+//! - [`types`]: the newtypes every other module uses (`NodeId`, `Term`,
+//!   `Version`, `Key`, `ContentHash`) and the index [`types::Entry`].
+//! - [`name`]: validation of user-supplied file names and the name → key hash.
+//! - [`proto`]: the messages: UDP gossip ([`proto::gossip`]), TCP requests and
+//!   responses ([`proto::rpc`]) and the pure frame codec ([`proto::frame`]).
+//! - [`conn`]: the one type that reads and writes a TCP stream.
+//! - [`auth`]: the cluster key, datagram MACs and the session handshake.
+//! - [`config`]: the node configuration (TOML keys and defaults) and its validation.
+//! - [`error`]: the error enum shared by both sides, with stable wire codes.
+
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod name;
+pub mod proto;
+pub mod types;
+
+pub use error::{Error, ErrorCode, Result};
+pub use types::{ContentHash, Entry, Key, Kind, NodeId, Term, Version};
+
+/// The protocol version spoken on TCP sessions and in datagrams. A peer with
+/// another version is refused with a clear message.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest chunk of file data in one frame.
+pub const CHUNK_SIZE: usize = 1 << 20;
