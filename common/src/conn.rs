@@ -55,6 +55,21 @@ impl Connection {
         })
     }
 
+    /// Whether the peer has closed an idle connection (checked without
+    /// waiting), so a pooled connection is not used after its peer restarted.
+    pub async fn is_closed(&self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match tokio::time::timeout(Duration::ZERO, self.stream.get_ref().peek(&mut probe)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            // Unexpected bytes on an idle connection: not usable either.
+            Ok(Ok(_)) => true,
+            Err(_) => false,
+        }
+    }
+
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
     }
@@ -96,7 +111,11 @@ impl Connection {
             let read = self.stream.get_mut().read_buf(&mut self.buf);
             let n = match self.read_timeout {
                 Some(t) => tokio::time::timeout(t, read).await.map_err(|_| {
-                    Error::Unavailable(format!("{} sent nothing for {}s", self.peer_addr, t.as_secs()))
+                    Error::Unavailable(format!(
+                        "{} sent nothing for {}s",
+                        self.peer_addr,
+                        t.as_secs()
+                    ))
                 })??,
                 None => read.await?,
             };
@@ -117,7 +136,10 @@ impl Connection {
         match self.read_frame().await? {
             Some(Frame::Message(m)) => Ok(m),
             Some(Frame::Data(_)) => Err(Error::Protocol("unexpected data frame".into())),
-            None => Err(Error::Unavailable(format!("{} closed the connection", self.peer_addr))),
+            None => Err(Error::Unavailable(format!(
+                "{} closed the connection",
+                self.peer_addr
+            ))),
         }
     }
 
@@ -126,7 +148,10 @@ impl Connection {
         match self.recv().await? {
             Message::Response(Response::Error(w)) => Err(Error::from_wire(w)),
             Message::Response(r) => Ok(r),
-            other => Err(Error::Protocol(format!("expected a response, got {}", kind_of(&other)))),
+            other => Err(Error::Protocol(format!(
+                "expected a response, got {}",
+                kind_of(&other)
+            ))),
         }
     }
 
@@ -152,9 +177,14 @@ impl Connection {
     pub async fn write_message(&mut self, m: &Message) -> Result<()> {
         let body = rmp_serde::to_vec(m).map_err(|e| Error::Internal(format!("encode: {e}")))?;
         if body.len() > frame::MAX_MESSAGE {
-            return Err(Error::Internal(format!("message of {} bytes is too large", body.len())));
+            return Err(Error::Internal(format!(
+                "message of {} bytes is too large",
+                body.len()
+            )));
         }
-        self.stream.write_all(&frame::header(FrameKind::Message, body.len())).await?;
+        self.stream
+            .write_all(&frame::header(FrameKind::Message, body.len()))
+            .await?;
         self.stream.write_all(&body).await?;
         Ok(())
     }
@@ -162,7 +192,9 @@ impl Connection {
     /// Queues a chunk of file data (at most `CHUNK_SIZE` bytes).
     pub async fn write_data(&mut self, data: &[u8]) -> Result<()> {
         debug_assert!(data.len() <= frame::MAX_DATA);
-        self.stream.write_all(&frame::header(FrameKind::Data, data.len())).await?;
+        self.stream
+            .write_all(&frame::header(FrameKind::Data, data.len()))
+            .await?;
         self.stream.write_all(data).await?;
         Ok(())
     }
@@ -187,7 +219,12 @@ impl Connection {
     /// # Errors
     /// `Unavailable` if the node cannot be reached in time; `Auth` if either
     /// side does not share the key; `Protocol` on a version mismatch.
-    pub async fn connect(addr: &str, key: &ClusterKey, peer: Peer, timeout: Duration) -> Result<(Connection, NodeId)> {
+    pub async fn connect(
+        addr: &str,
+        key: &ClusterKey,
+        peer: Peer,
+        timeout: Duration,
+    ) -> Result<(Connection, NodeId)> {
         let dial = async {
             let stream = TcpStream::connect(addr).await?;
             let mut conn = Connection::new(stream)?;
@@ -198,15 +235,27 @@ impl Connection {
             Ok(Ok(pair)) => Ok(pair),
             Ok(Err(Error::Io(e))) => Err(Error::Unavailable(format!("cannot reach {addr}: {e}"))),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Unavailable(format!("{addr} did not answer within {}s", timeout.as_secs()))),
+            Err(_) => Err(Error::Unavailable(format!(
+                "{addr} did not answer within {}s",
+                timeout.as_secs()
+            ))),
         }
     }
 
     async fn client_handshake(&mut self, key: &ClusterKey, peer: Peer) -> Result<NodeId> {
         let mine = Nonce(auth::nonce());
-        self.send(&Message::Hello { version: PROTOCOL_VERSION, nonce: mine, peer }).await?;
+        self.send(&Message::Hello {
+            version: PROTOCOL_VERSION,
+            nonce: mine,
+            peer,
+        })
+        .await?;
         let (theirs, proof) = match self.recv().await? {
-            Message::Challenge { version, nonce, proof } if version == PROTOCOL_VERSION => (nonce, proof),
+            Message::Challenge {
+                version,
+                nonce,
+                proof,
+            } if version == PROTOCOL_VERSION => (nonce, proof),
             Message::Challenge { version, .. } => {
                 return Err(Error::Protocol(format!(
                     "{} speaks protocol version {version}, we speak {PROTOCOL_VERSION}",
@@ -214,7 +263,12 @@ impl Connection {
                 )))
             }
             Message::Response(Response::Error(w)) => return Err(Error::from_wire(w)),
-            other => return Err(Error::Protocol(format!("expected a challenge, got {}", kind_of(&other)))),
+            other => {
+                return Err(Error::Protocol(format!(
+                    "expected a challenge, got {}",
+                    kind_of(&other)
+                )))
+            }
         };
         if key.server_proof(&mine.0, &theirs.0) != proof.0 {
             return Err(Error::Auth(format!(
@@ -222,11 +276,17 @@ impl Connection {
                 self.peer_addr
             )));
         }
-        self.send(&Message::Proof { proof: Nonce(key.client_proof(&mine.0, &theirs.0)) }).await?;
+        self.send(&Message::Proof {
+            proof: Nonce(key.client_proof(&mine.0, &theirs.0)),
+        })
+        .await?;
         match self.recv().await? {
             Message::Welcome { node } => Ok(node),
             Message::Response(Response::Error(w)) => Err(Error::from_wire(w)),
-            other => Err(Error::Protocol(format!("expected welcome, got {}", kind_of(&other)))),
+            other => Err(Error::Protocol(format!(
+                "expected welcome, got {}",
+                kind_of(&other)
+            ))),
         }
     }
 
@@ -235,21 +295,39 @@ impl Connection {
     /// # Errors
     /// `Auth` when the peer does not prove the key (it has been told so);
     /// `Protocol` on anything malformed.
-    pub async fn accept(stream: TcpStream, key: &ClusterKey, me: NodeId) -> Result<(Connection, Peer)> {
+    pub async fn accept(
+        stream: TcpStream,
+        key: &ClusterKey,
+        me: NodeId,
+    ) -> Result<(Connection, Peer)> {
         let mut conn = Connection::new(stream)?;
         conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
         let (theirs, peer) = match conn.recv().await? {
-            Message::Hello { version, nonce, peer } if version == PROTOCOL_VERSION => (nonce, peer),
+            Message::Hello {
+                version,
+                nonce,
+                peer,
+            } if version == PROTOCOL_VERSION => (nonce, peer),
             Message::Hello { version, .. } => {
                 let e = Error::Protocol(format!("protocol version {version} is not supported; this node speaks {PROTOCOL_VERSION}"));
                 let _ = conn.send_response(Response::error(&e)).await;
                 return Err(e);
             }
-            other => return Err(Error::Protocol(format!("expected hello, got {}", kind_of(&other)))),
+            other => {
+                return Err(Error::Protocol(format!(
+                    "expected hello, got {}",
+                    kind_of(&other)
+                )))
+            }
         };
         let mine = Nonce(auth::nonce());
         let proof = Nonce(key.server_proof(&theirs.0, &mine.0));
-        conn.send(&Message::Challenge { version: PROTOCOL_VERSION, nonce: mine, proof }).await?;
+        conn.send(&Message::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: mine,
+            proof,
+        })
+        .await?;
         match conn.recv().await? {
             Message::Proof { proof } if proof.0 == key.client_proof(&theirs.0, &mine.0) => {}
             Message::Proof { .. } => {
@@ -257,7 +335,12 @@ impl Connection {
                 let _ = conn.send_response(Response::error(&e)).await;
                 return Err(e);
             }
-            other => return Err(Error::Protocol(format!("expected proof, got {}", kind_of(&other)))),
+            other => {
+                return Err(Error::Protocol(format!(
+                    "expected proof, got {}",
+                    kind_of(&other)
+                )))
+            }
         }
         conn.send(&Message::Welcome { node: me }).await?;
         conn.set_read_timeout(None);
@@ -284,14 +367,18 @@ mod tests {
     use crate::proto::rpc::Request;
     use tokio::net::TcpListener;
 
-    async fn pair(server_key: ClusterKey, client_key: ClusterKey) -> (Result<(Connection, Peer)>, Result<(Connection, NodeId)>) {
+    async fn pair(
+        server_key: ClusterKey,
+        client_key: ClusterKey,
+    ) -> (Result<(Connection, Peer)>, Result<(Connection, NodeId)>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
             Connection::accept(s, &server_key, NodeId(7)).await
         });
-        let client = Connection::connect(&addr, &client_key, Peer::Client, Duration::from_secs(5)).await;
+        let client =
+            Connection::connect(&addr, &client_key, Peer::Client, Duration::from_secs(5)).await;
         (server.await.unwrap(), client)
     }
 
@@ -302,11 +389,20 @@ mod tests {
         let (mut s, peer) = server.unwrap();
         let (mut c, node) = client.unwrap();
         assert_eq!((peer, node), (Peer::Client, NodeId(7)));
-        c.write_message(&Message::Request(Request::Status)).await.unwrap();
+        c.write_message(&Message::Request(Request::Status))
+            .await
+            .unwrap();
         c.write_data(&vec![42u8; 300_000]).await.unwrap();
-        c.write_message(&Message::End { hash: ContentHash([1; 32]) }).await.unwrap();
+        c.write_message(&Message::End {
+            hash: ContentHash([1; 32]),
+        })
+        .await
+        .unwrap();
         c.flush().await.unwrap();
-        assert!(matches!(s.recv().await.unwrap(), Message::Request(Request::Status)));
+        assert!(matches!(
+            s.recv().await.unwrap(),
+            Message::Request(Request::Status)
+        ));
         match s.recv_chunk().await.unwrap() {
             Chunk::Data(d) => assert_eq!(d.len(), 300_000),
             other => panic!("{other:?}"),
@@ -318,8 +414,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_with_the_wrong_key_is_told_so() {
-        let (server, client) =
-            pair(ClusterKey::from_bytes([1; 32]), ClusterKey::from_bytes([2; 32])).await;
+        let (server, client) = pair(
+            ClusterKey::from_bytes([1; 32]),
+            ClusterKey::from_bytes([2; 32]),
+        )
+        .await;
         // The client notices first: the server's proof does not check out.
         assert!(matches!(client, Err(Error::Auth(_))), "{client:?}");
         assert!(server.is_err());

@@ -22,9 +22,7 @@ impl fmt::Debug for NodeId {
 }
 
 /// An election generation. Every message carries one; the highest seen wins.
-#[derive(
-    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Term(pub u64);
 
 impl Term {
@@ -48,16 +46,17 @@ impl fmt::Debug for Term {
 
 /// The version of an index entry: handed out by the leader of `term`, `seq`
 /// counting up within the term. Ordered by term, then seq: the highest wins.
-#[derive(
-    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Version {
     pub term: Term,
     pub seq: u64,
 }
 
 impl Version {
-    pub const ZERO: Version = Version { term: Term(0), seq: 0 };
+    pub const ZERO: Version = Version {
+        term: Term(0),
+        seq: 0,
+    };
 
     pub fn new(term: Term, seq: u64) -> Version {
         Version { term, seq }
@@ -76,7 +75,10 @@ impl Version {
         let mut s = [0u8; 8];
         t.copy_from_slice(&b[..8]);
         s.copy_from_slice(&b[8..]);
-        Version { term: Term(u64::from_be_bytes(t)), seq: u64::from_be_bytes(s) }
+        Version {
+            term: Term(u64::from_be_bytes(t)),
+            seq: u64::from_be_bytes(s),
+        }
     }
 }
 

@@ -1,1 +1,157 @@
+//! The SCS storage node.
+//!
+//! # Layout
+//! - [`cluster`]: the bully election as a pure state machine
+//!   ([`cluster::election`]) and the async driver that runs it over multicast.
+//! - [`view`]: the cluster picture the driver publishes for everyone else.
+//! - [`node`]: the state all tasks share, and the fence on incoming writes.
+//! - [`net`]: the TCP accept loop and the request handler.
+//! - [`leader`]: what the leader does: uploads with pipelined fan-out and
+//!   namespace changes, each committed on a majority.
+//! - [`sync`]: catching up: a new leader from a majority, followers from the
+//!   leader, everyone fetching the blobs they lack.
+//! - [`store`]: blobs on disk and the redb index; the only code that knows paths.
+//! - [`transfer`]: overlapping disk and network for file bytes.
+//! - [`peers`]: pooled authenticated connections to other nodes.
+
 pub mod cluster;
+pub mod leader;
+pub mod net;
+pub mod node;
+pub mod peers;
+pub mod store;
+pub mod sync;
+pub mod transfer;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use scs_common::auth::ClusterKey;
+use scs_common::config::NodeConfig;
+use scs_common::proto::gossip::Role;
+use scs_common::{Error, Result, Term};
+
+use crate::cluster::driver::Driver;
+use crate::leader::LeaderState;
+use crate::node::Node;
+use crate::store::Store;
+use crate::view::ClusterView;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs a node until `shutdown` is cancelled. `ready` is called once the
+/// node serves (it has joined: it follows a leader or leads).
+///
+/// # Errors
+/// `Config` for a bad key file, an address in use or a multicast group that
+/// cannot be joined; `Io` when the store cannot be opened. All before
+/// anything is served.
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: CancellationToken,
+    ready: impl FnOnce() + Send + 'static,
+) -> Result<()> {
+    let id = cfg.id;
+    let (key, created) = ClusterKey::load_or_create(&cfg.secret_file)?;
+    if created {
+        log::info!(
+            "node {id}: created a new cluster key at {} (fingerprint {}); copy it to every other node and client",
+            cfg.secret_file.display(),
+            key.fingerprint()
+        );
+    }
+    let (store, report) = {
+        let (dir, max) = (cfg.data_dir.clone(), cfg.max_files);
+        tokio::task::spawn_blocking(move || Store::open(&dir, id, max))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??
+    };
+    log::info!(
+        "node {id}: store at {} holds {} files ({} temp files and {} orphan blobs removed, {} blobs to fetch again)",
+        cfg.data_dir.display(),
+        report.blobs_held,
+        report.temp_files_removed,
+        report.orphan_blobs_removed,
+        report.blobs_missing
+    );
+    let store = Arc::new(store);
+    let initial_term = store.saved_term()?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let driver = Driver::new(cfg.clone(), key.clone(), store.clone(), initial_term)?;
+    let (view_tx, view_rx) = watch::channel(ClusterView::new(id));
+    let (control_tx, control_rx) = mpsc::channel(64);
+    let node = Arc::new(Node::new(
+        cfg.clone(),
+        key.clone(),
+        store,
+        view_rx,
+        control_tx,
+        shutdown.clone(),
+    ));
+
+    log::info!(
+        "node {id}: listening on {} (advertised as {}), gossip on {} via {}, cluster of {}, key {}",
+        cfg.listen,
+        cfg.advertise,
+        cfg.group,
+        cfg.iface,
+        cfg.cluster_size,
+        key.fingerprint()
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(driver.run(view_tx, control_rx, shutdown.clone()));
+    tasks.spawn(net::server::run(node.clone(), listener));
+    tasks.spawn(sync::follow(node.clone()));
+    tasks.spawn(roles(node.clone(), ready));
+
+    shutdown.cancelled().await;
+    log::info!("node {id}: shutting down");
+    let _ = tokio::time::timeout(DRAIN_DEADLINE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    log::info!("node {id}: stopped");
+    Ok(())
+}
+
+/// Follows role changes: sets up and tears down the leader state, starts a
+/// new leader's catch-up, and reports readiness once.
+async fn roles(node: Arc<Node>, ready: impl FnOnce() + Send + 'static) {
+    let mut rx = node.view.clone();
+    let mut led: Option<Term> = None;
+    let mut ready = Some(ready);
+    loop {
+        let v = rx.borrow_and_update().clone();
+        if v.role == Role::Leader && led != Some(v.term) {
+            led = Some(v.term);
+            let state = Arc::new(LeaderState::new(v.term));
+            *node.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
+            log::info!(
+                "node {}: leading term {}; catching up from a majority before serving",
+                node.me(),
+                v.term
+            );
+            tokio::spawn(sync::lead(node.clone(), state));
+        } else if v.role != Role::Leader && led.is_some() {
+            led = None;
+            *node.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        if v.leader.is_some() && (v.role != Role::Leader || v.ready) {
+            if let Some(f) = ready.take() {
+                f();
+            }
+        }
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+    }
+}

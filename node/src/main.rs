@@ -1,1 +1,149 @@
-fn main(){}
+//! `scs-node`: one storage node of an SCS cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use scs_common::config::{NodeConfig, NodeSettings};
+
+/// A storage node of an SCS cluster. Flags override the config file.
+#[derive(Parser, Debug)]
+#[command(name = "scs-node", version, about, long_about = None)]
+struct Args {
+    /// TOML config file (keys: id, data_dir, listen, group, iface, cluster_size,
+    /// max_files, replicas, secret_file, heartbeat_ms, leader_timeout_ms)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This node's id, 1..=cluster_size (the highest live id leads)
+    #[arg(long, value_name = "N")]
+    id: Option<u32>,
+    /// Where blobs and the index live
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TCP address to serve on (default: IFACE:7780+ID)
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<String>,
+    /// Multicast group for heartbeats and elections
+    #[arg(long, value_name = "MCAST_IP:PORT")]
+    group: Option<String>,
+    /// IPv4 address of the interface multicast uses (default 127.0.0.1)
+    #[arg(long, value_name = "IP")]
+    iface: Option<String>,
+    /// Number of nodes in the cluster
+    #[arg(long, value_name = "N")]
+    cluster_size: Option<u32>,
+    /// Most files this node keeps (default: no limit)
+    #[arg(long, value_name = "N")]
+    max_files: Option<u64>,
+    /// Copies of each file (default: every node)
+    #[arg(long, value_name = "N")]
+    replicas: Option<u32>,
+    /// The cluster key (created with mode 0600 if missing)
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// Heartbeat interval
+    #[arg(long, value_name = "MS")]
+    heartbeat_ms: Option<u64>,
+    /// Silence after which the leader is presumed dead
+    #[arg(long, value_name = "MS")]
+    leader_timeout_ms: Option<u64>,
+}
+
+impl Args {
+    fn settings(&self) -> NodeSettings {
+        NodeSettings {
+            id: self.id,
+            data_dir: self.data_dir.clone(),
+            listen: self.listen.clone(),
+            group: self.group.clone(),
+            iface: self.iface.clone(),
+            cluster_size: self.cluster_size,
+            max_files: self.max_files,
+            replicas: self.replicas,
+            secret_file: self.secret_file.clone(),
+            heartbeat_ms: self.heartbeat_ms,
+            leader_timeout_ms: self.leader_timeout_ms,
+            ..Default::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let file = match &args.config {
+        Some(path) => match NodeSettings::from_file(path) {
+            Ok(s) => s,
+            Err(e) => return fail(&e),
+        },
+        None => NodeSettings::default(),
+    };
+    let cfg = match NodeConfig::resolve(file.overlay(args.settings())) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone())?;
+        scs_node::run(cfg, shutdown, notify_ready).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("scs-node: {e}");
+    ExitCode::FAILURE
+}
+
+/// SIGTERM (systemd) and SIGINT (Ctrl-C) both start a clean shutdown.
+fn spawn_signal_handler(shutdown: CancellationToken) -> scs_common::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+/// Tells systemd (Type=notify) that the node has joined the cluster.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = PathBuf::from(path);
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let result = if bytes.first() == Some(&b'@') {
+        // An abstract socket address.
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(&bytes[1..])
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
+    } else {
+        sock.send_to(b"READY=1", &path)
+    };
+    if let Err(e) = result {
+        log::warn!("could not notify systemd of readiness: {e}");
+    }
+}

@@ -25,7 +25,11 @@ pub enum FrameError {
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
     #[error("{kind:?} frame of {len} bytes is over the limit of {limit}")]
-    TooLarge { kind: FrameKind, len: usize, limit: usize },
+    TooLarge {
+        kind: FrameKind,
+        len: usize,
+        limit: usize,
+    },
 }
 
 /// Reads a frame header from the front of `buf`.

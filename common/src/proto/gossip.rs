@@ -127,7 +127,8 @@ pub fn decode(key: &ClusterKey, bytes: &[u8]) -> Result<Envelope, DatagramError>
     if !key.verify(&[b"gossip", body], mac) {
         return Err(DatagramError::BadMac);
     }
-    rmp_serde::from_slice(&body[HEADER_LEN..]).map_err(|e| DatagramError::Undecodable(e.to_string()))
+    rmp_serde::from_slice(&body[HEADER_LEN..])
+        .map_err(|e| DatagramError::Undecodable(e.to_string()))
 }
 
 /// Drops replayed and stale datagrams: each sender's `(incarnation, seq)`
@@ -140,7 +141,10 @@ pub struct ReplayGuard {
 
 impl ReplayGuard {
     pub fn new(window_ms: u64) -> ReplayGuard {
-        ReplayGuard { window_ms, last: HashMap::new() }
+        ReplayGuard {
+            window_ms,
+            last: HashMap::new(),
+        }
     }
 
     /// Whether to accept `env`, received at `now_ms`; remembers it if so.
@@ -174,7 +178,12 @@ mod tests {
             incarnation: 1000,
             seq,
             ts_ms: 50_000,
-            info: NodeInfo { addr: "127.0.0.1:7783".into(), files: 2, max_files: Some(10), ready: true },
+            info: NodeInfo {
+                addr: "127.0.0.1:7783".into(),
+                files: 2,
+                max_files: Some(10),
+                ready: true,
+            },
             msg: Gossip::Heartbeat(Heartbeat {
                 term: Term(4),
                 leader: Some(NodeId(3)),
@@ -219,14 +228,23 @@ mod tests {
     fn replayed_and_old_datagrams_are_dropped() {
         let mut guard = ReplayGuard::new(30_000);
         assert!(guard.admit(&envelope(5), 50_000));
-        assert!(!guard.admit(&envelope(5), 50_010), "the same datagram twice");
+        assert!(
+            !guard.admit(&envelope(5), 50_010),
+            "the same datagram twice"
+        );
         assert!(!guard.admit(&envelope(4), 50_010), "an older one");
         assert!(guard.admit(&envelope(6), 50_010));
         let mut restarted = envelope(1);
         restarted.incarnation = 2000;
-        assert!(guard.admit(&restarted, 50_010), "a restarted sender starts a new incarnation");
+        assert!(
+            guard.admit(&restarted, 50_010),
+            "a restarted sender starts a new incarnation"
+        );
         let mut stale = envelope(99);
         stale.incarnation = 3000;
-        assert!(!guard.admit(&stale, 50_000 + 31_000), "outside the time window");
+        assert!(
+            !guard.admit(&stale, 50_000 + 31_000),
+            "outside the time window"
+        );
     }
 }

@@ -21,17 +21,31 @@ pub enum Peer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     /// Opens a session: the client's nonce.
-    Hello { version: u16, nonce: Nonce, peer: Peer },
+    Hello {
+        version: u16,
+        nonce: Nonce,
+        peer: Peer,
+    },
     /// The server's nonce and its proof that it holds the cluster key.
-    Challenge { version: u16, nonce: Nonce, proof: Nonce },
+    Challenge {
+        version: u16,
+        nonce: Nonce,
+        proof: Nonce,
+    },
     /// The client's proof that it holds the cluster key.
-    Proof { proof: Nonce },
+    Proof {
+        proof: Nonce,
+    },
     /// The session is open.
-    Welcome { node: NodeId },
+    Welcome {
+        node: NodeId,
+    },
     Request(Request),
     Response(Response),
     /// The end of a data stream: sha256 of every data byte sent in it.
-    End { hash: ContentHash },
+    End {
+        hash: ContentHash,
+    },
 }
 
 /// What a client wants stored.
@@ -54,35 +68,73 @@ pub enum Request {
     Upload(UploadSpec),
     /// Read a file (or a range of it): `Content` + data + `End`, or `Redirect`
     /// to the holders when the node does not keep the content itself.
-    Download { name: String, offset: u64, len: Option<u64> },
+    Download {
+        name: String,
+        offset: u64,
+        len: Option<u64>,
+    },
     /// Read a blob this node holds, by key and version (clients after a
     /// redirect, nodes repairing a copy).
-    ReadBlob { key: Key, version: Version, offset: u64, len: Option<u64> },
+    ReadBlob {
+        key: Key,
+        version: Version,
+        offset: u64,
+        len: Option<u64>,
+    },
     /// The entry of a name (a directory implied by files has version 0).
     Stat { name: String },
     /// The children of a directory ("" = root): answered with `Listing` frames.
     List { dir: String },
     /// Make a directory; with `parents`, its missing ancestors too and no error if it exists.
-    Mkdir { name: String, mode: u32, mtime_ns: i64, parents: bool },
+    Mkdir {
+        name: String,
+        mode: u32,
+        mtime_ns: i64,
+        parents: bool,
+    },
     /// Remove a file or an empty directory. `expect` makes it unlink (file)
     /// or rmdir (dir) with the matching errors.
-    Delete { name: String, expect: Option<crate::types::Kind> },
+    Delete {
+        name: String,
+        expect: Option<crate::types::Kind>,
+    },
     /// Move a file or a directory (with everything below it). With `replace`,
     /// an existing target is replaced as rename(2) does.
-    Rename { from: String, to: String, replace: bool },
+    Rename {
+        from: String,
+        to: String,
+        replace: bool,
+    },
     /// Change the stored mode bits and/or mtime.
-    SetAttr { name: String, mode: Option<u32>, mtime_ns: Option<i64> },
+    SetAttr {
+        name: String,
+        mode: Option<u32>,
+        mtime_ns: Option<i64>,
+    },
     /// Members, leader, term, quorum and load.
     Status,
 
     // Between nodes only.
-    /// Store the content of `entry` (bytes + `End` follow) and commit it.
-    Replicate { term: Term, leader: NodeId, entry: Entry },
+    /// Store the content of `entry` durably (bytes + `End` follow) and answer
+    /// `Done`; the entry itself is committed later by an `Apply`.
+    Replicate {
+        term: Term,
+        leader: NodeId,
+        entry: Entry,
+    },
     /// Commit these entries (metadata) in one transaction.
-    Apply { term: Term, leader: NodeId, entries: Vec<Entry> },
-    /// Every entry newer than `since`: answered with `Pulled` frames. Also
-    /// fences the receiver to `term` before it looks.
-    Pull { term: Term, leader: NodeId, since: Version },
+    Apply {
+        term: Term,
+        leader: NodeId,
+        entries: Vec<Entry>,
+    },
+    /// Every entry newer than `since`: answered with `Pulled` frames. With
+    /// `fence` (a new leader catching up), the receiver first moves to that
+    /// term and stops accepting writes from older ones.
+    Pull {
+        since: Version,
+        fence: Option<(Term, NodeId)>,
+    },
 }
 
 /// Where a holder of a blob listens.
@@ -128,15 +180,29 @@ pub enum Response {
     /// `Stat` of a name that does not exist.
     Missing,
     /// A batch of a directory listing; `more` says another follows.
-    Listing { entries: Vec<Entry>, more: bool },
+    Listing {
+        entries: Vec<Entry>,
+        more: bool,
+    },
     /// `len` bytes of `entry` from `offset` follow as data frames, then `End`.
-    Content { entry: Entry, offset: u64, len: u64 },
+    Content {
+        entry: Entry,
+        offset: u64,
+        len: u64,
+    },
     /// This node does not keep the content: ask one of these holders with `ReadBlob`.
-    Redirect { entry: Entry, holders: Vec<HolderAddr> },
+    Redirect {
+        entry: Entry,
+        holders: Vec<HolderAddr>,
+    },
     Status(StatusReport),
     /// A batch of entries newer than the asked version; when `more` is false,
     /// `watermark` is a version up to which the sender had nothing in flight.
-    Pulled { entries: Vec<Entry>, more: bool, watermark: Version },
+    Pulled {
+        entries: Vec<Entry>,
+        more: bool,
+        watermark: Version,
+    },
     Error(WireError),
 }
 
@@ -165,10 +231,23 @@ mod tests {
             holders: vec![NodeId(1), NodeId(3)],
         };
         let msgs = vec![
-            Message::Hello { version: 1, nonce: Nonce([1; 32]), peer: Peer::Node(NodeId(2)) },
-            Message::Request(Request::Replicate { term: Term(3), leader: NodeId(3), entry: entry.clone() }),
-            Message::Response(Response::Listing { entries: vec![entry], more: false }),
-            Message::End { hash: ContentHash([9; 32]) },
+            Message::Hello {
+                version: 1,
+                nonce: Nonce([1; 32]),
+                peer: Peer::Node(NodeId(2)),
+            },
+            Message::Request(Request::Replicate {
+                term: Term(3),
+                leader: NodeId(3),
+                entry: entry.clone(),
+            }),
+            Message::Response(Response::Listing {
+                entries: vec![entry],
+                more: false,
+            }),
+            Message::End {
+                hash: ContentHash([9; 32]),
+            },
         ];
         for m in msgs {
             let bytes = rmp_serde::to_vec(&m).unwrap();

@@ -1,1 +1,5 @@
-fn main(){}
+//! `scs`: the SCS command line client.
+
+fn main() -> std::process::ExitCode {
+    scs_mount::cli::main()
+}

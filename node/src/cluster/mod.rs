@@ -1,1 +1,4 @@
+pub mod driver;
 pub mod election;
+#[cfg(test)]
+mod sim;

@@ -1,0 +1,400 @@
+//! `scs`: the SCS client as a command line. Exit 0 on success, 1 on an error
+//! (one line on stderr, `scs: ...`), 2 on bad usage.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use scs_common::config::{self, DEFAULT_GROUP, DEFAULT_IFACE};
+use scs_common::name;
+use scs_common::proto::gossip::Role;
+use scs_common::proto::rpc::StatusReport;
+use scs_common::{Entry, Error, Kind, Result};
+
+use crate::client::{Client, ClientOptions, Sink, RETRY_WINDOW};
+
+/// Files larger than this get a progress bar (when stderr is a terminal).
+const PROGRESS_MIN: u64 = 4 << 20;
+
+/// The SCS command line client.
+#[derive(Parser, Debug)]
+#[command(
+    name = "scs",
+    version,
+    about = "Simple Cloud Storage: upload, download and manage files in an SCS cluster"
+)]
+pub struct Args {
+    /// Multicast group the cluster's heartbeats are on
+    #[arg(long, global = true, value_name = "G", default_value = DEFAULT_GROUP)]
+    group: String,
+    /// IPv4 address of the interface to listen for heartbeats on
+    #[arg(long, global = true, value_name = "I", default_value = DEFAULT_IFACE)]
+    iface: String,
+    /// Talk to this node (IP:PORT) instead of listening for heartbeats
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    node: Option<String>,
+    /// The cluster key [default: /etc/scs/cluster.key as root, else ~/.config/scs/cluster.key]
+    #[arg(long, global = true, value_name = "F")]
+    secret_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Upload a local file (REMOTE defaults to its file name; a REMOTE ending in / is a directory)
+    Upload {
+        local: PathBuf,
+        remote: Option<String>,
+    },
+    /// Download a file (to LOCAL, a directory, or - for stdout)
+    Download {
+        remote: String,
+        local: Option<String>,
+    },
+    /// Delete a file or an empty directory
+    #[command(visible_alias = "rm")]
+    Delete { remote: String },
+    /// List a directory (the root by default)
+    #[command(visible_alias = "view-directory")]
+    Ls {
+        prefix: Option<String>,
+        /// Print a JSON list of {name, size, mtime, kind}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a directory
+    Mkdir {
+        name: String,
+        /// Make missing parent directories too, and do not fail if it exists
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// Move or rename a file or directory (replacing a file at TO)
+    Mv { from: String, to: String },
+    /// Members, leader, term, quorum and files per node
+    Status {
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&Error::Internal(e.to_string())),
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("scs: {e}");
+    ExitCode::from(1)
+}
+
+fn options(args: &Args) -> Result<ClientOptions> {
+    Ok(ClientOptions {
+        group: config::parse_group(&args.group)?,
+        iface: config::parse_iface(&args.iface)?,
+        node: args.node.clone(),
+        secret_file: args
+            .secret_file
+            .clone()
+            .unwrap_or_else(config::default_secret_file),
+        retry_window: RETRY_WINDOW,
+    })
+}
+
+/// A remote name as typed, normalized and checked ("" = root where allowed).
+fn remote_name(input: &str) -> Result<String> {
+    let n = name::normalize(input)?;
+    if n.is_empty() {
+        return Err(Error::BadName(format!(
+            "{input:?} names the root, not a file"
+        )));
+    }
+    Ok(n)
+}
+
+async fn run(args: Args) -> Result<()> {
+    let client = Client::new(options(&args)?)?;
+    match args.command {
+        Command::Upload { local, remote } => {
+            let base = local
+                .file_name()
+                .map(|b| b.to_string_lossy().to_string())
+                .ok_or_else(|| Error::BadName(format!("{} has no file name", local.display())))?;
+            let target = match remote.as_deref() {
+                None => base,
+                Some(r) if r.ends_with('/') => name::join(&name::normalize(r)?, &base),
+                Some(r) => r.to_string(),
+            };
+            let target = remote_name(&target)?;
+            let size = std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
+            let bar = progress_bar(size, &format!("upload {target}"));
+            let tick = |n: u64| bar.as_ref().map_or((), |b| b.set_position(n));
+            let e = client.upload_file(&local, &target, Some(&tick)).await?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            if std::io::stderr().is_terminal() {
+                eprintln!(
+                    "stored {} ({} bytes) on node(s) {}",
+                    e.name,
+                    e.size,
+                    ids(&e)
+                );
+            }
+            Ok(())
+        }
+        Command::Download { remote, local } => {
+            let remote = remote_name(&remote)?;
+            let sink = match local.as_deref() {
+                Some("-") => Sink::Stdout,
+                Some(l) if Path::new(l).is_dir() => {
+                    Sink::File(Path::new(l).join(name::base(&remote)))
+                }
+                Some(l) => Sink::File(PathBuf::from(l)),
+                None => Sink::File(PathBuf::from(name::base(&remote))),
+            };
+            let size = client.stat(&remote).await?.map(|e| e.size).unwrap_or(0);
+            let bar = if matches!(sink, Sink::Stdout) {
+                None
+            } else {
+                progress_bar(size, &format!("download {remote}"))
+            };
+            let tick = |n: u64| bar.as_ref().map_or((), |b| b.set_position(n));
+            client.download(&remote, sink, Some(&tick)).await?;
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            Ok(())
+        }
+        Command::Delete { remote } => client.delete(&remote_name(&remote)?, None).await,
+        Command::Ls { prefix, json } => {
+            let dir = name::normalize(prefix.as_deref().unwrap_or(""))?;
+            let entries = match client.stat(&dir).await? {
+                Some(e) if e.kind == Kind::File => vec![e],
+                Some(_) => client.list(&dir).await?,
+                None => return Err(Error::NotFound(dir)),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(entries.iter().map(entry_json).collect())
+                );
+            } else {
+                print_listing(&entries);
+            }
+            Ok(())
+        }
+        Command::Mkdir { name, parents } => client
+            .mkdir(&remote_name(&name)?, 0o755, parents)
+            .await
+            .map(|_| ()),
+        Command::Mv { from, to } => {
+            client
+                .rename(&remote_name(&from)?, &remote_name(&to)?, true)
+                .await
+        }
+        Command::Status { json } => {
+            let report = status(&client).await?;
+            if json {
+                println!("{}", status_json(&report));
+            } else {
+                print_status(&report);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Status from the leader, or from any node heard when there is none.
+async fn status(client: &Client) -> Result<StatusReport> {
+    client.status().await
+}
+
+fn ids(e: &Entry) -> String {
+    e.holders
+        .iter()
+        .map(|h| h.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn progress_bar(size: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    if size < PROGRESS_MIN || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(size);
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}
+
+fn entry_json(e: &Entry) -> serde_json::Value {
+    serde_json::json!({
+        "name": e.name,
+        "size": e.size,
+        "mtime": e.mtime_ns.div_euclid(1_000_000_000),
+        "mtime_ns": e.mtime_ns,
+        "kind": e.kind.as_str(),
+        "mode": e.mode,
+    })
+}
+
+/// `1970-01-01 00:00` style local-independent UTC time.
+fn format_time(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn print_listing(entries: &[Entry]) {
+    for e in entries {
+        let shown = name::base(&e.name);
+        match e.kind {
+            Kind::Dir => println!("{:>12}  {} UTC  {shown}/", "-", format_time(e.mtime_ns)),
+            Kind::File => println!("{:>12}  {} UTC  {shown}", e.size, format_time(e.mtime_ns)),
+        }
+    }
+}
+
+fn role_name(r: Option<Role>) -> &'static str {
+    match r {
+        Some(Role::Leader) => "leader",
+        Some(Role::Candidate) => "candidate",
+        Some(Role::Follower) => "follower",
+        None => "-",
+    }
+}
+
+fn print_status(s: &StatusReport) {
+    let leader = s
+        .leader
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "none".into());
+    println!(
+        "cluster of {}, term {}, leader {leader}, quorum {}, {} replica(s) per file",
+        s.cluster_size,
+        s.term,
+        if s.quorum { "yes" } else { "NO" },
+        s.replicas
+    );
+    println!(
+        "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10}",
+        "ID", "ADDRESS", "ROLE", "ALIVE", "FILES", "MAX_FILES"
+    );
+    for n in &s.nodes {
+        let max = n
+            .max_files
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "-".into());
+        let addr = if n.addr.is_empty() { "?" } else { &n.addr };
+        let role = if n.alive { role_name(n.role) } else { "-" };
+        println!(
+            "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10}",
+            n.id.0,
+            addr,
+            role,
+            if n.alive { "yes" } else { "no" },
+            n.files,
+            max
+        );
+    }
+}
+
+fn status_json(s: &StatusReport) -> serde_json::Value {
+    serde_json::json!({
+        "leader": s.leader.map(|l| l.0),
+        "term": s.term.0,
+        "quorum": s.quorum,
+        "cluster_size": s.cluster_size,
+        "replicas": s.replicas,
+        "nodes": s.nodes.iter().map(|n| serde_json::json!({
+            "id": n.id.0,
+            "addr": n.addr,
+            "alive": n.alive,
+            "role": role_name(n.role),
+            "files": n.files,
+            "max_files": n.max_files,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00");
+        assert_eq!(
+            format_time(1_700_000_000 * 1_000_000_000),
+            "2023-11-14 22:13"
+        );
+        assert_eq!(format_time(951_782_400 * 1_000_000_000), "2000-02-29 00:00");
+    }
+
+    #[test]
+    fn remote_names_are_normalized_and_the_root_is_refused() {
+        assert_eq!(remote_name("/a//b/").unwrap(), "a/b");
+        assert!(remote_name("/").is_err());
+        assert!(remote_name("a/../b").is_err());
+    }
+
+    #[test]
+    fn usage_parses_every_command_and_alias() {
+        for argv in [
+            vec!["scs", "upload", "f"],
+            vec!["scs", "--node", "127.0.0.1:1", "download", "a", "-"],
+            vec!["scs", "rm", "a"],
+            vec!["scs", "view-directory", "--json"],
+            vec!["scs", "mkdir", "-p", "a/b"],
+            vec!["scs", "mv", "a", "b"],
+            vec!["scs", "status", "--json"],
+        ] {
+            Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        }
+        assert!(Args::try_parse_from(["scs", "frobnicate"]).is_err());
+    }
+}

@@ -1,0 +1,762 @@
+//! The client library: finds the leader, opens authenticated sessions, and
+//! runs every command with retries that ride through a failover.
+//!
+//! Files stream in 1 MiB chunks with disk and network overlapped; nothing
+//! holds a whole file in memory. Downloads are checked against the file's
+//! sha256, and a bad or unreachable copy makes the client try the next holder.
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use scs_common::auth::ClusterKey;
+use scs_common::conn::{Chunk, Connection};
+use scs_common::proto::rpc::{
+    HolderAddr, Message, Peer, Request, Response, StatusReport, UploadSpec,
+};
+use scs_common::{ContentHash, Entry, Error, Kind, Result, CHUNK_SIZE};
+
+use crate::discover::Discovery;
+
+/// How long a command keeps retrying through a failover before it gives up.
+pub const RETRY_WINDOW: Duration = Duration::from_secs(5);
+/// How long to wait for a node to accept a session.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A node that sends nothing for this long in the middle of a reply is dead.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunks queued between the disk and the network.
+const QUEUE: usize = 4;
+
+/// Where the cluster is and how to prove we belong to it.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub group: SocketAddrV4,
+    pub iface: Ipv4Addr,
+    /// Talk to this node instead of listening for heartbeats.
+    pub node: Option<String>,
+    pub secret_file: PathBuf,
+    pub retry_window: Duration,
+}
+
+/// Called with the number of bytes moved so far.
+pub type Progress<'a> = Option<&'a (dyn Fn(u64) + Send + Sync)>;
+
+type Attempt<'a, T> = Pin<Box<dyn Future<Output = (Option<Connection>, Result<T>)> + Send + 'a>>;
+
+/// Where a download goes.
+pub enum Sink {
+    /// A file, written to a temp file beside it and renamed when complete and checked.
+    File(PathBuf),
+    Stdout,
+}
+
+pub struct Client {
+    opts: ClientOptions,
+    key: Arc<ClusterKey>,
+    discovery: Option<Discovery>,
+    /// Where we believe the leader is, and idle sessions to it.
+    state: Mutex<LeaderCache>,
+}
+
+#[derive(Default)]
+struct LeaderCache {
+    addr: Option<String>,
+    idle: Vec<Connection>,
+}
+
+impl Client {
+    /// Loads the key and starts listening for the cluster.
+    ///
+    /// # Errors
+    /// `Config` for a missing or unreadable key file or an unusable group.
+    pub fn new(opts: ClientOptions) -> Result<Client> {
+        let key = Arc::new(ClusterKey::load(&opts.secret_file)?);
+        let discovery = match opts.node {
+            Some(_) => None,
+            None => Some(Discovery::start(opts.group, opts.iface, key.clone())?),
+        };
+        Ok(Client {
+            opts,
+            key,
+            discovery,
+            state: Mutex::new(LeaderCache::default()),
+        })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, LeaderCache> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A session to the leader (pooled or new).
+    async fn session(&self, deadline: Instant) -> Result<Connection> {
+        let known = {
+            let mut c = self.cache();
+            if let Some(conn) = c.idle.pop() {
+                return Ok(conn);
+            }
+            c.addr.clone()
+        };
+        let addr = match (known, &self.opts.node, &self.discovery) {
+            (Some(a), _, _) => a,
+            (None, Some(n), _) => n.clone(),
+            (None, None, Some(d)) => d.leader(deadline).await?.addr,
+            (None, None, None) => return Err(Error::Internal("no way to find the leader".into())),
+        };
+        let (mut conn, _) =
+            Connection::connect(&addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await?;
+        conn.set_read_timeout(Some(READ_TIMEOUT));
+        self.cache().addr = Some(addr);
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut c = self.cache();
+        if c.idle.len() < 8 && c.addr.is_some() {
+            c.idle.push(conn);
+        }
+    }
+
+    fn forget_leader(&self, next: Option<String>) {
+        let mut c = self.cache();
+        c.addr = next;
+        c.idle.clear();
+    }
+
+    /// Runs `op` against the leader, retrying on a new leader or session
+    /// for up to the retry window.
+    async fn with_leader<'a, T: Send + 'a>(
+        &'a self,
+        mut op: impl FnMut(Connection, u32) -> Attempt<'a, T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + self.opts.retry_window;
+        let mut attempt = 0u32;
+        let mut last: Option<Error>;
+        loop {
+            match self.session(deadline).await {
+                Ok(conn) => {
+                    let (back, res) = op(conn, attempt).await;
+                    match res {
+                        Ok(v) => {
+                            if let Some(c) = back {
+                                self.give_back(c);
+                            }
+                            return Ok(v);
+                        }
+                        Err(Error::NotLeader(next)) => {
+                            self.forget_leader(next.clone());
+                            last = Some(Error::NotLeader(next));
+                        }
+                        Err(e) if retryable(&e) => {
+                            log::debug!("retrying after: {e}");
+                            self.forget_leader(None);
+                            last = Some(e);
+                        }
+                        Err(e) => {
+                            if let Some(c) = back {
+                                self.give_back(c);
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(e @ (Error::Auth(_) | Error::Config(_) | Error::Protocol(_))) => return Err(e),
+                Err(e) => {
+                    self.forget_leader(None);
+                    last = Some(e);
+                }
+            }
+            attempt += 1;
+            if Instant::now() >= deadline {
+                return Err(give_up(last, self.opts.retry_window));
+            }
+            let pause = Duration::from_millis((50 * attempt as u64).min(250));
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
+    /// One request, one response.
+    async fn call(&self, req: Request) -> Result<Response> {
+        self.with_leader(|mut conn, _| {
+            let req = req.clone();
+            Box::pin(async move {
+                let res = exchange(&mut conn, req).await;
+                (Some(conn), res)
+            })
+        })
+        .await
+    }
+
+    /// The entry of a name, or `None`.
+    pub async fn stat(&self, name: &str) -> Result<Option<Entry>> {
+        match self
+            .call(Request::Stat {
+                name: name.to_string(),
+            })
+            .await?
+        {
+            Response::Stored(e) => Ok(Some(e)),
+            Response::Missing => Ok(None),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The children of a directory ("" = root).
+    pub async fn list(&self, dir: &str) -> Result<Vec<Entry>> {
+        let dir = dir.to_string();
+        self.with_leader(|mut conn, _| {
+            let dir = dir.clone();
+            Box::pin(async move {
+                let res = async {
+                    conn.send(&Message::Request(Request::List { dir })).await?;
+                    let mut out = Vec::new();
+                    loop {
+                        match conn.recv_response().await? {
+                            Response::Listing { entries, more } => {
+                                out.extend(entries);
+                                if !more {
+                                    return Ok(out);
+                                }
+                            }
+                            other => return Err(unexpected(&other)),
+                        }
+                    }
+                }
+                .await;
+                (Some(conn), res)
+            })
+        })
+        .await
+    }
+
+    pub async fn mkdir(&self, name: &str, mode: u32, parents: bool) -> Result<Entry> {
+        let req = Request::Mkdir {
+            name: name.to_string(),
+            mode,
+            mtime_ns: now_ns(),
+            parents,
+        };
+        match self
+            .call_once_semantics(req, |e| matches!(e, Error::Exists(_)) && parents)
+            .await?
+        {
+            Some(Response::Stored(e)) => Ok(e),
+            Some(other) => Err(unexpected(&other)),
+            None => self
+                .stat(name)
+                .await?
+                .ok_or_else(|| Error::NotFound(name.to_string())),
+        }
+    }
+
+    /// Deletes a file (`expect` = `File`), an empty directory (`Dir`), or either.
+    pub async fn delete(&self, name: &str, expect: Option<Kind>) -> Result<()> {
+        let req = Request::Delete {
+            name: name.to_string(),
+            expect,
+        };
+        self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_)))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn rename(&self, from: &str, to: &str, replace: bool) -> Result<()> {
+        let req = Request::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+            replace,
+        };
+        self.call_once_semantics(req, |_| false).await.map(|_| ())
+    }
+
+    pub async fn setattr(
+        &self,
+        name: &str,
+        mode: Option<u32>,
+        mtime_ns: Option<i64>,
+    ) -> Result<Entry> {
+        match self
+            .call(Request::SetAttr {
+                name: name.to_string(),
+                mode,
+                mtime_ns,
+            })
+            .await?
+        {
+            Response::Stored(e) => Ok(e),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn status(&self) -> Result<StatusReport> {
+        match self.call(Request::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A request that is not idempotent: if an earlier attempt may have been
+    /// applied before the leader failed, an error that `done_already` accepts
+    /// on a retry means that attempt took effect (`Ok(None)`).
+    async fn call_once_semantics(
+        &self,
+        req: Request,
+        done_already: impl Fn(&Error) -> bool + Send + Sync,
+    ) -> Result<Option<Response>> {
+        let done_already = &done_already;
+        self.with_leader(|mut conn, attempt| {
+            let req = req.clone();
+            Box::pin(async move {
+                let res = exchange(&mut conn, req).await;
+                let res = match res {
+                    Err(e) if attempt > 0 && done_already(&e) => Ok(None),
+                    other => other.map(Some),
+                };
+                (Some(conn), res)
+            })
+        })
+        .await
+    }
+
+    /// Uploads a local file to `remote`, returning the stored entry.
+    pub async fn upload_file(
+        &self,
+        local: &Path,
+        remote: &str,
+        progress: Progress<'_>,
+    ) -> Result<Entry> {
+        let meta =
+            std::fs::metadata(local).map_err(|e| Error::Io(format!("{}: {e}", local.display())))?;
+        if meta.is_dir() {
+            return Err(Error::IsDir(local.display().to_string()));
+        }
+        use std::os::unix::fs::MetadataExt;
+        let spec = UploadSpec {
+            name: remote.to_string(),
+            size: meta.len(),
+            mode: meta.mode() & 0o7777,
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            exclusive: false,
+        };
+        let path = local.to_path_buf();
+        self.upload(
+            spec,
+            move || std::fs::File::open(&path).map(|f| Box::new(f) as Box<dyn Read + Send>),
+            progress,
+        )
+        .await
+    }
+
+    /// Uploads `spec.size` bytes read from `open()` (called again on each retry).
+    pub async fn upload<F>(
+        &self,
+        spec: UploadSpec,
+        open: F,
+        progress: Progress<'_>,
+    ) -> Result<Entry>
+    where
+        F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
+    {
+        let open = &open;
+        let spec = &spec;
+        self.with_leader(|mut conn, _| {
+            Box::pin(async move {
+                let res = upload_once(&mut conn, spec, open, progress).await;
+                // After a failed stream the session may be mid-frame: do not reuse it.
+                let back = res.is_ok().then_some(conn);
+                (back, res)
+            })
+        })
+        .await
+    }
+
+    /// Downloads `remote` to `sink`, checked against its hash.
+    pub async fn download(
+        &self,
+        remote: &str,
+        sink: Sink,
+        progress: Progress<'_>,
+    ) -> Result<Entry> {
+        let remote = remote.to_string();
+        let sink = &sink;
+        let to_stdout = matches!(sink, Sink::Stdout);
+        let written = &std::sync::atomic::AtomicBool::new(false);
+        self.with_leader(|mut conn, _| {
+            let remote = remote.clone();
+            Box::pin(async move {
+                // Bytes already on stdout cannot be taken back: no retry after them.
+                if to_stdout && written.load(std::sync::atomic::Ordering::Relaxed) {
+                    return (
+                        None,
+                        Err(Error::Invalid(
+                            "the download broke off after part of it was written".into(),
+                        )),
+                    );
+                }
+                let mut out = match open_sink(sink) {
+                    Ok(o) => o,
+                    Err(e) => return (Some(conn), Err(e)),
+                };
+                let res = self
+                    .fetch(&mut conn, &remote, 0, None, &mut out, progress)
+                    .await;
+                if out.written() {
+                    written.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                let res = match res {
+                    Ok(entry) => out.commit().map(|_| entry),
+                    Err(e) => Err(e),
+                };
+                (None, res)
+            })
+        })
+        .await
+    }
+
+    /// Reads `len` bytes of `name` from `offset` into memory (for the mount).
+    pub async fn read(&self, name: &str, offset: u64, len: u64) -> Result<(Entry, Vec<u8>)> {
+        let name = name.to_string();
+        self.with_leader(|mut conn, _| {
+            let name = name.clone();
+            Box::pin(async move {
+                let mut out = Output::Memory(Vec::with_capacity(len.min(16 << 20) as usize));
+                let res = self
+                    .fetch(&mut conn, &name, offset, Some(len), &mut out, None)
+                    .await;
+                let res = res.map(|e| match &mut out {
+                    Output::Memory(v) => (e, std::mem::take(v)),
+                    _ => (e, Vec::new()),
+                });
+                let back = res.is_ok().then_some(conn);
+                (back, res)
+            })
+        })
+        .await
+    }
+
+    /// Asks the leader for a range; follows a redirect to the holders.
+    async fn fetch(
+        &self,
+        conn: &mut Connection,
+        name: &str,
+        offset: u64,
+        len: Option<u64>,
+        out: &mut Output,
+        progress: Progress<'_>,
+    ) -> Result<Entry> {
+        conn.send(&Message::Request(Request::Download {
+            name: name.to_string(),
+            offset,
+            len,
+        }))
+        .await?;
+        match conn.recv_response().await? {
+            Response::Content { entry, offset, len } => {
+                receive_content(conn, entry, offset, len, out, progress).await
+            }
+            Response::Redirect { entry, holders } => {
+                self.fetch_from_holders(entry, holders, offset, len, out, progress)
+                    .await
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn fetch_from_holders(
+        &self,
+        entry: Entry,
+        holders: Vec<HolderAddr>,
+        offset: u64,
+        len: Option<u64>,
+        out: &mut Output,
+        progress: Progress<'_>,
+    ) -> Result<Entry> {
+        let mut last = Error::Unavailable(format!("no holder of {} answered", entry.name));
+        for h in holders {
+            out.reset()?;
+            let attempt = async {
+                let (mut c, _) =
+                    Connection::connect(&h.addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await?;
+                c.set_read_timeout(Some(READ_TIMEOUT));
+                let req = Request::ReadBlob {
+                    key: entry.key(),
+                    version: entry.version,
+                    offset,
+                    len,
+                };
+                c.send(&Message::Request(req)).await?;
+                match c.recv_response().await? {
+                    Response::Content { entry, offset, len } => {
+                        receive_content(&mut c, entry, offset, len, out, progress).await
+                    }
+                    other => Err(unexpected(&other)),
+                }
+            };
+            match attempt.await {
+                Ok(e) => return Ok(e),
+                Err(e) => {
+                    log::info!("holder node {} could not serve {}: {e}", h.id, entry.name);
+                    last = e;
+                }
+            }
+        }
+        // A copy that failed its hash everywhere is an error, not a retry.
+        match last {
+            e @ Error::Corrupt(_) => Err(e),
+            e => Err(Error::Unavailable(e.to_string())),
+        }
+    }
+}
+
+fn retryable(e: &Error) -> bool {
+    e.is_retryable() || matches!(e, Error::Io(_))
+}
+
+/// The error to show after the retry window ran out.
+fn give_up(last: Option<Error>, window: Duration) -> Error {
+    match last {
+        Some(e @ (Error::NoQuorum(_) | Error::Auth(_))) => e,
+        Some(e) => Error::Unavailable(format!(
+            "no leader reachable within {}s ({e})",
+            window.as_secs()
+        )),
+        None => Error::Unavailable(format!("no leader reachable within {}s", window.as_secs())),
+    }
+}
+
+fn unexpected(r: &Response) -> Error {
+    Error::Protocol(format!("unexpected response: {r:?}"))
+}
+
+async fn exchange(conn: &mut Connection, req: Request) -> Result<Response> {
+    conn.send(&Message::Request(req)).await?;
+    conn.recv_response().await
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// One attempt at an upload on an open session.
+async fn upload_once<F>(
+    conn: &mut Connection,
+    spec: &UploadSpec,
+    open: &F,
+    progress: Progress<'_>,
+) -> Result<Entry>
+where
+    F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
+{
+    let source = open().map_err(|e| Error::Io(format!("cannot read {}: {e}", spec.name)))?;
+    conn.send(&Message::Request(Request::Upload(spec.clone())))
+        .await?;
+    match conn.recv_response().await? {
+        Response::Ready => {}
+        other => return Err(unexpected(&other)),
+    }
+    // A thread reads and hashes the source while we send.
+    let size = spec.size;
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes>>(QUEUE);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut source = source;
+        let mut hasher = Sha256::new();
+        let mut left = size;
+        while left > 0 {
+            let mut buf = vec![0u8; left.min(CHUNK_SIZE as u64) as usize];
+            if let Err(e) = source.read_exact(&mut buf) {
+                let _ = tx.blocking_send(Err(Error::Io(format!(
+                    "the file changed while uploading: {e}"
+                ))));
+                return None;
+            }
+            hasher.update(&buf);
+            left -= buf.len() as u64;
+            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                return None;
+            }
+        }
+        Some(ContentHash(hasher.finalize().into()))
+    });
+    let mut sent = 0u64;
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk?;
+        conn.write_data(&chunk).await?;
+        sent += chunk.len() as u64;
+        if let Some(p) = progress {
+            p(sent);
+        }
+    }
+    let hash = reader
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .ok_or_else(|| Error::Io("reading the file failed".into()))?;
+    conn.write_message(&Message::End { hash }).await?;
+    conn.flush().await?;
+    match conn.recv_response().await? {
+        Response::Stored(e) => Ok(e),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Where downloaded bytes go.
+enum Output {
+    File {
+        file: std::fs::File,
+        tmp: TempPath,
+        dest: PathBuf,
+    },
+    Stdout {
+        out: std::io::Stdout,
+        written: bool,
+    },
+    Memory(Vec<u8>),
+}
+
+fn open_sink(sink: &Sink) -> Result<Output> {
+    match sink {
+        Sink::Stdout => Ok(Output::Stdout {
+            out: std::io::stdout(),
+            written: false,
+        }),
+        Sink::File(dest) => {
+            let dir = dest
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let base = dest
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let tmp = dir.join(format!(".{base}.scs-partial-{}", std::process::id()));
+            let file = std::fs::File::create(&tmp)
+                .map_err(|e| Error::Io(format!("cannot write {}: {e}", tmp.display())))?;
+            Ok(Output::File {
+                file,
+                tmp: TempPath(Some(tmp)),
+                dest: dest.clone(),
+            })
+        }
+    }
+}
+
+impl Output {
+    /// Whether bytes went to stdout already.
+    fn written(&self) -> bool {
+        matches!(self, Output::Stdout { written: true, .. })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        match self {
+            Output::File { file, .. } => file.write_all(data)?,
+            Output::Stdout { out, written } => {
+                *written = true;
+                out.write_all(data)?
+            }
+            Output::Memory(v) => v.extend_from_slice(data),
+        }
+        Ok(())
+    }
+
+    /// Starts over (a retry from another holder).
+    fn reset(&mut self) -> Result<()> {
+        match self {
+            Output::File { file, .. } => {
+                use std::io::Seek;
+                file.set_len(0)?;
+                file.seek(std::io::SeekFrom::Start(0))?;
+            }
+            Output::Memory(v) => v.clear(),
+            Output::Stdout { written: false, .. } => {}
+            // Bytes already on stdout cannot be taken back.
+            Output::Stdout { written: true, .. } => {
+                return Err(Error::Invalid(
+                    "the download broke off after part of it was written".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        match self {
+            Output::File { file, tmp, dest } => {
+                file.sync_all()?;
+                let path = tmp
+                    .0
+                    .take()
+                    .ok_or_else(|| Error::Internal("download committed twice".into()))?;
+                std::fs::rename(&path, &*dest)
+                    .map_err(|e| Error::Io(format!("cannot write {}: {e}", dest.display())))?;
+                Ok(())
+            }
+            Output::Stdout { out, .. } => Ok(out.flush()?),
+            Output::Memory(_) => Ok(()),
+        }
+    }
+}
+
+/// A temp file removed on drop unless it was renamed into place.
+struct TempPath(Option<PathBuf>);
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Receives a `Content` stream into `out`, checking its hash.
+async fn receive_content(
+    conn: &mut Connection,
+    entry: Entry,
+    offset: u64,
+    len: u64,
+    out: &mut Output,
+    progress: Progress<'_>,
+) -> Result<Entry> {
+    let whole = offset == 0 && len == entry.size;
+    let mut hasher = Sha256::new();
+    let mut got = 0u64;
+    loop {
+        match conn.recv_chunk().await? {
+            Chunk::Data(b) => {
+                got += b.len() as u64;
+                if got > len {
+                    return Err(Error::Protocol(format!(
+                        "the node sent more than the {len} bytes it announced"
+                    )));
+                }
+                hasher.update(&b);
+                // Writing to a local file or stdout is quick; keep it inline.
+                out.write(&b)?;
+                if let Some(p) = progress {
+                    p(got);
+                }
+            }
+            Chunk::End(sent_hash) => {
+                let ours = ContentHash(hasher.finalize().into());
+                if got != len || ours != sent_hash {
+                    return Err(Error::Corrupt(format!("{} arrived damaged", entry.name)));
+                }
+                if whole && ours != entry.hash {
+                    return Err(Error::Corrupt(format!(
+                        "{} does not match its stored hash",
+                        entry.name
+                    )));
+                }
+                return Ok(entry);
+            }
+        }
+    }
+}

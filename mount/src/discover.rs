@@ -1,0 +1,218 @@
+//! Finding the leader: listen to the cluster's authenticated heartbeats on
+//! the multicast group and remember which node leads and serves.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use scs_common::auth::ClusterKey;
+use scs_common::multicast;
+use scs_common::proto::gossip::{self, Gossip, ReplayGuard, Role, MAX_DATAGRAM};
+use scs_common::{Error, NodeId, Result, Term};
+
+/// A node's last heartbeat, as heard by the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub id: NodeId,
+    pub addr: String,
+    pub term: Term,
+    pub role: Role,
+    /// Leads, has caught up and has a quorum.
+    pub ready: bool,
+    pub at: Instant,
+}
+
+/// What the listener has heard so far.
+#[derive(Clone, Debug, Default)]
+pub struct Hearing {
+    pub nodes: HashMap<NodeId, Heard>,
+    /// Datagrams that failed authentication (another key on this group).
+    pub rejected: u64,
+}
+
+/// Heartbeats older than this do not count.
+const FRESH: Duration = Duration::from_millis(1500);
+
+impl Hearing {
+    /// The serving leader with the highest term, else any node that says it leads.
+    pub fn leader(&self, now: Instant) -> Option<&Heard> {
+        let fresh = || {
+            self.nodes
+                .values()
+                .filter(move |h| now.duration_since(h.at) < FRESH)
+        };
+        fresh()
+            .filter(|h| h.role == Role::Leader && h.ready)
+            .max_by_key(|h| (h.term, h.id))
+            .or_else(|| {
+                fresh()
+                    .filter(|h| h.role == Role::Leader)
+                    .max_by_key(|h| (h.term, h.id))
+            })
+    }
+}
+
+/// A background listener on the group.
+pub struct Discovery {
+    rx: watch::Receiver<Hearing>,
+    task: JoinHandle<()>,
+    group: SocketAddrV4,
+    iface: Ipv4Addr,
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Discovery {
+    /// Joins the group and starts listening.
+    ///
+    /// # Errors
+    /// `Config` if the group cannot be joined on that interface.
+    pub fn start(group: SocketAddrV4, iface: Ipv4Addr, key: Arc<ClusterKey>) -> Result<Discovery> {
+        let sock = multicast::receiver(group, iface)?;
+        let (tx, rx) = watch::channel(Hearing::default());
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+            let mut guard = ReplayGuard::new(30_000);
+            loop {
+                let Ok((n, _)) = sock.recv_from(&mut buf).await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let env = match gossip::decode(&key, &buf[..n]) {
+                    Ok(env) => env,
+                    Err(_) => {
+                        tx.send_modify(|h| h.rejected += 1);
+                        continue;
+                    }
+                };
+                if !guard.admit(&env, now_ms()) {
+                    continue;
+                }
+                if let Gossip::Heartbeat(hb) = env.msg {
+                    let heard = Heard {
+                        id: env.from,
+                        addr: env.info.addr,
+                        term: hb.term,
+                        role: hb.role,
+                        ready: env.info.ready,
+                        at: Instant::now(),
+                    };
+                    tx.send_modify(|h| {
+                        h.nodes.insert(heard.id, heard);
+                    });
+                }
+            }
+        });
+        Ok(Discovery {
+            rx,
+            task,
+            group,
+            iface,
+        })
+    }
+
+    /// Everything heard so far.
+    pub fn heard(&self) -> Hearing {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits until a leader is heard (a serving one preferred), up to `deadline`.
+    ///
+    /// # Errors
+    /// `Unavailable` saying what was heard instead (nothing, other keys, no leader).
+    pub async fn leader(&self, deadline: Instant) -> Result<Heard> {
+        let mut rx = self.rx.clone();
+        loop {
+            {
+                let h = rx.borrow_and_update();
+                if let Some(l) = h.leader(Instant::now()) {
+                    // Prefer a serving leader; give an unready one a moment.
+                    if l.ready || Instant::now() + Duration::from_millis(300) >= deadline {
+                        return Ok(l.clone());
+                    }
+                }
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return Err(self.explain());
+            }
+            let _ = tokio::time::timeout(wait.min(Duration::from_millis(100)), rx.changed()).await;
+        }
+    }
+
+    fn explain(&self) -> Error {
+        let h = self.rx.borrow();
+        let (g, i) = (self.group, self.iface);
+        if h.nodes.is_empty() && h.rejected > 0 {
+            Error::Auth(format!(
+                "nodes on group {g} use a different cluster key (check --secret-file)"
+            ))
+        } else if h.nodes.is_empty() {
+            Error::Unavailable(format!("no node heard on group {g} via {i} (is the cluster running, with this --group and --iface?)"))
+        } else {
+            let mut ids: Vec<_> = h.nodes.keys().map(|i| i.0).collect();
+            ids.sort();
+            Error::Unavailable(format!("no leader elected among the nodes heard ({ids:?})"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heard(id: u32, term: u64, role: Role, ready: bool, at: Instant) -> Heard {
+        Heard {
+            id: NodeId(id),
+            addr: format!("127.0.0.1:{id}"),
+            term: Term(term),
+            role,
+            ready,
+            at,
+        }
+    }
+
+    #[test]
+    fn the_serving_leader_of_the_highest_term_is_chosen() {
+        let now = Instant::now();
+        let mut h = Hearing::default();
+        for x in [
+            heard(1, 5, Role::Follower, false, now),
+            heard(2, 5, Role::Leader, true, now),
+            heard(3, 6, Role::Leader, false, now),
+        ] {
+            h.nodes.insert(x.id, x);
+        }
+        assert_eq!(
+            h.leader(now).unwrap().id,
+            NodeId(2),
+            "a leader still catching up is not preferred"
+        );
+        h.nodes.get_mut(&NodeId(3)).unwrap().ready = true;
+        assert_eq!(h.leader(now).unwrap().id, NodeId(3));
+    }
+
+    #[test]
+    fn a_silent_leader_is_forgotten() {
+        let now = Instant::now();
+        let mut h = Hearing::default();
+        let old = heard(3, 6, Role::Leader, true, now);
+        h.nodes.insert(old.id, old);
+        assert!(h.leader(now + Duration::from_secs(2)).is_none());
+    }
+}

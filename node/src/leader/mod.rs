@@ -1,0 +1,209 @@
+//! What a node does while it leads: hands out versions, picks holders,
+//! commits entries on a majority, and first catches up from a majority.
+//!
+//! # Layout
+//! - this file: [`LeaderState`], holder choice and the majority commit.
+//! - [`upload`]: streaming a file to the holders with a pipelined fan-out.
+//! - [`meta`]: mkdir, delete, rename, setattr: checks, then a majority commit.
+
+pub mod meta;
+pub mod upload;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use scs_common::proto::rpc::{Request, Response};
+use scs_common::{Entry, Error, Key, NodeId, Result, Term, Version};
+
+use crate::node::Node;
+
+/// How long a follower may take to commit an `Apply`.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state of one term of leadership.
+#[derive(Debug)]
+pub struct LeaderState {
+    pub term: Term,
+    next_seq: AtomicU64,
+    /// Versions handed out whose entries are not committed here yet.
+    inflight: Mutex<BTreeSet<Version>>,
+    /// Serializes the check-then-commit of namespace changes.
+    pub ns: tokio::sync::Mutex<()>,
+}
+
+impl LeaderState {
+    pub fn new(term: Term) -> LeaderState {
+        LeaderState {
+            term,
+            next_seq: AtomicU64::new(1),
+            inflight: Mutex::new(BTreeSet::new()),
+            ns: Default::default(),
+        }
+    }
+
+    /// A new version, in flight until the returned guard is dropped.
+    pub fn allocate(self: &Arc<Self>) -> VersionGuard {
+        let version = Version::new(self.term, self.next_seq.fetch_add(1, Ordering::SeqCst));
+        self.lock().insert(version);
+        VersionGuard {
+            state: self.clone(),
+            version,
+        }
+    }
+
+    /// The highest version at or below which nothing is in flight: a
+    /// follower that has pulled everything up to it has every committed entry.
+    pub fn safe_watermark(&self) -> Version {
+        let next = self.next_seq.load(Ordering::SeqCst);
+        let lowest = self.lock().iter().next().copied();
+        match lowest {
+            Some(v) => Version::new(v.term, v.seq - 1),
+            None => Version::new(self.term, next - 1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<Version>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A version in flight; dropping it (committed or abandoned) releases it.
+#[derive(Debug)]
+pub struct VersionGuard {
+    state: Arc<LeaderState>,
+    pub version: Version,
+}
+
+impl Drop for VersionGuard {
+    fn drop(&mut self) {
+        self.state.lock().remove(&self.version);
+    }
+}
+
+/// The nodes that will keep a new blob for `key`: this node first when it
+/// has room, then the other live nodes with room, least loaded first, up to
+/// `replicas`.
+///
+/// # Errors
+/// `NoSpace` when no node has room.
+pub fn pick_holders(node: &Node, key: &Key) -> Result<Vec<(NodeId, String)>> {
+    let view = node.view();
+    let mut out = Vec::new();
+    if node.store.has_room_for(key)? {
+        out.push((node.me(), node.cfg.advertise.to_string()));
+    }
+    let mut others: Vec<(u64, NodeId, String)> = view
+        .alive_others()
+        .filter(|(_, m)| !m.info.addr.is_empty())
+        .filter(|(_, m)| m.info.max_files.is_none_or(|max| m.info.files < max))
+        .map(|(id, m)| (m.info.files, id, m.info.addr.clone()))
+        .collect();
+    others.sort();
+    out.extend(others.into_iter().map(|(_, id, addr)| (id, addr)));
+    out.truncate(node.cfg.replicas as usize);
+    if out.is_empty() {
+        return Err(Error::NoSpace("every node is at its max_files".into()));
+    }
+    Ok(out)
+}
+
+/// The smallest majority of `n`.
+pub fn majority_of(n: usize) -> usize {
+    n / 2 + 1
+}
+
+/// Commits `entries` here and on every live node, returning once a majority
+/// of the cluster has committed them. Stragglers finish in the background.
+///
+/// # Errors
+/// `Stale` if this node was deposed; `Unavailable` if no majority committed.
+pub async fn commit_on_majority(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    entries: Vec<Entry>,
+) -> Result<()> {
+    node.commit(state.term, node.me(), entries.clone(), Vec::new())
+        .await?;
+    broadcast_apply(node, state, entries).await
+}
+
+/// Sends already locally committed `entries` to every other live node and
+/// waits for a majority of the cluster (counting this node).
+pub async fn broadcast_apply(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    entries: Vec<Entry>,
+) -> Result<()> {
+    let need = node.cfg.majority();
+    let mut acks = 1;
+    if acks >= need {
+        spawn_apply_to_others(node, state, entries);
+        return Ok(());
+    }
+    let mut set = apply_to_others(node, state, entries);
+    let mut failures = Vec::new();
+    while let Some(res) = set.join_next().await {
+        match res {
+            Ok((_, Ok(()))) => acks += 1,
+            Ok((id, Err(e))) => failures.push(format!("node {id}: {e}")),
+            Err(e) => failures.push(e.to_string()),
+        }
+        if acks >= need {
+            detach(set);
+            return Ok(());
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "committed on {acks} of {} nodes, {need} needed ({})",
+        node.cfg.cluster_size,
+        failures.join("; ")
+    )))
+}
+
+fn spawn_apply_to_others(node: &Arc<Node>, state: &Arc<LeaderState>, entries: Vec<Entry>) {
+    detach(apply_to_others(node, state, entries));
+}
+
+fn apply_to_others(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    entries: Vec<Entry>,
+) -> JoinSet<(NodeId, Result<()>)> {
+    let mut set = JoinSet::new();
+    let req = Request::Apply {
+        term: state.term,
+        leader: node.me(),
+        entries,
+    };
+    for (id, m) in node.view().alive_others() {
+        let (node, req, addr) = (node.clone(), req.clone(), m.info.addr.clone());
+        set.spawn(async move {
+            let res = match tokio::time::timeout(APPLY_TIMEOUT, node.peers.call(&addr, &req)).await
+            {
+                Ok(Ok(Response::Done)) => Ok(()),
+                Ok(Ok(other)) => Err(Error::Protocol(format!(
+                    "unexpected answer to apply: {other:?}"
+                ))),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(Error::Unavailable("apply timed out".into())),
+            };
+            if let Err(e) = &res {
+                log::debug!("node {}: apply on node {id} failed: {e}", node.me());
+            }
+            (id, res)
+        });
+    }
+    set
+}
+
+/// Lets the remaining tasks of a set run to completion on their own.
+pub fn detach<T: Send + 'static>(mut set: JoinSet<T>) {
+    if set.is_empty() {
+        return;
+    }
+    tokio::spawn(async move { while set.join_next().await.is_some() {} });
+}

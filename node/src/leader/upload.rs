@@ -1,0 +1,340 @@
+//! Upload at the leader: checks, holder choice, then the client's bytes go to
+//! this node's disk and to every other holder at once (pipelined fan-out).
+//!
+//! Two phases: (1) every holder writes the blob to a temp file, checks the
+//! hash, fsyncs and renames it into place, and says so; (2) once a majority
+//! of the holders have the data, the entry, naming the holders that
+//! answered, is committed on a majority of the cluster. Only then is the
+//! client told the file is stored. A holder that fails is simply left out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use scs_common::conn::{Chunk, Connection};
+use scs_common::name;
+use scs_common::proto::rpc::{Message, Request, Response, UploadSpec};
+use scs_common::{ContentHash, Entry, Error, Key, Kind, NodeId, Result};
+
+use super::{broadcast_apply, majority_of, pick_holders, LeaderState, VersionGuard};
+use crate::node::Node;
+use crate::store::{check_ancestors, Lookup};
+use crate::transfer::{drain, BlobSink};
+
+/// Chunks queued per remote holder; a slower holder slows the upload down to
+/// its pace rather than growing memory.
+const HOLDER_QUEUE: usize = 8;
+/// A holder that accepts no chunk for this long is dropped from the upload.
+const HOLDER_STALL: Duration = Duration::from_secs(10);
+/// How long a holder may take to fsync and answer after the last byte.
+const HOLDER_FINISH: Duration = Duration::from_secs(120);
+/// After a majority of holders answered, how long the others get to join in.
+const STRAGGLER_GRACE: Duration = Duration::from_millis(1000);
+
+enum Feed {
+    Data(Bytes),
+    End(ContentHash),
+}
+
+/// A remote holder receiving the stream.
+struct Remote {
+    id: NodeId,
+    tx: Option<mpsc::Sender<Feed>>,
+}
+
+/// Checks that `name` may become a file: not a directory, no ancestor a file,
+/// and free when `exclusive`.
+pub fn check_file_target(node: &Node, name: &str, exclusive: bool) -> Result<()> {
+    name::validate(name)?;
+    match node.store.lookup(name)? {
+        l if l.is_dir() => return Err(Error::IsDir(name.to_string())),
+        Lookup::Live(_) if exclusive => return Err(Error::Exists(name.to_string())),
+        _ => {}
+    }
+    check_ancestors(&node.store, name)
+}
+
+/// An upload that passed its checks: its version and its holders.
+pub struct Prepared {
+    state: Arc<LeaderState>,
+    guard: VersionGuard,
+    entry: Entry,
+    holders: Vec<(NodeId, String)>,
+    exclusive: bool,
+}
+
+/// Checks an upload and picks its holders; nothing is sent or written yet.
+///
+/// # Errors
+/// `NotLeader`, `NoQuorum`, `BadName`, `IsDir`, `NotDir`, `Exists`, `NoSpace`.
+pub fn prepare(node: &Node, spec: UploadSpec) -> Result<Prepared> {
+    let state = node.writable()?;
+    check_file_target(node, &spec.name, spec.exclusive)?;
+    let key = Key::of_name(&spec.name);
+    let holders = pick_holders(node, &key)?;
+    let guard = state.allocate();
+    let entry = Entry {
+        name: spec.name,
+        version: guard.version,
+        kind: Kind::File,
+        size: spec.size,
+        hash: ContentHash::default(),
+        mode: spec.mode & 0o7777,
+        mtime_ns: spec.mtime_ns,
+        deleted: false,
+        holders: Vec::new(),
+    };
+    Ok(Prepared {
+        state,
+        guard,
+        entry,
+        holders,
+        exclusive: spec.exclusive,
+    })
+}
+
+/// Says `Ready`, receives the bytes, and stores them as planned. Returns
+/// the committed entry.
+///
+/// # Errors
+/// `Invalid` on a wrong byte count, `Corrupt` on a hash mismatch,
+/// `Unavailable` when fewer than a majority of the holders could keep the
+/// file or a majority of nodes commit it. Nothing is committed in the first
+/// three cases.
+pub async fn receive(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared) -> Outcome {
+    let mut broken = false;
+    match run(node, conn, prepared, &mut broken).await {
+        Ok(entry) => Outcome::Stored(entry),
+        Err(e) if broken => Outcome::Broken(e),
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// How an upload ended, for the session that carried it.
+pub enum Outcome {
+    Stored(Entry),
+    /// The client's stream was consumed: answer with the error.
+    Failed(Error),
+    /// The session broke: nothing can be answered.
+    Broken(Error),
+}
+
+async fn run(
+    node: &Arc<Node>,
+    conn: &mut Connection,
+    prepared: Prepared,
+    broken: &mut bool,
+) -> Result<Entry> {
+    let Prepared {
+        state,
+        guard,
+        mut entry,
+        holders,
+        exclusive,
+    } = prepared;
+    let key = entry.key();
+    let size = entry.size;
+    log::debug!(
+        "node {}: upload {:?} ({size} bytes) {:?} to {:?}",
+        node.me(),
+        entry.name,
+        entry.version,
+        holders
+    );
+
+    let mut local = None;
+    let mut remotes = Vec::new();
+    let mut acks: JoinSet<(NodeId, Result<()>)> = JoinSet::new();
+    for (id, addr) in holders {
+        if id == node.me() {
+            let version = entry.version;
+            let writer = node.blocking(move |s| s.new_blob(&key, version, size));
+            local = Some(BlobSink::spawn(writer.await?));
+            continue;
+        }
+        let (tx, rx) = mpsc::channel(HOLDER_QUEUE);
+        let (node2, e2, term) = (node.clone(), entry.clone(), state.term);
+        acks.spawn(async move { (id, replicate_to(&node2, &addr, term, e2, rx).await) });
+        remotes.push(Remote { id, tx: Some(tx) });
+    }
+    let planned = remotes.len() + usize::from(local.is_some());
+    if let Err(e) = conn.send_response(Response::Ready).await {
+        *broken = true;
+        return Err(e);
+    }
+
+    // Stream: the client's chunks go to the local writer and every holder.
+    let mut hasher = local.is_none().then(Sha256::new);
+    let mut received = 0u64;
+    let client_hash = loop {
+        let chunk = match conn.recv_chunk().await {
+            Ok(c) => c,
+            Err(e) => {
+                *broken = true;
+                return Err(e);
+            }
+        };
+        match chunk {
+            Chunk::Data(b) => {
+                received += b.len() as u64;
+                if received > size {
+                    *broken = !drain(conn).await;
+                    return Err(Error::Invalid(format!(
+                        "more than the announced {size} bytes arrived"
+                    )));
+                }
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&b);
+                }
+                for r in remotes.iter_mut() {
+                    feed(r, Feed::Data(b.clone())).await;
+                }
+                if let Some(sink) = local.as_mut() {
+                    if let Err(e) = sink.write(b).await {
+                        log::warn!(
+                            "node {}: local write of {:?} failed: {e}",
+                            node.me(),
+                            entry.name
+                        );
+                        local = None;
+                    }
+                }
+            }
+            Chunk::End(hash) => break hash,
+        }
+    };
+    if received != size {
+        return Err(Error::Invalid(format!(
+            "{received} bytes arrived, {size} were announced"
+        )));
+    }
+    // Our own copy: finished here (fsync) while the holders finish theirs.
+    let mut durable = Vec::new();
+    if let Some(sink) = local.take() {
+        match sink.finish(Some(client_hash)).await {
+            Ok(_) => durable.push(node.me()),
+            Err(e @ Error::Corrupt(_)) => return Err(e),
+            Err(e) => log::warn!("node {}: could not keep {:?}: {e}", node.me(), entry.name),
+        }
+    } else if let Some(h) = hasher {
+        let ours = ContentHash(h.finalize().into());
+        if ours != client_hash {
+            return Err(Error::Corrupt(format!(
+                "received bytes hash to {ours:?}, the client sent {client_hash:?}"
+            )));
+        }
+    }
+    for r in remotes.iter_mut() {
+        feed(r, Feed::End(client_hash)).await;
+    }
+    let need = majority_of(planned);
+    let mut failures = Vec::new();
+    let mut grace_deadline = None;
+    while !acks.is_empty() {
+        let next = match grace_deadline {
+            Some(d) => match tokio::time::timeout_at(d, acks.join_next()).await {
+                Ok(n) => n,
+                Err(_) => break,
+            },
+            None => acks.join_next().await,
+        };
+        match next {
+            None => break,
+            Some(Ok((id, Ok(())))) => durable.push(id),
+            Some(Ok((id, Err(e)))) => failures.push(format!("node {id}: {e}")),
+            Some(Err(e)) => failures.push(e.to_string()),
+        }
+        if durable.len() >= need && grace_deadline.is_none() {
+            grace_deadline = Some(tokio::time::Instant::now() + STRAGGLER_GRACE);
+        }
+    }
+    super::detach(acks);
+    if durable.len() < need {
+        return Err(Error::Unavailable(format!(
+            "the file reached only {} of {planned} holders ({})",
+            durable.len(),
+            failures.join("; ")
+        )));
+    }
+    durable.sort();
+    entry.hash = client_hash;
+    entry.holders = durable;
+
+    // Phase 2: commit the entry, re-checking the name under the namespace lock.
+    {
+        let _ns = state.ns.lock().await;
+        check_file_target(node, &entry.name, exclusive)?;
+        node.commit(state.term, node.me(), vec![entry.clone()], Vec::new())
+            .await?;
+    }
+    drop(guard);
+    broadcast_apply(node, &state, vec![entry.clone()]).await?;
+    log::debug!(
+        "node {}: stored {:?} {:?} on {:?}",
+        node.me(),
+        entry.name,
+        entry.version,
+        entry.holders
+    );
+    Ok(entry)
+}
+
+/// Queues a message for a holder; a holder that stalls or failed is dropped.
+async fn feed(r: &mut Remote, item: Feed) {
+    let Some(tx) = r.tx.as_ref() else { return };
+    match tx.send_timeout(item, HOLDER_STALL).await {
+        Ok(()) => {}
+        Err(_) => {
+            log::warn!(
+                "holder node {} stalled or failed; continuing without it",
+                r.id
+            );
+            r.tx = None;
+        }
+    }
+}
+
+/// Streams one blob to a remote holder and waits for it to be durable there.
+async fn replicate_to(
+    node: &Node,
+    addr: &str,
+    term: scs_common::Term,
+    entry: Entry,
+    mut rx: mpsc::Receiver<Feed>,
+) -> Result<()> {
+    let mut conn = node.peers.get(addr).await?;
+    conn.write_message(&Message::Request(Request::Replicate {
+        term,
+        leader: node.me(),
+        entry,
+    }))
+    .await?;
+    loop {
+        match rx.recv().await {
+            Some(Feed::Data(b)) => conn.write_data(&b).await?,
+            Some(Feed::End(hash)) => {
+                conn.write_message(&Message::End { hash }).await?;
+                conn.flush().await?;
+                break;
+            }
+            // The upload was abandoned: dropping the connection makes the
+            // holder throw its temp file away.
+            None => return Err(Error::Unavailable("upload abandoned".into())),
+        }
+    }
+    conn.set_read_timeout(Some(HOLDER_FINISH));
+    match conn.recv_response().await? {
+        Response::Done => {
+            conn.set_read_timeout(Some(crate::peers::REQUEST_TIMEOUT));
+            node.peers.put(addr, conn);
+            Ok(())
+        }
+        other => Err(Error::Protocol(format!(
+            "unexpected answer to replicate: {other:?}"
+        ))),
+    }
+}

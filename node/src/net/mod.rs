@@ -1,0 +1,4 @@
+//! The node's TCP side: the accept loop and the request handler.
+
+pub mod handler;
+pub mod server;

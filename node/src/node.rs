@@ -1,0 +1,207 @@
+//! [`Node`]: the state every task of a running node shares, and the fence
+//! that decides whose writes this node accepts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use scs_common::auth::ClusterKey;
+use scs_common::config::NodeConfig;
+use scs_common::proto::gossip::Role;
+use scs_common::{Entry, Error, Key, NodeId, Result, Term, Version};
+
+use crate::leader::LeaderState;
+use crate::peers::Peers;
+use crate::store::{Applied, Store};
+use crate::view::ClusterView;
+
+/// Requests from the rest of the node to the election driver.
+#[derive(Debug)]
+pub enum Control {
+    /// A TCP request from `leader` claiming `term`: may we accept it?
+    Claim {
+        term: Term,
+        leader: NodeId,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Caught up with the current leader: eligible to lead.
+    CaughtUp,
+    /// As leader of `term`: caught up from a majority, ready to serve.
+    Ready { term: Term },
+}
+
+pub struct Node {
+    pub cfg: NodeConfig,
+    pub key: ClusterKey,
+    pub store: Arc<Store>,
+    pub peers: Peers,
+    pub view: watch::Receiver<ClusterView>,
+    pub control: mpsc::Sender<Control>,
+    pub shutdown: CancellationToken,
+    /// Commits hold it shared; a `Pull` takes it exclusively for an instant
+    /// after raising the term, so no commit from an older term lands after
+    /// the pull has looked (see [`Node::fence_barrier`]).
+    commit_gate: RwLock<()>,
+    /// Present while this node leads; versions and in-flight writes.
+    pub leader: std::sync::Mutex<Option<Arc<LeaderState>>>,
+}
+
+impl Node {
+    pub fn new(
+        cfg: NodeConfig,
+        key: ClusterKey,
+        store: Arc<Store>,
+        view: watch::Receiver<ClusterView>,
+        control: mpsc::Sender<Control>,
+        shutdown: CancellationToken,
+    ) -> Node {
+        let peers = Peers::new(key.clone(), cfg.id);
+        Node {
+            cfg,
+            key,
+            store,
+            peers,
+            view,
+            control,
+            shutdown,
+            commit_gate: RwLock::new(()),
+            leader: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    /// A copy of the current cluster view.
+    pub fn view(&self) -> ClusterView {
+        self.view.borrow().clone()
+    }
+
+    /// The leader state if this node leads a term right now.
+    pub fn leader_state(&self) -> Option<Arc<LeaderState>> {
+        self.leader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Checks that this node may serve a client write right now.
+    ///
+    /// # Errors
+    /// `NotLeader` (with the leader's address when known), `NoQuorum`, or
+    /// `Unavailable` while a new leader is still catching up.
+    pub fn writable(&self) -> Result<Arc<LeaderState>> {
+        let v = self.view();
+        if v.role != Role::Leader {
+            return Err(Error::NotLeader(v.leader_addr()));
+        }
+        if !v.quorum {
+            return Err(Error::NoQuorum(format!(
+                "node {} leads but hears fewer than {} of {} nodes",
+                self.me(),
+                self.cfg.majority(),
+                self.cfg.cluster_size
+            )));
+        }
+        match self.leader_state() {
+            Some(l) if v.ready && l.term == v.term => Ok(l),
+            _ => Err(Error::Unavailable(
+                "the new leader is still catching up".into(),
+            )),
+        }
+    }
+
+    /// Checks that this node may serve a client read: it leads and has
+    /// caught up (reads do not need a quorum).
+    pub fn readable(&self) -> Result<()> {
+        let v = self.view();
+        if v.role != Role::Leader {
+            return Err(Error::NotLeader(v.leader_addr()));
+        }
+        if !v.ready {
+            return Err(Error::Unavailable(
+                "the new leader is still catching up".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a request from `leader` claiming `term`: accepted when it is the
+    /// leader we follow in our term, or when the election driver admits it.
+    ///
+    /// # Errors
+    /// `Stale` naming the term we are in.
+    pub async fn admit(&self, term: Term, leader: NodeId) -> Result<()> {
+        {
+            let v = self.view.borrow();
+            if v.term == term && v.accepted == Some(leader) {
+                return Ok(());
+            }
+            if term < v.term {
+                return Err(stale(term, leader, v.term));
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(Control::Claim {
+                term,
+                leader,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Unavailable("node is shutting down".into()))?;
+        match tokio::time::timeout(Duration::from_secs(2), answer).await {
+            Ok(Ok(true)) => Ok(()),
+            _ => Err(stale(term, leader, self.view.borrow().term)),
+        }
+    }
+
+    /// Commits entries from `leader` of `term` (or from ourselves as leader),
+    /// refusing if that term has been superseded meanwhile.
+    pub async fn commit(
+        &self,
+        term: Term,
+        leader: NodeId,
+        entries: Vec<Entry>,
+        written: Vec<(Key, Version)>,
+    ) -> Result<Applied> {
+        let _shared = self.commit_gate.read().await;
+        {
+            let v = self.view.borrow();
+            if v.term != term || v.accepted != Some(leader) {
+                return Err(stale(term, leader, v.term));
+            }
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.apply(&entries, &written))
+            .await
+            .map_err(|e| Error::Internal(format!("commit task: {e}")))?
+    }
+
+    /// Waits until every commit that passed the fence before now has
+    /// finished. Called after the term was raised by a `Pull`, so that what
+    /// the pull then reads includes every commit of the older term.
+    pub async fn fence_barrier(&self) {
+        drop(self.commit_gate.write().await);
+    }
+
+    /// Runs blocking store work off the async threads.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("store task: {e}")))?
+    }
+}
+
+fn stale(term: Term, leader: NodeId, ours: Term) -> Error {
+    Error::Stale(format!(
+        "node {leader} claims term {term}, but this node is in term {ours}"
+    ))
+}

@@ -1,0 +1,359 @@
+use super::*;
+use sha2::{Digest, Sha256};
+
+fn v(term: u64, seq: u64) -> Version {
+    Version::new(Term(term), seq)
+}
+
+fn file(name: &str, version: Version, content: &[u8], holders: &[u32]) -> Entry {
+    Entry {
+        name: name.into(),
+        version,
+        kind: Kind::File,
+        size: content.len() as u64,
+        hash: ContentHash(Sha256::digest(content).into()),
+        mode: 0o644,
+        mtime_ns: 1,
+        deleted: false,
+        holders: holders.iter().map(|&i| NodeId(i)).collect(),
+    }
+}
+
+fn dir(name: &str, version: Version) -> Entry {
+    Entry {
+        kind: Kind::Dir,
+        size: 0,
+        hash: ContentHash::default(),
+        holders: vec![],
+        ..file(name, version, b"", &[])
+    }
+}
+
+/// Writes the blob and commits the entry, as a holder does on upload.
+fn put(store: &Store, e: &Entry, content: &[u8]) -> Applied {
+    let mut w = store
+        .new_blob(&e.key(), e.version, content.len() as u64)
+        .unwrap();
+    w.write(content).unwrap();
+    w.finish(Some(e.hash)).unwrap();
+    store
+        .apply(std::slice::from_ref(e), &[(e.key(), e.version)])
+        .unwrap()
+}
+
+fn read_all(store: &Store, e: &Entry) -> Vec<u8> {
+    let mut r = store.read_blob(&e.key(), e.version, 0, e.size).unwrap();
+    let mut out = Vec::new();
+    loop {
+        let c = r.next_chunk(7).unwrap();
+        if c.is_empty() {
+            break;
+        }
+        out.extend(c);
+    }
+    assert_eq!(r.hash(), e.hash);
+    out
+}
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, NodeId(1), None).unwrap().0
+}
+
+fn blob_files(dir: &Path) -> usize {
+    walk(&dir.join("blobs"))
+}
+
+fn walk(p: &Path) -> usize {
+    fs::read_dir(p)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| if p.is_dir() { walk(&p) } else { 1 })
+        .sum()
+}
+
+#[test]
+fn a_committed_file_survives_reopening() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = file("photos/cat.png", v(1, 1), b"meow", &[1, 2]);
+    {
+        let s = open(tmp.path());
+        assert_eq!(
+            put(&s, &e, b"meow"),
+            Applied {
+                applied: 1,
+                stale: 0,
+                wanted: 0
+            }
+        );
+    }
+    let (s, report) = Store::open(tmp.path(), NodeId(1), None).unwrap();
+    assert_eq!(
+        report,
+        OpenReport {
+            blobs_held: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(s.lookup("photos/cat.png").unwrap(), Lookup::Live(e.clone()));
+    assert_eq!(read_all(&s, &e), b"meow");
+    assert_eq!(s.files(), 1);
+}
+
+#[test]
+fn an_older_version_never_replaces_a_newer_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let new = file("a", v(2, 1), b"new", &[1]);
+    let old = file("a", v(1, 9), b"old", &[1]);
+    put(&s, &new, b"new");
+    assert_eq!(put(&s, &old, b"old").stale, 1);
+    assert_eq!(read_all(&s, &new), b"new");
+    assert_eq!(blob_files(tmp.path()), 1, "the stale blob was removed");
+    assert_eq!(
+        s.apply(&[new.clone()], &[]).unwrap().stale,
+        1,
+        "re-applying is a no-op"
+    );
+}
+
+#[test]
+fn an_overwrite_replaces_the_blob() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    put(&s, &file("a", v(1, 1), b"one", &[1]), b"one");
+    let two = file("a", v(1, 2), b"two!", &[1]);
+    put(&s, &two, b"two!");
+    assert_eq!(read_all(&s, &two), b"two!");
+    assert_eq!(blob_files(tmp.path()), 1);
+    assert_eq!(s.files(), 1);
+}
+
+#[test]
+fn a_tombstone_removes_the_blob_and_the_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let e = file("d/a", v(1, 1), b"x", &[1]);
+    put(&s, &e, b"x");
+    s.apply(&[e.tombstone(v(1, 2), 5)], &[]).unwrap();
+    assert_eq!(s.lookup("d/a").unwrap(), Lookup::Absent);
+    assert_eq!(
+        s.lookup("d").unwrap(),
+        Lookup::Absent,
+        "the implied directory went with it"
+    );
+    assert!(
+        s.entry(&e.key()).unwrap().unwrap().deleted,
+        "the tombstone is kept"
+    );
+    assert_eq!(blob_files(tmp.path()), 0);
+    assert_eq!(s.files(), 0);
+    // The delayed upload of the old version cannot bring it back.
+    assert_eq!(s.apply(&[e.clone()], &[]).unwrap().stale, 1);
+    assert_eq!(s.lookup("d/a").unwrap(), Lookup::Absent);
+}
+
+#[test]
+fn a_rename_moves_the_blob_instead_of_fetching_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let a = file("a", v(1, 1), b"content", &[1, 2]);
+    put(&s, &a, b"content");
+    let b = Entry {
+        name: "dir/b".into(),
+        version: v(1, 3),
+        ..a.clone()
+    };
+    // The new name first: the blob is still found, since both are in one batch.
+    let applied = s.apply(&[b.clone(), a.tombstone(v(1, 2), 9)], &[]).unwrap();
+    assert_eq!(
+        applied,
+        Applied {
+            applied: 2,
+            stale: 0,
+            wanted: 0
+        }
+    );
+    assert_eq!(read_all(&s, &b), b"content");
+    assert_eq!(s.lookup("a").unwrap(), Lookup::Absent);
+    assert_eq!(blob_files(tmp.path()), 1);
+}
+
+#[test]
+fn a_file_we_should_hold_but_lack_is_wanted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let mine = file("mine", v(1, 1), b"m", &[1, 2]);
+    let theirs = file("theirs", v(1, 2), b"t", &[2, 3]);
+    assert_eq!(s.apply(&[mine.clone(), theirs], &[]).unwrap().wanted, 1);
+    assert_eq!(s.wanted(10).unwrap(), vec![mine.clone()]);
+    put(&s, &mine, b"m");
+    assert!(s.wanted(10).unwrap().is_empty());
+    assert_eq!(s.files(), 1);
+}
+
+#[test]
+fn listing_shows_files_and_explicit_and_implied_dirs_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    s.apply(
+        &[
+            file("top.txt", v(1, 1), b"", &[]),
+            dir("photos", v(1, 2)),
+            file("photos/2024/a.jpg", v(1, 3), b"", &[]),
+            file("photos/2024/b.jpg", v(1, 4), b"", &[]),
+            file("photos/cat.png", v(1, 5), b"", &[]),
+            file("photos-old/x", v(1, 6), b"", &[]),
+            dir("empty", v(1, 7)),
+        ],
+        &[],
+    )
+    .unwrap();
+    let names = |d: &str| {
+        s.list(d)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.kind))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(""),
+        vec![
+            ("empty".into(), Kind::Dir),
+            ("photos".into(), Kind::Dir),
+            ("photos-old".into(), Kind::Dir),
+            ("top.txt".into(), Kind::File)
+        ]
+    );
+    assert_eq!(
+        names("photos"),
+        vec![
+            ("photos/2024".into(), Kind::Dir),
+            ("photos/cat.png".into(), Kind::File)
+        ]
+    );
+    assert!(names("empty").is_empty());
+    assert!(s.has_children("photos").unwrap());
+    assert!(!s.has_children("empty").unwrap());
+    assert!(matches!(
+        s.lookup("photos/2024").unwrap(),
+        Lookup::Implied(_)
+    ));
+    assert_eq!(s.descendants("photos").unwrap().len(), 3);
+}
+
+#[test]
+fn since_returns_newer_entries_in_version_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    s.apply(
+        &[
+            file("b", v(2, 1), b"", &[]),
+            file("a", v(1, 5), b"", &[]),
+            file("c", v(2, 7), b"", &[]),
+        ],
+        &[],
+    )
+    .unwrap();
+    let names = |since, limit| {
+        s.since(since, limit)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(Version::ZERO, 10), vec!["a", "b", "c"]);
+    assert_eq!(names(v(1, 5), 10), vec!["b", "c"]);
+    assert_eq!(names(v(1, 6), 1), vec!["b"]);
+    assert_eq!(s.max_version().unwrap(), v(2, 7));
+    // Overwriting "a" moves it to the end.
+    s.apply(&[file("a", v(3, 1), b"", &[])], &[]).unwrap();
+    assert_eq!(names(Version::ZERO, 10), vec!["b", "c", "a"]);
+}
+
+#[test]
+fn reopening_cleans_temp_files_orphans_and_notices_missing_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kept = file("kept", v(1, 1), b"k", &[1]);
+    let lost = file("lost", v(1, 2), b"l", &[1]);
+    {
+        let s = open(tmp.path());
+        put(&s, &kept, b"k");
+        put(&s, &lost, b"l");
+        // A crash mid-upload leaves a temp file, and one after the rename but
+        // before the commit leaves an orphan blob.
+        let mut w = s.new_blob(&Key::of_name("half"), v(1, 3), 10).unwrap();
+        w.write(b"12345").unwrap();
+        std::mem::forget(w);
+        let orphan = file("orphan", v(1, 4), b"o", &[1]);
+        let mut w = s.new_blob(&orphan.key(), orphan.version, 1).unwrap();
+        w.write(b"o").unwrap();
+        w.finish(None).unwrap();
+    }
+    fs::remove_file(Layout::new(tmp.path()).blob(&lost.key(), lost.version)).unwrap();
+    let (s, report) = Store::open(tmp.path(), NodeId(1), None).unwrap();
+    assert_eq!(
+        report,
+        OpenReport {
+            temp_files_removed: 1,
+            orphan_blobs_removed: 1,
+            blobs_missing: 1,
+            blobs_held: 1
+        }
+    );
+    assert_eq!(s.wanted(10).unwrap(), vec![lost]);
+    assert_eq!(read_all(&s, &kept), b"k");
+}
+
+#[test]
+fn content_that_does_not_match_its_hash_never_lands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let e = file("a", v(1, 1), b"right", &[1]);
+    let mut w = s.new_blob(&e.key(), e.version, 5).unwrap();
+    w.write(b"wrong").unwrap();
+    assert!(matches!(w.finish(Some(e.hash)), Err(Error::Corrupt(_))));
+    let mut w = s.new_blob(&e.key(), e.version, 5).unwrap();
+    assert!(matches!(w.write(b"toolong"), Err(Error::Invalid(_))));
+    drop(w);
+    assert_eq!(blob_files(tmp.path()), 0);
+    assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn capacity_counts_held_and_wanted_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, _) = Store::open(tmp.path(), NodeId(1), Some(2)).unwrap();
+    let a = file("a", v(1, 1), b"a", &[1]);
+    put(&s, &a, b"a");
+    s.apply(&[file("b", v(1, 2), b"b", &[1])], &[]).unwrap();
+    assert!(!s.has_room_for(&Key::of_name("c")).unwrap());
+    assert!(
+        s.has_room_for(&a.key()).unwrap(),
+        "replacing a held file needs no room"
+    );
+}
+
+#[test]
+fn a_quarantined_blob_is_moved_aside_and_wanted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let e = file("a", v(1, 1), b"abc", &[1]);
+    put(&s, &e, b"abc");
+    s.quarantine(&e.key(), e.version).unwrap();
+    assert!(!s.holds(&e.key(), e.version).unwrap());
+    assert_eq!(s.wanted(10).unwrap(), vec![e]);
+    assert_eq!(fs::read_dir(tmp.path().join("corrupt")).unwrap().count(), 1);
+}
+
+#[test]
+fn the_term_and_watermark_are_remembered() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let s = open(tmp.path());
+        s.save_term(Term(7)).unwrap();
+        s.set_watermark(v(7, 3)).unwrap();
+    }
+    let s = open(tmp.path());
+    assert_eq!(s.saved_term().unwrap(), Term(7));
+    assert_eq!(s.watermark().unwrap(), v(7, 3));
+}

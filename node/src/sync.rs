@@ -1,0 +1,311 @@
+//! Catching up (DESIGN sections 3 and 5): a new leader pulls what it lacks
+//! from a majority before it serves; every other node pulls from the leader
+//! every second, and every node fetches the blobs it should keep but lacks.
+//! Entries carry versions and applying one is idempotent (the highest
+//! version wins), so a pull can be repeated or overlap live replication.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use scs_common::conn::{Chunk, Connection};
+use scs_common::proto::gossip::Role;
+use scs_common::proto::rpc::{Message, Request, Response};
+use scs_common::{Entry, Error, NodeId, Result, Term, Version};
+
+use crate::leader::LeaderState;
+use crate::node::{Control, Node};
+use crate::transfer::BlobSink;
+
+/// Entries per `Pulled` batch.
+const PULL_BATCH: usize = 500;
+/// How often a follower pulls from its leader.
+const SYNC_INTERVAL: Duration = Duration::from_millis(1000);
+/// Wanted blobs fetched per round.
+const FETCH_BATCH: usize = 64;
+
+/// Answers a `Pull`: with a fence, first moves to the new term and waits out
+/// commits of older terms; then streams every entry newer than `since`.
+pub async fn serve_pull(
+    node: &Arc<Node>,
+    conn: &mut Connection,
+    since: Version,
+    fence: Option<(Term, NodeId)>,
+) -> Result<()> {
+    if let Some((term, leader)) = fence {
+        node.admit(term, leader).await?;
+        node.fence_barrier().await;
+    }
+    // Taken before reading: every version at or below it is already committed here.
+    let watermark = match node.leader_state() {
+        Some(state) if node.view().role == Role::Leader => state.safe_watermark(),
+        _ => Version::ZERO,
+    };
+    let mut cursor = since;
+    loop {
+        let batch = node.blocking(move |s| s.since(cursor, PULL_BATCH)).await?;
+        let more = batch.len() == PULL_BATCH;
+        if let Some(last) = batch.last() {
+            cursor = last.version;
+        }
+        conn.send_response(Response::Pulled {
+            entries: batch,
+            more,
+            watermark,
+        })
+        .await?;
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// Pulls every entry newer than `since` from the node at `addr` and applies
+/// it here. Returns how many entries were new and the sender's watermark.
+pub async fn pull_from(
+    node: &Arc<Node>,
+    addr: &str,
+    since: Version,
+    fence: Option<(Term, NodeId)>,
+) -> Result<(usize, Version)> {
+    let mut conn = node.peers.get(addr).await?;
+    conn.send(&Message::Request(Request::Pull { since, fence }))
+        .await?;
+    let mut applied = 0;
+    loop {
+        match conn.recv_response().await? {
+            Response::Pulled {
+                entries,
+                more,
+                watermark,
+            } => {
+                if !entries.is_empty() {
+                    applied += node
+                        .blocking(move |s| s.apply(&entries, &[]))
+                        .await?
+                        .applied;
+                }
+                if !more {
+                    node.peers.put(addr, conn);
+                    return Ok((applied, watermark));
+                }
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "unexpected answer to pull: {other:?}"
+                )))
+            }
+        }
+    }
+}
+
+/// A new leader's catch-up: pull from live nodes until a majority (counting
+/// itself) has answered, then tell the driver it is ready to serve.
+pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
+    let me = node.me();
+    let need = node.cfg.majority();
+    let mut attempt = 0u32;
+    loop {
+        let v = node.view();
+        if v.role != Role::Leader || v.term != state.term || node.shutdown.is_cancelled() {
+            return;
+        }
+        let since = node
+            .blocking(|s| s.watermark())
+            .await
+            .unwrap_or(Version::ZERO);
+        let mut set = JoinSet::new();
+        for (id, m) in v.alive_others() {
+            let (node, addr) = (node.clone(), m.info.addr.clone());
+            let fence = Some((state.term, me));
+            set.spawn(async move { (id, pull_from(&node, &addr, since, fence).await) });
+        }
+        let mut answered = 1;
+        let mut pulled = 0;
+        while let Some(res) = set.join_next().await {
+            match res {
+                Ok((_, Ok((n, _)))) => {
+                    answered += 1;
+                    pulled += n;
+                }
+                Ok((id, Err(e))) => log::info!("node {me}: catch-up from node {id} failed: {e}"),
+                Err(e) => log::warn!("node {me}: catch-up task failed: {e}"),
+            }
+        }
+        if answered >= need {
+            // Everything a majority had is here now: the new watermark.
+            if let Ok(max) = node.blocking(|s| s.max_version()).await {
+                let _ = node.blocking(move |s| s.set_watermark(max)).await;
+            }
+            log::info!(
+                "node {me}: leader of term {} caught up ({pulled} entries from {} nodes); serving",
+                state.term,
+                answered - 1
+            );
+            let _ = node.control.send(Control::Ready { term: state.term }).await;
+            return;
+        }
+        attempt += 1;
+        if attempt % 10 == 1 {
+            log::info!("node {me}: leader of term {} waits for a majority to catch up from ({answered} of {need})", state.term);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The background loop of every node: follow the leader's entries, fetch
+/// wanted blobs, and say when caught up with a new leader.
+pub async fn follow(node: Arc<Node>) {
+    let me = node.me();
+    let mut view_rx = node.view.clone();
+    let mut caught_up_with: Option<(Term, NodeId)> = None;
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SYNC_INTERVAL) => {}
+            r = view_rx.changed() => if r.is_err() { return },
+        }
+        let v = node.view();
+        if let (Some(leader), Some(addr)) = (v.leader.filter(|l| *l != me), v.leader_addr()) {
+            let since = node
+                .blocking(|s| s.watermark())
+                .await
+                .unwrap_or(Version::ZERO);
+            match pull_from(&node, &addr, since, None).await {
+                Ok((n, watermark)) => {
+                    failures = 0;
+                    if n > 0 {
+                        log::debug!("node {me}: pulled {n} entries from leader {leader}");
+                    }
+                    // Only a leader's watermark vouches for completeness.
+                    if watermark > since {
+                        let _ = node.blocking(move |s| s.set_watermark(watermark)).await;
+                    }
+                    fetch_wanted(&node).await;
+                    if caught_up_with != Some((v.term, leader)) {
+                        caught_up_with = Some((v.term, leader));
+                        log::info!(
+                            "node {me}: caught up with leader {leader} (term {})",
+                            v.term
+                        );
+                        let _ = node.control.send(Control::CaughtUp).await;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures.is_power_of_two() {
+                        log::info!("node {me}: cannot catch up from leader {leader}: {e}");
+                    }
+                }
+            }
+        } else if v.role == Role::Leader {
+            fetch_wanted(&node).await;
+        }
+        if v.term > Term(0) {
+            let term = v.term;
+            let _ = node
+                .blocking(move |s| {
+                    if s.saved_term()? < term {
+                        s.save_term(term)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await;
+        }
+    }
+}
+
+/// Fetches blobs this node should keep but lacks, from another holder.
+pub async fn fetch_wanted(node: &Arc<Node>) {
+    let wanted = match node.blocking(|s| s.wanted(FETCH_BATCH)).await {
+        Ok(w) => w,
+        Err(e) => {
+            log::warn!("node {}: cannot list wanted blobs: {e}", node.me());
+            return;
+        }
+    };
+    for entry in wanted {
+        if node.shutdown.is_cancelled() {
+            return;
+        }
+        if let Err(e) = fetch_one(node, &entry).await {
+            log::debug!("node {}: cannot fetch {:?} yet: {e}", node.me(), entry.name);
+        }
+    }
+}
+
+async fn fetch_one(node: &Arc<Node>, entry: &Entry) -> Result<()> {
+    let view = node.view();
+    let mut last = Error::Unavailable("no live holder".into());
+    for holder in entry.holders.iter().filter(|h| **h != node.me()) {
+        let Some(addr) = view
+            .members
+            .get(holder)
+            .filter(|m| m.alive)
+            .map(|m| m.info.addr.clone())
+        else {
+            continue;
+        };
+        match fetch_from(node, &addr, entry).await {
+            Ok(()) => {
+                log::debug!(
+                    "node {}: fetched {:?} from node {holder}",
+                    node.me(),
+                    entry.name
+                );
+                return Ok(());
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Entry) -> Result<()> {
+    let mut conn = node.peers.dial(addr).await?;
+    let key = entry.key();
+    conn.send(&Message::Request(Request::ReadBlob {
+        key,
+        version: entry.version,
+        offset: 0,
+        len: None,
+    }))
+    .await?;
+    match conn.recv_response().await? {
+        Response::Content { .. } => {}
+        other => {
+            return Err(Error::Protocol(format!(
+                "unexpected answer to read: {other:?}"
+            )))
+        }
+    }
+    let (version, size) = (entry.version, entry.size);
+    let writer = node
+        .blocking(move |s| s.new_blob(&key, version, size))
+        .await?;
+    let mut sink = BlobSink::spawn(writer);
+    let mut received = 0u64;
+    loop {
+        match conn.recv_chunk().await? {
+            Chunk::Data(b) => {
+                received += b.len() as u64;
+                if received > size {
+                    return Err(Error::Corrupt(
+                        "holder sent more bytes than the entry says".into(),
+                    ));
+                }
+                sink.write(b).await?;
+            }
+            Chunk::End(_) => break,
+        }
+    }
+    sink.finish(Some(entry.hash)).await?;
+    let e = entry.clone();
+    node.blocking(move |s| s.apply(&[e], &[(key, version)]))
+        .await?;
+    node.peers.put(addr, conn);
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Moving file bytes between a socket and the disk with the two overlapped:
+//! a blocking thread reads or writes the blob while the async side talks to
+//! the network, with a small bounded queue between them (memory stays at a
+//! few chunks per transfer, whatever the file size).
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use scs_common::conn::{Chunk, Connection};
+use scs_common::proto::rpc::{Message, Response};
+use scs_common::{ContentHash, Entry, Error, Result, CHUNK_SIZE};
+
+use crate::store::{BlobReader, BlobWriter};
+
+/// Chunks queued between the network and the disk thread.
+const QUEUE: usize = 4;
+
+enum WriteOp {
+    Data(Bytes),
+    Finish(Option<ContentHash>),
+}
+
+/// A blob being written by a blocking thread.
+pub struct BlobSink {
+    tx: Option<mpsc::Sender<WriteOp>>,
+    task: JoinHandle<Result<ContentHash>>,
+}
+
+impl BlobSink {
+    pub fn spawn(mut writer: BlobWriter) -> BlobSink {
+        let (tx, mut rx) = mpsc::channel::<WriteOp>(QUEUE);
+        let task = tokio::task::spawn_blocking(move || {
+            while let Some(op) = rx.blocking_recv() {
+                match op {
+                    WriteOp::Data(b) => writer.write(&b)?,
+                    WriteOp::Finish(expected) => return writer.finish(expected),
+                }
+            }
+            // The sender went away without finishing: the upload was abandoned.
+            Err(Error::Unavailable("upload abandoned".into()))
+        });
+        BlobSink { tx: Some(tx), task }
+    }
+
+    /// Queues a chunk. An error means the writer failed; [`BlobSink::finish`] tells why.
+    pub async fn write(&mut self, data: Bytes) -> Result<()> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::Internal("blob sink closed".into()))?;
+        if tx.send(WriteOp::Data(data)).await.is_err() {
+            self.tx = None;
+            return Err(Error::Io("blob writer stopped".into()));
+        }
+        Ok(())
+    }
+
+    /// Finishes the blob: size and hash checked, fsynced, renamed into place.
+    pub async fn finish(mut self, expected: Option<ContentHash>) -> Result<ContentHash> {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(WriteOp::Finish(expected)).await;
+        }
+        (&mut self.task)
+            .await
+            .map_err(|e| Error::Internal(format!("blob writer: {e}")))?
+    }
+}
+
+/// Receives a data stream of exactly `size` bytes into `sink`, returning the
+/// sender's hash from `End`. Dropping the sink on error removes the temp file.
+pub async fn receive_into(
+    conn: &mut Connection,
+    sink: &mut BlobSink,
+    size: u64,
+) -> Result<ContentHash> {
+    let mut received = 0u64;
+    loop {
+        match conn.recv_chunk().await? {
+            Chunk::Data(b) => {
+                received += b.len() as u64;
+                if received > size {
+                    return Err(Error::Invalid(format!(
+                        "more than the announced {size} bytes arrived"
+                    )));
+                }
+                sink.write(b).await?;
+            }
+            Chunk::End(hash) => {
+                if received != size {
+                    return Err(Error::Invalid(format!(
+                        "{received} bytes arrived, {size} were announced"
+                    )));
+                }
+                return Ok(hash);
+            }
+        }
+    }
+}
+
+/// Streams `len` bytes of a local blob from `offset` as `Content` + data +
+/// `End`. A whole read is checked against the entry's hash; on a mismatch the
+/// stream ends with a `Corrupt` error instead of `End`, and the error is returned.
+pub async fn send_blob(
+    conn: &mut Connection,
+    entry: Entry,
+    reader: BlobReader,
+    offset: u64,
+    len: u64,
+) -> Result<()> {
+    let whole = offset == 0 && len == entry.size;
+    let expected = entry.hash;
+    let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>>>(QUEUE);
+    let task = tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        while reader.remaining() > 0 {
+            let chunk = reader.next_chunk(CHUNK_SIZE);
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return None;
+            }
+        }
+        Some(reader.hash())
+    });
+    conn.write_message(&Message::Response(Response::Content { entry, offset, len }))
+        .await?;
+    while let Some(chunk) = rx.recv().await {
+        conn.write_data(&chunk?).await?;
+    }
+    let hash = task
+        .await
+        .map_err(|e| Error::Internal(format!("blob reader: {e}")))?;
+    let hash = hash.ok_or_else(|| Error::Io("blob read was cut short".into()))?;
+    if whole && hash != expected {
+        let e = Error::Corrupt(format!("stored copy does not match its hash {expected:?}"));
+        conn.send_response(Response::error(&e)).await?;
+        return Err(e);
+    }
+    conn.write_message(&Message::End { hash }).await?;
+    conn.flush().await
+}
+
+/// Skips the rest of a data stream up to its `End`. False if the stream
+/// broke instead (the session must be closed).
+pub async fn drain(conn: &mut Connection) -> bool {
+    loop {
+        match conn.recv_chunk().await {
+            Ok(Chunk::Data(_)) => continue,
+            Ok(Chunk::End(_)) => return true,
+            Err(_) => return false,
+        }
+    }
+}
