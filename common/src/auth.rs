@@ -43,15 +43,15 @@ impl ClusterKey {
     /// [`Error::Config`] with the path and what to do about it.
     pub fn load(path: &Path) -> Result<ClusterKey> {
         let shown = path.display();
-        let meta = fs::metadata(path)
-            .map_err(|e| Error::Config(format!("cannot read the cluster key file {shown}: {e}")))?;
+        let meta =
+            fs::metadata(path).map_err(|e| Error::Config(format!("cannot read the cluster key file {shown}: {e}")))?;
         if meta.permissions().mode() & 0o077 != 0 {
             return Err(Error::Config(format!(
                 "the cluster key file {shown} is readable by others; run: chmod 600 {shown}"
             )));
         }
-        let data = fs::read(path)
-            .map_err(|e| Error::Config(format!("cannot read the cluster key file {shown}: {e}")))?;
+        let data =
+            fs::read(path).map_err(|e| Error::Config(format!("cannot read the cluster key file {shown}: {e}")))?;
         Self::parse(&data).ok_or_else(|| {
             Error::Config(format!(
                 "the cluster key file {shown} must hold 32 bytes or 64 hex digits ({} bytes found)",
@@ -77,32 +77,19 @@ impl ClusterKey {
         }
         let key = ClusterKey::generate();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|e| {
-                Error::Config(format!(
-                    "cannot create {} for the cluster key: {e}",
-                    dir.display()
-                ))
-            })?;
+            fs::create_dir_all(dir)
+                .map_err(|e| Error::Config(format!("cannot create {} for the cluster key: {e}", dir.display())))?;
         }
         let write = || -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)?;
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
             f.write_all(&key.0)?;
             f.sync_all()
         };
         match write() {
             Ok(()) => Ok((key, true)),
             // Another node sharing the file created it first: use theirs.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Ok((Self::load(path)?, false))
-            }
-            Err(e) => Err(Error::Config(format!(
-                "cannot create the cluster key file {}: {e}",
-                path.display()
-            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((Self::load(path)?, false)),
+            Err(e) => Err(Error::Config(format!("cannot create the cluster key file {}: {e}", path.display()))),
         }
     }
 
@@ -115,8 +102,7 @@ impl ClusterKey {
 
     /// HMAC-SHA256 over the concatenation of `parts`.
     pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut m =
-            <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("hmac takes any key length");
+        let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("hmac takes any key length");
         for p in parts {
             m.update(p);
         }
@@ -125,8 +111,7 @@ impl ClusterKey {
 
     /// Constant-time check of a MAC made by [`ClusterKey::mac`].
     pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
-        let mut m =
-            <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("hmac takes any key length");
+        let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.0).expect("hmac takes any key length");
         for p in parts {
             m.update(p);
         }
@@ -162,10 +147,7 @@ mod tests {
         let path = dir.path().join("sub/cluster.key");
         let (key, created) = ClusterKey::load_or_create(&path).unwrap();
         assert!(created);
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read(&path).unwrap().len(), 32);
         let (again, created) = ClusterKey::load_or_create(&path).unwrap();
         assert!(!created);
@@ -190,10 +172,7 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(ClusterKey::load(&path).unwrap().0, [0xab; 32]);
         fs::write(&path, b"short").unwrap();
-        assert!(ClusterKey::load(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("32 bytes"));
+        assert!(ClusterKey::load(&path).unwrap_err().to_string().contains("32 bytes"));
         assert!(ClusterKey::load(&dir.path().join("missing")).is_err());
     }
 

@@ -41,8 +41,8 @@ impl NodeSettings {
     /// # Errors
     /// `Config` naming the file and the offending key or line.
     pub fn from_file(path: &Path) -> Result<NodeSettings> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| {
             let msg = e.message().to_string();
             Error::Config(format!("{}: {msg}", path.display()))
@@ -100,9 +100,7 @@ impl NodeConfig {
         let bad = |m: String| Err(Error::Config(m));
         let cluster_size = s.cluster_size.unwrap_or(1);
         if cluster_size == 0 || cluster_size > 1000 {
-            return bad(format!(
-                "cluster_size must be between 1 and 1000, not {cluster_size}"
-            ));
+            return bad(format!("cluster_size must be between 1 and 1000, not {cluster_size}"));
         }
         let id = s.id.unwrap_or(1);
         if id == 0 || id > cluster_size {
@@ -114,34 +112,23 @@ impl NodeConfig {
         let iface = parse_iface(s.iface.as_deref().unwrap_or(DEFAULT_IFACE))?;
         let listen: SocketAddr = match &s.listen {
             Some(l) => l.parse().map_err(|_| {
-                Error::Config(format!(
-                    "listen must be IP:PORT, like 127.0.0.1:{}, not {l:?}",
-                    BASE_PORT + 1
-                ))
+                Error::Config(format!("listen must be IP:PORT, like 127.0.0.1:{}, not {l:?}", BASE_PORT + 1))
             })?,
             None => {
-                let port = u16::try_from(BASE_PORT as u32 + id).map_err(|_| {
-                    Error::Config(format!("no default port for id {id}; set listen"))
-                })?;
+                let port = u16::try_from(BASE_PORT as u32 + id)
+                    .map_err(|_| Error::Config(format!("no default port for id {id}; set listen")))?;
                 SocketAddr::new(IpAddr::V4(iface), port)
             }
         };
-        let advertise = if listen.ip().is_unspecified() {
-            SocketAddr::new(IpAddr::V4(iface), listen.port())
-        } else {
-            listen
-        };
+        let advertise =
+            if listen.ip().is_unspecified() { SocketAddr::new(IpAddr::V4(iface), listen.port()) } else { listen };
         let replicas = s.replicas.unwrap_or(cluster_size);
         if replicas == 0 || replicas > cluster_size {
-            return bad(format!(
-                "replicas must be between 1 and cluster_size ({cluster_size}), not {replicas}"
-            ));
+            return bad(format!("replicas must be between 1 and cluster_size ({cluster_size}), not {replicas}"));
         }
         let heartbeat_ms = s.heartbeat_ms.unwrap_or(100);
         if !(10..=10_000).contains(&heartbeat_ms) {
-            return bad(format!(
-                "heartbeat_ms must be between 10 and 10000, not {heartbeat_ms}"
-            ));
+            return bad(format!("heartbeat_ms must be between 10 and 10000, not {heartbeat_ms}"));
         }
         let leader_timeout_ms = s.leader_timeout_ms.unwrap_or(600);
         if leader_timeout_ms < 3 * heartbeat_ms {
@@ -179,15 +166,11 @@ impl NodeConfig {
 
 /// Parses a multicast group `IP:PORT` (IPv4, 224.0.0.0/4).
 pub fn parse_group(g: &str) -> Result<SocketAddrV4> {
-    let addr: SocketAddrV4 = g.parse().map_err(|_| {
-        Error::Config(format!(
-            "group must be MCAST_IP:PORT, like {DEFAULT_GROUP}, not {g:?}"
-        ))
-    })?;
+    let addr: SocketAddrV4 = g
+        .parse()
+        .map_err(|_| Error::Config(format!("group must be MCAST_IP:PORT, like {DEFAULT_GROUP}, not {g:?}")))?;
     if !addr.ip().is_multicast() {
-        return Err(Error::Config(format!(
-            "group {g} is not a multicast address (224.0.0.0 to 239.255.255.255)"
-        )));
+        return Err(Error::Config(format!("group {g} is not a multicast address (224.0.0.0 to 239.255.255.255)")));
     }
     if addr.port() == 0 {
         return Err(Error::Config(format!("group {g} needs a port")));
@@ -198,9 +181,7 @@ pub fn parse_group(g: &str) -> Result<SocketAddrV4> {
 /// Parses the IPv4 address of the interface multicast goes out on.
 pub fn parse_iface(i: &str) -> Result<Ipv4Addr> {
     i.parse().map_err(|_| {
-        Error::Config(format!(
-            "iface must be the IPv4 address of an interface, like {DEFAULT_IFACE}, not {i:?}"
-        ))
+        Error::Config(format!("iface must be the IPv4 address of an interface, like {DEFAULT_IFACE}, not {i:?}"))
     })
 }
 
@@ -210,9 +191,7 @@ fn is_root() -> bool {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
 /// `/etc/scs/cluster.key` for root (system services), else
@@ -255,12 +234,8 @@ mod tests {
     #[test]
     fn flags_override_the_file() {
         let file: NodeSettings =
-            toml::from_str("id = 2\ncluster_size = 3\nmax_files = 5\nlisten = \"0.0.0.0:9000\"")
-                .unwrap();
-        let flags = NodeSettings {
-            max_files: Some(2),
-            ..Default::default()
-        };
+            toml::from_str("id = 2\ncluster_size = 3\nmax_files = 5\nlisten = \"0.0.0.0:9000\"").unwrap();
+        let flags = NodeSettings { max_files: Some(2), ..Default::default() };
         let c = NodeConfig::resolve(file.overlay(flags)).unwrap();
         assert_eq!((c.id, c.cluster_size, c.max_files), (NodeId(2), 3, Some(2)));
         assert_eq!(c.advertise.to_string(), "127.0.0.1:9000");

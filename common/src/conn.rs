@@ -111,11 +111,7 @@ impl Connection {
             let read = self.stream.get_mut().read_buf(&mut self.buf);
             let n = match self.read_timeout {
                 Some(t) => tokio::time::timeout(t, read).await.map_err(|_| {
-                    Error::Unavailable(format!(
-                        "{} sent nothing for {}s",
-                        self.peer_addr,
-                        t.as_secs()
-                    ))
+                    Error::Unavailable(format!("{} sent nothing for {}s", self.peer_addr, t.as_secs()))
                 })??,
                 None => read.await?,
             };
@@ -136,10 +132,7 @@ impl Connection {
         match self.read_frame().await? {
             Some(Frame::Message(m)) => Ok(m),
             Some(Frame::Data(_)) => Err(Error::Protocol("unexpected data frame".into())),
-            None => Err(Error::Unavailable(format!(
-                "{} closed the connection",
-                self.peer_addr
-            ))),
+            None => Err(Error::Unavailable(format!("{} closed the connection", self.peer_addr))),
         }
     }
 
@@ -148,10 +141,7 @@ impl Connection {
         match self.recv().await? {
             Message::Response(Response::Error(w)) => Err(Error::from_wire(w)),
             Message::Response(r) => Ok(r),
-            other => Err(Error::Protocol(format!(
-                "expected a response, got {}",
-                kind_of(&other)
-            ))),
+            other => Err(Error::Protocol(format!("expected a response, got {}", kind_of(&other)))),
         }
     }
 
@@ -162,14 +152,10 @@ impl Connection {
             Some(Frame::Data(d)) => Ok(Chunk::Data(d)),
             Some(Frame::Message(Message::End { hash })) => Ok(Chunk::End(hash)),
             Some(Frame::Message(Message::Response(Response::Error(w)))) => Err(Error::from_wire(w)),
-            Some(Frame::Message(other)) => Err(Error::Protocol(format!(
-                "expected data, got {}",
-                kind_of(&other)
-            ))),
-            None => Err(Error::Unavailable(format!(
-                "{} closed the connection in the middle of a transfer",
-                self.peer_addr
-            ))),
+            Some(Frame::Message(other)) => Err(Error::Protocol(format!("expected data, got {}", kind_of(&other)))),
+            None => {
+                Err(Error::Unavailable(format!("{} closed the connection in the middle of a transfer", self.peer_addr)))
+            }
         }
     }
 
@@ -177,14 +163,9 @@ impl Connection {
     pub async fn write_message(&mut self, m: &Message) -> Result<()> {
         let body = rmp_serde::to_vec(m).map_err(|e| Error::Internal(format!("encode: {e}")))?;
         if body.len() > frame::MAX_MESSAGE {
-            return Err(Error::Internal(format!(
-                "message of {} bytes is too large",
-                body.len()
-            )));
+            return Err(Error::Internal(format!("message of {} bytes is too large", body.len())));
         }
-        self.stream
-            .write_all(&frame::header(FrameKind::Message, body.len()))
-            .await?;
+        self.stream.write_all(&frame::header(FrameKind::Message, body.len())).await?;
         self.stream.write_all(&body).await?;
         Ok(())
     }
@@ -192,9 +173,7 @@ impl Connection {
     /// Queues a chunk of file data (at most `CHUNK_SIZE` bytes).
     pub async fn write_data(&mut self, data: &[u8]) -> Result<()> {
         debug_assert!(data.len() <= frame::MAX_DATA);
-        self.stream
-            .write_all(&frame::header(FrameKind::Data, data.len()))
-            .await?;
+        self.stream.write_all(&frame::header(FrameKind::Data, data.len())).await?;
         self.stream.write_all(data).await?;
         Ok(())
     }
@@ -219,12 +198,7 @@ impl Connection {
     /// # Errors
     /// `Unavailable` if the node cannot be reached in time; `Auth` if either
     /// side does not share the key; `Protocol` on a version mismatch.
-    pub async fn connect(
-        addr: &str,
-        key: &ClusterKey,
-        peer: Peer,
-        timeout: Duration,
-    ) -> Result<(Connection, NodeId)> {
+    pub async fn connect(addr: &str, key: &ClusterKey, peer: Peer, timeout: Duration) -> Result<(Connection, NodeId)> {
         let dial = async {
             let stream = TcpStream::connect(addr).await?;
             let mut conn = Connection::new(stream)?;
@@ -235,27 +209,15 @@ impl Connection {
             Ok(Ok(pair)) => Ok(pair),
             Ok(Err(Error::Io(e))) => Err(Error::Unavailable(format!("cannot reach {addr}: {e}"))),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Unavailable(format!(
-                "{addr} did not answer within {}s",
-                timeout.as_secs()
-            ))),
+            Err(_) => Err(Error::Unavailable(format!("{addr} did not answer within {}s", timeout.as_secs()))),
         }
     }
 
     async fn client_handshake(&mut self, key: &ClusterKey, peer: Peer) -> Result<NodeId> {
         let mine = Nonce(auth::nonce());
-        self.send(&Message::Hello {
-            version: PROTOCOL_VERSION,
-            nonce: mine,
-            peer,
-        })
-        .await?;
+        self.send(&Message::Hello { version: PROTOCOL_VERSION, nonce: mine, peer }).await?;
         let (theirs, proof) = match self.recv().await? {
-            Message::Challenge {
-                version,
-                nonce,
-                proof,
-            } if version == PROTOCOL_VERSION => (nonce, proof),
+            Message::Challenge { version, nonce, proof } if version == PROTOCOL_VERSION => (nonce, proof),
             Message::Challenge { version, .. } => {
                 return Err(Error::Protocol(format!(
                     "{} speaks protocol version {version}, we speak {PROTOCOL_VERSION}",
@@ -263,12 +225,7 @@ impl Connection {
                 )))
             }
             Message::Response(Response::Error(w)) => return Err(Error::from_wire(w)),
-            other => {
-                return Err(Error::Protocol(format!(
-                    "expected a challenge, got {}",
-                    kind_of(&other)
-                )))
-            }
+            other => return Err(Error::Protocol(format!("expected a challenge, got {}", kind_of(&other)))),
         };
         if key.server_proof(&mine.0, &theirs.0) != proof.0 {
             return Err(Error::Auth(format!(
@@ -276,17 +233,11 @@ impl Connection {
                 self.peer_addr
             )));
         }
-        self.send(&Message::Proof {
-            proof: Nonce(key.client_proof(&mine.0, &theirs.0)),
-        })
-        .await?;
+        self.send(&Message::Proof { proof: Nonce(key.client_proof(&mine.0, &theirs.0)) }).await?;
         match self.recv().await? {
             Message::Welcome { node } => Ok(node),
             Message::Response(Response::Error(w)) => Err(Error::from_wire(w)),
-            other => Err(Error::Protocol(format!(
-                "expected welcome, got {}",
-                kind_of(&other)
-            ))),
+            other => Err(Error::Protocol(format!("expected welcome, got {}", kind_of(&other)))),
         }
     }
 
@@ -295,39 +246,23 @@ impl Connection {
     /// # Errors
     /// `Auth` when the peer does not prove the key (it has been told so);
     /// `Protocol` on anything malformed.
-    pub async fn accept(
-        stream: TcpStream,
-        key: &ClusterKey,
-        me: NodeId,
-    ) -> Result<(Connection, Peer)> {
+    pub async fn accept(stream: TcpStream, key: &ClusterKey, me: NodeId) -> Result<(Connection, Peer)> {
         let mut conn = Connection::new(stream)?;
         conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
         let (theirs, peer) = match conn.recv().await? {
-            Message::Hello {
-                version,
-                nonce,
-                peer,
-            } if version == PROTOCOL_VERSION => (nonce, peer),
+            Message::Hello { version, nonce, peer } if version == PROTOCOL_VERSION => (nonce, peer),
             Message::Hello { version, .. } => {
-                let e = Error::Protocol(format!("protocol version {version} is not supported; this node speaks {PROTOCOL_VERSION}"));
+                let e = Error::Protocol(format!(
+                    "protocol version {version} is not supported; this node speaks {PROTOCOL_VERSION}"
+                ));
                 let _ = conn.send_response(Response::error(&e)).await;
                 return Err(e);
             }
-            other => {
-                return Err(Error::Protocol(format!(
-                    "expected hello, got {}",
-                    kind_of(&other)
-                )))
-            }
+            other => return Err(Error::Protocol(format!("expected hello, got {}", kind_of(&other)))),
         };
         let mine = Nonce(auth::nonce());
         let proof = Nonce(key.server_proof(&theirs.0, &mine.0));
-        conn.send(&Message::Challenge {
-            version: PROTOCOL_VERSION,
-            nonce: mine,
-            proof,
-        })
-        .await?;
+        conn.send(&Message::Challenge { version: PROTOCOL_VERSION, nonce: mine, proof }).await?;
         match conn.recv().await? {
             Message::Proof { proof } if proof.0 == key.client_proof(&theirs.0, &mine.0) => {}
             Message::Proof { .. } => {
@@ -335,12 +270,7 @@ impl Connection {
                 let _ = conn.send_response(Response::error(&e)).await;
                 return Err(e);
             }
-            other => {
-                return Err(Error::Protocol(format!(
-                    "expected proof, got {}",
-                    kind_of(&other)
-                )))
-            }
+            other => return Err(Error::Protocol(format!("expected proof, got {}", kind_of(&other)))),
         }
         conn.send(&Message::Welcome { node: me }).await?;
         conn.set_read_timeout(None);
@@ -377,8 +307,7 @@ mod tests {
             let (s, _) = listener.accept().await.unwrap();
             Connection::accept(s, &server_key, NodeId(7)).await
         });
-        let client =
-            Connection::connect(&addr, &client_key, Peer::Client, Duration::from_secs(5)).await;
+        let client = Connection::connect(&addr, &client_key, Peer::Client, Duration::from_secs(5)).await;
         (server.await.unwrap(), client)
     }
 
@@ -389,20 +318,11 @@ mod tests {
         let (mut s, peer) = server.unwrap();
         let (mut c, node) = client.unwrap();
         assert_eq!((peer, node), (Peer::Client, NodeId(7)));
-        c.write_message(&Message::Request(Request::Status))
-            .await
-            .unwrap();
+        c.write_message(&Message::Request(Request::Status)).await.unwrap();
         c.write_data(&vec![42u8; 300_000]).await.unwrap();
-        c.write_message(&Message::End {
-            hash: ContentHash([1; 32]),
-        })
-        .await
-        .unwrap();
+        c.write_message(&Message::End { hash: ContentHash([1; 32]) }).await.unwrap();
         c.flush().await.unwrap();
-        assert!(matches!(
-            s.recv().await.unwrap(),
-            Message::Request(Request::Status)
-        ));
+        assert!(matches!(s.recv().await.unwrap(), Message::Request(Request::Status)));
         match s.recv_chunk().await.unwrap() {
             Chunk::Data(d) => assert_eq!(d.len(), 300_000),
             other => panic!("{other:?}"),
@@ -414,11 +334,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_with_the_wrong_key_is_told_so() {
-        let (server, client) = pair(
-            ClusterKey::from_bytes([1; 32]),
-            ClusterKey::from_bytes([2; 32]),
-        )
-        .await;
+        let (server, client) = pair(ClusterKey::from_bytes([1; 32]), ClusterKey::from_bytes([2; 32])).await;
         // The client notices first: the server's proof does not check out.
         assert!(matches!(client, Err(Error::Auth(_))), "{client:?}");
         assert!(server.is_err());

@@ -152,10 +152,7 @@ impl Error {
     }
 
     pub fn to_wire(&self) -> WireError {
-        WireError {
-            code: self.code() as u16,
-            message: self.detail(),
-        }
+        WireError { code: self.code() as u16, message: self.detail() }
     }
 
     /// Rebuilds an error from the wire; an unknown code becomes `Protocol`.
@@ -188,10 +185,7 @@ impl Error {
     /// Whether a client should retry the operation elsewhere or later
     /// (the leader moved, lost its quorum, or the peer went away).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::NotLeader(_) | Error::Unavailable(_) | Error::NoQuorum(_) | Error::Stale(_)
-        )
+        matches!(self, Error::NotLeader(_) | Error::Unavailable(_) | Error::NoQuorum(_) | Error::Stale(_))
     }
 }
 
@@ -239,21 +233,11 @@ mod tests {
 
     #[test]
     fn messages_read_as_one_lowercase_line() {
-        assert_eq!(
-            Error::NotFound("cat.png".into()).to_string(),
-            "no such file: cat.png"
-        );
+        assert_eq!(Error::NotFound("cat.png".into()).to_string(), "no such file: cat.png");
         assert_eq!(
             Error::NotLeader(Some("10.0.0.3:7783".into())).to_string(),
             "not the leader (the leader is at 10.0.0.3:7783)"
         );
-        assert_eq!(
-            Error::from_wire(WireError {
-                code: 999,
-                message: "m".into()
-            })
-            .code(),
-            ErrorCode::Protocol
-        );
+        assert_eq!(Error::from_wire(WireError { code: 999, message: "m".into() }).code(), ErrorCode::Protocol);
     }
 }

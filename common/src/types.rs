@@ -53,10 +53,7 @@ pub struct Version {
 }
 
 impl Version {
-    pub const ZERO: Version = Version {
-        term: Term(0),
-        seq: 0,
-    };
+    pub const ZERO: Version = Version { term: Term(0), seq: 0 };
 
     pub fn new(term: Term, seq: u64) -> Version {
         Version { term, seq }
@@ -75,10 +72,7 @@ impl Version {
         let mut s = [0u8; 8];
         t.copy_from_slice(&b[..8]);
         s.copy_from_slice(&b[8..]);
-        Version {
-            term: Term(u64::from_be_bytes(t)),
-            seq: u64::from_be_bytes(s),
-        }
+        Version { term: Term(u64::from_be_bytes(t)), seq: u64::from_be_bytes(s) }
     }
 }
 
@@ -180,15 +174,10 @@ impl<'de> serde::de::Visitor<'de> for Bytes32Visitor {
         v.try_into().map_err(|_| E::invalid_length(v.len(), &self))
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(
-        self,
-        mut seq: A,
-    ) -> std::result::Result<[u8; 32], A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<[u8; 32], A::Error> {
         let mut out = [0u8; 32];
         for (i, b) in out.iter_mut().enumerate() {
-            *b = seq
-                .next_element()?
-                .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+            *b = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
         }
         if seq.next_element::<u8>()?.is_some() {
             return Err(serde::de::Error::invalid_length(33, &self));

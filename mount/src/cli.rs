@@ -21,11 +21,7 @@ const PROGRESS_MIN: u64 = 4 << 20;
 
 /// The SCS command line client.
 #[derive(Parser, Debug)]
-#[command(
-    name = "scs",
-    version,
-    about = "Simple Cloud Storage: upload, download and manage files in an SCS cluster"
-)]
+#[command(name = "scs", version, about = "Simple Cloud Storage: upload, download and manage files in an SCS cluster")]
 pub struct Args {
     /// Multicast group the cluster's heartbeats are on
     #[arg(long, global = true, value_name = "G", default_value = DEFAULT_GROUP)]
@@ -46,15 +42,9 @@ pub struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Upload a local file (REMOTE defaults to its file name; a REMOTE ending in / is a directory)
-    Upload {
-        local: PathBuf,
-        remote: Option<String>,
-    },
+    Upload { local: PathBuf, remote: Option<String> },
     /// Download a file (to LOCAL, a directory, or - for stdout)
-    Download {
-        remote: String,
-        local: Option<String>,
-    },
+    Download { remote: String, local: Option<String> },
     /// Delete a file or an empty directory
     #[command(visible_alias = "rm")]
     Delete { remote: String },
@@ -87,11 +77,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&Error::Internal(e.to_string())),
     };
@@ -111,10 +97,7 @@ fn options(args: &Args) -> Result<ClientOptions> {
         group: config::parse_group(&args.group)?,
         iface: config::parse_iface(&args.iface)?,
         node: args.node.clone(),
-        secret_file: args
-            .secret_file
-            .clone()
-            .unwrap_or_else(config::default_secret_file),
+        secret_file: args.secret_file.clone().unwrap_or_else(config::default_secret_file),
         retry_window: RETRY_WINDOW,
     })
 }
@@ -123,9 +106,7 @@ fn options(args: &Args) -> Result<ClientOptions> {
 fn remote_name(input: &str) -> Result<String> {
     let n = name::normalize(input)?;
     if n.is_empty() {
-        return Err(Error::BadName(format!(
-            "{input:?} names the root, not a file"
-        )));
+        return Err(Error::BadName(format!("{input:?} names the root, not a file")));
     }
     Ok(n)
 }
@@ -152,12 +133,7 @@ async fn run(args: Args) -> Result<()> {
                 b.finish_and_clear();
             }
             if std::io::stderr().is_terminal() {
-                eprintln!(
-                    "stored {} ({} bytes) on node(s) {}",
-                    e.name,
-                    e.size,
-                    ids(&e)
-                );
+                eprintln!("stored {} ({} bytes) on node(s) {}", e.name, e.size, ids(&e));
             }
             Ok(())
         }
@@ -165,18 +141,13 @@ async fn run(args: Args) -> Result<()> {
             let remote = remote_name(&remote)?;
             let sink = match local.as_deref() {
                 Some("-") => Sink::Stdout,
-                Some(l) if Path::new(l).is_dir() => {
-                    Sink::File(Path::new(l).join(name::base(&remote)))
-                }
+                Some(l) if Path::new(l).is_dir() => Sink::File(Path::new(l).join(name::base(&remote))),
                 Some(l) => Sink::File(PathBuf::from(l)),
                 None => Sink::File(PathBuf::from(name::base(&remote))),
             };
             let size = client.stat(&remote).await?.map(|e| e.size).unwrap_or(0);
-            let bar = if matches!(sink, Sink::Stdout) {
-                None
-            } else {
-                progress_bar(size, &format!("download {remote}"))
-            };
+            let bar =
+                if matches!(sink, Sink::Stdout) { None } else { progress_bar(size, &format!("download {remote}")) };
             let tick = |n: u64| bar.as_ref().map_or((), |b| b.set_position(n));
             client.download(&remote, sink, Some(&tick)).await?;
             if let Some(b) = bar {
@@ -193,24 +164,14 @@ async fn run(args: Args) -> Result<()> {
                 None => return Err(Error::NotFound(dir)),
             };
             if json {
-                println!(
-                    "{}",
-                    serde_json::Value::Array(entries.iter().map(entry_json).collect())
-                );
+                println!("{}", serde_json::Value::Array(entries.iter().map(entry_json).collect()));
             } else {
                 print_listing(&entries);
             }
             Ok(())
         }
-        Command::Mkdir { name, parents } => client
-            .mkdir(&remote_name(&name)?, 0o755, parents)
-            .await
-            .map(|_| ()),
-        Command::Mv { from, to } => {
-            client
-                .rename(&remote_name(&from)?, &remote_name(&to)?, true)
-                .await
-        }
+        Command::Mkdir { name, parents } => client.mkdir(&remote_name(&name)?, 0o755, parents).await.map(|_| ()),
+        Command::Mv { from, to } => client.rename(&remote_name(&from)?, &remote_name(&to)?, true).await,
         Command::Status { json } => {
             let report = status(&client).await?;
             if json {
@@ -229,11 +190,7 @@ async fn status(client: &Client) -> Result<StatusReport> {
 }
 
 fn ids(e: &Entry) -> String {
-    e.holders
-        .iter()
-        .map(|h| h.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+    e.holders.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(",")
 }
 
 fn progress_bar(size: u64, what: &str) -> Option<indicatif::ProgressBar> {
@@ -241,11 +198,10 @@ fn progress_bar(size: u64, what: &str) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let bar = indicatif::ProgressBar::new(size);
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let style =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_message(what.to_string());
     bar.enable_steady_tick(Duration::from_millis(200));
@@ -269,11 +225,7 @@ fn format_time(ns: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
@@ -309,10 +261,7 @@ fn role_name(r: Option<Role>) -> &'static str {
 }
 
 fn print_status(s: &StatusReport) {
-    let leader = s
-        .leader
-        .map(|l| l.to_string())
-        .unwrap_or_else(|| "none".into());
+    let leader = s.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
     println!(
         "cluster of {}, term {}, leader {leader}, quorum {}, {} replica(s) per file",
         s.cluster_size,
@@ -320,15 +269,9 @@ fn print_status(s: &StatusReport) {
         if s.quorum { "yes" } else { "NO" },
         s.replicas
     );
-    println!(
-        "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10}",
-        "ID", "ADDRESS", "ROLE", "ALIVE", "FILES", "MAX_FILES"
-    );
+    println!("{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10}", "ID", "ADDRESS", "ROLE", "ALIVE", "FILES", "MAX_FILES");
     for n in &s.nodes {
-        let max = n
-            .max_files
-            .map(|m| m.to_string())
-            .unwrap_or_else(|| "-".into());
+        let max = n.max_files.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
         let addr = if n.addr.is_empty() { "?" } else { &n.addr };
         let role = if n.alive { role_name(n.role) } else { "-" };
         println!(
@@ -368,10 +311,7 @@ mod tests {
     #[test]
     fn times_are_shown_in_utc() {
         assert_eq!(format_time(0), "1970-01-01 00:00");
-        assert_eq!(
-            format_time(1_700_000_000 * 1_000_000_000),
-            "2023-11-14 22:13"
-        );
+        assert_eq!(format_time(1_700_000_000 * 1_000_000_000), "2023-11-14 22:13");
         assert_eq!(format_time(951_782_400 * 1_000_000_000), "2000-02-29 00:00");
     }
 

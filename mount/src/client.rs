@@ -19,9 +19,7 @@ use tokio::sync::mpsc;
 
 use scs_common::auth::ClusterKey;
 use scs_common::conn::{Chunk, Connection};
-use scs_common::proto::rpc::{
-    HolderAddr, Message, Peer, Request, Response, StatusReport, UploadSpec,
-};
+use scs_common::proto::rpc::{HolderAddr, Message, Peer, Request, Response, StatusReport, UploadSpec};
 use scs_common::{ContentHash, Entry, Error, Kind, Result, CHUNK_SIZE};
 
 use crate::discover::Discovery;
@@ -83,12 +81,7 @@ impl Client {
             Some(_) => None,
             None => Some(Discovery::start(opts.group, opts.iface, key.clone())?),
         };
-        Ok(Client {
-            opts,
-            key,
-            discovery,
-            state: Mutex::new(LeaderCache::default()),
-        })
+        Ok(Client { opts, key, discovery, state: Mutex::new(LeaderCache::default()) })
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, LeaderCache> {
@@ -110,8 +103,7 @@ impl Client {
             (None, None, Some(d)) => d.leader(deadline).await?.addr,
             (None, None, None) => return Err(Error::Internal("no way to find the leader".into())),
         };
-        let (mut conn, _) =
-            Connection::connect(&addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await?;
+        let (mut conn, _) = Connection::connect(&addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await?;
         conn.set_read_timeout(Some(READ_TIMEOUT));
         self.cache().addr = Some(addr);
         Ok(conn)
@@ -196,12 +188,7 @@ impl Client {
 
     /// The entry of a name, or `None`.
     pub async fn stat(&self, name: &str) -> Result<Option<Entry>> {
-        match self
-            .call(Request::Stat {
-                name: name.to_string(),
-            })
-            .await?
-        {
+        match self.call(Request::Stat { name: name.to_string() }).await? {
             Response::Stored(e) => Ok(Some(e)),
             Response::Missing => Ok(None),
             other => Err(unexpected(&other)),
@@ -237,59 +224,27 @@ impl Client {
     }
 
     pub async fn mkdir(&self, name: &str, mode: u32, parents: bool) -> Result<Entry> {
-        let req = Request::Mkdir {
-            name: name.to_string(),
-            mode,
-            mtime_ns: now_ns(),
-            parents,
-        };
-        match self
-            .call_once_semantics(req, |e| matches!(e, Error::Exists(_)) && parents)
-            .await?
-        {
+        let req = Request::Mkdir { name: name.to_string(), mode, mtime_ns: now_ns(), parents };
+        match self.call_once_semantics(req, |e| matches!(e, Error::Exists(_)) && parents).await? {
             Some(Response::Stored(e)) => Ok(e),
             Some(other) => Err(unexpected(&other)),
-            None => self
-                .stat(name)
-                .await?
-                .ok_or_else(|| Error::NotFound(name.to_string())),
+            None => self.stat(name).await?.ok_or_else(|| Error::NotFound(name.to_string())),
         }
     }
 
     /// Deletes a file (`expect` = `File`), an empty directory (`Dir`), or either.
     pub async fn delete(&self, name: &str, expect: Option<Kind>) -> Result<()> {
-        let req = Request::Delete {
-            name: name.to_string(),
-            expect,
-        };
-        self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_)))
-            .await
-            .map(|_| ())
+        let req = Request::Delete { name: name.to_string(), expect };
+        self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await.map(|_| ())
     }
 
     pub async fn rename(&self, from: &str, to: &str, replace: bool) -> Result<()> {
-        let req = Request::Rename {
-            from: from.to_string(),
-            to: to.to_string(),
-            replace,
-        };
+        let req = Request::Rename { from: from.to_string(), to: to.to_string(), replace };
         self.call_once_semantics(req, |_| false).await.map(|_| ())
     }
 
-    pub async fn setattr(
-        &self,
-        name: &str,
-        mode: Option<u32>,
-        mtime_ns: Option<i64>,
-    ) -> Result<Entry> {
-        match self
-            .call(Request::SetAttr {
-                name: name.to_string(),
-                mode,
-                mtime_ns,
-            })
-            .await?
-        {
+    pub async fn setattr(&self, name: &str, mode: Option<u32>, mtime_ns: Option<i64>) -> Result<Entry> {
+        match self.call(Request::SetAttr { name: name.to_string(), mode, mtime_ns }).await? {
             Response::Stored(e) => Ok(e),
             other => Err(unexpected(&other)),
         }
@@ -326,41 +281,26 @@ impl Client {
     }
 
     /// Uploads a local file to `remote`, returning the stored entry.
-    pub async fn upload_file(
-        &self,
-        local: &Path,
-        remote: &str,
-        progress: Progress<'_>,
-    ) -> Result<Entry> {
-        let meta =
-            std::fs::metadata(local).map_err(|e| Error::Io(format!("{}: {e}", local.display())))?;
+    pub async fn upload_file(&self, local: &Path, remote: &str, progress: Progress<'_>) -> Result<Entry> {
+        let meta = std::fs::metadata(local).map_err(|e| Error::Io(format!("{}: {e}", local.display())))?;
         if meta.is_dir() {
             return Err(Error::IsDir(local.display().to_string()));
         }
         use std::os::unix::fs::MetadataExt;
         let spec = UploadSpec {
             name: remote.to_string(),
-            size: meta.len(),
+            size: Some(meta.len()),
             mode: meta.mode() & 0o7777,
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
             exclusive: false,
         };
         let path = local.to_path_buf();
-        self.upload(
-            spec,
-            move || std::fs::File::open(&path).map(|f| Box::new(f) as Box<dyn Read + Send>),
-            progress,
-        )
-        .await
+        self.upload(spec, move || std::fs::File::open(&path).map(|f| Box::new(f) as Box<dyn Read + Send>), progress)
+            .await
     }
 
     /// Uploads `spec.size` bytes read from `open()` (called again on each retry).
-    pub async fn upload<F>(
-        &self,
-        spec: UploadSpec,
-        open: F,
-        progress: Progress<'_>,
-    ) -> Result<Entry>
+    pub async fn upload<F>(&self, spec: UploadSpec, open: F, progress: Progress<'_>) -> Result<Entry>
     where
         F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
     {
@@ -377,13 +317,37 @@ impl Client {
         .await
     }
 
+    /// Starts an upload whose bytes are pushed as they come (a file being
+    /// written through the mount); the size may be unknown. Finding the
+    /// leader is retried; the stream itself is not: if it fails, upload the
+    /// data again with [`Client::upload`].
+    pub async fn upload_stream(&self, spec: UploadSpec) -> Result<UploadStream> {
+        let spec = &spec;
+        let conn = self
+            .with_leader(|mut conn, _| {
+                Box::pin(async move {
+                    let res = async {
+                        conn.send(&Message::Request(Request::Upload(spec.clone()))).await?;
+                        match conn.recv_response().await? {
+                            Response::Ready => Ok(()),
+                            other => Err(unexpected(&other)),
+                        }
+                    }
+                    .await;
+                    match res {
+                        Ok(()) => (None, Ok(conn)),
+                        Err(e) => (Some(conn), Err(e)),
+                    }
+                })
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel::<Push>(QUEUE);
+        let task = tokio::spawn(stream_out(conn, rx));
+        Ok(UploadStream { tx: Some(tx), task })
+    }
+
     /// Downloads `remote` to `sink`, checked against its hash.
-    pub async fn download(
-        &self,
-        remote: &str,
-        sink: Sink,
-        progress: Progress<'_>,
-    ) -> Result<Entry> {
+    pub async fn download(&self, remote: &str, sink: Sink, progress: Progress<'_>) -> Result<Entry> {
         let remote = remote.to_string();
         let sink = &sink;
         let to_stdout = matches!(sink, Sink::Stdout);
@@ -393,20 +357,13 @@ impl Client {
             Box::pin(async move {
                 // Bytes already on stdout cannot be taken back: no retry after them.
                 if to_stdout && written.load(std::sync::atomic::Ordering::Relaxed) {
-                    return (
-                        None,
-                        Err(Error::Invalid(
-                            "the download broke off after part of it was written".into(),
-                        )),
-                    );
+                    return (None, Err(Error::Invalid("the download broke off after part of it was written".into())));
                 }
                 let mut out = match open_sink(sink) {
                     Ok(o) => o,
                     Err(e) => return (Some(conn), Err(e)),
                 };
-                let res = self
-                    .fetch(&mut conn, &remote, 0, None, &mut out, progress)
-                    .await;
+                let res = self.fetch(&mut conn, &remote, 0, None, &mut out, progress).await;
                 if out.written() {
                     written.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -427,9 +384,7 @@ impl Client {
             let name = name.clone();
             Box::pin(async move {
                 let mut out = Output::Memory(Vec::with_capacity(len.min(16 << 20) as usize));
-                let res = self
-                    .fetch(&mut conn, &name, offset, Some(len), &mut out, None)
-                    .await;
+                let res = self.fetch(&mut conn, &name, offset, Some(len), &mut out, None).await;
                 let res = res.map(|e| match &mut out {
                     Output::Memory(v) => (e, std::mem::take(v)),
                     _ => (e, Vec::new()),
@@ -451,19 +406,11 @@ impl Client {
         out: &mut Output,
         progress: Progress<'_>,
     ) -> Result<Entry> {
-        conn.send(&Message::Request(Request::Download {
-            name: name.to_string(),
-            offset,
-            len,
-        }))
-        .await?;
+        conn.send(&Message::Request(Request::Download { name: name.to_string(), offset, len })).await?;
         match conn.recv_response().await? {
-            Response::Content { entry, offset, len } => {
-                receive_content(conn, entry, offset, len, out, progress).await
-            }
+            Response::Content { entry, offset, len } => receive_content(conn, entry, offset, len, out, progress).await,
             Response::Redirect { entry, holders } => {
-                self.fetch_from_holders(entry, holders, offset, len, out, progress)
-                    .await
+                self.fetch_from_holders(entry, holders, offset, len, out, progress).await
             }
             other => Err(unexpected(&other)),
         }
@@ -482,15 +429,9 @@ impl Client {
         for h in holders {
             out.reset()?;
             let attempt = async {
-                let (mut c, _) =
-                    Connection::connect(&h.addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await?;
+                let (mut c, _) = Connection::connect(&h.addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await?;
                 c.set_read_timeout(Some(READ_TIMEOUT));
-                let req = Request::ReadBlob {
-                    key: entry.key(),
-                    version: entry.version,
-                    offset,
-                    len,
-                };
+                let req = Request::ReadBlob { key: entry.key(), version: entry.version, offset, len };
                 c.send(&Message::Request(req)).await?;
                 match c.recv_response().await? {
                     Response::Content { entry, offset, len } => {
@@ -523,10 +464,7 @@ fn retryable(e: &Error) -> bool {
 fn give_up(last: Option<Error>, window: Duration) -> Error {
     match last {
         Some(e @ (Error::NoQuorum(_) | Error::Auth(_))) => e,
-        Some(e) => Error::Unavailable(format!(
-            "no leader reachable within {}s ({e})",
-            window.as_secs()
-        )),
+        Some(e) => Error::Unavailable(format!("no leader reachable within {}s ({e})", window.as_secs())),
         None => Error::Unavailable(format!("no leader reachable within {}s", window.as_secs())),
     }
 }
@@ -541,25 +479,16 @@ async fn exchange(conn: &mut Connection, req: Request) -> Result<Response> {
 }
 
 pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 /// One attempt at an upload on an open session.
-async fn upload_once<F>(
-    conn: &mut Connection,
-    spec: &UploadSpec,
-    open: &F,
-    progress: Progress<'_>,
-) -> Result<Entry>
+async fn upload_once<F>(conn: &mut Connection, spec: &UploadSpec, open: &F, progress: Progress<'_>) -> Result<Entry>
 where
     F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
 {
     let source = open().map_err(|e| Error::Io(format!("cannot read {}: {e}", spec.name)))?;
-    conn.send(&Message::Request(Request::Upload(spec.clone())))
-        .await?;
+    conn.send(&Message::Request(Request::Upload(spec.clone()))).await?;
     match conn.recv_response().await? {
         Response::Ready => {}
         other => return Err(unexpected(&other)),
@@ -570,17 +499,27 @@ where
     let reader = tokio::task::spawn_blocking(move || {
         let mut source = source;
         let mut hasher = Sha256::new();
-        let mut left = size;
+        // With a known size, exactly that many bytes; otherwise up to EOF.
+        let mut left = size.unwrap_or(u64::MAX);
         while left > 0 {
             let mut buf = vec![0u8; left.min(CHUNK_SIZE as u64) as usize];
-            if let Err(e) = source.read_exact(&mut buf) {
-                let _ = tx.blocking_send(Err(Error::Io(format!(
-                    "the file changed while uploading: {e}"
-                ))));
+            let n = match fill(&mut source, &mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Error::Io(format!("cannot read the file: {e}"))));
+                    return None;
+                }
+            };
+            if n < buf.len() && size.is_some() {
+                let _ = tx.blocking_send(Err(Error::Io("the file shrank while uploading".into())));
                 return None;
             }
+            buf.truncate(n);
+            if n == 0 {
+                break;
+            }
             hasher.update(&buf);
-            left -= buf.len() as u64;
+            left -= n as u64;
             if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                 return None;
             }
@@ -610,41 +549,21 @@ where
 
 /// Where downloaded bytes go.
 enum Output {
-    File {
-        file: std::fs::File,
-        tmp: TempPath,
-        dest: PathBuf,
-    },
-    Stdout {
-        out: std::io::Stdout,
-        written: bool,
-    },
+    File { file: std::fs::File, tmp: TempPath, dest: PathBuf },
+    Stdout { out: std::io::Stdout, written: bool },
     Memory(Vec<u8>),
 }
 
 fn open_sink(sink: &Sink) -> Result<Output> {
     match sink {
-        Sink::Stdout => Ok(Output::Stdout {
-            out: std::io::stdout(),
-            written: false,
-        }),
+        Sink::Stdout => Ok(Output::Stdout { out: std::io::stdout(), written: false }),
         Sink::File(dest) => {
-            let dir = dest
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            let base = dest
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
+            let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let base = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
             let tmp = dir.join(format!(".{base}.scs-partial-{}", std::process::id()));
-            let file = std::fs::File::create(&tmp)
-                .map_err(|e| Error::Io(format!("cannot write {}: {e}", tmp.display())))?;
-            Ok(Output::File {
-                file,
-                tmp: TempPath(Some(tmp)),
-                dest: dest.clone(),
-            })
+            let file =
+                std::fs::File::create(&tmp).map_err(|e| Error::Io(format!("cannot write {}: {e}", tmp.display())))?;
+            Ok(Output::File { file, tmp: TempPath(Some(tmp)), dest: dest.clone() })
         }
     }
 }
@@ -679,9 +598,7 @@ impl Output {
             Output::Stdout { written: false, .. } => {}
             // Bytes already on stdout cannot be taken back.
             Output::Stdout { written: true, .. } => {
-                return Err(Error::Invalid(
-                    "the download broke off after part of it was written".into(),
-                ))
+                return Err(Error::Invalid("the download broke off after part of it was written".into()))
             }
         }
         Ok(())
@@ -691,10 +608,7 @@ impl Output {
         match self {
             Output::File { file, tmp, dest } => {
                 file.sync_all()?;
-                let path = tmp
-                    .0
-                    .take()
-                    .ok_or_else(|| Error::Internal("download committed twice".into()))?;
+                let path = tmp.0.take().ok_or_else(|| Error::Internal("download committed twice".into()))?;
                 std::fs::rename(&path, &*dest)
                     .map_err(|e| Error::Io(format!("cannot write {}: {e}", dest.display())))?;
                 Ok(())
@@ -733,9 +647,7 @@ async fn receive_content(
             Chunk::Data(b) => {
                 got += b.len() as u64;
                 if got > len {
-                    return Err(Error::Protocol(format!(
-                        "the node sent more than the {len} bytes it announced"
-                    )));
+                    return Err(Error::Protocol(format!("the node sent more than the {len} bytes it announced")));
                 }
                 hasher.update(&b);
                 // Writing to a local file or stdout is quick; keep it inline.
@@ -750,13 +662,96 @@ async fn receive_content(
                     return Err(Error::Corrupt(format!("{} arrived damaged", entry.name)));
                 }
                 if whole && ours != entry.hash {
-                    return Err(Error::Corrupt(format!(
-                        "{} does not match its stored hash",
-                        entry.name
-                    )));
+                    return Err(Error::Corrupt(format!("{} does not match its stored hash", entry.name)));
                 }
                 return Ok(entry);
             }
         }
+    }
+}
+
+/// Reads until `buf` is full or the source ends; the number of bytes read.
+fn fill(source: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match source.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// An upload in progress whose bytes are pushed one chunk at a time.
+/// Dropping it unfinished abandons the upload: nothing is stored.
+pub struct UploadStream {
+    tx: Option<mpsc::Sender<Push>>,
+    task: tokio::task::JoinHandle<Result<Entry>>,
+}
+
+impl UploadStream {
+    /// Queues the next bytes (any length; they are re-chunked for the wire).
+    ///
+    /// # Errors
+    /// The stream has failed: [`UploadStream::finish`] says why.
+    pub async fn write(&mut self, data: Bytes) -> Result<()> {
+        let tx = self.tx.as_ref().ok_or_else(|| Error::Internal("upload stream already finished".into()))?;
+        if tx.send(Push::Data(data)).await.is_err() {
+            self.tx = None;
+            return Err(Error::Unavailable("the upload stream broke off".into()));
+        }
+        Ok(())
+    }
+
+    /// Ends the stream and waits until the file is stored.
+    pub async fn finish(mut self) -> Result<Entry> {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Push::Finish).await;
+        }
+        (&mut self.task).await.map_err(|e| Error::Internal(format!("upload task: {e}")))?
+    }
+}
+
+impl Drop for UploadStream {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.task.abort();
+        }
+    }
+}
+
+/// What the writer of an [`UploadStream`] sends its task.
+enum Push {
+    Data(Bytes),
+    Finish,
+}
+
+/// Sends pushed bytes as data frames, then `End`, then waits for `Stored`.
+/// If the writer goes away without `Finish`, the session is dropped without
+/// `End`, so the leader stores nothing.
+async fn stream_out(mut conn: Connection, mut rx: mpsc::Receiver<Push>) -> Result<Entry> {
+    let mut hasher = Sha256::new();
+    loop {
+        match rx.recv().await {
+            Some(Push::Data(data)) => {
+                hasher.update(&data);
+                for chunk in data.chunks(CHUNK_SIZE) {
+                    conn.write_data(chunk).await?;
+                }
+            }
+            Some(Push::Finish) => break,
+            None => return Err(Error::Unavailable("upload abandoned".into())),
+        }
+    }
+    let hash = ContentHash(hasher.finalize().into());
+    conn.write_message(&Message::End { hash }).await?;
+    conn.flush().await?;
+    // The nodes fsync before answering: give big files time.
+    conn.set_read_timeout(Some(Duration::from_secs(120)));
+    match conn.recv_response().await? {
+        Response::Stored(e) => Ok(e),
+        other => Err(unexpected(&other)),
     }
 }

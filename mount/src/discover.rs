@@ -40,19 +40,11 @@ const FRESH: Duration = Duration::from_millis(1500);
 impl Hearing {
     /// The serving leader with the highest term, else any node that says it leads.
     pub fn leader(&self, now: Instant) -> Option<&Heard> {
-        let fresh = || {
-            self.nodes
-                .values()
-                .filter(move |h| now.duration_since(h.at) < FRESH)
-        };
+        let fresh = || self.nodes.values().filter(move |h| now.duration_since(h.at) < FRESH);
         fresh()
             .filter(|h| h.role == Role::Leader && h.ready)
             .max_by_key(|h| (h.term, h.id))
-            .or_else(|| {
-                fresh()
-                    .filter(|h| h.role == Role::Leader)
-                    .max_by_key(|h| (h.term, h.id))
-            })
+            .or_else(|| fresh().filter(|h| h.role == Role::Leader).max_by_key(|h| (h.term, h.id)))
     }
 }
 
@@ -71,10 +63,7 @@ impl Drop for Discovery {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Discovery {
@@ -118,12 +107,7 @@ impl Discovery {
                 }
             }
         });
-        Ok(Discovery {
-            rx,
-            task,
-            group,
-            iface,
-        })
+        Ok(Discovery { rx, task, group, iface })
     }
 
     /// Everything heard so far.
@@ -159,11 +143,11 @@ impl Discovery {
         let h = self.rx.borrow();
         let (g, i) = (self.group, self.iface);
         if h.nodes.is_empty() && h.rejected > 0 {
-            Error::Auth(format!(
-                "nodes on group {g} use a different cluster key (check --secret-file)"
-            ))
+            Error::Auth(format!("nodes on group {g} use a different cluster key (check --secret-file)"))
         } else if h.nodes.is_empty() {
-            Error::Unavailable(format!("no node heard on group {g} via {i} (is the cluster running, with this --group and --iface?)"))
+            Error::Unavailable(format!(
+                "no node heard on group {g} via {i} (is the cluster running, with this --group and --iface?)"
+            ))
         } else {
             let mut ids: Vec<_> = h.nodes.keys().map(|i| i.0).collect();
             ids.sort();
@@ -177,14 +161,7 @@ mod tests {
     use super::*;
 
     fn heard(id: u32, term: u64, role: Role, ready: bool, at: Instant) -> Heard {
-        Heard {
-            id: NodeId(id),
-            addr: format!("127.0.0.1:{id}"),
-            term: Term(term),
-            role,
-            ready,
-            at,
-        }
+        Heard { id: NodeId(id), addr: format!("127.0.0.1:{id}"), term: Term(term), role, ready, at }
     }
 
     #[test]
@@ -198,11 +175,7 @@ mod tests {
         ] {
             h.nodes.insert(x.id, x);
         }
-        assert_eq!(
-            h.leader(now).unwrap().id,
-            NodeId(2),
-            "a leader still catching up is not preferred"
-        );
+        assert_eq!(h.leader(now).unwrap().id, NodeId(2), "a leader still catching up is not preferred");
         h.nodes.get_mut(&NodeId(3)).unwrap().ready = true;
         assert_eq!(h.leader(now).unwrap().id, NodeId(3));
     }

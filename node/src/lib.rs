@@ -52,11 +52,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 /// `Config` for a bad key file, an address in use or a multicast group that
 /// cannot be joined; `Io` when the store cannot be opened. All before
 /// anything is served.
-pub async fn run(
-    cfg: NodeConfig,
-    shutdown: CancellationToken,
-    ready: impl FnOnce() + Send + 'static,
-) -> Result<()> {
+pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnce() + Send + 'static) -> Result<()> {
     let id = cfg.id;
     let (key, created) = ClusterKey::load_or_create(&cfg.secret_file)?;
     if created {
@@ -85,17 +81,17 @@ pub async fn run(
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let mut cfg = cfg;
+    if cfg.listen.port() == 0 {
+        // Port 0 picks a free port: advertise the one we got.
+        let port = listener.local_addr()?.port();
+        cfg.listen.set_port(port);
+        cfg.advertise.set_port(port);
+    }
     let driver = Driver::new(cfg.clone(), key.clone(), store.clone(), initial_term)?;
     let (view_tx, view_rx) = watch::channel(ClusterView::new(id));
     let (control_tx, control_rx) = mpsc::channel(64);
-    let node = Arc::new(Node::new(
-        cfg.clone(),
-        key.clone(),
-        store,
-        view_rx,
-        control_tx,
-        shutdown.clone(),
-    ));
+    let node = Arc::new(Node::new(cfg.clone(), key.clone(), store, view_rx, control_tx, shutdown.clone()));
 
     log::info!(
         "node {id}: listening on {} (advertised as {}), gossip on {} via {}, cluster of {}, key {}",
@@ -114,10 +110,7 @@ pub async fn run(
 
     shutdown.cancelled().await;
     log::info!("node {id}: shutting down");
-    let _ = tokio::time::timeout(DRAIN_DEADLINE, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(DRAIN_DEADLINE, async { while tasks.join_next().await.is_some() {} }).await;
     log::info!("node {id}: stopped");
     Ok(())
 }
@@ -134,11 +127,7 @@ async fn roles(node: Arc<Node>, ready: impl FnOnce() + Send + 'static) {
             led = Some(v.term);
             let state = Arc::new(LeaderState::new(v.term));
             *node.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
-            log::info!(
-                "node {}: leading term {}; catching up from a majority before serving",
-                node.me(),
-                v.term
-            );
+            log::info!("node {}: leading term {}; catching up from a majority before serving", node.me(), v.term);
             tokio::spawn(sync::lead(node.clone(), state));
         } else if v.role != Role::Leader && led.is_some() {
             led = None;

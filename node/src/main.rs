@@ -86,10 +86,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
@@ -138,8 +135,7 @@ fn notify_ready() {
     let result = if bytes.first() == Some(&b'@') {
         // An abstract socket address.
         use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(&bytes[1..])
-            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
+        std::os::unix::net::SocketAddr::from_abstract_name(&bytes[1..]).and_then(|a| sock.send_to_addr(b"READY=1", &a))
     } else {
         sock.send_to(b"READY=1", &path)
     };

@@ -21,11 +21,7 @@ use crate::view::ClusterView;
 #[derive(Debug)]
 pub enum Control {
     /// A TCP request from `leader` claiming `term`: may we accept it?
-    Claim {
-        term: Term,
-        leader: NodeId,
-        reply: oneshot::Sender<bool>,
-    },
+    Claim { term: Term, leader: NodeId, reply: oneshot::Sender<bool> },
     /// Caught up with the current leader: eligible to lead.
     CaughtUp,
     /// As leader of `term`: caught up from a majority, ready to serve.
@@ -82,10 +78,7 @@ impl Node {
 
     /// The leader state if this node leads a term right now.
     pub fn leader_state(&self) -> Option<Arc<LeaderState>> {
-        self.leader
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.leader.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Checks that this node may serve a client write right now.
@@ -108,9 +101,7 @@ impl Node {
         }
         match self.leader_state() {
             Some(l) if v.ready && l.term == v.term => Ok(l),
-            _ => Err(Error::Unavailable(
-                "the new leader is still catching up".into(),
-            )),
+            _ => Err(Error::Unavailable("the new leader is still catching up".into())),
         }
     }
 
@@ -122,9 +113,7 @@ impl Node {
             return Err(Error::NotLeader(v.leader_addr()));
         }
         if !v.ready {
-            return Err(Error::Unavailable(
-                "the new leader is still catching up".into(),
-            ));
+            return Err(Error::Unavailable("the new leader is still catching up".into()));
         }
         Ok(())
     }
@@ -146,11 +135,7 @@ impl Node {
         }
         let (reply, answer) = oneshot::channel();
         self.control
-            .send(Control::Claim {
-                term,
-                leader,
-                reply,
-            })
+            .send(Control::Claim { term, leader, reply })
             .await
             .map_err(|_| Error::Unavailable("node is shutting down".into()))?;
         match tokio::time::timeout(Duration::from_secs(2), answer).await {
@@ -189,19 +174,12 @@ impl Node {
     }
 
     /// Runs blocking store work off the async threads.
-    pub async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> Result<T> + Send + 'static) -> Result<T> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| Error::Internal(format!("store task: {e}")))?
+        tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| Error::Internal(format!("store task: {e}")))?
     }
 }
 
 fn stale(term: Term, leader: NodeId, ours: Term) -> Error {
-    Error::Stale(format!(
-        "node {leader} claims term {term}, but this node is in term {ours}"
-    ))
+    Error::Stale(format!("node {leader} claims term {term}, but this node is in term {ours}"))
 }

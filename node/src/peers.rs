@@ -26,11 +26,7 @@ pub struct Peers {
 
 impl Peers {
     pub fn new(key: ClusterKey, me: NodeId) -> Peers {
-        Peers {
-            key,
-            me,
-            pool: Mutex::new(HashMap::new()),
-        }
+        Peers { key, me, pool: Mutex::new(HashMap::new()) }
     }
 
     /// A pooled connection to `addr`, or a new one.
@@ -48,8 +44,7 @@ impl Peers {
 
     /// A new connection, bypassing the pool.
     pub async fn dial(&self, addr: &str) -> Result<Connection> {
-        let (mut conn, _) =
-            Connection::connect(addr, &self.key, Peer::Node(self.me), CONNECT_TIMEOUT).await?;
+        let (mut conn, _) = Connection::connect(addr, &self.key, Peer::Node(self.me), CONNECT_TIMEOUT).await?;
         conn.set_read_timeout(Some(REQUEST_TIMEOUT));
         Ok(conn)
     }

@@ -49,12 +49,7 @@ pub async fn serve_pull(
         if let Some(last) = batch.last() {
             cursor = last.version;
         }
-        conn.send_response(Response::Pulled {
-            entries: batch,
-            more,
-            watermark,
-        })
-        .await?;
+        conn.send_response(Response::Pulled { entries: batch, more, watermark }).await?;
         if !more {
             return Ok(());
         }
@@ -70,32 +65,20 @@ pub async fn pull_from(
     fence: Option<(Term, NodeId)>,
 ) -> Result<(usize, Version)> {
     let mut conn = node.peers.get(addr).await?;
-    conn.send(&Message::Request(Request::Pull { since, fence }))
-        .await?;
+    conn.send(&Message::Request(Request::Pull { since, fence })).await?;
     let mut applied = 0;
     loop {
         match conn.recv_response().await? {
-            Response::Pulled {
-                entries,
-                more,
-                watermark,
-            } => {
+            Response::Pulled { entries, more, watermark } => {
                 if !entries.is_empty() {
-                    applied += node
-                        .blocking(move |s| s.apply(&entries, &[]))
-                        .await?
-                        .applied;
+                    applied += node.blocking(move |s| s.apply(&entries, &[])).await?.applied;
                 }
                 if !more {
                     node.peers.put(addr, conn);
                     return Ok((applied, watermark));
                 }
             }
-            other => {
-                return Err(Error::Protocol(format!(
-                    "unexpected answer to pull: {other:?}"
-                )))
-            }
+            other => return Err(Error::Protocol(format!("unexpected answer to pull: {other:?}"))),
         }
     }
 }
@@ -111,10 +94,7 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
         if v.role != Role::Leader || v.term != state.term || node.shutdown.is_cancelled() {
             return;
         }
-        let since = node
-            .blocking(|s| s.watermark())
-            .await
-            .unwrap_or(Version::ZERO);
+        let since = node.blocking(|s| s.watermark()).await.unwrap_or(Version::ZERO);
         let mut set = JoinSet::new();
         for (id, m) in v.alive_others() {
             let (node, addr) = (node.clone(), m.info.addr.clone());
@@ -148,7 +128,10 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
         }
         attempt += 1;
         if attempt % 10 == 1 {
-            log::info!("node {me}: leader of term {} waits for a majority to catch up from ({answered} of {need})", state.term);
+            log::info!(
+                "node {me}: leader of term {} waits for a majority to catch up from ({answered} of {need})",
+                state.term
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -169,10 +152,7 @@ pub async fn follow(node: Arc<Node>) {
         }
         let v = node.view();
         if let (Some(leader), Some(addr)) = (v.leader.filter(|l| *l != me), v.leader_addr()) {
-            let since = node
-                .blocking(|s| s.watermark())
-                .await
-                .unwrap_or(Version::ZERO);
+            let since = node.blocking(|s| s.watermark()).await.unwrap_or(Version::ZERO);
             match pull_from(&node, &addr, since, None).await {
                 Ok((n, watermark)) => {
                     failures = 0;
@@ -186,10 +166,7 @@ pub async fn follow(node: Arc<Node>) {
                     fetch_wanted(&node).await;
                     if caught_up_with != Some((v.term, leader)) {
                         caught_up_with = Some((v.term, leader));
-                        log::info!(
-                            "node {me}: caught up with leader {leader} (term {})",
-                            v.term
-                        );
+                        log::info!("node {me}: caught up with leader {leader} (term {})", v.term);
                         let _ = node.control.send(Control::CaughtUp).await;
                     }
                 }
@@ -205,15 +182,7 @@ pub async fn follow(node: Arc<Node>) {
         }
         if v.term > Term(0) {
             let term = v.term;
-            let _ = node
-                .blocking(move |s| {
-                    if s.saved_term()? < term {
-                        s.save_term(term)
-                    } else {
-                        Ok(())
-                    }
-                })
-                .await;
+            let _ = node.blocking(move |s| if s.saved_term()? < term { s.save_term(term) } else { Ok(()) }).await;
         }
     }
 }
@@ -241,21 +210,12 @@ async fn fetch_one(node: &Arc<Node>, entry: &Entry) -> Result<()> {
     let view = node.view();
     let mut last = Error::Unavailable("no live holder".into());
     for holder in entry.holders.iter().filter(|h| **h != node.me()) {
-        let Some(addr) = view
-            .members
-            .get(holder)
-            .filter(|m| m.alive)
-            .map(|m| m.info.addr.clone())
-        else {
+        let Some(addr) = view.members.get(holder).filter(|m| m.alive).map(|m| m.info.addr.clone()) else {
             continue;
         };
         match fetch_from(node, &addr, entry).await {
             Ok(()) => {
-                log::debug!(
-                    "node {}: fetched {:?} from node {holder}",
-                    node.me(),
-                    entry.name
-                );
+                log::debug!("node {}: fetched {:?} from node {holder}", node.me(), entry.name);
                 return Ok(());
             }
             Err(e) => last = e,
@@ -267,25 +227,13 @@ async fn fetch_one(node: &Arc<Node>, entry: &Entry) -> Result<()> {
 async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Entry) -> Result<()> {
     let mut conn = node.peers.dial(addr).await?;
     let key = entry.key();
-    conn.send(&Message::Request(Request::ReadBlob {
-        key,
-        version: entry.version,
-        offset: 0,
-        len: None,
-    }))
-    .await?;
+    conn.send(&Message::Request(Request::ReadBlob { key, version: entry.version, offset: 0, len: None })).await?;
     match conn.recv_response().await? {
         Response::Content { .. } => {}
-        other => {
-            return Err(Error::Protocol(format!(
-                "unexpected answer to read: {other:?}"
-            )))
-        }
+        other => return Err(Error::Protocol(format!("unexpected answer to read: {other:?}"))),
     }
     let (version, size) = (entry.version, entry.size);
-    let writer = node
-        .blocking(move |s| s.new_blob(&key, version, size))
-        .await?;
+    let writer = node.blocking(move |s| s.new_blob(&key, version, Some(size))).await?;
     let mut sink = BlobSink::spawn(writer);
     let mut received = 0u64;
     loop {
@@ -293,9 +241,7 @@ async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Entry) -> Result<()> {
             Chunk::Data(b) => {
                 received += b.len() as u64;
                 if received > size {
-                    return Err(Error::Corrupt(
-                        "holder sent more bytes than the entry says".into(),
-                    ));
+                    return Err(Error::Corrupt("holder sent more bytes than the entry says".into()));
                 }
                 sink.write(b).await?;
             }
@@ -304,8 +250,7 @@ async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Entry) -> Result<()> {
     }
     sink.finish(Some(entry.hash)).await?;
     let e = entry.clone();
-    node.blocking(move |s| s.apply(&[e], &[(key, version)]))
-        .await?;
+    node.blocking(move |s| s.apply(&[e], &[(key, version)])).await?;
     node.peers.put(addr, conn);
     Ok(())
 }

@@ -45,10 +45,7 @@ impl BlobSink {
 
     /// Queues a chunk. An error means the writer failed; [`BlobSink::finish`] tells why.
     pub async fn write(&mut self, data: Bytes) -> Result<()> {
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| Error::Internal("blob sink closed".into()))?;
+        let tx = self.tx.as_ref().ok_or_else(|| Error::Internal("blob sink closed".into()))?;
         if tx.send(WriteOp::Data(data)).await.is_err() {
             self.tx = None;
             return Err(Error::Io("blob writer stopped".into()));
@@ -61,38 +58,29 @@ impl BlobSink {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(WriteOp::Finish(expected)).await;
         }
-        (&mut self.task)
-            .await
-            .map_err(|e| Error::Internal(format!("blob writer: {e}")))?
+        (&mut self.task).await.map_err(|e| Error::Internal(format!("blob writer: {e}")))?
     }
 }
 
-/// Receives a data stream of exactly `size` bytes into `sink`, returning the
-/// sender's hash from `End`. Dropping the sink on error removes the temp file.
-pub async fn receive_into(
-    conn: &mut Connection,
-    sink: &mut BlobSink,
-    size: u64,
-) -> Result<ContentHash> {
+/// Receives a data stream into `sink` (exactly `size` bytes when known),
+/// returning the sender's hash from `End` and the byte count. Dropping the
+/// sink on error removes the temp file.
+pub async fn receive_into(conn: &mut Connection, sink: &mut BlobSink, size: Option<u64>) -> Result<(ContentHash, u64)> {
     let mut received = 0u64;
     loop {
         match conn.recv_chunk().await? {
             Chunk::Data(b) => {
                 received += b.len() as u64;
-                if received > size {
-                    return Err(Error::Invalid(format!(
-                        "more than the announced {size} bytes arrived"
-                    )));
+                if let Some(size) = size.filter(|&s| received > s) {
+                    return Err(Error::Invalid(format!("more than the announced {size} bytes arrived")));
                 }
                 sink.write(b).await?;
             }
             Chunk::End(hash) => {
-                if received != size {
-                    return Err(Error::Invalid(format!(
-                        "{received} bytes arrived, {size} were announced"
-                    )));
+                if let Some(size) = size.filter(|&s| received != s) {
+                    return Err(Error::Invalid(format!("{received} bytes arrived, {size} were announced")));
                 }
-                return Ok(hash);
+                return Ok((hash, received));
             }
         }
     }
@@ -101,13 +89,7 @@ pub async fn receive_into(
 /// Streams `len` bytes of a local blob from `offset` as `Content` + data +
 /// `End`. A whole read is checked against the entry's hash; on a mismatch the
 /// stream ends with a `Corrupt` error instead of `End`, and the error is returned.
-pub async fn send_blob(
-    conn: &mut Connection,
-    entry: Entry,
-    reader: BlobReader,
-    offset: u64,
-    len: u64,
-) -> Result<()> {
+pub async fn send_blob(conn: &mut Connection, entry: Entry, reader: BlobReader, offset: u64, len: u64) -> Result<()> {
     let whole = offset == 0 && len == entry.size;
     let expected = entry.hash;
     let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>>>(QUEUE);
@@ -122,14 +104,11 @@ pub async fn send_blob(
         }
         Some(reader.hash())
     });
-    conn.write_message(&Message::Response(Response::Content { entry, offset, len }))
-        .await?;
+    conn.write_message(&Message::Response(Response::Content { entry, offset, len })).await?;
     while let Some(chunk) = rx.recv().await {
         conn.write_data(&chunk?).await?;
     }
-    let hash = task
-        .await
-        .map_err(|e| Error::Internal(format!("blob reader: {e}")))?;
+    let hash = task.await.map_err(|e| Error::Internal(format!("blob reader: {e}")))?;
     let hash = hash.ok_or_else(|| Error::Io("blob read was cut short".into()))?;
     if whole && hash != expected {
         let e = Error::Corrupt(format!("stored copy does not match its hash {expected:?}"));

@@ -56,24 +56,16 @@ impl ClusterView {
 
     /// Where another member's TCP server listens, as last advertised.
     pub fn addr_of(&self, id: NodeId) -> Option<&str> {
-        self.members
-            .get(&id)
-            .map(|m| m.info.addr.as_str())
-            .filter(|a| !a.is_empty())
+        self.members.get(&id).map(|m| m.info.addr.as_str()).filter(|a| !a.is_empty())
     }
 
     /// Other members heard from recently.
     pub fn alive_others(&self) -> impl Iterator<Item = (NodeId, &Member)> {
-        self.members
-            .iter()
-            .filter(|(_, m)| m.alive)
-            .map(|(id, m)| (*id, m))
+        self.members.iter().filter(|(_, m)| m.alive).map(|(id, m)| (*id, m))
     }
 
     /// The live leader's address, when it is another node.
     pub fn leader_addr(&self) -> Option<String> {
-        self.leader
-            .filter(|l| *l != self.me)
-            .and_then(|l| self.addr_of(l).map(str::to_string))
+        self.leader.filter(|l| *l != self.me).and_then(|l| self.addr_of(l).map(str::to_string))
     }
 }

@@ -25,11 +25,7 @@ pub enum FrameError {
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
     #[error("{kind:?} frame of {len} bytes is over the limit of {limit}")]
-    TooLarge {
-        kind: FrameKind,
-        len: usize,
-        limit: usize,
-    },
+    TooLarge { kind: FrameKind, len: usize, limit: usize },
 }
 
 /// Reads a frame header from the front of `buf`.
@@ -60,9 +56,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<(FrameKind, usize)>, FrameError
 /// of its body within `buf`. `Ok(None)` = need more bytes.
 pub fn decode(buf: &[u8]) -> Result<Option<(FrameKind, std::ops::Range<usize>)>, FrameError> {
     match parse_header(buf)? {
-        Some((kind, len)) if buf.len() >= HEADER_LEN + len => {
-            Ok(Some((kind, HEADER_LEN..HEADER_LEN + len)))
-        }
+        Some((kind, len)) if buf.len() >= HEADER_LEN + len => Ok(Some((kind, HEADER_LEN..HEADER_LEN + len))),
         _ => Ok(None),
     }
 }

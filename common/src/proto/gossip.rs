@@ -62,6 +62,9 @@ pub struct NodeInfo {
     pub max_files: Option<u64>,
     /// As a leader: has quorum and has finished catching up, so serves requests.
     pub ready: bool,
+    /// Bytes free and in all on the disk of its data directory.
+    pub disk_free: u64,
+    pub disk_total: u64,
 }
 
 /// One authenticated datagram.
@@ -127,8 +130,7 @@ pub fn decode(key: &ClusterKey, bytes: &[u8]) -> Result<Envelope, DatagramError>
     if !key.verify(&[b"gossip", body], mac) {
         return Err(DatagramError::BadMac);
     }
-    rmp_serde::from_slice(&body[HEADER_LEN..])
-        .map_err(|e| DatagramError::Undecodable(e.to_string()))
+    rmp_serde::from_slice(&body[HEADER_LEN..]).map_err(|e| DatagramError::Undecodable(e.to_string()))
 }
 
 /// Drops replayed and stale datagrams: each sender's `(incarnation, seq)`
@@ -141,10 +143,7 @@ pub struct ReplayGuard {
 
 impl ReplayGuard {
     pub fn new(window_ms: u64) -> ReplayGuard {
-        ReplayGuard {
-            window_ms,
-            last: HashMap::new(),
-        }
+        ReplayGuard { window_ms, last: HashMap::new() }
     }
 
     /// Whether to accept `env`, received at `now_ms`; remembers it if so.
@@ -183,6 +182,8 @@ mod tests {
                 files: 2,
                 max_files: Some(10),
                 ready: true,
+                disk_free: 1 << 30,
+                disk_total: 1 << 40,
             },
             msg: Gossip::Heartbeat(Heartbeat {
                 term: Term(4),
@@ -228,23 +229,14 @@ mod tests {
     fn replayed_and_old_datagrams_are_dropped() {
         let mut guard = ReplayGuard::new(30_000);
         assert!(guard.admit(&envelope(5), 50_000));
-        assert!(
-            !guard.admit(&envelope(5), 50_010),
-            "the same datagram twice"
-        );
+        assert!(!guard.admit(&envelope(5), 50_010), "the same datagram twice");
         assert!(!guard.admit(&envelope(4), 50_010), "an older one");
         assert!(guard.admit(&envelope(6), 50_010));
         let mut restarted = envelope(1);
         restarted.incarnation = 2000;
-        assert!(
-            guard.admit(&restarted, 50_010),
-            "a restarted sender starts a new incarnation"
-        );
+        assert!(guard.admit(&restarted, 50_010), "a restarted sender starts a new incarnation");
         let mut stale = envelope(99);
         stale.incarnation = 3000;
-        assert!(
-            !guard.admit(&stale, 50_000 + 31_000),
-            "outside the time window"
-        );
+        assert!(!guard.admit(&stale, 50_000 + 31_000), "outside the time window");
     }
 }

@@ -52,8 +52,10 @@ pub enum Message {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadSpec {
     pub name: String,
-    /// Exact number of bytes that will follow.
-    pub size: u64,
+    /// Exact number of bytes that will follow; `None` when the sender does
+    /// not know yet (a file being written through the mount): the stream's
+    /// `End` then decides.
+    pub size: Option<u64>,
     pub mode: u32,
     pub mtime_ns: i64,
     /// Fail with "already exists" if the name is taken (O_EXCL).
@@ -68,73 +70,38 @@ pub enum Request {
     Upload(UploadSpec),
     /// Read a file (or a range of it): `Content` + data + `End`, or `Redirect`
     /// to the holders when the node does not keep the content itself.
-    Download {
-        name: String,
-        offset: u64,
-        len: Option<u64>,
-    },
+    Download { name: String, offset: u64, len: Option<u64> },
     /// Read a blob this node holds, by key and version (clients after a
     /// redirect, nodes repairing a copy).
-    ReadBlob {
-        key: Key,
-        version: Version,
-        offset: u64,
-        len: Option<u64>,
-    },
+    ReadBlob { key: Key, version: Version, offset: u64, len: Option<u64> },
     /// The entry of a name (a directory implied by files has version 0).
     Stat { name: String },
     /// The children of a directory ("" = root): answered with `Listing` frames.
     List { dir: String },
     /// Make a directory; with `parents`, its missing ancestors too and no error if it exists.
-    Mkdir {
-        name: String,
-        mode: u32,
-        mtime_ns: i64,
-        parents: bool,
-    },
+    Mkdir { name: String, mode: u32, mtime_ns: i64, parents: bool },
     /// Remove a file or an empty directory. `expect` makes it unlink (file)
     /// or rmdir (dir) with the matching errors.
-    Delete {
-        name: String,
-        expect: Option<crate::types::Kind>,
-    },
+    Delete { name: String, expect: Option<crate::types::Kind> },
     /// Move a file or a directory (with everything below it). With `replace`,
     /// an existing target is replaced as rename(2) does.
-    Rename {
-        from: String,
-        to: String,
-        replace: bool,
-    },
+    Rename { from: String, to: String, replace: bool },
     /// Change the stored mode bits and/or mtime.
-    SetAttr {
-        name: String,
-        mode: Option<u32>,
-        mtime_ns: Option<i64>,
-    },
+    SetAttr { name: String, mode: Option<u32>, mtime_ns: Option<i64> },
     /// Members, leader, term, quorum and load.
     Status,
 
     // Between nodes only.
     /// Store the content of `entry` durably (bytes + `End` follow) and answer
-    /// `Done`; the entry itself is committed later by an `Apply`.
-    Replicate {
-        term: Term,
-        leader: NodeId,
-        entry: Entry,
-    },
+    /// `Done`; the entry itself (with its final size and hash) is committed
+    /// later by an `Apply`. `size` is the exact byte count when known.
+    Replicate { term: Term, leader: NodeId, entry: Entry, size: Option<u64> },
     /// Commit these entries (metadata) in one transaction.
-    Apply {
-        term: Term,
-        leader: NodeId,
-        entries: Vec<Entry>,
-    },
+    Apply { term: Term, leader: NodeId, entries: Vec<Entry> },
     /// Every entry newer than `since`: answered with `Pulled` frames. With
     /// `fence` (a new leader catching up), the receiver first moves to that
     /// term and stops accepting writes from older ones.
-    Pull {
-        since: Version,
-        fence: Option<(Term, NodeId)>,
-    },
+    Pull { since: Version, fence: Option<(Term, NodeId)> },
 }
 
 /// Where a holder of a blob listens.
@@ -153,6 +120,9 @@ pub struct NodeStatus {
     pub role: Option<Role>,
     pub files: u64,
     pub max_files: Option<u64>,
+    /// Bytes free and in all on the node's data disk.
+    pub disk_free: u64,
+    pub disk_total: u64,
 }
 
 /// The answer to `Status`.
@@ -231,23 +201,15 @@ mod tests {
             holders: vec![NodeId(1), NodeId(3)],
         };
         let msgs = vec![
-            Message::Hello {
-                version: 1,
-                nonce: Nonce([1; 32]),
-                peer: Peer::Node(NodeId(2)),
-            },
+            Message::Hello { version: 1, nonce: Nonce([1; 32]), peer: Peer::Node(NodeId(2)) },
             Message::Request(Request::Replicate {
                 term: Term(3),
                 leader: NodeId(3),
                 entry: entry.clone(),
+                size: Some(12),
             }),
-            Message::Response(Response::Listing {
-                entries: vec![entry],
-                more: false,
-            }),
-            Message::End {
-                hash: ContentHash([9; 32]),
-            },
+            Message::Response(Response::Listing { entries: vec![entry], more: false }),
+            Message::End { hash: ContentHash([9; 32]) },
         ];
         for m in msgs {
             let bytes = rmp_serde::to_vec(&m).unwrap();

@@ -15,9 +15,7 @@ use tokio_util::sync::CancellationToken;
 use scs_common::auth::ClusterKey;
 use scs_common::config::NodeConfig;
 use scs_common::multicast;
-use scs_common::proto::gossip::{
-    self, Envelope, Gossip, NodeInfo, ReplayGuard, Role, MAX_DATAGRAM,
-};
+use scs_common::proto::gossip::{self, Envelope, Gossip, NodeInfo, ReplayGuard, Role, MAX_DATAGRAM};
 use scs_common::{NodeId, Result, Term};
 
 use crate::cluster::election::{Action, Election, ElectionConfig, Input};
@@ -29,10 +27,7 @@ use crate::view::{ClusterView, Member};
 const REPLAY_WINDOW_MS: u64 = 30_000;
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Counters of datagrams dropped, for the logs and tests.
@@ -57,17 +52,14 @@ pub struct Driver {
     ready_term: Option<Term>,
     dropped: Dropped,
     warned_size: std::collections::HashSet<NodeId>,
+    /// When the data disk was last measured, and its free and total bytes.
+    disk: (Instant, u64, u64),
 }
 
 impl Driver {
     /// Opens the multicast sockets. Fails before anything is sent if the
     /// group cannot be joined.
-    pub fn new(
-        cfg: NodeConfig,
-        key: ClusterKey,
-        store: Arc<Store>,
-        initial_term: Term,
-    ) -> Result<Driver> {
+    pub fn new(cfg: NodeConfig, key: ClusterKey, store: Arc<Store>, initial_term: Term) -> Result<Driver> {
         let recv = multicast::receiver(cfg.group, cfg.iface)?;
         let send = multicast::sender(cfg.iface)?;
         let ecfg = ElectionConfig {
@@ -93,6 +85,7 @@ impl Driver {
             ready_term: None,
             dropped: Dropped::default(),
             warned_size: Default::default(),
+            disk: (Instant::now() - Duration::from_secs(60), 0, 0),
         })
     }
 
@@ -177,17 +170,10 @@ impl Driver {
         }
         if !self.guard.admit(&env, now_ms()) {
             self.dropped.replayed += 1;
-            log::trace!(
-                "node {}: dropped a replayed or stale datagram from node {}",
-                self.cfg.id,
-                env.from
-            );
+            log::trace!("node {}: dropped a replayed or stale datagram from node {}", self.cfg.id, env.from);
             return Vec::new();
         }
-        if env.cluster_size != self.cfg.cluster_size
-            || env.from.0 == 0
-            || env.from.0 > self.cfg.cluster_size
-        {
+        if env.cluster_size != self.cfg.cluster_size || env.from.0 == 0 || env.from.0 > self.cfg.cluster_size {
             self.dropped.foreign += 1;
             if self.warned_size.insert(env.from) {
                 log::warn!(
@@ -203,23 +189,14 @@ impl Driver {
         }
         log::trace!("node {}: {:?} from node {}", self.cfg.id, env.msg, env.from);
         let now = Instant::now();
-        let member = &mut self
-            .members
-            .entry(env.from)
-            .or_insert_with(|| (Member::default(), now));
+        let member = &mut self.members.entry(env.from).or_insert_with(|| (Member::default(), now));
         member.0.info = env.info;
         member.1 = now;
         if let Gossip::Heartbeat(hb) = &env.msg {
             member.0.role = Some(hb.role);
             member.0.term = hb.term;
         }
-        self.machine.step(
-            now,
-            Input::Receive {
-                from: env.from,
-                msg: env.msg,
-            },
-        )
+        self.machine.step(now, Input::Receive { from: env.from, msg: env.msg })
     }
 
     async fn perform(&mut self, actions: Vec<Action>) {
@@ -227,10 +204,7 @@ impl Driver {
             match action {
                 Action::Broadcast(msg) => self.broadcast(msg).await,
                 Action::RoleChanged { role, term, leader } => {
-                    log::debug!(
-                        "node {}: role {role:?} term {term} leader {leader:?}",
-                        self.cfg.id
-                    );
+                    log::debug!("node {}: role {role:?} term {term} leader {leader:?}", self.cfg.id);
                     if role != Role::Leader {
                         self.ready_term = None;
                     }
@@ -266,12 +240,19 @@ impl Driver {
         self.caught_up_leader() && self.machine.has_quorum(Instant::now())
     }
 
-    fn info(&self) -> NodeInfo {
+    fn info(&mut self) -> NodeInfo {
+        // statvfs at most once a second, not on every datagram.
+        if self.disk.0.elapsed() > Duration::from_secs(1) {
+            let (free, total) = self.store.disk_space();
+            self.disk = (Instant::now(), free, total);
+        }
         NodeInfo {
             addr: self.cfg.advertise.to_string(),
             files: self.store.files(),
             max_files: self.cfg.max_files,
             ready: self.serving(),
+            disk_free: self.disk.1,
+            disk_total: self.disk.2,
         }
     }
 

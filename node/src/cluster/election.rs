@@ -72,11 +72,7 @@ pub enum Action {
     /// Multicast this to everyone.
     Broadcast(Gossip),
     /// `(role, term, leader)` changed; `leader` is the accepted leader of `term`.
-    RoleChanged {
-        role: Role,
-        term: Term,
-        leader: Option<NodeId>,
-    },
+    RoleChanged { role: Role, term: Term, leader: Option<NodeId> },
 }
 
 /// What the single election timer is waiting for.
@@ -314,12 +310,7 @@ impl Election {
 
     /// What to put in a heartbeat right now.
     pub fn heartbeat(&self, _now: Instant) -> Heartbeat {
-        Heartbeat {
-            term: self.term,
-            leader: self.accepted,
-            role: self.role,
-            eligible: self.eligible,
-        }
+        Heartbeat { term: self.term, leader: self.accepted, role: self.role, eligible: self.eligible }
     }
 
     // ----- inputs -----
@@ -327,10 +318,7 @@ impl Election {
     fn receive(&mut self, now: Instant, from: NodeId, msg: Gossip, out: &mut Vec<Action>) {
         // Our own echo, or a sender outside the configured cluster: not a member.
         if !self.is_member(from) {
-            debug!(
-                "node {}: ignoring {msg:?} from non-member {from}",
-                self.cfg.id
-            );
+            debug!("node {}: ignoring {msg:?} from non-member {from}", self.cfg.id);
             return;
         }
         self.heard(now, from);
@@ -382,10 +370,7 @@ impl Election {
             }
             // We cannot accept the higher one in this term; stop leading and
             // let it re-declare at term+1 once it notices it lacks our support.
-            info!(
-                "node {}: node {x} also leads term {t} and is higher; stepping down",
-                self.cfg.id
-            );
+            info!("node {}: node {x} also leads term {t} and is higher; stepping down", self.cfg.id);
             self.role = Role::Follower;
             self.leader_heard = None;
         }
@@ -400,8 +385,7 @@ impl Election {
     /// Accepting `x` for `t`: a later term than ours (and than the fence), or
     /// ours while we have accepted nobody else in it.
     fn may_accept(&self, x: NodeId, t: Term) -> bool {
-        t > self.fence
-            && (t > self.term || (t == self.term && self.accepted.is_none_or(|a| a == x)))
+        t > self.fence && (t > self.term || (t == self.term && self.accepted.is_none_or(|a| a == x)))
     }
 
     fn accept(&mut self, now: Instant, x: NodeId, t: Term, out: &mut Vec<Action>) {
@@ -409,11 +393,7 @@ impl Election {
             // Deposed by a lower id in a later term: the others declared us
             // dead while we thought we led, so our link is flaky. Back off
             // (doubling) before taking the lead again, and catch up first.
-            self.backoff = if self.backoff.is_zero() {
-                BACKOFF_START
-            } else {
-                (self.backoff * 2).min(BACKOFF_CAP)
-            };
+            self.backoff = if self.backoff.is_zero() { BACKOFF_START } else { (self.backoff * 2).min(BACKOFF_CAP) };
             self.preempt_after = now + self.backoff;
             self.eligible = false;
             info!(
@@ -432,10 +412,7 @@ impl Election {
 
     /// A leader that learns of a later term: follower of nobody in that term yet.
     fn step_down_stale(&mut self, now: Instant, t: Term, from: NodeId) {
-        info!(
-            "node {}: node {from} is in term {t}, beyond ours; stepping down",
-            self.cfg.id
-        );
+        info!("node {}: node {from} is in term {t}, beyond ours; stepping down", self.cfg.id);
         self.role = Role::Follower;
         self.term = t;
         self.accepted = None;
@@ -449,10 +426,7 @@ impl Election {
             // A higher node runs; bully order says it wins over us anyway.
             return;
         }
-        let answer = Action::Broadcast(Gossip::Answer {
-            term: self.term,
-            to: from,
-        });
+        let answer = Action::Broadcast(Gossip::Answer { term: self.term, to: from });
         if self.role == Role::Leader {
             // The candidate missed our claims; repeat one it can accept (same
             // term, since candidates do not bump theirs).
@@ -461,10 +435,7 @@ impl Election {
         } else if self.live_claim(now) {
             // Leader stickiness: one node's flaky view must not depose a
             // leader that we still hear.
-            debug!(
-                "node {}: ignoring election from {from}: the leader is live",
-                self.cfg.id
-            );
+            debug!("node {}: ignoring election from {from}: the leader is live", self.cfg.id);
         } else if self.role == Role::Candidate {
             out.push(answer);
         } else if self.majority_alive(now) {
@@ -473,26 +444,14 @@ impl Election {
         } else {
             // We could not run ourselves, so do not promise to: the candidate
             // decides on its own view.
-            debug!(
-                "node {}: no majority in sight, not answering {from}",
-                self.cfg.id
-            );
+            debug!("node {}: no majority in sight, not answering {from}", self.cfg.id);
         }
     }
 
     fn handle_answer(&mut self, now: Instant, from: NodeId, to: NodeId) {
-        let waiting = matches!(
-            self.timer,
-            Some(Timer {
-                wait: Wait::Answers,
-                ..
-            })
-        );
+        let waiting = matches!(self.timer, Some(Timer { wait: Wait::Answers, .. }));
         if to == self.cfg.id && from > self.cfg.id && self.role == Role::Candidate && waiting {
-            debug!(
-                "node {}: node {from} answered; waiting for its coordinator",
-                self.cfg.id
-            );
+            debug!("node {}: node {from} answered; waiting for its coordinator", self.cfg.id);
             self.arm(now, Wait::Coordinator);
         }
     }
@@ -528,10 +487,7 @@ impl Election {
                 if self.live_claim(now) || !self.majority_alive(now) {
                     self.start_election(now, out);
                 } else {
-                    debug!(
-                        "node {}: no answer in term {}; declaring",
-                        self.cfg.id, self.term
-                    );
+                    debug!("node {}: no answer in term {}; declaring", self.cfg.id, self.term);
                     self.declare_victory(now, out);
                 }
             }
@@ -567,13 +523,8 @@ impl Election {
         if quorum {
             self.quorum_at = now;
             let since = *self.quorum_since.get_or_insert(now);
-            if !self.backoff.is_zero()
-                && now.saturating_duration_since(since) >= BACKOFF_RESET_AFTER
-            {
-                debug!(
-                    "node {}: led with quorum for {BACKOFF_RESET_AFTER:?}; back-off reset",
-                    self.cfg.id
-                );
+            if !self.backoff.is_zero() && now.saturating_duration_since(since) >= BACKOFF_RESET_AFTER {
+                debug!("node {}: led with quorum for {BACKOFF_RESET_AFTER:?}; back-off reset", self.cfg.id);
                 self.backoff = Duration::ZERO;
             }
         } else {
@@ -586,14 +537,10 @@ impl Election {
         // the followers having accepted the other. A member stuck in our term
         // under another leader (or fenced by a restart) can only follow us in
         // a later term. Either way a new term fixes it, if a majority is there.
-        let lost =
-            !quorum && now.saturating_duration_since(self.quorum_at) >= self.cfg.leader_timeout;
+        let lost = !quorum && now.saturating_duration_since(self.quorum_at) >= self.cfg.leader_timeout;
         let split = now.saturating_duration_since(self.unanimous_at) >= self.cfg.leader_timeout;
         if (lost || split) && self.majority_alive(now) {
-            info!(
-                "node {}: cannot lead term {} with a majority; re-declaring",
-                self.cfg.id, self.term
-            );
+            info!("node {}: cannot lead term {} with a majority; re-declaring", self.cfg.id, self.term);
             self.declare_victory(now, out);
         }
     }
@@ -616,11 +563,7 @@ impl Election {
     /// Leads a new term: one above ours and above any live member's, so that
     /// everyone can accept it at once.
     fn declare_victory(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let seen = self
-            .live_peers(now)
-            .filter_map(|(_, p)| p.heartbeat.as_ref())
-            .map(|hb| hb.term)
-            .max();
+        let seen = self.live_peers(now).filter_map(|(_, p)| p.heartbeat.as_ref()).map(|hb| hb.term).max();
         let base = seen.map_or(self.term, |s| s.max(self.term));
         let Some(term) = base.0.checked_add(1).map(Term) else {
             warn!("node {}: term space exhausted; cannot lead", self.cfg.id);
@@ -651,11 +594,7 @@ impl Election {
             Wait::Answers => self.cfg.answer_timeout,
             Wait::Coordinator => self.cfg.leader_timeout,
         };
-        self.timer = Some(Timer {
-            at: now + after,
-            term: self.term,
-            wait,
-        });
+        self.timer = Some(Timer { at: now + after, term: self.term, wait });
     }
 
     /// A fresh timer for whatever the current state waits for.
@@ -696,14 +635,7 @@ impl Election {
             }
             (Role::Follower, t, _) => info!("node {id}: follower in term {t}, no leader"),
         }
-        out.insert(
-            0,
-            Action::RoleChanged {
-                role: self.role,
-                term: self.term,
-                leader: self.accepted,
-            },
-        );
+        out.insert(0, Action::RoleChanged { role: self.role, term: self.term, leader: self.accepted });
     }
 
     fn is_member(&self, id: NodeId) -> bool {
@@ -711,13 +643,7 @@ impl Election {
     }
 
     fn heard(&mut self, now: Instant, id: NodeId) {
-        self.peers
-            .entry(id)
-            .or_insert(Peer {
-                heard: now,
-                heartbeat: None,
-            })
-            .heard = now;
+        self.peers.entry(id).or_insert(Peer { heard: now, heartbeat: None }).heard = now;
     }
 
     fn within_timeout(&self, now: Instant, at: Instant) -> bool {
@@ -725,9 +651,7 @@ impl Election {
     }
 
     fn live_peers(&self, now: Instant) -> impl Iterator<Item = (&NodeId, &Peer)> + '_ {
-        self.peers
-            .iter()
-            .filter(move |(_, p)| self.within_timeout(now, p.heard))
+        self.peers.iter().filter(move |(_, p)| self.within_timeout(now, p.heard))
     }
 
     fn majority(&self) -> usize {
@@ -743,23 +667,19 @@ impl Election {
     }
 
     fn higher_eligible_alive(&self, now: Instant) -> bool {
-        self.live_peers(now)
-            .any(|(id, p)| *id > self.cfg.id && p.heartbeat.as_ref().is_some_and(|hb| hb.eligible))
+        self.live_peers(now).any(|(id, p)| *id > self.cfg.id && p.heartbeat.as_ref().is_some_and(|hb| hb.eligible))
     }
 
     /// Someone (accepted or not) claimed our term within the leader timeout.
     fn live_claim(&self, now: Instant) -> bool {
-        self.claim_heard
-            .is_some_and(|at| self.within_timeout(now, at))
+        self.claim_heard.is_some_and(|at| self.within_timeout(now, at))
     }
 
     /// A live member whose latest heartbeat is in our term under another
     /// leader (or none): it cannot accept us before the next term.
     fn any_stuck(&self, now: Instant) -> bool {
         let me = Some(self.cfg.id);
-        self.live_peers(now)
-            .filter_map(|(_, p)| p.heartbeat.as_ref())
-            .any(|hb| hb.term == self.term && hb.leader != me)
+        self.live_peers(now).filter_map(|(_, p)| p.heartbeat.as_ref()).any(|hb| hb.term == self.term && hb.leader != me)
     }
 }
 
@@ -772,12 +692,7 @@ mod tests {
     }
 
     fn hb(term: u64, leader: Option<u32>, role: Role, eligible: bool) -> Gossip {
-        Gossip::Heartbeat(Heartbeat {
-            term: Term(term),
-            leader: leader.map(NodeId),
-            role,
-            eligible,
-        })
+        Gossip::Heartbeat(Heartbeat { term: Term(term), leader: leader.map(NodeId), role, eligible })
     }
 
     /// What a leader of `term` multicasts every heartbeat.
@@ -791,17 +706,11 @@ mod tests {
     }
 
     fn from(id: u32, msg: Gossip) -> Input {
-        Input::Receive {
-            from: NodeId(id),
-            msg,
-        }
+        Input::Receive { from: NodeId(id), msg }
     }
 
     fn claim(term: u64, leader: u32) -> Input {
-        Input::Claim {
-            term: Term(term),
-            leader: NodeId(leader),
-        }
+        Input::Claim { term: Term(term), leader: NodeId(leader) }
     }
 
     fn sends(msg: Gossip) -> Action {
@@ -809,11 +718,7 @@ mod tests {
     }
 
     fn changed(role: Role, term: u64, leader: Option<u32>) -> Action {
-        Action::RoleChanged {
-            role,
-            term: Term(term),
-            leader: leader.map(NodeId),
-        }
+        Action::RoleChanged { role, term: Term(term), leader: leader.map(NodeId) }
     }
 
     /// The three actions of taking the lead of `term`.
@@ -831,11 +736,7 @@ mod tests {
 
     /// Everything but the periodic heartbeats.
     fn notable(actions: &[Action]) -> Vec<Action> {
-        actions
-            .iter()
-            .filter(|a| !is_heartbeat(a))
-            .cloned()
-            .collect()
+        actions.iter().filter(|a| !is_heartbeat(a)).cloned().collect()
     }
 
     /// One machine on a test bench: a virtual clock, and peers whose current
@@ -881,11 +782,7 @@ mod tests {
         /// Steps the machine at its deadlines and the chatter until `stop`
         /// says so after a step or `limit` (since start) is reached. Returns
         /// the actions of the last step and everything before it.
-        fn run(
-            &mut self,
-            limit: Duration,
-            stop: impl Fn(&Election) -> bool,
-        ) -> (Vec<Action>, Vec<Action>) {
+        fn run(&mut self, limit: Duration, stop: impl Fn(&Election) -> bool) -> (Vec<Action>, Vec<Action>) {
             let end = self.start + limit;
             let mut before = Vec::new();
             loop {
@@ -919,13 +816,7 @@ mod tests {
         /// Runs until the role is `role`; returns that step's actions.
         fn until_role(&mut self, role: Role, limit: Duration) -> Vec<Action> {
             let (step, _) = self.run(limit, |e| e.role() == role);
-            assert_eq!(
-                self.e.role(),
-                role,
-                "still {:?} at {:?}",
-                self.e.role(),
-                self.elapsed()
-            );
+            assert_eq!(self.e.role(), role, "still {:?} at {:?}", self.e.role(), self.elapsed());
             step
         }
 
@@ -938,22 +829,11 @@ mod tests {
     fn a_lone_node_leads_a_cluster_of_one_after_the_listen_window() {
         let mut b = Bench::new(1, 1);
         let listening = b.advance(ms(599));
-        assert_eq!(
-            listening,
-            vec![sends(following(0, None)); 5],
-            "heartbeats only while listening"
-        );
+        assert_eq!(listening, vec![sends(following(0, None)); 5], "heartbeats only while listening");
         let step = b.until_role(Role::Leader, ms(800));
-        assert!(
-            b.elapsed() >= ms(600) && b.elapsed() <= ms(750),
-            "declared at {:?}",
-            b.elapsed()
-        );
+        assert!(b.elapsed() >= ms(600) && b.elapsed() <= ms(750), "declared at {:?}", b.elapsed());
         assert_eq!(step, declares(1, 1));
-        assert!(
-            b.e.has_quorum(b.now),
-            "a cluster of one is its own majority"
-        );
+        assert!(b.e.has_quorum(b.now), "a cluster of one is its own majority");
         assert_eq!(b.e.leader(b.now), Some(NodeId(1)));
         assert_eq!(b.e.alive(b.now), vec![NodeId(1)]);
         assert!(b.e.eligible());
@@ -978,18 +858,9 @@ mod tests {
         b.chat(2, following(0, None));
         b.chat(3, following(0, None));
         let step = b.until_role(Role::Candidate, ms(800));
-        assert_eq!(
-            step,
-            vec![
-                changed(Role::Candidate, 0, None),
-                sends(Gossip::Election { term: Term(0) })
-            ]
-        );
+        assert_eq!(step, vec![changed(Role::Candidate, 0, None), sends(Gossip::Election { term: Term(0) })]);
         let answered = b.elapsed();
-        let answer = Gossip::Answer {
-            term: Term(0),
-            to: NodeId(1),
-        };
+        let answer = Gossip::Answer { term: Term(0), to: NodeId(1) };
         assert_eq!(b.input(from(3, answer)), vec![]);
         // Well past the answer timeout: still waiting, not declaring.
         let waiting = b.advance(answered + ms(500));
@@ -997,10 +868,7 @@ mod tests {
         assert_eq!(b.e.role(), Role::Candidate);
         assert_eq!(
             b.input(from(3, Gossip::Coordinator { term: Term(1) })),
-            vec![
-                changed(Role::Follower, 1, Some(3)),
-                sends(following(1, Some(3)))
-            ]
+            vec![changed(Role::Follower, 1, Some(3)), sends(following(1, Some(3)))]
         );
         assert_eq!(b.e.leader(b.now), Some(NodeId(3)));
     }
@@ -1012,19 +880,10 @@ mod tests {
         b.chat(3, following(0, None));
         b.until_role(Role::Candidate, ms(800));
         let answered = b.elapsed();
-        b.input(from(
-            3,
-            Gossip::Answer {
-                term: Term(0),
-                to: NodeId(1),
-            },
-        ));
+        b.input(from(3, Gossip::Answer { term: Term(0), to: NodeId(1) }));
         assert_eq!(notable(&b.advance(answered + ms(599))), vec![]);
         let rerun = b.advance(answered + ms(600));
-        assert_eq!(
-            notable(&rerun),
-            vec![sends(Gossip::Election { term: Term(0) })]
-        );
+        assert_eq!(notable(&rerun), vec![sends(Gossip::Election { term: Term(0) })]);
     }
 
     #[test]
@@ -1046,26 +905,8 @@ mod tests {
         b.chat(3, following(0, None));
         b.until_role(Role::Candidate, ms(800));
         let ran = b.elapsed();
-        assert_eq!(
-            b.input(from(
-                3,
-                Gossip::Answer {
-                    term: Term(0),
-                    to: NodeId(1)
-                }
-            )),
-            vec![]
-        );
-        assert_eq!(
-            b.input(from(
-                1,
-                Gossip::Answer {
-                    term: Term(0),
-                    to: NodeId(2)
-                }
-            )),
-            vec![]
-        );
+        assert_eq!(b.input(from(3, Gossip::Answer { term: Term(0), to: NodeId(1) })), vec![]);
+        assert_eq!(b.input(from(1, Gossip::Answer { term: Term(0), to: NodeId(2) })), vec![]);
         b.until_role(Role::Leader, ran + ms(300));
         assert_eq!(b.elapsed(), ran + ms(200));
     }
@@ -1075,30 +916,18 @@ mod tests {
         let mut b = Bench::new(1, 3);
         assert_eq!(
             b.input(from(2, Gossip::Coordinator { term: Term(5) })),
-            vec![
-                changed(Role::Follower, 5, Some(2)),
-                sends(following(5, Some(2)))
-            ]
+            vec![changed(Role::Follower, 5, Some(2)), sends(following(5, Some(2)))]
         );
-        assert_eq!(
-            b.input(from(3, Gossip::Coordinator { term: Term(5) })),
-            vec![]
-        );
+        assert_eq!(b.input(from(3, Gossip::Coordinator { term: Term(5) })), vec![]);
         assert_eq!(b.input(from(3, leading(5, 3))), vec![]);
         assert_eq!(b.input(claim(5, 3)), vec![]);
         assert_eq!((b.e.term(), b.e.accepted()), (Term(5), Some(NodeId(2))));
         // A later term is a new choice; an older one is history.
         assert_eq!(
             b.input(from(3, Gossip::Coordinator { term: Term(6) })),
-            vec![
-                changed(Role::Follower, 6, Some(3)),
-                sends(following(6, Some(3)))
-            ]
+            vec![changed(Role::Follower, 6, Some(3)), sends(following(6, Some(3)))]
         );
-        assert_eq!(
-            b.input(from(2, Gossip::Coordinator { term: Term(5) })),
-            vec![]
-        );
+        assert_eq!(b.input(from(2, Gossip::Coordinator { term: Term(5) })), vec![]);
         assert_eq!(b.input(from(2, leading(5, 2))), vec![]);
         assert_eq!(b.e.accepted(), Some(NodeId(3)));
     }
@@ -1108,10 +937,7 @@ mod tests {
         let mut b = Bench::new(1, 3);
         b.input(from(3, leading(2, 3)));
         assert_eq!(b.input(from(3, leading(2, 3))), vec![]);
-        assert_eq!(
-            b.input(from(3, Gossip::Coordinator { term: Term(2) })),
-            vec![]
-        );
+        assert_eq!(b.input(from(3, Gossip::Coordinator { term: Term(2) })), vec![]);
     }
 
     #[test]
@@ -1123,19 +949,13 @@ mod tests {
         b.hush(1);
         // A follower of node 3 in term 4: we are stale, but node 1's word
         // does not make node 3 our leader.
-        assert_eq!(
-            b.input(from(1, following(4, Some(3)))),
-            vec![changed(Role::Follower, 4, None)]
-        );
+        assert_eq!(b.input(from(1, following(4, Some(3)))), vec![changed(Role::Follower, 4, None)]);
         assert_eq!(b.e.accepted(), None);
         assert_eq!(b.e.leader(b.now), None);
         assert!(!b.e.has_quorum(b.now));
         assert_eq!(
             b.input(from(3, Gossip::Coordinator { term: Term(4) })),
-            vec![
-                changed(Role::Follower, 4, Some(3)),
-                hb_sent(4, Some(3), true)
-            ]
+            vec![changed(Role::Follower, 4, Some(3)), hb_sent(4, Some(3), true)]
         );
     }
 
@@ -1172,18 +992,8 @@ mod tests {
         // Gone for good: the last claim came at 3950 ms.
         b.hush(3);
         let step = b.until_role(Role::Candidate, ms(5000));
-        assert!(
-            b.elapsed() >= ms(4550) && b.elapsed() <= ms(4700),
-            "ran at {:?}",
-            b.elapsed()
-        );
-        assert_eq!(
-            step,
-            vec![
-                changed(Role::Candidate, 1, Some(3)),
-                sends(Gossip::Election { term: Term(1) })
-            ]
-        );
+        assert!(b.elapsed() >= ms(4550) && b.elapsed() <= ms(4700), "ran at {:?}", b.elapsed());
+        assert_eq!(step, vec![changed(Role::Candidate, 1, Some(3)), sends(Gossip::Election { term: Term(1) })]);
     }
 
     #[test]
@@ -1205,18 +1015,11 @@ mod tests {
             b.input(from(1, Gossip::Election { term: Term(0) })),
             vec![
                 changed(Role::Candidate, 0, None),
-                sends(Gossip::Answer {
-                    term: Term(0),
-                    to: NodeId(1)
-                }),
+                sends(Gossip::Answer { term: Term(0), to: NodeId(1) }),
                 sends(Gossip::Election { term: Term(0) }),
             ]
         );
-        assert_eq!(
-            b.input(from(3, Gossip::Election { term: Term(0) })),
-            vec![],
-            "a higher candidate gets no answer"
-        );
+        assert_eq!(b.input(from(3, Gossip::Election { term: Term(0) })), vec![], "a higher candidate gets no answer");
     }
 
     #[test]
@@ -1227,13 +1030,7 @@ mod tests {
         b.until_role(Role::Leader, ms(800));
         assert_eq!(
             b.input(from(1, Gossip::Election { term: Term(0) })),
-            vec![
-                sends(Gossip::Answer {
-                    term: Term(1),
-                    to: NodeId(1)
-                }),
-                sends(Gossip::Coordinator { term: Term(1) }),
-            ]
+            vec![sends(Gossip::Answer { term: Term(1), to: NodeId(1) }), sends(Gossip::Coordinator { term: Term(1) }),]
         );
     }
 
@@ -1243,18 +1040,8 @@ mod tests {
         b.chat(2, leading(4, 2));
         b.chat(1, following(4, Some(2)));
         let (step, _) = b.run(ms(100), |e| e.accepted().is_some());
-        assert_eq!(
-            step,
-            vec![
-                changed(Role::Follower, 4, Some(2)),
-                sends(following(4, Some(2)))
-            ]
-        );
-        assert_eq!(
-            notable(&b.advance(ms(3000))),
-            vec![],
-            "no takeover before catching up"
-        );
+        assert_eq!(step, vec![changed(Role::Follower, 4, Some(2)), sends(following(4, Some(2)))]);
+        assert_eq!(notable(&b.advance(ms(3000))), vec![], "no takeover before catching up");
         assert_eq!(b.e.role(), Role::Follower);
         assert_eq!(b.input(Input::CaughtUp), declares(3, 5));
     }
@@ -1270,11 +1057,7 @@ mod tests {
         // Node 3 is gone: now node 2 is the highest eligible one.
         b.hush(3);
         b.until_role(Role::Leader, ms(3000));
-        assert!(
-            b.elapsed() >= ms(2550) && b.elapsed() <= ms(2700),
-            "took over at {:?}",
-            b.elapsed()
-        );
+        assert!(b.elapsed() >= ms(2550) && b.elapsed() <= ms(2700), "took over at {:?}", b.elapsed());
     }
 
     #[test]
@@ -1284,22 +1067,12 @@ mod tests {
         b.chat(2, leading(4, 2));
         b.chat(1, following(4, Some(2)));
         let waiting = b.advance(ms(3000));
-        assert_eq!(
-            notable(&waiting),
-            vec![],
-            "neither accepts nor runs against a live leader"
-        );
+        assert_eq!(notable(&waiting), vec![], "neither accepts nor runs against a live leader");
         assert_eq!(b.e.accepted(), None);
         assert_eq!(Gossip::Heartbeat(b.e.heartbeat(b.now)), following(4, None));
         b.chat(2, leading(5, 2));
         let (step, _) = b.run(ms(3100), |e| e.accepted().is_some());
-        assert_eq!(
-            step,
-            vec![
-                changed(Role::Follower, 5, Some(2)),
-                sends(following(5, Some(2)))
-            ]
-        );
+        assert_eq!(step, vec![changed(Role::Follower, 5, Some(2)), sends(following(5, Some(2)))]);
     }
 
     #[test]
@@ -1314,11 +1087,7 @@ mod tests {
         b.chat(1, following(1, None));
         let (step, before) = b.run(led + ms(800), |e| e.term() == Term(2));
         assert!(b.e.has_quorum(b.now - ms(1)) || notable(&before).is_empty());
-        assert!(
-            b.elapsed() >= led + ms(600) && b.elapsed() <= led + ms(700),
-            "at {:?}",
-            b.elapsed()
-        );
+        assert!(b.elapsed() >= led + ms(600) && b.elapsed() <= led + ms(700), "at {:?}", b.elapsed());
         assert_eq!(step, declares(3, 2));
     }
 
@@ -1327,25 +1096,15 @@ mod tests {
         let mut b = Bench::new(2, 3);
         b.chat(1, following(0, None));
         b.until_role(Role::Leader, ms(800));
-        assert_eq!(
-            b.input(from(3, leading(1, 3))),
-            vec![changed(Role::Follower, 1, Some(2))]
-        );
+        assert_eq!(b.input(from(3, leading(1, 3))), vec![changed(Role::Follower, 1, Some(2))]);
         assert_eq!(b.e.leader(b.now), None, "cannot follow node 3 in this term");
-        assert_eq!(
-            b.e.accepted(),
-            Some(NodeId(2)),
-            "and never changes its choice within the term"
-        );
+        assert_eq!(b.e.accepted(), Some(NodeId(2)), "and never changes its choice within the term");
         // Node 3 leads: no election against it.
         assert_eq!(b.input(from(1, Gossip::Election { term: Term(1) })), vec![]);
         // It re-declares at term 2, and that we accept.
         assert_eq!(
             b.input(from(3, Gossip::Coordinator { term: Term(2) })),
-            vec![
-                changed(Role::Follower, 2, Some(3)),
-                hb_sent(2, Some(3), true)
-            ]
+            vec![changed(Role::Follower, 2, Some(3)), hb_sent(2, Some(3), true)]
         );
     }
 
@@ -1354,10 +1113,7 @@ mod tests {
         let mut b = Bench::new(3, 3);
         b.chat(1, following(0, None));
         b.until_role(Role::Leader, ms(800));
-        assert_eq!(
-            b.input(from(2, Gossip::Coordinator { term: Term(1) })),
-            vec![]
-        );
+        assert_eq!(b.input(from(2, Gossip::Coordinator { term: Term(1) })), vec![]);
         assert_eq!(b.input(from(2, leading(1, 2))), vec![]);
         assert_eq!(b.e.role(), Role::Leader);
     }
@@ -1376,18 +1132,11 @@ mod tests {
         b.hush(2);
         let cut = b.elapsed();
         b.advance(cut + ms(550));
-        assert!(
-            b.e.has_quorum(b.now),
-            "still within the timeout of the last heartbeats"
-        );
+        assert!(b.e.has_quorum(b.now), "still within the timeout of the last heartbeats");
         b.advance(cut + ms(650));
         assert!(!b.e.has_quorum(b.now));
         let alone = b.advance(cut + ms(10_000));
-        assert_eq!(
-            notable(&alone),
-            vec![],
-            "no re-declaring without a majority in sight"
-        );
+        assert_eq!(notable(&alone), vec![], "no re-declaring without a majority in sight");
         assert!(alone.iter().all(|a| *a == sends(leading(1, 3))));
         assert_eq!((b.e.role(), b.e.term()), (Role::Leader, Term(1)));
         assert!(!b.e.has_quorum(b.now));
@@ -1403,11 +1152,7 @@ mod tests {
         let led = b.elapsed();
         let (step, before) = b.run(led + ms(800), |e| e.term() == Term(2));
         assert_eq!(notable(&before), vec![]);
-        assert!(
-            b.elapsed() >= led + ms(600) && b.elapsed() <= led + ms(700),
-            "at {:?}",
-            b.elapsed()
-        );
+        assert!(b.elapsed() >= led + ms(600) && b.elapsed() <= led + ms(700), "at {:?}", b.elapsed());
         assert_eq!(step, declares(3, 2));
     }
 
@@ -1416,21 +1161,12 @@ mod tests {
         let mut b = Bench::new(2, 5);
         b.chat(1, following(0, None));
         let alone = b.advance(ms(10_000));
-        assert!(
-            alone.iter().all(|a| *a == sends(following(0, None))),
-            "{alone:?}"
-        );
+        assert!(alone.iter().all(|a| *a == sends(following(0, None))), "{alone:?}");
         assert_eq!((b.e.role(), b.e.term()), (Role::Follower, Term(0)));
         // A third node makes a majority of five; node 3 is higher, so ask it.
         b.chat(3, following(0, None));
         let step = b.until_role(Role::Candidate, ms(10_200));
-        assert_eq!(
-            step,
-            vec![
-                changed(Role::Candidate, 0, None),
-                sends(Gossip::Election { term: Term(0) })
-            ]
-        );
+        assert_eq!(step, vec![changed(Role::Candidate, 0, None), sends(Gossip::Election { term: Term(0) })]);
     }
 
     #[test]
@@ -1445,10 +1181,7 @@ mod tests {
         // Nodes 1 and 2 lost us and elected node 2: a lower id, a later term.
         assert_eq!(
             b.input(from(2, Gossip::Coordinator { term: Term(2) })),
-            vec![
-                changed(Role::Follower, 2, Some(2)),
-                hb_sent(2, Some(2), false)
-            ]
+            vec![changed(Role::Follower, 2, Some(2)), hb_sent(2, Some(2), false)]
         );
         assert!(!b.e.eligible(), "must catch up again");
         b.chat(1, following(2, Some(2)));
@@ -1456,11 +1189,7 @@ mod tests {
         b.advance(ms(1600));
         assert_eq!(b.input(Input::CaughtUp), vec![], "back-off of 2 s first");
         let step = b.until_role(Role::Leader, ms(4000));
-        assert!(
-            b.elapsed() >= ms(3500) && b.elapsed() <= ms(3550),
-            "took over at {:?}",
-            b.elapsed()
-        );
+        assert!(b.elapsed() >= ms(3500) && b.elapsed() <= ms(3550), "took over at {:?}", b.elapsed());
         assert_eq!(step, declares(3, 3));
         // Deposed again soon after: the back-off doubles to 4 s.
         b.chat(1, following(3, Some(3)));
@@ -1472,11 +1201,7 @@ mod tests {
         b.advance(ms(5100));
         b.input(Input::CaughtUp);
         b.until_role(Role::Leader, ms(10_000));
-        assert!(
-            b.elapsed() >= ms(9000) && b.elapsed() <= ms(9050),
-            "took over at {:?}",
-            b.elapsed()
-        );
+        assert!(b.elapsed() >= ms(9000) && b.elapsed() <= ms(9050), "took over at {:?}", b.elapsed());
     }
 
     #[test]
@@ -1501,46 +1226,22 @@ mod tests {
         b.chat(2, leading(4, 2));
         b.input(Input::CaughtUp);
         b.until_role(Role::Leader, deposed + ms(3000));
-        assert!(
-            b.elapsed() <= deposed + ms(2050),
-            "took over at {:?}",
-            b.elapsed() - deposed
-        );
+        assert!(b.elapsed() <= deposed + ms(2050), "took over at {:?}", b.elapsed() - deposed);
     }
 
     #[test]
     fn a_claim_over_tcp_counts_like_a_coordinator() {
         let mut b = Bench::new(1, 3);
-        assert_eq!(
-            b.input(claim(2, 3)),
-            vec![
-                changed(Role::Follower, 2, Some(3)),
-                sends(following(2, Some(3)))
-            ]
-        );
+        assert_eq!(b.input(claim(2, 3)), vec![changed(Role::Follower, 2, Some(3)), sends(following(2, Some(3)))]);
         assert_eq!(b.e.leader(b.now), Some(NodeId(3)));
-        assert_eq!(
-            b.e.alive(b.now),
-            vec![NodeId(1), NodeId(3)],
-            "a TCP request is a sign of life"
-        );
+        assert_eq!(b.e.alive(b.now), vec![NodeId(1), NodeId(3)], "a TCP request is a sign of life");
         assert_eq!(b.input(claim(1, 2)), vec![], "an older term");
-        assert_eq!(
-            b.input(claim(2, 2)),
-            vec![],
-            "another leader in the same term"
-        );
+        assert_eq!(b.input(claim(2, 2)), vec![], "another leader in the same term");
         // And it deposes a leader like a Coordinator would.
         let mut l = Bench::new(2, 3);
         l.chat(1, following(0, None));
         l.until_role(Role::Leader, ms(800));
-        assert_eq!(
-            l.input(claim(2, 3)),
-            vec![
-                changed(Role::Follower, 2, Some(3)),
-                hb_sent(2, Some(3), true)
-            ]
-        );
+        assert_eq!(l.input(claim(2, 3)), vec![changed(Role::Follower, 2, Some(3)), hb_sent(2, Some(3), true)]);
     }
 
     #[test]
@@ -1553,10 +1254,7 @@ mod tests {
                 leading(9, id),
                 following(u64::MAX, Some(id)),
                 Gossip::Election { term: Term(9) },
-                Gossip::Answer {
-                    term: Term(9),
-                    to: NodeId(1),
-                },
+                Gossip::Answer { term: Term(9), to: NodeId(1) },
             ] {
                 assert_eq!(b.input(from(id, msg)), vec![]);
             }
@@ -1585,12 +1283,7 @@ mod tests {
         for limit in (1..200).map(|i| ms(i * 37)) {
             b.advance(limit);
             let d = b.e.next_deadline();
-            assert!(
-                d > b.now - ms(1) && d <= b.now + ms(100),
-                "deadline {:?} at {:?}",
-                d - b.start,
-                b.elapsed()
-            );
+            assert!(d > b.now - ms(1) && d <= b.now + ms(100), "deadline {:?} at {:?}", d - b.start, b.elapsed());
         }
         // An earlier `now` than before is treated as no time passing.
         let now = b.now;
@@ -1610,23 +1303,14 @@ mod tests {
             let start = Instant::now();
             let nodes = (1..=size)
                 .map(|id| {
-                    Some(Election::new(
-                        ElectionConfig::new(NodeId(id), size, u64::from(id) * 77),
-                        start,
-                        Term(0),
-                    ))
+                    Some(Election::new(ElectionConfig::new(NodeId(id), size, u64::from(id) * 77), start, Term(0)))
                 })
                 .collect();
-            Lan {
-                start,
-                now: start,
-                nodes,
-            }
+            Lan { start, now: start, nodes }
         }
 
         fn deliver(&mut self, sender: usize, actions: Vec<Action>) {
-            let mut queue: Vec<(usize, Action)> =
-                actions.into_iter().map(|a| (sender, a)).collect();
+            let mut queue: Vec<(usize, Action)> = actions.into_iter().map(|a| (sender, a)).collect();
             while let Some((sender, action)) = queue.pop() {
                 let Action::Broadcast(msg) = action else {
                     continue;
@@ -1644,20 +1328,13 @@ mod tests {
         /// Runs until `done` holds after some step, or `limit` since start.
         fn run(&mut self, limit: Duration, done: impl Fn(&Lan) -> bool) -> bool {
             while !done(self) {
-                let next = self
-                    .nodes
-                    .iter()
-                    .flatten()
-                    .map(Election::next_deadline)
-                    .min()
-                    .unwrap();
+                let next = self.nodes.iter().flatten().map(Election::next_deadline).min().unwrap();
                 if next > self.start + limit {
                     return false;
                 }
                 self.now = next;
                 for i in 0..self.nodes.len() {
-                    let Some(e) = self.nodes[i].as_mut().filter(|e| e.next_deadline() <= next)
-                    else {
+                    let Some(e) = self.nodes[i].as_mut().filter(|e| e.next_deadline() <= next) else {
                         continue;
                     };
                     let out = e.step(next, Input::Tick);
@@ -1668,26 +1345,18 @@ mod tests {
         }
 
         fn leads_with_quorum(&self, id: u32) -> bool {
-            self.nodes[id as usize - 1]
-                .as_ref()
-                .is_some_and(|e| e.role() == Role::Leader && e.has_quorum(self.now))
+            self.nodes[id as usize - 1].as_ref().is_some_and(|e| e.role() == Role::Leader && e.has_quorum(self.now))
         }
     }
 
     #[test]
     fn a_killed_leader_is_replaced_within_the_timeout_and_its_jitter() {
         let mut lan = Lan::new(3);
-        assert!(
-            lan.run(ms(2000), |l| l.leads_with_quorum(3)),
-            "node 3 leads at start"
-        );
+        assert!(lan.run(ms(2000), |l| l.leads_with_quorum(3)), "node 3 leads at start");
         lan.run(ms(3000), |_| false);
         let killed = lan.now;
         lan.nodes[2] = None;
-        assert!(
-            lan.run(ms(5000), |l| l.leads_with_quorum(2)),
-            "node 2 takes over"
-        );
+        assert!(lan.run(ms(5000), |l| l.leads_with_quorum(2)), "node 2 takes over");
         let failover = lan.now - killed;
         // The last heartbeat came up to 100 ms before the kill.
         assert!(failover <= ms(600 + 150 + 5), "failover took {failover:?}");

@@ -13,10 +13,7 @@ use crate::node::Node;
 use crate::store::{check_ancestors, Lookup};
 
 fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 /// Commits `entries`, built under the namespace lock `ns`, here; then
@@ -28,8 +25,7 @@ async fn commit_and_spread<G>(
     ns: G,
     guards: Vec<VersionGuard>,
 ) -> Result<()> {
-    node.commit(state.term, node.me(), entries.clone(), Vec::new())
-        .await?;
+    node.commit(state.term, node.me(), entries.clone(), Vec::new()).await?;
     drop(ns);
     drop(guards);
     broadcast_apply(node, state, entries).await
@@ -37,13 +33,7 @@ async fn commit_and_spread<G>(
 
 /// Makes a directory (and with `parents` its missing ancestors, succeeding
 /// if it exists).
-pub async fn mkdir(
-    node: &Arc<Node>,
-    name: &str,
-    mode: u32,
-    mtime_ns: i64,
-    parents: bool,
-) -> Result<Entry> {
+pub async fn mkdir(node: &Arc<Node>, name: &str, mode: u32, mtime_ns: i64, parents: bool) -> Result<Entry> {
     let state = node.writable()?;
     name::validate(name)?;
     let ns = state.ns.lock().await;
@@ -58,11 +48,7 @@ pub async fn mkdir(
     }
     match node.store.lookup(name)? {
         Lookup::Absent => {}
-        l if l.is_dir() && parents => {
-            return l
-                .entry()
-                .ok_or_else(|| Error::Internal("lost entry".into()))
-        }
+        l if l.is_dir() && parents => return l.entry().ok_or_else(|| Error::Internal("lost entry".into())),
         _ => return Err(Error::Exists(name.to_string())),
     }
     missing.push(name.to_string());
@@ -73,10 +59,7 @@ pub async fn mkdir(
         entries.push(new_dir(&dir, g.version, mode, mtime_ns));
         guards.push(g);
     }
-    let made = entries
-        .last()
-        .cloned()
-        .ok_or_else(|| Error::Internal("no entry".into()))?;
+    let made = entries.last().cloned().ok_or_else(|| Error::Internal("no entry".into()))?;
     commit_and_spread(node, &state, entries, ns, guards).await?;
     Ok(made)
 }
@@ -146,21 +129,15 @@ pub async fn rename(node: &Arc<Node>, from: &str, to: &str, replace: bool) -> Re
         return Ok(());
     }
     if src.is_dir() && name::is_inside(to, from) {
-        return Err(Error::Invalid(format!(
-            "cannot move {from} into itself ({to})"
-        )));
+        return Err(Error::Invalid(format!("cannot move {from} into itself ({to})")));
     }
     check_ancestors(&node.store, to)?;
     let dst = node.store.lookup(to)?;
     match (&src, &dst) {
         (_, Lookup::Absent) => {}
         (_, _) if !replace => return Err(Error::Exists(to.to_string())),
-        (Lookup::Live(s), d) if s.kind == Kind::File && d.is_dir() => {
-            return Err(Error::IsDir(to.to_string()))
-        }
-        (s, Lookup::Live(d)) if s.is_dir() && d.kind == Kind::File => {
-            return Err(Error::NotDir(to.to_string()))
-        }
+        (Lookup::Live(s), d) if s.kind == Kind::File && d.is_dir() => return Err(Error::IsDir(to.to_string())),
+        (s, Lookup::Live(d)) if s.is_dir() && d.kind == Kind::File => return Err(Error::NotDir(to.to_string())),
         (s, d) if s.is_dir() && d.is_dir() && node.store.has_children(to)? => {
             return Err(Error::NotEmpty(to.to_string()))
         }
@@ -173,11 +150,7 @@ pub async fn rename(node: &Arc<Node>, from: &str, to: &str, replace: bool) -> Re
         let g1 = state.allocate();
         entries.push(old.tombstone(g1.version, now));
         let g2 = state.allocate();
-        entries.push(Entry {
-            name: new_name,
-            version: g2.version,
-            ..old.clone()
-        });
+        entries.push(Entry { name: new_name, version: g2.version, ..old.clone() });
         guards.push(g1);
         guards.push(g2);
     };
@@ -198,12 +171,7 @@ pub async fn rename(node: &Arc<Node>, from: &str, to: &str, replace: bool) -> Re
 }
 
 /// Changes the stored mode bits and/or mtime of a file or directory.
-pub async fn setattr(
-    node: &Arc<Node>,
-    name: &str,
-    mode: Option<u32>,
-    mtime_ns: Option<i64>,
-) -> Result<Entry> {
+pub async fn setattr(node: &Arc<Node>, name: &str, mode: Option<u32>, mtime_ns: Option<i64>) -> Result<Entry> {
     let state = node.writable()?;
     name::validate(name)?;
     let ns = state.ns.lock().await;

@@ -37,22 +37,14 @@ pub struct LeaderState {
 
 impl LeaderState {
     pub fn new(term: Term) -> LeaderState {
-        LeaderState {
-            term,
-            next_seq: AtomicU64::new(1),
-            inflight: Mutex::new(BTreeSet::new()),
-            ns: Default::default(),
-        }
+        LeaderState { term, next_seq: AtomicU64::new(1), inflight: Mutex::new(BTreeSet::new()), ns: Default::default() }
     }
 
     /// A new version, in flight until the returned guard is dropped.
     pub fn allocate(self: &Arc<Self>) -> VersionGuard {
         let version = Version::new(self.term, self.next_seq.fetch_add(1, Ordering::SeqCst));
         self.lock().insert(version);
-        VersionGuard {
-            state: self.clone(),
-            version,
-        }
+        VersionGuard { state: self.clone(), version }
     }
 
     /// The highest version at or below which nothing is in flight: a
@@ -121,23 +113,14 @@ pub fn majority_of(n: usize) -> usize {
 ///
 /// # Errors
 /// `Stale` if this node was deposed; `Unavailable` if no majority committed.
-pub async fn commit_on_majority(
-    node: &Arc<Node>,
-    state: &Arc<LeaderState>,
-    entries: Vec<Entry>,
-) -> Result<()> {
-    node.commit(state.term, node.me(), entries.clone(), Vec::new())
-        .await?;
+pub async fn commit_on_majority(node: &Arc<Node>, state: &Arc<LeaderState>, entries: Vec<Entry>) -> Result<()> {
+    node.commit(state.term, node.me(), entries.clone(), Vec::new()).await?;
     broadcast_apply(node, state, entries).await
 }
 
 /// Sends already locally committed `entries` to every other live node and
 /// waits for a majority of the cluster (counting this node).
-pub async fn broadcast_apply(
-    node: &Arc<Node>,
-    state: &Arc<LeaderState>,
-    entries: Vec<Entry>,
-) -> Result<()> {
+pub async fn broadcast_apply(node: &Arc<Node>, state: &Arc<LeaderState>, entries: Vec<Entry>) -> Result<()> {
     let need = node.cfg.majority();
     let mut acks = 1;
     if acks >= need {
@@ -168,26 +151,15 @@ fn spawn_apply_to_others(node: &Arc<Node>, state: &Arc<LeaderState>, entries: Ve
     detach(apply_to_others(node, state, entries));
 }
 
-fn apply_to_others(
-    node: &Arc<Node>,
-    state: &Arc<LeaderState>,
-    entries: Vec<Entry>,
-) -> JoinSet<(NodeId, Result<()>)> {
+fn apply_to_others(node: &Arc<Node>, state: &Arc<LeaderState>, entries: Vec<Entry>) -> JoinSet<(NodeId, Result<()>)> {
     let mut set = JoinSet::new();
-    let req = Request::Apply {
-        term: state.term,
-        leader: node.me(),
-        entries,
-    };
+    let req = Request::Apply { term: state.term, leader: node.me(), entries };
     for (id, m) in node.view().alive_others() {
         let (node, req, addr) = (node.clone(), req.clone(), m.info.addr.clone());
         set.spawn(async move {
-            let res = match tokio::time::timeout(APPLY_TIMEOUT, node.peers.call(&addr, &req)).await
-            {
+            let res = match tokio::time::timeout(APPLY_TIMEOUT, node.peers.call(&addr, &req)).await {
                 Ok(Ok(Response::Done)) => Ok(()),
-                Ok(Ok(other)) => Err(Error::Protocol(format!(
-                    "unexpected answer to apply: {other:?}"
-                ))),
+                Ok(Ok(other)) => Err(Error::Protocol(format!("unexpected answer to apply: {other:?}"))),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(Error::Unavailable("apply timed out".into())),
             };

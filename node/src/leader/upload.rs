@@ -65,6 +65,8 @@ pub struct Prepared {
     entry: Entry,
     holders: Vec<(NodeId, String)>,
     exclusive: bool,
+    /// The exact size when the client knows it.
+    size: Option<u64>,
 }
 
 /// Checks an upload and picks its holders; nothing is sent or written yet.
@@ -81,20 +83,14 @@ pub fn prepare(node: &Node, spec: UploadSpec) -> Result<Prepared> {
         name: spec.name,
         version: guard.version,
         kind: Kind::File,
-        size: spec.size,
+        size: spec.size.unwrap_or(0),
         hash: ContentHash::default(),
         mode: spec.mode & 0o7777,
         mtime_ns: spec.mtime_ns,
         deleted: false,
         holders: Vec::new(),
     };
-    Ok(Prepared {
-        state,
-        guard,
-        entry,
-        holders,
-        exclusive: spec.exclusive,
-    })
+    Ok(Prepared { state, guard, entry, holders, exclusive: spec.exclusive, size: spec.size })
 }
 
 /// Says `Ready`, receives the bytes, and stores them as planned. Returns
@@ -123,28 +119,10 @@ pub enum Outcome {
     Broken(Error),
 }
 
-async fn run(
-    node: &Arc<Node>,
-    conn: &mut Connection,
-    prepared: Prepared,
-    broken: &mut bool,
-) -> Result<Entry> {
-    let Prepared {
-        state,
-        guard,
-        mut entry,
-        holders,
-        exclusive,
-    } = prepared;
+async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken: &mut bool) -> Result<Entry> {
+    let Prepared { state, guard, mut entry, holders, exclusive, size } = prepared;
     let key = entry.key();
-    let size = entry.size;
-    log::debug!(
-        "node {}: upload {:?} ({size} bytes) {:?} to {:?}",
-        node.me(),
-        entry.name,
-        entry.version,
-        holders
-    );
+    log::debug!("node {}: upload {:?} ({size:?} bytes) {:?} to {:?}", node.me(), entry.name, entry.version, holders);
 
     let mut local = None;
     let mut remotes = Vec::new();
@@ -158,7 +136,7 @@ async fn run(
         }
         let (tx, rx) = mpsc::channel(HOLDER_QUEUE);
         let (node2, e2, term) = (node.clone(), entry.clone(), state.term);
-        acks.spawn(async move { (id, replicate_to(&node2, &addr, term, e2, rx).await) });
+        acks.spawn(async move { (id, replicate_to(&node2, &addr, term, e2, size, rx).await) });
         remotes.push(Remote { id, tx: Some(tx) });
     }
     let planned = remotes.len() + usize::from(local.is_some());
@@ -181,11 +159,9 @@ async fn run(
         match chunk {
             Chunk::Data(b) => {
                 received += b.len() as u64;
-                if received > size {
+                if let Some(size) = size.filter(|&s| received > s) {
                     *broken = !drain(conn).await;
-                    return Err(Error::Invalid(format!(
-                        "more than the announced {size} bytes arrived"
-                    )));
+                    return Err(Error::Invalid(format!("more than the announced {size} bytes arrived")));
                 }
                 if let Some(h) = hasher.as_mut() {
                     h.update(&b);
@@ -195,11 +171,7 @@ async fn run(
                 }
                 if let Some(sink) = local.as_mut() {
                     if let Err(e) = sink.write(b).await {
-                        log::warn!(
-                            "node {}: local write of {:?} failed: {e}",
-                            node.me(),
-                            entry.name
-                        );
+                        log::warn!("node {}: local write of {:?} failed: {e}", node.me(), entry.name);
                         local = None;
                     }
                 }
@@ -207,10 +179,8 @@ async fn run(
             Chunk::End(hash) => break hash,
         }
     };
-    if received != size {
-        return Err(Error::Invalid(format!(
-            "{received} bytes arrived, {size} were announced"
-        )));
+    if let Some(size) = size.filter(|&s| received != s) {
+        return Err(Error::Invalid(format!("{received} bytes arrived, {size} were announced")));
     }
     // Our own copy: finished here (fsync) while the holders finish theirs.
     let mut durable = Vec::new();
@@ -223,9 +193,7 @@ async fn run(
     } else if let Some(h) = hasher {
         let ours = ContentHash(h.finalize().into());
         if ours != client_hash {
-            return Err(Error::Corrupt(format!(
-                "received bytes hash to {ours:?}, the client sent {client_hash:?}"
-            )));
+            return Err(Error::Corrupt(format!("received bytes hash to {ours:?}, the client sent {client_hash:?}")));
         }
     }
     for r in remotes.iter_mut() {
@@ -262,24 +230,18 @@ async fn run(
     }
     durable.sort();
     entry.hash = client_hash;
+    entry.size = received;
     entry.holders = durable;
 
     // Phase 2: commit the entry, re-checking the name under the namespace lock.
     {
         let _ns = state.ns.lock().await;
         check_file_target(node, &entry.name, exclusive)?;
-        node.commit(state.term, node.me(), vec![entry.clone()], Vec::new())
-            .await?;
+        node.commit(state.term, node.me(), vec![entry.clone()], Vec::new()).await?;
     }
     drop(guard);
     broadcast_apply(node, &state, vec![entry.clone()]).await?;
-    log::debug!(
-        "node {}: stored {:?} {:?} on {:?}",
-        node.me(),
-        entry.name,
-        entry.version,
-        entry.holders
-    );
+    log::debug!("node {}: stored {:?} {:?} on {:?}", node.me(), entry.name, entry.version, entry.holders);
     Ok(entry)
 }
 
@@ -289,10 +251,7 @@ async fn feed(r: &mut Remote, item: Feed) {
     match tx.send_timeout(item, HOLDER_STALL).await {
         Ok(()) => {}
         Err(_) => {
-            log::warn!(
-                "holder node {} stalled or failed; continuing without it",
-                r.id
-            );
+            log::warn!("holder node {} stalled or failed; continuing without it", r.id);
             r.tx = None;
         }
     }
@@ -304,15 +263,11 @@ async fn replicate_to(
     addr: &str,
     term: scs_common::Term,
     entry: Entry,
+    size: Option<u64>,
     mut rx: mpsc::Receiver<Feed>,
 ) -> Result<()> {
     let mut conn = node.peers.get(addr).await?;
-    conn.write_message(&Message::Request(Request::Replicate {
-        term,
-        leader: node.me(),
-        entry,
-    }))
-    .await?;
+    conn.write_message(&Message::Request(Request::Replicate { term, leader: node.me(), entry, size })).await?;
     loop {
         match rx.recv().await {
             Some(Feed::Data(b)) => conn.write_data(&b).await?,
@@ -333,8 +288,6 @@ async fn replicate_to(
             node.peers.put(addr, conn);
             Ok(())
         }
-        other => Err(Error::Protocol(format!(
-            "unexpected answer to replicate: {other:?}"
-        ))),
+        other => Err(Error::Protocol(format!("unexpected answer to replicate: {other:?}"))),
     }
 }

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use scs_common::conn::{Connection, Frame};
 use scs_common::name;
-use scs_common::proto::rpc::{
-    HolderAddr, Message, NodeStatus, Peer, Request, Response, StatusReport,
-};
+use scs_common::proto::rpc::{HolderAddr, Message, NodeStatus, Peer, Request, Response, StatusReport};
 use scs_common::{Entry, Error, Key, Kind, NodeId, Result, Term, Version};
 
 use crate::leader::{meta, upload};
@@ -100,12 +98,7 @@ fn request_name(r: &Request) -> &'static str {
     }
 }
 
-async fn handle(
-    node: &Arc<Node>,
-    conn: &mut Connection,
-    peer: Peer,
-    req: Request,
-) -> Result<(), Failure> {
+async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Request) -> Result<(), Failure> {
     match req {
         Request::Upload(spec) => {
             let prepared = upload::prepare(node, spec)?;
@@ -116,31 +109,18 @@ async fn handle(
             }
         }
         Request::Download { name, offset, len } => download(node, conn, &name, offset, len).await,
-        Request::ReadBlob {
-            key,
-            version,
-            offset,
-            len,
-        } => read_blob(node, conn, key, version, offset, len).await,
+        Request::ReadBlob { key, version, offset, len } => read_blob(node, conn, key, version, offset, len).await,
         Request::Stat { name } => {
             node.readable()?;
             name::validate_dir(&name)?;
             let r = match node.blocking(move |s| s.lookup(&name)).await? {
                 Lookup::Absent => Response::Missing,
-                l => Response::Stored(
-                    l.entry()
-                        .ok_or_else(|| Error::Internal("lost entry".into()))?,
-                ),
+                l => Response::Stored(l.entry().ok_or_else(|| Error::Internal("lost entry".into()))?),
             };
             reply(conn, r).await
         }
         Request::List { dir } => list(node, conn, dir).await,
-        Request::Mkdir {
-            name,
-            mode,
-            mtime_ns,
-            parents,
-        } => {
+        Request::Mkdir { name, mode, mtime_ns, parents } => {
             let e = meta::mkdir(node, &name, mode, mtime_ns, parents).await?;
             reply(conn, Response::Stored(e)).await
         }
@@ -152,28 +132,16 @@ async fn handle(
             meta::rename(node, &from, &to, replace).await?;
             reply(conn, Response::Done).await
         }
-        Request::SetAttr {
-            name,
-            mode,
-            mtime_ns,
-        } => {
+        Request::SetAttr { name, mode, mtime_ns } => {
             let e = meta::setattr(node, &name, mode, mtime_ns).await?;
             reply(conn, Response::Stored(e)).await
         }
         Request::Status => reply(conn, Response::Status(status(node))).await,
-        Request::Replicate {
-            term,
-            leader,
-            entry,
-        } => {
+        Request::Replicate { term, leader, entry, size } => {
             from_node(peer)?;
-            replicate(node, conn, term, leader, entry).await
+            replicate(node, conn, term, leader, entry, size).await
         }
-        Request::Apply {
-            term,
-            leader,
-            entries,
-        } => {
+        Request::Apply { term, leader, entries } => {
             from_node(peer)?;
             for e in &entries {
                 name::validate(&e.name)?;
@@ -184,9 +152,7 @@ async fn handle(
         }
         Request::Pull { since, fence } => {
             from_node(peer)?;
-            sync::serve_pull(node, conn, since, fence)
-                .await
-                .map_err(Failure::Close)
+            sync::serve_pull(node, conn, since, fence).await.map_err(Failure::Close)
         }
     }
 }
@@ -205,9 +171,7 @@ fn from_node(peer: Peer) -> Result<NodeId> {
 /// The byte range `[offset, offset + len)` of a file of `size` bytes.
 fn clamp_range(size: u64, offset: u64, len: Option<u64>) -> Result<u64> {
     if offset > size {
-        return Err(Error::Invalid(format!(
-            "offset {offset} is past the end of the file ({size} bytes)"
-        )));
+        return Err(Error::Invalid(format!("offset {offset} is past the end of the file ({size} bytes)")));
     }
     Ok(len.unwrap_or(u64::MAX).min(size - offset))
 }
@@ -230,9 +194,7 @@ async fn download(
     let len = clamp_range(entry.size, offset, len)?;
     let (key, version) = (entry.key(), entry.version);
     if node.blocking(move |s| s.holds(&key, version)).await? {
-        let reader = node
-            .blocking(move |s| s.read_blob(&key, version, offset, len))
-            .await?;
+        let reader = node.blocking(move |s| s.read_blob(&key, version, offset, len)).await?;
         return match transfer::send_blob(conn, entry, reader, offset, len).await {
             Ok(()) => Ok(()),
             Err(e @ Error::Corrupt(_)) => {
@@ -250,19 +212,11 @@ async fn download(
         .holders
         .iter()
         .filter_map(|id| {
-            view.members
-                .get(id)
-                .filter(|m| m.alive)
-                .map(|m| HolderAddr {
-                    id: *id,
-                    addr: m.info.addr.clone(),
-                })
+            view.members.get(id).filter(|m| m.alive).map(|m| HolderAddr { id: *id, addr: m.info.addr.clone() })
         })
         .collect();
     if holders.is_empty() {
-        return Err(
-            Error::Unavailable(format!("no holder of {name} is reachable right now")).into(),
-        );
+        return Err(Error::Unavailable(format!("no holder of {name} is reachable right now")).into());
     }
     reply(conn, Response::Redirect { entry, holders }).await
 }
@@ -281,9 +235,7 @@ async fn read_blob(
         .filter(|e| e.version == version && e.has_blob())
         .ok_or_else(|| Error::NotFound(format!("blob {key:?} {version:?}")))?;
     let len = clamp_range(entry.size, offset, len)?;
-    let reader = node
-        .blocking(move |s| s.read_blob(&key, version, offset, len))
-        .await?;
+    let reader = node.blocking(move |s| s.read_blob(&key, version, offset, len)).await?;
     match transfer::send_blob(conn, entry, reader, offset, len).await {
         Ok(()) => Ok(()),
         Err(Error::Corrupt(_)) => {
@@ -307,23 +259,13 @@ async fn list(node: &Arc<Node>, conn: &mut Connection, dir: String) -> Result<()
         .await?;
     let mut batches = entries.chunks(LIST_BATCH).peekable();
     if batches.peek().is_none() {
-        return reply(
-            conn,
-            Response::Listing {
-                entries: Vec::new(),
-                more: false,
-            },
-        )
-        .await;
+        return reply(conn, Response::Listing { entries: Vec::new(), more: false }).await;
     }
     while let Some(batch) = batches.next() {
         let more = batches.peek().is_some();
-        conn.write_message(&Message::Response(Response::Listing {
-            entries: batch.to_vec(),
-            more,
-        }))
-        .await
-        .map_err(Failure::Close)?;
+        conn.write_message(&Message::Response(Response::Listing { entries: batch.to_vec(), more }))
+            .await
+            .map_err(Failure::Close)?;
     }
     conn.flush().await.map_err(Failure::Close)
 }
@@ -335,31 +277,20 @@ async fn replicate(
     term: Term,
     leader: NodeId,
     entry: Entry,
+    size: Option<u64>,
 ) -> Result<(), Failure> {
     // The leader streams right behind the request: any refusal closes the
     // session, which the leader takes as this holder dropping out.
     node.admit(term, leader).await.map_err(Failure::Close)?;
     name::validate(&entry.name).map_err(Failure::Close)?;
     let key = entry.key();
-    let (version, size) = (entry.version, entry.size);
-    if !node
-        .blocking(move |s| s.has_room_for(&key))
-        .await
-        .map_err(Failure::Close)?
-    {
-        return Err(Failure::Close(Error::NoSpace(format!(
-            "node {} is at its max_files",
-            node.me()
-        ))));
+    let version = entry.version;
+    if !node.blocking(move |s| s.has_room_for(&key)).await.map_err(Failure::Close)? {
+        return Err(Failure::Close(Error::NoSpace(format!("node {} is at its max_files", node.me()))));
     }
-    let writer = node
-        .blocking(move |s| s.new_blob(&key, version, size))
-        .await
-        .map_err(Failure::Close)?;
+    let writer = node.blocking(move |s| s.new_blob(&key, version, size)).await.map_err(Failure::Close)?;
     let mut sink = BlobSink::spawn(writer);
-    let hash = transfer::receive_into(conn, &mut sink, size)
-        .await
-        .map_err(Failure::Close)?;
+    let (hash, _) = transfer::receive_into(conn, &mut sink, size).await.map_err(Failure::Close)?;
     sink.finish(Some(hash)).await.map_err(Failure::Reply)?;
     reply(conn, Response::Done).await
 }
@@ -370,6 +301,7 @@ pub fn status(node: &Node) -> StatusReport {
     let mut nodes = Vec::new();
     for id in (1..=node.cfg.cluster_size).map(NodeId) {
         if id == node.me() {
+            let (disk_free, disk_total) = node.store.disk_space();
             nodes.push(NodeStatus {
                 id,
                 addr: node.cfg.advertise.to_string(),
@@ -377,6 +309,8 @@ pub fn status(node: &Node) -> StatusReport {
                 role: Some(view.role),
                 files: node.store.files(),
                 max_files: node.cfg.max_files,
+                disk_free,
+                disk_total,
             });
         } else {
             let m = view.members.get(&id);
@@ -387,15 +321,15 @@ pub fn status(node: &Node) -> StatusReport {
                 role: m.and_then(|m| m.role),
                 files: m.map(|m| m.info.files).unwrap_or(0),
                 max_files: m.map(|m| m.info.max_files).unwrap_or(None),
+                disk_free: m.map(|m| m.info.disk_free).unwrap_or(0),
+                disk_total: m.map(|m| m.info.disk_total).unwrap_or(0),
             });
         }
     }
     let quorum = if view.is_leader() {
         view.quorum
     } else {
-        view.leader
-            .and_then(|l| view.members.get(&l))
-            .is_some_and(|m| m.info.ready)
+        view.leader.and_then(|l| view.members.get(&l)).is_some_and(|m| m.info.ready)
     };
     StatusReport {
         node: node.me(),

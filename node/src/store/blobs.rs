@@ -17,24 +17,15 @@ pub struct BlobWriter {
     dest: PathBuf,
     hasher: Sha256,
     written: u64,
-    expected_size: u64,
+    /// `None` when the size is not known in advance.
+    expected_size: Option<u64>,
 }
 
 impl BlobWriter {
-    /// Starts a blob of `expected_size` bytes that will land at `dest`.
-    pub(crate) fn create(tmp: PathBuf, dest: PathBuf, expected_size: u64) -> Result<BlobWriter> {
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        Ok(BlobWriter {
-            file: Some(file),
-            tmp,
-            dest,
-            hasher: Sha256::new(),
-            written: 0,
-            expected_size,
-        })
+    /// Starts a blob of `expected_size` bytes (when known) that will land at `dest`.
+    pub(crate) fn create(tmp: PathBuf, dest: PathBuf, expected_size: Option<u64>) -> Result<BlobWriter> {
+        let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        Ok(BlobWriter { file: Some(file), tmp, dest, hasher: Sha256::new(), written: 0, expected_size })
     }
 
     /// Appends bytes, hashing them.
@@ -42,16 +33,10 @@ impl BlobWriter {
     /// # Errors
     /// `Invalid` if more bytes arrive than announced; `NoSpace`/`Io` from the disk.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        if self.written + data.len() as u64 > self.expected_size {
-            return Err(Error::Invalid(format!(
-                "more bytes than the announced size of {}",
-                self.expected_size
-            )));
+        if let Some(max) = self.expected_size.filter(|&max| self.written + data.len() as u64 > max) {
+            return Err(Error::Invalid(format!("more bytes than the announced size of {max}")));
         }
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| Error::Internal("blob already finished".into()))?;
+        let file = self.file.as_mut().ok_or_else(|| Error::Internal("blob already finished".into()))?;
         file.write_all(data)?;
         self.hasher.update(data);
         self.written += data.len() as u64;
@@ -68,24 +53,16 @@ impl BlobWriter {
     /// # Errors
     /// `Invalid` on a short blob, `Corrupt` on a hash mismatch (nothing lands).
     pub fn finish(mut self, expected: Option<ContentHash>) -> Result<ContentHash> {
-        if self.written != self.expected_size {
-            return Err(Error::Invalid(format!(
-                "got {} bytes, {} were announced",
-                self.written, self.expected_size
-            )));
+        if let Some(want) = self.expected_size.filter(|&want| want != self.written) {
+            return Err(Error::Invalid(format!("got {} bytes, {want} were announced", self.written)));
         }
         let hash = ContentHash(std::mem::take(&mut self.hasher).finalize().into());
         if let Some(want) = expected {
             if want != hash {
-                return Err(Error::Corrupt(format!(
-                    "content hash {hash:?} does not match {want:?}"
-                )));
+                return Err(Error::Corrupt(format!("content hash {hash:?} does not match {want:?}")));
             }
         }
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| Error::Internal("blob already finished".into()))?;
+        let file = self.file.take().ok_or_else(|| Error::Internal("blob already finished".into()))?;
         file.sync_all()?;
         drop(file);
         if let Some(dir) = self.dest.parent() {
@@ -124,11 +101,7 @@ impl BlobReader {
         if offset > 0 {
             file.seek(SeekFrom::Start(offset))?;
         }
-        Ok(BlobReader {
-            file,
-            remaining: len,
-            hasher: Sha256::new(),
-        })
+        Ok(BlobReader { file, remaining: len, hasher: Sha256::new() })
     }
 
     /// Reads the next chunk of at most `max` bytes; empty at the end.

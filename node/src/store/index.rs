@@ -23,15 +23,11 @@ pub fn encode_entry(e: &Entry) -> Vec<u8> {
 }
 
 pub fn decode_entry(bytes: &[u8]) -> Result<Entry> {
-    rmp_serde::from_slice(bytes)
-        .map_err(|e| Error::Internal(format!("undecodable index entry: {e}")))
+    rmp_serde::from_slice(bytes).map_err(|e| Error::Internal(format!("undecodable index entry: {e}")))
 }
 
 /// Reads one entry from an open `entries` table.
-pub fn read_entry(
-    table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
-    key: &Key,
-) -> Result<Option<Entry>> {
+pub fn read_entry(table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>, key: &Key) -> Result<Option<Entry>> {
     match table.get(&key.0).map_err(db_err)? {
         Some(v) => Ok(Some(decode_entry(v.value())?)),
         None => Ok(None),
@@ -42,10 +38,7 @@ pub fn read_version(
     table: &impl ReadableTable<&'static [u8; 32], &'static [u8; 16]>,
     key: &Key,
 ) -> Result<Option<Version>> {
-    Ok(table
-        .get(&key.0)
-        .map_err(db_err)?
-        .map(|v| Version::from_be_bytes(*v.value())))
+    Ok(table.get(&key.0).map_err(db_err)?.map(|v| Version::from_be_bytes(*v.value())))
 }
 
 /// Any redb error, as ours.

@@ -19,9 +19,7 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(root: &Path) -> Layout {
-        Layout {
-            root: root.to_path_buf(),
-        }
+        Layout { root: root.to_path_buf() }
     }
 
     pub fn root(&self) -> &Path {
@@ -90,10 +88,7 @@ mod tests {
         let k = Key::of_name("photos/cat.png");
         let p = l.blob(&k, Version::new(Term(3), 17));
         let hex = k.to_hex();
-        assert_eq!(
-            p,
-            PathBuf::from(format!("/data/blobs/{}/{hex}.3-17", &hex[..2]))
-        );
+        assert_eq!(p, PathBuf::from(format!("/data/blobs/{}/{hex}.3-17", &hex[..2])));
     }
 
     #[test]

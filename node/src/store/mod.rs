@@ -22,8 +22,7 @@ use scs_common::{ContentHash, Entry, Error, Key, Kind, NodeId, Result, Term, Ver
 
 pub use blobs::{hash_file, BlobReader, BlobWriter};
 use index::{
-    db_err, decode_entry, encode_entry, read_entry, read_version, ENTRIES, HELD, META, NAMES,
-    VERSIONS, WANTED,
+    db_err, decode_entry, encode_entry, read_entry, read_version, ENTRIES, HELD, META, NAMES, VERSIONS, WANTED,
 };
 use layout::Layout;
 
@@ -87,10 +86,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("root", &self.layout.root())
-            .field("me", &self.me)
-            .finish()
+        f.debug_struct("Store").field("root", &self.layout.root()).field("me", &self.me).finish()
     }
 }
 
@@ -102,21 +98,11 @@ impl Store {
     /// `Io` if the directory or the index cannot be opened.
     pub fn open(dir: &Path, me: NodeId, max_files: Option<u64>) -> Result<(Store, OpenReport)> {
         let layout = Layout::new(dir);
-        for d in [
-            layout.root().to_path_buf(),
-            layout.blobs_dir(),
-            layout.tmp_dir(),
-            layout.corrupt_dir(),
-        ] {
-            fs::create_dir_all(&d)
-                .map_err(|e| Error::Io(format!("cannot create {}: {e}", d.display())))?;
+        for d in [layout.root().to_path_buf(), layout.blobs_dir(), layout.tmp_dir(), layout.corrupt_dir()] {
+            fs::create_dir_all(&d).map_err(|e| Error::Io(format!("cannot create {}: {e}", d.display())))?;
         }
-        let db = Database::create(layout.index()).map_err(|e| {
-            Error::Io(format!(
-                "cannot open the index {}: {e}",
-                layout.index().display()
-            ))
-        })?;
+        let db = Database::create(layout.index())
+            .map_err(|e| Error::Io(format!("cannot open the index {}: {e}", layout.index().display())))?;
         let store = Store {
             layout,
             db,
@@ -158,18 +144,11 @@ impl Store {
             }
             for f in fs::read_dir(&shard)? {
                 let f = f?;
-                match f
-                    .file_name()
-                    .to_str()
-                    .and_then(layout::parse_blob_file_name)
-                {
+                match f.file_name().to_str().and_then(layout::parse_blob_file_name) {
                     Some(kv) => {
                         on_disk.insert(kv);
                     }
-                    None => log::warn!(
-                        "ignoring a stray file in the blob store: {}",
-                        f.path().display()
-                    ),
+                    None => log::warn!("ignoring a stray file in the blob store: {}", f.path().display()),
                 }
             }
         }
@@ -185,11 +164,7 @@ impl Store {
                 let (key, version) = (Key(*k.value()), Version::from_be_bytes(*v.value()));
                 let size_ok = read_entry(&entries, &key)?
                     .filter(|e| e.version == version)
-                    .map(|e| {
-                        fs::metadata(self.layout.blob(&key, version))
-                            .map(|m| m.len() == e.size)
-                            .unwrap_or(false)
-                    })
+                    .map(|e| fs::metadata(self.layout.blob(&key, version)).map(|m| m.len() == e.size).unwrap_or(false))
                     .unwrap_or(false);
                 if size_ok {
                     keep.insert((key, version));
@@ -198,14 +173,10 @@ impl Store {
                 }
             }
             for (key, version) in &lost {
-                log::warn!(
-                    "blob {key:?} {version:?} is missing or damaged: it will be fetched again"
-                );
+                log::warn!("blob {key:?} {version:?} is missing or damaged: it will be fetched again");
                 held.remove(&key.0).map_err(db_err)?;
                 let _ = fs::remove_file(self.layout.blob(key, *version));
-                wanted
-                    .insert(&key.0, &version.to_be_bytes())
-                    .map_err(db_err)?;
+                wanted.insert(&key.0, &version.to_be_bytes()).map_err(db_err)?;
             }
             report.blobs_missing = lost.len();
             // A wanted blob that made it to disk before a crash is adopted if whole.
@@ -225,8 +196,7 @@ impl Store {
             }
             for (key, version) in adopted {
                 wanted.remove(&key.0).map_err(db_err)?;
-                held.insert(&key.0, &version.to_be_bytes())
-                    .map_err(db_err)?;
+                held.insert(&key.0, &version.to_be_bytes()).map_err(db_err)?;
                 keep.insert((key, version));
             }
             for kv in on_disk.difference(&keep) {
@@ -236,8 +206,7 @@ impl Store {
             }
             report.blobs_held = held.len().map_err(db_err)?;
             self.held.store(report.blobs_held, Ordering::Relaxed);
-            self.wanted
-                .store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
+            self.wanted.store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
         }
         tx.commit().map_err(db_err)?;
         Ok(report)
@@ -249,6 +218,20 @@ impl Store {
 
     pub fn max_files(&self) -> Option<u64> {
         self.max_files
+    }
+
+    /// Free and total bytes of the disk the store is on (zeros if unknown).
+    pub fn disk_space(&self) -> (u64, u64) {
+        let Ok(path) = std::ffi::CString::new(self.layout.root().as_os_str().as_encoded_bytes()) else {
+            return (0, 0);
+        };
+        // SAFETY: a zeroed statvfs is a valid out-parameter, and `path` is a NUL-terminated string.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return (0, 0);
+        }
+        let block = st.f_frsize as u64;
+        (st.f_bavail as u64 * block, st.f_blocks as u64 * block)
     }
 
     /// Blobs this node keeps.
@@ -274,8 +257,7 @@ impl Store {
         let tx = self.db.begin_read().map_err(db_err)?;
         let held = tx.open_table(HELD).map_err(db_err)?;
         let wanted = tx.open_table(WANTED).map_err(db_err)?;
-        Ok(held.get(&key.0).map_err(db_err)?.is_some()
-            || wanted.get(&key.0).map_err(db_err)?.is_some())
+        Ok(held.get(&key.0).map_err(db_err)?.is_some() || wanted.get(&key.0).map_err(db_err)?.is_some())
     }
 
     /// The entry of a key, tombstones included.
@@ -351,9 +333,7 @@ impl Store {
                         // A deeper file: its top directory under `dir` is a child.
                         let child = &full[..prefix_len + i];
                         if dirs_seen.insert(child.to_string()) {
-                            let mtime = read_entry(&entries, &Key::of_name(full))?
-                                .map(|e| e.mtime_ns)
-                                .unwrap_or(0);
+                            let mtime = read_entry(&entries, &Key::of_name(full))?.map(|e| e.mtime_ns).unwrap_or(0);
                             out.push(dir_entry(child, mtime));
                         }
                         // Skip the rest of that subtree: '0' sorts right after '/'.
@@ -411,20 +391,14 @@ impl Store {
     pub fn max_version(&self) -> Result<Version> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let versions = tx.open_table(VERSIONS).map_err(db_err)?;
-        let last = versions
-            .last()
-            .map_err(db_err)?
-            .map(|(v, _)| Version::from_be_bytes(*v.value()));
+        let last = versions.last().map_err(db_err)?.map(|(v, _)| Version::from_be_bytes(*v.value()));
         Ok(last.unwrap_or(Version::ZERO))
     }
 
     /// The number of entries (tombstones included).
     pub fn entry_count(&self) -> Result<u64> {
         let tx = self.db.begin_read().map_err(db_err)?;
-        tx.open_table(ENTRIES)
-            .map_err(db_err)?
-            .len()
-            .map_err(db_err)
+        tx.open_table(ENTRIES).map_err(db_err)?.len().map_err(db_err)
     }
 
     /// Whether this node keeps the blob of `key` at `version`.
@@ -434,8 +408,8 @@ impl Store {
         Ok(read_version(&held, key)? == Some(version))
     }
 
-    /// Starts writing the blob of `key` at `version`, `size` bytes long.
-    pub fn new_blob(&self, key: &Key, version: Version, size: u64) -> Result<BlobWriter> {
+    /// Starts writing the blob of `key` at `version`, `size` bytes long when known.
+    pub fn new_blob(&self, key: &Key, version: Version, size: Option<u64>) -> Result<BlobWriter> {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         BlobWriter::create(self.layout.tmp(n), self.layout.blob(key, version), size)
     }
@@ -445,17 +419,9 @@ impl Store {
     ///
     /// # Errors
     /// `NotFound` when this node does not keep that version.
-    pub fn read_blob(
-        &self,
-        key: &Key,
-        version: Version,
-        offset: u64,
-        len: u64,
-    ) -> Result<BlobReader> {
+    pub fn read_blob(&self, key: &Key, version: Version, offset: u64, len: u64) -> Result<BlobReader> {
         if !self.holds(key, version)? {
-            return Err(Error::NotFound(format!(
-                "blob {key:?} {version:?} is not kept here"
-            )));
+            return Err(Error::NotFound(format!("blob {key:?} {version:?} is not kept here")));
         }
         BlobReader::open(&self.layout.blob(key, version), offset, len)
     }
@@ -468,18 +434,11 @@ impl Store {
             let mut wanted = tx.open_table(WANTED).map_err(db_err)?;
             if read_version(&held, key)? == Some(version) {
                 held.remove(&key.0).map_err(db_err)?;
-                wanted
-                    .insert(&key.0, &version.to_be_bytes())
-                    .map_err(db_err)?;
+                wanted.insert(&key.0, &version.to_be_bytes()).map_err(db_err)?;
             }
-            let _ = fs::rename(
-                self.layout.blob(key, version),
-                self.layout.corrupt(key, version),
-            );
-            self.held
-                .store(held.len().map_err(db_err)?, Ordering::Relaxed);
-            self.wanted
-                .store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
+            let _ = fs::rename(self.layout.blob(key, version), self.layout.corrupt(key, version));
+            self.held.store(held.len().map_err(db_err)?, Ordering::Relaxed);
+            self.wanted.store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
         }
         tx.commit().map_err(db_err)?;
         log::error!(
@@ -499,9 +458,7 @@ impl Store {
         for row in wanted.iter().map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;
             let key = Key(*k.value());
-            if let Some(e) = read_entry(&entries, &key)?
-                .filter(|e| e.version == Version::from_be_bytes(*v.value()))
-            {
+            if let Some(e) = read_entry(&entries, &key)?.filter(|e| e.version == Version::from_be_bytes(*v.value())) {
                 out.push(e);
             }
             if out.len() >= limit {
@@ -546,8 +503,7 @@ impl Store {
                         && read_version(&wanted, &key)? == Some(e.version)
                     {
                         wanted.remove(&key.0).map_err(db_err)?;
-                        held.insert(&key.0, &e.version.to_be_bytes())
-                            .map_err(db_err)?;
+                        held.insert(&key.0, &e.version.to_be_bytes()).map_err(db_err)?;
                     } else if is_written && read_version(&held, &key)? != Some(e.version) {
                         useless.push(self.layout.blob(&key, e.version));
                     }
@@ -574,12 +530,8 @@ impl Store {
                         names.remove(o.name.as_str()).map_err(db_err)?;
                     }
                 }
-                entries
-                    .insert(&key.0, encode_entry(e).as_slice())
-                    .map_err(db_err)?;
-                versions
-                    .insert(&e.version.to_be_bytes(), &key.0)
-                    .map_err(db_err)?;
+                entries.insert(&key.0, encode_entry(e).as_slice()).map_err(db_err)?;
+                versions.insert(&e.version.to_be_bytes(), &key.0).map_err(db_err)?;
                 if !e.deleted {
                     names.insert(e.name.as_str(), ()).map_err(db_err)?;
                 }
@@ -595,24 +547,17 @@ impl Store {
                     // link it; the old name is unlinked after the commit.
                     link_into_place(src, &dest).is_ok()
                 } else {
-                    fs::metadata(&dest)
-                        .map(|m| m.len() == e.size)
-                        .unwrap_or(false)
+                    fs::metadata(&dest).map(|m| m.len() == e.size).unwrap_or(false)
                 };
                 if placed {
-                    held.insert(&key.0, &e.version.to_be_bytes())
-                        .map_err(db_err)?;
+                    held.insert(&key.0, &e.version.to_be_bytes()).map_err(db_err)?;
                 } else {
-                    wanted
-                        .insert(&key.0, &e.version.to_be_bytes())
-                        .map_err(db_err)?;
+                    wanted.insert(&key.0, &e.version.to_be_bytes()).map_err(db_err)?;
                     out.wanted += 1;
                 }
             }
-            self.held
-                .store(held.len().map_err(db_err)?, Ordering::Relaxed);
-            self.wanted
-                .store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
+            self.held.store(held.len().map_err(db_err)?, Ordering::Relaxed);
+            self.wanted.store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
         }
         tx.commit().map_err(db_err)?;
         for p in released.iter().chain(&useless) {
@@ -630,19 +575,13 @@ impl Store {
 
     pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
         let tx = self.db.begin_write().map_err(db_err)?;
-        tx.open_table(META)
-            .map_err(db_err)?
-            .insert(name, value)
-            .map_err(db_err)?;
+        tx.open_table(META).map_err(db_err)?.insert(name, value).map_err(db_err)?;
         tx.commit().map_err(db_err)
     }
 
     /// The highest term this node has recorded.
     pub fn saved_term(&self) -> Result<Term> {
-        let stored = self
-            .meta("term")?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map(u64::from_be_bytes);
+        let stored = self.meta("term")?.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(u64::from_be_bytes);
         Ok(Term(stored.unwrap_or(0).max(self.max_version()?.term.0)))
     }
 

@@ -20,25 +20,15 @@ fn file(name: &str, version: Version, content: &[u8], holders: &[u32]) -> Entry 
 }
 
 fn dir(name: &str, version: Version) -> Entry {
-    Entry {
-        kind: Kind::Dir,
-        size: 0,
-        hash: ContentHash::default(),
-        holders: vec![],
-        ..file(name, version, b"", &[])
-    }
+    Entry { kind: Kind::Dir, size: 0, hash: ContentHash::default(), holders: vec![], ..file(name, version, b"", &[]) }
 }
 
 /// Writes the blob and commits the entry, as a holder does on upload.
 fn put(store: &Store, e: &Entry, content: &[u8]) -> Applied {
-    let mut w = store
-        .new_blob(&e.key(), e.version, content.len() as u64)
-        .unwrap();
+    let mut w = store.new_blob(&e.key(), e.version, Some(content.len() as u64)).unwrap();
     w.write(content).unwrap();
     w.finish(Some(e.hash)).unwrap();
-    store
-        .apply(std::slice::from_ref(e), &[(e.key(), e.version)])
-        .unwrap()
+    store.apply(std::slice::from_ref(e), &[(e.key(), e.version)]).unwrap()
 }
 
 fn read_all(store: &Store, e: &Entry) -> Vec<u8> {
@@ -64,11 +54,7 @@ fn blob_files(dir: &Path) -> usize {
 }
 
 fn walk(p: &Path) -> usize {
-    fs::read_dir(p)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| if p.is_dir() { walk(&p) } else { 1 })
-        .sum()
+    fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).map(|p| if p.is_dir() { walk(&p) } else { 1 }).sum()
 }
 
 #[test]
@@ -77,23 +63,10 @@ fn a_committed_file_survives_reopening() {
     let e = file("photos/cat.png", v(1, 1), b"meow", &[1, 2]);
     {
         let s = open(tmp.path());
-        assert_eq!(
-            put(&s, &e, b"meow"),
-            Applied {
-                applied: 1,
-                stale: 0,
-                wanted: 0
-            }
-        );
+        assert_eq!(put(&s, &e, b"meow"), Applied { applied: 1, stale: 0, wanted: 0 });
     }
     let (s, report) = Store::open(tmp.path(), NodeId(1), None).unwrap();
-    assert_eq!(
-        report,
-        OpenReport {
-            blobs_held: 1,
-            ..Default::default()
-        }
-    );
+    assert_eq!(report, OpenReport { blobs_held: 1, ..Default::default() });
     assert_eq!(s.lookup("photos/cat.png").unwrap(), Lookup::Live(e.clone()));
     assert_eq!(read_all(&s, &e), b"meow");
     assert_eq!(s.files(), 1);
@@ -109,11 +82,7 @@ fn an_older_version_never_replaces_a_newer_one() {
     assert_eq!(put(&s, &old, b"old").stale, 1);
     assert_eq!(read_all(&s, &new), b"new");
     assert_eq!(blob_files(tmp.path()), 1, "the stale blob was removed");
-    assert_eq!(
-        s.apply(&[new.clone()], &[]).unwrap().stale,
-        1,
-        "re-applying is a no-op"
-    );
+    assert_eq!(s.apply(&[new.clone()], &[]).unwrap().stale, 1, "re-applying is a no-op");
 }
 
 #[test]
@@ -136,15 +105,8 @@ fn a_tombstone_removes_the_blob_and_the_name() {
     put(&s, &e, b"x");
     s.apply(&[e.tombstone(v(1, 2), 5)], &[]).unwrap();
     assert_eq!(s.lookup("d/a").unwrap(), Lookup::Absent);
-    assert_eq!(
-        s.lookup("d").unwrap(),
-        Lookup::Absent,
-        "the implied directory went with it"
-    );
-    assert!(
-        s.entry(&e.key()).unwrap().unwrap().deleted,
-        "the tombstone is kept"
-    );
+    assert_eq!(s.lookup("d").unwrap(), Lookup::Absent, "the implied directory went with it");
+    assert!(s.entry(&e.key()).unwrap().unwrap().deleted, "the tombstone is kept");
     assert_eq!(blob_files(tmp.path()), 0);
     assert_eq!(s.files(), 0);
     // The delayed upload of the old version cannot bring it back.
@@ -158,21 +120,10 @@ fn a_rename_moves_the_blob_instead_of_fetching_it() {
     let s = open(tmp.path());
     let a = file("a", v(1, 1), b"content", &[1, 2]);
     put(&s, &a, b"content");
-    let b = Entry {
-        name: "dir/b".into(),
-        version: v(1, 3),
-        ..a.clone()
-    };
+    let b = Entry { name: "dir/b".into(), version: v(1, 3), ..a.clone() };
     // The new name first: the blob is still found, since both are in one batch.
     let applied = s.apply(&[b.clone(), a.tombstone(v(1, 2), 9)], &[]).unwrap();
-    assert_eq!(
-        applied,
-        Applied {
-            applied: 2,
-            stale: 0,
-            wanted: 0
-        }
-    );
+    assert_eq!(applied, Applied { applied: 2, stale: 0, wanted: 0 });
     assert_eq!(read_all(&s, &b), b"content");
     assert_eq!(s.lookup("a").unwrap(), Lookup::Absent);
     assert_eq!(blob_files(tmp.path()), 1);
@@ -208,13 +159,7 @@ fn listing_shows_files_and_explicit_and_implied_dirs_once() {
         &[],
     )
     .unwrap();
-    let names = |d: &str| {
-        s.list(d)
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.name, e.kind))
-            .collect::<Vec<_>>()
-    };
+    let names = |d: &str| s.list(d).unwrap().into_iter().map(|e| (e.name, e.kind)).collect::<Vec<_>>();
     assert_eq!(
         names(""),
         vec![
@@ -224,20 +169,11 @@ fn listing_shows_files_and_explicit_and_implied_dirs_once() {
             ("top.txt".into(), Kind::File)
         ]
     );
-    assert_eq!(
-        names("photos"),
-        vec![
-            ("photos/2024".into(), Kind::Dir),
-            ("photos/cat.png".into(), Kind::File)
-        ]
-    );
+    assert_eq!(names("photos"), vec![("photos/2024".into(), Kind::Dir), ("photos/cat.png".into(), Kind::File)]);
     assert!(names("empty").is_empty());
     assert!(s.has_children("photos").unwrap());
     assert!(!s.has_children("empty").unwrap());
-    assert!(matches!(
-        s.lookup("photos/2024").unwrap(),
-        Lookup::Implied(_)
-    ));
+    assert!(matches!(s.lookup("photos/2024").unwrap(), Lookup::Implied(_)));
     assert_eq!(s.descendants("photos").unwrap().len(), 3);
 }
 
@@ -245,22 +181,8 @@ fn listing_shows_files_and_explicit_and_implied_dirs_once() {
 fn since_returns_newer_entries_in_version_order() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    s.apply(
-        &[
-            file("b", v(2, 1), b"", &[]),
-            file("a", v(1, 5), b"", &[]),
-            file("c", v(2, 7), b"", &[]),
-        ],
-        &[],
-    )
-    .unwrap();
-    let names = |since, limit| {
-        s.since(since, limit)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect::<Vec<_>>()
-    };
+    s.apply(&[file("b", v(2, 1), b"", &[]), file("a", v(1, 5), b"", &[]), file("c", v(2, 7), b"", &[])], &[]).unwrap();
+    let names = |since, limit| s.since(since, limit).unwrap().into_iter().map(|e| e.name).collect::<Vec<_>>();
     assert_eq!(names(Version::ZERO, 10), vec!["a", "b", "c"]);
     assert_eq!(names(v(1, 5), 10), vec!["b", "c"]);
     assert_eq!(names(v(1, 6), 1), vec!["b"]);
@@ -281,25 +203,17 @@ fn reopening_cleans_temp_files_orphans_and_notices_missing_blobs() {
         put(&s, &lost, b"l");
         // A crash mid-upload leaves a temp file, and one after the rename but
         // before the commit leaves an orphan blob.
-        let mut w = s.new_blob(&Key::of_name("half"), v(1, 3), 10).unwrap();
+        let mut w = s.new_blob(&Key::of_name("half"), v(1, 3), Some(10)).unwrap();
         w.write(b"12345").unwrap();
         std::mem::forget(w);
         let orphan = file("orphan", v(1, 4), b"o", &[1]);
-        let mut w = s.new_blob(&orphan.key(), orphan.version, 1).unwrap();
+        let mut w = s.new_blob(&orphan.key(), orphan.version, Some(1)).unwrap();
         w.write(b"o").unwrap();
         w.finish(None).unwrap();
     }
     fs::remove_file(Layout::new(tmp.path()).blob(&lost.key(), lost.version)).unwrap();
     let (s, report) = Store::open(tmp.path(), NodeId(1), None).unwrap();
-    assert_eq!(
-        report,
-        OpenReport {
-            temp_files_removed: 1,
-            orphan_blobs_removed: 1,
-            blobs_missing: 1,
-            blobs_held: 1
-        }
-    );
+    assert_eq!(report, OpenReport { temp_files_removed: 1, orphan_blobs_removed: 1, blobs_missing: 1, blobs_held: 1 });
     assert_eq!(s.wanted(10).unwrap(), vec![lost]);
     assert_eq!(read_all(&s, &kept), b"k");
 }
@@ -309,10 +223,10 @@ fn content_that_does_not_match_its_hash_never_lands() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
     let e = file("a", v(1, 1), b"right", &[1]);
-    let mut w = s.new_blob(&e.key(), e.version, 5).unwrap();
+    let mut w = s.new_blob(&e.key(), e.version, Some(5)).unwrap();
     w.write(b"wrong").unwrap();
     assert!(matches!(w.finish(Some(e.hash)), Err(Error::Corrupt(_))));
-    let mut w = s.new_blob(&e.key(), e.version, 5).unwrap();
+    let mut w = s.new_blob(&e.key(), e.version, Some(5)).unwrap();
     assert!(matches!(w.write(b"toolong"), Err(Error::Invalid(_))));
     drop(w);
     assert_eq!(blob_files(tmp.path()), 0);
@@ -327,10 +241,7 @@ fn capacity_counts_held_and_wanted_blobs() {
     put(&s, &a, b"a");
     s.apply(&[file("b", v(1, 2), b"b", &[1])], &[]).unwrap();
     assert!(!s.has_room_for(&Key::of_name("c")).unwrap());
-    assert!(
-        s.has_room_for(&a.key()).unwrap(),
-        "replacing a held file needs no room"
-    );
+    assert!(s.has_room_for(&a.key()).unwrap(), "replacing a held file needs no room");
 }
 
 #[test]

@@ -1,0 +1,67 @@
+# SCS — Simple Cloud Storage. See README.md.
+#
+#   make demo        three nodes on this machine and a mount at ~/scs
+#   make demo-stop   stop exactly what make demo started
+#   make test        everything CI runs
+#   make bench       benchmarks; results in bench-results/
+#   make install     binaries and systemd units (PREFIX, DESTDIR honoured)
+
+CARGO     ?= cargo
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+BINDIR    := $(DESTDIR)$(PREFIX)/bin
+UNITDIR   ?= $(DESTDIR)/etc/systemd/system
+USERUNITDIR ?= $(DESTDIR)/etc/systemd/user
+DEMO_DIR  ?= $(HOME)/.local/share/scs-demo
+MOUNTPOINT ?= $(HOME)/scs
+# Every integration test has its own hard timeouts; this bounds the whole run.
+TEST_TIMEOUT ?= 2400
+
+.PHONY: all build deps test test-unit test-integration test-faults demo demo-stop bench install fmt lint clean
+
+all: build
+
+build:
+	$(CARGO) build --release --bins
+
+# Debian packages the tests and the mount need, installed when missing.
+deps:
+	@./scripts/deps.sh
+
+test: deps
+	$(CARGO) build --bins
+	timeout $(TEST_TIMEOUT) $(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+
+test-unit:
+	$(CARGO) test --workspace --lib --bins
+
+test-integration: deps
+	$(CARGO) build --bins
+	timeout $(TEST_TIMEOUT) $(CARGO) test -p scs-tests -- --test-threads=2
+
+demo: deps build
+	@DEMO_DIR="$(DEMO_DIR)" MOUNTPOINT="$(MOUNTPOINT)" ./scripts/demo.sh start
+
+demo-stop:
+	@DEMO_DIR="$(DEMO_DIR)" MOUNTPOINT="$(MOUNTPOINT)" ./scripts/demo.sh stop
+
+bench: deps build
+	./scripts/bench.sh
+
+install: build
+	install -d $(BINDIR) $(UNITDIR) $(USERUNITDIR) $(DESTDIR)/etc/scs
+	install -m 0755 target/release/scs-node target/release/scs target/release/scs-mount $(BINDIR)/
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/scs-node@.service > $(UNITDIR)/scs-node@.service
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/scs-mount.service > $(USERUNITDIR)/scs-mount.service
+	chmod 0644 $(UNITDIR)/scs-node@.service $(USERUNITDIR)/scs-mount.service
+	install -m 0644 systemd/node.toml.example $(DESTDIR)/etc/scs/node.toml.example
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
