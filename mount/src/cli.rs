@@ -145,9 +145,13 @@ async fn run(args: Args) -> Result<()> {
                 Some(l) => Sink::File(PathBuf::from(l)),
                 None => Sink::File(PathBuf::from(name::base(&remote))),
             };
-            let size = client.stat(&remote).await?.map(|e| e.size).unwrap_or(0);
-            let bar =
-                if matches!(sink, Sink::Stdout) { None } else { progress_bar(size, &format!("download {remote}")) };
+            // The size is only needed for a progress bar: skip the extra round trip otherwise.
+            let bar = if matches!(sink, Sink::Stdout) || !std::io::stderr().is_terminal() {
+                None
+            } else {
+                let size = client.stat(&remote).await?.map(|e| e.size).unwrap_or(0);
+                progress_bar(size, &format!("download {remote}"))
+            };
             let tick = |n: u64| bar.as_ref().map_or((), |b| b.set_position(n));
             client.download(&remote, sink, Some(&tick)).await?;
             if let Some(b) = bar {

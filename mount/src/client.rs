@@ -31,7 +31,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A node that sends nothing for this long in the middle of a reply is dead.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Chunks queued between the disk and the network.
-const QUEUE: usize = 4;
+const QUEUE: usize = 8;
 
 /// Where the cluster is and how to prove we belong to it.
 #[derive(Clone, Debug)]
@@ -408,7 +408,18 @@ impl Client {
     ) -> Result<Entry> {
         conn.send(&Message::Request(Request::Download { name: name.to_string(), offset, len })).await?;
         match conn.recv_response().await? {
-            Response::Content { entry, offset, len } => receive_content(conn, entry, offset, len, out, progress).await,
+            Response::Content { entry, offset, len } => {
+                let (key, version) = (entry.key(), entry.version);
+                match receive_content(conn, entry, offset, len, out, progress).await {
+                    Err(Error::Corrupt(m)) => {
+                        // The leader re-checks its copy and moves it aside if bad;
+                        // the retry is then sent to another holder.
+                        let _ = exchange(conn, Request::ReportCorrupt { key, version }).await;
+                        Err(Error::Unavailable(format!("{m}; trying another copy")))
+                    }
+                    other => other,
+                }
+            }
             Response::Redirect { entry, holders } => {
                 self.fetch_from_holders(entry, holders, offset, len, out, progress).await
             }
@@ -435,7 +446,12 @@ impl Client {
                 c.send(&Message::Request(req)).await?;
                 match c.recv_response().await? {
                     Response::Content { entry, offset, len } => {
-                        receive_content(&mut c, entry, offset, len, out, progress).await
+                        let (key, version) = (entry.key(), entry.version);
+                        let res = receive_content(&mut c, entry, offset, len, out, progress).await;
+                        if matches!(res, Err(Error::Corrupt(_))) {
+                            let _ = exchange(&mut c, Request::ReportCorrupt { key, version }).await;
+                        }
+                        res
                     }
                     other => Err(unexpected(&other)),
                 }
@@ -639,35 +655,81 @@ async fn receive_content(
     out: &mut Output,
     progress: Progress<'_>,
 ) -> Result<Entry> {
+    // Whole reads are checked against the file's hash, end to end.
     let whole = offset == 0 && len == entry.size;
-    let mut hasher = Sha256::new();
     let mut got = 0u64;
-    loop {
-        match conn.recv_chunk().await? {
-            Chunk::Data(b) => {
-                got += b.len() as u64;
-                if got > len {
-                    return Err(Error::Protocol(format!("the node sent more than the {len} bytes it announced")));
-                }
-                hasher.update(&b);
-                // Writing to a local file or stdout is quick; keep it inline.
-                out.write(&b)?;
-                if let Some(p) = progress {
-                    p(got);
-                }
+    if let Output::Memory(_) = out {
+        let mut hasher = whole.then(Sha256::new);
+        while let Some(b) = next_data(conn, &mut got, len, progress).await? {
+            if let Some(h) = hasher.as_mut() {
+                h.update(&b);
             }
-            Chunk::End(sent_hash) => {
-                let ours = ContentHash(hasher.finalize().into());
-                if got != len || ours != sent_hash {
-                    return Err(Error::Corrupt(format!("{} arrived damaged", entry.name)));
-                }
-                if whole && ours != entry.hash {
-                    return Err(Error::Corrupt(format!("{} does not match its stored hash", entry.name)));
-                }
-                return Ok(entry);
+            out.write(&b)?;
+        }
+        let hash = hasher.map(|h| ContentHash(h.finalize().into()));
+        return check_received(entry, got, len, hash);
+    }
+    // To a file or stdout: hashing and writing run on a thread of their own,
+    // overlapped with receiving.
+    let mut owned = std::mem::replace(out, Output::Memory(Vec::new()));
+    let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut hasher = whole.then(Sha256::new);
+        let mut result = Ok(());
+        while let Some(b) = rx.blocking_recv() {
+            if let Some(h) = hasher.as_mut() {
+                h.update(&b);
+            }
+            if result.is_ok() {
+                result = owned.write(&b);
             }
         }
+        (owned, result, hasher.map(|h| ContentHash(h.finalize().into())))
+    });
+    let received = async {
+        while let Some(b) = next_data(conn, &mut got, len, progress).await? {
+            // The worker only goes away by panicking; the join below reports that.
+            if tx.send(b).await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), Error>(())
     }
+    .await;
+    drop(tx);
+    let (owned, written, hash) = worker.await.map_err(|e| Error::Internal(format!("download writer: {e}")))?;
+    *out = owned;
+    received?;
+    written?;
+    check_received(entry, got, len, hash)
+}
+
+/// The next data chunk of a `Content` stream of `len` bytes, or `None` at its `End`.
+async fn next_data(conn: &mut Connection, got: &mut u64, len: u64, progress: Progress<'_>) -> Result<Option<Bytes>> {
+    match conn.recv_chunk().await? {
+        Chunk::Data(b) => {
+            *got += b.len() as u64;
+            if *got > len {
+                return Err(Error::Protocol(format!("the node sent more than the {len} bytes it announced")));
+            }
+            if let Some(p) = progress {
+                p(*got);
+            }
+            Ok(Some(b))
+        }
+        Chunk::End(_) => Ok(None),
+    }
+}
+
+/// The verdict on a received stream: complete, and for a whole read, intact.
+fn check_received(entry: Entry, got: u64, len: u64, hash: Option<ContentHash>) -> Result<Entry> {
+    if got != len {
+        return Err(Error::Corrupt(format!("{} arrived short ({got} of {len} bytes)", entry.name)));
+    }
+    if hash.is_some_and(|h| h != entry.hash) {
+        return Err(Error::Corrupt(format!("{} does not match its stored hash", entry.name)));
+    }
+    Ok(entry)
 }
 
 /// Reads until `buf` is full or the source ends; the number of bytes read.

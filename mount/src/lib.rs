@@ -8,3 +8,4 @@
 pub mod cli;
 pub mod client;
 pub mod discover;
+pub mod fs;

@@ -248,7 +248,13 @@ async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Entry) -> Result<()> {
             Chunk::End(_) => break,
         }
     }
-    sink.finish(Some(entry.hash)).await?;
+    if let Err(e) = sink.finish(Some(entry.hash)).await {
+        if matches!(e, Error::Corrupt(_)) {
+            // Tell the holder, which re-checks its copy and moves it aside if bad.
+            let _ = node.peers.call(addr, &Request::ReportCorrupt { key, version }).await;
+        }
+        return Err(e);
+    }
     let e = entry.clone();
     node.blocking(move |s| s.apply(&[e], &[(key, version)])).await?;
     node.peers.put(addr, conn);

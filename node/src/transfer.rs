@@ -87,11 +87,10 @@ pub async fn receive_into(conn: &mut Connection, sink: &mut BlobSink, size: Opti
 }
 
 /// Streams `len` bytes of a local blob from `offset` as `Content` + data +
-/// `End`. A whole read is checked against the entry's hash; on a mismatch the
-/// stream ends with a `Corrupt` error instead of `End`, and the error is returned.
+/// `End` (which carries the whole file's hash; the receiver checks whole
+/// reads against it). A read error ends the stream with an error response.
 pub async fn send_blob(conn: &mut Connection, entry: Entry, reader: BlobReader, offset: u64, len: u64) -> Result<()> {
-    let whole = offset == 0 && len == entry.size;
-    let expected = entry.hash;
+    let hash = entry.hash;
     let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>>>(QUEUE);
     let task = tokio::task::spawn_blocking(move || {
         let mut reader = reader;
@@ -99,22 +98,21 @@ pub async fn send_blob(conn: &mut Connection, entry: Entry, reader: BlobReader, 
             let chunk = reader.next_chunk(CHUNK_SIZE);
             let failed = chunk.is_err();
             if tx.blocking_send(chunk).is_err() || failed {
-                return None;
+                return;
             }
         }
-        Some(reader.hash())
     });
     conn.write_message(&Message::Response(Response::Content { entry, offset, len })).await?;
     while let Some(chunk) = rx.recv().await {
-        conn.write_data(&chunk?).await?;
+        match chunk {
+            Ok(c) => conn.write_data(&c).await?,
+            Err(e) => {
+                conn.send_response(Response::error(&e)).await?;
+                return Err(e);
+            }
+        }
     }
-    let hash = task.await.map_err(|e| Error::Internal(format!("blob reader: {e}")))?;
-    let hash = hash.ok_or_else(|| Error::Io("blob read was cut short".into()))?;
-    if whole && hash != expected {
-        let e = Error::Corrupt(format!("stored copy does not match its hash {expected:?}"));
-        conn.send_response(Response::error(&e)).await?;
-        return Err(e);
-    }
+    task.await.map_err(|e| Error::Internal(format!("blob reader: {e}")))?;
     conn.write_message(&Message::End { hash }).await?;
     conn.flush().await
 }

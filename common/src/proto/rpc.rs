@@ -90,6 +90,9 @@ pub enum Request {
     SetAttr { name: String, mode: Option<u32>, mtime_ns: Option<i64> },
     /// Members, leader, term, quorum and load.
     Status,
+    /// "Your copy of this blob failed its hash at my end": the node re-checks
+    /// it and, if it is bad, moves it aside and fetches a good copy.
+    ReportCorrupt { key: Key, version: Version },
 
     // Between nodes only.
     /// Store the content of `entry` durably (bytes + `End` follow) and answer

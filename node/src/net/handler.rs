@@ -92,6 +92,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::Rename { .. } => "rename",
         Request::SetAttr { .. } => "setattr",
         Request::Status => "status",
+        Request::ReportCorrupt { .. } => "report-corrupt",
         Request::Replicate { .. } => "replicate",
         Request::Apply { .. } => "apply",
         Request::Pull { .. } => "pull",
@@ -137,6 +138,12 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             reply(conn, Response::Stored(e)).await
         }
         Request::Status => reply(conn, Response::Status(status(node))).await,
+        Request::ReportCorrupt { key, version } => {
+            if !node.blocking(move |s| s.check_blob(&key, version)).await? {
+                node.blocking(move |s| s.quarantine(&key, version)).await?;
+            }
+            reply(conn, Response::Done).await
+        }
         Request::Replicate { term, leader, entry, size } => {
             from_node(peer)?;
             replicate(node, conn, term, leader, entry, size).await

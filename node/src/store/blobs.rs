@@ -87,12 +87,12 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads a range of a blob in chunks, for streaming.
+/// Reads a range of a blob in chunks, for streaming. It does not hash: the
+/// reader at the other end checks whole files end to end (DESIGN section 4)
+/// and reports a bad copy, which is then re-hashed here before it is moved aside.
 pub struct BlobReader {
     file: File,
     remaining: u64,
-    /// The hash of the bytes read so far (checked against the entry on whole reads).
-    hasher: Sha256,
 }
 
 impl BlobReader {
@@ -101,7 +101,7 @@ impl BlobReader {
         if offset > 0 {
             file.seek(SeekFrom::Start(offset))?;
         }
-        Ok(BlobReader { file, remaining: len, hasher: Sha256::new() })
+        Ok(BlobReader { file, remaining: len })
     }
 
     /// Reads the next chunk of at most `max` bytes; empty at the end.
@@ -110,17 +110,13 @@ impl BlobReader {
     /// `Corrupt` if the blob is shorter than the index says.
     pub fn next_chunk(&mut self, max: usize) -> Result<Vec<u8>> {
         let want = self.remaining.min(max as u64) as usize;
-        let mut buf = vec![0u8; want];
-        let mut filled = 0;
-        while filled < want {
-            let n = self.file.read(&mut buf[filled..])?;
-            if n == 0 {
-                return Err(Error::Corrupt("blob is shorter than its entry says".into()));
-            }
-            filled += n;
+        // read_to_end fills spare capacity directly: no zeroing of the buffer first.
+        let mut buf = Vec::with_capacity(want);
+        (&mut self.file).take(want as u64).read_to_end(&mut buf)?;
+        if buf.len() < want {
+            return Err(Error::Corrupt("blob is shorter than its entry says".into()));
         }
         self.remaining -= want as u64;
-        self.hasher.update(&buf);
         Ok(buf)
     }
 
@@ -128,10 +124,6 @@ impl BlobReader {
         self.remaining
     }
 
-    /// The hash of everything read.
-    pub fn hash(self) -> ContentHash {
-        ContentHash(self.hasher.finalize().into())
-    }
 }
 
 /// The sha256 of a whole file (scrub, startup checks).

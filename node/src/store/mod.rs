@@ -426,6 +426,19 @@ impl Store {
         BlobReader::open(&self.layout.blob(key, version), offset, len)
     }
 
+    /// Re-hashes a blob this node keeps: true when it matches its entry.
+    /// A blob that is not kept here counts as good (nothing to do).
+    pub fn check_blob(&self, key: &Key, version: Version) -> Result<bool> {
+        if !self.holds(key, version)? {
+            return Ok(true);
+        }
+        let Some(entry) = self.entry(key)?.filter(|e| e.version == version) else { return Ok(true) };
+        Ok(match hash_file(&self.layout.blob(key, version)) {
+            Ok((hash, size)) => hash == entry.hash && size == entry.size,
+            Err(_) => false,
+        })
+    }
+
     /// Moves a blob that failed its hash aside and wants a good copy instead.
     pub fn quarantine(&self, key: &Key, version: Version) -> Result<()> {
         let tx = self.db.begin_write().map_err(db_err)?;

@@ -1,0 +1,235 @@
+//! What the mount remembers about names for a short while: entries (negative
+//! ones too) and directory listings, each valid for the attribute TTL; and
+//! the local overlay of times the cluster does not keep (a directory's mtime
+//! when something is created or removed in it, ctimes).
+//!
+//! A plain struct with the clock passed in; no I/O. Every change made through
+//! this mount invalidates what it touches, so only changes made elsewhere are
+//! seen late, and never later than the TTL.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scs_common::{name, Entry};
+
+/// Past this many remembered names, expired ones are dropped.
+const PRUNE_AT: usize = 50_000;
+/// Past this many time overlays, the oldest half is dropped.
+const MAX_TIMES: usize = 100_000;
+
+/// Local times that override or complement a name's stored ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Times {
+    /// A directory's contents changed here at this time.
+    pub mtime_ns: Option<i64>,
+    /// The inode changed here at this time (attributes, rename, contents).
+    pub ctime_ns: Option<i64>,
+}
+
+/// Entries and listings with a TTL, plus the time overlay.
+#[derive(Debug)]
+pub struct MetaCache {
+    ttl: Duration,
+    entries: HashMap<String, (Instant, Option<Entry>)>,
+    listings: HashMap<String, (Instant, Arc<Vec<Entry>>)>,
+    times: HashMap<String, Times>,
+}
+
+impl MetaCache {
+    pub fn new(ttl: Duration) -> MetaCache {
+        MetaCache { ttl, entries: HashMap::new(), listings: HashMap::new(), times: HashMap::new() }
+    }
+
+    /// The remembered entry of `path` (`Some(None)`: known not to exist),
+    /// or `None` when nothing fresh is known.
+    pub fn entry(&self, path: &str, now: Instant) -> Option<Option<Entry>> {
+        match self.entries.get(path) {
+            Some((at, e)) if now.saturating_duration_since(*at) < self.ttl => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers what the cluster said about `path`.
+    pub fn put_entry(&mut self, path: &str, entry: Option<Entry>, now: Instant) {
+        self.prune(now);
+        self.entries.insert(path.to_string(), (now, entry));
+    }
+
+    /// The remembered children of `dir`, when fresh.
+    pub fn listing(&self, dir: &str, now: Instant) -> Option<Arc<Vec<Entry>>> {
+        match self.listings.get(dir) {
+            Some((at, l)) if now.saturating_duration_since(*at) < self.ttl => Some(l.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers a listing, and each child's entry with it (so `ls -l`
+    /// costs one request, not one per file).
+    pub fn put_listing(&mut self, dir: &str, children: Vec<Entry>, now: Instant) -> Arc<Vec<Entry>> {
+        self.prune(now);
+        for e in &children {
+            self.entries.insert(e.name.clone(), (now, Some(e.clone())));
+        }
+        let l = Arc::new(children);
+        self.listings.insert(dir.to_string(), (now, l.clone()));
+        l
+    }
+
+    /// `path` changed here: forget its entry and its parent's listing.
+    pub fn invalidate(&mut self, path: &str) {
+        self.entries.remove(path);
+        self.listings.remove(name::parent(path));
+    }
+
+    /// `path` and everything below it changed here (a directory moved).
+    pub fn invalidate_tree(&mut self, path: &str) {
+        let below = |p: &str| p == path || name::is_inside(p, path);
+        self.entries.retain(|p, _| !below(p));
+        self.listings.retain(|p, _| !below(p));
+        self.listings.remove(name::parent(path));
+    }
+
+    /// Something was created in or removed from `dir` at `now_ns`.
+    pub fn touch_dir(&mut self, dir: &str, now_ns: i64) {
+        self.bound_times();
+        let t = self.times.entry(dir.to_string()).or_default();
+        t.mtime_ns = Some(now_ns);
+        t.ctime_ns = Some(now_ns);
+    }
+
+    /// The attributes of `path` changed at `now_ns`.
+    pub fn touch_ctime(&mut self, path: &str, now_ns: i64) {
+        self.bound_times();
+        self.times.entry(path.to_string()).or_default().ctime_ns = Some(now_ns);
+    }
+
+    /// An explicit mtime was stored for `path`: it wins over the overlay.
+    pub fn clear_mtime(&mut self, path: &str) {
+        if let Some(t) = self.times.get_mut(path) {
+            t.mtime_ns = None;
+        }
+    }
+
+    /// The local times of `path`.
+    pub fn times(&self, path: &str) -> Times {
+        self.times.get(path).copied().unwrap_or_default()
+    }
+
+    /// `from` (and everything below it) is now called `to`.
+    pub fn rename_times(&mut self, from: &str, to: &str) {
+        let below = |p: &str| p == from || name::is_inside(p, from);
+        let moved: Vec<(String, Times)> =
+            self.times.iter().filter(|(p, _)| below(p)).map(|(p, t)| (p.clone(), *t)).collect();
+        self.times.retain(|p, _| !(p == to || name::is_inside(p, to)));
+        for (old, t) in moved {
+            self.times.remove(&old);
+            self.times.insert(format!("{to}{}", &old[from.len()..]), t);
+        }
+    }
+
+    /// `path` is gone: its overlay goes with it.
+    pub fn forget_times(&mut self, path: &str) {
+        self.times.remove(path);
+    }
+
+    fn prune(&mut self, now: Instant) {
+        if self.entries.len() + self.listings.len() < PRUNE_AT {
+            return;
+        }
+        let ttl = self.ttl;
+        self.entries.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+        self.listings.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+    }
+
+    fn bound_times(&mut self) {
+        if self.times.len() < MAX_TIMES {
+            return;
+        }
+        let mut all: Vec<(i64, String)> =
+            self.times.iter().map(|(p, t)| (t.mtime_ns.unwrap_or(0).max(t.ctime_ns.unwrap_or(0)), p.clone())).collect();
+        all.sort();
+        for (_, p) in all.into_iter().take(MAX_TIMES / 2) {
+            self.times.remove(&p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scs_common::{ContentHash, Kind, Version};
+
+    fn file(name: &str, size: u64) -> Entry {
+        Entry {
+            name: name.into(),
+            version: Version::ZERO,
+            kind: Kind::File,
+            size,
+            hash: ContentHash::default(),
+            mode: 0o644,
+            mtime_ns: 1,
+            deleted: false,
+            holders: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl_and_negative_answers_are_remembered() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        c.put_entry("a", Some(file("a", 3)), t0);
+        c.put_entry("gone", None, t0);
+        assert_eq!(c.entry("a", t0 + Duration::from_millis(999)).unwrap().unwrap().size, 3);
+        assert_eq!(c.entry("gone", t0), Some(None));
+        assert_eq!(c.entry("a", t0 + Duration::from_secs(1)), None, "stale after the TTL");
+        assert_eq!(c.entry("never", t0), None);
+    }
+
+    #[test]
+    fn a_listing_fills_the_entries_of_its_children() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        c.put_listing("d", vec![file("d/x", 1), file("d/y", 2)], t0);
+        assert_eq!(c.entry("d/y", t0).unwrap().unwrap().size, 2);
+        assert_eq!(c.listing("d", t0).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_local_change_forgets_the_name_and_its_parent_listing() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        c.put_listing("d", vec![file("d/x", 1)], t0);
+        c.put_listing("e", vec![file("e/z", 1)], t0);
+        c.invalidate("d/x");
+        assert_eq!(c.entry("d/x", t0), None);
+        assert!(c.listing("d", t0).is_none());
+        assert!(c.listing("e", t0).is_some());
+    }
+
+    #[test]
+    fn a_moved_tree_is_forgotten_whole() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        c.put_listing("d", vec![file("d/x", 1)], t0);
+        c.put_listing("d/sub", vec![file("d/sub/y", 1)], t0);
+        c.put_entry("dd", Some(file("dd", 1)), t0);
+        c.invalidate_tree("d");
+        assert!(c.listing("d", t0).is_none() && c.listing("d/sub", t0).is_none());
+        assert_eq!(c.entry("d/sub/y", t0), None);
+        assert!(c.entry("dd", t0).is_some(), "a sibling sharing the prefix stays");
+    }
+
+    #[test]
+    fn directory_times_follow_renames_and_yield_to_an_explicit_mtime() {
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        c.touch_dir("a/b", 5);
+        c.touch_ctime("a/b/f", 7);
+        c.rename_times("a", "z");
+        assert_eq!(c.times("z/b"), Times { mtime_ns: Some(5), ctime_ns: Some(5) });
+        assert_eq!(c.times("z/b/f").ctime_ns, Some(7));
+        assert_eq!(c.times("a/b"), Times::default());
+        c.clear_mtime("z/b");
+        assert_eq!(c.times("z/b"), Times { mtime_ns: None, ctime_ns: Some(5) });
+    }
+}

@@ -1,0 +1,467 @@
+//! Open files. A file open for writing has one [`Staged`] copy per inode in
+//! the cache dir, shared by every writer, and uploaded when it is flushed
+//! (close), fsynced or released, and only when it changed.
+//!
+//! A file written sequentially from offset 0 (a new or truncated file: `cp`,
+//! `dd`, a download) also streams to the cluster while it is being written,
+//! so closing it only waits for the tail. Any other write, or a failing
+//! stream, drops the stream (the cluster stores nothing from it) and the
+//! staging file is uploaded whole on close, with the client's retries.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use fuser::Errno;
+
+use scs_common::proto::rpc::UploadSpec;
+use scs_common::{Entry, Kind};
+
+use super::content::Item;
+use super::errno::{errno, io_errno, is_final};
+use super::lock;
+use super::remote::Remote;
+use crate::client::{now_ns, UploadStream};
+
+/// Streaming mtimes this far behind the last write are corrected after upload.
+const MTIME_SLACK_NS: i64 = 1_000_000_000;
+
+/// The local copy of a file open for writing.
+pub struct Staged {
+    pub ino: u64,
+    path: PathBuf,
+    file: File,
+    size: AtomicU64,
+    mode: AtomicU32,
+    mtime_ns: AtomicI64,
+    /// Created here and never uploaded: the cluster does not know it yet.
+    fresh: AtomicBool,
+    /// Its name was removed (or replaced): nothing is uploaded any more.
+    unlinked: AtomicBool,
+    writers: AtomicUsize,
+    io: Mutex<Io>,
+}
+
+/// What writes and uploads change, under one lock (held during an upload,
+/// so a write waits for it rather than racing it).
+struct Io {
+    dirty: bool,
+    /// The first upload must not replace an existing file (O_EXCL).
+    exclusive: bool,
+    /// A stream may still carry the content (everything so far was written
+    /// in order from offset 0 and went into it).
+    stream_ok: bool,
+    stream: Option<Streaming>,
+    /// Bytes pushed into the stream.
+    streamed: u64,
+    /// The mtime was set by utimens, not by a write.
+    explicit_mtime: bool,
+    /// The last upload failed (close reported it); release does not retry.
+    failed: bool,
+    /// What the last upload stored, while nothing changed since.
+    stored: Option<Entry>,
+}
+
+struct Streaming {
+    name: String,
+    up: UploadStream,
+    mode: u32,
+    mtime_ns: i64,
+}
+
+/// How a staging file starts out.
+pub enum Start {
+    /// Empty, and a change (a new file, or an existing one truncated by open).
+    Empty { fresh: bool, exclusive: bool },
+    /// A copy of the stored file `entry`, already at `path`.
+    Copy(Entry),
+}
+
+impl Staged {
+    /// A staging file at `path` for inode `ino`. With `Start::Copy`, the
+    /// caller has put the stored content there.
+    pub fn new(ino: u64, path: PathBuf, mode: u32, start: Start) -> std::io::Result<Staged> {
+        let (file, size, io, fresh, mtime) = match start {
+            Start::Empty { fresh, exclusive } => {
+                let file =
+                    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+                let io = Io::new(true, exclusive, true, None);
+                (file, 0, io, fresh, now_ns())
+            }
+            Start::Copy(entry) => {
+                let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+                let size = file.metadata()?.len();
+                // Appending to an empty file is writing from offset 0.
+                let io = Io::new(false, false, size == 0, Some(entry.clone()));
+                (file, size, io, false, entry.mtime_ns)
+            }
+        };
+        Ok(Staged {
+            ino,
+            path,
+            file,
+            size: AtomicU64::new(size),
+            mode: AtomicU32::new(mode & 0o7777),
+            mtime_ns: AtomicI64::new(mtime),
+            fresh: AtomicBool::new(fresh),
+            unlinked: AtomicBool::new(false),
+            writers: AtomicUsize::new(1),
+            io: Mutex::new(io),
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::SeqCst)
+    }
+
+    pub fn mode(&self) -> u32 {
+        self.mode.load(Ordering::SeqCst)
+    }
+
+    pub fn mtime_ns(&self) -> i64 {
+        self.mtime_ns.load(Ordering::SeqCst)
+    }
+
+    /// Created here and not uploaded yet.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh.load(Ordering::SeqCst)
+    }
+
+    pub fn is_unlinked(&self) -> bool {
+        self.unlinked.load(Ordering::SeqCst)
+    }
+
+    /// Its name is gone: the content is never uploaded.
+    pub fn mark_unlinked(&self) {
+        self.unlinked.store(true, Ordering::SeqCst);
+    }
+
+    /// Another writer opened the file. Two writers' order is not
+    /// sequential: the content goes up whole at close.
+    pub fn join_writer(&self) {
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        let mut io = lock(&self.io);
+        io.stream = None;
+        io.stream_ok = false;
+    }
+
+    /// A writer closed; the number still open.
+    pub fn leave_writer(&self) -> usize {
+        let before = self.writers.fetch_sub(1, Ordering::SeqCst);
+        before.saturating_sub(1)
+    }
+
+    /// Writes `data` at `offset` (at the end for `None`: O_APPEND), pushing
+    /// it into the upload stream when it continues it. `name` is the file's
+    /// current name (`None` once unlinked).
+    pub fn write(&self, remote: &Remote, name: Option<&str>, offset: Option<u64>, data: &[u8]) -> Result<u32, Errno> {
+        let mut io = lock(&self.io);
+        let off = offset.unwrap_or_else(|| self.size());
+        self.file.write_all_at(data, off).map_err(|e| io_errno(&e))?;
+        let end = off + data.len() as u64;
+        self.size.fetch_max(end, Ordering::SeqCst);
+        self.mtime_ns.store(now_ns(), Ordering::SeqCst);
+        io.dirty = true;
+        io.explicit_mtime = false;
+        io.stored = None;
+        if io.stream_ok {
+            match name {
+                Some(name) if off == io.streamed => self.stream(&mut io, remote, name, data),
+                _ => io.drop_stream(),
+            }
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Pushes `data` into the stream, opening it on the first write.
+    fn stream(&self, io: &mut Io, remote: &Remote, name: &str, data: &[u8]) {
+        if io.stream.is_none() {
+            let spec = UploadSpec {
+                name: name.to_string(),
+                size: None,
+                mode: self.mode(),
+                mtime_ns: self.mtime_ns(),
+                exclusive: io.exclusive,
+            };
+            match remote.start_stream(spec) {
+                Ok(up) => {
+                    io.stream =
+                        Some(Streaming { name: name.to_string(), up, mode: self.mode(), mtime_ns: self.mtime_ns() })
+                }
+                Err(e) => {
+                    log::debug!("no streaming upload for {name}: {e}");
+                    io.drop_stream();
+                    return;
+                }
+            }
+        }
+        if let Some(s) = io.stream.as_mut() {
+            match remote.push(&mut s.up, Bytes::copy_from_slice(data)) {
+                Ok(()) => io.streamed += data.len() as u64,
+                Err(e) => {
+                    log::info!("streaming upload of {name} broke off ({e}); it will be uploaded on close");
+                    io.drop_stream();
+                }
+            }
+        }
+    }
+
+    /// Sets the size (truncate or extend with zeros).
+    pub fn truncate(&self, size: u64) -> Result<(), Errno> {
+        let mut io = lock(&self.io);
+        self.file.set_len(size).map_err(|e| io_errno(&e))?;
+        self.size.store(size, Ordering::SeqCst);
+        self.mtime_ns.store(now_ns(), Ordering::SeqCst);
+        io.dirty = true;
+        io.explicit_mtime = false;
+        io.stored = None;
+        // The stream still holds exactly the content only if the size is
+        // what it carried.
+        if size != io.streamed {
+            io.drop_stream();
+        }
+        Ok(())
+    }
+
+    /// chmod on the open file: kept for the upload.
+    pub fn set_mode(&self, mode: u32) {
+        self.mode.store(mode & 0o7777, Ordering::SeqCst);
+    }
+
+    /// utimens on the open file: kept for the upload.
+    pub fn set_mtime(&self, mtime_ns: i64) {
+        self.mtime_ns.store(mtime_ns, Ordering::SeqCst);
+        lock(&self.io).explicit_mtime = true;
+    }
+
+    /// Reads from the staging file (short at its end).
+    pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, Errno> {
+        let size = self.size();
+        if offset >= size {
+            return Ok(Vec::new());
+        }
+        let n = len.min(size - offset) as usize;
+        let mut buf = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            match self.file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_errno(&e)),
+            }
+        }
+        // A file extended by truncate reads as zeros past its data.
+        buf.resize(n, 0);
+        Ok(buf)
+    }
+
+    /// Whether an upload is still owed (changed, not failed, still named).
+    pub fn owes_upload(&self) -> bool {
+        let io = lock(&self.io);
+        io.dirty && !io.failed && !self.is_unlinked()
+    }
+
+    /// The stored entry, when the staging file holds exactly its content.
+    pub fn clean_entry(&self) -> Option<Entry> {
+        let io = lock(&self.io);
+        if io.dirty {
+            return None;
+        }
+        io.stored.clone()
+    }
+
+    /// Uploads the content if it changed: finishes the stream when it
+    /// carries everything, else uploads the staging file. Returns the
+    /// stored entry when an upload happened.
+    ///
+    /// # Errors
+    /// What the cluster said (EEXIST for O_EXCL, ENOSPC, EIO when it could
+    /// not be reached); the file stays dirty.
+    pub fn sync(&self, remote: &Remote, name: Option<&str>) -> Result<Option<Entry>, Errno> {
+        let mut io = lock(&self.io);
+        if !io.dirty {
+            return Ok(None);
+        }
+        let Some(name) = name.filter(|_| !self.is_unlinked()) else {
+            // Nobody can see it any more: nothing to store.
+            io.dirty = false;
+            io.drop_stream();
+            return Ok(None);
+        };
+        let size = self.size();
+        let mut stored = None;
+        if let Some(s) = io.stream.take() {
+            if s.name == name && io.streamed == size {
+                match remote.finish(s.up) {
+                    Ok(e) => stored = Some(self.fix_streamed(remote, &io, e, s.mode, s.mtime_ns)),
+                    Err(e) if is_final(&e) => {
+                        io.failed = true;
+                        io.drop_stream();
+                        log::warn!("cannot store {name}: {e}");
+                        return Err(errno(&e));
+                    }
+                    Err(e) => log::info!("streaming upload of {name} failed ({e}); uploading it again"),
+                }
+            }
+        }
+        io.drop_stream();
+        let entry = match stored {
+            Some(e) => e,
+            None => {
+                let spec = UploadSpec {
+                    name: name.to_string(),
+                    size: Some(size),
+                    mode: self.mode(),
+                    mtime_ns: self.mtime_ns(),
+                    exclusive: io.exclusive,
+                };
+                match remote.upload_file(spec, &self.path) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        io.failed = true;
+                        log::warn!("cannot store {name}: {e}");
+                        return Err(errno(&e));
+                    }
+                }
+            }
+        };
+        io.dirty = false;
+        io.exclusive = false;
+        io.failed = false;
+        io.stored = Some(entry.clone());
+        self.fresh.store(false, Ordering::SeqCst);
+        self.mtime_ns.store(entry.mtime_ns, Ordering::SeqCst);
+        Ok(Some(entry))
+    }
+
+    /// A streamed file was stored with the mode and mtime of the moment the
+    /// stream opened: store the current ones when they differ.
+    fn fix_streamed(&self, remote: &Remote, io: &Io, e: Entry, mode: u32, started_ns: i64) -> Entry {
+        let new_mode = (self.mode() != mode).then(|| self.mode());
+        let late = self.mtime_ns() - started_ns > MTIME_SLACK_NS;
+        let new_mtime = (io.explicit_mtime || late).then(|| self.mtime_ns());
+        if new_mode.is_none() && new_mtime.is_none() {
+            return e;
+        }
+        match remote.setattr(&e.name, new_mode, new_mtime) {
+            Ok(updated) => updated,
+            Err(err) => {
+                log::info!("could not set the attributes of {}: {err}", e.name);
+                e
+            }
+        }
+    }
+
+    /// Removes the staging file (its content is stored or abandoned).
+    pub fn discard(&self) {
+        lock(&self.io).drop_stream();
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Io {
+    fn new(dirty: bool, exclusive: bool, stream_ok: bool, stored: Option<Entry>) -> Io {
+        Io { dirty, exclusive, stream_ok, stream: None, streamed: 0, explicit_mtime: false, failed: false, stored }
+    }
+
+    /// Abandons the stream (the cluster stores nothing from it) for good.
+    fn drop_stream(&mut self) {
+        self.stream = None;
+        self.stream_ok = false;
+    }
+}
+
+/// One open file handle.
+pub struct OpenFile {
+    pub ino: u64,
+    /// The staging copy, when open for writing.
+    pub staged: Option<Arc<Staged>>,
+    /// O_APPEND: every write goes to the end.
+    pub append: bool,
+    /// What a reader reads when nothing is staged: the entry seen at open.
+    pub entry: Option<Entry>,
+    /// The cache item of `entry`'s content, once read.
+    pub item: Mutex<Option<Arc<Item>>>,
+}
+
+/// One entry of an open directory listing.
+#[derive(Clone, Debug)]
+pub struct DirItem {
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: String,
+}
+
+/// Open files, open directories, and the staging copy of each inode.
+#[derive(Default)]
+pub struct Handles {
+    files: HashMap<u64, Arc<OpenFile>>,
+    dirs: HashMap<u64, Arc<Vec<DirItem>>>,
+    staged: HashMap<u64, Arc<Staged>>,
+    next: u64,
+}
+
+impl Handles {
+    fn next_fh(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    pub fn add_file(&mut self, of: OpenFile) -> u64 {
+        let fh = self.next_fh();
+        self.files.insert(fh, Arc::new(of));
+        fh
+    }
+
+    pub fn file(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.files.get(&fh).cloned()
+    }
+
+    pub fn remove_file(&mut self, fh: u64) -> Option<Arc<OpenFile>> {
+        self.files.remove(&fh)
+    }
+
+    pub fn add_dir(&mut self, items: Vec<DirItem>) -> u64 {
+        let fh = self.next_fh();
+        self.dirs.insert(fh, Arc::new(items));
+        fh
+    }
+
+    pub fn dir(&self, fh: u64) -> Option<Arc<Vec<DirItem>>> {
+        self.dirs.get(&fh).cloned()
+    }
+
+    pub fn remove_dir(&mut self, fh: u64) {
+        self.dirs.remove(&fh);
+    }
+
+    /// The staging copy of `ino`, if it is open for writing.
+    pub fn staged(&self, ino: u64) -> Option<Arc<Staged>> {
+        self.staged.get(&ino).cloned()
+    }
+
+    pub fn put_staged(&mut self, s: Arc<Staged>) {
+        self.staged.insert(s.ino, s);
+    }
+
+    /// Drops the staging copy of its inode, if it is still this one.
+    pub fn retire_staged(&mut self, s: &Arc<Staged>) {
+        if self.staged.get(&s.ino).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+            self.staged.remove(&s.ino);
+        }
+    }
+
+    /// Every staging copy.
+    pub fn all_staged(&self) -> Vec<Arc<Staged>> {
+        self.staged.values().cloned().collect()
+    }
+}
