@@ -6,29 +6,18 @@
 use std::sync::Arc;
 
 use scs_common::name;
-use scs_common::{ContentHash, Entry, Error, Kind, Result};
+use scs_common::{ContentHash, Entry, Error, Kind, Result, Version};
 
-use super::{broadcast_apply, LeaderState, VersionGuard};
+use super::{broadcast_apply, now_ns, Batch, LeaderState};
 use crate::node::Node;
 use crate::store::{check_ancestors, Lookup};
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
-
-/// Commits `entries`, built under the namespace lock `ns`, here; then
-/// releases the lock and the versions and spreads them to a majority.
-async fn commit_and_spread<G>(
-    node: &Arc<Node>,
-    state: &Arc<LeaderState>,
-    entries: Vec<Entry>,
-    ns: G,
-    guards: Vec<VersionGuard>,
-) -> Result<()> {
-    node.commit(state.term, node.me(), entries.clone(), Vec::new()).await?;
+/// Commits `batch`, built under the namespace lock `ns`, here; then
+/// releases the lock and the versions and spreads it to a majority.
+async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, batch: Batch, ns: G) -> Result<()> {
+    node.commit(state.term, node.me(), batch.entries.clone(), Vec::new()).await?;
     drop(ns);
-    drop(guards);
-    broadcast_apply(node, state, entries).await
+    broadcast_apply(node, state, batch.into_entries()).await
 }
 
 /// Makes a directory (and with `parents` its missing ancestors, succeeding
@@ -52,22 +41,21 @@ pub async fn mkdir(node: &Arc<Node>, name: &str, mode: u32, mtime_ns: i64, paren
         _ => return Err(Error::Exists(name.to_string())),
     }
     missing.push(name.to_string());
-    let mut entries = Vec::new();
-    let mut guards = Vec::new();
-    for dir in missing {
-        let g = state.allocate();
-        entries.push(new_dir(&dir, g.version, mode, mtime_ns));
-        guards.push(g);
+    let mut batch = Batch::new(&state);
+    for dir in &missing {
+        batch.push(new_dir(dir, mode, mtime_ns));
     }
-    let made = entries.last().cloned().ok_or_else(|| Error::Internal("no entry".into()))?;
-    commit_and_spread(node, &state, entries, ns, guards).await?;
+    batch.touch_dir(&node.store, name::parent(&missing[0]), now_ns())?;
+    let made = batch.entries.iter().find(|e| e.name == name).cloned();
+    let made = made.ok_or_else(|| Error::Internal("no entry".into()))?;
+    commit_and_spread(node, &state, batch, ns).await?;
     Ok(made)
 }
 
-fn new_dir(name: &str, version: scs_common::Version, mode: u32, mtime_ns: i64) -> Entry {
+fn new_dir(name: &str, mode: u32, mtime_ns: i64) -> Entry {
     Entry {
         name: name.to_string(),
-        version,
+        version: Version::ZERO,
         kind: Kind::Dir,
         size: 0,
         hash: ContentHash::default(),
@@ -108,9 +96,11 @@ pub async fn delete(node: &Arc<Node>, name: &str, expect: Option<Kind>) -> Resul
             return Err(Error::NotEmpty(name.to_string()));
         }
     };
-    let g = state.allocate();
-    let tomb = entry.tombstone(g.version, now_ns());
-    commit_and_spread(node, &state, vec![tomb], ns, vec![g]).await
+    let now = now_ns();
+    let mut batch = Batch::new(&state);
+    batch.push(entry.tombstone(Version::ZERO, now));
+    batch.touch_dir(&node.store, name::parent(name), now)?;
+    commit_and_spread(node, &state, batch, ns).await
 }
 
 /// Moves a file or a directory with everything below it. With `replace`, an
@@ -144,30 +134,25 @@ pub async fn rename(node: &Arc<Node>, from: &str, to: &str, replace: bool) -> Re
         _ => {}
     }
     let now = now_ns();
-    let mut entries = Vec::new();
-    let mut guards = Vec::new();
-    let mut moved = |old: &Entry, new_name: String, entries: &mut Vec<Entry>| {
-        let g1 = state.allocate();
-        entries.push(old.tombstone(g1.version, now));
-        let g2 = state.allocate();
-        entries.push(Entry { name: new_name, version: g2.version, ..old.clone() });
-        guards.push(g1);
-        guards.push(g2);
+    let mut batch = Batch::new(&state);
+    // Each moved entry: a tombstone at the old name, the same content at the new.
+    let mut moved = |old: &Entry, new_name: String| {
+        batch.push(old.tombstone(Version::ZERO, now));
+        batch.push(Entry { name: new_name, ..old.clone() });
     };
     if let Lookup::Live(e) = &src {
-        moved(e, to.to_string(), &mut entries);
+        moved(e, to.to_string());
     }
     if src.is_dir() {
         for d in node.store.descendants(from)? {
             let new_name = format!("{to}{}", &d.name[from.len()..]);
             name::validate(&new_name)?;
-            moved(&d, new_name, &mut entries);
+            moved(&d, new_name);
         }
     }
-    if entries.is_empty() {
-        return Ok(());
-    }
-    commit_and_spread(node, &state, entries, ns, guards).await
+    batch.touch_dir(&node.store, name::parent(from), now)?;
+    batch.touch_dir(&node.store, name::parent(to), now)?;
+    commit_and_spread(node, &state, batch, ns).await
 }
 
 /// Changes the stored mode bits and/or mtime of a file or directory.
@@ -179,13 +164,13 @@ pub async fn setattr(node: &Arc<Node>, name: &str, mode: Option<u32>, mtime_ns: 
         Lookup::Absent => return Err(Error::NotFound(name.to_string())),
         Lookup::Live(e) | Lookup::Implied(e) => e,
     };
-    let g = state.allocate();
-    let updated = Entry {
-        version: g.version,
+    let mut batch = Batch::new(&state);
+    batch.push(Entry {
         mode: mode.map(|m| m & 0o7777).unwrap_or(current.mode),
         mtime_ns: mtime_ns.unwrap_or(current.mtime_ns),
         ..current
-    };
-    commit_and_spread(node, &state, vec![updated.clone()], ns, vec![g]).await?;
+    });
+    let updated = batch.entries[0].clone();
+    commit_and_spread(node, &state, batch, ns).await?;
     Ok(updated)
 }

@@ -179,3 +179,56 @@ pub fn detach<T: Send + 'static>(mut set: JoinSet<T>) {
     }
     tokio::spawn(async move { while set.join_next().await.is_some() {} });
 }
+
+/// The entries of one namespace change, with their versions held in flight
+/// until the batch is committed.
+pub struct Batch {
+    state: Arc<LeaderState>,
+    pub entries: Vec<Entry>,
+    guards: Vec<VersionGuard>,
+}
+
+impl Batch {
+    pub fn new(state: &Arc<LeaderState>) -> Batch {
+        Batch { state: state.clone(), entries: Vec::new(), guards: Vec::new() }
+    }
+
+    /// A fresh version for an entry of this batch.
+    pub fn version(&mut self) -> Version {
+        let g = self.state.allocate();
+        let v = g.version;
+        self.guards.push(g);
+        v
+    }
+
+    /// Adds `entry` with a fresh version.
+    pub fn push(&mut self, entry: Entry) {
+        let version = self.version();
+        self.entries.push(Entry { version, ..entry });
+    }
+
+    /// Records a create or remove inside `dir`: an explicit directory gets
+    /// its mtime set to `now_ns`, as POSIX directories do. The root and
+    /// directories implied by file paths have no entry to update.
+    pub fn touch_dir(&mut self, store: &crate::store::Store, dir: &str, now_ns: i64) -> Result<()> {
+        if dir.is_empty() || self.entries.iter().any(|e| e.name == dir) {
+            return Ok(());
+        }
+        if let crate::store::Lookup::Live(e) = store.lookup(dir)? {
+            if e.kind == scs_common::Kind::Dir {
+                self.push(Entry { mtime_ns: now_ns, ..e });
+            }
+        }
+        Ok(())
+    }
+
+    /// Releases the versions (after the local commit).
+    pub fn into_entries(self) -> Vec<Entry> {
+        self.entries
+    }
+}
+
+/// Nanoseconds since the epoch, for mtimes the leader sets.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
