@@ -250,11 +250,44 @@ impl Client {
         }
     }
 
+    /// The cluster's status, from the leader when there is one, else from any
+    /// node that answers (so a cluster without a leader can still be inspected).
     pub async fn status(&self) -> Result<StatusReport> {
-        match self.call(Request::Status).await? {
-            Response::Status(s) => Ok(s),
-            other => Err(unexpected(&other)),
+        let mut candidates = Vec::new();
+        if let Some(n) = &self.opts.node {
+            candidates.push(n.clone());
         }
+        if let Some(d) = &self.discovery {
+            let deadline = Instant::now() + Duration::from_millis(1500);
+            if let Ok(l) = d.leader(deadline).await {
+                candidates.push(l.addr);
+            }
+            let mut heard: Vec<_> = d.heard().nodes.into_values().collect();
+            heard.sort_by_key(|h| std::cmp::Reverse(h.id));
+            candidates.extend(heard.into_iter().map(|h| h.addr));
+            if candidates.is_empty() {
+                // Nothing heard yet: wait out the rest of the window for a leader.
+                candidates.push(d.leader(Instant::now() + self.opts.retry_window).await?.addr);
+            }
+        }
+        let mut last = Error::Unavailable("no node answered".into());
+        for addr in candidates {
+            let attempt = async {
+                let (mut c, _) = Connection::connect(&addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await?;
+                c.set_read_timeout(Some(READ_TIMEOUT));
+                exchange(&mut c, Request::Status).await
+            };
+            match attempt.await {
+                Ok(Response::Status(s)) => return Ok(s),
+                Ok(other) => last = unexpected(&other),
+                Err(e @ Error::Auth(_)) => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(match last {
+            e @ Error::Unavailable(_) => e,
+            e => Error::Unavailable(e.to_string()),
+        })
     }
 
     /// A request that is not idempotent: if an earlier attempt may have been
@@ -480,6 +513,7 @@ fn retryable(e: &Error) -> bool {
 fn give_up(last: Option<Error>, window: Duration) -> Error {
     match last {
         Some(e @ (Error::NoQuorum(_) | Error::Auth(_))) => e,
+        Some(Error::Unavailable(m)) => Error::Unavailable(format!("no leader reachable within {}s ({m})", window.as_secs())),
         Some(e) => Error::Unavailable(format!("no leader reachable within {}s ({e})", window.as_secs())),
         None => Error::Unavailable(format!("no leader reachable within {}s", window.as_secs())),
     }

@@ -32,6 +32,8 @@ pub struct Hearing {
     pub nodes: HashMap<NodeId, Heard>,
     /// Datagrams that failed authentication (another key on this group).
     pub rejected: u64,
+    /// The cluster size the nodes announce.
+    pub cluster_size: u32,
 }
 
 /// Heartbeats older than this do not count.
@@ -92,6 +94,7 @@ impl Discovery {
                 if !guard.admit(&env, now_ms()) {
                     continue;
                 }
+                let size = env.cluster_size;
                 if let Gossip::Heartbeat(hb) = env.msg {
                     let heard = Heard {
                         id: env.from,
@@ -103,6 +106,7 @@ impl Discovery {
                     };
                     tx.send_modify(|h| {
                         h.nodes.insert(heard.id, heard);
+                        h.cluster_size = size;
                     });
                 }
             }
@@ -149,9 +153,20 @@ impl Discovery {
                 "no node heard on group {g} via {i} (is the cluster running, with this --group and --iface?)"
             ))
         } else {
-            let mut ids: Vec<_> = h.nodes.keys().map(|i| i.0).collect();
+            let now = Instant::now();
+            let mut ids: Vec<_> = h.nodes.values().filter(|n| now.duration_since(n.at) < FRESH).map(|n| n.id.0).collect();
             ids.sort();
-            Error::Unavailable(format!("no leader elected among the nodes heard ({ids:?})"))
+            let up: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            let need = h.cluster_size / 2 + 1;
+            if (ids.len() as u32) < need {
+                Error::Unavailable(format!(
+                    "only node(s) {} of {} are up; a leader needs a majority ({need})",
+                    up.join(", "),
+                    h.cluster_size
+                ))
+            } else {
+                Error::Unavailable(format!("no leader elected yet among nodes {}", up.join(", ")))
+            }
         }
     }
 }

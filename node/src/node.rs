@@ -105,17 +105,11 @@ impl Node {
         }
     }
 
-    /// Checks that this node may serve a client read: it leads and has
-    /// caught up (reads do not need a quorum).
+    /// Checks that this node may serve a client read. Reads need the same
+    /// lease as writes: a leader cut off from the majority may have been
+    /// replaced, and must not serve what might be stale.
     pub fn readable(&self) -> Result<()> {
-        let v = self.view();
-        if v.role != Role::Leader {
-            return Err(Error::NotLeader(v.leader_addr()));
-        }
-        if !v.ready {
-            return Err(Error::Unavailable("the new leader is still catching up".into()));
-        }
-        Ok(())
+        self.writable().map(|_| ())
     }
 
     /// Checks a request from `leader` claiming `term`: accepted when it is the

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use fuser::Errno;
@@ -34,7 +34,10 @@ const MTIME_SLACK_NS: i64 = 1_000_000_000;
 pub struct Staged {
     pub ino: u64,
     path: PathBuf,
-    file: File,
+    /// Replaced once, when the stored content is fetched into `path`.
+    file: RwLock<File>,
+    /// The stored content has not been fetched yet (see [`Staged::fill_with`]).
+    unfilled: AtomicBool,
     size: AtomicU64,
     mode: AtomicU32,
     mtime_ns: AtomicI64,
@@ -64,6 +67,10 @@ struct Io {
     failed: bool,
     /// What the last upload stored, while nothing changed since.
     stored: Option<Entry>,
+    /// The stored file whose content is still to be fetched: opening an
+    /// existing file for writing (`touch` does) costs nothing until a
+    /// write, read or truncate needs the bytes.
+    unfilled: Option<Entry>,
 }
 
 struct Streaming {
@@ -79,12 +86,15 @@ pub enum Start {
     Empty { fresh: bool, exclusive: bool },
     /// A copy of the stored file `entry`, already at `path`.
     Copy(Entry),
+    /// The stored file `entry`, fetched on first need.
+    Later(Entry),
 }
 
 impl Staged {
     /// A staging file at `path` for inode `ino`. With `Start::Copy`, the
     /// caller has put the stored content there.
     pub fn new(ino: u64, path: PathBuf, mode: u32, start: Start) -> std::io::Result<Staged> {
+        let later = matches!(start, Start::Later(_));
         let (file, size, io, fresh, mtime) = match start {
             Start::Empty { fresh, exclusive } => {
                 let file =
@@ -99,11 +109,20 @@ impl Staged {
                 let io = Io::new(false, false, size == 0, Some(entry.clone()));
                 (file, size, io, false, entry.mtime_ns)
             }
+            Start::Later(entry) => {
+                let file =
+                    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+                let mut io = Io::new(false, false, entry.size == 0, None);
+                let (size, mtime) = (entry.size, entry.mtime_ns);
+                io.unfilled = Some(entry);
+                (file, size, io, false, mtime)
+            }
         };
         Ok(Staged {
             ino,
             path,
-            file,
+            file: RwLock::new(file),
+            unfilled: AtomicBool::new(later),
             size: AtomicU64::new(size),
             mode: AtomicU32::new(mode & 0o7777),
             mtime_ns: AtomicI64::new(mtime),
@@ -155,13 +174,50 @@ impl Staged {
         before.saturating_sub(1)
     }
 
+    /// Whether the stored content still has to be fetched before the
+    /// staging file can be written, read or truncated to a non-zero size.
+    pub fn needs_fill(&self) -> bool {
+        self.unfilled.load(Ordering::SeqCst)
+    }
+
+    /// Fetches the stored content into the staging file with `fetch(entry,
+    /// path)`, which leaves it at `path` and returns what it fetched.
+    pub fn fill_with(&self, fetch: impl FnOnce(&Entry, &Path) -> Result<Entry, Errno>) -> Result<(), Errno> {
+        let mut io = lock(&self.io);
+        let Some(entry) = io.unfilled.take() else { return Ok(()) };
+        let got = match fetch(&entry, &self.path) {
+            Ok(got) => got,
+            Err(e) => {
+                io.unfilled = Some(entry);
+                return Err(e);
+            }
+        };
+        // The fetch may have put a new file at the path: use that one.
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&self.path).map_err(|e| io_errno(&e))?;
+        let size = file.metadata().map_err(|e| io_errno(&e))?.len();
+        *self.file.write().unwrap_or_else(|p| p.into_inner()) = file;
+        self.size.store(size, Ordering::SeqCst);
+        self.mode.store(got.mode & 0o7777, Ordering::SeqCst);
+        self.mtime_ns.store(got.mtime_ns, Ordering::SeqCst);
+        io.stored = Some(got);
+        self.unfilled.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn file(&self) -> std::sync::RwLockReadGuard<'_, File> {
+        self.file.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Writes `data` at `offset` (at the end for `None`: O_APPEND), pushing
     /// it into the upload stream when it continues it. `name` is the file's
     /// current name (`None` once unlinked).
     pub fn write(&self, remote: &Remote, name: Option<&str>, offset: Option<u64>, data: &[u8]) -> Result<u32, Errno> {
         let mut io = lock(&self.io);
+        if io.unfilled.is_some() {
+            return Err(Errno::EIO);
+        }
         let off = offset.unwrap_or_else(|| self.size());
-        self.file.write_all_at(data, off).map_err(|e| io_errno(&e))?;
+        self.file().write_all_at(data, off).map_err(|e| io_errno(&e))?;
         let end = off + data.len() as u64;
         self.size.fetch_max(end, Ordering::SeqCst);
         self.mtime_ns.store(now_ns(), Ordering::SeqCst);
@@ -213,7 +269,15 @@ impl Staged {
     /// Sets the size (truncate or extend with zeros).
     pub fn truncate(&self, size: u64) -> Result<(), Errno> {
         let mut io = lock(&self.io);
-        self.file.set_len(size).map_err(|e| io_errno(&e))?;
+        if io.unfilled.is_some() {
+            if size != 0 {
+                return Err(Errno::EIO);
+            }
+            // Emptied: the stored content is not needed any more.
+            io.unfilled = None;
+            self.unfilled.store(false, Ordering::SeqCst);
+        }
+        self.file().set_len(size).map_err(|e| io_errno(&e))?;
         self.size.store(size, Ordering::SeqCst);
         self.mtime_ns.store(now_ns(), Ordering::SeqCst);
         io.dirty = true;
@@ -240,6 +304,9 @@ impl Staged {
 
     /// Reads from the staging file (short at its end).
     pub fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, Errno> {
+        if self.needs_fill() {
+            return Err(Errno::EIO);
+        }
         let size = self.size();
         if offset >= size {
             return Ok(Vec::new());
@@ -248,7 +315,7 @@ impl Staged {
         let mut buf = vec![0u8; n];
         let mut got = 0;
         while got < n {
-            match self.file.read_at(&mut buf[got..], offset + got as u64) {
+            match self.file().read_at(&mut buf[got..], offset + got as u64) {
                 Ok(0) => break,
                 Ok(k) => got += k,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

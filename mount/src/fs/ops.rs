@@ -296,7 +296,12 @@ impl Core {
         let staged = lock(&self.handles).staged(ino);
         if let Some(size) = size {
             match (&staged, &path) {
-                (Some(s), _) => s.truncate(size)?,
+                (Some(s), _) => {
+                    if size != 0 {
+                        self.fill(s)?;
+                    }
+                    s.truncate(size)?
+                }
                 (None, Some(p)) => self.truncate_path(ino, p, size)?,
                 (None, None) => return Err(Errno::ENOENT),
             }
@@ -335,7 +340,7 @@ impl Core {
     /// truncate(2) of a file nobody has open for writing here.
     fn truncate_path(&self, ino: u64, path: &str, size: u64) -> Result<(), Errno> {
         let s = self.open_writer(ino, path, size == 0)?;
-        let res = s.truncate(size).and_then(|_| self.sync_staged(&s));
+        let res = self.fill(&s).and_then(|_| s.truncate(size)).and_then(|_| self.sync_staged(&s));
         self.close_writer(&s);
         res
     }
@@ -528,21 +533,9 @@ impl Core {
             return Err(Errno::EISDIR);
         }
         let dest = self.staging_path();
-        let (start, mode) = if trunc {
-            (Start::Empty { fresh: false, exclusive: false }, e.mode)
-        } else if e.size == 0 {
-            std::fs::File::create(&dest).map_err(|err| io_errno(&err))?;
-            (Start::Copy(e.clone()), e.mode)
-        } else {
-            // Appending or writing in place needs the current content.
-            let got = if self.content.copy_to(e.hash, e.size, &dest) {
-                e
-            } else {
-                self.remote.download_to(path, &dest).map_err(|err| fail("download", path, err))?
-            };
-            let mode = got.mode;
-            (Start::Copy(got), mode)
-        };
+        // The content is fetched when a write, read or truncate needs it.
+        let start = if trunc { Start::Empty { fresh: false, exclusive: false } } else { Start::Later(e.clone()) };
+        let mode = e.mode;
         let s = match Staged::new(ino, dest.clone(), mode, start) {
             Ok(s) => Arc::new(s),
             Err(err) => {
@@ -554,6 +547,22 @@ impl Core {
         Ok(s)
     }
 
+    /// Fetches the stored content of a staging copy opened without O_TRUNC,
+    /// from the content cache when it is there.
+    fn fill(&self, s: &Staged) -> Result<(), Errno> {
+        if !s.needs_fill() {
+            return Ok(());
+        }
+        let name = lock(&self.inodes).path(s.ino).map(str::to_string);
+        s.fill_with(|e, dest| {
+            if self.content.copy_to(e.hash, e.size, dest) {
+                return Ok(e.clone());
+            }
+            let name = name.as_deref().unwrap_or(&e.name);
+            self.remote.download_to(name, dest).map_err(|err| fail("download", name, err))
+        })
+    }
+
     fn staging_path(&self) -> PathBuf {
         let n = self.serial.fetch_add(1, Ordering::Relaxed);
         self.staging.join(format!("w{n}"))
@@ -563,6 +572,7 @@ impl Core {
         let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
         let staged = of.staged.clone().or_else(|| self.staged_of(Some(of.ino)));
         if let Some(s) = staged {
+            self.fill(&s)?;
             return s.read(offset, u64::from(size));
         }
         let entry = match &of.entry {
@@ -601,6 +611,7 @@ impl Core {
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
         let s = of.staged.clone().ok_or(Errno::EBADF)?;
+        self.fill(&s)?;
         let name = lock(&self.inodes).path(of.ino).map(str::to_string);
         s.write(&self.remote, name.as_deref(), (!of.append).then_some(offset), data)
     }

@@ -1131,7 +1131,7 @@ mod tests {
         b.hush(1);
         b.hush(2);
         let cut = b.elapsed();
-        b.advance(cut + ms(550));
+        b.advance(cut + ms(450));
         assert!(b.e.has_quorum(b.now), "still within the timeout of the last heartbeats");
         b.advance(cut + ms(650));
         assert!(!b.e.has_quorum(b.now));
