@@ -200,7 +200,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Bytes from hex digits (either case); `None` on an odd length or a non-hex digit.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.chunks(2)

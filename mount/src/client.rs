@@ -513,7 +513,9 @@ fn retryable(e: &Error) -> bool {
 fn give_up(last: Option<Error>, window: Duration) -> Error {
     match last {
         Some(e @ (Error::NoQuorum(_) | Error::Auth(_))) => e,
-        Some(Error::Unavailable(m)) => Error::Unavailable(format!("no leader reachable within {}s ({m})", window.as_secs())),
+        Some(Error::Unavailable(m)) => {
+            Error::Unavailable(format!("no leader reachable within {}s ({m})", window.as_secs()))
+        }
         Some(e) => Error::Unavailable(format!("no leader reachable within {}s ({e})", window.as_secs())),
         None => Error::Unavailable(format!("no leader reachable within {}s", window.as_secs())),
     }

@@ -125,9 +125,16 @@ impl Discovery {
     /// `Unavailable` saying what was heard instead (nothing, other keys, no leader).
     pub async fn leader(&self, deadline: Instant) -> Result<Heard> {
         let mut rx = self.rx.clone();
+        let started = Instant::now();
         loop {
             {
                 let h = rx.borrow_and_update();
+                // Only datagrams under another key for a second: that is not
+                // going to change by waiting.
+                if h.nodes.is_empty() && h.rejected >= 3 && started.elapsed() > Duration::from_secs(1) {
+                    drop(h);
+                    return Err(self.explain());
+                }
                 if let Some(l) = h.leader(Instant::now()) {
                     // Prefer a serving leader; give an unready one a moment.
                     if l.ready || Instant::now() + Duration::from_millis(300) >= deadline {
@@ -154,7 +161,8 @@ impl Discovery {
             ))
         } else {
             let now = Instant::now();
-            let mut ids: Vec<_> = h.nodes.values().filter(|n| now.duration_since(n.at) < FRESH).map(|n| n.id.0).collect();
+            let mut ids: Vec<_> =
+                h.nodes.values().filter(|n| now.duration_since(n.at) < FRESH).map(|n| n.id.0).collect();
             ids.sort();
             let up: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
             let need = h.cluster_size / 2 + 1;

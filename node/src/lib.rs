@@ -36,7 +36,7 @@ use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::Role;
 use scs_common::{Error, Result, Term};
 
-use crate::cluster::driver::Driver;
+use crate::cluster::driver::{Driver, Lease};
 use crate::leader::LeaderState;
 use crate::node::Node;
 use crate::store::Store;
@@ -88,10 +88,11 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
         cfg.listen.set_port(port);
         cfg.advertise.set_port(port);
     }
-    let driver = Driver::new(cfg.clone(), key.clone(), store.clone(), initial_term)?;
+    let lease = Arc::new(Lease::default());
+    let driver = Driver::new(cfg.clone(), key.clone(), store.clone(), initial_term, lease.clone())?;
     let (view_tx, view_rx) = watch::channel(ClusterView::new(id));
     let (control_tx, control_rx) = mpsc::channel(64);
-    let node = Arc::new(Node::new(cfg.clone(), key.clone(), store, view_rx, control_tx, shutdown.clone()));
+    let node = Arc::new(Node::new(cfg.clone(), key.clone(), store, view_rx, control_tx, lease, shutdown.clone()));
 
     log::info!(
         "node {id}: listening on {} (advertised as {}), gossip on {} via {}, cluster of {}, key {}",

@@ -12,6 +12,7 @@ use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::Role;
 use scs_common::{Entry, Error, Key, NodeId, Result, Term, Version};
 
+use crate::cluster::driver::Lease;
 use crate::leader::LeaderState;
 use crate::peers::Peers;
 use crate::store::{Applied, Store};
@@ -40,6 +41,8 @@ pub struct Node {
     /// after raising the term, so no commit from an older term lands after
     /// the pull has looked (see [`Node::fence_barrier`]).
     commit_gate: RwLock<()>,
+    /// Valid while the driver keeps confirming our quorum.
+    lease: Arc<Lease>,
     /// Present while this node leads; versions and in-flight writes.
     pub leader: std::sync::Mutex<Option<Arc<LeaderState>>>,
 }
@@ -51,6 +54,7 @@ impl Node {
         store: Arc<Store>,
         view: watch::Receiver<ClusterView>,
         control: mpsc::Sender<Control>,
+        lease: Arc<Lease>,
         shutdown: CancellationToken,
     ) -> Node {
         let peers = Peers::new(key.clone(), cfg.id);
@@ -62,6 +66,7 @@ impl Node {
             view,
             control,
             shutdown,
+            lease,
             commit_gate: RwLock::new(()),
             leader: std::sync::Mutex::new(None),
         }
@@ -91,7 +96,7 @@ impl Node {
         if v.role != Role::Leader {
             return Err(Error::NotLeader(v.leader_addr()));
         }
-        if !v.quorum {
+        if !v.quorum || !self.lease.valid() {
             return Err(Error::NoQuorum(format!(
                 "node {} leads but hears fewer than {} of {} nodes",
                 self.me(),

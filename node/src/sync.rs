@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use scs_common::conn::{Chunk, Connection};
+use scs_common::conn::Connection;
 use scs_common::proto::gossip::Role;
 use scs_common::proto::rpc::{Message, Request, Response};
 use scs_common::{Entry, Error, NodeId, Result, Term, Version};
@@ -180,10 +180,6 @@ pub async fn follow(node: Arc<Node>) {
         } else if v.role == Role::Leader {
             fetch_wanted(&node).await;
         }
-        if v.term > Term(0) {
-            let term = v.term;
-            let _ = node.blocking(move |s| if s.saved_term()? < term { s.save_term(term) } else { Ok(()) }).await;
-        }
     }
 }
 
@@ -235,19 +231,7 @@ async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Entry) -> Result<()> {
     let (version, size) = (entry.version, entry.size);
     let writer = node.blocking(move |s| s.new_blob(&key, version, Some(size))).await?;
     let mut sink = BlobSink::spawn(writer);
-    let mut received = 0u64;
-    loop {
-        match conn.recv_chunk().await? {
-            Chunk::Data(b) => {
-                received += b.len() as u64;
-                if received > size {
-                    return Err(Error::Corrupt("holder sent more bytes than the entry says".into()));
-                }
-                sink.write(b).await?;
-            }
-            Chunk::End(_) => break,
-        }
-    }
+    crate::transfer::receive_into(&mut conn, &mut sink, Some(size)).await?;
     if let Err(e) = sink.finish(Some(entry.hash)).await {
         if matches!(e, Error::Corrupt(_)) {
             // Tell the holder, which re-checks its copy and moves it aside if bad.

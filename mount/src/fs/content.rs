@@ -34,9 +34,9 @@ use super::remote::{read_range, READ_LIMIT};
 use crate::client::Client;
 
 /// Bytes asked for in one ranged read.
-const PIECE: u64 = 4 << 20;
+const PIECE: u64 = 8 << 20;
 /// Ranged reads in flight per fill.
-const DEPTH: usize = 2;
+const DEPTH: usize = 3;
 /// How far a fill runs ahead of the furthest read.
 const WINDOW: u64 = 64 << 20;
 /// A read this far beyond what has arrived is fetched directly.

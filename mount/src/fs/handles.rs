@@ -19,7 +19,7 @@ use bytes::Bytes;
 use fuser::Errno;
 
 use scs_common::proto::rpc::UploadSpec;
-use scs_common::{Entry, Kind};
+use scs_common::{Entry, Kind, CHUNK_SIZE};
 
 use super::content::Item;
 use super::errno::{errno, io_errno, is_final};
@@ -78,21 +78,32 @@ struct Streaming {
     up: UploadStream,
     mode: u32,
     mtime_ns: i64,
+    /// Small writes (8 KiB from a shell redirect) gathered into chunks of
+    /// [`CHUNK_SIZE`] before they go on the wire.
+    gathered: Vec<u8>,
+}
+
+impl Streaming {
+    /// Sends the gathered bytes.
+    fn push_gathered(&mut self, remote: &Remote) -> scs_common::Result<()> {
+        if self.gathered.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.gathered, Vec::with_capacity(CHUNK_SIZE));
+        remote.push(&mut self.up, Bytes::from(chunk))
+    }
 }
 
 /// How a staging file starts out.
 pub enum Start {
     /// Empty, and a change (a new file, or an existing one truncated by open).
     Empty { fresh: bool, exclusive: bool },
-    /// A copy of the stored file `entry`, already at `path`.
-    Copy(Entry),
     /// The stored file `entry`, fetched on first need.
     Later(Entry),
 }
 
 impl Staged {
-    /// A staging file at `path` for inode `ino`. With `Start::Copy`, the
-    /// caller has put the stored content there.
+    /// A staging file at `path` for inode `ino`.
     pub fn new(ino: u64, path: PathBuf, mode: u32, start: Start) -> std::io::Result<Staged> {
         let later = matches!(start, Start::Later(_));
         let (file, size, io, fresh, mtime) = match start {
@@ -101,13 +112,6 @@ impl Staged {
                     std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
                 let io = Io::new(true, exclusive, true, None);
                 (file, 0, io, fresh, now_ns())
-            }
-            Start::Copy(entry) => {
-                let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
-                let size = file.metadata()?.len();
-                // Appending to an empty file is writing from offset 0.
-                let io = Io::new(false, false, size == 0, Some(entry.clone()));
-                (file, size, io, false, entry.mtime_ns)
             }
             Start::Later(entry) => {
                 let file =
@@ -245,8 +249,14 @@ impl Staged {
             };
             match remote.start_stream(spec) {
                 Ok(up) => {
-                    io.stream =
-                        Some(Streaming { name: name.to_string(), up, mode: self.mode(), mtime_ns: self.mtime_ns() })
+                    log::debug!("streaming {name} to the cluster as it is written");
+                    io.stream = Some(Streaming {
+                        name: name.to_string(),
+                        up,
+                        mode: self.mode(),
+                        mtime_ns: self.mtime_ns(),
+                        gathered: Vec::with_capacity(CHUNK_SIZE),
+                    })
                 }
                 Err(e) => {
                     log::debug!("no streaming upload for {name}: {e}");
@@ -256,7 +266,9 @@ impl Staged {
             }
         }
         if let Some(s) = io.stream.as_mut() {
-            match remote.push(&mut s.up, Bytes::copy_from_slice(data)) {
+            s.gathered.extend_from_slice(data);
+            let sent = if s.gathered.len() >= CHUNK_SIZE { s.push_gathered(remote) } else { Ok(()) };
+            match sent {
                 Ok(()) => io.streamed += data.len() as u64,
                 Err(e) => {
                     log::info!("streaming upload of {name} broke off ({e}); it will be uploaded on close");
@@ -362,9 +374,10 @@ impl Staged {
         };
         let size = self.size();
         let mut stored = None;
-        if let Some(s) = io.stream.take() {
+        if let Some(mut s) = io.stream.take() {
             if s.name == name && io.streamed == size {
-                match remote.finish(s.up) {
+                let finished = s.push_gathered(remote).and_then(|_| remote.finish(s.up));
+                match finished {
                     Ok(e) => stored = Some(self.fix_streamed(remote, &io, e, s.mode, s.mtime_ns)),
                     Err(e) if is_final(&e) => {
                         io.failed = true;
@@ -401,6 +414,12 @@ impl Staged {
         io.exclusive = false;
         io.failed = false;
         io.stored = Some(entry.clone());
+        if size == 0 {
+            // `cmd > file` closes a duplicate right after open: the empty
+            // file was stored, and what cmd writes next may still stream.
+            io.stream_ok = true;
+            io.streamed = 0;
+        }
         self.fresh.store(false, Ordering::SeqCst);
         self.mtime_ns.store(entry.mtime_ns, Ordering::SeqCst);
         Ok(Some(entry))
@@ -437,7 +456,17 @@ impl Staged {
 
 impl Io {
     fn new(dirty: bool, exclusive: bool, stream_ok: bool, stored: Option<Entry>) -> Io {
-        Io { dirty, exclusive, stream_ok, stream: None, streamed: 0, explicit_mtime: false, failed: false, stored }
+        Io {
+            dirty,
+            exclusive,
+            stream_ok,
+            stream: None,
+            streamed: 0,
+            explicit_mtime: false,
+            failed: false,
+            stored,
+            unfilled: None,
+        }
     }
 
     /// Abandons the stream (the cluster stores nothing from it) for good.
@@ -530,5 +559,104 @@ impl Handles {
     /// Every staging copy.
     pub fn all_staged(&self) -> Vec<Arc<Staged>> {
         self.staged.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Client, ClientOptions};
+    use scs_common::{ContentHash, Version};
+
+    /// A remote that is never reached: these tests write no named file.
+    fn offline(dir: &Path) -> (tokio::runtime::Runtime, Remote) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let key = dir.join("key");
+        std::fs::write(&key, [7u8; 32]).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let opts = ClientOptions {
+            group: "239.255.1.1:9".parse().unwrap(),
+            iface: "127.0.0.1".parse().unwrap(),
+            node: Some("127.0.0.1:9".into()),
+            secret_file: key,
+            retry_window: std::time::Duration::from_millis(100),
+        };
+        let client = Arc::new(Client::new(opts).unwrap());
+        let remote = Remote::new(rt.handle().clone(), client, std::time::Duration::from_millis(100));
+        (rt, remote)
+    }
+
+    fn stored(size: u64) -> Entry {
+        Entry {
+            name: "f".into(),
+            version: Version::ZERO,
+            kind: Kind::File,
+            size,
+            hash: ContentHash::default(),
+            mode: 0o600,
+            mtime_ns: 42,
+            deleted: false,
+            holders: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn writes_at_offsets_appends_and_truncation_shape_the_staging_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, remote) = offline(dir.path());
+        let s = Staged::new(2, dir.path().join("w"), 0o644, Start::Empty { fresh: true, exclusive: false }).unwrap();
+        assert!(s.is_fresh() && s.owes_upload(), "a new file is owed to the cluster even when empty");
+        assert_eq!(s.write(&remote, None, Some(0), b"hello").unwrap(), 5);
+        s.write(&remote, None, None, b" world").unwrap();
+        s.write(&remote, None, Some(0), b"J").unwrap();
+        assert_eq!(s.read(0, 100).unwrap(), b"Jello world");
+        assert_eq!(s.read(6, 3).unwrap(), b"wor");
+        assert!(s.read(11, 10).unwrap().is_empty());
+        s.truncate(3).unwrap();
+        assert_eq!((s.size(), s.read(0, 100).unwrap()), (3, b"Jel".to_vec()));
+        s.truncate(5).unwrap();
+        assert_eq!(s.read(0, 100).unwrap(), b"Jel\0\0");
+    }
+
+    #[test]
+    fn an_unlinked_file_is_never_uploaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, remote) = offline(dir.path());
+        let s = Staged::new(2, dir.path().join("w"), 0o644, Start::Empty { fresh: true, exclusive: false }).unwrap();
+        s.write(&remote, Some("f"), Some(5), b"x").unwrap();
+        s.mark_unlinked();
+        assert!(!s.owes_upload());
+        assert_eq!(s.sync(&remote, Some("f")).unwrap(), None, "nothing is sent for a removed name");
+        s.discard();
+        assert!(!dir.path().join("w").exists());
+    }
+
+    #[test]
+    fn an_existing_file_is_fetched_only_when_its_bytes_are_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Staged::new(3, dir.path().join("w"), 0o644, Start::Later(stored(4))).unwrap();
+        assert!(s.needs_fill() && !s.owes_upload());
+        assert_eq!((s.size(), s.mode(), s.mtime_ns()), (4, 0o644, 42), "looks like the stored file");
+        assert_eq!(s.clean_entry(), None, "an unfetched copy is never cached");
+        let failed = s.fill_with(|_, _| Err(Errno::EIO));
+        assert_eq!(failed, Err(Errno::EIO));
+        assert!(s.needs_fill(), "a failed fetch is tried again later");
+        s.fill_with(|e, path| {
+            std::fs::write(path, b"data").unwrap();
+            Ok(e.clone())
+        })
+        .unwrap();
+        assert_eq!(s.read(0, 10).unwrap(), b"data");
+        assert_eq!(s.clean_entry().map(|e| e.size), Some(4));
+    }
+
+    #[test]
+    fn truncating_an_unfetched_file_to_zero_needs_no_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Staged::new(3, dir.path().join("w"), 0o644, Start::Later(stored(1 << 30))).unwrap();
+        assert_eq!(s.truncate(10), Err(Errno::EIO), "a non-zero size needs the content first");
+        s.truncate(0).unwrap();
+        assert!(!s.needs_fill() && s.owes_upload());
+        assert_eq!(s.size(), 0);
     }
 }

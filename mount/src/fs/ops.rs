@@ -2,10 +2,10 @@
 //! `Result<_, Errno>`: the FUSE callbacks in `mod.rs` only call these and
 //! reply.
 //!
-//! Locks: the inode table, the metadata cache, the handle table and the
-//! writer-open lock are each taken alone and briefly (never two at once,
-//! never across a call to the cluster), except `opening`, which serializes
-//! opening and closing writers and may be held across a download or upload.
+//! Locks: the inode table, the metadata cache and the handle table are each
+//! taken alone and briefly (never two at once, never across a call to the
+//! cluster). `opening`, which serializes opening and retiring writers, is
+//! taken before any of them and may be held across an upload.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -555,6 +555,10 @@ impl Core {
         }
         let name = lock(&self.inodes).path(s.ino).map(str::to_string);
         s.fill_with(|e, dest| {
+            if e.size == 0 {
+                std::fs::File::create(dest).map_err(|err| io_errno(&err))?;
+                return Ok(e.clone());
+            }
             if self.content.copy_to(e.hash, e.size, dest) {
                 return Ok(e.clone());
             }

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,17 +31,24 @@ const FINISH_LIMIT: Duration = Duration::from_secs(130);
 pub const READ_LIMIT: Duration = Duration::from_secs(40);
 /// Added to the retry window for one metadata call.
 const MARGIN: Duration = Duration::from_secs(3);
+/// While the cluster is down, a metadata call waits this long at most: a
+/// file manager or shell would otherwise wait the whole retry window for
+/// every request (and one command makes several).
+const PROBE: Duration = Duration::from_millis(1500);
 
 /// The client library, its runtime, and the time limits.
 pub struct Remote {
     rt: Handle,
     client: Arc<Client>,
     call_limit: Duration,
+    /// Set when a call found no leader for its whole retry window; cleared
+    /// by any call that gets an answer.
+    down: AtomicBool,
 }
 
 impl Remote {
     pub fn new(rt: Handle, client: Arc<Client>, retry_window: Duration) -> Remote {
-        Remote { rt, client, call_limit: retry_window + MARGIN }
+        Remote { rt, client, call_limit: retry_window + MARGIN, down: AtomicBool::new(false) }
     }
 
     /// The runtime the transfers run on.
@@ -53,15 +60,30 @@ impl Remote {
         &self.client
     }
 
-    /// Runs one metadata call to its end or the call limit.
+    /// Runs one metadata call to its end or the call limit (a short one
+    /// while the cluster is known to be down).
     fn call<T>(&self, what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
-        let limit = self.call_limit;
-        self.rt.block_on(async {
+        let down = self.down.load(Ordering::Relaxed);
+        let limit = if down { PROBE } else { self.call_limit };
+        let res = self.rt.block_on(async {
             match tokio::time::timeout(limit, fut).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::Unavailable(format!("{what}: no answer within {}s", limit.as_secs()))),
+                Err(_) => Err(Error::Unavailable(format!("{what}: no answer within {:.1}s", limit.as_secs_f32()))),
             }
-        })
+        });
+        match &res {
+            Err(Error::Unavailable(_) | Error::NoQuorum(_)) => {
+                if !self.down.swap(true, Ordering::Relaxed) {
+                    log::warn!("the cluster is unreachable; requests fail fast until it answers again");
+                }
+            }
+            _ => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    log::info!("the cluster answers again");
+                }
+            }
+        }
+        res
     }
 
     pub fn stat(&self, name: &str) -> Result<Option<Entry>> {

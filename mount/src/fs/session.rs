@@ -60,6 +60,7 @@ pub fn cache_dir_for(root: &Path, mountpoint: &Path) -> PathBuf {
 /// A one-line message: the cluster cannot be reached, the key is bad, the
 /// cache directory is taken, FUSE is unavailable, or the session failed.
 pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
+    bound_allocator();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("scs-mount-io")
@@ -112,6 +113,19 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&staging);
     rt.shutdown_timeout(Duration::from_secs(2));
     res.map_err(|e| format!("the mount at {} ended with an error: {e}", mountpoint.display()))
+}
+
+/// Transfers pass through buffers of a few MiB on many threads. glibc would
+/// keep freed ones in per-thread arenas (and raise its mmap threshold after
+/// the first free), so the mount's memory would settle far above what it
+/// uses: keep big buffers mmapped (returned on free) and arenas few.
+fn bound_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// SIGTERM or SIGINT: store what is owed, then unmount (the session then ends).

@@ -36,6 +36,47 @@ struct Dropped {
     bad: u64,
     replayed: u64,
     foreign: u64,
+    late: u64,
+}
+
+/// Tells datagrams that arrive late from ones sent late, without assuming
+/// synchronized clocks: for each sender it keeps the smallest (our clock −
+/// its timestamp) seen, which is its clock offset plus the fastest delivery,
+/// and calls a datagram late when it took `limit_ms` longer than that.
+/// A queue that built up while we were paused drains in a burst of
+/// milliseconds; a sender whose clock was stepped back keeps looking late
+/// for as long as it sends, so after a second of that the baseline moves.
+#[derive(Debug)]
+struct Delays {
+    limit_ms: i64,
+    /// Per sender: the baseline delay, and since when (our clock) it has looked late.
+    base: std::collections::HashMap<NodeId, (i64, Option<u64>)>,
+}
+
+impl Delays {
+    fn new(limit: Duration) -> Delays {
+        Delays { limit_ms: limit.as_millis() as i64, base: Default::default() }
+    }
+
+    fn is_late(&mut self, from: NodeId, sent_ms: u64, now_ms: u64) -> bool {
+        let delay = now_ms as i64 - sent_ms as i64;
+        let slot = self.base.entry(from).or_insert((delay, None));
+        if delay <= slot.0 {
+            *slot = (delay, None);
+            return false;
+        }
+        if delay - slot.0 <= self.limit_ms {
+            slot.1 = None;
+            return false;
+        }
+        let since = *slot.1.get_or_insert(now_ms);
+        if now_ms.saturating_sub(since) > 1000 {
+            // Late for a whole second of steady arrivals: the clock moved.
+            *slot = (delay, None);
+            return false;
+        }
+        true
+    }
 }
 
 pub struct Driver {
@@ -52,6 +93,11 @@ pub struct Driver {
     ready_term: Option<Term>,
     dropped: Dropped,
     warned_size: std::collections::HashSet<NodeId>,
+    /// The highest term recorded on disk.
+    saved_term: Term,
+    /// Shared with the request handlers.
+    lease: Arc<Lease>,
+    delays: Delays,
     /// When the data disk was last measured, and its free and total bytes.
     disk: (Instant, u64, u64),
 }
@@ -59,7 +105,13 @@ pub struct Driver {
 impl Driver {
     /// Opens the multicast sockets. Fails before anything is sent if the
     /// group cannot be joined.
-    pub fn new(cfg: NodeConfig, key: ClusterKey, store: Arc<Store>, initial_term: Term) -> Result<Driver> {
+    pub fn new(
+        cfg: NodeConfig,
+        key: ClusterKey,
+        store: Arc<Store>,
+        initial_term: Term,
+        lease: Arc<Lease>,
+    ) -> Result<Driver> {
         let recv = multicast::receiver(cfg.group, cfg.iface)?;
         let send = multicast::sender(cfg.iface)?;
         let ecfg = ElectionConfig {
@@ -72,6 +124,7 @@ impl Driver {
         };
         let machine = Election::new(ecfg, Instant::now(), initial_term);
         Ok(Driver {
+            delays: Delays::new(cfg.leader_timeout / 2),
             cfg,
             key,
             store,
@@ -86,6 +139,8 @@ impl Driver {
             dropped: Dropped::default(),
             warned_size: Default::default(),
             disk: (Instant::now() - Duration::from_secs(60), 0, 0),
+            saved_term: initial_term,
+            lease,
         })
     }
 
@@ -103,7 +158,24 @@ impl Driver {
             let actions = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.recv.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                    Ok((n, from)) => {
+                        let mut actions = self.on_datagram(&buf[..n], from);
+                        // Take in everything already queued before publishing:
+                        // after a pause (SIGSTOP, a VM stall) the queue holds
+                        // the news that we were replaced, and no request may
+                        // be served on the picture from before it.
+                        for _ in 0..1024 {
+                            match self.recv.try_recv_from(&mut buf) {
+                                Ok((n, from)) => {
+                                    let more = self.on_datagram(&buf[..n], from);
+                                    self.perform(actions).await;
+                                    actions = more;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        actions
+                    }
                     Err(e) => {
                         log::warn!("node {}: multicast receive failed: {e}", self.cfg.id);
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -129,6 +201,7 @@ impl Driver {
             // Publish before answering a claim, so that the handler's commit
             // sees the term it was admitted in.
             let view = self.view();
+            self.lease.renew(view.quorum, self.cfg.heartbeat * 2);
             view_tx.send_if_modified(|old| {
                 if *old != view {
                     *old = view;
@@ -142,11 +215,12 @@ impl Driver {
             }
         }
         log::debug!(
-            "node {}: gossip stopped (dropped {} bad, {} replayed, {} foreign datagrams)",
+            "node {}: gossip stopped (dropped {} bad, {} replayed, {} foreign, {} late datagrams)",
             self.cfg.id,
             self.dropped.bad,
             self.dropped.replayed,
-            self.dropped.foreign
+            self.dropped.foreign,
+            self.dropped.late
         );
     }
 
@@ -171,6 +245,12 @@ impl Driver {
         if !self.guard.admit(&env, now_ms()) {
             self.dropped.replayed += 1;
             log::trace!("node {}: dropped a replayed or stale datagram from node {}", self.cfg.id, env.from);
+            return Vec::new();
+        }
+        if self.delays.is_late(env.from, env.ts_ms, now_ms()) {
+            // Sat in a queue while we were paused: news too old to count as
+            // a sign of life (it would make us believe in a stale quorum).
+            self.dropped.late += 1;
             return Vec::new();
         }
         if env.cluster_size != self.cfg.cluster_size || env.from.0 == 0 || env.from.0 > self.cfg.cluster_size {
@@ -205,6 +285,16 @@ impl Driver {
                 Action::Broadcast(msg) => self.broadcast(msg).await,
                 Action::RoleChanged { role, term, leader } => {
                     log::debug!("node {}: role {role:?} term {term} leader {leader:?}", self.cfg.id);
+                    // The term goes to disk before anything is said in it: a
+                    // node that restarts must not accept a second leader in a
+                    // term it may already have accepted one in.
+                    if term > self.saved_term {
+                        let store = self.store.clone();
+                        match tokio::task::block_in_place(|| store.save_term(term)) {
+                            Ok(()) => self.saved_term = term,
+                            Err(e) => log::error!("node {}: cannot record term {term}: {e}", self.cfg.id),
+                        }
+                    }
                     if role != Role::Leader {
                         self.ready_term = None;
                     }
@@ -275,5 +365,64 @@ impl Driver {
             ready: self.caught_up_leader(),
             members,
         }
+    }
+}
+
+/// The leader's lease as request handlers see it: valid only while the
+/// driver keeps confirming the quorum. The published view alone would go
+/// stale if the process were paused; this expires by itself.
+#[derive(Debug)]
+pub struct Lease {
+    origin: Instant,
+    /// Milliseconds after `origin` until which writes and reads are allowed.
+    until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Lease {
+    fn default() -> Lease {
+        Lease { origin: Instant::now(), until_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+}
+
+impl Lease {
+    /// Extends the lease by `span` from now if `quorum`, else ends it.
+    pub fn renew(&self, quorum: bool, span: Duration) {
+        let until = if quorum { (self.origin.elapsed() + span).as_millis() as u64 } else { 0 };
+        self.until_ms.store(until, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn valid(&self) -> bool {
+        (self.origin.elapsed().as_millis() as u64) < self.until_ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_datagram_held_up_in_a_queue_is_late_whatever_the_clock_offset() {
+        let mut d = Delays::new(Duration::from_millis(300));
+        let n = NodeId(2);
+        // The sender's clock runs 5 s behind ours; deliveries take 1-3 ms.
+        assert!(!d.is_late(n, 10_000, 15_001));
+        assert!(!d.is_late(n, 10_100, 15_103));
+        assert!(!d.is_late(n, 10_200, 15_250), "50 ms of jitter is fine");
+        assert!(d.is_late(n, 10_300, 16_000), "700 ms in a queue is late");
+        // Another sender, ahead of us, is judged on its own baseline.
+        assert!(!d.is_late(NodeId(3), 20_000, 15_000));
+    }
+
+    #[test]
+    fn a_sender_whose_clock_stepped_back_is_believed_again_after_a_second() {
+        let mut d = Delays::new(Duration::from_millis(300));
+        let n = NodeId(2);
+        assert!(!d.is_late(n, 1_000, 1_000));
+        // Its clock steps back 1 s: its datagrams look late for a moment…
+        assert!(d.is_late(n, 1_100, 2_100));
+        assert!(d.is_late(n, 1_600, 2_600));
+        // …until they have kept coming like that for a second.
+        assert!(!d.is_late(n, 2_200, 3_200));
+        assert!(!d.is_late(n, 2_300, 3_300));
     }
 }

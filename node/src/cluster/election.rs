@@ -253,6 +253,7 @@ impl Election {
         }
     }
 
+    /// What this node is doing in the election.
     pub fn role(&self) -> Role {
         self.role
     }
@@ -474,6 +475,7 @@ impl Election {
     }
 
     fn fire(&mut self, now: Instant, t: Timer, out: &mut Vec<Action>) {
+        self.timer = None;
         if t.term != self.term || t.wait.role() != self.role {
             // Armed in another generation: re-evaluate the current state instead.
             self.rearm(now);
@@ -491,6 +493,10 @@ impl Election {
                     self.declare_victory(now, out);
                 }
             }
+        }
+        // Whatever happened, a follower or candidate keeps a timer running.
+        if self.timer.is_none() {
+            self.rearm(now);
         }
     }
 
@@ -1089,6 +1095,25 @@ mod tests {
         assert!(b.e.has_quorum(b.now - ms(1)) || notable(&before).is_empty());
         assert!(b.elapsed() >= led + ms(600) && b.elapsed() <= led + ms(700), "at {:?}", b.elapsed());
         assert_eq!(step, declares(3, 2));
+    }
+
+    #[test]
+    fn a_candidate_does_not_declare_against_a_live_leader_it_cannot_accept() {
+        let mut b = Bench::new(1, 3);
+        b.input(claim(1, 2));
+        b.chat(3, following(1, Some(2)));
+        b.until_role(Role::Candidate, ms(800));
+        let ran = b.elapsed();
+        // Node 3 leads term 1 too (node 2 went silent): we accepted node 2 in
+        // term 1, so we cannot follow it, but we must not run against it.
+        b.chat(3, leading(1, 3));
+        let (step, before) = b.run(ran + ms(300), |e| e.role() != Role::Candidate);
+        assert_eq!(notable(&before), vec![]);
+        assert_eq!(step, vec![changed(Role::Follower, 1, Some(2))], "no Coordinator");
+        assert_eq!(notable(&b.advance(ran + ms(3000))), vec![], "waits for node 3 to re-declare");
+        b.chat(3, leading(2, 3));
+        let (step, _) = b.run(ran + ms(3200), |e| e.term() == Term(2));
+        assert_eq!(step, vec![changed(Role::Follower, 2, Some(3)), sends(following(2, Some(3)))]);
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub async fn broadcast_apply(node: &Arc<Node>, state: &Arc<LeaderState>, entries
     }
     let mut set = apply_to_others(node, state, entries);
     let mut failures = Vec::new();
-    while let Some(res) = set.join_next().await {
+    while let Some(res) = join_while_leading(node, state, &mut set).await? {
         match res {
             Ok((_, Ok(()))) => acks += 1,
             Ok((id, Err(e))) => failures.push(format!("node {id}: {e}")),
@@ -231,4 +231,31 @@ impl Batch {
 /// Nanoseconds since the epoch, for mtimes the leader sets.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// Fails once this node may no longer write in `state`'s term: it lost its
+/// quorum or its lead. Writes in flight then fail at once (the client retries
+/// elsewhere) instead of waiting out their stragglers' timeouts.
+pub fn still_leading(node: &Node, state: &LeaderState) -> Result<()> {
+    let current = node.writable()?;
+    if current.term != state.term {
+        return Err(Error::Stale(format!("term {} has ended", state.term)));
+    }
+    Ok(())
+}
+
+/// The next finished task of `set`, checking every 100 ms that this node
+/// still leads with a quorum.
+pub async fn join_while_leading<T: 'static>(
+    node: &Node,
+    state: &LeaderState,
+    set: &mut JoinSet<T>,
+) -> Result<Option<Result<T, tokio::task::JoinError>>> {
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            r = set.join_next() => return Ok(r),
+            _ = check.tick() => still_leading(node, state)?,
+        }
+    }
 }

@@ -20,7 +20,7 @@ use scs_common::name;
 use scs_common::proto::rpc::{Message, Request, Response, UploadSpec};
 use scs_common::{ContentHash, Entry, Error, Key, Kind, NodeId, Result};
 
-use super::{broadcast_apply, majority_of, now_ns, pick_holders, Batch, LeaderState, VersionGuard};
+use super::{broadcast_apply, majority_of, now_ns, pick_holders, still_leading, Batch, LeaderState, VersionGuard};
 use crate::node::Node;
 use crate::store::{check_ancestors, Lookup};
 use crate::transfer::{drain, BlobSink};
@@ -29,7 +29,7 @@ use crate::transfer::{drain, BlobSink};
 /// its pace rather than growing memory.
 const HOLDER_QUEUE: usize = 8;
 /// A holder that accepts no chunk for this long is dropped from the upload.
-const HOLDER_STALL: Duration = Duration::from_secs(10);
+const HOLDER_STALL: Duration = Duration::from_secs(2);
 /// How long a holder may take to fsync and answer after the last byte.
 const HOLDER_FINISH: Duration = Duration::from_secs(120);
 /// After a majority of holders answered, how long the others get to join in.
@@ -166,9 +166,11 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
                 if let Some(h) = hasher.as_mut() {
                     h.update(&b);
                 }
-                for r in remotes.iter_mut() {
-                    feed(r, Feed::Data(b.clone())).await;
+                if let Err(e) = still_leading(node, &state) {
+                    *broken = !drain(conn).await;
+                    return Err(e);
                 }
+                feed_all(&mut remotes, || Feed::Data(b.clone())).await;
                 if let Some(sink) = local.as_mut() {
                     if let Err(e) = sink.write(b).await {
                         log::warn!("node {}: local write of {:?} failed: {e}", node.me(), entry.name);
@@ -196,9 +198,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
             return Err(Error::Corrupt(format!("received bytes hash to {ours:?}, the client sent {client_hash:?}")));
         }
     }
-    for r in remotes.iter_mut() {
-        feed(r, Feed::End(client_hash)).await;
-    }
+    feed_all(&mut remotes, || Feed::End(client_hash)).await;
     let need = majority_of(planned);
     let mut failures = Vec::new();
     let mut grace_deadline = None;
@@ -208,7 +208,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
                 Ok(n) => n,
                 Err(_) => break,
             },
-            None => acks.join_next().await,
+            None => super::join_while_leading(node, &state, &mut acks).await?,
         };
         match next {
             None => break,
@@ -253,13 +253,19 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
 }
 
 /// Queues a message for a holder; a holder that stalls or failed is dropped.
-async fn feed(r: &mut Remote, item: Feed) {
-    let Some(tx) = r.tx.as_ref() else { return };
-    match tx.send_timeout(item, HOLDER_STALL).await {
-        Ok(()) => {}
-        Err(_) => {
-            log::warn!("holder node {} stalled or failed; continuing without it", r.id);
-            r.tx = None;
+/// Queues a message for every holder still in the upload. The holders share
+/// one deadline, so several stalled holders cost one stall, not one each; a
+/// holder that stalls or failed is dropped.
+async fn feed_all(remotes: &mut [Remote], item: impl Fn() -> Feed) {
+    let deadline = tokio::time::Instant::now() + HOLDER_STALL;
+    for r in remotes.iter_mut() {
+        let Some(tx) = r.tx.as_ref() else { continue };
+        match tokio::time::timeout_at(deadline, tx.send(item())).await {
+            Ok(Ok(())) => {}
+            _ => {
+                log::warn!("holder node {} stalled or failed; continuing without it", r.id);
+                r.tx = None;
+            }
         }
     }
 }

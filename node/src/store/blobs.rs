@@ -123,7 +123,6 @@ impl BlobReader {
     pub fn remaining(&self) -> u64 {
         self.remaining
     }
-
 }
 
 /// The sha256 of a whole file (scrub, startup checks).

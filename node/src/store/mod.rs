@@ -7,6 +7,7 @@
 //! removed when the store opens.
 
 mod blobs;
+pub mod digest;
 mod index;
 pub mod layout;
 
@@ -21,6 +22,7 @@ use scs_common::name;
 use scs_common::{ContentHash, Entry, Error, Key, Kind, NodeId, Result, Term, Version};
 
 pub use blobs::{hash_file, BlobReader, BlobWriter};
+use digest::Digests;
 use index::{
     db_err, decode_entry, encode_entry, read_entry, read_version, ENTRIES, HELD, META, NAMES, VERSIONS, WANTED,
 };
@@ -124,6 +126,7 @@ impl Store {
         }
         tx.commit().map_err(db_err)?;
         let report = store.recover()?;
+        store.rebuild_digests()?;
         Ok((store, report))
     }
 
@@ -501,6 +504,8 @@ impl Store {
             let mut versions = tx.open_table(VERSIONS).map_err(db_err)?;
             let mut held = tx.open_table(HELD).map_err(db_err)?;
             let mut wanted = tx.open_table(WANTED).map_err(db_err)?;
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            let mut digests = read_digests(&meta)?;
 
             // Pass 1: which entries win, and which of our blobs they release.
             let mut winners: Vec<(&Entry, Option<Entry>)> = Vec::new();
@@ -509,16 +514,20 @@ impl Store {
                 let old = read_entry(&entries, &key)?;
                 if old.as_ref().is_some_and(|o| o.version >= e.version) {
                     out.stale += 1;
-                    let is_written = written.contains(&(key, e.version));
-                    // The blob we were waiting for (a fetch or a retried replication): keep it.
-                    if is_written
+                    let path = self.layout.blob(&key, e.version);
+                    let in_place =
+                        written.contains(&(key, e.version)) || fs::metadata(&path).is_ok_and(|m| m.len() == e.size);
+                    if in_place
                         && old.as_ref().is_some_and(|o| o.version == e.version)
                         && read_version(&wanted, &key)? == Some(e.version)
                     {
+                        // The blob we were waiting for (a fetch or a retried replication): keep it.
                         wanted.remove(&key.0).map_err(db_err)?;
                         held.insert(&key.0, &e.version.to_be_bytes()).map_err(db_err)?;
-                    } else if is_written && read_version(&held, &key)? != Some(e.version) {
-                        useless.push(self.layout.blob(&key, e.version));
+                    } else if e.has_blob() && read_version(&held, &key)? != Some(e.version) {
+                        // A version that lost to a newer one: its blob, if one
+                        // was replicated here, is garbage.
+                        useless.push(path);
                     }
                     continue;
                 }
@@ -542,7 +551,9 @@ impl Store {
                     if !o.deleted {
                         names.remove(o.name.as_str()).map_err(db_err)?;
                     }
+                    digests.toggle(&key, o.version);
                 }
+                digests.toggle(&key, e.version);
                 entries.insert(&key.0, encode_entry(e).as_slice()).map_err(db_err)?;
                 versions.insert(&e.version.to_be_bytes(), &key.0).map_err(db_err)?;
                 if !e.deleted {
@@ -568,6 +579,9 @@ impl Store {
                     wanted.insert(&key.0, &e.version.to_be_bytes()).map_err(db_err)?;
                     out.wanted += 1;
                 }
+            }
+            if out.applied > 0 {
+                meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(db_err)?;
             }
             self.held.store(held.len().map_err(db_err)?, Ordering::Relaxed);
             self.wanted.store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
@@ -676,3 +690,150 @@ pub fn check_ancestors(store: &Store, name: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// The meta key of the bucket digests.
+const DIGESTS: &str = "digests";
+
+fn read_digests(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Digests> {
+    match meta.get(DIGESTS).map_err(db_err)? {
+        Some(v) => Digests::from_bytes(v.value()).ok_or_else(|| Error::Internal("damaged index digests".into())),
+        None => Ok(Digests::default()),
+    }
+}
+
+impl Store {
+    /// The 256 bucket digests of the index (see [`digest`]).
+    pub fn digests(&self) -> Result<Digests> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        read_digests(&tx.open_table(META).map_err(db_err)?)
+    }
+
+    /// Every (key, version) in one bucket, tombstones included.
+    pub fn bucket(&self, bucket: u8) -> Result<Vec<(Key, Version)>> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+        let mut lo = [0u8; 32];
+        lo[0] = bucket;
+        let mut out = Vec::new();
+        for row in entries.range::<&[u8; 32]>(&lo..).map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            if k.value()[0] != bucket {
+                break;
+            }
+            out.push((Key(*k.value()), decode_entry(v.value())?.version));
+        }
+        Ok(out)
+    }
+
+    /// The entries of these keys that exist here.
+    pub fn entries_for(&self, keys: &[Key]) -> Result<Vec<Entry>> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for k in keys {
+            if let Some(e) = read_entry(&entries, k)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every tombstone older than `before_ns` (by its mtime), up to `limit`.
+    pub fn old_tombstones(&self, before_ns: i64, limit: usize) -> Result<Vec<(Key, Version)>> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in entries.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let e = decode_entry(v.value())?;
+            if e.deleted && e.mtime_ns < before_ns {
+                out.push((Key(*k.value()), e.version));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets tombstones that every node has (the leader checked): each is
+    /// removed only if it is still a tombstone at exactly that version.
+    pub fn purge(&self, items: &[(Key, Version)]) -> Result<usize> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let mut purged = 0;
+        {
+            let mut entries = tx.open_table(ENTRIES).map_err(db_err)?;
+            let mut versions = tx.open_table(VERSIONS).map_err(db_err)?;
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            let mut digests = read_digests(&meta)?;
+            for (key, version) in items {
+                let Some(e) = read_entry(&entries, key)? else { continue };
+                if !e.deleted || e.version != *version {
+                    continue;
+                }
+                entries.remove(&key.0).map_err(db_err)?;
+                versions.remove(&version.to_be_bytes()).map_err(db_err)?;
+                digests.toggle(key, *version);
+                purged += 1;
+            }
+            if purged > 0 {
+                meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(purged)
+    }
+
+    /// Every blob this node keeps, for the scrub.
+    pub fn held_blobs(&self) -> Result<Vec<(Key, Version)>> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let held = tx.open_table(HELD).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in held.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            out.push((Key(*k.value()), Version::from_be_bytes(*v.value())));
+        }
+        Ok(out)
+    }
+
+    /// Every live file entry, for the leader's replica check.
+    pub fn live_files(&self, after: Option<Key>, limit: usize) -> Result<Vec<Entry>> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+        let lo = after.map(|k| k.0).unwrap_or([0; 32]);
+        let mut out = Vec::new();
+        for row in entries.range::<&[u8; 32]>(&lo..).map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            if Some(Key(*k.value())) == after {
+                continue;
+            }
+            let e = decode_entry(v.value())?;
+            if e.has_blob() {
+                out.push(e);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Recomputes the digests from the entries (an index from before digests existed).
+    fn rebuild_digests(&self) -> Result<()> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        {
+            let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            if meta.get(DIGESTS).map_err(db_err)?.is_some() {
+                return Ok(());
+            }
+            let mut digests = Digests::default();
+            for row in entries.iter().map_err(db_err)? {
+                let (k, v) = row.map_err(db_err)?;
+                digests.toggle(&Key(*k.value()), decode_entry(v.value())?.version);
+            }
+            meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+}

@@ -1,0 +1,62 @@
+//! The JSON the CLI prints: `scs status --json` and `scs ls --json`.
+//! Parsed strictly on the fields of the contract, so a renamed field fails.
+
+use serde::Deserialize;
+
+/// `scs status --json`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub leader: Option<u32>,
+    pub term: u64,
+    pub quorum: bool,
+    pub cluster_size: u32,
+    pub replicas: u32,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One member in [`Status`].
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: u32,
+    pub addr: String,
+    pub alive: bool,
+    pub role: String,
+    pub files: u64,
+    pub max_files: Option<u64>,
+}
+
+impl Status {
+    /// The entry of node `id`.
+    ///
+    /// # Panics
+    /// When the status does not list it.
+    #[track_caller]
+    pub fn node(&self, id: u32) -> &NodeStatus {
+        self.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("status lists no node {id}: {self:?}"))
+    }
+
+    /// Ids of the nodes reported alive, ascending.
+    pub fn alive_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.nodes.iter().filter(|n| n.alive).map(|n| n.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Whether `id` leads with quorum and exactly `alive` are alive.
+    pub fn is_settled(&self, leader: u32, alive: &[u32]) -> bool {
+        self.leader == Some(leader) && self.quorum && self.alive_ids() == alive
+    }
+}
+
+/// One entry of `scs ls --json`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct LsEntry {
+    pub name: String,
+    pub size: u64,
+    pub mtime: i64,
+    pub kind: String,
+    #[serde(default)]
+    pub mtime_ns: Option<i64>,
+    #[serde(default)]
+    pub mode: Option<u32>,
+}

@@ -1,0 +1,69 @@
+//! Several clients at once: parallel uploads all land, racing overwrites of
+//! one name end with one whole content, and replaced versions do not pile
+//! up on disk.
+
+use std::time::Duration;
+
+use scs_tests::{eventually, seeded_bytes, Cluster};
+
+#[test]
+fn parallel_uploads_of_different_names_all_land_intact() {
+    let c = Cluster::start(3);
+    let files: Vec<(String, Vec<u8>)> =
+        (0..10).map(|i| (format!("par/{i}.bin"), seeded_bytes(600 + i, 300_000 + i as usize))).collect();
+    std::thread::scope(|s| {
+        let uploads: Vec<_> = files.iter().map(|(name, bytes)| s.spawn(|| c.try_upload_bytes(name, bytes))).collect();
+        for u in uploads {
+            u.join().expect("upload thread").assert_ok();
+        }
+    });
+    for (name, bytes) in &files {
+        c.assert_content(name, bytes);
+    }
+    assert_eq!(c.ls_json("par").len(), 10);
+    c.wait_for("every node to count 10 files", Duration::from_secs(10), |s| s.nodes.iter().all(|n| n.files == 10));
+}
+
+#[test]
+fn an_overwritten_file_leaves_only_its_new_version_on_disk() {
+    let c = Cluster::start(3);
+    for round in 0..3 {
+        c.upload_bytes("same.bin", &seeded_bytes(700 + round, 50_000));
+    }
+    c.assert_content("same.bin", &seeded_bytes(702, 50_000));
+    for id in 1..=3 {
+        eventually(&format!("node {id} to keep one blob"), Duration::from_secs(10), || c.blob_count(id) == 1);
+    }
+}
+
+#[test]
+fn racing_overwrites_of_one_name_end_with_one_whole_content() {
+    let c = Cluster::start(3);
+    let contents: Vec<Vec<u8>> = (0..4).map(|i| seeded_bytes(800 + i, 300_000)).collect();
+    std::thread::scope(|s| {
+        let uploads: Vec<_> = contents.iter().map(|bytes| s.spawn(|| c.try_upload_bytes("race.bin", bytes))).collect();
+        for u in uploads {
+            u.join().expect("upload thread").assert_ok();
+        }
+    });
+    let got = c.download_bytes("race.bin");
+    assert!(contents.contains(&got), "race.bin is none of the uploaded contents ({} bytes)", got.len());
+    assert_eq!(c.ls_json("").len(), 1);
+}
+
+#[test]
+fn racing_overwrites_of_one_name_leave_one_blob_per_node() {
+    let c = Cluster::start(3);
+    let contents: Vec<Vec<u8>> = (0..4).map(|i| seeded_bytes(900 + i, 300_000)).collect();
+    std::thread::scope(|s| {
+        let uploads: Vec<_> = contents.iter().map(|bytes| s.spawn(|| c.try_upload_bytes("race.bin", bytes))).collect();
+        for u in uploads {
+            u.join().expect("upload thread").assert_ok();
+        }
+    });
+    for id in 1..=3 {
+        eventually(&format!("node {id} to keep one blob of race.bin"), Duration::from_secs(10), || {
+            c.blob_count(id) == 1
+        });
+    }
+}
