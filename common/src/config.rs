@@ -33,6 +33,9 @@ pub struct NodeSettings {
     pub leader_timeout_ms: Option<u64>,
     pub answer_timeout_ms: Option<u64>,
     pub repair_delay_ms: Option<u64>,
+    pub scrub_bytes_per_sec: Option<u64>,
+    pub scrub_interval_ms: Option<u64>,
+    pub tombstone_ttl_ms: Option<u64>,
 }
 
 impl NodeSettings {
@@ -65,6 +68,9 @@ impl NodeSettings {
             leader_timeout_ms: over.leader_timeout_ms.or(self.leader_timeout_ms),
             answer_timeout_ms: over.answer_timeout_ms.or(self.answer_timeout_ms),
             repair_delay_ms: over.repair_delay_ms.or(self.repair_delay_ms),
+            scrub_bytes_per_sec: over.scrub_bytes_per_sec.or(self.scrub_bytes_per_sec),
+            scrub_interval_ms: over.scrub_interval_ms.or(self.scrub_interval_ms),
+            tombstone_ttl_ms: over.tombstone_ttl_ms.or(self.tombstone_ttl_ms),
         }
     }
 }
@@ -89,6 +95,12 @@ pub struct NodeConfig {
     pub leader_timeout: Duration,
     pub answer_timeout: Duration,
     pub repair_delay: Duration,
+    /// How fast the scrub re-reads blobs; 0 turns it off.
+    pub scrub_bytes_per_sec: u64,
+    /// Pause between two scrub passes.
+    pub scrub_interval: Duration,
+    /// How old a tombstone must be before it may be purged (once every node has it).
+    pub tombstone_ttl: Duration,
 }
 
 impl NodeConfig {
@@ -155,6 +167,9 @@ impl NodeConfig {
             leader_timeout: Duration::from_millis(leader_timeout_ms),
             answer_timeout: Duration::from_millis(answer_timeout_ms),
             repair_delay: Duration::from_millis(s.repair_delay_ms.unwrap_or(30_000)),
+            scrub_bytes_per_sec: s.scrub_bytes_per_sec.unwrap_or(32 << 20),
+            scrub_interval: Duration::from_millis(s.scrub_interval_ms.unwrap_or(600_000)),
+            tombstone_ttl: Duration::from_millis(s.tombstone_ttl_ms.unwrap_or(3_600_000)),
         })
     }
 

@@ -273,20 +273,50 @@ fn print_status(s: &StatusReport) {
         if s.quorum { "yes" } else { "NO" },
         s.replicas
     );
-    println!("{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10}", "ID", "ADDRESS", "ROLE", "ALIVE", "FILES", "MAX_FILES");
+    let repairing: u64 = s.nodes.iter().filter(|n| n.alive).map(|n| n.wanted).sum();
+    let corrupt: u64 = s.nodes.iter().map(|n| n.corrupt).sum();
+    if s.under_replicated > 0 || repairing > 0 || corrupt > 0 {
+        println!(
+            "{} file(s) below their replica target, {repairing} cop(ies) being repaired, {corrupt} bad cop(ies) found and replaced",
+            s.under_replicated
+        );
+    }
+    println!(
+        "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10} {:>10} {:>9}",
+        "ID", "ADDRESS", "ROLE", "ALIVE", "FILES", "MAX_FILES", "DISK_FREE", "REPAIRING"
+    );
     for n in &s.nodes {
         let max = n.max_files.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
         let addr = if n.addr.is_empty() { "?" } else { &n.addr };
         let role = if n.alive { role_name(n.role) } else { "-" };
+        let free = if n.disk_total == 0 { "-".to_string() } else { human_bytes(n.disk_free) };
         println!(
-            "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10}",
+            "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10} {:>10} {:>9}",
             n.id.0,
             addr,
             role,
             if n.alive { "yes" } else { "no" },
             n.files,
-            max
+            max,
+            free,
+            n.wanted
         );
+    }
+}
+
+/// 1.5G, 340M, 12K: sizes for people.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 || v >= 10.0 {
+        format!("{:.0}{}", v, UNITS[u])
+    } else {
+        format!("{:.1}{}", v, UNITS[u])
     }
 }
 
@@ -297,6 +327,7 @@ fn status_json(s: &StatusReport) -> serde_json::Value {
         "quorum": s.quorum,
         "cluster_size": s.cluster_size,
         "replicas": s.replicas,
+        "under_replicated": s.under_replicated,
         "nodes": s.nodes.iter().map(|n| serde_json::json!({
             "id": n.id.0,
             "addr": n.addr,
@@ -304,6 +335,10 @@ fn status_json(s: &StatusReport) -> serde_json::Value {
             "role": role_name(n.role),
             "files": n.files,
             "max_files": n.max_files,
+            "wanted": n.wanted,
+            "corrupt": n.corrupt,
+            "disk_free": n.disk_free,
+            "disk_total": n.disk_total,
         })).collect::<Vec<_>>(),
     })
 }
@@ -311,6 +346,13 @@ fn status_json(s: &StatusReport) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_shown_for_people() {
+        assert_eq!(human_bytes(0), "0B");
+        assert_eq!(human_bytes(1536), "1.5K");
+        assert_eq!(human_bytes(340 << 20), "340M");
+    }
 
     #[test]
     fn times_are_shown_in_utc() {

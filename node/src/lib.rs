@@ -13,12 +13,14 @@
 //! - [`store`]: blobs on disk and the redb index; the only code that knows paths.
 //! - [`transfer`]: overlapping disk and network for file bytes.
 //! - [`peers`]: pooled authenticated connections to other nodes.
+//! - [`repair`]: re-replication, index anti-entropy, tombstone purge, scrub.
 
 pub mod cluster;
 pub mod leader;
 pub mod net;
 pub mod node;
 pub mod peers;
+pub mod repair;
 pub mod store;
 pub mod sync;
 pub mod transfer;
@@ -38,7 +40,7 @@ use scs_common::{Error, Result, Term};
 
 use crate::cluster::driver::{Driver, Lease};
 use crate::leader::LeaderState;
-use crate::node::Node;
+use crate::node::{Health, Node};
 use crate::store::Store;
 use crate::view::ClusterView;
 
@@ -89,10 +91,12 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
         cfg.advertise.set_port(port);
     }
     let lease = Arc::new(Lease::default());
-    let driver = Driver::new(cfg.clone(), key.clone(), store.clone(), initial_term, lease.clone())?;
+    let health = Arc::new(Health::default());
+    let driver = Driver::new(cfg.clone(), key.clone(), store.clone(), initial_term, lease.clone(), health.clone())?;
     let (view_tx, view_rx) = watch::channel(ClusterView::new(id));
     let (control_tx, control_rx) = mpsc::channel(64);
-    let node = Arc::new(Node::new(cfg.clone(), key.clone(), store, view_rx, control_tx, lease, shutdown.clone()));
+    let node =
+        Arc::new(Node::new(cfg.clone(), key.clone(), store, view_rx, control_tx, lease, health, shutdown.clone()));
 
     log::info!(
         "node {id}: listening on {} (advertised as {}), gossip on {} via {}, cluster of {}, key {}",
@@ -108,6 +112,10 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     tasks.spawn(net::server::run(node.clone(), listener));
     tasks.spawn(sync::follow(node.clone()));
     tasks.spawn(roles(node.clone(), ready));
+    tasks.spawn(repair::replicas(node.clone()));
+    tasks.spawn(repair::anti_entropy(node.clone()));
+    tasks.spawn(repair::tombstones(node.clone()));
+    tasks.spawn(repair::scrub(node.clone()));
 
     shutdown.cancelled().await;
     log::info!("node {id}: shutting down");

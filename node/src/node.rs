@@ -29,6 +29,13 @@ pub enum Control {
     Ready { term: Term },
 }
 
+/// Figures the background loops keep for heartbeats and `scs status`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// As leader: files with fewer live copies than `replicas`.
+    pub under_replicated: std::sync::atomic::AtomicU64,
+}
+
 pub struct Node {
     pub cfg: NodeConfig,
     pub key: ClusterKey,
@@ -43,6 +50,7 @@ pub struct Node {
     commit_gate: RwLock<()>,
     /// Valid while the driver keeps confirming our quorum.
     lease: Arc<Lease>,
+    pub health: Arc<Health>,
     /// Present while this node leads; versions and in-flight writes.
     pub leader: std::sync::Mutex<Option<Arc<LeaderState>>>,
 }
@@ -55,6 +63,7 @@ impl Node {
         view: watch::Receiver<ClusterView>,
         control: mpsc::Sender<Control>,
         lease: Arc<Lease>,
+        health: Arc<Health>,
         shutdown: CancellationToken,
     ) -> Node {
         let peers = Peers::new(key.clone(), cfg.id);
@@ -67,6 +76,7 @@ impl Node {
             control,
             shutdown,
             lease,
+            health,
             commit_gate: RwLock::new(()),
             leader: std::sync::Mutex::new(None),
         }

@@ -24,6 +24,8 @@ const PULL_BATCH: usize = 500;
 const SYNC_INTERVAL: Duration = Duration::from_millis(1000);
 /// Wanted blobs fetched per round.
 const FETCH_BATCH: usize = 64;
+/// Bytes per second a node spends fetching copies it lacks.
+const FETCH_RATE: u64 = 128 << 20;
 
 /// Answers a `Pull`: with a fence, first moves to the new term and waits out
 /// commits of older terms; then streams every entry newer than `since`.
@@ -145,10 +147,24 @@ pub async fn follow(node: Arc<Node>) {
     let mut caught_up_with: Option<(Term, NodeId)> = None;
     let mut failures = 0u32;
     loop {
-        tokio::select! {
-            _ = node.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(SYNC_INTERVAL) => {}
-            r = view_rx.changed() => if r.is_err() { return },
+        // Wake on the interval, or at once when the leader or term changes
+        // (not on every change of another node's load figures).
+        let deadline = tokio::time::Instant::now() + SYNC_INTERVAL;
+        let seen = (node.view.borrow().term, node.view.borrow().leader);
+        loop {
+            tokio::select! {
+                _ = node.shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => break,
+                r = view_rx.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    let v = view_rx.borrow_and_update();
+                    if (v.term, v.leader) != seen {
+                        break;
+                    }
+                }
+            }
         }
         let v = node.view();
         if let (Some(leader), Some(addr)) = (v.leader.filter(|l| *l != me), v.leader_addr()) {
@@ -196,9 +212,14 @@ pub async fn fetch_wanted(node: &Arc<Node>) {
         if node.shutdown.is_cancelled() {
             return;
         }
+        let started = std::time::Instant::now();
         if let Err(e) = fetch_one(node, &entry).await {
             log::debug!("node {}: cannot fetch {:?} yet: {e}", node.me(), entry.name);
+            continue;
         }
+        // Repairs are paced so that clients keep their speed.
+        let budget = Duration::from_secs_f64(entry.size as f64 / FETCH_RATE as f64);
+        tokio::time::sleep(budget.saturating_sub(started.elapsed())).await;
     }
 }
 

@@ -14,6 +14,8 @@ pub struct Member {
     pub alive: bool,
     pub role: Option<Role>,
     pub term: Term,
+    /// When it was presumed dead (last heard plus the leader timeout); `None` while alive.
+    pub down_since: Option<std::time::Instant>,
 }
 
 /// A snapshot of the election and membership state.

@@ -97,3 +97,8 @@ mod tests {
         assert_eq!(sha256_hex(&path), hash);
     }
 }
+
+/// The index key of a name, as the nodes compute it: hex(sha256(name)).
+pub fn key_hex(name: &str) -> String {
+    hex(&Sha256::digest(name.as_bytes()))
+}

@@ -23,5 +23,5 @@ pub mod report;
 
 pub use cli::Output;
 pub use cluster::{eventually, write_random_key, Cluster, ClusterBuilder};
-pub use data::{seeded_bytes, sha256_hex, write_seeded_file};
+pub use data::{key_hex, seeded_bytes, sha256_hex, write_seeded_file};
 pub use report::{LsEntry, NodeStatus, Status};

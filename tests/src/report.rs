@@ -12,6 +12,8 @@ pub struct Status {
     pub cluster_size: u32,
     pub replicas: u32,
     pub nodes: Vec<NodeStatus>,
+    #[serde(default)]
+    pub under_replicated: u64,
 }
 
 /// One member in [`Status`].
@@ -23,6 +25,10 @@ pub struct NodeStatus {
     pub role: String,
     pub files: u64,
     pub max_files: Option<u64>,
+    #[serde(default)]
+    pub wanted: u64,
+    #[serde(default)]
+    pub corrupt: u64,
 }
 
 impl Status {

@@ -89,7 +89,6 @@ fn a_returning_leader_catches_up_then_leads_with_every_change_made_while_it_was_
 }
 
 #[test]
-#[ignore = "bug: a node that was down never gets copies of the files written meanwhile (stays under-replicated)"]
 fn a_returning_node_gets_copies_of_the_files_written_while_it_was_down() {
     // A short repair delay, so neither catch-up nor repair has an excuse.
     let mut c = Cluster::builder(3).config("repair_delay_ms = 1000\n").start();

@@ -65,6 +65,12 @@ pub struct NodeInfo {
     /// Bytes free and in all on the disk of its data directory.
     pub disk_free: u64,
     pub disk_total: u64,
+    /// Copies it should keep but has yet to fetch.
+    pub wanted: u64,
+    /// Bad copies found since it started.
+    pub corrupt: u64,
+    /// As leader: files below their replica target.
+    pub under_replicated: u64,
 }
 
 /// One authenticated datagram.

@@ -94,6 +94,19 @@ pub enum Request {
     /// it and, if it is bad, moves it aside and fetches a good copy.
     ReportCorrupt { key: Key, version: Version },
 
+    // Anti-entropy between nodes (see the node's store::digest).
+    /// The 256 bucket digests of the receiver's index: `Digests`.
+    Digests,
+    /// Every (key, version) in one bucket: `Versions`.
+    BucketVersions { bucket: u8 },
+    /// The entries of these keys the receiver has: `Entries`.
+    EntriesFor { keys: Vec<Key> },
+    /// Entries the sender has and the receiver lacked or had older; applied
+    /// if newer (versions decide, so this is safe from anyone in the cluster).
+    Offer { entries: Vec<Entry> },
+    /// From the leader, once every node has them: forget these tombstones.
+    Purge { term: Term, leader: NodeId, items: Vec<(Key, Version)> },
+
     // Between nodes only.
     /// Store the content of `entry` durably (bytes + `End` follow) and answer
     /// `Done`; the entry itself (with its final size and hash) is committed
@@ -126,6 +139,10 @@ pub struct NodeStatus {
     /// Bytes free and in all on the node's data disk.
     pub disk_free: u64,
     pub disk_total: u64,
+    /// Copies it should keep but has yet to fetch (repairs in progress).
+    pub wanted: u64,
+    /// Bad copies its scrub or readers found since it started.
+    pub corrupt: u64,
 }
 
 /// The answer to `Status`.
@@ -139,6 +156,8 @@ pub struct StatusReport {
     pub cluster_size: u32,
     pub replicas: u32,
     pub nodes: Vec<NodeStatus>,
+    /// Files with fewer live copies than `replicas` (as of the leader's last check).
+    pub under_replicated: u64,
 }
 
 /// A response to a request.
@@ -176,6 +195,9 @@ pub enum Response {
         more: bool,
         watermark: Version,
     },
+    Digests(Vec<u64>),
+    Versions(Vec<(Key, Version)>),
+    Entries(Vec<Entry>),
     Error(WireError),
 }
 

@@ -19,7 +19,7 @@ use scs_common::proto::gossip::{self, Envelope, Gossip, NodeInfo, ReplayGuard, R
 use scs_common::{NodeId, Result, Term};
 
 use crate::cluster::election::{Action, Election, ElectionConfig, Input};
-use crate::node::Control;
+use crate::node::{Control, Health};
 use crate::store::Store;
 use crate::view::{ClusterView, Member};
 
@@ -97,6 +97,8 @@ pub struct Driver {
     saved_term: Term,
     /// Shared with the request handlers.
     lease: Arc<Lease>,
+    /// Figures the repair loop keeps, for heartbeats.
+    health: Arc<Health>,
     delays: Delays,
     /// When the data disk was last measured, and its free and total bytes.
     disk: (Instant, u64, u64),
@@ -111,6 +113,7 @@ impl Driver {
         store: Arc<Store>,
         initial_term: Term,
         lease: Arc<Lease>,
+        health: Arc<Health>,
     ) -> Result<Driver> {
         let recv = multicast::receiver(cfg.group, cfg.iface)?;
         let send = multicast::sender(cfg.iface)?;
@@ -141,6 +144,7 @@ impl Driver {
             disk: (Instant::now() - Duration::from_secs(60), 0, 0),
             saved_term: initial_term,
             lease,
+            health,
         })
     }
 
@@ -343,6 +347,9 @@ impl Driver {
             ready: self.serving(),
             disk_free: self.disk.1,
             disk_total: self.disk.2,
+            wanted: self.store.wanted_count(),
+            corrupt: self.store.corrupt_count(),
+            under_replicated: self.health.under_replicated.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -350,9 +357,10 @@ impl Driver {
         let now = Instant::now();
         let alive = self.machine.alive(now);
         let mut members = BTreeMap::new();
-        for (id, (m, _)) in &self.members {
+        for (id, (m, heard)) in &self.members {
             let mut m = m.clone();
             m.alive = alive.contains(id);
+            m.down_since = (!m.alive).then_some(*heard + self.cfg.leader_timeout);
             members.insert(*id, m);
         }
         ClusterView {

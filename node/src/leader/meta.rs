@@ -8,17 +8,9 @@ use std::sync::Arc;
 use scs_common::name;
 use scs_common::{ContentHash, Entry, Error, Kind, Result, Version};
 
-use super::{broadcast_apply, now_ns, Batch, LeaderState};
+use super::{commit_and_spread, now_ns, Batch};
 use crate::node::Node;
 use crate::store::{check_ancestors, Lookup};
-
-/// Commits `batch`, built under the namespace lock `ns`, here; then
-/// releases the lock and the versions and spreads it to a majority.
-async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, batch: Batch, ns: G) -> Result<()> {
-    node.commit(state.term, node.me(), batch.entries.clone(), Vec::new()).await?;
-    drop(ns);
-    broadcast_apply(node, state, batch.into_entries()).await
-}
 
 /// Makes a directory (and with `parents` its missing ancestors, succeeding
 /// if it exists).

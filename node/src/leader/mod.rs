@@ -28,6 +28,9 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct LeaderState {
     pub term: Term,
+    /// When this node started leading the term (members it has not heard
+    /// from since count as down from then).
+    pub started: std::time::Instant,
     next_seq: AtomicU64,
     /// Versions handed out whose entries are not committed here yet.
     inflight: Mutex<BTreeSet<Version>>,
@@ -37,7 +40,13 @@ pub struct LeaderState {
 
 impl LeaderState {
     pub fn new(term: Term) -> LeaderState {
-        LeaderState { term, next_seq: AtomicU64::new(1), inflight: Mutex::new(BTreeSet::new()), ns: Default::default() }
+        LeaderState {
+            term,
+            started: std::time::Instant::now(),
+            next_seq: AtomicU64::new(1),
+            inflight: Mutex::new(BTreeSet::new()),
+            ns: Default::default(),
+        }
     }
 
     /// A new version, in flight until the returned guard is dropped.
@@ -108,14 +117,15 @@ pub fn majority_of(n: usize) -> usize {
     n / 2 + 1
 }
 
-/// Commits `entries` here and on every live node, returning once a majority
-/// of the cluster has committed them. Stragglers finish in the background.
+/// Commits `batch`, built under the namespace lock `ns`, here; then
+/// releases the lock and the versions and spreads it to a majority.
 ///
 /// # Errors
 /// `Stale` if this node was deposed; `Unavailable` if no majority committed.
-pub async fn commit_on_majority(node: &Arc<Node>, state: &Arc<LeaderState>, entries: Vec<Entry>) -> Result<()> {
-    node.commit(state.term, node.me(), entries.clone(), Vec::new()).await?;
-    broadcast_apply(node, state, entries).await
+pub async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, batch: Batch, ns: G) -> Result<()> {
+    node.commit(state.term, node.me(), batch.entries.clone(), Vec::new()).await?;
+    drop(ns);
+    broadcast_apply(node, state, batch.into_entries()).await
 }
 
 /// Sends already locally committed `entries` to every other live node and

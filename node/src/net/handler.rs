@@ -93,6 +93,11 @@ fn request_name(r: &Request) -> &'static str {
         Request::SetAttr { .. } => "setattr",
         Request::Status => "status",
         Request::ReportCorrupt { .. } => "report-corrupt",
+        Request::Digests => "digests",
+        Request::BucketVersions { .. } => "bucket-versions",
+        Request::EntriesFor { .. } => "entries-for",
+        Request::Offer { .. } => "offer",
+        Request::Purge { .. } => "purge",
         Request::Replicate { .. } => "replicate",
         Request::Apply { .. } => "apply",
         Request::Pull { .. } => "pull",
@@ -160,6 +165,35 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
         Request::Pull { since, fence } => {
             from_node(peer)?;
             sync::serve_pull(node, conn, since, fence).await.map_err(Failure::Close)
+        }
+        Request::Digests => {
+            from_node(peer)?;
+            let d = node.blocking(|s| s.digests()).await?;
+            reply(conn, Response::Digests(d.0)).await
+        }
+        Request::BucketVersions { bucket } => {
+            from_node(peer)?;
+            let v = node.blocking(move |s| s.bucket(bucket)).await?;
+            reply(conn, Response::Versions(v)).await
+        }
+        Request::EntriesFor { keys } => {
+            from_node(peer)?;
+            let e = node.blocking(move |s| s.entries_for(&keys)).await?;
+            reply(conn, Response::Entries(e)).await
+        }
+        Request::Offer { entries } => {
+            from_node(peer)?;
+            for e in &entries {
+                name::validate(&e.name)?;
+            }
+            node.blocking(move |s| s.apply(&entries, &[])).await?;
+            reply(conn, Response::Done).await
+        }
+        Request::Purge { term, leader, items } => {
+            from_node(peer)?;
+            node.admit(term, leader).await?;
+            node.blocking(move |s| s.purge(&items)).await?;
+            reply(conn, Response::Done).await
         }
     }
 }
@@ -318,6 +352,8 @@ pub fn status(node: &Node) -> StatusReport {
                 max_files: node.cfg.max_files,
                 disk_free,
                 disk_total,
+                wanted: node.store.wanted_count(),
+                corrupt: node.store.corrupt_count(),
             });
         } else {
             let m = view.members.get(&id);
@@ -330,13 +366,16 @@ pub fn status(node: &Node) -> StatusReport {
                 max_files: m.map(|m| m.info.max_files).unwrap_or(None),
                 disk_free: m.map(|m| m.info.disk_free).unwrap_or(0),
                 disk_total: m.map(|m| m.info.disk_total).unwrap_or(0),
+                wanted: m.map(|m| m.info.wanted).unwrap_or(0),
+                corrupt: m.map(|m| m.info.corrupt).unwrap_or(0),
             });
         }
     }
-    let quorum = if view.is_leader() {
-        view.quorum
+    let leader_info = view.leader.and_then(|l| view.members.get(&l)).map(|m| &m.info);
+    let (quorum, under_replicated) = if view.is_leader() {
+        (view.quorum, node.health.under_replicated.load(std::sync::atomic::Ordering::Relaxed))
     } else {
-        view.leader.and_then(|l| view.members.get(&l)).is_some_and(|m| m.info.ready)
+        (leader_info.is_some_and(|i| i.ready), leader_info.map(|i| i.under_replicated).unwrap_or(0))
     };
     StatusReport {
         node: node.me(),
@@ -346,6 +385,7 @@ pub fn status(node: &Node) -> StatusReport {
         cluster_size: node.cfg.cluster_size,
         replicas: node.cfg.replicas,
         nodes,
+        under_replicated,
     }
 }
 

@@ -84,6 +84,8 @@ pub struct Store {
     tmp_counter: AtomicU64,
     held: AtomicU64,
     wanted: AtomicU64,
+    /// Bad copies found (scrub, readers' reports) since the store opened.
+    corrupt: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -113,6 +115,7 @@ impl Store {
             tmp_counter: AtomicU64::new(rand::random::<u64>() >> 16),
             held: AtomicU64::new(0),
             wanted: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
         };
         // Create every table so that readers never meet a missing one.
         let tx = store.db.begin_write().map_err(db_err)?;
@@ -442,8 +445,14 @@ impl Store {
         })
     }
 
+    /// Bad copies found since the store opened.
+    pub fn corrupt_count(&self) -> u64 {
+        self.corrupt.load(Ordering::Relaxed)
+    }
+
     /// Moves a blob that failed its hash aside and wants a good copy instead.
     pub fn quarantine(&self, key: &Key, version: Version) -> Result<()> {
+        self.corrupt.fetch_add(1, Ordering::Relaxed);
         let tx = self.db.begin_write().map_err(db_err)?;
         {
             let mut held = tx.open_table(HELD).map_err(db_err)?;
@@ -835,5 +844,35 @@ impl Store {
             meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)
+    }
+}
+
+impl Store {
+    /// Removes blob files that no entry of this node refers to and that are
+    /// older than `min_age` (what is left of uploads that never committed).
+    /// Returns how many were removed.
+    pub fn sweep_orphans(&self, min_age: std::time::Duration) -> Result<usize> {
+        let kept: HashSet<(Key, Version)> = self.held_blobs()?.into_iter().collect();
+        let wanted: HashSet<(Key, Version)> =
+            self.wanted(usize::MAX)?.into_iter().map(|e| (e.key(), e.version)).collect();
+        let mut removed = 0;
+        for shard in fs::read_dir(self.layout.blobs_dir())? {
+            let shard = shard?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&shard)? {
+                let f = f?;
+                let Some(kv) = f.file_name().to_str().and_then(layout::parse_blob_file_name) else { continue };
+                if kept.contains(&kv) || wanted.contains(&kv) {
+                    continue;
+                }
+                let old = f.metadata()?.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|a| a >= min_age);
+                if old && fs::remove_file(f.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 }

@@ -334,3 +334,19 @@ fn a_replicated_blob_of_a_version_that_lost_is_removed_when_its_entry_arrives() 
     assert_eq!(blob_files(tmp.path()), 1);
     assert_eq!(read_all(&s, &newer), b"new");
 }
+
+#[test]
+fn the_sweep_removes_only_old_unreferenced_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let kept = file("kept", v(1, 1), b"k", &[1]);
+    put(&s, &kept, b"k");
+    let stray = file("stray", v(1, 2), b"s", &[1]);
+    let mut w = s.new_blob(&stray.key(), stray.version, Some(1)).unwrap();
+    w.write(b"s").unwrap();
+    w.finish(None).unwrap();
+    assert_eq!(s.sweep_orphans(std::time::Duration::from_secs(600)).unwrap(), 0, "too young");
+    assert_eq!(s.sweep_orphans(std::time::Duration::ZERO).unwrap(), 1);
+    assert_eq!(blob_files(tmp.path()), 1);
+    assert_eq!(read_all(&s, &kept), b"k");
+}

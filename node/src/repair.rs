@@ -1,0 +1,306 @@
+//! Keeping the promise over time (DESIGN section 5): every file back at its
+//! replica target after a node is lost, every index in agreement, tombstones
+//! forgotten only once every node has them, and every blob re-checked.
+//!
+//! - [`replicas`] (leader): a file whose holders have been gone longer than
+//!   `repair_delay`, or that has fewer holders than `replicas`, gets new
+//!   holders among the live nodes with room. That is only a new version of
+//!   its entry; each new holder then fetches the blob from a live one, as it
+//!   fetches anything it should keep but lacks ([`crate::sync`]).
+//! - [`anti_entropy`] (followers): compares 256 bucket digests of its index
+//!   with the leader's, and for a bucket that differs exchanges (key,
+//!   version) lists and only the entries one side lacks, both ways.
+//! - [`tombstones`] (leader): when every configured node is up and every
+//!   index digest matches, old tombstones are purged everywhere.
+//! - [`scrub`] (every node): re-hashes each blob at a bounded rate; a bad
+//!   copy is moved aside and fetched again from a good holder.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scs_common::proto::rpc::{Request, Response};
+use scs_common::{Entry, Error, Key, NodeId, Result, Version};
+
+use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
+use crate::node::Node;
+use crate::store::digest::Digests;
+use crate::view::ClusterView;
+
+/// How often the leader checks replica counts.
+const REPLICA_INTERVAL: Duration = Duration::from_secs(2);
+/// Files given new holders per check: repair is paced, clients come first.
+const REPAIRS_PER_ROUND: usize = 256;
+/// Entries read per page of the replica check.
+const PAGE: usize = 1000;
+/// How often a follower compares its index with the leader's.
+const ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
+/// Buckets reconciled per comparison.
+const BUCKETS_PER_ROUND: usize = 32;
+/// How often the leader tries to purge tombstones (older than `tombstone_ttl`).
+const TOMBSTONE_INTERVAL: Duration = Duration::from_secs(5);
+/// A blob file nobody refers to for this long is removed by the scrub.
+const ORPHAN_AGE: Duration = Duration::from_secs(600);
+
+/// Whether a member has room for one more file, as it last told us.
+fn has_room(view: &ClusterView, id: NodeId) -> bool {
+    view.members
+        .get(&id)
+        .is_some_and(|m| m.alive && m.info.max_files.is_none_or(|max| m.info.files + m.info.wanted < max))
+}
+
+/// The leader's replica loop.
+pub async fn replicas(node: Arc<Node>) {
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(REPLICA_INTERVAL) => {}
+        }
+        let Ok(state) = node.writable() else { continue };
+        match replica_round(&node, &state).await {
+            Ok((under, repaired)) => {
+                node.health.under_replicated.store(under, Ordering::Relaxed);
+                if repaired > 0 {
+                    log::info!("node {}: gave {repaired} file(s) new holders ({under} below target)", node.me());
+                }
+            }
+            Err(e) => log::info!("node {}: replica check stopped: {e}", node.me()),
+        }
+    }
+}
+
+/// One pass over every live file; returns (files below target, files repaired).
+async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u64, usize)> {
+    let view = node.view();
+    let now = Instant::now();
+    let me = node.me();
+    let target = node.cfg.replicas as usize;
+    let delay = node.cfg.repair_delay;
+    // A holder counts as gone once it has been down longer than repair_delay
+    // (members never heard from since we lead: counted from then).
+    let gone = |id: NodeId| -> bool {
+        if id == me {
+            return false;
+        }
+        let down_since = match view.members.get(&id) {
+            Some(m) if m.alive => return false,
+            Some(m) => m.down_since.unwrap_or(state.started).max(state.started),
+            None => state.started,
+        };
+        now.saturating_duration_since(down_since) >= delay
+    };
+    let alive = |id: NodeId| id == me || view.members.get(&id).is_some_and(|m| m.alive);
+    let mut under = 0u64;
+    let mut repaired = 0usize;
+    let mut after: Option<Key> = None;
+    loop {
+        let page = node.blocking(move |s| s.live_files(after, PAGE)).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.key());
+        let full = page.len() < PAGE;
+        for entry in page {
+            let live_copies = entry.holders.iter().filter(|h| alive(**h)).count();
+            if live_copies < target {
+                under += 1;
+            }
+            let keep: Vec<NodeId> = entry.holders.iter().copied().filter(|h| !gone(*h)).collect();
+            // No live holder left to copy from: wait for one to return
+            // rather than give up on the copies the absent ones still have.
+            if keep.len() >= target || !keep.iter().any(|h| alive(*h)) || repaired >= REPAIRS_PER_ROUND {
+                continue;
+            }
+            let mut spare: Vec<(u64, NodeId)> = Vec::new();
+            if !entry.holders.contains(&me) && node.store.has_room_for(&entry.key())? {
+                spare.push((node.store.files(), me));
+            }
+            for (id, m) in view.alive_others() {
+                if !entry.holders.contains(&id) && has_room(&view, id) {
+                    spare.push((m.info.files, id));
+                }
+            }
+            spare.sort();
+            let added: Vec<NodeId> = spare.into_iter().take(target - keep.len()).map(|(_, id)| id).collect();
+            if added.is_empty() {
+                continue;
+            }
+            let mut holders = keep;
+            holders.extend(added);
+            holders.sort();
+            if give_holders(node, state, &entry, holders).await? {
+                repaired += 1;
+            }
+        }
+        if full {
+            break;
+        }
+    }
+    Ok((under, repaired))
+}
+
+/// Commits a new version of `entry` with `holders`, if the entry has not
+/// changed meanwhile. The new holders fetch the blob on their own.
+async fn give_holders(node: &Arc<Node>, state: &Arc<LeaderState>, entry: &Entry, holders: Vec<NodeId>) -> Result<bool> {
+    let ns = state.ns.lock().await;
+    let key = entry.key();
+    let current = node.blocking(move |s| s.entry(&key)).await?;
+    if current.as_ref().map(|e| e.version) != Some(entry.version) {
+        return Ok(false);
+    }
+    log::debug!("node {}: {:?} now kept by {holders:?} (was {:?})", node.me(), entry.name, entry.holders);
+    let mut batch = Batch::new(state);
+    batch.push(Entry { holders, ..entry.clone() });
+    commit_and_spread(node, state, batch, ns).await?;
+    Ok(true)
+}
+
+/// A follower's loop comparing its index with the leader's.
+pub async fn anti_entropy(node: Arc<Node>) {
+    let me = node.me();
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(ENTROPY_INTERVAL) => {}
+        }
+        let view = node.view();
+        let (Some(leader), Some(addr)) = (view.leader.filter(|l| *l != me), view.leader_addr()) else { continue };
+        match reconcile(&node, &addr).await {
+            Ok((got, gave)) if got + gave > 0 => {
+                log::info!("node {me}: index reconciled with leader {leader}: {got} entries in, {gave} out")
+            }
+            Ok(_) => {}
+            Err(e) => log::debug!("node {me}: cannot compare indexes with leader {leader}: {e}"),
+        }
+    }
+}
+
+async fn call(node: &Node, addr: &str, req: Request) -> Result<Response> {
+    tokio::time::timeout(Duration::from_secs(30), node.peers.call(addr, &req))
+        .await
+        .map_err(|_| Error::Unavailable(format!("{addr} did not answer")))?
+}
+
+/// Compares digests with the node at `addr` and exchanges what differs.
+/// Returns (entries received, entries sent).
+pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
+    let theirs = match call(node, addr, Request::Digests).await? {
+        Response::Digests(d) => Digests(d),
+        other => return Err(Error::Protocol(format!("unexpected answer to digests: {other:?}"))),
+    };
+    let ours = node.blocking(|s| s.digests()).await?;
+    let (mut got, mut gave) = (0, 0);
+    for bucket in ours.differing(&theirs).into_iter().take(BUCKETS_PER_ROUND) {
+        let their_versions: HashMap<Key, Version> = match call(node, addr, Request::BucketVersions { bucket }).await? {
+            Response::Versions(v) => v.into_iter().collect(),
+            other => return Err(Error::Protocol(format!("unexpected answer: {other:?}"))),
+        };
+        let our_versions: HashMap<Key, Version> = node.blocking(move |s| s.bucket(bucket)).await?.into_iter().collect();
+        let need: Vec<Key> =
+            their_versions.iter().filter(|(k, v)| our_versions.get(k).is_none_or(|o| o < v)).map(|(k, _)| *k).collect();
+        let give: Vec<Key> =
+            our_versions.iter().filter(|(k, v)| their_versions.get(k).is_none_or(|t| t < v)).map(|(k, _)| *k).collect();
+        for keys in need.chunks(500) {
+            if let Response::Entries(entries) = call(node, addr, Request::EntriesFor { keys: keys.to_vec() }).await? {
+                got += entries.len();
+                node.blocking(move |s| s.apply(&entries, &[])).await?;
+            }
+        }
+        for keys in give.chunks(500) {
+            let keys = keys.to_vec();
+            let entries = node.blocking(move |s| s.entries_for(&keys)).await?;
+            gave += entries.len();
+            call(node, addr, Request::Offer { entries }).await?;
+        }
+    }
+    Ok((got, gave))
+}
+
+/// The leader's loop purging tombstones every node has.
+pub async fn tombstones(node: Arc<Node>) {
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TOMBSTONE_INTERVAL) => {}
+        }
+        let Ok(state) = node.writable() else { continue };
+        match purge_round(&node, &state).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("node {}: purged {n} tombstone(s) every node had", node.me()),
+            Err(e) => log::debug!("node {}: tombstones kept for now: {e}", node.me()),
+        }
+    }
+}
+
+async fn purge_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<usize> {
+    let view = node.view();
+    let others: Vec<String> = view.alive_others().map(|(_, m)| m.info.addr.clone()).collect();
+    if others.len() + 1 < node.cfg.cluster_size as usize {
+        return Err(Error::Unavailable("not every node is up".into()));
+    }
+    let before = now_ns() - node.cfg.tombstone_ttl.as_nanos() as i64;
+    let items = node.blocking(move |s| s.old_tombstones(before, 1000)).await?;
+    if items.is_empty() {
+        return Ok(0);
+    }
+    // Every index must match ours: then every node has every tombstone, and
+    // no node keeps an older live version that could come back.
+    let ours = node.blocking(|s| s.digests()).await?;
+    for addr in &others {
+        match call(node, addr, Request::Digests).await? {
+            Response::Digests(d) if d == ours.0 => {}
+            _ => return Err(Error::Unavailable(format!("the index at {addr} differs"))),
+        }
+    }
+    let req = Request::Purge { term: state.term, leader: node.me(), items: items.clone() };
+    for addr in &others {
+        call(node, addr, req.clone()).await?;
+    }
+    node.blocking(move |s| s.purge(&items)).await
+}
+
+/// Every node's scrub: re-hash held blobs at `scrub_bytes_per_sec`.
+pub async fn scrub(node: Arc<Node>) {
+    let rate = node.cfg.scrub_bytes_per_sec;
+    if rate == 0 {
+        return;
+    }
+    let me = node.me();
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(node.cfg.scrub_interval) => {}
+        }
+        let started = Instant::now();
+        let Ok(blobs) = node.blocking(|s| s.held_blobs()).await else { continue };
+        let (mut checked, mut bad, mut bytes) = (0usize, 0usize, 0u64);
+        for (key, version) in blobs {
+            if node.shutdown.is_cancelled() {
+                return;
+            }
+            let t = Instant::now();
+            let size = node.blocking(move |s| Ok(s.entry(&key)?.map(|e| e.size).unwrap_or(0))).await.unwrap_or(0);
+            match node.blocking(move |s| s.check_blob(&key, version)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    bad += 1;
+                    let _ = node.blocking(move |s| s.quarantine(&key, version)).await;
+                }
+                Err(e) => log::warn!("node {me}: scrub could not read {key:?}: {e}"),
+            }
+            checked += 1;
+            bytes += size;
+            // Keep to the rate: a blob of `size` bytes buys size/rate seconds.
+            let budget = Duration::from_secs_f64(size as f64 / rate as f64);
+            tokio::select! {
+                _ = node.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(budget.saturating_sub(t.elapsed())) => {}
+            }
+        }
+        let orphans = node.blocking(|s| s.sweep_orphans(ORPHAN_AGE)).await.unwrap_or(0);
+        log::info!(
+            "node {me}: scrub checked {checked} blobs ({} MiB) in {:.0?}: {bad} bad, {orphans} orphans removed",
+            bytes >> 20,
+            started.elapsed()
+        );
+    }
+}
