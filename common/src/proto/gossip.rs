@@ -190,6 +190,9 @@ mod tests {
                 ready: true,
                 disk_free: 1 << 30,
                 disk_total: 1 << 40,
+                wanted: 0,
+                corrupt: 0,
+                under_replicated: 0,
             },
             msg: Gossip::Heartbeat(Heartbeat {
                 term: Term(4),
