@@ -40,7 +40,7 @@ use scs_common::{Error, Result, Term};
 
 use crate::cluster::driver::{Driver, Lease};
 use crate::leader::LeaderState;
-use crate::node::{Health, Node};
+use crate::node::{DriverLink, Health, Node};
 use crate::store::Store;
 use crate::view::ClusterView;
 
@@ -95,8 +95,8 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     let driver = Driver::new(cfg.clone(), key.clone(), store.clone(), initial_term, lease.clone(), health.clone())?;
     let (view_tx, view_rx) = watch::channel(ClusterView::new(id));
     let (control_tx, control_rx) = mpsc::channel(64);
-    let node =
-        Arc::new(Node::new(cfg.clone(), key.clone(), store, view_rx, control_tx, lease, health, shutdown.clone()));
+    let link = DriverLink { view: view_rx, control: control_tx, lease };
+    let node = Arc::new(Node::new(cfg.clone(), key.clone(), store, link, health, shutdown.clone()));
 
     log::info!(
         "node {id}: listening on {} (advertised as {}), gossip on {} via {}, cluster of {}, key {}",

@@ -55,18 +55,24 @@ pub struct Node {
     pub leader: std::sync::Mutex<Option<Arc<LeaderState>>>,
 }
 
+/// What the rest of the node holds of the election driver.
+pub struct DriverLink {
+    pub view: watch::Receiver<ClusterView>,
+    pub control: mpsc::Sender<Control>,
+    pub lease: Arc<Lease>,
+}
+
 impl Node {
     pub fn new(
         cfg: NodeConfig,
         key: ClusterKey,
         store: Arc<Store>,
-        view: watch::Receiver<ClusterView>,
-        control: mpsc::Sender<Control>,
-        lease: Arc<Lease>,
+        link: DriverLink,
         health: Arc<Health>,
         shutdown: CancellationToken,
     ) -> Node {
         let peers = Peers::new(key.clone(), cfg.id);
+        let DriverLink { view, control, lease } = link;
         Node {
             cfg,
             key,
