@@ -77,6 +77,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The index key of a name, as the nodes compute it: hex(sha256(name)).
+pub fn key_hex(name: &str) -> String {
+    hex(&Sha256::digest(name.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,9 +101,4 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), seeded_bytes(3, 3 << 19));
         assert_eq!(sha256_hex(&path), hash);
     }
-}
-
-/// The index key of a name, as the nodes compute it: hex(sha256(name)).
-pub fn key_hex(name: &str) -> String {
-    hex(&Sha256::digest(name.as_bytes()))
 }
