@@ -333,6 +333,8 @@ async fn replicate(
     let mut sink = BlobSink::spawn(writer);
     let (hash, _) = transfer::receive_into(conn, &mut sink, size).await.map_err(Failure::Close)?;
     sink.finish(Some(hash)).await.map_err(Failure::Reply)?;
+    // A slow holder may finish after its entry was decided without it.
+    node.blocking(move |s| s.settle_replicated(&key, version)).await?;
     reply(conn, Response::Done).await
 }
 

@@ -876,3 +876,24 @@ impl Store {
         Ok(removed)
     }
 }
+
+impl Store {
+    /// Called when a replicated blob has just landed: if its entry has
+    /// meanwhile been committed without this node as a holder, or replaced
+    /// by a newer version, the blob is garbage already and is removed (in a
+    /// write transaction, so it is ordered with [`Store::apply`]).
+    pub fn settle_replicated(&self, key: &Key, version: Version) -> Result<bool> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let garbage = {
+            let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+            let held = tx.open_table(HELD).map_err(db_err)?;
+            let decided = read_entry(&entries, key)?.is_some_and(|e| e.version >= version);
+            decided && read_version(&held, key)? != Some(version)
+        };
+        if garbage {
+            let _ = fs::remove_file(self.layout.blob(key, version));
+        }
+        tx.abort().map_err(db_err)?;
+        Ok(garbage)
+    }
+}

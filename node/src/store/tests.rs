@@ -350,3 +350,23 @@ fn the_sweep_removes_only_old_unreferenced_blobs() {
     assert_eq!(blob_files(tmp.path()), 1);
     assert_eq!(read_all(&s, &kept), b"k");
 }
+
+#[test]
+fn a_replicated_blob_that_lands_after_its_entry_left_it_out_is_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let e = file("late", v(1, 1), b"abc", &[2, 3]);
+    s.apply(std::slice::from_ref(&e), &[]).unwrap();
+    let mut w = s.new_blob(&e.key(), e.version, Some(3)).unwrap();
+    w.write(b"abc").unwrap();
+    w.finish(Some(e.hash)).unwrap();
+    assert!(s.settle_replicated(&e.key(), e.version).unwrap());
+    assert_eq!(blob_files(tmp.path()), 0);
+    // Before its entry exists, a landed blob is kept (the Apply will follow).
+    let f = file("early", v(1, 2), b"x", &[1]);
+    let mut w = s.new_blob(&f.key(), f.version, Some(1)).unwrap();
+    w.write(b"x").unwrap();
+    w.finish(Some(f.hash)).unwrap();
+    assert!(!s.settle_replicated(&f.key(), f.version).unwrap());
+    assert_eq!(blob_files(tmp.path()), 1);
+}
