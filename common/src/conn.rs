@@ -1,24 +1,28 @@
 //! [`Connection`]: the only type that reads and writes a TCP stream, and the
-//! authenticated handshake that opens every session.
+//! authenticated, encrypted handshake that opens every session (see
+//! [`crate::secure`]).
 //!
-//! Handlers see [`Message`] values and data chunks, never bytes on the socket.
+//! Handlers see [`Message`] values and data chunks, never bytes on the
+//! socket. Underneath, the frame stream is cut into AES-GCM records.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::auth::{self, ClusterKey};
+use crate::auth::ClusterKey;
 use crate::error::{Error, Result};
 use crate::proto::frame::{self, FrameKind};
 use crate::proto::rpc::{Message, Peer, Response};
-use crate::types::{ContentHash, NodeId, Nonce};
-use crate::PROTOCOL_VERSION;
+use crate::secure::{self, Cipher, Hello, Welcome, MAX_PLAIN, MAX_RECORD, PREAMBLE_LEN};
+use crate::types::{ContentHash, NodeId};
 
 /// How long the handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sealed bytes gathered before they are written to the socket.
+const OUT_BATCH: usize = 256 * 1024;
 
 /// One decoded frame.
 #[derive(Debug)]
@@ -34,22 +38,33 @@ pub enum Chunk {
     End(ContentHash),
 }
 
-/// A framed, authenticated TCP session.
+/// A framed, authenticated, encrypted TCP session.
 #[derive(Debug)]
 pub struct Connection {
-    stream: BufWriter<TcpStream>,
+    stream: TcpStream,
+    cipher: Cipher,
+    /// Record bytes received and not yet opened.
+    raw: BytesMut,
+    /// The opened frame stream.
     buf: BytesMut,
+    /// Plaintext waiting to fill a record.
+    out_plain: Vec<u8>,
+    /// Sealed records waiting to be written.
+    out: Vec<u8>,
     peer_addr: SocketAddr,
     read_timeout: Option<Duration>,
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream) -> Result<Connection> {
-        stream.set_nodelay(true)?;
+    fn new(stream: TcpStream, cipher: Cipher) -> Result<Connection> {
         let peer_addr = stream.peer_addr()?;
         Ok(Connection {
-            stream: BufWriter::with_capacity(64 * 1024, stream),
+            stream,
+            cipher,
+            raw: BytesMut::with_capacity(256 * 1024),
             buf: BytesMut::with_capacity(256 * 1024),
+            out_plain: Vec::with_capacity(MAX_PLAIN),
+            out: Vec::with_capacity(OUT_BATCH + MAX_RECORD + 2),
             peer_addr,
             read_timeout: None,
         })
@@ -58,11 +73,11 @@ impl Connection {
     /// Whether the peer has closed an idle connection (checked without
     /// waiting), so a pooled connection is not used after its peer restarted.
     pub async fn is_closed(&self) -> bool {
-        if !self.buf.is_empty() {
+        if !self.buf.is_empty() || !self.raw.is_empty() {
             return true;
         }
         let mut probe = [0u8; 1];
-        match tokio::time::timeout(Duration::ZERO, self.stream.get_ref().peek(&mut probe)).await {
+        match tokio::time::timeout(Duration::ZERO, self.stream.peek(&mut probe)).await {
             Ok(Ok(0)) | Ok(Err(_)) => true,
             // Unexpected bytes on an idle connection: not usable either.
             Ok(Ok(_)) => true,
@@ -82,8 +97,9 @@ impl Connection {
     /// The next frame; `Ok(None)` on a clean end of stream between frames.
     ///
     /// # Errors
-    /// `Protocol` for a malformed frame (the caller must drop the connection),
-    /// `Unavailable` on a timeout or a stream cut inside a frame.
+    /// `Protocol` for a malformed frame or a record that fails
+    /// authentication (the caller must drop the connection), `Unavailable`
+    /// on a timeout or a stream cut inside a frame.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>> {
         loop {
             match frame::decode(&self.buf) {
@@ -102,13 +118,21 @@ impl Connection {
                 Ok(None) => {
                     // Make room for the whole frame when its header says how big it is.
                     if let Ok(Some((_, len))) = frame::parse_header(&self.buf) {
-                        self.buf.reserve(frame::HEADER_LEN + len - self.buf.len());
-                    } else {
-                        self.buf.reserve(64 * 1024);
+                        self.buf.reserve((frame::HEADER_LEN + len).saturating_sub(self.buf.len()));
                     }
                 }
             }
-            let read = self.stream.get_mut().read_buf(&mut self.buf);
+            // Open every complete record we have before reading more.
+            let mut opened = false;
+            while let Some(rec) = secure::take_record(&mut self.raw) {
+                self.cipher.open(&rec, &mut self.buf)?;
+                opened = true;
+            }
+            if opened {
+                continue;
+            }
+            self.raw.reserve(256 * 1024);
+            let read = self.stream.read_buf(&mut self.raw);
             let n = match self.read_timeout {
                 Some(t) => tokio::time::timeout(t, read).await.map_err(|_| {
                     Error::Unavailable(format!("{} sent nothing for {}s", self.peer_addr, t.as_secs()))
@@ -116,7 +140,7 @@ impl Connection {
                 None => read.await?,
             };
             if n == 0 {
-                if self.buf.is_empty() {
+                if self.buf.is_empty() && self.raw.is_empty() {
                     return Ok(None);
                 }
                 return Err(Error::Unavailable(format!(
@@ -159,26 +183,60 @@ impl Connection {
         }
     }
 
+    /// Queues plaintext: sealed into records as they fill, written to the
+    /// socket in batches.
+    async fn write_plain(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let room = MAX_PLAIN - self.out_plain.len();
+            let take = room.min(data.len());
+            self.out_plain.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.out_plain.len() == MAX_PLAIN {
+                self.seal_pending()?;
+                if self.out.len() >= OUT_BATCH {
+                    self.write_out().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn seal_pending(&mut self) -> Result<()> {
+        if !self.out_plain.is_empty() {
+            self.cipher.seal(&self.out_plain, &mut self.out)?;
+            self.out_plain.clear();
+        }
+        Ok(())
+    }
+
+    async fn write_out(&mut self) -> Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
     /// Queues a message (call [`Connection::flush`] to send it).
     pub async fn write_message(&mut self, m: &Message) -> Result<()> {
         let body = rmp_serde::to_vec(m).map_err(|e| Error::Internal(format!("encode: {e}")))?;
         if body.len() > frame::MAX_MESSAGE {
             return Err(Error::Internal(format!("message of {} bytes is too large", body.len())));
         }
-        self.stream.write_all(&frame::header(FrameKind::Message, body.len())).await?;
-        self.stream.write_all(&body).await?;
-        Ok(())
+        self.write_plain(&frame::header(FrameKind::Message, body.len())).await?;
+        self.write_plain(&body).await
     }
 
     /// Queues a chunk of file data (at most `CHUNK_SIZE` bytes).
     pub async fn write_data(&mut self, data: &[u8]) -> Result<()> {
         debug_assert!(data.len() <= frame::MAX_DATA);
-        self.stream.write_all(&frame::header(FrameKind::Data, data.len())).await?;
-        self.stream.write_all(data).await?;
-        Ok(())
+        self.write_plain(&frame::header(FrameKind::Data, data.len())).await?;
+        self.write_plain(data).await
     }
 
     pub async fn flush(&mut self) -> Result<()> {
+        self.seal_pending()?;
+        self.write_out().await?;
         self.stream.flush().await?;
         Ok(())
     }
@@ -193,7 +251,7 @@ impl Connection {
         self.send(&Message::Response(r)).await
     }
 
-    /// Opens an authenticated session to a node.
+    /// Opens an authenticated, encrypted session to a node.
     ///
     /// # Errors
     /// `Unavailable` if the node cannot be reached in time; `Auth` if either
@@ -201,9 +259,8 @@ impl Connection {
     pub async fn connect(addr: &str, key: &ClusterKey, peer: Peer, timeout: Duration) -> Result<(Connection, NodeId)> {
         let dial = async {
             let stream = TcpStream::connect(addr).await?;
-            let mut conn = Connection::new(stream)?;
-            let node = conn.client_handshake(key, peer).await?;
-            Ok::<_, Error>((conn, node))
+            stream.set_nodelay(true)?;
+            client_handshake(stream, key, peer).await
         };
         match tokio::time::timeout(timeout, dial).await {
             Ok(Ok(pair)) => Ok(pair),
@@ -213,78 +270,102 @@ impl Connection {
         }
     }
 
-    async fn client_handshake(&mut self, key: &ClusterKey, peer: Peer) -> Result<NodeId> {
-        let mine = Nonce(auth::nonce());
-        self.send(&Message::Hello { version: PROTOCOL_VERSION, nonce: mine, peer }).await?;
-        let (theirs, proof) = match self.recv().await? {
-            Message::Challenge { version, nonce, proof } if version == PROTOCOL_VERSION => (nonce, proof),
-            Message::Challenge { version, .. } => {
-                return Err(Error::Protocol(format!(
-                    "{} speaks protocol version {version}, we speak {PROTOCOL_VERSION}",
-                    self.peer_addr
-                )))
-            }
-            Message::Response(Response::Error(w)) => return Err(Error::from_wire(w)),
-            other => return Err(Error::Protocol(format!("expected a challenge, got {}", kind_of(&other)))),
-        };
-        if key.server_proof(&mine.0, &theirs.0) != proof.0 {
-            return Err(Error::Auth(format!(
-                "the node at {} does not have our cluster key (check --secret-file)",
-                self.peer_addr
-            )));
-        }
-        self.send(&Message::Proof { proof: Nonce(key.client_proof(&mine.0, &theirs.0)) }).await?;
-        match self.recv().await? {
-            Message::Welcome { node } => Ok(node),
-            Message::Response(Response::Error(w)) => Err(Error::from_wire(w)),
-            other => Err(Error::Protocol(format!("expected welcome, got {}", kind_of(&other)))),
-        }
-    }
-
-    /// Runs the server side of the handshake on a fresh connection.
+    /// Runs the server side of the handshake on a fresh connection, within
+    /// [`HANDSHAKE_TIMEOUT`].
     ///
     /// # Errors
-    /// `Auth` when the peer does not prove the key (it has been told so);
-    /// `Protocol` on anything malformed.
+    /// `Auth` when the peer does not have the key (it has been told so);
+    /// `Protocol` on anything malformed; `Unavailable` on a timeout.
     pub async fn accept(stream: TcpStream, key: &ClusterKey, me: NodeId) -> Result<(Connection, Peer)> {
-        let mut conn = Connection::new(stream)?;
-        conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-        let (theirs, peer) = match conn.recv().await? {
-            Message::Hello { version, nonce, peer } if version == PROTOCOL_VERSION => (nonce, peer),
-            Message::Hello { version, .. } => {
-                let e = Error::Protocol(format!(
-                    "protocol version {version} is not supported; this node speaks {PROTOCOL_VERSION}"
-                ));
-                let _ = conn.send_response(Response::error(&e)).await;
-                return Err(e);
-            }
-            other => return Err(Error::Protocol(format!("expected hello, got {}", kind_of(&other)))),
-        };
-        let mine = Nonce(auth::nonce());
-        let proof = Nonce(key.server_proof(&theirs.0, &mine.0));
-        conn.send(&Message::Challenge { version: PROTOCOL_VERSION, nonce: mine, proof }).await?;
-        match conn.recv().await? {
-            Message::Proof { proof } if proof.0 == key.client_proof(&theirs.0, &mine.0) => {}
-            Message::Proof { .. } => {
-                let e = Error::Auth("wrong cluster key (check --secret-file)".into());
-                let _ = conn.send_response(Response::error(&e)).await;
-                return Err(e);
-            }
-            other => return Err(Error::Protocol(format!("expected proof, got {}", kind_of(&other)))),
+        stream.set_nodelay(true)?;
+        let peer_addr = stream.peer_addr()?;
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, server_handshake(stream, key, me)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unavailable(format!("{peer_addr} did not finish the handshake in time"))),
         }
-        conn.send(&Message::Welcome { node: me }).await?;
-        conn.set_read_timeout(None);
-        Ok((conn, peer))
     }
+}
+
+/// Reads one handshake record.
+async fn read_record(stream: &mut TcpStream) -> Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn write_record(stream: &mut TcpStream, body: &[u8]) -> Result<()> {
+    let mut rec = Vec::with_capacity(2 + body.len());
+    rec.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    rec.extend_from_slice(body);
+    stream.write_all(&rec).await?;
+    Ok(())
+}
+
+fn noise_err(e: snow::Error) -> Error {
+    Error::Internal(format!("noise: {e}"))
+}
+
+async fn client_handshake(mut stream: TcpStream, key: &ClusterKey, peer: Peer) -> Result<(Connection, NodeId)> {
+    let addr = stream.peer_addr()?;
+    stream.write_all(&secure::preamble()).await?;
+    let mut theirs = [0u8; PREAMBLE_LEN];
+    stream.read_exact(&mut theirs).await?;
+    secure::check_preamble(&theirs).map_err(|e| Error::Protocol(format!("{addr}: {e}")))?;
+    let mut hs = secure::initiator(key)?;
+    let hello = Hello { peer, plaintext: secure::plaintext_allowed() };
+    let payload = rmp_serde::to_vec(&hello).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut msg = vec![0u8; MAX_RECORD];
+    let n = hs.write_message(&payload, &mut msg).map_err(noise_err)?;
+    write_record(&mut stream, &msg[..n]).await?;
+    let reply = read_record(&mut stream).await?;
+    if reply.is_empty() {
+        return Err(Error::Auth(format!("the node at {addr} refused our cluster key (check --secret-file)")));
+    }
+    let mut plain = vec![0u8; MAX_RECORD];
+    let n = hs
+        .read_message(&reply, &mut plain)
+        .map_err(|_| Error::Auth(format!("the node at {addr} does not have our cluster key (check --secret-file)")))?;
+    let welcome: Welcome =
+        rmp_serde::from_slice(&plain[..n]).map_err(|e| Error::Protocol(format!("bad welcome from {addr}: {e}")))?;
+    let transport = hs.into_transport_mode().map_err(noise_err)?;
+    let plaintext = welcome.plaintext && hello.plaintext;
+    Ok((Connection::new(stream, Cipher::new(transport, plaintext))?, welcome.node))
+}
+
+async fn server_handshake(mut stream: TcpStream, key: &ClusterKey, me: NodeId) -> Result<(Connection, Peer)> {
+    let mut theirs = [0u8; PREAMBLE_LEN];
+    stream.read_exact(&mut theirs).await?;
+    if &theirs[..4] != secure::MAGIC {
+        return Err(Error::Protocol("not an SCS client (bad magic)".into()));
+    }
+    // Our preamble goes back even on a version mismatch, so the peer can say which.
+    stream.write_all(&secure::preamble()).await?;
+    secure::check_preamble(&theirs)?;
+    let mut hs = secure::responder(key)?;
+    let first = read_record(&mut stream).await?;
+    let mut plain = vec![0u8; MAX_RECORD];
+    let n = match hs.read_message(&first, &mut plain) {
+        Ok(n) => n,
+        Err(_) => {
+            let _ = write_record(&mut stream, &[]).await;
+            return Err(Error::Auth("wrong cluster key".into()));
+        }
+    };
+    let hello: Hello = rmp_serde::from_slice(&plain[..n]).map_err(|e| Error::Protocol(format!("bad hello: {e}")))?;
+    let plaintext = hello.plaintext && secure::plaintext_allowed();
+    let payload = rmp_serde::to_vec(&Welcome { node: me, plaintext }).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut msg = vec![0u8; MAX_RECORD];
+    let n = hs.write_message(&payload, &mut msg).map_err(noise_err)?;
+    write_record(&mut stream, &msg[..n]).await?;
+    let transport = hs.into_transport_mode().map_err(noise_err)?;
+    Ok((Connection::new(stream, Cipher::new(transport, plaintext))?, hello.peer))
 }
 
 /// A short name of a message for error texts.
 pub fn kind_of(m: &Message) -> &'static str {
     match m {
-        Message::Hello { .. } => "hello",
-        Message::Challenge { .. } => "challenge",
-        Message::Proof { .. } => "proof",
-        Message::Welcome { .. } => "welcome",
         Message::Request(_) => "a request",
         Message::Response(_) => "a response",
         Message::End { .. } => "end of data",

@@ -18,6 +18,7 @@ pub mod error;
 pub mod multicast;
 pub mod name;
 pub mod proto;
+pub mod secure;
 pub mod types;
 
 pub use error::{Error, ErrorCode, Result};

@@ -142,10 +142,6 @@ hash_newtype!(
     /// The sha256 of a file's content.
     ContentHash
 );
-hash_newtype!(
-    /// 32 random bytes or a MAC in the session handshake.
-    Nonce
-);
 
 impl Key {
     /// The key of a (validated) name: `sha256(name)`.

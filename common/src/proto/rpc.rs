@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
 use crate::proto::gossip::Role;
-use crate::types::{ContentHash, Entry, Key, NodeId, Nonce, Term, Version};
+use crate::types::{ContentHash, Entry, Key, NodeId, Term, Version};
 
 /// Who opened a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,26 +20,6 @@ pub enum Peer {
 /// Everything that travels in a message frame.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
-    /// Opens a session: the client's nonce.
-    Hello {
-        version: u16,
-        nonce: Nonce,
-        peer: Peer,
-    },
-    /// The server's nonce and its proof that it holds the cluster key.
-    Challenge {
-        version: u16,
-        nonce: Nonce,
-        proof: Nonce,
-    },
-    /// The client's proof that it holds the cluster key.
-    Proof {
-        proof: Nonce,
-    },
-    /// The session is open.
-    Welcome {
-        node: NodeId,
-    },
     Request(Request),
     Response(Response),
     /// The end of a data stream: sha256 of every data byte sent in it.
@@ -226,7 +206,6 @@ mod tests {
             holders: vec![NodeId(1), NodeId(3)],
         };
         let msgs = vec![
-            Message::Hello { version: 1, nonce: Nonce([1; 32]), peer: Peer::Node(NodeId(2)) },
             Message::Request(Request::Replicate {
                 term: Term(3),
                 leader: NodeId(3),
