@@ -30,6 +30,9 @@ pub const RETRY_WINDOW: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A node that sends nothing for this long in the middle of a reply is dead.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the leader may take to answer after the last byte of an upload
+/// (its holders' fsyncs, with their timeouts, come first).
+const STORE_TIMEOUT: Duration = Duration::from_secs(150);
 /// Chunks queued between the disk and the network.
 const QUEUE: usize = 8;
 
@@ -123,18 +126,22 @@ impl Client {
     }
 
     /// Runs `op` against the leader, retrying on a new leader or session
-    /// for up to the retry window.
+    /// for up to the retry window. `op` is told how many earlier attempts
+    /// reached a leader and failed in a way that may have left them applied
+    /// (a lost answer), so that a non-idempotent request can recognise its
+    /// own earlier success.
     async fn with_leader<'a, T: Send + 'a>(
         &'a self,
         mut op: impl FnMut(Connection, u32) -> Attempt<'a, T>,
     ) -> Result<T> {
         let deadline = Instant::now() + self.opts.retry_window;
         let mut attempt = 0u32;
+        let mut maybe_applied = 0u32;
         let mut last: Option<Error>;
         loop {
             match self.session(deadline).await {
                 Ok(conn) => {
-                    let (back, res) = op(conn, attempt).await;
+                    let (back, res) = op(conn, maybe_applied).await;
                     match res {
                         Ok(v) => {
                             if let Some(c) = back {
@@ -149,6 +156,7 @@ impl Client {
                         Err(e) if retryable(&e) => {
                             log::debug!("retrying after: {e}");
                             self.forget_leader(None);
+                            maybe_applied += 1;
                             last = Some(e);
                         }
                         Err(e) => {
@@ -240,7 +248,13 @@ impl Client {
 
     pub async fn rename(&self, from: &str, to: &str, replace: bool) -> Result<()> {
         let req = Request::Rename { from: from.to_string(), to: to.to_string(), replace };
-        self.call_once_semantics(req, |_| false).await.map(|_| ())
+        match self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await? {
+            Some(_) => Ok(()),
+            // A retry found the source gone: an earlier attempt moved it if the
+            // target is there now.
+            None if self.stat(to).await?.is_some() => Ok(()),
+            None => Err(Error::NotFound(from.to_string())),
+        }
     }
 
     pub async fn setattr(&self, name: &str, mode: Option<u32>, mtime_ns: Option<i64>) -> Result<Entry> {
@@ -593,7 +607,11 @@ where
         .ok_or_else(|| Error::Io("reading the file failed".into()))?;
     conn.write_message(&Message::End { hash }).await?;
     conn.flush().await?;
-    match conn.recv_response().await? {
+    // The nodes fsync (and the leader waits for its holders) before answering.
+    conn.set_read_timeout(Some(STORE_TIMEOUT));
+    let stored = conn.recv_response().await;
+    conn.set_read_timeout(Some(READ_TIMEOUT));
+    match stored? {
         Response::Stored(e) => Ok(e),
         other => Err(unexpected(&other)),
     }
@@ -847,7 +865,7 @@ async fn stream_out(mut conn: Connection, mut rx: mpsc::Receiver<Push>) -> Resul
     conn.write_message(&Message::End { hash }).await?;
     conn.flush().await?;
     // The nodes fsync before answering: give big files time.
-    conn.set_read_timeout(Some(Duration::from_secs(120)));
+    conn.set_read_timeout(Some(STORE_TIMEOUT));
     match conn.recv_response().await? {
         Response::Stored(e) => Ok(e),
         other => Err(unexpected(&other)),

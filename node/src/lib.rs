@@ -111,6 +111,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     tasks.spawn(driver.run(view_tx, control_rx, shutdown.clone()));
     tasks.spawn(net::server::run(node.clone(), listener));
     tasks.spawn(sync::follow(node.clone()));
+    tasks.spawn(sync::fetcher(node.clone()));
     tasks.spawn(roles(node.clone(), ready));
     tasks.spawn(repair::replicas(node.clone()));
     tasks.spawn(repair::anti_entropy(node.clone()));
@@ -134,6 +135,7 @@ async fn roles(node: Arc<Node>, ready: impl FnOnce() + Send + 'static) {
         let v = rx.borrow_and_update().clone();
         if v.role == Role::Leader && led != Some(v.term) {
             led = Some(v.term);
+            node.record_lead(v.term);
             let state = Arc::new(LeaderState::new(v.term));
             *node.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
             log::info!("node {}: leading term {}; catching up from a majority before serving", node.me(), v.term);

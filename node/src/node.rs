@@ -51,6 +51,8 @@ pub struct Node {
     /// Valid while the driver keeps confirming our quorum.
     lease: Arc<Lease>,
     pub health: Arc<Health>,
+    /// Terms this node has led since it started.
+    led_terms: std::sync::Mutex<std::collections::BTreeSet<Term>>,
     /// Present while this node leads; versions and in-flight writes.
     pub leader: std::sync::Mutex<Option<Arc<LeaderState>>>,
 }
@@ -84,12 +86,23 @@ impl Node {
             lease,
             health,
             commit_gate: RwLock::new(()),
+            led_terms: Default::default(),
             leader: std::sync::Mutex::new(None),
         }
     }
 
     pub fn me(&self) -> NodeId {
         self.cfg.id
+    }
+
+    /// Records that this node leads `term`.
+    pub fn record_lead(&self, term: Term) {
+        self.led_terms.lock().unwrap_or_else(|p| p.into_inner()).insert(term);
+    }
+
+    /// Whether this node led `term` (since it started).
+    pub fn led(&self, term: Term) -> bool {
+        self.led_terms.lock().unwrap_or_else(|p| p.into_inner()).contains(&term)
     }
 
     /// A copy of the current cluster view.

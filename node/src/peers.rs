@@ -73,29 +73,30 @@ impl Peers {
     /// idempotent requests.
     pub async fn call(&self, addr: &str, req: &Request) -> Result<Response> {
         let mut conn = self.get(addr).await?;
-        match exchange(&mut conn, req).await {
-            Ok(r) => {
-                self.put(addr, conn);
-                Ok(r)
-            }
-            Err(e @ (Error::Unavailable(_) | Error::Io(_))) => {
+        let answer = match exchange(&mut conn, req).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                // The session broke (perhaps a pooled one whose peer restarted):
+                // once more on a fresh connection.
                 log::debug!("retrying {addr} on a fresh connection after: {e}");
                 self.forget(addr);
-                let mut conn = self.dial(addr).await?;
-                let r = exchange(&mut conn, req).await?;
-                self.put(addr, conn);
-                Ok(r)
+                conn = self.dial(addr).await?;
+                exchange(&mut conn, req).await?
             }
-            Err(e) => {
-                // An error response leaves the connection in a clean state.
-                self.put(addr, conn);
-                Err(e)
-            }
-        }
+        };
+        // A whole answer, error or not, leaves the session clean for reuse.
+        self.put(addr, conn);
+        answer
     }
 }
 
-async fn exchange(conn: &mut Connection, req: &Request) -> Result<Response> {
+/// One request and its answer. The outer error is the session failing;
+/// the inner one is an error answer from the peer.
+async fn exchange(conn: &mut Connection, req: &Request) -> Result<Result<Response>> {
     conn.send(&Message::Request(req.clone())).await?;
-    conn.recv_response().await
+    match conn.recv().await? {
+        Message::Response(Response::Error(w)) => Ok(Err(Error::from_wire(w))),
+        Message::Response(r) => Ok(Ok(r)),
+        other => Err(Error::Protocol(format!("expected a response, got {}", scs_common::conn::kind_of(&other)))),
+    }
 }

@@ -2,11 +2,11 @@
 //! replica target after a node is lost, every index in agreement, tombstones
 //! forgotten only once every node has them, and every blob re-checked.
 //!
-//! - [`replicas`] (leader): a file whose holders have been gone longer than
-//!   `repair_delay`, or that has fewer holders than `replicas`, gets new
-//!   holders among the live nodes with room. That is only a new version of
-//!   its entry; each new holder then fetches the blob from a live one, as it
-//!   fetches anything it should keep but lacks ([`crate::sync`]).
+//! - [`replicas`] (leader): a file with fewer than `replicas` holders that
+//!   are up or gone for less than `repair_delay` gets new holders among the
+//!   live nodes with room. That is only a new version of its entry (holders
+//!   are added, never dropped); each new holder then fetches the blob from a
+//!   live one, as it fetches anything it should keep but lacks ([`crate::sync`]).
 //! - [`anti_entropy`] (followers): compares 256 bucket digests of its index
 //!   with the leader's, and for a bucket that differs exchanges (key,
 //!   version) lists and only the entries one side lacks, both ways.
@@ -40,8 +40,11 @@ const ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
 const BUCKETS_PER_ROUND: usize = 32;
 /// How often the leader tries to purge tombstones (older than `tombstone_ttl`).
 const TOMBSTONE_INTERVAL: Duration = Duration::from_secs(5);
-/// A blob file nobody refers to for this long is removed by the scrub.
-const ORPHAN_AGE: Duration = Duration::from_secs(600);
+/// A blob file no entry refers to, and whose entry never came, is removed
+/// by the scrub after this long (an upload that never committed).
+const ORPHAN_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Superseded blobs are kept this long for reuse (see store::layout).
+const RELEASED_AGE: Duration = Duration::from_secs(600);
 
 /// Whether a member has room for one more file, as it last told us.
 fn has_room(view: &ClusterView, id: NodeId) -> bool {
@@ -124,7 +127,11 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
             if added.is_empty() {
                 continue;
             }
-            let mut holders = keep;
+            // Holders are only ever added here, never dropped: a listed holder may
+            // be the only one that really has the bytes (the others may still be
+            // fetching), and a node that is dropped throws its copy away when it
+            // returns. A node that comes back is simply one more copy.
+            let mut holders = entry.holders.clone();
             holders.extend(added);
             holders.sort();
             if give_holders(node, state, &entry, holders).await? {
@@ -164,6 +171,10 @@ pub async fn anti_entropy(node: Arc<Node>) {
         }
         let view = node.view();
         let (Some(leader), Some(addr)) = (view.leader.filter(|l| *l != me), view.leader_addr()) else { continue };
+        // Only a leader that has caught up from a majority is the reference.
+        if !view.members.get(&leader).is_some_and(|m| m.info.ready) {
+            continue;
+        }
         match reconcile(&node, &addr).await {
             Ok((got, gave)) if got + gave > 0 => {
                 log::info!("node {me}: index reconciled with leader {leader}: {got} entries in, {gave} out")
@@ -197,8 +208,28 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
         let our_versions: HashMap<Key, Version> = node.blocking(move |s| s.bucket(bucket)).await?.into_iter().collect();
         let need: Vec<Key> =
             their_versions.iter().filter(|(k, v)| our_versions.get(k).is_none_or(|o| o < v)).map(|(k, _)| *k).collect();
-        let give: Vec<Key> =
-            our_versions.iter().filter(|(k, v)| their_versions.get(k).is_none_or(|t| t < v)).map(|(k, _)| *k).collect();
+        let mut need = need;
+        let mut give: Vec<Key> = Vec::new();
+        let current = node.view().term;
+        for (k, v) in &our_versions {
+            if their_versions.get(k).is_some_and(|t| t >= v) {
+                continue;
+            }
+            // Newer here than at the (caught-up) leader, from a term this node
+            // led and lost: a write that never reached a majority, whose client
+            // was told it failed. Withdraw it and take the leader's word.
+            if v.term < current && node.led(v.term) {
+                let (k, v) = (*k, *v);
+                if node.blocking(move |s| s.withdraw(&k, v)).await? {
+                    log::info!("node {}: withdrew an unacknowledged entry of term {}", node.me(), v.term);
+                }
+                if their_versions.contains_key(&k) {
+                    need.push(k);
+                }
+                continue;
+            }
+            give.push(*k);
+        }
         for keys in need.chunks(500) {
             if let Response::Entries(entries) = call(node, addr, Request::EntriesFor { keys: keys.to_vec() }).await? {
                 got += entries.len();
@@ -296,7 +327,7 @@ pub async fn scrub(node: Arc<Node>) {
                 _ = tokio::time::sleep(budget.saturating_sub(t.elapsed())) => {}
             }
         }
-        let orphans = node.blocking(|s| s.sweep_orphans(ORPHAN_AGE)).await.unwrap_or(0);
+        let orphans = node.blocking(|s| s.sweep_orphans(ORPHAN_AGE, RELEASED_AGE)).await.unwrap_or(0);
         log::info!(
             "node {me}: scrub checked {checked} blobs ({} MiB) in {:.0?}: {bad} bad, {orphans} orphans removed",
             bytes >> 20,

@@ -39,9 +39,15 @@ pub async fn serve_pull(
         node.admit(term, leader).await?;
         node.fence_barrier().await;
     }
+    // A leader that has not caught up from a majority yet must not be taken
+    // as the reference: a follower would skip what it has yet to receive.
+    let view = node.view();
+    if fence.is_none() && view.role == Role::Leader && !view.ready {
+        return Err(Error::Unavailable("the leader is still catching up".into()));
+    }
     // Taken before reading: every version at or below it is already committed here.
     let watermark = match node.leader_state() {
-        Some(state) if node.view().role == Role::Leader => state.safe_watermark(),
+        Some(state) if view.role == Role::Leader && view.ready && state.term == view.term => state.safe_watermark(),
         _ => Version::ZERO,
     };
     let mut cursor = since;
@@ -105,7 +111,9 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
         }
         let mut answered = 1;
         let mut pulled = 0;
-        while let Some(res) = set.join_next().await {
+        // A majority is enough: one slow node must not hold the failover up.
+        while answered < need {
+            let Some(res) = set.join_next().await else { break };
             match res {
                 Ok((_, Ok((n, _)))) => {
                     answered += 1;
@@ -115,6 +123,7 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
                 Err(e) => log::warn!("node {me}: catch-up task failed: {e}"),
             }
         }
+        crate::leader::detach(set);
         if answered >= need {
             // Everything a majority had is here now: the new watermark.
             if let Ok(max) = node.blocking(|s| s.max_version()).await {
@@ -179,7 +188,6 @@ pub async fn follow(node: Arc<Node>) {
                     if watermark > since {
                         let _ = node.blocking(move |s| s.set_watermark(watermark)).await;
                     }
-                    fetch_wanted(&node).await;
                     if caught_up_with != Some((v.term, leader)) {
                         caught_up_with = Some((v.term, leader));
                         log::info!("node {me}: caught up with leader {leader} (term {})", v.term);
@@ -193,7 +201,19 @@ pub async fn follow(node: Arc<Node>) {
                     }
                 }
             }
-        } else if v.role == Role::Leader {
+        }
+    }
+}
+
+/// Every node's loop fetching the blobs it should keep but lacks. Its own
+/// task, so a big fetch never holds up metadata catch-up.
+pub async fn fetcher(node: Arc<Node>) {
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SYNC_INTERVAL) => {}
+        }
+        if node.store.wanted_count() > 0 {
             fetch_wanted(&node).await;
         }
     }
@@ -224,6 +244,11 @@ pub async fn fetch_wanted(node: &Arc<Node>) {
 }
 
 async fn fetch_one(node: &Arc<Node>, entry: &Entry) -> Result<()> {
+    // The same content may be at hand locally (a rename applied in two batches).
+    let local = entry.clone();
+    if node.blocking(move |s| s.place_from_local(&local)).await? {
+        return Ok(());
+    }
     let view = node.view();
     let mut last = Error::Unavailable("no live holder".into());
     for holder in entry.holders.iter().filter(|h| **h != node.me()) {

@@ -144,7 +144,8 @@ pub fn decode(key: &ClusterKey, bytes: &[u8]) -> Result<Envelope, DatagramError>
 #[derive(Debug)]
 pub struct ReplayGuard {
     window_ms: u64,
-    last: HashMap<NodeId, (u64, u64)>,
+    /// Per sender: its highest (incarnation, seq), and when we last admitted one.
+    last: HashMap<NodeId, ((u64, u64), u64)>,
 }
 
 impl ReplayGuard {
@@ -159,9 +160,12 @@ impl ReplayGuard {
         }
         let counter = (env.incarnation, env.seq);
         match self.last.get(&env.from) {
-            Some(&seen) if counter <= seen => false,
+            // Not newer: a replay, unless the sender has been silent longer
+            // than the window (it restarted with its clock set back; a real
+            // replay that old fails the timestamp check above).
+            Some(&(seen, at)) if counter <= seen && now_ms.saturating_sub(at) <= self.window_ms => false,
             _ => {
-                self.last.insert(env.from, counter);
+                self.last.insert(env.from, (counter, now_ms));
                 true
             }
         }
@@ -244,6 +248,10 @@ mod tests {
         let mut restarted = envelope(1);
         restarted.incarnation = 2000;
         assert!(guard.admit(&restarted, 50_010), "a restarted sender starts a new incarnation");
+        let mut stepped_back = envelope(1);
+        stepped_back.incarnation = 500;
+        stepped_back.ts_ms = 50_010 + 31_000;
+        assert!(guard.admit(&stepped_back, 50_010 + 31_000), "a sender silent past the window starts afresh");
         let mut stale = envelope(99);
         stale.incarnation = 3000;
         assert!(!guard.admit(&stale, 50_000 + 31_000), "outside the time window");

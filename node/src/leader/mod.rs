@@ -163,16 +163,29 @@ fn spawn_apply_to_others(node: &Arc<Node>, state: &Arc<LeaderState>, entries: Ve
 
 fn apply_to_others(node: &Arc<Node>, state: &Arc<LeaderState>, entries: Vec<Entry>) -> JoinSet<(NodeId, Result<()>)> {
     let mut set = JoinSet::new();
-    let req = Request::Apply { term: state.term, leader: node.me(), entries };
+    // A big batch (a directory rename) goes as several messages under the
+    // frame limit; a node counts once it has committed all of them.
+    let reqs: Arc<Vec<Request>> = Arc::new(
+        split_by_size(entries, APPLY_BYTES)
+            .into_iter()
+            .map(|entries| Request::Apply { term: state.term, leader: node.me(), entries })
+            .collect(),
+    );
     for (id, m) in node.view().alive_others() {
-        let (node, req, addr) = (node.clone(), req.clone(), m.info.addr.clone());
+        let (node, reqs, addr) = (node.clone(), reqs.clone(), m.info.addr.clone());
         set.spawn(async move {
-            let res = match tokio::time::timeout(APPLY_TIMEOUT, node.peers.call(&addr, &req)).await {
-                Ok(Ok(Response::Done)) => Ok(()),
-                Ok(Ok(other)) => Err(Error::Protocol(format!("unexpected answer to apply: {other:?}"))),
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(Error::Unavailable("apply timed out".into())),
-            };
+            let mut res = Ok(());
+            for req in reqs.iter() {
+                res = match tokio::time::timeout(APPLY_TIMEOUT, node.peers.call(&addr, req)).await {
+                    Ok(Ok(Response::Done)) => Ok(()),
+                    Ok(Ok(other)) => Err(Error::Protocol(format!("unexpected answer to apply: {other:?}"))),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(Error::Unavailable("apply timed out".into())),
+                };
+                if res.is_err() {
+                    break;
+                }
+            }
             if let Err(e) = &res {
                 log::debug!("node {}: apply on node {id} failed: {e}", node.me());
             }
@@ -267,5 +280,64 @@ pub async fn join_while_leading<T: 'static>(
             r = set.join_next() => return Ok(r),
             _ = check.tick() => still_leading(node, state)?,
         }
+    }
+}
+
+/// Encoded bytes per `Apply` message, well under the frame limit.
+const APPLY_BYTES: usize = 2 << 20;
+
+/// Cuts `entries` into runs whose encoding stays under about `max` bytes.
+pub fn split_by_size(entries: Vec<Entry>, max: usize) -> Vec<Vec<Entry>> {
+    let mut out: Vec<Vec<Entry>> = Vec::new();
+    let mut size = 0;
+    for e in entries {
+        // An entry is its name plus well under 200 bytes of fixed fields and holders.
+        let cost = e.name.len() + 200 + 8 * e.holders.len();
+        if out.is_empty() || size + cost > max {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += cost;
+        if let Some(last) = out.last_mut() {
+            last.push(e);
+        }
+    }
+    if out.is_empty() {
+        out.push(Vec::new());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scs_common::{ContentHash, Kind};
+
+    fn entry(name: String) -> Entry {
+        Entry {
+            name,
+            version: Version::new(Term(1), 1),
+            kind: Kind::File,
+            size: 0,
+            hash: ContentHash::default(),
+            mode: 0o644,
+            mtime_ns: 0,
+            deleted: false,
+            holders: vec![NodeId(1), NodeId(2), NodeId(3)],
+        }
+    }
+
+    #[test]
+    fn big_batches_are_cut_under_the_frame_limit() {
+        let entries: Vec<Entry> = (0..40_000).map(|i| entry(format!("{}/{i}", "d".repeat(200)))).collect();
+        let parts = split_by_size(entries, APPLY_BYTES);
+        assert!(parts.len() > 1);
+        assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 40_000);
+        for p in &parts {
+            let bytes =
+                rmp_serde::to_vec(&Request::Apply { term: Term(1), leader: NodeId(1), entries: p.clone() }).unwrap();
+            assert!(bytes.len() < scs_common::proto::frame::MAX_MESSAGE, "{} bytes", bytes.len());
+        }
+        assert_eq!(split_by_size(Vec::new(), APPLY_BYTES).len(), 1, "an empty batch is still one message");
     }
 }

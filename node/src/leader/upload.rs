@@ -184,7 +184,8 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     if let Some(size) = size.filter(|&s| received != s) {
         return Err(Error::Invalid(format!("{received} bytes arrived, {size} were announced")));
     }
-    // Our own copy: finished here (fsync) while the holders finish theirs.
+    // The holders get the end first, so their fsyncs run alongside ours.
+    feed_all(&mut remotes, || Feed::End(client_hash)).await;
     let mut durable = Vec::new();
     if let Some(sink) = local.take() {
         match sink.finish(Some(client_hash)).await {
@@ -198,22 +199,44 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
             return Err(Error::Corrupt(format!("received bytes hash to {ours:?}, the client sent {client_hash:?}")));
         }
     }
-    feed_all(&mut remotes, || Feed::End(client_hash)).await;
     let need = majority_of(planned);
     let mut failures = Vec::new();
     let mut grace_deadline = None;
+    let mut pending: Vec<NodeId> = remotes.iter().map(|r| r.id).collect();
     while !acks.is_empty() {
         let next = match grace_deadline {
             Some(d) => match tokio::time::timeout_at(d, acks.join_next()).await {
                 Ok(n) => n,
                 Err(_) => break,
             },
-            None => super::join_while_leading(node, &state, &mut acks).await?,
+            None => {
+                // Give up as soon as the holders still alive cannot make a
+                // majority any more (the dead ones would only time out).
+                let view = node.view();
+                let hopeful = pending.iter().filter(|id| view.members.get(id).is_some_and(|m| m.alive)).count();
+                if durable.len() + hopeful < need {
+                    break;
+                }
+                match tokio::time::timeout(
+                    Duration::from_millis(200),
+                    super::join_while_leading(node, &state, &mut acks),
+                )
+                .await
+                {
+                    Ok(next) => next?,
+                    Err(_) => continue,
+                }
+            }
         };
         match next {
             None => break,
-            Some(Ok((id, Ok(())))) => durable.push(id),
-            Some(Ok((id, Err(e)))) => failures.push(format!("node {id}: {e}")),
+            Some(Ok((id, res))) => {
+                pending.retain(|p| *p != id);
+                match res {
+                    Ok(()) => durable.push(id),
+                    Err(e) => failures.push(format!("node {id}: {e}")),
+                }
+            }
             Some(Err(e)) => failures.push(e.to_string()),
         }
         if durable.len() >= need && grace_deadline.is_none() {
@@ -280,13 +303,22 @@ async fn replicate_to(
     mut rx: mpsc::Receiver<Feed>,
 ) -> Result<()> {
     let mut conn = node.peers.get(addr).await?;
-    conn.write_message(&Message::Request(Request::Replicate { term, leader: node.me(), entry, size })).await?;
+    // Every write is bounded: a holder that stops reading (frozen, cut off
+    // without a reset) is dropped instead of holding the upload forever.
+    let stalled = || Error::Unavailable(format!("holder {addr} stopped taking data"));
+    let request = Message::Request(Request::Replicate { term, leader: node.me(), entry, size });
+    tokio::time::timeout(HOLDER_STALL, conn.write_message(&request)).await.map_err(|_| stalled())??;
     loop {
         match rx.recv().await {
-            Some(Feed::Data(b)) => conn.write_data(&b).await?,
+            Some(Feed::Data(b)) => {
+                tokio::time::timeout(HOLDER_STALL, conn.write_data(&b)).await.map_err(|_| stalled())??
+            }
             Some(Feed::End(hash)) => {
-                conn.write_message(&Message::End { hash }).await?;
-                conn.flush().await?;
+                let end = async {
+                    conn.write_message(&Message::End { hash }).await?;
+                    conn.flush().await
+                };
+                tokio::time::timeout(HOLDER_STALL, end).await.map_err(|_| stalled())??;
                 break;
             }
             // The upload was abandoned: dropping the connection makes the

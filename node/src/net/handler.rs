@@ -20,8 +20,9 @@ use crate::transfer::{self, BlobSink};
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Within a request, the peer may pause this long between frames.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Entries per `Listing` frame.
+/// Entries and encoded bytes per `Listing` frame.
 const LIST_BATCH: usize = 1000;
+const LIST_BYTES: usize = 2 << 20;
 
 /// What to do with the session after a failed request.
 enum Failure {
@@ -298,13 +299,17 @@ async fn list(node: &Arc<Node>, conn: &mut Connection, dir: String) -> Result<()
             _ => s.list(&d),
         })
         .await?;
-    let mut batches = entries.chunks(LIST_BATCH).peekable();
+    // Batches are cut by size as well as count: names may be 4 KiB long.
+    let mut batches = crate::leader::split_by_size(entries, LIST_BYTES)
+        .into_iter()
+        .flat_map(|b| b.chunks(LIST_BATCH).map(<[Entry]>::to_vec).collect::<Vec<_>>())
+        .peekable();
     if batches.peek().is_none() {
         return reply(conn, Response::Listing { entries: Vec::new(), more: false }).await;
     }
     while let Some(batch) = batches.next() {
         let more = batches.peek().is_some();
-        conn.write_message(&Message::Response(Response::Listing { entries: batch.to_vec(), more }))
+        conn.write_message(&Message::Response(Response::Listing { entries: batch, more }))
             .await
             .map_err(Failure::Close)?;
     }

@@ -1,6 +1,12 @@
 //! Accepts TCP connections, authenticates them, and hands each to the
-//! handler. A bounded number of sessions run at once; a connection that
-//! fails the handshake is closed and counted, and the node goes on.
+//! handler, within limits that keep one misbehaving peer from shutting
+//! everyone else out:
+//!
+//! - a handshake must finish within its timeout as a whole (a slow-loris
+//!   peer is cut off after it), and at most [`MAX_HANDSHAKES`] run at once
+//!   (little memory each: nothing is buffered before the key is proven);
+//! - authenticated sessions are counted apart for nodes and clients, so
+//!   clients can never take the slots replication and failover need.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,16 +15,24 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use scs_common::conn::Connection;
+use scs_common::proto::rpc::{Peer, Response};
+use scs_common::Error;
 
 use crate::net::handler;
 use crate::node::Node;
 
-/// Sessions served at once; more are refused at accept time.
-pub const MAX_CONNECTIONS: usize = 512;
+/// Handshakes in progress at once; more connections are closed at once.
+pub const MAX_HANDSHAKES: usize = 4096;
+/// Authenticated sessions at once, for clients and for other nodes.
+pub const MAX_CLIENT_SESSIONS: usize = 512;
+pub const MAX_NODE_SESSIONS: usize = 256;
 
 pub async fn run(node: Arc<Node>, listener: TcpListener) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let clients = Arc::new(Semaphore::new(MAX_CLIENT_SESSIONS));
+    let nodes = Arc::new(Semaphore::new(MAX_NODE_SESSIONS));
     let me = node.me();
+    let mut refused = 0u64;
     loop {
         let (stream, from) = tokio::select! {
             _ = node.shutdown.cancelled() => return,
@@ -32,20 +46,36 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            log::warn!("node {me}: refusing {from}: {MAX_CONNECTIONS} sessions already open");
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                log::warn!("node {me}: refusing {from}: {MAX_HANDSHAKES} handshakes in progress ({refused} refused)");
+            }
             continue;
         };
-        let node = node.clone();
+        let (node, clients, nodes) = (node.clone(), clients.clone(), nodes.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            match Connection::accept(stream, &node.key, me).await {
-                Ok((conn, peer)) => {
-                    log::debug!("node {me}: session from {from} ({peer:?})");
-                    handler::serve(node, conn, peer).await;
+            let accepted = Connection::accept(stream, &node.key, me).await;
+            drop(handshake);
+            let (mut conn, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    log::info!("node {me}: refused a session from {from}: {e}");
+                    return;
                 }
-                Err(e) => log::info!("node {me}: refused a session from {from}: {e}"),
-            }
+            };
+            let pool = match peer {
+                Peer::Node(_) => nodes,
+                Peer::Client => clients,
+            };
+            let Ok(_session) = pool.try_acquire_owned() else {
+                let e = Error::Unavailable(format!("node {me} has too many open sessions; try again"));
+                let _ = conn.send_response(Response::error(&e)).await;
+                log::warn!("node {me}: refusing {from} ({peer:?}): too many sessions");
+                return;
+            };
+            log::debug!("node {me}: session from {from} ({peer:?})");
+            handler::serve(node, conn, peer).await;
         });
     }
 }

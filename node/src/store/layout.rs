@@ -6,11 +6,12 @@
 //! <data>/blobs/<key[0..2]>/<key>.<term>-<seq> file contents
 //! <data>/tmp/<n>.tmp                          uploads in progress
 //! <data>/corrupt/<key>.<term>-<seq>           copies that failed their hash
+//! <data>/released/<content hash>              superseded blobs, kept a while for reuse
 //! ```
 
 use std::path::{Path, PathBuf};
 
-use scs_common::{Key, Term, Version};
+use scs_common::{ContentHash, Key, Term, Version};
 
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -40,6 +41,17 @@ impl Layout {
 
     pub fn corrupt_dir(&self) -> PathBuf {
         self.root.join("corrupt")
+    }
+
+    /// Where blobs of superseded versions wait a while, by content, so that
+    /// an entry with the same content applied later (the other half of a
+    /// rename delivered in another batch) can still use them.
+    pub fn released_dir(&self) -> PathBuf {
+        self.root.join("released")
+    }
+
+    pub fn released(&self, hash: &ContentHash) -> PathBuf {
+        self.released_dir().join(hash.to_hex())
     }
 
     /// The fan-out directory of a key: `blobs/<first two hex digits>`.

@@ -102,8 +102,23 @@ impl Store {
     /// `Io` if the directory or the index cannot be opened.
     pub fn open(dir: &Path, me: NodeId, max_files: Option<u64>) -> Result<(Store, OpenReport)> {
         let layout = Layout::new(dir);
-        for d in [layout.root().to_path_buf(), layout.blobs_dir(), layout.tmp_dir(), layout.corrupt_dir()] {
+        for d in [
+            layout.root().to_path_buf(),
+            layout.blobs_dir(),
+            layout.tmp_dir(),
+            layout.corrupt_dir(),
+            layout.released_dir(),
+        ] {
             fs::create_dir_all(&d).map_err(|e| Error::Io(format!("cannot create {}: {e}", d.display())))?;
+        }
+        // Every shard directory exists, durably, before any blob goes in one.
+        for b in 0..=255u8 {
+            let mut k = [0u8; 32];
+            k[0] = b;
+            fs::create_dir_all(layout.shard_dir(&Key(k)))?;
+        }
+        for d in [layout.blobs_dir(), layout.root().to_path_buf()] {
+            blobs::sync_dir(&d)?;
         }
         let db = Database::create(layout.index())
             .map_err(|e| Error::Io(format!("cannot open the index {}: {e}", layout.index().display())))?;
@@ -205,8 +220,12 @@ impl Store {
                 held.insert(&key.0, &version.to_be_bytes()).map_err(db_err)?;
                 keep.insert((key, version));
             }
-            for kv in on_disk.difference(&keep) {
-                if fs::remove_file(self.layout.blob(&kv.0, kv.1)).is_ok() {
+            // A blob without an entry may be a replica whose Apply has not
+            // arrived yet (the leader counted it): only remove the ones whose
+            // entry was decided without this node; the sweep judges the rest.
+            for (key, version) in on_disk.difference(&keep) {
+                let decided = read_entry(&entries, key)?.is_some_and(|e| e.version >= *version);
+                if decided && fs::remove_file(self.layout.blob(key, *version)).is_ok() {
                     report.orphan_blobs_removed += 1;
                 }
             }
@@ -439,10 +458,13 @@ impl Store {
             return Ok(true);
         }
         let Some(entry) = self.entry(key)?.filter(|e| e.version == version) else { return Ok(true) };
-        Ok(match hash_file(&self.layout.blob(key, version)) {
-            Ok((hash, size)) => hash == entry.hash && size == entry.size,
-            Err(_) => false,
-        })
+        let path = self.layout.blob(key, version);
+        if !path.exists() {
+            return Ok(false);
+        }
+        // A read error (EMFILE, EIO) is not a verdict on the content: it is returned.
+        let (hash, size) = hash_file(&path)?;
+        Ok(hash == entry.hash && size == entry.size)
     }
 
     /// Bad copies found since the store opened.
@@ -504,7 +526,8 @@ impl Store {
         let mut out = Applied::default();
         // Old blobs released by this batch, by content: candidates for reuse.
         let mut pool: HashMap<ContentHash, PathBuf> = HashMap::new();
-        let mut released: Vec<PathBuf> = Vec::new();
+        // Blobs of superseded versions, with their content: moved aside for reuse.
+        let mut released: Vec<(PathBuf, ContentHash)> = Vec::new();
         let mut useless: Vec<PathBuf> = Vec::new();
         let tx = self.db.begin_write().map_err(db_err)?;
         {
@@ -533,7 +556,10 @@ impl Store {
                         // The blob we were waiting for (a fetch or a retried replication): keep it.
                         wanted.remove(&key.0).map_err(db_err)?;
                         held.insert(&key.0, &e.version.to_be_bytes()).map_err(db_err)?;
-                    } else if e.has_blob() && read_version(&held, &key)? != Some(e.version) {
+                    } else if e.has_blob()
+                        && old.as_ref().is_some_and(|o| o.version > e.version)
+                        && read_version(&held, &key)? != Some(e.version)
+                    {
                         // A version that lost to a newer one: its blob, if one
                         // was replicated here, is garbage.
                         useless.push(path);
@@ -542,10 +568,13 @@ impl Store {
                 }
                 if let Some(hv) = read_version(&held, &key)? {
                     let path = self.layout.blob(&key, hv);
-                    if let Some(o) = old.as_ref().filter(|o| o.version == hv && o.has_blob()) {
-                        pool.insert(o.hash, path.clone());
+                    match old.as_ref().filter(|o| o.version == hv && o.has_blob()) {
+                        Some(o) => {
+                            pool.insert(o.hash, path.clone());
+                            released.push((path, o.hash));
+                        }
+                        None => useless.push(path),
                     }
-                    released.push(path);
                     held.remove(&key.0).map_err(db_err)?;
                 }
                 wanted.remove(&key.0).map_err(db_err)?;
@@ -577,10 +606,15 @@ impl Store {
                     true
                 } else if let Some(src) = pool.get(&e.hash) {
                     // Same content as a blob this batch releases (a rename):
-                    // link it; the old name is unlinked after the commit.
+                    // link it; the old name is moved aside after the commit.
                     link_into_place(src, &dest).is_ok()
+                } else if fs::metadata(&dest).is_ok_and(|m| m.len() == e.size) {
+                    true
                 } else {
-                    fs::metadata(&dest).map(|m| m.len() == e.size).unwrap_or(false)
+                    // Released by an earlier batch (the tombstone half of a
+                    // rename came first): still at hand.
+                    let spare = self.layout.released(&e.hash);
+                    fs::metadata(&spare).is_ok_and(|m| m.len() == e.size) && link_into_place(&spare, &dest).is_ok()
                 };
                 if placed {
                     held.insert(&key.0, &e.version.to_be_bytes()).map_err(db_err)?;
@@ -596,7 +630,13 @@ impl Store {
             self.wanted.store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
         }
         tx.commit().map_err(db_err)?;
-        for p in released.iter().chain(&useless) {
+        for (path, hash) in released {
+            // Same content already waiting there: ours is not needed.
+            if fs::rename(&path, self.layout.released(&hash)).is_err() {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        for p in &useless {
             let _ = fs::remove_file(p);
         }
         Ok(out)
@@ -848,10 +888,18 @@ impl Store {
 }
 
 impl Store {
-    /// Removes blob files that no entry of this node refers to and that are
-    /// older than `min_age` (what is left of uploads that never committed).
-    /// Returns how many were removed.
-    pub fn sweep_orphans(&self, min_age: std::time::Duration) -> Result<usize> {
+    /// Removes what nothing needs any more: blob files no entry of this
+    /// node refers to (at once when their entry was decided without this
+    /// node, after `undecided_age` otherwise: an upload that never
+    /// committed), and released blobs older than `released_age`. Ages count
+    /// from the last change of the file (ctime, which a hard link or a
+    /// rename also sets). Each removal is re-checked against the index in a
+    /// write transaction, so it is ordered with [`Store::apply`].
+    pub fn sweep_orphans(
+        &self,
+        undecided_age: std::time::Duration,
+        released_age: std::time::Duration,
+    ) -> Result<usize> {
         let kept: HashSet<(Key, Version)> = self.held_blobs()?.into_iter().collect();
         let wanted: HashSet<(Key, Version)> =
             self.wanted(usize::MAX)?.into_iter().map(|e| (e.key(), e.version)).collect();
@@ -863,18 +911,66 @@ impl Store {
             }
             for f in fs::read_dir(&shard)? {
                 let f = f?;
-                let Some(kv) = f.file_name().to_str().and_then(layout::parse_blob_file_name) else { continue };
-                if kept.contains(&kv) || wanted.contains(&kv) {
+                let Some((key, version)) = f.file_name().to_str().and_then(layout::parse_blob_file_name) else {
+                    continue;
+                };
+                if kept.contains(&(key, version)) || wanted.contains(&(key, version)) {
                     continue;
                 }
-                let old = f.metadata()?.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|a| a >= min_age);
-                if old && fs::remove_file(f.path()).is_ok() {
+                let old_enough = age(&f.metadata()?) >= undecided_age;
+                if self.remove_if_garbage(&key, version, old_enough)? {
                     removed += 1;
                 }
             }
         }
+        for f in fs::read_dir(self.layout.released_dir())? {
+            let f = f?;
+            if age(&f.metadata()?) >= released_age && fs::remove_file(f.path()).is_ok() {
+                removed += 1;
+            }
+        }
         Ok(removed)
     }
+
+    /// Removes the blob `(key, version)` if this node does not keep or want
+    /// it and its entry was decided without it (or `undecided_ok`).
+    fn remove_if_garbage(&self, key: &Key, version: Version, undecided_ok: bool) -> Result<bool> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let garbage = {
+            let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+            let held = tx.open_table(HELD).map_err(db_err)?;
+            let wanted = tx.open_table(WANTED).map_err(db_err)?;
+            let needed = read_version(&held, key)? == Some(version) || read_version(&wanted, key)? == Some(version);
+            let decided = read_entry(&entries, key)?.is_some_and(|e| e.version >= version);
+            !needed && (decided || undecided_ok)
+        };
+        let removed = garbage && fs::remove_file(self.layout.blob(key, version)).is_ok();
+        tx.abort().map_err(db_err)?;
+        Ok(removed)
+    }
+
+    /// Places a wanted blob from a local copy of the same content, if one is
+    /// at hand (released by a rename whose halves came in separate batches).
+    pub fn place_from_local(&self, entry: &Entry) -> Result<bool> {
+        let spare = self.layout.released(&entry.hash);
+        if !fs::metadata(&spare).is_ok_and(|m| m.len() == entry.size) {
+            return Ok(false);
+        }
+        let (key, version) = (entry.key(), entry.version);
+        if link_into_place(&spare, &self.layout.blob(&key, version)).is_err() {
+            return Ok(false);
+        }
+        self.apply(std::slice::from_ref(entry), &[(key, version)])?;
+        self.holds(&key, version)
+    }
+}
+
+/// Time since a file last changed (the later of mtime and ctime).
+fn age(m: &fs::Metadata) -> std::time::Duration {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let changed = m.mtime().max(m.ctime());
+    std::time::Duration::from_secs(now.saturating_sub(changed).max(0) as u64)
 }
 
 impl Store {
@@ -895,5 +991,49 @@ impl Store {
         }
         tx.abort().map_err(db_err)?;
         Ok(garbage)
+    }
+}
+
+impl Store {
+    /// Withdraws this node's entry of `key` if it is still at `version`: an
+    /// entry that never reached a majority under a leader that has since
+    /// been replaced (this node led that term). Its blob, if kept here, is
+    /// released (kept a while for reuse). Returns whether it was withdrawn.
+    pub fn withdraw(&self, key: &Key, version: Version) -> Result<bool> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let mut released = None;
+        {
+            let mut entries = tx.open_table(ENTRIES).map_err(db_err)?;
+            let mut names = tx.open_table(NAMES).map_err(db_err)?;
+            let mut versions = tx.open_table(VERSIONS).map_err(db_err)?;
+            let mut held = tx.open_table(HELD).map_err(db_err)?;
+            let mut wanted = tx.open_table(WANTED).map_err(db_err)?;
+            let mut meta = tx.open_table(META).map_err(db_err)?;
+            let Some(e) = read_entry(&entries, key)?.filter(|e| e.version == version) else {
+                return Ok(false);
+            };
+            entries.remove(&key.0).map_err(db_err)?;
+            versions.remove(&version.to_be_bytes()).map_err(db_err)?;
+            if !e.deleted {
+                names.remove(e.name.as_str()).map_err(db_err)?;
+            }
+            if read_version(&held, key)? == Some(version) {
+                held.remove(&key.0).map_err(db_err)?;
+                released = Some((self.layout.blob(key, version), e.hash));
+            }
+            wanted.remove(&key.0).map_err(db_err)?;
+            let mut digests = read_digests(&meta)?;
+            digests.toggle(key, version);
+            meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(db_err)?;
+            self.held.store(held.len().map_err(db_err)?, Ordering::Relaxed);
+            self.wanted.store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
+        }
+        tx.commit().map_err(db_err)?;
+        if let Some((path, hash)) = released {
+            if fs::rename(&path, self.layout.released(&hash)).is_err() {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        Ok(true)
     }
 }
