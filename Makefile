@@ -3,6 +3,7 @@
 #   make demo        three nodes on this machine and a mount at ~/scs
 #   make demo-stop   stop exactly what make demo started
 #   make test        everything CI runs
+#   make test-faults the namespace fault suite alone (root): SEEDS=N for seeds 1..N, SEED=n to replay one
 #   make bench       benchmarks; results in bench-results/
 #   make install     binaries and systemd units (PREFIX, DESTDIR honoured)
 
@@ -16,6 +17,10 @@ DEMO_DIR  ?= $(HOME)/.local/share/scs-demo
 MOUNTPOINT ?= $(HOME)/scs
 # Every integration test has its own hard timeouts; this bounds the whole run.
 TEST_TIMEOUT ?= 2400
+# The fault suite: empty = the CI seeds; SEEDS=N runs seeds 1..N (and writes
+# bench-results/faults-latest.md); SEED=n replays one.
+SEEDS     ?=
+SEED      ?=
 
 .PHONY: all build deps test test-unit test-integration test-faults demo demo-stop bench install fmt lint clean
 
@@ -31,6 +36,13 @@ deps:
 test: deps
 	$(CARGO) build --bins
 	timeout $(TEST_TIMEOUT) $(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+
+# Each seed takes about a minute (35 s of workload, then heal and checks);
+# the bound allows five minutes each.
+test-faults: deps
+	$(CARGO) build --bins
+	SEEDS=$(SEEDS) SEED=$(SEED) timeout $$(( $(or $(SEEDS),3) * 300 + 300 )) \
+		$(CARGO) test -p scs-tests --test faults -- --nocapture --test-threads=1
 
 test-unit:
 	$(CARGO) test --workspace --lib --bins

@@ -241,6 +241,13 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends `bytes` as they are through the secure channel, as if they were
+    /// frames: for tests of how a peer copes with malformed frames.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.write_plain(bytes).await?;
+        self.flush().await
+    }
+
     /// Writes and flushes one message.
     pub async fn send(&mut self, m: &Message) -> Result<()> {
         self.write_message(m).await?;
