@@ -1,0 +1,117 @@
+//! Removing what nothing needs any more, and placing blobs from what is
+//! already on this disk: the orphan sweep, released blobs, late replicas.
+
+use std::collections::HashSet;
+use std::fs;
+
+use scs_common::{Entry, Key, Result, Version};
+
+use super::index::{db_err, read_entry, read_version, ENTRIES, HELD, WANTED};
+use super::{layout, link_into_place, Store};
+
+impl Store {
+    /// Removes what nothing needs any more: blob files no entry of this
+    /// node refers to (at once when their entry was decided without this
+    /// node, after `undecided_age` otherwise: an upload that never
+    /// committed), and released blobs older than `released_age`. Ages count
+    /// from the last change of the file (ctime, which a hard link or a
+    /// rename also sets). Each removal is re-checked against the index in a
+    /// write transaction, so it is ordered with [`Store::apply`].
+    pub fn sweep_orphans(
+        &self,
+        undecided_age: std::time::Duration,
+        released_age: std::time::Duration,
+    ) -> Result<usize> {
+        let kept: HashSet<(Key, Version)> = self.held_blobs()?.into_iter().collect();
+        let wanted: HashSet<(Key, Version)> =
+            self.wanted(usize::MAX)?.into_iter().map(|e| (e.key(), e.version)).collect();
+        let mut removed = 0;
+        for shard in fs::read_dir(self.layout.blobs_dir())? {
+            let shard = shard?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&shard)? {
+                let f = f?;
+                let Some((key, version)) = f.file_name().to_str().and_then(layout::parse_blob_file_name) else {
+                    continue;
+                };
+                if kept.contains(&(key, version)) || wanted.contains(&(key, version)) {
+                    continue;
+                }
+                let old_enough = age(&f.metadata()?) >= undecided_age;
+                if self.remove_if_garbage(&key, version, old_enough)? {
+                    removed += 1;
+                }
+            }
+        }
+        for f in fs::read_dir(self.layout.released_dir())? {
+            let f = f?;
+            if age(&f.metadata()?) >= released_age && fs::remove_file(f.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes the blob `(key, version)` if this node does not keep or want
+    /// it and its entry was decided without it (or `undecided_ok`).
+    fn remove_if_garbage(&self, key: &Key, version: Version, undecided_ok: bool) -> Result<bool> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let garbage = {
+            let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+            let held = tx.open_table(HELD).map_err(db_err)?;
+            let wanted = tx.open_table(WANTED).map_err(db_err)?;
+            let needed = read_version(&held, key)? == Some(version) || read_version(&wanted, key)? == Some(version);
+            let decided = read_entry(&entries, key)?.is_some_and(|e| e.version >= version);
+            !needed && (decided || undecided_ok)
+        };
+        let removed = garbage && fs::remove_file(self.layout.blob(key, version)).is_ok();
+        tx.abort().map_err(db_err)?;
+        Ok(removed)
+    }
+
+    /// Places a wanted blob from a local copy of the same content, if one is
+    /// at hand (released by a rename whose halves came in separate batches).
+    pub fn place_from_local(&self, entry: &Entry) -> Result<bool> {
+        let spare = self.layout.released(&entry.hash);
+        if !fs::metadata(&spare).is_ok_and(|m| m.len() == entry.size) {
+            return Ok(false);
+        }
+        let (key, version) = (entry.key(), entry.version);
+        if link_into_place(&spare, &self.layout.blob(&key, version)).is_err() {
+            return Ok(false);
+        }
+        self.apply(std::slice::from_ref(entry), &[(key, version)])?;
+        self.holds(&key, version)
+    }
+}
+
+/// Time since a file last changed (the later of mtime and ctime).
+fn age(m: &fs::Metadata) -> std::time::Duration {
+    use std::os::unix::fs::MetadataExt;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let changed = m.mtime().max(m.ctime());
+    std::time::Duration::from_secs(now.saturating_sub(changed).max(0) as u64)
+}
+
+impl Store {
+    /// Called when a replicated blob has just landed: if its entry has
+    /// meanwhile been committed without this node as a holder, or replaced
+    /// by a newer version, the blob is garbage already and is removed (in a
+    /// write transaction, so it is ordered with [`Store::apply`]).
+    pub fn settle_replicated(&self, key: &Key, version: Version) -> Result<bool> {
+        let tx = self.db.begin_write().map_err(db_err)?;
+        let garbage = {
+            let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+            let held = tx.open_table(HELD).map_err(db_err)?;
+            let decided = read_entry(&entries, key)?.is_some_and(|e| e.version >= version);
+            decided && read_version(&held, key)? != Some(version)
+        };
+        if garbage {
+            let _ = fs::remove_file(self.layout.blob(key, version));
+        }
+        tx.abort().map_err(db_err)?;
+        Ok(garbage)
+    }
+}
