@@ -1,31 +1,50 @@
 #!/bin/bash
 # make bench: SCS figures against baselines measured in the same run, on the
-# same disk (BENCH_DIR, default target/bench). Results: bench-results/latest.md
-# (and a dated copy). Needs release binaries (make build) and, for cold reads,
-# root (to drop the page cache).
+# same disk (BENCH_DIR, default target/bench). Results go to
+# bench-results/latest.md (and a dated copy). Needs release binaries (make
+# build); cold reads need root (to drop the page cache) and the mount needs
+# FUSE. Every process started here is stopped by pid on exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/target/release"
 BENCH_DIR=${BENCH_DIR:-$here/target/bench}
 SIZE_MB=${SIZE_MB:-1024}
+MOUNT_MB=${MOUNT_MB:-256}
 SMALL_FILES=${SMALL_FILES:-2000}
+MOUNT_FILES=${MOUNT_FILES:-500}
 FAILOVERS=${FAILOVERS:-20}
 out_dir="$here/bench-results"
 mkdir -p "$out_dir"
 rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR"
-group="239.255.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1)):$((RANDOM % 20000 + 30000))"
 key="$BENCH_DIR/cluster.key"
 (umask 077 && head -c 32 /dev/urandom > "$key")
-scs() { "$bin/scs" --group "$group" --secret-file "$key" "$@"; }
 declare -A pids
+mount_pid=""
+mnt="$BENCH_DIR/mnt"
 
-start_node() {
+new_group() { group="239.255.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1)):$((RANDOM % 20000 + 30000))"; }
+scs() { "$bin/scs" --group "$group" --secret-file "$key" "$@"; }
+start_node() {  # start_node ID DATA_SUFFIX
     local i=$1
-    RUST_LOG=warn "$bin/scs-node" --id "$i" --cluster-size 3 --data-dir "$BENCH_DIR/node-$i" \
-        --secret-file "$key" --group "$group" --listen 127.0.0.1:0 >>"$BENCH_DIR/node-$i.log" 2>&1 &
+    RUST_LOG=warn "$bin/scs-node" --id "$i" --cluster-size 3 --data-dir "$BENCH_DIR/$2-node-$i" \
+        --secret-file "$key" --group "$group" --listen 127.0.0.1:0 >>"$BENCH_DIR/$2-node-$i.log" 2>&1 &
     pids[$i]=$!
 }
+stop_cluster() {
+    for i in "${!pids[@]}"; do kill "${pids[$i]}" 2>/dev/null || true; done
+    for i in "${!pids[@]}"; do wait "${pids[$i]}" 2>/dev/null || true; done
+    pids=()
+}
+unmount() {
+    if [ -n "$mount_pid" ]; then
+        fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -u -z "$mnt" 2>/dev/null || true
+        kill "$mount_pid" 2>/dev/null || true
+        wait "$mount_pid" 2>/dev/null || true
+        mount_pid=""
+    fi
+}
 cleanup() {
+    unmount
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
@@ -40,25 +59,26 @@ wait_quorum() {  # until a leader with quorum answers, at most 30 s
 leader() { scs status --json | sed -n 's/.*"leader":\([0-9]*\).*/\1/p'; }
 now() { date +%s.%N; }
 rate() { echo "scale=1; $1 / ($3 - $2)" | bc; }   # MB / seconds
-ratio() { echo "scale=2; $1 / $2" | bc; }
+ratio() { echo "scale=2; $1 / $2" | bc | sed 's/^\./0./'; }
+secs() { echo "scale=3; $2 - $1" | bc | sed 's/^\./0./'; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null && echo cold || echo warm; }
 hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
-
-for i in 1 2 3; do start_node "$i"; done
-wait_quorum
+start_cluster() {  # start_cluster NAME
+    new_group
+    for i in 1 2 3; do start_node "$i" "$1"; done
+    wait_quorum
+}
 
 echo "bench: ${SIZE_MB} MiB source file"
 src="$BENCH_DIR/source.bin"
 head -c $((SIZE_MB * 1024 * 1024)) /dev/urandom > "$src"
 
-# Baseline: dd of the same file to the same disk with fsync.
+# --- Large files, encrypted (the default) ---------------------------------
+start_cluster enc
 t0=$(now); dd if="$src" of="$BENCH_DIR/dd-copy.bin" bs=1M conv=fsync status=none; t1=$(now)
 dd_mbs=$(rate "$SIZE_MB" "$t0" "$t1"); rm -f "$BENCH_DIR/dd-copy.bin"
-
 t0=$(now); scs upload "$src" big.bin; t1=$(now)
 up_mbs=$(rate "$SIZE_MB" "$t0" "$t1")
-
-# Baseline: a cold read of a local file of the same size.
 state=$(drop_caches)
 t0=$(now); dd if="$src" of=/dev/null bs=1M status=none; t1=$(now)
 rd_mbs=$(rate "$SIZE_MB" "$t0" "$t1")
@@ -72,6 +92,57 @@ echo "bench: $SMALL_FILES small files"
 cargo build --release -q -p scs-mount --example small_files
 small=$("$here/target/release/examples/small_files" "$group" "$key" "$SMALL_FILES" 4096 1)
 small8=$("$here/target/release/examples/small_files" "$group" "$key" "$SMALL_FILES" 4096 8)
+
+# --- The mount -----------------------------------------------------------
+mount_rows=""
+if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
+    echo "bench: the mount"
+    local_dir="$BENCH_DIR/local"; mkdir -p "$local_dir" "$mnt"
+    mount_at() {  # a fresh foreground mount with an empty cache
+        rm -rf "$BENCH_DIR/mcache"
+        "$bin/scs-mount" "$mnt" --group "$group" --secret-file "$key" --cache-dir "$BENCH_DIR/mcache" --foreground \
+            >>"$BENCH_DIR/mount.log" 2>&1 &
+        mount_pid=$!
+        local n=0
+        until mountpoint -q "$mnt"; do n=$((n + 1)); [ $n -lt 100 ] || { echo "bench: mount failed" >&2; exit 1; }; sleep 0.1; done
+    }
+    mount_at
+    t0=$(now); dd if=/dev/urandom of="$local_dir/w.bin" bs=1M count="$MOUNT_MB" conv=fsync status=none; t1=$(now)
+    lw=$(rate "$MOUNT_MB" "$t0" "$t1")
+    t0=$(now); dd if="$local_dir/w.bin" of="$mnt/w.bin" bs=1M conv=fsync status=none; t1=$(now)
+    mw=$(rate "$MOUNT_MB" "$t0" "$t1")
+    unmount; mount_at
+    drop_caches >/dev/null
+    t0=$(now); dd if="$local_dir/w.bin" of=/dev/null bs=1M status=none; t1=$(now)
+    lr=$(rate "$MOUNT_MB" "$t0" "$t1")
+    drop_caches >/dev/null
+    t0=$(now); dd if="$mnt/w.bin" of=/dev/null bs=1M status=none; t1=$(now)
+    mr=$(rate "$MOUNT_MB" "$t0" "$t1")
+    mount_rss=$(hwm_mb "$mount_pid")
+    small4k=$(head -c 3072 /dev/urandom | base64 -w0)   # 4 KiB of text, held by the shell
+    small_ops() {  # small_ops DIR: create, list, read, remove N files; prints four durations
+        # Files are written by the shell itself (no process per file), so the
+        # figure is the file system's, not fork's.
+        local d=$1 t0 t1 t2 t3 t4
+        mkdir -p "$d/s"
+        t0=$(now); for i in $(seq 1 "$MOUNT_FILES"); do printf '%s' "$small4k" > "$d/s/f$i"; done; t1=$(now)
+        ls -l "$d/s" > /dev/null; t2=$(now)
+        cat "$d"/s/* > /dev/null; t3=$(now)
+        rm -r "$d/s"; t4=$(now)
+        echo "$(secs "$t0" "$t1") $(secs "$t1" "$t2") $(secs "$t2" "$t3") $(secs "$t3" "$t4")"
+    }
+    read -r lc ll lre lrm <<<"$(small_ops "$local_dir")"
+    read -r mc ml mre mrm <<<"$(small_ops "$mnt")"
+    unmount
+    fps() { echo "scale=0; $MOUNT_FILES / $1" | bc; }
+    mount_rows="| mount: ${MOUNT_MB} MiB dd conv=fsync write | ${mw} MB/s | local ${lw} MB/s | $(ratio "$mw" "$lw") | ≥ 0.25 |
+| mount: ${MOUNT_MB} MiB cold read | ${mr} MB/s | local ${lr} MB/s | $(ratio "$mr" "$lr") | ≥ 0.3 |
+| mount: create ${MOUNT_FILES} × 4 KiB, each closed (so stored) before the next | ${mc} s ($(fps "$mc") files/s) | local ${lc} s | | > 1000 files/s |
+| mount: ls -l of them | ${ml} s | local ${ll} s | | |
+| mount: read them (cat) | ${mre} s | local ${lre} s | | |
+| mount: remove them (rm -r) | ${mrm} s | local ${lrm} s | | |
+| mount: peak RSS of scs-mount | ${mount_rss} MiB | | | ≤ 128 MiB |"
+fi
 
 echo "bench: $FAILOVERS leader kills"
 times=()
@@ -87,28 +158,44 @@ for k in $(seq 1 "$FAILOVERS"); do
     done
     t1=$(now)
     times+=("$(echo "$t1 - $t0" | bc)")
-    start_node "$l"
+    start_node "$l" enc
     # Let the restarted node catch up and take the lead back before the next kill.
     n=0; until [ "$(leader 2>/dev/null)" = "$l" ] || [ $n -gt 100 ]; do sleep 0.1; n=$((n + 1)); done
 done
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 median=$(echo "$sorted" | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f", (a[NR/2]+a[NR/2+1])/2}')
 worst=$(echo "$sorted" | tail -1)
+stop_cluster
+
+# --- The same transfers with a plaintext transport, for the cost of encryption.
+echo "bench: plaintext transport"
+export SCS_PLAINTEXT_TRANSPORT=1
+start_cluster plain
+t0=$(now); scs upload "$src" big.bin; t1=$(now)
+pup_mbs=$(rate "$SIZE_MB" "$t0" "$t1")
+drop_caches >/dev/null
+t0=$(now); scs download big.bin - > /dev/null; t1=$(now)
+pdown_mbs=$(rate "$SIZE_MB" "$t0" "$t1")
+stop_cluster
+unset SCS_PLAINTEXT_TRANSPORT
 
 stamp=$(date -u +%Y-%m-%dT%H:%MZ)
 report="$out_dir/latest.md"
 cat > "$report" <<MD
 # SCS benchmarks — $stamp
 
-Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(df -h "$BENCH_DIR" | awk 'NR==2 {print $1}'); 3 nodes on 127.0.0.1, default timers, release build.
+Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(df -h "$BENCH_DIR" | awk 'NR==2 {print $1}'); 3 nodes on 127.0.0.1, default timers, release build; every copy and the baselines on the same disk.
 
 | what | SCS | baseline (same run) | ratio | aim |
 |---|---|---|---|---|
 | upload ${SIZE_MB} MiB (3 durable copies) | ${up_mbs} MB/s | dd conv=fsync ${dd_mbs} MB/s | $(ratio "$up_mbs" "$dd_mbs") | ≥ 0.3 |
 | download ${SIZE_MB} MiB (${state} cache) | ${down_mbs} MB/s | local read ${rd_mbs} MB/s | $(ratio "$down_mbs" "$rd_mbs") | ≥ 0.5 |
 | peak RSS of nodes 1/2/3 | ${rss} MiB | | | ≤ 64 MiB |
+| upload, encrypted vs plaintext transport | ${up_mbs} MB/s | plaintext ${pup_mbs} MB/s | $(ratio "$up_mbs" "$pup_mbs") | ≥ 0.8 |
+| download, encrypted vs plaintext transport | ${down_mbs} MB/s | plaintext ${pdown_mbs} MB/s | $(ratio "$down_mbs" "$pdown_mbs") | ≥ 0.8 |
 | ${SMALL_FILES} × 4 KiB uploads, one client, sequential | ${small} | | | |
 | ${SMALL_FILES} × 4 KiB uploads, one client, 8 at a time | ${small8} | | | |
+${mount_rows}
 | failover: kill -9 leader → next upload ok (${FAILOVERS} runs) | median ${median} s, worst ${worst} s | | | median < 1 s |
 MD
 cp "$report" "$out_dir/bench-$stamp.md"

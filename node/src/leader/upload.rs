@@ -20,7 +20,7 @@ use scs_common::name;
 use scs_common::proto::rpc::{Message, Request, Response, UploadSpec};
 use scs_common::{ContentHash, Entry, Error, Key, Kind, NodeId, Result};
 
-use super::{broadcast_apply, majority_of, now_ns, pick_holders, still_leading, Batch, LeaderState, VersionGuard};
+use super::{commit_and_spread, majority_of, now_ns, pick_holders, still_leading, Batch, LeaderState, VersionGuard};
 use crate::node::Node;
 use crate::store::{check_ancestors, Lookup};
 use crate::transfer::{drain, BlobSink};
@@ -257,20 +257,16 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     entry.holders = durable;
 
     // Phase 2: commit the entry, re-checking the name under the namespace lock.
-    let entries = {
-        let _ns = state.ns.lock().await;
-        check_file_target(node, &entry.name, exclusive)?;
-        let mut batch = Batch::new(&state);
-        // A new name changes its directory's mtime; an overwrite does not.
-        if node.store.lookup(&entry.name)? == Lookup::Absent {
-            batch.touch_dir(&node.store, name::parent(&entry.name), now_ns())?;
-        }
-        batch.entries.insert(0, entry.clone());
-        node.commit(state.term, node.me(), batch.entries.clone(), Vec::new()).await?;
-        batch.into_entries()
-    };
+    let ns = state.ns.lock().await;
+    check_file_target(node, &entry.name, exclusive)?;
+    let mut batch = Batch::new(&state);
+    // A new name changes its directory's mtime; an overwrite does not.
+    if node.store.lookup(&entry.name)? == Lookup::Absent {
+        batch.touch_dir(&node.store, name::parent(&entry.name), now_ns())?;
+    }
+    batch.entries.insert(0, entry.clone());
+    commit_and_spread(node, &state, batch, ns).await?;
     drop(guard);
-    broadcast_apply(node, &state, entries).await?;
     log::debug!("node {}: stored {:?} {:?} on {:?}", node.me(), entry.name, entry.version, entry.holders);
     Ok(entry)
 }
