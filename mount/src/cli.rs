@@ -120,12 +120,21 @@ async fn run(args: Args) -> Result<()> {
                 .map(|b| b.to_string_lossy().to_string())
                 .ok_or_else(|| Error::BadName(format!("{} has no file name", local.display())))?;
             let target = match remote.as_deref() {
-                None => base,
+                None => base.clone(),
                 Some(r) if r.ends_with('/') => name::join(&name::normalize(r)?, &base),
                 Some(r) => r.to_string(),
             };
-            let target = remote_name(&target)?;
-            let size = std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
+            let mut target = remote_name(&target)?;
+            let meta = std::fs::metadata(&local)
+                .map_err(|e| Error::Io(format!("cannot read {}: {}", local.display(), io_reason(&e))))?;
+            if meta.is_dir() {
+                return Err(Error::IsDir(format!("{} (upload takes files)", local.display())));
+            }
+            // Like cp: a target that is an existing directory receives the file.
+            if remote.is_some() && client.stat(&target).await?.is_some_and(|e| e.kind == Kind::Dir) {
+                target = name::join(&target, &base);
+            }
+            let size = meta.len();
             let bar = progress_bar(size, &format!("upload {target}"));
             let tick = |n: u64| bar.as_ref().map_or((), |b| b.set_position(n));
             let e = client.upload_file(&local, &target, Some(&tick)).await?;
@@ -341,6 +350,15 @@ fn status_json(s: &StatusReport) -> serde_json::Value {
             "disk_total": n.disk_total,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// An I/O error's reason without the "(os error N)" tail.
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }
 
 #[cfg(test)]
