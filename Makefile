@@ -5,6 +5,7 @@
 #   make test        everything CI runs
 #   make test-faults the namespace fault suite alone (root): SEEDS=N for seeds 1..N, SEED=n to replay one
 #   make bench       benchmarks; results in bench-results/
+#   make fuzz        every fuzz target for FUZZ_SECONDS (60) each; results in bench-results/fuzz-latest.md
 #   make install     binaries and systemd units (PREFIX, DESTDIR honoured)
 
 CARGO     ?= cargo
@@ -22,7 +23,7 @@ TEST_TIMEOUT ?= 2400
 SEEDS     ?=
 SEED      ?=
 
-.PHONY: all build deps test test-unit test-integration test-faults demo demo-stop bench install fmt lint clean
+.PHONY: all build deps test test-unit test-integration test-faults fuzz demo demo-stop bench install install-files fmt lint clean
 
 all: build
 
@@ -60,13 +61,23 @@ demo-stop:
 bench: deps build
 	./scripts/bench.sh
 
-install: build
-	install -d $(BINDIR) $(UNITDIR) $(USERUNITDIR) $(DESTDIR)/etc/scs
-	install -m 0755 target/release/scs-node target/release/scs target/release/scs-mount $(BINDIR)/
+# Installs cargo-fuzz when missing; FUZZ_TARGETS picks some of the targets.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
+
+install: build install-files
+
+# What `install` copies, without building first (BINSRC: where the binaries are).
+BINSRC ?= target/release
+SYSCONFDIR ?= /etc
+install-files:
+	install -d $(BINDIR) $(UNITDIR) $(USERUNITDIR) $(DESTDIR)$(SYSCONFDIR)/scs
+	install -m 0755 $(BINSRC)/scs-node $(BINSRC)/scs $(BINSRC)/scs-mount $(BINDIR)/
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/scs-node@.service > $(UNITDIR)/scs-node@.service
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/scs-mount.service > $(USERUNITDIR)/scs-mount.service
 	chmod 0644 $(UNITDIR)/scs-node@.service $(USERUNITDIR)/scs-mount.service
-	install -m 0644 systemd/node.toml.example $(DESTDIR)/etc/scs/node.toml.example
+	install -m 0644 systemd/node.toml.example $(DESTDIR)$(SYSCONFDIR)/scs/node.toml.example
 
 fmt:
 	$(CARGO) fmt --all

@@ -17,6 +17,8 @@ pub mod conn;
 pub mod error;
 pub mod multicast;
 pub mod name;
+#[cfg(test)]
+mod proptests;
 pub mod proto;
 pub mod secure;
 pub mod types;

@@ -1,0 +1,164 @@
+//! Writes the seed corpus of every fuzz target into `corpus/<target>/`: a
+//! few valid encodings each, plus the malformed shapes worth starting from.
+//! Run from `fuzz/`: `cargo run --example seed_corpus`. Deterministic, so
+//! re-running it changes nothing in the repository.
+
+use std::fs;
+use std::path::Path;
+
+use scs_common::auth::ClusterKey;
+use scs_common::error::WireError;
+use scs_common::proto::frame::{self, FrameKind};
+use scs_common::proto::gossip::{self, Envelope, Gossip, Heartbeat, NodeInfo, Role};
+use scs_common::proto::rpc::{Message, Request, Response, UploadSpec};
+use scs_common::{ContentHash, Entry, Key, Kind, NodeId, Term, Version};
+
+fn entry(name: &str) -> Entry {
+    Entry {
+        name: name.into(),
+        version: Version::new(Term(3), 9),
+        kind: Kind::File,
+        size: 12,
+        hash: ContentHash([5; 32]),
+        mode: 0o644,
+        mtime_ns: 1_700_000_000_123_456_789,
+        deleted: false,
+        holders: vec![NodeId(1), NodeId(3)],
+    }
+}
+
+fn messages() -> Vec<(&'static str, Message)> {
+    let r = |req| Message::Request(req);
+    vec![
+        (
+            "upload",
+            r(Request::Upload(UploadSpec {
+                name: "photos/cat.png".into(),
+                size: Some(5),
+                mode: 0o644,
+                mtime_ns: 1,
+                exclusive: false,
+            })),
+        ),
+        ("download", r(Request::Download { name: "un été/ça.txt".into(), offset: 3, len: Some(4) })),
+        (
+            "read-blob",
+            r(Request::ReadBlob { key: Key([1; 32]), version: Version::new(Term(1), 2), offset: 0, len: None }),
+        ),
+        ("stat", r(Request::Stat { name: "a/b".into() })),
+        ("list", r(Request::List { dir: String::new() })),
+        ("mkdir", r(Request::Mkdir { name: "d".into(), mode: 0o755, mtime_ns: 0, parents: true })),
+        ("delete", r(Request::Delete { name: "f".into(), expect: Some(Kind::File) })),
+        ("rename", r(Request::Rename { from: "a".into(), to: "b/c".into(), replace: true })),
+        ("setattr", r(Request::SetAttr { name: "f".into(), mode: Some(0o600), mtime_ns: None })),
+        ("status", r(Request::Status)),
+        ("offer", r(Request::Offer { entries: vec![entry("x"), entry("y/z")] })),
+        ("purge", r(Request::Purge { term: Term(4), leader: NodeId(3), items: vec![(Key([2; 32]), Version::ZERO)] })),
+        ("replicate", r(Request::Replicate { term: Term(3), leader: NodeId(3), entry: entry("r"), size: Some(12) })),
+        ("apply", r(Request::Apply { term: Term(3), leader: NodeId(3), entries: vec![entry("a")] })),
+        ("pull", r(Request::Pull { since: Version::new(Term(2), 7), fence: Some((Term(3), NodeId(3))) })),
+        ("stored", Message::Response(Response::Stored(entry("s")))),
+        ("listing", Message::Response(Response::Listing { entries: vec![entry("l1"), entry("l2")], more: true })),
+        ("content", Message::Response(Response::Content { entry: entry("c"), offset: 0, len: 12 })),
+        ("error", Message::Response(Response::Error(WireError { code: 1, message: "no such file: x".into() }))),
+        ("end", Message::End { hash: ContentHash([9; 32]) }),
+    ]
+}
+
+fn envelope(msg: Gossip) -> Envelope {
+    Envelope {
+        from: NodeId(3),
+        cluster_size: 3,
+        incarnation: 1000,
+        seq: 7,
+        ts_ms: 1_700_000_000_000,
+        info: NodeInfo {
+            addr: "127.0.0.1:7783".into(),
+            files: 2,
+            max_files: Some(10),
+            ready: true,
+            disk_free: 1 << 30,
+            disk_total: 1 << 40,
+            wanted: 0,
+            corrupt: 0,
+            under_replicated: 0,
+        },
+        msg,
+    }
+}
+
+fn envelopes() -> Vec<(&'static str, Envelope)> {
+    let hb = Heartbeat { term: Term(4), leader: Some(NodeId(3)), role: Role::Leader, eligible: true };
+    vec![
+        ("heartbeat", envelope(Gossip::Heartbeat(hb))),
+        ("election", envelope(Gossip::Election { term: Term(5) })),
+        ("answer", envelope(Gossip::Answer { term: Term(5), to: NodeId(1) })),
+        ("coordinator", envelope(Gossip::Coordinator { term: Term(5) })),
+    ]
+}
+
+fn framed(kind: FrameKind, body: &[u8]) -> Vec<u8> {
+    let mut v = frame::header(kind, body.len()).to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    fs::write(dir.join(name), bytes).unwrap_or_else(|e| panic!("write {name}: {e}"));
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let dirs = ["frame", "message", "datagram", "envelope", "name"].map(|t| {
+        let d = root.join(t);
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).expect("create the corpus dir");
+        d
+    });
+    let [frame_dir, message_dir, datagram_dir, envelope_dir, name_dir] = &dirs;
+
+    for (name, m) in messages() {
+        let compact = rmp_serde::to_vec(&m).expect("encode");
+        write(message_dir, name, &compact);
+        write(message_dir, &format!("{name}-named"), &rmp_serde::to_vec_named(&m).expect("encode"));
+        write(frame_dir, name, &framed(FrameKind::Message, &compact));
+    }
+    let end = rmp_serde::to_vec(&Message::End { hash: ContentHash([9; 32]) }).expect("encode");
+    let mut stream = framed(FrameKind::Data, b"hello world");
+    stream.extend_from_slice(&framed(FrameKind::Message, &end));
+    write(frame_dir, "data-then-end", &stream);
+    write(frame_dir, "empty-data", &framed(FrameKind::Data, b""));
+    write(frame_dir, "truncated", &framed(FrameKind::Message, &end)[..20]);
+    write(frame_dir, "oversized", &[0xff, 0xff, 0xff, 0xff, 1]);
+    write(frame_dir, "unknown-kind", &[0, 0, 0, 1, 9, 0]);
+
+    // Real datagrams, but sealed under another key than the target's.
+    let other = ClusterKey::from_bytes([8; 32]);
+    for (name, env) in envelopes() {
+        write(datagram_dir, name, &gossip::encode(&other, &env));
+        write(envelope_dir, name, &rmp_serde::to_vec(&env).expect("encode"));
+    }
+
+    let names: [(&str, &[u8]); 14] = [
+        ("plain", b"photos/cat.png"),
+        ("unicode", "un été/ça va.txt".as_bytes()),
+        ("dotdot", b"a/../b"),
+        ("dot", b"./a/./b"),
+        ("empty-component", b"a//b/"),
+        ("absolute", b"/etc/passwd"),
+        ("nul", b"a\0b"),
+        ("not-utf8", b"a/\xff\xfe/b"),
+        ("hidden", b".hidden/..b"),
+        ("empty", b""),
+        ("root", b"/"),
+        ("long-component", &[b'x'; 256]),
+        ("max-component", &[b'x'; 255]),
+        ("deep", &[b'a', b'/'].repeat(2100)),
+    ];
+    for (name, bytes) in names {
+        write(name_dir, name, bytes);
+    }
+    for d in &dirs {
+        println!("{}: {} seeds", d.display(), fs::read_dir(d).map(|r| r.count()).unwrap_or(0));
+    }
+}

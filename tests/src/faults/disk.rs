@@ -1,0 +1,133 @@
+//! After the heal: is every file back at its replica target, with the same
+//! version and the right bytes on every node, and nothing else kept? With
+//! `replicas` = cluster size every node holds every live file, so equal blob
+//! sets on every disk are the nodes' indexes agreeing on each live key.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+use super::cluster::{brief_status, NsCluster};
+use super::workload::{hex, Seen};
+use crate::data::key_hex;
+use crate::report::Status;
+
+/// Hashes of blob files already read: (path, length, mtime) → sha256.
+#[derive(Default)]
+pub struct HashCache(HashMap<(PathBuf, u64, Option<SystemTime>), String>);
+
+impl HashCache {
+    fn sha(&mut self, path: &PathBuf) -> Option<String> {
+        let meta = std::fs::metadata(path).ok()?;
+        let id = (path.clone(), meta.len(), meta.modified().ok());
+        if let Some(h) = self.0.get(&id) {
+            return Some(h.clone());
+        }
+        let h = hex(&Sha256::digest(std::fs::read(path).ok()?));
+        self.0.insert(id, h.clone());
+        Some(h)
+    }
+}
+
+/// What keeps the disks from matching: a missing, extra or wrong copy of a
+/// live file, or a node's status off ([`Problem::Replicas`]); or a blob of a
+/// name that is gone, or of no name at all, left on a disk ([`Problem::Stray`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    Replicas(String),
+    Stray(String),
+}
+
+/// Everything that keeps the disks from matching `expected` (name → final
+/// state); empty when every node agrees.
+pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut HashCache) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut stray = Vec::new();
+    let keys: BTreeMap<String, &String> = expected.keys().map(|n| (key_hex(n), n)).collect();
+    let live = expected.values().filter(|s| matches!(s, Seen::Present(_))).count() as u64;
+    match c.status() {
+        None => out.push("no status answered".into()),
+        Some(s) => status_problems(&s, c.size(), live, &mut out),
+    }
+    // name → (node, version) of every copy, to compare versions.
+    let mut versions: BTreeMap<&String, BTreeSet<(u64, u64)>> = BTreeMap::new();
+    for id in 1..=c.size() {
+        let mut by_key: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for b in c.blobs(id) {
+            by_key.entry(b.key.clone()).or_default().push(b);
+        }
+        for (key, blobs) in &by_key {
+            if !keys.contains_key(key) {
+                stray.push(format!(
+                    "node {id} keeps {} blob(s) of key {}… that no name of the run has",
+                    blobs.len(),
+                    &key[..12]
+                ));
+            }
+        }
+        for (name, state) in expected {
+            let key = key_hex(name);
+            let copies = by_key.get(&key).map(Vec::as_slice).unwrap_or_default();
+            match state {
+                Seen::Absent if !copies.is_empty() => {
+                    let versions: Vec<String> = copies.iter().map(|b| format!("v{}.{}", b.term, b.seq)).collect();
+                    stray.push(format!("node {id} still keeps {} of {name}, which is gone", versions.join(" ")))
+                }
+                Seen::Absent => {}
+                Seen::Present(want) => {
+                    // The current copy: the newest with the right bytes;
+                    // any other copy of the key is left over.
+                    let mut good: Vec<_> =
+                        copies.iter().filter(|b| cache.sha(&b.path).as_ref() == Some(want)).collect();
+                    good.sort_by_key(|b| (b.term, b.seq));
+                    let Some(current) = good.last() else {
+                        let versions: Vec<String> = copies.iter().map(|b| format!("v{}.{}", b.term, b.seq)).collect();
+                        out.push(format!(
+                            "node {id} has no good copy of {name} (want {}; has {})",
+                            &want[..12],
+                            if versions.is_empty() { "none".to_string() } else { versions.join(" ") }
+                        ));
+                        continue;
+                    };
+                    versions.entry(name).or_default().insert((current.term, current.seq));
+                    let old: Vec<String> = copies
+                        .iter()
+                        .filter(|b| (b.term, b.seq) != (current.term, current.seq))
+                        .map(|b| format!("v{}.{}", b.term, b.seq))
+                        .collect();
+                    if !old.is_empty() {
+                        stray.push(format!(
+                            "node {id} keeps {} of {name} beside its current v{}.{}",
+                            old.join(" "),
+                            current.term,
+                            current.seq
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for (name, v) in versions.into_iter().filter(|(_, v)| v.len() > 1) {
+        out.push(format!("the nodes keep {name} at different versions: {v:?}"));
+    }
+    let mut all: Vec<Problem> = out.into_iter().map(Problem::Replicas).collect();
+    all.extend(stray.into_iter().map(Problem::Stray));
+    all
+}
+
+fn status_problems(s: &Status, size: u32, live: u64, out: &mut Vec<String>) {
+    let all: Vec<u32> = (1..=size).collect();
+    if s.leader.is_none() || !s.quorum || s.alive_ids() != all {
+        out.push(format!("not one leader with quorum over all nodes: {}", brief_status(s)));
+    }
+    if s.under_replicated != 0 {
+        out.push(format!("{} file(s) below the replica target: {}", s.under_replicated, brief_status(s)));
+    }
+    for n in &s.nodes {
+        if n.files != live || n.wanted != 0 {
+            out.push(format!("node {} holds {} files and wants {} more; {live} are live", n.id, n.files, n.wanted));
+        }
+    }
+}

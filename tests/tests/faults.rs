@@ -1,0 +1,136 @@
+//! The fault suite: five nodes, each in a network namespace of its own on a
+//! bridge the test owns, concurrent clients uploading, overwriting, reading,
+//! deleting and renaming a few hundred files, and a nemesis killing,
+//! freezing, partitioning, slowing, filling and corrupting on a seeded
+//! schedule. After the heal every acknowledged write must read back exactly,
+//! nothing deleted may return, one leader acknowledges writes per term, and
+//! every disk holds every live file.
+//!
+//! Needs root (namespaces); skips with a message otherwise. A fixed set of
+//! seeds by default; `SEEDS=N` runs seeds 1..=N and writes
+//! `bench-results/faults-latest.md`; `SEED=n` replays one.
+//! `SCS_FAULTS_SECS` sets each seed's workload time (default 35);
+//! `SCS_FAULTS_STRICT=1` makes warnings (blobs left over on disk) fail too;
+//! `SCS_KEEP_TEST_DIR=1` keeps a failing seed's data dirs.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use scs_tests::faults::nemesis::FaultKind;
+use scs_tests::faults::{self, summary, SeedResult, Settings};
+use scs_tests::netns;
+
+/// The seeds CI runs: together they inject every kind of fault.
+const CI_SEEDS: [u64; 3] = [1, 2, 3];
+/// What each seed may take beyond its workload before the whole test is
+/// stopped (start, heal, checks).
+const PER_SEED_MARGIN: Duration = Duration::from_secs(240);
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}")))
+}
+
+/// The seeds to run and whether this is a long run (with a report file).
+fn seeds() -> (Vec<u64>, bool) {
+    if let Some(seed) = env_u64("SEED") {
+        return (vec![seed], false);
+    }
+    match env_u64("SEEDS") {
+        Some(n) => ((1..=n.max(1)).collect(), true),
+        None => (CI_SEEDS.to_vec(), false),
+    }
+}
+
+/// Says something even when the test harness captures stdout.
+fn tell(msg: &str) {
+    println!("{msg}");
+    let _ = writeln!(std::io::stderr().lock(), "{msg}");
+}
+
+/// Ends the process, after removing its namespaces and mounts, if the whole
+/// run outlives `limit` (every step has its own deadline; this is the
+/// backstop).
+fn watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        tell(&format!("fault suite: the run outlived its limit of {limit:?}; cleaning up and exiting"));
+        netns::emergency_cleanup();
+        std::process::exit(101);
+    });
+}
+
+#[test]
+fn acknowledged_writes_survive_kills_freezes_partitions_loss_full_disks_and_corruption() {
+    if let Some(why) = netns::unavailable_reason() {
+        tell(&format!("SKIPPED the namespace fault suite: {why}"));
+        return;
+    }
+    let (seeds, long_run) = seeds();
+    let workload = Duration::from_secs(env_u64("SCS_FAULTS_SECS").unwrap_or(35));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let settings = Settings {
+        workload,
+        clients: 4,
+        names_per_client: 50,
+        settle: Duration::from_secs(60),
+        kinds: FaultKind::INJECTED.to_vec(),
+        mount_view: true,
+        keep_dir: Some(root.join("target").join("scs-faults")),
+        strict: std::env::var_os("SCS_FAULTS_STRICT").is_some(),
+    };
+    watchdog((workload + PER_SEED_MARGIN) * seeds.len() as u32);
+    if !netns::have_nft() {
+        tell(
+            "fault suite: nft (Debian package nftables) is missing: blackholes take bridge ports down, no random loss",
+        );
+    }
+    let started = Instant::now();
+    let mut results: Vec<SeedResult> = Vec::new();
+    let mut broken = Vec::new();
+    for &seed in &seeds {
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| faults::run_seed(seed, &settings)));
+        match run {
+            Ok(r) => {
+                println!("{}", summary::seed_line(&r));
+                for n in &r.notes {
+                    println!("  note: {n}");
+                }
+                if !r.violations.is_empty() || !r.warnings.is_empty() {
+                    println!("{}", summary::violations_text(&r));
+                }
+                results.push(r);
+            }
+            Err(_) => {
+                println!("seed {seed}: the harness panicked (see above)");
+                broken.push(seed);
+            }
+        }
+    }
+    let command = if long_run {
+        format!("make test-faults SEEDS={}", seeds.len())
+    } else if seeds.len() == 1 {
+        format!("make test-faults SEED={}", seeds[0])
+    } else {
+        "make test-faults".to_string()
+    };
+    let report = summary::report(&results, &settings, &command);
+    println!("\n{report}");
+    println!("fault suite: {} seed(s) in {:.0?}", seeds.len(), started.elapsed());
+    if long_run {
+        let path = root.join("bench-results").join("faults-latest.md");
+        match std::fs::create_dir_all(path.parent().expect("a parent")).and_then(|_| std::fs::write(&path, &report)) {
+            Ok(()) => println!("report written to {}", path.display()),
+            Err(e) => println!("could not write {}: {e}", path.display()),
+        }
+    }
+    let failing: Vec<u64> = results.iter().filter(|r| !r.violations.is_empty()).map(|r| r.seed).collect();
+    assert!(broken.is_empty(), "the harness panicked on seeds {broken:?}; replay one with `make test-faults SEED=n`");
+    assert!(
+        failing.is_empty(),
+        "violations on seeds {failing:?} (histories above); replay one with `make test-faults SEED=n`"
+    );
+}
