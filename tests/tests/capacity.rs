@@ -1,9 +1,11 @@
 //! `max_files`: a full node is skipped as a holder but still knows every
 //! file; a cluster with no room left says "no space" instead of storing.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
-use scs_tests::{seeded_bytes, Cluster};
+use scs_tests::{eventually, seeded_bytes, Cluster};
 
 fn five_files() -> Vec<(String, Vec<u8>)> {
     (0..5).map(|i| (format!("f{i}.bin"), seeded_bytes(200 + i, 5000 + i as usize))).collect()
@@ -89,4 +91,99 @@ fn a_cluster_with_every_node_full_refuses_new_files_with_no_space() {
     c.scs(&["rm", "first.txt"]).assert_ok();
     c.upload_bytes("second.txt", b"now it fits");
     c.assert_content("second.txt", b"now it fits");
+}
+
+/// A small tmpfs as one node's data dir, so that its disk can fill up.
+/// Unmounted lazily on drop, even while a node still has files open in it.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` when this process may not mount (not root).
+    fn mount(path: &Path, mib: u64) -> Option<SmallDisk> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        std::fs::create_dir_all(path).expect("data dir");
+        let size = format!("size={mib}m,mode=0700");
+        let st = Command::new("mount").args(["-t", "tmpfs", "-o", &size, "tmpfs"]).arg(path).status().ok()?;
+        st.success().then(|| SmallDisk { path: path.to_path_buf() })
+    }
+
+    /// Writes a filler file until the disk is full.
+    fn fill(&self) {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k", "status=none"])
+            .arg(format!("of={}", self.path.join("filler").display()))
+            .status();
+        let st = nix_statvfs(&self.path);
+        assert!(st < 64 * 1024, "the disk still has {st} bytes free");
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path.join("filler")).expect("remove the filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Bytes free for an unprivileged writer on the file system of `path`.
+fn nix_statvfs(path: &Path) -> u64 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: statvfs only writes into the struct we pass.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path, st a valid out pointer.
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs");
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
+#[test]
+fn a_node_whose_disk_fills_up_keeps_the_cluster_serving_and_catches_up_once_space_returns() {
+    let mut c = Cluster::builder(3).running(&[2, 3]).start();
+    let Some(disk) = SmallDisk::mount(&c.data_dir(1), 48) else {
+        println!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    c.restart(1);
+    c.wait_for("node 1 to join", Duration::from_secs(15), |s| s.is_settled(3, &[1, 2, 3]));
+    let before = seeded_bytes(31, 300_000);
+    c.upload_bytes("before.bin", &before);
+    eventually("node 1 to hold before.bin", Duration::from_secs(10), || c.blob_count(1) == 1);
+
+    disk.fill();
+    // The other two holders make every upload durable on a majority.
+    let during: Vec<(String, Vec<u8>)> =
+        (0..4).map(|i| (format!("during-{i}.bin"), seeded_bytes(40 + i, 200_000 + i as usize))).collect();
+    for (name, bytes) in &during {
+        c.upload_bytes(name, bytes);
+    }
+    c.scs(&["rm", "before.bin"]).assert_ok();
+    for (name, bytes) in &during {
+        c.assert_content(name, bytes);
+    }
+    c.assert_missing("before.bin");
+    c.assert_no_node_died();
+    assert!(c.status().node(1).alive, "node 1 stopped answering with a full disk");
+
+    // Room again: node 1 takes the files it missed and drops the deleted one,
+    // without a restart.
+    disk.free();
+    eventually("node 1 to hold exactly the live files", Duration::from_secs(40), || c.blob_count(1) == during.len());
+    let tmp: Vec<_> = std::fs::read_dir(c.data_dir(1).join("tmp")).expect("tmp dir").collect();
+    assert!(tmp.is_empty(), "half-written files left on node 1: {tmp:?}");
+    c.kill(2);
+    c.kill(3);
+    c.restart(2);
+    c.wait_for("nodes 1 and 2 to lead without 3", Duration::from_secs(15), |s| s.is_settled(2, &[1, 2]));
+    for (name, bytes) in &during {
+        c.assert_content(name, bytes);
+    }
+    drop(c);
+    drop(disk);
 }

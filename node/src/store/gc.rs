@@ -6,7 +6,7 @@ use std::fs;
 
 use scs_common::{Entry, Key, Result, Version};
 
-use super::index::{db_err, read_entry, read_version, ENTRIES, HELD, WANTED};
+use super::index::{read_entry, read_version, ENTRIES, HELD, WANTED};
 use super::{layout, link_into_place, Store};
 
 impl Store {
@@ -57,17 +57,17 @@ impl Store {
     /// Removes the blob `(key, version)` if this node does not keep or want
     /// it and its entry was decided without it (or `undecided_ok`).
     fn remove_if_garbage(&self, key: &Key, version: Version, undecided_ok: bool) -> Result<bool> {
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         let garbage = {
-            let entries = tx.open_table(ENTRIES).map_err(db_err)?;
-            let held = tx.open_table(HELD).map_err(db_err)?;
-            let wanted = tx.open_table(WANTED).map_err(db_err)?;
+            let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+            let held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
+            let wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
             let needed = read_version(&held, key)? == Some(version) || read_version(&wanted, key)? == Some(version);
             let decided = read_entry(&entries, key)?.is_some_and(|e| e.version >= version);
             !needed && (decided || undecided_ok)
         };
         let removed = garbage && fs::remove_file(self.layout.blob(key, version)).is_ok();
-        tx.abort().map_err(db_err)?;
+        tx.abort().map_err(|e| self.db_err(e))?;
         Ok(removed)
     }
 
@@ -101,17 +101,17 @@ impl Store {
     /// by a newer version, the blob is garbage already and is removed (in a
     /// write transaction, so it is ordered with [`Store::apply`]).
     pub fn settle_replicated(&self, key: &Key, version: Version) -> Result<bool> {
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         let garbage = {
-            let entries = tx.open_table(ENTRIES).map_err(db_err)?;
-            let held = tx.open_table(HELD).map_err(db_err)?;
+            let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+            let held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
             let decided = read_entry(&entries, key)?.is_some_and(|e| e.version >= version);
             decided && read_version(&held, key)? != Some(version)
         };
         if garbage {
             let _ = fs::remove_file(self.layout.blob(key, version));
         }
-        tx.abort().map_err(db_err)?;
+        tx.abort().map_err(|e| self.db_err(e))?;
         Ok(garbage)
     }
 }

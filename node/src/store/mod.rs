@@ -16,7 +16,9 @@ pub mod layout;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
@@ -78,9 +80,19 @@ pub struct Applied {
     pub wanted: usize,
 }
 
+/// How often a failed index is tried again.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
 pub struct Store {
     layout: Layout,
-    db: Database,
+    /// The index; `None` only while it is being reopened (see [`Store::db`]).
+    db: RwLock<Option<Arc<Database>>>,
+    /// Set when redb met an I/O error (a full disk, say): it refuses all work
+    /// until it is closed and opened again, which [`Store::db`] does.
+    index_failed: AtomicBool,
+    /// When the last reopen was tried, so that a disk still full is not
+    /// hammered.
+    last_reopen: Mutex<Option<Instant>>,
     me: NodeId,
     max_files: Option<u64>,
     tmp_counter: AtomicU64,
@@ -126,7 +138,9 @@ impl Store {
             .map_err(|e| Error::Io(format!("cannot open the index {}: {e}", layout.index().display())))?;
         let store = Store {
             layout,
-            db,
+            db: RwLock::new(Some(Arc::new(db))),
+            index_failed: AtomicBool::new(false),
+            last_reopen: Mutex::new(None),
             me,
             max_files,
             tmp_counter: AtomicU64::new(rand::random::<u64>() >> 16),
@@ -135,19 +149,78 @@ impl Store {
             corrupt: AtomicU64::new(0),
         };
         // Create every table so that readers never meet a missing one.
-        let tx = store.db.begin_write().map_err(db_err)?;
+        let tx = store.db()?.begin_write().map_err(|e| store.db_err(e))?;
         {
-            tx.open_table(ENTRIES).map_err(db_err)?;
-            tx.open_table(NAMES).map_err(db_err)?;
-            tx.open_table(VERSIONS).map_err(db_err)?;
-            tx.open_table(HELD).map_err(db_err)?;
-            tx.open_table(WANTED).map_err(db_err)?;
-            tx.open_table(META).map_err(db_err)?;
+            tx.open_table(ENTRIES).map_err(|e| store.db_err(e))?;
+            tx.open_table(NAMES).map_err(|e| store.db_err(e))?;
+            tx.open_table(VERSIONS).map_err(|e| store.db_err(e))?;
+            tx.open_table(HELD).map_err(|e| store.db_err(e))?;
+            tx.open_table(WANTED).map_err(|e| store.db_err(e))?;
+            tx.open_table(META).map_err(|e| store.db_err(e))?;
         }
-        tx.commit().map_err(db_err)?;
+        tx.commit().map_err(|e| store.db_err(e))?;
         let report = store.recover()?;
         store.rebuild_digests()?;
         Ok((store, report))
+    }
+
+    /// The index, opened again first if redb met an I/O error since (it then
+    /// refuses all work until reopened). A reopen waits briefly for the
+    /// transactions still running on the old handle and is tried at most
+    /// once per [`REOPEN_EVERY`] while it fails (a disk still full).
+    fn db(&self) -> Result<Arc<Database>> {
+        if self.index_failed.load(Ordering::Acquire) {
+            self.reopen_index();
+        }
+        let slot = self.db.read().unwrap_or_else(|p| p.into_inner());
+        slot.clone().ok_or_else(|| Error::Io("index: closed after an I/O error, not yet reopened".into()))
+    }
+
+    fn reopen_index(&self) {
+        {
+            let mut last = self.last_reopen.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if !self.index_failed.load(Ordering::Acquire) {
+            return;
+        }
+        drop(slot.take());
+        let path = self.layout.index();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match Database::create(&path) {
+                Ok(db) => {
+                    *slot = Some(Arc::new(db));
+                    break;
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    log::warn!("cannot reopen the index {} yet: {e}", path.display());
+                    return;
+                }
+            }
+        }
+        self.index_failed.store(false, Ordering::Release);
+        drop(slot);
+        log::warn!("reopened the index {} after an I/O error", path.display());
+        if let Err(e) = self.rebuild_digests() {
+            log::warn!("after reopening the index: {e}");
+        }
+    }
+
+    /// A redb error as ours; an I/O error marks the index for reopening.
+    pub(super) fn db_err(&self, e: impl Into<redb::Error>) -> Error {
+        let e: redb::Error = e.into();
+        if matches!(e, redb::Error::PreviousIo | redb::Error::Io(_)) {
+            self.index_failed.store(true, Ordering::Release);
+        }
+        db_err(e)
     }
 
     /// Start-up checks: temp files, missing blobs, orphan blobs.
@@ -175,15 +248,15 @@ impl Store {
                 }
             }
         }
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         {
-            let entries = tx.open_table(ENTRIES).map_err(db_err)?;
-            let mut held = tx.open_table(HELD).map_err(db_err)?;
-            let mut wanted = tx.open_table(WANTED).map_err(db_err)?;
+            let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+            let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
+            let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
             let mut lost = Vec::new();
             let mut keep: HashSet<(Key, Version)> = HashSet::new();
-            for row in held.iter().map_err(db_err)? {
-                let (k, v) = row.map_err(db_err)?;
+            for row in held.iter().map_err(|e| self.db_err(e))? {
+                let (k, v) = row.map_err(|e| self.db_err(e))?;
                 let (key, version) = (Key(*k.value()), Version::from_be_bytes(*v.value()));
                 let size_ok = read_entry(&entries, &key)?
                     .filter(|e| e.version == version)
@@ -197,15 +270,15 @@ impl Store {
             }
             for (key, version) in &lost {
                 log::warn!("blob {key:?} {version:?} is missing or damaged: it will be fetched again");
-                held.remove(&key.0).map_err(db_err)?;
+                held.remove(&key.0).map_err(|e| self.db_err(e))?;
                 let _ = fs::remove_file(self.layout.blob(key, *version));
-                wanted.insert(&key.0, &version.to_be_bytes()).map_err(db_err)?;
+                wanted.insert(&key.0, &version.to_be_bytes()).map_err(|e| self.db_err(e))?;
             }
             report.blobs_missing = lost.len();
             // A wanted blob that made it to disk before a crash is adopted if whole.
             let mut adopted = Vec::new();
-            for row in wanted.iter().map_err(db_err)? {
-                let (k, v) = row.map_err(db_err)?;
+            for row in wanted.iter().map_err(|e| self.db_err(e))? {
+                let (k, v) = row.map_err(|e| self.db_err(e))?;
                 let (key, version) = (Key(*k.value()), Version::from_be_bytes(*v.value()));
                 if on_disk.contains(&(key, version)) {
                     if let Some(e) = read_entry(&entries, &key)?.filter(|e| e.version == version) {
@@ -218,8 +291,8 @@ impl Store {
                 }
             }
             for (key, version) in adopted {
-                wanted.remove(&key.0).map_err(db_err)?;
-                held.insert(&key.0, &version.to_be_bytes()).map_err(db_err)?;
+                wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
+                held.insert(&key.0, &version.to_be_bytes()).map_err(|e| self.db_err(e))?;
                 keep.insert((key, version));
             }
             // A blob without an entry may be a replica whose Apply has not
@@ -231,11 +304,11 @@ impl Store {
                     report.orphan_blobs_removed += 1;
                 }
             }
-            report.blobs_held = held.len().map_err(db_err)?;
+            report.blobs_held = held.len().map_err(|e| self.db_err(e))?;
             self.held.store(report.blobs_held, Ordering::Relaxed);
-            self.wanted.store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
+            self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
         }
-        tx.commit().map_err(db_err)?;
+        tx.commit().map_err(|e| self.db_err(e))?;
         Ok(report)
     }
 
@@ -281,16 +354,17 @@ impl Store {
         if used < max {
             return Ok(true);
         }
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let held = tx.open_table(HELD).map_err(db_err)?;
-        let wanted = tx.open_table(WANTED).map_err(db_err)?;
-        Ok(held.get(&key.0).map_err(db_err)?.is_some() || wanted.get(&key.0).map_err(db_err)?.is_some())
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
+        let wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
+        Ok(held.get(&key.0).map_err(|e| self.db_err(e))?.is_some()
+            || wanted.get(&key.0).map_err(|e| self.db_err(e))?.is_some())
     }
 
     /// The entry of a key, tombstones included.
     pub fn entry(&self, key: &Key) -> Result<Option<Entry>> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
         read_entry(&entries, key)
     }
 
@@ -316,14 +390,14 @@ impl Store {
     }
 
     fn first_child(&self, dir: &str) -> Result<Option<Entry>> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let names = tx.open_table(NAMES).map_err(db_err)?;
-        let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
+        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
         let (lo, hi) = child_range(dir);
-        let mut range = names.range(lo.as_str()..hi.as_str()).map_err(db_err)?;
+        let mut range = names.range(lo.as_str()..hi.as_str()).map_err(|e| self.db_err(e))?;
         match range.next() {
             Some(row) => {
-                let (n, _) = row.map_err(db_err)?;
+                let (n, _) = row.map_err(|e| self.db_err(e))?;
                 read_entry(&entries, &Key::of_name(n.value()))
             }
             None => Ok(None),
@@ -333,18 +407,18 @@ impl Store {
     /// The direct children of `dir` ("" = root): files, explicit directories,
     /// and directories implied by deeper files, in name order.
     pub fn list(&self, dir: &str) -> Result<Vec<Entry>> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let names = tx.open_table(NAMES).map_err(db_err)?;
-        let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
+        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
         let (lo, hi) = child_range(dir);
         let prefix_len = lo.len();
         let mut out = Vec::new();
         let mut dirs_seen: HashSet<String> = HashSet::new();
         let mut start = lo.clone();
         'scan: loop {
-            let mut range = names.range(start.as_str()..hi.as_str()).map_err(db_err)?;
+            let mut range = names.range(start.as_str()..hi.as_str()).map_err(|e| self.db_err(e))?;
             while let Some(row) = range.next() {
-                let (n, _) = row.map_err(db_err)?;
+                let (n, _) = row.map_err(|e| self.db_err(e))?;
                 let full = n.value();
                 let rest = &full[prefix_len..];
                 match rest.find('/') {
@@ -378,13 +452,13 @@ impl Store {
 
     /// Every live entry strictly inside `dir`, in name order.
     pub fn descendants(&self, dir: &str) -> Result<Vec<Entry>> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let names = tx.open_table(NAMES).map_err(db_err)?;
-        let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
+        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
         let (lo, hi) = child_range(dir);
         let mut out = Vec::new();
-        for row in names.range(lo.as_str()..hi.as_str()).map_err(db_err)? {
-            let (n, _) = row.map_err(db_err)?;
+        for row in names.range(lo.as_str()..hi.as_str()).map_err(|e| self.db_err(e))? {
+            let (n, _) = row.map_err(|e| self.db_err(e))?;
             if let Some(e) = read_entry(&entries, &Key::of_name(n.value()))? {
                 out.push(e);
             }
@@ -394,13 +468,13 @@ impl Store {
 
     /// Up to `limit` entries with a version above `since`, oldest first.
     pub fn since(&self, since: Version, limit: usize) -> Result<Vec<Entry>> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let versions = tx.open_table(VERSIONS).map_err(db_err)?;
-        let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let versions = tx.open_table(VERSIONS).map_err(|e| self.db_err(e))?;
+        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
         let lo = since.to_be_bytes();
-        for row in versions.range::<&[u8; 16]>(&lo..).map_err(db_err)? {
-            let (v, k) = row.map_err(db_err)?;
+        for row in versions.range::<&[u8; 16]>(&lo..).map_err(|e| self.db_err(e))? {
+            let (v, k) = row.map_err(|e| self.db_err(e))?;
             if Version::from_be_bytes(*v.value()) == since {
                 continue;
             }
@@ -416,22 +490,22 @@ impl Store {
 
     /// The highest version in the index.
     pub fn max_version(&self) -> Result<Version> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let versions = tx.open_table(VERSIONS).map_err(db_err)?;
-        let last = versions.last().map_err(db_err)?.map(|(v, _)| Version::from_be_bytes(*v.value()));
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let versions = tx.open_table(VERSIONS).map_err(|e| self.db_err(e))?;
+        let last = versions.last().map_err(|e| self.db_err(e))?.map(|(v, _)| Version::from_be_bytes(*v.value()));
         Ok(last.unwrap_or(Version::ZERO))
     }
 
     /// The number of entries (tombstones included).
     pub fn entry_count(&self) -> Result<u64> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        tx.open_table(ENTRIES).map_err(db_err)?.len().map_err(db_err)
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?.len().map_err(|e| self.db_err(e))
     }
 
     /// Whether this node keeps the blob of `key` at `version`.
     pub fn holds(&self, key: &Key, version: Version) -> Result<bool> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let held = tx.open_table(HELD).map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
         Ok(read_version(&held, key)? == Some(version))
     }
 
@@ -477,19 +551,19 @@ impl Store {
     /// Moves a blob that failed its hash aside and wants a good copy instead.
     pub fn quarantine(&self, key: &Key, version: Version) -> Result<()> {
         self.corrupt.fetch_add(1, Ordering::Relaxed);
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         {
-            let mut held = tx.open_table(HELD).map_err(db_err)?;
-            let mut wanted = tx.open_table(WANTED).map_err(db_err)?;
+            let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
+            let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
             if read_version(&held, key)? == Some(version) {
-                held.remove(&key.0).map_err(db_err)?;
-                wanted.insert(&key.0, &version.to_be_bytes()).map_err(db_err)?;
+                held.remove(&key.0).map_err(|e| self.db_err(e))?;
+                wanted.insert(&key.0, &version.to_be_bytes()).map_err(|e| self.db_err(e))?;
             }
             let _ = fs::rename(self.layout.blob(key, version), self.layout.corrupt(key, version));
-            self.held.store(held.len().map_err(db_err)?, Ordering::Relaxed);
-            self.wanted.store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
+            self.held.store(held.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
+            self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
         }
-        tx.commit().map_err(db_err)?;
+        tx.commit().map_err(|e| self.db_err(e))?;
         log::error!(
             "node {}: blob {key:?} {version:?} failed its hash; moved to {}",
             self.me,
@@ -500,12 +574,12 @@ impl Store {
 
     /// Entries whose blob this node should keep but lacks (oldest first).
     pub fn wanted(&self, limit: usize) -> Result<Vec<Entry>> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let wanted = tx.open_table(WANTED).map_err(db_err)?;
-        let entries = tx.open_table(ENTRIES).map_err(db_err)?;
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
+        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
-        for row in wanted.iter().map_err(db_err)? {
-            let (k, v) = row.map_err(db_err)?;
+        for row in wanted.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
             let key = Key(*k.value());
             if let Some(e) = read_entry(&entries, &key)?.filter(|e| e.version == Version::from_be_bytes(*v.value())) {
                 out.push(e);
@@ -531,14 +605,14 @@ impl Store {
         // Blobs of superseded versions, with their content: moved aside for reuse.
         let mut released: Vec<(PathBuf, ContentHash)> = Vec::new();
         let mut useless: Vec<PathBuf> = Vec::new();
-        let tx = self.db.begin_write().map_err(db_err)?;
+        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         {
-            let mut entries = tx.open_table(ENTRIES).map_err(db_err)?;
-            let mut names = tx.open_table(NAMES).map_err(db_err)?;
-            let mut versions = tx.open_table(VERSIONS).map_err(db_err)?;
-            let mut held = tx.open_table(HELD).map_err(db_err)?;
-            let mut wanted = tx.open_table(WANTED).map_err(db_err)?;
-            let mut meta = tx.open_table(META).map_err(db_err)?;
+            let mut entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+            let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
+            let mut versions = tx.open_table(VERSIONS).map_err(|e| self.db_err(e))?;
+            let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
+            let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
+            let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
             let mut digests = read_digests(&meta)?;
 
             // Pass 1: which entries win, and which of our blobs they release.
@@ -556,8 +630,8 @@ impl Store {
                         && read_version(&wanted, &key)? == Some(e.version)
                     {
                         // The blob we were waiting for (a fetch or a retried replication): keep it.
-                        wanted.remove(&key.0).map_err(db_err)?;
-                        held.insert(&key.0, &e.version.to_be_bytes()).map_err(db_err)?;
+                        wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
+                        held.insert(&key.0, &e.version.to_be_bytes()).map_err(|e| self.db_err(e))?;
                     } else if e.has_blob()
                         && old.as_ref().is_some_and(|o| o.version > e.version)
                         && read_version(&held, &key)? != Some(e.version)
@@ -577,9 +651,9 @@ impl Store {
                         }
                         None => useless.push(path),
                     }
-                    held.remove(&key.0).map_err(db_err)?;
+                    held.remove(&key.0).map_err(|e| self.db_err(e))?;
                 }
-                wanted.remove(&key.0).map_err(db_err)?;
+                wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
                 winners.push((e, old));
             }
 
@@ -587,17 +661,17 @@ impl Store {
             for (e, old) in winners {
                 let key = e.key();
                 if let Some(o) = &old {
-                    versions.remove(&o.version.to_be_bytes()).map_err(db_err)?;
+                    versions.remove(&o.version.to_be_bytes()).map_err(|e| self.db_err(e))?;
                     if !o.deleted {
-                        names.remove(o.name.as_str()).map_err(db_err)?;
+                        names.remove(o.name.as_str()).map_err(|e| self.db_err(e))?;
                     }
                     digests.toggle(&key, o.version);
                 }
                 digests.toggle(&key, e.version);
-                entries.insert(&key.0, encode_entry(e).as_slice()).map_err(db_err)?;
-                versions.insert(&e.version.to_be_bytes(), &key.0).map_err(db_err)?;
+                entries.insert(&key.0, encode_entry(e).as_slice()).map_err(|e| self.db_err(e))?;
+                versions.insert(&e.version.to_be_bytes(), &key.0).map_err(|e| self.db_err(e))?;
                 if !e.deleted {
-                    names.insert(e.name.as_str(), ()).map_err(db_err)?;
+                    names.insert(e.name.as_str(), ()).map_err(|e| self.db_err(e))?;
                 }
                 out.applied += 1;
                 if !(e.has_blob() && e.holders.contains(&self.me)) {
@@ -619,19 +693,19 @@ impl Store {
                     fs::metadata(&spare).is_ok_and(|m| m.len() == e.size) && link_into_place(&spare, &dest).is_ok()
                 };
                 if placed {
-                    held.insert(&key.0, &e.version.to_be_bytes()).map_err(db_err)?;
+                    held.insert(&key.0, &e.version.to_be_bytes()).map_err(|e| self.db_err(e))?;
                 } else {
-                    wanted.insert(&key.0, &e.version.to_be_bytes()).map_err(db_err)?;
+                    wanted.insert(&key.0, &e.version.to_be_bytes()).map_err(|e| self.db_err(e))?;
                     out.wanted += 1;
                 }
             }
             if out.applied > 0 {
-                meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(db_err)?;
+                meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(|e| self.db_err(e))?;
             }
-            self.held.store(held.len().map_err(db_err)?, Ordering::Relaxed);
-            self.wanted.store(wanted.len().map_err(db_err)?, Ordering::Relaxed);
+            self.held.store(held.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
+            self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
         }
-        tx.commit().map_err(db_err)?;
+        tx.commit().map_err(|e| self.db_err(e))?;
         for (path, hash) in released {
             // Same content already waiting there: ours is not needed.
             if fs::rename(&path, self.layout.released(&hash)).is_err() {
@@ -646,15 +720,15 @@ impl Store {
 
     /// A named value in the meta table.
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let meta = tx.open_table(META).map_err(db_err)?;
-        Ok(meta.get(name).map_err(db_err)?.map(|v| v.value().to_vec()))
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
+        Ok(meta.get(name).map_err(|e| self.db_err(e))?.map(|v| v.value().to_vec()))
     }
 
     pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        tx.open_table(META).map_err(db_err)?.insert(name, value).map_err(db_err)?;
-        tx.commit().map_err(db_err)
+        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
+        tx.open_table(META).map_err(|e| self.db_err(e))?.insert(name, value).map_err(|e| self.db_err(e))?;
+        tx.commit().map_err(|e| self.db_err(e))
     }
 
     /// The highest term this node has recorded.
