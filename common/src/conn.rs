@@ -293,11 +293,20 @@ impl Connection {
     }
 }
 
+/// The longest handshake record: the two Noise messages carry a key, a tag
+/// and a few bytes of hello. A peer announcing more is refused before
+/// anything is buffered, so a half-sent handshake costs a node little.
+pub const MAX_HANDSHAKE_RECORD: usize = 1024;
+
 /// Reads one handshake record.
 async fn read_record(stream: &mut TcpStream) -> Result<Vec<u8>> {
     let mut len = [0u8; 2];
     stream.read_exact(&mut len).await?;
-    let mut body = vec![0u8; u16::from_be_bytes(len) as usize];
+    let len = u16::from_be_bytes(len) as usize;
+    if len > MAX_HANDSHAKE_RECORD {
+        return Err(Error::Protocol(format!("a handshake record of {len} bytes (at most {MAX_HANDSHAKE_RECORD})")));
+    }
+    let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
     Ok(body)
 }
@@ -323,14 +332,14 @@ async fn client_handshake(mut stream: TcpStream, key: &ClusterKey, peer: Peer) -
     let mut hs = secure::initiator(key)?;
     let hello = Hello { peer, plaintext: secure::plaintext_allowed() };
     let payload = rmp_serde::to_vec(&hello).map_err(|e| Error::Internal(e.to_string()))?;
-    let mut msg = vec![0u8; MAX_RECORD];
+    let mut msg = vec![0u8; MAX_HANDSHAKE_RECORD];
     let n = hs.write_message(&payload, &mut msg).map_err(noise_err)?;
     write_record(&mut stream, &msg[..n]).await?;
     let reply = read_record(&mut stream).await?;
     if reply.is_empty() {
         return Err(Error::Auth(format!("the node at {addr} refused our cluster key (check --secret-file)")));
     }
-    let mut plain = vec![0u8; MAX_RECORD];
+    let mut plain = vec![0u8; MAX_HANDSHAKE_RECORD];
     let n = hs
         .read_message(&reply, &mut plain)
         .map_err(|_| Error::Auth(format!("the node at {addr} does not have our cluster key (check --secret-file)")))?;
@@ -352,7 +361,7 @@ async fn server_handshake(mut stream: TcpStream, key: &ClusterKey, me: NodeId) -
     secure::check_preamble(&theirs)?;
     let mut hs = secure::responder(key)?;
     let first = read_record(&mut stream).await?;
-    let mut plain = vec![0u8; MAX_RECORD];
+    let mut plain = vec![0u8; MAX_HANDSHAKE_RECORD];
     let n = match hs.read_message(&first, &mut plain) {
         Ok(n) => n,
         Err(_) => {
@@ -363,7 +372,7 @@ async fn server_handshake(mut stream: TcpStream, key: &ClusterKey, me: NodeId) -
     let hello: Hello = rmp_serde::from_slice(&plain[..n]).map_err(|e| Error::Protocol(format!("bad hello: {e}")))?;
     let plaintext = hello.plaintext && secure::plaintext_allowed();
     let payload = rmp_serde::to_vec(&Welcome { node: me, plaintext }).map_err(|e| Error::Internal(e.to_string()))?;
-    let mut msg = vec![0u8; MAX_RECORD];
+    let mut msg = vec![0u8; MAX_HANDSHAKE_RECORD];
     let n = hs.write_message(&payload, &mut msg).map_err(noise_err)?;
     write_record(&mut stream, &msg[..n]).await?;
     let transport = hs.into_transport_mode().map_err(noise_err)?;

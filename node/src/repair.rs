@@ -150,6 +150,9 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
 async fn give_holders(node: &Arc<Node>, state: &Arc<LeaderState>, entry: &Entry, holders: Vec<NodeId>) -> Result<bool> {
     let ns = state.ns.lock().await;
     let key = entry.key();
+    if state.is_uploading(&key) {
+        return Ok(false);
+    }
     let current = node.blocking(move |s| s.entry(&key)).await?;
     if current.as_ref().map(|e| e.version) != Some(entry.version) {
         return Ok(false);

@@ -967,8 +967,6 @@ fn garbage_and_slow_loris_connections_leave_the_cluster_serving_at_normal_speed(
 }
 
 #[test]
-#[ignore = "bug: over 4,096 silent TCP connections (no key needed) take every handshake slot of the leader, \
-            which then refuses real clients (about half their requests fail)"]
 fn more_silent_connections_than_handshake_slots_still_leave_room_for_clients() {
     // 4 of 5 go to the leader: 4,800, past its 4,096 handshakes in progress.
     serves_through_a_flood(6000);
@@ -982,8 +980,6 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 #[test]
-#[ignore = "bug: half-sent handshake records from peers without the key make a node hold 64 KiB each, \
-            about 280 MiB for 4,000 connections, and the memory is not given back after they are cut"]
 fn half_sent_handshakes_cannot_inflate_a_nodes_memory() {
     let c = Cluster::start(3);
     raise_fd_limit(4200);

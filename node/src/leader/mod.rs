@@ -9,7 +9,7 @@
 pub mod meta;
 pub mod upload;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +36,10 @@ pub struct LeaderState {
     inflight: Mutex<BTreeSet<Version>>,
     /// Serializes the check-then-commit of namespace changes.
     pub ns: tokio::sync::Mutex<()>,
+    /// Names with an upload in flight (by key, how many): repair leaves
+    /// them alone, since a new version of the old content committed by it
+    /// would make the upload's commit stale.
+    uploading: Mutex<HashMap<Key, usize>>,
 }
 
 impl LeaderState {
@@ -46,7 +50,23 @@ impl LeaderState {
             next_seq: AtomicU64::new(1),
             inflight: Mutex::new(BTreeSet::new()),
             ns: Default::default(),
+            uploading: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Marks an upload to `key` in flight until the mark is dropped.
+    pub fn mark_upload(self: &Arc<Self>, key: Key) -> UploadMark {
+        *self.uploads().entry(key).or_insert(0) += 1;
+        UploadMark { state: self.clone(), key }
+    }
+
+    /// Whether an upload to `key` is in flight.
+    pub fn is_uploading(&self, key: &Key) -> bool {
+        self.uploads().contains_key(key)
+    }
+
+    fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<Key, usize>> {
+        self.uploading.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A new version, in flight until the returned guard is dropped.
@@ -82,6 +102,25 @@ pub struct VersionGuard {
 impl Drop for VersionGuard {
     fn drop(&mut self) {
         self.state.lock().remove(&self.version);
+    }
+}
+
+/// An upload in flight to a name (see [`LeaderState::mark_upload`]).
+#[derive(Debug)]
+pub struct UploadMark {
+    state: Arc<LeaderState>,
+    key: Key,
+}
+
+impl Drop for UploadMark {
+    fn drop(&mut self) {
+        let mut uploads = self.state.uploads();
+        if let Some(n) = uploads.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                uploads.remove(&self.key);
+            }
+        }
     }
 }
 

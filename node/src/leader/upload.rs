@@ -20,7 +20,9 @@ use scs_common::name;
 use scs_common::proto::rpc::{Message, Request, Response, UploadSpec};
 use scs_common::{ContentHash, Entry, Error, Key, Kind, NodeId, Result};
 
-use super::{commit_and_spread, majority_of, now_ns, pick_holders, still_leading, Batch, LeaderState, VersionGuard};
+use super::{
+    commit_and_spread, majority_of, now_ns, pick_holders, still_leading, Batch, LeaderState, UploadMark, VersionGuard,
+};
 use crate::node::Node;
 use crate::store::{check_ancestors, Lookup};
 use crate::transfer::{drain, BlobSink};
@@ -62,6 +64,7 @@ pub fn check_file_target(node: &Node, name: &str, exclusive: bool) -> Result<()>
 pub struct Prepared {
     state: Arc<LeaderState>,
     guard: VersionGuard,
+    _mark: UploadMark,
     entry: Entry,
     holders: Vec<(NodeId, String)>,
     exclusive: bool,
@@ -79,6 +82,7 @@ pub fn prepare(node: &Node, spec: UploadSpec) -> Result<Prepared> {
     let key = Key::of_name(&spec.name);
     let holders = pick_holders(node, &key)?;
     let guard = state.allocate();
+    let mark = state.mark_upload(key);
     let entry = Entry {
         name: spec.name,
         version: guard.version,
@@ -90,7 +94,7 @@ pub fn prepare(node: &Node, spec: UploadSpec) -> Result<Prepared> {
         deleted: false,
         holders: Vec::new(),
     };
-    Ok(Prepared { state, guard, entry, holders, exclusive: spec.exclusive, size: spec.size })
+    Ok(Prepared { state, guard, _mark: mark, entry, holders, exclusive: spec.exclusive, size: spec.size })
 }
 
 /// Says `Ready`, receives the bytes, and stores them as planned. Returns
@@ -120,7 +124,7 @@ pub enum Outcome {
 }
 
 async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken: &mut bool) -> Result<Entry> {
-    let Prepared { state, guard, mut entry, holders, exclusive, size } = prepared;
+    let Prepared { state, guard, _mark, mut entry, holders, exclusive, size } = prepared;
     let key = entry.key();
     log::debug!("node {}: upload {:?} ({size:?} bytes) {:?} to {:?}", node.me(), entry.name, entry.version, holders);
 
@@ -259,6 +263,17 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     // Phase 2: commit the entry, re-checking the name under the namespace lock.
     let ns = state.ns.lock().await;
     check_file_target(node, &entry.name, exclusive)?;
+    // A change to the name committed while the bytes flowed (a chmod, a
+    // rename onto it) has a newer version than ours, so our entry would be
+    // stale on arrival: acknowledged but not what a reader gets. The client
+    // sends it again instead, with a fresh version.
+    let key = entry.key();
+    if let Some(newer) = node.store.entry(&key)?.filter(|e| e.version > entry.version) {
+        return Err(Error::Unavailable(format!(
+            "{:?} changed while it was being uploaded ({:?} after {:?}); try again",
+            entry.name, newer.version, entry.version
+        )));
+    }
     let mut batch = Batch::new(&state);
     // A new name changes its directory's mtime; an overwrite does not.
     if node.store.lookup(&entry.name)? == Lookup::Absent {

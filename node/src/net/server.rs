@@ -4,15 +4,20 @@
 //!
 //! - a handshake must finish within its timeout as a whole (a slow-loris
 //!   peer is cut off after it), and at most [`MAX_HANDSHAKES`] run at once
-//!   (little memory each: nothing is buffered before the key is proven);
+//!   (little memory each: nothing much is buffered before the key is
+//!   proven); when they are all taken, a new connection ends the oldest
+//!   handshake still running, so a flood of silent connections cannot lock
+//!   real peers out: theirs finish in a round trip, the flood's never do;
 //! - authenticated sessions are counted apart for nodes and clients, so
 //!   clients can never take the slots replication and failover need.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use scs_common::conn::Connection;
 use scs_common::proto::rpc::{Peer, Response};
@@ -21,7 +26,7 @@ use scs_common::Error;
 use crate::net::handler;
 use crate::node::Node;
 
-/// Handshakes in progress at once; more connections are closed at once.
+/// Handshakes in progress at once; past it the oldest is ended.
 pub const MAX_HANDSHAKES: usize = 4096;
 /// Authenticated sessions at once, for clients and for other nodes.
 pub const MAX_CLIENT_SESSIONS: usize = 512;
@@ -29,10 +34,13 @@ pub const MAX_NODE_SESSIONS: usize = 256;
 
 pub async fn run(node: Arc<Node>, listener: TcpListener) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    // Handshakes by age; a token is cancelled when its handshake ends, or
+    // to end it.
+    let mut running: VecDeque<CancellationToken> = VecDeque::new();
     let clients = Arc::new(Semaphore::new(MAX_CLIENT_SESSIONS));
     let nodes = Arc::new(Semaphore::new(MAX_NODE_SESSIONS));
     let me = node.me();
-    let mut refused = 0u64;
+    let mut evicted = 0u64;
     loop {
         let (stream, from) = tokio::select! {
             _ = node.shutdown.cancelled() => return,
@@ -46,16 +54,34 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
                 }
             },
         };
-        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
-            refused += 1;
-            if refused.is_power_of_two() {
-                log::warn!("node {me}: refusing {from}: {MAX_HANDSHAKES} handshakes in progress ({refused} refused)");
+        running.retain(|t| !t.is_cancelled());
+        let handshake = match handshakes.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if let Some(oldest) = running.pop_front() {
+                    oldest.cancel();
+                }
+                evicted += 1;
+                if evicted.is_power_of_two() {
+                    log::warn!(
+                        "node {me}: {MAX_HANDSHAKES} handshakes in progress; ended the oldest for {from} \
+                         ({evicted} so far)"
+                    );
+                }
+                // The ended task gives its slot back as soon as it runs.
+                let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
+                permit
             }
-            continue;
         };
+        let token = CancellationToken::new();
+        running.push_back(token.clone());
         let (node, clients, nodes) = (node.clone(), clients.clone(), nodes.clone());
         tokio::spawn(async move {
-            let accepted = Connection::accept(stream, &node.key, me).await;
+            let accepted = tokio::select! {
+                r = Connection::accept(stream, &node.key, me) => r,
+                _ = token.cancelled() => return,
+            };
+            token.cancel();
             drop(handshake);
             let (mut conn, peer) = match accepted {
                 Ok(pair) => pair,
