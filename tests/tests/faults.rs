@@ -21,8 +21,11 @@ use scs_tests::faults::nemesis::FaultKind;
 use scs_tests::faults::{self, summary, SeedResult, Settings};
 use scs_tests::netns;
 
-/// The seeds CI runs: together they inject every kind of fault.
-const CI_SEEDS: [u64; 3] = [1, 2, 3];
+/// The seeds CI runs: 14 and 45 together inject every kind of fault (14:
+/// lossy node, frozen leader, isolated leader, corrupt blob, killed leader;
+/// 45: killed follower, corrupt blob, lossy node, 2/3 split, full disk);
+/// seed 1 once caught an acknowledged overwrite lost to a repair.
+const CI_SEEDS: [u64; 3] = [14, 45, 1];
 /// What each seed may take beyond its workload before the whole test is
 /// stopped (start, heal, checks).
 const PER_SEED_MARGIN: Duration = Duration::from_secs(240);
