@@ -201,7 +201,12 @@ fn mistakes_exit_1_with_one_line_naming_the_problem() {
     c.scs(&["download", "f/x", "-"]).assert_error(1, "");
     c.scs(&["mkdir", "d"]).assert_ok();
     c.scs(&["download", "d", "-"]).assert_one_line_error("is a directory");
-    c.try_upload_bytes("d", b"1").assert_one_line_error("is a directory");
+    // Like cp, an upload onto a directory lands inside it, under the local name.
+    let local = c.local_file(b"into d");
+    c.scs_os(&["upload".into(), local.clone().into(), "d".into()]).assert_ok();
+    let inside = format!("d/{}", local.file_name().and_then(|n| n.to_str()).expect("a utf-8 name"));
+    c.assert_content(&inside, b"into d");
+    c.scs(&["rm", &inside]).assert_ok();
     c.scs(&["ls", "nope"]).assert_one_line_error("no such file: nope");
 
     // A local file that does not exist is the user's mistake, not a hang.

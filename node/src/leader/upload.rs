@@ -267,8 +267,13 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     // rename onto it) has a newer version than ours, so our entry would be
     // stale on arrival: acknowledged but not what a reader gets. The client
     // sends it again instead, with a fresh version.
+    // Our entry still goes out, stale as it is: every holder then throws
+    // away the copy it wrote for it.
     let key = entry.key();
     if let Some(newer) = node.store.entry(&key)?.filter(|e| e.version > entry.version) {
+        let mut batch = Batch::new(&state);
+        batch.entries.push(entry.clone());
+        commit_and_spread(node, &state, batch, ns).await?;
         return Err(Error::Unavailable(format!(
             "{:?} changed while it was being uploaded ({:?} after {:?}); try again",
             entry.name, newer.version, entry.version
