@@ -15,7 +15,7 @@ async fn main() {
     let k2 = key.clone();
     tokio::spawn(async move {
         let (s, _) = listener.accept().await.unwrap();
-        let (mut c, _) = Connection::accept(s, &k2, NodeId(1)).await.unwrap();
+        let (mut c, _) = Connection::accept(s, &k2, NodeId(1), scs_common::conn::HANDSHAKE_TIMEOUT).await.unwrap();
         let buf = vec![7u8; 1 << 20];
         for _ in 0..512 {
             c.write_data(&buf).await.unwrap();

@@ -36,6 +36,12 @@ pub struct NodeSettings {
     pub scrub_bytes_per_sec: Option<u64>,
     pub scrub_interval_ms: Option<u64>,
     pub tombstone_ttl_ms: Option<u64>,
+    pub max_handshakes: Option<usize>,
+    pub max_client_sessions: Option<usize>,
+    pub max_node_sessions: Option<usize>,
+    pub handshake_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub client_requests_per_sec: Option<u32>,
 }
 
 impl NodeSettings {
@@ -71,6 +77,12 @@ impl NodeSettings {
             scrub_bytes_per_sec: over.scrub_bytes_per_sec.or(self.scrub_bytes_per_sec),
             scrub_interval_ms: over.scrub_interval_ms.or(self.scrub_interval_ms),
             tombstone_ttl_ms: over.tombstone_ttl_ms.or(self.tombstone_ttl_ms),
+            max_handshakes: over.max_handshakes.or(self.max_handshakes),
+            max_client_sessions: over.max_client_sessions.or(self.max_client_sessions),
+            max_node_sessions: over.max_node_sessions.or(self.max_node_sessions),
+            handshake_timeout_ms: over.handshake_timeout_ms.or(self.handshake_timeout_ms),
+            idle_timeout_ms: over.idle_timeout_ms.or(self.idle_timeout_ms),
+            client_requests_per_sec: over.client_requests_per_sec.or(self.client_requests_per_sec),
         }
     }
 }
@@ -101,6 +113,63 @@ pub struct NodeConfig {
     pub scrub_interval: Duration,
     /// How old a tombstone must be before it may be purged (once every node has it).
     pub tombstone_ttl: Duration,
+    pub limits: Limits,
+}
+
+/// What one node gives the network at most, so that no peer, with the key
+/// or without, can shut others out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Handshakes in progress at once; past it the oldest is ended.
+    pub max_handshakes: usize,
+    /// Authenticated sessions at once, for clients and for other nodes
+    /// (counted apart, so clients never take the slots replication needs).
+    pub max_client_sessions: usize,
+    pub max_node_sessions: usize,
+    /// How long a whole handshake may take (a slow-loris peer is cut off).
+    pub handshake_timeout: Duration,
+    /// How long a session may sit between requests.
+    pub idle_timeout: Duration,
+    /// Requests per second served to the clients of one address (a second's
+    /// worth may come at once); more are delayed, not refused. 0: no limit.
+    pub client_requests_per_sec: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_handshakes: 4096,
+            max_client_sessions: 512,
+            max_node_sessions: 256,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            client_requests_per_sec: 5000,
+        }
+    }
+}
+
+impl Limits {
+    fn resolve(s: &NodeSettings) -> Result<Limits> {
+        let d = Limits::default();
+        let count = |key: &str, v: Option<usize>, default: usize| match v {
+            None => Ok(default),
+            Some(n) if (1..=1_000_000).contains(&n) => Ok(n),
+            Some(n) => Err(Error::Config(format!("{key} must be between 1 and 1000000, not {n}"))),
+        };
+        let millis = |key: &str, v: Option<u64>, default: Duration| match v {
+            None => Ok(default),
+            Some(ms) if (100..=86_400_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+            Some(ms) => Err(Error::Config(format!("{key} must be between 100 and 86400000, not {ms}"))),
+        };
+        Ok(Limits {
+            max_handshakes: count("max_handshakes", s.max_handshakes, d.max_handshakes)?,
+            max_client_sessions: count("max_client_sessions", s.max_client_sessions, d.max_client_sessions)?,
+            max_node_sessions: count("max_node_sessions", s.max_node_sessions, d.max_node_sessions)?,
+            handshake_timeout: millis("handshake_timeout_ms", s.handshake_timeout_ms, d.handshake_timeout)?,
+            idle_timeout: millis("idle_timeout_ms", s.idle_timeout_ms, d.idle_timeout)?,
+            client_requests_per_sec: s.client_requests_per_sec.unwrap_or(d.client_requests_per_sec),
+        })
+    }
 }
 
 impl NodeConfig {
@@ -152,6 +221,7 @@ impl NodeConfig {
         if answer_timeout_ms == 0 || answer_timeout_ms > leader_timeout_ms {
             return bad(format!("answer_timeout_ms must be between 1 and leader_timeout_ms, not {answer_timeout_ms}"));
         }
+        let limits = Limits::resolve(&s)?;
         Ok(NodeConfig {
             id: NodeId(id),
             data_dir: s.data_dir.unwrap_or_else(|| default_data_dir(id)),
@@ -170,6 +240,7 @@ impl NodeConfig {
             scrub_bytes_per_sec: s.scrub_bytes_per_sec.unwrap_or(32 << 20),
             scrub_interval: Duration::from_millis(s.scrub_interval_ms.unwrap_or(600_000)),
             tombstone_ttl: Duration::from_millis(s.tombstone_ttl_ms.unwrap_or(3_600_000)),
+            limits,
         })
     }
 
@@ -265,12 +336,24 @@ mod tests {
             ("iface = \"eth0\"", "iface must be"),
             ("heartbeat_ms = 100\nleader_timeout_ms = 150", "at least 3"),
             ("replicas = 2", "replicas must be"),
+            ("max_client_sessions = 0", "max_client_sessions must be"),
+            ("handshake_timeout_ms = 5", "handshake_timeout_ms must be"),
         ];
         for (toml_text, want) in cases {
             let s: NodeSettings = toml::from_str(toml_text).unwrap();
             let e = NodeConfig::resolve(s).unwrap_err().to_string();
             assert!(e.contains(want), "{toml_text}: {e}");
         }
+    }
+
+    #[test]
+    fn network_limits_have_safe_defaults_and_can_be_set() {
+        let c = NodeConfig::resolve(NodeSettings::default()).unwrap();
+        assert_eq!(c.limits, Limits::default());
+        let s: NodeSettings =
+            toml::from_str("max_handshakes = 100\nidle_timeout_ms = 1000\nclient_requests_per_sec = 0").unwrap();
+        let l = NodeConfig::resolve(s).unwrap().limits;
+        assert_eq!((l.max_handshakes, l.idle_timeout, l.client_requests_per_sec), (100, Duration::from_secs(1), 0));
     }
 
     #[test]

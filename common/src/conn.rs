@@ -19,7 +19,8 @@ use crate::proto::rpc::{Message, Peer, Response};
 use crate::secure::{self, Cipher, Hello, Welcome, MAX_PLAIN, MAX_RECORD, PREAMBLE_LEN};
 use crate::types::{ContentHash, NodeId};
 
-/// How long the handshake may take before the connection is dropped.
+/// How long the handshake may take before the connection is dropped, by
+/// default (a node's `handshake_timeout_ms`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sealed bytes gathered before they are written to the socket.
 const OUT_BATCH: usize = 256 * 1024;
@@ -278,15 +279,20 @@ impl Connection {
     }
 
     /// Runs the server side of the handshake on a fresh connection, within
-    /// [`HANDSHAKE_TIMEOUT`].
+    /// `limit` (see [`HANDSHAKE_TIMEOUT`]).
     ///
     /// # Errors
     /// `Auth` when the peer does not have the key (it has been told so);
     /// `Protocol` on anything malformed; `Unavailable` on a timeout.
-    pub async fn accept(stream: TcpStream, key: &ClusterKey, me: NodeId) -> Result<(Connection, Peer)> {
+    pub async fn accept(
+        stream: TcpStream,
+        key: &ClusterKey,
+        me: NodeId,
+        limit: Duration,
+    ) -> Result<(Connection, Peer)> {
         stream.set_nodelay(true)?;
         let peer_addr = stream.peer_addr()?;
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, server_handshake(stream, key, me)).await {
+        match tokio::time::timeout(limit, server_handshake(stream, key, me)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Unavailable(format!("{peer_addr} did not finish the handshake in time"))),
         }
@@ -402,7 +408,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            Connection::accept(s, &server_key, NodeId(7)).await
+            Connection::accept(s, &server_key, NodeId(7), HANDSHAKE_TIMEOUT).await
         });
         let client = Connection::connect(&addr, &client_key, Peer::Client, Duration::from_secs(5)).await;
         (server.await.unwrap(), client)
@@ -443,7 +449,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            Connection::accept(s, &ClusterKey::from_bytes([1; 32]), NodeId(1)).await
+            Connection::accept(s, &ClusterKey::from_bytes([1; 32]), NodeId(1), HANDSHAKE_TIMEOUT).await
         });
         let mut raw = TcpStream::connect(addr).await.unwrap();
         raw.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();

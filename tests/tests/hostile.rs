@@ -1010,3 +1010,30 @@ fn half_sent_handshakes_cannot_inflate_a_nodes_memory() {
     assert!(held < before + 64 * 1024, "4,000 half-sent handshakes grew node 3 from {before} KiB to {held} KiB");
     assert!(after < before + 16 * 1024, "node 3 kept {after} KiB (from {before} KiB) after the connections were cut");
 }
+
+#[test]
+fn a_client_over_its_request_rate_is_slowed_down_not_refused() {
+    let c = Cluster::builder(3).config("client_requests_per_sec = 20\n").start();
+    let rt = runtime();
+    let k = key(&c);
+    let leader = c.node_addr(3);
+    let (took, answered) = rt.block_on(async {
+        let mut conn = session(&leader, &k).await;
+        let started = Instant::now();
+        let mut answered = 0;
+        // A second's worth passes at once; the next 40 come at 20 a second.
+        for _ in 0..60 {
+            conn.send(&Message::Request(Request::Status)).await.expect("send Status");
+            if matches!(conn.recv_response().await, Ok(Response::Status(_))) {
+                answered += 1;
+            }
+        }
+        (started.elapsed(), answered)
+    });
+    println!("60 requests at a limit of 20 a second: {took:.2?}");
+    assert_eq!(answered, 60, "every request is answered");
+    assert!(took >= Duration::from_millis(1700), "60 requests took only {took:?} at 20 a second");
+    // Nodes are not held to it: the cluster stays healthy.
+    c.assert_no_node_died();
+    assert_eq!(c.status().leader, Some(3));
+}

@@ -11,13 +11,13 @@ use scs_common::proto::rpc::{HolderAddr, Message, NodeStatus, Peer, Request, Res
 use scs_common::{Entry, Error, Key, Kind, NodeId, Result, Term, Version};
 
 use crate::leader::{meta, upload};
+use crate::net::limit::RateLimiter;
 use crate::node::Node;
 use crate::store::Lookup;
 use crate::sync;
 use crate::transfer::{self, BlobSink};
 
 /// A session with no request for this long is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Within a request, the peer may pause this long between frames.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Entries and encoded bytes per `Listing` frame.
@@ -38,10 +38,10 @@ impl From<Error> for Failure {
     }
 }
 
-pub async fn serve(node: Arc<Node>, mut conn: Connection, peer: Peer) {
+pub async fn serve(node: Arc<Node>, mut conn: Connection, peer: Peer, rate: Option<Arc<RateLimiter>>) {
     let me = node.me();
     loop {
-        conn.set_read_timeout(Some(IDLE_TIMEOUT));
+        conn.set_read_timeout(Some(node.cfg.limits.idle_timeout));
         let req = tokio::select! {
             _ = node.shutdown.cancelled() => return,
             frame = conn.read_frame() => match frame {
@@ -61,6 +61,9 @@ pub async fn serve(node: Arc<Node>, mut conn: Connection, peer: Peer) {
                 }
             },
         };
+        if let Some(rate) = &rate {
+            rate.admit(conn.peer_addr().ip()).await;
+        }
         conn.set_read_timeout(Some(TRANSFER_TIMEOUT));
         log::debug!("node {me}: {} from {peer:?}", request_name(&req));
         let failure = match handle(&node, &mut conn, peer, req).await {

@@ -3,13 +3,17 @@
 //! everyone else out:
 //!
 //! - a handshake must finish within its timeout as a whole (a slow-loris
-//!   peer is cut off after it), and at most [`MAX_HANDSHAKES`] run at once
+//!   peer is cut off after it), and at most `max_handshakes` run at once
 //!   (little memory each: nothing much is buffered before the key is
 //!   proven); when they are all taken, a new connection ends the oldest
 //!   handshake still running, so a flood of silent connections cannot lock
 //!   real peers out: theirs finish in a round trip, the flood's never do;
 //! - authenticated sessions are counted apart for nodes and clients, so
-//!   clients can never take the slots replication and failover need.
+//!   clients can never take the slots replication and failover need;
+//! - the clients of one address are held to a request rate
+//!   ([`crate::net::limit`]).
+//!
+//! Every bound is a config key ([`scs_common::config::Limits`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,21 +28,19 @@ use scs_common::proto::rpc::{Peer, Response};
 use scs_common::Error;
 
 use crate::net::handler;
+use crate::net::limit::RateLimiter;
 use crate::node::Node;
 
-/// Handshakes in progress at once; past it the oldest is ended.
-pub const MAX_HANDSHAKES: usize = 4096;
-/// Authenticated sessions at once, for clients and for other nodes.
-pub const MAX_CLIENT_SESSIONS: usize = 512;
-pub const MAX_NODE_SESSIONS: usize = 256;
-
 pub async fn run(node: Arc<Node>, listener: TcpListener) {
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let limits = node.cfg.limits.clone();
+    let max_handshakes = limits.max_handshakes;
+    let handshakes = Arc::new(Semaphore::new(max_handshakes));
+    let rate = Arc::new(RateLimiter::new(limits.client_requests_per_sec));
     // Handshakes by age; a token is cancelled when its handshake ends, or
     // to end it.
     let mut running: VecDeque<CancellationToken> = VecDeque::new();
-    let clients = Arc::new(Semaphore::new(MAX_CLIENT_SESSIONS));
-    let nodes = Arc::new(Semaphore::new(MAX_NODE_SESSIONS));
+    let clients = Arc::new(Semaphore::new(limits.max_client_sessions));
+    let nodes = Arc::new(Semaphore::new(limits.max_node_sessions));
     let me = node.me();
     let mut evicted = 0u64;
     loop {
@@ -64,7 +66,7 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
                 evicted += 1;
                 if evicted.is_power_of_two() {
                     log::warn!(
-                        "node {me}: {MAX_HANDSHAKES} handshakes in progress; ended the oldest for {from} \
+                        "node {me}: {max_handshakes} handshakes in progress; ended the oldest for {from} \
                          ({evicted} so far)"
                     );
                 }
@@ -75,10 +77,11 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
         };
         let token = CancellationToken::new();
         running.push_back(token.clone());
-        let (node, clients, nodes) = (node.clone(), clients.clone(), nodes.clone());
+        let (node, clients, nodes, rate) = (node.clone(), clients.clone(), nodes.clone(), rate.clone());
+        let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let accepted = tokio::select! {
-                r = Connection::accept(stream, &node.key, me) => r,
+                r = Connection::accept(stream, &node.key, me, handshake_timeout) => r,
                 _ = token.cancelled() => return,
             };
             token.cancel();
@@ -101,7 +104,11 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
                 return;
             };
             log::debug!("node {me}: session from {from} ({peer:?})");
-            handler::serve(node, conn, peer).await;
+            let rate = match peer {
+                Peer::Node(_) => None,
+                Peer::Client => Some(rate),
+            };
+            handler::serve(node, conn, peer, rate).await;
         });
     }
 }

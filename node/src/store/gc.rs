@@ -7,7 +7,7 @@ use std::fs;
 use scs_common::{Entry, Key, Result, Version};
 
 use super::index::{read_entry, read_version, ENTRIES, HELD, WANTED};
-use super::{layout, link_into_place, Store};
+use super::{hash_file, layout, link_into_place, Store};
 
 impl Store {
     /// Removes what nothing needs any more: blob files no entry of this
@@ -76,6 +76,14 @@ impl Store {
     pub fn place_from_local(&self, entry: &Entry) -> Result<bool> {
         let spare = self.layout.released(&entry.hash);
         if !fs::metadata(&spare).is_ok_and(|m| m.len() == entry.size) {
+            return Ok(false);
+        }
+        // The spare is checked like any fetched copy: it may be a blob that
+        // went bad on this disk before it was released, and placing it
+        // again would only have the scrub find it again, forever.
+        if !hash_file(&spare).is_ok_and(|(h, n)| h == entry.hash && n == entry.size) {
+            log::warn!("node {}: a released copy of {:?} failed its hash; removed", self.me, entry.name);
+            let _ = fs::remove_file(&spare);
             return Ok(false);
         }
         let (key, version) = (entry.key(), entry.version);

@@ -684,13 +684,12 @@ impl Store {
                     // Same content as a blob this batch releases (a rename):
                     // link it; the old name is moved aside after the commit.
                     link_into_place(src, &dest).is_ok()
-                } else if fs::metadata(&dest).is_ok_and(|m| m.len() == e.size) {
-                    true
                 } else {
-                    // Released by an earlier batch (the tombstone half of a
-                    // rename came first): still at hand.
-                    let spare = self.layout.released(&e.hash);
-                    fs::metadata(&spare).is_ok_and(|m| m.len() == e.size) && link_into_place(&spare, &dest).is_ok()
+                    // Anything else is wanted; a copy released by an earlier
+                    // batch (the tombstone half of a rename came first) is
+                    // then placed by the fetcher, once checked, outside this
+                    // transaction ([`Store::place_from_local`]).
+                    fs::metadata(&dest).is_ok_and(|m| m.len() == e.size)
                 };
                 if placed {
                     held.insert(&key.0, &e.version.to_be_bytes()).map_err(|e| self.db_err(e))?;

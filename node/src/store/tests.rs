@@ -244,6 +244,24 @@ fn a_rename_whose_halves_come_in_separate_batches_keeps_the_blob() {
 }
 
 #[test]
+fn a_released_copy_that_went_bad_is_never_placed_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let a = file("a", v(1, 1), b"content", &[1, 2]);
+    put(&s, &a, b"content");
+    // The copy rots on disk, then a delete releases it.
+    let blob = Layout::new(tmp.path()).blob(&a.key(), a.version);
+    std::fs::write(&blob, b"c0ntent").unwrap();
+    s.apply(&[a.tombstone(v(1, 2), 9)], &[]).unwrap();
+    let b = Entry { name: "b".into(), version: v(1, 3), ..a.clone() };
+    s.apply(std::slice::from_ref(&b), &[]).unwrap();
+    assert!(!s.holds(&b.key(), b.version).unwrap(), "placed without a check");
+    assert!(!s.place_from_local(&b).unwrap(), "a bad released copy was placed");
+    assert!(!s.holds(&b.key(), b.version).unwrap());
+    assert!(!Layout::new(tmp.path()).released(&a.hash).exists(), "the bad copy was kept");
+}
+
+#[test]
 fn a_hard_linked_blob_is_not_mistaken_for_an_old_orphan() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
