@@ -164,10 +164,14 @@ pub fn majority_of(n: usize) -> usize {
 /// # Errors
 /// `Stale` if this node was deposed; `Unavailable` if no majority committed.
 pub async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, batch: Batch, ns: G) -> Result<()> {
-    let entries = batch.into_entries();
+    let entries = batch.entries.clone();
     // The followers start committing while we do: one disk flush of latency, not two.
     let set = apply_to_others(node, state, entries.clone());
     node.commit(state.term, node.me(), entries, Vec::new()).await?;
+    // Only now are the batch's versions out of flight: until the local
+    // commit, a pull must not be told everything up to them is here
+    // ([`LeaderState::safe_watermark`]), or a follower skips them for good.
+    drop(batch);
     drop(ns);
     await_majority(node, state, set).await
 }
@@ -283,11 +287,6 @@ impl Batch {
             }
         }
         Ok(())
-    }
-
-    /// Releases the versions (after the local commit).
-    pub fn into_entries(self) -> Vec<Entry> {
-        self.entries
     }
 }
 
