@@ -159,7 +159,12 @@ pub async fn follow(node: Arc<Node>) {
         // Wake on the interval, or at once when the leader or term changes
         // (not on every change of another node's load figures).
         let deadline = tokio::time::Instant::now() + SYNC_INTERVAL;
-        let seen = (node.view.borrow().term, node.view.borrow().leader);
+        // One borrow: a second one while the first is held deadlocks the
+        // moment the driver starts publishing in between.
+        let seen = {
+            let v = node.view.borrow();
+            (v.term, v.leader)
+        };
         loop {
             tokio::select! {
                 _ = node.shutdown.cancelled() => return,

@@ -281,6 +281,14 @@ fn replayed_heartbeats_of_a_dead_leader_do_not_keep_it_in_office() {
             }
             n
         });
+        // Stops the replays even if an assertion below fails, so the scope ends.
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
         let s = c.wait_for("node 2 to lead despite the replays", Duration::from_secs(10), |s| {
             s.leader == Some(2) && s.quorum
         });
