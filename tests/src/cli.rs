@@ -97,6 +97,19 @@ impl std::fmt::Display for Output {
     }
 }
 
+/// `program args` with piped output and the environment a user has by
+/// default: no inherited log filter, no key path from the environment.
+pub fn user_command(program: &Path, args: &[OsString]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_LOG")
+        .env_remove("SCS_SECRET_FILE");
+    cmd
+}
+
 /// Runs `program args` with `deadline`; kills it and panics when it is late.
 ///
 /// The child dies with the test thread that started it (PR_SET_PDEATHSIG),
@@ -106,15 +119,7 @@ pub fn run(program: &Path, args: &[OsString], deadline: Duration) -> Output {
         .chain(args.iter().map(|a| shell_quote(&a.to_string_lossy())))
         .collect::<Vec<_>>()
         .join(" ");
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // What a user sees by default: no inherited log filter, no key path
-        // from the environment.
-        .env_remove("RUST_LOG")
-        .env_remove("SCS_SECRET_FILE");
+    let mut cmd = user_command(program, args);
     die_with_parent(&mut cmd);
     let start = Instant::now();
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {command}: {e}"));

@@ -103,13 +103,7 @@ impl Ran {
 /// Runs `program args` inside `ns` with `deadline`; never panics on the
 /// child's behaviour (a hang is killed and reported as `status: None`).
 pub fn run_in(ns: &NsHandle, program: &Path, args: &[OsString], deadline: Duration) -> Ran {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env_remove("RUST_LOG")
-        .env_remove("SCS_SECRET_FILE");
+    let mut cmd = cli::user_command(program, args);
     ns.enter(&mut cmd);
     cli::die_with_parent(&mut cmd);
     let start = Instant::now();
