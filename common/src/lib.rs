@@ -32,3 +32,17 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 /// Largest chunk of file data in one frame.
 pub const CHUNK_SIZE: usize = 1 << 20;
+
+/// Raises the open-file limit to its hard maximum: a node holds a
+/// descriptor per session, peer connection and blob being read; a mount one
+/// per file open or waiting to go up.
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

@@ -70,22 +70,9 @@ impl Args {
     }
 }
 
-/// Raises the open-file limit to its hard maximum: every session, peer
-/// connection and blob being read holds a descriptor.
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    raise_fd_limit();
+    scs_common::raise_fd_limit();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();

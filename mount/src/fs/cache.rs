@@ -76,6 +76,35 @@ impl MetaCache {
         l
     }
 
+    /// What the parent's fresh listing says about `path` (`Some(None)`:
+    /// not there), or `None` without one.
+    pub fn child(&self, path: &str, now: Instant) -> Option<Option<Entry>> {
+        let l = self.listing(name::parent(path), now)?;
+        Some(l.iter().find(|e| e.name == path).cloned())
+    }
+
+    /// This mount stored `path` as `entry` (`None`: removed it): remember
+    /// that, in its parent's listing too, which keeps its age (a listing
+    /// never looks fresher than what the cluster last said).
+    pub fn put_child(&mut self, path: &str, entry: Option<Entry>, now: Instant) {
+        self.put_entry(path, entry.clone(), now);
+        if let Some((_, l)) = self.listings.get_mut(name::parent(path)) {
+            let l = Arc::make_mut(l);
+            l.retain(|e| e.name != path);
+            l.extend(entry);
+        }
+    }
+
+    /// How many children the last listing of `dir` had, fresh or not.
+    pub fn listed_len(&self, dir: &str) -> Option<usize> {
+        self.listings.get(dir).map(|(_, l)| l.len())
+    }
+
+    /// Forgets the entry of `path` alone.
+    pub fn forget_entry(&mut self, path: &str) {
+        self.entries.remove(path);
+    }
+
     /// `path` changed here: forget its entry and its parent's listing.
     pub fn invalidate(&mut self, path: &str) {
         self.entries.remove(path);

@@ -25,6 +25,7 @@ use super::content::Item;
 use super::errno::{errno, io_errno, is_final};
 use super::lock;
 use super::remote::Remote;
+use super::writeback::{Journal, Record, WRITE_BACK_MAX};
 use crate::client::{now_ns, UploadStream};
 
 /// Streaming mtimes this far behind the last write are corrected after upload.
@@ -46,7 +47,23 @@ pub struct Staged {
     /// Its name was removed (or replaced): nothing is uploaded any more.
     unlinked: AtomicBool,
     writers: AtomicUsize,
+    /// Write-back records of it still to go up.
+    journaled: AtomicUsize,
+    /// Dropped from the handle table (once).
+    retired: AtomicBool,
+    /// A write-back upload of it was refused; fsync reports it once.
+    refused: Mutex<Option<Errno>>,
     io: Mutex<Io>,
+}
+
+/// What [`Staged::sync`] did.
+pub enum Synced {
+    /// Nothing was owed.
+    Nothing,
+    /// Stored on the cluster.
+    Stored(Entry),
+    /// Durable in the write-back journal, at this write generation.
+    Journaled(Record, u64),
 }
 
 /// What writes and uploads change, under one lock (held during an upload,
@@ -67,6 +84,9 @@ struct Io {
     failed: bool,
     /// What the last upload stored, while nothing changed since.
     stored: Option<Entry>,
+    /// Counts changes (writes, truncates, attributes), so a write-back
+    /// upload knows whether it still matches the staging copy.
+    gen: u64,
     /// The stored file whose content is still to be fetched: opening an
     /// existing file for writing (`touch` does) costs nothing until a
     /// write, read or truncate needs the bytes.
@@ -75,7 +95,10 @@ struct Io {
 
 struct Streaming {
     name: String,
-    up: UploadStream,
+    /// Opened once a whole chunk is gathered: a small file goes up in one
+    /// piece at close (or into the write-back journal) instead.
+    up: Option<UploadStream>,
+    spec: UploadSpec,
     mode: u32,
     mtime_ns: i64,
     /// Small writes (8 KiB from a shell redirect) gathered into chunks of
@@ -84,13 +107,20 @@ struct Streaming {
 }
 
 impl Streaming {
-    /// Sends the gathered bytes.
+    /// Sends the gathered bytes, opening the upload first if need be.
     fn push_gathered(&mut self, remote: &Remote) -> scs_common::Result<()> {
         if self.gathered.is_empty() {
             return Ok(());
         }
+        if self.up.is_none() {
+            self.up = Some(remote.start_stream(self.spec.clone())?);
+            log::debug!("streaming {} to the cluster as it is written", self.name);
+        }
         let chunk = std::mem::replace(&mut self.gathered, Vec::with_capacity(CHUNK_SIZE));
-        remote.push(&mut self.up, Bytes::from(chunk))
+        match self.up.as_mut() {
+            Some(up) => remote.push(up, Bytes::from(chunk)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -133,6 +163,9 @@ impl Staged {
             fresh: AtomicBool::new(fresh),
             unlinked: AtomicBool::new(false),
             writers: AtomicUsize::new(1),
+            journaled: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            refused: Mutex::new(None),
             io: Mutex::new(io),
         })
     }
@@ -226,6 +259,7 @@ impl Staged {
         self.size.fetch_max(end, Ordering::SeqCst);
         self.mtime_ns.store(now_ns(), Ordering::SeqCst);
         io.dirty = true;
+        io.gen += 1;
         io.explicit_mtime = false;
         io.stored = None;
         if io.stream_ok {
@@ -237,7 +271,7 @@ impl Staged {
         Ok(data.len() as u32)
     }
 
-    /// Pushes `data` into the stream, opening it on the first write.
+    /// Gathers `data` for the stream, which opens once a chunk is full.
     fn stream(&self, io: &mut Io, remote: &Remote, name: &str, data: &[u8]) {
         if io.stream.is_none() {
             let spec = UploadSpec {
@@ -247,23 +281,14 @@ impl Staged {
                 mtime_ns: self.mtime_ns(),
                 exclusive: io.exclusive,
             };
-            match remote.start_stream(spec) {
-                Ok(up) => {
-                    log::debug!("streaming {name} to the cluster as it is written");
-                    io.stream = Some(Streaming {
-                        name: name.to_string(),
-                        up,
-                        mode: self.mode(),
-                        mtime_ns: self.mtime_ns(),
-                        gathered: Vec::with_capacity(CHUNK_SIZE),
-                    })
-                }
-                Err(e) => {
-                    log::debug!("no streaming upload for {name}: {e}");
-                    io.drop_stream();
-                    return;
-                }
-            }
+            io.stream = Some(Streaming {
+                name: name.to_string(),
+                up: None,
+                spec,
+                mode: self.mode(),
+                mtime_ns: self.mtime_ns(),
+                gathered: Vec::with_capacity(CHUNK_SIZE),
+            });
         }
         if let Some(s) = io.stream.as_mut() {
             s.gathered.extend_from_slice(data);
@@ -293,6 +318,7 @@ impl Staged {
         self.size.store(size, Ordering::SeqCst);
         self.mtime_ns.store(now_ns(), Ordering::SeqCst);
         io.dirty = true;
+        io.gen += 1;
         io.explicit_mtime = false;
         io.stored = None;
         // The stream still holds exactly the content only if the size is
@@ -354,29 +380,66 @@ impl Staged {
         io.stored.clone()
     }
 
-    /// Uploads the content if it changed: finishes the stream when it
-    /// carries everything, else uploads the staging file. Returns the
-    /// stored entry when an upload happened.
+    /// Stores the content if it changed: into the write-back `journal` when
+    /// there is one and the file is small (it goes up later), else on the
+    /// cluster now, finishing the stream when it carries everything or
+    /// uploading the staging file. `before_direct(name)` runs first when the
+    /// content goes to the cluster now (it waits for journaled records of
+    /// the name, so the newest content lands last).
     ///
     /// # Errors
     /// What the cluster said (EEXIST for O_EXCL, ENOSPC, EIO when it could
     /// not be reached); the file stays dirty.
-    pub fn sync(&self, remote: &Remote, name: Option<&str>) -> Result<Option<Entry>, Errno> {
+    pub fn sync(
+        &self,
+        remote: &Remote,
+        name: Option<&str>,
+        journal: Option<&Journal>,
+        before_direct: &dyn Fn(&str) -> Result<(), Errno>,
+    ) -> Result<Synced, Errno> {
         let mut io = lock(&self.io);
         if !io.dirty {
-            return Ok(None);
+            return Ok(Synced::Nothing);
         }
         let Some(name) = name.filter(|_| !self.is_unlinked()) else {
             // Nobody can see it any more: nothing to store.
             io.dirty = false;
             io.drop_stream();
-            return Ok(None);
+            return Ok(Synced::Nothing);
         };
         let size = self.size();
+        let streaming = io.stream.as_ref().is_some_and(|s| s.up.is_some());
+        if let Some(journal) = journal.filter(|_| !streaming && size <= WRITE_BACK_MAX) {
+            let spec = UploadSpec {
+                name: name.to_string(),
+                size: Some(size),
+                mode: self.mode(),
+                mtime_ns: self.mtime_ns(),
+                exclusive: io.exclusive,
+            };
+            match journal.write(&spec, &self.file(), size) {
+                Ok(rec) => {
+                    io.dirty = false;
+                    io.exclusive = false;
+                    io.failed = false;
+                    io.stored = None;
+                    if size != 0 {
+                        io.drop_stream();
+                    }
+                    self.journaled.fetch_add(1, Ordering::SeqCst);
+                    return Ok(Synced::Journaled(rec, io.gen));
+                }
+                Err(e) => log::warn!("cannot keep {name} in the write-back journal ({e}); storing it now"),
+            }
+        }
+        before_direct(name)?;
         let mut stored = None;
         if let Some(mut s) = io.stream.take() {
-            if s.name == name && io.streamed == size {
-                let finished = s.push_gathered(remote).and_then(|_| remote.finish(s.up));
+            if s.up.is_some() && s.name == name && io.streamed == size {
+                let finished = s.push_gathered(remote).and_then(|_| match s.up.take() {
+                    Some(up) => remote.finish(up),
+                    None => Err(scs_common::Error::Internal("no stream".into())),
+                });
                 match finished {
                     Ok(e) => stored = Some(self.fix_streamed(remote, &io, e, s.mode, s.mtime_ns)),
                     Err(e) if is_final(&e) => {
@@ -422,7 +485,57 @@ impl Staged {
         }
         self.fresh.store(false, Ordering::SeqCst);
         self.mtime_ns.store(entry.mtime_ns, Ordering::SeqCst);
-        Ok(Some(entry))
+        Ok(Synced::Stored(entry))
+    }
+
+    /// A journaled record of it is stored as `entry`: it is on the cluster
+    /// now. Returns the write-back records still to go up.
+    pub fn record_stored(&self, gen: u64, entry: &Entry) -> usize {
+        let mut io = lock(&self.io);
+        if io.gen == gen && !io.dirty {
+            io.stored = Some(entry.clone());
+        }
+        drop(io);
+        self.journaled.fetch_sub(1, Ordering::SeqCst).saturating_sub(1)
+    }
+
+    /// A journaled record of it will not go up (replaced, cancelled or
+    /// refused with `refused`). Returns the records still to go up.
+    pub fn record_dropped(&self, refused: Option<Errno>) -> usize {
+        if let Some(e) = refused {
+            *lock(&self.refused) = Some(e);
+        }
+        self.journaled.fetch_sub(1, Ordering::SeqCst).saturating_sub(1)
+    }
+
+    /// The cluster has it now (a journaled record of it went up).
+    pub fn uploaded(&self) {
+        self.fresh.store(false, Ordering::SeqCst);
+    }
+
+    /// A snapshot taken for the journal could not be queued: owed again.
+    pub fn mark_dirty(&self) {
+        lock(&self.io).dirty = true;
+    }
+
+    /// Write-back records of it still to go up.
+    pub fn journaled(&self) -> usize {
+        self.journaled.load(Ordering::SeqCst)
+    }
+
+    /// Why a write-back upload of it was refused, once.
+    pub fn take_refusal(&self) -> Option<Errno> {
+        lock(&self.refused).take()
+    }
+
+    /// Whether it is still open or still has records to go up.
+    pub fn in_use(&self) -> bool {
+        self.writers.load(Ordering::SeqCst) > 0 || self.journaled() > 0
+    }
+
+    /// True the first time only: the caller drops it from the handle table.
+    pub fn retire_once(&self) -> bool {
+        !self.retired.swap(true, Ordering::SeqCst)
     }
 
     /// A streamed file was stored with the mode and mtime of the moment the
@@ -466,6 +579,7 @@ impl Io {
             failed: false,
             stored,
             unfilled: None,
+            gen: 0,
         }
     }
 
@@ -626,7 +740,8 @@ mod tests {
         s.write(&remote, Some("f"), Some(5), b"x").unwrap();
         s.mark_unlinked();
         assert!(!s.owes_upload());
-        assert_eq!(s.sync(&remote, Some("f")).unwrap(), None, "nothing is sent for a removed name");
+        let synced = s.sync(&remote, Some("f"), None, &|_| Ok(())).unwrap();
+        assert!(matches!(synced, Synced::Nothing), "nothing is sent for a removed name");
         s.discard();
         assert!(!dir.path().join("w").exists());
     }

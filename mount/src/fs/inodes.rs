@@ -88,8 +88,10 @@ impl Inodes {
     }
 
     /// The kernel dropped `n` lookups of `ino`; at zero an orphan is gone,
-    /// and a named inode is forgotten (the name gets a new number later).
-    pub fn forget(&mut self, ino: u64, n: u64) {
+    /// and a named inode is forgotten (the name gets a new number later)
+    /// unless `keep` (its content is only here yet: the name must still
+    /// lead to it).
+    pub fn forget(&mut self, ino: u64, n: u64, keep: bool) {
         if ino == ROOT {
             return;
         }
@@ -100,7 +102,7 @@ impl Inodes {
             }
             None => false,
         };
-        if gone {
+        if gone && !keep {
             if let Some(Node { path: Some(p), .. }) = self.nodes.remove(&ino) {
                 if self.by_path.get(&p) == Some(&ino) {
                     self.by_path.remove(&p);
@@ -183,7 +185,7 @@ mod tests {
         let mut t = Inodes::new();
         assert_eq!(t.path(ROOT), Some(""));
         assert_eq!(t.ino(""), Some(ROOT));
-        t.forget(ROOT, 100);
+        t.forget(ROOT, 100, false);
         assert_eq!(t.path(ROOT), Some(""));
         assert_eq!(t.lookup("", Kind::Dir), ROOT);
     }
@@ -194,10 +196,14 @@ mod tests {
         let a = t.lookup("a.txt", Kind::File);
         assert_eq!(t.lookup("a.txt", Kind::File), a);
         assert_eq!(t.peek("a.txt", Kind::File), a);
-        t.forget(a, 1);
+        t.forget(a, 1, false);
         assert_eq!(t.path(a), Some("a.txt"), "one lookup is still held");
-        t.forget(a, 1);
+        t.forget(a, 1, false);
         assert_eq!(t.path(a), None);
+        // A file whose content is only here keeps its name and number.
+        let w = t.lookup("w.txt", Kind::File);
+        t.forget(w, 1, true);
+        assert_eq!(t.ino("w.txt"), Some(w));
         let again = t.lookup("a.txt", Kind::File);
         assert_ne!(again, a, "a forgotten number is not handed out again");
     }
@@ -235,7 +241,7 @@ mod tests {
         assert_eq!(t.ino("b"), Some(a));
         assert_eq!(t.path(b), None);
         assert_eq!(t.kind(b), Some(Kind::File), "the kernel may still stat it");
-        t.forget(b, 1);
+        t.forget(b, 1, false);
         assert_eq!(t.kind(b), None);
     }
 

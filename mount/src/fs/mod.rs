@@ -12,6 +12,7 @@
 //! - [`remote`]: the client library with a time limit on every call.
 //! - [`errno`]: the one mapping from `scs_common::Error` to errno.
 //! - [`session`]: mounting, signals, unmounting.
+//! - [`writeback`]: the journal and queue of `--write-back`.
 
 pub mod cache;
 pub mod content;
@@ -21,6 +22,7 @@ pub mod inodes;
 pub mod ops;
 pub mod remote;
 pub mod session;
+pub mod writeback;
 
 use std::ffi::OsStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -252,7 +254,7 @@ impl Filesystem for ScsFs {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        match guard(|| self.core.flush(fh.0)) {
+        match guard(|| self.core.fsync(fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

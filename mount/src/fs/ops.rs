@@ -20,11 +20,13 @@ use scs_common::{name, Entry, Error, Kind, Version};
 
 use super::cache::MetaCache;
 use super::content::ContentCache;
+use super::errno::is_final;
 use super::errno::{errno, io_errno};
-use super::handles::{DirItem, Handles, OpenFile, Staged, Start};
+use super::handles::{DirItem, Handles, OpenFile, Staged, Start, Synced};
 use super::inodes::{Inodes, ROOT};
 use super::lock;
 use super::remote::Remote;
+use super::writeback::{Job, Journal, Queue, Record};
 use crate::client::now_ns;
 
 /// How long the kernel and this mount trust attributes, entries and listings.
@@ -35,6 +37,17 @@ const BLKSIZE: u32 = 1 << 20;
 const STATFS_BSIZE: u64 = 4096;
 /// Inodes reported by statfs when no node limits its files.
 const MANY_FILES: u64 = 1 << 32;
+/// A directory listed before with at most this many children is listed
+/// again to answer a lookup in it, rather than asking for one name.
+const RELIST_MAX: usize = 4096;
+/// Threads uploading write-back records.
+const UPLOADERS: usize = 6;
+/// How long a change waits for the write-back records it depends on
+/// (an upload retried through a failover included) before failing with EIO.
+const SETTLE_LIMIT: Duration = Duration::from_secs(8);
+/// How long unmounting waits for the write-back records to go up; what is
+/// left goes up when the mount next starts.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// What a file or directory looks like, before it becomes a `FileAttr`.
 #[derive(Clone, Copy, Debug)]
@@ -71,11 +84,17 @@ pub struct Core {
     /// Serializes opening and retiring writers: one staging copy per inode.
     opening: Mutex<()>,
     serial: AtomicU64,
+    /// Closing a small file puts it here (with `--write-back`)...
+    journal: Journal,
+    write_back: bool,
+    /// ... and the uploaders take it from here.
+    queue: Queue,
 }
 
 impl Core {
-    /// A mount of the cluster behind `remote`, staging writes in `staging`.
-    pub fn new(remote: Remote, content: ContentCache, staging: PathBuf) -> Core {
+    /// A mount of the cluster behind `remote`, staging writes in `staging`;
+    /// closed small files go to `journal` first when `write_back`.
+    pub fn new(remote: Remote, content: ContentCache, staging: PathBuf, journal: Journal, write_back: bool) -> Core {
         // SAFETY: getuid/getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Core {
@@ -90,6 +109,9 @@ impl Core {
             handles: Mutex::new(Handles::default()),
             opening: Mutex::new(()),
             serial: AtomicU64::new(0),
+            journal,
+            write_back,
+            queue: Queue::default(),
         }
     }
 
@@ -122,9 +144,18 @@ impl Core {
     /// The entry of `path`, from the cache while fresh.
     fn entry(&self, path: &str) -> Result<Option<Entry>, Errno> {
         let now = Instant::now();
-        let cached = lock(&self.meta).entry(path, now);
+        let (cached, listed) = {
+            let m = lock(&self.meta);
+            (m.entry(path, now).or_else(|| m.child(path, now)), m.listed_len(name::parent(path)))
+        };
         if let Some(e) = cached {
             return Ok(e);
+        }
+        // A small directory that was listed (a copy going into it, names
+        // looked up one after another): one listing answers them all.
+        if !path.is_empty() && listed.is_some_and(|n| n <= RELIST_MAX) {
+            let l = self.listing(name::parent(path))?;
+            return Ok(l.iter().find(|e| e.name == path).cloned());
         }
         let e = self.remote.stat(path).map_err(|e| fail("stat", path, e))?;
         lock(&self.meta).put_entry(path, e.clone(), now);
@@ -244,7 +275,9 @@ impl Core {
     }
 
     pub fn forget(&self, ino: u64, n: u64) -> Result<(), Errno> {
-        lock(&self.inodes).forget(ino, n);
+        // A file written here and not on the cluster yet keeps its name.
+        let keep = lock(&self.handles).staged(ino).is_some();
+        lock(&self.inodes).forget(ino, n, keep);
         Ok(())
     }
 
@@ -293,6 +326,9 @@ impl Core {
             return Err(Errno::EPERM);
         }
         let path = lock(&self.inodes).path(ino).map(str::to_string);
+        if let Some(p) = &path {
+            self.settle(&[p])?;
+        }
         let staged = lock(&self.handles).staged(ino);
         if let Some(size) = size {
             match (&staged, &path) {
@@ -360,17 +396,26 @@ impl Core {
         let path = self.child_path(parent, name)?;
         let e = self.remote.mkdir(&path, mode & 0o7777).map_err(|e| fail("mkdir", &path, e))?;
         let ino = lock(&self.inodes).lookup(&path, Kind::Dir);
-        self.touched(&path);
         {
-            let mut m = lock(&self.meta);
+            let (now, mut m) = (Instant::now(), lock(&self.meta));
+            m.touch_dir(name::parent(&path), now_ns());
             m.forget_times(&path);
-            m.put_entry(&path, Some(e.clone()), Instant::now());
+            m.put_child(&path, Some(e.clone()), now);
+            // Just made: nothing is in it (names looked up in it next need
+            // no request).
+            m.put_listing(&path, Vec::new(), now);
         }
         Ok(self.attr(ino, &self.shape(&path, &e)))
     }
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
         let path = self.child_path(parent, name)?;
+        // Written-back copies still waiting need not go up at all.
+        for job in self.queue.cancel(&path) {
+            self.journal.remove(&job.rec);
+            self.record_dropped(job.staged, None);
+        }
+        self.settle(&[&path])?;
         let staged = self.staged_of(self.ino_of(&path));
         // A file created here and not stored yet only exists here.
         if !staged.as_ref().is_some_and(|s| s.is_fresh()) {
@@ -390,6 +435,7 @@ impl Core {
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
         let path = self.child_path(parent, name)?;
+        self.settle(&[&path])?;
         if !self.fresh_below(&path).is_empty() {
             return Err(Errno::ENOTEMPTY);
         }
@@ -436,6 +482,7 @@ impl Core {
                 self.sync_staged(&s)?;
             }
         }
+        self.settle(&[&from, &to])?;
         let from_ino = self.ino_of(&from);
         let target = self.staged_of(self.ino_of(&to)).filter(|t| Some(t.ino) != from_ino);
         if noreplace && target.as_ref().is_some_and(|t| t.is_fresh()) {
@@ -487,8 +534,13 @@ impl Core {
         let of = OpenFile { ino, staged: Some(staged.clone()), append, entry: None, item: Mutex::new(None) };
         let fh = lock(&self.handles).add_file(of);
         lock(&self.inodes).lookup(&path, Kind::File);
-        self.touched(&path);
-        lock(&self.meta).forget_times(&path);
+        {
+            // The cluster's listing stays right: new files show from here.
+            let mut m = lock(&self.meta);
+            m.forget_entry(&path);
+            m.touch_dir(name::parent(&path), now_ns());
+            m.forget_times(&path);
+        }
         Ok((self.attr(ino, &self.staged_shape(Some(&path), &staged)), fh))
     }
 
@@ -620,7 +672,8 @@ impl Core {
         s.write(&self.remote, name.as_deref(), (!of.append).then_some(offset), data)
     }
 
-    /// close(2) and fsync(2): store what was written.
+    /// close(2): store what was written (with write-back: durably here,
+    /// and on the cluster soon).
     pub fn flush(&self, fh: u64) -> Result<(), Errno> {
         let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
         match &of.staged {
@@ -629,14 +682,88 @@ impl Core {
         }
     }
 
-    fn sync_staged(&self, s: &Staged) -> Result<(), Errno> {
+    /// fsync(2): store what was written on the cluster, now.
+    pub fn fsync(&self, fh: u64) -> Result<(), Errno> {
+        let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
+        let Some(s) = &of.staged else { return Ok(()) };
+        self.sync_staged(s)?;
+        if let Some(name) = lock(&self.inodes).path(s.ino).map(str::to_string) {
+            self.settle(&[&name])?;
+        }
+        s.take_refusal().map_or(Ok(()), Err)
+    }
+
+    fn sync_staged(&self, s: &Arc<Staged>) -> Result<(), Errno> {
         let name = lock(&self.inodes).path(s.ino).map(str::to_string);
-        if let Some(e) = s.sync(&self.remote, name.as_deref())? {
-            let mut m = lock(&self.meta);
-            m.invalidate(&e.name);
-            m.put_entry(&e.name, Some(e.clone()), Instant::now());
+        let journal = self.write_back.then_some(&self.journal);
+        let settle = |n: &str| self.settle(&[n]);
+        match s.sync(&self.remote, name.as_deref(), journal, &settle)? {
+            Synced::Nothing => {}
+            Synced::Stored(e) => lock(&self.meta).put_child(&e.name, Some(e.clone()), Instant::now()),
+            Synced::Journaled(rec, gen) => self.enqueue(Job { rec, staged: Some(s.clone()), gen })?,
         }
         Ok(())
+    }
+
+    /// Hands a journaled record to the uploaders.
+    fn enqueue(&self, job: Job) -> Result<(), Errno> {
+        match self.queue.push(job, Instant::now() + SETTLE_LIMIT) {
+            Ok(replaced) => {
+                for old in replaced {
+                    self.journal.remove_replaced(&old.rec);
+                    self.record_dropped(old.staged, None);
+                }
+                Ok(())
+            }
+            Err(job) => {
+                log::warn!("the write-back queue stayed full; {} is not stored", job.rec.spec.name);
+                self.journal.remove(&job.rec);
+                if let Some(s) = &job.staged {
+                    s.mark_dirty();
+                }
+                self.record_dropped(job.staged, None);
+                Err(Errno::EIO)
+            }
+        }
+    }
+
+    /// Waits until the write-back records at, inside or above `paths` are
+    /// on the cluster, so a change made after them lands after them.
+    fn settle(&self, paths: &[&str]) -> Result<(), Errno> {
+        if self.queue.wait_clear(paths, Instant::now() + SETTLE_LIMIT) {
+            return Ok(());
+        }
+        log::warn!("files written to {paths:?} are not stored on the cluster yet; giving up");
+        Err(Errno::EIO)
+    }
+
+    /// A journaled record of `staged` will not go up.
+    fn record_dropped(&self, staged: Option<Arc<Staged>>, refused: Option<Errno>) {
+        if let Some(s) = staged {
+            if s.record_dropped(refused) == 0 {
+                self.retire_if_unused(&s);
+            }
+        }
+    }
+
+    fn retire_if_unused(&self, s: &Arc<Staged>) {
+        let _g = lock(&self.opening);
+        if !s.in_use() {
+            self.retire(s);
+        }
+    }
+
+    /// Drops a staging copy nobody writes and nothing is owed for; its
+    /// content becomes a cached copy. The caller holds `opening`.
+    fn retire(&self, s: &Arc<Staged>) {
+        if !s.retire_once() {
+            return;
+        }
+        lock(&self.handles).retire_staged(s);
+        if let Some(e) = s.clean_entry().filter(|_| !s.is_unlinked()) {
+            self.content.adopt(&e, s.path());
+        }
+        s.discard();
     }
 
     pub fn release(&self, fh: u64) -> Result<(), Errno> {
@@ -659,11 +786,10 @@ impl Core {
                 log::warn!("a file closed without being stored: {e:?}");
             }
         }
-        lock(&self.handles).retire_staged(s);
-        if let Some(e) = s.clean_entry().filter(|_| !s.is_unlinked()) {
-            self.content.adopt(&e, s.path());
+        // With records still to go up, the last uploader retires it.
+        if !s.in_use() {
+            self.retire(s);
         }
-        s.discard();
     }
 
     pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
@@ -721,7 +847,9 @@ impl Core {
         Ok(Space { blocks: total / STATFS_BSIZE, bfree: free / STATFS_BSIZE, files, ffree, bsize: STATFS_BSIZE as u32 })
     }
 
-    /// Stores every file still owed (unmount, SIGTERM).
+    /// Stores every file still owed (unmount, SIGTERM), and waits a while
+    /// for the write-back records to go up; the uploaders then stop, and
+    /// what is left goes up when the mount next starts.
     pub fn flush_all(&self) {
         let all = lock(&self.handles).all_staged();
         for s in all {
@@ -730,6 +858,108 @@ impl Core {
                     let name = lock(&self.inodes).path(s.ino).map(str::to_string);
                     log::error!("could not store {name:?} before unmounting: {e:?}");
                 }
+            }
+        }
+        if !self.queue.is_empty() {
+            log::info!("uploading {} written-back files before unmounting", self.queue.len());
+        }
+        if !self.queue.wait_clear(&[""], Instant::now() + DRAIN_LIMIT) {
+            log::warn!(
+                "{} written-back files are not on the cluster yet; they go up when the mount next starts",
+                self.queue.len()
+            );
+        }
+        self.queue.stop();
+    }
+
+    // ----- write-back uploads -----
+
+    /// Queues the records an earlier mount left and starts the uploaders.
+    pub fn start_uploaders(self: &Arc<Core>, left: Vec<Record>) -> std::io::Result<()> {
+        if !left.is_empty() {
+            log::info!("{} files written back before the mount last stopped are going up now", left.len());
+        }
+        for rec in left {
+            let job = Job { rec, staged: None, gen: 0 };
+            // A fresh queue has room for what one mount could leave; if
+            // not, wait for the uploaders below rather than drop a record.
+            if let Err(job) = self.queue.push(job, Instant::now()) {
+                self.upload_one(job);
+            }
+        }
+        for i in 0..UPLOADERS {
+            let core = self.clone();
+            std::thread::Builder::new().name(format!("scs-upload-{i}")).spawn(move || {
+                while let Some(job) = core.queue.take() {
+                    core.upload_one(job);
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Uploads one record, retrying while the cluster cannot be reached
+    /// (until the mount stops: the record stays in the journal then).
+    fn upload_one(&self, job: Job) {
+        let name = job.rec.spec.name.clone();
+        let mut pause = Duration::from_millis(100);
+        let res = loop {
+            let rec = job.rec.clone();
+            let open = move || rec.content().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>);
+            match self.remote.upload_from(job.rec.spec.clone(), open) {
+                Err(e) if !is_final(&e) => {
+                    log::info!("written-back {name:?} did not go up ({e}); trying again");
+                    if !self.queue.pause(pause) {
+                        // Stopping: the journal keeps it for the next mount.
+                        self.queue.done(&name);
+                        return;
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => break other,
+            }
+        };
+        match res {
+            Ok(entry) => {
+                // Visible to anyone waiting on the queue before `done`.
+                if let Some(s) = &job.staged {
+                    s.uploaded();
+                }
+                lock(&self.meta).put_child(&name, Some(entry.clone()), Instant::now());
+                self.journal.remove(&job.rec);
+                self.queue.done(&name);
+                if let Some(s) = &job.staged {
+                    if s.record_stored(job.gen, &entry) == 0 {
+                        self.retire_if_unused(s);
+                    }
+                }
+            }
+            Err(e) => {
+                let kept = self.journal.keep_unsent(&job.rec);
+                match &kept {
+                    Ok(p) => log::error!(
+                        "the cluster refused written-back {name:?} ({e}); its content is kept in {}",
+                        p.display()
+                    ),
+                    Err(err) => log::error!(
+                        "the cluster refused written-back {name:?} ({e}); keeping its content failed too: {err}"
+                    ),
+                }
+                // It is not on the cluster: it is not here either.
+                if let Some(s) = job.staged.as_ref().filter(|s| s.is_fresh()) {
+                    s.mark_unlinked();
+                    let mut t = lock(&self.inodes);
+                    if t.path(s.ino) == Some(name.as_str()) {
+                        t.unlink(&name);
+                    }
+                }
+                {
+                    let mut m = lock(&self.meta);
+                    m.invalidate(&name);
+                    m.touch_dir(name::parent(&name), now_ns());
+                }
+                self.queue.done(&name);
+                self.record_dropped(job.staged, Some(errno(&e)));
             }
         }
     }

@@ -124,7 +124,16 @@ impl Remote {
     pub fn upload_file(&self, spec: UploadSpec, path: &Path) -> Result<Entry> {
         let size = spec.size.unwrap_or(0);
         let path: PathBuf = path.to_path_buf();
-        let open = move || std::fs::File::open(&path).map(|f| Box::new(f.take(size)) as Box<dyn Read + Send>);
+        self.upload_from(spec, move || {
+            std::fs::File::open(&path).map(|f| Box::new(f.take(size)) as Box<dyn Read + Send>)
+        })
+    }
+
+    /// Uploads `spec.size` bytes read from `open()` (called again on each retry).
+    pub fn upload_from<F>(&self, spec: UploadSpec, open: F) -> Result<Entry>
+    where
+        F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
+    {
         let watch = Watch::new();
         let tick = |_: u64| watch.tick();
         let what = format!("upload of {}", spec.name);

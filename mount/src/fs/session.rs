@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::content::ContentCache;
 use super::ops::Core;
 use super::remote::Remote;
+use super::writeback::Journal;
 use super::ScsFs;
 use crate::client::{Client, ClientOptions};
 
@@ -34,6 +35,9 @@ pub struct Settings {
     pub client: ClientOptions,
     /// This mount's own cache directory (staging files, cached contents).
     pub cache_dir: PathBuf,
+    /// Closing a small file stores it durably in the cache directory and
+    /// uploads it in the background (see [`super::writeback`]).
+    pub write_back: bool,
 }
 
 /// `$XDG_CACHE_HOME/scs`, else `~/.cache/scs`.
@@ -61,6 +65,7 @@ pub fn cache_dir_for(root: &Path, mountpoint: &Path) -> PathBuf {
 /// cache directory is taken, FUSE is unavailable, or the session failed.
 pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     bound_allocator();
+    scs_common::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("scs-mount-io")
@@ -88,8 +93,12 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     let content_dir = settings.cache_dir.join("content");
     let content = ContentCache::open(&content_dir, cache_limit(&settings.cache_dir))
         .map_err(|e| format!("cannot use the cache {}: {e}", content_dir.display()))?;
+    let pending = settings.cache_dir.join("pending");
+    let (journal, left) =
+        Journal::open(&pending).map_err(|e| format!("cannot use the write-back journal {}: {e}", pending.display()))?;
     let remote = Remote::new(rt.handle().clone(), client, window);
-    let core = Arc::new(Core::new(remote, content, staging.clone()));
+    let core = Arc::new(Core::new(remote, content, staging.clone(), journal, settings.write_back));
+    core.start_uploaders(left).map_err(|e| format!("cannot start the uploaders: {e}"))?;
 
     let mut config = fuser::Config::default();
     config.n_threads = Some(FUSE_THREADS);

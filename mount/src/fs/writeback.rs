@@ -1,0 +1,477 @@
+//! Write-back (`scs-mount --write-back`): closing a small file makes it
+//! durable on the local disk, in a journal in the cache directory, and it
+//! goes up to the cluster in the background. What is in the journal when the
+//! mount stops (a crash, a lost cluster) goes up when it next starts.
+//!
+//! - [`Journal`]: one file per closed snapshot, `pending/<seq>`: a header
+//!   (name, size, mode, mtime, O_EXCL), the content and a SHA-256 over both.
+//!   It is fsynced, and so is the directory, before close returns; a record
+//!   torn by a crash fails its hash and is dropped (its close never returned).
+//! - [`Queue`]: the records waiting or going up. Records of one name go up in
+//!   order, one at a time; a newer record of a name replaces one still
+//!   waiting. Namespace changes on this mount (rename, unlink, chmod ...)
+//!   first wait for the records they touch ([`Queue::wait_clear`]), so the
+//!   cluster sees this mount's changes of any one path in the order made.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use scs_common::name;
+use scs_common::proto::rpc::UploadSpec;
+
+use super::handles::Staged;
+use super::lock;
+
+/// Files up to this size are written back; bigger ones stream to the
+/// cluster as they are written and are stored by close, as without
+/// write-back.
+pub const WRITE_BACK_MAX: u64 = scs_common::CHUNK_SIZE as u64;
+/// Records waiting at most; closing another one waits for room. (Each
+/// holds its staging copy open: a descriptor.)
+const MAX_WAITING: usize = 2_000;
+/// Bytes waiting at most.
+const MAX_WAITING_BYTES: u64 = 256 << 20;
+const MAGIC: &[u8; 8] = b"SCSWB01\n";
+/// Largest header accepted when reading a record back.
+const MAX_HEADER: usize = 64 << 10;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct Header {
+    name: String,
+    size: u64,
+    mode: u32,
+    mtime_ns: i64,
+    exclusive: bool,
+}
+
+/// One closed snapshot of a file, durable in the journal.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub seq: u64,
+    pub path: PathBuf,
+    pub spec: UploadSpec,
+    /// Where the content starts in the record file.
+    data_at: u64,
+}
+
+impl Record {
+    /// Opens the content for an upload (again on each retry).
+    pub fn content(&self) -> std::io::Result<impl Read + Send + 'static> {
+        let mut f = File::open(&self.path)?;
+        f.seek(SeekFrom::Start(self.data_at))?;
+        Ok(f.take(self.spec.size.unwrap_or(0)))
+    }
+}
+
+/// The journal directory.
+pub struct Journal {
+    dir: PathBuf,
+    /// Failed records are kept here for the user.
+    unsent: PathBuf,
+    next: AtomicU64,
+}
+
+impl Journal {
+    /// Opens (creating) the journal in `dir` and returns the records a
+    /// previous mount left, oldest first. Torn records are removed.
+    pub fn open(dir: &Path) -> std::io::Result<(Journal, Vec<Record>)> {
+        std::fs::create_dir_all(dir)?;
+        let mut found = Vec::new();
+        for item in std::fs::read_dir(dir)? {
+            let path = item?.path();
+            let seq = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
+            match seq {
+                Some(seq) => match read_record(seq, &path) {
+                    Ok(r) => found.push(r),
+                    Err(e) => {
+                        log::warn!("dropping the torn write-back record {} ({e})", path.display());
+                        let _ = std::fs::remove_file(&path);
+                    }
+                },
+                // A temp file or something foreign: not ours to upload.
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        found.sort_by_key(|r| r.seq);
+        let next = found.last().map_or(1, |r| r.seq + 1);
+        let unsent = dir.with_file_name("unsent");
+        Ok((Journal { dir: dir.to_path_buf(), unsent, next: AtomicU64::new(next) }, found))
+    }
+
+    /// Writes `size` bytes of `content` as the new version of `spec.name`,
+    /// durably (file and directory fsynced) before returning.
+    pub fn write(&self, spec: &UploadSpec, content: &File, size: u64) -> std::io::Result<Record> {
+        let seq = self.next.fetch_add(1, Ordering::SeqCst);
+        let path = self.dir.join(format!("{seq:020}"));
+        let res = self.write_at(&path, seq, spec, content, size);
+        if res.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        res
+    }
+
+    fn write_at(&self, path: &Path, seq: u64, spec: &UploadSpec, content: &File, size: u64) -> std::io::Result<Record> {
+        let header = Header {
+            name: spec.name.clone(),
+            size,
+            mode: spec.mode,
+            mtime_ns: spec.mtime_ns,
+            exclusive: spec.exclusive,
+        };
+        let head = rmp_serde::to_vec(&header).map_err(std::io::Error::other)?;
+        let mut buf = Vec::with_capacity(MAGIC.len() + 4 + head.len() + size as usize + 32);
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&head);
+        let data_at = buf.len() as u64;
+        buf.resize(buf.len() + size as usize, 0);
+        content.read_exact_at(&mut buf[data_at as usize..], 0)?;
+        let sum = Sha256::digest(&buf);
+        buf.extend_from_slice(&sum);
+        let mut f = File::create(path)?;
+        f.write_all(&buf)?;
+        f.sync_data()?;
+        sync_dir(&self.dir)?;
+        let spec = UploadSpec { size: Some(size), ..spec.clone() };
+        Ok(Record { seq, path: path.to_path_buf(), spec, data_at })
+    }
+
+    /// The record went up (or was replaced): it is no longer owed.
+    pub fn remove(&self, rec: &Record) {
+        // The removal is made durable too: a record that came back after a
+        // power cut would put old content over newer.
+        if let Err(e) = std::fs::remove_file(&rec.path).and_then(|_| sync_dir(&self.dir)) {
+            log::warn!("cannot remove the write-back record {}: {e}", rec.path.display());
+        }
+    }
+
+    /// A newer record of the same name replaced it before it went up. No
+    /// need to make the removal durable: come back after a power cut, it
+    /// would go up before the newer one, which then wins.
+    pub fn remove_replaced(&self, rec: &Record) {
+        let _ = std::fs::remove_file(&rec.path);
+    }
+
+    /// The cluster refused the record for good: its content is kept in
+    /// `unsent/` for the user; returns where.
+    pub fn keep_unsent(&self, rec: &Record) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.unsent)?;
+        let base = rec.spec.name.replace('/', "%2F");
+        let dest = self.unsent.join(format!("{}-{base}", rec.seq));
+        let mut out = File::create(&dest)?;
+        std::io::copy(&mut rec.content()?, &mut out)?;
+        out.sync_all()?;
+        self.remove(rec);
+        Ok(dest)
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn read_record(seq: u64, path: &Path) -> std::io::Result<Record> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let buf = std::fs::read(path)?;
+    if buf.len() < MAGIC.len() + 4 + 32 || &buf[..MAGIC.len()] != MAGIC {
+        return Err(bad("not a write-back record"));
+    }
+    let (body, sum) = buf.split_at(buf.len() - 32);
+    if Sha256::digest(body).as_slice() != sum {
+        return Err(bad("checksum mismatch"));
+    }
+    let hlen = u32::from_le_bytes(body[8..12].try_into().map_err(|_| bad("short header"))?) as usize;
+    if hlen > MAX_HEADER || 12 + hlen > body.len() {
+        return Err(bad("header out of bounds"));
+    }
+    let header: Header = rmp_serde::from_slice(&body[12..12 + hlen]).map_err(|e| bad(&e.to_string()))?;
+    let data_at = 12 + hlen;
+    if (body.len() - data_at) as u64 != header.size {
+        return Err(bad("size mismatch"));
+    }
+    name::validate(&header.name).map_err(|e| bad(&e.to_string()))?;
+    let spec = UploadSpec {
+        name: header.name,
+        size: Some(header.size),
+        mode: header.mode,
+        mtime_ns: header.mtime_ns,
+        exclusive: header.exclusive,
+    };
+    Ok(Record { seq, path: path.to_path_buf(), spec, data_at: data_at as u64 })
+}
+
+/// A record to upload, and the staging copy it came from (none for records
+/// left by an earlier mount).
+pub struct Job {
+    pub rec: Record,
+    pub staged: Option<Arc<Staged>>,
+    /// The staging copy's write generation when the snapshot was taken.
+    pub gen: u64,
+}
+
+#[derive(Default)]
+struct QState {
+    waiting: VecDeque<Job>,
+    /// Names going up right now.
+    going: Vec<String>,
+    bytes: u64,
+    stopped: bool,
+}
+
+impl QState {
+    fn related(&self, paths: &[&str]) -> bool {
+        let touches = |n: &str| paths.iter().any(|p| related(n, p));
+        self.going.iter().any(|n| touches(n)) || self.waiting.iter().any(|j| touches(&j.rec.spec.name))
+    }
+}
+
+/// `a` and `b` are the same path, or one is inside the other.
+fn related(a: &str, b: &str) -> bool {
+    a == b || b.is_empty() || a.is_empty() || name::is_inside(a, b) || name::is_inside(b, a)
+}
+
+/// Records waiting for an uploader, in order.
+#[derive(Default)]
+pub struct Queue {
+    state: Mutex<QState>,
+    changed: Condvar,
+}
+
+impl Queue {
+    /// Adds a job, waiting until `deadline` for room. A job of the same name
+    /// still waiting is replaced: it is returned so its record can go.
+    ///
+    /// # Errors
+    /// The job back, when there was no room in time.
+    pub fn push(&self, job: Job, deadline: Instant) -> Result<Vec<Job>, Job> {
+        let mut st = lock(&self.state);
+        while st.waiting.len() >= MAX_WAITING || st.bytes >= MAX_WAITING_BYTES {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(job);
+            }
+            st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let name = job.rec.spec.name.clone();
+        let mut replaced = Vec::new();
+        let mut i = 0;
+        while i < st.waiting.len() {
+            if st.waiting[i].rec.spec.name == name {
+                if let Some(old) = st.waiting.remove(i) {
+                    st.bytes -= old.rec.spec.size.unwrap_or(0);
+                    replaced.push(old);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        st.bytes += job.rec.spec.size.unwrap_or(0);
+        st.waiting.push_back(job);
+        self.changed.notify_all();
+        Ok(replaced)
+    }
+
+    /// The oldest job whose name is not going up already; `None` once
+    /// stopped.
+    pub fn take(&self) -> Option<Job> {
+        let mut st = lock(&self.state);
+        loop {
+            if st.stopped {
+                return None;
+            }
+            let pos = st.waiting.iter().position(|j| !st.going.contains(&j.rec.spec.name));
+            if let Some(job) = pos.and_then(|i| st.waiting.remove(i)) {
+                st.bytes -= job.rec.spec.size.unwrap_or(0);
+                st.going.push(job.rec.spec.name.clone());
+                return Some(job);
+            }
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// The job of `name` taken by [`Queue::take`] is over.
+    pub fn done(&self, name: &str) {
+        let mut st = lock(&self.state);
+        if let Some(i) = st.going.iter().position(|n| n == name) {
+            st.going.swap_remove(i);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Takes back the waiting jobs of exactly `name` (it was removed here).
+    pub fn cancel(&self, name: &str) -> Vec<Job> {
+        let mut st = lock(&self.state);
+        let (gone, kept): (Vec<Job>, Vec<Job>) = st.waiting.drain(..).partition(|j| j.rec.spec.name == name);
+        st.waiting = kept.into();
+        st.bytes -= gone.iter().map(|j| j.rec.spec.size.unwrap_or(0)).sum::<u64>();
+        self.changed.notify_all();
+        gone
+    }
+
+    /// Waits until no job at, inside or above any of `paths` is waiting or
+    /// going up; false if that did not happen by `deadline`.
+    pub fn wait_clear(&self, paths: &[&str], deadline: Instant) -> bool {
+        let mut st = lock(&self.state);
+        while st.related(paths) {
+            let now = Instant::now();
+            // Stopped, nothing more goes up in this mount.
+            if now >= deadline || st.stopped {
+                return false;
+            }
+            st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
+    }
+
+    /// Jobs waiting or going up.
+    pub fn len(&self) -> usize {
+        let st = lock(&self.state);
+        st.waiting.len() + st.going.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sleeps for `d` unless stopped meanwhile; false once stopped.
+    pub fn pause(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut st = lock(&self.state);
+        while !st.stopped {
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        false
+    }
+
+    /// Wakes the uploaders to end (the journal keeps what is left).
+    pub fn stop(&self) {
+        lock(&self.state).stopped = true;
+        self.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> UploadSpec {
+        UploadSpec { name: name.into(), size: None, mode: 0o644, mtime_ns: 7, exclusive: false }
+    }
+
+    fn content(dir: &Path, bytes: &[u8]) -> File {
+        let p = dir.join("staging");
+        std::fs::write(&p, bytes).unwrap();
+        File::open(p).unwrap()
+    }
+
+    fn job(j: &Journal, dir: &Path, name: &str, bytes: &[u8]) -> Job {
+        let rec = j.write(&spec(name), &content(dir, bytes), bytes.len() as u64).unwrap();
+        Job { rec, staged: None, gen: 0 }
+    }
+
+    #[test]
+    fn records_come_back_after_a_restart_in_order_with_their_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("pending");
+        let (j, old) = Journal::open(&jdir).unwrap();
+        assert!(old.is_empty());
+        let a = j.write(&spec("a.txt"), &content(dir.path(), b"first"), 5).unwrap();
+        let b = j.write(&spec("d/b.txt"), &content(dir.path(), b"second!"), 7).unwrap();
+        drop(j);
+        let (j2, found) = Journal::open(&jdir).unwrap();
+        assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![a.seq, b.seq]);
+        assert_eq!(found[1].spec.name, "d/b.txt");
+        assert_eq!(found[1].spec.size, Some(7));
+        let mut got = String::new();
+        found[1].content().unwrap().read_to_string(&mut got).unwrap();
+        assert_eq!(got, "second!");
+        // New records number on from the old ones.
+        let c = j2.write(&spec("c"), &content(dir.path(), b""), 0).unwrap();
+        assert!(c.seq > b.seq);
+    }
+
+    #[test]
+    fn a_torn_or_foreign_record_is_dropped_not_uploaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("pending");
+        let (j, _) = Journal::open(&jdir).unwrap();
+        let good = j.write(&spec("good"), &content(dir.path(), b"kept"), 4).unwrap();
+        let torn = j.write(&spec("torn"), &content(dir.path(), &[7u8; 4096]), 4096).unwrap();
+        // A crash mid-write: the length is there, the last blocks are zeros.
+        let f = std::fs::OpenOptions::new().write(true).open(&torn.path).unwrap();
+        f.write_all_at(&[0u8; 100], 3000).unwrap();
+        std::fs::write(jdir.join("00000000000000000099"), b"garbage").unwrap();
+        drop(j);
+        let (_, found) = Journal::open(&jdir).unwrap();
+        assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![good.seq]);
+        assert!(!torn.path.exists());
+    }
+
+    #[test]
+    fn a_newer_record_replaces_a_waiting_one_and_names_go_up_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let q = Queue::default();
+        let later = Instant::now() + Duration::from_secs(5);
+        assert!(q.push(job(&j, dir.path(), "a", b"1"), later).ok().unwrap().is_empty());
+        assert!(q.push(job(&j, dir.path(), "b", b"2"), later).ok().unwrap().is_empty());
+        let first = q.take().unwrap();
+        assert_eq!(first.rec.spec.name, "a");
+        // "a" is going up: a newer "a" waits behind it, "b" goes first.
+        assert!(q.push(job(&j, dir.path(), "a", b"3"), later).ok().unwrap().is_empty());
+        let replaced = q.push(job(&j, dir.path(), "a", b"4"), later).ok().unwrap();
+        assert_eq!(replaced.len(), 1);
+        assert_eq!(q.take().unwrap().rec.spec.name, "b");
+        assert!(!q.wait_clear(&["a"], Instant::now() + Duration::from_millis(20)));
+        q.done("a");
+        let again = q.take().unwrap();
+        assert_eq!(again.rec.spec.name, "a");
+        let mut got = String::new();
+        again.rec.content().unwrap().read_to_string(&mut got).unwrap();
+        assert_eq!(got, "4");
+        q.done("a");
+        q.done("b");
+        assert!(q.wait_clear(&["a", "b"], Instant::now()));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn waiting_for_a_directory_covers_what_is_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let q = Queue::default();
+        q.push(job(&j, dir.path(), "docs/x/a.txt", b"1"), Instant::now()).ok().unwrap();
+        let soon = || Instant::now() + Duration::from_millis(10);
+        assert!(!q.wait_clear(&["docs"], soon()));
+        assert!(!q.wait_clear(&["docs/x/a.txt/b"], soon()));
+        assert!(q.wait_clear(&["doc", "docs/y", "other"], soon()));
+        assert_eq!(q.cancel("docs/x/a.txt").len(), 1);
+        assert!(q.wait_clear(&["docs"], soon()));
+    }
+
+    #[test]
+    fn a_full_queue_makes_the_closer_wait_and_then_give_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let q = Queue::default();
+        lock(&q.state).bytes = MAX_WAITING_BYTES;
+        let t0 = Instant::now();
+        assert!(q.push(job(&j, dir.path(), "a", b"1"), t0 + Duration::from_millis(50)).is_err());
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,159 @@
+//! `scs-mount --write-back`: a closed small file is durable in the mount's
+//! cache directory at once and reaches the cluster soon after; fsync,
+//! rename, delete and unmount wait for it; nothing is lost when the mount
+//! is killed or the cluster freezes, and what is left goes up at the next
+//! start.
+//!
+//! These need /dev/fuse and root (or fusermount3). Every mount is unmounted
+//! and its process killed when its test ends, also on failure.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use scs_tests::mount::{Mount, MountOptions};
+use scs_tests::{eventually, Cluster};
+
+/// Written-back files reach the cluster within this (generous: CI is slow).
+const UP_WITHIN: Duration = Duration::from_secs(20);
+
+fn write_back(mountpoint: Option<PathBuf>, cache_root: Option<PathBuf>) -> MountOptions {
+    MountOptions { mountpoint, cache_root, extra: vec![OsString::from("--write-back")], ..MountOptions::default() }
+}
+
+fn content(i: usize) -> Vec<u8> {
+    format!("file {i}: {}\n", "x".repeat(i % 97)).into_bytes()
+}
+
+/// The journal of the one mount whose cache root is `root`.
+fn pending_dir(root: &Path) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(root)
+        .expect("the cache root")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("mount-")))
+        .collect();
+    assert_eq!(dirs.len(), 1, "one mount's cache dir under {}", root.display());
+    dirs.remove(0).join("pending")
+}
+
+fn pending_records(root: &Path) -> usize {
+    fs::read_dir(pending_dir(root)).map_or(0, |d| d.count())
+}
+
+#[test]
+fn written_back_files_are_readable_here_at_once_and_on_the_cluster_soon_after() {
+    let c = Cluster::start(3);
+    let m = Mount::start_with(&c, write_back(None, None));
+    fs::create_dir(m.join("many")).unwrap();
+    for i in 0..200 {
+        fs::write(m.join(format!("many/f{i}")), content(i)).unwrap();
+    }
+    // Here, at once: listing and content.
+    assert_eq!(fs::read_dir(m.join("many")).unwrap().count(), 200);
+    for i in (0..200).step_by(17) {
+        assert_eq!(fs::read(m.join(format!("many/f{i}"))).unwrap(), content(i));
+    }
+    // On the cluster, soon.
+    eventually("all 200 files to be on the cluster", UP_WITHIN, || c.ls_names("many").len() == 200);
+    for i in (0..200).step_by(13) {
+        c.assert_content(&format!("many/f{i}"), &content(i));
+    }
+    eventually("the journal to empty", UP_WITHIN, || pending_records(m.cache_root()) == 0);
+
+    // fsync returns once the cluster has the file.
+    let mut f = fs::File::create(m.join("synced.txt")).unwrap();
+    f.write_all(b"on the cluster when fsync returns").unwrap();
+    f.sync_all().unwrap();
+    c.assert_content("synced.txt", b"on the cluster when fsync returns");
+    drop(f);
+
+    // A mount without write-back sees them like any other file.
+    let plain = Mount::start(&c);
+    assert_eq!(fs::read(plain.join("many/f42")).unwrap(), content(42));
+}
+
+#[test]
+fn renames_deletes_and_overwrites_land_in_the_order_they_were_made() {
+    let c = Cluster::start(3);
+    let m = Mount::start_with(&c, write_back(None, None));
+    // Written, then renamed at once: the cluster renames the written file.
+    fs::write(m.join("draft.txt"), b"final text").unwrap();
+    fs::rename(m.join("draft.txt"), m.join("final.txt")).unwrap();
+    c.assert_content("final.txt", b"final text");
+    c.assert_missing("draft.txt");
+    // Written and removed at once: it never needs to reach the cluster.
+    fs::write(m.join("tmp.txt"), b"scratch").unwrap();
+    fs::remove_file(m.join("tmp.txt")).unwrap();
+    assert!(!m.join("tmp.txt").exists());
+    // Overwritten many times in a row: the last content wins.
+    for round in 0..30 {
+        fs::write(m.join("counter.txt"), format!("round {round}")).unwrap();
+    }
+    assert_eq!(fs::read(m.join("counter.txt")).unwrap(), b"round 29");
+    eventually("the last overwrite to be on the cluster", UP_WITHIN, || {
+        c.try_download("counter.txt").1.is_some_and(|b| b == b"round 29")
+    });
+    // A directory moved right after files were written into it.
+    fs::create_dir(m.join("src")).unwrap();
+    for i in 0..20 {
+        fs::write(m.join(format!("src/f{i}")), content(i)).unwrap();
+    }
+    fs::rename(m.join("src"), m.join("dst")).unwrap();
+    assert_eq!(c.ls_names("dst").len(), 20, "the files moved with their directory");
+    c.assert_content("dst/f7", &content(7));
+    assert!(!c.ls_names("").contains(&"src".to_string()));
+    // chmod after close applies to the stored file.
+    fs::write(m.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(m.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    let plain = Mount::start(&c);
+    assert_eq!(fs::metadata(plain.join("run.sh")).unwrap().permissions().mode() & 0o777, 0o755);
+    c.assert_missing("tmp.txt");
+}
+
+#[test]
+fn unmounting_waits_until_every_written_back_file_is_on_the_cluster() {
+    let c = Cluster::start(3);
+    let m = Mount::start_with(&c, write_back(None, None));
+    for i in 0..100 {
+        fs::write(m.join(format!("u{i}")), content(i)).unwrap();
+    }
+    m.unmount();
+    assert_eq!(c.ls_names("").len(), 100, "all there once the mount has exited");
+    c.assert_content("u99", &content(99));
+}
+
+#[test]
+fn files_written_back_while_the_cluster_is_frozen_survive_a_killed_mount() {
+    let c = Cluster::start(3);
+    let root = c.scratch_path("cache");
+    let mountpoint = c.scratch_path("mnt");
+    let m = Mount::start_with(&c, write_back(Some(mountpoint.clone()), Some(root.clone())));
+    fs::create_dir(m.join("docs")).unwrap();
+    // The cluster freezes; names in the directory just made are known to be
+    // free, so files can still be written (and closed) here.
+    for id in 1..=3 {
+        c.pause(id);
+    }
+    for i in 0..20 {
+        fs::write(m.join(format!("docs/n{i}")), content(i)).unwrap();
+    }
+    assert_eq!(pending_records(&root), 20, "every closed file is in the journal");
+    // The mount dies (kill -9); the cluster wakes up.
+    drop(m);
+    for id in 1..=3 {
+        c.resume(id);
+    }
+    c.wait_for("a leader after the freeze", UP_WITHIN, |s| s.quorum);
+    assert!(c.ls_names("docs").is_empty(), "nothing went up while frozen");
+    // The next mount of the same directory sends them up.
+    let again = Mount::start_with(&c, write_back(Some(mountpoint), Some(root.clone())));
+    eventually("the 20 files to reach the cluster after the restart", UP_WITHIN, || c.ls_names("docs").len() == 20);
+    for i in 0..20 {
+        c.assert_content(&format!("docs/n{i}"), &content(i));
+    }
+    assert_eq!(fs::read(again.join("docs/n3")).unwrap(), content(3));
+    eventually("the journal to empty", UP_WITHIN, || pending_records(&root) == 0);
+}
