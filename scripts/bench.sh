@@ -98,9 +98,9 @@ mount_rows=""
 if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     echo "bench: the mount"
     local_dir="$BENCH_DIR/local"; mkdir -p "$local_dir" "$mnt"
-    mount_at() {  # a fresh foreground mount with an empty cache
+    mount_at() {  # mount_at [ARGS]: a fresh foreground mount with an empty cache
         rm -rf "$BENCH_DIR/mcache"
-        "$bin/scs-mount" "$mnt" --group "$group" --secret-file "$key" --cache-dir "$BENCH_DIR/mcache" --foreground \
+        "$bin/scs-mount" "$mnt" --group "$group" --secret-file "$key" --cache-dir "$BENCH_DIR/mcache" --foreground "$@" \
             >>"$BENCH_DIR/mount.log" 2>&1 &
         mount_pid=$!
         local n=0
@@ -134,6 +134,20 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     read -r lc ll lre lrm <<<"$(small_ops "$local_dir")"
     read -r mc ml mre mrm <<<"$(small_ops "$mnt")"
     unmount
+    # The same with --write-back: close returns once the file is durable in
+    # the cache dir; then how long until the cluster has all of them.
+    mount_at --write-back
+    mkdir -p "$mnt/s"
+    t0=$(now); for i in $(seq 1 "$MOUNT_FILES"); do printf '%s' "$small4k" > "$mnt/s/f$i"; done; t1=$(now)
+    n=0
+    until [ "$(scs ls s --json | grep -o '"name"' | wc -l)" -ge "$MOUNT_FILES" ]; do
+        n=$((n + 1)); [ $n -lt 600 ] || { echo "bench: written-back files not on the cluster after 60 s" >&2; exit 1; }
+        sleep 0.1
+    done
+    t2=$(now)
+    wc_=$(secs "$t0" "$t1"); wup=$(secs "$t0" "$t2")
+    t0=$(now); rm -r "$mnt/s"; t1=$(now); wrm=$(secs "$t0" "$t1")
+    unmount
     fps() { echo "scale=0; $MOUNT_FILES / $1" | bc; }
     mount_rows="| mount: ${MOUNT_MB} MiB dd conv=fsync write | ${mw} MB/s | local ${lw} MB/s | $(ratio "$mw" "$lw") | ≥ 0.25 |
 | mount: ${MOUNT_MB} MiB cold read | ${mr} MB/s | local ${lr} MB/s | $(ratio "$mr" "$lr") | ≥ 0.3 |
@@ -141,6 +155,9 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
 | mount: ls -l of them | ${ml} s | local ${ll} s | | |
 | mount: read them (cat) | ${mre} s | local ${lre} s | | |
 | mount: remove them (rm -r) | ${mrm} s | local ${lrm} s | | |
+| mount --write-back: create ${MOUNT_FILES} × 4 KiB, each closed (durable here) before the next | ${wc_} s ($(fps "$wc_") files/s) | local ${lc} s | | > 1000 files/s |
+| mount --write-back: all ${MOUNT_FILES} on the cluster, from the first create | ${wup} s ($(fps "$wup") files/s) | | | |
+| mount --write-back: remove them (rm -r) | ${wrm} s | local ${lrm} s | | |
 | mount: peak RSS of scs-mount | ${mount_rss} MiB | | | ≤ 128 MiB |"
 fi
 

@@ -774,4 +774,60 @@ mod tests {
         assert!(!s.needs_fill() && s.owes_upload());
         assert_eq!(s.size(), 0);
     }
+    #[test]
+    fn with_a_journal_a_small_file_is_kept_here_and_a_big_one_goes_up_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, remote) = offline(dir.path());
+        let (journal, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let s = Staged::new(2, dir.path().join("w"), 0o640, Start::Empty { fresh: true, exclusive: true }).unwrap();
+        s.write(&remote, Some("a.txt"), Some(0), b"small").unwrap();
+        let Synced::Journaled(rec, gen) =
+            s.sync(&remote, Some("a.txt"), Some(&journal), &|_| panic!("not now")).unwrap()
+        else {
+            panic!("a small file goes to the journal")
+        };
+        assert_eq!(
+            (rec.spec.name.as_str(), rec.spec.size, rec.spec.mode, rec.spec.exclusive),
+            ("a.txt", Some(5), 0o640, true)
+        );
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut rec.content().unwrap(), &mut got).unwrap();
+        assert_eq!(got, b"small");
+        assert!(!s.owes_upload() && s.journaled() == 1 && s.is_fresh(), "owed by the journal now");
+        // Stored while unchanged: the staging copy is a clean copy of it.
+        let mut e = stored(5);
+        e.name = "a.txt".into();
+        s.uploaded();
+        assert_eq!(s.record_stored(gen, &e), 0);
+        assert_eq!(s.clean_entry(), Some(e), "the staging copy is what was stored");
+        assert!(!s.is_fresh());
+
+        // Past the write-back size the content goes up at once, after what
+        // the journal holds for the name (it fails here: no cluster).
+        s.truncate(WRITE_BACK_MAX + 1).unwrap();
+        let asked = std::cell::Cell::new(false);
+        let res = s.sync(&remote, Some("a.txt"), Some(&journal), &|name| {
+            assert_eq!(name, "a.txt");
+            asked.set(true);
+            Err(Errno::EIO)
+        });
+        assert!(asked.get() && matches!(res, Err(Errno::EIO)));
+        assert!(s.owes_upload(), "still owed after a failure");
+    }
+
+    #[test]
+    fn a_record_stored_after_newer_writes_does_not_make_the_copy_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_rt, remote) = offline(dir.path());
+        let (journal, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let s = Staged::new(2, dir.path().join("w"), 0o644, Start::Empty { fresh: true, exclusive: false }).unwrap();
+        s.write(&remote, Some("b"), Some(0), b"one").unwrap();
+        let Ok(Synced::Journaled(_, gen)) = s.sync(&remote, Some("b"), Some(&journal), &|_| Ok(())) else {
+            panic!("journaled")
+        };
+        s.write(&remote, Some("b"), Some(0), b"two").unwrap();
+        assert_eq!(s.record_stored(gen, &stored(3)), 0);
+        assert_eq!(s.clean_entry(), None, "the copy holds newer bytes than what was stored");
+        assert!(s.owes_upload());
+    }
 }

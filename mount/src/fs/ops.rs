@@ -710,7 +710,7 @@ impl Core {
         match self.queue.push(job, Instant::now() + SETTLE_LIMIT) {
             Ok(replaced) => {
                 for old in replaced {
-                    self.journal.remove_replaced(&old.rec);
+                    self.journal.remove(&old.rec);
                     self.record_dropped(old.staged, None);
                 }
                 Ok(())
@@ -870,6 +870,7 @@ impl Core {
             );
         }
         self.queue.stop();
+        self.journal.sync();
     }
 
     // ----- write-back uploads -----

@@ -147,20 +147,23 @@ impl Journal {
         Ok(Record { seq, path: path.to_path_buf(), spec, data_at })
     }
 
-    /// The record went up (or was replaced): it is no longer owed.
+    /// The record went up, or was replaced or cancelled: it is no longer
+    /// owed. The removal is made durable by the next record written (which
+    /// syncs the directory) or by [`Journal::sync`] at unmount. Until then a
+    /// power cut could bring it back, and it would go up again: harmless
+    /// for a replaced record (the newer one follows it), and for one that
+    /// went up only if someone else wrote the name in those few seconds.
     pub fn remove(&self, rec: &Record) {
-        // The removal is made durable too: a record that came back after a
-        // power cut would put old content over newer.
-        if let Err(e) = std::fs::remove_file(&rec.path).and_then(|_| sync_dir(&self.dir)) {
+        if let Err(e) = std::fs::remove_file(&rec.path) {
             log::warn!("cannot remove the write-back record {}: {e}", rec.path.display());
         }
     }
 
-    /// A newer record of the same name replaced it before it went up. No
-    /// need to make the removal durable: come back after a power cut, it
-    /// would go up before the newer one, which then wins.
-    pub fn remove_replaced(&self, rec: &Record) {
-        let _ = std::fs::remove_file(&rec.path);
+    /// Makes the removals so far durable.
+    pub fn sync(&self) {
+        if let Err(e) = sync_dir(&self.dir) {
+            log::warn!("cannot sync the write-back journal {}: {e}", self.dir.display());
+        }
     }
 
     /// The cluster refused the record for good: its content is kept in
