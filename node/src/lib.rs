@@ -135,7 +135,7 @@ async fn roles(node: Arc<Node>, ready: impl FnOnce() + Send + 'static) {
         let v = rx.borrow_and_update().clone();
         if v.role == Role::Leader && led != Some(v.term) {
             led = Some(v.term);
-            node.record_lead(v.term);
+            node.record_lead(v.term).await;
             let state = Arc::new(LeaderState::new(v.term));
             *node.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
             log::info!("node {}: leading term {}; catching up from a majority before serving", node.me(), v.term);

@@ -51,7 +51,7 @@ pub struct Node {
     /// Valid while the driver keeps confirming our quorum.
     lease: Arc<Lease>,
     pub health: Arc<Health>,
-    /// Terms this node has led since it started.
+    /// Terms this node has led (kept in the store too).
     led_terms: std::sync::Mutex<std::collections::BTreeSet<Term>>,
     /// Present while this node leads; versions and in-flight writes.
     pub leader: std::sync::Mutex<Option<Arc<LeaderState>>>,
@@ -75,6 +75,7 @@ impl Node {
     ) -> Node {
         let peers = Peers::new(key.clone(), cfg.id);
         let DriverLink { view, control, lease } = link;
+        let led_terms = std::sync::Mutex::new(store.led_terms().unwrap_or_default().into_iter().collect());
         Node {
             cfg,
             key,
@@ -86,7 +87,7 @@ impl Node {
             lease,
             health,
             commit_gate: RwLock::new(()),
-            led_terms: Default::default(),
+            led_terms,
             leader: std::sync::Mutex::new(None),
         }
     }
@@ -95,12 +96,16 @@ impl Node {
         self.cfg.id
     }
 
-    /// Records that this node leads `term`.
-    pub fn record_lead(&self, term: Term) {
+    /// Records that this node leads `term`, in the store too, before it
+    /// serves a write in it.
+    pub async fn record_lead(&self, term: Term) {
         self.led_terms.lock().unwrap_or_else(|p| p.into_inner()).insert(term);
+        if let Err(e) = self.blocking(move |s| s.add_led_term(term)).await {
+            log::warn!("node {}: cannot record that it leads term {term}: {e}", self.me());
+        }
     }
 
-    /// Whether this node led `term` (since it started).
+    /// Whether this node led `term`.
     pub fn led(&self, term: Term) -> bool {
         self.led_terms.lock().unwrap_or_else(|p| p.into_inner()).contains(&term)
     }
