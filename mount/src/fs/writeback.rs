@@ -3,10 +3,11 @@
 //! goes up to the cluster in the background. What is in the journal when the
 //! mount stops (a crash, a lost cluster) goes up when it next starts.
 //!
-//! - [`Journal`]: one file per closed snapshot, `pending/<seq>`: a header
-//!   (name, size, mode, mtime, O_EXCL), the content and a SHA-256 over both.
-//!   It is fsynced, and so is the directory, before close returns; a record
-//!   torn by a crash fails its hash and is dropped (its close never returned).
+//! - [`Journal`]: one record per closed snapshot, in `pending/`: a header
+//!   (sequence number, name, size, mode, mtime, O_EXCL), the content and a
+//!   SHA-256 over both, synced before close returns (in a reusable slot,
+//!   or a file of its own when big); a record torn by a crash fails its
+//!   hash and is dropped (its close never returned).
 //! - [`Queue`]: the records waiting or going up. Records of one name go up in
 //!   order, one at a time; a newer record of a name replaces one still
 //!   waiting. Namespace changes on this mount (rename, unlink, chmod ...)
@@ -46,6 +47,7 @@ const MAX_HEADER: usize = 64 << 10;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 struct Header {
+    seq: u64,
     name: String,
     size: u64,
     mode: u32,
@@ -61,6 +63,8 @@ pub struct Record {
     pub spec: UploadSpec,
     /// Where the content starts in the record file.
     data_at: u64,
+    /// The slot it is in (else a file of its own).
+    slot: Option<usize>,
 }
 
 impl Record {
@@ -73,24 +77,65 @@ impl Record {
 }
 
 /// The journal directory.
+///
+/// A record that fits goes into a *slot*: a file of [`SLOT_SIZE`] bytes
+/// written in full once, so writing a record is one `pwrite` and one
+/// `fdatasync` of blocks that already exist (no metadata to commit). A slot
+/// is freed by zeroing its magic. Bigger records get a file of their own
+/// (created, fsynced, and the directory fsynced).
 pub struct Journal {
     dir: PathBuf,
     /// Failed records are kept here for the user.
     unsent: PathBuf,
     next: AtomicU64,
+    slots: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    free: Vec<usize>,
+    made: usize,
+}
+
+/// Bytes of one slot: a header, a file of up to about 60 KiB and its hash.
+const SLOT_SIZE: usize = 64 << 10;
+/// Slots at most (4 MiB each 64): past them records get files of their own.
+const MAX_SLOTS: usize = 512;
+/// Bytes of a record besides its header and content: magic, header length, hash.
+const OVERHEAD: usize = MAGIC.len() + 4 + 32;
+
+fn slot_name(i: usize) -> String {
+    format!("slot-{i:05}")
 }
 
 impl Journal {
     /// Opens (creating) the journal in `dir` and returns the records a
-    /// previous mount left, oldest first. Torn records are removed.
+    /// previous mount left, oldest first. Torn records are dropped.
     pub fn open(dir: &Path) -> std::io::Result<(Journal, Vec<Record>)> {
         std::fs::create_dir_all(dir)?;
         let mut found = Vec::new();
+        let mut slots = Slots::default();
+        let mut slot_ids = Vec::new();
         for item in std::fs::read_dir(dir)? {
             let path = item?.path();
-            let seq = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
-            match seq {
-                Some(seq) => match read_record(seq, &path) {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let slot = name.strip_prefix("slot-").and_then(|n| n.parse::<usize>().ok());
+            let loose = name.parse::<u64>().is_ok();
+            match (slot, loose) {
+                (Some(i), _) => match std::fs::metadata(&path) {
+                    Ok(m) if m.len() == SLOT_SIZE as u64 => {
+                        slot_ids.push(i);
+                        match read_record(&path, Some(i)) {
+                            Ok(r) => found.push(r),
+                            Err(_) => slots.free.push(i),
+                        }
+                    }
+                    // Never finished being made: nothing was ever in it.
+                    _ => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                },
+                (None, true) => match read_record(&path, None) {
                     Ok(r) => found.push(r),
                     Err(e) => {
                         log::warn!("dropping the torn write-back record {} ({e})", path.display());
@@ -98,31 +143,26 @@ impl Journal {
                     }
                 },
                 // A temp file or something foreign: not ours to upload.
-                None => {
+                (None, false) => {
                     let _ = std::fs::remove_file(&path);
                 }
             }
         }
+        // Slot numbers go on from the highest (a gap stays a gap).
+        slots.made = slot_ids.iter().max().map_or(0, |m| m + 1);
         found.sort_by_key(|r| r.seq);
         let next = found.last().map_or(1, |r| r.seq + 1);
         let unsent = dir.with_file_name("unsent");
-        Ok((Journal { dir: dir.to_path_buf(), unsent, next: AtomicU64::new(next) }, found))
+        let journal = Journal { dir: dir.to_path_buf(), unsent, next: AtomicU64::new(next), slots: Mutex::new(slots) };
+        Ok((journal, found))
     }
 
     /// Writes `size` bytes of `content` as the new version of `spec.name`,
-    /// durably (file and directory fsynced) before returning.
+    /// durably before returning.
     pub fn write(&self, spec: &UploadSpec, content: &File, size: u64) -> std::io::Result<Record> {
         let seq = self.next.fetch_add(1, Ordering::SeqCst);
-        let path = self.dir.join(format!("{seq:020}"));
-        let res = self.write_at(&path, seq, spec, content, size);
-        if res.is_err() {
-            let _ = std::fs::remove_file(&path);
-        }
-        res
-    }
-
-    fn write_at(&self, path: &Path, seq: u64, spec: &UploadSpec, content: &File, size: u64) -> std::io::Result<Record> {
         let header = Header {
+            seq,
             name: spec.name.clone(),
             size,
             mode: spec.mode,
@@ -130,7 +170,7 @@ impl Journal {
             exclusive: spec.exclusive,
         };
         let head = rmp_serde::to_vec(&header).map_err(std::io::Error::other)?;
-        let mut buf = Vec::with_capacity(MAGIC.len() + 4 + head.len() + size as usize + 32);
+        let mut buf = Vec::with_capacity(OVERHEAD + head.len() + size as usize);
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&(head.len() as u32).to_le_bytes());
         buf.extend_from_slice(&head);
@@ -139,28 +179,98 @@ impl Journal {
         content.read_exact_at(&mut buf[data_at as usize..], 0)?;
         let sum = Sha256::digest(&buf);
         buf.extend_from_slice(&sum);
-        let mut f = File::create(path)?;
-        f.write_all(&buf)?;
-        f.sync_data()?;
-        sync_dir(&self.dir)?;
         let spec = UploadSpec { size: Some(size), ..spec.clone() };
-        Ok(Record { seq, path: path.to_path_buf(), spec, data_at })
+        if buf.len() <= SLOT_SIZE {
+            if let Some(slot) = self.take_slot() {
+                let path = self.dir.join(slot_name(slot));
+                let res = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.write_all_at(&buf, 0).and_then(|_| f.sync_data()));
+                return match res {
+                    Ok(()) => Ok(Record { seq, path, spec, data_at, slot: Some(slot) }),
+                    Err(e) => {
+                        self.free_slot(slot, &path);
+                        Err(e)
+                    }
+                };
+            }
+        }
+        let path = self.dir.join(format!("{seq:020}"));
+        let res = File::create(&path).and_then(|mut f| f.write_all(&buf).and_then(|_| f.sync_data()));
+        if let Err(e) = res.and_then(|_| sync_dir(&self.dir)) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(Record { seq, path, spec, data_at, slot: None })
+    }
+
+    /// A free slot, made if there are fewer than [`MAX_SLOTS`]; `None` if
+    /// all are taken (or one cannot be made).
+    fn take_slot(&self) -> Option<usize> {
+        let new = {
+            let mut slots = lock(&self.slots);
+            if let Some(i) = slots.free.pop() {
+                return Some(i);
+            }
+            if slots.made >= MAX_SLOTS {
+                return None;
+            }
+            slots.made += 1;
+            slots.made - 1
+        };
+        // Written in full and synced once, so later records only overwrite
+        // blocks that exist.
+        let path = self.dir.join(slot_name(new));
+        let made = File::create(&path)
+            .and_then(|mut f| f.write_all(&[0u8; SLOT_SIZE]).and_then(|_| f.sync_all()))
+            .and_then(|_| sync_dir(&self.dir));
+        match made {
+            Ok(()) => Some(new),
+            Err(e) => {
+                log::warn!("cannot make the write-back slot {}: {e}", path.display());
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    fn free_slot(&self, slot: usize, path: &Path) {
+        let zeroed = std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.write_all_at(&[0u8; 8], 0));
+        match zeroed {
+            Ok(()) => lock(&self.slots).free.push(slot),
+            // Left taken: it is read back (and uploaded) at the next start.
+            Err(e) => log::warn!("cannot free the write-back slot {}: {e}", path.display()),
+        }
     }
 
     /// The record went up, or was replaced or cancelled: it is no longer
-    /// owed. The removal is made durable by the next record written (which
-    /// syncs the directory) or by [`Journal::sync`] at unmount. Until then a
-    /// power cut could bring it back, and it would go up again: harmless
-    /// for a replaced record (the newer one follows it), and for one that
-    /// went up only if someone else wrote the name in those few seconds.
+    /// owed. The removal is not synced: it becomes durable with the next
+    /// loose record or slot made (which sync the directory), the next
+    /// record written in that slot, or [`Journal::sync`] at unmount. Until
+    /// then a power cut could bring it back and it would go up again:
+    /// harmless for a replaced record (the newer one follows it), and for
+    /// one that went up only if someone else wrote the name meanwhile.
     pub fn remove(&self, rec: &Record) {
-        if let Err(e) = std::fs::remove_file(&rec.path) {
-            log::warn!("cannot remove the write-back record {}: {e}", rec.path.display());
+        match rec.slot {
+            Some(slot) => self.free_slot(slot, &rec.path),
+            None => {
+                if let Err(e) = std::fs::remove_file(&rec.path) {
+                    log::warn!("cannot remove the write-back record {}: {e}", rec.path.display());
+                }
+            }
         }
     }
 
     /// Makes the removals so far durable.
     pub fn sync(&self) {
+        let free: Vec<usize> = lock(&self.slots).free.clone();
+        for slot in free {
+            let path = self.dir.join(slot_name(slot));
+            if let Err(e) = File::open(&path).and_then(|f| f.sync_data()) {
+                log::warn!("cannot sync the write-back slot {}: {e}", path.display());
+            }
+        }
         if let Err(e) = sync_dir(&self.dir) {
             log::warn!("cannot sync the write-back journal {}: {e}", self.dir.display());
         }
@@ -184,24 +294,25 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn read_record(seq: u64, path: &Path) -> std::io::Result<Record> {
+/// Reads the record in `path` (a slot holds one at its start, then junk).
+fn read_record(path: &Path, slot: Option<usize>) -> std::io::Result<Record> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let buf = std::fs::read(path)?;
-    if buf.len() < MAGIC.len() + 4 + 32 || &buf[..MAGIC.len()] != MAGIC {
+    if buf.len() < OVERHEAD || &buf[..MAGIC.len()] != MAGIC {
         return Err(bad("not a write-back record"));
     }
-    let (body, sum) = buf.split_at(buf.len() - 32);
-    if Sha256::digest(body).as_slice() != sum {
-        return Err(bad("checksum mismatch"));
-    }
-    let hlen = u32::from_le_bytes(body[8..12].try_into().map_err(|_| bad("short header"))?) as usize;
-    if hlen > MAX_HEADER || 12 + hlen > body.len() {
+    let hlen = u32::from_le_bytes(buf[8..12].try_into().map_err(|_| bad("short header"))?) as usize;
+    if hlen > MAX_HEADER || OVERHEAD + hlen > buf.len() {
         return Err(bad("header out of bounds"));
     }
-    let header: Header = rmp_serde::from_slice(&body[12..12 + hlen]).map_err(|e| bad(&e.to_string()))?;
+    let header: Header = rmp_serde::from_slice(&buf[12..12 + hlen]).map_err(|e| bad(&e.to_string()))?;
     let data_at = 12 + hlen;
-    if (body.len() - data_at) as u64 != header.size {
+    let end = usize::try_from(header.size).ok().and_then(|n| data_at.checked_add(n)).ok_or_else(|| bad("size"))?;
+    if end + 32 > buf.len() || (slot.is_none() && end + 32 != buf.len()) {
         return Err(bad("size mismatch"));
+    }
+    if Sha256::digest(&buf[..end]).as_slice() != &buf[end..end + 32] {
+        return Err(bad("checksum mismatch"));
     }
     name::validate(&header.name).map_err(|e| bad(&e.to_string()))?;
     let spec = UploadSpec {
@@ -211,7 +322,7 @@ fn read_record(seq: u64, path: &Path) -> std::io::Result<Record> {
         mtime_ns: header.mtime_ns,
         exclusive: header.exclusive,
     };
-    Ok(Record { seq, path: path.to_path_buf(), spec, data_at: data_at as u64 })
+    Ok(Record { seq: header.seq, path: path.to_path_buf(), spec, data_at: data_at as u64, slot })
 }
 
 /// A record to upload, and the staging copy it came from (none for records
@@ -420,9 +531,34 @@ mod tests {
         f.write_all_at(&[0u8; 100], 3000).unwrap();
         std::fs::write(jdir.join("00000000000000000099"), b"garbage").unwrap();
         drop(j);
-        let (_, found) = Journal::open(&jdir).unwrap();
+        let (j, found) = Journal::open(&jdir).unwrap();
         assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![good.seq]);
-        assert!(!torn.path.exists());
+        assert!(!jdir.join("00000000000000000099").exists());
+        // The torn record's slot is free again: the next record takes it.
+        let next = j.write(&spec("next"), &content(dir.path(), b"n"), 1).unwrap();
+        assert_eq!(next.path, torn.path);
+    }
+
+    #[test]
+    fn a_big_record_gets_a_file_of_its_own_and_freed_slots_are_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("pending");
+        let (j, _) = Journal::open(&jdir).unwrap();
+        let big = vec![9u8; SLOT_SIZE];
+        let b = j.write(&spec("big"), &content(dir.path(), &big), big.len() as u64).unwrap();
+        assert!(b.slot.is_none() && b.path.file_name().unwrap().to_str().unwrap().parse::<u64>().is_ok());
+        let a = j.write(&spec("a"), &content(dir.path(), b"a"), 1).unwrap();
+        j.remove(&a);
+        let c = j.write(&spec("c"), &content(dir.path(), b"c"), 1).unwrap();
+        assert_eq!(c.slot, a.slot, "a freed slot is written again");
+        j.sync();
+        drop(j);
+        let (_, found) = Journal::open(&jdir).unwrap();
+        let names: Vec<&str> = found.iter().map(|r| r.spec.name.as_str()).collect();
+        assert_eq!(names, ["big", "c"], "the removed record stays gone");
+        let mut got = Vec::new();
+        found[0].content().unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got, big);
     }
 
     #[test]
