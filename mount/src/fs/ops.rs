@@ -885,7 +885,7 @@ impl Core {
             // A fresh queue has room for what one mount could leave; if
             // not, wait for the uploaders below rather than drop a record.
             if let Err(job) = self.queue.push(job, Instant::now()) {
-                self.upload_one(job);
+                self.upload_one(*job);
             }
         }
         for i in 0..UPLOADERS {

@@ -368,12 +368,12 @@ impl Queue {
     ///
     /// # Errors
     /// The job back, when there was no room in time.
-    pub fn push(&self, job: Job, deadline: Instant) -> Result<Vec<Job>, Job> {
+    pub fn push(&self, job: Job, deadline: Instant) -> Result<Vec<Job>, Box<Job>> {
         let mut st = lock(&self.state);
         while st.waiting.len() >= MAX_WAITING || st.bytes >= MAX_WAITING_BYTES {
             let now = Instant::now();
             if now >= deadline {
-                return Err(job);
+                return Err(Box::new(job));
             }
             st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
         }
