@@ -133,17 +133,23 @@ fn files_written_back_while_the_cluster_is_frozen_survive_a_killed_mount() {
     let c = Cluster::start(3);
     let root = c.scratch_path("cache");
     let mountpoint = c.scratch_path("mnt");
-    let m = Mount::start_with(&c, write_back(Some(mountpoint.clone()), Some(root.clone())));
+    let opts = write_back(Some(mountpoint), Some(root.clone()));
+    let m = Mount::start_with(&c, opts.clone());
     fs::create_dir(m.join("docs")).unwrap();
     // The cluster freezes; names in the directory just made are known to be
     // free, so files can still be written (and closed) here.
     for id in 1..=3 {
         c.pause(id);
     }
+    // Written twice: the first version starts going up (and hangs), the
+    // second waits behind it.
+    fs::write(m.join("docs/x"), b"first").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    fs::write(m.join("docs/x"), b"second").unwrap();
     for i in 0..20 {
         fs::write(m.join(format!("docs/n{i}")), content(i)).unwrap();
     }
-    assert_eq!(pending_records(&root), 20, "every closed file is in the journal");
+    assert_eq!(pending_records(&root), 22, "every closed file is in the journal");
     // The mount dies (kill -9); the cluster wakes up.
     drop(m);
     for id in 1..=3 {
@@ -152,11 +158,17 @@ fn files_written_back_while_the_cluster_is_frozen_survive_a_killed_mount() {
     c.wait_for("a leader after the freeze", UP_WITHIN, |s| s.quorum);
     assert!(c.ls_names("docs").is_empty(), "nothing went up while frozen");
     // The next mount of the same directory sends them up.
-    let again = Mount::start_with(&c, write_back(Some(mountpoint), Some(root.clone())));
-    eventually("the 20 files to reach the cluster after the restart", UP_WITHIN, || c.ls_names("docs").len() == 20);
+    let again = Mount::start_with(&c, opts.clone());
+    eventually("the 21 files to reach the cluster after the restart", UP_WITHIN, || c.ls_names("docs").len() == 21);
     for i in 0..20 {
         c.assert_content(&format!("docs/n{i}"), &content(i));
     }
+    c.assert_content("docs/x", b"second");
     assert_eq!(fs::read(again.join("docs/n3")).unwrap(), content(3));
     eventually("the journal to empty", UP_WITHIN, || pending_records(&root) == 0);
+    // Nothing older comes back at a later start over what was written since.
+    c.upload_bytes("docs/x", b"third, from elsewhere");
+    drop(again);
+    let _third = Mount::start_with(&c, opts);
+    c.assert_content("docs/x", b"third, from elsewhere");
 }

@@ -62,8 +62,17 @@ pub enum Synced {
     Nothing,
     /// Stored on the cluster.
     Stored(Entry),
-    /// Durable in the write-back journal, at this write generation.
-    Journaled(Record, u64),
+    /// Durable in the write-back journal and queued to go up.
+    Journaled,
+}
+
+/// Where [`Staged::sync`] may put a small file instead of uploading it: the
+/// journal, and a `queue(record, write generation)` that hands the record
+/// to the uploaders (called with the staging copy's lock held, so records
+/// of one copy are queued in the order they were taken).
+pub struct WriteBack<'a> {
+    pub journal: &'a Journal,
+    pub queue: &'a dyn Fn(Record, u64) -> Result<(), Errno>,
 }
 
 /// What writes and uploads change, under one lock (held during an upload,
@@ -394,7 +403,7 @@ impl Staged {
         &self,
         remote: &Remote,
         name: Option<&str>,
-        journal: Option<&Journal>,
+        write_back: Option<&WriteBack<'_>>,
         before_direct: &dyn Fn(&str) -> Result<(), Errno>,
     ) -> Result<Synced, Errno> {
         let mut io = lock(&self.io);
@@ -409,7 +418,7 @@ impl Staged {
         };
         let size = self.size();
         let streaming = io.stream.as_ref().is_some_and(|s| s.up.is_some());
-        if let Some(journal) = journal.filter(|_| !streaming && size <= WRITE_BACK_MAX) {
+        if let Some(wb) = write_back.filter(|_| !streaming && size <= WRITE_BACK_MAX) {
             let spec = UploadSpec {
                 name: name.to_string(),
                 size: Some(size),
@@ -417,8 +426,13 @@ impl Staged {
                 mtime_ns: self.mtime_ns(),
                 exclusive: io.exclusive,
             };
-            match journal.write(&spec, &self.file(), size) {
+            match wb.journal.write(&spec, &self.file(), size) {
                 Ok(rec) => {
+                    self.journaled.fetch_add(1, Ordering::SeqCst);
+                    if let Err(e) = (wb.queue)(rec, io.gen) {
+                        self.journaled.fetch_sub(1, Ordering::SeqCst);
+                        return Err(e);
+                    }
                     io.dirty = false;
                     io.exclusive = false;
                     io.failed = false;
@@ -426,8 +440,7 @@ impl Staged {
                     if size != 0 {
                         io.drop_stream();
                     }
-                    self.journaled.fetch_add(1, Ordering::SeqCst);
-                    return Ok(Synced::Journaled(rec, io.gen));
+                    return Ok(Synced::Journaled);
                 }
                 Err(e) => log::warn!("cannot keep {name} in the write-back journal ({e}); storing it now"),
             }
@@ -511,11 +524,6 @@ impl Staged {
     /// The cluster has it now (a journaled record of it went up).
     pub fn uploaded(&self) {
         self.fresh.store(false, Ordering::SeqCst);
-    }
-
-    /// A snapshot taken for the journal could not be queued: owed again.
-    pub fn mark_dirty(&self) {
-        lock(&self.io).dirty = true;
     }
 
     /// Write-back records of it still to go up.
@@ -779,13 +787,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_rt, remote) = offline(dir.path());
         let (journal, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let queued = std::cell::RefCell::new(Vec::new());
+        let queue = |rec: Record, gen: u64| {
+            queued.borrow_mut().push((rec, gen));
+            Ok(())
+        };
+        let wb = WriteBack { journal: &journal, queue: &queue };
         let s = Staged::new(2, dir.path().join("w"), 0o640, Start::Empty { fresh: true, exclusive: true }).unwrap();
         s.write(&remote, Some("a.txt"), Some(0), b"small").unwrap();
-        let Synced::Journaled(rec, gen) =
-            s.sync(&remote, Some("a.txt"), Some(&journal), &|_| panic!("not now")).unwrap()
-        else {
-            panic!("a small file goes to the journal")
-        };
+        let synced = s.sync(&remote, Some("a.txt"), Some(&wb), &|_| panic!("not now")).unwrap();
+        assert!(matches!(synced, Synced::Journaled), "a small file goes to the journal");
+        let (rec, gen) = queued.borrow_mut().pop().unwrap();
         assert_eq!(
             (rec.spec.name.as_str(), rec.spec.size, rec.spec.mode, rec.spec.exclusive),
             ("a.txt", Some(5), 0o640, true)
@@ -806,7 +818,7 @@ mod tests {
         // the journal holds for the name (it fails here: no cluster).
         s.truncate(WRITE_BACK_MAX + 1).unwrap();
         let asked = std::cell::Cell::new(false);
-        let res = s.sync(&remote, Some("a.txt"), Some(&journal), &|name| {
+        let res = s.sync(&remote, Some("a.txt"), Some(&wb), &|name| {
             assert_eq!(name, "a.txt");
             asked.set(true);
             Err(Errno::EIO)
@@ -820,11 +832,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_rt, remote) = offline(dir.path());
         let (journal, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let gens = std::cell::RefCell::new(Vec::new());
+        let queue = |_: Record, gen: u64| {
+            gens.borrow_mut().push(gen);
+            Ok(())
+        };
+        let wb = WriteBack { journal: &journal, queue: &queue };
         let s = Staged::new(2, dir.path().join("w"), 0o644, Start::Empty { fresh: true, exclusive: false }).unwrap();
         s.write(&remote, Some("b"), Some(0), b"one").unwrap();
-        let Ok(Synced::Journaled(_, gen)) = s.sync(&remote, Some("b"), Some(&journal), &|_| Ok(())) else {
-            panic!("journaled")
-        };
+        assert!(matches!(s.sync(&remote, Some("b"), Some(&wb), &|_| Ok(())), Ok(Synced::Journaled)));
+        let gen = gens.borrow()[0];
         s.write(&remote, Some("b"), Some(0), b"two").unwrap();
         assert_eq!(s.record_stored(gen, &stored(3)), 0);
         assert_eq!(s.clean_entry(), None, "the copy holds newer bytes than what was stored");

@@ -111,6 +111,14 @@ impl Inodes {
         }
     }
 
+    /// An inode kept at `forget` (its content was only here) no longer needs
+    /// to be: dropped if the kernel holds no lookup of it.
+    pub fn drop_if_forgotten(&mut self, ino: u64) {
+        if ino != ROOT && self.nodes.get(&ino).is_some_and(|n| n.lookups == 0) {
+            self.forget(ino, 0, false);
+        }
+    }
+
     /// `path` was removed: its inode (if any) becomes an orphan.
     pub fn unlink(&mut self, path: &str) {
         self.detach(path);
@@ -200,10 +208,13 @@ mod tests {
         assert_eq!(t.path(a), Some("a.txt"), "one lookup is still held");
         t.forget(a, 1, false);
         assert_eq!(t.path(a), None);
-        // A file whose content is only here keeps its name and number.
+        // A file whose content is only here keeps its name and number,
+        // until it is stored.
         let w = t.lookup("w.txt", Kind::File);
         t.forget(w, 1, true);
         assert_eq!(t.ino("w.txt"), Some(w));
+        t.drop_if_forgotten(w);
+        assert_eq!(t.ino("w.txt"), None);
         let again = t.lookup("a.txt", Kind::File);
         assert_ne!(again, a, "a forgotten number is not handed out again");
     }

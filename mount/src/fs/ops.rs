@@ -22,12 +22,13 @@ use super::cache::MetaCache;
 use super::content::ContentCache;
 use super::errno::is_final;
 use super::errno::{errno, io_errno};
-use super::handles::{DirItem, Handles, OpenFile, Staged, Start, Synced};
+use super::handles::{DirItem, Handles, OpenFile, Staged, Start, Synced, WriteBack};
 use super::inodes::{Inodes, ROOT};
 use super::lock;
 use super::remote::Remote;
 use super::writeback::{Job, Journal, Queue, Record};
 use crate::client::now_ns;
+use std::cell::RefCell;
 
 /// How long the kernel and this mount trust attributes, entries and listings.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -42,11 +43,12 @@ const MANY_FILES: u64 = 1 << 32;
 const RELIST_MAX: usize = 4096;
 /// Threads uploading write-back records.
 const UPLOADERS: usize = 6;
-/// How long a change waits for the write-back records it depends on
-/// (an upload retried through a failover included) before failing with EIO.
+/// A change waiting for the write-back records it depends on fails with
+/// EIO once no record at all went up for this long (the cluster is
+/// unreachable); closing a file waits this long for room in the queue.
 const SETTLE_LIMIT: Duration = Duration::from_secs(8);
-/// How long unmounting waits for the write-back records to go up; what is
-/// left goes up when the mount next starts.
+/// Unmounting (and starting) waits for the write-back records to go up
+/// until none did for this long; what is left goes up at the next start.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// What a file or directory looks like, before it becomes a `FileAttr`.
@@ -410,20 +412,27 @@ impl Core {
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
         let path = self.child_path(parent, name)?;
-        // Written-back copies still waiting need not go up at all.
-        for job in self.queue.cancel(&path) {
-            self.journal.remove(&job.rec);
-            self.record_dropped(job.staged, None);
-        }
-        self.settle(&[&path])?;
         let staged = self.staged_of(self.ino_of(&path));
-        // A file created here and not stored yet only exists here.
-        if !staged.as_ref().is_some_and(|s| s.is_fresh()) {
-            self.keep_parent(&path)?;
-            self.remote.delete(&path, Kind::File).map_err(|e| fail("unlink", &path, e))?;
-        }
-        if let Some(s) = &staged {
-            s.mark_unlinked();
+        match staged.as_ref().filter(|s| s.is_fresh()) {
+            // Created here and on the cluster not yet: from now on nothing of
+            // it goes up (uploaders drop its waiting records); one already
+            // going up finishes first, and then it is on the cluster.
+            Some(s) => {
+                s.mark_unlinked();
+                self.settle(&[&path])?;
+                if !s.is_fresh() {
+                    self.keep_parent(&path)?;
+                    self.remote.delete(&path, Kind::File).map_err(|e| fail("unlink", &path, e))?;
+                }
+            }
+            None => {
+                self.settle(&[&path])?;
+                self.keep_parent(&path)?;
+                self.remote.delete(&path, Kind::File).map_err(|e| fail("unlink", &path, e))?;
+                if let Some(s) = &staged {
+                    s.mark_unlinked();
+                }
+            }
         }
         lock(&self.inodes).unlink(&path);
         self.touched(&path);
@@ -547,6 +556,11 @@ impl Core {
     pub fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
         let path = self.path_of(ino)?;
         let append = flags & libc::O_APPEND != 0;
+        // Written back by an earlier run of this mount and not up yet: the
+        // cluster's copy is not the newest, so it goes up first.
+        if self.staged_of(Some(ino)).is_none() {
+            self.settle(&[&path])?;
+        }
         if flags & libc::O_ACCMODE == libc::O_RDONLY {
             let entry = match self.staged_of(Some(ino)) {
                 Some(_) => None,
@@ -685,56 +699,62 @@ impl Core {
     /// fsync(2): store what was written on the cluster, now.
     pub fn fsync(&self, fh: u64) -> Result<(), Errno> {
         let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
-        let Some(s) = &of.staged else { return Ok(()) };
-        self.sync_staged(s)?;
-        if let Some(name) = lock(&self.inodes).path(s.ino).map(str::to_string) {
-            self.settle(&[&name])?;
+        if let Some(s) = &of.staged {
+            self.sync_staged(s)?;
         }
-        s.take_refusal().map_or(Ok(()), Err)
+        // Also for a descriptor that did not write: what was closed before
+        // it goes up first.
+        if let Some(path) = lock(&self.inodes).path(of.ino).map(str::to_string) {
+            self.settle(&[&path])?;
+        }
+        match of.staged.clone().or_else(|| lock(&self.handles).staged(of.ino)) {
+            Some(s) => s.take_refusal().map_or(Ok(()), Err),
+            None => Ok(()),
+        }
     }
 
     fn sync_staged(&self, s: &Arc<Staged>) -> Result<(), Errno> {
         let name = lock(&self.inodes).path(s.ino).map(str::to_string);
-        let journal = self.write_back.then_some(&self.journal);
+        let replaced = RefCell::new(Vec::new());
+        let queue = |rec: Record, gen: u64| {
+            let job = Job { rec, staged: Some(s.clone()), gen };
+            match self.queue.push(job, Instant::now() + SETTLE_LIMIT) {
+                Ok(old) => {
+                    replaced.borrow_mut().extend(old);
+                    Ok(())
+                }
+                Err(job) => {
+                    log::warn!("the write-back queue stayed full; {} is not stored", job.rec.spec.name);
+                    self.journal.remove(&job.rec);
+                    Err(Errno::EIO)
+                }
+            }
+        };
+        let wb = WriteBack { journal: &self.journal, queue: &queue };
         let settle = |n: &str| self.settle(&[n]);
-        match s.sync(&self.remote, name.as_deref(), journal, &settle)? {
-            Synced::Nothing => {}
-            Synced::Stored(e) => lock(&self.meta).put_child(&e.name, Some(e.clone()), Instant::now()),
-            Synced::Journaled(rec, gen) => self.enqueue(Job { rec, staged: Some(s.clone()), gen })?,
+        let res = s.sync(&self.remote, name.as_deref(), self.write_back.then_some(&wb), &settle);
+        // Outside the staging copy's lock: dropping a record may retire a copy.
+        for old in replaced.into_inner() {
+            self.journal.remove(&old.rec);
+            self.record_dropped(old.staged, None);
+        }
+        if let Synced::Stored(e) = res? {
+            lock(&self.meta).put_child(&e.name, Some(e.clone()), Instant::now());
         }
         Ok(())
     }
 
-    /// Hands a journaled record to the uploaders.
-    fn enqueue(&self, job: Job) -> Result<(), Errno> {
-        match self.queue.push(job, Instant::now() + SETTLE_LIMIT) {
-            Ok(replaced) => {
-                for old in replaced {
-                    self.journal.remove(&old.rec);
-                    self.record_dropped(old.staged, None);
-                }
-                Ok(())
-            }
-            Err(job) => {
-                log::warn!("the write-back queue stayed full; {} is not stored", job.rec.spec.name);
-                self.journal.remove(&job.rec);
-                if let Some(s) = &job.staged {
-                    s.mark_dirty();
-                }
-                self.record_dropped(job.staged, None);
-                Err(Errno::EIO)
-            }
-        }
-    }
-
     /// Waits until the write-back records at, inside or above `paths` are
-    /// on the cluster, so a change made after them lands after them.
+    /// on the cluster (they go first), so a change made after them lands
+    /// after them; and makes the journal's removals durable, so no record
+    /// of them comes back after a power cut to undo the change.
     fn settle(&self, paths: &[&str]) -> Result<(), Errno> {
-        if self.queue.wait_clear(paths, Instant::now() + SETTLE_LIMIT) {
-            return Ok(());
+        if !self.queue.wait_clear(paths, SETTLE_LIMIT) {
+            log::warn!("files written to {paths:?} are not stored on the cluster yet; giving up");
+            return Err(Errno::EIO);
         }
-        log::warn!("files written to {paths:?} are not stored on the cluster yet; giving up");
-        Err(Errno::EIO)
+        self.journal.sync();
+        Ok(())
     }
 
     /// A journaled record of `staged` will not go up.
@@ -760,6 +780,7 @@ impl Core {
             return;
         }
         lock(&self.handles).retire_staged(s);
+        lock(&self.inodes).drop_if_forgotten(s.ino);
         if let Some(e) = s.clean_entry().filter(|_| !s.is_unlinked()) {
             self.content.adopt(&e, s.path());
         }
@@ -777,19 +798,18 @@ impl Core {
     /// One writer fewer; the last one stores what is still owed and turns
     /// the staging file into a cached copy.
     fn close_writer(&self, s: &Arc<Staged>) {
-        let _g = lock(&self.opening);
         if s.leave_writer() > 0 {
             return;
         }
+        // Not under `opening`: storing may wait for the queue, and a writer
+        // opening the file meanwhile simply keeps the copy alive.
         if s.owes_upload() {
             if let Err(e) = self.sync_staged(s) {
                 log::warn!("a file closed without being stored: {e:?}");
             }
         }
         // With records still to go up, the last uploader retires it.
-        if !s.in_use() {
-            self.retire(s);
-        }
+        self.retire_if_unused(s);
     }
 
     pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
@@ -863,7 +883,7 @@ impl Core {
         if !self.queue.is_empty() {
             log::info!("uploading {} written-back files before unmounting", self.queue.len());
         }
-        if !self.queue.wait_clear(&[""], Instant::now() + DRAIN_LIMIT) {
+        if !self.queue.wait_clear(&[""], DRAIN_LIMIT) {
             log::warn!(
                 "{} written-back files are not on the cluster yet; they go up when the mount next starts",
                 self.queue.len()
@@ -875,17 +895,21 @@ impl Core {
 
     // ----- write-back uploads -----
 
+    /// Waits while written-back records go up (at the start, before the
+    /// directory appears, so it shows the newest content); false if some
+    /// are left once none went up for `idle`.
+    pub fn wait_written_back(&self, idle: Duration) -> bool {
+        self.queue.wait_clear(&[""], idle)
+    }
+
     /// Queues the records an earlier mount left and starts the uploaders.
     pub fn start_uploaders(self: &Arc<Core>, left: Vec<Record>) -> std::io::Result<()> {
         if !left.is_empty() {
             log::info!("{} files written back before the mount last stopped are going up now", left.len());
         }
         for rec in left {
-            let job = Job { rec, staged: None, gen: 0 };
-            // A fresh queue has room for what one mount could leave; if
-            // not, wait for the uploaders below rather than drop a record.
-            if let Err(job) = self.queue.push(job, Instant::now()) {
-                self.upload_one(*job);
+            for old in self.queue.push_unbounded(Job { rec, staged: None, gen: 0 }) {
+                self.journal.remove(&old.rec);
             }
         }
         for i in 0..UPLOADERS {
@@ -903,6 +927,13 @@ impl Core {
     /// (until the mount stops: the record stays in the journal then).
     fn upload_one(&self, job: Job) {
         let name = job.rec.spec.name.clone();
+        // Its file was removed here (or refused) after it was closed.
+        if job.staged.as_ref().is_some_and(|s| s.is_unlinked()) {
+            self.journal.remove(&job.rec);
+            self.queue.done(&name);
+            self.record_dropped(job.staged, None);
+            return;
+        }
         let mut pause = Duration::from_millis(100);
         let res = loop {
             let rec = job.rec.clone();

@@ -24,6 +24,9 @@ use crate::client::{Client, ClientOptions};
 const CACHE_MAX: u64 = 2 << 30;
 /// ... nor more than this share of the disk it is on (1/n).
 const CACHE_DISK_SHARE: u64 = 10;
+/// Records a previous run left go up before the directory appears, unless
+/// none went up for this long.
+const LEFTOVER_IDLE: Duration = Duration::from_secs(10);
 /// FUSE worker threads (each may block on the cluster).
 const FUSE_THREADS: usize = 4;
 
@@ -98,7 +101,11 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
         Journal::open(&pending).map_err(|e| format!("cannot use the write-back journal {}: {e}", pending.display()))?;
     let remote = Remote::new(rt.handle().clone(), client, window);
     let core = Arc::new(Core::new(remote, content, staging.clone(), journal, settings.write_back));
+    let leftovers = !left.is_empty();
     core.start_uploaders(left).map_err(|e| format!("cannot start the uploaders: {e}"))?;
+    if leftovers && !core.wait_written_back(LEFTOVER_IDLE) {
+        log::warn!("some files written back before the last stop are not on the cluster yet; they keep going up");
+    }
 
     let mut config = fuser::Config::default();
     config.n_threads = Some(FUSE_THREADS);

@@ -95,6 +95,9 @@ pub struct Journal {
 struct Slots {
     free: Vec<usize>,
     made: usize,
+    /// Slots freed and loose records removed since the last [`Journal::sync`].
+    unsynced: Vec<usize>,
+    removed_loose: bool,
 }
 
 /// Bytes of one slot: a header, a file of up to about 60 KiB and its hash.
@@ -150,6 +153,16 @@ impl Journal {
         }
         // Slot numbers go on from the highest (a gap stays a gap).
         slots.made = slot_ids.iter().max().map_or(0, |m| m + 1);
+        // What was read is what is on disk from now on: a slot freed (in the
+        // page cache) by the last run must not come back after a power cut
+        // with a sequence number the new records reuse.
+        for &i in &slots.free {
+            File::open(dir.join(slot_name(i)))?.sync_data()?;
+        }
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
         found.sort_by_key(|r| r.seq);
         let next = found.last().map_or(1, |r| r.seq + 1);
         let unsent = dir.with_file_name("unsent");
@@ -238,41 +251,49 @@ impl Journal {
     fn free_slot(&self, slot: usize, path: &Path) {
         let zeroed = std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.write_all_at(&[0u8; 8], 0));
         match zeroed {
-            Ok(()) => lock(&self.slots).free.push(slot),
+            Ok(()) => {
+                let mut slots = lock(&self.slots);
+                slots.free.push(slot);
+                slots.unsynced.push(slot);
+            }
             // Left taken: it is read back (and uploaded) at the next start.
             Err(e) => log::warn!("cannot free the write-back slot {}: {e}", path.display()),
         }
     }
 
-    /// The record went up, or was replaced or cancelled: it is no longer
-    /// owed. The removal is not synced: it becomes durable with the next
-    /// loose record or slot made (which sync the directory), the next
-    /// record written in that slot, or [`Journal::sync`] at unmount. Until
-    /// then a power cut could bring it back and it would go up again:
+    /// The record went up, or was replaced: it is no longer owed. The
+    /// removal is not synced here (that would cost every upload a disk
+    /// flush): [`Journal::sync`] makes it durable before this mount changes
+    /// the name again (see `Core::settle`) and at unmount. Until then a
+    /// power cut could bring it back, to go up again at the next start:
     /// harmless for a replaced record (the newer one follows it), and for
-    /// one that went up only if someone else wrote the name meanwhile.
+    /// one that went up unless someone else wrote the name meanwhile.
     pub fn remove(&self, rec: &Record) {
         match rec.slot {
             Some(slot) => self.free_slot(slot, &rec.path),
-            None => {
-                if let Err(e) = std::fs::remove_file(&rec.path) {
-                    log::warn!("cannot remove the write-back record {}: {e}", rec.path.display());
-                }
-            }
+            None => match std::fs::remove_file(&rec.path) {
+                Ok(()) => lock(&self.slots).removed_loose = true,
+                Err(e) => log::warn!("cannot remove the write-back record {}: {e}", rec.path.display()),
+            },
         }
     }
 
-    /// Makes the removals so far durable.
+    /// Makes the removals so far durable (nothing to do if there were none).
     pub fn sync(&self) {
-        let free: Vec<usize> = lock(&self.slots).free.clone();
-        for slot in free {
+        let (slots, loose) = {
+            let mut st = lock(&self.slots);
+            (std::mem::take(&mut st.unsynced), std::mem::take(&mut st.removed_loose))
+        };
+        for slot in slots {
             let path = self.dir.join(slot_name(slot));
             if let Err(e) = File::open(&path).and_then(|f| f.sync_data()) {
                 log::warn!("cannot sync the write-back slot {}: {e}", path.display());
             }
         }
-        if let Err(e) = sync_dir(&self.dir) {
-            log::warn!("cannot sync the write-back journal {}: {e}", self.dir.display());
+        if loose {
+            if let Err(e) = sync_dir(&self.dir) {
+                log::warn!("cannot sync the write-back journal {}: {e}", self.dir.display());
+            }
         }
     }
 
@@ -341,6 +362,8 @@ struct QState {
     going: Vec<String>,
     bytes: u64,
     stopped: bool,
+    /// When a job last ended.
+    progress: Option<Instant>,
 }
 
 impl QState {
@@ -377,6 +400,15 @@ impl Queue {
             }
             st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
         }
+        Ok(self.add(st, job))
+    }
+
+    /// Adds a job whatever the queue holds (records an earlier mount left).
+    pub fn push_unbounded(&self, job: Job) -> Vec<Job> {
+        self.add(lock(&self.state), job)
+    }
+
+    fn add(&self, mut st: std::sync::MutexGuard<'_, QState>, mut job: Job) -> Vec<Job> {
         let name = job.rec.spec.name.clone();
         let mut replaced = Vec::new();
         let mut i = 0;
@@ -390,10 +422,15 @@ impl Queue {
                 i += 1;
             }
         }
+        // A replaced record that had to create the name (O_EXCL) passes
+        // that on: its replacement is the first to go up.
+        if replaced.iter().any(|j| j.rec.spec.exclusive) {
+            job.rec.spec.exclusive = true;
+        }
         st.bytes += job.rec.spec.size.unwrap_or(0);
         st.waiting.push_back(job);
         self.changed.notify_all();
-        Ok(replaced)
+        replaced
     }
 
     /// The oldest job whose name is not going up already; `None` once
@@ -420,30 +457,30 @@ impl Queue {
         if let Some(i) = st.going.iter().position(|n| n == name) {
             st.going.swap_remove(i);
         }
+        st.progress = Some(Instant::now());
         self.changed.notify_all();
-    }
-
-    /// Takes back the waiting jobs of exactly `name` (it was removed here).
-    pub fn cancel(&self, name: &str) -> Vec<Job> {
-        let mut st = lock(&self.state);
-        let (gone, kept): (Vec<Job>, Vec<Job>) = st.waiting.drain(..).partition(|j| j.rec.spec.name == name);
-        st.waiting = kept.into();
-        st.bytes -= gone.iter().map(|j| j.rec.spec.size.unwrap_or(0)).sum::<u64>();
-        self.changed.notify_all();
-        gone
     }
 
     /// Waits until no job at, inside or above any of `paths` is waiting or
-    /// going up; false if that did not happen by `deadline`.
-    pub fn wait_clear(&self, paths: &[&str], deadline: Instant) -> bool {
+    /// going up, moving those jobs to the front of the queue; false once
+    /// no job at all has ended for `idle` (the cluster is unreachable), or
+    /// the queue stopped.
+    pub fn wait_clear(&self, paths: &[&str], idle: Duration) -> bool {
+        let started = Instant::now();
         let mut st = lock(&self.state);
+        if st.related(paths) {
+            let touches = |j: &Job| paths.iter().any(|p| related(&j.rec.spec.name, p));
+            let (first, rest): (VecDeque<Job>, VecDeque<Job>) = st.waiting.drain(..).partition(|j| touches(j));
+            st.waiting = first;
+            st.waiting.extend(rest);
+        }
         while st.related(paths) {
             let now = Instant::now();
-            // Stopped, nothing more goes up in this mount.
-            if now >= deadline || st.stopped {
+            let since = st.progress.map_or(started, |p| p.max(started));
+            if now >= since + idle || st.stopped {
                 return false;
             }
-            st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            st = self.changed.wait_timeout(st, since + idle - now).unwrap_or_else(|p| p.into_inner()).0;
         }
         true
     }
@@ -576,7 +613,7 @@ mod tests {
         let replaced = q.push(job(&j, dir.path(), "a", b"4"), later).ok().unwrap();
         assert_eq!(replaced.len(), 1);
         assert_eq!(q.take().unwrap().rec.spec.name, "b");
-        assert!(!q.wait_clear(&["a"], Instant::now() + Duration::from_millis(20)));
+        assert!(!q.wait_clear(&["a"], Duration::from_millis(20)));
         q.done("a");
         let again = q.take().unwrap();
         assert_eq!(again.rec.spec.name, "a");
@@ -585,7 +622,7 @@ mod tests {
         assert_eq!(got, "4");
         q.done("a");
         q.done("b");
-        assert!(q.wait_clear(&["a", "b"], Instant::now()));
+        assert!(q.wait_clear(&["a", "b"], Duration::ZERO));
         assert!(q.is_empty());
     }
 
@@ -595,11 +632,12 @@ mod tests {
         let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
         let q = Queue::default();
         q.push(job(&j, dir.path(), "docs/x/a.txt", b"1"), Instant::now()).ok().unwrap();
-        let soon = || Instant::now() + Duration::from_millis(10);
+        let soon = || Duration::from_millis(10);
         assert!(!q.wait_clear(&["docs"], soon()));
         assert!(!q.wait_clear(&["docs/x/a.txt/b"], soon()));
         assert!(q.wait_clear(&["doc", "docs/y", "other"], soon()));
-        assert_eq!(q.cancel("docs/x/a.txt").len(), 1);
+        let job = q.take().unwrap();
+        q.done(&job.rec.spec.name);
         assert!(q.wait_clear(&["docs"], soon()));
     }
 
@@ -612,5 +650,42 @@ mod tests {
         let t0 = Instant::now();
         assert!(q.push(job(&j, dir.path(), "a", b"1"), t0 + Duration::from_millis(50)).is_err());
         assert!(t0.elapsed() >= Duration::from_millis(50));
+    }
+    #[test]
+    fn waiting_for_a_name_moves_it_to_the_front_and_gives_up_only_without_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let q = Arc::new(Queue::default());
+        let later = Instant::now() + Duration::from_secs(5);
+        for n in ["a", "b", "c"] {
+            q.push(job(&j, dir.path(), n, b"x"), later).ok().unwrap();
+        }
+        assert!(!q.wait_clear(&["c"], Duration::from_millis(10)));
+        assert_eq!(q.take().unwrap().rec.spec.name, "c", "the awaited record goes first");
+        // A slow uploader still making progress keeps the waiter waiting.
+        let q2 = q.clone();
+        let uploader = std::thread::spawn(move || {
+            q2.done("c");
+            for _ in 0..2 {
+                let job = q2.take().unwrap();
+                std::thread::sleep(Duration::from_millis(60));
+                q2.done(&job.rec.spec.name);
+            }
+        });
+        assert!(q.wait_clear(&[""], Duration::from_millis(100)), "each record ended within the idle limit");
+        uploader.join().unwrap();
+    }
+
+    #[test]
+    fn a_record_replacing_an_exclusive_one_is_exclusive_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let q = Queue::default();
+        let mut first = job(&j, dir.path(), "new.txt", b"1");
+        first.rec.spec.exclusive = true;
+        q.push_unbounded(first);
+        let replaced = q.push_unbounded(job(&j, dir.path(), "new.txt", b"2"));
+        assert_eq!(replaced.len(), 1);
+        assert!(q.take().unwrap().rec.spec.exclusive, "it is the one that creates the name");
     }
 }
