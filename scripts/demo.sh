@@ -47,7 +47,8 @@ start() {
         if mountpoint -q "$MOUNTPOINT"; then
             echo "demo: $MOUNTPOINT is already mounted"
         else
-            "$bin/scs-mount" "$MOUNTPOINT" --secret-file "$key" --cache-dir "$DEMO_DIR/cache"
+            # shellcheck disable=SC2086 # SCS_MOUNT_FLAGS is a list of flags
+            "$bin/scs-mount" "$MOUNTPOINT" --secret-file "$key" --cache-dir "$DEMO_DIR/cache" ${SCS_MOUNT_FLAGS:-}
             echo "$MOUNTPOINT" >"$DEMO_DIR/mountpoint"
             echo "demo: mounted the cluster at $MOUNTPOINT"
         fi
@@ -62,6 +63,7 @@ Try:
   $bin/scs download docs/README.md -
   $bin/scs status              # who leads, files per node
   kill -9 \$(cat $DEMO_DIR/node-3.pid)   # kill the leader: node 2 takes over in < 1 s
+Many small files? make demo-stop; make demo SCS_MOUNT_FLAGS=--write-back
 Logs: $DEMO_DIR/node-*.log     Stop: make demo-stop
 MSG
 }
