@@ -353,8 +353,17 @@ impl Client {
     {
         let open = &open;
         let spec = &spec;
-        self.with_leader(|mut conn, _| {
+        self.with_leader(|mut conn, maybe_applied| {
             Box::pin(async move {
+                // A create (O_EXCL) whose answer was lost may have stored
+                // the file: then the name holds exactly our content.
+                if spec.exclusive && maybe_applied > 0 {
+                    match own_earlier_upload(&mut conn, spec, open).await {
+                        Ok(Some(e)) => return (Some(conn), Ok(e)),
+                        Ok(None) => {}
+                        Err(e) => return (None, Err(e)),
+                    }
+                }
                 let res = upload_once(&mut conn, spec, open, progress).await;
                 // After a failed stream the session may be mid-frame: do not reuse it.
                 let back = res.is_ok().then_some(conn);
@@ -549,6 +558,38 @@ pub fn now_ns() -> i64 {
 }
 
 /// One attempt at an upload on an open session.
+/// The entry of `spec.name` if it holds exactly the content `open()`
+/// gives (so an earlier attempt of this upload stored it).
+async fn own_earlier_upload<F>(conn: &mut Connection, spec: &UploadSpec, open: &F) -> Result<Option<Entry>>
+where
+    F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
+{
+    let stored = match exchange(conn, Request::Stat { name: spec.name.clone() }).await? {
+        Response::Stored(e) => e,
+        _ => return Ok(None),
+    };
+    if stored.kind != Kind::File || spec.size.is_some_and(|s| s != stored.size) {
+        return Ok(None);
+    }
+    let mut source = open().map_err(|e| Error::Io(format!("cannot read {}: {e}", spec.name)))?;
+    let hash = tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match source.read(&mut buf) {
+                Ok(0) => return Ok(ContentHash(hasher.finalize().into())),
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("hashing task: {e}")))?
+    .map_err(|e| Error::Io(format!("cannot read the file: {e}")))?;
+    Ok((hash == stored.hash).then_some(stored))
+}
+
 async fn upload_once<F>(conn: &mut Connection, spec: &UploadSpec, open: &F, progress: Progress<'_>) -> Result<Entry>
 where
     F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
