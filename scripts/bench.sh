@@ -135,7 +135,11 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     read -r mc ml mre mrm <<<"$(small_ops "$mnt")"
     unmount
     # The same with --write-back: close returns once the file is durable in
-    # the cache dir; then how long until the cluster has all of them.
+    # the cache dir; then how long until the cluster has all of them. The
+    # disk first settles from the removals above (ext4 is slow to hand out
+    # inodes for a while after many were freed, which would be charged to
+    # this run).
+    sync; sleep 30
     mount_at --write-back
     mkdir -p "$mnt/s"
     t0=$(now); for i in $(seq 1 "$MOUNT_FILES"); do printf '%s' "$small4k" > "$mnt/s/f$i"; done; t1=$(now)

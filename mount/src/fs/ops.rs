@@ -717,7 +717,7 @@ impl Core {
         let name = lock(&self.inodes).path(s.ino).map(str::to_string);
         let replaced = RefCell::new(Vec::new());
         let queue = |rec: Record, gen: u64| {
-            let job = Job { rec, staged: Some(s.clone()), gen };
+            let job = Job::new(rec, Some(s.clone()), gen);
             match self.queue.push(job, Instant::now() + SETTLE_LIMIT) {
                 Ok(old) => {
                     replaced.borrow_mut().extend(old);
@@ -766,20 +766,17 @@ impl Core {
         }
     }
 
-    fn retire_if_unused(&self, s: &Arc<Staged>) {
-        let _g = lock(&self.opening);
-        if !s.in_use() {
-            self.retire(s);
-        }
-    }
-
     /// Drops a staging copy nobody writes and nothing is owed for; its
-    /// content becomes a cached copy. The caller holds `opening`.
-    fn retire(&self, s: &Arc<Staged>) {
-        if !s.retire_once() {
-            return;
+    /// content becomes a cached copy. Only the bookkeeping is under
+    /// `opening` (so no writer joins it meanwhile); the file work is not.
+    fn retire_if_unused(&self, s: &Arc<Staged>) {
+        {
+            let _g = lock(&self.opening);
+            if s.in_use() || !s.retire_once() {
+                return;
+            }
+            lock(&self.handles).retire_staged(s);
         }
-        lock(&self.handles).retire_staged(s);
         lock(&self.inodes).drop_if_forgotten(s.ino);
         if let Some(e) = s.clean_entry().filter(|_| !s.is_unlinked()) {
             self.content.adopt(&e, s.path());
@@ -908,7 +905,7 @@ impl Core {
             log::info!("{} files written back before the mount last stopped are going up now", left.len());
         }
         for rec in left {
-            for old in self.queue.push_unbounded(Job { rec, staged: None, gen: 0 }) {
+            for old in self.queue.push_unbounded(Job::new(rec, None, 0)) {
                 self.journal.remove(&old.rec);
             }
         }

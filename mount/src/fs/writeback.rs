@@ -36,6 +36,10 @@ use super::lock;
 /// cluster as they are written and are stored by close, as without
 /// write-back.
 pub const WRITE_BACK_MAX: u64 = scs_common::CHUNK_SIZE as u64;
+/// A record waits this long before it goes up, unless someone waits for it:
+/// a file closed twice in a row (`cmd > file` closes the empty file, then
+/// the written one) goes up once.
+const COALESCE: Duration = Duration::from_millis(20);
 /// Records waiting at most; closing another one waits for room. (Each
 /// holds its staging copy open: a descriptor.)
 const MAX_WAITING: usize = 2_000;
@@ -353,6 +357,17 @@ pub struct Job {
     pub staged: Option<Arc<Staged>>,
     /// The staging copy's write generation when the snapshot was taken.
     pub gen: u64,
+    /// Queued since (the first unsent version of the name, if it replaced
+    /// some).
+    since: Instant,
+    /// Someone waits for it: it goes at once.
+    hurry: bool,
+}
+
+impl Job {
+    pub fn new(rec: Record, staged: Option<Arc<Staged>>, gen: u64) -> Job {
+        Job { rec, staged, gen, since: Instant::now(), hurry: false }
+    }
 }
 
 #[derive(Default)]
@@ -423,9 +438,14 @@ impl Queue {
             }
         }
         // A replaced record that had to create the name (O_EXCL) passes
-        // that on: its replacement is the first to go up.
+        // that on: its replacement is the first to go up. So does its age,
+        // so a file closed again and again still goes up.
         if replaced.iter().any(|j| j.rec.spec.exclusive) {
             job.rec.spec.exclusive = true;
+        }
+        for old in &replaced {
+            job.since = job.since.min(old.since);
+            job.hurry |= old.hurry;
         }
         st.bytes += job.rec.spec.size.unwrap_or(0);
         st.waiting.push_back(job);
@@ -433,21 +453,37 @@ impl Queue {
         replaced
     }
 
-    /// The oldest job whose name is not going up already; `None` once
-    /// stopped.
+    /// The oldest job whose name is not going up already and that waited
+    /// [`COALESCE`] (or is awaited); `None` once stopped.
     pub fn take(&self) -> Option<Job> {
         let mut st = lock(&self.state);
         loop {
             if st.stopped {
                 return None;
             }
-            let pos = st.waiting.iter().position(|j| !st.going.contains(&j.rec.spec.name));
+            let now = Instant::now();
+            let mut soonest: Option<Instant> = None;
+            let mut pos = None;
+            for (i, j) in st.waiting.iter().enumerate() {
+                if st.going.contains(&j.rec.spec.name) {
+                    continue;
+                }
+                let ready = j.since + COALESCE;
+                if j.hurry || ready <= now {
+                    pos = Some(i);
+                    break;
+                }
+                soonest = Some(soonest.map_or(ready, |t| t.min(ready)));
+            }
             if let Some(job) = pos.and_then(|i| st.waiting.remove(i)) {
                 st.bytes -= job.rec.spec.size.unwrap_or(0);
                 st.going.push(job.rec.spec.name.clone());
                 return Some(job);
             }
-            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = match soonest {
+                Some(t) => self.changed.wait_timeout(st, t - now).unwrap_or_else(|p| p.into_inner()).0,
+                None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+            };
         }
     }
 
@@ -470,9 +506,13 @@ impl Queue {
         let mut st = lock(&self.state);
         if st.related(paths) {
             let touches = |j: &Job| paths.iter().any(|p| related(&j.rec.spec.name, p));
-            let (first, rest): (VecDeque<Job>, VecDeque<Job>) = st.waiting.drain(..).partition(|j| touches(j));
+            let (mut first, rest): (VecDeque<Job>, VecDeque<Job>) = st.waiting.drain(..).partition(|j| touches(j));
+            for j in first.iter_mut() {
+                j.hurry = true;
+            }
             st.waiting = first;
             st.waiting.extend(rest);
+            self.changed.notify_all();
         }
         while st.related(paths) {
             let now = Instant::now();
@@ -532,7 +572,7 @@ mod tests {
 
     fn job(j: &Journal, dir: &Path, name: &str, bytes: &[u8]) -> Job {
         let rec = j.write(&spec(name), &content(dir, bytes), bytes.len() as u64).unwrap();
-        Job { rec, staged: None, gen: 0 }
+        Job::new(rec, None, 0)
     }
 
     #[test]
