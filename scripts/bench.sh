@@ -98,9 +98,12 @@ mount_rows=""
 if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     echo "bench: the mount"
     local_dir="$BENCH_DIR/local"; mkdir -p "$local_dir" "$mnt"
+    mcount=0
     mount_at() {  # mount_at [ARGS]: a fresh foreground mount with an empty cache
-        rm -rf "$BENCH_DIR/mcache"
-        "$bin/scs-mount" "$mnt" --group "$group" --secret-file "$key" --cache-dir "$BENCH_DIR/mcache" --foreground "$@" \
+        # A new cache dir each time (the bench dir goes at the next run):
+        # removing the old one would leave the disk busy for the next phase.
+        mcount=$((mcount + 1))
+        "$bin/scs-mount" "$mnt" --group "$group" --secret-file "$key" --cache-dir "$BENCH_DIR/mcache-$mcount" --foreground "$@" \
             >>"$BENCH_DIR/mount.log" 2>&1 &
         mount_pid=$!
         local n=0
