@@ -576,11 +576,9 @@ where
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
         loop {
-            match source.read(&mut buf) {
-                Ok(0) => return Ok(ContentHash(hasher.finalize().into())),
-                Ok(n) => hasher.update(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            match fill(&mut source, &mut buf)? {
+                0 => return Ok::<_, std::io::Error>(ContentHash(hasher.finalize().into())),
+                n => hasher.update(&buf[..n]),
             }
         }
     })

@@ -782,22 +782,44 @@ mod tests {
         assert!(!s.needs_fill() && s.owes_upload());
         assert_eq!(s.size(), 0);
     }
+
+    /// A write-back journal in a test dir, and a queue that keeps what it
+    /// is handed.
+    struct Kept {
+        journal: Journal,
+        queued: std::cell::RefCell<Vec<(Record, u64)>>,
+    }
+
+    impl Kept {
+        fn new(dir: &Path) -> Kept {
+            Kept { journal: Journal::open(&dir.join("pending")).unwrap().0, queued: Default::default() }
+        }
+
+        fn sync(
+            &self,
+            s: &Staged,
+            remote: &Remote,
+            name: &str,
+            before_direct: &dyn Fn(&str) -> Result<(), Errno>,
+        ) -> Result<Synced, Errno> {
+            let queue = |rec: Record, gen: u64| {
+                self.queued.borrow_mut().push((rec, gen));
+                Ok(())
+            };
+            s.sync(remote, Some(name), Some(&WriteBack { journal: &self.journal, queue: &queue }), before_direct)
+        }
+    }
+
     #[test]
     fn with_a_journal_a_small_file_is_kept_here_and_a_big_one_goes_up_now() {
         let dir = tempfile::tempdir().unwrap();
         let (_rt, remote) = offline(dir.path());
-        let (journal, _) = Journal::open(&dir.path().join("pending")).unwrap();
-        let queued = std::cell::RefCell::new(Vec::new());
-        let queue = |rec: Record, gen: u64| {
-            queued.borrow_mut().push((rec, gen));
-            Ok(())
-        };
-        let wb = WriteBack { journal: &journal, queue: &queue };
+        let kept = Kept::new(dir.path());
         let s = Staged::new(2, dir.path().join("w"), 0o640, Start::Empty { fresh: true, exclusive: true }).unwrap();
         s.write(&remote, Some("a.txt"), Some(0), b"small").unwrap();
-        let synced = s.sync(&remote, Some("a.txt"), Some(&wb), &|_| panic!("not now")).unwrap();
+        let synced = kept.sync(&s, &remote, "a.txt", &|_| panic!("not now")).unwrap();
         assert!(matches!(synced, Synced::Journaled), "a small file goes to the journal");
-        let (rec, gen) = queued.borrow_mut().pop().unwrap();
+        let (rec, gen) = kept.queued.borrow_mut().pop().unwrap();
         assert_eq!(
             (rec.spec.name.as_str(), rec.spec.size, rec.spec.mode, rec.spec.exclusive),
             ("a.txt", Some(5), 0o640, true)
@@ -818,7 +840,7 @@ mod tests {
         // the journal holds for the name (it fails here: no cluster).
         s.truncate(WRITE_BACK_MAX + 1).unwrap();
         let asked = std::cell::Cell::new(false);
-        let res = s.sync(&remote, Some("a.txt"), Some(&wb), &|name| {
+        let res = kept.sync(&s, &remote, "a.txt", &|name| {
             assert_eq!(name, "a.txt");
             asked.set(true);
             Err(Errno::EIO)
@@ -831,17 +853,11 @@ mod tests {
     fn a_record_stored_after_newer_writes_does_not_make_the_copy_clean() {
         let dir = tempfile::tempdir().unwrap();
         let (_rt, remote) = offline(dir.path());
-        let (journal, _) = Journal::open(&dir.path().join("pending")).unwrap();
-        let gens = std::cell::RefCell::new(Vec::new());
-        let queue = |_: Record, gen: u64| {
-            gens.borrow_mut().push(gen);
-            Ok(())
-        };
-        let wb = WriteBack { journal: &journal, queue: &queue };
+        let kept = Kept::new(dir.path());
         let s = Staged::new(2, dir.path().join("w"), 0o644, Start::Empty { fresh: true, exclusive: false }).unwrap();
         s.write(&remote, Some("b"), Some(0), b"one").unwrap();
-        assert!(matches!(s.sync(&remote, Some("b"), Some(&wb), &|_| Ok(())), Ok(Synced::Journaled)));
-        let gen = gens.borrow()[0];
+        assert!(matches!(kept.sync(&s, &remote, "b", &|_| Ok(())), Ok(Synced::Journaled)));
+        let gen = kept.queued.borrow()[0].1;
         s.write(&remote, Some("b"), Some(0), b"two").unwrap();
         assert_eq!(s.record_stored(gen, &stored(3)), 0);
         assert_eq!(s.clean_entry(), None, "the copy holds newer bytes than what was stored");

@@ -7,6 +7,7 @@
 //! cluster). `opening`, which serializes opening and retiring writers, is
 //! taken before any of them and may be held across an upload.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -20,15 +21,13 @@ use scs_common::{name, Entry, Error, Kind, Version};
 
 use super::cache::MetaCache;
 use super::content::ContentCache;
-use super::errno::is_final;
-use super::errno::{errno, io_errno};
+use super::errno::{errno, io_errno, is_final};
 use super::handles::{DirItem, Handles, OpenFile, Staged, Start, Synced, WriteBack};
 use super::inodes::{Inodes, ROOT};
 use super::lock;
 use super::remote::Remote;
 use super::writeback::{Job, Journal, Queue, Record};
 use crate::client::now_ns;
-use std::cell::RefCell;
 
 /// How long the kernel and this mount trust attributes, entries and listings.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -413,26 +412,22 @@ impl Core {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
         let path = self.child_path(parent, name)?;
         let staged = self.staged_of(self.ino_of(&path));
-        match staged.as_ref().filter(|s| s.is_fresh()) {
-            // Created here and on the cluster not yet: from now on nothing of
-            // it goes up (uploaders drop its waiting records); one already
-            // going up finishes first, and then it is on the cluster.
-            Some(s) => {
-                s.mark_unlinked();
-                self.settle(&[&path])?;
-                if !s.is_fresh() {
-                    self.keep_parent(&path)?;
-                    self.remote.delete(&path, Kind::File).map_err(|e| fail("unlink", &path, e))?;
-                }
-            }
-            None => {
-                self.settle(&[&path])?;
-                self.keep_parent(&path)?;
-                self.remote.delete(&path, Kind::File).map_err(|e| fail("unlink", &path, e))?;
-                if let Some(s) = &staged {
-                    s.mark_unlinked();
-                }
-            }
+        // Created here and on the cluster not yet: from now on nothing of it
+        // goes up (uploaders drop its waiting records). A stored file is
+        // deleted first and only then dropped here, so a failed delete
+        // loses nothing.
+        let fresh = staged.as_ref().filter(|s| s.is_fresh());
+        if let Some(s) = fresh {
+            s.mark_unlinked();
+        }
+        // What is going up finishes first; then the cluster may have it.
+        self.settle(&[&path])?;
+        if !fresh.is_some_and(|s| s.is_fresh()) {
+            self.keep_parent(&path)?;
+            self.remote.delete(&path, Kind::File).map_err(|e| fail("unlink", &path, e))?;
+        }
+        if let Some(s) = &staged {
+            s.mark_unlinked();
         }
         lock(&self.inodes).unlink(&path);
         self.touched(&path);
