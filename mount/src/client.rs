@@ -5,6 +5,7 @@
 //! holds a whole file in memory. Downloads are checked against the file's
 //! sha256, and a bad or unreachable copy makes the client try the next holder.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -106,10 +107,28 @@ impl Client {
             (None, None, Some(d)) => d.leader(deadline).await?.addr,
             (None, None, None) => return Err(Error::Internal("no way to find the leader".into())),
         };
-        let (mut conn, _) = Connection::connect(&addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await?;
-        conn.set_read_timeout(Some(READ_TIMEOUT));
+        let conn = self.dial(&addr).await?;
         self.cache().addr = Some(addr);
         Ok(conn)
+    }
+
+    /// A new session to `addr`. An address we only heard of (in a
+    /// heartbeat, or from a node) that fails the handshake is not, or no
+    /// longer, a node of this cluster: its node died and another cluster's
+    /// node took the port, say, while its old heartbeats are still heard.
+    /// That is `Unavailable`, so the caller looks elsewhere; only the
+    /// `--node` the user named is taken at its word.
+    async fn dial(&self, addr: &str) -> Result<Connection> {
+        match Connection::connect(addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await {
+            Ok((mut conn, _)) => {
+                conn.set_read_timeout(Some(READ_TIMEOUT));
+                Ok(conn)
+            }
+            Err(e @ (Error::Auth(_) | Error::Protocol(_))) if self.opts.node.as_deref() != Some(addr) => {
+                Err(Error::Unavailable(format!("{addr} is not a node of this cluster ({e})")))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn give_back(&self, conn: Connection) {
@@ -285,10 +304,13 @@ impl Client {
             }
         }
         let mut last = Error::Unavailable("no node answered".into());
+        let mut tried = HashSet::new();
         for addr in candidates {
+            if !tried.insert(addr.clone()) {
+                continue;
+            }
             let attempt = async {
-                let (mut c, _) = Connection::connect(&addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await?;
-                c.set_read_timeout(Some(READ_TIMEOUT));
+                let mut c = self.dial(&addr).await?;
                 exchange(&mut c, Request::Status).await
             };
             match attempt.await {
@@ -496,8 +518,7 @@ impl Client {
         for h in holders {
             out.reset()?;
             let attempt = async {
-                let (mut c, _) = Connection::connect(&h.addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await?;
-                c.set_read_timeout(Some(READ_TIMEOUT));
+                let mut c = self.dial(&h.addr).await?;
                 let req = Request::ReadBlob { key: entry.key(), version: entry.version, offset, len };
                 c.send(&Message::Request(req)).await?;
                 match c.recv_response().await? {

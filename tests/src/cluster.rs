@@ -123,6 +123,8 @@ struct NodeSpec {
     data_dir: PathBuf,
     log: PathBuf,
     secret_file: PathBuf,
+    /// The TCP address it listens on (`127.0.0.1:0`: a free port).
+    listen: String,
 }
 
 /// The processes of a cluster, shared with its watchdog. A child stays in
@@ -253,8 +255,13 @@ impl Cluster {
 
     /// Starts node `id` of this cluster (its data dir, the cluster key).
     fn spawn(&mut self, id: u32) {
-        let spec =
-            NodeSpec { id, data_dir: self.data_dir(id), log: self.log_path(id), secret_file: self.key_file.clone() };
+        let spec = NodeSpec {
+            id,
+            data_dir: self.data_dir(id),
+            log: self.log_path(id),
+            secret_file: self.key_file.clone(),
+            listen: "127.0.0.1:0".into(),
+        };
         self.spawn_spec(format!("node-{id}"), spec);
     }
 
@@ -291,7 +298,7 @@ impl Cluster {
             "--iface".into(),
             "127.0.0.1".into(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            spec.listen.clone().into(),
         ];
         if let Some(config) = &self.config_file {
             args.extend(["--config".into(), config.clone().into()]);
@@ -388,11 +395,18 @@ impl Cluster {
     /// data dir and the key in `key_file` (a wrong one, say). It is killed
     /// with the cluster; [`Cluster::kill_rogue`] kills it sooner.
     pub fn start_rogue(&mut self, id: u32, key_file: &Path) {
+        self.start_rogue_at(id, key_file, "127.0.0.1:0");
+    }
+
+    /// [`Cluster::start_rogue`] listening on `listen` (a dead node's
+    /// address, say).
+    pub fn start_rogue_at(&mut self, id: u32, key_file: &Path, listen: &str) {
         let spec = NodeSpec {
             id,
             data_dir: self.dir().join(format!("rogue-{id}")),
             log: self.dir().join(format!("rogue-{id}.log")),
             secret_file: key_file.to_path_buf(),
+            listen: listen.into(),
         };
         self.spawn_spec(format!("rogue-{id}"), spec);
     }
