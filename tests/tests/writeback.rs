@@ -52,6 +52,12 @@ fn written_back_files_are_readable_here_at_once_and_on_the_cluster_soon_after() 
     fs::create_dir(m.join("many")).unwrap();
     for i in 0..200 {
         fs::write(m.join(format!("many/f{i}")), content(i)).unwrap();
+        // Listed at once, while earlier ones go up under the listing.
+        if i % 5 == 0 {
+            let listed = fs::read_dir(m.join("many")).unwrap().count();
+            assert_eq!(listed, i + 1, "files listed after writing {}", i + 1);
+            assert!(m.join(format!("many/f{}", i / 2)).exists(), "many/f{} is missing", i / 2);
+        }
     }
     // Here, at once: listing and content.
     assert_eq!(fs::read_dir(m.join("many")).unwrap().count(), 200);

@@ -5,9 +5,12 @@
 //!
 //! A plain struct with the clock passed in; no I/O. Every change made through
 //! this mount invalidates what it touches, so only changes made elsewhere are
-//! seen late, and never later than the TTL.
+//! seen late, and never later than the TTL. An answer from the cluster that
+//! was asked for before a change made here (a listing fetched while a
+//! written-back file went up) cannot undo that change: the change is laid
+//! over it, or the answer is not kept.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,47 @@ pub struct Times {
     pub ctime_ns: Option<i64>,
 }
 
+/// Local changes remembered for answers still on their way; an answer
+/// asked for before the oldest of them is not kept.
+const CHANGES_KEPT: usize = 4096;
+
+/// A change made through this mount.
+#[derive(Clone, Debug)]
+enum Change {
+    /// `path` is now this (`None`: gone).
+    Put(String, Option<Entry>),
+    /// What is known of `path` (and below it, for a tree) was dropped,
+    /// with its parent's listing.
+    Forget { path: String, tree: bool },
+    /// The entry of `path` alone was dropped.
+    ForgetEntry(String),
+}
+
+impl Change {
+    /// Whether it drops the listing of `dir`.
+    fn forgets_listing(&self, dir: &str) -> bool {
+        match self {
+            Change::Put(..) | Change::ForgetEntry(_) => false,
+            Change::Forget { path, tree } => {
+                name::parent(path) == dir || (*tree && (path == dir || name::is_inside(dir, path)))
+            }
+        }
+    }
+
+    /// Whether it drops the entry of `p`.
+    fn forgets_entry(&self, p: &str) -> bool {
+        match self {
+            Change::Put(..) => false,
+            Change::Forget { path, tree } => path == p || (*tree && name::is_inside(p, path)),
+            Change::ForgetEntry(path) => path == p,
+        }
+    }
+}
+
+/// Taken before asking the cluster; says which local changes came after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Asked(u64);
+
 /// Entries and listings with a TTL, plus the time overlay.
 #[derive(Debug)]
 pub struct MetaCache {
@@ -34,11 +78,41 @@ pub struct MetaCache {
     entries: HashMap<String, (Instant, Option<Entry>)>,
     listings: HashMap<String, (Instant, Arc<Vec<Entry>>)>,
     times: HashMap<String, Times>,
+    /// The latest local changes, numbered from `next - changes.len()`.
+    changes: VecDeque<Change>,
+    next: u64,
 }
 
 impl MetaCache {
     pub fn new(ttl: Duration) -> MetaCache {
-        MetaCache { ttl, entries: HashMap::new(), listings: HashMap::new(), times: HashMap::new() }
+        MetaCache {
+            ttl,
+            entries: HashMap::new(),
+            listings: HashMap::new(),
+            times: HashMap::new(),
+            changes: VecDeque::new(),
+            next: 0,
+        }
+    }
+
+    /// To be taken before asking the cluster for what goes in here.
+    pub fn asking(&self) -> Asked {
+        Asked(self.next)
+    }
+
+    fn record(&mut self, change: Change) {
+        if self.changes.len() == CHANGES_KEPT {
+            self.changes.pop_front();
+        }
+        self.changes.push_back(change);
+        self.next += 1;
+    }
+
+    /// The local changes made since `asked`, or `None` if some of them are
+    /// no longer remembered.
+    fn since(&self, asked: Asked) -> Option<impl Iterator<Item = &Change>> {
+        let first = self.next - self.changes.len() as u64;
+        (asked.0 >= first).then(|| self.changes.iter().skip((asked.0 - first) as usize))
     }
 
     /// The remembered entry of `path` (`Some(None)`: known not to exist),
@@ -50,10 +124,40 @@ impl MetaCache {
         }
     }
 
-    /// Remembers what the cluster said about `path`.
+    /// This mount changed `path` to `entry` (`None`: removed it).
     pub fn put_entry(&mut self, path: &str, entry: Option<Entry>, now: Instant) {
+        self.record(Change::Put(path.to_string(), entry.clone()));
+        self.keep_entry(path, entry, now);
+    }
+
+    fn keep_entry(&mut self, path: &str, entry: Option<Entry>, now: Instant) {
         self.prune(now);
         self.entries.insert(path.to_string(), (now, entry));
+    }
+
+    /// What the cluster said about `path` when `asked`; kept unless this
+    /// mount changed `path` since, in which case the newer word is returned.
+    pub fn put_asked_entry(&mut self, path: &str, entry: Option<Entry>, now: Instant, asked: Asked) -> Option<Entry> {
+        let (mut newest, mut keep) = (entry, true);
+        match self.since(asked) {
+            None => keep = false,
+            Some(changes) => {
+                for c in changes {
+                    match c {
+                        Change::Put(p, e) if p == path => {
+                            newest = e.clone();
+                            keep = false;
+                        }
+                        c if c.forgets_entry(path) => keep = false,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if keep {
+            self.keep_entry(path, newest.clone(), now);
+        }
+        newest
     }
 
     /// The remembered children of `dir`, when fresh.
@@ -61,6 +165,38 @@ impl MetaCache {
         match self.listings.get(dir) {
             Some((at, l)) if now.saturating_duration_since(*at) < self.ttl => Some(l.clone()),
             _ => None,
+        }
+    }
+
+    /// The listing of `dir` the cluster gave when `asked`, with the changes
+    /// made here since laid over it; kept unless one of them dropped it.
+    pub fn put_asked_listing(
+        &mut self,
+        dir: &str,
+        mut children: Vec<Entry>,
+        now: Instant,
+        asked: Asked,
+    ) -> Arc<Vec<Entry>> {
+        let mut keep = true;
+        match self.since(asked) {
+            None => keep = false,
+            Some(changes) => {
+                for c in changes {
+                    match c {
+                        Change::Put(p, e) if name::parent(p) == dir && !p.is_empty() => {
+                            children.retain(|x| x.name != *p);
+                            children.extend(e.clone());
+                        }
+                        c if c.forgets_listing(dir) => keep = false,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if keep {
+            self.put_listing(dir, children, now)
+        } else {
+            Arc::new(children)
         }
     }
 
@@ -102,17 +238,20 @@ impl MetaCache {
 
     /// Forgets the entry of `path` alone.
     pub fn forget_entry(&mut self, path: &str) {
+        self.record(Change::ForgetEntry(path.to_string()));
         self.entries.remove(path);
     }
 
     /// `path` changed here: forget its entry and its parent's listing.
     pub fn invalidate(&mut self, path: &str) {
+        self.record(Change::Forget { path: path.to_string(), tree: false });
         self.entries.remove(path);
         self.listings.remove(name::parent(path));
     }
 
     /// `path` and everything below it changed here (a directory moved).
     pub fn invalidate_tree(&mut self, path: &str) {
+        self.record(Change::Forget { path: path.to_string(), tree: true });
         let below = |p: &str| p == path || name::is_inside(p, path);
         self.entries.retain(|p, _| !below(p));
         self.listings.retain(|p, _| !below(p));
@@ -247,6 +386,64 @@ mod tests {
         assert!(c.listing("d", t0).is_none() && c.listing("d/sub", t0).is_none());
         assert_eq!(c.entry("d/sub/y", t0), None);
         assert!(c.entry("dd", t0).is_some(), "a sibling sharing the prefix stays");
+    }
+
+    #[test]
+    fn a_listing_asked_for_before_a_file_went_up_here_still_shows_the_file() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        let asked = c.asking();
+        // Meanwhile this mount stores d/new and removes d/old.
+        c.put_child("d/new", Some(file("d/new", 4)), t0);
+        c.put_child("d/old", None, t0);
+        // The cluster's answer, from before both.
+        let l = c.put_asked_listing("d", vec![file("d/old", 1), file("d/x", 1)], t0, asked);
+        let names: Vec<&str> = l.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["d/x", "d/new"]);
+        assert_eq!(c.child("d/new", t0).unwrap().unwrap().size, 4, "kept, with the change");
+        assert_eq!(c.child("d/old", t0), Some(None));
+        // An answer asked for after the changes is taken as it is.
+        let asked = c.asking();
+        c.put_asked_listing("d", vec![file("d/x", 1)], t0, asked);
+        assert_eq!(c.listing("d", t0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_answer_asked_for_before_a_name_was_dropped_here_is_not_kept() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        let asked = c.asking();
+        c.invalidate("d/moved");
+        let l = c.put_asked_listing("d", vec![file("d/moved", 1)], t0, asked);
+        assert_eq!(l.len(), 1, "returned to the asker");
+        assert!(c.listing("d", t0).is_none(), "but not kept");
+        assert_eq!(c.put_asked_entry("d/moved", Some(file("d/moved", 1)), t0, asked).unwrap().size, 1);
+        assert_eq!(c.entry("d/moved", t0), None);
+    }
+
+    #[test]
+    fn an_entry_asked_for_before_a_local_store_gives_way_to_it() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        let asked = c.asking();
+        c.put_child("f", Some(file("f", 9)), t0);
+        assert_eq!(c.put_asked_entry("f", None, t0, asked).unwrap().size, 9);
+        assert_eq!(c.entry("f", t0).unwrap().unwrap().size, 9);
+        // An unrelated name is kept as the cluster said.
+        assert_eq!(c.put_asked_entry("g", None, t0, asked), None);
+        assert_eq!(c.entry("g", t0), Some(None));
+    }
+
+    #[test]
+    fn an_answer_older_than_every_remembered_change_is_not_kept() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        let asked = c.asking();
+        for i in 0..=CHANGES_KEPT {
+            c.put_entry(&format!("e/{i}"), None, t0);
+        }
+        c.put_asked_listing("d", vec![file("d/x", 1)], t0, asked);
+        assert!(c.listing("d", t0).is_none());
     }
 
     #[test]

@@ -145,9 +145,9 @@ impl Core {
     /// The entry of `path`, from the cache while fresh.
     fn entry(&self, path: &str) -> Result<Option<Entry>, Errno> {
         let now = Instant::now();
-        let (cached, listed) = {
+        let (cached, listed, asked) = {
             let m = lock(&self.meta);
-            (m.entry(path, now).or_else(|| m.child(path, now)), m.listed_len(name::parent(path)))
+            (m.entry(path, now).or_else(|| m.child(path, now)), m.listed_len(name::parent(path)), m.asking())
         };
         if let Some(e) = cached {
             return Ok(e);
@@ -159,18 +159,20 @@ impl Core {
             return Ok(l.iter().find(|e| e.name == path).cloned());
         }
         let e = self.remote.stat(path).map_err(|e| fail("stat", path, e))?;
-        lock(&self.meta).put_entry(path, e.clone(), now);
-        Ok(e)
+        Ok(lock(&self.meta).put_asked_entry(path, e, now, asked))
     }
 
     fn listing(&self, dir: &str) -> Result<Arc<Vec<Entry>>, Errno> {
         let now = Instant::now();
-        let cached = lock(&self.meta).listing(dir, now);
+        let (cached, asked) = {
+            let m = lock(&self.meta);
+            (m.listing(dir, now), m.asking())
+        };
         if let Some(l) = cached {
             return Ok(l);
         }
         let children = self.remote.list(dir).map_err(|e| fail("list", dir, e))?;
-        Ok(lock(&self.meta).put_listing(dir, children, now))
+        Ok(lock(&self.meta).put_asked_listing(dir, children, now, asked))
     }
 
     /// Removing the last child of a directory that only exists because of
@@ -806,6 +808,9 @@ impl Core {
 
     pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
         let path = self.path_of(ino)?;
+        // Taken first: a file that goes up while the listing is fetched is
+        // in one or the other.
+        let fresh = self.fresh_below(&path);
         let children = self.listing(&path)?;
         let mut seen: HashSet<String> = HashSet::new();
         let mut items = Vec::with_capacity(children.len() + 2);
@@ -821,7 +826,7 @@ impl Core {
             }
         }
         // Files created here that the cluster does not have yet.
-        for s in self.fresh_below(&path) {
+        for s in fresh.iter().filter(|s| !s.is_unlinked()) {
             let p = lock(&self.inodes).path(s.ino).map(str::to_string);
             if let Some(p) = p.filter(|p| name::parent(p) == path) {
                 let base = name::base(&p).to_string();
