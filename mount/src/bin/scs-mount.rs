@@ -49,10 +49,11 @@ struct Args {
     /// Stay in the foreground (logs on stderr) instead of daemonizing
     #[arg(long)]
     foreground: bool,
-    /// Close returns once a small file (up to 1 MiB) is stored durably in the
-    /// cache dir; it reaches the cluster in the background, shortly after
-    /// (fsync waits for it). Much faster for many small files; other
-    /// clients see a file a moment after it is closed, not at once
+    /// Close returns once a small file (up to 1 MiB) is in a journal in the
+    /// cache dir (synced to disk as its last descriptor is released); it
+    /// reaches the cluster in the background, shortly after (fsync waits for
+    /// it). Much faster for many small files; other clients see a file a
+    /// moment after it is closed, not at once
     #[arg(long)]
     write_back: bool,
 }

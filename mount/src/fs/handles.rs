@@ -62,7 +62,7 @@ pub enum Synced {
     Nothing,
     /// Stored on the cluster.
     Stored(Entry),
-    /// Durable in the write-back journal and queued to go up.
+    /// In the write-back journal and queued to go up.
     Journaled,
 }
 

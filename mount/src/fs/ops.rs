@@ -683,8 +683,8 @@ impl Core {
         s.write(&self.remote, name.as_deref(), (!of.append).then_some(offset), data)
     }
 
-    /// close(2): store what was written (with write-back: durably here,
-    /// and on the cluster soon).
+    /// close(2): store what was written (with write-back: in the journal
+    /// here, on the disk at the release, and on the cluster soon).
     pub fn flush(&self, fh: u64) -> Result<(), Errno> {
         let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
         match &of.staged {
@@ -802,6 +802,11 @@ impl Core {
                 log::warn!("a file closed without being stored: {e:?}");
             }
         }
+        // What this file's closes wrote to the journal goes to the disk
+        // now, off the path of close(2) (release is not waited for).
+        if self.write_back {
+            self.journal.sync_written();
+        }
         // With records still to go up, the last uploader retires it.
         self.retire_if_unused(s);
     }
@@ -887,6 +892,7 @@ impl Core {
             );
         }
         self.queue.stop();
+        self.journal.stop();
         self.journal.sync();
     }
 
@@ -908,6 +914,10 @@ impl Core {
             for old in self.queue.push_unbounded(Job::new(rec, None, 0)) {
                 self.journal.remove(&old.rec);
             }
+        }
+        if self.write_back {
+            let core = self.clone();
+            std::thread::Builder::new().name("scs-slots".into()).spawn(move || core.journal.make_spares())?;
         }
         for i in 0..UPLOADERS {
             let core = self.clone();

@@ -1,20 +1,21 @@
-//! Write-back (`scs-mount --write-back`): closing a small file makes it
-//! durable on the local disk, in a journal in the cache directory, and it
-//! goes up to the cluster in the background. What is in the journal when the
-//! mount stops (a crash, a lost cluster) goes up when it next starts.
+//! Write-back (`scs-mount --write-back`): closing a small file writes it to
+//! a journal in the cache directory, which is synced to the local disk when
+//! the file's last descriptor is released, and it goes up to the cluster in
+//! the background. What is in the journal when the mount stops (a crash, a
+//! lost cluster) goes up when it next starts.
 //!
 //! - [`Journal`]: one record per closed snapshot, in `pending/`: a header
 //!   (sequence number, name, size, mode, mtime, O_EXCL), the content and a
-//!   SHA-256 over both, synced before close returns (in a reusable slot,
-//!   or a file of its own when big); a record torn by a crash fails its
-//!   hash and is dropped (its close never returned).
+//!   SHA-256 over both (in a reusable slot, or a file of its own when big),
+//!   written before close returns and synced at the release that follows;
+//!   a record torn by a power cut fails its hash and is dropped.
 //! - [`Queue`]: the records waiting or going up. Records of one name go up in
 //!   order, one at a time; a newer record of a name replaces one still
 //!   waiting. Namespace changes on this mount (rename, unlink, chmod ...)
 //!   first wait for the records they touch ([`Queue::wait_clear`]), so the
 //!   cluster sees this mount's changes of any one path in the order made.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
@@ -93,12 +94,18 @@ pub struct Journal {
     unsent: PathBuf,
     next: AtomicU64,
     slots: Mutex<Slots>,
+    /// Wakes the slot maker ([`Journal::make_spares`]).
+    need: Condvar,
+    /// Records in slots written but not synced yet, by sequence number.
+    unsynced: Mutex<HashMap<u64, PathBuf>>,
 }
 
 #[derive(Default)]
 struct Slots {
     free: Vec<usize>,
     made: usize,
+    /// The slot maker is to end.
+    stopped: bool,
     /// Slots freed and loose records removed since the last [`Journal::sync`].
     unsynced: Vec<usize>,
     removed_loose: bool,
@@ -108,6 +115,11 @@ struct Slots {
 const SLOT_SIZE: usize = 64 << 10;
 /// Slots at most (4 MiB each 64): past them records get files of their own.
 const MAX_SLOTS: usize = 512;
+/// Free slots the slot maker keeps ready (it starts when half are used), so
+/// a close seldom waits while a slot is made (three disk flushes).
+const SPARE_SLOTS: usize = 64;
+/// Slots made between two syncs of the directory.
+const SLOT_BATCH: usize = 8;
 /// Bytes of a record besides its header and content: magic, header length, hash.
 const OVERHEAD: usize = MAGIC.len() + 4 + 32;
 
@@ -170,12 +182,23 @@ impl Journal {
         found.sort_by_key(|r| r.seq);
         let next = found.last().map_or(1, |r| r.seq + 1);
         let unsent = dir.with_file_name("unsent");
-        let journal = Journal { dir: dir.to_path_buf(), unsent, next: AtomicU64::new(next), slots: Mutex::new(slots) };
+        let journal = Journal {
+            dir: dir.to_path_buf(),
+            unsent,
+            next: AtomicU64::new(next),
+            slots: Mutex::new(slots),
+            need: Condvar::new(),
+            unsynced: Mutex::new(HashMap::new()),
+        };
         Ok((journal, found))
     }
 
-    /// Writes `size` bytes of `content` as the new version of `spec.name`,
-    /// durably before returning.
+    /// Writes `size` bytes of `content` as the new version of `spec.name`.
+    /// A record in a slot is in the page cache on return (a killed mount
+    /// loses nothing) and on the disk after the next [`Journal::sync_written`]
+    /// (a file's last release calls it: `cmd > file` closes the file twice,
+    /// and only the second version needs the disk flush); a record of its
+    /// own is synced before returning.
     pub fn write(&self, spec: &UploadSpec, content: &File, size: u64) -> std::io::Result<Record> {
         let seq = self.next.fetch_add(1, Ordering::SeqCst);
         let header = Header {
@@ -200,12 +223,12 @@ impl Journal {
         if buf.len() <= SLOT_SIZE {
             if let Some(slot) = self.take_slot() {
                 let path = self.dir.join(slot_name(slot));
-                let res = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.write_all_at(&buf, 0).and_then(|_| f.sync_data()));
+                let res = std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.write_all_at(&buf, 0));
                 return match res {
-                    Ok(()) => Ok(Record { seq, path, spec, data_at, slot: Some(slot) }),
+                    Ok(()) => {
+                        lock(&self.unsynced).insert(seq, path.clone());
+                        Ok(Record { seq, path, spec, data_at, slot: Some(slot) })
+                    }
                     Err(e) => {
                         self.free_slot(slot, &path);
                         Err(e)
@@ -227,6 +250,9 @@ impl Journal {
     fn take_slot(&self) -> Option<usize> {
         let new = {
             let mut slots = lock(&self.slots);
+            if slots.free.len() <= SPARE_SLOTS / 2 {
+                self.need.notify_one();
+            }
             if let Some(i) = slots.free.pop() {
                 return Some(i);
             }
@@ -236,20 +262,71 @@ impl Journal {
             slots.made += 1;
             slots.made - 1
         };
-        // Written in full and synced once, so later records only overwrite
-        // blocks that exist.
-        let path = self.dir.join(slot_name(new));
-        let made = File::create(&path)
-            .and_then(|mut f| f.write_all(&[0u8; SLOT_SIZE]).and_then(|_| f.sync_all()))
-            .and_then(|_| sync_dir(&self.dir));
-        match made {
+        match self.make_slot(new).and_then(|_| sync_dir(&self.dir)) {
             Ok(()) => Some(new),
             Err(e) => {
-                log::warn!("cannot make the write-back slot {}: {e}", path.display());
-                let _ = std::fs::remove_file(&path);
+                log::warn!("cannot make the write-back slot {}: {e}", slot_name(new));
                 None
             }
         }
+    }
+
+    /// Writes slot `i` in full and syncs it, so later records only
+    /// overwrite blocks that exist. Its directory entry is not synced.
+    fn make_slot(&self, i: usize) -> std::io::Result<()> {
+        let path = self.dir.join(slot_name(i));
+        let made = File::create(&path).and_then(|mut f| f.write_all(&[0u8; SLOT_SIZE]).and_then(|_| f.sync_all()));
+        if made.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        made
+    }
+
+    /// The slot maker: whenever half the spare slots are used, makes more
+    /// (in batches, one directory sync each) until [`SPARE_SLOTS`] are free
+    /// or [`MAX_SLOTS`] exist; returns at [`Journal::stop`] or when a slot
+    /// cannot be made (closes then make their own).
+    pub fn make_spares(&self) {
+        let mut filling = false;
+        loop {
+            let mut batch = Vec::new();
+            {
+                let mut st = lock(&self.slots);
+                loop {
+                    let low = if filling { SPARE_SLOTS - 1 } else { SPARE_SLOTS / 2 };
+                    if st.stopped || (st.free.len() <= low && st.made < MAX_SLOTS) {
+                        break;
+                    }
+                    filling = false;
+                    st = self.need.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+                if st.stopped {
+                    return;
+                }
+                filling = true;
+                let room = (SPARE_SLOTS - st.free.len()).min(MAX_SLOTS - st.made).min(SLOT_BATCH);
+                batch.extend(st.made..st.made + room);
+                st.made += room;
+            }
+            for &i in &batch {
+                if let Err(e) = self.make_slot(i) {
+                    log::warn!("cannot make write-back slots ahead ({e}); closes make their own");
+                    return;
+                }
+            }
+            if let Err(e) = sync_dir(&self.dir) {
+                log::warn!("cannot make write-back slots ahead ({e}); closes make their own");
+                return;
+            }
+            let mut st = lock(&self.slots);
+            st.free.extend(batch);
+        }
+    }
+
+    /// Ends the slot maker.
+    pub fn stop(&self) {
+        lock(&self.slots).stopped = true;
+        self.need.notify_all();
     }
 
     fn free_slot(&self, slot: usize, path: &Path) {
@@ -273,6 +350,7 @@ impl Journal {
     /// harmless for a replaced record (the newer one follows it), and for
     /// one that went up unless someone else wrote the name meanwhile.
     pub fn remove(&self, rec: &Record) {
+        lock(&self.unsynced).remove(&rec.seq);
         match rec.slot {
             Some(slot) => self.free_slot(slot, &rec.path),
             None => match std::fs::remove_file(&rec.path) {
@@ -282,8 +360,19 @@ impl Journal {
         }
     }
 
-    /// Makes the removals so far durable (nothing to do if there were none).
+    /// Puts the records written so far on the disk.
+    pub fn sync_written(&self) {
+        let records: Vec<(u64, PathBuf)> = lock(&self.unsynced).drain().collect();
+        for (_, path) in records {
+            if let Err(e) = File::open(&path).and_then(|f| f.sync_data()) {
+                log::warn!("cannot sync the write-back record {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Makes the records written and the removals so far durable.
     pub fn sync(&self) {
+        self.sync_written();
         let (slots, loose) = {
             let mut st = lock(&self.slots);
             (std::mem::take(&mut st.unsynced), std::mem::take(&mut st.removed_loose))
@@ -636,6 +725,68 @@ mod tests {
         let mut got = Vec::new();
         found[0].content().unwrap().read_to_end(&mut got).unwrap();
         assert_eq!(got, big);
+    }
+
+    #[test]
+    fn slot_records_are_synced_later_unless_gone_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let a = j.write(&spec("a"), &content(dir.path(), b"a"), 1).unwrap();
+        let b = j.write(&spec("b"), &content(dir.path(), b"b"), 1).unwrap();
+        let big = vec![7u8; SLOT_SIZE];
+        let c = j.write(&spec("c"), &content(dir.path(), &big), big.len() as u64).unwrap();
+        let unsynced = || {
+            let mut v: Vec<u64> = lock(&j.unsynced).keys().copied().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(unsynced(), [a.seq, b.seq], "a record of its own is synced at once");
+        j.remove(&a);
+        assert_eq!(unsynced(), [b.seq], "a record gone needs no sync");
+        j.sync_written();
+        assert!(unsynced().is_empty());
+        j.remove(&b);
+        j.remove(&c);
+    }
+
+    #[test]
+    fn the_slot_maker_keeps_spare_slots_ready_and_stops_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("pending");
+        let (j, _) = Journal::open(&jdir).unwrap();
+        let j = Arc::new(j);
+        let maker = std::thread::spawn({
+            let j = j.clone();
+            move || j.make_spares()
+        });
+        let free = || lock(&j.slots).free.len();
+        let until = Instant::now() + Duration::from_secs(30);
+        while free() < SPARE_SLOTS {
+            assert!(Instant::now() < until, "only {} spare slots after 30 s", free());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let slot_files = || std::fs::read_dir(&jdir).unwrap().count();
+        assert_eq!(slot_files(), SPARE_SLOTS);
+        // Records take ready slots; past half of them more are made.
+        let recs: Vec<Record> = (0..SPARE_SLOTS / 2 + 1)
+            .map(|i| j.write(&spec(&format!("f{i}")), &content(dir.path(), b"x"), 1).unwrap())
+            .collect();
+        assert!(recs.iter().all(|r| r.slot.is_some()));
+        while free() < SPARE_SLOTS {
+            assert!(Instant::now() < until, "the maker did not make more ({} free)", free());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(slot_files(), SPARE_SLOTS + recs.len());
+        j.stop();
+        maker.join().unwrap();
+        // What was made is found again, all free, by the next mount.
+        for r in &recs {
+            j.remove(r);
+        }
+        drop(j);
+        let (j2, found) = Journal::open(&jdir).unwrap();
+        assert!(found.is_empty());
+        assert_eq!(lock(&j2.slots).free.len(), SPARE_SLOTS + recs.len());
     }
 
     #[test]
