@@ -455,13 +455,18 @@ impl Client {
         .await
     }
 
-    /// Reads `len` bytes of `name` from `offset` into memory (for the mount).
-    pub async fn read(&self, name: &str, offset: u64, len: u64) -> Result<(Entry, Vec<u8>)> {
+    /// Reads `len` bytes of `name` from `offset` into memory (for the mount),
+    /// into `buf` (emptied first; a buffer used before needs no new pages).
+    pub async fn read(&self, name: &str, offset: u64, len: u64, buf: Vec<u8>) -> Result<(Entry, Vec<u8>)> {
         let name = name.to_string();
+        let mut buf = Some(buf);
         self.with_leader(|mut conn, _| {
             let name = name.clone();
+            let mut buf = buf.take().unwrap_or_default();
+            buf.clear();
+            buf.reserve(len.min(16 << 20) as usize);
             Box::pin(async move {
-                let mut out = Output::Memory(Vec::with_capacity(len.min(16 << 20) as usize));
+                let mut out = Output::Memory(buf);
                 let res = self.fetch(&mut conn, &name, offset, Some(len), &mut out, None).await;
                 let res = res.map(|e| match &mut out {
                     Output::Memory(v) => (e, std::mem::take(v)),

@@ -347,12 +347,15 @@ async fn run_fill(shared: Arc<Shared>, item: Arc<Item>, client: Arc<Client>, nam
         (f.have, f.hasher.take().unwrap_or_default())
     };
     let mut inflight: VecDeque<Piece> = VecDeque::new();
+    // Piece buffers, used again: a new 8 MiB buffer is a fresh mapping the
+    // kernel faults in and zeroes page by page.
+    let mut spare: Vec<Vec<u8>> = Vec::new();
     loop {
         let want = lock(&item.fill).want;
         while inflight.len() < DEPTH && next < item.size && next < want {
             let n = PIECE.min(item.size - next);
-            let (c, nm, off) = (client.clone(), name.clone(), next);
-            inflight.push_back((off, n, tokio::spawn(async move { read_range(&c, &nm, off, n).await })));
+            let (c, nm, off, buf) = (client.clone(), name.clone(), next, spare.pop().unwrap_or_default());
+            inflight.push_back((off, n, tokio::spawn(async move { read_range(&c, &nm, off, n, buf).await })));
             next += n;
         }
         let Some((off, n, piece)) = inflight.pop_front() else {
@@ -392,12 +395,16 @@ async fn run_fill(shared: Arc<Shared>, item: Arc<Item>, client: Arc<Client>, nam
         let it = item.clone();
         let wrote = tokio::task::spawn_blocking(move || {
             hasher.update(&data);
-            it.file.write_all_at(&data, off).map(|_| hasher)
+            let wrote = it.file.write_all_at(&data, off).map(|_| hasher);
+            (wrote, data)
         })
         .await;
         hasher = match wrote {
-            Ok(Ok(h)) => h,
-            Ok(Err(e)) => {
+            Ok((Ok(h), data)) => {
+                spare.push(data);
+                h
+            }
+            Ok((Err(e), _)) => {
                 log::warn!("cannot write the cache file for {name}: {e}");
                 fail_fill(&shared, &item, &mut inflight, io_errno(&e));
                 return;

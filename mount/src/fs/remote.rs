@@ -116,7 +116,7 @@ impl Remote {
 
     /// A range of a file, read straight from the cluster.
     pub fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<(Entry, Vec<u8>)> {
-        self.rt.block_on(read_range(&self.client, name, offset, len))
+        self.rt.block_on(read_range(&self.client, name, offset, len, Vec::new()))
     }
 
     /// Uploads the first `spec.size` bytes of the local file `path`
@@ -175,8 +175,8 @@ impl Remote {
 }
 
 /// A ranged read bounded by [`READ_LIMIT`] (async: also used by cache fills).
-pub async fn read_range(client: &Client, name: &str, offset: u64, len: u64) -> Result<(Entry, Vec<u8>)> {
-    match tokio::time::timeout(READ_LIMIT, client.read(name, offset, len)).await {
+pub async fn read_range(client: &Client, name: &str, offset: u64, len: u64, buf: Vec<u8>) -> Result<(Entry, Vec<u8>)> {
+    match tokio::time::timeout(READ_LIMIT, client.read(name, offset, len, buf)).await {
         Ok(r) => r,
         Err(_) => Err(Error::Unavailable(format!("reading {name}: no data within {}s", READ_LIMIT.as_secs()))),
     }
