@@ -162,7 +162,7 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
 | mount: ls -l of them | ${ml} s | local ${ll} s | | |
 | mount: read them (cat) | ${mre} s | local ${lre} s | | |
 | mount: remove them (rm -r) | ${mrm} s | local ${lrm} s | | |
-| mount --write-back: create ${MOUNT_FILES} × 4 KiB, each closed (durable here) before the next | ${wc_} s ($(fps "$wc_") files/s) | local ${lc} s | | > 1000 files/s |
+| mount --write-back: create ${MOUNT_FILES} × 4 KiB, each closed (kept here) before the next | ${wc_} s ($(fps "$wc_") files/s) | local ${lc} s | | > 1000 files/s |
 | mount --write-back: all ${MOUNT_FILES} on the cluster, from the first create | ${wup} s ($(fps "$wup") files/s) | | | |
 | mount --write-back: remove them (rm -r) | ${wrm} s | local ${lrm} s | | |
 | mount: peak RSS of scs-mount | ${mount_rss} MiB | | | ≤ 128 MiB |"
