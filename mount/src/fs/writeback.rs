@@ -96,8 +96,8 @@ pub struct Journal {
     slots: Mutex<Slots>,
     /// Wakes the slot maker ([`Journal::make_spares`]).
     need: Condvar,
-    /// Records in slots written but not synced yet, by sequence number.
-    unsynced: Mutex<HashMap<u64, PathBuf>>,
+    /// Records written to slots and not synced yet, by sequence number.
+    written: Mutex<HashMap<u64, PathBuf>>,
 }
 
 #[derive(Default)]
@@ -188,7 +188,7 @@ impl Journal {
             next: AtomicU64::new(next),
             slots: Mutex::new(slots),
             need: Condvar::new(),
-            unsynced: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         };
         Ok((journal, found))
     }
@@ -226,7 +226,7 @@ impl Journal {
                 let res = std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.write_all_at(&buf, 0));
                 return match res {
                     Ok(()) => {
-                        lock(&self.unsynced).insert(seq, path.clone());
+                        lock(&self.written).insert(seq, path.clone());
                         Ok(Record { seq, path, spec, data_at, slot: Some(slot) })
                     }
                     Err(e) => {
@@ -287,40 +287,37 @@ impl Journal {
     /// or [`MAX_SLOTS`] exist; returns at [`Journal::stop`] or when a slot
     /// cannot be made (closes then make their own).
     pub fn make_spares(&self) {
-        let mut filling = false;
         loop {
-            let mut batch = Vec::new();
             {
                 let mut st = lock(&self.slots);
-                loop {
-                    let low = if filling { SPARE_SLOTS - 1 } else { SPARE_SLOTS / 2 };
-                    if st.stopped || (st.free.len() <= low && st.made < MAX_SLOTS) {
-                        break;
-                    }
-                    filling = false;
+                while !st.stopped && (st.free.len() > SPARE_SLOTS / 2 || st.made >= MAX_SLOTS) {
                     st = self.need.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
-                if st.stopped {
-                    return;
-                }
-                filling = true;
-                let room = (SPARE_SLOTS - st.free.len()).min(MAX_SLOTS - st.made).min(SLOT_BATCH);
-                batch.extend(st.made..st.made + room);
-                st.made += room;
             }
-            for &i in &batch {
-                if let Err(e) = self.make_slot(i) {
+            while let Some(batch) = self.next_batch() {
+                let made = batch.clone().try_for_each(|i| self.make_slot(i)).and_then(|_| sync_dir(&self.dir));
+                if let Err(e) = made {
                     log::warn!("cannot make write-back slots ahead ({e}); closes make their own");
                     return;
                 }
+                lock(&self.slots).free.extend(batch);
             }
-            if let Err(e) = sync_dir(&self.dir) {
-                log::warn!("cannot make write-back slots ahead ({e}); closes make their own");
+            if lock(&self.slots).stopped {
                 return;
             }
-            let mut st = lock(&self.slots);
-            st.free.extend(batch);
         }
+    }
+
+    /// The numbers of the next slots to make ahead, up to [`SPARE_SLOTS`]
+    /// free; `None` when there are enough, or at [`Journal::stop`].
+    fn next_batch(&self) -> Option<std::ops::Range<usize>> {
+        let mut st = lock(&self.slots);
+        let room = SPARE_SLOTS.saturating_sub(st.free.len()).min(MAX_SLOTS - st.made).min(SLOT_BATCH);
+        if st.stopped || room == 0 {
+            return None;
+        }
+        st.made += room;
+        Some(st.made - room..st.made)
     }
 
     /// Ends the slot maker.
@@ -350,7 +347,7 @@ impl Journal {
     /// harmless for a replaced record (the newer one follows it), and for
     /// one that went up unless someone else wrote the name meanwhile.
     pub fn remove(&self, rec: &Record) {
-        lock(&self.unsynced).remove(&rec.seq);
+        lock(&self.written).remove(&rec.seq);
         match rec.slot {
             Some(slot) => self.free_slot(slot, &rec.path),
             None => match std::fs::remove_file(&rec.path) {
@@ -362,7 +359,7 @@ impl Journal {
 
     /// Puts the records written so far on the disk.
     pub fn sync_written(&self) {
-        let records: Vec<(u64, PathBuf)> = lock(&self.unsynced).drain().collect();
+        let records: Vec<(u64, PathBuf)> = lock(&self.written).drain().collect();
         for (_, path) in records {
             if let Err(e) = File::open(&path).and_then(|f| f.sync_data()) {
                 log::warn!("cannot sync the write-back record {}: {e}", path.display());
@@ -736,7 +733,7 @@ mod tests {
         let big = vec![7u8; SLOT_SIZE];
         let c = j.write(&spec("c"), &content(dir.path(), &big), big.len() as u64).unwrap();
         let unsynced = || {
-            let mut v: Vec<u64> = lock(&j.unsynced).keys().copied().collect();
+            let mut v: Vec<u64> = lock(&j.written).keys().copied().collect();
             v.sort();
             v
         };
