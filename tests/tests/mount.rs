@@ -153,6 +153,34 @@ fn the_cli_and_the_mount_see_each_others_files() {
     assert_eq!(errno_of("reading a file deleted elsewhere", fs::read(m.join("from-cli.txt"))), libc::ENOENT);
 }
 
+/// A close while the process holds the file open in another descriptor is
+/// not the file's last (the mount stores at the last one); whatever the
+/// order, the stored file is whole once the last descriptor is closed.
+#[test]
+fn a_file_held_in_two_descriptors_is_stored_whole_at_the_last_close() {
+    let c = Cluster::start(3);
+    let m = Mount::start(&c);
+    // A shell redirection: open, duplicate onto stdout, close, write, close.
+    let f = m.join("redirected.txt");
+    let out = Command::new("sh")
+        .args(["-c", "printf 'one two' > \"$1\"; cat \"$1\" > \"$1.copy\"", "sh"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    c.assert_content("redirected.txt", b"one two");
+    c.assert_content("redirected.txt.copy", b"one two");
+
+    let first = fs::File::create(m.join("dup.bin")).unwrap();
+    let mut second = first.try_clone().unwrap();
+    (&first).write_all(b"written before the first close, ").unwrap();
+    drop(first);
+    second.write_all(b"and after it").unwrap();
+    drop(second);
+    c.assert_content("dup.bin", b"written before the first close, and after it");
+    assert_eq!(fs::read(m.join("dup.bin")).unwrap(), b"written before the first close, and after it");
+}
+
 #[test]
 fn append_truncate_and_overwrite_in_place_change_the_stored_file() {
     let c = Cluster::start(3);

@@ -342,10 +342,11 @@ type Piece = (u64, u64, JoinHandle<Result<(Entry, Vec<u8>)>>);
 /// Fills `item` from the cluster until it is complete, fails, or nobody
 /// wanted more for [`IDLE`].
 async fn run_fill(shared: Arc<Shared>, item: Arc<Item>, client: Arc<Client>, name: String) {
-    let (mut next, mut hasher) = {
+    let (mut next, hasher) = {
         let mut f = lock(&item.fill);
         (f.have, f.hasher.take().unwrap_or_default())
     };
+    let mut hashing = Hashing::Idle(hasher);
     let mut inflight: VecDeque<Piece> = VecDeque::new();
     // Piece buffers, used again: a new 8 MiB buffer is a fresh mapping the
     // kernel faults in and zeroes page by page.
@@ -359,6 +360,11 @@ async fn run_fill(shared: Arc<Shared>, item: Arc<Item>, client: Arc<Client>, nam
             next += n;
         }
         let Some((off, n, piece)) = inflight.pop_front() else {
+            let Some((hasher, buf)) = hashing.settle().await else {
+                fail_fill(&shared, &item, &mut inflight, Errno::EIO);
+                return;
+            };
+            spare.extend(buf);
             if next >= item.size {
                 finish_fill(&shared, &item, hasher);
                 return;
@@ -372,6 +378,7 @@ async fn run_fill(shared: Arc<Shared>, item: Arc<Item>, client: Arc<Client>, nam
                     return;
                 }
             }
+            hashing = Hashing::Idle(hasher);
             continue;
         };
         let got = match piece.await {
@@ -391,20 +398,12 @@ async fn run_fill(shared: Arc<Shared>, item: Arc<Item>, client: Arc<Client>, nam
                 return;
             }
         };
-        // Disk and hashing off the async workers.
+        // The disk write off the async workers; readers are let in as soon
+        // as the piece is on disk.
         let it = item.clone();
-        let wrote = tokio::task::spawn_blocking(move || {
-            hasher.update(&data);
-            let wrote = it.file.write_all_at(&data, off).map(|_| hasher);
-            (wrote, data)
-        })
-        .await;
-        hasher = match wrote {
-            Ok((Ok(h), data)) => {
-                spare.push(data);
-                h
-            }
-            Ok((Err(e), _)) => {
+        let data = match tokio::task::spawn_blocking(move || it.file.write_all_at(&data, off).map(|_| data)).await {
+            Ok(Ok(data)) => data,
+            Ok(Err(e)) => {
                 log::warn!("cannot write the cache file for {name}: {e}");
                 fail_fill(&shared, &item, &mut inflight, io_errno(&e));
                 return;
@@ -414,9 +413,41 @@ async fn run_fill(shared: Arc<Shared>, item: Arc<Item>, client: Arc<Client>, nam
                 return;
             }
         };
-        let mut f = lock(&item.fill);
-        f.have = off + n;
-        item.arrived.notify_all();
+        {
+            let mut f = lock(&item.fill);
+            f.have = off + n;
+            item.arrived.notify_all();
+        }
+        // The whole-file hash runs a piece behind, beside the next piece's
+        // transfer and write.
+        let Some((hasher, buf)) = hashing.settle().await else {
+            fail_fill(&shared, &item, &mut inflight, Errno::EIO);
+            return;
+        };
+        spare.extend(buf);
+        hashing = Hashing::Busy(tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher;
+            hasher.update(&data);
+            (hasher, data)
+        }));
+    }
+}
+
+/// The hash of the pieces written so far; the newest piece may still be
+/// being hashed.
+enum Hashing {
+    Idle(Sha256),
+    Busy(JoinHandle<(Sha256, Vec<u8>)>),
+}
+
+impl Hashing {
+    /// Waits for the piece being hashed: the hasher, and that piece's buffer
+    /// for use again. `None` if the hashing task died.
+    async fn settle(self) -> Option<(Sha256, Option<Vec<u8>>)> {
+        match self {
+            Hashing::Idle(h) => Some((h, None)),
+            Hashing::Busy(job) => job.await.ok().map(|(h, buf)| (h, Some(buf))),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`ops`]: what each request does, returning `Result<_, Errno>`.
 //! - [`inodes`]: inode numbers ↔ names (pure, unit-tested).
 //! - [`cache`]: entries, listings and local times with the 1 s TTL (pure).
+//! - [`caller`]: whether a closing process still holds the file open.
 //! - [`content`]: the local content cache, filled by ranged reads.
 //! - [`handles`]: open files and their staging copies (streaming uploads).
 //! - [`remote`]: the client library with a time limit on every call.
@@ -15,6 +16,7 @@
 //! - [`writeback`]: the journal and queue of `--write-back`.
 
 pub mod cache;
+pub mod caller;
 pub mod content;
 pub mod errno;
 pub mod handles;
@@ -232,8 +234,8 @@ impl Filesystem for ScsFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        match guard(|| self.core.flush(fh.0)) {
+    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        match guard(|| self.core.flush(fh.0, req.pid())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

@@ -20,6 +20,7 @@ use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 use scs_common::{name, Entry, Error, Kind, Version};
 
 use super::cache::MetaCache;
+use super::caller::Caller;
 use super::content::ContentCache;
 use super::errno::{errno, io_errno, is_final};
 use super::handles::{DirItem, Handles, OpenFile, Staged, Start, Synced, WriteBack};
@@ -76,6 +77,9 @@ pub struct Core {
     remote: Remote,
     content: ContentCache,
     staging: PathBuf,
+    /// Where the cluster is mounted (canonical), as `/proc` shows its files.
+    mountpoint: PathBuf,
+    caller: Caller,
     uid: u32,
     gid: u32,
     started_ns: i64,
@@ -95,13 +99,22 @@ pub struct Core {
 impl Core {
     /// A mount of the cluster behind `remote`, staging writes in `staging`;
     /// closed small files go to `journal` first when `write_back`.
-    pub fn new(remote: Remote, content: ContentCache, staging: PathBuf, journal: Journal, write_back: bool) -> Core {
+    pub fn new(
+        remote: Remote,
+        content: ContentCache,
+        staging: PathBuf,
+        mountpoint: PathBuf,
+        journal: Journal,
+        write_back: bool,
+    ) -> Core {
         // SAFETY: getuid/getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Core {
             remote,
             content,
             staging,
+            mountpoint,
+            caller: Caller::start(),
             uid,
             gid,
             started_ns: now_ns(),
@@ -390,7 +403,7 @@ impl Core {
             return Err(Errno::EPERM);
         }
         let (attr, fh) = self.create(parent, name, mode, libc::O_WRONLY | libc::O_EXCL)?;
-        let res = self.flush(fh);
+        let res = self.flush(fh, 0); // pid 0: no process holds it
         let _ = self.release(fh);
         res.map(|_| attr)
     }
@@ -683,14 +696,19 @@ impl Core {
         s.write(&self.remote, name.as_deref(), (!of.append).then_some(offset), data)
     }
 
-    /// close(2): store what was written (with write-back: in the journal
-    /// here, on the disk at the release, and on the cluster soon).
-    pub fn flush(&self, fh: u64) -> Result<(), Errno> {
+    /// close(2) by process `pid`: store what was written (with write-back:
+    /// in the journal here, on the disk at the release, and on the cluster
+    /// soon). Unless `pid` still has the file open for writing, as after
+    /// the first of a shell redirection's two closes: its last close stores
+    /// the file (see [`super::caller`]).
+    pub fn flush(&self, fh: u64, pid: u32) -> Result<(), Errno> {
         let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
-        match &of.staged {
-            Some(s) => self.sync_staged(s),
-            None => Ok(()),
+        let Some(s) = &of.staged else { return Ok(()) };
+        let path = lock(&self.inodes).path(of.ino).map(|p| self.mountpoint.join(p));
+        if path.is_some_and(|p| self.caller.holds_open_for_writing(pid, &p)) {
+            return Ok(());
         }
+        self.sync_staged(s)
     }
 
     /// fsync(2): store what was written on the cluster, now.

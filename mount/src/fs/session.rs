@@ -100,7 +100,14 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     let (journal, left) =
         Journal::open(&pending).map_err(|e| format!("cannot use the write-back journal {}: {e}", pending.display()))?;
     let remote = Remote::new(rt.handle().clone(), client, window);
-    let core = Arc::new(Core::new(remote, content, staging.clone(), journal, settings.write_back));
+    let core = Arc::new(Core::new(
+        remote,
+        content,
+        staging.clone(),
+        settings.mountpoint.clone(),
+        journal,
+        settings.write_back,
+    ));
     let leftovers = !left.is_empty();
     core.start_uploaders(left).map_err(|e| format!("cannot start the uploaders: {e}"))?;
     if leftovers && !core.wait_written_back(LEFTOVER_IDLE) {

@@ -1,0 +1,160 @@
+//! What the process behind a request still has open, read from `/proc`.
+//!
+//! A shell redirection (`cmd > file`) opens the file, duplicates the
+//! descriptor onto standard output and closes the original before `cmd`
+//! writes: the kernel sends a FLUSH for that first close too. Storing the
+//! (empty) file then would cost a whole upload for nothing, since the
+//! process still holds the file open for writing and its later close is
+//! flushed as well. So a close is treated as the file's close only when the
+//! caller keeps no other writable descriptor of it.
+//!
+//! Reading another process's `/proc` entries can block: a process in the
+//! middle of exec(2) holds a lock those reads wait for, while its exec
+//! waits for our answer to the FLUSH of a descriptor it closes. So the
+//! looking is done by one thread of its own, and a question it does not
+//! answer at once counts as "no" (store the file now).
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Descriptors looked at, at most; a process with more is not looked into.
+const MAX_FDS: usize = 4096;
+/// How long a close waits for the answer (a look takes tens of µs).
+const ANSWER_LIMIT: Duration = Duration::from_millis(5);
+/// Questions waiting for the thread, at most (beyond, the answer is "no").
+const WAITING: usize = 8;
+
+type Question = (u32, PathBuf, SyncSender<bool>);
+
+/// Asks whether closing processes still hold files open, with a bound on
+/// the wait.
+pub struct Caller {
+    tx: Mutex<Option<SyncSender<Question>>>,
+}
+
+impl Caller {
+    /// Starts the thread that looks; if it cannot start, every answer is "no".
+    pub fn start() -> Caller {
+        let (tx, rx) = mpsc::sync_channel::<Question>(WAITING);
+        let started = std::thread::Builder::new().name("scs-caller".into()).spawn(move || answer(rx));
+        if let Err(e) = &started {
+            log::warn!("cannot start the thread that looks at closing processes: {e}");
+        }
+        Caller { tx: Mutex::new(started.ok().map(|_| tx)) }
+    }
+
+    /// Whether `pid` still has `path` open for writing, if that is known
+    /// within [`ANSWER_LIMIT`]; false otherwise.
+    pub fn holds_open_for_writing(&self, pid: u32, path: &Path) -> bool {
+        if pid == 0 {
+            return false;
+        }
+        let (answer_tx, answer_rx) = mpsc::sync_channel(1);
+        let asked = match super::lock(&self.tx).as_ref() {
+            Some(tx) => tx.try_send((pid, path.to_path_buf(), answer_tx)),
+            None => return false,
+        };
+        match asked {
+            Ok(()) => answer_rx.recv_timeout(ANSWER_LIMIT).unwrap_or(false),
+            Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Disconnected(_)) => {
+                *super::lock(&self.tx) = None;
+                false
+            }
+        }
+    }
+}
+
+fn answer(rx: Receiver<Question>) {
+    while let Ok((pid, path, reply)) = rx.recv() {
+        // The asker may have stopped waiting: then nobody reads this.
+        let _ = reply.try_send(holds_open_for_writing(pid, &path));
+    }
+}
+
+/// Whether process (or thread) `pid` has `path` open for writing in some
+/// descriptor. False whenever that cannot be told (the process is exiting,
+/// is not ours, or has too many descriptors): the caller then stores the
+/// file as for a last close, which is always right, only slower. May block
+/// (see the module doc): call it through [`Caller`].
+fn holds_open_for_writing(pid: u32, path: &Path) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    let want = path.as_os_str().as_bytes();
+    for (n, fd) in dir.enumerate() {
+        if n >= MAX_FDS {
+            return false;
+        }
+        let Ok(fd) = fd else { return false };
+        // The link's text is the file's path as the kernel knows it
+        // (without asking this file system anything).
+        if !fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str().as_bytes() == want) {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+        if fs::read_to_string(info).is_ok_and(|text| writable(&text)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether an fdinfo text's `flags:` (octal open flags) allow writing.
+fn writable(fdinfo: &str) -> bool {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+        .is_some_and(|flags| flags & libc::O_ACCMODE != libc::O_RDONLY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn fdinfo_flags_tell_writers_from_readers() {
+        assert!(writable("pos:\t0\nflags:\t0100001\nmnt_id:\t30\n"));
+        assert!(writable("pos:\t0\nflags:\t02\n"));
+        assert!(!writable("pos:\t0\nflags:\t0100000\n"));
+        assert!(!writable("pos:\t0\n"));
+    }
+
+    #[test]
+    fn a_file_this_process_holds_open_for_writing_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().canonicalize().unwrap().join("f");
+        let me = std::process::id();
+        let reader_path = dir.path().canonicalize().unwrap().join("r");
+        fs::write(&reader_path, b"x").unwrap();
+        let reader = fs::File::open(&reader_path).unwrap();
+        assert!(!holds_open_for_writing(me, &reader_path), "a read-only descriptor does not count");
+        let writer = fs::File::create(&path).unwrap();
+        assert!(writer.as_raw_fd() > 2);
+        assert!(holds_open_for_writing(me, &path));
+        drop(writer);
+        assert!(!holds_open_for_writing(me, &path), "closed: not held any more");
+        drop(reader);
+    }
+
+    #[test]
+    fn the_caller_thread_answers_and_pid_0_is_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().canonicalize().unwrap().join("f");
+        let caller = Caller::start();
+        let writer = fs::File::create(&path).unwrap();
+        // The first answer may come late while the thread starts.
+        let found = (0..100).any(|_| caller.holds_open_for_writing(std::process::id(), &path));
+        assert!(found);
+        assert!(!caller.holds_open_for_writing(0, &path));
+        drop(writer);
+        assert!(!caller.holds_open_for_writing(std::process::id(), &path));
+    }
+}
