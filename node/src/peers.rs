@@ -35,7 +35,7 @@ impl Peers {
             let Some(c) = self.lock().get_mut(addr).and_then(Vec::pop) else {
                 break;
             };
-            if !c.is_closed().await {
+            if !c.is_closed() {
                 return Ok(c);
             }
         }

@@ -280,8 +280,8 @@ async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Entry) -> Result<()> {
         other => return Err(Error::Protocol(format!("unexpected answer to read: {other:?}"))),
     }
     let (version, size) = (entry.version, entry.size);
-    let writer = node.blocking(move |s| s.new_blob(&key, version, Some(size))).await?;
-    let mut sink = BlobSink::spawn(writer);
+    let store = node.store.clone();
+    let mut sink = BlobSink::spawn(move || store.new_blob(&key, version, Some(size)));
     crate::transfer::receive_into(&mut conn, &mut sink, Some(size)).await?;
     if let Err(e) = sink.finish(Some(entry.hash)).await {
         if matches!(e, Error::Corrupt(_)) {

@@ -24,13 +24,19 @@ enum WriteOp {
 /// A blob being written by a blocking thread.
 pub struct BlobSink {
     tx: Option<mpsc::Sender<WriteOp>>,
-    task: JoinHandle<Result<ContentHash>>,
+    /// Taken when its result is.
+    task: Option<JoinHandle<Result<ContentHash>>>,
 }
 
 impl BlobSink {
-    pub fn spawn(mut writer: BlobWriter) -> BlobSink {
+    /// Writes the blob that `open` starts, on a blocking thread. Chunks can
+    /// be queued at once: opening (a file create, slow on a busy disk) runs
+    /// alongside whatever the caller does next. If it fails, the first
+    /// write that finds the sink stopped fails, and `finish` says why.
+    pub fn spawn(open: impl FnOnce() -> Result<BlobWriter> + Send + 'static) -> BlobSink {
         let (tx, mut rx) = mpsc::channel::<WriteOp>(QUEUE);
         let task = tokio::task::spawn_blocking(move || {
+            let mut writer = open()?;
             while let Some(op) = rx.blocking_recv() {
                 match op {
                     WriteOp::Data(b) => writer.write(&b)?,
@@ -40,15 +46,22 @@ impl BlobSink {
             // The sender went away without finishing: the upload was abandoned.
             Err(Error::Unavailable("upload abandoned".into()))
         });
-        BlobSink { tx: Some(tx), task }
+        BlobSink { tx: Some(tx), task: Some(task) }
     }
 
-    /// Queues a chunk. An error means the writer failed; [`BlobSink::finish`] tells why.
+    /// Queues a chunk.
+    ///
+    /// # Errors
+    /// Why the writer stopped (it could not open or write the blob); once
+    /// stopped, every later call fails.
     pub async fn write(&mut self, data: Bytes) -> Result<()> {
-        let tx = self.tx.as_ref().ok_or_else(|| Error::Internal("blob sink closed".into()))?;
+        let tx = self.tx.as_ref().ok_or_else(|| Error::Io("the blob writer stopped".into()))?;
         if tx.send(WriteOp::Data(data)).await.is_err() {
             self.tx = None;
-            return Err(Error::Io("blob writer stopped".into()));
+            return match self.outcome().await {
+                Err(e) => Err(e),
+                Ok(_) => Err(Error::Internal("the blob writer finished early".into())),
+            };
         }
         Ok(())
     }
@@ -58,7 +71,13 @@ impl BlobSink {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(WriteOp::Finish(expected)).await;
         }
-        (&mut self.task).await.map_err(|e| Error::Internal(format!("blob writer: {e}")))?
+        self.outcome().await
+    }
+
+    /// The writer's result, waited for once.
+    async fn outcome(&mut self) -> Result<ContentHash> {
+        let Some(task) = self.task.take() else { return Err(Error::Io("the blob writer stopped".into())) };
+        task.await.map_err(|e| Error::Internal(format!("blob writer: {e}")))?
     }
 }
 

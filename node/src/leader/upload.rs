@@ -133,9 +133,8 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     let mut acks: JoinSet<(NodeId, Result<()>)> = JoinSet::new();
     for (id, addr) in holders {
         if id == node.me() {
-            let version = entry.version;
-            let writer = node.blocking(move |s| s.new_blob(&key, version, size));
-            local = Some(BlobSink::spawn(writer.await?));
+            let (store, version) = (node.store.clone(), entry.version);
+            local = Some(BlobSink::spawn(move || store.new_blob(&key, version, size)));
             continue;
         }
         let (tx, rx) = mpsc::channel(HOLDER_QUEUE);
@@ -323,7 +322,13 @@ async fn replicate_to(
     // without a reset) is dropped instead of holding the upload forever.
     let stalled = || Error::Unavailable(format!("holder {addr} stopped taking data"));
     let request = Message::Request(Request::Replicate { term, leader: node.me(), entry, size });
-    tokio::time::timeout(HOLDER_STALL, conn.write_message(&request)).await.map_err(|_| stalled())??;
+    // Sent at once, not with the first data: the holder gets its file
+    // ready while the client's bytes are still on their way.
+    let send = async {
+        conn.write_message(&request).await?;
+        conn.flush().await
+    };
+    tokio::time::timeout(HOLDER_STALL, send).await.map_err(|_| stalled())??;
     loop {
         match rx.recv().await {
             Some(Feed::Data(b)) => {

@@ -337,8 +337,8 @@ async fn replicate(
     if !node.blocking(move |s| s.has_room_for(&key)).await.map_err(Failure::Close)? {
         return Err(Failure::Close(Error::NoSpace(format!("node {} is at its max_files", node.me()))));
     }
-    let writer = node.blocking(move |s| s.new_blob(&key, version, size)).await.map_err(Failure::Close)?;
-    let mut sink = BlobSink::spawn(writer);
+    let store = node.store.clone();
+    let mut sink = BlobSink::spawn(move || store.new_blob(&key, version, size));
     let (hash, _) = transfer::receive_into(conn, &mut sink, size).await.map_err(Failure::Close)?;
     sink.finish(Some(hash)).await.map_err(Failure::Reply)?;
     // A slow holder may finish after its entry was decided without it.
