@@ -496,7 +496,8 @@ impl Staged {
             io.stream_ok = true;
             io.streamed = 0;
         }
-        self.fresh.store(false, Ordering::SeqCst);
+        // Still fresh: the caller says `uploaded` once the entry is in the
+        // metadata cache (see there).
         self.mtime_ns.store(entry.mtime_ns, Ordering::SeqCst);
         Ok(Synced::Stored(entry))
     }
@@ -521,7 +522,9 @@ impl Staged {
         self.journaled.fetch_sub(1, Ordering::SeqCst).saturating_sub(1)
     }
 
-    /// The cluster has it now (a journaled record of it went up).
+    /// The cluster has it now. Called after its entry went into the
+    /// metadata cache: a listing taken in between would miss the file,
+    /// neither among the fresh ones nor in the cached listing.
     pub fn uploaded(&self) {
         self.fresh.store(false, Ordering::SeqCst);
     }

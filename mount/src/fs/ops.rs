@@ -698,15 +698,19 @@ impl Core {
 
     /// close(2) by process `pid`: store what was written (with write-back:
     /// in the journal here, on the disk at the release, and on the cluster
-    /// soon). Unless `pid` still has the file open for writing, as after
-    /// the first of a shell redirection's two closes: its last close stores
-    /// the file (see [`super::caller`]).
+    /// soon). Without write-back, not if `pid` still has the file open for
+    /// writing, as after the first of a shell redirection's two closes: its
+    /// last close stores the file (see [`super::caller`]). With write-back
+    /// the journal record costs less than looking, and a record replaced
+    /// within its wait never goes up.
     pub fn flush(&self, fh: u64, pid: u32) -> Result<(), Errno> {
         let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
         let Some(s) = &of.staged else { return Ok(()) };
-        let path = lock(&self.inodes).path(of.ino).map(|p| self.mountpoint.join(p));
-        if path.is_some_and(|p| self.caller.holds_open_for_writing(pid, &p)) {
-            return Ok(());
+        if !self.write_back {
+            let path = lock(&self.inodes).path(of.ino).map(|p| self.mountpoint.join(p));
+            if path.is_some_and(|p| self.caller.holds_open_for_writing(pid, &p)) {
+                return Ok(());
+            }
         }
         self.sync_staged(s)
     }
@@ -755,6 +759,7 @@ impl Core {
         }
         if let Synced::Stored(e) = res? {
             lock(&self.meta).put_child(&e.name, Some(e.clone()), Instant::now());
+            s.uploaded();
         }
         Ok(())
     }
@@ -978,11 +983,13 @@ impl Core {
         };
         match res {
             Ok(entry) => {
-                // Visible to anyone waiting on the queue before `done`.
+                // Listed from the cache before it stops counting as fresh
+                // ([`Staged::uploaded`]); both visible to anyone waiting on
+                // the queue before `done`.
+                lock(&self.meta).put_child(&name, Some(entry.clone()), Instant::now());
                 if let Some(s) = &job.staged {
                     s.uploaded();
                 }
-                lock(&self.meta).put_child(&name, Some(entry.clone()), Instant::now());
                 self.journal.remove(&job.rec);
                 self.queue.done(&name);
                 if let Some(s) = &job.staged {
