@@ -55,7 +55,7 @@ impl BlobSink {
     /// Why the writer stopped (it could not open or write the blob); once
     /// stopped, every later call fails.
     pub async fn write(&mut self, data: Bytes) -> Result<()> {
-        let tx = self.tx.as_ref().ok_or_else(|| Error::Io("the blob writer stopped".into()))?;
+        let tx = self.tx.as_ref().ok_or_else(stopped)?;
         if tx.send(WriteOp::Data(data)).await.is_err() {
             self.tx = None;
             return match self.outcome().await {
@@ -76,9 +76,13 @@ impl BlobSink {
 
     /// The writer's result, waited for once.
     async fn outcome(&mut self) -> Result<ContentHash> {
-        let Some(task) = self.task.take() else { return Err(Error::Io("the blob writer stopped".into())) };
+        let Some(task) = self.task.take() else { return Err(stopped()) };
         task.await.map_err(|e| Error::Internal(format!("blob writer: {e}")))?
     }
+}
+
+fn stopped() -> Error {
+    Error::Io("the blob writer stopped".into())
 }
 
 /// Receives a data stream into `sink` (exactly `size` bytes when known),

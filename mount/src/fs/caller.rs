@@ -17,8 +17,7 @@
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::Duration;
 
 /// Descriptors looked at, at most; a process with more is not looked into.
@@ -33,7 +32,8 @@ type Question = (u32, PathBuf, SyncSender<bool>);
 /// Asks whether closing processes still hold files open, with a bound on
 /// the wait.
 pub struct Caller {
-    tx: Mutex<Option<SyncSender<Question>>>,
+    /// `None` if the thread could not start.
+    tx: Option<SyncSender<Question>>,
 }
 
 impl Caller {
@@ -44,35 +44,24 @@ impl Caller {
         if let Err(e) = &started {
             log::warn!("cannot start the thread that looks at closing processes: {e}");
         }
-        Caller { tx: Mutex::new(started.ok().map(|_| tx)) }
+        Caller { tx: started.ok().map(|_| tx) }
     }
 
     /// Whether `pid` still has `path` open for writing, if that is known
-    /// within [`ANSWER_LIMIT`]; false otherwise.
+    /// within [`ANSWER_LIMIT`]; false otherwise (and for pid 0, nobody).
     pub fn holds_open_for_writing(&self, pid: u32, path: &Path) -> bool {
-        if pid == 0 {
-            return false;
-        }
+        let Some(tx) = self.tx.as_ref().filter(|_| pid != 0) else { return false };
         let (answer_tx, answer_rx) = mpsc::sync_channel(1);
-        let asked = match super::lock(&self.tx).as_ref() {
-            Some(tx) => tx.try_send((pid, path.to_path_buf(), answer_tx)),
-            None => return false,
-        };
-        match asked {
-            Ok(()) => answer_rx.recv_timeout(ANSWER_LIMIT).unwrap_or(false),
-            Err(TrySendError::Full(_)) => false,
-            Err(TrySendError::Disconnected(_)) => {
-                *super::lock(&self.tx) = None;
-                false
-            }
-        }
+        // A full queue, or a thread that died: no answer is "no".
+        tx.try_send((pid, path.to_path_buf(), answer_tx)).is_ok()
+            && answer_rx.recv_timeout(ANSWER_LIMIT).unwrap_or(false)
     }
 }
 
 fn answer(rx: Receiver<Question>) {
     while let Ok((pid, path, reply)) = rx.recv() {
         // The asker may have stopped waiting: then nobody reads this.
-        let _ = reply.try_send(holds_open_for_writing(pid, &path));
+        let _ = reply.try_send(look(pid, &path));
     }
 }
 
@@ -81,10 +70,7 @@ fn answer(rx: Receiver<Question>) {
 /// is not ours, or has too many descriptors): the caller then stores the
 /// file as for a last close, which is always right, only slower. May block
 /// (see the module doc): call it through [`Caller`].
-fn holds_open_for_writing(pid: u32, path: &Path) -> bool {
-    if pid == 0 {
-        return false;
-    }
+fn look(pid: u32, path: &Path) -> bool {
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
     let want = path.as_os_str().as_bytes();
     for (n, fd) in dir.enumerate() {
@@ -135,12 +121,12 @@ mod tests {
         let reader_path = dir.path().canonicalize().unwrap().join("r");
         fs::write(&reader_path, b"x").unwrap();
         let reader = fs::File::open(&reader_path).unwrap();
-        assert!(!holds_open_for_writing(me, &reader_path), "a read-only descriptor does not count");
+        assert!(!look(me, &reader_path), "a read-only descriptor does not count");
         let writer = fs::File::create(&path).unwrap();
         assert!(writer.as_raw_fd() > 2);
-        assert!(holds_open_for_writing(me, &path));
+        assert!(look(me, &path));
         drop(writer);
-        assert!(!holds_open_for_writing(me, &path), "closed: not held any more");
+        assert!(!look(me, &path), "closed: not held any more");
         drop(reader);
     }
 
