@@ -285,44 +285,53 @@ impl Client {
 
     /// The cluster's status, from the leader when there is one, else from any
     /// node that answers (so a cluster without a leader can still be inspected).
+    /// A node that was heard but does not answer (it died, and its last
+    /// heartbeats, or replays of them, are still about) does not end the
+    /// search: nodes heard later are tried too, up to the retry window.
     pub async fn status(&self) -> Result<StatusReport> {
-        let mut candidates = Vec::new();
-        if let Some(n) = &self.opts.node {
-            candidates.push(n.clone());
-        }
+        let deadline = Instant::now() + self.opts.retry_window;
+        let mut candidates: Vec<String> = self.opts.node.iter().cloned().collect();
         if let Some(d) = &self.discovery {
-            let deadline = Instant::now() + Duration::from_millis(1500);
-            if let Ok(l) = d.leader(deadline).await {
-                candidates.push(l.addr);
-            }
-            let mut heard: Vec<_> = d.heard().nodes.into_values().collect();
-            heard.sort_by_key(|h| std::cmp::Reverse(h.id));
-            candidates.extend(heard.into_iter().map(|h| h.addr));
-            if candidates.is_empty() {
-                // Nothing heard yet: wait out the rest of the window for a leader.
-                candidates.push(d.leader(Instant::now() + self.opts.retry_window).await?.addr);
+            match d.leader(deadline.min(Instant::now() + Duration::from_millis(1500))).await {
+                Ok(l) => candidates.push(l.addr),
+                Err(e @ Error::Auth(_)) => return Err(e),
+                Err(_) => {}
             }
         }
-        let mut last = Error::Unavailable("no node answered".into());
         let mut tried = HashSet::new();
-        for addr in candidates {
-            if !tried.insert(addr.clone()) {
-                continue;
+        let mut last = None;
+        loop {
+            if let Some(d) = &self.discovery {
+                candidates.extend(d.heard().by_preference(Instant::now()).into_iter().map(|h| h.addr));
             }
-            let attempt = async {
-                let mut c = self.dial(&addr).await?;
-                exchange(&mut c, Request::Status).await
-            };
-            match attempt.await {
-                Ok(Response::Status(s)) => return Ok(s),
-                Ok(other) => last = unexpected(&other),
-                Err(e @ Error::Auth(_)) => return Err(e),
-                Err(e) => last = e,
+            for addr in candidates.drain(..) {
+                if !tried.insert(addr.clone()) {
+                    continue;
+                }
+                let attempt = async {
+                    let mut c = self.dial(&addr).await?;
+                    exchange(&mut c, Request::Status).await
+                };
+                match attempt.await {
+                    Ok(Response::Status(s)) => return Ok(s),
+                    Ok(other) => last = Some(unexpected(&other)),
+                    Err(e @ Error::Auth(_)) => return Err(e),
+                    Err(e) => last = Some(e),
+                }
             }
+            let Some(d) = &self.discovery else { break };
+            if Instant::now() >= deadline {
+                if last.is_none() {
+                    return Err(d.explain());
+                }
+                break;
+            }
+            d.changed(deadline.min(Instant::now() + Duration::from_millis(100))).await;
         }
         Err(match last {
-            e @ Error::Unavailable(_) => e,
-            e => Error::Unavailable(e.to_string()),
+            Some(e @ Error::Unavailable(_)) => e,
+            Some(e) => Error::Unavailable(e.to_string()),
+            None => Error::Unavailable("no node answered".into()),
         })
     }
 

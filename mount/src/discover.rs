@@ -48,6 +48,18 @@ impl Hearing {
             .max_by_key(|h| (h.term, h.id))
             .or_else(|| fresh().filter(|h| h.role == Role::Leader).max_by_key(|h| (h.term, h.id)))
     }
+
+    /// Every node heard, in the order to ask them: fresh before silent, a
+    /// serving leader first, then leaders, then the highest term and id.
+    pub fn by_preference(&self, now: Instant) -> Vec<Heard> {
+        let mut all: Vec<Heard> = self.nodes.values().cloned().collect();
+        all.sort_by_key(|h| {
+            let fresh = now.duration_since(h.at) < FRESH;
+            let leads = h.role == Role::Leader;
+            std::cmp::Reverse((fresh, leads && h.ready, leads, h.term, h.id))
+        });
+        all
+    }
 }
 
 /// A background listener on the group.
@@ -150,7 +162,15 @@ impl Discovery {
         }
     }
 
-    fn explain(&self) -> Error {
+    /// Waits until something new is heard, or `until`.
+    pub async fn changed(&self, until: Instant) {
+        let mut rx = self.rx.clone();
+        rx.mark_unchanged();
+        let _ = tokio::time::timeout(until.saturating_duration_since(Instant::now()), rx.changed()).await;
+    }
+
+    /// Why no leader can be found, from what was heard.
+    pub fn explain(&self) -> Error {
         let h = self.rx.borrow();
         let (g, i) = (self.group, self.iface);
         if h.nodes.is_empty() && h.rejected > 0 {
@@ -201,6 +221,23 @@ mod tests {
         assert_eq!(h.leader(now).unwrap().id, NodeId(2), "a leader still catching up is not preferred");
         h.nodes.get_mut(&NodeId(3)).unwrap().ready = true;
         assert_eq!(h.leader(now).unwrap().id, NodeId(3));
+    }
+
+    #[test]
+    fn nodes_are_asked_serving_leader_first_and_silent_ones_last() {
+        let now = Instant::now();
+        let mut h = Hearing::default();
+        for x in [
+            heard(1, 5, Role::Follower, false, now),
+            heard(2, 6, Role::Leader, true, now - Duration::from_secs(3)),
+            heard(3, 5, Role::Leader, true, now),
+            heard(4, 6, Role::Leader, false, now),
+            heard(5, 5, Role::Follower, false, now),
+        ] {
+            h.nodes.insert(x.id, x);
+        }
+        let order: Vec<u32> = h.by_preference(now).iter().map(|h| h.id.0).collect();
+        assert_eq!(order, [3, 4, 5, 1, 2]);
     }
 
     #[test]
