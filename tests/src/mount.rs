@@ -24,7 +24,7 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct MountOptions {
     /// Run as a daemon (the default way) instead of `--foreground`.
     pub daemon: bool,
-    /// Reuse this mountpoint (a remount) instead of a fresh one.
+    /// Reuse this mountpoint (a remount; canonical) instead of a fresh one.
     pub mountpoint: Option<PathBuf>,
     /// Reuse this cache root instead of a fresh one.
     pub cache_root: Option<PathBuf>,
@@ -57,10 +57,20 @@ impl Mount {
     pub fn start_with(cluster: &Cluster, opts: MountOptions) -> Mount {
         let dir =
             tempfile::Builder::new().prefix("scs-mount-test-").tempdir().expect("create a temp dir for the mount");
-        let mountpoint = opts.mountpoint.clone().unwrap_or_else(|| dir.path().join("mnt"));
-        std::fs::create_dir_all(&mountpoint).expect("create the mountpoint");
-        // mountinfo shows the canonical path.
-        let mountpoint = mountpoint.canonicalize().expect("canonical mountpoint");
+        // mountinfo shows the canonical path. A given mountpoint is used as
+        // it is (it may be a dead mount that scs-mount is to clear).
+        let mountpoint = match opts.mountpoint.clone() {
+            Some(given) => {
+                // Gone with an earlier mount's temp dir, say; fails on a dead mount.
+                let _ = std::fs::create_dir_all(&given);
+                given
+            }
+            None => {
+                let fresh = dir.path().join("mnt");
+                std::fs::create_dir_all(&fresh).expect("create the mountpoint");
+                fresh.canonicalize().expect("canonical mountpoint")
+            }
+        };
         let cache_root = opts.cache_root.clone().unwrap_or_else(|| dir.path().join("cache"));
         let log = dir.path().join("mount.log");
         let mut args = mount_args(cluster, &mountpoint, &cache_root);
@@ -84,7 +94,8 @@ impl Mount {
         let mut child = cmd.spawn().expect("start scs-mount");
         let pid = child.id();
         let deadline = Instant::now() + MOUNT_TIMEOUT;
-        while !is_mounted(&mountpoint) {
+        // Mounted and answering: a dead mount there (for scs-mount to clear) does not count.
+        while !(is_mounted(&mountpoint) && std::fs::read_dir(&mountpoint).is_ok()) {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("scs-mount exited with {status} before mounting:\n{}", read_log(&log));
             }

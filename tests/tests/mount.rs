@@ -531,6 +531,38 @@ fn a_daemonized_mount_works_when_the_command_returns_and_stores_open_files_on_si
 }
 
 #[test]
+fn a_second_mount_on_a_mount_is_refused_and_a_dead_mount_is_cleared_by_the_next() {
+    let c = Cluster::start(1);
+    let m = Mount::start(&c);
+    fs::write(m.join("a"), b"kept").unwrap();
+    let other_cache = c.scratch_path("other-cache");
+    let args = mount_args(&c, m.path(), &other_cache);
+    assert_mount_error(&run_scs_mount(&args, Duration::from_secs(30)), "already an scs mount");
+    assert_eq!(fs::read(m.join("a")).unwrap(), b"kept", "the first mount is untouched");
+
+    // The mount process dies (a crash, kill -9): the directory is a dead
+    // mount, and the next scs-mount there clears it and works.
+    // SAFETY: kill(2) on the mount process this test started.
+    unsafe { libc::kill(m.pid() as libc::pid_t, libc::SIGKILL) };
+    eventually("the directory to be a dead mount", Duration::from_secs(10), || {
+        fs::read_dir(m.path()).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN))
+    });
+    let again = Mount::start_with(
+        &c,
+        MountOptions {
+            mountpoint: Some(m.path().to_path_buf()),
+            cache_root: Some(other_cache),
+            ..MountOptions::default()
+        },
+    );
+    assert_eq!(fs::read(again.join("a")).unwrap(), b"kept");
+    fs::write(again.join("b"), b"new").unwrap();
+    c.assert_content("b", b"new");
+    again.unmount();
+    assert!(!scs_tests::mount::is_mounted(m.path()), "nothing stays mounted under the cleared mount");
+}
+
+#[test]
 fn sigint_to_a_foreground_mount_unmounts_it_cleanly() {
     let c = Cluster::start(3);
     let m = Mount::start(&c);

@@ -17,6 +17,7 @@ use clap::Parser;
 use scs_common::auth::ClusterKey;
 use scs_common::config::{self, DEFAULT_GROUP, DEFAULT_IFACE};
 use scs_mount::client::{ClientOptions, RETRY_WINDOW};
+use scs_mount::fs::mountpoint;
 use scs_mount::fs::session::{self, Settings};
 
 /// Mount an SCS cluster as a local directory.
@@ -85,16 +86,7 @@ fn init_logs() {
 
 /// Checks what can be checked before forking, with one-line errors.
 fn settings(args: &Args) -> Result<Settings, String> {
-    let mp = &args.mountpoint;
-    match std::fs::metadata(mp) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(format!("mountpoint {} is not a directory", mp.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!("mountpoint {} does not exist", mp.display()))
-        }
-        Err(e) => return Err(format!("cannot use mountpoint {}: {e}", mp.display())),
-    }
-    let mountpoint = mp.canonicalize().map_err(|e| format!("cannot use mountpoint {}: {e}", mp.display()))?;
+    let mountpoint = mountpoint::prepare(&args.mountpoint)?;
     if !Path::new("/dev/fuse").exists() {
         return Err("FUSE is not available: /dev/fuse is missing (load the fuse module)".into());
     }

@@ -21,6 +21,7 @@ pub mod content;
 pub mod errno;
 pub mod handles;
 pub mod inodes;
+pub mod mountpoint;
 pub mod ops;
 pub mod remote;
 pub mod session;

@@ -117,7 +117,7 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     let mut config = fuser::Config::default();
     config.n_threads = Some(FUSE_THREADS);
     config.mount_options = vec![
-        MountOption::FSName("scs".into()),
+        MountOption::FSName(super::mountpoint::FS_NAME.into()),
         MountOption::Subtype("scs".into()),
         MountOption::DefaultPermissions,
         MountOption::NoDev,
@@ -217,14 +217,8 @@ fn lock_cache_dir(dir: &Path) -> Result<File, String> {
 
 /// 2 GiB, or a tenth of the cache's disk if that is less.
 fn cache_limit(dir: &Path) -> u64 {
-    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else { return CACHE_MAX };
-    // SAFETY: statvfs fills the struct we pass; zeroed is a valid start.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid path and a valid out pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return CACHE_MAX;
-    }
-    let disk = (st.f_blocks as u64).saturating_mul(st.f_frsize as u64);
+    let Ok(st) = super::mountpoint::statvfs(dir) else { return CACHE_MAX };
+    let disk = st.f_blocks.saturating_mul(st.f_frsize);
     CACHE_MAX.min(disk / CACHE_DISK_SHARE).max(64 << 20)
 }
 
