@@ -43,7 +43,9 @@ start() {
     echo
     "$bin/scs" --secret-file "$key" status
     if [ -x "$bin/scs-mount" ]; then
-        mkdir -p "$MOUNTPOINT"
+        # After a crash the mountpoint is a dead mount mkdir cannot stat;
+        # scs-mount clears it (and says so if the directory is truly missing).
+        mkdir -p "$MOUNTPOINT" 2>/dev/null || true
         if mountpoint -q "$MOUNTPOINT"; then
             echo "demo: $MOUNTPOINT is already mounted"
         else
