@@ -73,11 +73,11 @@ MSG
 stop() {
     if [ -f "$DEMO_DIR/mountpoint" ]; then
         mp=$(cat "$DEMO_DIR/mountpoint")
-        if mountpoint -q "$mp"; then
-            fusermount3 -u "$mp" || fusermount3 -u -z "$mp" || true
+        # Also a dead mount (its scs-mount crashed), which mountpoint(1) does not see.
+        if fusermount3 -u "$mp" 2>/dev/null || fusermount3 -u -z "$mp" 2>/dev/null; then
+            echo "demo: unmounted $mp"
         fi
         rm -f "$DEMO_DIR/mountpoint"
-        echo "demo: unmounted $mp"
     fi
     for i in 1 2 3; do
         f="$DEMO_DIR/node-$i.pid"
