@@ -531,6 +531,35 @@ fn a_daemonized_mount_works_when_the_command_returns_and_stores_open_files_on_si
 }
 
 #[test]
+fn the_mount_root_stays_there_while_its_listing_is_fresh() {
+    // `rm -rf` of a directory whose files came from elsewhere: the last
+    // rmdir failed with ENOENT (rm -f then says nothing, and the directory
+    // stays on the cluster), because the mount took its root for missing
+    // when the root's listing was fresher than the root's own attributes.
+    use std::os::unix::io::AsRawFd;
+    let c = Cluster::start(1);
+    c.upload_bytes("many/f1", b"1");
+    c.upload_bytes("many/f2", b"2");
+    let m = Mount::start(&c);
+    assert_eq!(fs::read_dir(m.path()).unwrap().count(), 1, "the root is listed");
+    let dir = fs::File::open(m.join("many")).unwrap();
+    // Everything the mount and the kernel know goes stale; then a removal
+    // through the directory's descriptor (no path walk through the root)
+    // lists the root again, and the root itself is asked for right after.
+    thread::sleep(TTL_PLUS);
+    // SAFETY: unlinkat(2) on a descriptor we own and a NUL-terminated name.
+    let rc = unsafe { libc::unlinkat(dir.as_raw_fd(), c"f1".as_ptr(), 0) };
+    assert_eq!(libc_errno(rc), 0, "unlink many/f1");
+    fs::metadata(m.path()).expect("the mount's root is there");
+    // SAFETY: as above.
+    let rc = unsafe { libc::unlinkat(dir.as_raw_fd(), c"f2".as_ptr(), 0) };
+    assert_eq!(libc_errno(rc), 0, "unlink many/f2");
+    drop(dir);
+    fs::remove_dir(m.join("many")).expect("rmdir many");
+    assert!(c.ls_names("").is_empty(), "the directory is gone from the cluster too");
+}
+
+#[test]
 fn a_second_mount_on_a_mount_is_refused_and_a_dead_mount_is_cleared_by_the_next() {
     let c = Cluster::start(1);
     let m = Mount::start(&c);

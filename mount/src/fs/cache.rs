@@ -213,8 +213,12 @@ impl MetaCache {
     }
 
     /// What the parent's fresh listing says about `path` (`Some(None)`:
-    /// not there), or `None` without one.
+    /// not there), or `None` without one. The root has no parent: its own
+    /// listing does not name it.
     pub fn child(&self, path: &str, now: Instant) -> Option<Option<Entry>> {
+        if path.is_empty() {
+            return None;
+        }
         let l = self.listing(name::parent(path), now)?;
         Some(l.iter().find(|e| e.name == path).cloned())
     }
@@ -361,6 +365,19 @@ mod tests {
         c.put_listing("d", vec![file("d/x", 1), file("d/y", 2)], t0);
         assert_eq!(c.entry("d/y", t0).unwrap().unwrap().size, 2);
         assert_eq!(c.listing("d", t0).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_root_listing_says_nothing_about_the_root_itself() {
+        // It once answered "the root does not exist" (the root's listing
+        // does not name it), and the kernel then failed every path in the
+        // mount with ENOENT until the listing expired.
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        c.put_listing("", vec![file("x", 1)], t0);
+        assert_eq!(c.child("", t0), None);
+        assert_eq!(c.child("y", t0), Some(None));
+        assert_eq!(c.child("x", t0).unwrap().unwrap().size, 1);
     }
 
     #[test]
