@@ -135,6 +135,10 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
         echo "$(secs "$t0" "$t1") $(secs "$t1" "$t2") $(secs "$t2" "$t3") $(secs "$t3" "$t4")"
     }
     read -r lc ll lre lrm <<<"$(small_ops "$local_dir")"
+    # The disk settles from the local run's removals first (ext4 hands out
+    # inodes slowly for a while after many were freed; see below), or the
+    # mount's run would pay for them.
+    sync; sleep 30
     read -r mc ml mre mrm <<<"$(small_ops "$mnt")"
     unmount
     # The same with --write-back: close returns once the file is durable in
