@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ use scs_common::conn::{Chunk, Connection};
 use scs_common::proto::rpc::{HolderAddr, Message, Peer, Request, Response, StatusReport, UploadSpec};
 use scs_common::{ContentHash, Entry, Error, Kind, Result, CHUNK_SIZE};
 
-use crate::discover::Discovery;
+use crate::discover::{Discovery, Heard, LeaderWatch};
 
 /// How long a command keeps retrying through a failover before it gives up.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(5);
@@ -92,10 +92,22 @@ impl Client {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Watches the heartbeats, unless talking to one named node.
+    fn watch(&self) -> Option<LeaderWatch> {
+        self.discovery.as_ref().map(Discovery::watch)
+    }
+
     /// A session to the leader (pooled or new).
     async fn session(&self, deadline: Instant) -> Result<Connection> {
+        let watch = self.watch();
         let known = {
             let mut c = self.cache();
+            // The leader we knew went silent and another serves: go there.
+            let peer = c.addr.as_deref().and_then(|a| a.parse::<SocketAddr>().ok());
+            if let Some(l) = watch.zip(peer).and_then(|(w, peer)| w.replacement_for(peer)) {
+                c.addr = Some(l.addr);
+                c.idle.clear();
+            }
             if let Some(conn) = c.idle.pop() {
                 return Ok(conn);
             }
@@ -160,7 +172,8 @@ impl Client {
         loop {
             match self.session(deadline).await {
                 Ok(conn) => {
-                    let (back, res) = op(conn, maybe_applied).await;
+                    let peer = conn.peer_addr();
+                    let (back, res) = self.unless_replaced(peer, op(conn, maybe_applied)).await;
                     match res {
                         Ok(v) => {
                             if let Some(c) = back {
@@ -198,6 +211,25 @@ impl Client {
             }
             let pause = Duration::from_millis((50 * attempt as u64).min(250));
             tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
+    /// Runs `work` on a session with the leader at `peer`, unless that
+    /// leader goes silent meanwhile and another node serves (it froze or
+    /// died with the request in hand): then the session is dropped and the
+    /// request fails as retryable, to go to the new leader.
+    async fn unless_replaced<T>(
+        &self,
+        peer: SocketAddr,
+        work: impl Future<Output = (Option<Connection>, Result<T>)>,
+    ) -> (Option<Connection>, Result<T>) {
+        match self.watch() {
+            None => work.await,
+            Some(w) => tokio::select! {
+                biased;
+                r = work => r,
+                l = w.replaced(peer) => (None, Err(replaced(peer, &l))),
+            },
         }
     }
 
@@ -429,7 +461,17 @@ impl Client {
             })
             .await?;
         let (tx, rx) = mpsc::channel::<Push>(QUEUE);
-        let task = tokio::spawn(stream_out(conn, rx));
+        let (peer, watch) = (conn.peer_addr(), self.watch());
+        let task = tokio::spawn(async move {
+            match watch {
+                None => stream_out(conn, rx).await,
+                Some(w) => tokio::select! {
+                    biased;
+                    r = stream_out(conn, rx) => r,
+                    l = w.replaced(peer) => Err(replaced(peer, &l)),
+                },
+            }
+        });
         Ok(UploadStream { tx: Some(tx), task })
     }
 
@@ -561,6 +603,11 @@ impl Client {
             e => Err(Error::Unavailable(e.to_string())),
         }
     }
+}
+
+/// Why work on the leader at `peer` was dropped for the leader `now`.
+fn replaced(peer: SocketAddr, now: &Heard) -> Error {
+    Error::Unavailable(format!("the leader at {peer} went silent; node {} leads now", now.id))
 }
 
 fn retryable(e: &Error) -> bool {

@@ -2,7 +2,7 @@
 //! the multicast group and remember which node leads and serves.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +47,17 @@ impl Hearing {
             .filter(|h| h.role == Role::Leader && h.ready)
             .max_by_key(|h| (h.term, h.id))
             .or_else(|| fresh().filter(|h| h.role == Role::Leader).max_by_key(|h| (h.term, h.id)))
+    }
+
+    /// A serving leader to go to instead of the node at `peer`, which has
+    /// gone silent (died, froze, or was cut off from us): `None` while
+    /// `peer` is still heard, or while no other node serves.
+    pub fn replacement_for(&self, peer: SocketAddr, now: Instant) -> Option<&Heard> {
+        let at_peer = |h: &Heard| h.addr.parse::<SocketAddr>().is_ok_and(|a| a == peer);
+        if self.nodes.values().any(|h| at_peer(h) && now.duration_since(h.at) < FRESH) {
+            return None;
+        }
+        self.leader(now).filter(|l| l.ready && !at_peer(l))
     }
 
     /// Every node heard, in the order to ask them: fresh before silent, a
@@ -131,6 +142,11 @@ impl Discovery {
         self.rx.borrow().clone()
     }
 
+    /// A handle that can wait for the leader at an address to be replaced.
+    pub fn watch(&self) -> LeaderWatch {
+        LeaderWatch { rx: self.rx.clone() }
+    }
+
     /// Waits until a leader is heard (a serving one preferred), up to `deadline`.
     ///
     /// # Errors
@@ -199,6 +215,33 @@ impl Discovery {
     }
 }
 
+/// Watches the heartbeats for a leader that has gone silent.
+#[derive(Clone)]
+pub struct LeaderWatch {
+    rx: watch::Receiver<Hearing>,
+}
+
+impl LeaderWatch {
+    /// A serving leader other than `peer`, if `peer` has gone silent.
+    pub fn replacement_for(&self, peer: SocketAddr) -> Option<Heard> {
+        self.rx.borrow().replacement_for(peer, Instant::now()).cloned()
+    }
+
+    /// Resolves once the leader at `peer` has gone silent and another node
+    /// serves: work waiting on `peer` is then better done again there.
+    /// Never resolves otherwise.
+    pub async fn replaced(mut self, peer: SocketAddr) -> Heard {
+        loop {
+            if let Some(l) = self.rx.borrow_and_update().replacement_for(peer, Instant::now()) {
+                return l.clone();
+            }
+            // Heartbeats arrive every few hundred milliseconds at most; a
+            // silent node also ages out without one, so look again anyway.
+            let _ = tokio::time::timeout(Duration::from_millis(250), self.rx.changed()).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +281,25 @@ mod tests {
         }
         let order: Vec<u32> = h.by_preference(now).iter().map(|h| h.id.0).collect();
         assert_eq!(order, [3, 4, 5, 1, 2]);
+    }
+
+    #[test]
+    fn a_silent_leader_is_replaced_only_once_another_node_serves() {
+        let now = Instant::now();
+        let peer: SocketAddr = "127.0.0.1:3".parse().unwrap();
+        let mut h = Hearing::default();
+        let frozen = heard(3, 6, Role::Leader, true, now - Duration::from_secs(2));
+        h.nodes.insert(frozen.id, frozen);
+        assert!(h.replacement_for(peer, now).is_none(), "nobody else serves yet");
+        let candidate = heard(2, 7, Role::Leader, false, now);
+        h.nodes.insert(candidate.id, candidate);
+        assert!(h.replacement_for(peer, now).is_none(), "the new leader is still catching up");
+        h.nodes.get_mut(&NodeId(2)).unwrap().ready = true;
+        assert_eq!(h.replacement_for(peer, now).unwrap().id, NodeId(2));
+        // A leader still heard is not replaced, even by one of a newer term
+        // (it answers for itself: not the leader any more).
+        h.nodes.get_mut(&NodeId(3)).unwrap().at = now;
+        assert!(h.replacement_for(peer, now).is_none());
     }
 
     #[test]

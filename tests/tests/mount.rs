@@ -473,6 +473,41 @@ fn killing_the_leader_during_a_copy_never_hangs_and_leaves_no_partial_file() {
 }
 
 #[test]
+fn a_frozen_leader_is_left_for_the_new_one_while_it_stays_frozen() {
+    // SIGSTOP: the leader keeps its sockets (connections open, requests
+    // accepted) but answers nothing. The mount's sessions to it must not
+    // keep failing until it thaws: the others elect a new leader, and the
+    // mount goes there.
+    struct Thaw<'a>(&'a Cluster, u32);
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            self.0.resume(self.1);
+        }
+    }
+    let c = Cluster::start(3);
+    let m = Mount::start(&c);
+    fs::write(m.join("before.txt"), b"before").unwrap();
+    let leader = c.status().leader.expect("a leader");
+    c.pause(leader);
+    let thaw = Thaw(&c, leader);
+    let started = Instant::now();
+    // fsync, unlike a drop's close, reports a failure to store.
+    let mut f = fs::File::create(m.join("during.txt")).expect("create while the old leader is frozen");
+    f.write_all(b"during").unwrap();
+    f.sync_all().expect("fsync while the old leader is frozen");
+    drop(f);
+    println!("stored through the mount {:?} after the leader froze", started.elapsed());
+    c.assert_content("during.txt", b"during");
+    thread::sleep(TTL_PLUS);
+    let mut names: Vec<String> =
+        fs::read_dir(m.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["before.txt", "during.txt"]);
+    assert_eq!(fs::read(m.join("before.txt")).unwrap(), b"before");
+    drop(thaw);
+}
+
+#[test]
 fn with_the_cluster_gone_commands_fail_within_seconds_and_close_reports_it() {
     let c = Cluster::start(3);
     let m = Mount::start(&c);
