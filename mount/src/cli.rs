@@ -75,6 +75,11 @@ enum Command {
 
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
+    // `scs ls | head`: end quietly when the reader goes away, as other Unix
+    // tools do, rather than panic on the failed print (Rust ignores
+    // SIGPIPE by default). Sockets are unaffected: they send with MSG_NOSIGNAL.
+    // SAFETY: setting a signal's disposition to its default, before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {

@@ -438,7 +438,8 @@ impl Cluster {
 
     // ----- the CLI -----
 
-    fn cluster_flags(&self, key: &Path) -> Vec<OsString> {
+    /// The flags that point `scs` at this cluster, with the key in `key`.
+    pub fn cluster_flags(&self, key: &Path) -> Vec<OsString> {
         vec![
             "--group".into(),
             self.group.to_string().into(),

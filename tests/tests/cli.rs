@@ -219,6 +219,29 @@ fn mistakes_exit_1_with_one_line_naming_the_problem() {
 }
 
 #[test]
+fn a_reader_that_goes_away_ends_scs_quietly() {
+    // `scs download big - | head -c 10`: scs ends by SIGPIPE, as cat
+    // would, not with a panic and a backtrace on stderr.
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let c = Cluster::start(1);
+    c.upload_bytes("big", &seeded_bytes(3, 4 << 20));
+    let mut args = c.cluster_flags(c.key_file());
+    args.extend(["download".into(), "big".into(), "-".into()]);
+    let mut child =
+        Command::new(bin("scs")).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start scs");
+    let mut head = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = scs_tests::cli::wait_until(&mut child, deadline).expect("scs ends once its reader is gone");
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "ended by SIGPIPE: {status}; stderr: {stderr}");
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+}
+
+#[test]
 fn bad_usage_exits_2_and_help_and_version_exit_0() {
     let scs = bin("scs");
     let node = bin("scs-node");
