@@ -594,6 +594,45 @@ fn the_mount_root_stays_there_while_its_listing_is_fresh() {
     assert!(c.ls_names("").is_empty(), "the directory is gone from the cluster too");
 }
 
+/// A file open for reading outlives its name, as on a local disk: fstat
+/// and read answer after an unlink or a rename over it (bash reads a
+/// here-document's temp file after removing it).
+fn open_files_outlive_their_names(dir: &Path) {
+    fs::write(dir.join("u"), b"data1234").unwrap();
+    let mut f = fs::File::open(dir.join("u")).unwrap();
+    fs::remove_file(dir.join("u")).unwrap();
+    assert_eq!(f.metadata().expect("fstat of an unlinked file").len(), 8);
+    let mut s = String::new();
+    f.read_to_string(&mut s).expect("read of an unlinked file");
+    assert_eq!(s, "data1234");
+
+    fs::write(dir.join("r"), b"old").unwrap();
+    let mut g = fs::File::open(dir.join("r")).unwrap();
+    fs::write(dir.join("r.new"), b"newer").unwrap();
+    fs::rename(dir.join("r.new"), dir.join("r")).unwrap();
+    assert_eq!(g.metadata().expect("fstat of a replaced file").len(), 3);
+    let mut s = String::new();
+    g.read_to_string(&mut s).expect("read of a replaced file");
+    assert_eq!(s, "old");
+    assert_eq!(fs::read(dir.join("r")).unwrap(), b"newer");
+}
+
+#[test]
+fn an_open_file_outlives_its_name() {
+    let c = Cluster::start(1);
+    let m = Mount::start(&c);
+    open_files_outlive_their_names(m.path());
+    // Also when the descriptor was opened long after the file was stored.
+    fs::write(m.join("late"), b"stored earlier").unwrap();
+    thread::sleep(TTL_PLUS);
+    let mut f = fs::File::open(m.join("late")).unwrap();
+    fs::remove_file(m.join("late")).unwrap();
+    assert_eq!(f.metadata().expect("fstat of an unlinked file").len(), 14);
+    let mut s = String::new();
+    f.read_to_string(&mut s).expect("read of an unlinked file");
+    assert_eq!(s, "stored earlier");
+}
+
 #[test]
 fn a_second_mount_on_a_mount_is_refused_and_a_dead_mount_is_cleared_by_the_next() {
     let c = Cluster::start(1);

@@ -643,6 +643,12 @@ impl Handles {
         fh
     }
 
+    /// The entry an open descriptor of `ino` was opened on (an unlinked
+    /// file's last word: fstat(2) carries no descriptor to FUSE).
+    pub fn opened_entry(&self, ino: u64) -> Option<Entry> {
+        self.files.values().filter(|of| of.ino == ino).find_map(|of| of.entry.clone())
+    }
+
     pub fn file(&self, fh: u64) -> Option<Arc<OpenFile>> {
         self.files.get(&fh).cloned()
     }

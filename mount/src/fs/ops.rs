@@ -309,8 +309,11 @@ impl Core {
             if let Some(s) = staged {
                 return Ok(self.attr(ino, &self.staged_shape(None, &s)));
             }
-            let of = fh.and_then(|fh| lock(&self.handles).file(fh));
-            let e = of.and_then(|of| of.entry.clone()).ok_or(Errno::ENOENT)?;
+            let e = {
+                let h = lock(&self.handles);
+                let of = fh.and_then(|fh| h.file(fh));
+                of.and_then(|of| of.entry.clone()).or_else(|| h.opened_entry(ino)).ok_or(Errno::ENOENT)?
+            };
             let mut shape = self.shape(&e.name, &e);
             shape.nlink = 0;
             return Ok(self.attr(ino, &shape));
@@ -573,7 +576,8 @@ impl Core {
         }
         if flags & libc::O_ACCMODE == libc::O_RDONLY {
             let entry = match self.staged_of(Some(ino)) {
-                Some(_) => None,
+                // Read from the staging copy while it lasts; then what it stored.
+                Some(s) => s.clean_entry(),
                 None => {
                     let e = self.entry(&path)?.ok_or(Errno::ENOENT)?;
                     if e.kind == Kind::Dir {
