@@ -594,6 +594,24 @@ fn the_mount_root_stays_there_while_its_listing_is_fresh() {
     assert!(c.ls_names("").is_empty(), "the directory is gone from the cluster too");
 }
 
+#[test]
+fn a_full_cluster_refuses_a_new_file_at_create_and_still_takes_overwrites() {
+    // `echo hi > new` must fail where the shell sees it: bash does not
+    // check close, where the upload's ENOSPC used to be the first word.
+    let c = Cluster::builder(1).max_files(1, 2).start();
+    let m = Mount::start(&c);
+    fs::write(m.join("a"), b"a").unwrap();
+    fs::write(m.join("b"), b"b").unwrap();
+    let out =
+        run(Path::new("sh"), &["-c".into(), format!("echo hi > '{}'", m.join("c").display()).into()], CMD_DEADLINE);
+    assert!(!out.success(), "the shell saw the refusal:\n{out}");
+    assert!(out.stderr.contains("No space left on device"), "ENOSPC:\n{out}");
+    assert_eq!(errno_of("create of a new file", fs::File::create(m.join("d"))), libc::ENOSPC);
+    fs::write(m.join("a"), b"overwritten").expect("an overwrite needs no room");
+    c.assert_content("a", b"overwritten");
+    c.assert_missing("c");
+}
+
 /// A file open for reading outlives its name, as on a local disk: fstat
 /// and read answer after an unlink or a rename over it (bash reads a
 /// here-document's temp file after removing it).

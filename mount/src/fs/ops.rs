@@ -47,6 +47,8 @@ const UPLOADERS: usize = 6;
 /// EIO once no record at all went up for this long (the cluster is
 /// unreachable); closing a file waits this long for room in the queue.
 const SETTLE_LIMIT: Duration = Duration::from_secs(8);
+/// How long a look at whether the cluster has room for one more file lasts.
+const ROOM_TTL: Duration = Duration::from_secs(2);
 /// Unmounting (and starting) waits for the write-back records to go up
 /// until none did for this long; what is left goes up at the next start.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -94,6 +96,9 @@ pub struct Core {
     write_back: bool,
     /// ... and the uploaders take it from here.
     queue: Queue,
+    /// When the cluster was last asked how many more files fit, and how
+    /// many of those are left after the creates since.
+    room: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Core {
@@ -126,6 +131,7 @@ impl Core {
             journal,
             write_back,
             queue: Queue::default(),
+            room: Mutex::new(None),
         }
     }
 
@@ -545,6 +551,11 @@ impl Core {
                     s
                 }
                 None => {
+                    // A full cluster refuses the create, as a full disk
+                    // would: a shell's `> file` does not look at close.
+                    if !self.room_for_a_new_file() {
+                        return Err(Errno::ENOSPC);
+                    }
                     let start = Start::Empty { fresh: true, exclusive };
                     let s = Staged::new(ino, self.staging_path(), mode, start).map_err(|e| io_errno(&e))?;
                     let s = Arc::new(s);
@@ -877,6 +888,33 @@ impl Core {
     pub fn releasedir(&self, fh: u64) -> Result<(), Errno> {
         lock(&self.handles).remove_dir(fh);
         Ok(())
+    }
+
+    /// Whether some live node has room for one more file (the leader's
+    /// rule for an upload). The cluster is asked at most every
+    /// [`ROOM_TTL`], and the creates since are counted off its answer, so
+    /// a cluster close to full is asked again before its last slot goes.
+    /// When the cluster cannot say, the create goes ahead and its close
+    /// reports.
+    fn room_for_a_new_file(&self) -> bool {
+        if let Some((at, left)) = lock(&self.room).as_mut() {
+            if at.elapsed() < ROOM_TTL && *left > 0 {
+                *left -= 1;
+                return true;
+            }
+        }
+        let left = match self.remote.status() {
+            Ok(r) => r
+                .nodes
+                .iter()
+                .filter(|n| n.alive)
+                .map(|n| n.max_files.map_or(u64::MAX, |max| max.saturating_sub(n.files)))
+                .max()
+                .unwrap_or(0),
+            Err(_) => return true,
+        };
+        *lock(&self.room) = Some((Instant::now(), left.saturating_sub(1)));
+        left > 0
     }
 
     pub fn statfs(&self) -> Result<Space, Errno> {
