@@ -612,6 +612,24 @@ fn a_full_cluster_refuses_a_new_file_at_create_and_still_takes_overwrites() {
     c.assert_missing("c");
 }
 
+#[test]
+fn a_reader_sees_the_file_rewritten_under_it_never_a_mix() {
+    // The same mount: a reader opened before a rewrite reads what a reader
+    // of a local file reads, the new content; it used to read the old
+    // bytes, cut to the new length (a content that never existed).
+    let c = Cluster::start(1);
+    let m = Mount::start(&c);
+    for (before, after) in [(&b"0123456789"[..], &b"ab"[..]), (b"0123", b"abcdefgh"), (b"0123456789", b"abcdefghij")] {
+        let f = m.join("f");
+        fs::write(&f, before).unwrap();
+        let mut reader = fs::File::open(&f).unwrap();
+        fs::write(&f, after).unwrap();
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(after), "rewritten from {before:?}");
+    }
+}
+
 /// A file open for reading outlives its name, as on a local disk: fstat
 /// and read answer after an unlink or a rename over it (bash reads a
 /// here-document's temp file after removing it).

@@ -289,6 +289,10 @@ impl Item {
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    pub fn hash(&self) -> ContentHash {
+        self.hash
+    }
 }
 
 impl Shared {

@@ -47,8 +47,10 @@ const UPLOADERS: usize = 6;
 /// EIO once no record at all went up for this long (the cluster is
 /// unreachable); closing a file waits this long for room in the queue.
 const SETTLE_LIMIT: Duration = Duration::from_secs(8);
-/// How long a look at whether the cluster has room for one more file lasts.
+/// How long a look at whether the cluster has room for one more file lasts...
 const ROOM_TTL: Duration = Duration::from_secs(2);
+/// ... and how long a create waits for it.
+const ROOM_ASK: Duration = Duration::from_millis(500);
 /// Unmounting (and starting) waits for the write-back records to go up
 /// until none did for this long; what is left goes up at the next start.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -671,7 +673,7 @@ impl Core {
             return s.read(offset, u64::from(size));
         }
         let entry = match &of.entry {
-            Some(e) => e.clone(),
+            Some(e) => self.newest_of(of.ino, e),
             // Opened while it was being written here; stored since.
             None => self.entry(&self.path_of(of.ino)?)?.ok_or(Errno::ENOENT)?,
         };
@@ -682,7 +684,7 @@ impl Core {
         let item = {
             let mut slot = lock(&of.item);
             match &*slot {
-                Some(i) if i.size() == entry.size => i.clone(),
+                Some(i) if i.hash() == entry.hash && i.size() == entry.size => i.clone(),
                 _ => {
                     let i = self.content.item(entry.hash, entry.size).map_err(|e| io_errno(&e))?;
                     *slot = Some(i.clone());
@@ -701,6 +703,18 @@ impl Core {
             return Err(Errno::EIO);
         }
         Ok(data)
+    }
+
+    /// What a reader of `ino` that opened `opened` reads now: a newer
+    /// version stored under the name since (here, or elsewhere and seen
+    /// within the TTL), as the reader of a local file sees a rewrite; the
+    /// opened one once the name is gone, or when it cannot be checked.
+    fn newest_of(&self, ino: u64, opened: &Entry) -> Entry {
+        let Some(path) = lock(&self.inodes).path(ino).map(str::to_string) else { return opened.clone() };
+        match self.entry(&path) {
+            Ok(Some(e)) if e.kind == Kind::File && e.version > opened.version => e,
+            _ => opened.clone(),
+        }
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
@@ -891,27 +905,32 @@ impl Core {
     }
 
     /// Whether some live node has room for one more file (the leader's
-    /// rule for an upload). The cluster is asked at most every
-    /// [`ROOM_TTL`], and the creates since are counted off its answer, so
-    /// a cluster close to full is asked again before its last slot goes.
-    /// When the cluster cannot say, the create goes ahead and its close
-    /// reports.
+    /// rule for an upload). Without write-back only: there close is where
+    /// a failed upload shows, and a shell's `> file` never looks at it; with
+    /// write-back a refused file is kept in `unsent/`, and creating must not
+    /// wait on a cluster that does not answer. The cluster is asked at most
+    /// every [`ROOM_TTL`] (for [`ROOM_ASK`] at most; no answer counts as
+    /// room), and the creates since are counted off its answer, so a cluster
+    /// close to full is asked again before its last slot goes.
     fn room_for_a_new_file(&self) -> bool {
+        if self.write_back {
+            return true;
+        }
         if let Some((at, left)) = lock(&self.room).as_mut() {
             if at.elapsed() < ROOM_TTL && *left > 0 {
                 *left -= 1;
                 return true;
             }
         }
-        let left = match self.remote.status() {
-            Ok(r) => r
+        let left = match self.remote.status_within(ROOM_ASK) {
+            Some(r) => r
                 .nodes
                 .iter()
                 .filter(|n| n.alive)
                 .map(|n| n.max_files.map_or(u64::MAX, |max| max.saturating_sub(n.files)))
                 .max()
                 .unwrap_or(0),
-            Err(_) => return true,
+            None => u64::MAX,
         };
         *lock(&self.room) = Some((Instant::now(), left.saturating_sub(1)));
         left > 0

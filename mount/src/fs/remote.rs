@@ -114,6 +114,12 @@ impl Remote {
         self.call("status", self.client.status())
     }
 
+    /// The status if the cluster gives it within `limit`; a quick look
+    /// that says nothing about whether the cluster is down.
+    pub fn status_within(&self, limit: Duration) -> Option<StatusReport> {
+        self.rt.block_on(async { tokio::time::timeout(limit, self.client.status()).await }).ok()?.ok()
+    }
+
     /// A range of a file, read straight from the cluster.
     pub fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<(Entry, Vec<u8>)> {
         self.rt.block_on(read_range(&self.client, name, offset, len, Vec::new()))
