@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod mounts;
 pub mod multicast;
 pub mod name;
 #[cfg(test)]

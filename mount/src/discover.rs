@@ -236,8 +236,12 @@ impl LeaderWatch {
                 return l.clone();
             }
             // Heartbeats arrive every few hundred milliseconds at most; a
-            // silent node also ages out without one, so look again anyway.
-            let _ = tokio::time::timeout(Duration::from_millis(250), self.rx.changed()).await;
+            // silent node also ages out without one, so look again anyway
+            // (also once the listener is gone: waiting, not spinning).
+            let look = Duration::from_millis(250);
+            if let Ok(Err(_)) = tokio::time::timeout(look, self.rx.changed()).await {
+                tokio::time::sleep(look).await;
+            }
         }
     }
 }

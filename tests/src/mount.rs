@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use scs_common::mounts;
+
 use crate::bins::bin;
 use crate::cli::{self, Output};
 use crate::cluster::Cluster;
@@ -233,32 +235,7 @@ pub fn run_scs_mount(args: &[OsString], deadline: Duration) -> Output {
 
 /// Whether `path` is a mountpoint of a FUSE file system right now.
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let want = path.to_string_lossy();
-    info.lines().any(|l| {
-        let fields: Vec<&str> = l.split(' ').collect();
-        let fstype = l.split(" - ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap_or("");
-        fields.get(4).is_some_and(|mp| unescape(mp) == want) && fstype.starts_with("fuse")
-    })
-}
-
-/// mountinfo escapes spaces and such as `\040`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 4]).ok().and_then(|d| u8::from_str_radix(d, 8).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    mounts::mounts_at(&mounts::read_mountinfo(), path).any(|m| m.fstype.starts_with("fuse"))
 }
 
 fn process_alive(pid: u32) -> bool {

@@ -630,43 +630,39 @@ fn a_reader_sees_the_file_rewritten_under_it_never_a_mix() {
     }
 }
 
-/// A file open for reading outlives its name, as on a local disk: fstat
-/// and read answer after an unlink or a rename over it (bash reads a
-/// here-document's temp file after removing it).
-fn open_files_outlive_their_names(dir: &Path) {
-    fs::write(dir.join("u"), b"data1234").unwrap();
-    let mut f = fs::File::open(dir.join("u")).unwrap();
-    fs::remove_file(dir.join("u")).unwrap();
-    assert_eq!(f.metadata().expect("fstat of an unlinked file").len(), 8);
+/// fstat and read through `f`, whose name is gone, still give `want`.
+#[track_caller]
+fn assert_still_reads(mut f: fs::File, want: &str, what: &str) {
+    assert_eq!(f.metadata().unwrap_or_else(|e| panic!("fstat of {what}: {e}")).len(), want.len() as u64);
     let mut s = String::new();
-    f.read_to_string(&mut s).expect("read of an unlinked file");
-    assert_eq!(s, "data1234");
-
-    fs::write(dir.join("r"), b"old").unwrap();
-    let mut g = fs::File::open(dir.join("r")).unwrap();
-    fs::write(dir.join("r.new"), b"newer").unwrap();
-    fs::rename(dir.join("r.new"), dir.join("r")).unwrap();
-    assert_eq!(g.metadata().expect("fstat of a replaced file").len(), 3);
-    let mut s = String::new();
-    g.read_to_string(&mut s).expect("read of a replaced file");
-    assert_eq!(s, "old");
-    assert_eq!(fs::read(dir.join("r")).unwrap(), b"newer");
+    f.read_to_string(&mut s).unwrap_or_else(|e| panic!("read of {what}: {e}"));
+    assert_eq!(s, want, "{what}");
 }
 
 #[test]
 fn an_open_file_outlives_its_name() {
+    // As on a local disk: fstat and read answer after an unlink or a rename
+    // over the name (bash reads a here-document's temp file after removing it).
     let c = Cluster::start(1);
     let m = Mount::start(&c);
-    open_files_outlive_their_names(m.path());
+    fs::write(m.join("u"), b"data1234").unwrap();
+    let f = fs::File::open(m.join("u")).unwrap();
+    fs::remove_file(m.join("u")).unwrap();
+    assert_still_reads(f, "data1234", "an unlinked file");
+
+    fs::write(m.join("r"), b"old").unwrap();
+    let g = fs::File::open(m.join("r")).unwrap();
+    fs::write(m.join("r.new"), b"newer").unwrap();
+    fs::rename(m.join("r.new"), m.join("r")).unwrap();
+    assert_still_reads(g, "old", "a replaced file");
+    assert_eq!(fs::read(m.join("r")).unwrap(), b"newer");
+
     // Also when the descriptor was opened long after the file was stored.
     fs::write(m.join("late"), b"stored earlier").unwrap();
     thread::sleep(TTL_PLUS);
-    let mut f = fs::File::open(m.join("late")).unwrap();
+    let f = fs::File::open(m.join("late")).unwrap();
     fs::remove_file(m.join("late")).unwrap();
-    assert_eq!(f.metadata().expect("fstat of an unlinked file").len(), 14);
-    let mut s = String::new();
-    f.read_to_string(&mut s).expect("read of an unlinked file");
-    assert_eq!(s, "stored earlier");
+    assert_still_reads(f, "stored earlier", "a file unlinked long after it was stored");
 }
 
 #[test]

@@ -539,6 +539,10 @@ impl Core {
         let ino = lock(&self.inodes).peek(&path, Kind::File);
         let append = flags & libc::O_APPEND != 0;
         let exclusive = flags & libc::O_EXCL != 0;
+        // A full cluster refuses the create, as a full disk would: a shell's
+        // `> file` does not look at close. Asked before `opening` is taken,
+        // as it may wait on the cluster.
+        let fits = self.staged_of(Some(ino)).is_some() || self.room_for_a_new_file();
         let staged = {
             let _g = lock(&self.opening);
             let existing = self.staged_of(Some(ino));
@@ -553,9 +557,7 @@ impl Core {
                     s
                 }
                 None => {
-                    // A full cluster refuses the create, as a full disk
-                    // would: a shell's `> file` does not look at close.
-                    if !self.room_for_a_new_file() {
+                    if !fits {
                         return Err(Errno::ENOSPC);
                     }
                     let start = Start::Empty { fresh: true, exclusive };

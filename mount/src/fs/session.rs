@@ -2,7 +2,6 @@
 //! cluster answers, the cache directory, the FUSE session, and a clean end
 //! on unmount or SIGTERM/SIGINT (what is still owed is uploaded first).
 
-use std::ffi::CString;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
@@ -183,22 +182,13 @@ fn watch_signals(
             core.flush_all();
             if let Err(e) = unmounter.unmount() {
                 log::warn!("unmount of {} failed ({e}); detaching it", mountpoint.display());
-                detach(&mountpoint);
+                if let Err(e) = super::mountpoint::detach(&mountpoint) {
+                    log::error!("cannot detach {}: {e}", mountpoint.display());
+                }
             }
         })
         .map(|_| ())
         .map_err(|e| format!("cannot start a thread: {e}"))
-}
-
-/// A lazy unmount: the mount goes away once nothing uses it.
-fn detach(mountpoint: &Path) {
-    if let Ok(c) = CString::new(mountpoint.as_os_str().as_bytes()) {
-        // SAFETY: umount2 with a valid NUL-terminated path.
-        let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        if rc != 0 {
-            log::error!("cannot detach {}: {}", mountpoint.display(), std::io::Error::last_os_error());
-        }
-    }
 }
 
 /// Takes the cache directory for this process (two mounts must not share
@@ -217,7 +207,7 @@ fn lock_cache_dir(dir: &Path) -> Result<File, String> {
 
 /// 2 GiB, or a tenth of the cache's disk if that is less.
 fn cache_limit(dir: &Path) -> u64 {
-    let Ok(st) = super::mountpoint::statvfs(dir) else { return CACHE_MAX };
+    let Ok(st) = scs_common::mounts::statvfs(dir) else { return CACHE_MAX };
     let disk = st.f_blocks.saturating_mul(st.f_frsize);
     CACHE_MAX.min(disk / CACHE_DISK_SHARE).max(64 << 20)
 }

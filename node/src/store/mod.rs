@@ -325,16 +325,10 @@ impl Store {
 
     /// Free and total bytes of the disk the store is on (zeros if unknown).
     pub fn disk_space(&self) -> (u64, u64) {
-        let Ok(path) = std::ffi::CString::new(self.layout.root().as_os_str().as_encoded_bytes()) else {
-            return (0, 0);
-        };
-        // SAFETY: a zeroed statvfs is a valid out-parameter, and `path` is a NUL-terminated string.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-            return (0, 0);
+        match scs_common::mounts::statvfs(self.layout.root()) {
+            Ok(st) => (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize),
+            Err(_) => (0, 0),
         }
-        let block = st.f_frsize as u64;
-        (st.f_bavail as u64 * block, st.f_blocks as u64 * block)
     }
 
     /// Blobs this node keeps.
