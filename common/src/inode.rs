@@ -394,7 +394,11 @@ mod tests {
             deleted: false,
             stamp_ns: 5,
         };
-        for r in [Record::Inode(i.clone()), Record::Dentry(d), Record::NextIno(NextIno { version: Version::new(Term(1), 1), next: Ino(1024), stamp_ns: 0 })] {
+        for r in [
+            Record::Inode(i.clone()),
+            Record::Dentry(d),
+            Record::NextIno(NextIno { version: Version::new(Term(1), 1), next: Ino(1024), stamp_ns: 0 }),
+        ] {
             let bytes = rmp_serde::to_vec(&r).unwrap();
             assert_eq!(rmp_serde::from_slice::<Record>(&bytes).unwrap(), r);
         }

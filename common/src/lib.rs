@@ -31,7 +31,7 @@ pub mod secure;
 pub mod types;
 
 pub use error::{Error, ErrorCode, Result};
-pub use inode::{DirEntry, Dentry, Inode, Record};
+pub use inode::{Dentry, DirEntry, Inode, Record};
 pub use types::{ContentHash, Ino, Key, Kind, NodeId, Term, Version};
 
 /// The protocol version spoken on TCP sessions and in datagrams. A peer with

@@ -205,7 +205,10 @@ pub fn make<V: View>(plan: &mut Plan<'_, V>, parent: Ino, name: &str, node: &New
             return Err(Error::NotFound("a symlink needs a target".into()));
         }
         if node.target.len() > PATH_MAX {
-            return Err(Error::NameTooLong(format!("the target is {} bytes, the limit is {PATH_MAX}", node.target.len())));
+            return Err(Error::NameTooLong(format!(
+                "the target is {} bytes, the limit is {PATH_MAX}",
+                node.target.len()
+            )));
         }
         if node.target.contains('\0') {
             return Err(Error::BadName("the target contains a NUL byte".into()));
@@ -478,7 +481,13 @@ pub fn check_xattr_name(name: &str) -> Result<()> {
 /// The name errors of [`check_xattr_name`]; `TooBig` past XATTR_SIZE_MAX;
 /// `Exists` (`Create`) and `NoAttr` (`Replace`); `NoSpace` past the total
 /// an inode keeps.
-pub fn set_xattr<V: View>(plan: &mut Plan<'_, V>, ino: Ino, name: &str, value: &Bytes, mode: XattrMode) -> Result<Inode> {
+pub fn set_xattr<V: View>(
+    plan: &mut Plan<'_, V>,
+    ino: Ino,
+    name: &str,
+    value: &Bytes,
+    mode: XattrMode,
+) -> Result<Inode> {
     check_xattr_name(name)?;
     if value.0.len() > XATTR_SIZE_MAX {
         return Err(Error::TooBig(format!("attribute values are at most {XATTR_SIZE_MAX} bytes")));
@@ -552,7 +561,10 @@ pub fn resolve(view: &impl View, path: &str, follow: bool) -> Result<Option<Inod
                 return Err(Error::Loop(path.to_string()));
             }
             if next.target.starts_with('/') {
-                return Err(Error::NotFound(format!("{path} (the symlink points outside the cluster: {})", next.target)));
+                return Err(Error::NotFound(format!(
+                    "{path} (the symlink points outside the cluster: {})",
+                    next.target
+                )));
             }
             todo.extend(next.target.split('/').filter(|c| !c.is_empty()).rev().map(str::to_string));
             continue;
@@ -885,9 +897,18 @@ mod tests {
         assert!(fs.get(old.ino).is_none());
         fs.mk(Ino::ROOT, "d", Kind::Dir).unwrap();
         let mut n = Inode::new(Ino(0), Kind::File, 0o644, 0, 0, 0);
-        let e = fs.run(|p, ino| { n.ino = ino; create_file(p, Ino::ROOT, "d", n.clone(), false) }).unwrap_err();
+        let e = fs
+            .run(|p, ino| {
+                n.ino = ino;
+                create_file(p, Ino::ROOT, "d", n.clone(), false)
+            })
+            .unwrap_err();
         assert!(matches!(e, Error::IsDir(_)));
-        let e = fs.run(|p, ino| create_file(p, Ino::ROOT, "f", Inode { ino, ..Inode::new(ino, Kind::File, 0, 0, 0, 0) }, true)).unwrap_err();
+        let e = fs
+            .run(|p, ino| {
+                create_file(p, Ino::ROOT, "f", Inode { ino, ..Inode::new(ino, Kind::File, 0, 0, 0, 0) }, true)
+            })
+            .unwrap_err();
         assert!(matches!(e, Error::Exists(_)));
         // A retry of the upload that made `new` finds its own inode there.
         let mut again = new.clone();

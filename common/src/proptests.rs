@@ -10,12 +10,12 @@ use proptest::prelude::*;
 
 use crate::auth::ClusterKey;
 use crate::error::WireError;
+use crate::inode::{
+    Bytes, Dentry, DirEntry, Inode, NewNode, NextIno, Record, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, Xattrs,
+};
 use crate::name::{self, NAME_MAX, PATH_MAX};
 use crate::proto::frame::{self, FrameKind, HEADER_LEN, MAX_DATA, MAX_MESSAGE};
 use crate::proto::gossip::{self, DatagramError, Envelope, Gossip, Heartbeat, NodeInfo, Role};
-use crate::inode::{
-    Bytes, DirEntry, Dentry, Inode, NewNode, NextIno, Record, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, Xattrs,
-};
 use crate::proto::rpc::{HolderAddr, Message, NodeStatus, Request, Response, StatusReport, Target, UploadSpec};
 use crate::types::{ContentHash, Ino, Key, Kind, NodeId, Term, Version};
 use crate::Error;
@@ -146,8 +146,11 @@ fn arb_record() -> impl Strategy<Value = Record> {
                 stamp_ns
             })
         ),
-        (arb_version(), arb_ino(), any::<i64>())
-            .prop_map(|(version, next, stamp_ns)| Record::NextIno(NextIno { version, next, stamp_ns })),
+        (arb_version(), arb_ino(), any::<i64>()).prop_map(|(version, next, stamp_ns)| Record::NextIno(NextIno {
+            version,
+            next,
+            stamp_ns
+        })),
     ]
 }
 
@@ -235,7 +238,10 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 mode
             }),
         (arb_ino(), opt_u32(), opt_u32(), opt_u32(), arb_time(), arb_time()).prop_map(
-            |(ino, mode, uid, gid, atime, mtime)| Request::SetAttr { ino, set: SetAttrs { mode, uid, gid, atime, mtime } }
+            |(ino, mode, uid, gid, atime, mtime)| Request::SetAttr {
+                ino,
+                set: SetAttrs { mode, uid, gid, atime, mtime }
+            }
         ),
         (
             arb_ino(),
@@ -254,9 +260,8 @@ fn arb_request() -> impl Strategy<Value = Request> {
         arb_records().prop_map(|records| Request::Offer { records }),
         (arb_term(), arb_node(), vec((arb_key(), arb_version()), 0..4))
             .prop_map(|(term, leader, items)| Request::Purge { term, leader, items }),
-        (arb_term(), arb_node(), arb_ino(), arb_version(), opt_u64()).prop_map(
-            |(term, leader, ino, content, size)| Request::Replicate { term, leader, ino, content, size }
-        ),
+        (arb_term(), arb_node(), arb_ino(), arb_version(), opt_u64())
+            .prop_map(|(term, leader, ino, content, size)| Request::Replicate { term, leader, ino, content, size }),
         (arb_term(), arb_node(), arb_records()).prop_map(|(term, leader, records)| Request::Apply {
             term,
             leader,

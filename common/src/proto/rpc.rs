@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
-use crate::proto::gossip::Role;
 use crate::inode::{Bytes, DirEntry, Inode, NewNode, Record, Removal, RenameMode, SetAttrs, XattrMode, Xattrs};
+use crate::proto::gossip::Role;
 use crate::types::{ContentHash, Ino, Key, NodeId, Term, Version};
 
 /// Who opened a session.
@@ -102,70 +102,150 @@ pub enum Request {
     Upload(UploadSpec),
     /// Read a file by path, following symlinks (the command line):
     /// `Content` + data + `End`, or `Redirect` to the holders.
-    Download { path: String, offset: u64, len: Option<u64> },
+    Download {
+        path: String,
+        offset: u64,
+        len: Option<u64>,
+    },
     /// Read a file by inode (the mount), as `Download` answers.
-    Read { ino: Ino, offset: u64, len: Option<u64> },
+    Read {
+        ino: Ino,
+        offset: u64,
+        len: Option<u64>,
+    },
     /// Read a blob this node holds, by inode and content version (clients
     /// after a redirect, nodes repairing a copy).
-    ReadBlob { ino: Ino, content: Version, offset: u64, len: Option<u64> },
+    ReadBlob {
+        ino: Ino,
+        content: Version,
+        offset: u64,
+        len: Option<u64>,
+    },
 
     // ----- the namespace: answered with `Attr`, `Missing`, `Listing` or `Done` -----
     /// The inode at a path ("" = root), following symlinks on the way and,
     /// with `follow`, at the end.
-    Resolve { path: String, follow: bool },
+    Resolve {
+        path: String,
+        follow: bool,
+    },
     /// The inode `name` in directory `parent` leads to.
-    Lookup { parent: Ino, name: String },
+    Lookup {
+        parent: Ino,
+        name: String,
+    },
     /// An inode by number.
-    GetAttr { ino: Ino },
+    GetAttr {
+        ino: Ino,
+    },
     /// The children of a directory with their inodes, in `Listing` frames.
-    ReadDir { dir: Ino },
+    ReadDir {
+        dir: Ino,
+    },
     /// Make a directory, symlink, FIFO, socket, device or empty file `name` in `parent`.
-    Make { parent: Ino, name: String, node: NewNode },
+    Make {
+        parent: Ino,
+        name: String,
+        node: NewNode,
+    },
     /// A new name for an existing inode (link(2)).
-    Link { ino: Ino, parent: Ino, name: String },
+    Link {
+        ino: Ino,
+        parent: Ino,
+        name: String,
+    },
     /// Remove a name (unlink(2), rmdir(2), or either).
-    Remove { parent: Ino, name: String, what: Removal },
+    Remove {
+        parent: Ino,
+        name: String,
+        what: Removal,
+    },
     /// Move a name, replacing, refusing or swapping with what is at the target.
-    Rename { parent: Ino, name: String, new_parent: Ino, new_name: String, mode: RenameMode },
+    Rename {
+        parent: Ino,
+        name: String,
+        new_parent: Ino,
+        new_name: String,
+        mode: RenameMode,
+    },
     /// Change mode, owner and times.
-    SetAttr { ino: Ino, set: SetAttrs },
-    SetXattr { ino: Ino, name: String, value: Bytes, mode: XattrMode },
-    RemoveXattr { ino: Ino, name: String },
+    SetAttr {
+        ino: Ino,
+        set: SetAttrs,
+    },
+    SetXattr {
+        ino: Ino,
+        name: String,
+        value: Bytes,
+        mode: XattrMode,
+    },
+    RemoveXattr {
+        ino: Ino,
+        name: String,
+    },
     /// Inode numbers for new files the caller makes later (`Target::New`):
     /// answered with `Inodes`.
-    ReserveInodes { count: u32 },
+    ReserveInodes {
+        count: u32,
+    },
 
     /// Members, leader, term, quorum and load.
     Status,
     /// "Your copy of this blob failed its hash at my end": the node re-checks
     /// it and, if it is bad, moves it aside and fetches a good copy.
-    ReportCorrupt { ino: Ino, content: Version },
+    ReportCorrupt {
+        ino: Ino,
+        content: Version,
+    },
 
     // Anti-entropy between nodes (see the node's store::digest).
     /// The 256 bucket digests of the receiver's index: `Digests`.
     Digests,
     /// Every (key, version) in one bucket: `Versions`.
-    BucketVersions { bucket: u8 },
+    BucketVersions {
+        bucket: u8,
+    },
     /// The records of these keys the receiver has: `Records`.
-    RecordsFor { keys: Vec<Key> },
+    RecordsFor {
+        keys: Vec<Key>,
+    },
     /// Records the sender has and the receiver lacked or had older; applied
     /// if newer (versions decide, so this is safe from anyone in the cluster).
-    Offer { records: Vec<Record> },
+    Offer {
+        records: Vec<Record>,
+    },
     /// From the leader, once every node has them: forget these tombstones.
-    Purge { term: Term, leader: NodeId, items: Vec<(Key, Version)> },
+    Purge {
+        term: Term,
+        leader: NodeId,
+        items: Vec<(Key, Version)>,
+    },
 
     // Between nodes only.
     /// Store the blob of inode `ino` at content version `content` durably
     /// (bytes + `End` follow) and answer `Done`; the inode itself (with its
     /// final size and hash) is committed later by an `Apply`. `size` is the
     /// exact byte count when known.
-    Replicate { term: Term, leader: NodeId, ino: Ino, content: Version, size: Option<u64> },
+    Replicate {
+        term: Term,
+        leader: NodeId,
+        ino: Ino,
+        content: Version,
+        size: Option<u64>,
+    },
     /// Commit these records in one transaction.
-    Apply { term: Term, leader: NodeId, records: Vec<Record> },
+    Apply {
+        term: Term,
+        leader: NodeId,
+        records: Vec<Record>,
+    },
     /// Every record newer than `since`: answered with `Pulled` frames. With
     /// `fence` (a new leader catching up), the receiver first moves to that
     /// term and stops accepting writes from older ones.
-    Pull { since: Version, fence: Option<(Term, NodeId)> },
+    Pull {
+        since: Version,
+        fence: Option<(Term, NodeId)>,
+    },
 }
 
 /// Where a holder of a blob listens.
@@ -288,7 +368,11 @@ mod tests {
                 entries: vec![DirEntry { name: "ça.txt".into(), inode: inode.clone() }],
                 more: false,
             }),
-            Message::Response(Response::Pulled { records: vec![Record::Inode(inode)], more: true, watermark: Version::ZERO }),
+            Message::Response(Response::Pulled {
+                records: vec![Record::Inode(inode)],
+                more: true,
+                watermark: Version::ZERO,
+            }),
             Message::End { hash: ContentHash([9; 32]) },
         ];
         for m in msgs {

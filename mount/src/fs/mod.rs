@@ -17,6 +17,7 @@
 
 pub mod cache;
 pub mod caller;
+pub mod cluster;
 pub mod content;
 pub mod errno;
 pub mod handles;

@@ -81,7 +81,9 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     };
     let client = Arc::new(client);
     // The directory only appears if the cluster answers.
-    let checked = rt.block_on(async { tokio::time::timeout(window + Duration::from_secs(3), client.stat("")).await });
+    let checked = rt.block_on(async {
+        tokio::time::timeout(window + Duration::from_secs(3), client.getattr(scs_common::Ino::ROOT)).await
+    });
     match checked {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(format!("cannot reach the cluster: {e}")),
