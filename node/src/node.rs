@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use scs_common::auth::ClusterKey;
 use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::Role;
-use scs_common::{Entry, Error, Key, NodeId, Result, Term, Version};
+use scs_common::{Error, Key, NodeId, Record, Result, Term, Version};
 
 use crate::cluster::driver::Lease;
 use crate::leader::LeaderState;
@@ -177,13 +177,13 @@ impl Node {
         }
     }
 
-    /// Commits entries from `leader` of `term` (or from ourselves as leader),
+    /// Commits records from `leader` of `term` (or from ourselves as leader),
     /// refusing if that term has been superseded meanwhile.
     pub async fn commit(
         &self,
         term: Term,
         leader: NodeId,
-        entries: Vec<Entry>,
+        records: Vec<Record>,
         written: Vec<(Key, Version)>,
     ) -> Result<Applied> {
         let _shared = self.commit_gate.read().await;
@@ -194,7 +194,7 @@ impl Node {
             }
         }
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.apply(&entries, &written))
+        tokio::task::spawn_blocking(move || store.apply(&records, &written))
             .await
             .map_err(|e| Error::Internal(format!("commit task: {e}")))?
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scs_common::proto::rpc::{Request, Response};
-use scs_common::{Entry, Error, Key, NodeId, Result, Version};
+use scs_common::{Error, Inode, Key, NodeId, Record, Result, Version};
 
 use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
 use crate::node::Node;
@@ -98,9 +98,9 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
     let mut repaired = 0usize;
     let mut after: Option<Key> = None;
     loop {
-        let page = node.blocking(move |s| s.live_files(after, PAGE)).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key());
+        let (page, last) = node.blocking(move |s| s.live_files(after, PAGE)).await?;
+        let Some(last) = last else { break };
+        after = Some(last);
         let full = page.len() < PAGE;
         for entry in page {
             let live_copies = entry.holders.iter().filter(|h| alive(**h)).count();
@@ -114,7 +114,7 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
                 continue;
             }
             let mut spare: Vec<(u64, NodeId)> = Vec::new();
-            if !entry.holders.contains(&me) && node.store.has_room_for(&entry.key())? {
+            if !entry.holders.contains(&me) && node.store.has_room_for(entry.ino)? {
                 spare.push((node.store.files(), me));
             }
             for (id, m) in view.alive_others() {
@@ -145,21 +145,21 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
     Ok((under, repaired))
 }
 
-/// Commits a new version of `entry` with `holders`, if the entry has not
-/// changed meanwhile. The new holders fetch the blob on their own.
-async fn give_holders(node: &Arc<Node>, state: &Arc<LeaderState>, entry: &Entry, holders: Vec<NodeId>) -> Result<bool> {
+/// Commits a new version of inode `entry` with `holders`, if the inode has
+/// not changed meanwhile. The new holders fetch the blob on their own.
+async fn give_holders(node: &Arc<Node>, state: &Arc<LeaderState>, entry: &Inode, holders: Vec<NodeId>) -> Result<bool> {
     let ns = state.ns.lock().await;
     let key = entry.key();
     if state.is_uploading(&key) {
         return Ok(false);
     }
-    let current = node.blocking(move |s| s.entry(&key)).await?;
-    if current.as_ref().map(|e| e.version) != Some(entry.version) {
+    let current = node.blocking(move |s| s.record(&key)).await?;
+    if current.as_ref().map(Record::version) != Some(entry.version) {
         return Ok(false);
     }
-    log::debug!("node {}: {:?} now kept by {holders:?} (was {:?})", node.me(), entry.name, entry.holders);
+    log::debug!("node {}: inode {} now kept by {holders:?} (was {:?})", node.me(), entry.ino, entry.holders);
     let mut batch = Batch::new(state);
-    batch.push(Entry { holders, ..entry.clone() });
+    batch.push(Record::Inode(Inode { holders, ..entry.clone() }));
     commit_and_spread(node, state, batch, ns).await?;
     Ok(true)
 }
@@ -234,16 +234,16 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
             give.push(*k);
         }
         for keys in need.chunks(500) {
-            if let Response::Entries(entries) = call(node, addr, Request::EntriesFor { keys: keys.to_vec() }).await? {
-                got += entries.len();
-                node.blocking(move |s| s.apply(&entries, &[])).await?;
+            if let Response::Records(records) = call(node, addr, Request::RecordsFor { keys: keys.to_vec() }).await? {
+                got += records.len();
+                node.blocking(move |s| s.apply(&records, &[])).await?;
             }
         }
         for keys in give.chunks(500) {
             let keys = keys.to_vec();
-            let entries = node.blocking(move |s| s.entries_for(&keys)).await?;
-            gave += entries.len();
-            call(node, addr, Request::Offer { entries }).await?;
+            let records = node.blocking(move |s| s.records_for(&keys)).await?;
+            gave += records.len();
+            call(node, addr, Request::Offer { records }).await?;
         }
     }
     Ok((got, gave))
@@ -312,7 +312,10 @@ pub async fn scrub(node: Arc<Node>) {
                 return;
             }
             let t = Instant::now();
-            let size = node.blocking(move |s| Ok(s.entry(&key)?.map(|e| e.size).unwrap_or(0))).await.unwrap_or(0);
+            let size = node
+                .blocking(move |s| Ok(s.live_content(&key, version)?.map(|i| i.size).unwrap_or(0)))
+                .await
+                .unwrap_or(0);
             match node.blocking(move |s| s.check_blob(&key, version)).await {
                 Ok(true) => {}
                 Ok(false) => {

@@ -1,7 +1,7 @@
 //! Catching up (DESIGN sections 3 and 5): a new leader pulls what it lacks
 //! from a majority before it serves; every other node pulls from the leader
 //! every second, and every node fetches the blobs it should keep but lacks.
-//! Entries carry versions and applying one is idempotent (the highest
+//! Records carry versions and applying one is idempotent (the highest
 //! version wins), so a pull can be repeated or overlap live replication.
 
 use std::sync::Arc;
@@ -12,13 +12,13 @@ use tokio::task::JoinSet;
 use scs_common::conn::Connection;
 use scs_common::proto::gossip::Role;
 use scs_common::proto::rpc::{Message, Request, Response};
-use scs_common::{Entry, Error, NodeId, Result, Term, Version};
+use scs_common::{Error, Ino, Inode, Key, NodeId, Record, Result, Term, Version};
 
-use crate::leader::LeaderState;
+use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
 use crate::node::{Control, Node};
 use crate::transfer::BlobSink;
 
-/// Entries per `Pulled` batch.
+/// Records per `Pulled` batch.
 const PULL_BATCH: usize = 500;
 /// How often a follower pulls from its leader.
 const SYNC_INTERVAL: Duration = Duration::from_millis(1000);
@@ -50,22 +50,24 @@ pub async fn serve_pull(
         Some(state) if view.role == Role::Leader && view.ready && state.term == view.term => state.safe_watermark(),
         _ => Version::ZERO,
     };
-    let mut cursor = since;
+    // Pages go by (version, key): records an upgrade made from one entry
+    // of format 1 share its version.
+    let mut cursor = (since, Key([0xff; 32]));
     loop {
-        let batch = node.blocking(move |s| s.since(cursor, PULL_BATCH)).await?;
+        let batch = node.blocking(move |s| s.after(cursor, PULL_BATCH)).await?;
         let more = batch.len() == PULL_BATCH;
         if let Some(last) = batch.last() {
-            cursor = last.version;
+            cursor = (last.version(), last.key());
         }
-        conn.send_response(Response::Pulled { entries: batch, more, watermark }).await?;
+        conn.send_response(Response::Pulled { records: batch, more, watermark }).await?;
         if !more {
             return Ok(());
         }
     }
 }
 
-/// Pulls every entry newer than `since` from the node at `addr` and applies
-/// it here. Returns how many entries were new and the sender's watermark.
+/// Pulls every record newer than `since` from the node at `addr` and applies
+/// it here. Returns how many records were new and the sender's watermark.
 pub async fn pull_from(
     node: &Arc<Node>,
     addr: &str,
@@ -77,9 +79,9 @@ pub async fn pull_from(
     let mut applied = 0;
     loop {
         match conn.recv_response().await? {
-            Response::Pulled { entries, more, watermark } => {
-                if !entries.is_empty() {
-                    applied += node.blocking(move |s| s.apply(&entries, &[])).await?.applied;
+            Response::Pulled { records, more, watermark } => {
+                if !records.is_empty() {
+                    applied += node.blocking(move |s| s.apply(&records, &[])).await?.applied;
                 }
                 if !more {
                     node.peers.put(addr, conn);
@@ -129,8 +131,14 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
             if let Ok(max) = node.blocking(|s| s.max_version()).await {
                 let _ = node.blocking(move |s| s.set_watermark(max)).await;
             }
+            // A new cluster gets its root from its first leader.
+            if let Err(e) = make_root(&node, &state).await {
+                log::info!("node {me}: cannot make the root directory yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             log::info!(
-                "node {me}: leader of term {} caught up ({pulled} entries from {} nodes); serving",
+                "node {me}: leader of term {} caught up ({pulled} records from {} nodes); serving",
                 state.term,
                 answered - 1
             );
@@ -148,7 +156,20 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
     }
 }
 
-/// The background loop of every node: follow the leader's entries, fetch
+/// Commits the root directory if the cluster has none yet (it is new).
+async fn make_root(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<()> {
+    let ns = state.ns.lock().await;
+    if node.store.inode_record(Ino::ROOT)?.is_some() {
+        return Ok(());
+    }
+    let mut batch = Batch::new(state);
+    batch.push(Record::Inode(crate::store::new_root(now_ns())));
+    commit_and_spread(node, state, batch, ns).await?;
+    log::info!("node {}: made the root directory of a new cluster", node.me());
+    Ok(())
+}
+
+/// The background loop of every node: follow the leader's records, fetch
 /// wanted blobs, and say when caught up with a new leader.
 pub async fn follow(node: Arc<Node>) {
     let me = node.me();
@@ -187,7 +208,7 @@ pub async fn follow(node: Arc<Node>) {
                 Ok((n, watermark)) => {
                     failures = 0;
                     if n > 0 {
-                        log::debug!("node {me}: pulled {n} entries from leader {leader}");
+                        log::debug!("node {me}: pulled {n} records from leader {leader}");
                     }
                     // Only a leader's watermark vouches for completeness.
                     if watermark > since {
@@ -239,7 +260,7 @@ pub async fn fetch_wanted(node: &Arc<Node>) {
         }
         let started = std::time::Instant::now();
         if let Err(e) = fetch_one(node, &entry).await {
-            log::debug!("node {}: cannot fetch {:?} yet: {e}", node.me(), entry.name);
+            log::debug!("node {}: cannot fetch the content of inode {} yet: {e}", node.me(), entry.ino);
             continue;
         }
         // Repairs are paced so that clients keep their speed.
@@ -248,8 +269,8 @@ pub async fn fetch_wanted(node: &Arc<Node>) {
     }
 }
 
-async fn fetch_one(node: &Arc<Node>, entry: &Entry) -> Result<()> {
-    // The same content may be at hand locally (a rename applied in two batches).
+async fn fetch_one(node: &Arc<Node>, entry: &Inode) -> Result<()> {
+    // The same content may be at hand locally (released a moment ago).
     let local = entry.clone();
     if node.blocking(move |s| s.place_from_local(&local)).await? {
         return Ok(());
@@ -262,7 +283,7 @@ async fn fetch_one(node: &Arc<Node>, entry: &Entry) -> Result<()> {
         };
         match fetch_from(node, &addr, entry).await {
             Ok(()) => {
-                log::debug!("node {}: fetched {:?} from node {holder}", node.me(), entry.name);
+                log::debug!("node {}: fetched inode {} from node {holder}", node.me(), entry.ino);
                 return Ok(());
             }
             Err(e) => last = e,
@@ -271,27 +292,27 @@ async fn fetch_one(node: &Arc<Node>, entry: &Entry) -> Result<()> {
     Err(last)
 }
 
-async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Entry) -> Result<()> {
+async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Inode) -> Result<()> {
     let mut conn = node.peers.dial(addr).await?;
-    let key = entry.key();
-    conn.send(&Message::Request(Request::ReadBlob { key, version: entry.version, offset: 0, len: None })).await?;
+    let (key, ino, content) = (entry.key(), entry.ino, entry.content);
+    conn.send(&Message::Request(Request::ReadBlob { ino, content, offset: 0, len: None })).await?;
     match conn.recv_response().await? {
         Response::Content { .. } => {}
         other => return Err(Error::Protocol(format!("unexpected answer to read: {other:?}"))),
     }
-    let (version, size) = (entry.version, entry.size);
+    let size = entry.size;
     let store = node.store.clone();
-    let mut sink = BlobSink::spawn(move || store.new_blob(&key, version, Some(size)));
+    let mut sink = BlobSink::spawn(move || store.new_blob(ino, content, Some(size)));
     crate::transfer::receive_into(&mut conn, &mut sink, Some(size)).await?;
     if let Err(e) = sink.finish(Some(entry.hash)).await {
         if matches!(e, Error::Corrupt(_)) {
             // Tell the holder, which re-checks its copy and moves it aside if bad.
-            let _ = node.peers.call(addr, &Request::ReportCorrupt { key, version }).await;
+            let _ = node.peers.call(addr, &Request::ReportCorrupt { ino, content }).await;
         }
         return Err(e);
     }
-    let e = entry.clone();
-    node.blocking(move |s| s.apply(&[e], &[(key, version)])).await?;
+    let r = Record::Inode(entry.clone());
+    node.blocking(move |s| s.apply(&[r], &[(key, content)])).await?;
     node.peers.put(addr, conn);
     Ok(())
 }

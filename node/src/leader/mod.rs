@@ -1,10 +1,12 @@
-//! What a node does while it leads: hands out versions, picks holders,
-//! commits entries on a majority, and first catches up from a majority.
+//! What a node does while it leads: hands out versions and inode numbers,
+//! picks holders, commits records on a majority, and first catches up from
+//! a majority.
 //!
 //! # Layout
-//! - this file: [`LeaderState`], holder choice and the majority commit.
+//! - this file: [`LeaderState`], holder choice, inode numbers and the majority commit.
 //! - [`upload`]: streaming a file to the holders with a pipelined fan-out.
-//! - [`meta`]: mkdir, delete, rename, setattr: checks, then a majority commit.
+//! - [`meta`]: namespace changes (make, link, remove, rename, attributes):
+//!   the rules of `scs_common::namespace` against the index, then a majority commit.
 
 pub mod meta;
 pub mod upload;
@@ -16,8 +18,9 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use scs_common::inode::NextIno;
 use scs_common::proto::rpc::{Request, Response};
-use scs_common::{Entry, Error, Key, NodeId, Result, Term, Version};
+use scs_common::{Error, Ino, Key, NodeId, Record, Result, Term, Version};
 
 use crate::node::Node;
 
@@ -36,10 +39,11 @@ pub struct LeaderState {
     inflight: Mutex<BTreeSet<Version>>,
     /// Serializes the check-then-commit of namespace changes.
     pub ns: tokio::sync::Mutex<()>,
-    /// Names with an upload in flight (by key, how many): repair leaves
-    /// them alone, since a new version of the old content committed by it
-    /// would make the upload's commit stale.
+    /// Inodes with an upload in flight (by key, how many): repair leaves
+    /// them alone while their content is about to change.
     uploading: Mutex<HashMap<Key, usize>>,
+    /// Inode numbers reserved on a majority and not handed out yet: `next..end`.
+    inos: Mutex<(u64, u64)>,
 }
 
 impl LeaderState {
@@ -51,16 +55,39 @@ impl LeaderState {
             inflight: Mutex::new(BTreeSet::new()),
             ns: Default::default(),
             uploading: Mutex::new(HashMap::new()),
+            inos: Mutex::new((0, 0)),
         }
     }
 
-    /// Marks an upload to `key` in flight until the mark is dropped.
+    /// Inode numbers left in the reserved block.
+    pub fn inos_left(&self) -> u64 {
+        let pool = self.inos.lock().unwrap_or_else(|p| p.into_inner());
+        pool.1 - pool.0
+    }
+
+    /// Hands out `count` inode numbers from the reserved block: the first.
+    /// Call it under the namespace lock after [`ensure_inos`].
+    pub fn take_inos(&self, count: u64) -> Option<Ino> {
+        let mut pool = self.inos.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.1 - pool.0 < count {
+            return None;
+        }
+        let first = pool.0;
+        pool.0 += count;
+        Some(Ino(first))
+    }
+
+    fn set_inos(&self, next: u64, end: u64) {
+        *self.inos.lock().unwrap_or_else(|p| p.into_inner()) = (next, end);
+    }
+
+    /// Marks an upload to the inode of `key` in flight until the mark is dropped.
     pub fn mark_upload(self: &Arc<Self>, key: Key) -> UploadMark {
         *self.uploads().entry(key).or_insert(0) += 1;
         UploadMark { state: self.clone(), key }
     }
 
-    /// Whether an upload to `key` is in flight.
+    /// Whether an upload to the inode of `key` is in flight.
     pub fn is_uploading(&self, key: &Key) -> bool {
         self.uploads().contains_key(key)
     }
@@ -124,16 +151,16 @@ impl Drop for UploadMark {
     }
 }
 
-/// The nodes that will keep a new blob for `key`: this node first when it
-/// has room, then the other live nodes with room, least loaded first, up to
-/// `replicas`.
+/// The nodes that will keep a new blob of inode `ino`: this node first
+/// when it has room, then the other live nodes with room, least loaded
+/// first, up to `replicas`.
 ///
 /// # Errors
 /// `NoSpace` when no node has room.
-pub fn pick_holders(node: &Node, key: &Key) -> Result<Vec<(NodeId, String)>> {
+pub fn pick_holders(node: &Node, ino: Ino) -> Result<Vec<(NodeId, String)>> {
     let view = node.view();
     let mut out = Vec::new();
-    if node.store.has_room_for(key)? {
+    if node.store.has_room_for(ino)? {
         out.push((node.me(), node.cfg.advertise.to_string()));
     }
     let mut others: Vec<(u64, NodeId, String)> = view
@@ -164,10 +191,10 @@ pub fn majority_of(n: usize) -> usize {
 /// # Errors
 /// `Stale` if this node was deposed; `Unavailable` if no majority committed.
 pub async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, batch: Batch, ns: G) -> Result<()> {
-    let entries = batch.entries.clone();
+    let records = batch.records.clone();
     // The followers start committing while we do: one disk flush of latency, not two.
-    let set = apply_to_others(node, state, entries.clone());
-    node.commit(state.term, node.me(), entries, Vec::new()).await?;
+    let set = apply_to_others(node, state, records.clone());
+    node.commit(state.term, node.me(), records, Vec::new()).await?;
     // Only now are the batch's versions out of flight: until the local
     // commit, a pull must not be told everything up to them is here
     // ([`LeaderState::safe_watermark`]), or a follower skips them for good.
@@ -205,14 +232,14 @@ async fn await_majority(
     )))
 }
 
-fn apply_to_others(node: &Arc<Node>, state: &Arc<LeaderState>, entries: Vec<Entry>) -> JoinSet<(NodeId, Result<()>)> {
+fn apply_to_others(node: &Arc<Node>, state: &Arc<LeaderState>, records: Vec<Record>) -> JoinSet<(NodeId, Result<()>)> {
     let mut set = JoinSet::new();
-    // A big batch (a directory rename) goes as several messages under the
-    // frame limit; a node counts once it has committed all of them.
+    // A big batch goes as several messages under the frame limit; a node
+    // counts once it has committed all of them.
     let reqs: Arc<Vec<Request>> = Arc::new(
-        split_by_size(entries, APPLY_BYTES)
+        split_by_size(records, APPLY_BYTES)
             .into_iter()
-            .map(|entries| Request::Apply { term: state.term, leader: node.me(), entries })
+            .map(|records| Request::Apply { term: state.term, leader: node.me(), records })
             .collect(),
     );
     for (id, m) in node.view().alive_others() {
@@ -247,20 +274,20 @@ pub fn detach<T: Send + 'static>(mut set: JoinSet<T>) {
     tokio::spawn(async move { while set.join_next().await.is_some() {} });
 }
 
-/// The entries of one namespace change, with their versions held in flight
-/// until the batch is committed.
+/// The records of one change, with their versions held in flight until
+/// the batch is committed.
 pub struct Batch {
     state: Arc<LeaderState>,
-    pub entries: Vec<Entry>,
+    pub records: Vec<Record>,
     guards: Vec<VersionGuard>,
 }
 
 impl Batch {
     pub fn new(state: &Arc<LeaderState>) -> Batch {
-        Batch { state: state.clone(), entries: Vec::new(), guards: Vec::new() }
+        Batch { state: state.clone(), records: Vec::new(), guards: Vec::new() }
     }
 
-    /// A fresh version for an entry of this batch.
+    /// A fresh version for a record of this batch.
     pub fn version(&mut self) -> Version {
         let g = self.state.allocate();
         let v = g.version;
@@ -268,26 +295,33 @@ impl Batch {
         v
     }
 
-    /// Adds `entry` with a fresh version.
-    pub fn push(&mut self, entry: Entry) {
+    /// Adds `record` with a fresh version.
+    pub fn push(&mut self, mut record: Record) {
         let version = self.version();
-        self.entries.push(Entry { version, ..entry });
+        record.set_version(version);
+        self.records.push(record);
     }
+}
 
-    /// Records a create or remove inside `dir`: an explicit directory gets
-    /// its mtime set to `now_ns`, as POSIX directories do. The root and
-    /// directories implied by file paths have no entry to update.
-    pub fn touch_dir(&mut self, store: &crate::store::Store, dir: &str, now_ns: i64) -> Result<()> {
-        if dir.is_empty() || self.entries.iter().any(|e| e.name == dir) {
-            return Ok(());
-        }
-        if let crate::store::Lookup::Live(e) = store.lookup(dir)? {
-            if e.kind == scs_common::Kind::Dir {
-                self.push(Entry { mtime_ns: now_ns, ..e });
-            }
-        }
-        Ok(())
+/// Inode numbers handed out at a time: one record on a majority per block.
+const INO_BLOCK: u64 = 1 << 16;
+
+/// Makes sure `need` inode numbers are reserved: when fewer are left, the
+/// next block is reserved by committing a higher count on a majority
+/// before any number of it is handed out, so no later leader hands one out
+/// again.
+pub async fn ensure_inos(node: &Arc<Node>, state: &Arc<LeaderState>, need: u64) -> Result<()> {
+    let ns = state.ns.lock().await;
+    if state.inos_left() >= need {
+        return Ok(());
     }
+    let next = node.store.next_ino()?.0;
+    let end = next.checked_add(need.max(INO_BLOCK)).ok_or_else(|| Error::NoSpace("inode numbers ran out".into()))?;
+    let mut batch = Batch::new(state);
+    batch.push(Record::NextIno(NextIno { version: Version::ZERO, next: Ino(end), stamp_ns: now_ns() }));
+    commit_and_spread(node, state, batch, ns).await?;
+    state.set_inos(next, end);
+    Ok(())
 }
 
 /// Nanoseconds since the epoch, for mtimes the leader sets.
@@ -325,13 +359,12 @@ pub async fn join_while_leading<T: 'static>(
 /// Encoded bytes per `Apply` message, well under the frame limit.
 const APPLY_BYTES: usize = 2 << 20;
 
-/// Cuts `entries` into runs whose encoding stays under about `max` bytes.
-pub fn split_by_size(entries: Vec<Entry>, max: usize) -> Vec<Vec<Entry>> {
-    let mut out: Vec<Vec<Entry>> = Vec::new();
+/// Cuts `items` into runs whose encoding stays under about `max` bytes.
+pub fn split_by_size<T: serde::Serialize>(items: Vec<T>, max: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
     let mut size = 0;
-    for e in entries {
-        // An entry is its name plus well under 200 bytes of fixed fields and holders.
-        let cost = e.name.len() + 200 + 8 * e.holders.len();
+    for e in items {
+        let cost = rmp_serde::to_vec(&e).map(|b| b.len()).unwrap_or(max) + 16;
         if out.is_empty() || size + cost > max {
             out.push(Vec::new());
             size = 0;
@@ -350,33 +383,42 @@ pub fn split_by_size(entries: Vec<Entry>, max: usize) -> Vec<Vec<Entry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scs_common::{ContentHash, Kind};
+    use scs_common::{Dentry, Kind};
 
-    fn entry(name: String) -> Entry {
-        Entry {
+    fn dentry(name: String) -> Record {
+        Record::Dentry(Dentry {
+            parent: Ino(7),
             name,
             version: Version::new(Term(1), 1),
+            child: Ino(9),
             kind: Kind::File,
-            size: 0,
-            hash: ContentHash::default(),
-            mode: 0o644,
-            mtime_ns: 0,
             deleted: false,
-            holders: vec![NodeId(1), NodeId(2), NodeId(3)],
-        }
+            stamp_ns: 0,
+        })
     }
 
     #[test]
     fn big_batches_are_cut_under_the_frame_limit() {
-        let entries: Vec<Entry> = (0..40_000).map(|i| entry(format!("{}/{i}", "d".repeat(200)))).collect();
-        let parts = split_by_size(entries, APPLY_BYTES);
+        let records: Vec<Record> = (0..40_000).map(|i| dentry(format!("{}{i}", "d".repeat(200)))).collect();
+        let parts = split_by_size(records, APPLY_BYTES);
         assert!(parts.len() > 1);
         assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 40_000);
         for p in &parts {
             let bytes =
-                rmp_serde::to_vec(&Request::Apply { term: Term(1), leader: NodeId(1), entries: p.clone() }).unwrap();
+                rmp_serde::to_vec(&Request::Apply { term: Term(1), leader: NodeId(1), records: p.clone() }).unwrap();
             assert!(bytes.len() < scs_common::proto::frame::MAX_MESSAGE, "{} bytes", bytes.len());
         }
-        assert_eq!(split_by_size(Vec::new(), APPLY_BYTES).len(), 1, "an empty batch is still one message");
+        assert_eq!(split_by_size(Vec::<Record>::new(), APPLY_BYTES).len(), 1, "an empty batch is still one message");
+    }
+
+    #[test]
+    fn inode_numbers_are_handed_out_once_from_the_reserved_block() {
+        let state = LeaderState::new(Term(1));
+        assert_eq!(state.take_inos(1), None, "nothing is handed out before a block is reserved");
+        state.set_inos(100, 110);
+        assert_eq!(state.take_inos(4), Some(Ino(100)));
+        assert_eq!(state.take_inos(4), Some(Ino(104)));
+        assert_eq!(state.take_inos(4), None, "two are left");
+        assert_eq!(state.inos_left(), 2);
     }
 }
