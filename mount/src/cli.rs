@@ -137,7 +137,11 @@ async fn run(args: Args) -> Result<()> {
                 return Err(Error::IsDir(format!("{} (upload takes files)", local.display())));
             }
             // Like cp: a target that is an existing directory receives the file.
-            if remote.is_some() && client.resolve(&target, true).await?.is_some_and(|e| e.is_dir()) {
+            let at = match client.resolve(&target, true).await {
+                Err(Error::NotFound(_)) => None,
+                other => other?,
+            };
+            if remote.is_some() && at.is_some_and(|e| e.is_dir()) {
                 target = name::join(&target, &base);
             }
             let size = meta.len();
