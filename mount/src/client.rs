@@ -422,10 +422,17 @@ impl Client {
         }
     }
 
-    /// Moves `from` to `to` by path; `to` naming a directory receives it, as mv does.
+    /// Moves `from` to `to` by path; `to` naming a directory receives it, as
+    /// mv does, and missing directories on the way to `to` are made, as an
+    /// upload makes them.
     pub async fn mv(&self, from: &str, to: &str) -> Result<()> {
         let (src_parent, src_name) = self.parent_of(from).await?;
-        let (mut dst_parent, mut dst_name) = self.parent_of(to).await?;
+        if self.lookup(src_parent.ino, &src_name).await?.is_none() {
+            return Err(Error::NotFound(from.to_string()));
+        }
+        let to_dir = scs_common::name::parent(to);
+        let mut dst_parent = self.mkdir(to_dir, 0o755, true).await?;
+        let mut dst_name = scs_common::name::base(to).to_string();
         if let Some(d) = self.lookup(dst_parent.ino, &dst_name).await? {
             let src = self.lookup(src_parent.ino, &src_name).await?;
             if d.is_dir() && src.is_some_and(|s| s.ino != d.ino) {
