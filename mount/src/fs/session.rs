@@ -12,6 +12,7 @@ use std::time::Duration;
 use fuser::MountOption;
 use sha2::{Digest, Sha256};
 
+use super::cluster::Cluster;
 use super::content::ContentCache;
 use super::ops::Core;
 use super::remote::Remote;
@@ -100,7 +101,7 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     let pending = settings.cache_dir.join("pending");
     let (journal, left) =
         Journal::open(&pending).map_err(|e| format!("cannot use the write-back journal {}: {e}", pending.display()))?;
-    let remote = Remote::new(rt.handle().clone(), client, window);
+    let remote: Arc<dyn Cluster> = Arc::new(Remote::new(rt.handle().clone(), client, window));
     let core = Arc::new(Core::new(
         remote,
         content,
