@@ -9,13 +9,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use scs_common::config::{self, DEFAULT_GROUP, DEFAULT_IFACE};
-use scs_common::inode::Removal;
+use scs_common::inode::{NewNode, Removal};
 use scs_common::name;
 use scs_common::proto::gossip::Role;
 use scs_common::proto::rpc::StatusReport;
 use scs_common::{Error, Inode, Kind, Result};
 
-use crate::client::{Client, ClientOptions, Sink, RETRY_WINDOW};
+use crate::client::{own_gid, own_uid, Client, ClientOptions, Sink, RETRY_WINDOW};
 
 /// Files larger than this get a progress bar (when stderr is a terminal).
 const PROGRESS_MIN: u64 = 4 << 20;
@@ -66,6 +66,14 @@ enum Command {
     },
     /// Move or rename a file or directory (replacing a file at TO)
     Mv { from: String, to: String },
+    /// Make LINK a new name of the file TARGET (a hard link), or with -s a symlink whose target is TARGET
+    Ln {
+        target: String,
+        link: String,
+        /// Make a symbolic link: TARGET is stored as it is given
+        #[arg(short, long)]
+        symbolic: bool,
+    },
     /// Members, leader, term, quorum and files per node
     Status {
         /// Print one JSON object
@@ -197,6 +205,26 @@ async fn run(args: Args) -> Result<()> {
         }
         Command::Mkdir { name, parents } => client.mkdir(&remote_name(&name)?, 0o755, parents).await.map(|_| ()),
         Command::Mv { from, to } => client.mv(&remote_name(&from)?, &remote_name(&to)?).await,
+        Command::Ln { target, link, symbolic } => {
+            let (parent, name) = client.parent_of(&remote_name(&link)?).await?;
+            if symbolic {
+                let node = NewNode {
+                    kind: Kind::Symlink,
+                    mode: 0o777,
+                    uid: own_uid(),
+                    gid: own_gid(),
+                    rdev: 0,
+                    target,
+                };
+                return client.make(parent.ino, &name, &node).await.map(|_| ());
+            }
+            let target = remote_name(&target)?;
+            let at = client.resolve(&target, false).await?.ok_or_else(|| Error::NotFound(target.clone()))?;
+            if at.is_dir() {
+                return Err(Error::NotPermitted(format!("{target} is a directory: it cannot have a second name")));
+            }
+            client.link(at.ino, parent.ino, &name).await.map(|_| ())
+        }
         Command::Status { json } => {
             let report = status(&client).await?;
             if json {
@@ -491,6 +519,8 @@ mod tests {
             vec!["scs", "view-directory", "--json"],
             vec!["scs", "mkdir", "-p", "a/b"],
             vec!["scs", "mv", "a", "b"],
+            vec!["scs", "ln", "a", "b"],
+            vec!["scs", "ln", "-s", "../a", "b"],
             vec!["scs", "status", "--json"],
         ] {
             Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
