@@ -91,6 +91,11 @@ impl Inodes {
         self.by_dir.get(&dir).is_some_and(|m| !m.is_empty())
     }
 
+    /// The directories holding fresh files.
+    pub fn fresh_dirs(&self) -> Vec<Ino> {
+        self.by_dir.keys().copied().collect()
+    }
+
     /// `ino` is not fresh any more: stored on the cluster, or gone.
     pub fn drop_fresh(&mut self, ino: Ino) {
         if let Some((dir, name)) = self.fresh.remove(&ino) {
@@ -161,6 +166,9 @@ mod tests {
         assert_eq!(t.fresh_at(d, "c"), None);
         assert_eq!(t.fresh_place(Ino(101)), Some((d, "b.txt".to_string())));
         assert_eq!(t.fresh_in(d), [("a.txt".to_string(), Ino(100)), ("b.txt".to_string(), Ino(101))]);
+        let mut dirs = t.fresh_dirs();
+        dirs.sort();
+        assert_eq!(dirs, [Ino::ROOT, d]);
         t.drop_fresh(Ino(100));
         assert!(!t.is_fresh(Ino(100)) && t.fresh_at(d, "a.txt").is_none());
         t.drop_fresh(Ino(101));

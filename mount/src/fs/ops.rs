@@ -55,6 +55,8 @@ const RELIST_MAX: usize = 4096;
 const RESERVE: u32 = 256;
 /// ... and reserved again in the background when fewer are left.
 const RESERVE_LOW: u64 = 64;
+/// Deepest directory tree a walk up to the root goes through (as the leader's).
+const MAX_DEPTH: usize = 4096;
 /// How long a look at whether the cluster has room for one more file lasts...
 const ROOM_TTL: Duration = Duration::from_secs(2);
 /// ... and how long a create waits for it.
@@ -610,6 +612,14 @@ impl Core {
         let dst = self.child(newparent, newname)?;
         let mut scopes = vec![Scope::File(src.ino)];
         scopes.extend(dst.as_ref().map(|d| Scope::File(d.ino)));
+        // Files closed inside a moved directory go up first, so everyone
+        // sees them moved with it (their records name the directory by
+        // inode, so they would land right after it anyway).
+        let mut moved = vec![&src];
+        moved.extend(dst.as_ref().filter(|_| mode == RenameMode::Exchange));
+        for dir in moved.into_iter().filter(|i| i.is_dir()) {
+            scopes.extend(self.fresh_dirs_within(dir.ino)?.into_iter().map(Scope::In));
+        }
         self.settle(&scopes)?;
         self.cluster.rename(parent, name, newparent, newname, mode).map_err(|e| fail("rename", parent, e))?;
         {
@@ -638,6 +648,37 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// The directories at or below `top` that hold files made here and
+    /// not stored yet.
+    fn fresh_dirs_within(&self, top: Ino) -> Result<Vec<Ino>, Errno> {
+        let dirs = lock(&self.inodes).fresh_dirs();
+        let mut out = Vec::new();
+        for d in dirs {
+            if self.is_within(d, top)? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether directory `dir` is `top` or lies below it.
+    fn is_within(&self, dir: Ino, top: Ino) -> Result<bool, Errno> {
+        let mut at = dir;
+        for _ in 0..MAX_DEPTH {
+            if at == top {
+                return Ok(true);
+            }
+            if at == Ino::ROOT {
+                return Ok(false);
+            }
+            at = match self.inode(at)? {
+                Some(i) if i.parent != Ino::NONE => i.parent,
+                _ => return Ok(false),
+            };
+        }
+        Ok(false)
     }
 
     // ----- requests: directories -----
@@ -862,6 +903,19 @@ impl Core {
             log::warn!("the cluster reserved no inode numbers");
             Errno::EIO
         })
+    }
+
+    /// Reserves the first block of inode numbers for new files now, so
+    /// files can be made (and, with write-back, closed) while the cluster
+    /// does not answer later. A failure is logged: the first create asks.
+    pub fn reserve_ahead(&self) {
+        if lock(&self.inodes).spare_left() > 0 {
+            return;
+        }
+        match self.cluster.reserve_inodes(RESERVE) {
+            Ok((first, count)) => lock(&self.inodes).add_spare(first, count),
+            Err(e) => log::warn!("cannot reserve inode numbers for new files yet: {e}"),
+        }
     }
 
     fn reserve_in_background(&self) {

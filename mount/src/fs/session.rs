@@ -110,6 +110,7 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
         journal,
         settings.write_back,
     ));
+    core.reserve_ahead();
     let leftovers = !left.is_empty();
     core.start_uploaders(left).map_err(|e| format!("cannot start the uploaders: {e}"))?;
     if leftovers && !core.wait_written_back(LEFTOVER_IDLE) {

@@ -407,6 +407,12 @@ impl Staged {
     /// knows of the file.
     fn spec(&self, target: Target, size: Option<u64>, exclusive: bool) -> UploadSpec {
         let m = lock(&self.meta);
+        // An existing file takes only content and mtime: its attributes
+        // need not travel (nor fill a journal slot).
+        let xattrs = match target {
+            Target::Ino(_) => Default::default(),
+            _ => m.xattrs.clone(),
+        };
         UploadSpec {
             target,
             size,
@@ -415,7 +421,7 @@ impl Staged {
             uid: m.uid,
             gid: m.gid,
             atime_ns: m.atime_ns,
-            xattrs: m.xattrs.clone(),
+            xattrs,
             exclusive,
         }
     }

@@ -49,6 +49,7 @@ impl Mount {
         let (journal, left) = Journal::open(&dir.path().join("pending")).unwrap();
         let core = Core::new(cluster, content, staging, dir.path().join("mnt"), journal, write_back);
         let core = Arc::new(core);
+        core.reserve_ahead();
         core.start_uploaders(left).unwrap();
         Mount { core, fake, _dir: dir }
     }
@@ -643,4 +644,35 @@ fn a_journal_left_by_a_stopped_mount_goes_up_at_the_next_start() {
     let stored = m.fake.at("left").unwrap();
     assert_eq!((stored.mode, stored.uid, stored.mtime_ns), (0o600, 1000, 5));
     assert_eq!(m.fake.content(stored.ino).unwrap(), b"closed before the crash");
+}
+
+#[test]
+fn with_write_back_files_closed_in_a_moved_directory_are_on_the_cluster_when_the_move_returns() {
+    let m = Mount::new(true);
+    let src = m.mkdir(ROOT, "src");
+    let sub = m.mkdir(src.ino.0, "sub");
+    for i in 0..10 {
+        m.write_file(src.ino.0, &format!("f{i}"), format!("{i}").as_bytes());
+    }
+    m.write_file(sub.ino.0, "deep", b"deep");
+    m.core.rename(ROOT, os("src"), ROOT, os("dst"), 0).unwrap();
+    for i in 0..10 {
+        assert!(m.fake.at(&format!("dst/f{i}")).is_some(), "dst/f{i} moved with its directory");
+    }
+    assert_eq!(m.fake.content(m.fake.at("dst/sub/deep").unwrap().ino).unwrap(), b"deep");
+}
+
+#[test]
+fn with_write_back_new_files_are_made_and_closed_while_the_cluster_is_down() {
+    let m = Mount::new(true);
+    let d = m.mkdir(ROOT, "docs");
+    m.fake.set_down(true);
+    for i in 0..5 {
+        m.write_file(d.ino.0, &format!("n{i}"), format!("content {i}").as_bytes());
+    }
+    assert_eq!(m.ls(d.ino.0).len(), 5, "shown here at once");
+    m.fake.set_down(false);
+    eventually("the files to go up once the cluster is back", || m.fake.at("docs/n4").is_some());
+    let n4 = m.fake.at("docs/n4").unwrap();
+    assert_eq!(m.fake.content(n4.ino).unwrap(), b"content 4");
 }
