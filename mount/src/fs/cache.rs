@@ -306,6 +306,30 @@ impl MetaCache {
         self.listings.remove(&dir);
     }
 
+    // ----- changes the cluster stamps with its own clock -----
+
+    /// This mount changed the entries of directory `dir` at `now_ns`: its
+    /// times show at least that, and `subdirs` more (or fewer)
+    /// subdirectories count in its remembered link count, so showing it
+    /// needs no request (the kernel asks for a changed directory's
+    /// attributes at once, even while the cluster does not answer).
+    pub fn dir_changed(&mut self, dir: Ino, now_ns: i64, subdirs: i64) {
+        self.touch_dir(dir, now_ns);
+        if subdirs != 0 {
+            self.inode_changed(dir, now_ns, subdirs);
+        }
+    }
+
+    /// This mount changed `ino` at `now_ns` (a rename, or `links` names
+    /// more or fewer): the remembered inode follows, keeping its age.
+    pub fn inode_changed(&mut self, ino: Ino, now_ns: i64, links: i64) {
+        self.record(Change::Attr(ino));
+        if let Some((_, Some(i))) = self.attrs.get_mut(&ino) {
+            i.ctime_ns = i.ctime_ns.max(now_ns);
+            i.nlink = u32::try_from((i64::from(i.nlink) + links).max(0)).unwrap_or(u32::MAX);
+        }
+    }
+
     // ----- directory times -----
 
     /// A file was made in or removed from `dir` here at `now_ns`, and the
@@ -485,6 +509,26 @@ mod tests {
         c.put_name(Ino(5), "y", Some(child("y", 11)), later);
         assert_eq!(names(&c.listing(Ino(5), later).unwrap()), ["x", "y"]);
         assert!(c.listing(Ino(5), t0 + Duration::from_millis(1001)).is_none(), "expires when the answer does");
+    }
+
+    #[test]
+    fn changes_made_here_show_in_remembered_inodes_and_win_over_older_answers() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        let mut d = inode(5, Kind::Dir, 1);
+        d.nlink = 2;
+        c.put_attr(Ino(5), Some(d), t0);
+        let asked = c.asking();
+        c.dir_changed(Ino(5), 50, 1);
+        let shown = c.attr(Ino(5), t0).unwrap().unwrap();
+        assert_eq!((shown.nlink, shown.ctime_ns, c.dir_time(Ino(5))), (3, 50, Some(50)));
+        c.put_asked_attr(Ino(5), Some(inode(5, Kind::Dir, 9)), t0, asked);
+        assert_eq!(c.attr(Ino(5), t0).unwrap().unwrap().nlink, 3, "an answer from before does not undo it");
+        c.put_attr(Ino(6), Some(inode(6, Kind::File, 1)), t0);
+        c.inode_changed(Ino(6), 60, -1);
+        assert_eq!(c.attr(Ino(6), t0).unwrap().unwrap().nlink, 0);
+        c.inode_changed(Ino(7), 60, -1);
+        assert_eq!(c.attr(Ino(7), t0), None, "nothing remembered, nothing made up");
     }
 
     #[test]

@@ -408,7 +408,7 @@ impl Core {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
             if let Target::New { parent, name, .. } = target {
                 m.put_name(*parent, name, Some(child_of(name, &inode)), now);
-                m.forget_attr(*parent);
+                m.dir_changed(*parent, now_ns(), 0);
             }
             m.put_attr(ino, Some(inode), now);
         }

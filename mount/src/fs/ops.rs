@@ -446,7 +446,7 @@ impl Core {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
             m.put_attr(i.ino, Some(i.clone()), now);
             m.put_name(parent, name, Some(child_of(name, &i)), now);
-            m.forget_attr(parent);
+            m.dir_changed(parent, now_ns(), subdirs(&i));
             if i.is_dir() {
                 // Just made: nothing is in it (names looked up in it next
                 // need no request).
@@ -473,7 +473,7 @@ impl Core {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
             m.put_attr(ino, Some(i.clone()), now);
             m.put_name(parent, name, Some(child_of(name, &i)), now);
-            m.forget_attr(parent);
+            m.dir_changed(parent, now_ns(), 0);
         }
         lock(&self.inodes).looked_up(ino);
         let shown = self.shown(ino)?.unwrap_or(i);
@@ -538,8 +538,8 @@ impl Core {
         {
             let mut m = lock(&self.meta);
             m.put_name(parent, name, None, Instant::now());
-            m.forget_attr(parent);
-            m.forget_attr(i.ino);
+            m.dir_changed(parent, now_ns(), 0);
+            m.inode_changed(i.ino, now_ns(), -1);
         }
         self.maybe_gone(i.ino);
         Ok(())
@@ -579,7 +579,7 @@ impl Core {
         self.cluster.remove(parent, name, Removal::Dir).map_err(|e| fail("rmdir", parent, e))?;
         let (now, mut m) = (Instant::now(), lock(&self.meta));
         m.put_name(parent, name, None, now);
-        m.forget_attr(parent);
+        m.dir_changed(parent, now_ns(), -1);
         m.put_attr(i.ino, None, now);
         m.forget_listing(i.ino);
         Ok(())
@@ -630,8 +630,30 @@ impl Core {
             };
             m.put_name(parent, name, back, now);
             m.put_name(newparent, newname, Some(child_of(newname, &src)), now);
-            for ino in [parent, newparent, src.ino].into_iter().chain(dst.as_ref().map(|d| d.ino)) {
-                m.forget_attr(ino);
+            // Subdirectories counted in the parents' link counts.
+            let (s, d) = (subdirs(&src), dst.as_ref().map_or(0, subdirs));
+            let (from, to) = match mode {
+                RenameMode::Exchange => (d - s, s - d),
+                _ => (-s, s - d),
+            };
+            let t = now_ns();
+            if parent == newparent {
+                m.dir_changed(parent, t, from + to);
+            } else {
+                m.dir_changed(parent, t, from);
+                m.dir_changed(newparent, t, to);
+            }
+            // A moved directory's `..` changed: asked again.
+            if src.is_dir() {
+                m.forget_attr(src.ino);
+            } else {
+                m.inode_changed(src.ino, t, 0);
+            }
+            if let Some(d) = &dst {
+                match mode {
+                    RenameMode::Exchange => m.forget_attr(d.ino),
+                    _ => m.inode_changed(d.ino, t, -1),
+                }
             }
         }
         if mode != RenameMode::Exchange {
@@ -934,6 +956,11 @@ impl Core {
             self.reserving.store(false, Ordering::SeqCst);
         }
     }
+}
+
+/// How many subdirectories `i` counts for in its directory's link count.
+fn subdirs(i: &Inode) -> i64 {
+    i64::from(i.is_dir())
 }
 
 /// A name from the kernel, checked as the cluster checks it.
