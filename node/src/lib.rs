@@ -13,7 +13,8 @@
 //! - [`store`]: blobs on disk and the redb index; the only code that knows paths.
 //! - [`transfer`]: overlapping disk and network for file bytes.
 //! - [`peers`]: pooled authenticated connections to other nodes.
-//! - [`repair`]: re-replication, index anti-entropy, tombstone purge, scrub.
+//! - [`repair`]: re-replication, index anti-entropy, tombstone purge, the
+//!   namespace audit, scrub.
 
 pub mod cluster;
 pub mod leader;
@@ -116,6 +117,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     tasks.spawn(repair::replicas(node.clone()));
     tasks.spawn(repair::anti_entropy(node.clone()));
     tasks.spawn(repair::tombstones(node.clone()));
+    tasks.spawn(repair::namespace(node.clone()));
     tasks.spawn(repair::scrub(node.clone()));
 
     shutdown.cancelled().await;

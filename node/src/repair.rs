@@ -249,6 +249,75 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
     Ok((got, gave))
 }
 
+/// How often the leader audits the namespace.
+const AUDIT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The leader's loop repairing the namespace (see `store::audit`): an inode
+/// no name leads to is removed, a link count is set to the number of names,
+/// a name that leads nowhere (or a directory's second name) goes. Only what
+/// two audits in a row found unchanged is repaired, so a change whose
+/// records are still arriving is left alone.
+pub async fn namespace(node: Arc<Node>) {
+    let mut suspects: HashMap<Key, Version> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(AUDIT_INTERVAL) => {}
+        }
+        let Ok(state) = node.writable() else {
+            suspects.clear();
+            continue;
+        };
+        match audit_round(&node, &state, &mut suspects).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("node {}: repaired {n} namespace record(s) left inconsistent by a merge", node.me()),
+            Err(e) => log::info!("node {}: namespace audit stopped: {e}", node.me()),
+        }
+    }
+}
+
+async fn audit_round(node: &Arc<Node>, state: &Arc<LeaderState>, suspects: &mut HashMap<Key, Version>) -> Result<usize> {
+    let audit = node.blocking(|s| s.audit()).await?;
+    let now = now_ns();
+    let mut fixes: Vec<(Key, Version, Record)> = Vec::new();
+    for i in audit.orphans {
+        fixes.push((i.key(), i.version, Record::Inode(i.tombstone(now))));
+    }
+    for (i, names) in audit.miscounted {
+        let fixed = Inode { nlink: names, ctime_ns: now, ..i.clone() };
+        fixes.push((i.key(), i.version, Record::Inode(fixed)));
+    }
+    for d in audit.stray_names {
+        let gone = scs_common::Dentry { deleted: true, child: scs_common::Ino::NONE, stamp_ns: now, ..d.clone() };
+        fixes.push((d.key(), d.version, Record::Dentry(gone)));
+    }
+    let found: HashMap<Key, Version> = fixes.iter().map(|(k, v, _)| (*k, *v)).collect();
+    let confirmed: Vec<Record> = fixes
+        .into_iter()
+        .filter(|(k, v, _)| suspects.get(k) == Some(v))
+        .map(|(_, _, r)| r)
+        .collect();
+    *suspects = found;
+    if confirmed.is_empty() {
+        return Ok(0);
+    }
+    let ns = state.ns.lock().await;
+    let mut batch = Batch::new(state);
+    for r in confirmed {
+        // Changed since the audit: left for the next one.
+        let current = node.store.record(&r.key())?.map(|c| c.version());
+        if current == suspects.get(&r.key()).copied() {
+            log::info!("node {}: namespace audit: {}", node.me(), r.describe());
+            batch.push(r);
+        }
+    }
+    let n = batch.records.len();
+    if n > 0 {
+        commit_and_spread(node, state, batch, ns).await?;
+    }
+    Ok(n)
+}
+
 /// The leader's loop purging tombstones every node has.
 pub async fn tombstones(node: Arc<Node>) {
     loop {

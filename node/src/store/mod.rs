@@ -12,6 +12,7 @@
 //! disk that the index does not reference is garbage from a crash and is
 //! removed when the store opens.
 
+pub mod audit;
 mod blobs;
 pub mod digest;
 mod entropy;

@@ -613,3 +613,34 @@ fn an_index_of_an_unknown_format_is_refused_with_both_formats_named() {
     let msg = e.to_string();
     assert!(matches!(e, Error::Config(_)) && msg.contains("format 9") && msg.contains("format 2"), "{msg}");
 }
+
+#[test]
+fn the_audit_finds_orphans_miscounted_links_and_names_that_lead_nowhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let mut root = new_root(0);
+    root.version = v(1, 0);
+    let named = file(2, v(1, 1), b"", &[]);
+    let orphan = file(3, v(1, 2), b"", &[]);
+    let twice = Inode { nlink: 1, ..file(4, v(1, 3), b"", &[]) };
+    let gone = file(5, v(1, 4), b"", &[]);
+    s.apply(
+        &[
+            r(&root),
+            r(&named),
+            r(&orphan),
+            r(&twice),
+            entry(1, "named", &named, v(1, 5)),
+            entry(1, "a", &twice, v(1, 6)),
+            entry(1, "b", &twice, v(1, 7)),
+            entry(1, "nowhere", &gone, v(1, 8)),
+        ],
+        &[],
+    )
+    .unwrap();
+    let audit = s.audit().unwrap();
+    assert_eq!(audit.orphans, vec![orphan]);
+    assert_eq!(audit.miscounted, vec![(twice, 2)]);
+    assert_eq!(audit.stray_names.len(), 1);
+    assert_eq!(audit.stray_names[0].name, "nowhere");
+}
