@@ -17,7 +17,7 @@ use super::content::ContentCache;
 use super::fake::Fake;
 use super::ops::{Core, Owner, SetAttr, XattrReply};
 use super::time::ns_of;
-use super::writeback::Journal;
+use super::writeback::{write_v1_record, Journal};
 
 const ME: Owner = Owner { uid: 1000, gid: 100 };
 const ROOT: u64 = 1;
@@ -675,4 +675,18 @@ fn with_write_back_new_files_are_made_and_closed_while_the_cluster_is_down() {
     eventually("the files to go up once the cluster is back", || m.fake.at("docs/n4").is_some());
     let n4 = m.fake.at("docs/n4").unwrap();
     assert_eq!(m.fake.content(n4.ino).unwrap(), b"content 4");
+}
+
+#[test]
+fn after_an_upgrade_what_the_previous_release_left_in_its_journal_still_goes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    let node = NewNode { kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, rdev: 0, target: String::new() };
+    let photos = fake.make_as(Ino::ROOT, "photos", node);
+    write_v1_record(&dir.path().join("pending"), 7, "photos/cat.txt", b"meow");
+    let m = Mount::of(fake, false, dir);
+    assert!(m.core.wait_written_back(Duration::from_secs(10)));
+    let cat = m.fake.at("photos/cat.txt").unwrap();
+    assert_eq!(m.fake.content(cat.ino).unwrap(), b"meow");
+    assert_eq!(m.lookup(photos.ino.0, "cat.txt").unwrap().perm, 0o640);
 }

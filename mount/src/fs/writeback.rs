@@ -477,6 +477,23 @@ fn read_record(path: &Path, slot: Option<usize>) -> std::io::Result<Record> {
     Ok(Record { seq: header.seq, path: path.to_path_buf(), spec: header.spec, data_at: data_at as u64, slot })
 }
 
+/// Writes a record as the release before inodes did (for the tests of an
+/// upgrade): the path-based header, the content, the hash of both.
+#[cfg(test)]
+pub(crate) fn write_v1_record(dir: &Path, seq: u64, name: &str, content: &[u8]) {
+    let size = content.len() as u64;
+    let header = HeaderV1 { seq, name: name.into(), size, mode: 0o640, mtime_ns: 99, exclusive: false };
+    let head = rmp_serde::to_vec(&header).unwrap();
+    let mut buf = MAGIC_V1.to_vec();
+    buf.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&head);
+    buf.extend_from_slice(content);
+    let sum = Sha256::digest(&buf);
+    buf.extend_from_slice(&sum);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{seq:020}")), &buf).unwrap();
+}
+
 /// The file a record stores: records of one file go up one at a time, and
 /// a newer one replaces an older one still waiting.
 #[derive(Clone, Debug, PartialEq, Eq)]
