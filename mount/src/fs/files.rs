@@ -35,6 +35,14 @@ const UPLOADERS: usize = 6;
 /// EIO once no record at all went up for this long (the cluster is
 /// unreachable); closing a file waits this long for room in the queue.
 const SETTLE_LIMIT: Duration = Duration::from_secs(8);
+/// Inode numbers reserved at a time for new files ...
+const RESERVE: u32 = 256;
+/// ... and reserved again in the background when fewer are left.
+const RESERVE_LOW: u64 = 64;
+/// How long a look at whether the cluster has room for one more file lasts...
+const ROOM_TTL: Duration = Duration::from_secs(2);
+/// ... and how long a create waits for it.
+const ROOM_ASK: Duration = Duration::from_millis(500);
 /// Unmounting (and starting) waits for the write-back records to go up
 /// until none did for this long; what is left goes up at the next start.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -83,19 +91,124 @@ impl Core {
         let gid = if dir.mode & S_ISGID != 0 { dir.gid } else { owner.gid };
         let now = now_ns();
         let meta = Inode::new(ino, Kind::File, mode, owner.uid, gid, now);
-        let s = Staged::new(ino, self.staging_path(), Start::Fresh { meta, exclusive }).map_err(|e| io_errno(&e))?;
-        let s = Arc::new(s);
-        {
+        let s = {
             let _g = lock(&self.opening);
-            lock(&self.handles).put_staged(s.clone());
-            lock(&self.inodes).add_fresh(ino, parent, name);
-        }
+            // Another process made the same name here meanwhile: this opens
+            // that file, as it would on a local disk.
+            let raced = lock(&self.inodes).fresh_at(parent, name);
+            match raced.and_then(|other| lock(&self.handles).staged(other)) {
+                Some(_) if exclusive => return Err(Errno::EEXIST),
+                Some(other) => {
+                    other.join_writer();
+                    if flags & libc::O_TRUNC != 0 {
+                        if let Err(e) = other.truncate(0) {
+                            other.leave_writer();
+                            return Err(e);
+                        }
+                    }
+                    other
+                }
+                None => {
+                    let start = Start::Fresh { meta, exclusive };
+                    let s = Arc::new(Staged::new(ino, self.staging_path(), start).map_err(|e| io_errno(&e))?);
+                    lock(&self.handles).put_staged(s.clone());
+                    lock(&self.inodes).add_fresh(ino, parent, name);
+                    s
+                }
+            }
+        };
+        let ino = s.ino;
         lock(&self.meta).touch_dir(parent, now);
         let append = flags & libc::O_APPEND != 0;
         let of = OpenFile { ino, staged: Some(s.clone()), append, opened: None, item: Mutex::new(None) };
         let fh = lock(&self.handles).add_file(of);
         lock(&self.inodes).looked_up(ino);
         Ok((self.attr(&s.meta()), fh))
+    }
+
+    /// Whether some live node has room for one more file (the leader's
+    /// rule for an upload). Without write-back only: there close is where
+    /// a failed upload shows, and a shell's `> file` never looks at it; with
+    /// write-back a refused file is kept in `unsent/`, and creating must not
+    /// wait on a cluster that does not answer. The cluster is asked at most
+    /// every [`ROOM_TTL`] (for [`ROOM_ASK`] at most; no answer counts as
+    /// room), and the creates since are counted off its answer, so a cluster
+    /// close to full is asked again before its last slot goes.
+    fn room_for_a_new_file(&self) -> bool {
+        if self.write_back {
+            return true;
+        }
+        if let Some((at, left)) = lock(&self.room).as_mut() {
+            if at.elapsed() < ROOM_TTL && *left > 0 {
+                *left -= 1;
+                return true;
+            }
+        }
+        let left = match self.cluster.status_within(ROOM_ASK) {
+            Some(r) => r
+                .nodes
+                .iter()
+                .filter(|n| n.alive)
+                .map(|n| n.max_files.map_or(u64::MAX, |max| max.saturating_sub(n.files)))
+                .max()
+                .unwrap_or(0),
+            None => u64::MAX,
+        };
+        *lock(&self.room) = Some((Instant::now(), left.saturating_sub(1)));
+        left > 0
+    }
+
+    /// An inode number for a new file, from the block reserved for this
+    /// mount; the next block is asked for in the background when this one
+    /// runs low, and waited for only when it is used up.
+    fn new_ino(&self) -> Result<Ino, Errno> {
+        let (got, low) = {
+            let mut t = lock(&self.inodes);
+            (t.take_spare(), t.spare_left() < RESERVE_LOW)
+        };
+        if low {
+            self.reserve_in_background();
+        }
+        if let Some(ino) = got {
+            return Ok(ino);
+        }
+        let (first, count) = self.cluster.reserve_inodes(RESERVE).map_err(|e| fail("reserve", Ino::NONE, e))?;
+        let mut t = lock(&self.inodes);
+        t.add_spare(first, count);
+        t.take_spare().ok_or_else(|| {
+            log::warn!("the cluster reserved no inode numbers");
+            Errno::EIO
+        })
+    }
+
+    /// Reserves the first block of inode numbers for new files now, so
+    /// files can be made (and, with write-back, closed) while the cluster
+    /// does not answer later. A failure is logged: the first create asks.
+    pub fn reserve_ahead(&self) {
+        if lock(&self.inodes).spare_left() > 0 {
+            return;
+        }
+        match self.cluster.reserve_inodes(RESERVE) {
+            Ok((first, count)) => lock(&self.inodes).add_spare(first, count),
+            Err(e) => log::warn!("cannot reserve inode numbers for new files yet: {e}"),
+        }
+    }
+
+    fn reserve_in_background(&self) {
+        if self.reserving.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (cluster, inodes, reserving) = (self.cluster.clone(), self.inodes.clone(), self.reserving.clone());
+        let started = std::thread::Builder::new().name("scs-reserve".into()).spawn(move || {
+            match cluster.reserve_inodes(RESERVE) {
+                Ok((first, count)) => lock(&inodes).add_spare(first, count),
+                Err(e) => log::info!("cannot reserve inode numbers ahead: {e}"),
+            }
+            reserving.store(false, Ordering::SeqCst);
+        });
+        if started.is_err() {
+            self.reserving.store(false, Ordering::SeqCst);
+        }
     }
 
     pub fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {

@@ -18,7 +18,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,16 +51,8 @@ const MANY_FILES: u64 = 1 << 32;
 /// A directory listed before with at most this many children is listed
 /// again to answer a lookup in it, rather than asking for one name.
 const RELIST_MAX: usize = 4096;
-/// Inode numbers reserved at a time for new files ...
-const RESERVE: u32 = 256;
-/// ... and reserved again in the background when fewer are left.
-const RESERVE_LOW: u64 = 64;
 /// Deepest directory tree a walk up to the root goes through (as the leader's).
 const MAX_DEPTH: usize = 4096;
-/// How long a look at whether the cluster has room for one more file lasts...
-const ROOM_TTL: Duration = Duration::from_secs(2);
-/// ... and how long a create waits for it.
-const ROOM_ASK: Duration = Duration::from_millis(500);
 
 /// Who makes something new: its owner (the leader gives the group of a
 /// set-group-id directory instead).
@@ -117,9 +109,9 @@ pub struct Core {
     pub(super) queue: Queue<Arc<Staged>>,
     /// When the cluster was last asked how many more files fit, and how
     /// many of those are left after the creates since.
-    room: Mutex<Option<(Instant, u64)>>,
+    pub(super) room: Mutex<Option<(Instant, u64)>>,
     /// Inode numbers are being reserved in the background.
-    reserving: Arc<AtomicBool>,
+    pub(super) reserving: Arc<AtomicBool>,
 }
 
 impl Core {
@@ -870,91 +862,6 @@ impl Core {
             }
         };
         Ok(Space { blocks: total / STATFS_BSIZE, bfree: free / STATFS_BSIZE, files, ffree, bsize: STATFS_BSIZE as u32 })
-    }
-
-    /// Whether some live node has room for one more file (the leader's
-    /// rule for an upload). Without write-back only: there close is where
-    /// a failed upload shows, and a shell's `> file` never looks at it; with
-    /// write-back a refused file is kept in `unsent/`, and creating must not
-    /// wait on a cluster that does not answer. The cluster is asked at most
-    /// every [`ROOM_TTL`] (for [`ROOM_ASK`] at most; no answer counts as
-    /// room), and the creates since are counted off its answer, so a cluster
-    /// close to full is asked again before its last slot goes.
-    pub(super) fn room_for_a_new_file(&self) -> bool {
-        if self.write_back {
-            return true;
-        }
-        if let Some((at, left)) = lock(&self.room).as_mut() {
-            if at.elapsed() < ROOM_TTL && *left > 0 {
-                *left -= 1;
-                return true;
-            }
-        }
-        let left = match self.cluster.status_within(ROOM_ASK) {
-            Some(r) => r
-                .nodes
-                .iter()
-                .filter(|n| n.alive)
-                .map(|n| n.max_files.map_or(u64::MAX, |max| max.saturating_sub(n.files)))
-                .max()
-                .unwrap_or(0),
-            None => u64::MAX,
-        };
-        *lock(&self.room) = Some((Instant::now(), left.saturating_sub(1)));
-        left > 0
-    }
-
-    /// An inode number for a new file, from the block reserved for this
-    /// mount; the next block is asked for in the background when this one
-    /// runs low, and waited for only when it is used up.
-    pub(super) fn new_ino(&self) -> Result<Ino, Errno> {
-        let (got, low) = {
-            let mut t = lock(&self.inodes);
-            (t.take_spare(), t.spare_left() < RESERVE_LOW)
-        };
-        if low {
-            self.reserve_in_background();
-        }
-        if let Some(ino) = got {
-            return Ok(ino);
-        }
-        let (first, count) = self.cluster.reserve_inodes(RESERVE).map_err(|e| fail("reserve", Ino::NONE, e))?;
-        let mut t = lock(&self.inodes);
-        t.add_spare(first, count);
-        t.take_spare().ok_or_else(|| {
-            log::warn!("the cluster reserved no inode numbers");
-            Errno::EIO
-        })
-    }
-
-    /// Reserves the first block of inode numbers for new files now, so
-    /// files can be made (and, with write-back, closed) while the cluster
-    /// does not answer later. A failure is logged: the first create asks.
-    pub fn reserve_ahead(&self) {
-        if lock(&self.inodes).spare_left() > 0 {
-            return;
-        }
-        match self.cluster.reserve_inodes(RESERVE) {
-            Ok((first, count)) => lock(&self.inodes).add_spare(first, count),
-            Err(e) => log::warn!("cannot reserve inode numbers for new files yet: {e}"),
-        }
-    }
-
-    fn reserve_in_background(&self) {
-        if self.reserving.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let (cluster, inodes, reserving) = (self.cluster.clone(), self.inodes.clone(), self.reserving.clone());
-        let started = std::thread::Builder::new().name("scs-reserve".into()).spawn(move || {
-            match cluster.reserve_inodes(RESERVE) {
-                Ok((first, count)) => lock(&inodes).add_spare(first, count),
-                Err(e) => log::info!("cannot reserve inode numbers ahead: {e}"),
-            }
-            reserving.store(false, Ordering::SeqCst);
-        });
-        if started.is_err() {
-            self.reserving.store(false, Ordering::SeqCst);
-        }
     }
 }
 
