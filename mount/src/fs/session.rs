@@ -41,6 +41,11 @@ pub struct Settings {
     /// Closing a small file stores it durably in the cache directory and
     /// uploads it in the background (see [`super::writeback`]).
     pub write_back: bool,
+    /// Other users may use the mount too (FUSE `allow_other`); the kernel
+    /// still checks their access against owners and modes.
+    pub allow_other: bool,
+    /// Mounted read-only: the kernel answers EROFS to every change.
+    pub read_only: bool,
 }
 
 /// `$XDG_CACHE_HOME/scs`, else `~/.cache/scs`.
@@ -126,6 +131,13 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
+    if settings.allow_other {
+        // fuser's name for the `allow_other` mount option.
+        config.acl = fuser::SessionACL::All;
+    }
+    if settings.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
     let mountpoint = settings.mountpoint.clone();
     let mut session = fuser::Session::new(ScsFs::new(core.clone()), &mountpoint, &config)
         .map_err(|e| mount_error(&mountpoint, &e))?;
