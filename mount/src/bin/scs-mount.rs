@@ -384,7 +384,9 @@ fn check_cluster(opts: &ClientOptions) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let client = Client::new(opts.clone()).map_err(|e| e.to_string())?;
-        match tokio::time::timeout(opts.retry_window + Duration::from_secs(3), client.stat("")).await {
+        match tokio::time::timeout(opts.retry_window + Duration::from_secs(3), client.getattr(scs_common::Ino::ROOT))
+            .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("cannot reach the cluster: {e}")),
             Err(_) => Err("cannot reach the cluster: no answer".into()),

@@ -49,6 +49,9 @@ pub struct EntryV1 {
     pub holders: Vec<NodeId>,
 }
 
+/// A blob as the index names it: inode (or format 1 path) key and version.
+type Blob = (Key, Version);
+
 /// The version given to what format 1 did not record: the root, the
 /// counter of inode numbers, and directories implied by paths.
 const UPGRADE: Version = Version { term: Term(0), seq: 1 };
@@ -195,7 +198,7 @@ impl Store {
     }
 
     /// The entries and held blobs of an index of format 1.
-    fn read_format_1(&self) -> Result<(Vec<EntryV1>, Vec<(Key, Version)>)> {
+    fn read_format_1(&self) -> Result<(Vec<EntryV1>, Vec<Blob>)> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let table = tx.open_table(V1_ENTRIES).map_err(|e| self.db_err(e))?;
         let mut entries = Vec::new();
@@ -205,7 +208,7 @@ impl Store {
                 .map_err(|e| Error::Internal(format!("an entry of the index of format 1 does not decode: {e}")))?;
             entries.push(e);
         }
-        let pairs = |def: TableDefinition<&[u8; 32], &[u8; 16]>| -> Result<Vec<(Key, Version)>> {
+        let pairs = |def: TableDefinition<&[u8; 32], &[u8; 16]>| -> Result<Vec<Blob>> {
             let mut out = Vec::new();
             match tx.open_table(def) {
                 Ok(t) => {
