@@ -208,14 +208,8 @@ async fn run(args: Args) -> Result<()> {
         Command::Ln { target, link, symbolic } => {
             let (parent, name) = client.parent_of(&remote_name(&link)?).await?;
             if symbolic {
-                let node = NewNode {
-                    kind: Kind::Symlink,
-                    mode: 0o777,
-                    uid: own_uid(),
-                    gid: own_gid(),
-                    rdev: 0,
-                    target,
-                };
+                let node =
+                    NewNode { kind: Kind::Symlink, mode: 0o777, uid: own_uid(), gid: own_gid(), rdev: 0, target };
                 return client.make(parent.ino, &name, &node).await.map(|_| ());
             }
             let target = remote_name(&target)?;

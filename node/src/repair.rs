@@ -276,7 +276,11 @@ pub async fn namespace(node: Arc<Node>) {
     }
 }
 
-async fn audit_round(node: &Arc<Node>, state: &Arc<LeaderState>, suspects: &mut HashMap<Key, Version>) -> Result<usize> {
+async fn audit_round(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    suspects: &mut HashMap<Key, Version>,
+) -> Result<usize> {
     let audit = node.blocking(|s| s.audit()).await?;
     let now = now_ns();
     let mut fixes: Vec<(Key, Version, Record)> = Vec::new();
@@ -292,11 +296,8 @@ async fn audit_round(node: &Arc<Node>, state: &Arc<LeaderState>, suspects: &mut 
         fixes.push((d.key(), d.version, Record::Dentry(gone)));
     }
     let found: HashMap<Key, Version> = fixes.iter().map(|(k, v, _)| (*k, *v)).collect();
-    let confirmed: Vec<Record> = fixes
-        .into_iter()
-        .filter(|(k, v, _)| suspects.get(k) == Some(v))
-        .map(|(_, _, r)| r)
-        .collect();
+    let confirmed: Vec<Record> =
+        fixes.into_iter().filter(|(k, v, _)| suspects.get(k) == Some(v)).map(|(_, _, r)| r).collect();
     *suspects = found;
     if confirmed.is_empty() {
         return Ok(0);

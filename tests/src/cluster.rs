@@ -647,7 +647,10 @@ impl Cluster {
     /// The inode number of the file at `path` (its blobs are named by it).
     pub fn ino_of(&self, path: &str) -> u64 {
         let listed = self.ls_json(path);
-        listed.first().and_then(|e| e.ino).unwrap_or_else(|| panic!("ls {path} --json gave no inode number: {listed:?}"))
+        listed
+            .first()
+            .and_then(|e| e.ino)
+            .unwrap_or_else(|| panic!("ls {path} --json gave no inode number: {listed:?}"))
     }
 
     /// Names listed by `scs ls PREFIX --json`, sorted.

@@ -344,7 +344,8 @@ fn mistakes_get_the_errno_a_local_file_system_gives() {
     assert_eq!(renameat2(libc::RENAME_NOREPLACE), libc::EEXIST);
     let gone = cstr(&m.join("gone"));
     // SAFETY: as above.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, gone.as_ptr(), libc::RENAME_EXCHANGE) };
+    let rc =
+        unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, gone.as_ptr(), libc::RENAME_EXCHANGE) };
     assert_eq!(libc_errno(rc), libc::ENOENT, "RENAME_EXCHANGE with nothing to exchange with");
     fs::write(m.join("other"), b"o").unwrap();
     let o = cstr(&m.join("other"));

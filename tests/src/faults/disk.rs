@@ -137,8 +137,8 @@ fn inos(c: &NsCluster, expected: &BTreeMap<String, Seen>) -> Result<BTreeMap<Str
             }
             return Err(format!("ls {dir}: {}", ran.error_line()));
         }
-        let listed: Vec<crate::report::LsEntry> =
-            serde_json::from_slice(&ran.stdout).map_err(|e| format!("ls {dir} --json is not the documented JSON: {e}"))?;
+        let listed: Vec<crate::report::LsEntry> = serde_json::from_slice(&ran.stdout)
+            .map_err(|e| format!("ls {dir} --json is not the documented JSON: {e}"))?;
         for e in listed.into_iter().filter(|e| e.kind == "file") {
             if let Some(ino) = e.ino {
                 out.insert(e.name, ino);
