@@ -427,8 +427,12 @@ impl Client {
     /// upload makes them.
     pub async fn mv(&self, from: &str, to: &str) -> Result<()> {
         let (src_parent, src_name) = self.parent_of(from).await?;
-        if self.lookup(src_parent.ino, &src_name).await?.is_none() {
+        let Some(src) = self.lookup(src_parent.ino, &src_name).await? else {
             return Err(Error::NotFound(from.to_string()));
+        };
+        // Refused before any directory on the way is made.
+        if src.is_dir() && scs_common::name::is_inside(to, from) {
+            return Err(Error::Invalid(format!("cannot move {from} into itself ({to})")));
         }
         let to_dir = scs_common::name::parent(to);
         let mut dst_parent = self.mkdir(to_dir, 0o755, true).await?;

@@ -1276,7 +1276,6 @@ fn renames_onto_themselves_or_into_their_own_subtree_change_nothing() {
 // it asks for the rename (mount/src/client.rs, `Client::mv`), and keeps
 // them when the rename is refused.
 #[test]
-#[ignore = "client bug: a refused scs mv keeps the directories it made on the way to its target"]
 fn a_refused_move_leaves_no_directory_made_on_the_way() {
     let c = Cluster::start(3);
     let rt = runtime();
@@ -1344,7 +1343,6 @@ fn uploads_refused_at_the_commit_get_a_clear_error_and_change_no_name() {
 // placed the blob, and nothing removes it then: the orphan sweep keeps a
 // blob of an inode it has no record of for ORPHAN_AGE (24 h).
 #[test]
-#[ignore = "node bug: an upload refused at the commit leaves its blob on every holder for 24 h"]
 fn uploads_refused_at_the_commit_leave_no_blob_behind() {
     let rt = runtime();
     let (_c, before, left) = uploads_refused_at_the_commit(&rt);

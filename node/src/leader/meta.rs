@@ -80,6 +80,8 @@ fn committed<T>(c: &Changed<T>, ino: Ino) -> Result<Inode> {
 
 /// Makes a directory, symlink, FIFO, socket, device or empty file.
 pub async fn make(node: &Arc<Node>, parent: Ino, name: &str, spec: &NewNode) -> Result<Inode> {
+    // Before a number is taken for it.
+    scs_common::name::validate_component(name)?;
     let c = change(node, 1, |plan, ino| {
         let ino = ino.ok_or_else(|| Error::Internal("no inode number".into()))?;
         namespace::make(plan, parent, name, spec, ino).map(|i| i.ino)

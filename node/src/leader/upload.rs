@@ -97,7 +97,11 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
                 Ok(Some(i)) if i.is_dir() => return Err(Error::IsDir(path.clone())),
                 // Missing (or another kind, which it replaces): a new file,
                 // and any missing directory on the way, made at the commit.
-                Ok(_) | Err(Error::NotFound(_)) => Plan::NewAtPath(new_ino(node, &state).await?),
+                Ok(_) | Err(Error::NotFound(_)) => {
+                    check_new_file(&spec)?;
+                    check_dirs_on_the_way(node, path)?;
+                    Plan::NewAtPath(new_ino(node, &state).await?)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -117,11 +121,15 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
                 Some(_) => return Err(Error::NotDir(format!("inode {parent}"))),
                 None => return Err(Error::NotFound(format!("directory inode {parent}"))),
             }
-            if spec.exclusive {
-                if let Some(d) = node.store.dentry(*parent, name)?.filter(|d| d.child != *ino) {
+            if let Some(d) = node.store.dentry(*parent, name)?.filter(|d| d.child != *ino) {
+                if spec.exclusive {
                     return Err(Error::Exists(d.name));
                 }
+                if d.kind == Kind::Dir {
+                    return Err(Error::IsDir(d.name));
+                }
             }
+            check_new_file(&spec)?;
             Plan::New { parent: *parent, name: name.clone(), ino: *ino }
         }
     };
@@ -129,6 +137,38 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
     let guard = state.allocate();
     let mark = state.mark_upload(Key::of_ino(plan.ino()));
     Ok(Prepared { state, guard, _mark: mark, spec, plan, holders })
+}
+
+/// What a new file brings along, checked before any byte is taken: a
+/// refusal at the commit would leave the bytes on every holder.
+fn check_new_file(spec: &UploadSpec) -> Result<()> {
+    let mut probe = Inode::new(Ino::NONE, Kind::File, spec.mode, spec.uid, spec.gid, spec.mtime_ns);
+    probe.xattrs = spec.xattrs.clone();
+    check_xattrs(&probe)
+}
+
+/// Checks that every directory on the way to a new file at `path` that
+/// exists already is a directory (or a symlink to one), so that making the
+/// missing ones at the commit cannot fail on them.
+fn check_dirs_on_the_way(node: &Node, path: &str) -> Result<()> {
+    let dirs: Vec<&str> = path.split('/').collect();
+    let mut at = Ino::ROOT;
+    for (i, dir) in dirs.iter().take(dirs.len() - 1).enumerate() {
+        let Some(d) = node.store.dentry(at, dir)? else { return Ok(()) };
+        at = match d.kind {
+            Kind::Dir => d.child,
+            Kind::Symlink => {
+                let so_far = dirs[..=i].join("/");
+                match namespace::resolve(&*node.store, &so_far, true)? {
+                    Some(t) if t.is_dir() => t.ino,
+                    Some(_) => return Err(Error::NotDir(so_far)),
+                    None => return Err(Error::NotFound(so_far)),
+                }
+            }
+            _ => return Err(Error::NotDir(dirs[..=i].join("/"))),
+        };
+    }
+    Ok(())
 }
 
 /// One inode number for a file the leader makes.

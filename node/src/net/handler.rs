@@ -129,6 +129,9 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             let p = path.clone();
             let inode = node.blocking(move |s| namespace::resolve(s, &p, true)).await?;
             let inode = inode.ok_or_else(|| Error::NotFound(path.clone()))?;
+            if inode.is_dir() {
+                return Err(Error::IsDir(path).into());
+            }
             send_content(node, conn, inode, offset, len).await
         }
         Request::Read { ino, offset, len } => {
