@@ -116,6 +116,11 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
             if !meta::was_reserved(node, *ino)? {
                 return Err(Error::Invalid(format!("inode {ino} was never reserved")));
             }
+            // Made and removed since (elsewhere): a late copy of its first
+            // upload (a journal replayed after a power cut) must not bring it back.
+            if node.store.inode_record(*ino)?.is_some_and(|i| i.deleted) {
+                return Err(Error::NotFound(format!("{name}: its inode {ino} was removed")));
+            }
             match node.store.inode(*parent)? {
                 Some(p) if p.is_dir() => {}
                 Some(_) => return Err(Error::NotDir(format!("inode {parent}"))),
