@@ -12,49 +12,31 @@ use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::Role;
 use scs_common::{Error, Key, NodeId, Record, Result, Term, Version};
 
-use crate::cluster::driver::Lease;
-use crate::leader::LeaderState;
+use crate::link::{Control, Health, Lease};
+use crate::leader::state::LeaderState;
 use crate::peers::Peers;
 use crate::store::{Applied, Store};
 use crate::view::ClusterView;
 
-/// Requests from the rest of the node to the election driver.
-#[derive(Debug)]
-pub enum Control {
-    /// A TCP request from `leader` claiming `term`: may we accept it?
-    Claim { term: Term, leader: NodeId, reply: oneshot::Sender<bool> },
-    /// Caught up with the current leader: eligible to lead.
-    CaughtUp,
-    /// As leader of `term`: caught up from a majority, ready to serve.
-    Ready { term: Term },
-}
-
-/// Figures the background loops keep for heartbeats and `scs status`.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// As leader: files with fewer live copies than `replicas`.
-    pub under_replicated: std::sync::atomic::AtomicU64,
-}
-
 pub struct Node {
-    pub cfg: NodeConfig,
-    pub key: ClusterKey,
-    pub store: Arc<Store>,
-    pub peers: Peers,
-    pub view: watch::Receiver<ClusterView>,
-    pub control: mpsc::Sender<Control>,
-    pub shutdown: CancellationToken,
+    cfg: NodeConfig,
+    key: ClusterKey,
+    store: Arc<Store>,
+    peers: Peers,
+    view: watch::Receiver<ClusterView>,
+    control: mpsc::Sender<Control>,
+    shutdown: CancellationToken,
     /// Commits hold it shared; a `Pull` takes it exclusively for an instant
     /// after raising the term, so no commit from an older term lands after
     /// the pull has looked (see [`Node::fence_barrier`]).
     commit_gate: RwLock<()>,
     /// Valid while the driver keeps confirming our quorum.
     lease: Arc<Lease>,
-    pub health: Arc<Health>,
+    health: Arc<Health>,
     /// Terms this node has led (kept in the store too).
     led_terms: std::sync::Mutex<std::collections::BTreeSet<Term>>,
     /// Present while this node leads; versions and in-flight writes.
-    pub leader: std::sync::Mutex<Option<Arc<LeaderState>>>,
+    leader: std::sync::Mutex<Option<Arc<LeaderState>>>,
 }
 
 /// What the rest of the node holds of the election driver.
@@ -94,6 +76,51 @@ impl Node {
 
     pub fn me(&self) -> NodeId {
         self.cfg.id
+    }
+
+    /// The node's configuration.
+    pub fn cfg(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    /// The cluster key sessions are opened with.
+    pub fn key(&self) -> &ClusterKey {
+        &self.key
+    }
+
+    /// Blobs and the index.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Pooled sessions to the other nodes.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Cancelled when the node shuts down: every loop ends on it.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Figures the background loops keep.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// A receiver of every new cluster view (to wait for a change).
+    pub fn view_changes(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+
+    /// Tells the election driver something (caught up, ready to serve).
+    pub async fn tell_driver(&self, c: Control) {
+        let _ = self.control.send(c).await;
+    }
+
+    /// Starts or ends this node's leadership state (`None`: not leading).
+    pub fn set_leader_state(&self, state: Option<Arc<LeaderState>>) {
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
     /// Records that this node leads `term`, in the store too, before it

@@ -57,13 +57,13 @@ fn has_room(view: &ClusterView, id: NodeId) -> bool {
 pub async fn replicas(node: Arc<Node>) {
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             _ = tokio::time::sleep(REPLICA_INTERVAL) => {}
         }
         let Ok(state) = node.writable() else { continue };
         match replica_round(&node, &state).await {
             Ok((under, repaired)) => {
-                node.health.under_replicated.store(under, Ordering::Relaxed);
+                node.health().under_replicated.store(under, Ordering::Relaxed);
                 if repaired > 0 {
                     log::info!("node {}: gave {repaired} file(s) new holders ({under} below target)", node.me());
                 }
@@ -78,8 +78,8 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
     let view = node.view();
     let now = Instant::now();
     let me = node.me();
-    let target = node.cfg.replicas as usize;
-    let delay = node.cfg.repair_delay;
+    let target = node.cfg().replicas as usize;
+    let delay = node.cfg().repair_delay;
     // A holder counts as gone once it has been down longer than repair_delay
     // (members never heard from since we lead: counted from then).
     let gone = |id: NodeId| -> bool {
@@ -114,8 +114,8 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
                 continue;
             }
             let mut spare: Vec<(u64, NodeId)> = Vec::new();
-            if !entry.holders.contains(&me) && node.store.has_room_for(entry.ino)? {
-                spare.push((node.store.files(), me));
+            if !entry.holders.contains(&me) && node.store().has_room_for(entry.ino)? {
+                spare.push((node.store().files(), me));
             }
             for (id, m) in view.alive_others() {
                 if !entry.holders.contains(&id) && has_room(&view, id) {
@@ -169,7 +169,7 @@ pub async fn anti_entropy(node: Arc<Node>) {
     let me = node.me();
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             _ = tokio::time::sleep(ENTROPY_INTERVAL) => {}
         }
         let view = node.view();
@@ -189,7 +189,7 @@ pub async fn anti_entropy(node: Arc<Node>) {
 }
 
 async fn call(node: &Node, addr: &str, req: Request) -> Result<Response> {
-    tokio::time::timeout(Duration::from_secs(30), node.peers.call(addr, &req))
+    tokio::time::timeout(Duration::from_secs(30), node.peers().call(addr, &req))
         .await
         .map_err(|_| Error::Unavailable(format!("{addr} did not answer")))?
 }
@@ -261,7 +261,7 @@ pub async fn namespace(node: Arc<Node>) {
     let mut suspects: HashMap<Key, Version> = HashMap::new();
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             _ = tokio::time::sleep(AUDIT_INTERVAL) => {}
         }
         let Ok(state) = node.writable() else {
@@ -306,7 +306,7 @@ async fn audit_round(
     let mut batch = Batch::new(state);
     for r in confirmed {
         // Changed since the audit: left for the next one.
-        let current = node.store.record(&r.key())?.map(|c| c.version());
+        let current = node.store().record(&r.key())?.map(|c| c.version());
         if current == suspects.get(&r.key()).copied() {
             log::info!("node {}: namespace audit: {}", node.me(), r.describe());
             batch.push(r);
@@ -323,7 +323,7 @@ async fn audit_round(
 pub async fn tombstones(node: Arc<Node>) {
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             _ = tokio::time::sleep(TOMBSTONE_INTERVAL) => {}
         }
         let Ok(state) = node.writable() else { continue };
@@ -338,10 +338,10 @@ pub async fn tombstones(node: Arc<Node>) {
 async fn purge_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<usize> {
     let view = node.view();
     let others: Vec<String> = view.alive_others().map(|(_, m)| m.info.addr.clone()).collect();
-    if others.len() + 1 < node.cfg.cluster_size as usize {
+    if others.len() + 1 < node.cfg().cluster_size as usize {
         return Err(Error::Unavailable("not every node is up".into()));
     }
-    let before = now_ns() - node.cfg.tombstone_ttl.as_nanos() as i64;
+    let before = now_ns() - node.cfg().tombstone_ttl.as_nanos() as i64;
     let items = node.blocking(move |s| s.old_tombstones(before, 1000)).await?;
     if items.is_empty() {
         return Ok(0);
@@ -364,21 +364,21 @@ async fn purge_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<usize
 
 /// Every node's scrub: re-hash held blobs at `scrub_bytes_per_sec`.
 pub async fn scrub(node: Arc<Node>) {
-    let rate = node.cfg.scrub_bytes_per_sec;
+    let rate = node.cfg().scrub_bytes_per_sec;
     if rate == 0 {
         return;
     }
     let me = node.me();
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(node.cfg.scrub_interval) => {}
+            _ = node.shutdown().cancelled() => return,
+            _ = tokio::time::sleep(node.cfg().scrub_interval) => {}
         }
         let started = Instant::now();
         let Ok(blobs) = node.blocking(|s| s.held_blobs()).await else { continue };
         let (mut checked, mut bad, mut bytes) = (0usize, 0usize, 0u64);
         for (key, version) in blobs {
-            if node.shutdown.is_cancelled() {
+            if node.shutdown().is_cancelled() {
                 return;
             }
             let t = Instant::now();
@@ -399,7 +399,7 @@ pub async fn scrub(node: Arc<Node>) {
             // Keep to the rate: a blob of `size` bytes buys size/rate seconds.
             let budget = Duration::from_secs_f64(size as f64 / rate as f64);
             tokio::select! {
-                _ = node.shutdown.cancelled() => return,
+                _ = node.shutdown().cancelled() => return,
                 _ = tokio::time::sleep(budget.saturating_sub(t.elapsed())) => {}
             }
         }

@@ -15,7 +15,8 @@ use scs_common::proto::rpc::{Message, Request, Response};
 use scs_common::{Error, Ino, Inode, Key, NodeId, Record, Result, Term, Version};
 
 use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
-use crate::node::{Control, Node};
+use crate::link::Control;
+use crate::node::Node;
 use crate::transfer::BlobSink;
 
 /// Records per `Pulled` batch.
@@ -74,7 +75,7 @@ pub async fn pull_from(
     since: Version,
     fence: Option<(Term, NodeId)>,
 ) -> Result<(usize, Version)> {
-    let mut conn = node.peers.get(addr).await?;
+    let mut conn = node.peers().get(addr).await?;
     conn.send(&Message::Request(Request::Pull { since, fence })).await?;
     let mut applied = 0;
     loop {
@@ -84,7 +85,7 @@ pub async fn pull_from(
                     applied += node.blocking(move |s| s.apply(&records, &[])).await?.applied;
                 }
                 if !more {
-                    node.peers.put(addr, conn);
+                    node.peers().put(addr, conn);
                     return Ok((applied, watermark));
                 }
             }
@@ -97,11 +98,11 @@ pub async fn pull_from(
 /// itself) has answered, then tell the driver it is ready to serve.
 pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
     let me = node.me();
-    let need = node.cfg.majority();
+    let need = node.cfg().majority();
     let mut attempt = 0u32;
     loop {
         let v = node.view();
-        if v.role != Role::Leader || v.term != state.term || node.shutdown.is_cancelled() {
+        if v.role != Role::Leader || v.term != state.term || node.shutdown().is_cancelled() {
             return;
         }
         let since = node.blocking(|s| s.watermark()).await.unwrap_or(Version::ZERO);
@@ -142,7 +143,7 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
                 state.term,
                 answered - 1
             );
-            let _ = node.control.send(Control::Ready { term: state.term }).await;
+            node.tell_driver(Control::Ready { term: state.term }).await;
             return;
         }
         attempt += 1;
@@ -159,7 +160,7 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
 /// Commits the root directory if the cluster has none yet (it is new).
 async fn make_root(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<()> {
     let ns = state.ns.lock().await;
-    if node.store.inode_record(Ino::ROOT)?.is_some() {
+    if node.store().inode_record(Ino::ROOT)?.is_some() {
         return Ok(());
     }
     let mut batch = Batch::new(state);
@@ -173,7 +174,7 @@ async fn make_root(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<()> {
 /// wanted blobs, and say when caught up with a new leader.
 pub async fn follow(node: Arc<Node>) {
     let me = node.me();
-    let mut view_rx = node.view.clone();
+    let mut view_rx = node.view_changes();
     let mut caught_up_with: Option<(Term, NodeId)> = None;
     let mut failures = 0u32;
     loop {
@@ -183,12 +184,12 @@ pub async fn follow(node: Arc<Node>) {
         // One borrow: a second one while the first is held deadlocks the
         // moment the driver starts publishing in between.
         let seen = {
-            let v = node.view.borrow();
+            let v = view_rx.borrow();
             (v.term, v.leader)
         };
         loop {
             tokio::select! {
-                _ = node.shutdown.cancelled() => return,
+                _ = node.shutdown().cancelled() => return,
                 _ = tokio::time::sleep_until(deadline) => break,
                 r = view_rx.changed() => {
                     if r.is_err() {
@@ -217,7 +218,7 @@ pub async fn follow(node: Arc<Node>) {
                     if caught_up_with != Some((v.term, leader)) {
                         caught_up_with = Some((v.term, leader));
                         log::info!("node {me}: caught up with leader {leader} (term {})", v.term);
-                        let _ = node.control.send(Control::CaughtUp).await;
+                        node.tell_driver(Control::CaughtUp).await;
                     }
                 }
                 Err(e) => {
@@ -236,10 +237,10 @@ pub async fn follow(node: Arc<Node>) {
 pub async fn fetcher(node: Arc<Node>) {
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             _ = tokio::time::sleep(SYNC_INTERVAL) => {}
         }
-        if node.store.wanted_count() > 0 {
+        if node.store().wanted_count() > 0 {
             fetch_wanted(&node).await;
         }
     }
@@ -255,7 +256,7 @@ pub async fn fetch_wanted(node: &Arc<Node>) {
         }
     };
     for entry in wanted {
-        if node.shutdown.is_cancelled() {
+        if node.shutdown().is_cancelled() {
             return;
         }
         let started = std::time::Instant::now();
@@ -293,7 +294,7 @@ async fn fetch_one(node: &Arc<Node>, entry: &Inode) -> Result<()> {
 }
 
 async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Inode) -> Result<()> {
-    let mut conn = node.peers.dial(addr).await?;
+    let mut conn = node.peers().dial(addr).await?;
     let (key, ino, content) = (entry.key(), entry.ino, entry.content);
     conn.send(&Message::Request(Request::ReadBlob { ino, content, offset: 0, len: None })).await?;
     match conn.recv_response().await? {
@@ -301,18 +302,18 @@ async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Inode) -> Result<()> {
         other => return Err(Error::Protocol(format!("unexpected answer to read: {other:?}"))),
     }
     let size = entry.size;
-    let store = node.store.clone();
+    let store = node.store().clone();
     let mut sink = BlobSink::spawn(move || store.new_blob(ino, content, Some(size)));
     crate::transfer::receive_into(&mut conn, &mut sink, Some(size)).await?;
     if let Err(e) = sink.finish(Some(entry.hash)).await {
         if matches!(e, Error::Corrupt(_)) {
             // Tell the holder, which re-checks its copy and moves it aside if bad.
-            let _ = node.peers.call(addr, &Request::ReportCorrupt { ino, content }).await;
+            let _ = node.peers().call(addr, &Request::ReportCorrupt { ino, content }).await;
         }
         return Err(e);
     }
     let r = Record::Inode(entry.clone());
     node.blocking(move |s| s.apply(&[r], &[(key, content)])).await?;
-    node.peers.put(addr, conn);
+    node.peers().put(addr, conn);
     Ok(())
 }

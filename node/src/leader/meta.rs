@@ -35,7 +35,7 @@ pub async fn change<T>(
 ) -> Result<Changed<T>> {
     let state = node.writable()?;
     let (ns, first) = lock_with_inos(node, &state, inos).await?;
-    let store = node.store.clone();
+    let store = node.store().clone();
     let mut plan = Plan::new(&*store, now_ns());
     let value = op(&mut plan, first)?;
     if plan.is_empty() {
@@ -143,5 +143,5 @@ pub async fn reserve(node: &Arc<Node>, count: u32) -> Result<(Ino, u32)> {
 /// Whether `ino` was handed out by some leader (so a client may name it in
 /// an upload of a new file).
 pub fn was_reserved(node: &Node, ino: Ino) -> Result<bool> {
-    Ok(ino.0 >= 2 && ino < node.store.next_ino()?)
+    Ok(ino.0 >= 2 && ino < node.store().next_ino()?)
 }

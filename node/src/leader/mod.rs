@@ -5,151 +5,29 @@
 //! # Layout
 //! - this file: [`LeaderState`], holder choice, inode numbers and the majority commit.
 //! - [`upload`]: streaming a file to the holders with a pipelined fan-out.
+//! - [`locks`]: advisory locks across mounts, in this term's memory.
 //! - [`meta`]: namespace changes (make, link, remove, rename, attributes):
 //!   the rules of `scs_common::namespace` against the index, then a majority commit.
 
 pub mod meta;
+pub mod state;
 pub mod upload;
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+pub use state::{LeaderState, UploadMark, VersionGuard};
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
 use scs_common::inode::NextIno;
 use scs_common::proto::rpc::{Request, Response};
-use scs_common::{Error, Ino, Key, NodeId, Record, Result, Term, Version};
+use scs_common::{Error, Ino, NodeId, Record, Result, Version};
 
 use crate::node::Node;
 
 /// How long a follower may take to commit an `Apply`.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The state of one term of leadership.
-#[derive(Debug)]
-pub struct LeaderState {
-    pub term: Term,
-    /// When this node started leading the term (members it has not heard
-    /// from since count as down from then).
-    pub started: std::time::Instant,
-    next_seq: AtomicU64,
-    /// Versions handed out whose entries are not committed here yet.
-    inflight: Mutex<BTreeSet<Version>>,
-    /// Serializes the check-then-commit of namespace changes.
-    pub ns: tokio::sync::Mutex<()>,
-    /// Inodes with an upload in flight (by key, how many): repair leaves
-    /// them alone while their content is about to change.
-    uploading: Mutex<HashMap<Key, usize>>,
-    /// Inode numbers reserved on a majority and not handed out yet: `next..end`.
-    inos: Mutex<(u64, u64)>,
-}
-
-impl LeaderState {
-    pub fn new(term: Term) -> LeaderState {
-        LeaderState {
-            term,
-            started: std::time::Instant::now(),
-            next_seq: AtomicU64::new(1),
-            inflight: Mutex::new(BTreeSet::new()),
-            ns: Default::default(),
-            uploading: Mutex::new(HashMap::new()),
-            inos: Mutex::new((0, 0)),
-        }
-    }
-
-    /// Inode numbers left in the reserved block.
-    pub fn inos_left(&self) -> u64 {
-        let pool = self.inos.lock().unwrap_or_else(|p| p.into_inner());
-        pool.1 - pool.0
-    }
-
-    /// Hands out `count` inode numbers from the reserved block: the first.
-    /// Call it under the namespace lock after [`ensure_inos`].
-    pub fn take_inos(&self, count: u64) -> Option<Ino> {
-        let mut pool = self.inos.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.1 - pool.0 < count {
-            return None;
-        }
-        let first = pool.0;
-        pool.0 += count;
-        Some(Ino(first))
-    }
-
-    fn set_inos(&self, next: u64, end: u64) {
-        *self.inos.lock().unwrap_or_else(|p| p.into_inner()) = (next, end);
-    }
-
-    /// Marks an upload to the inode of `key` in flight until the mark is dropped.
-    pub fn mark_upload(self: &Arc<Self>, key: Key) -> UploadMark {
-        *self.uploads().entry(key).or_insert(0) += 1;
-        UploadMark { state: self.clone(), key }
-    }
-
-    /// Whether an upload to the inode of `key` is in flight.
-    pub fn is_uploading(&self, key: &Key) -> bool {
-        self.uploads().contains_key(key)
-    }
-
-    fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<Key, usize>> {
-        self.uploading.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A new version, in flight until the returned guard is dropped.
-    pub fn allocate(self: &Arc<Self>) -> VersionGuard {
-        let version = Version::new(self.term, self.next_seq.fetch_add(1, Ordering::SeqCst));
-        self.lock().insert(version);
-        VersionGuard { state: self.clone(), version }
-    }
-
-    /// The highest version at or below which nothing is in flight: a
-    /// follower that has pulled everything up to it has every committed entry.
-    pub fn safe_watermark(&self) -> Version {
-        let next = self.next_seq.load(Ordering::SeqCst);
-        let lowest = self.lock().iter().next().copied();
-        match lowest {
-            Some(v) => Version::new(v.term, v.seq - 1),
-            None => Version::new(self.term, next - 1),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<Version>> {
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A version in flight; dropping it (committed or abandoned) releases it.
-#[derive(Debug)]
-pub struct VersionGuard {
-    state: Arc<LeaderState>,
-    pub version: Version,
-}
-
-impl Drop for VersionGuard {
-    fn drop(&mut self) {
-        self.state.lock().remove(&self.version);
-    }
-}
-
-/// An upload in flight to a name (see [`LeaderState::mark_upload`]).
-#[derive(Debug)]
-pub struct UploadMark {
-    state: Arc<LeaderState>,
-    key: Key,
-}
-
-impl Drop for UploadMark {
-    fn drop(&mut self) {
-        let mut uploads = self.state.uploads();
-        if let Some(n) = uploads.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                uploads.remove(&self.key);
-            }
-        }
-    }
-}
 
 /// The nodes that will keep a new blob of inode `ino`: this node first
 /// when it has room, then the other live nodes with room, least loaded
@@ -160,8 +38,8 @@ impl Drop for UploadMark {
 pub fn pick_holders(node: &Node, ino: Ino) -> Result<Vec<(NodeId, String)>> {
     let view = node.view();
     let mut out = Vec::new();
-    if node.store.has_room_for(ino)? {
-        out.push((node.me(), node.cfg.advertise.to_string()));
+    if node.store().has_room_for(ino)? {
+        out.push((node.me(), node.cfg().advertise.to_string()));
     }
     let mut others: Vec<(u64, NodeId, String)> = view
         .alive_others()
@@ -171,7 +49,7 @@ pub fn pick_holders(node: &Node, ino: Ino) -> Result<Vec<(NodeId, String)>> {
         .collect();
     others.sort();
     out.extend(others.into_iter().map(|(_, id, addr)| (id, addr)));
-    out.truncate(node.cfg.replicas as usize);
+    out.truncate(node.cfg().replicas as usize);
     if out.is_empty() {
         return Err(Error::NoSpace("every node is at its max_files".into()));
     }
@@ -210,7 +88,7 @@ async fn await_majority(
     state: &Arc<LeaderState>,
     mut set: JoinSet<(NodeId, Result<()>)>,
 ) -> Result<()> {
-    let need = node.cfg.majority();
+    let need = node.cfg().majority();
     let mut acks = 1;
     let mut failures = Vec::new();
     while acks < need {
@@ -227,7 +105,7 @@ async fn await_majority(
     }
     Err(Error::Unavailable(format!(
         "committed on {acks} of {} nodes, {need} needed ({})",
-        node.cfg.cluster_size,
+        node.cfg().cluster_size,
         failures.join("; ")
     )))
 }
@@ -247,7 +125,7 @@ fn apply_to_others(node: &Arc<Node>, state: &Arc<LeaderState>, records: Vec<Reco
         set.spawn(async move {
             let mut res = Ok(());
             for req in reqs.iter() {
-                res = match tokio::time::timeout(APPLY_TIMEOUT, node.peers.call(&addr, req)).await {
+                res = match tokio::time::timeout(APPLY_TIMEOUT, node.peers().call(&addr, req)).await {
                     Ok(Ok(Response::Done)) => Ok(()),
                     Ok(Ok(other)) => Err(Error::Protocol(format!("unexpected answer to apply: {other:?}"))),
                     Ok(Err(e)) => Err(e),
@@ -315,7 +193,7 @@ pub async fn ensure_inos(node: &Arc<Node>, state: &Arc<LeaderState>, need: u64) 
     if state.inos_left() >= need {
         return Ok(());
     }
-    let next = node.store.next_ino()?.0;
+    let next = node.store().next_ino()?.0;
     let end = next.checked_add(need.max(INO_BLOCK)).ok_or_else(|| Error::NoSpace("inode numbers ran out".into()))?;
     let mut batch = Batch::new(state);
     batch.push(Record::NextIno(NextIno { version: Version::ZERO, next: Ino(end), stamp_ns: now_ns() }));
@@ -383,7 +261,7 @@ pub fn split_by_size<T: serde::Serialize>(items: Vec<T>, max: usize) -> Vec<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scs_common::{Dentry, Kind};
+    use scs_common::{Dentry, Kind, Term};
 
     fn dentry(name: String) -> Record {
         Record::Dentry(Dentry {

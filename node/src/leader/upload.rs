@@ -87,7 +87,7 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
     let plan = match &spec.target {
         Target::Path(path) => {
             name::validate(path)?;
-            match namespace::resolve(&*node.store, path, false) {
+            match namespace::resolve(&**node.store(), path, false) {
                 Ok(Some(i)) if i.kind == Kind::File => {
                     if spec.exclusive {
                         return Err(Error::Exists(path.clone()));
@@ -105,7 +105,7 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
                 Err(e) => return Err(e),
             }
         }
-        Target::Ino(ino) => match node.store.inode(*ino)? {
+        Target::Ino(ino) => match node.store().inode(*ino)? {
             Some(i) if i.kind == Kind::File => Plan::Into(i.ino),
             Some(i) if i.is_dir() => return Err(Error::IsDir(format!("inode {ino}"))),
             Some(i) => return Err(Error::Invalid(format!("a {} has no content", i.kind.as_str()))),
@@ -118,15 +118,15 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
             }
             // Made and removed since (elsewhere): a late copy of its first
             // upload (a journal replayed after a power cut) must not bring it back.
-            if node.store.inode_record(*ino)?.is_some_and(|i| i.deleted) {
+            if node.store().inode_record(*ino)?.is_some_and(|i| i.deleted) {
                 return Err(Error::NotFound(format!("{name}: its inode {ino} was removed")));
             }
-            match node.store.inode(*parent)? {
+            match node.store().inode(*parent)? {
                 Some(p) if p.is_dir() => {}
                 Some(_) => return Err(Error::NotDir(format!("inode {parent}"))),
                 None => return Err(Error::NotFound(format!("directory inode {parent}"))),
             }
-            if let Some(d) = node.store.dentry(*parent, name)?.filter(|d| d.child != *ino) {
+            if let Some(d) = node.store().dentry(*parent, name)?.filter(|d| d.child != *ino) {
                 if spec.exclusive {
                     return Err(Error::Exists(d.name));
                 }
@@ -159,12 +159,12 @@ fn check_dirs_on_the_way(node: &Node, path: &str) -> Result<()> {
     let dirs: Vec<&str> = path.split('/').collect();
     let mut at = Ino::ROOT;
     for (i, dir) in dirs.iter().take(dirs.len() - 1).enumerate() {
-        let Some(d) = node.store.dentry(at, dir)? else { return Ok(()) };
+        let Some(d) = node.store().dentry(at, dir)? else { return Ok(()) };
         at = match d.kind {
             Kind::Dir => d.child,
             Kind::Symlink => {
                 let so_far = dirs[..=i].join("/");
-                match namespace::resolve(&*node.store, &so_far, true)? {
+                match namespace::resolve(&**node.store(), &so_far, true)? {
                     Some(t) if t.is_dir() => t.ino,
                     Some(_) => return Err(Error::NotDir(so_far)),
                     None => return Err(Error::NotFound(so_far)),
@@ -225,7 +225,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     let mut acks: JoinSet<(NodeId, Result<()>)> = JoinSet::new();
     for (id, addr) in holders {
         if id == node.me() {
-            let store = node.store.clone();
+            let store = node.store().clone();
             local = Some(BlobSink::spawn(move || store.new_blob(ino, content, size)));
             continue;
         }
@@ -357,7 +357,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
         super::ensure_inos(node, &state, path.split('/').count() as u64).await?;
     }
     let ns = state.ns.lock().await;
-    let store = node.store.clone();
+    let store = node.store().clone();
     let mut tx = namespace::Plan::new(&*store, now_ns());
     let stored = match &plan {
         Plan::Into(ino) => match &spec.target {
@@ -410,7 +410,7 @@ async fn dirs_for<'p>(
             Some(d) if d.kind == Kind::Dir => d.child,
             Some(d) if d.kind == Kind::Symlink => {
                 let so_far = &path[..path.find(dir).unwrap_or(0) + dir.len()];
-                match namespace::resolve(&*node.store, so_far, true)? {
+                match namespace::resolve(&**node.store(), so_far, true)? {
                     Some(i) if i.is_dir() => i.ino,
                     _ => return Err(Error::NotDir(so_far.to_string())),
                 }
@@ -493,7 +493,7 @@ async fn replicate_to(
     size: Option<u64>,
     mut rx: mpsc::Receiver<Feed>,
 ) -> Result<()> {
-    let mut conn = node.peers.get(addr).await?;
+    let mut conn = node.peers().get(addr).await?;
     // Every write is bounded: a holder that stops reading (frozen, cut off
     // without a reset) is dropped instead of holding the upload forever.
     let stalled = || Error::Unavailable(format!("holder {addr} stopped taking data"));
@@ -527,7 +527,7 @@ async fn replicate_to(
     match conn.recv_response().await? {
         Response::Done => {
             conn.set_read_timeout(Some(crate::peers::REQUEST_TIMEOUT));
-            node.peers.put(addr, conn);
+            node.peers().put(addr, conn);
             Ok(())
         }
         other => Err(Error::Protocol(format!("unexpected answer to replicate: {other:?}"))),

@@ -39,9 +39,9 @@ impl From<Error> for Failure {
 pub async fn serve(node: Arc<Node>, mut conn: Connection, peer: Peer, rate: Option<Arc<RateLimiter>>) {
     let me = node.me();
     loop {
-        conn.set_read_timeout(Some(node.cfg.limits.idle_timeout));
+        conn.set_read_timeout(Some(node.cfg().limits.idle_timeout));
         let req = tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             frame = conn.read_frame() => match frame {
                 Ok(None) => return,
                 Ok(Some(Frame::Message(Message::Request(r)))) => r,
@@ -397,7 +397,7 @@ async fn replicate(
     if !node.blocking(move |s| s.has_room_for(ino)).await.map_err(Failure::Close)? {
         return Err(Failure::Close(Error::NoSpace(format!("node {} is at its max_files", node.me()))));
     }
-    let store = node.store.clone();
+    let store = node.store().clone();
     let mut sink = BlobSink::spawn(move || store.new_blob(ino, content, size));
     let (hash, _) = transfer::receive_into(conn, &mut sink, size).await.map_err(Failure::Close)?;
     sink.finish(Some(hash)).await.map_err(Failure::Reply)?;
@@ -410,20 +410,20 @@ async fn replicate(
 pub fn status(node: &Node) -> StatusReport {
     let view = node.view();
     let mut nodes = Vec::new();
-    for id in (1..=node.cfg.cluster_size).map(NodeId) {
+    for id in (1..=node.cfg().cluster_size).map(NodeId) {
         if id == node.me() {
-            let (disk_free, disk_total) = node.store.disk_space();
+            let (disk_free, disk_total) = node.store().disk_space();
             nodes.push(NodeStatus {
                 id,
-                addr: node.cfg.advertise.to_string(),
+                addr: node.cfg().advertise.to_string(),
                 alive: true,
                 role: Some(view.role),
-                files: node.store.files(),
-                max_files: node.cfg.max_files,
+                files: node.store().files(),
+                max_files: node.cfg().max_files,
                 disk_free,
                 disk_total,
-                wanted: node.store.wanted_count(),
-                corrupt: node.store.corrupt_count(),
+                wanted: node.store().wanted_count(),
+                corrupt: node.store().corrupt_count(),
             });
         } else {
             let m = view.members.get(&id);
@@ -443,7 +443,7 @@ pub fn status(node: &Node) -> StatusReport {
     }
     let leader_info = view.leader.and_then(|l| view.members.get(&l)).map(|m| &m.info);
     let (quorum, under_replicated) = if view.is_leader() {
-        (view.quorum, node.health.under_replicated.load(std::sync::atomic::Ordering::Relaxed))
+        (view.quorum, node.health().under_replicated.load(std::sync::atomic::Ordering::Relaxed))
     } else {
         (leader_info.is_some_and(|i| i.ready), leader_info.map(|i| i.under_replicated).unwrap_or(0))
     };
@@ -452,8 +452,8 @@ pub fn status(node: &Node) -> StatusReport {
         leader: view.leader,
         term: view.term,
         quorum,
-        cluster_size: node.cfg.cluster_size,
-        replicas: node.cfg.replicas,
+        cluster_size: node.cfg().cluster_size,
+        replicas: node.cfg().replicas,
         nodes,
         under_replicated,
     }
