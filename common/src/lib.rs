@@ -7,6 +7,8 @@
 //!   versioned [`inode::Record`]s that replicate them.
 //! - [`namespace`]: the rules of the namespace (create, link, unlink,
 //!   rename, attributes, path resolution) as pure functions over a view.
+//! - [`locks`]: advisory locks across mounts: the wire types and the
+//!   leader's lock table (POSIX ranges, leases, the grace period), pure.
 //! - [`name`]: validation of user-supplied file names and the name → key hash.
 //! - [`proto`]: the messages: UDP gossip ([`proto::gossip`]), TCP requests and
 //!   responses ([`proto::rpc`]) and the pure frame codec ([`proto::frame`]).
@@ -20,6 +22,7 @@ pub mod config;
 pub mod conn;
 pub mod error;
 pub mod inode;
+pub mod locks;
 pub mod mounts;
 pub mod multicast;
 pub mod name;

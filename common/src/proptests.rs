@@ -13,6 +13,7 @@ use crate::error::WireError;
 use crate::inode::{
     Bytes, Dentry, DirEntry, Inode, NewNode, NextIno, Record, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, Xattrs,
 };
+use crate::locks::{FileLock, LockAnswer, LockKind, SessionId};
 use crate::name::{self, NAME_MAX, PATH_MAX};
 use crate::proto::frame::{self, FrameKind, HEADER_LEN, MAX_DATA, MAX_MESSAGE};
 use crate::proto::gossip::{self, DatagramError, Envelope, Gossip, Heartbeat, NodeInfo, Role};
@@ -196,6 +197,32 @@ fn arb_time() -> impl Strategy<Value = Option<TimeSet>> {
     proptest::option::of(prop_oneof![Just(TimeSet::Now), any::<i64>().prop_map(TimeSet::At)])
 }
 
+fn arb_session() -> impl Strategy<Value = SessionId> {
+    any::<u64>().prop_map(SessionId)
+}
+
+fn arb_file_lock() -> impl Strategy<Value = FileLock> {
+    (arb_ino(), any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>(), any::<u32>()).prop_map(
+        |(ino, owner, start, end, write, pid)| FileLock {
+            ino,
+            owner,
+            start,
+            end,
+            kind: if write { LockKind::Write } else { LockKind::Read },
+            pid,
+        },
+    )
+}
+
+fn arb_lock_answer() -> impl Strategy<Value = LockAnswer> {
+    prop_oneof![
+        Just(LockAnswer::Granted),
+        (arb_file_lock(), any::<bool>()).prop_map(|(lock, ours)| LockAnswer::Conflict { lock, ours }),
+        any::<u64>().prop_map(|retry_ms| LockAnswer::Grace { retry_ms }),
+        Just(LockAnswer::UnknownSession),
+    ]
+}
+
 fn arb_request() -> impl Strategy<Value = Request> {
     let opt_u64 = || proptest::option::of(any::<u64>());
     let opt_u32 = || proptest::option::of(any::<u32>());
@@ -268,6 +295,12 @@ fn arb_request() -> impl Strategy<Value = Request> {
             records
         }),
         (arb_version(), arb_fence()).prop_map(|(since, fence)| Request::Pull { since, fence }),
+        (arb_session(), arb_file_lock()).prop_map(|(session, lock)| Request::Lock { session, lock }),
+        (arb_session(), arb_ino(), any::<(u64, u64, u64)>())
+            .prop_map(|(session, ino, (owner, start, end))| Request::Unlock { session, ino, owner, start, end }),
+        (arb_session(), arb_file_lock()).prop_map(|(session, lock)| Request::TestLock { session, lock }),
+        arb_session().prop_map(|session| Request::KeepAlive { session }),
+        (arb_session(), vec(arb_file_lock(), 0..4)).prop_map(|(session, locks)| Request::Reclaim { session, locks }),
     ]
 }
 
@@ -338,6 +371,8 @@ fn arb_response() -> impl Strategy<Value = Response> {
         arb_records().prop_map(Response::Records),
         (arb_ino(), any::<u32>()).prop_map(|(first, count)| Response::Inodes { first, count }),
         (any::<u16>(), "\\PC{0,40}").prop_map(|(code, message)| Response::Error(WireError { code, message })),
+        arb_lock_answer().prop_map(Response::Lock),
+        vec(arb_file_lock(), 0..4).prop_map(Response::Reclaimed),
     ]
 }
 

@@ -11,6 +11,7 @@ use scs_common::error::WireError;
 use scs_common::proto::frame::{self, FrameKind};
 use scs_common::proto::gossip::{self, Envelope, Gossip, Heartbeat, NodeInfo, Role};
 use scs_common::inode::{Bytes, DirEntry, NewNode, Removal, RenameMode, SetAttrs, TimeSet, XattrMode};
+use scs_common::locks::{FileLock, LockAnswer, LockKind, SessionId};
 use scs_common::proto::rpc::{Message, Request, Response, Target, UploadSpec};
 use scs_common::{ContentHash, Dentry, Ino, Inode, Key, Kind, NodeId, Record, Term, Version};
 
@@ -103,7 +104,19 @@ fn messages() -> Vec<(&'static str, Message)> {
         ("content", Message::Response(Response::Content { inode: inode(10), offset: 0, len: 12 })),
         ("error", Message::Response(Response::Error(WireError { code: 1, message: "no such file: x".into() }))),
         ("end", Message::End { hash: ContentHash([9; 32]) }),
+        ("lock", r(Request::Lock { session: SessionId(0xfeed), lock: file_lock() })),
+        ("unlock", r(Request::Unlock { session: SessionId(0xfeed), ino: Ino(7), owner: 3, start: 0, end: u64::MAX })),
+        ("test-lock", r(Request::TestLock { session: SessionId(0xfeed), lock: file_lock() })),
+        ("keep-alive", r(Request::KeepAlive { session: SessionId(0xfeed) })),
+        ("reclaim", r(Request::Reclaim { session: SessionId(0xfeed), locks: vec![file_lock(), file_lock()] })),
+        ("lock-conflict", Message::Response(Response::Lock(LockAnswer::Conflict { lock: file_lock(), ours: false }))),
+        ("lock-grace", Message::Response(Response::Lock(LockAnswer::Grace { retry_ms: 9000 }))),
+        ("reclaimed", Message::Response(Response::Reclaimed(vec![file_lock()]))),
     ]
+}
+
+fn file_lock() -> FileLock {
+    FileLock { ino: Ino(7), owner: 3, start: 100, end: i64::MAX as u64, kind: LockKind::Write, pid: 4242 }
 }
 
 fn envelope(msg: Gossip) -> Envelope {

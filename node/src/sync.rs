@@ -143,6 +143,8 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
                 state.term,
                 answered - 1
             );
+            // Mounts may reclaim their locks from now on, before anyone else takes them.
+            state.locks().serve(std::time::Instant::now());
             node.tell_driver(Control::Ready { term: state.term }).await;
             return;
         }

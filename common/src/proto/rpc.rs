@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
 use crate::inode::{Bytes, DirEntry, Inode, NewNode, Record, Removal, RenameMode, SetAttrs, XattrMode, Xattrs};
+use crate::locks::{FileLock, LockAnswer, SessionId};
 use crate::proto::gossip::Role;
 use crate::types::{ContentHash, Ino, Key, NodeId, Term, Version};
 
@@ -246,6 +247,38 @@ pub enum Request {
         since: Version,
         fence: Option<(Term, NodeId)>,
     },
+
+    // ----- advisory locks, kept by the leader in memory (see crate::locks) -----
+    /// Take or change a lock (fcntl, flock): answered with `Lock`.
+    Lock {
+        session: SessionId,
+        lock: FileLock,
+    },
+    /// Give back bytes `start..=end` of `owner`'s locks on `ino` (all of
+    /// them with `0..=u64::MAX`): answered with `Lock`.
+    Unlock {
+        session: SessionId,
+        ino: Ino,
+        owner: u64,
+        start: u64,
+        end: u64,
+    },
+    /// Which lock of another owner stands in the way of `lock` (F_GETLK):
+    /// answered with `Lock` (`Granted` when none does).
+    TestLock {
+        session: SessionId,
+        lock: FileLock,
+    },
+    /// The mount is alive and keeps its locks: answered with `Lock`.
+    KeepAlive {
+        session: SessionId,
+    },
+    /// Sets the session's locks to `locks` (after a failover, a lease that
+    /// ran out, or to give everything back): answered with `Reclaimed`.
+    Reclaim {
+        session: SessionId,
+        locks: Vec<FileLock>,
+    },
 }
 
 /// Where a holder of a blob listens.
@@ -332,6 +365,10 @@ pub enum Response {
         count: u32,
     },
     Error(WireError),
+    /// The answer to a lock request.
+    Lock(LockAnswer),
+    /// The answer to `Reclaim`: the locks refused (another mount holds them).
+    Reclaimed(Vec<FileLock>),
 }
 
 impl Response {

@@ -9,6 +9,7 @@
 //! - [`meta`]: namespace changes (make, link, remove, rename, attributes):
 //!   the rules of `scs_common::namespace` against the index, then a majority commit.
 
+pub mod locks;
 pub mod meta;
 pub mod state;
 pub mod upload;

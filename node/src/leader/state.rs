@@ -25,6 +25,8 @@ pub struct LeaderState {
     uploading: Mutex<HashMap<Key, usize>>,
     /// Inode numbers reserved on a majority and not handed out yet: `next..end`.
     inos: Mutex<(u64, u64)>,
+    /// Every mount's advisory locks, in this term's memory only (see `super::locks`).
+    locks: Mutex<scs_common::locks::LockTable>,
 }
 
 impl LeaderState {
@@ -37,7 +39,13 @@ impl LeaderState {
             ns: Default::default(),
             uploading: Mutex::new(HashMap::new()),
             inos: Mutex::new((0, 0)),
+            locks: Mutex::new(scs_common::locks::LockTable::new(Default::default())),
         }
+    }
+
+    /// The lock table of this term (never held across an await).
+    pub fn locks(&self) -> std::sync::MutexGuard<'_, scs_common::locks::LockTable> {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Inode numbers left in the reserved block.

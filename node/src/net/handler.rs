@@ -9,7 +9,7 @@ use scs_common::conn::{Connection, Frame};
 use scs_common::proto::rpc::{HolderAddr, Message, NodeStatus, Peer, Request, Response, StatusReport};
 use scs_common::{name, namespace, DirEntry, Error, Ino, Inode, Key, Kind, NodeId, Record, Result, Term, Version};
 
-use crate::leader::{meta, upload};
+use crate::leader::{locks, meta, upload};
 use crate::net::limit::RateLimiter;
 use crate::node::Node;
 use crate::sync;
@@ -110,6 +110,11 @@ fn request_name(r: &Request) -> &'static str {
         Request::Replicate { .. } => "replicate",
         Request::Apply { .. } => "apply",
         Request::Pull { .. } => "pull",
+        Request::Lock { .. } => "lock",
+        Request::Unlock { .. } => "unlock",
+        Request::TestLock { .. } => "test-lock",
+        Request::KeepAlive { .. } => "keep-alive",
+        Request::Reclaim { .. } => "reclaim",
     }
 }
 
@@ -245,6 +250,15 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             node.admit(term, leader).await?;
             node.blocking(move |s| s.purge(&items)).await?;
             reply(conn, Response::Done).await
+        }
+        Request::Lock { session, lock } => reply(conn, Response::Lock(locks::lock(node, session, lock)?)).await,
+        Request::Unlock { session, ino, owner, start, end } => {
+            reply(conn, Response::Lock(locks::unlock(node, session, ino, owner, start, end)?)).await
+        }
+        Request::TestLock { session, lock } => reply(conn, Response::Lock(locks::test(node, session, lock)?)).await,
+        Request::KeepAlive { session } => reply(conn, Response::Lock(locks::keep_alive(node, session)?)).await,
+        Request::Reclaim { session, locks: held } => {
+            reply(conn, Response::Reclaimed(locks::reclaim(node, session, held)?)).await
         }
     }
 }
