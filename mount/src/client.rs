@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use scs_common::auth::ClusterKey;
 use scs_common::conn::{Chunk, Connection};
 use scs_common::inode::{self, DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
+use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{HolderAddr, Message, Peer, Request, Response, StatusReport, Target, UploadSpec};
 use scs_common::{ContentHash, Error, Ino, Kind, Result, CHUNK_SIZE};
 
@@ -483,6 +484,24 @@ impl Client {
     pub async fn reserve_inodes(&self, count: u32) -> Result<(Ino, u32)> {
         match self.call(Request::ReserveInodes { count }).await? {
             Response::Inodes { first, count } => Ok((first, count)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// An advisory lock request (`Lock`, `Unlock`, `TestLock`, `KeepAlive`):
+    /// the leader's answer. Retrying one is safe: each is idempotent for its
+    /// session (a lock asked twice by one owner is granted once).
+    pub async fn lock_request(&self, req: Request) -> Result<LockAnswer> {
+        match self.call(req).await? {
+            Response::Lock(answer) => Ok(answer),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sets this mount's locks at the leader to `locks`: those refused.
+    pub async fn reclaim(&self, session: SessionId, locks: Vec<FileLock>) -> Result<Vec<FileLock>> {
+        match self.call(Request::Reclaim { session, locks }).await? {
+            Response::Reclaimed(refused) => Ok(refused),
             other => Err(unexpected(&other)),
         }
     }

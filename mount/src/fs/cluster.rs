@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use scs_common::inode::{DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
+use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{StatusReport, UploadSpec};
 use scs_common::{Ino, Result};
 
@@ -75,6 +76,19 @@ pub trait Cluster: Send + Sync {
     /// (emptied first; a buffer used before needs no new pages), with the
     /// inode they were read from.
     fn read_range(&self, ino: Ino, offset: u64, len: u64, buf: Vec<u8>) -> Result<(Inode, Vec<u8>)>;
+
+    // Advisory locks of this mount's `session`, kept by the leader (see
+    // `scs_common::locks` and [`super::locks`]).
+    /// Takes or changes a lock.
+    fn lock(&self, session: SessionId, lock: FileLock) -> Result<LockAnswer>;
+    /// Gives back bytes `start..=end` of `owner`'s locks on `ino`.
+    fn unlock(&self, session: SessionId, ino: Ino, owner: u64, start: u64, end: u64) -> Result<LockAnswer>;
+    /// The lock of another owner in the way of `lock`, if any (`Granted` when none).
+    fn test_lock(&self, session: SessionId, lock: FileLock) -> Result<LockAnswer>;
+    /// Renews the session's lease.
+    fn keep_alive(&self, session: SessionId) -> Result<LockAnswer>;
+    /// Sets the session's locks to `locks`: those refused (held by another mount).
+    fn reclaim(&self, session: SessionId, locks: Vec<FileLock>) -> Result<Vec<FileLock>>;
 }
 
 /// Uploads the first `spec.size` bytes of the local file `path`.

@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes as Chunk;
 use sha2::{Digest, Sha256};
 
 use scs_common::inode::{Bytes, DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
+use scs_common::locks::{FileLock, Limits, LockAnswer, LockTable, SessionId};
 use scs_common::namespace::{self, Memory, Plan, View};
 use scs_common::proto::rpc::{NodeStatus, StatusReport, Target, UploadSpec};
 use scs_common::{ContentHash, Error, Ino, Kind, NodeId, Result, Term, Version};
@@ -40,6 +41,8 @@ struct State {
     max_files: Option<u64>,
     uploads: Vec<UploadSpec>,
     streams: usize,
+    /// The leader's advisory locks, by the leader's rules.
+    locks: LockTable,
 }
 
 impl Default for State {
@@ -54,6 +57,7 @@ impl Default for State {
             max_files: None,
             uploads: Vec::new(),
             streams: 0,
+            locks: lock_leader(Limits { grace: Duration::ZERO, ..Limits::default() }),
         }
     }
 }
@@ -221,9 +225,56 @@ impl Fake {
     pub fn make_as(&self, dir: Ino, name: &str, node: NewNode) -> Inode {
         self.make(dir, name, &node).expect("the fake makes it")
     }
+
+    /// A failover as the locks see it: a new leader with an empty table,
+    /// serving from now with `limits`' grace period.
+    pub fn new_lock_leader(&self, limits: Limits) {
+        self.state().locks = lock_leader(limits);
+    }
+
+    /// Every lock the leader holds now, of every session.
+    pub fn lock_count(&self) -> usize {
+        self.state().locks.len()
+    }
+}
+
+fn lock_leader(limits: Limits) -> LockTable {
+    let mut t = LockTable::new(limits);
+    t.serve(Instant::now());
+    t
 }
 
 impl Cluster for Fake {
+    fn lock(&self, session: SessionId, lock: FileLock) -> Result<LockAnswer> {
+        let mut st = self.state();
+        st.check_up()?;
+        st.locks.lock(Instant::now(), session, lock)
+    }
+
+    fn unlock(&self, session: SessionId, ino: Ino, owner: u64, start: u64, end: u64) -> Result<LockAnswer> {
+        let mut st = self.state();
+        st.check_up()?;
+        st.locks.unlock(Instant::now(), session, ino, owner, start, end)
+    }
+
+    fn test_lock(&self, session: SessionId, lock: FileLock) -> Result<LockAnswer> {
+        let mut st = self.state();
+        st.check_up()?;
+        st.locks.test(Instant::now(), session, &lock)
+    }
+
+    fn keep_alive(&self, session: SessionId) -> Result<LockAnswer> {
+        let mut st = self.state();
+        st.check_up()?;
+        Ok(st.locks.keep_alive(Instant::now(), session))
+    }
+
+    fn reclaim(&self, session: SessionId, locks: Vec<FileLock>) -> Result<Vec<FileLock>> {
+        let mut st = self.state();
+        st.check_up()?;
+        st.locks.reclaim(Instant::now(), session, locks)
+    }
+
     fn lookup(&self, parent: Ino, name: &str) -> Result<Option<Inode>> {
         let st = self.state();
         st.check_up()?;

@@ -19,6 +19,8 @@
 //! - [`cache`]: inodes, names and listings with the 1 s TTL (pure).
 //! - [`content`]: the local content cache, filled by ranged reads.
 //! - [`caller`]: whether a closing process still holds the file open.
+//! - [`locks`]: advisory locks (fcntl, flock) kept by the leader for every
+//!   mount: this mount's copy, keep-alives, reclaims, waiting locks.
 //! - [`errno`]: the one mapping from `scs_common::Error` to errno.
 //! - [`time`]: nanosecond times to and from FUSE's.
 //! - [`session`]: mounting, signals, unmounting; [`mountpoint`]: checks
@@ -37,6 +39,7 @@ pub(crate) mod fake;
 pub mod files;
 pub mod handles;
 pub mod inodes;
+pub mod locks;
 pub mod mountpoint;
 pub mod ops;
 pub mod remote;
@@ -56,7 +59,7 @@ use std::time::SystemTime;
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use ops::{Core, Owner, SetAttr, XattrReply, TTL};
@@ -86,11 +89,13 @@ fn owner(req: &Request) -> Owner {
 /// The mounted file system: FUSE callbacks over a shared [`Core`].
 pub struct ScsFs {
     core: Arc<Core>,
+    locks: locks::Locks,
 }
 
 impl ScsFs {
     pub fn new(core: Arc<Core>) -> ScsFs {
-        ScsFs { core }
+        let locks = locks::Locks::start(core.cluster.clone());
+        ScsFs { core, locks }
     }
 }
 
@@ -106,11 +111,16 @@ impl Filesystem for ScsFs {
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // fcntl and flock locks come to us, to hold across every mount.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS) {
+            log::warn!("the kernel keeps some locks to this mount ({missing:?}): they will not hold across mounts");
+        }
         Ok(())
     }
 
     fn destroy(&mut self) {
         self.core.flush_all();
+        self.locks.release_all();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -272,8 +282,14 @@ impl Filesystem for ScsFs {
         }
     }
 
-    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        match guard(|| self.core.flush(fh.0, req.pid())) {
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        let stored = guard(|| self.core.flush(fh.0, req.pid()));
+        // After the content: the next holder of the lock reads what was written under it.
+        let _ = guard(|| {
+            self.locks.flush(ino.0, fh.0, lock_owner.0);
+            Ok(())
+        });
+        match stored {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -282,15 +298,72 @@ impl Filesystem for ScsFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         let _ = guard(|| self.core.release(fh.0));
+        // The kernel names the owner of the file's flock (FUSE_RELEASE_FLOCK_UNLOCK).
+        let _ = guard(|| {
+            self.locks.release(ino.0, fh.0, lock_owner.map(|o| o.0));
+            Ok(())
+        });
         reply.ok();
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let done: locks::Done<locks::Probe> = Box::new(move |r| match r {
+            Ok(p) => reply.locked(p.start, p.end, p.typ, p.pid),
+            Err(e) => reply.error(e),
+        });
+        // A panic drops the reply: fuser then answers EIO.
+        let _ = guard(|| {
+            self.locks.getlk(ino.0, lock_owner.0, start, end, typ, pid, done);
+            Ok(())
+        });
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        if typ == libc::F_UNLCK {
+            // What was written under the lock goes up before another mount can take it.
+            if let Err(e) = guard(|| self.core.fsync(fh.0)) {
+                log::debug!("storing inode {ino} before an unlock failed: {e:?}");
+            }
+        }
+        let done: locks::Done<()> = Box::new(move |r| match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        });
+        let _ = guard(|| {
+            self.locks.setlk(ino.0, fh.0, lock_owner.0, start, end, typ, pid, sleep, done);
+            Ok(())
+        });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use tokio::runtime::Handle;
 
 use scs_common::inode::{DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
-use scs_common::proto::rpc::{StatusReport, UploadSpec};
+use scs_common::locks::{FileLock, LockAnswer, SessionId};
+use scs_common::proto::rpc::{Request, StatusReport, UploadSpec};
 use scs_common::{Error, Ino, Result};
 
 use super::cluster::{Cluster, Opener, UploadStream};
@@ -169,6 +170,26 @@ impl Cluster for Remote {
 
     fn read_range(&self, ino: Ino, offset: u64, len: u64, buf: Vec<u8>) -> Result<(Inode, Vec<u8>)> {
         self.rt.block_on(read_range(&self.client, ino, offset, len, buf))
+    }
+
+    fn lock(&self, session: SessionId, lock: FileLock) -> Result<LockAnswer> {
+        self.call("lock", self.client.lock_request(Request::Lock { session, lock }))
+    }
+
+    fn unlock(&self, session: SessionId, ino: Ino, owner: u64, start: u64, end: u64) -> Result<LockAnswer> {
+        self.call("unlock", self.client.lock_request(Request::Unlock { session, ino, owner, start, end }))
+    }
+
+    fn test_lock(&self, session: SessionId, lock: FileLock) -> Result<LockAnswer> {
+        self.call("test lock", self.client.lock_request(Request::TestLock { session, lock }))
+    }
+
+    fn keep_alive(&self, session: SessionId) -> Result<LockAnswer> {
+        self.call("keep-alive", self.client.lock_request(Request::KeepAlive { session }))
+    }
+
+    fn reclaim(&self, session: SessionId, locks: Vec<FileLock>) -> Result<Vec<FileLock>> {
+        self.call("reclaim", self.client.reclaim(session, locks))
     }
 }
 
