@@ -462,6 +462,7 @@ pub fn set_attr<V: View>(plan: &mut Plan<'_, V>, ino: Ino, set: &SetAttrs) -> Re
 ///
 /// # Errors
 /// `Range` for an empty or too long name (ERANGE, as the VFS answers);
+/// `Invalid` for a namespace with nothing after it (`user.`);
 /// `NotSupported` outside the `user.`, `trusted.` and `security.`
 /// namespaces (POSIX ACLs are `system.`).
 pub fn check_xattr_name(name: &str) -> Result<()> {
@@ -469,6 +470,10 @@ pub fn check_xattr_name(name: &str) -> Result<()> {
         return Err(Error::Range(format!("attribute names are 1 to {XATTR_NAME_MAX} bytes")));
     }
     let known = ["user.", "trusted.", "security."];
+    // A namespace with no name in it, as Linux answers it.
+    if known.contains(&name) {
+        return Err(Error::Invalid(format!("attribute name {name:?} has nothing after its namespace")));
+    }
     if !known.iter().any(|p| name.starts_with(p) && name.len() > p.len()) {
         return Err(Error::NotSupported(format!("extended attribute {name:?} (only user.*, trusted.*, security.*)")));
     }
@@ -867,6 +872,7 @@ mod tests {
         set(&mut fs, "user.a", &Bytes(b"w".to_vec()), XattrMode::Replace).unwrap();
         assert_eq!(fs.get(f.ino).unwrap().xattrs["user.a"].0, b"w");
         assert!(matches!(set(&mut fs, "system.posix_acl_access", &v, XattrMode::Any), Err(Error::NotSupported(_))));
+        assert!(matches!(set(&mut fs, "user.", &v, XattrMode::Any), Err(Error::Invalid(_))));
         assert!(matches!(set(&mut fs, &format!("user.{}", "n".repeat(251)), &v, XattrMode::Any), Err(Error::Range(_))));
         let big = Bytes(vec![0; XATTR_SIZE_MAX + 1]);
         assert!(matches!(set(&mut fs, "user.big", &big, XattrMode::Any), Err(Error::TooBig(_))));

@@ -61,6 +61,17 @@ impl Caller {
     }
 }
 
+/// Whether process `pid` has `gid` among its supplementary groups (its
+/// file-system group the kernel passes with each request). False when it
+/// cannot be told (the process is gone).
+pub fn has_supplementary_group(pid: u32, gid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|groups| groups.split_whitespace().any(|g| g.parse() == Ok(gid)))
+}
+
 fn answer(rx: Receiver<Question>, mountpoint: &Path) {
     while let Ok((pid, ino, reply)) = rx.recv() {
         // The asker may have stopped waiting: then nobody reads this.

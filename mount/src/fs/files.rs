@@ -220,6 +220,15 @@ impl Core {
             self.settle(&[Scope::File(ino)])?;
         }
         if flags & libc::O_ACCMODE == libc::O_RDONLY {
+            // O_RDONLY|O_TRUNC empties the file, as Linux does (only root
+            // gets here for another's file: the kernel checks write access).
+            if flags & libc::O_TRUNC != 0 {
+                let staged = lock(&self.handles).staged(ino);
+                match staged {
+                    Some(s) => s.truncate(0)?,
+                    None => self.truncate_stored(ino, 0)?,
+                }
+            }
             let staged = lock(&self.handles).staged(ino);
             let opened = match staged {
                 // Read from the staging copy while it lasts; then what it stored.

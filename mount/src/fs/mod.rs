@@ -62,7 +62,7 @@ use fuser::{
     ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use ops::{Core, Owner, SetAttr, XattrReply, TTL};
+use ops::{Core, Owner, SetAttr, Who, XattrReply, TTL};
 
 /// Largest write and read-ahead the kernel is asked for.
 const MAX_IO: u32 = 1 << 20;
@@ -143,7 +143,7 @@ impl Filesystem for ScsFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -159,7 +159,8 @@ impl Filesystem for ScsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let set = SetAttr { mode, uid, gid, size, atime, mtime };
+        let by = Some(Who { uid: req.uid(), gid: req.gid(), pid: req.pid() });
+        let set = SetAttr { mode, uid, gid, size, atime, mtime, by };
         match guard(|| self.core.setattr(ino.0, set, fh.map(|f| f.0))) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(e),
@@ -266,7 +267,7 @@ impl Filesystem for ScsFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -276,7 +277,8 @@ impl Filesystem for ScsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match guard(|| self.core.write(fh.0, offset, data)) {
+        let who = Who { uid: req.uid(), gid: req.gid(), pid: req.pid() };
+        match guard(|| self.core.before_write(fh.0, who).and_then(|_| self.core.write(fh.0, offset, data))) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }

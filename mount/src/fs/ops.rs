@@ -26,6 +26,7 @@ use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
 use scs_common::inode::{Bytes, NewNode, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, DIR_SIZE};
 use scs_common::namespace::{self, Plan, View};
+use scs_common::types::S_ISGID;
 use scs_common::{name, Dentry, Error, Ino, Inode, Kind};
 
 use super::cache::{Child, MetaCache};
@@ -37,7 +38,7 @@ use super::handles::{DirItem, Handles};
 use super::inodes::Inodes;
 use super::lock;
 use super::staged::Staged;
-use super::time::{now_ns, ns_of, system_time};
+use super::time::{now_ns, ns_of_request, system_time};
 use super::writeback::{Journal, Queue, Scope};
 
 /// How long the kernel and this mount trust attributes, entries and listings.
@@ -71,6 +72,17 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<TimeOrNow>,
     pub mtime: Option<TimeOrNow>,
+    /// Who asks (for the set-group-id rule); `None` for the mount itself.
+    pub by: Option<Who>,
+}
+
+/// Who makes a request, as the kernel tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Who {
+    pub uid: u32,
+    /// The file-system group id.
+    pub gid: u32,
+    pub pid: u32,
 }
 
 /// Free space and inodes, for statfs.
@@ -312,10 +324,16 @@ impl Core {
         Ok(self.attr(&i))
     }
 
-    pub fn setattr(&self, ino: u64, set: SetAttr, fh: Option<u64>) -> Result<FileAttr, Errno> {
+    pub fn setattr(&self, ino: u64, mut set: SetAttr, fh: Option<u64>) -> Result<FileAttr, Errno> {
         let ino = Ino(ino);
         // What was closed before goes up first: the change lands after it.
         self.settle(&[Scope::File(ino)])?;
+        let changes_owner_or_size = set.uid.is_some() || set.gid.is_some() || set.size.is_some();
+        if let Some(who) = set.by.filter(|_| changes_owner_or_size) {
+            if let Some(mode) = self.mode_without_sgid(ino, who)? {
+                set.mode = Some(set.mode.map_or(mode, |m| m & !S_ISGID));
+            }
+        }
         let staged = lock(&self.handles).staged(ino);
         if let Some(size) = set.size {
             match &staged {
@@ -330,7 +348,7 @@ impl Core {
         }
         let at = |t: TimeOrNow| match t {
             TimeOrNow::Now => TimeSet::Now,
-            TimeOrNow::SpecificTime(t) => TimeSet::At(ns_of(t)),
+            TimeOrNow::SpecificTime(t) => TimeSet::At(ns_of_request(t)),
         };
         let attrs = SetAttrs {
             mode: set.mode.map(|m| m & 0o7777),
@@ -339,7 +357,8 @@ impl Core {
             atime: set.atime.map(at),
             mtime: set.mtime.map(at),
         };
-        if !attrs.is_empty() {
+        // Nothing to set at all (chown(f, -1, -1)) still moves the ctime, as ext4 does.
+        if !attrs.is_empty() || set.size.is_none() {
             match staged.as_ref().filter(|s| self.is_local(s)) {
                 // Not on the cluster (yet, or any more): kept with the copy.
                 Some(s) => {
@@ -362,6 +381,33 @@ impl Core {
             }
         }
         self.getattr(ino.0, fh)
+    }
+
+    /// The mode `ino` keeps when `who` writes, truncates or chowns it, if
+    /// that drops its set-group-id: Linux drops it for anyone but root
+    /// outside the file's group. (The kernel's FUSE side only handles the
+    /// case with group execute set; the rest is left to the file system.)
+    pub(super) fn mode_without_sgid(&self, ino: Ino, who: Who) -> Result<Option<u32>, Errno> {
+        if who.uid == 0 {
+            return Ok(None);
+        }
+        let Some(i) = self.shown(ino)? else { return Ok(None) };
+        if i.kind != Kind::File || i.mode & S_ISGID == 0 || i.mode & 0o010 != 0 {
+            return Ok(None);
+        }
+        if who.gid == i.gid || super::caller::has_supplementary_group(who.pid, i.gid) {
+            return Ok(None);
+        }
+        Ok(Some(i.mode & !S_ISGID))
+    }
+
+    /// Before `who` writes through `fh`: the set-group-id rule of a write.
+    pub fn before_write(&self, fh: u64, who: Who) -> Result<(), Errno> {
+        let Some(of) = lock(&self.handles).file(fh) else { return Ok(()) };
+        if let Some(mode) = self.mode_without_sgid(of.ino, who)? {
+            self.setattr(of.ino.0, SetAttr { mode: Some(mode), ..Default::default() }, Some(fh))?;
+        }
+        Ok(())
     }
 
     /// Whether changes of the file with this staging copy stay with the
@@ -801,6 +847,13 @@ impl Core {
             0 => XattrMode::Any,
             libc::XATTR_CREATE => XattrMode::Create,
             libc::XATTR_REPLACE => XattrMode::Replace,
+            // Both at once can never succeed; Linux says which one failed.
+            f if f == libc::XATTR_CREATE | libc::XATTR_REPLACE => {
+                return match self.getxattr(ino, name, 0) {
+                    Ok(_) => Err(Errno::EEXIST),
+                    Err(e) => Err(e),
+                };
+            }
             _ => return Err(Errno::EINVAL),
         };
         if position != 0 {

@@ -334,7 +334,10 @@ fn extended_attributes_follow_the_flags_sizes_and_namespaces_of_linux() {
     set("user.a", b"1", libc::XATTR_CREATE).unwrap();
     assert_eq!(set("user.a", b"2", libc::XATTR_CREATE), Err(Errno::EEXIST));
     set("user.a", b"22", libc::XATTR_REPLACE).unwrap();
-    assert_eq!(set("user.a", b"3", libc::XATTR_CREATE | libc::XATTR_REPLACE), Err(Errno::EINVAL));
+    let both = libc::XATTR_CREATE | libc::XATTR_REPLACE;
+    assert_eq!(set("user.a", b"3", both), Err(Errno::EEXIST), "both flags: it exists");
+    assert_eq!(set("user.b", b"3", both), Err(Errno::ENODATA), "both flags: it does not");
+    assert_eq!(set("user.", b"3", 0), Err(Errno::EINVAL), "a namespace with no name in it");
     assert_eq!(set("system.posix_acl_access", b"3", 0), Err(Errno::EOPNOTSUPP));
     assert_eq!(set("other.x", b"3", 0), Err(Errno::EOPNOTSUPP));
     set("trusted.t", b"secret", 0).unwrap();
