@@ -58,7 +58,8 @@ pub struct MetaCache {
     listings: HashMap<Ino, (Instant, Arc<Vec<Child>>)>,
     /// A file was made in or removed from the directory here at this time
     /// and the cluster does not know yet.
-    dir_times: HashMap<Ino, i64>,
+    /// Local changes of directories' entries: when (ns), and when it was noted.
+    dir_times: HashMap<Ino, (i64, Instant)>,
     /// The latest local changes, numbered from `next - changes.len()`.
     changes: VecDeque<Change>,
     next: u64,
@@ -336,19 +337,22 @@ impl MetaCache {
     /// cluster does not know (the file is not on it yet).
     pub fn touch_dir(&mut self, dir: Ino, now_ns: i64) {
         if self.dir_times.len() >= MAX_DIR_TIMES {
-            let mut all: Vec<(i64, Ino)> = self.dir_times.iter().map(|(d, t)| (*t, *d)).collect();
+            let mut all: Vec<(i64, Ino)> = self.dir_times.iter().map(|(d, (t, _))| (*t, *d)).collect();
             all.sort();
             for (_, d) in all.into_iter().take(MAX_DIR_TIMES / 2) {
                 self.dir_times.remove(&d);
             }
         }
-        let t = self.dir_times.entry(dir).or_default();
-        *t = (*t).max(now_ns);
+        let noted = Instant::now();
+        let t = self.dir_times.entry(dir).or_insert((now_ns, noted));
+        *t = (t.0.max(now_ns), noted);
     }
 
-    /// The latest local change of `dir`'s entries, if any is remembered.
+    /// The latest local change of `dir`'s entries, noted within the TTL:
+    /// after it the cluster's own time of that change (made by the leader's
+    /// clock) is what every mount shows, this one too.
     pub fn dir_time(&self, dir: Ino) -> Option<i64> {
-        self.dir_times.get(&dir).copied()
+        self.dir_times.get(&dir).filter(|(_, noted)| noted.elapsed() < self.ttl).map(|(t, _)| *t)
     }
 
     /// An explicit mtime was stored for `dir`: it wins over local times.
@@ -539,5 +543,14 @@ mod tests {
         assert_eq!(c.dir_time(Ino(5)), Some(9));
         c.clear_dir_time(Ino(5));
         assert_eq!(c.dir_time(Ino(5)), None);
+    }
+
+    #[test]
+    fn a_local_directory_time_lasts_the_ttl_then_the_clusters_shows() {
+        let mut c = MetaCache::new(Duration::from_millis(30));
+        c.touch_dir(Ino(5), 9);
+        assert_eq!(c.dir_time(Ino(5)), Some(9));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(c.dir_time(Ino(5)), None, "every mount agrees once the TTL has passed");
     }
 }
