@@ -172,6 +172,13 @@ impl<'a, V: View> Plan<'a, V> {
         out
     }
 
+    /// The records so far, without ending the plan.
+    pub fn snapshot_records(&self) -> Vec<Record> {
+        let mut out: Vec<Record> = self.inodes.values().cloned().map(Record::Inode).collect();
+        out.extend(self.dentries.values().cloned().map(Record::Dentry));
+        out
+    }
+
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         self.inodes.is_empty() && self.dentries.is_empty()

@@ -347,6 +347,7 @@ fn arb_response() -> impl Strategy<Value = Response> {
         Just(Response::Ready),
         arb_inode().prop_map(Response::Attr),
         Just(Response::Missing),
+        vec(arb_inode(), 0..3).prop_map(Response::Changed),
         (vec((arb_name(), arb_inode()), 0..3), any::<bool>()).prop_map(|(entries, more)| Response::Listing {
             entries: entries.into_iter().map(|(name, inode)| DirEntry { name, inode }).collect(),
             more

@@ -331,13 +331,12 @@ impl Client {
     /// Makes a directory, symlink, FIFO, socket, device or empty file. A
     /// retry that finds the name taken by an inode of that kind and owner
     /// made in the meantime takes it as its own earlier success.
-    pub async fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Inode> {
+    pub async fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Vec<Inode>> {
         let req = Request::Make { parent, name: name.to_string(), node: node.clone() };
         match self.call_once_semantics(req, |e| matches!(e, Error::Exists(_))).await? {
-            Some(Response::Attr(i)) => Ok(i),
-            Some(other) => Err(unexpected(&other)),
+            Some(r) => made(r),
             None => match self.lookup(parent, name).await? {
-                Some(i) if i.kind == node.kind && i.uid == node.uid => Ok(i),
+                Some(i) if i.kind == node.kind && i.uid == node.uid => Ok(vec![i]),
                 _ => Err(Error::Exists(name.to_string())),
             },
         }
@@ -350,7 +349,7 @@ impl Client {
             |mode| NewNode { kind: Kind::Dir, mode, uid: own_uid(), gid: own_gid(), rdev: 0, target: String::new() };
         if !parents {
             let (parent, name) = self.parent_of(path).await?;
-            return self.make(parent.ino, &name, &node(mode)).await;
+            return first(self.make(parent.ino, &name, &node(mode)).await?);
         }
         let mut at = self.resolve("", false).await?.ok_or_else(|| Error::Internal("no root".into()))?;
         for (i, c) in path.split('/').filter(|c| !c.is_empty()).enumerate() {
@@ -364,7 +363,7 @@ impl Client {
                     }
                 }
                 Some(_) => return Err(Error::NotDir(c.to_string())),
-                None => match self.make(at.ino, c, &node(mode)).await {
+                None => match self.make(at.ino, c, &node(mode)).await.and_then(first) {
                     Ok(d) => d,
                     // Made by someone else meanwhile: fine for mkdir -p.
                     Err(Error::Exists(_)) => self
@@ -380,28 +379,31 @@ impl Client {
     }
 
     /// A new name `name` in `parent` for `ino` (link(2)).
-    pub async fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Inode> {
+    pub async fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
         let req = Request::Link { ino, parent, name: name.to_string() };
         match self.call_once_semantics(req, |e| matches!(e, Error::Exists(_))).await? {
-            Some(Response::Attr(i)) => Ok(i),
-            Some(other) => Err(unexpected(&other)),
+            Some(r) => made(r),
             None => match self.lookup(parent, name).await? {
-                Some(i) if i.ino == ino => Ok(i),
+                Some(i) if i.ino == ino => Ok(vec![i]),
                 _ => Err(Error::Exists(name.to_string())),
             },
         }
     }
 
-    /// Removes a name: unlink(2), rmdir(2), or either.
-    pub async fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<()> {
+    /// Removes a name: unlink(2), rmdir(2), or either; every inode still
+    /// there the change touched (none when a retry found it done).
+    pub async fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
         let req = Request::Remove { parent, name: name.to_string(), what };
-        self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await.map(|_| ())
+        match self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await? {
+            Some(r) => made(r),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Removes a file or an empty directory by path.
     pub async fn delete(&self, path: &str, what: Removal) -> Result<()> {
         let (parent, name) = self.parent_of(path).await?;
-        self.remove(parent.ino, &name, what).await
+        self.remove(parent.ino, &name, what).await.map(|_| ())
     }
 
     /// rename(2) and renameat2(2) flags.
@@ -412,13 +414,13 @@ impl Client {
         new_parent: Ino,
         new_name: &str,
         mode: RenameMode,
-    ) -> Result<()> {
+    ) -> Result<Vec<Inode>> {
         let req = Request::Rename { parent, name: name.to_string(), new_parent, new_name: new_name.to_string(), mode };
         match self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await? {
-            Some(_) => Ok(()),
+            Some(r) => made(r),
             // A retry found the source gone: an earlier attempt moved it if
             // the target is there now.
-            None if self.lookup(new_parent, new_name).await?.is_some() => Ok(()),
+            None if self.lookup(new_parent, new_name).await?.is_some() => Ok(Vec::new()),
             None => Err(Error::NotFound(name.to_string())),
         }
     }
@@ -445,7 +447,7 @@ impl Client {
                 dst_name = src_name.clone();
             }
         }
-        self.rename(src_parent.ino, &src_name, dst_parent.ino, &dst_name, RenameMode::Replace).await
+        self.rename(src_parent.ino, &src_name, dst_parent.ino, &dst_name, RenameMode::Replace).await.map(|_| ())
     }
 
     /// Changes mode, owner and times.
@@ -795,6 +797,19 @@ impl Client {
             e => Err(Error::Unavailable(e.to_string())),
         }
     }
+}
+
+/// The inodes a namespace change touched, from its answer.
+fn made(r: Response) -> Result<Vec<Inode>> {
+    match r {
+        Response::Changed(touched) => Ok(touched),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The inode a change was for: the first it touched.
+fn first(touched: Vec<Inode>) -> Result<Inode> {
+    touched.into_iter().next().ok_or_else(|| Error::Protocol("a change touched no inode".into()))
 }
 
 /// The caller's user id: the owner of what the command line makes.

@@ -53,4 +53,3 @@ impl Lease {
         (self.origin.elapsed().as_millis() as u64) < self.until_ms.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
-

@@ -12,8 +12,8 @@ use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::Role;
 use scs_common::{Error, Key, NodeId, Record, Result, Term, Version};
 
-use crate::link::{Control, Health, Lease};
 use crate::leader::state::LeaderState;
+use crate::link::{Control, Health, Lease};
 use crate::peers::Peers;
 use crate::store::{Applied, Store};
 use crate::view::ClusterView;

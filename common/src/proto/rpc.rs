@@ -332,6 +332,10 @@ pub enum Response {
     Attr(Inode),
     /// A lookup of a name that does not exist.
     Missing,
+    /// A namespace change (make, link, remove, rename) is committed: every
+    /// inode it touched that is still there, as the leader stamped it (the
+    /// one made or linked first).
+    Changed(Vec<Inode>),
     /// A batch of a directory listing; `more` says another follows.
     Listing {
         entries: Vec<DirEntry>,

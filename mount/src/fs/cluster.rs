@@ -45,14 +45,18 @@ pub trait Cluster: Send + Sync {
     fn getattr(&self, ino: Ino) -> Result<Option<Inode>>;
     /// The children of a directory with their inodes, in name order.
     fn readdir(&self, dir: Ino) -> Result<Vec<DirEntry>>;
+    // A namespace change answers with every inode it touched that is still
+    // there, as the cluster stamped them (times, link counts): the one made
+    // or linked first, then the directories and the rest. The mount shows
+    // those, so every mount agrees on them.
     /// Makes a directory, symlink, FIFO, socket, device or empty file.
-    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Inode>;
-    /// A new name for `ino` (link(2)); the inode with its new link count.
-    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Inode>;
+    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Vec<Inode>>;
+    /// A new name for `ino` (link(2)).
+    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>>;
     /// unlink(2), rmdir(2), or either.
-    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<()>;
+    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>>;
     /// rename(2) and renameat2(2).
-    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<()>;
+    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Vec<Inode>>;
     /// Mode, owner and times; the ctime moves to the leader's clock.
     fn set_attr(&self, ino: Ino, set: &SetAttrs) -> Result<Inode>;
     fn set_xattr(&self, ino: Ino, name: &str, value: &[u8], mode: XattrMode) -> Result<Inode>;

@@ -100,6 +100,29 @@ impl State {
         Ok(out)
     }
 
+    /// [`State::run`] for a namespace change: also every inode it touched
+    /// that is still there, as applied, `first` first (as the leader answers).
+    fn change<T>(
+        &mut self,
+        first: impl FnOnce(&T) -> Option<Ino>,
+        op: impl FnOnce(&mut Plan<'_, Memory>, i64) -> Result<T>,
+    ) -> Result<(T, Vec<Inode>)> {
+        let mut inos = Vec::new();
+        let out = self.run(|p, now| {
+            let out = op(p, now)?;
+            let records = p.snapshot_records();
+            inos.extend(first(&out));
+            for i in records.iter().filter_map(|r| r.as_inode()) {
+                if !inos.contains(&i.ino) {
+                    inos.push(i.ino);
+                }
+            }
+            Ok(out)
+        })?;
+        let touched = inos.into_iter().filter_map(|i| self.ns.inode(i).ok().flatten()).collect();
+        Ok((out, touched))
+    }
+
     fn inode(&self, ino: Ino) -> Result<Inode> {
         self.ns.inode(ino)?.ok_or_else(|| Error::NotFound(format!("inode {ino}")))
     }
@@ -223,7 +246,7 @@ impl Fake {
 
     /// Makes something as another client would.
     pub fn make_as(&self, dir: Ino, name: &str, node: NewNode) -> Inode {
-        self.make(dir, name, &node).expect("the fake makes it")
+        self.make(dir, name, &node).expect("the fake makes it").remove(0)
     }
 
     /// A failover as the locks see it: a new leader with an empty table,
@@ -303,39 +326,40 @@ impl Cluster for Fake {
         Ok(out)
     }
 
-    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Inode> {
+    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Vec<Inode>> {
         let mut st = self.state();
         st.check_up()?;
         let ino = Ino(st.next_ino);
-        let made = st.run(|p, _| namespace::make(p, parent, name, node, ino))?;
+        let (_, touched) = st.change(|i: &Inode| Some(i.ino), |p, _| namespace::make(p, parent, name, node, ino))?;
         st.next_ino += 1;
-        st.inode(made.ino)
+        Ok(touched)
     }
 
-    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Inode> {
+    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
         let mut st = self.state();
-        st.run(|p, _| namespace::link(p, ino, parent, name))?;
-        st.inode(ino)
+        let (_, touched) = st.change(|_| Some(ino), |p, _| namespace::link(p, ino, parent, name))?;
+        Ok(touched)
     }
 
-    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<()> {
+    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
         let mut st = self.state();
         let child = st.ns.dentry(parent, name)?.map(|d| d.child);
-        st.run(|p, _| namespace::remove(p, parent, name, what))?;
+        let (_, touched) = st.change(|_| None, |p, _| namespace::remove(p, parent, name, what))?;
         if let Some(c) = child.filter(|c| st.ns.inode(*c).ok().flatten().is_none()) {
             st.blobs.remove(&c);
         }
-        Ok(())
+        Ok(touched)
     }
 
-    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<()> {
+    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Vec<Inode>> {
         let mut st = self.state();
         let replaced = st.ns.dentry(new_parent, new_name)?.map(|d| d.child);
-        st.run(|p, _| namespace::rename(p, parent, name, new_parent, new_name, mode))?;
+        let (_, touched) =
+            st.change(|_| None, |p, _| namespace::rename(p, parent, name, new_parent, new_name, mode))?;
         if let Some(c) = replaced.filter(|c| st.ns.inode(*c).ok().flatten().is_none()) {
             st.blobs.remove(&c);
         }
-        Ok(())
+        Ok(touched)
     }
 
     fn set_attr(&self, ino: Ino, set: &SetAttrs) -> Result<Inode> {

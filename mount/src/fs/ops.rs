@@ -479,12 +479,12 @@ impl Core {
         if lock(&self.inodes).fresh_at(parent, name).is_some() {
             return Err(Errno::EEXIST);
         }
-        let i = self.cluster.make(parent, name, node).map_err(|e| fail("make", parent, e))?;
+        let touched = self.cluster.make(parent, name, node).map_err(|e| fail("make", parent, e))?;
+        let i = touched.first().cloned().ok_or(Errno::EIO)?;
         {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
-            m.put_attr(i.ino, Some(i.clone()), now);
+            took(&mut m, touched, now);
             m.put_name(parent, name, Some(child_of(name, &i)), now);
-            m.dir_changed(parent, now_ns(), subdirs(&i));
             if i.is_dir() {
                 // Just made: nothing is in it (names looked up in it next
                 // need no request).
@@ -506,12 +506,12 @@ impl Core {
         // The cluster can only name what it has.
         self.store_fresh(ino)?;
         self.settle(&[Scope::File(ino)])?;
-        let i = self.cluster.link(ino, parent, name).map_err(|e| fail("link", ino, e))?;
+        let touched = self.cluster.link(ino, parent, name).map_err(|e| fail("link", ino, e))?;
+        let i = touched.first().cloned().ok_or(Errno::EIO)?;
         {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
-            m.put_attr(ino, Some(i.clone()), now);
+            took(&mut m, touched, now);
             m.put_name(parent, name, Some(child_of(name, &i)), now);
-            m.dir_changed(parent, now_ns(), 0);
         }
         lock(&self.inodes).looked_up(ino);
         let shown = self.shown(ino)?.unwrap_or(i);
@@ -572,12 +572,15 @@ impl Core {
             return Err(Errno::EISDIR);
         }
         self.settle(&[Scope::File(i.ino)])?;
-        self.cluster.remove(parent, name, Removal::NonDir).map_err(|e| fail("unlink", parent, e))?;
+        let touched = self.cluster.remove(parent, name, Removal::NonDir).map_err(|e| fail("unlink", parent, e))?;
         {
-            let mut m = lock(&self.meta);
-            m.put_name(parent, name, None, Instant::now());
-            m.dir_changed(parent, now_ns(), 0);
-            m.inode_changed(i.ino, now_ns(), -1);
+            let (now, mut m) = (Instant::now(), lock(&self.meta));
+            m.put_name(parent, name, None, now);
+            // A last name gone: the inode is not among those still there.
+            if !touched.iter().any(|t| t.ino == i.ino) {
+                m.inode_changed(i.ino, now_ns(), -1);
+            }
+            took(&mut m, touched, now);
         }
         self.maybe_gone(i.ino);
         Ok(())
@@ -614,10 +617,10 @@ impl Core {
         if lock(&self.inodes).has_fresh_in(i.ino) {
             return Err(Errno::ENOTEMPTY);
         }
-        self.cluster.remove(parent, name, Removal::Dir).map_err(|e| fail("rmdir", parent, e))?;
+        let touched = self.cluster.remove(parent, name, Removal::Dir).map_err(|e| fail("rmdir", parent, e))?;
         let (now, mut m) = (Instant::now(), lock(&self.meta));
         m.put_name(parent, name, None, now);
-        m.dir_changed(parent, now_ns(), -1);
+        took(&mut m, touched, now);
         m.put_attr(i.ino, None, now);
         m.forget_listing(i.ino);
         Ok(())
@@ -659,7 +662,8 @@ impl Core {
             scopes.extend(self.fresh_dirs_within(dir.ino)?.into_iter().map(Scope::In));
         }
         self.settle(&scopes)?;
-        self.cluster.rename(parent, name, newparent, newname, mode).map_err(|e| fail("rename", parent, e))?;
+        let touched =
+            self.cluster.rename(parent, name, newparent, newname, mode).map_err(|e| fail("rename", parent, e))?;
         {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
             let back = match (&dst, mode) {
@@ -668,31 +672,12 @@ impl Core {
             };
             m.put_name(parent, name, back, now);
             m.put_name(newparent, newname, Some(child_of(newname, &src)), now);
-            // Subdirectories counted in the parents' link counts.
-            let (s, d) = (subdirs(&src), dst.as_ref().map_or(0, subdirs));
-            let (from, to) = match mode {
-                RenameMode::Exchange => (d - s, s - d),
-                _ => (-s, s - d),
-            };
-            let t = now_ns();
-            if parent == newparent {
-                m.dir_changed(parent, t, from + to);
-            } else {
-                m.dir_changed(parent, t, from);
-                m.dir_changed(newparent, t, to);
+            // A replaced inode that lost its last name is not among those
+            // still there.
+            if let Some(d) = dst.as_ref().filter(|d| !touched.iter().any(|t| t.ino == d.ino)) {
+                m.put_attr(d.ino, None, now);
             }
-            // A moved directory's `..` changed: asked again.
-            if src.is_dir() {
-                m.forget_attr(src.ino);
-            } else {
-                m.inode_changed(src.ino, t, 0);
-            }
-            if let Some(d) = &dst {
-                match mode {
-                    RenameMode::Exchange => m.forget_attr(d.ino),
-                    _ => m.inode_changed(d.ino, t, -1),
-                }
-            }
+            took(&mut m, touched, now);
         }
         if mode != RenameMode::Exchange {
             // A file made here at the target, not stored yet, is replaced:
@@ -918,11 +903,6 @@ impl Core {
     }
 }
 
-/// How many subdirectories `i` counts for in its directory's link count.
-fn subdirs(i: &Inode) -> i64 {
-    i64::from(i.is_dir())
-}
-
 /// A name from the kernel, checked as the cluster checks it.
 pub(super) fn checked(name: &OsStr) -> Result<&str, Errno> {
     let name = name.to_str().ok_or(Errno::EINVAL)?;
@@ -993,6 +973,15 @@ fn apply_locally(
         };
     });
     out
+}
+
+/// The inodes a committed change touched, as the cluster stamped them,
+/// become what this mount shows (times and link counts as every mount
+/// sees them).
+fn took(m: &mut MetaCache, touched: Vec<Inode>, now: Instant) {
+    for t in touched {
+        m.put_attr(t.ino, Some(t), now);
+    }
 }
 
 /// Logs an error from the cluster where it is handled, and maps it.

@@ -109,19 +109,19 @@ impl Cluster for Remote {
         self.call("readdir", self.client.readdir(dir))
     }
 
-    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Inode> {
+    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Vec<Inode>> {
         self.call("make", self.client.make(parent, name, node))
     }
 
-    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Inode> {
+    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
         self.call("link", self.client.link(ino, parent, name))
     }
 
-    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<()> {
+    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
         self.call("remove", self.client.remove(parent, name, what))
     }
 
-    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<()> {
+    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Vec<Inode>> {
         self.call("rename", self.client.rename(parent, name, new_parent, new_name, mode))
     }
 

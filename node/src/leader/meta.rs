@@ -79,7 +79,9 @@ fn committed<T>(c: &Changed<T>, ino: Ino) -> Result<Inode> {
 }
 
 /// Makes a directory, symlink, FIFO, socket, device or empty file.
-pub async fn make(node: &Arc<Node>, parent: Ino, name: &str, spec: &NewNode) -> Result<Inode> {
+/// Makes a directory, symlink, FIFO, socket, device or empty file; every
+/// inode the change touched, the new one first (see [`touched`]).
+pub async fn make(node: &Arc<Node>, parent: Ino, name: &str, spec: &NewNode) -> Result<Vec<Inode>> {
     // Before a number is taken for it.
     scs_common::name::validate_component(name)?;
     let c = change(node, 1, |plan, ino| {
@@ -87,18 +89,41 @@ pub async fn make(node: &Arc<Node>, parent: Ino, name: &str, spec: &NewNode) -> 
         namespace::make(plan, parent, name, spec, ino).map(|i| i.ino)
     })
     .await?;
-    committed(&c, c.value)
+    touched(node, &c, Some(c.value))
 }
 
-/// A new name for an inode.
-pub async fn link(node: &Arc<Node>, ino: Ino, parent: Ino, name: &str) -> Result<Inode> {
+/// A new name for an inode; every inode touched, that one first.
+pub async fn link(node: &Arc<Node>, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
     let c = change(node, 0, |plan, _| namespace::link(plan, ino, parent, name)).await?;
-    committed(&c, ino)
+    touched(node, &c, Some(ino))
 }
 
-/// unlink(2), rmdir(2), or either.
-pub async fn remove(node: &Arc<Node>, parent: Ino, name: &str, what: Removal) -> Result<()> {
-    change(node, 0, |plan, _| namespace::remove(plan, parent, name, what)).await.map(|_| ())
+/// unlink(2), rmdir(2), or either; every inode still live it touched.
+pub async fn remove(node: &Arc<Node>, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
+    let c = change(node, 0, |plan, _| namespace::remove(plan, parent, name, what)).await?;
+    touched(node, &c, None)
+}
+
+/// Every live inode a committed change touched, as the index has it now
+/// (a directory's link count counts the change), `first` first: the
+/// client shows the times and counts the leader stamped, not its own.
+fn touched<T>(node: &Node, c: &Changed<T>, first: Option<Ino>) -> Result<Vec<Inode>> {
+    let mut inos: Vec<Ino> = first.into_iter().collect();
+    for i in c.records.iter().filter_map(Record::as_inode).filter(|i| !i.deleted) {
+        if !inos.contains(&i.ino) {
+            inos.push(i.ino);
+        }
+    }
+    let mut out = Vec::with_capacity(inos.len());
+    for ino in inos {
+        if let Some(i) = node.store().inode(ino)? {
+            out.push(i);
+        }
+    }
+    if first.is_some_and(|f| out.first().map(|i| i.ino) != Some(f)) {
+        return Err(Error::Internal("the change did not touch the inode it was for".into()));
+    }
+    Ok(out)
 }
 
 /// rename(2) with its flags.
@@ -109,8 +134,9 @@ pub async fn rename(
     new_parent: Ino,
     new_name: &str,
     mode: RenameMode,
-) -> Result<()> {
-    change(node, 0, |plan, _| namespace::rename(plan, parent, name, new_parent, new_name, mode)).await.map(|_| ())
+) -> Result<Vec<Inode>> {
+    let c = change(node, 0, |plan, _| namespace::rename(plan, parent, name, new_parent, new_name, mode)).await?;
+    touched(node, &c, None)
 }
 
 /// Mode, owner and times.

@@ -170,20 +170,20 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
         }
         Request::ReadDir { dir } => read_dir(node, conn, dir).await,
         Request::Make { parent, name, node: spec } => {
-            let i = meta::make(node, parent, &name, &spec).await?;
-            reply(conn, Response::Attr(i)).await
+            let touched = meta::make(node, parent, &name, &spec).await?;
+            reply(conn, Response::Changed(touched)).await
         }
         Request::Link { ino, parent, name } => {
-            let i = meta::link(node, ino, parent, &name).await?;
-            reply(conn, Response::Attr(i)).await
+            let touched = meta::link(node, ino, parent, &name).await?;
+            reply(conn, Response::Changed(touched)).await
         }
         Request::Remove { parent, name, what } => {
-            meta::remove(node, parent, &name, what).await?;
-            reply(conn, Response::Done).await
+            let touched = meta::remove(node, parent, &name, what).await?;
+            reply(conn, Response::Changed(touched)).await
         }
         Request::Rename { parent, name, new_parent, new_name, mode } => {
-            meta::rename(node, parent, &name, new_parent, &new_name, mode).await?;
-            reply(conn, Response::Done).await
+            let touched = meta::rename(node, parent, &name, new_parent, &new_name, mode).await?;
+            reply(conn, Response::Changed(touched)).await
         }
         Request::SetAttr { ino, set } => {
             let i = meta::set_attr(node, ino, &set).await?;
