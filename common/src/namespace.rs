@@ -149,20 +149,9 @@ impl<'a, V: View> Plan<'a, V> {
 
     /// Whether directory `dir` is `ancestor` or lies below it.
     fn is_within(&self, dir: Ino, ancestor: Ino) -> Result<bool> {
-        let mut at = dir;
-        for _ in 0..MAX_DEPTH {
-            if at == ancestor {
-                return Ok(true);
-            }
-            if at == Ino::ROOT {
-                return Ok(false);
-            }
-            at = match self.inode(at)? {
-                Some(i) if i.parent != Ino::NONE => i.parent,
-                _ => return Ok(false),
-            };
-        }
-        Err(Error::Loop(format!("directory {dir} is nested deeper than {MAX_DEPTH}")))
+        let up = |at| -> Result<Option<Ino>> { Ok(self.inode(at)?.map(|i| i.parent)) };
+        within(dir, ancestor, up)?
+            .ok_or_else(|| Error::Loop(format!("directory {dir} is nested deeper than {MAX_DEPTH}")))
     }
 
     /// The records of the change: inodes first, then entries, each once.
@@ -183,6 +172,30 @@ impl<'a, V: View> Plan<'a, V> {
     pub fn is_empty(&self) -> bool {
         self.inodes.is_empty() && self.dentries.is_empty()
     }
+}
+
+/// Whether directory `dir` is `top` or lies below it, walking up with
+/// `parent_of` (a directory's parent; `None` when it is not known).
+/// `Ok(None)` when the walk is deeper than any real tree (a loop).
+pub fn within<E>(
+    dir: Ino,
+    top: Ino,
+    mut parent_of: impl FnMut(Ino) -> Result<Option<Ino>, E>,
+) -> Result<Option<bool>, E> {
+    let mut at = dir;
+    for _ in 0..MAX_DEPTH {
+        if at == top {
+            return Ok(Some(true));
+        }
+        if at == Ino::ROOT {
+            return Ok(Some(false));
+        }
+        at = match parent_of(at)? {
+            Some(p) if p != Ino::NONE => p,
+            _ => return Ok(Some(false)),
+        };
+    }
+    Ok(None)
 }
 
 /// The group and mode of something new in `parent`: a set-group-id

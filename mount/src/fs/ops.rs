@@ -52,8 +52,6 @@ const MANY_FILES: u64 = 1 << 32;
 /// A directory listed before with at most this many children is listed
 /// again to answer a lookup in it, rather than asking for one name.
 const RELIST_MAX: usize = 4096;
-/// Deepest directory tree a walk up to the root goes through (as the leader's).
-const MAX_DEPTH: usize = 4096;
 
 /// Who makes something new: its owner (the leader gives the group of a
 /// set-group-id directory instead).
@@ -710,20 +708,8 @@ impl Core {
 
     /// Whether directory `dir` is `top` or lies below it.
     fn is_within(&self, dir: Ino, top: Ino) -> Result<bool, Errno> {
-        let mut at = dir;
-        for _ in 0..MAX_DEPTH {
-            if at == top {
-                return Ok(true);
-            }
-            if at == Ino::ROOT {
-                return Ok(false);
-            }
-            at = match self.inode(at)? {
-                Some(i) if i.parent != Ino::NONE => i.parent,
-                _ => return Ok(false),
-            };
-        }
-        Ok(false)
+        let up = |at| -> Result<Option<Ino>, Errno> { Ok(self.inode(at)?.map(|i| i.parent)) };
+        Ok(namespace::within(dir, top, up)?.unwrap_or(false))
     }
 
     // ----- requests: directories -----
