@@ -9,7 +9,9 @@
 //!   live one, as it fetches anything it should keep but lacks ([`crate::sync`]).
 //! - [`anti_entropy`] (followers): compares 256 bucket digests of its index
 //!   with the leader's, and for a bucket that differs exchanges (key,
-//!   version) lists and only the entries one side lacks, both ways.
+//!   version) lists: it takes what it lacks, withdraws what it has of an
+//!   earlier term that the leader lacks (a change that never reached a
+//!   majority), and offers the rest.
 //! - [`tombstones`] (leader): when every configured node is up and every
 //!   index digest matches, old tombstones are purged everywhere.
 //! - [`scrub`] (every node): re-hashes each blob at a bounded rate; a bad
@@ -218,10 +220,13 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
             if their_versions.get(k).is_some_and(|t| t >= v) {
                 continue;
             }
-            // Newer here than at the (caught-up) leader, from a term this node
-            // led and lost: a write that never reached a majority, whose client
-            // was told it failed. Withdraw it and take the leader's word.
-            if v.term < current && node.led(v.term) {
+            // Newer here than at the (caught-up) leader, from an earlier term:
+            // a write that never reached a majority (the leader caught up from
+            // a majority, so it has every one that did), whose client was told
+            // it failed. Withdraw it and take the leader's word: handed to the
+            // leader now, it would land after later changes it was never
+            // checked against (a directory moved into one it contains, say).
+            if v.term < current {
                 let (k, v) = (*k, *v);
                 if node.blocking(move |s| s.withdraw(&k, v)).await? {
                     log::info!("node {}: withdrew an unacknowledged entry of term {}", node.me(), v.term);

@@ -126,7 +126,10 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
                 Err(e) => log::warn!("node {me}: catch-up task failed: {e}"),
             }
         }
-        crate::leader::detach(set);
+        // The rest are not waited for, nor applied late: a majority has
+        // every change that reached one, and what only the others have
+        // never did (anti-entropy withdraws it there).
+        set.abort_all();
         if answered >= need {
             // Everything a majority had is here now: the new watermark.
             if let Ok(max) = node.blocking(|s| s.max_version()).await {

@@ -2,7 +2,8 @@
 //! forbid. The leader keeps every change consistent, but records merged from
 //! a deposed leader's unacknowledged changes (which catch-up may bring in,
 //! as it must bring in every acknowledged one) can leave an inode that no
-//! name leads to, a link count that is off, or a name whose inode is gone.
+//! name leads to, a link count that is off, a name whose inode is gone, or
+//! a name in a directory that is gone.
 //! The leader repairs what this finds (see `repair::namespace`).
 
 use std::collections::HashMap;
@@ -22,8 +23,9 @@ pub struct Audit {
     /// Non-directories whose link count is not their number of names: the
     /// inode and how many names lead to it.
     pub miscounted: Vec<(Inode, u32)>,
-    /// Names that lead to no live inode, and extra names of a directory (a
-    /// directory has one name: the one in the directory its inode says holds it).
+    /// Names that lead to no live inode, names in a directory that is gone,
+    /// and extra names of a directory (a directory has one name: the one in
+    /// the directory its inode says holds it).
     pub stray_names: Vec<Dentry>,
 }
 
@@ -53,15 +55,33 @@ impl Store {
                 names.entry(child).or_default().push((Ino(u64::from_be_bytes(parent)), name.to_string()));
             }
         }
-        let mut out = Audit::default();
-        let mut live = std::collections::HashSet::new();
+        let mut inodes = Vec::new();
+        let mut dirs = std::collections::HashSet::new();
         for row in records.iter().map_err(|e| self.db_err(e))? {
             let (_, v) = row.map_err(|e| self.db_err(e))?;
             let Record::Inode(i) = decode_record(v.value())? else { continue };
             if i.deleted {
                 continue;
             }
-            live.insert(i.ino);
+            if i.kind == Kind::Dir {
+                dirs.insert(i.ino);
+            }
+            inodes.push(i);
+        }
+        let mut out = Audit::default();
+        // A name in a directory that is gone leads nowhere a path can reach
+        // (the directory's own name lost to a newer one in a merge): it goes,
+        // and counts for nothing below.
+        for refs in names.values_mut() {
+            for (parent, name) in refs.iter().filter(|(p, _)| !dirs.contains(p)) {
+                if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(*parent, name))? {
+                    out.stray_names.push(d);
+                }
+            }
+            refs.retain(|(p, _)| dirs.contains(p));
+        }
+        let live: std::collections::HashSet<Ino> = inodes.iter().map(|i| i.ino).collect();
+        for i in inodes {
             if i.ino == Ino::ROOT {
                 continue;
             }

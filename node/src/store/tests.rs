@@ -644,3 +644,22 @@ fn the_audit_finds_orphans_miscounted_links_and_names_that_lead_nowhere() {
     assert_eq!(audit.stray_names.len(), 1);
     assert_eq!(audit.stray_names[0].name, "nowhere");
 }
+
+#[test]
+fn the_audit_removes_a_name_in_a_directory_that_is_gone_and_the_file_only_it_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let mut root = new_root(0);
+    root.version = v(1, 0);
+    // A merge kept the file and its name, but the directory lost its own name
+    // to a newer one and was removed as an orphan since.
+    let lost = file(2, v(1, 1), b"", &[]);
+    let kept = file(3, v(1, 2), b"", &[]);
+    s.apply(&[r(&root), r(&lost), r(&kept), entry(9, "f04", &lost, v(1, 3)), entry(1, "kept", &kept, v(1, 4))], &[])
+        .unwrap();
+    let audit = s.audit().unwrap();
+    assert_eq!(audit.stray_names.len(), 1, "{audit:?}");
+    assert_eq!((audit.stray_names[0].parent, audit.stray_names[0].name.as_str()), (Ino(9), "f04"));
+    assert_eq!(audit.orphans, vec![lost], "found in the same pass, not one audit later");
+    assert!(audit.miscounted.is_empty());
+}

@@ -51,7 +51,13 @@ pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut Ha
         Err(e) => return vec![Problem::Replicas(e)],
     };
     let keys: BTreeMap<String, &String> = inos.iter().map(|(n, i)| (key_hex(*i), n)).collect();
-    let live = expected.values().filter(|s| matches!(s, Seen::Present(_))).count() as u64;
+    // Files, not names: hard links are names of one file.
+    let live = expected
+        .iter()
+        .filter(|(_, s)| matches!(s, Seen::Present(_)))
+        .filter_map(|(n, _)| inos.get(n))
+        .collect::<BTreeSet<_>>()
+        .len() as u64;
     match c.status() {
         None => out.push("no status answered".into()),
         Some(s) => status_problems(&s, c.size(), live, &mut out),
