@@ -142,7 +142,6 @@ async fn roles(node: Arc<Node>, ready: impl FnOnce() + Send + 'static) {
         let v = rx.borrow_and_update().clone();
         if v.role == Role::Leader && led != Some(v.term) {
             led = Some(v.term);
-            node.record_lead(v.term).await;
             let state = Arc::new(LeaderState::new(v.term));
             node.set_leader_state(Some(state.clone()));
             log::info!("node {}: leading term {}; catching up from a majority before serving", node.me(), v.term);

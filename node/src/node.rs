@@ -34,7 +34,6 @@ pub struct Node {
     lease: Arc<Lease>,
     health: Arc<Health>,
     /// Terms this node has led (kept in the store too).
-    led_terms: std::sync::Mutex<std::collections::BTreeSet<Term>>,
     /// Present while this node leads; versions and in-flight writes.
     leader: std::sync::Mutex<Option<Arc<LeaderState>>>,
 }
@@ -57,7 +56,6 @@ impl Node {
     ) -> Node {
         let peers = Peers::new(key.clone(), cfg.id);
         let DriverLink { view, control, lease } = link;
-        let led_terms = std::sync::Mutex::new(store.led_terms().unwrap_or_default().into_iter().collect());
         Node {
             cfg,
             key,
@@ -69,7 +67,6 @@ impl Node {
             lease,
             health,
             commit_gate: RwLock::new(()),
-            led_terms,
             leader: std::sync::Mutex::new(None),
         }
     }
@@ -121,20 +118,6 @@ impl Node {
     /// Starts or ends this node's leadership state (`None`: not leading).
     pub fn set_leader_state(&self, state: Option<Arc<LeaderState>>) {
         *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = state;
-    }
-
-    /// Records that this node leads `term`, in the store too, before it
-    /// serves a write in it.
-    pub async fn record_lead(&self, term: Term) {
-        self.led_terms.lock().unwrap_or_else(|p| p.into_inner()).insert(term);
-        if let Err(e) = self.blocking(move |s| s.add_led_term(term)).await {
-            log::warn!("node {}: cannot record that it leads term {term}: {e}", self.me());
-        }
-    }
-
-    /// Whether this node led `term`.
-    pub fn led(&self, term: Term) -> bool {
-        self.led_terms.lock().unwrap_or_else(|p| p.into_inner()).contains(&term)
     }
 
     /// A copy of the current cluster view.

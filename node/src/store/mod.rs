@@ -68,9 +68,6 @@ pub struct Applied {
 
 /// How often a failed index is tried again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
-/// Terms led that the store remembers (an older one's entries were
-/// reconciled long ago).
-pub const LED_TERMS_KEPT: usize = 256;
 
 pub struct Store {
     layout: Layout,
@@ -778,28 +775,6 @@ impl Store {
 
     pub fn save_term(&self, term: Term) -> Result<()> {
         self.set_meta("term", &term.0.to_be_bytes())
-    }
-
-    /// The terms this node has led (the last [`LED_TERMS_KEPT`]), oldest first.
-    pub fn led_terms(&self) -> Result<Vec<Term>> {
-        let raw = self.meta("led_terms")?.unwrap_or_default();
-        Ok(raw
-            .chunks_exact(8)
-            .filter_map(|c| <[u8; 8]>::try_from(c).ok())
-            .map(|b| Term(u64::from_be_bytes(b)))
-            .collect())
-    }
-
-    /// Records, durably, that this node leads `term`: after a restart it
-    /// still knows which unacknowledged entries were its own.
-    pub fn add_led_term(&self, term: Term) -> Result<()> {
-        let mut terms = self.led_terms()?;
-        terms.push(term);
-        terms.sort();
-        terms.dedup();
-        let drop = terms.len().saturating_sub(LED_TERMS_KEPT);
-        let bytes: Vec<u8> = terms[drop..].iter().flat_map(|t| t.0.to_be_bytes()).collect();
-        self.set_meta("led_terms", &bytes)
     }
 
     /// The version up to which this node is known to have every record.

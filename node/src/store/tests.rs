@@ -471,26 +471,6 @@ fn a_withdrawn_record_goes_and_the_older_one_can_come_back() {
     assert_eq!(s.inode(Ino(7)).unwrap(), Some(old));
 }
 
-#[test]
-fn the_terms_a_node_led_survive_a_restart_and_only_the_last_ones_are_kept() {
-    let tmp = tempfile::tempdir().unwrap();
-    {
-        let s = open(tmp.path());
-        assert!(s.led_terms().unwrap().is_empty());
-        s.add_led_term(Term(7)).unwrap();
-        s.add_led_term(Term(3)).unwrap();
-        s.add_led_term(Term(7)).unwrap();
-    }
-    let s = open(tmp.path());
-    assert_eq!(s.led_terms().unwrap(), vec![Term(3), Term(7)]);
-    for t in 10..10 + LED_TERMS_KEPT as u64 {
-        s.add_led_term(Term(t)).unwrap();
-    }
-    let kept = s.led_terms().unwrap();
-    assert_eq!(kept.len(), LED_TERMS_KEPT);
-    assert_eq!(kept.first(), Some(&Term(10)), "the oldest are dropped first");
-}
-
 /// Writes an index of format 1 as the previous release did, with blobs.
 fn write_format_1(dir: &Path, entries: &[(upgrade::EntryV1, Option<&[u8]>)]) {
     use redb::TableDefinition;
