@@ -6,12 +6,18 @@
 #   make test-faults the namespace fault suite alone (root): SEEDS=N for seeds 1..N, SEED=n to replay one
 #   make bench       benchmarks; results in bench-results/
 #   make fuzz        every fuzz target for FUZZ_SECONDS (60) each; results in bench-results/fuzz-latest.md
-#   make install     binaries and systemd units (PREFIX, DESTDIR honoured)
+#   make install     binaries, the mount.scs helper and systemd units (PREFIX, DESTDIR honoured)
 
 CARGO     ?= cargo
 PREFIX    ?= /usr/local
 DESTDIR   ?=
 BINDIR    := $(DESTDIR)$(PREFIX)/bin
+SBINDIR   := $(DESTDIR)$(PREFIX)/sbin
+# mount(8) looks for its helpers in /sbin only (libmount: /sbin, /sbin/fs.d,
+# /sbin/fs), so install links /sbin/mount.scs to $(PREFIX)/sbin/mount.scs,
+# as cifs-utils and nfs-utils put theirs in /sbin whatever the prefix.
+# ROOTSBINDIR= leaves that link out.
+ROOTSBINDIR ?= /sbin
 UNITDIR   ?= $(DESTDIR)/etc/systemd/system
 USERUNITDIR ?= $(DESTDIR)/etc/systemd/user
 DEMO_DIR  ?= $(HOME)/.local/share/scs-demo
@@ -72,11 +78,18 @@ install: build install-files
 BINSRC ?= target/release
 SYSCONFDIR ?= /etc
 install-files:
-	install -d $(BINDIR) $(UNITDIR) $(USERUNITDIR) $(DESTDIR)$(SYSCONFDIR)/scs
+	install -d $(BINDIR) $(SBINDIR) $(UNITDIR) $(USERUNITDIR) $(DESTDIR)$(SYSCONFDIR)/scs
 	install -m 0755 $(BINSRC)/scs-node $(BINSRC)/scs $(BINSRC)/scs-mount $(BINDIR)/
+	ln -sfn ../bin/scs-mount $(SBINDIR)/mount.scs
+	@# -ef: with PREFIX=/usr on a merged-/usr system the two are one file already.
+	if [ -n "$(ROOTSBINDIR)" ] && ! [ $(DESTDIR)$(ROOTSBINDIR)/mount.scs -ef $(SBINDIR)/mount.scs ]; then \
+		install -d $(DESTDIR)$(ROOTSBINDIR) && \
+		ln -sfn $(PREFIX)/sbin/mount.scs $(DESTDIR)$(ROOTSBINDIR)/mount.scs; \
+	fi
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/scs-node@.service > $(UNITDIR)/scs-node@.service
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/scs-mount-shared.service > $(UNITDIR)/scs-mount-shared.service
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/scs-mount.service > $(USERUNITDIR)/scs-mount.service
-	chmod 0644 $(UNITDIR)/scs-node@.service $(USERUNITDIR)/scs-mount.service
+	chmod 0644 $(UNITDIR)/scs-node@.service $(UNITDIR)/scs-mount-shared.service $(USERUNITDIR)/scs-mount.service
 	install -m 0644 systemd/node.toml.example $(DESTDIR)$(SYSCONFDIR)/scs/node.toml.example
 
 fmt:

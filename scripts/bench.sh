@@ -12,6 +12,7 @@ SIZE_MB=${SIZE_MB:-1024}
 MOUNT_MB=${MOUNT_MB:-256}
 SMALL_FILES=${SMALL_FILES:-2000}
 MOUNT_FILES=${MOUNT_FILES:-500}
+MV_FILES=${MV_FILES:-10000}
 FAILOVERS=${FAILOVERS:-20}
 out_dir="$here/bench-results"
 mkdir -p "$out_dir"
@@ -158,6 +159,28 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     t2=$(now)
     wc_=$(secs "$t0" "$t1"); wup=$(secs "$t0" "$t2")
     t0=$(now); rm -r "$mnt/s"; t1=$(now); wrm=$(secs "$t0" "$t1")
+    # A directory of MV_FILES files moved, against one file moved: a rename
+    # is one change to the cluster whatever is below it. The files go in
+    # through this write-back mount; the moves run through a default one.
+    echo "bench: mv of a directory of $MV_FILES files"
+    mkdir -p "$mnt/big"
+    for i in $(seq 1 "$MV_FILES"); do : > "$mnt/big/f$i"; done
+    n=0
+    until [ "$(scs ls big --json | grep -o '"name"' | wc -l)" -ge "$MV_FILES" ]; do
+        n=$((n + 1)); [ $n -lt 1200 ] || { echo "bench: $MV_FILES files not on the cluster after 120 s" >&2; exit 1; }
+        sleep 0.1
+    done
+    unmount; mount_at
+    echo x > "$mnt/one"
+    mv_times() {  # mv_times A B: five moves back and forth; the median in seconds
+        local a=$1 b=$2 t0 t1 k
+        for k in 1 2 3 4 5; do
+            t0=$(now); mv "$mnt/$a" "$mnt/$b"; t1=$(now); secs "$t0" "$t1"
+            local x=$a; a=$b; b=$x
+        done | sort -n | sed -n 3p
+    }
+    mv_dir=$(mv_times big big2)
+    mv_one=$(mv_times one one2)
     unmount
     fps() { echo "scale=0; $MOUNT_FILES / $1" | bc; }
     mount_rows="| mount: ${MOUNT_MB} MiB dd conv=fsync write | ${mw} MB/s | local ${lw} MB/s | $(ratio "$mw" "$lw") | ≥ 0.25 |
@@ -169,6 +192,7 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
 | mount --write-back: create ${MOUNT_FILES} × 4 KiB, each closed (kept here) before the next | ${wc_} s ($(fps "$wc_") files/s) | local ${lc} s | | > 1000 files/s |
 | mount --write-back: all ${MOUNT_FILES} on the cluster, from the first create | ${wup} s ($(fps "$wup") files/s) | | | |
 | mount --write-back: remove them (rm -r) | ${wrm} s | local ${lrm} s | | |
+| mount: mv of a directory of ${MV_FILES} files (median of 5) | ${mv_dir} s | mv of one file ${mv_one} s | $(ratio "$mv_dir" "$mv_one") | same order |
 | mount: peak RSS of scs-mount | ${mount_rss} MiB | | | ≤ 128 MiB |"
 fi
 

@@ -25,7 +25,9 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sealed bytes gathered before they are written to the socket.
 const OUT_BATCH: usize = 256 * 1024;
 
-/// One decoded frame.
+/// One decoded frame. A message is much bigger than a data frame's handle,
+/// but a frame lives only between the socket and its handler, one at a time.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Frame {
     Message(Message),

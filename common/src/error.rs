@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong, each with what it means for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The name has no live entry; nothing was changed.
+    /// The name (or inode) does not exist; nothing was changed.
     #[error("no such file: {0}")]
     NotFound(String),
     /// The name is taken (exclusive create, mkdir, rename onto a directory); nothing was changed.
@@ -67,6 +67,27 @@ pub enum Error {
     /// A bug or an unexpected state; the operation was abandoned.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Not allowed for anyone (a hard link to a directory); nothing was changed.
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
+    /// Too many symlinks were followed (a loop); nothing was read or changed.
+    #[error("too many levels of symbolic links: {0}")]
+    Loop(String),
+    /// The extended attribute does not exist; nothing was changed.
+    #[error("no such attribute: {0}")]
+    NoAttr(String),
+    /// An extended attribute name is too long, or a buffer too small; nothing was changed.
+    #[error("out of range: {0}")]
+    Range(String),
+    /// An extended attribute value is too big; nothing was changed.
+    #[error("too big: {0}")]
+    TooBig(String),
+    /// Not supported here (POSIX ACLs); nothing was changed.
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// A change through a read-only mount; nothing was changed.
+    #[error("read-only: {0}")]
+    ReadOnly(String),
 }
 
 /// Stable wire codes for [`Error`] variants. Never renumber.
@@ -92,6 +113,13 @@ pub enum ErrorCode {
     Io = 17,
     Config = 18,
     Internal = 19,
+    NotPermitted = 20,
+    Loop = 21,
+    NoAttr = 22,
+    Range = 23,
+    TooBig = 24,
+    NotSupported = 25,
+    ReadOnly = 26,
 }
 
 /// An error as it travels in a response frame.
@@ -123,6 +151,13 @@ impl Error {
             Error::Io(_) => ErrorCode::Io,
             Error::Config(_) => ErrorCode::Config,
             Error::Internal(_) => ErrorCode::Internal,
+            Error::NotPermitted(_) => ErrorCode::NotPermitted,
+            Error::Loop(_) => ErrorCode::Loop,
+            Error::NoAttr(_) => ErrorCode::NoAttr,
+            Error::Range(_) => ErrorCode::Range,
+            Error::TooBig(_) => ErrorCode::TooBig,
+            Error::NotSupported(_) => ErrorCode::NotSupported,
+            Error::ReadOnly(_) => ErrorCode::ReadOnly,
         }
     }
 
@@ -147,7 +182,14 @@ impl Error {
             | Error::Invalid(s)
             | Error::Io(s)
             | Error::Config(s)
-            | Error::Internal(s) => s.clone(),
+            | Error::Internal(s)
+            | Error::NotPermitted(s)
+            | Error::Loop(s)
+            | Error::NoAttr(s)
+            | Error::Range(s)
+            | Error::TooBig(s)
+            | Error::NotSupported(s)
+            | Error::ReadOnly(s) => s.clone(),
         }
     }
 
@@ -178,6 +220,13 @@ impl Error {
             17 => Error::Io(m),
             18 => Error::Config(m),
             19 => Error::Internal(m),
+            20 => Error::NotPermitted(m),
+            21 => Error::Loop(m),
+            22 => Error::NoAttr(m),
+            23 => Error::Range(m),
+            24 => Error::TooBig(m),
+            25 => Error::NotSupported(m),
+            26 => Error::ReadOnly(m),
             other => Error::Protocol(format!("unknown error code {other}: {m}")),
         }
     }
@@ -225,6 +274,13 @@ mod tests {
             Error::Io("x".into()),
             Error::Config("x".into()),
             Error::Internal("x".into()),
+            Error::NotPermitted("x".into()),
+            Error::Loop("x".into()),
+            Error::NoAttr("x".into()),
+            Error::Range("x".into()),
+            Error::TooBig("x".into()),
+            Error::NotSupported("x".into()),
+            Error::ReadOnly("x".into()),
         ];
         for e in all {
             assert_eq!(Error::from_wire(e.to_wire()), e);

@@ -2,7 +2,13 @@
 //!
 //! # Layout
 //! - [`types`]: the newtypes every other module uses (`NodeId`, `Term`,
-//!   `Version`, `Key`, `ContentHash`) and the index [`types::Entry`].
+//!   `Version`, `Ino`, `Kind`, `Key`, `ContentHash`).
+//! - [`inode`]: what the cluster stores: inodes, directory entries, and the
+//!   versioned [`inode::Record`]s that replicate them.
+//! - [`namespace`]: the rules of the namespace (create, link, unlink,
+//!   rename, attributes, path resolution) as pure functions over a view.
+//! - [`locks`]: advisory locks across mounts: the wire types and the
+//!   leader's lock table (POSIX ranges, leases, the grace period), pure.
 //! - [`name`]: validation of user-supplied file names and the name → key hash.
 //! - [`proto`]: the messages: UDP gossip ([`proto::gossip`]), TCP requests and
 //!   responses ([`proto::rpc`]) and the pure frame codec ([`proto::frame`]).
@@ -15,9 +21,12 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod inode;
+pub mod locks;
 pub mod mounts;
 pub mod multicast;
 pub mod name;
+pub mod namespace;
 #[cfg(test)]
 mod proptests;
 pub mod proto;
@@ -25,11 +34,12 @@ pub mod secure;
 pub mod types;
 
 pub use error::{Error, ErrorCode, Result};
-pub use types::{ContentHash, Entry, Key, Kind, NodeId, Term, Version};
+pub use inode::{Dentry, DirEntry, Inode, Record};
+pub use types::{ContentHash, Ino, Key, Kind, NodeId, Term, Version};
 
 /// The protocol version spoken on TCP sessions and in datagrams. A peer with
 /// another version is refused with a clear message.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest chunk of file data in one frame.
 pub const CHUNK_SIZE: usize = 1 << 20;

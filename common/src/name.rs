@@ -42,6 +42,25 @@ pub fn validate(name: &str) -> Result<&str> {
     Ok(name)
 }
 
+/// Checks one path component: a name within a directory.
+///
+/// # Errors
+/// [`Error::BadName`] for an empty name, `.`, `..`, a `/` or a NUL byte;
+/// [`Error::NameTooLong`] past NAME_MAX.
+pub fn validate_component(name: &str) -> Result<&str> {
+    let bad = |why: &str| Err(Error::BadName(format!("{why}: {:?}", truncate(name))));
+    match name {
+        "" => bad("empty name"),
+        "." | ".." => bad("the name . or .. cannot be made or removed"),
+        n if n.len() > NAME_MAX => {
+            Err(Error::NameTooLong(format!("component is {} bytes, the limit is {NAME_MAX}", n.len())))
+        }
+        n if n.contains('/') => bad("name contains a /"),
+        n if n.contains('\0') => bad("name contains a NUL byte"),
+        n => Ok(n),
+    }
+}
+
 /// Turns what a person typed ("/photos/", "./a", "photos//b") into a name,
 /// or "" for the root. Then validates it.
 pub fn normalize(input: &str) -> Result<String> {
@@ -139,6 +158,15 @@ mod tests {
         assert!(long_ok.len() == 4019 && validate(&long_ok).is_ok());
         let too_long = vec!["y".repeat(200); 21].join("/");
         assert!(matches!(validate(&too_long), Err(Error::NameTooLong(_))));
+    }
+
+    #[test]
+    fn components_are_single_names() {
+        assert_eq!(validate_component("a b.txt").unwrap(), "a b.txt");
+        for n in ["", ".", "..", "a/b", "a\0"] {
+            assert!(matches!(validate_component(n), Err(Error::BadName(_))), "{n:?} accepted");
+        }
+        assert!(matches!(validate_component(&"x".repeat(256)), Err(Error::NameTooLong(_))));
     }
 
     #[test]

@@ -10,11 +10,15 @@ use proptest::prelude::*;
 
 use crate::auth::ClusterKey;
 use crate::error::WireError;
+use crate::inode::{
+    Bytes, Dentry, DirEntry, Inode, NewNode, NextIno, Record, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, Xattrs,
+};
+use crate::locks::{FileLock, LockAnswer, LockKind, SessionId};
 use crate::name::{self, NAME_MAX, PATH_MAX};
 use crate::proto::frame::{self, FrameKind, HEADER_LEN, MAX_DATA, MAX_MESSAGE};
 use crate::proto::gossip::{self, DatagramError, Envelope, Gossip, Heartbeat, NodeInfo, Role};
-use crate::proto::rpc::{HolderAddr, Message, NodeStatus, Request, Response, StatusReport, UploadSpec};
-use crate::types::{ContentHash, Entry, Key, Kind, NodeId, Term, Version};
+use crate::proto::rpc::{HolderAddr, Message, NodeStatus, Request, Response, StatusReport, Target, UploadSpec};
+use crate::types::{ContentHash, Ino, Key, Kind, NodeId, Term, Version};
 use crate::Error;
 
 // ----- strategies -----
@@ -71,90 +75,232 @@ fn arb_version() -> impl Strategy<Value = Version> {
 }
 
 fn arb_kind() -> impl Strategy<Value = Kind> {
-    prop_oneof![Just(Kind::File), Just(Kind::Dir)]
+    prop_oneof![
+        Just(Kind::File),
+        Just(Kind::Dir),
+        Just(Kind::Symlink),
+        Just(Kind::Fifo),
+        Just(Kind::Socket),
+        Just(Kind::CharDev),
+        Just(Kind::BlockDev)
+    ]
 }
 
 fn arb_role() -> impl Strategy<Value = Role> {
     prop_oneof![Just(Role::Follower), Just(Role::Candidate), Just(Role::Leader)]
 }
 
-fn arb_entry() -> impl Strategy<Value = Entry> {
-    (
-        arb_name(),
-        arb_version(),
-        arb_kind(),
-        any::<u64>(),
-        arb_hash(),
-        any::<u32>(),
-        any::<i64>(),
-        any::<bool>(),
-        vec(arb_node(), 0..5),
-    )
-        .prop_map(|(name, version, kind, size, hash, mode, mtime_ns, deleted, holders)| Entry {
-            name,
-            version,
-            kind,
-            size,
-            hash,
-            mode,
-            mtime_ns,
-            deleted,
-            holders,
-        })
+fn arb_ino() -> impl Strategy<Value = Ino> {
+    any::<u64>().prop_map(Ino)
 }
 
-fn arb_entries() -> impl Strategy<Value = Vec<Entry>> {
-    vec(arb_entry(), 0..4)
+fn arb_xattrs() -> impl Strategy<Value = Xattrs> {
+    proptest::collection::btree_map("user\\.[a-z]{1,8}", vec(any::<u8>(), 0..16).prop_map(Bytes), 0..3)
+}
+
+fn arb_inode() -> impl Strategy<Value = Inode> {
+    (
+        (arb_ino(), arb_version(), arb_kind(), any::<(u32, u32, u32, u32)>(), arb_ino(), any::<u64>()),
+        (any::<(i64, i64, i64)>(), any::<u64>(), "\\PC{0,12}", arb_xattrs()),
+        (arb_version(), arb_hash(), vec(arb_node(), 0..5), any::<bool>()),
+    )
+        .prop_map(
+            |(
+                (ino, version, kind, (mode, uid, gid, nlink), parent, size),
+                ((atime_ns, mtime_ns, ctime_ns), rdev, target, xattrs),
+                (content, hash, holders, deleted),
+            )| Inode {
+                ino,
+                version,
+                kind,
+                mode,
+                uid,
+                gid,
+                nlink,
+                parent,
+                size,
+                atime_ns,
+                mtime_ns,
+                ctime_ns,
+                rdev,
+                target,
+                xattrs,
+                content,
+                hash,
+                holders,
+                deleted,
+            },
+        )
+}
+
+fn arb_record() -> impl Strategy<Value = Record> {
+    prop_oneof![
+        arb_inode().prop_map(Record::Inode),
+        (arb_ino(), arb_name(), arb_version(), arb_ino(), arb_kind(), any::<bool>(), any::<i64>()).prop_map(
+            |(parent, name, version, child, kind, deleted, stamp_ns)| Record::Dentry(Dentry {
+                parent,
+                name,
+                version,
+                child,
+                kind,
+                deleted,
+                stamp_ns
+            })
+        ),
+        (arb_version(), arb_ino(), any::<i64>()).prop_map(|(version, next, stamp_ns)| Record::NextIno(NextIno {
+            version,
+            next,
+            stamp_ns
+        })),
+    ]
+}
+
+fn arb_records() -> impl Strategy<Value = Vec<Record>> {
+    vec(arb_record(), 0..4)
 }
 
 fn arb_fence() -> impl Strategy<Value = Option<(Term, NodeId)>> {
     proptest::option::of((arb_term(), arb_node()))
 }
 
+fn arb_target() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        arb_name().prop_map(Target::Path),
+        arb_ino().prop_map(Target::Ino),
+        (arb_ino(), arb_name(), arb_ino()).prop_map(|(parent, name, ino)| Target::New { parent, name, ino }),
+    ]
+}
+
 fn arb_upload() -> impl Strategy<Value = UploadSpec> {
-    (arb_name(), proptest::option::of(any::<u64>()), any::<u32>(), any::<i64>(), any::<bool>())
-        .prop_map(|(name, size, mode, mtime_ns, exclusive)| UploadSpec { name, size, mode, mtime_ns, exclusive })
+    (
+        arb_target(),
+        proptest::option::of(any::<u64>()),
+        any::<(u32, u32, u32)>(),
+        any::<(i64, i64)>(),
+        arb_xattrs(),
+        any::<bool>(),
+    )
+        .prop_map(|(target, size, (mode, uid, gid), (mtime_ns, atime_ns), xattrs, exclusive)| UploadSpec {
+            target,
+            size,
+            mtime_ns,
+            mode,
+            uid,
+            gid,
+            atime_ns,
+            xattrs,
+            exclusive,
+        })
+}
+
+fn arb_time() -> impl Strategy<Value = Option<TimeSet>> {
+    proptest::option::of(prop_oneof![Just(TimeSet::Now), any::<i64>().prop_map(TimeSet::At)])
+}
+
+fn arb_session() -> impl Strategy<Value = SessionId> {
+    any::<u64>().prop_map(SessionId)
+}
+
+fn arb_file_lock() -> impl Strategy<Value = FileLock> {
+    (arb_ino(), any::<u64>(), any::<u64>(), any::<u64>(), any::<bool>(), any::<u32>()).prop_map(
+        |(ino, owner, start, end, write, pid)| FileLock {
+            ino,
+            owner,
+            start,
+            end,
+            kind: if write { LockKind::Write } else { LockKind::Read },
+            pid,
+        },
+    )
+}
+
+fn arb_lock_answer() -> impl Strategy<Value = LockAnswer> {
+    prop_oneof![
+        Just(LockAnswer::Granted),
+        (arb_file_lock(), any::<bool>()).prop_map(|(lock, ours)| LockAnswer::Conflict { lock, ours }),
+        any::<u64>().prop_map(|retry_ms| LockAnswer::Grace { retry_ms }),
+        Just(LockAnswer::UnknownSession),
+    ]
 }
 
 fn arb_request() -> impl Strategy<Value = Request> {
     let opt_u64 = || proptest::option::of(any::<u64>());
+    let opt_u32 = || proptest::option::of(any::<u32>());
     prop_oneof![
         arb_upload().prop_map(Request::Upload),
-        (arb_name(), any::<u64>(), opt_u64()).prop_map(|(name, offset, len)| Request::Download { name, offset, len }),
-        (arb_key(), arb_version(), any::<u64>(), opt_u64()).prop_map(|(key, version, offset, len)| Request::ReadBlob {
-            key,
-            version,
+        (arb_name(), any::<u64>(), opt_u64()).prop_map(|(path, offset, len)| Request::Download { path, offset, len }),
+        (arb_ino(), any::<u64>(), opt_u64()).prop_map(|(ino, offset, len)| Request::Read { ino, offset, len }),
+        (arb_ino(), arb_version(), any::<u64>(), opt_u64()).prop_map(|(ino, content, offset, len)| Request::ReadBlob {
+            ino,
+            content,
             offset,
             len
         }),
-        arb_name().prop_map(|name| Request::Stat { name }),
-        arb_name().prop_map(|dir| Request::List { dir }),
-        (arb_name(), any::<u32>(), any::<i64>(), any::<bool>())
-            .prop_map(|(name, mode, mtime_ns, parents)| Request::Mkdir { name, mode, mtime_ns, parents }),
-        (arb_name(), proptest::option::of(arb_kind())).prop_map(|(name, expect)| Request::Delete { name, expect }),
-        (arb_name(), arb_name(), any::<bool>()).prop_map(|(from, to, replace)| Request::Rename { from, to, replace }),
-        (arb_name(), proptest::option::of(any::<u32>()), proptest::option::of(any::<i64>()))
-            .prop_map(|(name, mode, mtime_ns)| Request::SetAttr { name, mode, mtime_ns }),
+        (arb_name(), any::<bool>()).prop_map(|(path, follow)| Request::Resolve { path, follow }),
+        (arb_ino(), arb_name()).prop_map(|(parent, name)| Request::Lookup { parent, name }),
+        arb_ino().prop_map(|ino| Request::GetAttr { ino }),
+        arb_ino().prop_map(|dir| Request::ReadDir { dir }),
+        (arb_ino(), arb_name(), arb_kind(), any::<(u32, u32, u32, u64)>(), "\\PC{0,12}").prop_map(
+            |(parent, name, kind, (mode, uid, gid, rdev), target)| Request::Make {
+                parent,
+                name,
+                node: NewNode { kind, mode, uid, gid, rdev, target }
+            }
+        ),
+        (arb_ino(), arb_ino(), arb_name()).prop_map(|(ino, parent, name)| Request::Link { ino, parent, name }),
+        (arb_ino(), arb_name(), prop_oneof![Just(Removal::NonDir), Just(Removal::Dir), Just(Removal::Any)])
+            .prop_map(|(parent, name, what)| Request::Remove { parent, name, what }),
+        (
+            arb_ino(),
+            arb_name(),
+            arb_ino(),
+            arb_name(),
+            prop_oneof![Just(RenameMode::Replace), Just(RenameMode::NoReplace), Just(RenameMode::Exchange)]
+        )
+            .prop_map(|(parent, name, new_parent, new_name, mode)| Request::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                mode
+            }),
+        (arb_ino(), opt_u32(), opt_u32(), opt_u32(), arb_time(), arb_time()).prop_map(
+            |(ino, mode, uid, gid, atime, mtime)| Request::SetAttr {
+                ino,
+                set: SetAttrs { mode, uid, gid, atime, mtime }
+            }
+        ),
+        (
+            arb_ino(),
+            "\\PC{0,12}",
+            vec(any::<u8>(), 0..12),
+            prop_oneof![Just(XattrMode::Any), Just(XattrMode::Create), Just(XattrMode::Replace)]
+        )
+            .prop_map(|(ino, name, value, mode)| Request::SetXattr { ino, name, value: Bytes(value), mode }),
+        (arb_ino(), "\\PC{0,12}").prop_map(|(ino, name)| Request::RemoveXattr { ino, name }),
+        any::<u32>().prop_map(|count| Request::ReserveInodes { count }),
         Just(Request::Status),
-        (arb_key(), arb_version()).prop_map(|(key, version)| Request::ReportCorrupt { key, version }),
+        (arb_ino(), arb_version()).prop_map(|(ino, content)| Request::ReportCorrupt { ino, content }),
         Just(Request::Digests),
         any::<u8>().prop_map(|bucket| Request::BucketVersions { bucket }),
-        vec(arb_key(), 0..4).prop_map(|keys| Request::EntriesFor { keys }),
-        arb_entries().prop_map(|entries| Request::Offer { entries }),
+        vec(arb_key(), 0..4).prop_map(|keys| Request::RecordsFor { keys }),
+        arb_records().prop_map(|records| Request::Offer { records }),
         (arb_term(), arb_node(), vec((arb_key(), arb_version()), 0..4))
             .prop_map(|(term, leader, items)| Request::Purge { term, leader, items }),
-        (arb_term(), arb_node(), arb_entry(), opt_u64()).prop_map(|(term, leader, entry, size)| Request::Replicate {
+        (arb_term(), arb_node(), arb_ino(), arb_version(), opt_u64())
+            .prop_map(|(term, leader, ino, content, size)| Request::Replicate { term, leader, ino, content, size }),
+        (arb_term(), arb_node(), arb_records()).prop_map(|(term, leader, records)| Request::Apply {
             term,
             leader,
-            entry,
-            size
-        }),
-        (arb_term(), arb_node(), arb_entries()).prop_map(|(term, leader, entries)| Request::Apply {
-            term,
-            leader,
-            entries
+            records
         }),
         (arb_version(), arb_fence()).prop_map(|(since, fence)| Request::Pull { since, fence }),
+        (arb_session(), arb_file_lock()).prop_map(|(session, lock)| Request::Lock { session, lock }),
+        (arb_session(), arb_ino(), any::<(u64, u64, u64)>())
+            .prop_map(|(session, ino, (owner, start, end))| Request::Unlock { session, ino, owner, start, end }),
+        (arb_session(), arb_file_lock()).prop_map(|(session, lock)| Request::TestLock { session, lock }),
+        arb_session().prop_map(|session| Request::KeepAlive { session }),
+        (arb_session(), vec(arb_file_lock(), 0..4)).prop_map(|(session, locks)| Request::Reclaim { session, locks }),
     ]
 }
 
@@ -199,28 +345,35 @@ fn arb_response() -> impl Strategy<Value = Response> {
     prop_oneof![
         Just(Response::Done),
         Just(Response::Ready),
-        arb_entry().prop_map(Response::Stored),
+        arb_inode().prop_map(Response::Attr),
         Just(Response::Missing),
-        (arb_entries(), any::<bool>()).prop_map(|(entries, more)| Response::Listing { entries, more }),
-        (arb_entry(), any::<u64>(), any::<u64>()).prop_map(|(entry, offset, len)| Response::Content {
-            entry,
+        vec(arb_inode(), 0..3).prop_map(Response::Changed),
+        (vec((arb_name(), arb_inode()), 0..3), any::<bool>()).prop_map(|(entries, more)| Response::Listing {
+            entries: entries.into_iter().map(|(name, inode)| DirEntry { name, inode }).collect(),
+            more
+        }),
+        (arb_inode(), any::<u64>(), any::<u64>()).prop_map(|(inode, offset, len)| Response::Content {
+            inode,
             offset,
             len
         }),
-        (arb_entry(), vec((arb_node(), "[0-9.:]{0,21}"), 0..3)).prop_map(|(entry, hs)| Response::Redirect {
-            entry,
+        (arb_inode(), vec((arb_node(), "[0-9.:]{0,21}"), 0..3)).prop_map(|(inode, hs)| Response::Redirect {
+            inode,
             holders: hs.into_iter().map(|(id, addr)| HolderAddr { id, addr }).collect(),
         }),
         arb_status().prop_map(Response::Status),
-        (arb_entries(), any::<bool>(), arb_version()).prop_map(|(entries, more, watermark)| Response::Pulled {
-            entries,
+        (arb_records(), any::<bool>(), arb_version()).prop_map(|(records, more, watermark)| Response::Pulled {
+            records,
             more,
             watermark
         }),
         vec(any::<u64>(), 0..8).prop_map(Response::Digests),
         vec((arb_key(), arb_version()), 0..4).prop_map(Response::Versions),
-        arb_entries().prop_map(Response::Entries),
+        arb_records().prop_map(Response::Records),
+        (arb_ino(), any::<u32>()).prop_map(|(first, count)| Response::Inodes { first, count }),
         (any::<u16>(), "\\PC{0,40}").prop_map(|(code, message)| Response::Error(WireError { code, message })),
+        arb_lock_answer().prop_map(Response::Lock),
+        vec(arb_file_lock(), 0..4).prop_map(Response::Reclaimed),
     ]
 }
 
@@ -489,7 +642,7 @@ fn deeply_nested_msgpack_is_refused_on_a_worker_sized_stack() {
 
 #[test]
 fn a_message_whose_name_is_not_utf8_is_refused() {
-    let mut b = rmp_serde::to_vec(&Message::Request(Request::Stat { name: "ab".into() })).unwrap();
+    let mut b = rmp_serde::to_vec(&Message::Request(Request::Resolve { path: "ab".into(), follow: false })).unwrap();
     let at = b.windows(2).position(|w| w == b"ab").unwrap();
     b[at] = 0xff;
     assert!(rmp_serde::from_slice::<Message>(&b).is_err());

@@ -1,4 +1,5 @@
-//! Newtypes with one meaning each, and the index entry.
+//! Newtypes with one meaning each: ids, terms, versions, inode numbers,
+//! kinds, keys and hashes.
 
 use std::fmt;
 
@@ -144,9 +145,32 @@ hash_newtype!(
 );
 
 impl Key {
-    /// The key of a (validated) name: `sha256(name)`.
+    /// The key of a whole path in the index of format 1 (before inodes):
+    /// `sha256(name)`. Only the upgrade of an old data dir uses it.
     pub fn of_name(name: &str) -> Key {
         Key(Sha256::digest(name.as_bytes()).into())
+    }
+
+    /// The key of an inode's record (and of its blobs).
+    pub fn of_ino(ino: Ino) -> Key {
+        let mut h = Sha256::new();
+        h.update(b"scs-inode\0");
+        h.update(ino.0.to_be_bytes());
+        Key(h.finalize().into())
+    }
+
+    /// The key of a directory entry: a hash of the parent inode and the name.
+    pub fn of_dentry(parent: Ino, name: &str) -> Key {
+        let mut h = Sha256::new();
+        h.update(b"scs-dentry\0");
+        h.update(parent.0.to_be_bytes());
+        h.update(name.as_bytes());
+        Key(h.finalize().into())
+    }
+
+    /// The key of the record of the inode numbers handed out so far.
+    pub fn next_ino() -> Key {
+        Key(Sha256::digest(b"scs-next-inode").into())
     }
 }
 
@@ -208,11 +232,40 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// What an entry names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An inode number: handed out by the leader, never reused within a
+/// cluster. [`Ino::ROOT`] is the root directory (as FUSE numbers it too).
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ino(pub u64);
+
+impl Ino {
+    /// The root directory.
+    pub const ROOT: Ino = Ino(1);
+    /// No inode (a tombstoned directory entry points nowhere).
+    pub const NONE: Ino = Ino(0);
+}
+
+impl fmt::Display for Ino {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Debug for Ino {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "i{}", self.0)
+    }
+}
+
+/// What an inode is: every file type a Linux file system has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Kind {
     File,
     Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
 }
 
 impl Kind {
@@ -220,54 +273,57 @@ impl Kind {
         match self {
             Kind::File => "file",
             Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+            Kind::Fifo => "fifo",
+            Kind::Socket => "socket",
+            Kind::CharDev => "char",
+            Kind::BlockDev => "block",
+        }
+    }
+
+    /// The kind named by the `S_IFMT` bits of a mode; `None` for none.
+    pub fn from_mode(mode: u32) -> Option<Kind> {
+        match mode & S_IFMT {
+            S_IFREG => Some(Kind::File),
+            S_IFDIR => Some(Kind::Dir),
+            S_IFLNK => Some(Kind::Symlink),
+            S_IFIFO => Some(Kind::Fifo),
+            S_IFSOCK => Some(Kind::Socket),
+            S_IFCHR => Some(Kind::CharDev),
+            S_IFBLK => Some(Kind::BlockDev),
+            _ => None,
+        }
+    }
+
+    /// The `S_IFMT` bits of this kind.
+    pub fn type_bits(self) -> u32 {
+        match self {
+            Kind::File => S_IFREG,
+            Kind::Dir => S_IFDIR,
+            Kind::Symlink => S_IFLNK,
+            Kind::Fifo => S_IFIFO,
+            Kind::Socket => S_IFSOCK,
+            Kind::CharDev => S_IFCHR,
+            Kind::BlockDev => S_IFBLK,
         }
     }
 }
 
-/// One index entry: the metadata of one name at one version. Every node keeps
-/// every entry (metadata is small); only `holders` keep the content.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub name: String,
-    pub version: Version,
-    pub kind: Kind,
-    pub size: u64,
-    pub hash: ContentHash,
-    /// Permission bits (0o7777), kept so that exec bits survive.
-    pub mode: u32,
-    /// Modification time, nanoseconds since the Unix epoch.
-    pub mtime_ns: i64,
-    /// A tombstone: the name was deleted at `version`.
-    pub deleted: bool,
-    /// The nodes asked to keep the content (files only).
-    pub holders: Vec<NodeId>,
-}
-
-impl Entry {
-    pub fn key(&self) -> Key {
-        Key::of_name(&self.name)
-    }
-
-    /// Whether this entry's content is a blob on disk (a live file).
-    pub fn has_blob(&self) -> bool {
-        self.kind == Kind::File && !self.deleted
-    }
-
-    /// A tombstone replacing `self` at `version`.
-    pub fn tombstone(&self, version: Version, mtime_ns: i64) -> Entry {
-        Entry {
-            name: self.name.clone(),
-            version,
-            kind: self.kind,
-            size: 0,
-            hash: ContentHash::default(),
-            mode: self.mode,
-            mtime_ns,
-            deleted: true,
-            holders: Vec::new(),
-        }
-    }
-}
+// The file type bits of a mode, as Linux defines them (the same on every
+// architecture), so that the wire does not depend on the libc at hand.
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFSOCK: u32 = 0o140000;
+pub const S_IFLNK: u32 = 0o120000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFBLK: u32 = 0o060000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFCHR: u32 = 0o020000;
+pub const S_IFIFO: u32 = 0o010000;
+/// Permission bits with set-user-id, set-group-id and sticky.
+pub const PERMS: u32 = 0o7777;
+pub const S_ISUID: u32 = 0o4000;
+pub const S_ISGID: u32 = 0o2000;
+pub const S_ISVTX: u32 = 0o1000;
 
 #[cfg(test)]
 mod tests {

@@ -10,59 +10,113 @@ use scs_common::auth::ClusterKey;
 use scs_common::error::WireError;
 use scs_common::proto::frame::{self, FrameKind};
 use scs_common::proto::gossip::{self, Envelope, Gossip, Heartbeat, NodeInfo, Role};
-use scs_common::proto::rpc::{Message, Request, Response, UploadSpec};
-use scs_common::{ContentHash, Entry, Key, Kind, NodeId, Term, Version};
+use scs_common::inode::{Bytes, DirEntry, NewNode, Removal, RenameMode, SetAttrs, TimeSet, XattrMode};
+use scs_common::locks::{FileLock, LockAnswer, LockKind, SessionId};
+use scs_common::proto::rpc::{Message, Request, Response, Target, UploadSpec};
+use scs_common::{ContentHash, Dentry, Ino, Inode, Key, Kind, NodeId, Record, Term, Version};
 
-fn entry(name: &str) -> Entry {
-    Entry {
+fn inode(ino: u64) -> Inode {
+    let mut i = Inode::new(Ino(ino), Kind::File, 0o644, 1000, 1000, 1_700_000_000_123_456_789);
+    i.version = Version::new(Term(3), 9);
+    i.content = i.version;
+    i.size = 12;
+    i.hash = ContentHash([5; 32]);
+    i.holders = vec![NodeId(1), NodeId(3)];
+    i.xattrs.insert("user.comment".into(), Bytes(b"hi".to_vec()));
+    i
+}
+
+fn dentry(name: &str) -> Record {
+    Record::Dentry(Dentry {
+        parent: Ino::ROOT,
         name: name.into(),
-        version: Version::new(Term(3), 9),
+        version: Version::new(Term(3), 10),
+        child: Ino(7),
         kind: Kind::File,
-        size: 12,
-        hash: ContentHash([5; 32]),
-        mode: 0o644,
-        mtime_ns: 1_700_000_000_123_456_789,
         deleted: false,
-        holders: vec![NodeId(1), NodeId(3)],
-    }
+        stamp_ns: 1,
+    })
 }
 
 fn messages() -> Vec<(&'static str, Message)> {
     let r = |req| Message::Request(req);
+    let spec = |target| UploadSpec::new(target, Some(5), 0o644, 1);
+    let node = NewNode { kind: Kind::Symlink, mode: 0o777, uid: 0, gid: 0, rdev: 0, target: "../a".into() };
     vec![
+        ("upload-path", r(Request::Upload(spec(Target::Path("photos/cat.png".into()))))),
+        ("upload-new", r(Request::Upload(spec(Target::New { parent: Ino(1), name: "n".into(), ino: Ino(9) })))),
+        ("upload-ino", r(Request::Upload(spec(Target::Ino(Ino(9)))))),
+        ("download", r(Request::Download { path: "un été/ça.txt".into(), offset: 3, len: Some(4) })),
+        ("read", r(Request::Read { ino: Ino(7), offset: 0, len: None })),
+        ("read-blob", r(Request::ReadBlob { ino: Ino(7), content: Version::new(Term(1), 2), offset: 0, len: None })),
+        ("resolve", r(Request::Resolve { path: "a/b".into(), follow: true })),
+        ("lookup", r(Request::Lookup { parent: Ino::ROOT, name: "a".into() })),
+        ("getattr", r(Request::GetAttr { ino: Ino(7) })),
+        ("readdir", r(Request::ReadDir { dir: Ino::ROOT })),
+        ("make", r(Request::Make { parent: Ino::ROOT, name: "l".into(), node })),
+        ("link", r(Request::Link { ino: Ino(7), parent: Ino::ROOT, name: "h".into() })),
+        ("remove", r(Request::Remove { parent: Ino::ROOT, name: "f".into(), what: Removal::NonDir })),
         (
-            "upload",
-            r(Request::Upload(UploadSpec {
-                name: "photos/cat.png".into(),
-                size: Some(5),
-                mode: 0o644,
-                mtime_ns: 1,
-                exclusive: false,
-            })),
+            "rename",
+            r(Request::Rename {
+                parent: Ino::ROOT,
+                name: "a".into(),
+                new_parent: Ino(5),
+                new_name: "c".into(),
+                mode: RenameMode::Exchange,
+            }),
         ),
-        ("download", r(Request::Download { name: "un été/ça.txt".into(), offset: 3, len: Some(4) })),
         (
-            "read-blob",
-            r(Request::ReadBlob { key: Key([1; 32]), version: Version::new(Term(1), 2), offset: 0, len: None }),
+            "setattr",
+            r(Request::SetAttr {
+                ino: Ino(7),
+                set: SetAttrs { mode: Some(0o600), atime: Some(TimeSet::Now), ..Default::default() },
+            }),
         ),
-        ("stat", r(Request::Stat { name: "a/b".into() })),
-        ("list", r(Request::List { dir: String::new() })),
-        ("mkdir", r(Request::Mkdir { name: "d".into(), mode: 0o755, mtime_ns: 0, parents: true })),
-        ("delete", r(Request::Delete { name: "f".into(), expect: Some(Kind::File) })),
-        ("rename", r(Request::Rename { from: "a".into(), to: "b/c".into(), replace: true })),
-        ("setattr", r(Request::SetAttr { name: "f".into(), mode: Some(0o600), mtime_ns: None })),
+        (
+            "setxattr",
+            r(Request::SetXattr { ino: Ino(7), name: "user.a".into(), value: Bytes(vec![1]), mode: XattrMode::Create }),
+        ),
+        ("reserve", r(Request::ReserveInodes { count: 256 })),
         ("status", r(Request::Status)),
-        ("offer", r(Request::Offer { entries: vec![entry("x"), entry("y/z")] })),
+        ("offer", r(Request::Offer { records: vec![Record::Inode(inode(7)), dentry("y")] })),
         ("purge", r(Request::Purge { term: Term(4), leader: NodeId(3), items: vec![(Key([2; 32]), Version::ZERO)] })),
-        ("replicate", r(Request::Replicate { term: Term(3), leader: NodeId(3), entry: entry("r"), size: Some(12) })),
-        ("apply", r(Request::Apply { term: Term(3), leader: NodeId(3), entries: vec![entry("a")] })),
+        (
+            "replicate",
+            r(Request::Replicate {
+                term: Term(3),
+                leader: NodeId(3),
+                ino: Ino(7),
+                content: Version::new(Term(3), 9),
+                size: Some(12),
+            }),
+        ),
+        ("apply", r(Request::Apply { term: Term(3), leader: NodeId(3), records: vec![dentry("a")] })),
         ("pull", r(Request::Pull { since: Version::new(Term(2), 7), fence: Some((Term(3), NodeId(3))) })),
-        ("stored", Message::Response(Response::Stored(entry("s")))),
-        ("listing", Message::Response(Response::Listing { entries: vec![entry("l1"), entry("l2")], more: true })),
-        ("content", Message::Response(Response::Content { entry: entry("c"), offset: 0, len: 12 })),
+        ("attr", Message::Response(Response::Attr(inode(8)))),
+        (
+            "listing",
+            Message::Response(Response::Listing {
+                entries: vec![DirEntry { name: "l1".into(), inode: inode(9) }],
+                more: true,
+            }),
+        ),
+        ("content", Message::Response(Response::Content { inode: inode(10), offset: 0, len: 12 })),
         ("error", Message::Response(Response::Error(WireError { code: 1, message: "no such file: x".into() }))),
         ("end", Message::End { hash: ContentHash([9; 32]) }),
+        ("lock", r(Request::Lock { session: SessionId(0xfeed), lock: file_lock() })),
+        ("unlock", r(Request::Unlock { session: SessionId(0xfeed), ino: Ino(7), owner: 3, start: 0, end: u64::MAX })),
+        ("test-lock", r(Request::TestLock { session: SessionId(0xfeed), lock: file_lock() })),
+        ("keep-alive", r(Request::KeepAlive { session: SessionId(0xfeed) })),
+        ("reclaim", r(Request::Reclaim { session: SessionId(0xfeed), locks: vec![file_lock(), file_lock()] })),
+        ("lock-conflict", Message::Response(Response::Lock(LockAnswer::Conflict { lock: file_lock(), ours: false }))),
+        ("lock-grace", Message::Response(Response::Lock(LockAnswer::Grace { retry_ms: 9000 }))),
+        ("reclaimed", Message::Response(Response::Reclaimed(vec![file_lock()]))),
     ]
+}
+
+fn file_lock() -> FileLock {
+    FileLock { ino: Ino(7), owner: 3, start: 100, end: i64::MAX as u64, kind: LockKind::Write, pid: 4242 }
 }
 
 fn envelope(msg: Gossip) -> Envelope {

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scs_common::proto::rpc::UploadSpec;
+use scs_common::proto::rpc::{Target, UploadSpec};
 use scs_mount::client::{Client, ClientOptions};
 
 #[tokio::main]
@@ -35,13 +35,8 @@ async fn main() {
         let (client, data) = (client.clone(), data.clone());
         tasks.push(tokio::spawn(async move {
             for i in (worker..count).step_by(concurrency) {
-                let spec = UploadSpec {
-                    name: format!("small/f{i:05}"),
-                    size: Some(data.len() as u64),
-                    mode: 0o644,
-                    mtime_ns: 0,
-                    exclusive: false,
-                };
+                let target = Target::Path(format!("small/f{i:05}"));
+                let spec = UploadSpec::new(target, Some(data.len() as u64), 0o644, 0);
                 let d = data.clone();
                 let open = move || Ok(Box::new(std::io::Cursor::new(d.to_vec())) as Box<dyn Read + Send>);
                 client.upload(spec, open, None).await.expect("upload");
@@ -53,7 +48,7 @@ async fn main() {
     }
     let upload_secs = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let listed = client.list("small").await.expect("list").len();
+    let listed = client.list("small").await.expect("list").1.len();
     let list_ms = start.elapsed().as_secs_f64() * 1000.0;
     println!("files_per_sec={:.0} list_ms={list_ms:.1} listed={listed}", count as f64 / upload_secs);
 }

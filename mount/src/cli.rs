@@ -9,12 +9,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use scs_common::config::{self, DEFAULT_GROUP, DEFAULT_IFACE};
+use scs_common::inode::{NewNode, Removal};
 use scs_common::name;
 use scs_common::proto::gossip::Role;
 use scs_common::proto::rpc::StatusReport;
-use scs_common::{Entry, Error, Kind, Result};
+use scs_common::{Error, Inode, Kind, Result};
 
-use crate::client::{Client, ClientOptions, Sink, RETRY_WINDOW};
+use crate::client::{own_gid, own_uid, Client, ClientOptions, Sink, RETRY_WINDOW};
 
 /// Files larger than this get a progress bar (when stderr is a terminal).
 const PROGRESS_MIN: u64 = 4 << 20;
@@ -65,6 +66,14 @@ enum Command {
     },
     /// Move or rename a file or directory (replacing a file at TO)
     Mv { from: String, to: String },
+    /// Make LINK a new name of the file TARGET (a hard link), or with -s a symlink whose target is TARGET
+    Ln {
+        target: String,
+        link: String,
+        /// Make a symbolic link: TARGET is stored as it is given
+        #[arg(short, long)]
+        symbolic: bool,
+    },
     /// Members, leader, term, quorum and files per node
     Status {
         /// Print one JSON object
@@ -136,7 +145,11 @@ async fn run(args: Args) -> Result<()> {
                 return Err(Error::IsDir(format!("{} (upload takes files)", local.display())));
             }
             // Like cp: a target that is an existing directory receives the file.
-            if remote.is_some() && client.stat(&target).await?.is_some_and(|e| e.kind == Kind::Dir) {
+            let at = match client.resolve(&target, true).await {
+                Err(Error::NotFound(_)) => None,
+                other => other?,
+            };
+            if remote.is_some() && at.is_some_and(|e| e.is_dir()) {
                 target = name::join(&target, &base);
             }
             let size = meta.len();
@@ -147,7 +160,7 @@ async fn run(args: Args) -> Result<()> {
                 b.finish_and_clear();
             }
             if std::io::stderr().is_terminal() {
-                eprintln!("stored {} ({} bytes) on node(s) {}", e.name, e.size, ids(&e));
+                eprintln!("stored {target} ({} bytes, inode {}) on node(s) {}", e.size, e.ino, ids(&e));
             }
             Ok(())
         }
@@ -163,7 +176,7 @@ async fn run(args: Args) -> Result<()> {
             let bar = if matches!(sink, Sink::Stdout) || !std::io::stderr().is_terminal() {
                 None
             } else {
-                let size = client.stat(&remote).await?.map(|e| e.size).unwrap_or(0);
+                let size = client.resolve(&remote, true).await?.map(|e| e.size).unwrap_or(0);
                 progress_bar(size, &format!("download {remote}"))
             };
             let tick = |n: u64| bar.as_ref().map_or((), |b| b.set_position(n));
@@ -173,23 +186,39 @@ async fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
-        Command::Delete { remote } => client.delete(&remote_name(&remote)?, None).await,
+        Command::Delete { remote } => client.delete(&remote_name(&remote)?, Removal::Any).await,
         Command::Ls { prefix, json } => {
             let dir = name::normalize(prefix.as_deref().unwrap_or(""))?;
-            let entries = match client.stat(&dir).await? {
-                Some(e) if e.kind == Kind::File => vec![e],
-                Some(_) => client.list(&dir).await?,
-                None => return Err(Error::NotFound(dir)),
+            let (at, children) = client.list(&dir).await?;
+            // A path that names a file lists that file under its own name.
+            let shown: Vec<(String, &Inode)> = if at.is_dir() {
+                children.iter().map(|c| (name::join(&dir, &c.name), &c.inode)).collect()
+            } else {
+                children.iter().map(|c| (dir.clone(), &c.inode)).collect()
             };
             if json {
-                println!("{}", serde_json::Value::Array(entries.iter().map(entry_json).collect()));
+                println!("{}", serde_json::Value::Array(shown.iter().map(|(n, i)| entry_json(n, i)).collect()));
             } else {
-                print_listing(&entries);
+                print_listing(&shown);
             }
             Ok(())
         }
         Command::Mkdir { name, parents } => client.mkdir(&remote_name(&name)?, 0o755, parents).await.map(|_| ()),
-        Command::Mv { from, to } => client.rename(&remote_name(&from)?, &remote_name(&to)?, true).await,
+        Command::Mv { from, to } => client.mv(&remote_name(&from)?, &remote_name(&to)?).await,
+        Command::Ln { target, link, symbolic } => {
+            let (parent, name) = client.parent_of(&remote_name(&link)?).await?;
+            if symbolic {
+                let node =
+                    NewNode { kind: Kind::Symlink, mode: 0o777, uid: own_uid(), gid: own_gid(), rdev: 0, target };
+                return client.make(parent.ino, &name, &node).await.map(|_| ());
+            }
+            let target = remote_name(&target)?;
+            let at = client.resolve(&target, false).await?.ok_or_else(|| Error::NotFound(target.clone()))?;
+            if at.is_dir() {
+                return Err(Error::NotPermitted(format!("{target} is a directory: it cannot have a second name")));
+            }
+            client.link(at.ino, parent.ino, &name).await.map(|_| ())
+        }
         Command::Status { json } => {
             let report = status(&client).await?;
             if json {
@@ -207,7 +236,7 @@ async fn status(client: &Client) -> Result<StatusReport> {
     client.status().await
 }
 
-fn ids(e: &Entry) -> String {
+fn ids(e: &Inode) -> String {
     e.holders.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(",")
 }
 
@@ -226,15 +255,29 @@ fn progress_bar(size: u64, what: &str) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-fn entry_json(e: &Entry) -> serde_json::Value {
-    serde_json::json!({
-        "name": e.name,
-        "size": e.size,
-        "mtime": e.mtime_ns.div_euclid(1_000_000_000),
-        "mtime_ns": e.mtime_ns,
-        "kind": e.kind.as_str(),
-        "mode": e.mode,
-    })
+/// One item of `ls --json`: its path, and its inode as `stat` shows it.
+fn entry_json(path: &str, i: &Inode) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "name": path,
+        "size": i.st_size(),
+        "mtime": i.mtime_ns.div_euclid(1_000_000_000),
+        "mtime_ns": i.mtime_ns,
+        "ctime_ns": i.ctime_ns,
+        "atime_ns": i.atime_ns,
+        "kind": i.kind.as_str(),
+        "mode": i.mode,
+        "ino": i.ino.0,
+        "uid": i.uid,
+        "gid": i.gid,
+        "nlink": i.nlink,
+    });
+    if i.kind == Kind::Symlink {
+        v["target"] = serde_json::Value::String(i.target.clone());
+    }
+    if matches!(i.kind, Kind::CharDev | Kind::BlockDev) {
+        v["rdev"] = serde_json::json!(i.rdev);
+    }
+    v
 }
 
 /// `1970-01-01 00:00` style local-independent UTC time.
@@ -259,14 +302,70 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-fn print_listing(entries: &[Entry]) {
-    for e in entries {
-        let shown = name::base(&e.name);
-        match e.kind {
-            Kind::Dir => println!("{:>12}  {} UTC  {shown}/", "-", format_time(e.mtime_ns)),
-            Kind::File => println!("{:>12}  {} UTC  {shown}", e.size, format_time(e.mtime_ns)),
-        }
+/// `ls -l` for people: type and mode, links, owner, size, time, name
+/// (a directory with a `/`, a symlink with its target).
+fn print_listing(entries: &[(String, &Inode)]) {
+    for (path, i) in entries {
+        let shown = name::base(path);
+        let size = match i.kind {
+            Kind::Dir => "-".to_string(),
+            Kind::CharDev | Kind::BlockDev => {
+                format!("{},{}", i.rdev >> 8 & 0xfff, (i.rdev & 0xff) | (i.rdev >> 12 & 0xfff00))
+            }
+            _ => i.st_size().to_string(),
+        };
+        let name = match i.kind {
+            Kind::Dir => format!("{shown}/"),
+            Kind::Symlink => format!("{shown} -> {}", i.target),
+            _ => shown.to_string(),
+        };
+        println!(
+            "{} {:>3} {:>6} {:>6} {size:>12}  {} UTC  {name}",
+            mode_string(i),
+            i.nlink,
+            i.uid,
+            i.gid,
+            format_time(i.mtime_ns)
+        );
     }
+}
+
+/// `-rw-r--r--` as ls shows it, with setuid, setgid and sticky.
+fn mode_string(i: &Inode) -> String {
+    let t = match i.kind {
+        Kind::File => '-',
+        Kind::Dir => 'd',
+        Kind::Symlink => 'l',
+        Kind::Fifo => 'p',
+        Kind::Socket => 's',
+        Kind::CharDev => 'c',
+        Kind::BlockDev => 'b',
+    };
+    let m = i.mode;
+    let bit = |mask: u32, c: char| if m & mask != 0 { c } else { '-' };
+    let special = |x: u32, s: u32, on: char, off: char| match (m & x != 0, m & s != 0) {
+        (true, true) => on,
+        (false, true) => off,
+        (x, false) => {
+            if x {
+                'x'
+            } else {
+                '-'
+            }
+        }
+    };
+    let mut out = String::with_capacity(10);
+    out.push(t);
+    out.push(bit(0o400, 'r'));
+    out.push(bit(0o200, 'w'));
+    out.push(special(0o100, 0o4000, 's', 'S'));
+    out.push(bit(0o040, 'r'));
+    out.push(bit(0o020, 'w'));
+    out.push(special(0o010, 0o2000, 's', 'S'));
+    out.push(bit(0o004, 'r'));
+    out.push(bit(0o002, 'w'));
+    out.push(special(0o001, 0o1000, 't', 'T'));
+    out
 }
 
 fn role_name(r: Option<Role>) -> &'static str {
@@ -378,6 +477,20 @@ mod tests {
     }
 
     #[test]
+    fn modes_are_shown_as_ls_shows_them() {
+        let mut i = Inode::new(scs_common::Ino(5), Kind::File, 0o4755, 0, 0, 0);
+        assert_eq!(mode_string(&i), "-rwsr-xr-x");
+        i.mode = 0o2644;
+        assert_eq!(mode_string(&i), "-rw-r-Sr--");
+        i.kind = Kind::Dir;
+        i.mode = 0o1777;
+        assert_eq!(mode_string(&i), "drwxrwxrwt");
+        i.kind = Kind::Symlink;
+        i.mode = 0o777;
+        assert_eq!(mode_string(&i), "lrwxrwxrwx");
+    }
+
+    #[test]
     fn times_are_shown_in_utc() {
         assert_eq!(format_time(0), "1970-01-01 00:00");
         assert_eq!(format_time(1_700_000_000 * 1_000_000_000), "2023-11-14 22:13");
@@ -400,6 +513,8 @@ mod tests {
             vec!["scs", "view-directory", "--json"],
             vec!["scs", "mkdir", "-p", "a/b"],
             vec!["scs", "mv", "a", "b"],
+            vec!["scs", "ln", "a", "b"],
+            vec!["scs", "ln", "-s", "../a", "b"],
             vec!["scs", "status", "--json"],
         ] {
             Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));

@@ -20,8 +20,10 @@ use tokio::sync::mpsc;
 
 use scs_common::auth::ClusterKey;
 use scs_common::conn::{Chunk, Connection};
-use scs_common::proto::rpc::{HolderAddr, Message, Peer, Request, Response, StatusReport, UploadSpec};
-use scs_common::{ContentHash, Entry, Error, Kind, Result, CHUNK_SIZE};
+use scs_common::inode::{self, DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
+use scs_common::locks::{FileLock, LockAnswer, SessionId};
+use scs_common::proto::rpc::{HolderAddr, Message, Peer, Request, Response, StatusReport, Target, UploadSpec};
+use scs_common::{ContentHash, Error, Ino, Kind, Result, CHUNK_SIZE};
 
 use crate::discover::{Discovery, Heard, LeaderWatch};
 
@@ -245,23 +247,38 @@ impl Client {
         .await
     }
 
-    /// The entry of a name, or `None`.
-    pub async fn stat(&self, name: &str) -> Result<Option<Entry>> {
-        match self.call(Request::Stat { name: name.to_string() }).await? {
-            Response::Stored(e) => Ok(Some(e)),
+    /// A request answered with an inode or `Missing`.
+    async fn attr_or_missing(&self, req: Request) -> Result<Option<Inode>> {
+        match self.call(req).await? {
+            Response::Attr(i) => Ok(Some(i)),
             Response::Missing => Ok(None),
             other => Err(unexpected(&other)),
         }
     }
 
-    /// The children of a directory ("" = root).
-    pub async fn list(&self, dir: &str) -> Result<Vec<Entry>> {
-        let dir = dir.to_string();
+    /// The inode at a path ("" = the root), following symlinks on the way
+    /// and, with `follow`, at the end; `None` when the last component does
+    /// not exist.
+    pub async fn resolve(&self, path: &str, follow: bool) -> Result<Option<Inode>> {
+        self.attr_or_missing(Request::Resolve { path: path.to_string(), follow }).await
+    }
+
+    /// The inode `name` in directory `parent` leads to.
+    pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Option<Inode>> {
+        self.attr_or_missing(Request::Lookup { parent, name: name.to_string() }).await
+    }
+
+    /// An inode by number; `None` once it is gone.
+    pub async fn getattr(&self, ino: Ino) -> Result<Option<Inode>> {
+        self.attr_or_missing(Request::GetAttr { ino }).await
+    }
+
+    /// The children of a directory with their inodes, in name order.
+    pub async fn readdir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
         self.with_leader(|mut conn, _| {
-            let dir = dir.clone();
             Box::pin(async move {
                 let res = async {
-                    conn.send(&Message::Request(Request::List { dir })).await?;
+                    conn.send(&Message::Request(Request::ReadDir { dir })).await?;
                     let mut out = Vec::new();
                     loop {
                         match conn.recv_response().await? {
@@ -282,35 +299,211 @@ impl Client {
         .await
     }
 
-    pub async fn mkdir(&self, name: &str, mode: u32, parents: bool) -> Result<Entry> {
-        let req = Request::Mkdir { name: name.to_string(), mode, mtime_ns: now_ns(), parents };
-        match self.call_once_semantics(req, |e| matches!(e, Error::Exists(_)) && parents).await? {
-            Some(Response::Stored(e)) => Ok(e),
-            Some(other) => Err(unexpected(&other)),
-            None => self.stat(name).await?.ok_or_else(|| Error::NotFound(name.to_string())),
+    /// The directory at `path` and its children ("" = root); a path that
+    /// names anything else lists that one item, as `ls` does.
+    pub async fn list(&self, path: &str) -> Result<(Inode, Vec<DirEntry>)> {
+        let at = self.resolve(path, true).await?.ok_or_else(|| Error::NotFound(path.to_string()))?;
+        if !at.is_dir() {
+            let name = scs_common::name::base(path).to_string();
+            return Ok((at.clone(), vec![DirEntry { name, inode: at }]));
+        }
+        let children = self.readdir(at.ino).await?;
+        Ok((at, children))
+    }
+
+    /// The directory holding `path` and its last component.
+    ///
+    /// # Errors
+    /// `NotFound` or `NotDir` for the directory; `BadName` for the root.
+    pub async fn parent_of(&self, path: &str) -> Result<(Inode, String)> {
+        let base = scs_common::name::base(path);
+        if base.is_empty() {
+            return Err(Error::BadName("the root has no parent".into()));
+        }
+        let dir = scs_common::name::parent(path);
+        let parent = self.resolve(dir, true).await?.ok_or_else(|| Error::NotFound(dir.to_string()))?;
+        if !parent.is_dir() {
+            return Err(Error::NotDir(dir.to_string()));
+        }
+        Ok((parent, base.to_string()))
+    }
+
+    /// Makes a directory, symlink, FIFO, socket, device or empty file. A
+    /// retry that finds the name taken by an inode of that kind and owner
+    /// made in the meantime takes it as its own earlier success.
+    pub async fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Vec<Inode>> {
+        let req = Request::Make { parent, name: name.to_string(), node: node.clone() };
+        match self.call_once_semantics(req, |e| matches!(e, Error::Exists(_))).await? {
+            Some(r) => made(r),
+            None => match self.lookup(parent, name).await? {
+                Some(i) if i.kind == node.kind && i.uid == node.uid => Ok(vec![i]),
+                _ => Err(Error::Exists(name.to_string())),
+            },
         }
     }
 
-    /// Deletes a file (`expect` = `File`), an empty directory (`Dir`), or either.
-    pub async fn delete(&self, name: &str, expect: Option<Kind>) -> Result<()> {
-        let req = Request::Delete { name: name.to_string(), expect };
-        self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await.map(|_| ())
+    /// Makes the directory `path`; with `parents`, its missing ancestors
+    /// too and no error if it exists (mkdir -p).
+    pub async fn mkdir(&self, path: &str, mode: u32, parents: bool) -> Result<Inode> {
+        let node =
+            |mode| NewNode { kind: Kind::Dir, mode, uid: own_uid(), gid: own_gid(), rdev: 0, target: String::new() };
+        if !parents {
+            let (parent, name) = self.parent_of(path).await?;
+            return first(self.make(parent.ino, &name, &node(mode)).await?);
+        }
+        let mut at = self.resolve("", false).await?.ok_or_else(|| Error::Internal("no root".into()))?;
+        for (i, c) in path.split('/').filter(|c| !c.is_empty()).enumerate() {
+            at = match self.lookup(at.ino, c).await? {
+                Some(next) if next.is_dir() => next,
+                Some(next) if next.kind == Kind::Symlink => {
+                    let so_far: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).take(i + 1).collect();
+                    match self.resolve(&so_far.join("/"), true).await? {
+                        Some(d) if d.is_dir() => d,
+                        _ => return Err(Error::NotDir(c.to_string())),
+                    }
+                }
+                Some(_) => return Err(Error::NotDir(c.to_string())),
+                None => match self.make(at.ino, c, &node(mode)).await.and_then(first) {
+                    Ok(d) => d,
+                    // Made by someone else meanwhile: fine for mkdir -p.
+                    Err(Error::Exists(_)) => self
+                        .lookup(at.ino, c)
+                        .await?
+                        .filter(|d| d.is_dir())
+                        .ok_or_else(|| Error::NotDir(c.to_string()))?,
+                    Err(e) => return Err(e),
+                },
+            };
+        }
+        Ok(at)
     }
 
-    pub async fn rename(&self, from: &str, to: &str, replace: bool) -> Result<()> {
-        let req = Request::Rename { from: from.to_string(), to: to.to_string(), replace };
+    /// A new name `name` in `parent` for `ino` (link(2)).
+    pub async fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
+        let req = Request::Link { ino, parent, name: name.to_string() };
+        match self.call_once_semantics(req, |e| matches!(e, Error::Exists(_))).await? {
+            Some(r) => made(r),
+            None => match self.lookup(parent, name).await? {
+                Some(i) if i.ino == ino => Ok(vec![i]),
+                _ => Err(Error::Exists(name.to_string())),
+            },
+        }
+    }
+
+    /// Removes a name: unlink(2), rmdir(2), or either; every inode still
+    /// there the change touched (none when a retry found it done).
+    pub async fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
+        let req = Request::Remove { parent, name: name.to_string(), what };
         match self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await? {
-            Some(_) => Ok(()),
-            // A retry found the source gone: an earlier attempt moved it if the
-            // target is there now.
-            None if self.stat(to).await?.is_some() => Ok(()),
-            None => Err(Error::NotFound(from.to_string())),
+            Some(r) => made(r),
+            None => Ok(Vec::new()),
         }
     }
 
-    pub async fn setattr(&self, name: &str, mode: Option<u32>, mtime_ns: Option<i64>) -> Result<Entry> {
-        match self.call(Request::SetAttr { name: name.to_string(), mode, mtime_ns }).await? {
-            Response::Stored(e) => Ok(e),
+    /// Removes a file or an empty directory by path.
+    pub async fn delete(&self, path: &str, what: Removal) -> Result<()> {
+        let (parent, name) = self.parent_of(path).await?;
+        self.remove(parent.ino, &name, what).await.map(|_| ())
+    }
+
+    /// rename(2) and renameat2(2) flags.
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        mode: RenameMode,
+    ) -> Result<Vec<Inode>> {
+        let req = Request::Rename { parent, name: name.to_string(), new_parent, new_name: new_name.to_string(), mode };
+        match self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await? {
+            Some(r) => made(r),
+            // A retry found the source gone: an earlier attempt moved it if
+            // the target is there now.
+            None if self.lookup(new_parent, new_name).await?.is_some() => Ok(Vec::new()),
+            None => Err(Error::NotFound(name.to_string())),
+        }
+    }
+
+    /// Moves `from` to `to` by path; `to` naming a directory receives it, as
+    /// mv does, and missing directories on the way to `to` are made, as an
+    /// upload makes them.
+    pub async fn mv(&self, from: &str, to: &str) -> Result<()> {
+        let (src_parent, src_name) = self.parent_of(from).await?;
+        let Some(src) = self.lookup(src_parent.ino, &src_name).await? else {
+            return Err(Error::NotFound(from.to_string()));
+        };
+        // Refused before any directory on the way is made.
+        if src.is_dir() && scs_common::name::is_inside(to, from) {
+            return Err(Error::Invalid(format!("cannot move {from} into itself ({to})")));
+        }
+        let to_dir = scs_common::name::parent(to);
+        let mut dst_parent = self.mkdir(to_dir, 0o755, true).await?;
+        let mut dst_name = scs_common::name::base(to).to_string();
+        if let Some(d) = self.lookup(dst_parent.ino, &dst_name).await? {
+            let src = self.lookup(src_parent.ino, &src_name).await?;
+            if d.is_dir() && src.is_some_and(|s| s.ino != d.ino) {
+                dst_parent = d;
+                dst_name = src_name.clone();
+            }
+        }
+        self.rename(src_parent.ino, &src_name, dst_parent.ino, &dst_name, RenameMode::Replace).await.map(|_| ())
+    }
+
+    /// Changes mode, owner and times.
+    pub async fn set_attr(&self, ino: Ino, set: &SetAttrs) -> Result<Inode> {
+        match self.call(Request::SetAttr { ino, set: set.clone() }).await? {
+            Response::Attr(i) => Ok(i),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sets an extended attribute. A retried XATTR_CREATE that finds the
+    /// attribute with exactly this value takes it as its own.
+    pub async fn set_xattr(&self, ino: Ino, name: &str, value: &[u8], mode: XattrMode) -> Result<Inode> {
+        let req = Request::SetXattr { ino, name: name.to_string(), value: inode::Bytes(value.to_vec()), mode };
+        match self.call_once_semantics(req, |e| matches!(e, Error::Exists(_))).await? {
+            Some(Response::Attr(i)) => Ok(i),
+            Some(other) => Err(unexpected(&other)),
+            None => match self.getattr(ino).await? {
+                Some(i) if i.xattrs.get(name).is_some_and(|v| v.0 == value) => Ok(i),
+                _ => Err(Error::Exists(format!("attribute {name}"))),
+            },
+        }
+    }
+
+    /// Removes an extended attribute.
+    pub async fn remove_xattr(&self, ino: Ino, name: &str) -> Result<Inode> {
+        let req = Request::RemoveXattr { ino, name: name.to_string() };
+        match self.call_once_semantics(req, |e| matches!(e, Error::NoAttr(_))).await? {
+            Some(Response::Attr(i)) => Ok(i),
+            Some(other) => Err(unexpected(&other)),
+            None => self.getattr(ino).await?.ok_or_else(|| Error::NotFound(format!("inode {ino}"))),
+        }
+    }
+
+    /// `count` inode numbers for new files made later: the first, and how many.
+    pub async fn reserve_inodes(&self, count: u32) -> Result<(Ino, u32)> {
+        match self.call(Request::ReserveInodes { count }).await? {
+            Response::Inodes { first, count } => Ok((first, count)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// An advisory lock request (`Lock`, `Unlock`, `TestLock`, `KeepAlive`):
+    /// the leader's answer. Retrying one is safe: each is idempotent for its
+    /// session (a lock asked twice by one owner is granted once).
+    pub async fn lock_request(&self, req: Request) -> Result<LockAnswer> {
+        match self.call(req).await? {
+            Response::Lock(answer) => Ok(answer),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sets this mount's locks at the leader to `locks`: those refused.
+    pub async fn reclaim(&self, session: SessionId, locks: Vec<FileLock>) -> Result<Vec<FileLock>> {
+        match self.call(Request::Reclaim { session, locks }).await? {
+            Response::Reclaimed(refused) => Ok(refused),
             other => Err(unexpected(&other)),
         }
     }
@@ -390,43 +583,34 @@ impl Client {
         .await
     }
 
-    /// Uploads a local file to `remote`, returning the stored entry.
-    pub async fn upload_file(&self, local: &Path, remote: &str, progress: Progress<'_>) -> Result<Entry> {
+    /// Uploads a local file to the path `remote`, returning the stored inode.
+    pub async fn upload_file(&self, local: &Path, remote: &str, progress: Progress<'_>) -> Result<Inode> {
         let meta = std::fs::metadata(local).map_err(|e| Error::Io(format!("{}: {e}", local.display())))?;
         if meta.is_dir() {
             return Err(Error::IsDir(local.display().to_string()));
         }
         use std::os::unix::fs::MetadataExt;
-        let spec = UploadSpec {
-            name: remote.to_string(),
-            size: Some(meta.len()),
-            mode: meta.mode() & 0o7777,
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            exclusive: false,
-        };
+        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        let mut spec =
+            UploadSpec::new(Target::Path(remote.to_string()), Some(meta.len()), meta.mode() & 0o7777, mtime_ns);
+        spec.atime_ns = meta.atime() * 1_000_000_000 + meta.atime_nsec();
         let path = local.to_path_buf();
         self.upload(spec, move || std::fs::File::open(&path).map(|f| Box::new(f) as Box<dyn Read + Send>), progress)
             .await
     }
 
-    /// Uploads `spec.size` bytes read from `open()` (called again on each retry).
-    pub async fn upload<F>(&self, spec: UploadSpec, open: F, progress: Progress<'_>) -> Result<Entry>
+    /// Uploads `spec.size` bytes read from `open()` (called again on each
+    /// retry). Retries are safe: an upload to a path or inode only replaces
+    /// the content again, and one of a new file carries its inode number,
+    /// which the leader recognizes if an earlier attempt stored it.
+    pub async fn upload<F>(&self, spec: UploadSpec, open: F, progress: Progress<'_>) -> Result<Inode>
     where
         F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
     {
         let open = &open;
         let spec = &spec;
-        self.with_leader(|mut conn, maybe_applied| {
+        self.with_leader(|mut conn, _| {
             Box::pin(async move {
-                // A create (O_EXCL) whose answer was lost may have stored
-                // the file: then the name holds exactly our content.
-                if spec.exclusive && maybe_applied > 0 {
-                    match own_earlier_upload(&mut conn, spec, open).await {
-                        Ok(Some(e)) => return (Some(conn), Ok(e)),
-                        Ok(None) => {}
-                        Err(e) => return (None, Err(e)),
-                    }
-                }
                 let res = upload_once(&mut conn, spec, open, progress).await;
                 // After a failed stream the session may be mid-frame: do not reuse it.
                 let back = res.is_ok().then_some(conn);
@@ -475,14 +659,24 @@ impl Client {
         Ok(UploadStream { tx: Some(tx), task })
     }
 
-    /// Downloads `remote` to `sink`, checked against its hash.
-    pub async fn download(&self, remote: &str, sink: Sink, progress: Progress<'_>) -> Result<Entry> {
-        let remote = remote.to_string();
+    /// Downloads the file at path `remote` (following symlinks) to `sink`,
+    /// checked against its hash.
+    pub async fn download(&self, remote: &str, sink: Sink, progress: Progress<'_>) -> Result<Inode> {
+        let what = Request::Download { path: remote.to_string(), offset: 0, len: None };
+        self.download_with(what, sink, progress).await
+    }
+
+    /// Downloads the content of inode `ino` to `sink`, checked against its hash.
+    pub async fn download_ino(&self, ino: Ino, sink: Sink, progress: Progress<'_>) -> Result<Inode> {
+        self.download_with(Request::Read { ino, offset: 0, len: None }, sink, progress).await
+    }
+
+    async fn download_with(&self, req: Request, sink: Sink, progress: Progress<'_>) -> Result<Inode> {
         let sink = &sink;
+        let req = &req;
         let to_stdout = matches!(sink, Sink::Stdout);
         let written = &std::sync::atomic::AtomicBool::new(false);
         self.with_leader(|mut conn, _| {
-            let remote = remote.clone();
             Box::pin(async move {
                 // Bytes already on stdout cannot be taken back: no retry after them.
                 if to_stdout && written.load(std::sync::atomic::Ordering::Relaxed) {
@@ -492,12 +686,12 @@ impl Client {
                     Ok(o) => o,
                     Err(e) => return (Some(conn), Err(e)),
                 };
-                let res = self.fetch(&mut conn, &remote, 0, None, &mut out, progress).await;
+                let res = self.fetch(&mut conn, req.clone(), &mut out, progress).await;
                 if out.written() {
                     written.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 let res = match res {
-                    Ok(entry) => out.commit().map(|_| entry),
+                    Ok(inode) => out.commit().map(|_| inode),
                     Err(e) => Err(e),
                 };
                 (None, res)
@@ -506,22 +700,20 @@ impl Client {
         .await
     }
 
-    /// Reads `len` bytes of `name` from `offset` into memory (for the mount),
-    /// into `buf` (emptied first; a buffer used before needs no new pages).
-    pub async fn read(&self, name: &str, offset: u64, len: u64, buf: Vec<u8>) -> Result<(Entry, Vec<u8>)> {
-        let name = name.to_string();
+    /// Reads `len` bytes of inode `ino` from `offset` into memory (for the
+    /// mount), into `buf` (emptied first; a buffer used before needs no new pages).
+    pub async fn read(&self, ino: Ino, offset: u64, len: u64, buf: Vec<u8>) -> Result<(Inode, Vec<u8>)> {
         let mut buf = Some(buf);
         self.with_leader(|mut conn, _| {
-            let name = name.clone();
             let mut buf = buf.take().unwrap_or_default();
             buf.clear();
             buf.reserve(len.min(16 << 20) as usize);
             Box::pin(async move {
                 let mut out = Output::Memory(buf);
-                let res = self.fetch(&mut conn, &name, offset, Some(len), &mut out, None).await;
-                let res = res.map(|e| match &mut out {
-                    Output::Memory(v) => (e, std::mem::take(v)),
-                    _ => (e, Vec::new()),
+                let res = self.fetch(&mut conn, Request::Read { ino, offset, len: Some(len) }, &mut out, None).await;
+                let res = res.map(|i| match &mut out {
+                    Output::Memory(v) => (i, std::mem::take(v)),
+                    _ => (i, Vec::new()),
                 });
                 let back = res.is_ok().then_some(conn);
                 (back, res)
@@ -530,32 +722,35 @@ impl Client {
         .await
     }
 
-    /// Asks the leader for a range; follows a redirect to the holders.
+    /// Asks the leader for a range (`Download` or `Read`); follows a
+    /// redirect to the holders.
     async fn fetch(
         &self,
         conn: &mut Connection,
-        name: &str,
-        offset: u64,
-        len: Option<u64>,
+        req: Request,
         out: &mut Output,
         progress: Progress<'_>,
-    ) -> Result<Entry> {
-        conn.send(&Message::Request(Request::Download { name: name.to_string(), offset, len })).await?;
+    ) -> Result<Inode> {
+        let range = match &req {
+            Request::Download { offset, len, .. } | Request::Read { offset, len, .. } => (*offset, *len),
+            _ => (0, None),
+        };
+        conn.send(&Message::Request(req)).await?;
         match conn.recv_response().await? {
-            Response::Content { entry, offset, len } => {
-                let (key, version) = (entry.key(), entry.version);
-                match receive_content(conn, entry, offset, len, out, progress).await {
+            Response::Content { inode, offset, len } => {
+                let (ino, content) = (inode.ino, inode.content);
+                match receive_content(conn, inode, offset, len, out, progress).await {
                     Err(Error::Corrupt(m)) => {
                         // The leader re-checks its copy and moves it aside if bad;
                         // the retry is then sent to another holder.
-                        let _ = exchange(conn, Request::ReportCorrupt { key, version }).await;
+                        let _ = exchange(conn, Request::ReportCorrupt { ino, content }).await;
                         Err(Error::Unavailable(format!("{m}; trying another copy")))
                     }
                     other => other,
                 }
             }
-            Response::Redirect { entry, holders } => {
-                self.fetch_from_holders(entry, holders, offset, len, out, progress).await
+            Response::Redirect { inode, holders } => {
+                self.fetch_from_holders(inode, holders, range, out, progress).await
             }
             other => Err(unexpected(&other)),
         }
@@ -563,26 +758,25 @@ impl Client {
 
     async fn fetch_from_holders(
         &self,
-        entry: Entry,
+        inode: Inode,
         holders: Vec<HolderAddr>,
-        offset: u64,
-        len: Option<u64>,
+        (offset, len): (u64, Option<u64>),
         out: &mut Output,
         progress: Progress<'_>,
-    ) -> Result<Entry> {
-        let mut last = Error::Unavailable(format!("no holder of {} answered", entry.name));
+    ) -> Result<Inode> {
+        let mut last = Error::Unavailable(format!("no holder of inode {} answered", inode.ino));
         for h in holders {
             out.reset()?;
             let attempt = async {
                 let mut c = self.dial(&h.addr).await?;
-                let req = Request::ReadBlob { key: entry.key(), version: entry.version, offset, len };
+                let req = Request::ReadBlob { ino: inode.ino, content: inode.content, offset, len };
                 c.send(&Message::Request(req)).await?;
                 match c.recv_response().await? {
-                    Response::Content { entry, offset, len } => {
-                        let (key, version) = (entry.key(), entry.version);
-                        let res = receive_content(&mut c, entry, offset, len, out, progress).await;
+                    Response::Content { inode, offset, len } => {
+                        let (ino, content) = (inode.ino, inode.content);
+                        let res = receive_content(&mut c, inode, offset, len, out, progress).await;
                         if matches!(res, Err(Error::Corrupt(_))) {
-                            let _ = exchange(&mut c, Request::ReportCorrupt { key, version }).await;
+                            let _ = exchange(&mut c, Request::ReportCorrupt { ino, content }).await;
                         }
                         res
                     }
@@ -590,9 +784,9 @@ impl Client {
                 }
             };
             match attempt.await {
-                Ok(e) => return Ok(e),
+                Ok(i) => return Ok(i),
                 Err(e) => {
-                    log::info!("holder node {} could not serve {}: {e}", h.id, entry.name);
+                    log::info!("holder node {} could not serve inode {}: {e}", h.id, inode.ino);
                     last = e;
                 }
             }
@@ -603,6 +797,31 @@ impl Client {
             e => Err(Error::Unavailable(e.to_string())),
         }
     }
+}
+
+/// The inodes a namespace change touched, from its answer.
+fn made(r: Response) -> Result<Vec<Inode>> {
+    match r {
+        Response::Changed(touched) => Ok(touched),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The inode a change was for: the first it touched.
+fn first(touched: Vec<Inode>) -> Result<Inode> {
+    touched.into_iter().next().ok_or_else(|| Error::Protocol("a change touched no inode".into()))
+}
+
+/// The caller's user id: the owner of what the command line makes.
+pub fn own_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// The caller's group id.
+pub fn own_gid() -> u32 {
+    // SAFETY: getgid has no preconditions and cannot fail.
+    unsafe { libc::getgid() }
 }
 
 /// Why work on the leader at `peer` was dropped for the leader `now`.
@@ -640,41 +859,11 @@ pub fn now_ns() -> i64 {
 }
 
 /// One attempt at an upload on an open session.
-/// The entry of `spec.name` if it holds exactly the content `open()`
-/// gives (so an earlier attempt of this upload stored it).
-async fn own_earlier_upload<F>(conn: &mut Connection, spec: &UploadSpec, open: &F) -> Result<Option<Entry>>
+async fn upload_once<F>(conn: &mut Connection, spec: &UploadSpec, open: &F, progress: Progress<'_>) -> Result<Inode>
 where
     F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
 {
-    let stored = match exchange(conn, Request::Stat { name: spec.name.clone() }).await? {
-        Response::Stored(e) => e,
-        _ => return Ok(None),
-    };
-    if stored.kind != Kind::File || spec.size.is_some_and(|s| s != stored.size) {
-        return Ok(None);
-    }
-    let mut source = open().map_err(|e| Error::Io(format!("cannot read {}: {e}", spec.name)))?;
-    let hash = tokio::task::spawn_blocking(move || {
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            match fill(&mut source, &mut buf)? {
-                0 => return Ok::<_, std::io::Error>(ContentHash(hasher.finalize().into())),
-                n => hasher.update(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("hashing task: {e}")))?
-    .map_err(|e| Error::Io(format!("cannot read the file: {e}")))?;
-    Ok((hash == stored.hash).then_some(stored))
-}
-
-async fn upload_once<F>(conn: &mut Connection, spec: &UploadSpec, open: &F, progress: Progress<'_>) -> Result<Entry>
-where
-    F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
-{
-    let source = open().map_err(|e| Error::Io(format!("cannot read {}: {e}", spec.name)))?;
+    let source = open().map_err(|e| Error::Io(format!("cannot read the file for {}: {e}", spec.describe())))?;
     conn.send(&Message::Request(Request::Upload(spec.clone()))).await?;
     match conn.recv_response().await? {
         Response::Ready => {}
@@ -733,7 +922,7 @@ where
     let stored = conn.recv_response().await;
     conn.set_read_timeout(Some(READ_TIMEOUT));
     match stored? {
-        Response::Stored(e) => Ok(e),
+        Response::Attr(i) => Ok(i),
         other => Err(unexpected(&other)),
     }
 }
@@ -824,14 +1013,14 @@ impl Drop for TempPath {
 /// Receives a `Content` stream into `out`, checking its hash.
 async fn receive_content(
     conn: &mut Connection,
-    entry: Entry,
+    inode: Inode,
     offset: u64,
     len: u64,
     out: &mut Output,
     progress: Progress<'_>,
-) -> Result<Entry> {
+) -> Result<Inode> {
     // Whole reads are checked against the file's hash, end to end.
-    let whole = offset == 0 && len == entry.size;
+    let whole = offset == 0 && len == inode.size;
     let mut got = 0u64;
     if let Output::Memory(_) = out {
         let mut hasher = whole.then(Sha256::new);
@@ -842,7 +1031,7 @@ async fn receive_content(
             out.write(&b)?;
         }
         let hash = hasher.map(|h| ContentHash(h.finalize().into()));
-        return check_received(entry, got, len, hash);
+        return check_received(inode, got, len, hash);
     }
     // To a file or stdout: hashing and writing run on a thread of their own,
     // overlapped with receiving.
@@ -876,7 +1065,7 @@ async fn receive_content(
     *out = owned;
     received?;
     written?;
-    check_received(entry, got, len, hash)
+    check_received(inode, got, len, hash)
 }
 
 /// The next data chunk of a `Content` stream of `len` bytes, or `None` at its `End`.
@@ -897,14 +1086,14 @@ async fn next_data(conn: &mut Connection, got: &mut u64, len: u64, progress: Pro
 }
 
 /// The verdict on a received stream: complete, and for a whole read, intact.
-fn check_received(entry: Entry, got: u64, len: u64, hash: Option<ContentHash>) -> Result<Entry> {
+fn check_received(inode: Inode, got: u64, len: u64, hash: Option<ContentHash>) -> Result<Inode> {
     if got != len {
-        return Err(Error::Corrupt(format!("{} arrived short ({got} of {len} bytes)", entry.name)));
+        return Err(Error::Corrupt(format!("inode {} arrived short ({got} of {len} bytes)", inode.ino)));
     }
-    if hash.is_some_and(|h| h != entry.hash) {
-        return Err(Error::Corrupt(format!("{} does not match its stored hash", entry.name)));
+    if hash.is_some_and(|h| h != inode.hash) {
+        return Err(Error::Corrupt(format!("inode {} does not match its stored hash", inode.ino)));
     }
-    Ok(entry)
+    Ok(inode)
 }
 
 /// Reads until `buf` is full or the source ends; the number of bytes read.
@@ -925,7 +1114,7 @@ fn fill(source: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Dropping it unfinished abandons the upload: nothing is stored.
 pub struct UploadStream {
     tx: Option<mpsc::Sender<Push>>,
-    task: tokio::task::JoinHandle<Result<Entry>>,
+    task: tokio::task::JoinHandle<Result<Inode>>,
 }
 
 impl UploadStream {
@@ -943,7 +1132,7 @@ impl UploadStream {
     }
 
     /// Ends the stream and waits until the file is stored.
-    pub async fn finish(mut self) -> Result<Entry> {
+    pub async fn finish(mut self) -> Result<Inode> {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(Push::Finish).await;
         }
@@ -968,7 +1157,7 @@ enum Push {
 /// Sends pushed bytes as data frames, then `End`, then waits for `Stored`.
 /// If the writer goes away without `Finish`, the session is dropped without
 /// `End`, so the leader stores nothing.
-async fn stream_out(mut conn: Connection, mut rx: mpsc::Receiver<Push>) -> Result<Entry> {
+async fn stream_out(mut conn: Connection, mut rx: mpsc::Receiver<Push>) -> Result<Inode> {
     let mut hasher = Sha256::new();
     loop {
         match rx.recv().await {
@@ -988,7 +1177,7 @@ async fn stream_out(mut conn: Connection, mut rx: mpsc::Receiver<Push>) -> Resul
     // The nodes fsync before answering: give big files time.
     conn.set_read_timeout(Some(STORE_TIMEOUT));
     match conn.recv_response().await? {
-        Response::Stored(e) => Ok(e),
+        Response::Attr(i) => Ok(i),
         other => Err(unexpected(&other)),
     }
 }

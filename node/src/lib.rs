@@ -4,7 +4,10 @@
 //! - [`cluster`]: the bully election as a pure state machine
 //!   ([`cluster::election`]) and the async driver that runs it over multicast.
 //! - [`view`]: the cluster picture the driver publishes for everyone else.
-//! - [`node`]: the state all tasks share, and the fence on incoming writes.
+//! - [`node`]: the state all tasks share (behind methods), and the fence on
+//!   incoming writes.
+//! - [`link`]: what the driver and the rest of the node share (requests to
+//!   the driver, the lease, health figures), so neither imports the other.
 //! - [`net`]: the TCP accept loop and the request handler.
 //! - [`leader`]: what the leader does: uploads with pipelined fan-out and
 //!   namespace changes, each committed on a majority.
@@ -13,10 +16,12 @@
 //! - [`store`]: blobs on disk and the redb index; the only code that knows paths.
 //! - [`transfer`]: overlapping disk and network for file bytes.
 //! - [`peers`]: pooled authenticated connections to other nodes.
-//! - [`repair`]: re-replication, index anti-entropy, tombstone purge, scrub.
+//! - [`repair`]: re-replication, index anti-entropy, tombstone purge, the
+//!   namespace audit, scrub.
 
 pub mod cluster;
 pub mod leader;
+pub mod link;
 pub mod net;
 pub mod node;
 pub mod peers;
@@ -38,9 +43,10 @@ use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::Role;
 use scs_common::{Error, Result, Term};
 
-use crate::cluster::driver::{Driver, Lease};
+use crate::cluster::driver::Driver;
 use crate::leader::LeaderState;
-use crate::node::{DriverLink, Health, Node};
+use crate::link::{Health, Lease};
+use crate::node::{DriverLink, Node};
 use crate::store::Store;
 use crate::view::ClusterView;
 
@@ -116,6 +122,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     tasks.spawn(repair::replicas(node.clone()));
     tasks.spawn(repair::anti_entropy(node.clone()));
     tasks.spawn(repair::tombstones(node.clone()));
+    tasks.spawn(repair::namespace(node.clone()));
     tasks.spawn(repair::scrub(node.clone()));
 
     shutdown.cancelled().await;
@@ -128,21 +135,20 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
 /// Follows role changes: sets up and tears down the leader state, starts a
 /// new leader's catch-up, and reports readiness once.
 async fn roles(node: Arc<Node>, ready: impl FnOnce() + Send + 'static) {
-    let mut rx = node.view.clone();
+    let mut rx = node.view_changes();
     let mut led: Option<Term> = None;
     let mut ready = Some(ready);
     loop {
         let v = rx.borrow_and_update().clone();
         if v.role == Role::Leader && led != Some(v.term) {
             led = Some(v.term);
-            node.record_lead(v.term).await;
             let state = Arc::new(LeaderState::new(v.term));
-            *node.leader.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
+            node.set_leader_state(Some(state.clone()));
             log::info!("node {}: leading term {}; catching up from a majority before serving", node.me(), v.term);
             tokio::spawn(sync::lead(node.clone(), state));
         } else if v.role != Role::Leader && led.is_some() {
             led = None;
-            *node.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            node.set_leader_state(None);
         }
         if v.leader.is_some() && (v.role != Role::Leader || v.ready) {
             if let Some(f) = ready.take() {
@@ -150,7 +156,7 @@ async fn roles(node: Arc<Node>, ready: impl FnOnce() + Send + 'static) {
             }
         }
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             r = rx.changed() => if r.is_err() { return },
         }
     }

@@ -10,51 +10,32 @@ use tokio_util::sync::CancellationToken;
 use scs_common::auth::ClusterKey;
 use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::Role;
-use scs_common::{Entry, Error, Key, NodeId, Result, Term, Version};
+use scs_common::{Error, Key, NodeId, Record, Result, Term, Version};
 
-use crate::cluster::driver::Lease;
-use crate::leader::LeaderState;
+use crate::leader::state::LeaderState;
+use crate::link::{Control, Health, Lease};
 use crate::peers::Peers;
 use crate::store::{Applied, Store};
 use crate::view::ClusterView;
 
-/// Requests from the rest of the node to the election driver.
-#[derive(Debug)]
-pub enum Control {
-    /// A TCP request from `leader` claiming `term`: may we accept it?
-    Claim { term: Term, leader: NodeId, reply: oneshot::Sender<bool> },
-    /// Caught up with the current leader: eligible to lead.
-    CaughtUp,
-    /// As leader of `term`: caught up from a majority, ready to serve.
-    Ready { term: Term },
-}
-
-/// Figures the background loops keep for heartbeats and `scs status`.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// As leader: files with fewer live copies than `replicas`.
-    pub under_replicated: std::sync::atomic::AtomicU64,
-}
-
 pub struct Node {
-    pub cfg: NodeConfig,
-    pub key: ClusterKey,
-    pub store: Arc<Store>,
-    pub peers: Peers,
-    pub view: watch::Receiver<ClusterView>,
-    pub control: mpsc::Sender<Control>,
-    pub shutdown: CancellationToken,
+    cfg: NodeConfig,
+    key: ClusterKey,
+    store: Arc<Store>,
+    peers: Peers,
+    view: watch::Receiver<ClusterView>,
+    control: mpsc::Sender<Control>,
+    shutdown: CancellationToken,
     /// Commits hold it shared; a `Pull` takes it exclusively for an instant
     /// after raising the term, so no commit from an older term lands after
     /// the pull has looked (see [`Node::fence_barrier`]).
     commit_gate: RwLock<()>,
     /// Valid while the driver keeps confirming our quorum.
     lease: Arc<Lease>,
-    pub health: Arc<Health>,
+    health: Arc<Health>,
     /// Terms this node has led (kept in the store too).
-    led_terms: std::sync::Mutex<std::collections::BTreeSet<Term>>,
     /// Present while this node leads; versions and in-flight writes.
-    pub leader: std::sync::Mutex<Option<Arc<LeaderState>>>,
+    leader: std::sync::Mutex<Option<Arc<LeaderState>>>,
 }
 
 /// What the rest of the node holds of the election driver.
@@ -75,7 +56,6 @@ impl Node {
     ) -> Node {
         let peers = Peers::new(key.clone(), cfg.id);
         let DriverLink { view, control, lease } = link;
-        let led_terms = std::sync::Mutex::new(store.led_terms().unwrap_or_default().into_iter().collect());
         Node {
             cfg,
             key,
@@ -87,7 +67,6 @@ impl Node {
             lease,
             health,
             commit_gate: RwLock::new(()),
-            led_terms,
             leader: std::sync::Mutex::new(None),
         }
     }
@@ -96,18 +75,49 @@ impl Node {
         self.cfg.id
     }
 
-    /// Records that this node leads `term`, in the store too, before it
-    /// serves a write in it.
-    pub async fn record_lead(&self, term: Term) {
-        self.led_terms.lock().unwrap_or_else(|p| p.into_inner()).insert(term);
-        if let Err(e) = self.blocking(move |s| s.add_led_term(term)).await {
-            log::warn!("node {}: cannot record that it leads term {term}: {e}", self.me());
-        }
+    /// The node's configuration.
+    pub fn cfg(&self) -> &NodeConfig {
+        &self.cfg
     }
 
-    /// Whether this node led `term`.
-    pub fn led(&self, term: Term) -> bool {
-        self.led_terms.lock().unwrap_or_else(|p| p.into_inner()).contains(&term)
+    /// The cluster key sessions are opened with.
+    pub fn key(&self) -> &ClusterKey {
+        &self.key
+    }
+
+    /// Blobs and the index.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Pooled sessions to the other nodes.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Cancelled when the node shuts down: every loop ends on it.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Figures the background loops keep.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// A receiver of every new cluster view (to wait for a change).
+    pub fn view_changes(&self) -> watch::Receiver<ClusterView> {
+        self.view.clone()
+    }
+
+    /// Tells the election driver something (caught up, ready to serve).
+    pub async fn tell_driver(&self, c: Control) {
+        let _ = self.control.send(c).await;
+    }
+
+    /// Starts or ends this node's leadership state (`None`: not leading).
+    pub fn set_leader_state(&self, state: Option<Arc<LeaderState>>) {
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
     /// A copy of the current cluster view.
@@ -177,13 +187,13 @@ impl Node {
         }
     }
 
-    /// Commits entries from `leader` of `term` (or from ourselves as leader),
+    /// Commits records from `leader` of `term` (or from ourselves as leader),
     /// refusing if that term has been superseded meanwhile.
     pub async fn commit(
         &self,
         term: Term,
         leader: NodeId,
-        entries: Vec<Entry>,
+        records: Vec<Record>,
         written: Vec<(Key, Version)>,
     ) -> Result<Applied> {
         let _shared = self.commit_gate.read().await;
@@ -194,7 +204,7 @@ impl Node {
             }
         }
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.apply(&entries, &written))
+        tokio::task::spawn_blocking(move || store.apply(&records, &written))
             .await
             .map_err(|e| Error::Internal(format!("commit task: {e}")))?
     }

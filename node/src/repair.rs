@@ -9,7 +9,9 @@
 //!   live one, as it fetches anything it should keep but lacks ([`crate::sync`]).
 //! - [`anti_entropy`] (followers): compares 256 bucket digests of its index
 //!   with the leader's, and for a bucket that differs exchanges (key,
-//!   version) lists and only the entries one side lacks, both ways.
+//!   version) lists: it takes what it lacks, withdraws what it has of an
+//!   earlier term that the leader lacks (a change that never reached a
+//!   majority), and offers the rest.
 //! - [`tombstones`] (leader): when every configured node is up and every
 //!   index digest matches, old tombstones are purged everywhere.
 //! - [`scrub`] (every node): re-hashes each blob at a bounded rate; a bad
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scs_common::proto::rpc::{Request, Response};
-use scs_common::{Entry, Error, Key, NodeId, Result, Version};
+use scs_common::{Error, Inode, Key, NodeId, Record, Result, Version};
 
 use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
 use crate::node::Node;
@@ -57,13 +59,13 @@ fn has_room(view: &ClusterView, id: NodeId) -> bool {
 pub async fn replicas(node: Arc<Node>) {
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             _ = tokio::time::sleep(REPLICA_INTERVAL) => {}
         }
         let Ok(state) = node.writable() else { continue };
         match replica_round(&node, &state).await {
             Ok((under, repaired)) => {
-                node.health.under_replicated.store(under, Ordering::Relaxed);
+                node.health().under_replicated.store(under, Ordering::Relaxed);
                 if repaired > 0 {
                     log::info!("node {}: gave {repaired} file(s) new holders ({under} below target)", node.me());
                 }
@@ -78,8 +80,8 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
     let view = node.view();
     let now = Instant::now();
     let me = node.me();
-    let target = node.cfg.replicas as usize;
-    let delay = node.cfg.repair_delay;
+    let target = node.cfg().replicas as usize;
+    let delay = node.cfg().repair_delay;
     // A holder counts as gone once it has been down longer than repair_delay
     // (members never heard from since we lead: counted from then).
     let gone = |id: NodeId| -> bool {
@@ -98,9 +100,9 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
     let mut repaired = 0usize;
     let mut after: Option<Key> = None;
     loop {
-        let page = node.blocking(move |s| s.live_files(after, PAGE)).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key());
+        let (page, last) = node.blocking(move |s| s.live_files(after, PAGE)).await?;
+        let Some(last) = last else { break };
+        after = Some(last);
         let full = page.len() < PAGE;
         for entry in page {
             let live_copies = entry.holders.iter().filter(|h| alive(**h)).count();
@@ -114,8 +116,8 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
                 continue;
             }
             let mut spare: Vec<(u64, NodeId)> = Vec::new();
-            if !entry.holders.contains(&me) && node.store.has_room_for(&entry.key())? {
-                spare.push((node.store.files(), me));
+            if !entry.holders.contains(&me) && node.store().has_room_for(entry.ino)? {
+                spare.push((node.store().files(), me));
             }
             for (id, m) in view.alive_others() {
                 if !entry.holders.contains(&id) && has_room(&view, id) {
@@ -145,21 +147,21 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
     Ok((under, repaired))
 }
 
-/// Commits a new version of `entry` with `holders`, if the entry has not
-/// changed meanwhile. The new holders fetch the blob on their own.
-async fn give_holders(node: &Arc<Node>, state: &Arc<LeaderState>, entry: &Entry, holders: Vec<NodeId>) -> Result<bool> {
+/// Commits a new version of inode `entry` with `holders`, if the inode has
+/// not changed meanwhile. The new holders fetch the blob on their own.
+async fn give_holders(node: &Arc<Node>, state: &Arc<LeaderState>, entry: &Inode, holders: Vec<NodeId>) -> Result<bool> {
     let ns = state.ns.lock().await;
     let key = entry.key();
     if state.is_uploading(&key) {
         return Ok(false);
     }
-    let current = node.blocking(move |s| s.entry(&key)).await?;
-    if current.as_ref().map(|e| e.version) != Some(entry.version) {
+    let current = node.blocking(move |s| s.record(&key)).await?;
+    if current.as_ref().map(Record::version) != Some(entry.version) {
         return Ok(false);
     }
-    log::debug!("node {}: {:?} now kept by {holders:?} (was {:?})", node.me(), entry.name, entry.holders);
+    log::debug!("node {}: inode {} now kept by {holders:?} (was {:?})", node.me(), entry.ino, entry.holders);
     let mut batch = Batch::new(state);
-    batch.push(Entry { holders, ..entry.clone() });
+    batch.push(Record::Inode(Inode { holders, ..entry.clone() }));
     commit_and_spread(node, state, batch, ns).await?;
     Ok(true)
 }
@@ -169,7 +171,7 @@ pub async fn anti_entropy(node: Arc<Node>) {
     let me = node.me();
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             _ = tokio::time::sleep(ENTROPY_INTERVAL) => {}
         }
         let view = node.view();
@@ -189,7 +191,7 @@ pub async fn anti_entropy(node: Arc<Node>) {
 }
 
 async fn call(node: &Node, addr: &str, req: Request) -> Result<Response> {
-    tokio::time::timeout(Duration::from_secs(30), node.peers.call(addr, &req))
+    tokio::time::timeout(Duration::from_secs(30), node.peers().call(addr, &req))
         .await
         .map_err(|_| Error::Unavailable(format!("{addr} did not answer")))?
 }
@@ -218,10 +220,13 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
             if their_versions.get(k).is_some_and(|t| t >= v) {
                 continue;
             }
-            // Newer here than at the (caught-up) leader, from a term this node
-            // led and lost: a write that never reached a majority, whose client
-            // was told it failed. Withdraw it and take the leader's word.
-            if v.term < current && node.led(v.term) {
+            // Newer here than at the (caught-up) leader, from an earlier term:
+            // a write that never reached a majority (the leader caught up from
+            // a majority, so it has every one that did), whose client was told
+            // it failed. Withdraw it and take the leader's word: handed to the
+            // leader now, it would land after later changes it was never
+            // checked against (a directory moved into one it contains, say).
+            if v.term < current {
                 let (k, v) = (*k, *v);
                 if node.blocking(move |s| s.withdraw(&k, v)).await? {
                     log::info!("node {}: withdrew an unacknowledged entry of term {}", node.me(), v.term);
@@ -234,26 +239,96 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
             give.push(*k);
         }
         for keys in need.chunks(500) {
-            if let Response::Entries(entries) = call(node, addr, Request::EntriesFor { keys: keys.to_vec() }).await? {
-                got += entries.len();
-                node.blocking(move |s| s.apply(&entries, &[])).await?;
+            if let Response::Records(records) = call(node, addr, Request::RecordsFor { keys: keys.to_vec() }).await? {
+                got += records.len();
+                node.blocking(move |s| s.apply(&records, &[])).await?;
             }
         }
         for keys in give.chunks(500) {
             let keys = keys.to_vec();
-            let entries = node.blocking(move |s| s.entries_for(&keys)).await?;
-            gave += entries.len();
-            call(node, addr, Request::Offer { entries }).await?;
+            let records = node.blocking(move |s| s.records_for(&keys)).await?;
+            gave += records.len();
+            call(node, addr, Request::Offer { records }).await?;
         }
     }
     Ok((got, gave))
+}
+
+/// How often the leader audits the namespace.
+const AUDIT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The leader's loop repairing the namespace (see `store::audit`): an inode
+/// no name leads to is removed, a link count is set to the number of names,
+/// a name that leads nowhere (or a directory's second name) goes. Only what
+/// two audits in a row found unchanged is repaired, so a change whose
+/// records are still arriving is left alone.
+pub async fn namespace(node: Arc<Node>) {
+    let mut suspects: HashMap<Key, Version> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = node.shutdown().cancelled() => return,
+            _ = tokio::time::sleep(AUDIT_INTERVAL) => {}
+        }
+        let Ok(state) = node.writable() else {
+            suspects.clear();
+            continue;
+        };
+        match audit_round(&node, &state, &mut suspects).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("node {}: repaired {n} namespace record(s) left inconsistent by a merge", node.me()),
+            Err(e) => log::info!("node {}: namespace audit stopped: {e}", node.me()),
+        }
+    }
+}
+
+async fn audit_round(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    suspects: &mut HashMap<Key, Version>,
+) -> Result<usize> {
+    let audit = node.blocking(|s| s.audit()).await?;
+    let now = now_ns();
+    let mut fixes: Vec<(Key, Version, Record)> = Vec::new();
+    for i in audit.orphans {
+        fixes.push((i.key(), i.version, Record::Inode(i.tombstone(now))));
+    }
+    for (i, names) in audit.miscounted {
+        let fixed = Inode { nlink: names, ctime_ns: now, ..i.clone() };
+        fixes.push((i.key(), i.version, Record::Inode(fixed)));
+    }
+    for d in audit.stray_names {
+        let gone = scs_common::Dentry { deleted: true, child: scs_common::Ino::NONE, stamp_ns: now, ..d.clone() };
+        fixes.push((d.key(), d.version, Record::Dentry(gone)));
+    }
+    let found: HashMap<Key, Version> = fixes.iter().map(|(k, v, _)| (*k, *v)).collect();
+    let confirmed: Vec<Record> =
+        fixes.into_iter().filter(|(k, v, _)| suspects.get(k) == Some(v)).map(|(_, _, r)| r).collect();
+    *suspects = found;
+    if confirmed.is_empty() {
+        return Ok(0);
+    }
+    let ns = state.ns.lock().await;
+    let mut batch = Batch::new(state);
+    for r in confirmed {
+        // Changed since the audit: left for the next one.
+        let current = node.store().record(&r.key())?.map(|c| c.version());
+        if current == suspects.get(&r.key()).copied() {
+            log::info!("node {}: namespace audit: {}", node.me(), r.describe());
+            batch.push(r);
+        }
+    }
+    let n = batch.records.len();
+    if n > 0 {
+        commit_and_spread(node, state, batch, ns).await?;
+    }
+    Ok(n)
 }
 
 /// The leader's loop purging tombstones every node has.
 pub async fn tombstones(node: Arc<Node>) {
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             _ = tokio::time::sleep(TOMBSTONE_INTERVAL) => {}
         }
         let Ok(state) = node.writable() else { continue };
@@ -268,10 +343,10 @@ pub async fn tombstones(node: Arc<Node>) {
 async fn purge_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<usize> {
     let view = node.view();
     let others: Vec<String> = view.alive_others().map(|(_, m)| m.info.addr.clone()).collect();
-    if others.len() + 1 < node.cfg.cluster_size as usize {
+    if others.len() + 1 < node.cfg().cluster_size as usize {
         return Err(Error::Unavailable("not every node is up".into()));
     }
-    let before = now_ns() - node.cfg.tombstone_ttl.as_nanos() as i64;
+    let before = now_ns() - node.cfg().tombstone_ttl.as_nanos() as i64;
     let items = node.blocking(move |s| s.old_tombstones(before, 1000)).await?;
     if items.is_empty() {
         return Ok(0);
@@ -294,25 +369,28 @@ async fn purge_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<usize
 
 /// Every node's scrub: re-hash held blobs at `scrub_bytes_per_sec`.
 pub async fn scrub(node: Arc<Node>) {
-    let rate = node.cfg.scrub_bytes_per_sec;
+    let rate = node.cfg().scrub_bytes_per_sec;
     if rate == 0 {
         return;
     }
     let me = node.me();
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(node.cfg.scrub_interval) => {}
+            _ = node.shutdown().cancelled() => return,
+            _ = tokio::time::sleep(node.cfg().scrub_interval) => {}
         }
         let started = Instant::now();
         let Ok(blobs) = node.blocking(|s| s.held_blobs()).await else { continue };
         let (mut checked, mut bad, mut bytes) = (0usize, 0usize, 0u64);
         for (key, version) in blobs {
-            if node.shutdown.is_cancelled() {
+            if node.shutdown().is_cancelled() {
                 return;
             }
             let t = Instant::now();
-            let size = node.blocking(move |s| Ok(s.entry(&key)?.map(|e| e.size).unwrap_or(0))).await.unwrap_or(0);
+            let size = node
+                .blocking(move |s| Ok(s.live_content(&key, version)?.map(|i| i.size).unwrap_or(0)))
+                .await
+                .unwrap_or(0);
             match node.blocking(move |s| s.check_blob(&key, version)).await {
                 Ok(true) => {}
                 Ok(false) => {
@@ -326,7 +404,7 @@ pub async fn scrub(node: Arc<Node>) {
             // Keep to the rate: a blob of `size` bytes buys size/rate seconds.
             let budget = Duration::from_secs_f64(size as f64 / rate as f64);
             tokio::select! {
-                _ = node.shutdown.cancelled() => return,
+                _ = node.shutdown().cancelled() => return,
                 _ = tokio::time::sleep(budget.saturating_sub(t.elapsed())) => {}
             }
         }

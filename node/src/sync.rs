@@ -1,7 +1,7 @@
 //! Catching up (DESIGN sections 3 and 5): a new leader pulls what it lacks
 //! from a majority before it serves; every other node pulls from the leader
 //! every second, and every node fetches the blobs it should keep but lacks.
-//! Entries carry versions and applying one is idempotent (the highest
+//! Records carry versions and applying one is idempotent (the highest
 //! version wins), so a pull can be repeated or overlap live replication.
 
 use std::sync::Arc;
@@ -12,13 +12,14 @@ use tokio::task::JoinSet;
 use scs_common::conn::Connection;
 use scs_common::proto::gossip::Role;
 use scs_common::proto::rpc::{Message, Request, Response};
-use scs_common::{Entry, Error, NodeId, Result, Term, Version};
+use scs_common::{Error, Ino, Inode, Key, NodeId, Record, Result, Term, Version};
 
-use crate::leader::LeaderState;
-use crate::node::{Control, Node};
+use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
+use crate::link::Control;
+use crate::node::Node;
 use crate::transfer::BlobSink;
 
-/// Entries per `Pulled` batch.
+/// Records per `Pulled` batch.
 const PULL_BATCH: usize = 500;
 /// How often a follower pulls from its leader.
 const SYNC_INTERVAL: Duration = Duration::from_millis(1000);
@@ -50,39 +51,41 @@ pub async fn serve_pull(
         Some(state) if view.role == Role::Leader && view.ready && state.term == view.term => state.safe_watermark(),
         _ => Version::ZERO,
     };
-    let mut cursor = since;
+    // Pages go by (version, key): records an upgrade made from one entry
+    // of format 1 share its version.
+    let mut cursor = (since, Key([0xff; 32]));
     loop {
-        let batch = node.blocking(move |s| s.since(cursor, PULL_BATCH)).await?;
+        let batch = node.blocking(move |s| s.after(cursor, PULL_BATCH)).await?;
         let more = batch.len() == PULL_BATCH;
         if let Some(last) = batch.last() {
-            cursor = last.version;
+            cursor = (last.version(), last.key());
         }
-        conn.send_response(Response::Pulled { entries: batch, more, watermark }).await?;
+        conn.send_response(Response::Pulled { records: batch, more, watermark }).await?;
         if !more {
             return Ok(());
         }
     }
 }
 
-/// Pulls every entry newer than `since` from the node at `addr` and applies
-/// it here. Returns how many entries were new and the sender's watermark.
+/// Pulls every record newer than `since` from the node at `addr` and applies
+/// it here. Returns how many records were new and the sender's watermark.
 pub async fn pull_from(
     node: &Arc<Node>,
     addr: &str,
     since: Version,
     fence: Option<(Term, NodeId)>,
 ) -> Result<(usize, Version)> {
-    let mut conn = node.peers.get(addr).await?;
+    let mut conn = node.peers().get(addr).await?;
     conn.send(&Message::Request(Request::Pull { since, fence })).await?;
     let mut applied = 0;
     loop {
         match conn.recv_response().await? {
-            Response::Pulled { entries, more, watermark } => {
-                if !entries.is_empty() {
-                    applied += node.blocking(move |s| s.apply(&entries, &[])).await?.applied;
+            Response::Pulled { records, more, watermark } => {
+                if !records.is_empty() {
+                    applied += node.blocking(move |s| s.apply(&records, &[])).await?.applied;
                 }
                 if !more {
-                    node.peers.put(addr, conn);
+                    node.peers().put(addr, conn);
                     return Ok((applied, watermark));
                 }
             }
@@ -95,11 +98,11 @@ pub async fn pull_from(
 /// itself) has answered, then tell the driver it is ready to serve.
 pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
     let me = node.me();
-    let need = node.cfg.majority();
+    let need = node.cfg().majority();
     let mut attempt = 0u32;
     loop {
         let v = node.view();
-        if v.role != Role::Leader || v.term != state.term || node.shutdown.is_cancelled() {
+        if v.role != Role::Leader || v.term != state.term || node.shutdown().is_cancelled() {
             return;
         }
         let since = node.blocking(|s| s.watermark()).await.unwrap_or(Version::ZERO);
@@ -123,18 +126,29 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
                 Err(e) => log::warn!("node {me}: catch-up task failed: {e}"),
             }
         }
-        crate::leader::detach(set);
+        // The rest are not waited for, nor applied late: a majority has
+        // every change that reached one, and what only the others have
+        // never did (anti-entropy withdraws it there).
+        set.abort_all();
         if answered >= need {
             // Everything a majority had is here now: the new watermark.
             if let Ok(max) = node.blocking(|s| s.max_version()).await {
                 let _ = node.blocking(move |s| s.set_watermark(max)).await;
             }
+            // A new cluster gets its root from its first leader.
+            if let Err(e) = make_root(&node, &state).await {
+                log::info!("node {me}: cannot make the root directory yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             log::info!(
-                "node {me}: leader of term {} caught up ({pulled} entries from {} nodes); serving",
+                "node {me}: leader of term {} caught up ({pulled} records from {} nodes); serving",
                 state.term,
                 answered - 1
             );
-            let _ = node.control.send(Control::Ready { term: state.term }).await;
+            // Mounts may reclaim their locks from now on, before anyone else takes them.
+            state.locks().serve(std::time::Instant::now());
+            node.tell_driver(Control::Ready { term: state.term }).await;
             return;
         }
         attempt += 1;
@@ -148,11 +162,24 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
     }
 }
 
-/// The background loop of every node: follow the leader's entries, fetch
+/// Commits the root directory if the cluster has none yet (it is new).
+async fn make_root(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<()> {
+    let ns = state.ns.lock().await;
+    if node.store().inode_record(Ino::ROOT)?.is_some() {
+        return Ok(());
+    }
+    let mut batch = Batch::new(state);
+    batch.push(Record::Inode(crate::store::new_root(now_ns())));
+    commit_and_spread(node, state, batch, ns).await?;
+    log::info!("node {}: made the root directory of a new cluster", node.me());
+    Ok(())
+}
+
+/// The background loop of every node: follow the leader's records, fetch
 /// wanted blobs, and say when caught up with a new leader.
 pub async fn follow(node: Arc<Node>) {
     let me = node.me();
-    let mut view_rx = node.view.clone();
+    let mut view_rx = node.view_changes();
     let mut caught_up_with: Option<(Term, NodeId)> = None;
     let mut failures = 0u32;
     loop {
@@ -162,12 +189,12 @@ pub async fn follow(node: Arc<Node>) {
         // One borrow: a second one while the first is held deadlocks the
         // moment the driver starts publishing in between.
         let seen = {
-            let v = node.view.borrow();
+            let v = view_rx.borrow();
             (v.term, v.leader)
         };
         loop {
             tokio::select! {
-                _ = node.shutdown.cancelled() => return,
+                _ = node.shutdown().cancelled() => return,
                 _ = tokio::time::sleep_until(deadline) => break,
                 r = view_rx.changed() => {
                     if r.is_err() {
@@ -187,7 +214,7 @@ pub async fn follow(node: Arc<Node>) {
                 Ok((n, watermark)) => {
                     failures = 0;
                     if n > 0 {
-                        log::debug!("node {me}: pulled {n} entries from leader {leader}");
+                        log::debug!("node {me}: pulled {n} records from leader {leader}");
                     }
                     // Only a leader's watermark vouches for completeness.
                     if watermark > since {
@@ -196,7 +223,7 @@ pub async fn follow(node: Arc<Node>) {
                     if caught_up_with != Some((v.term, leader)) {
                         caught_up_with = Some((v.term, leader));
                         log::info!("node {me}: caught up with leader {leader} (term {})", v.term);
-                        let _ = node.control.send(Control::CaughtUp).await;
+                        node.tell_driver(Control::CaughtUp).await;
                     }
                 }
                 Err(e) => {
@@ -215,10 +242,10 @@ pub async fn follow(node: Arc<Node>) {
 pub async fn fetcher(node: Arc<Node>) {
     loop {
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             _ = tokio::time::sleep(SYNC_INTERVAL) => {}
         }
-        if node.store.wanted_count() > 0 {
+        if node.store().wanted_count() > 0 {
             fetch_wanted(&node).await;
         }
     }
@@ -234,12 +261,12 @@ pub async fn fetch_wanted(node: &Arc<Node>) {
         }
     };
     for entry in wanted {
-        if node.shutdown.is_cancelled() {
+        if node.shutdown().is_cancelled() {
             return;
         }
         let started = std::time::Instant::now();
         if let Err(e) = fetch_one(node, &entry).await {
-            log::debug!("node {}: cannot fetch {:?} yet: {e}", node.me(), entry.name);
+            log::debug!("node {}: cannot fetch the content of inode {} yet: {e}", node.me(), entry.ino);
             continue;
         }
         // Repairs are paced so that clients keep their speed.
@@ -248,8 +275,8 @@ pub async fn fetch_wanted(node: &Arc<Node>) {
     }
 }
 
-async fn fetch_one(node: &Arc<Node>, entry: &Entry) -> Result<()> {
-    // The same content may be at hand locally (a rename applied in two batches).
+async fn fetch_one(node: &Arc<Node>, entry: &Inode) -> Result<()> {
+    // The same content may be at hand locally (released a moment ago).
     let local = entry.clone();
     if node.blocking(move |s| s.place_from_local(&local)).await? {
         return Ok(());
@@ -262,7 +289,7 @@ async fn fetch_one(node: &Arc<Node>, entry: &Entry) -> Result<()> {
         };
         match fetch_from(node, &addr, entry).await {
             Ok(()) => {
-                log::debug!("node {}: fetched {:?} from node {holder}", node.me(), entry.name);
+                log::debug!("node {}: fetched inode {} from node {holder}", node.me(), entry.ino);
                 return Ok(());
             }
             Err(e) => last = e,
@@ -271,27 +298,27 @@ async fn fetch_one(node: &Arc<Node>, entry: &Entry) -> Result<()> {
     Err(last)
 }
 
-async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Entry) -> Result<()> {
-    let mut conn = node.peers.dial(addr).await?;
-    let key = entry.key();
-    conn.send(&Message::Request(Request::ReadBlob { key, version: entry.version, offset: 0, len: None })).await?;
+async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Inode) -> Result<()> {
+    let mut conn = node.peers().dial(addr).await?;
+    let (key, ino, content) = (entry.key(), entry.ino, entry.content);
+    conn.send(&Message::Request(Request::ReadBlob { ino, content, offset: 0, len: None })).await?;
     match conn.recv_response().await? {
         Response::Content { .. } => {}
         other => return Err(Error::Protocol(format!("unexpected answer to read: {other:?}"))),
     }
-    let (version, size) = (entry.version, entry.size);
-    let store = node.store.clone();
-    let mut sink = BlobSink::spawn(move || store.new_blob(&key, version, Some(size)));
+    let size = entry.size;
+    let store = node.store().clone();
+    let mut sink = BlobSink::spawn(move || store.new_blob(ino, content, Some(size)));
     crate::transfer::receive_into(&mut conn, &mut sink, Some(size)).await?;
     if let Err(e) = sink.finish(Some(entry.hash)).await {
         if matches!(e, Error::Corrupt(_)) {
             // Tell the holder, which re-checks its copy and moves it aside if bad.
-            let _ = node.peers.call(addr, &Request::ReportCorrupt { key, version }).await;
+            let _ = node.peers().call(addr, &Request::ReportCorrupt { ino, content }).await;
         }
         return Err(e);
     }
-    let e = entry.clone();
-    node.blocking(move |s| s.apply(&[e], &[(key, version)])).await?;
-    node.peers.put(addr, conn);
+    let r = Record::Inode(entry.clone());
+    node.blocking(move |s| s.apply(&[r], &[(key, content)])).await?;
+    node.peers().put(addr, conn);
     Ok(())
 }

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use scs_common::conn::{Chunk, Connection};
 use scs_common::proto::rpc::{Message, Response};
-use scs_common::{ContentHash, Entry, Error, Result, CHUNK_SIZE};
+use scs_common::{ContentHash, Error, Inode, Result, CHUNK_SIZE};
 
 use crate::store::{BlobReader, BlobWriter};
 
@@ -112,8 +112,8 @@ pub async fn receive_into(conn: &mut Connection, sink: &mut BlobSink, size: Opti
 /// Streams `len` bytes of a local blob from `offset` as `Content` + data +
 /// `End` (which carries the whole file's hash; the receiver checks whole
 /// reads against it). A read error ends the stream with an error response.
-pub async fn send_blob(conn: &mut Connection, entry: Entry, reader: BlobReader, offset: u64, len: u64) -> Result<()> {
-    let hash = entry.hash;
+pub async fn send_blob(conn: &mut Connection, inode: Inode, reader: BlobReader, offset: u64, len: u64) -> Result<()> {
+    let hash = inode.hash;
     let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>>>(QUEUE);
     let task = tokio::task::spawn_blocking(move || {
         let mut reader = reader;
@@ -125,7 +125,7 @@ pub async fn send_blob(conn: &mut Connection, entry: Entry, reader: BlobReader, 
             }
         }
     });
-    conn.write_message(&Message::Response(Response::Content { entry, offset, len })).await?;
+    conn.write_message(&Message::Response(Response::Content { inode, offset, len })).await?;
     while let Some(chunk) = rx.recv().await {
         match chunk {
             Ok(c) => conn.write_data(&c).await?,

@@ -644,6 +644,15 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("ls --json is not the documented JSON ({e}):\n{out}"))
     }
 
+    /// The inode number of the file at `path` (its blobs are named by it).
+    pub fn ino_of(&self, path: &str) -> u64 {
+        let listed = self.ls_json(path);
+        listed
+            .first()
+            .and_then(|e| e.ino)
+            .unwrap_or_else(|| panic!("ls {path} --json gave no inode number: {listed:?}"))
+    }
+
     /// Names listed by `scs ls PREFIX --json`, sorted.
     #[track_caller]
     pub fn ls_names(&self, prefix: &str) -> Vec<String> {

@@ -78,8 +78,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The index key of a name, as the nodes compute it: hex(sha256(name)).
-pub fn key_hex(name: &str) -> String {
-    hex(&Sha256::digest(name.as_bytes()))
+pub fn key_hex(ino: u64) -> String {
+    scs_common::Key::of_ino(scs_common::Ino(ino)).to_hex()
 }
 
 #[cfg(test)]

@@ -65,4 +65,11 @@ pub struct LsEntry {
     pub mtime_ns: Option<i64>,
     #[serde(default)]
     pub mode: Option<u32>,
+    /// The inode number: the same in every mount and command.
+    #[serde(default)]
+    pub ino: Option<u64>,
+    #[serde(default)]
+    pub nlink: Option<u32>,
+    #[serde(default)]
+    pub target: Option<String>,
 }

@@ -1,6 +1,7 @@
 //! The fault suite: five nodes, each in a network namespace of its own on a
 //! bridge the test owns, concurrent clients uploading, overwriting, reading,
-//! deleting and renaming a few hundred files, and a nemesis killing,
+//! deleting and renaming a few hundred files, linking them, renaming and
+//! removing their directories, and a nemesis killing,
 //! freezing, partitioning, slowing, filling and corrupting on a seeded
 //! schedule. After the heal every acknowledged write must read back exactly,
 //! nothing deleted may return, one leader acknowledges writes per term, and
@@ -11,6 +12,8 @@
 //! `bench-results/faults-latest.md`; `SEED=n` replays one.
 //! `SCS_FAULTS_SECS` sets each seed's workload time (default 35);
 //! `SCS_FAULTS_STRICT=1` makes warnings (blobs left over on disk) fail too;
+//! `SCS_FAULTS_FILES_ONLY=1` leaves hard links, directory renames and rmdir
+//! out of the workload (file operations only, as before inodes);
 //! `SCS_KEEP_TEST_DIR=1` keeps a failing seed's data dirs.
 
 use std::io::Write;
@@ -79,6 +82,7 @@ fn acknowledged_writes_survive_kills_freezes_partitions_loss_full_disks_and_corr
         workload,
         clients: 4,
         names_per_client: 50,
+        namespace_ops: std::env::var_os("SCS_FAULTS_FILES_ONLY").is_none(),
         settle: Duration::from_secs(60),
         kinds: FaultKind::INJECTED.to_vec(),
         mount_view: true,

@@ -5,7 +5,8 @@
 //!
 //! Most cases speak the protocol directly through `scs_common::conn`,
 //! authenticated with the cluster key, to send what the `scs` CLI never
-//! would: malformed frames, half uploads, wrong hashes, names with NUL.
+//! would: malformed frames, half uploads, wrong hashes, names with NUL,
+//! inode numbers nobody handed out, records only nodes may send.
 //! Every packet goes to 127.0.0.1.
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,15 +23,18 @@ use sha2::{Digest, Sha256};
 
 use scs_common::auth::ClusterKey;
 use scs_common::conn::{Chunk, Connection};
+use scs_common::inode::{Bytes, NewNode, Removal, RenameMode, SetAttrs, TimeSet, XattrMode};
 use scs_common::proto::frame::{self, FrameKind};
-use scs_common::proto::rpc::{Message, Peer, Request, Response, UploadSpec};
-use scs_common::secure;
-use scs_common::{ContentHash, Entry, Error, Kind, NodeId, Term, Version};
+use scs_common::proto::rpc::{Message, Peer, Request, Response, Target, UploadSpec};
+use scs_common::{name, secure, ErrorCode};
+use scs_common::{ContentHash, Dentry, Error, Ino, Inode, Key, Kind, NodeId, Record, Term, Version};
 use scs_tests::{eventually, seeded_bytes, Cluster};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a node may take to clean up after a broken transfer.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// An inode number far past any a leader of these tests hands out.
+const NEVER_HANDED_OUT: Ino = Ino(1 << 50);
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime")
@@ -45,9 +50,15 @@ fn hash(bytes: &[u8]) -> ContentHash {
 
 /// A client session with node `addr`, authenticated with the cluster key.
 async fn session(addr: &str, key: &ClusterKey) -> Connection {
-    let (conn, _) = Connection::connect(addr, key, Peer::Client, CONNECT_TIMEOUT)
+    session_as(addr, key, Peer::Client).await
+}
+
+/// A session with node `addr` as `peer`: anyone with the cluster key may
+/// say it is a node.
+async fn session_as(addr: &str, key: &ClusterKey, peer: Peer) -> Connection {
+    let (conn, _) = Connection::connect(addr, key, peer, CONNECT_TIMEOUT)
         .await
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        .unwrap_or_else(|e| panic!("connect to {addr} as {peer:?}: {e}"));
     conn
 }
 
@@ -58,11 +69,20 @@ async fn call(addr: &str, key: &ClusterKey, req: Request) -> Result<Response, Er
     conn.recv_response().await
 }
 
-/// Uploads `bytes` as `name` on a fresh session: the stored entry or the error.
-async fn upload(addr: &str, key: &ClusterKey, name: &str, bytes: &[u8]) -> Result<Entry, Error> {
+/// What the CLI sends to upload `size` bytes to `path`.
+fn path_spec(path: &str, size: Option<u64>) -> UploadSpec {
+    UploadSpec::new(Target::Path(path.into()), size, 0o644, 1)
+}
+
+/// What `Make` makes: a `kind` owned by root, with a symlink's `target`.
+fn new_node(kind: Kind, target: &str) -> NewNode {
+    NewNode { kind, mode: 0o755, uid: 0, gid: 0, rdev: 0, target: target.into() }
+}
+
+/// Sends `spec`, then `bytes` and their hash, on a fresh session: the
+/// stored inode, or the error (refused before `Ready` or after the bytes).
+async fn store(addr: &str, key: &ClusterKey, spec: UploadSpec, bytes: &[u8]) -> Result<Inode, Error> {
     let (mut conn, _) = Connection::connect(addr, key, Peer::Client, CONNECT_TIMEOUT).await?;
-    let spec =
-        UploadSpec { name: name.into(), size: Some(bytes.len() as u64), mode: 0o644, mtime_ns: 1, exclusive: false };
     conn.send(&Message::Request(Request::Upload(spec))).await?;
     match conn.recv_response().await? {
         Response::Ready => {}
@@ -73,15 +93,18 @@ async fn upload(addr: &str, key: &ClusterKey, name: &str, bytes: &[u8]) -> Resul
     }
     conn.send(&Message::End { hash: hash(bytes) }).await?;
     match conn.recv_response().await? {
-        Response::Stored(e) => Ok(e),
-        other => panic!("expected Stored, got {other:?}"),
+        Response::Attr(i) => Ok(i),
+        other => panic!("expected Attr, got {other:?}"),
     }
 }
 
-/// Downloads `name` (or a range of it) on a fresh session.
-async fn download(addr: &str, key: &ClusterKey, name: &str, offset: u64, len: Option<u64>) -> Result<Vec<u8>, Error> {
-    let (mut conn, _) = Connection::connect(addr, key, Peer::Client, CONNECT_TIMEOUT).await?;
-    conn.send(&Message::Request(Request::Download { name: name.into(), offset, len })).await?;
+/// Uploads `bytes` to `path` on a fresh session, as the CLI does.
+async fn upload(addr: &str, key: &ClusterKey, path: &str, bytes: &[u8]) -> Result<Inode, Error> {
+    store(addr, key, path_spec(path, Some(bytes.len() as u64)), bytes).await
+}
+
+/// Receives a `Content` answer and its bytes.
+async fn receive_content(conn: &mut Connection) -> Result<Vec<u8>, Error> {
     let want = match conn.recv_response().await? {
         Response::Content { len, .. } => len,
         other => panic!("expected Content, got {other:?}"),
@@ -94,18 +117,45 @@ async fn download(addr: &str, key: &ClusterKey, name: &str, offset: u64, len: Op
     Ok(got)
 }
 
-/// Every live entry of the namespace, walked from the root on node `addr`.
-async fn namespace(addr: &str, key: &ClusterKey) -> Vec<Entry> {
+/// Downloads `path` (or a range of it) on a fresh session.
+async fn download(addr: &str, key: &ClusterKey, path: &str, offset: u64, len: Option<u64>) -> Result<Vec<u8>, Error> {
+    let (mut conn, _) = Connection::connect(addr, key, Peer::Client, CONNECT_TIMEOUT).await?;
+    conn.send(&Message::Request(Request::Download { path: path.into(), offset, len })).await?;
+    receive_content(&mut conn).await
+}
+
+/// The inode at `path` on node `addr` (a symlink at the end not followed).
+async fn resolve(addr: &str, key: &ClusterKey, path: &str) -> Option<Inode> {
+    match call(addr, key, Request::Resolve { path: path.into(), follow: false }).await {
+        Ok(Response::Attr(i)) => Some(i),
+        Ok(Response::Missing) => None,
+        other => panic!("resolve {path:?}: {other:?}"),
+    }
+}
+
+/// Every live inode reachable from the root on node `addr`, with its path
+/// ("" for the root itself), walked by inode number as the mount walks it.
+async fn namespace(addr: &str, key: &ClusterKey) -> Vec<(String, Inode)> {
     let mut conn = session(addr, key).await;
-    let mut all = Vec::new();
-    let mut dirs = vec![String::new()];
-    while let Some(dir) = dirs.pop() {
-        conn.send(&Message::Request(Request::List { dir })).await.expect("send List");
+    conn.send(&Message::Request(Request::Resolve { path: String::new(), follow: false })).await.expect("send Resolve");
+    let root = match conn.recv_response().await.expect("Resolve answered") {
+        Response::Attr(i) => i,
+        other => panic!("expected the root's Attr, got {other:?}"),
+    };
+    let mut dirs = vec![(String::new(), root.ino)];
+    let mut all = vec![(String::new(), root)];
+    while let Some((dir, ino)) = dirs.pop() {
+        conn.send(&Message::Request(Request::ReadDir { dir: ino })).await.expect("send ReadDir");
         loop {
-            match conn.recv_response().await.expect("List answered") {
+            match conn.recv_response().await.expect("ReadDir answered") {
                 Response::Listing { entries, more } => {
-                    dirs.extend(entries.iter().filter(|e| e.kind == Kind::Dir).map(|e| e.name.clone()));
-                    all.extend(entries);
+                    for e in entries {
+                        let path = name::join(&dir, &e.name);
+                        if e.inode.is_dir() {
+                            dirs.push((path.clone(), e.inode.ino));
+                        }
+                        all.push((path, e.inode));
+                    }
                     if !more {
                         break;
                     }
@@ -114,15 +164,16 @@ async fn namespace(addr: &str, key: &ClusterKey) -> Vec<Entry> {
             }
         }
     }
-    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all.sort_by(|a, b| a.0.cmp(&b.0));
     all
 }
 
-/// What a bad input must not change: every entry (with its version, so
-/// even a touched mtime shows) and the blob files of every node.
+/// What a bad input must not change: every inode reachable from the root
+/// with its path (with its version, so even a touched mtime or ctime
+/// shows), and the blob files of every node.
 #[derive(Debug, PartialEq)]
 struct Snapshot {
-    entries: Vec<Entry>,
+    entries: Vec<(String, Inode)>,
     blobs: BTreeMap<u32, Vec<String>>,
 }
 
@@ -132,22 +183,22 @@ fn temp_files(c: &Cluster, id: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn snapshot(c: &Cluster, rt: &tokio::runtime::Runtime, leader: &str) -> Snapshot {
-    let entries = rt.block_on(namespace(leader, &key(c)));
+fn snapshot(c: &Cluster, rt: &tokio::runtime::Runtime, addr: &str) -> Snapshot {
+    let entries = rt.block_on(namespace(addr, &key(c)));
     let blobs = (1..=c.size()).map(|id| (id, c.blob_names(id))).collect();
     Snapshot { entries, blobs }
 }
 
 /// Waits for every node's temp dir to empty, then asserts that nothing
-/// else changed since `before`, and that no node died.
+/// else changed since `before` (as node `addr` sees it), and that no node died.
 #[track_caller]
-fn assert_unchanged(c: &Cluster, rt: &tokio::runtime::Runtime, leader: &str, before: &Snapshot, after_what: &str) {
+fn assert_unchanged(c: &Cluster, rt: &tokio::runtime::Runtime, addr: &str, before: &Snapshot, after_what: &str) {
     for id in 1..=c.size() {
         eventually(&format!("node {id}'s temp files to be removed after {after_what}"), CLEANUP_TIMEOUT, || {
             temp_files(c, id).is_empty()
         });
     }
-    let now = snapshot(c, rt, leader);
+    let now = snapshot(c, rt, addr);
     assert_eq!(now.entries, before.entries, "the namespace changed after {after_what}");
     assert_eq!(now.blobs, before.blobs, "blob files changed after {after_what}");
     c.assert_no_node_died();
@@ -155,7 +206,7 @@ fn assert_unchanged(c: &Cluster, rt: &tokio::runtime::Runtime, leader: &str, bef
 
 /// Asserts `res` is the error `code` with a message containing `needle`.
 #[track_caller]
-fn assert_error<T: std::fmt::Debug>(res: Result<T, Error>, code: scs_common::ErrorCode, needle: &str, what: &str) {
+fn assert_error<T: std::fmt::Debug>(res: Result<T, Error>, code: ErrorCode, needle: &str, what: &str) {
     match res {
         Err(e) if e.code() == code && e.to_string().contains(needle) => println!("{what}: {e}"),
         other => panic!("{what}: expected a {code:?} error containing {needle:?}, got {other:?}"),
@@ -182,9 +233,28 @@ fn request_name(r: &Request) -> String {
     debug.split([' ', '(']).next().unwrap_or_default().to_string()
 }
 
-/// Names that break a rule of DESIGN section 2, with the error each gets.
-fn bad_names() -> Vec<(String, scs_common::ErrorCode)> {
-    use scs_common::ErrorCode::{BadName, NameTooLong};
+/// The 256 bucket digests of node `addr`'s whole index, asked as a node.
+async fn digests(addr: &str, key: &ClusterKey) -> Vec<u64> {
+    let mut conn = session_as(addr, key, Peer::Node(NodeId(1))).await;
+    conn.send(&Message::Request(Request::Digests)).await.expect("send Digests");
+    match conn.recv_response().await {
+        Ok(Response::Digests(d)) => d,
+        other => panic!("Digests of {addr}: {other:?}"),
+    }
+}
+
+/// The inode numbers a new file's upload may name: `count` from the leader.
+fn reserve_inodes(rt: &tokio::runtime::Runtime, leader: &str, key: &ClusterKey, count: u32) -> (Ino, u32) {
+    match rt.block_on(call(leader, key, Request::ReserveInodes { count })) {
+        Ok(Response::Inodes { first, count }) => (first, count),
+        other => panic!("ReserveInodes {{ count: {count} }}: {other:?}"),
+    }
+}
+
+/// Paths that break a rule of DESIGN section 2, with the error each gets:
+/// what `Resolve`, `Download` and an upload to a path are checked against.
+fn bad_paths() -> Vec<(String, ErrorCode)> {
+    use ErrorCode::{BadName, NameTooLong};
     vec![
         (String::new(), BadName),
         ("/etc/passwd".into(), BadName),
@@ -202,6 +272,28 @@ fn bad_names() -> Vec<(String, scs_common::ErrorCode)> {
     ]
 }
 
+/// Names that are no single path component, with the error each gets:
+/// what every request naming a directory and a name in it is checked against.
+fn bad_components() -> Vec<(String, ErrorCode)> {
+    use ErrorCode::{BadName, NameTooLong};
+    vec![
+        (String::new(), BadName),
+        (".".into(), BadName),
+        ("..".into(), BadName),
+        ("/".into(), BadName),
+        ("a/b".into(), BadName),
+        // A path where a name belongs is not walked.
+        ("kept/a.txt".into(), BadName),
+        ("/etc".into(), BadName),
+        ("a/".into(), BadName),
+        ("a\0b".into(), BadName),
+        ("\0".into(), BadName),
+        ("n".repeat(256), NameTooLong),
+        ("é".repeat(128), NameTooLong),
+        (format!("x/{}", "y".repeat(300)), NameTooLong),
+    ]
+}
+
 #[test]
 fn bad_names_are_refused_by_the_cli_and_by_the_node_and_change_nothing() {
     let c = Cluster::start(3);
@@ -210,6 +302,10 @@ fn bad_names_are_refused_by_the_cli_and_by_the_node_and_change_nothing() {
     let leader = c.node_addr(3);
     c.upload_bytes("kept/a.txt", b"kept");
     c.scs(&["mkdir", "empty"]).assert_ok();
+    let kept = rt.block_on(resolve(&leader, &k, "kept")).expect("kept exists");
+    let a = rt.block_on(resolve(&leader, &k, "kept/a.txt")).expect("kept/a.txt exists");
+    // A number really reserved, so a new file's upload is refused for its name alone.
+    let (reserved, _) = reserve_inodes(&rt, &leader, &k, 1);
     let before = snapshot(&c, &rt, &leader);
 
     // What a user can type. (argv cannot hold a NUL: those go by protocol below.)
@@ -228,55 +324,88 @@ fn bad_names_are_refused_by_the_cli_and_by_the_node_and_change_nothing() {
     assert_eq!(out.code(), Some(2), "{out}");
     assert!(out.stderr.contains("UTF-8"), "{out}");
 
-    // What only a hostile or buggy client sends: every request that takes a
-    // name, straight to the leader, which must check names itself.
+    // What only a hostile or buggy client sends, straight to the leader,
+    // which must check names itself. First every request that takes a path.
     let mut refused = 0;
-    for (bad, code) in bad_names() {
-        let reqs = [
-            Request::Upload(UploadSpec {
-                name: bad.clone(),
-                size: Some(1),
-                mode: 0o644,
-                mtime_ns: 0,
-                exclusive: false,
-            }),
-            Request::Download { name: bad.clone(), offset: 0, len: None },
-            Request::Mkdir { name: bad.clone(), mode: 0o755, mtime_ns: 0, parents: true },
-            Request::Delete { name: bad.clone(), expect: None },
-            Request::Rename { from: "kept/a.txt".into(), to: bad.clone(), replace: true },
-            Request::Rename { from: bad.clone(), to: "elsewhere".into(), replace: true },
-            Request::SetAttr { name: bad.clone(), mode: Some(0o777), mtime_ns: None },
-            Request::Stat { name: bad.clone() },
-            Request::List { dir: bad.clone() },
-        ];
-        for req in reqs {
-            // Stat and List take "" for the root.
-            if bad.is_empty() && matches!(req, Request::Stat { .. } | Request::List { .. }) {
-                continue;
-            }
-            let what = format!("{} of {:?}", request_name(&req), bad.get(..40).unwrap_or(&bad));
-            let res = rt.block_on(call(&leader, &k, req));
-            match res {
-                Err(e) if e.code() == code => refused += 1,
-                other => panic!("{what}: expected {code:?}, got {other:?}"),
-            }
+    let mut expect_refusal = |req: Request, code: ErrorCode, bad: &str| {
+        let what = format!("{} of {:?}", request_name(&req), bad.get(..40).unwrap_or(bad));
+        match rt.block_on(call(&leader, &k, req)) {
+            Err(e) if e.code() == code => refused += 1,
+            other => panic!("{what}: expected {code:?}, got {other:?}"),
+        }
+    };
+    for (bad, code) in bad_paths() {
+        expect_refusal(Request::Upload(path_spec(&bad, Some(1))), code, &bad);
+        // "" is the root for these two: answered below.
+        if !bad.is_empty() {
+            expect_refusal(Request::Download { path: bad.clone(), offset: 0, len: None }, code, &bad);
+            expect_refusal(Request::Resolve { path: bad.clone(), follow: false }, code, &bad);
+            expect_refusal(Request::Resolve { path: bad.clone(), follow: true }, code, &bad);
         }
     }
-    println!("the leader refused {refused} requests with bad names, each with BadName or NameTooLong");
+    // Then every request that takes a name in a directory: one component.
+    for (bad, code) in bad_components() {
+        let rename = |parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode| Request::Rename {
+            parent,
+            name: name.into(),
+            new_parent,
+            new_name: new_name.into(),
+            mode,
+        };
+        let new_file = Target::New { parent: Ino::ROOT, name: bad.clone(), ino: reserved };
+        let reqs = [
+            Request::Lookup { parent: Ino::ROOT, name: bad.clone() },
+            Request::Lookup { parent: kept.ino, name: bad.clone() },
+            Request::Make { parent: Ino::ROOT, name: bad.clone(), node: new_node(Kind::Dir, "") },
+            Request::Make { parent: Ino::ROOT, name: bad.clone(), node: new_node(Kind::File, "") },
+            Request::Make { parent: kept.ino, name: bad.clone(), node: new_node(Kind::Symlink, "a.txt") },
+            Request::Link { ino: a.ino, parent: Ino::ROOT, name: bad.clone() },
+            Request::Remove { parent: Ino::ROOT, name: bad.clone(), what: Removal::Any },
+            Request::Remove { parent: kept.ino, name: bad.clone(), what: Removal::NonDir },
+            Request::Remove { parent: Ino::ROOT, name: bad.clone(), what: Removal::Dir },
+            rename(Ino::ROOT, "kept", Ino::ROOT, &bad, RenameMode::Replace),
+            rename(Ino::ROOT, &bad, Ino::ROOT, "elsewhere", RenameMode::Replace),
+            rename(kept.ino, "a.txt", Ino::ROOT, &bad, RenameMode::NoReplace),
+            rename(Ino::ROOT, "empty", kept.ino, &bad, RenameMode::Exchange),
+            Request::Upload(UploadSpec::new(new_file, Some(1), 0o644, 0)),
+        ];
+        for req in reqs {
+            expect_refusal(req, code, &bad);
+        }
+    }
+    println!("the leader refused {refused} requests with bad paths or names, each with BadName or NameTooLong");
 
-    // A name that is not UTF-8 on the wire: the message does not decode,
-    // the session is told so and closed.
-    let res = rt.block_on(async {
-        let mut body = rmp_serde::to_vec(&Message::Request(Request::Stat { name: "kept/XY".into() })).unwrap();
-        let at = body.windows(2).position(|w| w == b"XY").unwrap();
-        body[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
-        let mut conn = session(&leader, &k).await;
-        conn.send_raw(&[&frame::header(FrameKind::Message, body.len())[..], &body].concat()).await?;
-        let res = conn.recv_response().await;
-        assert!(closed_within(&mut conn, Duration::from_secs(5)).await, "the session stayed open");
-        res
-    });
-    assert_error(res, scs_common::ErrorCode::Protocol, "undecodable message", "a name that is not UTF-8");
+    // "" is the root: found, and no file to download.
+    let root = rt.block_on(call(&leader, &k, Request::Resolve { path: String::new(), follow: true }));
+    assert!(matches!(&root, Ok(Response::Attr(i)) if i.ino == Ino::ROOT && i.is_dir()), "Resolve of \"\": {root:?}");
+    assert_error(
+        rt.block_on(download(&leader, &k, "", 0, None)),
+        ErrorCode::IsDir,
+        "is a directory",
+        "Download of \"\"",
+    );
+
+    // A path or a name that is not UTF-8 on the wire: the message does not
+    // decode, the session is told so and closed.
+    let not_utf8 = [
+        Request::Resolve { path: "kept/XY".into(), follow: false },
+        Request::Lookup { parent: kept.ino, name: "XY".into() },
+        Request::Make { parent: Ino::ROOT, name: "XY".into(), node: new_node(Kind::Dir, "") },
+    ];
+    for req in not_utf8 {
+        let what = format!("a name that is not UTF-8 in {}", request_name(&req));
+        let res = rt.block_on(async {
+            let mut body = rmp_serde::to_vec(&Message::Request(req)).unwrap();
+            let at = body.windows(2).position(|w| w == b"XY").unwrap();
+            body[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+            let mut conn = session(&leader, &k).await;
+            conn.send_raw(&[&frame::header(FrameKind::Message, body.len())[..], &body].concat()).await?;
+            let res = conn.recv_response().await;
+            assert!(closed_within(&mut conn, Duration::from_secs(5)).await, "{what}: the session stayed open");
+            res
+        });
+        assert_error(res, ErrorCode::Protocol, "undecodable message", &what);
+    }
 
     assert_unchanged(&c, &rt, &leader, &before, "bad names");
     c.assert_content("kept/a.txt", b"kept");
@@ -297,6 +426,7 @@ fn malformed_frames_and_messages_get_a_protocol_error_and_close_only_that_sessio
         [&frame::header(FrameKind::Message, body.len())[..], &body].concat()
     };
     let raw_message = |body: &[u8]| [&frame::header(FrameKind::Message, body.len())[..], body].concat();
+    let resolve_kept = Message::Request(Request::Resolve { path: "kept.bin".into(), follow: false });
     // {"Request": {"Frobnicate": []}}: a well-formed message of a kind nobody knows.
     let mut unknown_request = vec![0x81, 0xa7];
     unknown_request.extend_from_slice(b"Request");
@@ -323,7 +453,7 @@ fn malformed_frames_and_messages_get_a_protocol_error_and_close_only_that_sessio
         (
             "a message cut short inside its body",
             {
-                let mut m = message(&Message::Request(Request::Stat { name: "kept.bin".into() }));
+                let mut m = message(&resolve_kept);
                 let body_len = m.len() - frame::HEADER_LEN;
                 m.truncate(m.len() - 3);
                 m[..4].copy_from_slice(&((body_len - 3) as u32).to_be_bytes());
@@ -347,34 +477,41 @@ fn malformed_frames_and_messages_get_a_protocol_error_and_close_only_that_sessio
             assert!(closed_within(&mut conn, Duration::from_secs(5)).await, "{what}: the session stayed open");
             res
         });
-        assert_error(res, scs_common::ErrorCode::Protocol, needle, what);
+        assert_error(res, ErrorCode::Protocol, needle, what);
     }
 
     // Requests only nodes may send, from a client: refused, session kept.
-    let entry = Entry {
+    // The records would make a file "forged.txt" in the root.
+    let forged = NEVER_HANDED_OUT;
+    let mut inode = Inode::new(forged, Kind::File, 0o644, 0, 0, 0);
+    inode.version = Version::new(Term(999), 1);
+    inode.holders = vec![NodeId(1)];
+    let dentry = Dentry {
+        parent: Ino::ROOT,
         name: "forged.txt".into(),
-        version: Version::new(Term(999), 1),
+        version: Version::new(Term(999), 2),
+        child: forged,
         kind: Kind::File,
-        size: 0,
-        hash: ContentHash::of_empty(),
-        mode: 0o644,
-        mtime_ns: 0,
         deleted: false,
-        holders: vec![NodeId(1)],
+        stamp_ns: 0,
     };
+    let records = vec![Record::Inode(inode.clone()), Record::Dentry(dentry.clone())];
     let node_only = [
-        Request::Apply { term: Term(999), leader: NodeId(3), entries: vec![entry.clone()] },
-        Request::Offer { entries: vec![entry.clone()] },
-        Request::Purge { term: Term(999), leader: NodeId(3), items: vec![(entry.key(), Version::new(Term(1), 1))] },
-        Request::Replicate { term: Term(999), leader: NodeId(3), entry, size: Some(0) },
+        Request::Apply { term: Term(999), leader: NodeId(3), records: records.clone() },
+        Request::Offer { records },
+        Request::Purge { term: Term(999), leader: NodeId(3), items: vec![(dentry.key(), dentry.version)] },
+        Request::Replicate { term: Term(999), leader: NodeId(3), ino: forged, content: inode.version, size: Some(0) },
         Request::Pull { since: Version::ZERO, fence: Some((Term(999), NodeId(3))) },
+        Request::Digests,
+        Request::BucketVersions { bucket: 0 },
+        Request::RecordsFor { keys: vec![Key::of_ino(Ino::ROOT), dentry.key()] },
     ];
     rt.block_on(async {
         let mut conn = session(&leader, &k).await;
         for req in node_only {
             let what = request_name(&req);
             conn.send(&Message::Request(req)).await.unwrap();
-            assert_error(conn.recv_response().await, scs_common::ErrorCode::Invalid, "only nodes", &what);
+            assert_error(conn.recv_response().await, ErrorCode::Invalid, "only nodes", &what);
         }
         // The same session still serves ordinary requests.
         conn.send(&Message::Request(Request::Status)).await.unwrap();
@@ -384,7 +521,7 @@ fn malformed_frames_and_messages_get_a_protocol_error_and_close_only_that_sessio
     // A frame cut off by the client going away: the node notes it and moves on.
     rt.block_on(async {
         let mut conn = session(&leader, &k).await;
-        let m = message(&Message::Request(Request::Stat { name: "kept.bin".into() }));
+        let m = message(&resolve_kept);
         conn.send_raw(&m[..m.len() - 4]).await.unwrap();
     });
     // Noted at debug level, which the harness logs unless SCS_NODE_LOG says otherwise.
@@ -405,7 +542,8 @@ fn a_peer_speaking_another_protocol_version_gets_ours_and_is_closed() {
     let c = Cluster::start(3);
     let leader = c.node_addr(3);
     let before = c.status();
-    for version in [0u16, 2, 0xffff] {
+    let ours = scs_common::PROTOCOL_VERSION;
+    for version in [0u16, ours - 1, ours + 1, 0xffff] {
         let mut s = TcpStream::connect(&leader).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut preamble = secure::MAGIC.to_vec();
@@ -420,27 +558,27 @@ fn a_peer_speaking_another_protocol_version_gets_ours_and_is_closed() {
             Err(e) if e.kind() != ErrorKind::WouldBlock && e.kind() != ErrorKind::TimedOut => {}
             other => panic!("version {version}: the connection stayed open ({other:?})"),
         }
-        println!("version {version}: the node answered with version 1 and closed the connection");
+        println!("version {version}: the node answered with version {ours} and closed the connection");
     }
-    // The other way round: a "node" that speaks version 2 gets a client
-    // that says so and gives up at once.
+    // The other way round: a "node" that speaks the next version gets a
+    // client that says so and gives up at once.
     let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let fake_addr = fake.local_addr().unwrap().to_string();
     let answered = thread::spawn(move || {
         let (mut s, _) = fake.accept().unwrap();
         let mut theirs = [0u8; secure::PREAMBLE_LEN];
         s.read_exact(&mut theirs).unwrap();
-        let mut ours = secure::MAGIC.to_vec();
-        ours.extend_from_slice(&2u16.to_be_bytes());
-        s.write_all(&ours).unwrap();
+        let mut next = secure::MAGIC.to_vec();
+        next.extend_from_slice(&(ours + 1).to_be_bytes());
+        s.write_all(&next).unwrap();
         theirs
     });
     let out = c.scs_at(&fake_addr, &["status"]);
-    out.assert_one_line_error("protocol version 2 is not supported");
+    out.assert_one_line_error(&format!("protocol version {} is not supported", ours + 1));
     assert!(out.elapsed < Duration::from_secs(5), "{out}");
     assert_eq!(answered.join().unwrap(), secure::preamble());
 
-    // The CLI, which speaks version 1, is served as before.
+    // The CLI, which speaks our version, is served as before.
     c.upload_bytes("after.txt", b"after");
     c.assert_content("after.txt", b"after");
     let now = c.status();
@@ -448,14 +586,378 @@ fn a_peer_speaking_another_protocol_version_gets_ours_and_is_closed() {
     c.assert_no_node_died();
 }
 
-/// Starts an upload of `name` announcing `size`: the session, after Ready.
-async fn start_upload(addr: &str, key: &ClusterKey, name: &str, size: Option<u64>) -> Connection {
+#[test]
+fn records_a_peer_node_sends_are_checked_and_a_stale_or_forged_leader_is_refused() {
+    let c = Cluster::start(3);
+    let rt = runtime();
+    let k = key(&c);
+    let leader = c.node_addr(3);
+    let follower = c.node_addr(2);
+    c.upload_bytes("kept.bin", b"kept");
+    let status = c.status();
+    assert_eq!(status.leader, Some(3), "{status:?}");
+    let term = Term(status.term);
+    let before = snapshot(&c, &rt, &leader);
+    // A follower serves no reads to clients: its whole index is compared
+    // through the digests it gives nodes, once it has caught up.
+    eventually("the follower to catch up with the leader", Duration::from_secs(10), || {
+        rt.block_on(digests(&follower, &k)) == rt.block_on(digests(&leader, &k))
+    });
+    let before_digests = rt.block_on(digests(&follower, &k));
+
+    // Records that would make a file in the root, under a name that is no
+    // single component, at a version that would win everywhere.
+    let forged = NEVER_HANDED_OUT;
+    let mut inode = Inode::new(forged, Kind::File, 0o644, 0, 0, 0);
+    inode.version = Version::new(Term(term.0 + 1000), 1);
+    let dentry = |name: &str| Dentry {
+        parent: Ino::ROOT,
+        name: name.into(),
+        version: Version::new(Term(term.0 + 1000), 2),
+        child: forged,
+        kind: Kind::File,
+        deleted: false,
+        stamp_ns: 0,
+    };
+    // What a node holds of these keys, asked as a node.
+    let records_for = |addr: &str, keys: Vec<Key>| {
+        rt.block_on(async {
+            let mut conn = session_as(addr, &k, Peer::Node(NodeId(1))).await;
+            conn.send(&Message::Request(Request::RecordsFor { keys })).await.unwrap();
+            match conn.recv_response().await {
+                Ok(Response::Records(r)) => r,
+                other => panic!("RecordsFor: {other:?}"),
+            }
+        })
+    };
+
+    rt.block_on(async {
+        for addr in [&leader, &follower] {
+            let mut conn = session_as(addr, &k, Peer::Node(NodeId(1))).await;
+            for (bad, code) in bad_components() {
+                // The valid inode goes first: it must not be applied either.
+                let records = vec![Record::Inode(inode.clone()), Record::Dentry(dentry(&bad))];
+                let what = format!("Offer of an entry named {:?}", bad.get(..40).unwrap_or(&bad));
+                conn.send(&Message::Request(Request::Offer { records: records.clone() })).await.unwrap();
+                assert_error(conn.recv_response().await, code, "", &what);
+                // Checked before the term: refused even from the leader of this term.
+                let what = format!("Apply of an entry named {:?}", bad.get(..40).unwrap_or(&bad));
+                conn.send(&Message::Request(Request::Apply { term, leader: NodeId(3), records })).await.unwrap();
+                assert_error(conn.recv_response().await, code, "", &what);
+            }
+        }
+    });
+    for addr in [&leader, &follower] {
+        let mut keys = vec![Key::of_ino(forged)];
+        keys.extend(bad_components().iter().map(|(bad, _)| Key::of_dentry(Ino::ROOT, bad)));
+        let found = records_for(addr, keys);
+        assert!(found.is_empty(), "{addr} applied part of a refused batch: {found:?}");
+    }
+
+    // Well-formed records from a leader that is not the leader of this
+    // term, or from an earlier term: refused by the follower.
+    let records = vec![Record::Inode(inode.clone()), Record::Dentry(dentry("forged.txt"))];
+    rt.block_on(async {
+        let mut conn = session_as(&follower, &k, Peer::Node(NodeId(1))).await;
+        let stale = Term(term.0.checked_sub(1).expect("a leader's term is at least 1"));
+        for (what, req) in [
+            (
+                "Apply from node 1 as leader of the current term",
+                Request::Apply { term, leader: NodeId(1), records: records.clone() },
+            ),
+            ("Apply from an earlier term", Request::Apply { term: stale, leader: NodeId(3), records: records.clone() }),
+            (
+                "Purge from an earlier term",
+                Request::Purge { term: stale, leader: NodeId(3), items: vec![(Key::of_ino(Ino::ROOT), Version::ZERO)] },
+            ),
+        ] {
+            conn.send(&Message::Request(req)).await.unwrap();
+            assert_error(conn.recv_response().await, ErrorCode::Stale, "", what);
+        }
+        // A blob from an earlier term: refused before a byte is read, and
+        // the session closed (the bytes would follow right behind).
+        let req =
+            Request::Replicate { term: stale, leader: NodeId(3), ino: forged, content: inode.version, size: Some(4) };
+        conn.send(&Message::Request(req)).await.unwrap();
+        assert_error(conn.recv_response().await, ErrorCode::Stale, "", "Replicate from an earlier term");
+        assert!(closed_within(&mut conn, Duration::from_secs(5)).await, "the session stayed open after Replicate");
+    });
+    let found = records_for(&follower, vec![Key::of_ino(forged), Key::of_dentry(Ino::ROOT, "forged.txt")]);
+    assert!(found.is_empty(), "the follower applied records of a stale or forged leader: {found:?}");
+
+    assert_unchanged(&c, &rt, &leader, &before, "records refused from a peer node");
+    for addr in [&leader, &follower] {
+        assert!(rt.block_on(digests(addr, &k)) == before_digests, "the index of {addr} changed");
+    }
+    // The election noticed nothing: same leader, same term.
+    let now = c.status();
+    assert_eq!((now.leader, now.term), (status.leader, status.term), "{now:?}");
+    c.assert_content("kept.bin", b"kept");
+}
+
+#[test]
+fn requests_naming_missing_inodes_or_the_wrong_kind_get_a_clear_error_and_change_nothing() {
+    let c = Cluster::start(3);
+    let rt = runtime();
+    let k = key(&c);
+    let leader = c.node_addr(3);
+    c.upload_bytes("kept/a.txt", b"kept");
+    c.scs(&["mkdir", "empty"]).assert_ok();
+    let make = Request::Make { parent: Ino::ROOT, name: "link".into(), node: new_node(Kind::Symlink, "kept/a.txt") };
+    assert!(matches!(rt.block_on(call(&leader, &k, make)), Ok(Response::Changed(t)) if !t.is_empty()));
+    let kept = rt.block_on(resolve(&leader, &k, "kept")).expect("kept exists");
+    let a = rt.block_on(resolve(&leader, &k, "kept/a.txt")).expect("kept/a.txt exists");
+    let link = rt.block_on(resolve(&leader, &k, "link")).expect("link exists");
+    let (reserved, _) = reserve_inodes(&rt, &leader, &k, 1);
+    let before = snapshot(&c, &rt, &leader);
+    use ErrorCode::{
+        Exists, Invalid, IsDir, NoAttr, NotDir, NotEmpty, NotFound, NotPermitted, NotSupported, Range, TooBig,
+    };
+
+    let none = NEVER_HANDED_OUT;
+    let dir = || new_node(Kind::Dir, "");
+    let rename = |parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode| Request::Rename {
+        parent,
+        name: name.into(),
+        new_parent,
+        new_name: new_name.into(),
+        mode,
+    };
+    let touch = SetAttrs { mode: Some(0o777), mtime: Some(TimeSet::Now), ..SetAttrs::default() };
+    let xattr = |ino: Ino, name: &str, len: usize| Request::SetXattr {
+        ino,
+        name: name.into(),
+        value: Bytes(vec![7; len]),
+        mode: XattrMode::Any,
+    };
+    let read = |ino: Ino| Request::Read { ino, offset: 0, len: None };
+    let cases: Vec<(&str, Request, ErrorCode)> = vec![
+        ("ReadDir of an inode never handed out", Request::ReadDir { dir: none }, NotFound),
+        ("ReadDir of inode 0", Request::ReadDir { dir: Ino::NONE }, NotFound),
+        ("ReadDir of a file", Request::ReadDir { dir: a.ino }, NotDir),
+        ("Read of an inode never handed out", read(none), NotFound),
+        ("Read of the root", read(Ino::ROOT), IsDir),
+        ("Read of a symlink", read(link.ino), Invalid),
+        (
+            "ReadBlob of a content version never stored",
+            Request::ReadBlob { ino: a.ino, content: Version::new(Term(999), 1), offset: 0, len: None },
+            NotFound,
+        ),
+        (
+            "ReadBlob of an inode never handed out",
+            Request::ReadBlob { ino: none, content: a.content, offset: 0, len: None },
+            NotFound,
+        ),
+        (
+            "Make in a directory never handed out",
+            Request::Make { parent: none, name: "x".into(), node: dir() },
+            NotFound,
+        ),
+        ("Make in inode 0", Request::Make { parent: Ino::NONE, name: "x".into(), node: dir() }, NotFound),
+        ("Make in a file", Request::Make { parent: a.ino, name: "x".into(), node: dir() }, NotDir),
+        ("Make in a symlink", Request::Make { parent: link.ino, name: "x".into(), node: dir() }, NotDir),
+        ("Make over an existing name", Request::Make { parent: Ino::ROOT, name: "kept".into(), node: dir() }, Exists),
+        (
+            "Link of an inode never handed out",
+            Request::Link { ino: none, parent: Ino::ROOT, name: "l".into() },
+            NotFound,
+        ),
+        ("Link of a directory", Request::Link { ino: kept.ino, parent: Ino::ROOT, name: "l".into() }, NotPermitted),
+        ("Link into a file", Request::Link { ino: a.ino, parent: a.ino, name: "l".into() }, NotDir),
+        (
+            "Remove in a directory never handed out",
+            Request::Remove { parent: none, name: "a.txt".into(), what: Removal::Any },
+            NotFound,
+        ),
+        ("Remove in a file", Request::Remove { parent: a.ino, name: "a.txt".into(), what: Removal::Any }, NotDir),
+        (
+            "Remove of a missing name",
+            Request::Remove { parent: Ino::ROOT, name: "nope".into(), what: Removal::Any },
+            NotFound,
+        ),
+        (
+            "unlink of a directory",
+            Request::Remove { parent: Ino::ROOT, name: "empty".into(), what: Removal::NonDir },
+            IsDir,
+        ),
+        ("rmdir of a file", Request::Remove { parent: kept.ino, name: "a.txt".into(), what: Removal::Dir }, NotDir),
+        (
+            "rmdir of a directory with a child",
+            Request::Remove { parent: Ino::ROOT, name: "kept".into(), what: Removal::Dir },
+            NotEmpty,
+        ),
+        (
+            "Rename from a directory never handed out",
+            rename(none, "a.txt", Ino::ROOT, "x", RenameMode::Replace),
+            NotFound,
+        ),
+        ("Rename into a file", rename(Ino::ROOT, "empty", a.ino, "x", RenameMode::Replace), NotDir),
+        ("Rename of a missing name", rename(Ino::ROOT, "nope", Ino::ROOT, "x", RenameMode::Replace), NotFound),
+        ("Exchange with a missing name", rename(kept.ino, "a.txt", Ino::ROOT, "nope", RenameMode::Exchange), NotFound),
+        (
+            "Rename of a directory onto a file",
+            rename(Ino::ROOT, "empty", kept.ino, "a.txt", RenameMode::Replace),
+            NotDir,
+        ),
+        (
+            "Rename of a file onto a directory",
+            rename(kept.ino, "a.txt", Ino::ROOT, "empty", RenameMode::Replace),
+            IsDir,
+        ),
+        (
+            "Rename onto a directory with a child",
+            rename(Ino::ROOT, "empty", Ino::ROOT, "kept", RenameMode::Replace),
+            NotEmpty,
+        ),
+        ("Rename without replacing", rename(Ino::ROOT, "link", Ino::ROOT, "empty", RenameMode::NoReplace), Exists),
+        ("SetAttr of an inode never handed out", Request::SetAttr { ino: none, set: touch.clone() }, NotFound),
+        ("SetAttr of inode 0", Request::SetAttr { ino: Ino::NONE, set: touch }, NotFound),
+        ("SetXattr of an inode never handed out", xattr(none, "user.x", 1), NotFound),
+        ("SetXattr with an empty name", xattr(a.ino, "", 1), Range),
+        ("SetXattr with a 256-byte name", xattr(a.ino, &format!("user.{}", "x".repeat(251)), 1), Range),
+        ("SetXattr of a system. attribute", xattr(a.ino, "system.posix_acl_access", 1), NotSupported),
+        ("SetXattr with no namespace", xattr(a.ino, "comment", 1), NotSupported),
+        ("SetXattr of a value over 64 KiB", xattr(a.ino, "user.big", 65537), TooBig),
+        ("RemoveXattr of a missing attribute", Request::RemoveXattr { ino: a.ino, name: "user.nope".into() }, NoAttr),
+        (
+            "Upload into an inode never handed out",
+            Request::Upload(UploadSpec::new(Target::Ino(none), Some(1), 0o644, 0)),
+            NotFound,
+        ),
+        ("Upload into a directory", Request::Upload(UploadSpec::new(Target::Ino(kept.ino), Some(1), 0o644, 0)), IsDir),
+        ("Upload into a symlink", Request::Upload(UploadSpec::new(Target::Ino(link.ino), Some(1), 0o644, 0)), Invalid),
+        (
+            "Upload of a new file with a number never reserved",
+            Request::Upload(UploadSpec::new(
+                Target::New { parent: Ino::ROOT, name: "new".into(), ino: none },
+                Some(1),
+                0o644,
+                0,
+            )),
+            Invalid,
+        ),
+        (
+            "Upload of a new file as the root",
+            Request::Upload(UploadSpec::new(
+                Target::New { parent: Ino::ROOT, name: "new".into(), ino: Ino::ROOT },
+                Some(1),
+                0o644,
+                0,
+            )),
+            Invalid,
+        ),
+        (
+            "Upload of a new file in a directory never handed out",
+            Request::Upload(UploadSpec::new(
+                Target::New { parent: none, name: "new".into(), ino: reserved },
+                Some(1),
+                0o644,
+                0,
+            )),
+            NotFound,
+        ),
+        (
+            "Upload of a new file in a file",
+            Request::Upload(UploadSpec::new(
+                Target::New { parent: a.ino, name: "new".into(), ino: reserved },
+                Some(1),
+                0o644,
+                0,
+            )),
+            NotDir,
+        ),
+        ("Upload to a path through a file", Request::Upload(path_spec("kept/a.txt/new", Some(1))), NotDir),
+        ("Upload to a path that is a directory", Request::Upload(path_spec("kept", Some(1))), IsDir),
+    ];
+    for (what, req, code) in cases {
+        assert_error(rt.block_on(call(&leader, &k, req)), code, "", what);
+    }
+    // Lookups of what is not there answer "missing", not an error.
+    for (what, req) in [
+        ("GetAttr of an inode never handed out", Request::GetAttr { ino: none }),
+        ("GetAttr of inode 0", Request::GetAttr { ino: Ino::NONE }),
+        ("Lookup in a directory never handed out", Request::Lookup { parent: none, name: "a.txt".into() }),
+        ("Lookup in a file", Request::Lookup { parent: a.ino, name: "a.txt".into() }),
+    ] {
+        let res = rt.block_on(call(&leader, &k, req));
+        assert!(matches!(res, Ok(Response::Missing)), "{what}: {res:?}");
+    }
+    // A client asking for four billion inode numbers gets a bounded block.
+    let (_, count) = reserve_inodes(&rt, &leader, &k, u32::MAX);
+    assert!((1..=4096).contains(&count), "ReserveInodes of u32::MAX handed out {count}");
+
+    assert_unchanged(&c, &rt, &leader, &before, "requests naming missing inodes or the wrong kind");
+    c.assert_content("kept/a.txt", b"kept");
+}
+
+#[test]
+fn symlinks_that_loop_or_point_outside_the_cluster_lead_nowhere() {
+    let c = Cluster::start(3);
+    let rt = runtime();
+    let k = key(&c);
+    let leader = c.node_addr(3);
+    c.upload_bytes("kept/a.txt", b"kept");
+    let symlink = |name: &str, target: &str| {
+        let make = Request::Make { parent: Ino::ROOT, name: name.into(), node: new_node(Kind::Symlink, target) };
+        rt.block_on(call(&leader, &k, make))
+    };
+    for (name, target) in [
+        ("loop", "loop"),
+        ("ping", "pong"),
+        ("pong", "./ping"),
+        ("escape", "/etc"),
+        ("up", "../../.."),
+        ("deep", "kept/../kept/../loop"),
+    ] {
+        assert!(matches!(symlink(name, target), Ok(Response::Changed(_))), "symlink {name} -> {target}");
+    }
+    let before = snapshot(&c, &rt, &leader);
+    // Targets no symlink may have.
+    assert_error(symlink("empty", ""), ErrorCode::NotFound, "", "a symlink with an empty target");
+    assert_error(symlink("nul", "a\0b"), ErrorCode::BadName, "", "a symlink whose target holds a NUL");
+    assert_error(symlink("long", &"t".repeat(4096)), ErrorCode::NameTooLong, "", "a symlink target of 4096 bytes");
+    use ErrorCode::{Loop, NotFound};
+
+    for (path, code, needle) in [
+        ("loop", Loop, ""),
+        ("ping", Loop, ""),
+        ("loop/x", Loop, ""),
+        ("deep", Loop, ""),
+        ("escape", NotFound, "outside the cluster"),
+        ("escape/passwd", NotFound, "outside the cluster"),
+    ] {
+        assert_error(rt.block_on(download(&leader, &k, path, 0, None)), code, needle, &format!("Download of {path}"));
+        let res = rt.block_on(call(&leader, &k, Request::Resolve { path: path.into(), follow: true }));
+        assert_error(res, code, needle, &format!("Resolve of {path}"));
+    }
+    // Not followed at the end, a loop is only a symlink.
+    let res = rt.block_on(call(&leader, &k, Request::Resolve { path: "loop".into(), follow: false }));
+    assert!(matches!(&res, Ok(Response::Attr(i)) if i.kind == Kind::Symlink && i.target == "loop"), "{res:?}");
+    // The root is its own parent: climbing out of it stays in the cluster.
+    assert_eq!(rt.block_on(download(&leader, &k, "up/kept/a.txt", 0, None)).unwrap(), b"kept");
+    assert_eq!(rt.block_on(download(&leader, &k, "up/up/up/kept/a.txt", 0, None)).unwrap(), b"kept");
+    // An upload through a loop is refused before a byte is sent.
+    assert_error(
+        rt.block_on(call(&leader, &k, Request::Upload(path_spec("loop/x", Some(1))))),
+        Loop,
+        "",
+        "an upload through a loop",
+    );
+    // And the CLI says so in a line.
+    c.try_download("loop").0.assert_one_line_error("too many levels of symbolic links: loop");
+    c.try_download("escape/passwd").0.assert_one_line_error("points outside the cluster: /etc");
+
+    assert_unchanged(&c, &rt, &leader, &before, "symlinks that loop or lead outside");
+    c.assert_content("kept/a.txt", b"kept");
+}
+
+/// Starts an upload to `path` announcing `size`: the session, after Ready.
+async fn start_upload(addr: &str, key: &ClusterKey, path: &str, size: Option<u64>) -> Connection {
     let mut conn = session(addr, key).await;
-    let spec = UploadSpec { name: name.into(), size, mode: 0o644, mtime_ns: 1, exclusive: false };
-    conn.send(&Message::Request(Request::Upload(spec))).await.unwrap();
+    conn.send(&Message::Request(Request::Upload(path_spec(path, size)))).await.unwrap();
     match conn.recv_response().await {
         Ok(Response::Ready) => conn,
-        other => panic!("upload of {name}: expected Ready, got {other:?}"),
+        other => panic!("upload to {path}: expected Ready, got {other:?}"),
     }
 }
 
@@ -468,9 +970,9 @@ async fn finish_upload(conn: &mut Connection, data: &[u8], end_hash: ContentHash
     conn.recv_response().await
 }
 
-/// What is announced and sent, and the error expected: (what, name, size
+/// What is announced and sent, and the error expected: (what, path, size
 /// announced, bytes sent, hash in End, error code, text in the message).
-type BadUpload<'a> = (&'a str, &'a str, Option<u64>, &'a [u8], ContentHash, scs_common::ErrorCode, &'a str);
+type BadUpload<'a> = (&'a str, &'a str, Option<u64>, &'a [u8], ContentHash, ErrorCode, &'a str);
 
 #[test]
 fn uploads_whose_bytes_do_not_match_their_size_or_hash_commit_nothing() {
@@ -482,7 +984,7 @@ fn uploads_whose_bytes_do_not_match_their_size_or_hash_commit_nothing() {
     c.upload_bytes("kept.bin", &kept);
     let before = snapshot(&c, &rt, &leader);
     let data = seeded_bytes(601, 2_500_000);
-    use scs_common::ErrorCode::{Corrupt, Invalid};
+    use ErrorCode::{Corrupt, Invalid};
 
     let cases: Vec<BadUpload> = vec![
         ("fewer bytes than announced", "short.bin", Some(3_000_000), &data, hash(&data), Invalid, "were announced"),
@@ -517,18 +1019,30 @@ fn uploads_whose_bytes_do_not_match_their_size_or_hash_commit_nothing() {
             Invalid,
             "announced",
         ),
+        (
+            "the wrong hash into a new directory",
+            "new-dir/wrong-hash.bin",
+            Some(data.len() as u64),
+            &data,
+            hash(b"other"),
+            Corrupt,
+            "",
+        ),
     ];
-    for (what, name, size, bytes, end_hash, code, needle) in cases {
+    for (what, path, size, bytes, end_hash, code, needle) in cases {
         let res = rt.block_on(async {
-            let mut conn = start_upload(&leader, &k, name, size).await;
+            let mut conn = start_upload(&leader, &k, path, size).await;
             let res = finish_upload(&mut conn, bytes, end_hash).await;
             // The refused upload leaves the session usable.
-            conn.send(&Message::Request(Request::Stat { name: name.into() })).await.unwrap();
-            let stat = conn.recv_response().await;
-            if name == "kept.bin" {
-                assert!(matches!(&stat, Ok(Response::Stored(e)) if e.hash == hash(&kept)), "{what}: {stat:?}");
+            conn.send(&Message::Request(Request::Resolve { path: path.into(), follow: false })).await.unwrap();
+            let found = conn.recv_response().await;
+            if path == "kept.bin" {
+                assert!(matches!(&found, Ok(Response::Attr(i)) if i.hash == hash(&kept)), "{what}: {found:?}");
+            } else if path.contains('/') {
+                // Not even the directory it would have made on the way.
+                assert_error(found, ErrorCode::NotFound, "", &format!("{what}: {path} after the upload"));
             } else {
-                assert!(matches!(stat, Ok(Response::Missing)), "{what}: {name} exists after the upload: {stat:?}");
+                assert!(matches!(found, Ok(Response::Missing)), "{what}: {path} exists after the upload: {found:?}");
             }
             res
         });
@@ -545,7 +1059,7 @@ fn uploads_whose_bytes_do_not_match_their_size_or_hash_commit_nothing() {
         assert!(closed_within(&mut conn, Duration::from_secs(5)).await, "the session stayed open");
         res
     });
-    assert_error(res, scs_common::ErrorCode::Protocol, "expected data", "a request in the middle of the data");
+    assert_error(res, ErrorCode::Protocol, "expected data", "a request in the middle of the data");
     assert_unchanged(&c, &rt, &leader, &before, "a request in the middle of the data");
     c.assert_content("kept.bin", &kept);
     // And a correct upload of the same names works right after.
@@ -564,14 +1078,15 @@ fn a_client_that_disconnects_mid_upload_leaves_nothing_visible_and_no_temp_file(
     let before = snapshot(&c, &rt, &leader);
     let data = seeded_bytes(701, 4 << 20);
 
-    for (what, name, size, sent) in [
+    for (what, path, size, sent) in [
         ("size announced, half sent", "half.bin", Some(data.len() as u64), data.len() / 2),
         ("size unknown, 3 MiB sent", "unknown.bin", None, 3 << 20),
         ("over an existing file", "kept.bin", Some(data.len() as u64), 1 << 20),
+        ("into a new directory", "new-dir/half.bin", Some(data.len() as u64), 1 << 20),
         ("right after Ready", "nothing.bin", Some(10), 0),
     ] {
         rt.block_on(async {
-            let mut conn = start_upload(&leader, &k, name, size).await;
+            let mut conn = start_upload(&leader, &k, path, size).await;
             for chunk in data[..sent].chunks(scs_common::CHUNK_SIZE) {
                 conn.write_data(chunk).await.unwrap();
             }
@@ -594,6 +1109,8 @@ fn a_client_that_disconnects_mid_upload_leaves_nothing_visible_and_no_temp_file(
     // The names are free for a real upload.
     c.upload_bytes("half.bin", b"whole");
     c.assert_content("half.bin", b"whole");
+    c.upload_bytes("new-dir/half.bin", b"whole too");
+    c.assert_content("new-dir/half.bin", b"whole too");
 }
 
 #[test]
@@ -612,10 +1129,10 @@ fn a_client_that_stalls_mid_upload_holds_up_nobody_else() {
     });
     // While it sits there, others upload, read and rename as usual.
     for i in 0..5 {
-        let name = format!("others/{i}.txt");
-        let out = c.upload_bytes(&name, name.as_bytes());
+        let path = format!("others/{i}.txt");
+        let out = c.upload_bytes(&path, path.as_bytes());
         assert!(out.elapsed < Duration::from_secs(3), "an upload took {:?} beside a stalled one", out.elapsed);
-        c.assert_content(&name, name.as_bytes());
+        c.assert_content(&path, path.as_bytes());
     }
     c.scs(&["mv", "others/0.txt", "others/moved.txt"]).assert_ok();
     assert!(!c.ls_names("").contains(&"stalled.bin".to_string()), "a half upload is visible");
@@ -626,8 +1143,9 @@ fn a_client_that_stalls_mid_upload_holds_up_nobody_else() {
     }
     assert!(!c.ls_names("").contains(&"stalled.bin".to_string()));
     let now = snapshot(&c, &rt, &leader);
-    assert_eq!(now.entries.iter().filter(|e| e.name.starts_with("others/")).count(), 5, "{:?}", now.entries);
-    assert_eq!(now.entries.len(), before.entries.len() + 6, "others, and its 5 files: {:?}", now.entries);
+    let paths: Vec<&str> = now.entries.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths.iter().filter(|p| p.starts_with("others/")).count(), 5, "{paths:?}");
+    assert_eq!(now.entries.len(), before.entries.len() + 6, "others, and its 5 files: {paths:?}");
     c.assert_no_node_died();
 }
 
@@ -641,47 +1159,56 @@ fn a_download_range_past_the_end_is_refused_and_ranges_inside_are_clamped() {
     c.upload_bytes("kept.bin", &kept);
     let size = kept.len() as u64;
     let before = snapshot(&c, &rt, &leader);
-    use scs_common::ErrorCode::Invalid;
+    let inode = rt.block_on(resolve(&leader, &k, "kept.bin")).expect("kept.bin exists");
+    use ErrorCode::Invalid;
 
+    // By path, by inode, and a blob by inode and content version.
+    let ranges = |offset, len| {
+        [
+            Request::Download { path: "kept.bin".into(), offset, len },
+            Request::Read { ino: inode.ino, offset, len },
+            Request::ReadBlob { ino: inode.ino, content: inode.content, offset, len },
+        ]
+    };
     for (offset, len) in [(size + 1, None), (size + 1, Some(0)), (u64::MAX, None), (u64::MAX, Some(u64::MAX))] {
-        let res = rt.block_on(download(&leader, &k, "kept.bin", offset, len));
-        assert_error(res, Invalid, "past the end", &format!("download from {offset} ({len:?} bytes)"));
+        for req in ranges(offset, len) {
+            let what = format!("{} from {offset} ({len:?} bytes)", request_name(&req));
+            assert_error(rt.block_on(call(&leader, &k, req)), Invalid, "past the end", &what);
+        }
     }
     // Inside the file, a range is clamped to it.
     let cases =
         [(0, None), (size, None), (size, Some(10)), (size - 10, Some(u64::MAX)), (1000, Some(5000)), (7, Some(0))];
     for (offset, len) in cases {
-        let got = rt.block_on(download(&leader, &k, "kept.bin", offset, len)).unwrap();
         let end = len.map_or(size, |l| offset.saturating_add(l).min(size));
-        assert!(got == kept[offset as usize..end as usize], "range {offset}+{len:?}: wrong bytes");
+        for req in ranges(offset, len) {
+            let what = format!("{} of {offset}+{len:?}", request_name(&req));
+            let got = rt.block_on(async {
+                let mut conn = session(&leader, &k).await;
+                conn.send(&Message::Request(req)).await.unwrap();
+                receive_content(&mut conn).await
+            });
+            let got = got.unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(got == kept[offset as usize..end as usize], "{what}: wrong bytes");
+        }
     }
-    // A blob read by key past the end: the same.
-    let entry = match rt.block_on(call(&leader, &k, Request::Stat { name: "kept.bin".into() })) {
-        Ok(Response::Stored(e)) => e,
-        other => panic!("{other:?}"),
-    };
-    let res = rt.block_on(call(
-        &leader,
-        &k,
-        Request::ReadBlob { key: entry.key(), version: entry.version, offset: size + 1, len: None },
-    ));
-    assert_error(res, Invalid, "past the end", "read-blob past the end");
     assert_unchanged(&c, &rt, &leader, &before, "ranges past the end");
     // A range of something that is not a file.
     c.scs(&["mkdir", "d"]).assert_ok();
     let before = snapshot(&c, &rt, &leader);
     assert_error(
         rt.block_on(download(&leader, &k, "d", 0, None)),
-        scs_common::ErrorCode::IsDir,
-        "d",
+        ErrorCode::IsDir,
+        "is a directory",
         "download of a directory",
     );
     assert_error(
         rt.block_on(download(&leader, &k, "nope", size + 1, None)),
-        scs_common::ErrorCode::NotFound,
+        ErrorCode::NotFound,
         "nope",
         "download of a missing file",
     );
+    c.try_download("d").0.assert_one_line_error("is a directory");
     assert_unchanged(&c, &rt, &leader, &before, "downloads of a directory and a missing file");
 }
 
@@ -693,13 +1220,15 @@ fn renames_onto_themselves_or_into_their_own_subtree_change_nothing() {
     let leader = c.node_addr(3);
     c.upload_bytes("f.txt", b"file");
     c.upload_bytes("d/sub/g.txt", b"deep");
-    // A child whose name, moved under a longer parent, would pass PATH_MAX.
+    // A deep child, which must come through every refused rename.
     let long_child = format!("d/{}", vec!["y".repeat(200); 19].join("/"));
     c.upload_bytes(&long_child, b"long");
+    let d = rt.block_on(resolve(&leader, &k, "d")).expect("d exists");
+    let sub = rt.block_on(resolve(&leader, &k, "d/sub")).expect("d/sub exists");
     let before = snapshot(&c, &rt, &leader);
 
     // Onto itself: rename(2) says success and nothing happens; nothing does,
-    // not even a new version or a touched mtime.
+    // not even a new version or a touched ctime.
     for (from, to) in [("f.txt", "f.txt"), ("d", "d"), ("d", "d/"), ("./f.txt", "f.txt")] {
         c.scs(&["mv", from, to]).assert_ok();
     }
@@ -712,20 +1241,117 @@ fn renames_onto_themselves_or_into_their_own_subtree_change_nothing() {
     // A file is no directory to move things under.
     c.scs(&["mv", "f.txt", "f.txt/inside"]).assert_one_line_error("not a directory");
     c.scs(&["mv", "d", "f.txt/d"]).assert_one_line_error("not a directory");
-    // Moving d under a long name would push its deepest child past PATH_MAX.
-    let long_target = format!("{}/{}", "e".repeat(255), "f".repeat(255));
-    c.scs(&["mv", "d", &long_target]).assert_one_line_error("name too long");
+    // A target past PATH_MAX.
+    c.scs(&["mv", "d", &vec!["e".repeat(200); 21].join("/")]).assert_one_line_error("name too long");
+
     // The same straight to the leader, without the client's help.
-    for (from, to) in [("d", "d/sub/x"), ("d", "d/d")] {
-        let res = rt.block_on(call(&leader, &k, Request::Rename { from: from.into(), to: to.into(), replace: false }));
-        assert_error(res, scs_common::ErrorCode::Invalid, "into itself", &format!("rename {from} to {to}"));
+    let rename = |parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode| {
+        let req = Request::Rename { parent, name: name.into(), new_parent, new_name: new_name.into(), mode };
+        rt.block_on(call(&leader, &k, req))
+    };
+    use RenameMode::{Exchange, NoReplace, Replace};
+    for (what, res) in [
+        ("d into d/sub", rename(Ino::ROOT, "d", sub.ino, "x", NoReplace)),
+        ("d into d", rename(Ino::ROOT, "d", d.ino, "d", Replace)),
+        ("d exchanged with d/sub/g.txt", rename(Ino::ROOT, "d", sub.ino, "g.txt", Exchange)),
+        ("d/sub/g.txt exchanged with d", rename(sub.ino, "g.txt", Ino::ROOT, "d", Exchange)),
+    ] {
+        assert_error(res, ErrorCode::Invalid, "into itself", what);
     }
-    let res = rt.block_on(call(&leader, &k, Request::Rename { from: "d".into(), to: "d".into(), replace: false }));
-    assert!(matches!(res, Ok(Response::Done)), "rename onto itself without replace: {res:?}");
+    // A directory onto its own parent, which is not empty.
+    assert_error(rename(d.ino, "sub", Ino::ROOT, "d", Replace), ErrorCode::NotEmpty, "", "d/sub onto d");
+    // Onto itself: done and nothing changes, or "exists" when told not to replace.
+    for mode in [Replace, Exchange] {
+        let res = rename(Ino::ROOT, "d", Ino::ROOT, "d", mode);
+        assert!(
+            matches!(&res, Ok(Response::Changed(t)) if t.is_empty()),
+            "rename of d onto itself ({mode:?}): {res:?}"
+        );
+    }
+    assert_error(rename(Ino::ROOT, "d", Ino::ROOT, "d", NoReplace), ErrorCode::Exists, "", "d onto itself, NoReplace");
 
     assert_unchanged(&c, &rt, &leader, &before, "refused renames");
     c.assert_content("d/sub/g.txt", b"deep");
     c.assert_content(&long_child, b"long");
+}
+
+// `scs mv` makes the missing directories on the way to its target before
+// it asks for the rename (mount/src/client.rs, `Client::mv`), and keeps
+// them when the rename is refused.
+#[test]
+fn a_refused_move_leaves_no_directory_made_on_the_way() {
+    let c = Cluster::start(3);
+    let rt = runtime();
+    let leader = c.node_addr(3);
+    c.upload_bytes("d/sub/g.txt", b"deep");
+    let before = snapshot(&c, &rt, &leader);
+    c.scs(&["mv", "d", "d/new/deeper"]).assert_one_line_error("cannot move d into itself");
+    assert_unchanged(&c, &rt, &leader, &before, "a refused move of d into d/new/deeper");
+}
+
+/// Uploads that pass every check made before `Ready` and are refused only
+/// when committed, after the holders stored the bytes, each on the leader
+/// of a fresh cluster: the cluster, what was there before, and what each
+/// left once the temp files were gone.
+fn uploads_refused_at_the_commit(rt: &tokio::runtime::Runtime) -> (Cluster, Snapshot, Vec<(&'static str, Snapshot)>) {
+    let c = Cluster::start(3);
+    let k = key(&c);
+    let leader = c.node_addr(3);
+    c.upload_bytes("kept/a.txt", b"kept");
+    let make = Request::Make { parent: Ino::ROOT, name: "escape".into(), node: new_node(Kind::Symlink, "/etc") };
+    assert!(matches!(rt.block_on(call(&leader, &k, make)), Ok(Response::Changed(t)) if !t.is_empty()));
+    let (reserved, _) = reserve_inodes(rt, &leader, &k, 1);
+    let before = snapshot(&c, rt, &leader);
+    let data = seeded_bytes(950, 1 << 20);
+    let size = Some(data.len() as u64);
+    let with_xattr = |name: &str, len: usize| {
+        let mut spec = path_spec("x.bin", size);
+        spec.xattrs.insert(name.into(), Bytes(vec![1; len]));
+        spec
+    };
+    let over_dir =
+        UploadSpec::new(Target::New { parent: Ino::ROOT, name: "kept".into(), ino: reserved }, size, 0o644, 1);
+    use ErrorCode::{IsDir, NotFound, NotSupported, TooBig};
+    let mut left = Vec::new();
+    for (what, spec, code) in [
+        ("a new file over a directory", over_dir, IsDir),
+        ("a path through a symlink that leads outside", path_spec("escape/x.bin", size), NotFound),
+        ("an extended attribute outside user., trusted. and security.", with_xattr("system.x", 1), NotSupported),
+        ("an extended attribute over 64 KiB", with_xattr("user.big", 65537), TooBig),
+    ] {
+        assert_error(rt.block_on(store(&leader, &k, spec, &data)), code, "", what);
+        for id in 1..=c.size() {
+            eventually(&format!("node {id}'s temp files to be removed after {what}"), CLEANUP_TIMEOUT, || {
+                temp_files(&c, id).is_empty()
+            });
+        }
+        left.push((what, snapshot(&c, rt, &leader)));
+    }
+    c.assert_no_node_died();
+    (c, before, left)
+}
+
+#[test]
+fn uploads_refused_at_the_commit_get_a_clear_error_and_change_no_name() {
+    let rt = runtime();
+    let (c, before, left) = uploads_refused_at_the_commit(&rt);
+    for (what, now) in left {
+        assert_eq!(now.entries, before.entries, "the namespace changed after {what}");
+    }
+    c.assert_content("kept/a.txt", b"kept");
+}
+
+// The leader checks these only at the commit (node/src/leader/upload.rs,
+// `run`: `create_file`, `dirs_for`, `check_xattrs`), after every holder
+// placed the blob, and nothing removes it then: the orphan sweep keeps a
+// blob of an inode it has no record of for ORPHAN_AGE (24 h).
+#[test]
+fn uploads_refused_at_the_commit_leave_no_blob_behind() {
+    let rt = runtime();
+    let (_c, before, left) = uploads_refused_at_the_commit(&rt);
+    for (what, now) in left {
+        assert_eq!(now.blobs, before.blobs, "blob files changed after {what}");
+    }
 }
 
 // ----- floods -----
@@ -891,11 +1517,20 @@ fn flood(targets: &[String], idle: usize, stop: &AtomicBool, stats: &FloodStats)
     });
 }
 
+/// The flood tests compare two windows of one client: one running beside
+/// the other would skew both (the machine may have two cores).
+static ONE_FLOOD_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Flood windows measured at most: a rate under half the quiet one in every
+/// one of them is a node starved by the flood, not a moment of a busy machine.
+const FLOOD_WINDOWS: usize = 3;
+
 /// Floods the cluster (`idle` silent connections, slow-loris and garbage)
 /// while a normal client works, and compares what it got done with a
-/// quiet window of the same length. Asserts at least half the normal rate,
-/// no failed request, and a cluster that noticed nothing.
+/// quiet window of the same length. Asserts at least half the normal rate
+/// (in the best of up to [`FLOOD_WINDOWS`] windows), no failed or slow
+/// request in any window, and a cluster that noticed nothing.
 fn serves_through_a_flood(idle: usize) {
+    let _alone = ONE_FLOOD_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let c = Cluster::start(3);
     raise_fd_limit((idle + LORIS_CONNS + 200) as u64);
     let rt = runtime();
@@ -912,29 +1547,42 @@ fn serves_through_a_flood(idle: usize) {
 
     let stop = AtomicBool::new(false);
     let stats = FloodStats::default();
-    let (flooded, held) = thread::scope(|s| {
+    let (windows, held) = thread::scope(|s| {
         let flooder = s.spawn(|| flood(&targets, idle, &stop, &stats));
         // Let the flood reach its full size before measuring.
         eventually("the flood to open its connections", Duration::from_secs(20), || {
             stats.idle_opened.load(Ordering::Relaxed) >= idle as u64
         });
-        let measured = rt.block_on(normal_client(&leader, &k, "flood", window));
+        let mut windows = Vec::new();
+        for n in 1..=FLOOD_WINDOWS {
+            let served = rt.block_on(normal_client(&leader, &k, &format!("flood{n}"), window));
+            let enough = served.requests * 2 >= quiet.requests;
+            windows.push(served);
+            if enough {
+                break;
+            }
+        }
         let held = stats.idle_opened.load(Ordering::Relaxed) - stats.idle_cut.load(Ordering::Relaxed);
         stop.store(true, Ordering::Relaxed);
         flooder.join().expect("the flood threads");
-        (measured, held)
+        (windows, held)
     });
     let per_sec = |n: u64| n as f64 / window.as_secs_f64();
     println!(
-        "normal client: {:.1} requests/s without the flood (slowest {:.2?}), {:.1} requests/s during it \
-         (slowest {:.2?}, {} failed): {:.0}%",
+        "normal client: {:.1} requests/s without the flood (slowest {:.2?})",
         per_sec(quiet.requests),
-        quiet.slowest,
-        per_sec(flooded.requests),
-        flooded.slowest,
-        flooded.failed,
-        100.0 * flooded.requests as f64 / quiet.requests as f64
+        quiet.slowest
     );
+    for (n, flooded) in windows.iter().enumerate() {
+        println!(
+            "  during it, window {}: {:.1} requests/s (slowest {:.2?}, {} failed): {:.0}%",
+            n + 1,
+            per_sec(flooded.requests),
+            flooded.slowest,
+            flooded.failed,
+            100.0 * flooded.requests as f64 / quiet.requests as f64
+        );
+    }
     println!(
         "the flood: {} silent connections opened ({} cut by the nodes' handshake timeout, {held} open at the end), \
          {} slow-loris connections ({} bytes, one a second each), {} garbage connections",
@@ -944,21 +1592,26 @@ fn serves_through_a_flood(idle: usize) {
         stats.loris_bytes.load(Ordering::Relaxed),
         stats.garbage.load(Ordering::Relaxed),
     );
-    assert_eq!(flooded.failed, 0, "requests failed during the flood: {flooded:?}");
+    for flooded in &windows {
+        assert_eq!(flooded.failed, 0, "requests failed during the flood: {flooded:?}");
+        assert!(flooded.slowest < Duration::from_secs(2), "a request took {:?} during the flood", flooded.slowest);
+    }
+    let best = windows.iter().map(|w| w.requests).max().unwrap_or(0);
     assert!(
-        flooded.requests * 2 >= quiet.requests,
-        "served {} requests during the flood, {} without: under half the normal rate",
-        flooded.requests,
+        best * 2 >= quiet.requests,
+        "served at most {best} requests in {} windows during the flood, {} without: under half the normal rate",
+        windows.len(),
         quiet.requests
     );
-    assert!(flooded.slowest < Duration::from_secs(2), "a request took {:?} during the flood", flooded.slowest);
 
     // The cluster did not notice: same leader, same term, every file there.
     let now = c.status();
     assert_eq!((now.leader, now.term, now.alive_ids()), (before.leader, before.term, before.alive_ids()));
     c.assert_no_node_died();
-    let files = c.ls_names("flood");
-    assert_eq!(files.len() as u64, flooded.requests / 2, "{files:?}");
+    for (n, flooded) in windows.iter().enumerate() {
+        let files = c.ls_names(&format!("flood{}", n + 1));
+        assert_eq!(files.len() as u64, flooded.requests / 2, "{files:?}");
+    }
 }
 
 #[test]

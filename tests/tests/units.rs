@@ -1,5 +1,5 @@
-//! `make install` puts the binaries and the systemd units in place, and
-//! `systemd-analyze verify` accepts the installed units.
+//! `make install` puts the binaries, the `mount.scs` helper and the systemd
+//! units in place, and `systemd-analyze verify` accepts the installed units.
 
 use std::path::Path;
 use std::process::Command;
@@ -23,6 +23,7 @@ fn installed_units_pass_systemd_analyze_verify() {
         .arg(format!("UNITDIR={}", root.join("system").display()))
         .arg(format!("USERUNITDIR={}", root.join("user").display()))
         .arg(format!("SYSCONFDIR={}", root.join("etc").display()))
+        .arg(format!("ROOTSBINDIR={}", root.join("sbin").display()))
         .output()
         .expect("run make");
     assert!(out.status.success(), "make install-files failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -30,7 +31,23 @@ fn installed_units_pass_systemd_analyze_verify() {
         assert!(root.join("usr/bin").join(b).is_file(), "{b} was not installed");
     }
     assert!(root.join("etc/scs/node.toml.example").is_file());
-    let units = [root.join("system/scs-node@.service"), root.join("user/scs-mount.service")];
+    // mount(8) runs /sbin/mount.<type>: both links lead to scs-mount, whose name picks the helper's ways.
+    for helper in [root.join("usr/sbin/mount.scs"), root.join("sbin/mount.scs")] {
+        let target = std::fs::canonicalize(&helper).unwrap_or_else(|e| panic!("{}: {e}", helper.display()));
+        assert_eq!(target, std::fs::canonicalize(root.join("usr/bin/scs-mount")).unwrap(), "{}", helper.display());
+        let out = Command::new(&helper).arg("--help").output().expect("run mount.scs --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && help.contains("Usage: mount.scs"),
+            "{} is not the helper:\n{help}",
+            helper.display()
+        );
+    }
+    let units = [
+        root.join("system/scs-node@.service"),
+        root.join("system/scs-mount-shared.service"),
+        root.join("user/scs-mount.service"),
+    ];
     for u in &units {
         let text = std::fs::read_to_string(u).expect("unit installed");
         assert!(text.contains(&root.join("usr/bin").display().to_string()), "ExecStart points at the binaries: {text}");

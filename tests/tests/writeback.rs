@@ -42,7 +42,7 @@ fn pending_dir(root: &Path) -> PathBuf {
 /// record magic; a freed slot starts with zeros.
 fn pending_records(root: &Path) -> usize {
     let Ok(dir) = fs::read_dir(pending_dir(root)) else { return 0 };
-    dir.filter_map(|e| fs::read(e.unwrap().path()).ok()).filter(|b| b.starts_with(b"SCSWB01\n")).count()
+    dir.filter_map(|e| fs::read(e.unwrap().path()).ok()).filter(|b| b.starts_with(b"SCSWB02\n")).count()
 }
 
 #[test]

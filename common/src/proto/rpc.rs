@@ -7,8 +7,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
+use crate::inode::{Bytes, DirEntry, Inode, NewNode, Record, Removal, RenameMode, SetAttrs, XattrMode, Xattrs};
+use crate::locks::{FileLock, LockAnswer, SessionId};
 use crate::proto::gossip::Role;
-use crate::types::{ContentHash, Entry, Key, NodeId, Term, Version};
+use crate::types::{ContentHash, Ino, Key, NodeId, Term, Version};
 
 /// Who opened a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,76 +30,255 @@ pub enum Message {
     },
 }
 
+/// Which file an upload stores.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// A path (the command line): an existing file there gets the new
+    /// content and keeps its inode; otherwise a new file is made, and
+    /// missing directories on the way with it.
+    Path(String),
+    /// The content of an existing file (the mount, writing a file it opened).
+    Ino(Ino),
+    /// A new file `name` in `parent` with the inode number `ino` that the
+    /// caller reserved (`ReserveInodes`); an existing file there is replaced,
+    /// as by rename(2). A retry that finds `ino` already there stores the
+    /// content into it.
+    New { parent: Ino, name: String, ino: Ino },
+}
+
 /// What a client wants stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadSpec {
-    pub name: String,
+    pub target: Target,
     /// Exact number of bytes that will follow; `None` when the sender does
     /// not know yet (a file being written through the mount): the stream's
     /// `End` then decides.
     pub size: Option<u64>,
-    pub mode: u32,
+    /// The file's times: `mtime_ns` always; the rest only for a new file.
     pub mtime_ns: i64,
+    /// For a new file: its permission bits, owner and extended attributes.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime_ns: i64,
+    pub xattrs: Xattrs,
     /// Fail with "already exists" if the name is taken (O_EXCL).
     pub exclusive: bool,
+}
+
+impl UploadSpec {
+    /// A spec for `target` with the caller's owner and the given times and mode.
+    pub fn new(target: Target, size: Option<u64>, mode: u32, mtime_ns: i64) -> UploadSpec {
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        UploadSpec {
+            target,
+            size,
+            mtime_ns,
+            mode,
+            uid,
+            gid,
+            atime_ns: mtime_ns,
+            xattrs: Xattrs::new(),
+            exclusive: false,
+        }
+    }
+
+    /// The target for logs.
+    pub fn describe(&self) -> String {
+        match &self.target {
+            Target::Path(p) => format!("{p:?}"),
+            Target::Ino(i) => format!("inode {i}"),
+            Target::New { parent, name, ino } => format!("{name:?} in {parent} as inode {ino}"),
+        }
+    }
 }
 
 /// A request, from a client or from another node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// Store a file. Answered with `Ready`, then the client streams the bytes
-    /// and `End`, then `Stored(entry)` once the file is durable.
+    // ----- content -----
+    /// Store a file's content. Answered with `Ready`, then the client streams
+    /// the bytes and `End`, then `Stored(inode)` once the file is durable.
     Upload(UploadSpec),
-    /// Read a file (or a range of it): `Content` + data + `End`, or `Redirect`
-    /// to the holders when the node does not keep the content itself.
-    Download { name: String, offset: u64, len: Option<u64> },
-    /// Read a blob this node holds, by key and version (clients after a
-    /// redirect, nodes repairing a copy).
-    ReadBlob { key: Key, version: Version, offset: u64, len: Option<u64> },
-    /// The entry of a name (a directory implied by files has version 0).
-    Stat { name: String },
-    /// The children of a directory ("" = root): answered with `Listing` frames.
-    List { dir: String },
-    /// Make a directory; with `parents`, its missing ancestors too and no error if it exists.
-    Mkdir { name: String, mode: u32, mtime_ns: i64, parents: bool },
-    /// Remove a file or an empty directory. `expect` makes it unlink (file)
-    /// or rmdir (dir) with the matching errors.
-    Delete { name: String, expect: Option<crate::types::Kind> },
-    /// Move a file or a directory (with everything below it). With `replace`,
-    /// an existing target is replaced as rename(2) does.
-    Rename { from: String, to: String, replace: bool },
-    /// Change the stored mode bits and/or mtime.
-    SetAttr { name: String, mode: Option<u32>, mtime_ns: Option<i64> },
+    /// Read a file by path, following symlinks (the command line):
+    /// `Content` + data + `End`, or `Redirect` to the holders.
+    Download {
+        path: String,
+        offset: u64,
+        len: Option<u64>,
+    },
+    /// Read a file by inode (the mount), as `Download` answers.
+    Read {
+        ino: Ino,
+        offset: u64,
+        len: Option<u64>,
+    },
+    /// Read a blob this node holds, by inode and content version (clients
+    /// after a redirect, nodes repairing a copy).
+    ReadBlob {
+        ino: Ino,
+        content: Version,
+        offset: u64,
+        len: Option<u64>,
+    },
+
+    // ----- the namespace: answered with `Attr`, `Missing`, `Listing` or `Done` -----
+    /// The inode at a path ("" = root), following symlinks on the way and,
+    /// with `follow`, at the end.
+    Resolve {
+        path: String,
+        follow: bool,
+    },
+    /// The inode `name` in directory `parent` leads to.
+    Lookup {
+        parent: Ino,
+        name: String,
+    },
+    /// An inode by number.
+    GetAttr {
+        ino: Ino,
+    },
+    /// The children of a directory with their inodes, in `Listing` frames.
+    ReadDir {
+        dir: Ino,
+    },
+    /// Make a directory, symlink, FIFO, socket, device or empty file `name` in `parent`.
+    Make {
+        parent: Ino,
+        name: String,
+        node: NewNode,
+    },
+    /// A new name for an existing inode (link(2)).
+    Link {
+        ino: Ino,
+        parent: Ino,
+        name: String,
+    },
+    /// Remove a name (unlink(2), rmdir(2), or either).
+    Remove {
+        parent: Ino,
+        name: String,
+        what: Removal,
+    },
+    /// Move a name, replacing, refusing or swapping with what is at the target.
+    Rename {
+        parent: Ino,
+        name: String,
+        new_parent: Ino,
+        new_name: String,
+        mode: RenameMode,
+    },
+    /// Change mode, owner and times.
+    SetAttr {
+        ino: Ino,
+        set: SetAttrs,
+    },
+    SetXattr {
+        ino: Ino,
+        name: String,
+        value: Bytes,
+        mode: XattrMode,
+    },
+    RemoveXattr {
+        ino: Ino,
+        name: String,
+    },
+    /// Inode numbers for new files the caller makes later (`Target::New`):
+    /// answered with `Inodes`.
+    ReserveInodes {
+        count: u32,
+    },
+
     /// Members, leader, term, quorum and load.
     Status,
     /// "Your copy of this blob failed its hash at my end": the node re-checks
     /// it and, if it is bad, moves it aside and fetches a good copy.
-    ReportCorrupt { key: Key, version: Version },
+    ReportCorrupt {
+        ino: Ino,
+        content: Version,
+    },
 
     // Anti-entropy between nodes (see the node's store::digest).
     /// The 256 bucket digests of the receiver's index: `Digests`.
     Digests,
     /// Every (key, version) in one bucket: `Versions`.
-    BucketVersions { bucket: u8 },
-    /// The entries of these keys the receiver has: `Entries`.
-    EntriesFor { keys: Vec<Key> },
-    /// Entries the sender has and the receiver lacked or had older; applied
+    BucketVersions {
+        bucket: u8,
+    },
+    /// The records of these keys the receiver has: `Records`.
+    RecordsFor {
+        keys: Vec<Key>,
+    },
+    /// Records the sender has and the receiver lacked or had older; applied
     /// if newer (versions decide, so this is safe from anyone in the cluster).
-    Offer { entries: Vec<Entry> },
+    Offer {
+        records: Vec<Record>,
+    },
     /// From the leader, once every node has them: forget these tombstones.
-    Purge { term: Term, leader: NodeId, items: Vec<(Key, Version)> },
+    Purge {
+        term: Term,
+        leader: NodeId,
+        items: Vec<(Key, Version)>,
+    },
 
     // Between nodes only.
-    /// Store the content of `entry` durably (bytes + `End` follow) and answer
-    /// `Done`; the entry itself (with its final size and hash) is committed
-    /// later by an `Apply`. `size` is the exact byte count when known.
-    Replicate { term: Term, leader: NodeId, entry: Entry, size: Option<u64> },
-    /// Commit these entries (metadata) in one transaction.
-    Apply { term: Term, leader: NodeId, entries: Vec<Entry> },
-    /// Every entry newer than `since`: answered with `Pulled` frames. With
+    /// Store the blob of inode `ino` at content version `content` durably
+    /// (bytes + `End` follow) and answer `Done`; the inode itself (with its
+    /// final size and hash) is committed later by an `Apply`. `size` is the
+    /// exact byte count when known.
+    Replicate {
+        term: Term,
+        leader: NodeId,
+        ino: Ino,
+        content: Version,
+        size: Option<u64>,
+    },
+    /// Commit these records in one transaction.
+    Apply {
+        term: Term,
+        leader: NodeId,
+        records: Vec<Record>,
+    },
+    /// Every record newer than `since`: answered with `Pulled` frames. With
     /// `fence` (a new leader catching up), the receiver first moves to that
     /// term and stops accepting writes from older ones.
-    Pull { since: Version, fence: Option<(Term, NodeId)> },
+    Pull {
+        since: Version,
+        fence: Option<(Term, NodeId)>,
+    },
+
+    // ----- advisory locks, kept by the leader in memory (see crate::locks) -----
+    /// Take or change a lock (fcntl, flock): answered with `Lock`.
+    Lock {
+        session: SessionId,
+        lock: FileLock,
+    },
+    /// Give back bytes `start..=end` of `owner`'s locks on `ino` (all of
+    /// them with `0..=u64::MAX`): answered with `Lock`.
+    Unlock {
+        session: SessionId,
+        ino: Ino,
+        owner: u64,
+        start: u64,
+        end: u64,
+    },
+    /// Which lock of another owner stands in the way of `lock` (F_GETLK):
+    /// answered with `Lock` (`Granted` when none does).
+    TestLock {
+        session: SessionId,
+        lock: FileLock,
+    },
+    /// The mount is alive and keeps its locks: answered with `Lock`.
+    KeepAlive {
+        session: SessionId,
+    },
+    /// Sets the session's locks to `locks` (after a failover, a lease that
+    /// ran out, or to give everything back): answered with `Reclaimed`.
+    Reclaim {
+        session: SessionId,
+        locks: Vec<FileLock>,
+    },
 }
 
 /// Where a holder of a blob listens.
@@ -147,38 +328,51 @@ pub enum Response {
     Done,
     /// Go ahead and stream the bytes.
     Ready,
-    /// The entry as committed (upload, mkdir, setattr) or found (stat).
-    Stored(Entry),
-    /// `Stat` of a name that does not exist.
+    /// The inode as committed (upload, make, link, setattr) or found (lookups).
+    Attr(Inode),
+    /// A lookup of a name that does not exist.
     Missing,
+    /// A namespace change (make, link, remove, rename) is committed: every
+    /// inode it touched that is still there, as the leader stamped it (the
+    /// one made or linked first).
+    Changed(Vec<Inode>),
     /// A batch of a directory listing; `more` says another follows.
     Listing {
-        entries: Vec<Entry>,
+        entries: Vec<DirEntry>,
         more: bool,
     },
-    /// `len` bytes of `entry` from `offset` follow as data frames, then `End`.
+    /// `len` bytes of `inode`'s content from `offset` follow as data frames, then `End`.
     Content {
-        entry: Entry,
+        inode: Inode,
         offset: u64,
         len: u64,
     },
     /// This node does not keep the content: ask one of these holders with `ReadBlob`.
     Redirect {
-        entry: Entry,
+        inode: Inode,
         holders: Vec<HolderAddr>,
     },
     Status(StatusReport),
-    /// A batch of entries newer than the asked version; when `more` is false,
+    /// A batch of records newer than the asked version; when `more` is false,
     /// `watermark` is a version up to which the sender had nothing in flight.
     Pulled {
-        entries: Vec<Entry>,
+        records: Vec<Record>,
         more: bool,
         watermark: Version,
     },
     Digests(Vec<u64>),
     Versions(Vec<(Key, Version)>),
-    Entries(Vec<Entry>),
+    Records(Vec<Record>),
+    /// Inode numbers `first` .. `first + count` are the caller's to use.
+    Inodes {
+        first: Ino,
+        count: u32,
+    },
     Error(WireError),
+    /// The answer to a lock request.
+    Lock(LockAnswer),
+    /// The answer to `Reclaim`: the locks refused (another mount holds them).
+    Reclaimed(Vec<FileLock>),
 }
 
 impl Response {
@@ -194,25 +388,32 @@ mod tests {
 
     #[test]
     fn messages_round_trip_through_msgpack() {
-        let entry = Entry {
-            name: "un été/ça.txt".into(),
-            version: Version::new(Term(3), 9),
-            kind: Kind::File,
-            size: 12,
-            hash: ContentHash([5; 32]),
-            mode: 0o755,
-            mtime_ns: 1_700_000_000_123_456_789,
-            deleted: false,
-            holders: vec![NodeId(1), NodeId(3)],
-        };
+        let mut inode = Inode::new(Ino(7), Kind::File, 0o755, 1000, 1000, 1_700_000_000_123_456_789);
+        inode.version = Version::new(Term(3), 9);
+        inode.holders = vec![NodeId(1), NodeId(3)];
         let msgs = vec![
             Message::Request(Request::Replicate {
                 term: Term(3),
                 leader: NodeId(3),
-                entry: entry.clone(),
+                ino: Ino(7),
+                content: Version::new(Term(3), 9),
                 size: Some(12),
             }),
-            Message::Response(Response::Listing { entries: vec![entry], more: false }),
+            Message::Request(Request::Upload(UploadSpec::new(
+                Target::New { parent: Ino::ROOT, name: "un été/ça.txt".into(), ino: Ino(7) },
+                None,
+                0o644,
+                5,
+            ))),
+            Message::Response(Response::Listing {
+                entries: vec![DirEntry { name: "ça.txt".into(), inode: inode.clone() }],
+                more: false,
+            }),
+            Message::Response(Response::Pulled {
+                records: vec![Record::Inode(inode)],
+                more: true,
+                watermark: Version::ZERO,
+            }),
             Message::End { hash: ContentHash([9; 32]) },
         ];
         for m in msgs {

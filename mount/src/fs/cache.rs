@@ -1,10 +1,10 @@
-//! What the mount remembers about names for a short while: entries (negative
-//! ones too) and directory listings, each valid for the attribute TTL; and
-//! the local overlay of times the cluster does not keep (a directory's mtime
-//! when something is created or removed in it, ctimes).
+//! What the mount remembers of the cluster for a short while, each for the
+//! attribute TTL: inodes by number (negative answers too), names by
+//! (directory, name), and directory listings by directory; plus the
+//! directory times of files made here that the cluster does not have yet.
 //!
-//! A plain struct with the clock passed in; no I/O. Every change made through
-//! this mount invalidates what it touches, so only changes made elsewhere are
+//! A plain struct with the clock passed in; no I/O. Every change made
+//! through this mount is recorded here, so only changes made elsewhere are
 //! seen late, and never later than the TTL. An answer from the cluster that
 //! was asked for before a change made here (a listing fetched while a
 //! written-back file went up) cannot undo that change: the change is laid
@@ -14,70 +14,52 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scs_common::{name, Entry};
+use scs_common::{DirEntry, Ino, Inode, Kind};
 
-/// Past this many remembered names, expired ones are dropped.
+/// Past this many remembered items, expired ones are dropped.
 const PRUNE_AT: usize = 50_000;
-/// Past this many time overlays, the oldest half is dropped.
-const MAX_TIMES: usize = 100_000;
-
-/// Local times that override or complement a name's stored ones.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Times {
-    /// A directory's contents changed here at this time.
-    pub mtime_ns: Option<i64>,
-    /// The inode changed here at this time (attributes, rename, contents).
-    pub ctime_ns: Option<i64>,
-}
-
+/// Past this many directory times, the oldest half is dropped.
+const MAX_DIR_TIMES: usize = 100_000;
 /// Local changes remembered for answers still on their way; an answer
 /// asked for before the oldest of them is not kept.
 const CHANGES_KEPT: usize = 4096;
 
+/// A name in a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Child {
+    pub name: String,
+    pub ino: Ino,
+    pub kind: Kind,
+}
+
 /// A change made through this mount.
 #[derive(Clone, Debug)]
 enum Change {
-    /// `path` is now this (`None`: gone).
-    Put(String, Option<Entry>),
-    /// What is known of `path` (and below it, for a tree) was dropped,
-    /// with its parent's listing.
-    Forget { path: String, tree: bool },
-    /// The entry of `path` alone was dropped.
-    ForgetEntry(String),
-}
-
-impl Change {
-    /// Whether it drops the listing of `dir`.
-    fn forgets_listing(&self, dir: &str) -> bool {
-        match self {
-            Change::Put(..) | Change::ForgetEntry(_) => false,
-            Change::Forget { path, tree } => {
-                name::parent(path) == dir || (*tree && (path == dir || name::is_inside(dir, path)))
-            }
-        }
-    }
-
-    /// Whether it drops the entry of `p`.
-    fn forgets_entry(&self, p: &str) -> bool {
-        match self {
-            Change::Put(..) => false,
-            Change::Forget { path, tree } => path == p || (*tree && name::is_inside(p, path)),
-            Change::ForgetEntry(path) => path == p,
-        }
-    }
+    /// `name` in `dir` now leads to `child` (`None`: it is gone).
+    Name { dir: Ino, name: String, child: Option<Child> },
+    /// What `name` in `dir` leads to is not known any more.
+    NameDropped { dir: Ino, name: String },
+    /// The inode was set or dropped here.
+    Attr(Ino),
+    /// The listing of a directory was dropped.
+    Listing(Ino),
 }
 
 /// Taken before asking the cluster; says which local changes came after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Asked(u64);
 
-/// Entries and listings with a TTL, plus the time overlay.
+/// Inodes, names and listings with a TTL, and directory times.
 #[derive(Debug)]
 pub struct MetaCache {
     ttl: Duration,
-    entries: HashMap<String, (Instant, Option<Entry>)>,
-    listings: HashMap<String, (Instant, Arc<Vec<Entry>>)>,
-    times: HashMap<String, Times>,
+    attrs: HashMap<Ino, (Instant, Option<Inode>)>,
+    names: HashMap<(Ino, String), (Instant, Option<Ino>)>,
+    listings: HashMap<Ino, (Instant, Arc<Vec<Child>>)>,
+    /// A file was made in or removed from the directory here at this time
+    /// and the cluster does not know yet.
+    /// Local changes of directories' entries: when (ns), and when it was noted.
+    dir_times: HashMap<Ino, (i64, Instant)>,
     /// The latest local changes, numbered from `next - changes.len()`.
     changes: VecDeque<Change>,
     next: u64,
@@ -87,9 +69,10 @@ impl MetaCache {
     pub fn new(ttl: Duration) -> MetaCache {
         MetaCache {
             ttl,
-            entries: HashMap::new(),
+            attrs: HashMap::new(),
+            names: HashMap::new(),
             listings: HashMap::new(),
-            times: HashMap::new(),
+            dir_times: HashMap::new(),
             changes: VecDeque::new(),
             next: 0,
         }
@@ -115,294 +98,331 @@ impl MetaCache {
         (asked.0 >= first).then(|| self.changes.iter().skip((asked.0 - first) as usize))
     }
 
-    /// The remembered entry of `path` (`Some(None)`: known not to exist),
-    /// or `None` when nothing fresh is known.
-    pub fn entry(&self, path: &str, now: Instant) -> Option<Option<Entry>> {
-        match self.entries.get(path) {
-            Some((at, e)) if now.saturating_duration_since(*at) < self.ttl => Some(e.clone()),
+    fn fresh(&self, at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(at) < self.ttl
+    }
+
+    // ----- inodes -----
+
+    /// The remembered inode `ino` (`Some(None)`: known to be gone), or
+    /// `None` when nothing fresh is known.
+    pub fn attr(&self, ino: Ino, now: Instant) -> Option<Option<Inode>> {
+        match self.attrs.get(&ino) {
+            Some((at, i)) if self.fresh(*at, now) => Some(i.clone()),
             _ => None,
         }
     }
 
-    /// This mount changed `path` to `entry` (`None`: removed it).
-    pub fn put_entry(&mut self, path: &str, entry: Option<Entry>, now: Instant) {
-        self.record(Change::Put(path.to_string(), entry.clone()));
-        self.keep_entry(path, entry, now);
-    }
-
-    fn keep_entry(&mut self, path: &str, entry: Option<Entry>, now: Instant) {
+    /// This mount changed `ino` to `inode` (`None`: removed it).
+    pub fn put_attr(&mut self, ino: Ino, inode: Option<Inode>, now: Instant) {
+        self.record(Change::Attr(ino));
         self.prune(now);
-        self.entries.insert(path.to_string(), (now, entry));
+        self.attrs.insert(ino, (now, inode));
     }
 
-    /// What the cluster said about `path` when `asked`; kept unless this
-    /// mount changed `path` since, in which case the newer word is returned.
-    pub fn put_asked_entry(&mut self, path: &str, entry: Option<Entry>, now: Instant, asked: Asked) -> Option<Entry> {
-        let (mut newest, mut keep) = (entry, true);
+    /// `ino` changed here in a way only the cluster knows (a link count, a
+    /// directory's times): the next look asks.
+    pub fn forget_attr(&mut self, ino: Ino) {
+        self.record(Change::Attr(ino));
+        self.attrs.remove(&ino);
+    }
+
+    /// Keeps `inode` unless what is kept is a newer version of it.
+    fn keep_attr(&mut self, ino: Ino, inode: Option<Inode>, now: Instant) {
+        if let (Some(new), Some((at, Some(old)))) = (&inode, self.attrs.get(&ino)) {
+            if self.fresh(*at, now) && old.version > new.version {
+                return;
+            }
+        }
+        self.prune(now);
+        self.attrs.insert(ino, (now, inode));
+    }
+
+    /// What the cluster said about `ino` when `asked`: kept unless this
+    /// mount changed `ino` since; returns the newest word.
+    pub fn put_asked_attr(&mut self, ino: Ino, inode: Option<Inode>, now: Instant, asked: Asked) -> Option<Inode> {
+        if self.changed_attr_since(ino, asked) {
+            return match self.attr(ino, now) {
+                Some(local) => local,
+                None => inode,
+            };
+        }
+        self.keep_attr(ino, inode, now);
+        self.attr(ino, now).flatten()
+    }
+
+    fn changed_attr_since(&self, ino: Ino, asked: Asked) -> bool {
+        match self.since(asked) {
+            None => true,
+            Some(mut changes) => changes.any(|c| matches!(c, Change::Attr(i) if *i == ino)),
+        }
+    }
+
+    // ----- names -----
+
+    /// What `name` in `dir` leads to (`Some(None)`: nothing), from a
+    /// remembered lookup or the directory's fresh listing; `None` when
+    /// nothing fresh is known.
+    pub fn name(&self, dir: Ino, name: &str, now: Instant) -> Option<Option<Ino>> {
+        if let Some((at, ino)) = self.names.get(&(dir, name.to_string())) {
+            if self.fresh(*at, now) {
+                return Some(*ino);
+            }
+        }
+        let l = self.listing(dir, now)?;
+        Some(l.iter().find(|c| c.name == name).map(|c| c.ino))
+    }
+
+    /// This mount made `name` in `dir` lead to `child` (`None`: removed
+    /// it). A remembered listing of `dir` is changed too, and keeps its
+    /// age (a listing never looks fresher than what the cluster last said).
+    pub fn put_name(&mut self, dir: Ino, name: &str, child: Option<Child>, now: Instant) {
+        self.record(Change::Name { dir, name: name.to_string(), child: child.clone() });
+        self.prune(now);
+        self.names.insert((dir, name.to_string()), (now, child.as_ref().map(|c| c.ino)));
+        if let Some((_, l)) = self.listings.get_mut(&dir) {
+            let l = Arc::make_mut(l);
+            l.retain(|c| c.name != name);
+            l.extend(child);
+        }
+    }
+
+    /// What `name` in `dir` leads to is not known any more (a change that
+    /// failed half way): the next look asks, and the listing goes too.
+    pub fn forget_name(&mut self, dir: Ino, name: &str) {
+        self.record(Change::NameDropped { dir, name: name.to_string() });
+        self.names.remove(&(dir, name.to_string()));
+        self.forget_listing(dir);
+    }
+
+    /// What the cluster said `name` in `dir` leads to when `asked`: kept
+    /// (with the inode) unless this mount changed the name since; returns
+    /// the newest word: the inode the name leads to, if any.
+    pub fn put_asked_name(
+        &mut self,
+        dir: Ino,
+        name: &str,
+        inode: Option<Inode>,
+        now: Instant,
+        asked: Asked,
+    ) -> Option<Ino> {
+        let mut keep = true;
+        let mut newest = inode.as_ref().map(|i| i.ino);
         match self.since(asked) {
             None => keep = false,
             Some(changes) => {
                 for c in changes {
                     match c {
-                        Change::Put(p, e) if p == path => {
-                            newest = e.clone();
+                        Change::Name { dir: d, name: n, child } if *d == dir && n == name => {
+                            newest = child.as_ref().map(|c| c.ino);
                             keep = false;
                         }
-                        c if c.forgets_entry(path) => keep = false,
+                        Change::NameDropped { dir: d, name: n } if *d == dir && n == name => keep = false,
                         _ => {}
                     }
                 }
             }
         }
         if keep {
-            self.keep_entry(path, newest.clone(), now);
+            self.prune(now);
+            self.names.insert((dir, name.to_string()), (now, newest));
+        }
+        if let Some(i) = inode.filter(|i| Some(i.ino) == newest) {
+            if !self.changed_attr_since(i.ino, asked) {
+                self.keep_attr(i.ino, Some(i), now);
+            }
         }
         newest
     }
 
+    // ----- listings -----
+
     /// The remembered children of `dir`, when fresh.
-    pub fn listing(&self, dir: &str, now: Instant) -> Option<Arc<Vec<Entry>>> {
-        match self.listings.get(dir) {
-            Some((at, l)) if now.saturating_duration_since(*at) < self.ttl => Some(l.clone()),
+    pub fn listing(&self, dir: Ino, now: Instant) -> Option<Arc<Vec<Child>>> {
+        match self.listings.get(&dir) {
+            Some((at, l)) if self.fresh(*at, now) => Some(l.clone()),
             _ => None,
         }
     }
 
-    /// The listing of `dir` the cluster gave when `asked`, with the changes
-    /// made here since laid over it; kept unless one of them dropped it.
+    /// How many children the last listing of `dir` had, fresh or not.
+    pub fn listed_len(&self, dir: Ino) -> Option<usize> {
+        self.listings.get(&dir).map(|(_, l)| l.len())
+    }
+
+    /// The listing of `dir` the cluster gave when `asked`, with the name
+    /// changes made here since laid over it; kept unless the listing was
+    /// dropped here since. Each child's inode is remembered too (so `ls -l`
+    /// costs one request, not one per file), unless it changed here since.
     pub fn put_asked_listing(
         &mut self,
-        dir: &str,
-        mut children: Vec<Entry>,
+        dir: Ino,
+        entries: Vec<DirEntry>,
         now: Instant,
         asked: Asked,
-    ) -> Arc<Vec<Entry>> {
+    ) -> Arc<Vec<Child>> {
         let mut keep = true;
+        let mut children: Vec<Child> =
+            entries.iter().map(|e| Child { name: e.name.clone(), ino: e.inode.ino, kind: e.inode.kind }).collect();
+        let mut touched_attrs = Vec::new();
+        let mut touched_names = Vec::new();
         match self.since(asked) {
             None => keep = false,
             Some(changes) => {
                 for c in changes {
                     match c {
-                        Change::Put(p, e) if name::parent(p) == dir && !p.is_empty() => {
-                            children.retain(|x| x.name != *p);
-                            children.extend(e.clone());
+                        Change::Name { dir: d, name, child } if *d == dir => {
+                            children.retain(|x| x.name != *name);
+                            children.extend(child.clone());
+                            touched_names.push(name.clone());
                         }
-                        c if c.forgets_listing(dir) => keep = false,
+                        Change::NameDropped { dir: d, .. } | Change::Listing(d) if *d == dir => keep = false,
+                        Change::Attr(i) => touched_attrs.push(*i),
                         _ => {}
                     }
                 }
             }
         }
-        if keep {
-            self.put_listing(dir, children, now)
-        } else {
-            Arc::new(children)
+        if !keep {
+            return Arc::new(children);
         }
-    }
-
-    /// Remembers a listing, and each child's entry with it (so `ls -l`
-    /// costs one request, not one per file).
-    pub fn put_listing(&mut self, dir: &str, children: Vec<Entry>, now: Instant) -> Arc<Vec<Entry>> {
         self.prune(now);
-        for e in &children {
-            self.entries.insert(e.name.clone(), (now, Some(e.clone())));
+        for e in entries {
+            if !touched_names.contains(&e.name) {
+                self.names.insert((dir, e.name.clone()), (now, Some(e.inode.ino)));
+            }
+            if !touched_attrs.contains(&e.inode.ino) {
+                self.keep_attr(e.inode.ino, Some(e.inode), now);
+            }
         }
         let l = Arc::new(children);
-        self.listings.insert(dir.to_string(), (now, l.clone()));
+        self.listings.insert(dir, (now, l.clone()));
         l
     }
 
-    /// What the parent's fresh listing says about `path` (`Some(None)`:
-    /// not there), or `None` without one. The root has no parent: its own
-    /// listing does not name it.
-    pub fn child(&self, path: &str, now: Instant) -> Option<Option<Entry>> {
-        if path.is_empty() {
-            return None;
-        }
-        let l = self.listing(name::parent(path), now)?;
-        Some(l.iter().find(|e| e.name == path).cloned())
+    /// The children of `dir` changed here in a way not laid over its
+    /// listing: the next look asks.
+    pub fn forget_listing(&mut self, dir: Ino) {
+        self.record(Change::Listing(dir));
+        self.listings.remove(&dir);
     }
 
-    /// This mount stored `path` as `entry` (`None`: removed it): remember
-    /// that, in its parent's listing too, which keeps its age (a listing
-    /// never looks fresher than what the cluster last said).
-    pub fn put_child(&mut self, path: &str, entry: Option<Entry>, now: Instant) {
-        self.put_entry(path, entry.clone(), now);
-        if let Some((_, l)) = self.listings.get_mut(name::parent(path)) {
-            let l = Arc::make_mut(l);
-            l.retain(|e| e.name != path);
-            l.extend(entry);
+    // ----- changes the cluster stamps with its own clock -----
+
+    /// This mount changed the entries of directory `dir` at `now_ns`: its
+    /// times show at least that, and `subdirs` more (or fewer)
+    /// subdirectories count in its remembered link count, so showing it
+    /// needs no request (the kernel asks for a changed directory's
+    /// attributes at once, even while the cluster does not answer).
+    pub fn dir_changed(&mut self, dir: Ino, now_ns: i64, subdirs: i64) {
+        self.touch_dir(dir, now_ns);
+        if subdirs != 0 {
+            self.inode_changed(dir, now_ns, subdirs);
         }
     }
 
-    /// How many children the last listing of `dir` had, fresh or not.
-    pub fn listed_len(&self, dir: &str) -> Option<usize> {
-        self.listings.get(dir).map(|(_, l)| l.len())
-    }
-
-    /// Forgets the entry of `path` alone.
-    pub fn forget_entry(&mut self, path: &str) {
-        self.record(Change::ForgetEntry(path.to_string()));
-        self.entries.remove(path);
-    }
-
-    /// `path` changed here: forget its entry and its parent's listing.
-    pub fn invalidate(&mut self, path: &str) {
-        self.record(Change::Forget { path: path.to_string(), tree: false });
-        self.entries.remove(path);
-        self.listings.remove(name::parent(path));
-    }
-
-    /// `path` and everything below it changed here (a directory moved).
-    pub fn invalidate_tree(&mut self, path: &str) {
-        self.record(Change::Forget { path: path.to_string(), tree: true });
-        let below = |p: &str| p == path || name::is_inside(p, path);
-        self.entries.retain(|p, _| !below(p));
-        self.listings.retain(|p, _| !below(p));
-        self.listings.remove(name::parent(path));
-    }
-
-    /// Something was created in or removed from `dir` at `now_ns`.
-    pub fn touch_dir(&mut self, dir: &str, now_ns: i64) {
-        self.bound_times();
-        let t = self.times.entry(dir.to_string()).or_default();
-        t.mtime_ns = Some(now_ns);
-        t.ctime_ns = Some(now_ns);
-    }
-
-    /// The attributes of `path` changed at `now_ns`.
-    pub fn touch_ctime(&mut self, path: &str, now_ns: i64) {
-        self.bound_times();
-        self.times.entry(path.to_string()).or_default().ctime_ns = Some(now_ns);
-    }
-
-    /// An explicit mtime was stored for `path`: it wins over the overlay.
-    pub fn clear_mtime(&mut self, path: &str) {
-        if let Some(t) = self.times.get_mut(path) {
-            t.mtime_ns = None;
+    /// This mount changed `ino` at `now_ns` (a rename, or `links` names
+    /// more or fewer): the remembered inode follows, keeping its age.
+    pub fn inode_changed(&mut self, ino: Ino, now_ns: i64, links: i64) {
+        self.record(Change::Attr(ino));
+        if let Some((_, Some(i))) = self.attrs.get_mut(&ino) {
+            i.ctime_ns = i.ctime_ns.max(now_ns);
+            i.nlink = u32::try_from((i64::from(i.nlink) + links).max(0)).unwrap_or(u32::MAX);
         }
     }
 
-    /// The local times of `path`.
-    pub fn times(&self, path: &str) -> Times {
-        self.times.get(path).copied().unwrap_or_default()
-    }
+    // ----- directory times -----
 
-    /// `from` (and everything below it) is now called `to`.
-    pub fn rename_times(&mut self, from: &str, to: &str) {
-        let below = |p: &str| p == from || name::is_inside(p, from);
-        let moved: Vec<(String, Times)> =
-            self.times.iter().filter(|(p, _)| below(p)).map(|(p, t)| (p.clone(), *t)).collect();
-        self.times.retain(|p, _| !(p == to || name::is_inside(p, to)));
-        for (old, t) in moved {
-            self.times.remove(&old);
-            self.times.insert(format!("{to}{}", &old[from.len()..]), t);
+    /// A file was made in or removed from `dir` here at `now_ns`, and the
+    /// cluster does not know (the file is not on it yet).
+    pub fn touch_dir(&mut self, dir: Ino, now_ns: i64) {
+        if self.dir_times.len() >= MAX_DIR_TIMES {
+            let mut all: Vec<(i64, Ino)> = self.dir_times.iter().map(|(d, (t, _))| (*t, *d)).collect();
+            all.sort();
+            for (_, d) in all.into_iter().take(MAX_DIR_TIMES / 2) {
+                self.dir_times.remove(&d);
+            }
         }
+        let noted = Instant::now();
+        let t = self.dir_times.entry(dir).or_insert((now_ns, noted));
+        *t = (t.0.max(now_ns), noted);
     }
 
-    /// `path` is gone: its overlay goes with it.
-    pub fn forget_times(&mut self, path: &str) {
-        self.times.remove(path);
+    /// The latest local change of `dir`'s entries, noted within the TTL:
+    /// after it the cluster's own time of that change (made by the leader's
+    /// clock) is what every mount shows, this one too.
+    pub fn dir_time(&self, dir: Ino) -> Option<i64> {
+        self.dir_times.get(&dir).filter(|(_, noted)| noted.elapsed() < self.ttl).map(|(t, _)| *t)
+    }
+
+    /// An explicit mtime was stored for `dir`: it wins over local times.
+    pub fn clear_dir_time(&mut self, dir: Ino) {
+        self.dir_times.remove(&dir);
+    }
+
+    /// The kernel holds `ino` no more: what is remembered of it may go.
+    pub fn forgotten(&mut self, ino: Ino) {
+        self.attrs.remove(&ino);
+        self.listings.remove(&ino);
     }
 
     fn prune(&mut self, now: Instant) {
-        if self.entries.len() + self.listings.len() < PRUNE_AT {
+        if self.attrs.len() + self.names.len() + self.listings.len() < PRUNE_AT {
             return;
         }
         let ttl = self.ttl;
-        self.entries.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+        self.attrs.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+        self.names.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
         self.listings.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
-    }
-
-    fn bound_times(&mut self) {
-        if self.times.len() < MAX_TIMES {
-            return;
-        }
-        let mut all: Vec<(i64, String)> =
-            self.times.iter().map(|(p, t)| (t.mtime_ns.unwrap_or(0).max(t.ctime_ns.unwrap_or(0)), p.clone())).collect();
-        all.sort();
-        for (_, p) in all.into_iter().take(MAX_TIMES / 2) {
-            self.times.remove(&p);
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scs_common::{ContentHash, Kind, Version};
+    use scs_common::{Term, Version};
 
-    fn file(name: &str, size: u64) -> Entry {
-        Entry {
-            name: name.into(),
-            version: Version::ZERO,
-            kind: Kind::File,
-            size,
-            hash: ContentHash::default(),
-            mode: 0o644,
-            mtime_ns: 1,
-            deleted: false,
-            holders: Vec::new(),
-        }
+    fn inode(ino: u64, kind: Kind, seq: u64) -> Inode {
+        let mut i = Inode::new(Ino(ino), kind, 0o644, 1000, 1000, 1);
+        i.version = Version::new(Term(1), seq);
+        i
+    }
+
+    fn entry(name: &str, ino: u64) -> DirEntry {
+        DirEntry { name: name.into(), inode: inode(ino, Kind::File, 1) }
+    }
+
+    fn child(name: &str, ino: u64) -> Child {
+        Child { name: name.into(), ino: Ino(ino), kind: Kind::File }
+    }
+
+    fn names(l: &[Child]) -> Vec<&str> {
+        l.iter().map(|c| c.name.as_str()).collect()
     }
 
     #[test]
-    fn entries_expire_after_the_ttl_and_negative_answers_are_remembered() {
+    fn inodes_expire_after_the_ttl_and_negative_answers_are_remembered() {
         let t0 = Instant::now();
         let mut c = MetaCache::new(Duration::from_secs(1));
-        c.put_entry("a", Some(file("a", 3)), t0);
-        c.put_entry("gone", None, t0);
-        assert_eq!(c.entry("a", t0 + Duration::from_millis(999)).unwrap().unwrap().size, 3);
-        assert_eq!(c.entry("gone", t0), Some(None));
-        assert_eq!(c.entry("a", t0 + Duration::from_secs(1)), None, "stale after the TTL");
-        assert_eq!(c.entry("never", t0), None);
+        c.put_attr(Ino(2), Some(inode(2, Kind::File, 1)), t0);
+        c.put_attr(Ino(3), None, t0);
+        assert!(c.attr(Ino(2), t0 + Duration::from_millis(999)).unwrap().is_some());
+        assert_eq!(c.attr(Ino(3), t0), Some(None));
+        assert_eq!(c.attr(Ino(2), t0 + Duration::from_secs(1)), None, "stale after the TTL");
+        assert_eq!(c.attr(Ino(4), t0), None);
     }
 
     #[test]
-    fn a_listing_fills_the_entries_of_its_children() {
+    fn a_listing_answers_names_in_it_and_fills_the_inodes_of_its_children() {
         let t0 = Instant::now();
         let mut c = MetaCache::new(Duration::from_secs(1));
-        c.put_listing("d", vec![file("d/x", 1), file("d/y", 2)], t0);
-        assert_eq!(c.entry("d/y", t0).unwrap().unwrap().size, 2);
-        assert_eq!(c.listing("d", t0).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn the_root_listing_says_nothing_about_the_root_itself() {
-        // It once answered "the root does not exist" (the root's listing
-        // does not name it), and the kernel then failed every path in the
-        // mount with ENOENT until the listing expired.
-        let t0 = Instant::now();
-        let mut c = MetaCache::new(Duration::from_secs(1));
-        c.put_listing("", vec![file("x", 1)], t0);
-        assert_eq!(c.child("", t0), None);
-        assert_eq!(c.child("y", t0), Some(None));
-        assert_eq!(c.child("x", t0).unwrap().unwrap().size, 1);
-    }
-
-    #[test]
-    fn a_local_change_forgets_the_name_and_its_parent_listing() {
-        let t0 = Instant::now();
-        let mut c = MetaCache::new(Duration::from_secs(1));
-        c.put_listing("d", vec![file("d/x", 1)], t0);
-        c.put_listing("e", vec![file("e/z", 1)], t0);
-        c.invalidate("d/x");
-        assert_eq!(c.entry("d/x", t0), None);
-        assert!(c.listing("d", t0).is_none());
-        assert!(c.listing("e", t0).is_some());
-    }
-
-    #[test]
-    fn a_moved_tree_is_forgotten_whole() {
-        let t0 = Instant::now();
-        let mut c = MetaCache::new(Duration::from_secs(1));
-        c.put_listing("d", vec![file("d/x", 1)], t0);
-        c.put_listing("d/sub", vec![file("d/sub/y", 1)], t0);
-        c.put_entry("dd", Some(file("dd", 1)), t0);
-        c.invalidate_tree("d");
-        assert!(c.listing("d", t0).is_none() && c.listing("d/sub", t0).is_none());
-        assert_eq!(c.entry("d/sub/y", t0), None);
-        assert!(c.entry("dd", t0).is_some(), "a sibling sharing the prefix stays");
+        let asked = c.asking();
+        c.put_asked_listing(Ino(5), vec![entry("x", 10), entry("y", 11)], t0, asked);
+        assert_eq!(c.name(Ino(5), "y", t0), Some(Some(Ino(11))));
+        assert_eq!(c.name(Ino(5), "z", t0), Some(None), "not in a fresh listing: not there");
+        assert_eq!(c.name(Ino(6), "y", t0), None, "nothing known of another directory");
+        assert!(c.attr(Ino(10), t0).unwrap().is_some());
+        assert_eq!(c.listing(Ino(5), t0).unwrap().len(), 2);
     }
 
     #[test]
@@ -411,44 +431,62 @@ mod tests {
         let mut c = MetaCache::new(Duration::from_secs(1));
         let asked = c.asking();
         // Meanwhile this mount stores d/new and removes d/old.
-        c.put_child("d/new", Some(file("d/new", 4)), t0);
-        c.put_child("d/old", None, t0);
+        c.put_name(Ino(5), "new", Some(child("new", 20)), t0);
+        c.put_name(Ino(5), "old", None, t0);
         // The cluster's answer, from before both.
-        let l = c.put_asked_listing("d", vec![file("d/old", 1), file("d/x", 1)], t0, asked);
-        let names: Vec<&str> = l.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["d/x", "d/new"]);
-        assert_eq!(c.child("d/new", t0).unwrap().unwrap().size, 4, "kept, with the change");
-        assert_eq!(c.child("d/old", t0), Some(None));
+        let l = c.put_asked_listing(Ino(5), vec![entry("old", 12), entry("x", 10)], t0, asked);
+        assert_eq!(names(&l), ["x", "new"]);
+        assert_eq!(c.name(Ino(5), "new", t0), Some(Some(Ino(20))), "kept, with the change");
+        assert_eq!(c.name(Ino(5), "old", t0), Some(None));
         // An answer asked for after the changes is taken as it is.
         let asked = c.asking();
-        c.put_asked_listing("d", vec![file("d/x", 1)], t0, asked);
-        assert_eq!(c.listing("d", t0).unwrap().len(), 1);
+        c.put_asked_listing(Ino(5), vec![entry("x", 10)], t0, asked);
+        assert_eq!(c.listing(Ino(5), t0).unwrap().len(), 1);
     }
 
     #[test]
-    fn an_answer_asked_for_before_a_name_was_dropped_here_is_not_kept() {
+    fn an_answer_asked_for_before_a_listing_was_dropped_here_is_not_kept() {
         let t0 = Instant::now();
         let mut c = MetaCache::new(Duration::from_secs(1));
         let asked = c.asking();
-        c.invalidate("d/moved");
-        let l = c.put_asked_listing("d", vec![file("d/moved", 1)], t0, asked);
+        c.forget_listing(Ino(5));
+        let l = c.put_asked_listing(Ino(5), vec![entry("moved", 10)], t0, asked);
         assert_eq!(l.len(), 1, "returned to the asker");
-        assert!(c.listing("d", t0).is_none(), "but not kept");
-        assert_eq!(c.put_asked_entry("d/moved", Some(file("d/moved", 1)), t0, asked).unwrap().size, 1);
-        assert_eq!(c.entry("d/moved", t0), None);
+        assert!(c.listing(Ino(5), t0).is_none(), "but not kept");
     }
 
     #[test]
-    fn an_entry_asked_for_before_a_local_store_gives_way_to_it() {
+    fn a_name_asked_for_before_a_local_change_gives_way_to_it() {
         let t0 = Instant::now();
         let mut c = MetaCache::new(Duration::from_secs(1));
         let asked = c.asking();
-        c.put_child("f", Some(file("f", 9)), t0);
-        assert_eq!(c.put_asked_entry("f", None, t0, asked).unwrap().size, 9);
-        assert_eq!(c.entry("f", t0).unwrap().unwrap().size, 9);
-        // An unrelated name is kept as the cluster said.
-        assert_eq!(c.put_asked_entry("g", None, t0, asked), None);
-        assert_eq!(c.entry("g", t0), Some(None));
+        c.put_name(Ino::ROOT, "f", Some(child("f", 9)), t0);
+        let old = inode(3, Kind::File, 1);
+        assert_eq!(c.put_asked_name(Ino::ROOT, "f", Some(old), t0, asked), Some(Ino(9)));
+        assert_eq!(c.name(Ino::ROOT, "f", t0), Some(Some(Ino(9))));
+        assert_eq!(c.attr(Ino(3), t0), None, "the inode the old answer named is not kept for the name");
+        // An unrelated name is kept as the cluster said, with its inode.
+        assert_eq!(c.put_asked_name(Ino::ROOT, "g", Some(inode(4, Kind::File, 1)), t0, asked), Some(Ino(4)));
+        assert!(c.attr(Ino(4), t0).unwrap().is_some());
+        assert_eq!(c.put_asked_name(Ino::ROOT, "h", None, t0, asked), None);
+        assert_eq!(c.name(Ino::ROOT, "h", t0), Some(None));
+    }
+
+    #[test]
+    fn an_inode_asked_for_before_a_local_change_gives_way_and_versions_never_go_back() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        let asked = c.asking();
+        let mut mine = inode(2, Kind::File, 5);
+        mine.mode = 0o700;
+        c.put_attr(Ino(2), Some(mine), t0);
+        let got = c.put_asked_attr(Ino(2), Some(inode(2, Kind::File, 4)), t0, asked).unwrap();
+        assert_eq!(got.mode, 0o700, "the local word wins");
+        // Two answers crossing: the older version does not replace the newer.
+        let asked = c.asking();
+        c.put_asked_attr(Ino(7), Some(inode(7, Kind::File, 9)), t0, asked);
+        let got = c.put_asked_attr(Ino(7), Some(inode(7, Kind::File, 8)), t0, asked).unwrap();
+        assert_eq!(got.version.seq, 9);
     }
 
     #[test]
@@ -457,22 +495,62 @@ mod tests {
         let mut c = MetaCache::new(Duration::from_secs(1));
         let asked = c.asking();
         for i in 0..=CHANGES_KEPT {
-            c.put_entry(&format!("e/{i}"), None, t0);
+            c.forget_attr(Ino(100 + i as u64));
         }
-        c.put_asked_listing("d", vec![file("d/x", 1)], t0, asked);
-        assert!(c.listing("d", t0).is_none());
+        c.put_asked_listing(Ino(5), vec![entry("x", 10)], t0, asked);
+        assert!(c.listing(Ino(5), t0).is_none());
+        c.put_asked_attr(Ino(9), Some(inode(9, Kind::File, 1)), t0, asked);
+        assert!(c.attr(Ino(9), t0).is_none());
     }
 
     #[test]
-    fn directory_times_follow_renames_and_yield_to_an_explicit_mtime() {
+    fn a_local_name_change_edits_a_remembered_listing_without_making_it_younger() {
+        let t0 = Instant::now();
         let mut c = MetaCache::new(Duration::from_secs(1));
-        c.touch_dir("a/b", 5);
-        c.touch_ctime("a/b/f", 7);
-        c.rename_times("a", "z");
-        assert_eq!(c.times("z/b"), Times { mtime_ns: Some(5), ctime_ns: Some(5) });
-        assert_eq!(c.times("z/b/f").ctime_ns, Some(7));
-        assert_eq!(c.times("a/b"), Times::default());
-        c.clear_mtime("z/b");
-        assert_eq!(c.times("z/b"), Times { mtime_ns: None, ctime_ns: Some(5) });
+        let asked = c.asking();
+        c.put_asked_listing(Ino(5), vec![entry("x", 10)], t0, asked);
+        let later = t0 + Duration::from_millis(900);
+        c.put_name(Ino(5), "y", Some(child("y", 11)), later);
+        assert_eq!(names(&c.listing(Ino(5), later).unwrap()), ["x", "y"]);
+        assert!(c.listing(Ino(5), t0 + Duration::from_millis(1001)).is_none(), "expires when the answer does");
+    }
+
+    #[test]
+    fn changes_made_here_show_in_remembered_inodes_and_win_over_older_answers() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        let mut d = inode(5, Kind::Dir, 1);
+        d.nlink = 2;
+        c.put_attr(Ino(5), Some(d), t0);
+        let asked = c.asking();
+        c.dir_changed(Ino(5), 50, 1);
+        let shown = c.attr(Ino(5), t0).unwrap().unwrap();
+        assert_eq!((shown.nlink, shown.ctime_ns, c.dir_time(Ino(5))), (3, 50, Some(50)));
+        c.put_asked_attr(Ino(5), Some(inode(5, Kind::Dir, 9)), t0, asked);
+        assert_eq!(c.attr(Ino(5), t0).unwrap().unwrap().nlink, 3, "an answer from before does not undo it");
+        c.put_attr(Ino(6), Some(inode(6, Kind::File, 1)), t0);
+        c.inode_changed(Ino(6), 60, -1);
+        assert_eq!(c.attr(Ino(6), t0).unwrap().unwrap().nlink, 0);
+        c.inode_changed(Ino(7), 60, -1);
+        assert_eq!(c.attr(Ino(7), t0), None, "nothing remembered, nothing made up");
+    }
+
+    #[test]
+    fn directory_times_only_grow_and_yield_to_an_explicit_mtime() {
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        c.touch_dir(Ino(5), 9);
+        c.touch_dir(Ino(5), 7);
+        assert_eq!(c.dir_time(Ino(5)), Some(9));
+        c.clear_dir_time(Ino(5));
+        assert_eq!(c.dir_time(Ino(5)), None);
+    }
+
+    #[test]
+    fn a_local_directory_time_lasts_the_ttl_then_the_clusters_shows() {
+        let mut c = MetaCache::new(Duration::from_millis(30));
+        c.touch_dir(Ino(5), 9);
+        assert_eq!(c.dir_time(Ino(5)), Some(9));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(c.dir_time(Ino(5)), None, "every mount agrees once the TTL has passed");
     }
 }

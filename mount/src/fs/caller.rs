@@ -6,7 +6,10 @@
 //! (empty) file then would cost a whole upload for nothing, since the
 //! process still holds the file open for writing and its later close is
 //! flushed as well. So a close is treated as the file's close only when the
-//! caller keeps no other writable descriptor of it.
+//! caller keeps no other writable descriptor of it: one whose path is in
+//! this mount and whose inode (`ino:` in its fdinfo, which is the cluster's
+//! inode number) is the file's. A kernel whose fdinfo has no `ino:` line
+//! makes every answer "no": the file is stored at each close.
 //!
 //! Reading another process's `/proc` entries can block: a process in the
 //! middle of exec(2) holds a lock those reads wait for, while its exec
@@ -15,7 +18,6 @@
 //! answer at once counts as "no" (store the file now).
 
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::Duration;
@@ -27,7 +29,7 @@ const ANSWER_LIMIT: Duration = Duration::from_millis(5);
 /// Questions waiting for the thread, at most (beyond, the answer is "no").
 const WAITING: usize = 8;
 
-type Question = (u32, PathBuf, SyncSender<bool>);
+type Question = (u32, u64, SyncSender<bool>);
 
 /// Asks whether closing processes still hold files open, with a bound on
 /// the wait.
@@ -37,42 +39,54 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Starts the thread that looks; if it cannot start, every answer is "no".
-    pub fn start() -> Caller {
+    /// Starts the thread that looks at files under `mountpoint`; if it
+    /// cannot start, every answer is "no".
+    pub fn start(mountpoint: PathBuf) -> Caller {
         let (tx, rx) = mpsc::sync_channel::<Question>(WAITING);
-        let started = std::thread::Builder::new().name("scs-caller".into()).spawn(move || answer(rx));
+        let started = std::thread::Builder::new().name("scs-caller".into()).spawn(move || answer(rx, &mountpoint));
         if let Err(e) = &started {
             log::warn!("cannot start the thread that looks at closing processes: {e}");
         }
         Caller { tx: started.ok().map(|_| tx) }
     }
 
-    /// Whether `pid` still has `path` open for writing, if that is known
-    /// within [`ANSWER_LIMIT`]; false otherwise (and for pid 0, nobody).
-    pub fn holds_open_for_writing(&self, pid: u32, path: &Path) -> bool {
+    /// Whether `pid` still has inode `ino` of this mount open for writing,
+    /// if that is known within [`ANSWER_LIMIT`]; false otherwise (and for
+    /// pid 0, nobody).
+    pub fn holds_open_for_writing(&self, pid: u32, ino: u64) -> bool {
         let Some(tx) = self.tx.as_ref().filter(|_| pid != 0) else { return false };
         let (answer_tx, answer_rx) = mpsc::sync_channel(1);
         // A full queue, or a thread that died: no answer is "no".
-        tx.try_send((pid, path.to_path_buf(), answer_tx)).is_ok()
-            && answer_rx.recv_timeout(ANSWER_LIMIT).unwrap_or(false)
+        tx.try_send((pid, ino, answer_tx)).is_ok() && answer_rx.recv_timeout(ANSWER_LIMIT).unwrap_or(false)
     }
 }
 
-fn answer(rx: Receiver<Question>) {
-    while let Ok((pid, path, reply)) = rx.recv() {
+/// Whether process `pid` has `gid` among its supplementary groups (its
+/// file-system group the kernel passes with each request). False when it
+/// cannot be told (the process is gone).
+pub fn has_supplementary_group(pid: u32, gid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|groups| groups.split_whitespace().any(|g| g.parse() == Ok(gid)))
+}
+
+fn answer(rx: Receiver<Question>, mountpoint: &Path) {
+    while let Ok((pid, ino, reply)) = rx.recv() {
         // The asker may have stopped waiting: then nobody reads this.
-        let _ = reply.try_send(look(pid, &path));
+        let _ = reply.try_send(look(pid, mountpoint, ino));
     }
 }
 
-/// Whether process (or thread) `pid` has `path` open for writing in some
-/// descriptor. False whenever that cannot be told (the process is exiting,
-/// is not ours, or has too many descriptors): the caller then stores the
-/// file as for a last close, which is always right, only slower. May block
-/// (see the module doc): call it through [`Caller`].
-fn look(pid: u32, path: &Path) -> bool {
+/// Whether process (or thread) `pid` has inode `ino` of the file system at
+/// `mountpoint` open for writing in some descriptor. False whenever that
+/// cannot be told (the process is exiting, is not ours, or has too many
+/// descriptors): the caller then stores the file as for a last close,
+/// which is always right, only slower. May block (see the module doc):
+/// call it through [`Caller`].
+fn look(pid: u32, mountpoint: &Path, ino: u64) -> bool {
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-    let want = path.as_os_str().as_bytes();
     for (n, fd) in dir.enumerate() {
         if n >= MAX_FDS {
             return false;
@@ -80,11 +94,11 @@ fn look(pid: u32, path: &Path) -> bool {
         let Ok(fd) = fd else { return false };
         // The link's text is the file's path as the kernel knows it
         // (without asking this file system anything).
-        if !fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str().as_bytes() == want) {
+        if !fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(mountpoint)) {
             continue;
         }
         let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
-        if fs::read_to_string(info).is_ok_and(|text| writable(&text)) {
+        if fs::read_to_string(info).is_ok_and(|text| writable(&text) && inode(&text) == Some(ino)) {
             return true;
         }
     }
@@ -100,47 +114,57 @@ fn writable(fdinfo: &str) -> bool {
         .is_some_and(|flags| flags & libc::O_ACCMODE != libc::O_RDONLY)
 }
 
+/// The inode number in an fdinfo text (Linux 5.14 and later show it).
+fn inode(fdinfo: &str) -> Option<u64> {
+    fdinfo.lines().find_map(|l| l.strip_prefix("ino:")).and_then(|i| i.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
-    fn fdinfo_flags_tell_writers_from_readers() {
+    fn fdinfo_flags_tell_writers_from_readers_and_give_the_inode() {
         assert!(writable("pos:\t0\nflags:\t0100001\nmnt_id:\t30\n"));
         assert!(writable("pos:\t0\nflags:\t02\n"));
         assert!(!writable("pos:\t0\nflags:\t0100000\n"));
         assert!(!writable("pos:\t0\n"));
+        assert_eq!(inode("pos:\t0\nflags:\t02\nmnt_id:\t30\nino:\t4711\n"), Some(4711));
+        assert_eq!(inode("pos:\t0\nflags:\t02\n"), None);
     }
 
     #[test]
-    fn a_file_this_process_holds_open_for_writing_is_found() {
+    fn a_file_this_process_holds_open_for_writing_is_found_by_its_inode() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().canonicalize().unwrap().join("f");
+        let root = dir.path().canonicalize().unwrap();
         let me = std::process::id();
-        let reader_path = dir.path().canonicalize().unwrap().join("r");
+        let reader_path = root.join("r");
         fs::write(&reader_path, b"x").unwrap();
         let reader = fs::File::open(&reader_path).unwrap();
-        assert!(!look(me, &reader_path), "a read-only descriptor does not count");
-        let writer = fs::File::create(&path).unwrap();
-        assert!(writer.as_raw_fd() > 2);
-        assert!(look(me, &path));
+        let r_ino = reader.metadata().unwrap().ino();
+        assert!(!look(me, &root, r_ino), "a read-only descriptor does not count");
+        let writer = fs::File::create(root.join("f")).unwrap();
+        let ino = writer.metadata().unwrap().ino();
+        assert!(look(me, &root, ino));
+        assert!(!look(me, Path::new("/elsewhere"), ino), "only files under the mountpoint count");
         drop(writer);
-        assert!(!look(me, &path), "closed: not held any more");
+        assert!(!look(me, &root, ino), "closed: not held any more");
         drop(reader);
     }
 
     #[test]
     fn the_caller_thread_answers_and_pid_0_is_nobody() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().canonicalize().unwrap().join("f");
-        let caller = Caller::start();
-        let writer = fs::File::create(&path).unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let caller = Caller::start(root.clone());
+        let writer = fs::File::create(root.join("f")).unwrap();
+        let ino = writer.metadata().unwrap().ino();
         // The first answer may come late while the thread starts.
-        let found = (0..100).any(|_| caller.holds_open_for_writing(std::process::id(), &path));
+        let found = (0..100).any(|_| caller.holds_open_for_writing(std::process::id(), ino));
         assert!(found);
-        assert!(!caller.holds_open_for_writing(0, &path));
+        assert!(!caller.holds_open_for_writing(0, ino));
         drop(writer);
-        assert!(!caller.holds_open_for_writing(std::process::id(), &path));
+        assert!(!caller.holds_open_for_writing(std::process::id(), ino));
     }
 }

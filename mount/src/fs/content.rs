@@ -2,8 +2,9 @@
 //! content hash (so a renamed or chmod-ed file is still cached, and a changed
 //! file never matches), bounded in size with least-recently-used eviction.
 //!
-//! A cache file fills in the background with sequential ranged reads, a few
-//! MiB each, two in flight; a read is answered as soon as its range has
+//! A cache file fills in the background with sequential ranged reads of
+//! the file's inode, a few MiB each, three in flight (each on a thread:
+//! the cluster's calls block); a read is answered as soon as its range has
 //! arrived. A fill runs only a window ahead of the furthest read, so `head`
 //! of a huge file does not fetch all of it. A read far beyond what has
 //! arrived goes straight to the cluster instead of waiting.
@@ -18,20 +19,17 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fuser::Errno;
 use sha2::{Digest, Sha256};
-use tokio::runtime::Handle;
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
-use scs_common::{ContentHash, Entry, Error, Result};
+use scs_common::{ContentHash, Error, Ino, Inode, Result};
 
+use super::cluster::Cluster;
 use super::errno::{errno, io_errno};
 use super::lock;
-use super::remote::{read_range, READ_LIMIT};
-use crate::client::Client;
 
 /// Bytes asked for in one ranged read.
 const PIECE: u64 = 8 << 20;
@@ -43,8 +41,9 @@ const WINDOW: u64 = 64 << 20;
 const FAR: u64 = 16 << 20;
 /// A fill with nothing wanted for this long stops (it resumes on demand).
 const IDLE: Duration = Duration::from_secs(15);
-/// Longest a read waits for its range to arrive.
-const WAIT_LIMIT: Duration = Duration::from_secs(2 * READ_LIMIT.as_secs());
+/// Longest a read waits for its range to arrive: twice what one ranged
+/// read of a piece may take through the cluster's time limits.
+const WAIT_LIMIT: Duration = Duration::from_secs(80);
 
 /// Cached contents, shared with the fills.
 pub struct ContentCache {
@@ -76,7 +75,7 @@ pub struct Item {
     fill: Mutex<Fill>,
     arrived: Condvar,
     /// Wakes an idle fill when a reader wants more.
-    wake: Notify,
+    wake: Condvar,
     last_used: AtomicU64,
 }
 
@@ -147,7 +146,7 @@ impl ContentCache {
             done_path: self.shared.dir.join(hash.to_hex()),
             fill: Mutex::new(Fill { hasher: Some(Sha256::new()), ..Fill::default() }),
             arrived: Condvar::new(),
-            wake: Notify::new(),
+            wake: Condvar::new(),
             last_used: AtomicU64::new(self.shared.tick()),
         });
         let mut index = lock(&self.shared.index);
@@ -168,15 +167,14 @@ impl ContentCache {
         Ok(item)
     }
 
-    /// Reads `len` bytes at `offset` of `item` (a file called `name` on the
-    /// cluster), starting or waking its fill. `Ok(None)`: the range is far
-    /// beyond what has arrived; read it from the cluster directly.
+    /// Reads `len` bytes at `offset` of `item` (the content of inode
+    /// `ino` on the cluster), starting or waking its fill. `Ok(None)`: the
+    /// range is far beyond what has arrived; read it from the cluster directly.
     pub fn read(
         &self,
         item: &Arc<Item>,
-        rt: &Handle,
-        client: &Arc<Client>,
-        name: &str,
+        cluster: &Arc<dyn Cluster>,
+        ino: Ino,
         offset: u64,
         len: u64,
     ) -> std::result::Result<Option<Vec<u8>>, Errno> {
@@ -199,16 +197,21 @@ impl ContentCache {
             }
             fill.want = fill.want.max(end.saturating_add(WINDOW)).min(item.size);
             if !fill.running {
+                let (shared, it, cluster) = (self.shared.clone(), item.clone(), cluster.clone());
+                let started = std::thread::Builder::new()
+                    .name("scs-fill".into())
+                    .spawn(move || run_fill(shared, it, cluster, ino));
+                if let Err(e) = started {
+                    log::warn!("cannot start a thread to read inode {ino}: {e}");
+                    return Err(Errno::EIO);
+                }
                 fill.running = true;
-                let (shared, item, client, name) =
-                    (self.shared.clone(), item.clone(), client.clone(), name.to_string());
-                rt.spawn(async move { run_fill(shared, item, client, name).await });
             } else {
-                item.wake.notify_one();
+                item.wake.notify_all();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                log::warn!("reading {name}: the cache fill made no progress in time");
+                log::warn!("reading inode {ino}: the cache fill made no progress in time");
                 return Err(Errno::EIO);
             }
             fill = item.arrived.wait_timeout(fill, left).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
@@ -219,23 +222,23 @@ impl ContentCache {
         Ok(Some(buf))
     }
 
-    /// A file just uploaded with this content becomes a cached copy (a hard
-    /// link, so the staging file can go).
-    pub fn adopt(&self, entry: &Entry, path: &Path) {
-        if lock(&self.shared.index).items.contains_key(&entry.hash) {
+    /// A file just uploaded with this content (`inode`'s) becomes a cached
+    /// copy (a hard link, so the staging file can go).
+    pub fn adopt(&self, inode: &Inode, path: &Path) {
+        if lock(&self.shared.index).items.contains_key(&inode.hash) {
             return;
         }
-        let done_path = self.shared.dir.join(entry.hash.to_hex());
+        let done_path = self.shared.dir.join(inode.hash.to_hex());
         let _ = std::fs::remove_file(&done_path);
         if let Err(e) = std::fs::hard_link(path, &done_path) {
-            log::debug!("cannot keep {} in the cache: {e}", entry.name);
+            log::debug!("cannot keep the content of inode {} in the cache: {e}", inode.ino);
             return;
         }
         match File::open(&done_path) {
             Ok(file) => {
-                let item = Item::complete(entry.hash, entry.size, file, done_path, self.shared.tick());
+                let item = Item::complete(inode.hash, inode.size, file, done_path, self.shared.tick());
                 self.shared.insert(item);
-                self.shared.make_room(Some(entry.hash));
+                self.shared.make_room(Some(inode.hash));
             }
             Err(_) => {
                 let _ = std::fs::remove_file(&done_path);
@@ -281,7 +284,7 @@ impl Item {
             done_path: path,
             fill: Mutex::new(Fill { have: size, want: size, done: true, ..Fill::default() }),
             arrived: Condvar::new(),
-            wake: Notify::new(),
+            wake: Condvar::new(),
             last_used: AtomicU64::new(tick),
         })
     }
@@ -341,16 +344,16 @@ impl Shared {
     }
 }
 
-type Piece = (u64, u64, JoinHandle<Result<(Entry, Vec<u8>)>>);
+type Piece = (u64, u64, JoinHandle<Result<(Inode, Vec<u8>)>>);
 
 /// Fills `item` from the cluster until it is complete, fails, or nobody
-/// wanted more for [`IDLE`].
-async fn run_fill(shared: Arc<Shared>, item: Arc<Item>, client: Arc<Client>, name: String) {
-    let (mut next, hasher) = {
+/// wanted more for [`IDLE`]. Runs on a thread of its own; each piece in
+/// flight on another (the cluster's calls block).
+fn run_fill(shared: Arc<Shared>, item: Arc<Item>, cluster: Arc<dyn Cluster>, ino: Ino) {
+    let (mut next, mut hasher) = {
         let mut f = lock(&item.fill);
         (f.have, f.hasher.take().unwrap_or_default())
     };
-    let mut hashing = Hashing::Idle(hasher);
     let mut inflight: VecDeque<Piece> = VecDeque::new();
     // Piece buffers, used again: a new 8 MiB buffer is a fresh mapping the
     // kernel faults in and zeroes page by page.
@@ -359,99 +362,64 @@ async fn run_fill(shared: Arc<Shared>, item: Arc<Item>, client: Arc<Client>, nam
         let want = lock(&item.fill).want;
         while inflight.len() < DEPTH && next < item.size && next < want {
             let n = PIECE.min(item.size - next);
-            let (c, nm, off, buf) = (client.clone(), name.clone(), next, spare.pop().unwrap_or_default());
-            inflight.push_back((off, n, tokio::spawn(async move { read_range(&c, &nm, off, n, buf).await })));
+            let (c, off, buf) = (cluster.clone(), next, spare.pop().unwrap_or_default());
+            match std::thread::Builder::new().name("scs-piece".into()).spawn(move || c.read_range(ino, off, n, buf)) {
+                Ok(h) => inflight.push_back((off, n, h)),
+                Err(e) => {
+                    log::warn!("cannot start a thread to read inode {ino}: {e}");
+                    fail_fill(&shared, &item, Errno::EIO);
+                    return;
+                }
+            }
             next += n;
         }
         let Some((off, n, piece)) = inflight.pop_front() else {
-            let Some((hasher, buf)) = hashing.settle().await else {
-                fail_fill(&shared, &item, &mut inflight, Errno::EIO);
-                return;
-            };
-            spare.extend(buf);
             if next >= item.size {
                 finish_fill(&shared, &item, hasher);
                 return;
             }
             // Caught up with the readers: wait for one to want more.
-            if tokio::time::timeout(IDLE, item.wake.notified()).await.is_err() {
-                let mut f = lock(&item.fill);
-                if f.want <= f.have {
+            let deadline = Instant::now() + IDLE;
+            let mut f = lock(&item.fill);
+            while f.want <= next {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
                     f.running = false;
                     f.hasher = Some(hasher);
                     return;
                 }
+                f = item.wake.wait_timeout(f, left).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
             }
-            hashing = Hashing::Idle(hasher);
             continue;
         };
-        let got = match piece.await {
-            Ok(r) => r,
-            Err(e) => Err(Error::Internal(format!("read task: {e}"))),
-        };
+        let got = piece.join().unwrap_or_else(|_| Err(Error::Internal("a read thread panicked".into())));
         let data = match got {
-            Ok((entry, data)) if entry.hash == item.hash && data.len() as u64 == n => data,
-            Ok((entry, _)) => {
-                log::info!("{name} changed while it was being read (now {:?})", entry.version);
-                fail_fill(&shared, &item, &mut inflight, Errno::EIO);
+            Ok((inode, data)) if inode.hash == item.hash && data.len() as u64 == n => data,
+            Ok((inode, _)) => {
+                log::info!("inode {ino} changed while it was being read (now {:?})", inode.version);
+                fail_fill(&shared, &item, Errno::EIO);
                 return;
             }
             Err(e) => {
-                log::warn!("reading {name} at {off}: {e}");
-                fail_fill(&shared, &item, &mut inflight, errno(&e));
+                log::warn!("reading inode {ino} at {off}: {e}");
+                fail_fill(&shared, &item, errno(&e));
                 return;
             }
         };
-        // The disk write off the async workers; readers are let in as soon
-        // as the piece is on disk.
-        let it = item.clone();
-        let data = match tokio::task::spawn_blocking(move || it.file.write_all_at(&data, off).map(|_| data)).await {
-            Ok(Ok(data)) => data,
-            Ok(Err(e)) => {
-                log::warn!("cannot write the cache file for {name}: {e}");
-                fail_fill(&shared, &item, &mut inflight, io_errno(&e));
-                return;
-            }
-            Err(_) => {
-                fail_fill(&shared, &item, &mut inflight, Errno::EIO);
-                return;
-            }
-        };
+        // Readers are let in as soon as the piece is on disk.
+        if let Err(e) = item.file.write_all_at(&data, off) {
+            log::warn!("cannot write the cache file of inode {ino}: {e}");
+            fail_fill(&shared, &item, io_errno(&e));
+            return;
+        }
         {
             let mut f = lock(&item.fill);
             f.have = off + n;
             item.arrived.notify_all();
         }
-        // The whole-file hash runs a piece behind, beside the next piece's
-        // transfer and write.
-        let Some((hasher, buf)) = hashing.settle().await else {
-            fail_fill(&shared, &item, &mut inflight, Errno::EIO);
-            return;
-        };
-        spare.extend(buf);
-        hashing = Hashing::Busy(tokio::task::spawn_blocking(move || {
-            let mut hasher = hasher;
-            hasher.update(&data);
-            (hasher, data)
-        }));
-    }
-}
-
-/// The hash of the pieces written so far; the newest piece may still be
-/// being hashed.
-enum Hashing {
-    Idle(Sha256),
-    Busy(JoinHandle<(Sha256, Vec<u8>)>),
-}
-
-impl Hashing {
-    /// Waits for the piece being hashed: the hasher, and that piece's buffer
-    /// for use again. `None` if the hashing task died.
-    async fn settle(self) -> Option<(Sha256, Option<Vec<u8>>)> {
-        match self {
-            Hashing::Idle(h) => Some((h, None)),
-            Hashing::Busy(job) => job.await.ok().map(|(h, buf)| (h, Some(buf))),
-        }
+        // The pieces still in flight keep the network busy meanwhile.
+        hasher.update(&data);
+        spare.push(data);
     }
 }
 
@@ -459,7 +427,7 @@ fn finish_fill(shared: &Shared, item: &Arc<Item>, hasher: Sha256) {
     let ours = ContentHash(hasher.finalize().into());
     if ours != item.hash {
         log::warn!("a cached copy did not match its hash {:?}; dropped it", item.hash);
-        fail_fill(shared, item, &mut VecDeque::new(), Errno::EIO);
+        fail_fill(shared, item, Errno::EIO);
         return;
     }
     if let Err(e) = std::fs::rename(&item.part, &item.done_path) {
@@ -472,10 +440,9 @@ fn finish_fill(shared: &Shared, item: &Arc<Item>, hasher: Sha256) {
     item.arrived.notify_all();
 }
 
-fn fail_fill(shared: &Shared, item: &Arc<Item>, inflight: &mut VecDeque<Piece>, e: Errno) {
-    for (_, _, h) in inflight.drain(..) {
-        h.abort();
-    }
+/// Pieces still in flight end by themselves (the cluster's calls are
+/// bounded); what they bring is dropped with their threads.
+fn fail_fill(shared: &Shared, item: &Arc<Item>, e: Errno) {
     shared.drop_item(item);
     let mut f = lock(&item.fill);
     f.failed = Some(e);
@@ -500,29 +467,59 @@ fn copy_out(from: &File, size: u64, dest: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scs_common::{Kind, Version};
+    use crate::fs::fake::Fake;
+    use scs_common::Kind;
 
-    fn entry_of(bytes: &[u8]) -> Entry {
-        Entry {
-            name: "f".into(),
-            version: Version::ZERO,
-            kind: Kind::File,
-            size: bytes.len() as u64,
-            hash: ContentHash(Sha256::digest(bytes).into()),
-            mode: 0o644,
-            mtime_ns: 0,
-            deleted: false,
-            holders: Vec::new(),
-        }
+    fn inode_of(bytes: &[u8]) -> Inode {
+        let mut i = Inode::new(Ino(9), Kind::File, 0o644, 0, 0, 0);
+        i.size = bytes.len() as u64;
+        i.hash = ContentHash(Sha256::digest(bytes).into());
+        i
     }
 
-    fn adopt_bytes(cache: &ContentCache, scratch: &Path, bytes: &[u8]) -> Entry {
-        let e = entry_of(bytes);
+    fn adopt_bytes(cache: &ContentCache, scratch: &Path, bytes: &[u8]) -> Inode {
+        let e = inode_of(bytes);
         let staged = scratch.join(format!("staged-{}", bytes.len()));
         std::fs::write(&staged, bytes).unwrap();
         cache.adopt(&e, &staged);
         std::fs::remove_file(&staged).unwrap();
         e
+    }
+
+    #[test]
+    fn a_read_fills_the_cache_from_the_cluster_in_pieces_and_checks_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ContentCache::open(&dir.path().join("content"), 1 << 30).unwrap();
+        let fake = Arc::new(Fake::new());
+        let bytes: Vec<u8> = (0..(PIECE * 2 + 12345)).map(|i| (i % 251) as u8).collect();
+        let stored = fake.put_file(Ino::ROOT, "big", &bytes);
+        let cluster: Arc<dyn Cluster> = fake.clone();
+        let item = cache.item(stored.hash, stored.size).unwrap();
+        let got = cache.read(&item, &cluster, stored.ino, PIECE + 10, 100).unwrap().unwrap();
+        assert_eq!(got, &bytes[(PIECE + 10) as usize..(PIECE + 110) as usize]);
+        let tail = cache.read(&item, &cluster, stored.ino, PIECE * 2, 1 << 20).unwrap().unwrap();
+        assert_eq!(tail, &bytes[(PIECE * 2) as usize..]);
+        let until = Instant::now() + Duration::from_secs(30);
+        while !cache.has(&stored.hash) {
+            assert!(Instant::now() < until, "the fill did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = dir.path().join("whole");
+        assert!(cache.copy_to(stored.hash, stored.size, &out));
+        assert_eq!(std::fs::read(&out).unwrap(), bytes, "complete and checked against its hash");
+    }
+
+    #[test]
+    fn a_content_changed_under_a_fill_fails_the_read_instead_of_mixing_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ContentCache::open(&dir.path().join("content"), 1 << 30).unwrap();
+        let fake = Arc::new(Fake::new());
+        let old = fake.put_file(Ino::ROOT, "f", b"old content");
+        fake.put_file(Ino::ROOT, "f", b"new content!");
+        let cluster: Arc<dyn Cluster> = fake.clone();
+        let item = cache.item(old.hash, old.size).unwrap();
+        assert_eq!(cache.read(&item, &cluster, old.ino, 0, 5), Err(Errno::EIO));
+        assert!(!cache.has(&old.hash), "nothing half-right is kept");
     }
 
     #[test]

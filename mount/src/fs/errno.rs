@@ -7,7 +7,7 @@ use fuser::Errno;
 
 use scs_common::Error;
 
-/// The errno for an error from the client library.
+/// The errno for an error from the cluster.
 pub fn errno(e: &Error) -> Errno {
     match e {
         Error::NotFound(_) => Errno::ENOENT,
@@ -19,6 +19,13 @@ pub fn errno(e: &Error) -> Errno {
         Error::NameTooLong(_) => Errno::ENAMETOOLONG,
         Error::NoSpace(_) => Errno::ENOSPC,
         Error::Auth(_) => Errno::EACCES,
+        Error::NotPermitted(_) => Errno::EPERM,
+        Error::Loop(_) => Errno::ELOOP,
+        Error::NoAttr(_) => Errno::ENODATA,
+        Error::Range(_) => Errno::ERANGE,
+        Error::TooBig(_) => Errno::E2BIG,
+        Error::NotSupported(_) => Errno::EOPNOTSUPP,
+        Error::ReadOnly(_) => Errno::EROFS,
         Error::Unavailable(_)
         | Error::NoQuorum(_)
         | Error::Stale(_)
@@ -43,19 +50,7 @@ pub fn io_errno(e: &std::io::Error) -> Errno {
 /// Whether an error says something about the request itself (the same
 /// request would fail again), rather than about reaching the cluster.
 pub fn is_final(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::NotFound(_)
-            | Error::Exists(_)
-            | Error::NotDir(_)
-            | Error::IsDir(_)
-            | Error::NotEmpty(_)
-            | Error::BadName(_)
-            | Error::Invalid(_)
-            | Error::NameTooLong(_)
-            | Error::NoSpace(_)
-            | Error::Auth(_)
-    )
+    errno(e) != Errno::EIO
 }
 
 #[cfg(test)]
@@ -75,6 +70,13 @@ mod tests {
             (Error::NameTooLong("a".into()), libc::ENAMETOOLONG),
             (Error::NoSpace("a".into()), libc::ENOSPC),
             (Error::Auth("a".into()), libc::EACCES),
+            (Error::NotPermitted("a".into()), libc::EPERM),
+            (Error::Loop("a".into()), libc::ELOOP),
+            (Error::NoAttr("a".into()), libc::ENODATA),
+            (Error::Range("a".into()), libc::ERANGE),
+            (Error::TooBig("a".into()), libc::E2BIG),
+            (Error::NotSupported("a".into()), libc::EOPNOTSUPP),
+            (Error::ReadOnly("a".into()), libc::EROFS),
         ];
         for (e, want) in cases {
             assert_eq!(errno(&e).code(), want, "{e}");

@@ -4,27 +4,50 @@
 //! - this file: the [`fuser::Filesystem`] impl. Each callback is an adapter:
 //!   it calls the matching function of [`ops::Core`] and replies. A panic
 //!   there is caught and answered with EIO; the mount never dies of one.
-//! - [`ops`]: what each request does, returning `Result<_, Errno>`.
-//! - [`inodes`]: inode numbers ↔ names (pure, unit-tested).
-//! - [`cache`]: entries, listings and local times with the 1 s TTL (pure).
-//! - [`caller`]: whether a closing process still holds the file open.
-//! - [`content`]: the local content cache, filled by ranged reads.
-//! - [`handles`]: open files and their staging copies (streaming uploads).
-//! - [`remote`]: the client library with a time limit on every call.
-//! - [`errno`]: the one mapping from `scs_common::Error` to errno.
-//! - [`session`]: mounting, signals, unmounting.
+//! - [`ops`]: [`ops::Core`], names, attributes and namespace changes, each
+//!   returning `Result<_, Errno>`; [`files`]: open files, and how a closed
+//!   file reaches the cluster (at close, and the write-back uploaders).
+//! - [`cluster`]: the one trait the mount reaches the cluster through;
+//!   [`remote`] implements it over the client library (with a time limit
+//!   on every call), `fake` in memory for the tests.
+//! - [`staged`]: a file's staging copy and the choice of how its content
+//!   goes up (streamed, uploaded whole, or journaled).
 //! - [`writeback`]: the journal and queue of `--write-back`.
+//! - [`handles`]: open files, open listings, staging copies (a table).
+//! - [`inodes`]: the kernel's lookup counts, files made here and not
+//!   stored yet, and reserved inode numbers (pure, unit-tested).
+//! - [`cache`]: inodes, names and listings with the 1 s TTL (pure).
+//! - [`content`]: the local content cache, filled by ranged reads.
+//! - [`caller`]: whether a closing process still holds the file open.
+//! - [`locks`]: advisory locks (fcntl, flock) kept by the leader for every
+//!   mount: this mount's copy, keep-alives, reclaims, waiting locks.
+//! - [`errno`]: the one mapping from `scs_common::Error` to errno.
+//! - [`time`]: nanosecond times to and from FUSE's.
+//! - [`session`]: mounting, signals, unmounting; [`mountpoint`]: checks
+//!   before mounting.
+//!
+//! Nothing imports in a loop: `staged` knows the journal but not the
+//! queue's users; `writeback` knows neither; `ops`/`files` use them all.
 
 pub mod cache;
 pub mod caller;
+pub mod cluster;
 pub mod content;
 pub mod errno;
+#[cfg(test)]
+pub(crate) mod fake;
+pub mod files;
 pub mod handles;
 pub mod inodes;
+pub mod locks;
 pub mod mountpoint;
 pub mod ops;
 pub mod remote;
 pub mod session;
+pub mod staged;
+#[cfg(test)]
+mod tests;
+pub mod time;
 pub mod writeback;
 
 use std::ffi::OsStr;
@@ -35,11 +58,11 @@ use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use ops::{Core, TTL};
+use ops::{Core, Owner, SetAttr, Who, XattrReply, TTL};
 
 /// Largest write and read-ahead the kernel is asked for.
 const MAX_IO: u32 = 1 << 20;
@@ -58,14 +81,21 @@ fn guard<T>(f: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
     })
 }
 
+/// The caller of a request: the owner of what it makes.
+fn owner(req: &Request) -> Owner {
+    Owner { uid: req.uid(), gid: req.gid() }
+}
+
 /// The mounted file system: FUSE callbacks over a shared [`Core`].
 pub struct ScsFs {
     core: Arc<Core>,
+    locks: locks::Locks,
 }
 
 impl ScsFs {
     pub fn new(core: Arc<Core>) -> ScsFs {
-        ScsFs { core }
+        let locks = locks::Locks::start(core.cluster.clone());
+        ScsFs { core, locks }
     }
 }
 
@@ -75,14 +105,22 @@ impl Filesystem for ScsFs {
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO).or_else(|max| config.set_max_readahead(max));
         // O_TRUNC comes with open (no download of content about to be
-        // dropped); cached pages go when another client changes a file.
+        // dropped); cached pages go when another client changes a file;
+        // listings come with attributes (`ls -l` asks nothing more).
+        // Not FUSE_DONT_MASK: the kernel applies the umask.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA);
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // fcntl and flock locks come to us, to hold across every mount.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS) {
+            log::warn!("the kernel keeps some locks to this mount ({missing:?}): they will not hold across mounts");
+        }
         Ok(())
     }
 
     fn destroy(&mut self) {
         self.core.flush_all();
+        self.locks.release_all();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -105,13 +143,13 @@ impl Filesystem for ScsFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -121,35 +159,39 @@ impl Filesystem for ScsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match guard(|| self.core.setattr(ino.0, mode, uid, gid, size, mtime, fh.map(|f| f.0))) {
+        let by = Some(Who { uid: req.uid(), gid: req.gid(), pid: req.pid() });
+        let set = SetAttr { mode, uid, gid, size, atime, mtime, by };
+        match guard(|| self.core.setattr(ino.0, set, fh.map(|f| f.0))) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(e),
         }
     }
 
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        // There are no symbolic links here.
-        reply.error(Errno::EINVAL);
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match guard(|| self.core.readlink(ino.0)) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        match guard(|| self.core.mknod(parent.0, name, mode)) {
+        match guard(|| self.core.mknod(parent.0, name, mode, rdev, owner(req))) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        match guard(|| self.core.mkdir(parent.0, name, mode)) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        match guard(|| self.core.mkdir(parent.0, name, mode, owner(req))) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -169,8 +211,11 @@ impl Filesystem for ScsFs {
         }
     }
 
-    fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &Path, reply: ReplyEntry) {
-        reply.error(Errno::EPERM);
+    fn symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &Path, reply: ReplyEntry) {
+        match guard(|| self.core.symlink(parent.0, name, target, owner(req))) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn rename(
@@ -189,8 +234,11 @@ impl Filesystem for ScsFs {
         }
     }
 
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
-        reply.error(Errno::EPERM);
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        match guard(|| self.core.link(ino.0, newparent.0, newname)) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -219,7 +267,7 @@ impl Filesystem for ScsFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -229,14 +277,21 @@ impl Filesystem for ScsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match guard(|| self.core.write(fh.0, offset, data)) {
+        let who = Who { uid: req.uid(), gid: req.gid(), pid: req.pid() };
+        match guard(|| self.core.before_write(fh.0, who).and_then(|_| self.core.write(fh.0, offset, data))) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
     }
 
-    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        match guard(|| self.core.flush(fh.0, req.pid())) {
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        let stored = guard(|| self.core.flush(fh.0, req.pid()));
+        // After the content: the next holder of the lock reads what was written under it.
+        let _ = guard(|| {
+            self.locks.flush(ino.0, fh.0, lock_owner.0);
+            Ok(())
+        });
+        match stored {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -245,15 +300,72 @@ impl Filesystem for ScsFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         let _ = guard(|| self.core.release(fh.0));
+        // The kernel names the owner of the file's flock (FUSE_RELEASE_FLOCK_UNLOCK).
+        let _ = guard(|| {
+            self.locks.release(ino.0, fh.0, lock_owner.map(|o| o.0));
+            Ok(())
+        });
         reply.ok();
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let done: locks::Done<locks::Probe> = Box::new(move |r| match r {
+            Ok(p) => reply.locked(p.start, p.end, p.typ, p.pid),
+            Err(e) => reply.error(e),
+        });
+        // A panic drops the reply: fuser then answers EIO.
+        let _ = guard(|| {
+            self.locks.getlk(ino.0, lock_owner.0, start, end, typ, pid, done);
+            Ok(())
+        });
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        if typ == libc::F_UNLCK {
+            // What was written under the lock goes up before another mount can take it.
+            if let Err(e) = guard(|| self.core.fsync(fh.0)) {
+                log::debug!("storing inode {ino} before an unlock failed: {e:?}");
+            }
+        }
+        let done: locks::Done<()> = Box::new(move |r| match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        });
+        let _ = guard(|| {
+            self.locks.setlk(ino.0, fh.0, lock_owner.0, start, end, typ, pid, sleep, done);
+            Ok(())
+        });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
@@ -270,9 +382,22 @@ impl Filesystem for ScsFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
-        match guard(|| self.core.readdir(fh.0)) {
-            Ok(items) => fill_dir(reply, &items, offset),
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let add = |item: &handles::DirItem, next: u64| {
+            reply.add(INodeNo(item.ino.0), next, ops::file_type(item.kind), &item.name)
+        };
+        match guard(|| self.core.readdir_from(fh.0, offset, add)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let add = |item: &handles::DirItem, next: u64, attr: &fuser::FileAttr| {
+            reply.add(INodeNo(item.ino.0), next, &item.name, &TTL, attr, Generation(0))
+        };
+        match guard(|| self.core.readdirplus(fh.0, offset, add)) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -297,27 +422,38 @@ impl Filesystem for ScsFs {
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
-        _position: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
         reply: ReplyEmpty,
     ) {
-        // No extended attributes: ENOSYS makes the kernel answer EOPNOTSUPP from now on.
-        reply.error(Errno::ENOSYS);
+        match guard(|| self.core.setxattr(ino.0, name, value, flags, position)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match guard(|| self.core.getxattr(ino.0, name, size)) {
+            Ok(x) => reply_xattr(reply, x),
+            Err(e) => reply.error(e),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match guard(|| self.core.listxattr(ino.0, size, req.uid())) {
+            Ok(x) => reply_xattr(reply, x),
+            Err(e) => reply.error(e),
+        }
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match guard(|| self.core.removexattr(ino.0, name)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -327,7 +463,7 @@ impl Filesystem for ScsFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -335,7 +471,7 @@ impl Filesystem for ScsFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match guard(|| self.core.create(parent.0, name, mode, flags)) {
+        match guard(|| self.core.create(parent.0, name, mode, flags, owner(req))) {
             Ok((attr, fh)) => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
@@ -345,13 +481,16 @@ impl Filesystem for ScsFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        match guard(|| self.core.fallocate(fh.0, offset, length, mode)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn lseek(
@@ -399,17 +538,9 @@ impl Filesystem for ScsFs {
     }
 }
 
-/// Replies with the listing from `offset` on, as much as fits.
-fn fill_dir(mut reply: ReplyDirectory, items: &[handles::DirItem], offset: u64) {
-    let start = usize::try_from(offset).unwrap_or(usize::MAX);
-    for (i, item) in items.iter().enumerate().skip(start) {
-        let kind = match item.kind {
-            scs_common::Kind::File => fuser::FileType::RegularFile,
-            scs_common::Kind::Dir => fuser::FileType::Directory,
-        };
-        if reply.add(INodeNo(item.ino), (i + 1) as u64, kind, &item.name) {
-            break;
-        }
+fn reply_xattr(reply: ReplyXattr, x: XattrReply) {
+    match x {
+        XattrReply::Size(n) => reply.size(n),
+        XattrReply::Data(d) => reply.data(&d),
     }
-    reply.ok();
 }

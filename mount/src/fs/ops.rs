@@ -1,34 +1,45 @@
 //! What each file system request does, as plain functions returning
 //! `Result<_, Errno>`: the FUSE callbacks in `mod.rs` only call these and
-//! reply.
+//! reply. This file holds [`Core`], names, attributes and namespace changes;
+//! [`super::files`] holds open files and how their content reaches the
+//! cluster.
+//!
+//! The cluster is reached only through [`Cluster`], so these rules are
+//! tested with an in-memory cluster ([`super::fake`]). Inode numbers are
+//! the cluster's; the caller of a request (its uid and gid) is passed in as
+//! plain numbers. Permission checks, sticky directories and chown rules
+//! are the kernel's (`default_permissions`); the mount reports true owners
+//! and modes.
 //!
 //! Locks: the inode table, the metadata cache and the handle table are each
 //! taken alone and briefly (never two at once, never across a call to the
 //! cluster). `opening`, which serializes opening and retiring writers, is
-//! taken before any of them and may be held across an upload.
+//! taken before any of them and may be held across a call.
 
-use std::cell::RefCell;
-use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
-use scs_common::{name, Entry, Error, Kind, Version};
+use scs_common::inode::{Bytes, NewNode, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, DIR_SIZE};
+use scs_common::namespace::{self, Plan, View};
+use scs_common::types::S_ISGID;
+use scs_common::{name, Dentry, Error, Ino, Inode, Kind};
 
-use super::cache::MetaCache;
+use super::cache::{Child, MetaCache};
 use super::caller::Caller;
+use super::cluster::Cluster;
 use super::content::ContentCache;
-use super::errno::{errno, io_errno, is_final};
-use super::handles::{DirItem, Handles, OpenFile, Staged, Start, Synced, WriteBack};
-use super::inodes::{Inodes, ROOT};
+use super::errno::errno;
+use super::handles::{DirItem, Handles};
+use super::inodes::Inodes;
 use super::lock;
-use super::remote::Remote;
-use super::writeback::{Job, Journal, Queue, Record};
-use crate::client::now_ns;
+use super::staged::Staged;
+use super::time::{now_ns, ns_of_request, system_time};
+use super::writeback::{Journal, Queue, Scope};
 
 /// How long the kernel and this mount trust attributes, entries and listings.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -41,29 +52,35 @@ const MANY_FILES: u64 = 1 << 32;
 /// A directory listed before with at most this many children is listed
 /// again to answer a lookup in it, rather than asking for one name.
 const RELIST_MAX: usize = 4096;
-/// Threads uploading write-back records.
-const UPLOADERS: usize = 6;
-/// A change waiting for the write-back records it depends on fails with
-/// EIO once no record at all went up for this long (the cluster is
-/// unreachable); closing a file waits this long for room in the queue.
-const SETTLE_LIMIT: Duration = Duration::from_secs(8);
-/// How long a look at whether the cluster has room for one more file lasts...
-const ROOM_TTL: Duration = Duration::from_secs(2);
-/// ... and how long a create waits for it.
-const ROOM_ASK: Duration = Duration::from_millis(500);
-/// Unmounting (and starting) waits for the write-back records to go up
-/// until none did for this long; what is left goes up at the next start.
-const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
-/// What a file or directory looks like, before it becomes a `FileAttr`.
-#[derive(Clone, Copy, Debug)]
-struct Shape {
-    kind: Kind,
-    size: u64,
-    perm: u32,
-    mtime_ns: i64,
-    ctime_ns: i64,
-    nlink: u32,
+/// Who makes something new: its owner (the leader gives the group of a
+/// set-group-id directory instead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What a setattr changes; `None` leaves it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeOrNow>,
+    pub mtime: Option<TimeOrNow>,
+    /// Who asks (for the set-group-id rule); `None` for the mount itself.
+    pub by: Option<Who>,
+}
+
+/// Who makes a request, as the kernel tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Who {
+    pub uid: u32,
+    /// The file-system group id.
+    pub gid: u32,
+    pub pid: u32,
 }
 
 /// Free space and inodes, for statfs.
@@ -76,56 +93,54 @@ pub struct Space {
     pub bsize: u32,
 }
 
+/// An extended attribute answer: its size (asked with size 0) or its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XattrReply {
+    Size(u32),
+    Data(Vec<u8>),
+}
+
 /// The state of a mount and every operation on it.
 pub struct Core {
-    remote: Remote,
-    content: ContentCache,
-    staging: PathBuf,
-    /// Where the cluster is mounted (canonical), as `/proc` shows its files.
-    mountpoint: PathBuf,
-    caller: Caller,
-    uid: u32,
-    gid: u32,
-    started_ns: i64,
-    inodes: Mutex<Inodes>,
-    meta: Mutex<MetaCache>,
-    handles: Mutex<Handles>,
+    pub(super) cluster: Arc<dyn Cluster>,
+    pub(super) content: ContentCache,
+    pub(super) staging: PathBuf,
+    pub(super) caller: Caller,
+    pub(super) inodes: Arc<Mutex<Inodes>>,
+    pub(super) meta: Mutex<MetaCache>,
+    pub(super) handles: Mutex<Handles>,
     /// Serializes opening and retiring writers: one staging copy per inode.
-    opening: Mutex<()>,
-    serial: AtomicU64,
+    pub(super) opening: Mutex<()>,
+    pub(super) serial: AtomicU64,
     /// Closing a small file puts it here (with `--write-back`)...
-    journal: Journal,
-    write_back: bool,
+    pub(super) journal: Journal,
+    pub(super) write_back: bool,
     /// ... and the uploaders take it from here.
-    queue: Queue,
+    pub(super) queue: Queue<Arc<Staged>>,
     /// When the cluster was last asked how many more files fit, and how
     /// many of those are left after the creates since.
-    room: Mutex<Option<(Instant, u64)>>,
+    pub(super) room: Mutex<Option<(Instant, u64)>>,
+    /// Inode numbers are being reserved in the background.
+    pub(super) reserving: Arc<AtomicBool>,
 }
 
 impl Core {
-    /// A mount of the cluster behind `remote`, staging writes in `staging`;
+    /// A mount of `cluster` at `mountpoint`, staging writes in `staging`;
     /// closed small files go to `journal` first when `write_back`.
     pub fn new(
-        remote: Remote,
+        cluster: Arc<dyn Cluster>,
         content: ContentCache,
         staging: PathBuf,
         mountpoint: PathBuf,
         journal: Journal,
         write_back: bool,
     ) -> Core {
-        // SAFETY: getuid/getgid have no preconditions and cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Core {
-            remote,
+            cluster,
             content,
             staging,
-            mountpoint,
-            caller: Caller::start(),
-            uid,
-            gid,
-            started_ns: now_ns(),
-            inodes: Mutex::new(Inodes::new()),
+            caller: Caller::start(mountpoint),
+            inodes: Arc::new(Mutex::new(Inodes::new())),
             meta: Mutex::new(MetaCache::new(TTL)),
             handles: Mutex::new(Handles::default()),
             opening: Mutex::new(()),
@@ -134,56 +149,68 @@ impl Core {
             write_back,
             queue: Queue::default(),
             room: Mutex::new(None),
+            reserving: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    // ----- names and entries -----
+    // ----- names and inodes -----
 
-    fn path_of(&self, ino: u64) -> Result<String, Errno> {
-        let t = lock(&self.inodes);
-        t.path(ino).map(str::to_string).ok_or(Errno::ENOENT)
+    /// An inode, from the cache while fresh.
+    pub(super) fn inode(&self, ino: Ino) -> Result<Option<Inode>, Errno> {
+        let now = Instant::now();
+        let (cached, asked) = {
+            let m = lock(&self.meta);
+            (m.attr(ino, now), m.asking())
+        };
+        if let Some(i) = cached {
+            return Ok(i);
+        }
+        let got = self.cluster.getattr(ino).map_err(|e| fail("getattr", ino, e))?;
+        Ok(lock(&self.meta).put_asked_attr(ino, got, now, asked))
     }
 
-    /// The name of `name` in directory `parent`, checked.
-    fn child_path(&self, parent: u64, name: &OsStr) -> Result<String, Errno> {
-        let name = name.to_str().ok_or(Errno::EINVAL)?;
-        let dir = self.path_of(parent)?;
-        let path = name::join(&dir, name);
-        name::validate(&path).map_err(|e| errno(&e))?;
-        Ok(path)
-    }
-
-    fn staged_of(&self, ino: Option<u64>) -> Option<Arc<Staged>> {
-        let ino = ino?;
-        let h = lock(&self.handles);
-        h.staged(ino).filter(|s| !s.is_unlinked())
-    }
-
-    fn ino_of(&self, path: &str) -> Option<u64> {
-        lock(&self.inodes).ino(path)
-    }
-
-    /// The entry of `path`, from the cache while fresh.
-    fn entry(&self, path: &str) -> Result<Option<Entry>, Errno> {
+    /// What `name` in `dir` leads to on the cluster, with its inode (files
+    /// not on the cluster yet aside: see [`Inodes::fresh_at`]).
+    pub(super) fn child(&self, dir: Ino, name: &str) -> Result<Option<Inode>, Errno> {
         let now = Instant::now();
         let (cached, listed, asked) = {
             let m = lock(&self.meta);
-            (m.entry(path, now).or_else(|| m.child(path, now)), m.listed_len(name::parent(path)), m.asking())
+            (m.name(dir, name, now), m.listed_len(dir), m.asking())
         };
-        if let Some(e) = cached {
-            return Ok(e);
+        match cached {
+            Some(None) => return Ok(None),
+            Some(Some(ino)) => {
+                if let Some(i) = self.inode(ino)? {
+                    return Ok(Some(i));
+                }
+                // Gone meanwhile: the name may lead elsewhere now.
+            }
+            None => {}
         }
         // A small directory that was listed (a copy going into it, names
         // looked up one after another): one listing answers them all.
-        if !path.is_empty() && listed.is_some_and(|n| n <= RELIST_MAX) {
-            let l = self.listing(name::parent(path))?;
-            return Ok(l.iter().find(|e| e.name == path).cloned());
+        if cached.is_none() && listed.is_some_and(|n| n <= RELIST_MAX) {
+            let l = self.listing(dir)?;
+            match l.iter().find(|c| c.name == name) {
+                None => return Ok(None),
+                Some(c) => {
+                    if let Some(i) = self.inode(c.ino)? {
+                        return Ok(Some(i));
+                    }
+                }
+            }
         }
-        let e = self.remote.stat(path).map_err(|e| fail("stat", path, e))?;
-        Ok(lock(&self.meta).put_asked_entry(path, e, now, asked))
+        let got = self.cluster.lookup(dir, name).map_err(|e| fail("lookup", dir, e))?;
+        let newest = lock(&self.meta).put_asked_name(dir, name, got.clone(), now, asked);
+        match (newest, got) {
+            (None, _) => Ok(None),
+            (Some(ino), Some(i)) if i.ino == ino => Ok(Some(i)),
+            (Some(ino), _) => self.inode(ino),
+        }
     }
 
-    fn listing(&self, dir: &str) -> Result<Arc<Vec<Entry>>, Errno> {
+    /// The children of `dir` on the cluster, from the cache while fresh.
+    pub(super) fn listing(&self, dir: Ino) -> Result<Arc<Vec<Child>>, Errno> {
         let now = Instant::now();
         let (cached, asked) = {
             let m = lock(&self.meta);
@@ -192,713 +219,572 @@ impl Core {
         if let Some(l) = cached {
             return Ok(l);
         }
-        let children = self.remote.list(dir).map_err(|e| fail("list", dir, e))?;
-        Ok(lock(&self.meta).put_asked_listing(dir, children, now, asked))
+        let entries = self.cluster.readdir(dir).map_err(|e| fail("readdir", dir, e))?;
+        Ok(lock(&self.meta).put_asked_listing(dir, entries, now, asked))
     }
 
-    /// Removing the last child of a directory that only exists because of
-    /// its children (made by an upload of "a/b.txt") would make it vanish:
-    /// store it as a real directory first, as a local file system keeps it.
-    fn keep_parent(&self, path: &str) -> Result<(), Errno> {
-        let dir = name::parent(path);
-        if dir.is_empty() {
-            return Ok(());
+    /// A file being written here shows its copy's size and times over the
+    /// cluster's inode; a file made here and not stored yet shows what this
+    /// mount knows of it; one whose last name is gone has no links.
+    pub(super) fn shown(&self, ino: Ino) -> Result<Option<Inode>, Errno> {
+        let Some(s) = lock(&self.handles).staged(ino) else { return self.inode(ino) };
+        let unlinked = |mut m: Inode| {
+            m.nlink = 0;
+            Ok(Some(m))
+        };
+        if s.is_gone() {
+            return unlinked(s.meta());
         }
-        match self.entry(dir)? {
-            Some(e) if e.kind == Kind::Dir && e.version == Version::ZERO => {
-                let e = self.remote.setattr(dir, None, Some(e.mtime_ns)).map_err(|e| fail("setattr", dir, e))?;
-                lock(&self.meta).put_entry(dir, Some(e), Instant::now());
-            }
-            _ => {}
+        if lock(&self.inodes).is_fresh(ino) {
+            return Ok(Some(s.meta()));
         }
-        Ok(())
+        let Some(mut i) = self.inode(ino)? else { return unlinked(s.meta()) };
+        i.size = s.size();
+        i.mtime_ns = s.mtime_ns();
+        i.ctime_ns = i.ctime_ns.max(i.mtime_ns);
+        Ok(Some(i))
     }
 
-    /// Something was created in, removed from, or renamed into `parent_of`'s directory.
-    fn touched(&self, path: &str) {
-        let now = now_ns();
-        let mut m = lock(&self.meta);
-        m.invalidate(path);
-        m.touch_dir(name::parent(path), now);
-    }
-
-    // ----- attributes -----
-
-    fn shape(&self, path: &str, e: &Entry) -> Shape {
-        let times = lock(&self.meta).times(path);
-        let mut mtime = e.mtime_ns;
-        if path.is_empty() && mtime == 0 {
-            mtime = self.started_ns;
-        }
-        if e.kind == Kind::Dir {
-            if let Some(m) = times.mtime_ns {
-                mtime = mtime.max(m);
+    /// The attributes FUSE gets for an inode.
+    pub(super) fn attr(&self, i: &Inode) -> FileAttr {
+        let (mut mtime, mut ctime) = (i.mtime_ns, i.ctime_ns);
+        if i.is_dir() {
+            // Files made here and not on the cluster yet changed it too.
+            if let Some(t) = lock(&self.meta).dir_time(i.ino) {
+                mtime = mtime.max(t);
+                ctime = ctime.max(t);
             }
         }
-        let dir = e.kind == Kind::Dir;
-        Shape {
-            kind: e.kind,
-            size: if dir { 0 } else { e.size },
-            perm: e.mode & 0o7777,
-            mtime_ns: mtime,
-            ctime_ns: times.ctime_ns.map_or(mtime, |c| c.max(mtime)),
-            nlink: if dir { 2 } else { 1 },
-        }
-    }
-
-    fn staged_shape(&self, path: Option<&str>, s: &Staged) -> Shape {
-        let ctime = path.and_then(|p| lock(&self.meta).times(p).ctime_ns);
-        let mtime = s.mtime_ns();
-        Shape {
-            kind: Kind::File,
-            size: s.size(),
-            perm: s.mode(),
-            mtime_ns: mtime,
-            ctime_ns: ctime.map_or(mtime, |c| c.max(mtime)),
-            nlink: if path.is_some() { 1 } else { 0 },
-        }
-    }
-
-    fn attr(&self, ino: u64, s: &Shape) -> FileAttr {
+        let size = i.st_size();
+        let blocks = match i.kind {
+            Kind::File => size.div_ceil(512),
+            Kind::Dir => DIR_SIZE / 512,
+            _ => 0,
+        };
         FileAttr {
-            ino: INodeNo(ino),
-            size: s.size,
-            blocks: s.size.div_ceil(512),
-            atime: system_time(s.mtime_ns),
-            mtime: system_time(s.mtime_ns),
-            ctime: system_time(s.ctime_ns),
-            crtime: system_time(s.mtime_ns),
-            kind: match s.kind {
-                Kind::File => FileType::RegularFile,
-                Kind::Dir => FileType::Directory,
-            },
-            perm: s.perm as u16,
-            nlink: s.nlink,
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
+            ino: INodeNo(i.ino.0),
+            size,
+            blocks,
+            atime: system_time(i.atime_ns),
+            mtime: system_time(mtime),
+            ctime: system_time(ctime),
+            crtime: system_time(mtime),
+            kind: file_type(i.kind),
+            perm: (i.mode & 0o7777) as u16,
+            nlink: i.nlink,
+            uid: i.uid,
+            gid: i.gid,
+            // FUSE carries 32 bits: the kernel's new_encode_dev form.
+            rdev: i.rdev as u32,
             blksize: BLKSIZE,
             flags: 0,
         }
     }
 
-    // ----- requests -----
+    // ----- requests: names and attributes -----
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
         // No stored name can be anything but UTF-8.
         let name = name.to_str().ok_or(Errno::ENOENT)?;
-        let path = name::join(&self.path_of(parent)?, name);
-        name::validate(&path).map_err(|e| errno(&e))?;
-        if let Some(s) = self.staged_of(self.ino_of(&path)) {
-            let ino = lock(&self.inodes).lookup(&path, Kind::File);
-            return Ok(self.attr(ino, &self.staged_shape(Some(&path), &s)));
-        }
-        let e = self.entry(&path)?.ok_or(Errno::ENOENT)?;
-        let ino = lock(&self.inodes).lookup(&path, e.kind);
-        Ok(self.attr(ino, &self.shape(&path, &e)))
+        name::validate_component(name).map_err(|e| errno(&e))?;
+        let parent = Ino(parent);
+        let fresh = lock(&self.inodes).fresh_at(parent, name);
+        let shown = match fresh.and_then(|ino| lock(&self.handles).staged(ino)).filter(|s| !s.is_gone()) {
+            Some(s) => s.meta(),
+            None => {
+                let i = self.child(parent, name)?.ok_or(Errno::ENOENT)?;
+                self.shown(i.ino)?.ok_or(Errno::ENOENT)?
+            }
+        };
+        lock(&self.inodes).looked_up(shown.ino);
+        Ok(self.attr(&shown))
     }
 
     pub fn forget(&self, ino: u64, n: u64) -> Result<(), Errno> {
-        // A file written here and not on the cluster yet keeps its name.
-        let keep = lock(&self.handles).staged(ino).is_some();
-        lock(&self.inodes).forget(ino, n, keep);
+        if lock(&self.inodes).forget(Ino(ino), n) {
+            lock(&self.meta).forgotten(Ino(ino));
+        }
         Ok(())
     }
 
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<FileAttr, Errno> {
-        let (path, kind) = {
-            let t = lock(&self.inodes);
-            (t.path(ino).map(str::to_string), t.kind(ino))
-        };
-        let kind = kind.ok_or(Errno::ENOENT)?;
-        let staged = lock(&self.handles).staged(ino);
-        let Some(path) = path else {
-            // Unlinked while open: what the handle knows.
-            if let Some(s) = staged {
-                return Ok(self.attr(ino, &self.staged_shape(None, &s)));
-            }
-            let e = {
-                let h = lock(&self.handles);
-                let of = fh.and_then(|fh| h.file(fh));
-                of.and_then(|of| of.entry.clone()).or_else(|| h.opened_entry(ino)).ok_or(Errno::ENOENT)?
-            };
-            let mut shape = self.shape(&e.name, &e);
-            shape.nlink = 0;
-            return Ok(self.attr(ino, &shape));
-        };
-        if let Some(s) = staged.filter(|s| !s.is_unlinked()) {
-            return Ok(self.attr(ino, &self.staged_shape(Some(&path), &s)));
+        let ino = Ino(ino);
+        if let Some(i) = self.shown(ino)? {
+            return Ok(self.attr(&i));
         }
-        let e = self.entry(&path)?.ok_or(Errno::ENOENT)?;
-        if e.kind != kind {
-            // Replaced by another kind elsewhere: a new lookup gives a new inode.
-            return Err(Errno::ENOENT);
-        }
-        Ok(self.attr(ino, &self.shape(&path, &e)))
+        // Unlinked while open: what the descriptor saw at open.
+        let opened = {
+            let h = lock(&self.handles);
+            fh.and_then(|fh| h.file(fh)).and_then(|of| of.opened.clone()).or_else(|| h.opened(ino))
+        };
+        let mut i = opened.ok_or(Errno::ENOENT)?;
+        i.nlink = 0;
+        Ok(self.attr(&i))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn setattr(
-        &self,
-        ino: u64,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        mtime: Option<TimeOrNow>,
-        fh: Option<u64>,
-    ) -> Result<FileAttr, Errno> {
-        // Files belong to the mounting user; only a no-op chown is allowed.
-        if uid.is_some_and(|u| u != self.uid) || gid.is_some_and(|g| g != self.gid) {
-            return Err(Errno::EPERM);
-        }
-        let path = lock(&self.inodes).path(ino).map(str::to_string);
-        if let Some(p) = &path {
-            self.settle(&[p])?;
+    pub fn setattr(&self, ino: u64, mut set: SetAttr, fh: Option<u64>) -> Result<FileAttr, Errno> {
+        let ino = Ino(ino);
+        // What was closed before goes up first: the change lands after it.
+        self.settle(&[Scope::File(ino)])?;
+        let changes_owner_or_size = set.uid.is_some() || set.gid.is_some() || set.size.is_some();
+        if let Some(who) = set.by.filter(|_| changes_owner_or_size) {
+            if let Some(mode) = self.mode_without_sgid(ino, who)? {
+                set.mode = Some(set.mode.map_or(mode, |m| m & !S_ISGID));
+            }
         }
         let staged = lock(&self.handles).staged(ino);
-        if let Some(size) = size {
-            match (&staged, &path) {
-                (Some(s), _) => {
+        if let Some(size) = set.size {
+            match &staged {
+                Some(s) => {
                     if size != 0 {
                         self.fill(s)?;
                     }
-                    s.truncate(size)?
+                    s.truncate(size)?;
                 }
-                (None, Some(p)) => self.truncate_path(ino, p, size)?,
-                (None, None) => return Err(Errno::ENOENT),
+                None => self.truncate_stored(ino, size)?,
             }
         }
-        let mode = mode.map(|m| m & 0o7777);
-        let mtime_ns = mtime.map(|t| match t {
-            TimeOrNow::Now => now_ns(),
-            TimeOrNow::SpecificTime(t) => ns_of(t),
-        });
-        if mode.is_some() || mtime_ns.is_some() {
-            if let Some(s) = &staged {
-                if let Some(m) = mode {
-                    s.set_mode(m);
+        let at = |t: TimeOrNow| match t {
+            TimeOrNow::Now => TimeSet::Now,
+            TimeOrNow::SpecificTime(t) => TimeSet::At(ns_of_request(t)),
+        };
+        let attrs = SetAttrs {
+            mode: set.mode.map(|m| m & 0o7777),
+            uid: set.uid,
+            gid: set.gid,
+            atime: set.atime.map(at),
+            mtime: set.mtime.map(at),
+        };
+        // Nothing to set at all (chown(f, -1, -1)) still moves the ctime, as ext4 does.
+        if !attrs.is_empty() || set.size.is_none() {
+            match staged.as_ref().filter(|s| self.is_local(s)) {
+                // Not on the cluster (yet, or any more): kept with the copy.
+                Some(s) => {
+                    let i = apply_locally(s, |plan, ino| namespace::set_attr(plan, ino, &attrs))?;
+                    if attrs.mtime.is_some() {
+                        s.set_mtime(i.mtime_ns);
+                    }
                 }
-                if let Some(t) = mtime_ns {
-                    s.set_mtime(t);
+                None => {
+                    let i = self.cluster.set_attr(ino, &attrs).map_err(|e| fail("setattr", ino, e))?;
+                    if let Some(s) = staged.as_ref().filter(|_| attrs.mtime.is_some()) {
+                        s.set_mtime(i.mtime_ns);
+                    }
+                    let mut m = lock(&self.meta);
+                    if attrs.mtime.is_some() {
+                        m.clear_dir_time(ino);
+                    }
+                    m.put_attr(ino, Some(i), Instant::now());
                 }
             }
-            // A file not stored yet takes its attributes with its upload.
-            let stored = staged.as_ref().is_none_or(|s| !s.is_fresh() && !s.is_unlinked());
-            if let Some(p) = path.as_deref().filter(|p| stored && !p.is_empty()) {
-                let e = self.remote.setattr(p, mode, mtime_ns).map_err(|e| fail("setattr", p, e))?;
-                let mut m = lock(&self.meta);
-                m.put_entry(p, Some(e), Instant::now());
-                if mtime_ns.is_some() {
-                    m.clear_mtime(p);
-                }
-            }
         }
-        if let Some(p) = &path {
-            lock(&self.meta).touch_ctime(p, now_ns());
-        }
-        self.getattr(ino, fh)
+        self.getattr(ino.0, fh)
     }
 
-    /// truncate(2) of a file nobody has open for writing here.
-    fn truncate_path(&self, ino: u64, path: &str, size: u64) -> Result<(), Errno> {
-        let s = self.open_writer(ino, path, size == 0)?;
-        let res = self.fill(&s).and_then(|_| s.truncate(size)).and_then(|_| self.sync_staged(&s));
-        self.close_writer(&s);
-        res
-    }
-
-    pub fn mknod(&self, parent: u64, name: &OsStr, mode: u32) -> Result<FileAttr, Errno> {
-        // Only regular files exist here: no devices, fifos or sockets.
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Errno::EPERM);
+    /// The mode `ino` keeps when `who` writes, truncates or chowns it, if
+    /// that drops its set-group-id: Linux drops it for anyone but root
+    /// outside the file's group. (The kernel's FUSE side only handles the
+    /// case with group execute set; the rest is left to the file system.)
+    pub(super) fn mode_without_sgid(&self, ino: Ino, who: Who) -> Result<Option<u32>, Errno> {
+        if who.uid == 0 {
+            return Ok(None);
         }
-        let (attr, fh) = self.create(parent, name, mode, libc::O_WRONLY | libc::O_EXCL)?;
-        let res = self.flush(fh, 0); // pid 0: no process holds it
-        let _ = self.release(fh);
-        res.map(|_| attr)
+        let Some(i) = self.shown(ino)? else { return Ok(None) };
+        if i.kind != Kind::File || i.mode & S_ISGID == 0 || i.mode & 0o010 != 0 {
+            return Ok(None);
+        }
+        if who.gid == i.gid || super::caller::has_supplementary_group(who.pid, i.gid) {
+            return Ok(None);
+        }
+        Ok(Some(i.mode & !S_ISGID))
     }
 
-    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32) -> Result<FileAttr, Errno> {
-        let path = self.child_path(parent, name)?;
-        let e = self.remote.mkdir(&path, mode & 0o7777).map_err(|e| fail("mkdir", &path, e))?;
-        let ino = lock(&self.inodes).lookup(&path, Kind::Dir);
+    /// Before `who` writes through `fh`: the set-group-id rule of a write.
+    pub fn before_write(&self, fh: u64, who: Who) -> Result<(), Errno> {
+        let Some(of) = lock(&self.handles).file(fh) else { return Ok(()) };
+        if let Some(mode) = self.mode_without_sgid(of.ino, who)? {
+            self.setattr(of.ino.0, SetAttr { mode: Some(mode), ..Default::default() }, Some(fh))?;
+        }
+        Ok(())
+    }
+
+    /// Whether changes of the file with this staging copy stay with the
+    /// copy: it is not on the cluster yet, or not any more.
+    pub(super) fn is_local(&self, s: &Staged) -> bool {
+        s.is_gone() || lock(&self.inodes).is_fresh(s.ino)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+        let i = self.inode(Ino(ino))?.ok_or(Errno::ENOENT)?;
+        if i.kind != Kind::Symlink {
+            return Err(Errno::EINVAL);
+        }
+        Ok(i.target.into_bytes())
+    }
+
+    // ----- requests: namespace changes -----
+
+    /// mknod(2): a regular file, FIFO, socket or device (the kernel sends
+    /// nothing else).
+    pub fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u32, owner: Owner) -> Result<FileAttr, Errno> {
+        let kind = match Kind::from_mode(mode) {
+            Some(Kind::Dir | Kind::Symlink) => return Err(Errno::EINVAL),
+            Some(k) => k,
+            // Type 0 is a regular file, as mknod(2) says.
+            None if mode & libc::S_IFMT == 0 => Kind::File,
+            None => return Err(Errno::EINVAL),
+        };
+        let node = NewNode {
+            kind,
+            mode: mode & 0o7777,
+            uid: owner.uid,
+            gid: owner.gid,
+            rdev: u64::from(rdev),
+            target: String::new(),
+        };
+        self.make(Ino(parent), name, &node)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, owner: Owner) -> Result<FileAttr, Errno> {
+        let node = NewNode {
+            kind: Kind::Dir,
+            mode: mode & 0o7777,
+            uid: owner.uid,
+            gid: owner.gid,
+            rdev: 0,
+            target: String::new(),
+        };
+        self.make(Ino(parent), name, &node)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &OsStr, target: &Path, owner: Owner) -> Result<FileAttr, Errno> {
+        // The cluster keeps targets as text (the command line prints them).
+        let target = target.to_str().ok_or(Errno::EINVAL)?;
+        let node = NewNode {
+            kind: Kind::Symlink,
+            mode: 0o777,
+            uid: owner.uid,
+            gid: owner.gid,
+            rdev: 0,
+            target: target.into(),
+        };
+        self.make(Ino(parent), name, &node)
+    }
+
+    fn make(&self, parent: Ino, name: &OsStr, node: &NewNode) -> Result<FileAttr, Errno> {
+        let name = checked(name)?;
+        // A file made here and not stored yet holds the name already.
+        if lock(&self.inodes).fresh_at(parent, name).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        let touched = self.cluster.make(parent, name, node).map_err(|e| fail("make", parent, e))?;
+        let i = touched.first().cloned().ok_or(Errno::EIO)?;
         {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
-            m.touch_dir(name::parent(&path), now_ns());
-            m.forget_times(&path);
-            m.put_child(&path, Some(e.clone()), now);
-            // Just made: nothing is in it (names looked up in it next need
-            // no request).
-            m.put_listing(&path, Vec::new(), now);
+            took(&mut m, touched, now);
+            m.put_name(parent, name, Some(child_of(name, &i)), now);
+            if i.is_dir() {
+                // Just made: nothing is in it (names looked up in it next
+                // need no request).
+                let asked = m.asking();
+                m.put_asked_listing(i.ino, Vec::new(), now, asked);
+            }
         }
-        Ok(self.attr(ino, &self.shape(&path, &e)))
+        lock(&self.inodes).looked_up(i.ino);
+        Ok(self.attr(&i))
+    }
+
+    /// link(2): a new name for `ino`.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<FileAttr, Errno> {
+        let (ino, parent) = (Ino(ino), Ino(newparent));
+        let name = checked(newname)?;
+        if lock(&self.inodes).fresh_at(parent, name).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        // The cluster can only name what it has.
+        self.store_fresh(ino)?;
+        self.settle(&[Scope::File(ino)])?;
+        let touched = self.cluster.link(ino, parent, name).map_err(|e| fail("link", ino, e))?;
+        let i = touched.first().cloned().ok_or(Errno::EIO)?;
+        {
+            let (now, mut m) = (Instant::now(), lock(&self.meta));
+            took(&mut m, touched, now);
+            m.put_name(parent, name, Some(child_of(name, &i)), now);
+        }
+        lock(&self.inodes).looked_up(ino);
+        let shown = self.shown(ino)?.unwrap_or(i);
+        Ok(self.attr(&shown))
+    }
+
+    /// A file made here goes up now (before the cluster can link, move or
+    /// exchange it); nothing to do for any other.
+    ///
+    /// # Errors
+    /// Why it could not be stored; ENOENT if it was dropped meanwhile.
+    pub(super) fn store_fresh(&self, ino: Ino) -> Result<(), Errno> {
+        if !lock(&self.inodes).is_fresh(ino) {
+            return Ok(());
+        }
+        if let Some(s) = lock(&self.handles).staged(ino) {
+            self.sync_staged(&s)?;
+        }
+        self.settle(&[Scope::File(ino)])?;
+        if lock(&self.inodes).is_fresh(ino) {
+            log::warn!("inode {ino} made here could not be stored before it was moved or linked");
+            return Err(Errno::EIO);
+        }
+        Ok(())
     }
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
-        let path = self.child_path(parent, name)?;
-        let staged = self.staged_of(self.ino_of(&path));
-        // Created here and on the cluster not yet: from now on nothing of it
-        // goes up (uploaders drop its waiting records). A stored file is
-        // deleted first and only then dropped here, so a failed delete
-        // loses nothing.
-        let fresh = staged.as_ref().filter(|s| s.is_fresh());
-        if let Some(s) = fresh {
-            s.mark_unlinked();
-        }
-        // What is going up finishes first; then the cluster may have it.
-        self.settle(&[&path])?;
-        if !fresh.is_some_and(|s| s.is_fresh()) {
-            self.keep_parent(&path)?;
-            self.remote.delete(&path, Kind::File).map_err(|e| fail("unlink", &path, e))?;
-        }
-        if let Some(s) = &staged {
-            s.mark_unlinked();
-        }
-        lock(&self.inodes).unlink(&path);
-        self.touched(&path);
-        let mut m = lock(&self.meta);
-        m.forget_times(&path);
-        m.put_entry(&path, None, Instant::now());
-        Ok(())
-    }
-
-    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
-        let path = self.child_path(parent, name)?;
-        self.settle(&[&path])?;
-        if !self.fresh_below(&path).is_empty() {
-            return Err(Errno::ENOTEMPTY);
-        }
-        self.keep_parent(&path)?;
-        self.remote.delete(&path, Kind::Dir).map_err(|e| fail("rmdir", &path, e))?;
-        lock(&self.inodes).unlink(&path);
-        self.touched(&path);
-        let mut m = lock(&self.meta);
-        m.invalidate_tree(&path);
-        m.forget_times(&path);
-        m.put_entry(&path, None, Instant::now());
-        Ok(())
-    }
-
-    /// Staging copies of files created here, not stored yet, below `dir`.
-    fn fresh_below(&self, dir: &str) -> Vec<Arc<Staged>> {
-        self.staged_below(dir).into_iter().filter(|s| s.is_fresh()).collect()
-    }
-
-    /// Live staging copies at `path` or below it.
-    fn staged_below(&self, path: &str) -> Vec<Arc<Staged>> {
-        let all = lock(&self.handles).all_staged();
-        let t = lock(&self.inodes);
-        all.into_iter()
-            .filter(|s| !s.is_unlinked())
-            .filter(|s| t.path(s.ino).is_some_and(|p| p == path || name::is_inside(p, path)))
-            .collect()
-    }
-
-    pub fn rename(&self, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr, flags: u32) -> Result<(), Errno> {
-        // Swapping two names, or whiteouts, cannot be done atomically here.
-        if flags & (libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT) != 0 {
-            return Err(Errno::EINVAL);
-        }
-        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-        let from = self.child_path(parent, name)?;
-        let to = self.child_path(newparent, newname)?;
-        if from == to {
-            return Ok(());
-        }
-        // What was written here goes up first, so the cluster moves it.
-        for s in self.staged_below(&from) {
-            if s.owes_upload() {
-                self.sync_staged(&s)?;
+        let parent = Ino(parent);
+        let name = checked(name)?;
+        let fresh = lock(&self.inodes).fresh_at(parent, name);
+        if let Some(ino) = fresh {
+            // From now on nothing of it goes up (uploaders drop its waiting
+            // records); one going up finishes first, and then the cluster
+            // has it and it is removed there as any other file.
+            let staged = lock(&self.handles).staged(ino);
+            if let Some(s) = &staged {
+                s.mark_gone();
             }
-        }
-        self.settle(&[&from, &to])?;
-        let from_ino = self.ino_of(&from);
-        let target = self.staged_of(self.ino_of(&to)).filter(|t| Some(t.ino) != from_ino);
-        if noreplace && target.as_ref().is_some_and(|t| t.is_fresh()) {
-            return Err(Errno::EEXIST);
-        }
-        self.keep_parent(&from)?;
-        self.remote.rename(&from, &to, !noreplace).map_err(|e| fail("rename", &from, e))?;
-        if let Some(t) = target {
-            t.mark_unlinked();
-        }
-        lock(&self.inodes).rename(&from, &to);
-        self.touched(&from);
-        self.touched(&to);
-        let mut m = lock(&self.meta);
-        m.invalidate_tree(&from);
-        m.invalidate_tree(&to);
-        m.rename_times(&from, &to);
-        m.touch_ctime(&to, now_ns());
-        Ok(())
-    }
-
-    pub fn create(&self, parent: u64, name: &OsStr, mode: u32, flags: i32) -> Result<(FileAttr, u64), Errno> {
-        let path = self.child_path(parent, name)?;
-        let ino = lock(&self.inodes).peek(&path, Kind::File);
-        let append = flags & libc::O_APPEND != 0;
-        let exclusive = flags & libc::O_EXCL != 0;
-        // A full cluster refuses the create, as a full disk would: a shell's
-        // `> file` does not look at close. Asked before `opening` is taken,
-        // as it may wait on the cluster.
-        let fits = self.staged_of(Some(ino)).is_some() || self.room_for_a_new_file();
-        let staged = {
-            let _g = lock(&self.opening);
-            let existing = self.staged_of(Some(ino));
-            match existing {
-                // Open for writing here already (the kernel's view was stale).
-                Some(_) if exclusive => return Err(Errno::EEXIST),
-                Some(s) => {
-                    s.join_writer();
-                    if flags & libc::O_TRUNC != 0 {
-                        s.truncate(0)?;
-                    }
-                    s
-                }
-                None => {
-                    if !fits {
-                        return Err(Errno::ENOSPC);
-                    }
-                    let start = Start::Empty { fresh: true, exclusive };
-                    let s = Staged::new(ino, self.staging_path(), mode, start).map_err(|e| io_errno(&e))?;
-                    let s = Arc::new(s);
-                    lock(&self.handles).put_staged(s.clone());
-                    s
-                }
-            }
-        };
-        let of = OpenFile { ino, staged: Some(staged.clone()), append, entry: None, item: Mutex::new(None) };
-        let fh = lock(&self.handles).add_file(of);
-        lock(&self.inodes).lookup(&path, Kind::File);
-        {
-            // The cluster's listing stays right: new files show from here.
-            let mut m = lock(&self.meta);
-            m.forget_entry(&path);
-            m.touch_dir(name::parent(&path), now_ns());
-            m.forget_times(&path);
-        }
-        Ok((self.attr(ino, &self.staged_shape(Some(&path), &staged)), fh))
-    }
-
-    pub fn open(&self, ino: u64, flags: i32) -> Result<u64, Errno> {
-        let path = self.path_of(ino)?;
-        let append = flags & libc::O_APPEND != 0;
-        // Written back by an earlier run of this mount and not up yet: the
-        // cluster's copy is not the newest, so it goes up first.
-        if self.staged_of(Some(ino)).is_none() {
-            self.settle(&[&path])?;
-        }
-        if flags & libc::O_ACCMODE == libc::O_RDONLY {
-            let entry = match self.staged_of(Some(ino)) {
-                // Read from the staging copy while it lasts; then what it stored.
-                Some(s) => s.clean_entry(),
-                None => {
-                    let e = self.entry(&path)?.ok_or(Errno::ENOENT)?;
-                    if e.kind == Kind::Dir {
-                        return Err(Errno::EISDIR);
-                    }
-                    Some(e)
-                }
+            self.settle(&[Scope::File(ino)])?;
+            let dropped = {
+                let mut t = lock(&self.inodes);
+                let was = t.is_fresh(ino);
+                t.drop_fresh(ino);
+                was
             };
-            let of = OpenFile { ino, staged: None, append, entry, item: Mutex::new(None) };
-            return Ok(lock(&self.handles).add_file(of));
-        }
-        let staged = self.open_writer(ino, &path, flags & libc::O_TRUNC != 0)?;
-        let of = OpenFile { ino, staged: Some(staged), append, entry: None, item: Mutex::new(None) };
-        Ok(lock(&self.handles).add_file(of))
-    }
-
-    /// The staging copy of `ino` for one more writer: shared if there is
-    /// one; else empty (`trunc`) or a copy of the stored file.
-    fn open_writer(&self, ino: u64, path: &str, trunc: bool) -> Result<Arc<Staged>, Errno> {
-        let _g = lock(&self.opening);
-        if let Some(s) = self.staged_of(Some(ino)) {
-            s.join_writer();
-            if trunc {
-                if let Err(e) = s.truncate(0) {
-                    s.leave_writer();
-                    return Err(e);
-                }
-            }
-            return Ok(s);
-        }
-        let e = self.entry(path)?.ok_or(Errno::ENOENT)?;
-        if e.kind == Kind::Dir {
-            return Err(Errno::EISDIR);
-        }
-        let dest = self.staging_path();
-        // The content is fetched when a write, read or truncate needs it.
-        let start = if trunc { Start::Empty { fresh: false, exclusive: false } } else { Start::Later(e.clone()) };
-        let mode = e.mode;
-        let s = match Staged::new(ino, dest.clone(), mode, start) {
-            Ok(s) => Arc::new(s),
-            Err(err) => {
-                let _ = std::fs::remove_file(&dest);
-                return Err(io_errno(&err));
-            }
-        };
-        lock(&self.handles).put_staged(s.clone());
-        Ok(s)
-    }
-
-    /// Fetches the stored content of a staging copy opened without O_TRUNC,
-    /// from the content cache when it is there.
-    fn fill(&self, s: &Staged) -> Result<(), Errno> {
-        if !s.needs_fill() {
-            return Ok(());
-        }
-        let name = lock(&self.inodes).path(s.ino).map(str::to_string);
-        s.fill_with(|e, dest| {
-            if e.size == 0 {
-                std::fs::File::create(dest).map_err(|err| io_errno(&err))?;
-                return Ok(e.clone());
-            }
-            if self.content.copy_to(e.hash, e.size, dest) {
-                return Ok(e.clone());
-            }
-            let name = name.as_deref().unwrap_or(&e.name);
-            self.remote.download_to(name, dest).map_err(|err| fail("download", name, err))
-        })
-    }
-
-    fn staging_path(&self) -> PathBuf {
-        let n = self.serial.fetch_add(1, Ordering::Relaxed);
-        self.staging.join(format!("w{n}"))
-    }
-
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
-        let staged = of.staged.clone().or_else(|| self.staged_of(Some(of.ino)));
-        if let Some(s) = staged {
-            self.fill(&s)?;
-            return s.read(offset, u64::from(size));
-        }
-        let entry = match &of.entry {
-            Some(e) => self.newest_of(of.ino, e),
-            // Opened while it was being written here; stored since.
-            None => self.entry(&self.path_of(of.ino)?)?.ok_or(Errno::ENOENT)?,
-        };
-        if offset >= entry.size || size == 0 {
-            return Ok(Vec::new());
-        }
-        let len = u64::from(size).min(entry.size - offset);
-        let item = {
-            let mut slot = lock(&of.item);
-            match &*slot {
-                Some(i) if i.hash() == entry.hash && i.size() == entry.size => i.clone(),
-                _ => {
-                    let i = self.content.item(entry.hash, entry.size).map_err(|e| io_errno(&e))?;
-                    *slot = Some(i.clone());
-                    i
-                }
-            }
-        };
-        let name = lock(&self.inodes).path(of.ino).map(str::to_string).unwrap_or(entry.name.clone());
-        let rt = self.remote.handle();
-        if let Some(data) = self.content.read(&item, rt, self.remote.client(), &name, offset, len)? {
-            return Ok(data);
-        }
-        let (got, data) = self.remote.read_range(&name, offset, len).map_err(|e| fail("read", &name, e))?;
-        if got.hash != entry.hash {
-            log::info!("{name} changed while it was open for reading");
-            return Err(Errno::EIO);
-        }
-        Ok(data)
-    }
-
-    /// What a reader of `ino` that opened `opened` reads now: a newer
-    /// version stored under the name since (here, or elsewhere and seen
-    /// within the TTL), as the reader of a local file sees a rewrite; the
-    /// opened one once the name is gone, or when it cannot be checked.
-    fn newest_of(&self, ino: u64, opened: &Entry) -> Entry {
-        let Some(path) = lock(&self.inodes).path(ino).map(str::to_string) else { return opened.clone() };
-        match self.entry(&path) {
-            Ok(Some(e)) if e.kind == Kind::File && e.version > opened.version => e,
-            _ => opened.clone(),
-        }
-    }
-
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
-        let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
-        let s = of.staged.clone().ok_or(Errno::EBADF)?;
-        self.fill(&s)?;
-        let name = lock(&self.inodes).path(of.ino).map(str::to_string);
-        s.write(&self.remote, name.as_deref(), (!of.append).then_some(offset), data)
-    }
-
-    /// close(2) by process `pid`: store what was written (with write-back:
-    /// in the journal here, on the disk at the release, and on the cluster
-    /// soon). Without write-back, not if `pid` still has the file open for
-    /// writing, as after the first of a shell redirection's two closes: its
-    /// last close stores the file (see [`super::caller`]). With write-back
-    /// the journal record costs less than looking, and a record replaced
-    /// within its wait never goes up.
-    pub fn flush(&self, fh: u64, pid: u32) -> Result<(), Errno> {
-        let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
-        let Some(s) = &of.staged else { return Ok(()) };
-        if !self.write_back {
-            let path = lock(&self.inodes).path(of.ino).map(|p| self.mountpoint.join(p));
-            if path.is_some_and(|p| self.caller.holds_open_for_writing(pid, &p)) {
+            // Not fresh any more: it went up meanwhile, or its records were
+            // dropped and its copy retired (then the cluster never had it).
+            let went_up = !dropped && self.child(parent, name)?.is_some_and(|i| i.ino == ino);
+            if !went_up {
+                let mut m = lock(&self.meta);
+                m.touch_dir(parent, now_ns());
+                m.put_name(parent, name, None, Instant::now());
                 return Ok(());
             }
         }
-        self.sync_staged(s)
-    }
-
-    /// fsync(2): store what was written on the cluster, now.
-    pub fn fsync(&self, fh: u64) -> Result<(), Errno> {
-        let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
-        if let Some(s) = &of.staged {
-            self.sync_staged(s)?;
+        let i = self.child(parent, name)?.ok_or(Errno::ENOENT)?;
+        if i.is_dir() {
+            return Err(Errno::EISDIR);
         }
-        // Also for a descriptor that did not write: what was closed before
-        // it goes up first.
-        if let Some(path) = lock(&self.inodes).path(of.ino).map(str::to_string) {
-            self.settle(&[&path])?;
-        }
-        match of.staged.clone().or_else(|| lock(&self.handles).staged(of.ino)) {
-            Some(s) => s.take_refusal().map_or(Ok(()), Err),
-            None => Ok(()),
-        }
-    }
-
-    fn sync_staged(&self, s: &Arc<Staged>) -> Result<(), Errno> {
-        let name = lock(&self.inodes).path(s.ino).map(str::to_string);
-        let replaced = RefCell::new(Vec::new());
-        let queue = |rec: Record, gen: u64| {
-            let job = Job::new(rec, Some(s.clone()), gen);
-            match self.queue.push(job, Instant::now() + SETTLE_LIMIT) {
-                Ok(old) => {
-                    replaced.borrow_mut().extend(old);
-                    Ok(())
-                }
-                Err(job) => {
-                    log::warn!("the write-back queue stayed full; {} is not stored", job.rec.spec.name);
-                    self.journal.remove(&job.rec);
-                    Err(Errno::EIO)
-                }
-            }
-        };
-        let wb = WriteBack { journal: &self.journal, queue: &queue };
-        let settle = |n: &str| self.settle(&[n]);
-        let res = s.sync(&self.remote, name.as_deref(), self.write_back.then_some(&wb), &settle);
-        // Outside the staging copy's lock: dropping a record may retire a copy.
-        for old in replaced.into_inner() {
-            self.journal.remove(&old.rec);
-            self.record_dropped(old.staged, None);
-        }
-        if let Synced::Stored(e) = res? {
-            lock(&self.meta).put_child(&e.name, Some(e.clone()), Instant::now());
-            s.uploaded();
-        }
-        Ok(())
-    }
-
-    /// Waits until the write-back records at, inside or above `paths` are
-    /// on the cluster (they go first), so a change made after them lands
-    /// after them; and makes the journal's removals durable, so no record
-    /// of them comes back after a power cut to undo the change.
-    fn settle(&self, paths: &[&str]) -> Result<(), Errno> {
-        if !self.queue.wait_clear(paths, SETTLE_LIMIT) {
-            log::warn!("files written to {paths:?} are not stored on the cluster yet; giving up");
-            return Err(Errno::EIO);
-        }
-        self.journal.sync();
-        Ok(())
-    }
-
-    /// A journaled record of `staged` will not go up.
-    fn record_dropped(&self, staged: Option<Arc<Staged>>, refused: Option<Errno>) {
-        if let Some(s) = staged {
-            if s.record_dropped(refused) == 0 {
-                self.retire_if_unused(&s);
-            }
-        }
-    }
-
-    /// Drops a staging copy nobody writes and nothing is owed for; its
-    /// content becomes a cached copy. Only the bookkeeping is under
-    /// `opening` (so no writer joins it meanwhile); the file work is not.
-    fn retire_if_unused(&self, s: &Arc<Staged>) {
+        self.settle(&[Scope::File(i.ino)])?;
+        let touched = self.cluster.remove(parent, name, Removal::NonDir).map_err(|e| fail("unlink", parent, e))?;
         {
-            let _g = lock(&self.opening);
-            if s.in_use() || !s.retire_once() {
-                return;
+            let (now, mut m) = (Instant::now(), lock(&self.meta));
+            m.put_name(parent, name, None, now);
+            // A last name gone: the inode is not among those still there.
+            if !touched.iter().any(|t| t.ino == i.ino) {
+                m.inode_changed(i.ino, now_ns(), -1);
             }
-            lock(&self.handles).retire_staged(s);
+            took(&mut m, touched, now);
         }
-        lock(&self.inodes).drop_if_forgotten(s.ino);
-        if let Some(e) = s.clean_entry().filter(|_| !s.is_unlinked()) {
-            self.content.adopt(&e, s.path());
-        }
-        s.discard();
+        self.maybe_gone(i.ino);
+        Ok(())
     }
 
-    pub fn release(&self, fh: u64) -> Result<(), Errno> {
-        let of = lock(&self.handles).remove_file(fh);
-        if let Some(s) = of.and_then(|of| of.staged.clone()) {
-            self.close_writer(&s);
+    /// `ino` lost a name: if it was its last, a staging copy of it (open
+    /// here for writing) is never uploaded.
+    fn maybe_gone(&self, ino: Ino) {
+        let Some(s) = lock(&self.handles).staged(ino) else { return };
+        // Asked, not taken from the cache: another name may have come meanwhile.
+        match self.cluster.getattr(ino) {
+            Ok(None) => {
+                s.mark_gone();
+                lock(&self.meta).put_attr(ino, None, Instant::now());
+            }
+            Ok(Some(i)) => lock(&self.meta).put_attr(ino, Some(i), Instant::now()),
+            // Unknown: an upload to a gone inode finds it gone then.
+            Err(e) => log::info!("cannot tell whether inode {ino} still has a name: {e}"),
+        }
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        let parent = Ino(parent);
+        let name = checked(name)?;
+        if lock(&self.inodes).fresh_at(parent, name).is_some() {
+            return Err(Errno::ENOTDIR);
+        }
+        let i = self.child(parent, name)?.ok_or(Errno::ENOENT)?;
+        if !i.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        // Files closed in it go up first: then it is not empty.
+        self.settle(&[Scope::In(i.ino)])?;
+        if lock(&self.inodes).has_fresh_in(i.ino) {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let touched = self.cluster.remove(parent, name, Removal::Dir).map_err(|e| fail("rmdir", parent, e))?;
+        let (now, mut m) = (Instant::now(), lock(&self.meta));
+        m.put_name(parent, name, None, now);
+        took(&mut m, touched, now);
+        m.put_attr(i.ino, None, now);
+        m.forget_listing(i.ino);
+        Ok(())
+    }
+
+    /// rename(2) and renameat2(2) with RENAME_NOREPLACE or RENAME_EXCHANGE.
+    pub fn rename(&self, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr, flags: u32) -> Result<(), Errno> {
+        let mode = match flags {
+            0 => RenameMode::Replace,
+            f if f == libc::RENAME_NOREPLACE => RenameMode::NoReplace,
+            f if f == libc::RENAME_EXCHANGE => RenameMode::Exchange,
+            // Whiteouts belong to overlay file systems; both flags at once
+            // contradict each other.
+            _ => return Err(Errno::EINVAL),
+        };
+        let (parent, newparent) = (Ino(parent), Ino(newparent));
+        let (name, newname) = (checked(name)?, checked(newname)?);
+        // The cluster moves what it has: a file made here goes up first.
+        let src_fresh = lock(&self.inodes).fresh_at(parent, name);
+        if let Some(ino) = src_fresh {
+            self.store_fresh(ino)?;
+        }
+        let dst_fresh = lock(&self.inodes).fresh_at(newparent, newname);
+        match (dst_fresh, mode) {
+            (Some(_), RenameMode::NoReplace) => return Err(Errno::EEXIST),
+            (Some(ino), RenameMode::Exchange) => self.store_fresh(ino)?,
+            _ => {}
+        }
+        let src = self.child(parent, name)?.ok_or(Errno::ENOENT)?;
+        let dst = self.child(newparent, newname)?;
+        let mut scopes = vec![Scope::File(src.ino)];
+        scopes.extend(dst.as_ref().map(|d| Scope::File(d.ino)));
+        // Files closed inside a moved directory go up first, so everyone
+        // sees them moved with it (their records name the directory by
+        // inode, so they would land right after it anyway).
+        let mut moved = vec![&src];
+        moved.extend(dst.as_ref().filter(|_| mode == RenameMode::Exchange));
+        for dir in moved.into_iter().filter(|i| i.is_dir()) {
+            scopes.extend(self.fresh_dirs_within(dir.ino)?.into_iter().map(Scope::In));
+        }
+        self.settle(&scopes)?;
+        let touched =
+            self.cluster.rename(parent, name, newparent, newname, mode).map_err(|e| fail("rename", parent, e))?;
+        {
+            let (now, mut m) = (Instant::now(), lock(&self.meta));
+            let back = match (&dst, mode) {
+                (Some(d), RenameMode::Exchange) => Some(child_of(name, d)),
+                _ => None,
+            };
+            m.put_name(parent, name, back, now);
+            m.put_name(newparent, newname, Some(child_of(newname, &src)), now);
+            // A replaced inode that lost its last name is not among those
+            // still there.
+            if let Some(d) = dst.as_ref().filter(|d| !touched.iter().any(|t| t.ino == d.ino)) {
+                m.put_attr(d.ino, None, now);
+            }
+            took(&mut m, touched, now);
+        }
+        if mode != RenameMode::Exchange {
+            // A file made here at the target, not stored yet, is replaced:
+            // it never goes up.
+            if let Some(ino) = dst_fresh {
+                if let Some(s) = lock(&self.handles).staged(ino) {
+                    s.mark_gone();
+                }
+                lock(&self.inodes).drop_fresh(ino);
+            }
+            if let Some(d) = dst.filter(|d| d.ino != src.ino) {
+                self.maybe_gone(d.ino);
+            }
         }
         Ok(())
     }
 
-    /// One writer fewer; the last one stores what is still owed and turns
-    /// the staging file into a cached copy.
-    fn close_writer(&self, s: &Arc<Staged>) {
-        if s.leave_writer() > 0 {
-            return;
-        }
-        // Not under `opening`: storing may wait for the queue, and a writer
-        // opening the file meanwhile simply keeps the copy alive.
-        if s.owes_upload() {
-            if let Err(e) = self.sync_staged(s) {
-                log::warn!("a file closed without being stored: {e:?}");
+    /// The directories at or below `top` that hold files made here and
+    /// not stored yet.
+    fn fresh_dirs_within(&self, top: Ino) -> Result<Vec<Ino>, Errno> {
+        let dirs = lock(&self.inodes).fresh_dirs();
+        let mut out = Vec::new();
+        for d in dirs {
+            if self.is_within(d, top)? {
+                out.push(d);
             }
         }
-        // What this file's closes wrote to the journal goes to the disk
-        // now, off the path of close(2) (release is not waited for).
-        if self.write_back {
-            self.journal.sync_written();
-        }
-        // With records still to go up, the last uploader retires it.
-        self.retire_if_unused(s);
+        Ok(out)
     }
+
+    /// Whether directory `dir` is `top` or lies below it.
+    fn is_within(&self, dir: Ino, top: Ino) -> Result<bool, Errno> {
+        let up = |at| -> Result<Option<Ino>, Errno> { Ok(self.inode(at)?.map(|i| i.parent)) };
+        Ok(namespace::within(dir, top, up)?.unwrap_or(false))
+    }
+
+    // ----- requests: directories -----
 
     pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
-        let path = self.path_of(ino)?;
+        let dir = Ino(ino);
         // Taken first: a file that goes up while the listing is fetched is
         // in one or the other.
-        let fresh = self.fresh_below(&path);
-        let children = self.listing(&path)?;
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut items = Vec::with_capacity(children.len() + 2);
-        {
-            let mut t = lock(&self.inodes);
-            let up = if path.is_empty() { ROOT } else { t.ino(name::parent(&path)).unwrap_or(ROOT) };
-            items.push(DirItem { ino, kind: Kind::Dir, name: ".".into() });
-            items.push(DirItem { ino: up, kind: Kind::Dir, name: "..".into() });
-            for e in children.iter() {
-                let base = name::base(&e.name).to_string();
-                items.push(DirItem { ino: t.peek(&e.name, e.kind), kind: e.kind, name: base.clone() });
-                seen.insert(base);
-            }
+        let fresh = lock(&self.inodes).fresh_in(dir);
+        let this = self.inode(dir)?.ok_or(Errno::ENOENT)?;
+        if !this.is_dir() {
+            return Err(Errno::ENOTDIR);
         }
-        // Files created here that the cluster does not have yet.
-        for s in fresh.iter().filter(|s| !s.is_unlinked()) {
-            let p = lock(&self.inodes).path(s.ino).map(str::to_string);
-            if let Some(p) = p.filter(|p| name::parent(p) == path) {
-                let base = name::base(&p).to_string();
-                if seen.insert(base.clone()) {
-                    items.push(DirItem { ino: s.ino, kind: Kind::File, name: base });
-                }
+        let children = self.listing(dir)?;
+        let up = if dir == Ino::ROOT || this.parent == Ino::NONE { Ino::ROOT } else { this.parent };
+        let mut items = Vec::with_capacity(children.len() + fresh.len() + 2);
+        items.push(DirItem { ino: dir, kind: Kind::Dir, name: ".".into() });
+        items.push(DirItem { ino: up, kind: Kind::Dir, name: "..".into() });
+        items.extend(children.iter().map(|c| DirItem { ino: c.ino, kind: c.kind, name: c.name.clone() }));
+        // Files made here that the cluster does not have yet.
+        for (name, ino) in fresh {
+            let live = lock(&self.handles).staged(ino).is_some_and(|s| !s.is_gone());
+            if live && !children.iter().any(|c| c.name == name) {
+                items.push(DirItem { ino, kind: Kind::File, name });
             }
         }
         Ok(lock(&self.handles).add_dir(items))
     }
 
+    /// The listing taken at opendir.
     pub fn readdir(&self, fh: u64) -> Result<Arc<Vec<DirItem>>, Errno> {
         lock(&self.handles).dir(fh).ok_or(Errno::EBADF)
+    }
+
+    /// The listing from `offset` on, handed to `add(item, next offset)`
+    /// until it says the reply is full.
+    pub fn readdir_from(&self, fh: u64, offset: u64, mut add: impl FnMut(&DirItem, u64) -> bool) -> Result<(), Errno> {
+        let items = self.readdir(fh)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, item) in items.iter().enumerate().skip(start) {
+            if add(item, (i + 1) as u64) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The listing from `offset` on with each entry's attributes, handed to
+    /// `add(item, next offset, attributes)` until it says the reply is full.
+    /// Each entry handed over (but `.` and `..`) is a lookup the kernel holds.
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirItem, u64, &FileAttr) -> bool,
+    ) -> Result<(), Errno> {
+        let items = self.readdir(fh)?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, item) in items.iter().enumerate().skip(start) {
+            let shown = match self.shown(item.ino) {
+                Ok(Some(s)) => s,
+                // Removed since the listing was taken: left out.
+                Ok(None) | Err(Errno::ENOENT) => continue,
+                Err(e) if i == start => return Err(e),
+                // What was added so far goes; the kernel asks again from there.
+                Err(_) => break,
+            };
+            if add(item, (i + 1) as u64, &self.attr(&shown)) {
+                break;
+            }
+            if item.name != "." && item.name != ".." {
+                lock(&self.inodes).looked_up(item.ino);
+            }
+        }
+        Ok(())
     }
 
     pub fn releasedir(&self, fh: u64) -> Result<(), Errno> {
@@ -906,40 +792,87 @@ impl Core {
         Ok(())
     }
 
-    /// Whether some live node has room for one more file (the leader's
-    /// rule for an upload). Without write-back only: there close is where
-    /// a failed upload shows, and a shell's `> file` never looks at it; with
-    /// write-back a refused file is kept in `unsent/`, and creating must not
-    /// wait on a cluster that does not answer. The cluster is asked at most
-    /// every [`ROOM_TTL`] (for [`ROOM_ASK`] at most; no answer counts as
-    /// room), and the creates since are counted off its answer, so a cluster
-    /// close to full is asked again before its last slot goes.
-    fn room_for_a_new_file(&self) -> bool {
-        if self.write_back {
-            return true;
-        }
-        if let Some((at, left)) = lock(&self.room).as_mut() {
-            if at.elapsed() < ROOM_TTL && *left > 0 {
-                *left -= 1;
-                return true;
-            }
-        }
-        let left = match self.remote.status_within(ROOM_ASK) {
-            Some(r) => r
-                .nodes
-                .iter()
-                .filter(|n| n.alive)
-                .map(|n| n.max_files.map_or(u64::MAX, |max| max.saturating_sub(n.files)))
-                .max()
-                .unwrap_or(0),
-            None => u64::MAX,
-        };
-        *lock(&self.room) = Some((Instant::now(), left.saturating_sub(1)));
-        left > 0
+    // ----- requests: extended attributes -----
+
+    pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> Result<XattrReply, Errno> {
+        let name = name.to_str().ok_or(Errno::ENODATA)?;
+        namespace::check_xattr_name(name).map_err(|e| errno(&e))?;
+        let i = self.shown(Ino(ino))?.ok_or(Errno::ENOENT)?;
+        let value = i.xattrs.get(name).ok_or(Errno::ENODATA)?;
+        sized(&value.0, size)
     }
 
+    /// The names, each ending in NUL; `trusted.*` only for root, as ext4.
+    pub fn listxattr(&self, ino: u64, size: u32, uid: u32) -> Result<XattrReply, Errno> {
+        let i = self.shown(Ino(ino))?.ok_or(Errno::ENOENT)?;
+        let mut names = Vec::new();
+        for name in i.xattrs.keys().filter(|n| uid == 0 || !n.starts_with("trusted.")) {
+            names.extend_from_slice(name.as_bytes());
+            names.push(0);
+        }
+        sized(&names, size)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32, position: u32) -> Result<(), Errno> {
+        let mode = match flags {
+            0 => XattrMode::Any,
+            libc::XATTR_CREATE => XattrMode::Create,
+            libc::XATTR_REPLACE => XattrMode::Replace,
+            // Both at once can never succeed; Linux says which one failed.
+            f if f == libc::XATTR_CREATE | libc::XATTR_REPLACE => {
+                return match self.getxattr(ino, name, 0) {
+                    Ok(_) => Err(Errno::EEXIST),
+                    Err(e) => Err(e),
+                };
+            }
+            _ => return Err(Errno::EINVAL),
+        };
+        if position != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let name = name.to_str().ok_or(Errno::EOPNOTSUPP)?;
+        let value = Bytes(value.to_vec());
+        self.change_xattrs(
+            Ino(ino),
+            "setxattr",
+            |plan, ino| namespace::set_xattr(plan, ino, name, &value, mode),
+            |c, ino| c.set_xattr(ino, name, &value.0, mode),
+        )
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &OsStr) -> Result<(), Errno> {
+        let name = name.to_str().ok_or(Errno::ENODATA)?;
+        self.change_xattrs(
+            Ino(ino),
+            "removexattr",
+            |plan, ino| namespace::remove_xattr(plan, ino, name),
+            |c, ino| c.remove_xattr(ino, name),
+        )
+    }
+
+    /// Changes the extended attributes of `ino`: with the rule `local` on
+    /// a file only this mount has, else with `remote` on the cluster.
+    fn change_xattrs(
+        &self,
+        ino: Ino,
+        what: &str,
+        local: impl FnOnce(&mut Plan<'_, One>, Ino) -> scs_common::Result<Inode>,
+        remote: impl FnOnce(&dyn Cluster, Ino) -> scs_common::Result<Inode>,
+    ) -> Result<(), Errno> {
+        self.settle(&[Scope::File(ino)])?;
+        let staged = lock(&self.handles).staged(ino).filter(|s| self.is_local(s));
+        if let Some(s) = staged {
+            return apply_locally(&s, local).map(|_| ());
+        }
+        let i = remote(self.cluster.as_ref(), ino).map_err(|e| fail(what, ino, e))?;
+        lock(&self.meta).put_attr(ino, Some(i), Instant::now());
+        Ok(())
+    }
+
+    // ----- requests: the file system -----
+
     pub fn statfs(&self) -> Result<Space, Errno> {
-        let r = self.remote.status().map_err(|e| fail("statfs", "", e))?;
+        let r = self.cluster.status().map_err(|e| fail("statfs", Ino::ROOT, e))?;
         let alive: Vec<_> = r.nodes.iter().filter(|n| n.alive && n.disk_total > 0).collect();
         // Every holder needs room: the fullest node decides.
         let free = alive.iter().map(|n| n.disk_free).min().unwrap_or(0);
@@ -954,178 +887,96 @@ impl Core {
         };
         Ok(Space { blocks: total / STATFS_BSIZE, bfree: free / STATFS_BSIZE, files, ffree, bsize: STATFS_BSIZE as u32 })
     }
+}
 
-    /// Stores every file still owed (unmount, SIGTERM), and waits a while
-    /// for the write-back records to go up; the uploaders then stop, and
-    /// what is left goes up when the mount next starts.
-    pub fn flush_all(&self) {
-        let all = lock(&self.handles).all_staged();
-        for s in all {
-            if s.owes_upload() {
-                if let Err(e) = self.sync_staged(&s) {
-                    let name = lock(&self.inodes).path(s.ino).map(str::to_string);
-                    log::error!("could not store {name:?} before unmounting: {e:?}");
-                }
-            }
-        }
-        if !self.queue.is_empty() {
-            log::info!("uploading {} written-back files before unmounting", self.queue.len());
-        }
-        if !self.queue.wait_clear(&[""], DRAIN_LIMIT) {
-            log::warn!(
-                "{} written-back files are not on the cluster yet; they go up when the mount next starts",
-                self.queue.len()
-            );
-        }
-        self.queue.stop();
-        self.journal.stop();
-        self.journal.sync();
+/// A name from the kernel, checked as the cluster checks it.
+pub(super) fn checked(name: &OsStr) -> Result<&str, Errno> {
+    let name = name.to_str().ok_or(Errno::EINVAL)?;
+    name::validate_component(name).map_err(|e| errno(&e))
+}
+
+/// `name` leading to `i`, as a listing shows it.
+pub(super) fn child_of(name: &str, i: &Inode) -> Child {
+    Child { name: name.to_string(), ino: i.ino, kind: i.kind }
+}
+
+pub(super) fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
+    }
+}
+
+/// An extended attribute answer for a buffer of `size` bytes (0: the size).
+fn sized(data: &[u8], size: u32) -> Result<XattrReply, Errno> {
+    let len = u32::try_from(data.len()).map_err(|_| Errno::E2BIG)?;
+    match size {
+        0 => Ok(XattrReply::Size(len)),
+        s if s < len => Err(Errno::ERANGE),
+        _ => Ok(XattrReply::Data(data.to_vec())),
+    }
+}
+
+/// The namespace of one inode: the leader's rules run on a file only this
+/// mount has (attributes set on a file before it is stored).
+pub(super) struct One(Inode);
+
+impl View for One {
+    fn inode(&self, ino: Ino) -> scs_common::Result<Option<Inode>> {
+        Ok((ino == self.0.ino).then(|| self.0.clone()))
     }
 
-    // ----- write-back uploads -----
-
-    /// Waits while written-back records go up (at the start, before the
-    /// directory appears, so it shows the newest content); false if some
-    /// are left once none went up for `idle`.
-    pub fn wait_written_back(&self, idle: Duration) -> bool {
-        self.queue.wait_clear(&[""], idle)
+    fn dentry(&self, _parent: Ino, _name: &str) -> scs_common::Result<Option<Dentry>> {
+        Ok(None)
     }
 
-    /// Queues the records an earlier mount left and starts the uploaders.
-    pub fn start_uploaders(self: &Arc<Core>, left: Vec<Record>) -> std::io::Result<()> {
-        if !left.is_empty() {
-            log::info!("{} files written back before the mount last stopped are going up now", left.len());
-        }
-        for rec in left {
-            for old in self.queue.push_unbounded(Job::new(rec, None, 0)) {
-                self.journal.remove(&old.rec);
-            }
-        }
-        if self.write_back {
-            let core = self.clone();
-            std::thread::Builder::new().name("scs-slots".into()).spawn(move || core.journal.make_spares())?;
-        }
-        for i in 0..UPLOADERS {
-            let core = self.clone();
-            std::thread::Builder::new().name(format!("scs-upload-{i}")).spawn(move || {
-                while let Some(job) = core.queue.take() {
-                    core.upload_one(job);
-                }
-            })?;
-        }
-        Ok(())
+    fn has_children(&self, _dir: Ino) -> scs_common::Result<bool> {
+        Ok(false)
     }
+}
 
-    /// Uploads one record, retrying while the cluster cannot be reached
-    /// (until the mount stops: the record stays in the journal then).
-    fn upload_one(&self, job: Job) {
-        let name = job.rec.spec.name.clone();
-        // Its file was removed here (or refused) after it was closed.
-        if job.staged.as_ref().is_some_and(|s| s.is_unlinked()) {
-            self.journal.remove(&job.rec);
-            self.queue.done(&name);
-            self.record_dropped(job.staged, None);
-            return;
-        }
-        let mut pause = Duration::from_millis(100);
-        let res = loop {
-            let rec = job.rec.clone();
-            let open = move || rec.content().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>);
-            match self.remote.upload_from(job.rec.spec.clone(), open) {
-                Err(e) if !is_final(&e) => {
-                    log::info!("written-back {name:?} did not go up ({e}); trying again");
-                    if !self.queue.pause(pause) {
-                        // Stopping: the journal keeps it for the next mount.
-                        self.queue.done(&name);
-                        return;
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-                other => break other,
+/// Runs a namespace rule on the file of staging copy `s` as this mount
+/// knows it, and keeps the result there.
+fn apply_locally(
+    s: &Staged,
+    rule: impl FnOnce(&mut Plan<'_, One>, Ino) -> scs_common::Result<Inode>,
+) -> Result<Inode, Errno> {
+    let mut out = Err(Errno::EIO);
+    s.update_meta(|m| {
+        let one = One(m.clone());
+        let mut plan = Plan::new(&one, now_ns());
+        out = match rule(&mut plan, m.ino) {
+            Ok(i) => {
+                *m = i.clone();
+                Ok(i)
             }
+            Err(e) => Err(errno(&e)),
         };
-        match res {
-            Ok(entry) => {
-                // Listed from the cache before it stops counting as fresh
-                // ([`Staged::uploaded`]); both visible to anyone waiting on
-                // the queue before `done`.
-                lock(&self.meta).put_child(&name, Some(entry.clone()), Instant::now());
-                if let Some(s) = &job.staged {
-                    s.uploaded();
-                }
-                self.journal.remove(&job.rec);
-                self.queue.done(&name);
-                if let Some(s) = &job.staged {
-                    if s.record_stored(job.gen, &entry) == 0 {
-                        self.retire_if_unused(s);
-                    }
-                }
-            }
-            Err(e) => {
-                let kept = self.journal.keep_unsent(&job.rec);
-                match &kept {
-                    Ok(p) => log::error!(
-                        "the cluster refused written-back {name:?} ({e}); its content is kept in {}",
-                        p.display()
-                    ),
-                    Err(err) => log::error!(
-                        "the cluster refused written-back {name:?} ({e}); keeping its content failed too: {err}"
-                    ),
-                }
-                // It is not on the cluster: it is not here either.
-                if let Some(s) = job.staged.as_ref().filter(|s| s.is_fresh()) {
-                    s.mark_unlinked();
-                    let mut t = lock(&self.inodes);
-                    if t.path(s.ino) == Some(name.as_str()) {
-                        t.unlink(&name);
-                    }
-                }
-                {
-                    let mut m = lock(&self.meta);
-                    m.invalidate(&name);
-                    m.touch_dir(name::parent(&name), now_ns());
-                }
-                self.queue.done(&name);
-                self.record_dropped(job.staged, Some(errno(&e)));
-            }
-        }
+    });
+    out
+}
+
+/// The inodes a committed change touched, as the cluster stamped them,
+/// become what this mount shows (times and link counts as every mount
+/// sees them).
+fn took(m: &mut MetaCache, touched: Vec<Inode>, now: Instant) {
+    for t in touched {
+        m.put_attr(t.ino, Some(t), now);
     }
 }
 
 /// Logs an error from the cluster where it is handled, and maps it.
-fn fail(what: &str, path: &str, e: Error) -> Errno {
+pub(super) fn fail(what: &str, ino: Ino, e: Error) -> Errno {
     let n = errno(&e);
     if n == Errno::EIO {
-        log::warn!("{what} {path:?}: {e}");
+        log::warn!("{what} (inode {ino}): {e}");
     } else {
-        log::debug!("{what} {path:?}: {e}");
+        log::debug!("{what} (inode {ino}): {e}");
     }
     n
-}
-
-fn system_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
-fn ns_of(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_convert_both_ways_with_nanoseconds_and_before_the_epoch() {
-        for ns in [0, 1, 1_700_000_000_123_456_789, -1_500_000_000] {
-            assert_eq!(ns_of(system_time(ns)), ns);
-        }
-    }
 }

@@ -1,13 +1,13 @@
 //! The mount's way to the cluster: the client library on a runtime the mount
 //! owns, with every call bounded in time so no file system request can hang.
+//! It implements [`Cluster`], the trait the file system is written against.
 //!
 //! FUSE worker threads are not runtime threads: they block on these calls.
 //! Metadata calls end within the client's retry window (plus a margin);
 //! transfers end when they stop making progress for [`STALL`].
 
 use std::future::Future;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::runtime::Handle;
 
-use scs_common::proto::rpc::{StatusReport, UploadSpec};
-use scs_common::{Entry, Error, Kind, Result};
+use scs_common::inode::{DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
+use scs_common::locks::{FileLock, LockAnswer, SessionId};
+use scs_common::proto::rpc::{Request, StatusReport, UploadSpec};
+use scs_common::{Error, Ino, Result};
 
-use crate::client::{Client, Sink, UploadStream};
+use super::cluster::{Cluster, Opener, UploadStream};
+use crate::client::{Client, Sink};
 
 /// A transfer that moves no byte for this long is abandoned.
 pub const STALL: Duration = Duration::from_secs(60);
@@ -86,81 +89,119 @@ impl Remote {
         res
     }
 
-    pub fn stat(&self, name: &str) -> Result<Option<Entry>> {
-        self.call("stat", self.client.stat(name))
-    }
-
-    pub fn list(&self, dir: &str) -> Result<Vec<Entry>> {
-        self.call("list", self.client.list(dir))
-    }
-
-    pub fn mkdir(&self, name: &str, mode: u32) -> Result<Entry> {
-        self.call("mkdir", self.client.mkdir(name, mode, false))
-    }
-
-    pub fn delete(&self, name: &str, kind: Kind) -> Result<()> {
-        self.call("delete", self.client.delete(name, Some(kind)))
-    }
-
-    pub fn rename(&self, from: &str, to: &str, replace: bool) -> Result<()> {
-        self.call("rename", self.client.rename(from, to, replace))
-    }
-
-    pub fn setattr(&self, name: &str, mode: Option<u32>, mtime_ns: Option<i64>) -> Result<Entry> {
-        self.call("setattr", self.client.setattr(name, mode, mtime_ns))
-    }
-
-    pub fn status(&self) -> Result<StatusReport> {
-        self.call("status", self.client.status())
-    }
-
     /// The status if the cluster gives it within `limit`; a quick look
     /// that says nothing about whether the cluster is down.
     pub fn status_within(&self, limit: Duration) -> Option<StatusReport> {
         self.rt.block_on(async { tokio::time::timeout(limit, self.client.status()).await }).ok()?.ok()
     }
+}
 
-    /// A range of a file, read straight from the cluster.
-    pub fn read_range(&self, name: &str, offset: u64, len: u64) -> Result<(Entry, Vec<u8>)> {
-        self.rt.block_on(read_range(&self.client, name, offset, len, Vec::new()))
+impl Cluster for Remote {
+    fn lookup(&self, parent: Ino, name: &str) -> Result<Option<Inode>> {
+        self.call("lookup", self.client.lookup(parent, name))
     }
 
-    /// Uploads the first `spec.size` bytes of the local file `path`
-    /// (retried through a failover by the client, re-reading the file).
-    pub fn upload_file(&self, spec: UploadSpec, path: &Path) -> Result<Entry> {
-        let size = spec.size.unwrap_or(0);
-        let path: PathBuf = path.to_path_buf();
-        self.upload_from(spec, move || {
-            std::fs::File::open(&path).map(|f| Box::new(f.take(size)) as Box<dyn Read + Send>)
-        })
+    fn getattr(&self, ino: Ino) -> Result<Option<Inode>> {
+        self.call("getattr", self.client.getattr(ino))
     }
 
-    /// Uploads `spec.size` bytes read from `open()` (called again on each retry).
-    pub fn upload_from<F>(&self, spec: UploadSpec, open: F) -> Result<Entry>
-    where
-        F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
-    {
+    fn readdir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
+        self.call("readdir", self.client.readdir(dir))
+    }
+
+    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Vec<Inode>> {
+        self.call("make", self.client.make(parent, name, node))
+    }
+
+    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
+        self.call("link", self.client.link(ino, parent, name))
+    }
+
+    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
+        self.call("remove", self.client.remove(parent, name, what))
+    }
+
+    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Vec<Inode>> {
+        self.call("rename", self.client.rename(parent, name, new_parent, new_name, mode))
+    }
+
+    fn set_attr(&self, ino: Ino, set: &SetAttrs) -> Result<Inode> {
+        self.call("setattr", self.client.set_attr(ino, set))
+    }
+
+    fn set_xattr(&self, ino: Ino, name: &str, value: &[u8], mode: XattrMode) -> Result<Inode> {
+        self.call("setxattr", self.client.set_xattr(ino, name, value, mode))
+    }
+
+    fn remove_xattr(&self, ino: Ino, name: &str) -> Result<Inode> {
+        self.call("removexattr", self.client.remove_xattr(ino, name))
+    }
+
+    fn reserve_inodes(&self, count: u32) -> Result<(Ino, u32)> {
+        self.call("reserve", self.client.reserve_inodes(count))
+    }
+
+    fn status(&self) -> Result<StatusReport> {
+        self.call("status", self.client.status())
+    }
+
+    fn status_within(&self, limit: Duration) -> Option<StatusReport> {
+        Remote::status_within(self, limit)
+    }
+
+    fn upload(&self, spec: UploadSpec, open: Opener) -> Result<Inode> {
         let watch = Watch::new();
         let tick = |_: u64| watch.tick();
-        let what = format!("upload of {}", spec.name);
+        let what = format!("upload of {}", spec.describe());
         self.rt.block_on(watch.guard(&what, self.client.upload(spec, open, Some(&tick))))
     }
 
-    /// Downloads a whole file to `dest` (checked against its hash).
-    pub fn download_to(&self, name: &str, dest: &Path) -> Result<Entry> {
+    fn start_stream(&self, spec: UploadSpec) -> Result<Box<dyn UploadStream>> {
+        let stream = self.call("upload", self.client.upload_stream(spec))?;
+        Ok(Box::new(Streaming { rt: self.rt.clone(), stream }))
+    }
+
+    fn download_to(&self, ino: Ino, dest: &Path) -> Result<Inode> {
         let watch = Watch::new();
         let tick = |_: u64| watch.tick();
-        let what = format!("download of {name}");
-        self.rt.block_on(watch.guard(&what, self.client.download(name, Sink::File(dest.to_path_buf()), Some(&tick))))
+        let what = format!("download of inode {ino}");
+        self.rt.block_on(watch.guard(&what, self.client.download_ino(ino, Sink::File(dest.to_path_buf()), Some(&tick))))
     }
 
-    /// Opens a streaming upload (finding the leader is retried; the stream is not).
-    pub fn start_stream(&self, spec: UploadSpec) -> Result<UploadStream> {
-        self.call("upload", self.client.upload_stream(spec))
+    fn read_range(&self, ino: Ino, offset: u64, len: u64, buf: Vec<u8>) -> Result<(Inode, Vec<u8>)> {
+        self.rt.block_on(read_range(&self.client, ino, offset, len, buf))
     }
 
-    /// Queues bytes on a streaming upload, waiting for room.
-    pub fn push(&self, stream: &mut UploadStream, data: Bytes) -> Result<()> {
+    fn lock(&self, session: SessionId, lock: FileLock) -> Result<LockAnswer> {
+        self.call("lock", self.client.lock_request(Request::Lock { session, lock }))
+    }
+
+    fn unlock(&self, session: SessionId, ino: Ino, owner: u64, start: u64, end: u64) -> Result<LockAnswer> {
+        self.call("unlock", self.client.lock_request(Request::Unlock { session, ino, owner, start, end }))
+    }
+
+    fn test_lock(&self, session: SessionId, lock: FileLock) -> Result<LockAnswer> {
+        self.call("test lock", self.client.lock_request(Request::TestLock { session, lock }))
+    }
+
+    fn keep_alive(&self, session: SessionId) -> Result<LockAnswer> {
+        self.call("keep-alive", self.client.lock_request(Request::KeepAlive { session }))
+    }
+
+    fn reclaim(&self, session: SessionId, locks: Vec<FileLock>) -> Result<Vec<FileLock>> {
+        self.call("reclaim", self.client.reclaim(session, locks))
+    }
+}
+
+/// A streaming upload driven from a FUSE thread.
+struct Streaming {
+    rt: Handle,
+    stream: crate::client::UploadStream,
+}
+
+impl UploadStream for Streaming {
+    fn push(&mut self, data: Bytes) -> Result<()> {
+        let stream = &mut self.stream;
         self.rt.block_on(async {
             match tokio::time::timeout(PUSH_LIMIT, stream.write(data)).await {
                 Ok(r) => r,
@@ -169,9 +210,9 @@ impl Remote {
         })
     }
 
-    /// Ends a streaming upload and waits until the file is stored.
-    pub fn finish(&self, stream: UploadStream) -> Result<Entry> {
-        self.rt.block_on(async {
+    fn finish(self: Box<Self>) -> Result<Inode> {
+        let Streaming { rt, stream } = *self;
+        rt.block_on(async {
             match tokio::time::timeout(FINISH_LIMIT, stream.finish()).await {
                 Ok(r) => r,
                 Err(_) => Err(Error::Unavailable("the nodes did not confirm the upload in time".into())),
@@ -181,10 +222,10 @@ impl Remote {
 }
 
 /// A ranged read bounded by [`READ_LIMIT`] (async: also used by cache fills).
-pub async fn read_range(client: &Client, name: &str, offset: u64, len: u64, buf: Vec<u8>) -> Result<(Entry, Vec<u8>)> {
-    match tokio::time::timeout(READ_LIMIT, client.read(name, offset, len, buf)).await {
+pub async fn read_range(client: &Client, ino: Ino, offset: u64, len: u64, buf: Vec<u8>) -> Result<(Inode, Vec<u8>)> {
+    match tokio::time::timeout(READ_LIMIT, client.read(ino, offset, len, buf)).await {
         Ok(r) => r,
-        Err(_) => Err(Error::Unavailable(format!("reading {name}: no data within {}s", READ_LIMIT.as_secs()))),
+        Err(_) => Err(Error::Unavailable(format!("reading inode {ino}: no data within {}s", READ_LIMIT.as_secs()))),
     }
 }
 

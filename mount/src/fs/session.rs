@@ -12,6 +12,7 @@ use std::time::Duration;
 use fuser::MountOption;
 use sha2::{Digest, Sha256};
 
+use super::cluster::Cluster;
 use super::content::ContentCache;
 use super::ops::Core;
 use super::remote::Remote;
@@ -40,6 +41,11 @@ pub struct Settings {
     /// Closing a small file stores it durably in the cache directory and
     /// uploads it in the background (see [`super::writeback`]).
     pub write_back: bool,
+    /// Other users may use the mount too (FUSE `allow_other`); the kernel
+    /// still checks their access against owners and modes.
+    pub allow_other: bool,
+    /// Mounted read-only: the kernel answers EROFS to every change.
+    pub read_only: bool,
 }
 
 /// `$XDG_CACHE_HOME/scs`, else `~/.cache/scs`.
@@ -81,7 +87,9 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     };
     let client = Arc::new(client);
     // The directory only appears if the cluster answers.
-    let checked = rt.block_on(async { tokio::time::timeout(window + Duration::from_secs(3), client.stat("")).await });
+    let checked = rt.block_on(async {
+        tokio::time::timeout(window + Duration::from_secs(3), client.getattr(scs_common::Ino::ROOT)).await
+    });
     match checked {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(format!("cannot reach the cluster: {e}")),
@@ -98,7 +106,7 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     let pending = settings.cache_dir.join("pending");
     let (journal, left) =
         Journal::open(&pending).map_err(|e| format!("cannot use the write-back journal {}: {e}", pending.display()))?;
-    let remote = Remote::new(rt.handle().clone(), client, window);
+    let remote: Arc<dyn Cluster> = Arc::new(Remote::new(rt.handle().clone(), client, window));
     let core = Arc::new(Core::new(
         remote,
         content,
@@ -107,6 +115,7 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
         journal,
         settings.write_back,
     ));
+    core.reserve_ahead();
     let leftovers = !left.is_empty();
     core.start_uploaders(left).map_err(|e| format!("cannot start the uploaders: {e}"))?;
     if leftovers && !core.wait_written_back(LEFTOVER_IDLE) {
@@ -122,6 +131,13 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
+    if settings.allow_other {
+        // fuser's name for the `allow_other` mount option.
+        config.acl = fuser::SessionACL::All;
+    }
+    if settings.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
     let mountpoint = settings.mountpoint.clone();
     let mut session = fuser::Session::new(ScsFs::new(core.clone()), &mountpoint, &config)
         .map_err(|e| mount_error(&mountpoint, &e))?;

@@ -5,15 +5,21 @@
 //! lost cluster) goes up when it next starts.
 //!
 //! - [`Journal`]: one record per closed snapshot, in `pending/`: a header
-//!   (sequence number, name, size, mode, mtime, O_EXCL), the content and a
-//!   SHA-256 over both (in a reusable slot, or a file of its own when big),
-//!   written before close returns and synced at the release that follows;
-//!   a record torn by a power cut fails its hash and is dropped.
-//! - [`Queue`]: the records waiting or going up. Records of one name go up in
-//!   order, one at a time; a newer record of a name replaces one still
+//!   (sequence number and the whole [`UploadSpec`]: which file, its mode,
+//!   owner, times and extended attributes), the content and a SHA-256 over
+//!   both (in a reusable slot, or a file of its own when big), written
+//!   before close returns and synced at the release that follows; a record
+//!   torn by a power cut fails its hash and is dropped. The header is
+//!   versioned: records a previous release left (path-based) still go up.
+//! - [`Queue`]: the records waiting or going up. Records of one file go up
+//!   in order, one at a time; a newer record of a file replaces one still
 //!   waiting. Namespace changes on this mount (rename, unlink, chmod ...)
-//!   first wait for the records they touch ([`Queue::wait_clear`]), so the
-//!   cluster sees this mount's changes of any one path in the order made.
+//!   first wait for the records they touch ([`Queue::wait_clear`], by inode,
+//!   and by directory for files not on the cluster yet), so the cluster
+//!   sees this mount's changes of any one file in the order made.
+//!
+//! Knows nothing of open files: a job carries back whatever its owner gave
+//! it (`T`).
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -21,16 +27,16 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use scs_common::name;
-use scs_common::proto::rpc::UploadSpec;
+use scs_common::proto::rpc::{Target, UploadSpec};
+use scs_common::Ino;
 
-use super::handles::Staged;
 use super::lock;
 
 /// Files up to this size are written back; bigger ones stream to the
@@ -46,18 +52,41 @@ const COALESCE: Duration = Duration::from_millis(20);
 const MAX_WAITING: usize = 2_000;
 /// Bytes waiting at most.
 const MAX_WAITING_BYTES: u64 = 256 << 20;
-const MAGIC: &[u8; 8] = b"SCSWB01\n";
-/// Largest header accepted when reading a record back.
-const MAX_HEADER: usize = 64 << 10;
+/// Records of the release before inodes: a path-based header ([`HeaderV1`]).
+const MAGIC_V1: &[u8; 8] = b"SCSWB01\n";
+/// Records with a whole [`UploadSpec`] ([`Header`]).
+const MAGIC: &[u8; 8] = b"SCSWB02\n";
+/// Largest header accepted when reading a record back (an upload spec may
+/// carry 256 KiB of extended attributes).
+const MAX_HEADER: usize = 512 << 10;
 
+/// The header of a record: what to store, and in which order.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 struct Header {
+    seq: u64,
+    /// Its `size` is the content's exact length.
+    spec: UploadSpec,
+}
+
+/// The header the release before inodes wrote: a file by path.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct HeaderV1 {
     seq: u64,
     name: String,
     size: u64,
     mode: u32,
     mtime_ns: i64,
     exclusive: bool,
+}
+
+impl HeaderV1 {
+    /// The upload it stands for: the path, owned by whoever runs the mount
+    /// now (that release showed every file as the mounting user's).
+    fn into_header(self) -> Header {
+        let mut spec = UploadSpec::new(Target::Path(self.name), Some(self.size), self.mode, self.mtime_ns);
+        spec.exclusive = self.exclusive;
+        Header { seq: self.seq, spec }
+    }
 }
 
 /// One closed snapshot of a file, durable in the journal.
@@ -193,7 +222,7 @@ impl Journal {
         Ok((journal, found))
     }
 
-    /// Writes `size` bytes of `content` as the new version of `spec.name`.
+    /// Writes `size` bytes of `content` as the new version of the file `spec` stores.
     /// A record in a slot is in the page cache on return (a killed mount
     /// loses nothing) and on the disk after the next [`Journal::sync_written`]
     /// (a file's last release calls it: `cmd > file` closes the file twice,
@@ -201,15 +230,13 @@ impl Journal {
     /// own is synced before returning.
     pub fn write(&self, spec: &UploadSpec, content: &File, size: u64) -> std::io::Result<Record> {
         let seq = self.next.fetch_add(1, Ordering::SeqCst);
-        let header = Header {
-            seq,
-            name: spec.name.clone(),
-            size,
-            mode: spec.mode,
-            mtime_ns: spec.mtime_ns,
-            exclusive: spec.exclusive,
-        };
+        let spec = UploadSpec { size: Some(size), ..spec.clone() };
+        let header = Header { seq, spec };
         let head = rmp_serde::to_vec(&header).map_err(std::io::Error::other)?;
+        if head.len() > MAX_HEADER {
+            return Err(std::io::Error::other("the file's attributes are too big for the journal"));
+        }
+        let spec = header.spec;
         let mut buf = Vec::with_capacity(OVERHEAD + head.len() + size as usize);
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&(head.len() as u32).to_le_bytes());
@@ -219,7 +246,6 @@ impl Journal {
         content.read_exact_at(&mut buf[data_at as usize..], 0)?;
         let sum = Sha256::digest(&buf);
         buf.extend_from_slice(&sum);
-        let spec = UploadSpec { size: Some(size), ..spec.clone() };
         if buf.len() <= SLOT_SIZE {
             if let Some(slot) = self.take_slot() {
                 let path = self.dir.join(slot_name(slot));
@@ -391,7 +417,11 @@ impl Journal {
     /// `unsent/` for the user; returns where.
     pub fn keep_unsent(&self, rec: &Record) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(&self.unsent)?;
-        let base = rec.spec.name.replace('/', "%2F");
+        let base = match &rec.spec.target {
+            Target::Path(p) => p.replace('/', "%2F"),
+            Target::New { name, .. } => name.clone(),
+            Target::Ino(ino) => format!("inode-{ino}"),
+        };
         let dest = self.unsent.join(format!("{}-{base}", rec.seq));
         let mut out = File::create(&dest)?;
         std::io::copy(&mut rec.content()?, &mut out)?;
@@ -405,94 +435,171 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads the record in `path` (a slot holds one at its start, then junk).
+/// Reads the record in `path` (a slot holds one at its start, then junk),
+/// of either header version.
 fn read_record(path: &Path, slot: Option<usize>) -> std::io::Result<Record> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let buf = std::fs::read(path)?;
-    if buf.len() < OVERHEAD || &buf[..MAGIC.len()] != MAGIC {
+    if buf.len() < OVERHEAD {
         return Err(bad("not a write-back record"));
     }
+    let v1 = match &buf[..MAGIC.len()] {
+        m if m == MAGIC => false,
+        m if m == MAGIC_V1 => true,
+        _ => return Err(bad("not a write-back record")),
+    };
     let hlen = u32::from_le_bytes(buf[8..12].try_into().map_err(|_| bad("short header"))?) as usize;
     if hlen > MAX_HEADER || OVERHEAD + hlen > buf.len() {
         return Err(bad("header out of bounds"));
     }
-    let header: Header = rmp_serde::from_slice(&buf[12..12 + hlen]).map_err(|e| bad(&e.to_string()))?;
+    let head = &buf[12..12 + hlen];
+    let header = if v1 {
+        rmp_serde::from_slice::<HeaderV1>(head).map(HeaderV1::into_header)
+    } else {
+        rmp_serde::from_slice::<Header>(head)
+    }
+    .map_err(|e| bad(&e.to_string()))?;
+    let size = header.spec.size.ok_or_else(|| bad("no size"))?;
     let data_at = 12 + hlen;
-    let end = usize::try_from(header.size).ok().and_then(|n| data_at.checked_add(n)).ok_or_else(|| bad("size"))?;
+    let end = usize::try_from(size).ok().and_then(|n| data_at.checked_add(n)).ok_or_else(|| bad("size"))?;
     if end + 32 > buf.len() || (slot.is_none() && end + 32 != buf.len()) {
         return Err(bad("size mismatch"));
     }
     if Sha256::digest(&buf[..end]).as_slice() != &buf[end..end + 32] {
         return Err(bad("checksum mismatch"));
     }
-    name::validate(&header.name).map_err(|e| bad(&e.to_string()))?;
-    let spec = UploadSpec {
-        name: header.name,
-        size: Some(header.size),
-        mode: header.mode,
-        mtime_ns: header.mtime_ns,
-        exclusive: header.exclusive,
-    };
-    Ok(Record { seq: header.seq, path: path.to_path_buf(), spec, data_at: data_at as u64, slot })
+    match &header.spec.target {
+        Target::Path(p) => name::validate(p).map(|_| ()),
+        Target::New { name, .. } => name::validate_component(name).map(|_| ()),
+        Target::Ino(_) => Ok(()),
+    }
+    .map_err(|e| bad(&e.to_string()))?;
+    Ok(Record { seq: header.seq, path: path.to_path_buf(), spec: header.spec, data_at: data_at as u64, slot })
 }
 
-/// A record to upload, and the staging copy it came from (none for records
-/// left by an earlier mount).
-pub struct Job {
+/// Writes a record as the release before inodes did (for the tests of an
+/// upgrade): the path-based header, the content, the hash of both.
+#[cfg(test)]
+pub(crate) fn write_v1_record(dir: &Path, seq: u64, name: &str, content: &[u8]) {
+    let size = content.len() as u64;
+    let header = HeaderV1 { seq, name: name.into(), size, mode: 0o640, mtime_ns: 99, exclusive: false };
+    let head = rmp_serde::to_vec(&header).unwrap();
+    let mut buf = MAGIC_V1.to_vec();
+    buf.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&head);
+    buf.extend_from_slice(content);
+    let sum = Sha256::digest(&buf);
+    buf.extend_from_slice(&sum);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{seq:020}")), &buf).unwrap();
+}
+
+/// The file a record stores: records of one file go up one at a time, and
+/// a newer one replaces an older one still waiting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum FileKey {
+    Ino(Ino),
+    /// A record of the release before inodes.
+    Path(String),
+}
+
+impl FileKey {
+    fn of(target: &Target) -> FileKey {
+        match target {
+            Target::Ino(ino) | Target::New { ino, .. } => FileKey::Ino(*ino),
+            Target::Path(p) => FileKey::Path(p.clone()),
+        }
+    }
+}
+
+/// What a namespace change about to be made touches: it first waits for
+/// the records that could land after it otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Records of this inode.
+    File(Ino),
+    /// Records of files to be made in this directory (`Target::New`).
+    In(Ino),
+    /// Every record (unmount, start-up).
+    All,
+}
+
+impl Scope {
+    fn covers(self, target: &Target) -> bool {
+        match (self, target) {
+            (Scope::All, _) => true,
+            // A path from an earlier release may be anywhere: everything
+            // waits for it (such records only exist just after an upgrade).
+            (_, Target::Path(_)) => true,
+            (Scope::File(x), Target::Ino(ino) | Target::New { ino, .. }) => *ino == x,
+            (Scope::In(d), Target::New { parent, .. }) => *parent == d,
+            (Scope::In(_), Target::Ino(_)) => false,
+        }
+    }
+}
+
+/// A record to upload, and what its owner wants back with it (the staging
+/// copy it came from; nothing for records left by an earlier mount).
+pub struct Job<T> {
     pub rec: Record,
-    pub staged: Option<Arc<Staged>>,
+    pub owner: Option<T>,
     /// The staging copy's write generation when the snapshot was taken.
     pub gen: u64,
-    /// Queued since (the first unsent version of the name, if it replaced
+    /// Queued since (the first unsent version of the file, if it replaced
     /// some).
     since: Instant,
     /// Someone waits for it: it goes at once.
     hurry: bool,
 }
 
-impl Job {
-    pub fn new(rec: Record, staged: Option<Arc<Staged>>, gen: u64) -> Job {
-        Job { rec, staged, gen, since: Instant::now(), hurry: false }
+impl<T> Job<T> {
+    pub fn new(rec: Record, owner: Option<T>, gen: u64) -> Job<T> {
+        Job { rec, owner, gen, since: Instant::now(), hurry: false }
     }
 }
 
-#[derive(Default)]
-struct QState {
-    waiting: VecDeque<Job>,
-    /// Names going up right now.
-    going: Vec<String>,
+struct QState<T> {
+    waiting: VecDeque<Job<T>>,
+    /// Files going up right now.
+    going: Vec<Target>,
     bytes: u64,
     stopped: bool,
     /// When a job last ended.
     progress: Option<Instant>,
 }
 
-impl QState {
-    fn related(&self, paths: &[&str]) -> bool {
-        let touches = |n: &str| paths.iter().any(|p| related(n, p));
-        self.going.iter().any(|n| touches(n)) || self.waiting.iter().any(|j| touches(&j.rec.spec.name))
+impl<T> Default for QState<T> {
+    fn default() -> Self {
+        QState { waiting: VecDeque::new(), going: Vec::new(), bytes: 0, stopped: false, progress: None }
     }
 }
 
-/// `a` and `b` are the same path, or one is inside the other.
-fn related(a: &str, b: &str) -> bool {
-    a == b || b.is_empty() || a.is_empty() || name::is_inside(a, b) || name::is_inside(b, a)
+impl<T> QState<T> {
+    fn related(&self, scopes: &[Scope]) -> bool {
+        let touches = |t: &Target| scopes.iter().any(|s| s.covers(t));
+        self.going.iter().any(touches) || self.waiting.iter().any(|j| touches(&j.rec.spec.target))
+    }
 }
 
 /// Records waiting for an uploader, in order.
-#[derive(Default)]
-pub struct Queue {
-    state: Mutex<QState>,
+pub struct Queue<T> {
+    state: Mutex<QState<T>>,
     changed: Condvar,
 }
 
-impl Queue {
-    /// Adds a job, waiting until `deadline` for room. A job of the same name
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Queue { state: Mutex::new(QState::default()), changed: Condvar::new() }
+    }
+}
+
+impl<T> Queue<T> {
+    /// Adds a job, waiting until `deadline` for room. A job of the same file
     /// still waiting is replaced: it is returned so its record can go.
     ///
     /// # Errors
     /// The job back, when there was no room in time.
-    pub fn push(&self, job: Job, deadline: Instant) -> Result<Vec<Job>, Box<Job>> {
+    pub fn push(&self, job: Job<T>, deadline: Instant) -> Result<Vec<Job<T>>, Box<Job<T>>> {
         let mut st = lock(&self.state);
         while st.waiting.len() >= MAX_WAITING || st.bytes >= MAX_WAITING_BYTES {
             let now = Instant::now();
@@ -505,16 +612,16 @@ impl Queue {
     }
 
     /// Adds a job whatever the queue holds (records an earlier mount left).
-    pub fn push_unbounded(&self, job: Job) -> Vec<Job> {
+    pub fn push_unbounded(&self, job: Job<T>) -> Vec<Job<T>> {
         self.add(lock(&self.state), job)
     }
 
-    fn add(&self, mut st: std::sync::MutexGuard<'_, QState>, mut job: Job) -> Vec<Job> {
-        let name = job.rec.spec.name.clone();
+    fn add(&self, mut st: std::sync::MutexGuard<'_, QState<T>>, mut job: Job<T>) -> Vec<Job<T>> {
+        let key = FileKey::of(&job.rec.spec.target);
         let mut replaced = Vec::new();
         let mut i = 0;
         while i < st.waiting.len() {
-            if st.waiting[i].rec.spec.name == name {
+            if FileKey::of(&st.waiting[i].rec.spec.target) == key {
                 if let Some(old) = st.waiting.remove(i) {
                     st.bytes -= old.rec.spec.size.unwrap_or(0);
                     replaced.push(old);
@@ -523,13 +630,18 @@ impl Queue {
                 i += 1;
             }
         }
-        // A replaced record that had to create the name (O_EXCL) passes
-        // that on: its replacement is the first to go up. So does its age,
-        // so a file closed again and again still goes up.
-        if replaced.iter().any(|j| j.rec.spec.exclusive) {
-            job.rec.spec.exclusive = true;
-        }
+        // A replaced record that had to create the file passes that on: its
+        // replacement is the first to go up. So does its age, so a file
+        // closed again and again still goes up.
         for old in &replaced {
+            let spec = &mut job.rec.spec;
+            spec.exclusive |= old.rec.spec.exclusive;
+            if matches!(old.rec.spec.target, Target::New { .. }) && matches!(spec.target, Target::Ino(_)) {
+                let old = &old.rec.spec;
+                spec.target = old.target.clone();
+                (spec.mode, spec.uid, spec.gid, spec.atime_ns) = (old.mode, old.uid, old.gid, old.atime_ns);
+                spec.xattrs = old.xattrs.clone();
+            }
             job.since = job.since.min(old.since);
             job.hurry |= old.hurry;
         }
@@ -539,9 +651,9 @@ impl Queue {
         replaced
     }
 
-    /// The oldest job whose name is not going up already and that waited
+    /// The oldest job whose file is not going up already and that waited
     /// [`COALESCE`] (or is awaited); `None` once stopped.
-    pub fn take(&self) -> Option<Job> {
+    pub fn take(&self) -> Option<Job<T>> {
         let mut st = lock(&self.state);
         loop {
             if st.stopped {
@@ -551,7 +663,8 @@ impl Queue {
             let mut soonest: Option<Instant> = None;
             let mut pos = None;
             for (i, j) in st.waiting.iter().enumerate() {
-                if st.going.contains(&j.rec.spec.name) {
+                let key = FileKey::of(&j.rec.spec.target);
+                if st.going.iter().any(|t| FileKey::of(t) == key) {
                     continue;
                 }
                 let ready = j.since + COALESCE;
@@ -563,7 +676,7 @@ impl Queue {
             }
             if let Some(job) = pos.and_then(|i| st.waiting.remove(i)) {
                 st.bytes -= job.rec.spec.size.unwrap_or(0);
-                st.going.push(job.rec.spec.name.clone());
+                st.going.push(job.rec.spec.target.clone());
                 return Some(job);
             }
             st = match soonest {
@@ -573,26 +686,26 @@ impl Queue {
         }
     }
 
-    /// The job of `name` taken by [`Queue::take`] is over.
-    pub fn done(&self, name: &str) {
+    /// The job of `target` taken by [`Queue::take`] is over.
+    pub fn done(&self, target: &Target) {
+        let key = FileKey::of(target);
         let mut st = lock(&self.state);
-        if let Some(i) = st.going.iter().position(|n| n == name) {
+        if let Some(i) = st.going.iter().position(|t| FileKey::of(t) == key) {
             st.going.swap_remove(i);
         }
         st.progress = Some(Instant::now());
         self.changed.notify_all();
     }
 
-    /// Waits until no job at, inside or above any of `paths` is waiting or
-    /// going up, moving those jobs to the front of the queue; false once
-    /// no job at all has ended for `idle` (the cluster is unreachable), or
-    /// the queue stopped.
-    pub fn wait_clear(&self, paths: &[&str], idle: Duration) -> bool {
+    /// Waits until no job within any of `scopes` is waiting or going up,
+    /// moving those jobs to the front of the queue; false once no job at all
+    /// has ended for `idle` (the cluster is unreachable), or the queue stopped.
+    pub fn wait_clear(&self, scopes: &[Scope], idle: Duration) -> bool {
         let started = Instant::now();
         let mut st = lock(&self.state);
-        if st.related(paths) {
-            let touches = |j: &Job| paths.iter().any(|p| related(&j.rec.spec.name, p));
-            let (mut first, rest): (VecDeque<Job>, VecDeque<Job>) = st.waiting.drain(..).partition(|j| touches(j));
+        if st.related(scopes) {
+            let touches = |j: &Job<T>| scopes.iter().any(|s| s.covers(&j.rec.spec.target));
+            let (mut first, rest): (VecDeque<Job<T>>, VecDeque<Job<T>>) = st.waiting.drain(..).partition(touches);
             for j in first.iter_mut() {
                 j.hurry = true;
             }
@@ -600,7 +713,7 @@ impl Queue {
             st.waiting.extend(rest);
             self.changed.notify_all();
         }
-        while st.related(paths) {
+        while st.related(scopes) {
             let now = Instant::now();
             let since = st.progress.map_or(started, |p| p.max(started));
             if now >= since + idle || st.stopped {
@@ -609,6 +722,11 @@ impl Queue {
             st = self.changed.wait_timeout(st, since + idle - now).unwrap_or_else(|p| p.into_inner()).0;
         }
         true
+    }
+
+    /// Whether a record within `scope` is waiting or going up.
+    pub fn holds(&self, scope: Scope) -> bool {
+        lock(&self.state).related(&[scope])
     }
 
     /// Jobs waiting or going up.
@@ -645,9 +763,21 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
+    /// A spec for a new file `name` in the root, as inode 1000 + the
+    /// name's first byte: one file per first letter.
     fn spec(name: &str) -> UploadSpec {
-        UploadSpec { name: name.into(), size: None, mode: 0o644, mtime_ns: 7, exclusive: false }
+        let ino = Ino(1000 + u64::from(name.as_bytes()[0]));
+        UploadSpec::new(Target::New { parent: Ino::ROOT, name: name.into(), ino }, None, 0o644, 7)
+    }
+
+    fn name_of(spec: &UploadSpec) -> &str {
+        match &spec.target {
+            Target::New { name, .. } => name,
+            Target::Path(p) => p,
+            Target::Ino(_) => "",
+        }
     }
 
     fn content(dir: &Path, bytes: &[u8]) -> File {
@@ -656,7 +786,7 @@ mod tests {
         File::open(p).unwrap()
     }
 
-    fn job(j: &Journal, dir: &Path, name: &str, bytes: &[u8]) -> Job {
+    fn job(j: &Journal, dir: &Path, name: &str, bytes: &[u8]) -> Job<()> {
         let rec = j.write(&spec(name), &content(dir, bytes), bytes.len() as u64).unwrap();
         Job::new(rec, None, 0)
     }
@@ -668,12 +798,14 @@ mod tests {
         let (j, old) = Journal::open(&jdir).unwrap();
         assert!(old.is_empty());
         let a = j.write(&spec("a.txt"), &content(dir.path(), b"first"), 5).unwrap();
-        let b = j.write(&spec("d/b.txt"), &content(dir.path(), b"second!"), 7).unwrap();
+        let mut with_attrs = spec("b.txt");
+        (with_attrs.uid, with_attrs.gid, with_attrs.mode) = (1000, 100, 0o4750);
+        with_attrs.xattrs.insert("user.k".into(), scs_common::inode::Bytes(vec![0, 1, 2]));
+        let b = j.write(&with_attrs, &content(dir.path(), b"second!"), 7).unwrap();
         drop(j);
         let (j2, found) = Journal::open(&jdir).unwrap();
         assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![a.seq, b.seq]);
-        assert_eq!(found[1].spec.name, "d/b.txt");
-        assert_eq!(found[1].spec.size, Some(7));
+        assert_eq!(found[1].spec, UploadSpec { size: Some(7), ..with_attrs }, "the whole spec comes back");
         let mut got = String::new();
         found[1].content().unwrap().read_to_string(&mut got).unwrap();
         assert_eq!(got, "second!");
@@ -717,7 +849,7 @@ mod tests {
         j.sync();
         drop(j);
         let (_, found) = Journal::open(&jdir).unwrap();
-        let names: Vec<&str> = found.iter().map(|r| r.spec.name.as_str()).collect();
+        let names: Vec<&str> = found.iter().map(|r| name_of(&r.spec)).collect();
         assert_eq!(names, ["big", "c"], "the removed record stays gone");
         let mut got = Vec::new();
         found[0].content().unwrap().read_to_end(&mut got).unwrap();
@@ -786,8 +918,19 @@ mod tests {
         assert_eq!(lock(&j2.slots).free.len(), SPARE_SLOTS + recs.len());
     }
 
+    fn ino_of(name: &str) -> Ino {
+        match spec(name).target {
+            Target::New { ino, .. } => ino,
+            _ => unreachable!(),
+        }
+    }
+
+    fn file(name: &str) -> Scope {
+        Scope::File(ino_of(name))
+    }
+
     #[test]
-    fn a_newer_record_replaces_a_waiting_one_and_names_go_up_one_at_a_time() {
+    fn a_newer_record_replaces_a_waiting_one_and_files_go_up_one_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
         let q = Queue::default();
@@ -795,38 +938,62 @@ mod tests {
         assert!(q.push(job(&j, dir.path(), "a", b"1"), later).ok().unwrap().is_empty());
         assert!(q.push(job(&j, dir.path(), "b", b"2"), later).ok().unwrap().is_empty());
         let first = q.take().unwrap();
-        assert_eq!(first.rec.spec.name, "a");
+        assert_eq!(name_of(&first.rec.spec), "a");
         // "a" is going up: a newer "a" waits behind it, "b" goes first.
         assert!(q.push(job(&j, dir.path(), "a", b"3"), later).ok().unwrap().is_empty());
         let replaced = q.push(job(&j, dir.path(), "a", b"4"), later).ok().unwrap();
         assert_eq!(replaced.len(), 1);
-        assert_eq!(q.take().unwrap().rec.spec.name, "b");
-        assert!(!q.wait_clear(&["a"], Duration::from_millis(20)));
-        q.done("a");
+        let b = q.take().unwrap();
+        assert_eq!(name_of(&b.rec.spec), "b");
+        assert!(!q.wait_clear(&[file("a")], Duration::from_millis(20)));
+        q.done(&first.rec.spec.target);
         let again = q.take().unwrap();
-        assert_eq!(again.rec.spec.name, "a");
+        assert_eq!(name_of(&again.rec.spec), "a");
         let mut got = String::new();
         again.rec.content().unwrap().read_to_string(&mut got).unwrap();
         assert_eq!(got, "4");
-        q.done("a");
-        q.done("b");
-        assert!(q.wait_clear(&["a", "b"], Duration::ZERO));
+        q.done(&again.rec.spec.target);
+        q.done(&b.rec.spec.target);
+        assert!(q.wait_clear(&[file("a"), file("b")], Duration::ZERO));
         assert!(q.is_empty());
     }
 
     #[test]
-    fn waiting_for_a_directory_covers_what_is_inside_it() {
+    fn waiting_for_a_directory_covers_the_new_files_in_it_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
         let q = Queue::default();
-        q.push(job(&j, dir.path(), "docs/x/a.txt", b"1"), Instant::now()).ok().unwrap();
+        let docs = Ino(50);
+        let mut new = spec("x");
+        new.target = Target::New { parent: docs, name: "x".into(), ino: Ino(77) };
+        let rec = j.write(&new, &content(dir.path(), b"1"), 1).unwrap();
+        q.push(Job::<()>::new(rec, None, 0), Instant::now()).ok().unwrap();
+        let mut old = spec("y");
+        old.target = Target::Ino(Ino(78));
+        let rec = j.write(&old, &content(dir.path(), b"2"), 1).unwrap();
+        q.push(Job::<()>::new(rec, None, 0), Instant::now()).ok().unwrap();
         let soon = || Duration::from_millis(10);
-        assert!(!q.wait_clear(&["docs"], soon()));
-        assert!(!q.wait_clear(&["docs/x/a.txt/b"], soon()));
-        assert!(q.wait_clear(&["doc", "docs/y", "other"], soon()));
-        let job = q.take().unwrap();
-        q.done(&job.rec.spec.name);
-        assert!(q.wait_clear(&["docs"], soon()));
+        assert!(q.holds(Scope::In(docs)) && !q.wait_clear(&[Scope::In(docs)], soon()));
+        assert!(!q.wait_clear(&[Scope::File(Ino(77))], soon()));
+        assert!(!q.wait_clear(&[Scope::File(Ino(78))], soon()));
+        assert!(q.wait_clear(&[Scope::In(Ino(51)), Scope::File(Ino(79)), Scope::In(Ino(78))], soon()));
+        for _ in 0..2 {
+            let job = q.take().unwrap();
+            q.done(&job.rec.spec.target);
+        }
+        assert!(q.wait_clear(&[Scope::All], soon()));
+    }
+
+    #[test]
+    fn a_record_an_earlier_release_left_is_waited_for_by_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let q = Queue::default();
+        let mut legacy = spec("p");
+        legacy.target = Target::Path("docs/p.txt".into());
+        let rec = j.write(&legacy, &content(dir.path(), b"1"), 1).unwrap();
+        q.push_unbounded(Job::<()>::new(rec, None, 0));
+        assert!(q.holds(Scope::File(Ino(5))) && q.holds(Scope::In(Ino(9))));
     }
 
     #[test]
@@ -839,8 +1006,9 @@ mod tests {
         assert!(q.push(job(&j, dir.path(), "a", b"1"), t0 + Duration::from_millis(50)).is_err());
         assert!(t0.elapsed() >= Duration::from_millis(50));
     }
+
     #[test]
-    fn waiting_for_a_name_moves_it_to_the_front_and_gives_up_only_without_progress() {
+    fn waiting_for_a_file_moves_it_to_the_front_and_gives_up_only_without_progress() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
         let q = Arc::new(Queue::default());
@@ -848,32 +1016,67 @@ mod tests {
         for n in ["a", "b", "c"] {
             q.push(job(&j, dir.path(), n, b"x"), later).ok().unwrap();
         }
-        assert!(!q.wait_clear(&["c"], Duration::from_millis(10)));
-        assert_eq!(q.take().unwrap().rec.spec.name, "c", "the awaited record goes first");
+        assert!(!q.wait_clear(&[file("c")], Duration::from_millis(10)));
+        let c = q.take().unwrap();
+        assert_eq!(name_of(&c.rec.spec), "c", "the awaited record goes first");
         // A slow uploader still making progress keeps the waiter waiting.
         let q2 = q.clone();
         let uploader = std::thread::spawn(move || {
-            q2.done("c");
+            q2.done(&c.rec.spec.target);
             for _ in 0..2 {
                 let job = q2.take().unwrap();
                 std::thread::sleep(Duration::from_millis(60));
-                q2.done(&job.rec.spec.name);
+                q2.done(&job.rec.spec.target);
             }
         });
-        assert!(q.wait_clear(&[""], Duration::from_millis(100)), "each record ended within the idle limit");
+        assert!(q.wait_clear(&[Scope::All], Duration::from_millis(100)), "each record ended within the idle limit");
         uploader.join().unwrap();
     }
 
     #[test]
-    fn a_record_replacing_an_exclusive_one_is_exclusive_too() {
+    fn a_record_replacing_one_that_makes_the_file_makes_it_too() {
         let dir = tempfile::tempdir().unwrap();
         let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
         let q = Queue::default();
         let mut first = job(&j, dir.path(), "new.txt", b"1");
         first.rec.spec.exclusive = true;
+        first.rec.spec.uid = 1234;
         q.push_unbounded(first);
-        let replaced = q.push_unbounded(job(&j, dir.path(), "new.txt", b"2"));
+        let mut second = job(&j, dir.path(), "new.txt", b"2");
+        second.rec.spec.target = Target::Ino(ino_of("new.txt"));
+        let replaced = q.push_unbounded(second);
         assert_eq!(replaced.len(), 1);
-        assert!(q.take().unwrap().rec.spec.exclusive, "it is the one that creates the name");
+        let got = q.take().unwrap().rec.spec;
+        assert!(got.exclusive, "it is the one that creates the name");
+        assert!(matches!(got.target, Target::New { .. }) && got.uid == 1234, "with the owner it was made with");
+    }
+
+    #[test]
+    fn a_record_of_the_release_before_inodes_still_goes_up_by_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("pending");
+        std::fs::create_dir_all(&jdir).unwrap();
+        // What that release wrote, byte for byte: magic, header length, the
+        // path-based header, the content, the hash of all of it.
+        let header =
+            HeaderV1 { seq: 41, name: "photos/cat.txt".into(), size: 4, mode: 0o640, mtime_ns: 99, exclusive: true };
+        let head = rmp_serde::to_vec(&header).unwrap();
+        let mut buf = MAGIC_V1.to_vec();
+        buf.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&head);
+        buf.extend_from_slice(b"meow");
+        let sum = Sha256::digest(&buf);
+        buf.extend_from_slice(&sum);
+        std::fs::write(jdir.join(format!("{:020}", 41)), &buf).unwrap();
+        let (j, found) = Journal::open(&jdir).unwrap();
+        assert_eq!(found.len(), 1);
+        let spec = &found[0].spec;
+        assert_eq!(spec.target, Target::Path("photos/cat.txt".into()));
+        assert_eq!((spec.size, spec.mode, spec.mtime_ns, spec.exclusive), (Some(4), 0o640, 99, true));
+        let mut got = String::new();
+        found[0].content().unwrap().read_to_string(&mut got).unwrap();
+        assert_eq!(got, "meow");
+        let next = j.write(&spec.clone(), &content(dir.path(), b"x"), 1).unwrap();
+        assert!(next.seq > 41, "new records number on from it");
     }
 }

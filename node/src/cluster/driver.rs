@@ -19,7 +19,7 @@ use scs_common::proto::gossip::{self, Envelope, Gossip, NodeInfo, ReplayGuard, R
 use scs_common::{NodeId, Result, Term};
 
 use crate::cluster::election::{Action, Election, ElectionConfig, Input};
-use crate::node::{Control, Health};
+use crate::link::{Control, Health, Lease};
 use crate::store::Store;
 use crate::view::{ClusterView, Member};
 
@@ -373,34 +373,6 @@ impl Driver {
             ready: self.caught_up_leader(),
             members,
         }
-    }
-}
-
-/// The leader's lease as request handlers see it: valid only while the
-/// driver keeps confirming the quorum. The published view alone would go
-/// stale if the process were paused; this expires by itself.
-#[derive(Debug)]
-pub struct Lease {
-    origin: Instant,
-    /// Milliseconds after `origin` until which writes and reads are allowed.
-    until_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Default for Lease {
-    fn default() -> Lease {
-        Lease { origin: Instant::now(), until_ms: std::sync::atomic::AtomicU64::new(0) }
-    }
-}
-
-impl Lease {
-    /// Extends the lease by `span` from now if `quorum`, else ends it.
-    pub fn renew(&self, quorum: bool, span: Duration) {
-        let until = if quorum { (self.origin.elapsed() + span).as_millis() as u64 } else { 0 };
-        self.until_ms.store(until, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    pub fn valid(&self) -> bool {
-        (self.origin.elapsed().as_millis() as u64) < self.until_ms.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

@@ -1,168 +1,173 @@
-//! Namespace changes at the leader: mkdir, delete, rename and setattr. Each
-//! checks the request against the index under the namespace lock, builds the
-//! new entries (tombstones included) with fresh versions, commits them here,
-//! and then on a majority of the cluster.
+//! Namespace changes at the leader: make, link, remove, rename, attributes
+//! and extended attributes. Each runs the rules of `scs_common::namespace`
+//! against the index under the namespace lock, stamps the records it yields
+//! with fresh versions, commits them here, and then on a majority of the
+//! cluster. A rename is a handful of records, whatever lies below it.
 
 use std::sync::Arc;
 
-use scs_common::name;
-use scs_common::{ContentHash, Entry, Error, Kind, Result, Version};
+use scs_common::inode::{Bytes, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
+use scs_common::namespace::{self, Plan};
+use scs_common::{Error, Ino, Inode, Record, Result};
 
-use super::{commit_and_spread, now_ns, Batch};
+use super::{commit_and_spread, ensure_inos, now_ns, Batch, LeaderState};
 use crate::node::Node;
-use crate::store::{check_ancestors, Lookup};
+use crate::store::Store;
 
-/// Makes a directory (and with `parents` its missing ancestors, succeeding
-/// if it exists).
-pub async fn mkdir(node: &Arc<Node>, name: &str, mode: u32, mtime_ns: i64, parents: bool) -> Result<Entry> {
+/// How often a change retries reserving inode numbers that concurrent
+/// changes took first.
+const INO_TRIES: usize = 5;
+
+/// What one change yields: its result and the records committed for it.
+pub struct Changed<T> {
+    pub value: T,
+    pub records: Vec<Record>,
+}
+
+/// Runs `op` on a plan against the index under the namespace lock, with
+/// `inos` fresh inode numbers at hand (the first, when `inos` > 0), and
+/// commits what it planned on a majority. Nothing is committed when `op`
+/// fails or plans nothing.
+pub async fn change<T>(
+    node: &Arc<Node>,
+    inos: u64,
+    op: impl FnOnce(&mut Plan<'_, Store>, Option<Ino>) -> Result<T>,
+) -> Result<Changed<T>> {
     let state = node.writable()?;
-    name::validate(name)?;
-    let ns = state.ns.lock().await;
-    let mut missing = Vec::new();
-    for dir in name::ancestors(name) {
-        match node.store.lookup(dir)? {
-            Lookup::Live(e) if e.kind == Kind::File => return Err(Error::NotDir(dir.to_string())),
-            Lookup::Absent if parents => missing.push(dir.to_string()),
-            Lookup::Absent => return Err(Error::NotFound(dir.to_string())),
-            _ => {}
-        }
+    let (ns, first) = lock_with_inos(node, &state, inos).await?;
+    let store = node.store().clone();
+    let mut plan = Plan::new(&*store, now_ns());
+    let value = op(&mut plan, first)?;
+    if plan.is_empty() {
+        return Ok(Changed { value, records: Vec::new() });
     }
-    match node.store.lookup(name)? {
-        Lookup::Absent => {}
-        l if l.is_dir() && parents => return l.entry().ok_or_else(|| Error::Internal("lost entry".into())),
-        _ => return Err(Error::Exists(name.to_string())),
-    }
-    missing.push(name.to_string());
     let mut batch = Batch::new(&state);
-    for dir in &missing {
-        batch.push(new_dir(dir, mode, mtime_ns));
+    for r in plan.records() {
+        batch.push(r);
     }
-    batch.touch_dir(&node.store, name::parent(&missing[0]), now_ns())?;
-    let made = batch.entries.iter().find(|e| e.name == name).cloned();
-    let made = made.ok_or_else(|| Error::Internal("no entry".into()))?;
+    let records = batch.records.clone();
     commit_and_spread(node, &state, batch, ns).await?;
-    Ok(made)
+    Ok(Changed { value, records })
 }
 
-fn new_dir(name: &str, mode: u32, mtime_ns: i64) -> Entry {
-    Entry {
-        name: name.to_string(),
-        version: Version::ZERO,
-        kind: Kind::Dir,
-        size: 0,
-        hash: ContentHash::default(),
-        mode: mode & 0o7777,
-        mtime_ns,
-        deleted: false,
-        holders: Vec::new(),
+/// The namespace lock, with `count` inode numbers taken for the caller.
+async fn lock_with_inos<'a>(
+    node: &Arc<Node>,
+    state: &'a Arc<LeaderState>,
+    count: u64,
+) -> Result<(tokio::sync::MutexGuard<'a, ()>, Option<Ino>)> {
+    if count == 0 {
+        return Ok((state.ns.lock().await, None));
     }
+    for _ in 0..INO_TRIES {
+        ensure_inos(node, state, count).await?;
+        let ns = state.ns.lock().await;
+        if let Some(first) = state.take_inos(count) {
+            return Ok((ns, Some(first)));
+        }
+    }
+    Err(Error::Unavailable("inode numbers were taken faster than reserved; try again".into()))
 }
 
-/// Deletes a file or an empty directory by writing a tombstone.
-/// `expect` gives unlink (`File`) or rmdir (`Dir`) semantics.
-pub async fn delete(node: &Arc<Node>, name: &str, expect: Option<Kind>) -> Result<()> {
-    let state = node.writable()?;
-    name::validate(name)?;
-    let ns = state.ns.lock().await;
-    let entry = match node.store.lookup(name)? {
-        Lookup::Absent => return Err(Error::NotFound(name.to_string())),
-        Lookup::Live(e) if e.kind == Kind::File => {
-            if expect == Some(Kind::Dir) {
-                return Err(Error::NotDir(name.to_string()));
-            }
-            e
-        }
-        Lookup::Live(e) => {
-            if expect == Some(Kind::File) {
-                return Err(Error::IsDir(name.to_string()));
-            }
-            if node.store.has_children(name)? {
-                return Err(Error::NotEmpty(name.to_string()));
-            }
-            e
-        }
-        Lookup::Implied(_) => {
-            if expect == Some(Kind::File) {
-                return Err(Error::IsDir(name.to_string()));
-            }
-            return Err(Error::NotEmpty(name.to_string()));
-        }
-    };
-    let now = now_ns();
-    let mut batch = Batch::new(&state);
-    batch.push(entry.tombstone(Version::ZERO, now));
-    batch.touch_dir(&node.store, name::parent(name), now)?;
-    commit_and_spread(node, &state, batch, ns).await
+/// The inode `ino` as a change committed it.
+fn committed<T>(c: &Changed<T>, ino: Ino) -> Result<Inode> {
+    c.records
+        .iter()
+        .rev()
+        .find_map(|r| r.as_inode().filter(|i| i.ino == ino).cloned())
+        .ok_or_else(|| Error::Internal(format!("the change did not touch inode {ino}")))
 }
 
-/// Moves a file or a directory with everything below it. With `replace`, an
-/// existing target is replaced as rename(2) does (a file by a file, an empty
-/// directory by a directory).
-pub async fn rename(node: &Arc<Node>, from: &str, to: &str, replace: bool) -> Result<()> {
-    let state = node.writable()?;
-    name::validate(from)?;
-    name::validate(to)?;
-    let ns = state.ns.lock().await;
-    let src = node.store.lookup(from)?;
-    if src == Lookup::Absent {
-        return Err(Error::NotFound(from.to_string()));
-    }
-    if from == to {
-        return Ok(());
-    }
-    if src.is_dir() && name::is_inside(to, from) {
-        return Err(Error::Invalid(format!("cannot move {from} into itself ({to})")));
-    }
-    check_ancestors(&node.store, to)?;
-    let dst = node.store.lookup(to)?;
-    match (&src, &dst) {
-        (_, Lookup::Absent) => {}
-        (_, _) if !replace => return Err(Error::Exists(to.to_string())),
-        (Lookup::Live(s), d) if s.kind == Kind::File && d.is_dir() => return Err(Error::IsDir(to.to_string())),
-        (s, Lookup::Live(d)) if s.is_dir() && d.kind == Kind::File => return Err(Error::NotDir(to.to_string())),
-        (s, d) if s.is_dir() && d.is_dir() && node.store.has_children(to)? => {
-            return Err(Error::NotEmpty(to.to_string()))
-        }
-        _ => {}
-    }
-    let now = now_ns();
-    let mut batch = Batch::new(&state);
-    // Each moved entry: a tombstone at the old name, the same content at the new.
-    let mut moved = |old: &Entry, new_name: String| {
-        batch.push(old.tombstone(Version::ZERO, now));
-        batch.push(Entry { name: new_name, ..old.clone() });
-    };
-    if let Lookup::Live(e) = &src {
-        moved(e, to.to_string());
-    }
-    if src.is_dir() {
-        for d in node.store.descendants(from)? {
-            let new_name = format!("{to}{}", &d.name[from.len()..]);
-            name::validate(&new_name)?;
-            moved(&d, new_name);
-        }
-    }
-    batch.touch_dir(&node.store, name::parent(from), now)?;
-    batch.touch_dir(&node.store, name::parent(to), now)?;
-    commit_and_spread(node, &state, batch, ns).await
+/// Makes a directory, symlink, FIFO, socket, device or empty file.
+/// Makes a directory, symlink, FIFO, socket, device or empty file; every
+/// inode the change touched, the new one first (see [`touched`]).
+pub async fn make(node: &Arc<Node>, parent: Ino, name: &str, spec: &NewNode) -> Result<Vec<Inode>> {
+    // Before a number is taken for it.
+    scs_common::name::validate_component(name)?;
+    let c = change(node, 1, |plan, ino| {
+        let ino = ino.ok_or_else(|| Error::Internal("no inode number".into()))?;
+        namespace::make(plan, parent, name, spec, ino).map(|i| i.ino)
+    })
+    .await?;
+    touched(node, &c, Some(c.value))
 }
 
-/// Changes the stored mode bits and/or mtime of a file or directory.
-pub async fn setattr(node: &Arc<Node>, name: &str, mode: Option<u32>, mtime_ns: Option<i64>) -> Result<Entry> {
-    let state = node.writable()?;
-    name::validate(name)?;
-    let ns = state.ns.lock().await;
-    let current = match node.store.lookup(name)? {
-        Lookup::Absent => return Err(Error::NotFound(name.to_string())),
-        Lookup::Live(e) | Lookup::Implied(e) => e,
-    };
-    let mut batch = Batch::new(&state);
-    batch.push(Entry {
-        mode: mode.map(|m| m & 0o7777).unwrap_or(current.mode),
-        mtime_ns: mtime_ns.unwrap_or(current.mtime_ns),
-        ..current
-    });
-    let updated = batch.entries[0].clone();
-    commit_and_spread(node, &state, batch, ns).await?;
-    Ok(updated)
+/// A new name for an inode; every inode touched, that one first.
+pub async fn link(node: &Arc<Node>, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
+    let c = change(node, 0, |plan, _| namespace::link(plan, ino, parent, name)).await?;
+    touched(node, &c, Some(ino))
+}
+
+/// unlink(2), rmdir(2), or either; every inode still live it touched.
+pub async fn remove(node: &Arc<Node>, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
+    let c = change(node, 0, |plan, _| namespace::remove(plan, parent, name, what)).await?;
+    touched(node, &c, None)
+}
+
+/// Every live inode a committed change touched, as the index has it now
+/// (a directory's link count counts the change), `first` first: the
+/// client shows the times and counts the leader stamped, not its own.
+fn touched<T>(node: &Node, c: &Changed<T>, first: Option<Ino>) -> Result<Vec<Inode>> {
+    let mut inos: Vec<Ino> = first.into_iter().collect();
+    for i in c.records.iter().filter_map(Record::as_inode).filter(|i| !i.deleted) {
+        if !inos.contains(&i.ino) {
+            inos.push(i.ino);
+        }
+    }
+    let mut out = Vec::with_capacity(inos.len());
+    for ino in inos {
+        if let Some(i) = node.store().inode(ino)? {
+            out.push(i);
+        }
+    }
+    if first.is_some_and(|f| out.first().map(|i| i.ino) != Some(f)) {
+        return Err(Error::Internal("the change did not touch the inode it was for".into()));
+    }
+    Ok(out)
+}
+
+/// rename(2) with its flags.
+pub async fn rename(
+    node: &Arc<Node>,
+    parent: Ino,
+    name: &str,
+    new_parent: Ino,
+    new_name: &str,
+    mode: RenameMode,
+) -> Result<Vec<Inode>> {
+    let c = change(node, 0, |plan, _| namespace::rename(plan, parent, name, new_parent, new_name, mode)).await?;
+    touched(node, &c, None)
+}
+
+/// Mode, owner and times.
+pub async fn set_attr(node: &Arc<Node>, ino: Ino, set: &SetAttrs) -> Result<Inode> {
+    let c = change(node, 0, |plan, _| namespace::set_attr(plan, ino, set)).await?;
+    committed(&c, ino)
+}
+
+pub async fn set_xattr(node: &Arc<Node>, ino: Ino, name: &str, value: &Bytes, mode: XattrMode) -> Result<Inode> {
+    let c = change(node, 0, |plan, _| namespace::set_xattr(plan, ino, name, value, mode)).await?;
+    committed(&c, ino)
+}
+
+pub async fn remove_xattr(node: &Arc<Node>, ino: Ino, name: &str) -> Result<Inode> {
+    let c = change(node, 0, |plan, _| namespace::remove_xattr(plan, ino, name)).await?;
+    committed(&c, ino)
+}
+
+/// Most inode numbers one `ReserveInodes` hands out.
+pub const RESERVE_MAX: u32 = 4096;
+
+/// Inode numbers for a client's new files: the first and how many.
+pub async fn reserve(node: &Arc<Node>, count: u32) -> Result<(Ino, u32)> {
+    let count = count.clamp(1, RESERVE_MAX);
+    let c = change(node, u64::from(count), |_, first| first.ok_or_else(|| Error::Internal("no inode numbers".into())))
+        .await?;
+    Ok((c.value, count))
+}
+
+/// Whether `ino` was handed out by some leader (so a client may name it in
+/// an upload of a new file).
+pub fn was_reserved(node: &Node, ino: Ino) -> Result<bool> {
+    Ok(ino.0 >= 2 && ino < node.store().next_ino()?)
 }

@@ -16,15 +16,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use scs_common::conn::{Chunk, Connection};
-use scs_common::name;
-use scs_common::proto::rpc::{Message, Request, Response, UploadSpec};
-use scs_common::{ContentHash, Entry, Error, Key, Kind, NodeId, Result};
+use scs_common::inode::{NewNode, XATTR_SIZE_MAX, XATTR_TOTAL_MAX};
+use scs_common::proto::rpc::{Message, Request, Response, Target, UploadSpec};
+use scs_common::{name, namespace, ContentHash, Error, Ino, Inode, Key, Kind, NodeId, Result, Version};
 
 use super::{
-    commit_and_spread, majority_of, now_ns, pick_holders, still_leading, Batch, LeaderState, UploadMark, VersionGuard,
+    commit_and_spread, majority_of, meta, now_ns, pick_holders, still_leading, Batch, LeaderState, UploadMark,
+    VersionGuard,
 };
 use crate::node::Node;
-use crate::store::{check_ancestors, Lookup};
 use crate::transfer::{drain, BlobSink};
 
 /// Chunks queued per remote holder; a slower holder slows the upload down to
@@ -48,53 +48,144 @@ struct Remote {
     tx: Option<mpsc::Sender<Feed>>,
 }
 
-/// Checks that `name` may become a file: not a directory, no ancestor a file,
-/// and free when `exclusive`.
-pub fn check_file_target(node: &Node, name: &str, exclusive: bool) -> Result<()> {
-    name::validate(name)?;
-    match node.store.lookup(name)? {
-        l if l.is_dir() => return Err(Error::IsDir(name.to_string())),
-        Lookup::Live(_) if exclusive => return Err(Error::Exists(name.to_string())),
-        _ => {}
-    }
-    check_ancestors(&node.store, name)
+/// Where an upload's content goes, as decided when it starts.
+enum Plan {
+    /// Into an existing file (by path or by inode).
+    Into(Ino),
+    /// A new file made by the leader for a path, with this inode number.
+    NewAtPath(Ino),
+    /// A new file with the number the client reserved.
+    New { parent: Ino, name: String, ino: Ino },
 }
 
-/// An upload that passed its checks: its version and its holders.
+impl Plan {
+    fn ino(&self) -> Ino {
+        match self {
+            Plan::Into(i) | Plan::NewAtPath(i) | Plan::New { ino: i, .. } => *i,
+        }
+    }
+}
+
+/// An upload that passed its checks: its content version and its holders.
 pub struct Prepared {
     state: Arc<LeaderState>,
     guard: VersionGuard,
     _mark: UploadMark,
-    entry: Entry,
+    spec: UploadSpec,
+    plan: Plan,
     holders: Vec<(NodeId, String)>,
-    exclusive: bool,
-    /// The exact size when the client knows it.
-    size: Option<u64>,
 }
 
-/// Checks an upload and picks its holders; nothing is sent or written yet.
+/// Checks an upload, decides which inode gets the content, and picks its
+/// holders; nothing is sent or written yet.
 ///
 /// # Errors
-/// `NotLeader`, `NoQuorum`, `BadName`, `IsDir`, `NotDir`, `Exists`, `NoSpace`.
-pub fn prepare(node: &Node, spec: UploadSpec) -> Result<Prepared> {
+/// `NotLeader`, `NoQuorum`, `BadName`, `NotFound`, `IsDir`, `NotDir`,
+/// `Exists`, `Invalid` (an inode number never handed out), `NoSpace`.
+pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
     let state = node.writable()?;
-    check_file_target(node, &spec.name, spec.exclusive)?;
-    let key = Key::of_name(&spec.name);
-    let holders = pick_holders(node, &key)?;
-    let guard = state.allocate();
-    let mark = state.mark_upload(key);
-    let entry = Entry {
-        name: spec.name,
-        version: guard.version,
-        kind: Kind::File,
-        size: spec.size.unwrap_or(0),
-        hash: ContentHash::default(),
-        mode: spec.mode & 0o7777,
-        mtime_ns: spec.mtime_ns,
-        deleted: false,
-        holders: Vec::new(),
+    let plan = match &spec.target {
+        Target::Path(path) => {
+            name::validate(path)?;
+            match namespace::resolve(&**node.store(), path, false) {
+                Ok(Some(i)) if i.kind == Kind::File => {
+                    if spec.exclusive {
+                        return Err(Error::Exists(path.clone()));
+                    }
+                    Plan::Into(i.ino)
+                }
+                Ok(Some(i)) if i.is_dir() => return Err(Error::IsDir(path.clone())),
+                // Missing (or another kind, which it replaces): a new file,
+                // and any missing directory on the way, made at the commit.
+                Ok(_) | Err(Error::NotFound(_)) => {
+                    check_new_file(&spec)?;
+                    check_dirs_on_the_way(node, path)?;
+                    Plan::NewAtPath(new_ino(node, &state).await?)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Target::Ino(ino) => match node.store().inode(*ino)? {
+            Some(i) if i.kind == Kind::File => Plan::Into(i.ino),
+            Some(i) if i.is_dir() => return Err(Error::IsDir(format!("inode {ino}"))),
+            Some(i) => return Err(Error::Invalid(format!("a {} has no content", i.kind.as_str()))),
+            None => return Err(Error::NotFound(format!("inode {ino}"))),
+        },
+        Target::New { parent, name, ino } => {
+            name::validate_component(name)?;
+            if !meta::was_reserved(node, *ino)? {
+                return Err(Error::Invalid(format!("inode {ino} was never reserved")));
+            }
+            // Made and removed since (elsewhere): a late copy of its first
+            // upload (a journal replayed after a power cut) must not bring it back.
+            if node.store().inode_record(*ino)?.is_some_and(|i| i.deleted) {
+                return Err(Error::NotFound(format!("{name}: its inode {ino} was removed")));
+            }
+            match node.store().inode(*parent)? {
+                Some(p) if p.is_dir() => {}
+                Some(_) => return Err(Error::NotDir(format!("inode {parent}"))),
+                None => return Err(Error::NotFound(format!("directory inode {parent}"))),
+            }
+            if let Some(d) = node.store().dentry(*parent, name)?.filter(|d| d.child != *ino) {
+                if spec.exclusive {
+                    return Err(Error::Exists(d.name));
+                }
+                if d.kind == Kind::Dir {
+                    return Err(Error::IsDir(d.name));
+                }
+            }
+            check_new_file(&spec)?;
+            Plan::New { parent: *parent, name: name.clone(), ino: *ino }
+        }
     };
-    Ok(Prepared { state, guard, _mark: mark, entry, holders, exclusive: spec.exclusive, size: spec.size })
+    let holders = pick_holders(node, plan.ino())?;
+    let guard = state.allocate();
+    let mark = state.mark_upload(Key::of_ino(plan.ino()));
+    Ok(Prepared { state, guard, _mark: mark, spec, plan, holders })
+}
+
+/// What a new file brings along, checked before any byte is taken: a
+/// refusal at the commit would leave the bytes on every holder.
+fn check_new_file(spec: &UploadSpec) -> Result<()> {
+    let mut probe = Inode::new(Ino::NONE, Kind::File, spec.mode, spec.uid, spec.gid, spec.mtime_ns);
+    probe.xattrs = spec.xattrs.clone();
+    check_xattrs(&probe)
+}
+
+/// Checks that every directory on the way to a new file at `path` that
+/// exists already is a directory (or a symlink to one), so that making the
+/// missing ones at the commit cannot fail on them.
+fn check_dirs_on_the_way(node: &Node, path: &str) -> Result<()> {
+    let dirs: Vec<&str> = path.split('/').collect();
+    let mut at = Ino::ROOT;
+    for (i, dir) in dirs.iter().take(dirs.len() - 1).enumerate() {
+        let Some(d) = node.store().dentry(at, dir)? else { return Ok(()) };
+        at = match d.kind {
+            Kind::Dir => d.child,
+            Kind::Symlink => {
+                let so_far = dirs[..=i].join("/");
+                match namespace::resolve(&**node.store(), &so_far, true)? {
+                    Some(t) if t.is_dir() => t.ino,
+                    Some(_) => return Err(Error::NotDir(so_far)),
+                    None => return Err(Error::NotFound(so_far)),
+                }
+            }
+            _ => return Err(Error::NotDir(dirs[..=i].join("/"))),
+        };
+    }
+    Ok(())
+}
+
+/// One inode number for a file the leader makes.
+async fn new_ino(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<Ino> {
+    for _ in 0..5 {
+        super::ensure_inos(node, state, 1).await?;
+        let _ns = state.ns.lock().await;
+        if let Some(ino) = state.take_inos(1) {
+            return Ok(ino);
+        }
+    }
+    Err(Error::Unavailable("inode numbers were taken faster than reserved; try again".into()))
 }
 
 /// Says `Ready`, receives the bytes, and stores them as planned. Returns
@@ -116,30 +207,31 @@ pub async fn receive(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared
 
 /// How an upload ended, for the session that carried it.
 pub enum Outcome {
-    Stored(Entry),
+    Stored(Inode),
     /// The client's stream was consumed: answer with the error.
     Failed(Error),
     /// The session broke: nothing can be answered.
     Broken(Error),
 }
 
-async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken: &mut bool) -> Result<Entry> {
-    let Prepared { state, guard, _mark, mut entry, holders, exclusive, size } = prepared;
-    let key = entry.key();
-    log::debug!("node {}: upload {:?} ({size:?} bytes) {:?} to {:?}", node.me(), entry.name, entry.version, holders);
+async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken: &mut bool) -> Result<Inode> {
+    let Prepared { state, guard, _mark, spec, plan, holders } = prepared;
+    let (ino, content, size) = (plan.ino(), guard.version, spec.size);
+    let what = log_name(&spec);
+    log::debug!("node {}: upload {what:?} ({size:?} bytes) {content:?} to {holders:?}", node.me());
 
     let mut local = None;
     let mut remotes = Vec::new();
     let mut acks: JoinSet<(NodeId, Result<()>)> = JoinSet::new();
     for (id, addr) in holders {
         if id == node.me() {
-            let (store, version) = (node.store.clone(), entry.version);
-            local = Some(BlobSink::spawn(move || store.new_blob(&key, version, size)));
+            let store = node.store().clone();
+            local = Some(BlobSink::spawn(move || store.new_blob(ino, content, size)));
             continue;
         }
         let (tx, rx) = mpsc::channel(HOLDER_QUEUE);
-        let (node2, e2, term) = (node.clone(), entry.clone(), state.term);
-        acks.spawn(async move { (id, replicate_to(&node2, &addr, term, e2, size, rx).await) });
+        let (node2, term) = (node.clone(), state.term);
+        acks.spawn(async move { (id, replicate_to(&node2, &addr, term, (ino, content), size, rx).await) });
         remotes.push(Remote { id, tx: Some(tx) });
     }
     let planned = remotes.len() + usize::from(local.is_some());
@@ -176,7 +268,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
                 feed_all(&mut remotes, || Feed::Data(b.clone())).await;
                 if let Some(sink) = local.as_mut() {
                     if let Err(e) = sink.write(b).await {
-                        log::warn!("node {}: local write of {:?} failed: {e}", node.me(), entry.name);
+                        log::warn!("node {}: local write of {what:?} failed: {e}", node.me());
                         local = None;
                     }
                 }
@@ -194,7 +286,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
         match sink.finish(Some(client_hash)).await {
             Ok(_) => durable.push(node.me()),
             Err(e @ Error::Corrupt(_)) => return Err(e),
-            Err(e) => log::warn!("node {}: could not keep {:?}: {e}", node.me(), entry.name),
+            Err(e) => log::warn!("node {}: could not keep {what:?}: {e}", node.me()),
         }
     } else if let Some(h) = hasher {
         let ours = ContentHash(h.finalize().into());
@@ -255,39 +347,123 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
         )));
     }
     durable.sort();
-    entry.hash = client_hash;
-    entry.size = received;
-    entry.holders = durable;
-
-    // Phase 2: commit the entry, re-checking the name under the namespace lock.
+    // Phase 2: commit the content into its inode, checking the target again
+    // under the namespace lock.
+    let mut new = Inode::new(ino, Kind::File, spec.mode, spec.uid, spec.gid, spec.mtime_ns);
+    (new.atime_ns, new.xattrs) = (spec.atime_ns, spec.xattrs.clone());
+    (new.content, new.size, new.hash, new.holders) = (content, received, client_hash, durable);
+    if let (Plan::NewAtPath(_), Target::Path(path)) = (&plan, &spec.target) {
+        // Numbers for the directories it may make on the way.
+        super::ensure_inos(node, &state, path.split('/').count() as u64).await?;
+    }
     let ns = state.ns.lock().await;
-    check_file_target(node, &entry.name, exclusive)?;
-    // A change to the name committed while the bytes flowed (a chmod, a
-    // rename onto it) has a newer version than ours, so our entry would be
-    // stale on arrival: acknowledged but not what a reader gets. The client
-    // sends it again instead, with a fresh version.
-    // Our entry still goes out, stale as it is: every holder then throws
-    // away the copy it wrote for it.
-    let key = entry.key();
-    if let Some(newer) = node.store.entry(&key)?.filter(|e| e.version > entry.version) {
-        let mut batch = Batch::new(&state);
-        batch.entries.push(entry.clone());
-        commit_and_spread(node, &state, batch, ns).await?;
-        return Err(Error::Unavailable(format!(
-            "{:?} changed while it was being uploaded ({:?} after {:?}); try again",
-            entry.name, newer.version, entry.version
-        )));
-    }
+    let store = node.store().clone();
+    let mut tx = namespace::Plan::new(&*store, now_ns());
+    let stored = match &plan {
+        Plan::Into(ino) => match &spec.target {
+            Target::Path(path) => match namespace::resolve(&*store, path, false)? {
+                Some(i) if i.ino == *ino => namespace::put_content(&mut tx, *ino, &new)?,
+                _ => return Err(changed(&what)),
+            },
+            _ => namespace::put_content(&mut tx, *ino, &new)?,
+        },
+        Plan::NewAtPath(_) => {
+            let Target::Path(path) = &spec.target else { return Err(Error::Internal("no path".into())) };
+            check_xattrs(&new)?;
+            let (parent, base) = dirs_for(node, &state, &mut tx, path, &spec).await?;
+            namespace::create_file(&mut tx, parent, base, new, spec.exclusive)?
+        }
+        Plan::New { parent, name, .. } => match store.inode(ino)? {
+            // An earlier attempt stored it (its answer was lost), and it
+            // may have been renamed since: the content goes into it.
+            Some(_) => namespace::put_content(&mut tx, ino, &new)?,
+            None => {
+                check_xattrs(&new)?;
+                namespace::create_file(&mut tx, *parent, name, new, spec.exclusive)?
+            }
+        },
+    };
     let mut batch = Batch::new(&state);
-    // A new name changes its directory's mtime; an overwrite does not.
-    if node.store.lookup(&entry.name)? == Lookup::Absent {
-        batch.touch_dir(&node.store, name::parent(&entry.name), now_ns())?;
+    for r in tx.records() {
+        batch.push(r);
     }
-    batch.entries.insert(0, entry.clone());
+    let stored = batch.records.iter().find_map(|r| r.as_inode().filter(|i| i.ino == stored.ino).cloned());
+    let stored = stored.ok_or_else(|| Error::Internal("the upload committed no inode".into()))?;
     commit_and_spread(node, &state, batch, ns).await?;
     drop(guard);
-    log::debug!("node {}: stored {:?} {:?} on {:?}", node.me(), entry.name, entry.version, entry.holders);
-    Ok(entry)
+    log::debug!("node {}: stored {what:?} {content:?} on {:?} as inode {ino}", node.me(), stored.holders);
+    Ok(stored)
+}
+
+/// The directory a path upload goes into, made with its missing ancestors
+/// (as mkdir -p, owned by the uploader), and the file's name in it.
+async fn dirs_for<'p>(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    tx: &mut namespace::Plan<'_, crate::store::Store>,
+    path: &'p str,
+    spec: &UploadSpec,
+) -> Result<(Ino, &'p str)> {
+    let mut at = Ino::ROOT;
+    for dir in path.split('/').take(path.split('/').count() - 1) {
+        at = match tx.dentry(at, dir)? {
+            Some(d) if d.kind == Kind::Dir => d.child,
+            Some(d) if d.kind == Kind::Symlink => {
+                let so_far = &path[..path.find(dir).unwrap_or(0) + dir.len()];
+                match namespace::resolve(&**node.store(), so_far, true)? {
+                    Some(i) if i.is_dir() => i.ino,
+                    _ => return Err(Error::NotDir(so_far.to_string())),
+                }
+            }
+            Some(_) => return Err(Error::NotDir(dir.to_string())),
+            None => {
+                // The lock is held: numbers reserved before it was taken may be gone.
+                let ino = state
+                    .take_inos(1)
+                    .ok_or_else(|| Error::Unavailable("no inode number at hand for a directory; try again".into()))?;
+                let dir_node = NewNode {
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                    uid: spec.uid,
+                    gid: spec.gid,
+                    rdev: 0,
+                    target: String::new(),
+                };
+                namespace::make(tx, at, dir, &dir_node, ino)?.ino
+            }
+        };
+    }
+    Ok((at, name::base(path)))
+}
+
+/// Checks the extended attributes a new file brings along.
+fn check_xattrs(i: &Inode) -> Result<()> {
+    for (k, v) in &i.xattrs {
+        namespace::check_xattr_name(k)?;
+        if v.0.len() > XATTR_SIZE_MAX {
+            return Err(Error::TooBig(format!("attribute {k} is over {XATTR_SIZE_MAX} bytes")));
+        }
+    }
+    if i.xattr_bytes() > XATTR_TOTAL_MAX {
+        return Err(Error::NoSpace(format!("an inode keeps at most {XATTR_TOTAL_MAX} bytes of attributes")));
+    }
+    Ok(())
+}
+
+/// The target of an upload changed under it (renamed or replaced): the
+/// client sends it again, and it goes to what is there now.
+fn changed(what: &str) -> Error {
+    Error::Unavailable(format!("{what} changed while it was being uploaded; try again"))
+}
+
+/// What the logs call an upload's target: its path or name when it has one
+/// (the fault suite matches uploads and acknowledgements by it).
+fn log_name(spec: &UploadSpec) -> String {
+    match &spec.target {
+        Target::Path(p) => p.clone(),
+        Target::Ino(i) => format!("inode {i}"),
+        Target::New { name, .. } => name.clone(),
+    }
 }
 
 /// Queues a message for a holder; a holder that stalls or failed is dropped.
@@ -313,15 +489,15 @@ async fn replicate_to(
     node: &Node,
     addr: &str,
     term: scs_common::Term,
-    entry: Entry,
+    (ino, content): (Ino, Version),
     size: Option<u64>,
     mut rx: mpsc::Receiver<Feed>,
 ) -> Result<()> {
-    let mut conn = node.peers.get(addr).await?;
+    let mut conn = node.peers().get(addr).await?;
     // Every write is bounded: a holder that stops reading (frozen, cut off
     // without a reset) is dropped instead of holding the upload forever.
     let stalled = || Error::Unavailable(format!("holder {addr} stopped taking data"));
-    let request = Message::Request(Request::Replicate { term, leader: node.me(), entry, size });
+    let request = Message::Request(Request::Replicate { term, leader: node.me(), ino, content, size });
     // Sent at once, not with the first data: the holder gets its file
     // ready while the client's bytes are still on their way.
     let send = async {
@@ -351,7 +527,7 @@ async fn replicate_to(
     match conn.recv_response().await? {
         Response::Done => {
             conn.set_read_timeout(Some(crate::peers::REQUEST_TIMEOUT));
-            node.peers.put(addr, conn);
+            node.peers().put(addr, conn);
             Ok(())
         }
         other => Err(Error::Protocol(format!("unexpected answer to replicate: {other:?}"))),

@@ -6,21 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scs_common::conn::{Connection, Frame};
-use scs_common::name;
 use scs_common::proto::rpc::{HolderAddr, Message, NodeStatus, Peer, Request, Response, StatusReport};
-use scs_common::{Entry, Error, Key, Kind, NodeId, Result, Term, Version};
+use scs_common::{name, namespace, DirEntry, Error, Ino, Inode, Key, Kind, NodeId, Record, Result, Term, Version};
 
-use crate::leader::{meta, upload};
+use crate::leader::{locks, meta, upload};
 use crate::net::limit::RateLimiter;
 use crate::node::Node;
-use crate::store::Lookup;
 use crate::sync;
 use crate::transfer::{self, BlobSink};
 
 /// A session with no request for this long is closed.
 /// Within a request, the peer may pause this long between frames.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Entries and encoded bytes per `Listing` frame.
+/// Children and encoded bytes per `Listing` frame.
 const LIST_BATCH: usize = 1000;
 const LIST_BYTES: usize = 2 << 20;
 
@@ -41,9 +39,9 @@ impl From<Error> for Failure {
 pub async fn serve(node: Arc<Node>, mut conn: Connection, peer: Peer, rate: Option<Arc<RateLimiter>>) {
     let me = node.me();
     loop {
-        conn.set_read_timeout(Some(node.cfg.limits.idle_timeout));
+        conn.set_read_timeout(Some(node.cfg().limits.idle_timeout));
         let req = tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             frame = conn.read_frame() => match frame {
                 Ok(None) => return,
                 Ok(Some(Frame::Message(Message::Request(r)))) => r,
@@ -88,82 +86,138 @@ fn request_name(r: &Request) -> &'static str {
     match r {
         Request::Upload(_) => "upload",
         Request::Download { .. } => "download",
+        Request::Read { .. } => "read",
         Request::ReadBlob { .. } => "read-blob",
-        Request::Stat { .. } => "stat",
-        Request::List { .. } => "list",
-        Request::Mkdir { .. } => "mkdir",
-        Request::Delete { .. } => "delete",
+        Request::Resolve { .. } => "resolve",
+        Request::Lookup { .. } => "lookup",
+        Request::GetAttr { .. } => "getattr",
+        Request::ReadDir { .. } => "readdir",
+        Request::Make { .. } => "make",
+        Request::Link { .. } => "link",
+        Request::Remove { .. } => "remove",
         Request::Rename { .. } => "rename",
         Request::SetAttr { .. } => "setattr",
+        Request::SetXattr { .. } => "setxattr",
+        Request::RemoveXattr { .. } => "removexattr",
+        Request::ReserveInodes { .. } => "reserve-inodes",
         Request::Status => "status",
         Request::ReportCorrupt { .. } => "report-corrupt",
         Request::Digests => "digests",
         Request::BucketVersions { .. } => "bucket-versions",
-        Request::EntriesFor { .. } => "entries-for",
+        Request::RecordsFor { .. } => "records-for",
         Request::Offer { .. } => "offer",
         Request::Purge { .. } => "purge",
         Request::Replicate { .. } => "replicate",
         Request::Apply { .. } => "apply",
         Request::Pull { .. } => "pull",
+        Request::Lock { .. } => "lock",
+        Request::Unlock { .. } => "unlock",
+        Request::TestLock { .. } => "test-lock",
+        Request::KeepAlive { .. } => "keep-alive",
+        Request::Reclaim { .. } => "reclaim",
     }
 }
 
 async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Request) -> Result<(), Failure> {
     match req {
         Request::Upload(spec) => {
-            let prepared = upload::prepare(node, spec)?;
+            let prepared = upload::prepare(node, spec).await?;
             match upload::receive(node, conn, prepared).await {
-                upload::Outcome::Stored(entry) => reply(conn, Response::Stored(entry)).await,
+                upload::Outcome::Stored(inode) => reply(conn, Response::Attr(inode)).await,
                 upload::Outcome::Failed(e) => Err(Failure::Reply(e)),
                 upload::Outcome::Broken(e) => Err(Failure::Close(e)),
             }
         }
-        Request::Download { name, offset, len } => download(node, conn, &name, offset, len).await,
-        Request::ReadBlob { key, version, offset, len } => read_blob(node, conn, key, version, offset, len).await,
-        Request::Stat { name } => {
+        Request::Download { path, offset, len } => {
             node.readable()?;
-            name::validate_dir(&name)?;
-            let r = match node.blocking(move |s| s.lookup(&name)).await? {
-                Lookup::Absent => Response::Missing,
-                l => Response::Stored(l.entry().ok_or_else(|| Error::Internal("lost entry".into()))?),
-            };
-            reply(conn, r).await
+            name::validate_dir(&path)?;
+            let p = path.clone();
+            let inode = node.blocking(move |s| namespace::resolve(s, &p, true)).await?;
+            let inode = inode.ok_or_else(|| Error::NotFound(path.clone()))?;
+            if inode.is_dir() {
+                return Err(Error::IsDir(path).into());
+            }
+            send_content(node, conn, inode, offset, len).await
         }
-        Request::List { dir } => list(node, conn, dir).await,
-        Request::Mkdir { name, mode, mtime_ns, parents } => {
-            let e = meta::mkdir(node, &name, mode, mtime_ns, parents).await?;
-            reply(conn, Response::Stored(e)).await
+        Request::Read { ino, offset, len } => {
+            node.readable()?;
+            let inode = node.blocking(move |s| s.inode(ino)).await?;
+            let inode = inode.ok_or_else(|| Error::NotFound(format!("inode {ino}")))?;
+            send_content(node, conn, inode, offset, len).await
         }
-        Request::Delete { name, expect } => {
-            meta::delete(node, &name, expect).await?;
-            reply(conn, Response::Done).await
+        Request::ReadBlob { ino, content, offset, len } => read_blob(node, conn, ino, content, offset, len).await,
+        Request::Resolve { path, follow } => {
+            node.readable()?;
+            name::validate_dir(&path)?;
+            let found = node.blocking(move |s| namespace::resolve(s, &path, follow)).await?;
+            reply(conn, found.map_or(Response::Missing, Response::Attr)).await
         }
-        Request::Rename { from, to, replace } => {
-            meta::rename(node, &from, &to, replace).await?;
-            reply(conn, Response::Done).await
+        Request::Lookup { parent, name } => {
+            node.readable()?;
+            name::validate_component(&name)?;
+            let found = node
+                .blocking(move |s| match s.dentry(parent, &name)? {
+                    Some(d) => s.inode(d.child),
+                    None => Ok(None),
+                })
+                .await?;
+            reply(conn, found.map_or(Response::Missing, Response::Attr)).await
         }
-        Request::SetAttr { name, mode, mtime_ns } => {
-            let e = meta::setattr(node, &name, mode, mtime_ns).await?;
-            reply(conn, Response::Stored(e)).await
+        Request::GetAttr { ino } => {
+            node.readable()?;
+            let found = node.blocking(move |s| s.inode(ino)).await?;
+            reply(conn, found.map_or(Response::Missing, Response::Attr)).await
+        }
+        Request::ReadDir { dir } => read_dir(node, conn, dir).await,
+        Request::Make { parent, name, node: spec } => {
+            let touched = meta::make(node, parent, &name, &spec).await?;
+            reply(conn, Response::Changed(touched)).await
+        }
+        Request::Link { ino, parent, name } => {
+            let touched = meta::link(node, ino, parent, &name).await?;
+            reply(conn, Response::Changed(touched)).await
+        }
+        Request::Remove { parent, name, what } => {
+            let touched = meta::remove(node, parent, &name, what).await?;
+            reply(conn, Response::Changed(touched)).await
+        }
+        Request::Rename { parent, name, new_parent, new_name, mode } => {
+            let touched = meta::rename(node, parent, &name, new_parent, &new_name, mode).await?;
+            reply(conn, Response::Changed(touched)).await
+        }
+        Request::SetAttr { ino, set } => {
+            let i = meta::set_attr(node, ino, &set).await?;
+            reply(conn, Response::Attr(i)).await
+        }
+        Request::SetXattr { ino, name, value, mode } => {
+            let i = meta::set_xattr(node, ino, &name, &value, mode).await?;
+            reply(conn, Response::Attr(i)).await
+        }
+        Request::RemoveXattr { ino, name } => {
+            let i = meta::remove_xattr(node, ino, &name).await?;
+            reply(conn, Response::Attr(i)).await
+        }
+        Request::ReserveInodes { count } => {
+            let (first, count) = meta::reserve(node, count).await?;
+            reply(conn, Response::Inodes { first, count }).await
         }
         Request::Status => reply(conn, Response::Status(status(node))).await,
-        Request::ReportCorrupt { key, version } => {
-            if !node.blocking(move |s| s.check_blob(&key, version)).await? {
-                node.blocking(move |s| s.quarantine(&key, version)).await?;
+        Request::ReportCorrupt { ino, content } => {
+            let key = Key::of_ino(ino);
+            if !node.blocking(move |s| s.check_blob(&key, content)).await? {
+                node.blocking(move |s| s.quarantine(&key, content)).await?;
             }
             reply(conn, Response::Done).await
         }
-        Request::Replicate { term, leader, entry, size } => {
+        Request::Replicate { term, leader, ino, content, size } => {
             from_node(peer)?;
-            replicate(node, conn, term, leader, entry, size).await
+            replicate(node, conn, term, leader, (ino, content), size).await
         }
-        Request::Apply { term, leader, entries } => {
+        Request::Apply { term, leader, records } => {
             from_node(peer)?;
-            for e in &entries {
-                name::validate(&e.name)?;
-            }
+            check_records(&records)?;
             node.admit(term, leader).await?;
-            node.commit(term, leader, entries, Vec::new()).await?;
+            node.commit(term, leader, records, Vec::new()).await?;
             reply(conn, Response::Done).await
         }
         Request::Pull { since, fence } => {
@@ -180,17 +234,15 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             let v = node.blocking(move |s| s.bucket(bucket)).await?;
             reply(conn, Response::Versions(v)).await
         }
-        Request::EntriesFor { keys } => {
+        Request::RecordsFor { keys } => {
             from_node(peer)?;
-            let e = node.blocking(move |s| s.entries_for(&keys)).await?;
-            reply(conn, Response::Entries(e)).await
+            let r = node.blocking(move |s| s.records_for(&keys)).await?;
+            reply(conn, Response::Records(r)).await
         }
-        Request::Offer { entries } => {
+        Request::Offer { records } => {
             from_node(peer)?;
-            for e in &entries {
-                name::validate(&e.name)?;
-            }
-            node.blocking(move |s| s.apply(&entries, &[])).await?;
+            check_records(&records)?;
+            node.blocking(move |s| s.apply(&records, &[])).await?;
             reply(conn, Response::Done).await
         }
         Request::Purge { term, leader, items } => {
@@ -199,7 +251,27 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             node.blocking(move |s| s.purge(&items)).await?;
             reply(conn, Response::Done).await
         }
+        Request::Lock { session, lock } => reply(conn, Response::Lock(locks::lock(node, session, lock)?)).await,
+        Request::Unlock { session, ino, owner, start, end } => {
+            reply(conn, Response::Lock(locks::unlock(node, session, ino, owner, start, end)?)).await
+        }
+        Request::TestLock { session, lock } => reply(conn, Response::Lock(locks::test(node, session, lock)?)).await,
+        Request::KeepAlive { session } => reply(conn, Response::Lock(locks::keep_alive(node, session)?)).await,
+        Request::Reclaim { session, locks: held } => {
+            reply(conn, Response::Reclaimed(locks::reclaim(node, session, held)?)).await
+        }
     }
+}
+
+/// Records from another node: a directory entry's name must be one valid
+/// component (it only ever becomes part of an index key, never a path).
+fn check_records(records: &[Record]) -> Result<()> {
+    for r in records {
+        if let Record::Dentry(d) = r {
+            name::validate_component(&d.name)?;
+        }
+    }
+    Ok(())
 }
 
 async fn reply(conn: &mut Connection, r: Response) -> Result<(), Failure> {
@@ -221,30 +293,35 @@ fn clamp_range(size: u64, offset: u64, len: Option<u64>) -> Result<u64> {
     Ok(len.unwrap_or(u64::MAX).min(size - offset))
 }
 
-async fn download(
+/// Answers a read of `inode`'s content: the bytes when this node keeps
+/// them, else the live holders to ask.
+async fn send_content(
     node: &Arc<Node>,
     conn: &mut Connection,
-    name: &str,
+    inode: Inode,
     offset: u64,
     len: Option<u64>,
 ) -> Result<(), Failure> {
-    node.readable()?;
-    name::validate(name)?;
-    let owned = name.to_string();
-    let entry = match node.blocking(move |s| s.lookup(&owned)).await? {
-        Lookup::Live(e) if e.kind == Kind::File => e,
-        Lookup::Absent => return Err(Error::NotFound(name.to_string()).into()),
-        _ => return Err(Error::IsDir(name.to_string()).into()),
-    };
-    let len = clamp_range(entry.size, offset, len)?;
-    let (key, version) = (entry.key(), entry.version);
-    if node.blocking(move |s| s.holds(&key, version)).await? {
-        let reader = node.blocking(move |s| s.read_blob(&key, version, offset, len)).await?;
-        return match transfer::send_blob(conn, entry, reader, offset, len).await {
+    match inode.kind {
+        Kind::File => {}
+        Kind::Dir => return Err(Error::IsDir(format!("inode {}", inode.ino)).into()),
+        k => return Err(Error::Invalid(format!("a {} has no content", k.as_str())).into()),
+    }
+    let len = clamp_range(inode.size, offset, len)?;
+    if !inode.has_blob() {
+        // Never written: empty, with nothing to fetch.
+        conn.send_response(Response::Content { inode, offset, len: 0 }).await.map_err(Failure::Close)?;
+        let hash = scs_common::ContentHash::of_empty();
+        return conn.send(&Message::End { hash }).await.map_err(Failure::Close);
+    }
+    let (key, content, ino) = (inode.key(), inode.content, inode.ino);
+    if node.blocking(move |s| s.holds(&key, content)).await? {
+        let reader = node.blocking(move |s| s.read_blob(ino, content, offset, len)).await?;
+        return match transfer::send_blob(conn, inode, reader, offset, len).await {
             Ok(()) => Ok(()),
             Err(e @ Error::Corrupt(_)) => {
                 // Already told the client; move the bad copy aside.
-                let _ = node.blocking(move |s| s.quarantine(&key, version)).await;
+                let _ = node.blocking(move |s| s.quarantine(&key, content)).await;
                 log::error!("node {}: {e}", node.me());
                 Ok(())
             }
@@ -253,7 +330,7 @@ async fn download(
     }
     // We do not keep it: point the client at the live holders.
     let view = node.view();
-    let holders: Vec<HolderAddr> = entry
+    let holders: Vec<HolderAddr> = inode
         .holders
         .iter()
         .filter_map(|id| {
@@ -261,51 +338,50 @@ async fn download(
         })
         .collect();
     if holders.is_empty() {
-        return Err(Error::Unavailable(format!("no holder of {name} is reachable right now")).into());
+        return Err(Error::Unavailable(format!("no holder of inode {} is reachable right now", inode.ino)).into());
     }
-    reply(conn, Response::Redirect { entry, holders }).await
+    reply(conn, Response::Redirect { inode, holders }).await
 }
 
 async fn read_blob(
     node: &Arc<Node>,
     conn: &mut Connection,
-    key: Key,
-    version: Version,
+    ino: Ino,
+    content: Version,
     offset: u64,
     len: Option<u64>,
 ) -> Result<(), Failure> {
-    let entry = node
-        .blocking(move |s| s.entry(&key))
+    let key = Key::of_ino(ino);
+    let inode = node
+        .blocking(move |s| s.live_content(&key, content))
         .await?
-        .filter(|e| e.version == version && e.has_blob())
-        .ok_or_else(|| Error::NotFound(format!("blob {key:?} {version:?}")))?;
-    let len = clamp_range(entry.size, offset, len)?;
-    let reader = node.blocking(move |s| s.read_blob(&key, version, offset, len)).await?;
-    match transfer::send_blob(conn, entry, reader, offset, len).await {
+        .ok_or_else(|| Error::NotFound(format!("blob of inode {ino} {content:?}")))?;
+    let len = clamp_range(inode.size, offset, len)?;
+    let reader = node.blocking(move |s| s.read_blob(ino, content, offset, len)).await?;
+    match transfer::send_blob(conn, inode, reader, offset, len).await {
         Ok(()) => Ok(()),
         Err(Error::Corrupt(_)) => {
-            let _ = node.blocking(move |s| s.quarantine(&key, version)).await;
+            let _ = node.blocking(move |s| s.quarantine(&key, content)).await;
             Ok(())
         }
         Err(e) => Err(Failure::Close(e)),
     }
 }
 
-async fn list(node: &Arc<Node>, conn: &mut Connection, dir: String) -> Result<(), Failure> {
+async fn read_dir(node: &Arc<Node>, conn: &mut Connection, dir: Ino) -> Result<(), Failure> {
     node.readable()?;
-    name::validate_dir(&dir)?;
-    let d = dir.clone();
     let entries = node
-        .blocking(move |s| match s.lookup(&d)? {
-            Lookup::Absent => Err(Error::NotFound(d.clone())),
-            Lookup::Live(e) if e.kind == Kind::File => Err(Error::NotDir(d.clone())),
-            _ => s.list(&d),
+        .blocking(move |s| match s.inode(dir)? {
+            None => Err(Error::NotFound(format!("directory inode {dir}"))),
+            Some(i) if !i.is_dir() => Err(Error::NotDir(format!("inode {dir}"))),
+            Some(_) => s.read_dir(dir),
         })
         .await?;
-    // Batches are cut by size as well as count: names may be 4 KiB long.
+    // Batches are cut by size as well as count: an inode may carry 256 KiB
+    // of extended attributes.
     let mut batches = crate::leader::split_by_size(entries, LIST_BYTES)
         .into_iter()
-        .flat_map(|b| b.chunks(LIST_BATCH).map(<[Entry]>::to_vec).collect::<Vec<_>>())
+        .flat_map(|b| b.chunks(LIST_BATCH).map(<[DirEntry]>::to_vec).collect::<Vec<_>>())
         .peekable();
     if batches.peek().is_none() {
         return reply(conn, Response::Listing { entries: Vec::new(), more: false }).await;
@@ -325,20 +401,18 @@ async fn replicate(
     conn: &mut Connection,
     term: Term,
     leader: NodeId,
-    entry: Entry,
+    (ino, content): (Ino, Version),
     size: Option<u64>,
 ) -> Result<(), Failure> {
     // The leader streams right behind the request: any refusal closes the
     // session, which the leader takes as this holder dropping out.
     node.admit(term, leader).await.map_err(Failure::Close)?;
-    name::validate(&entry.name).map_err(Failure::Close)?;
-    let key = entry.key();
-    let version = entry.version;
-    if !node.blocking(move |s| s.has_room_for(&key)).await.map_err(Failure::Close)? {
+    let (key, version) = (Key::of_ino(ino), content);
+    if !node.blocking(move |s| s.has_room_for(ino)).await.map_err(Failure::Close)? {
         return Err(Failure::Close(Error::NoSpace(format!("node {} is at its max_files", node.me()))));
     }
-    let store = node.store.clone();
-    let mut sink = BlobSink::spawn(move || store.new_blob(&key, version, size));
+    let store = node.store().clone();
+    let mut sink = BlobSink::spawn(move || store.new_blob(ino, content, size));
     let (hash, _) = transfer::receive_into(conn, &mut sink, size).await.map_err(Failure::Close)?;
     sink.finish(Some(hash)).await.map_err(Failure::Reply)?;
     // A slow holder may finish after its entry was decided without it.
@@ -350,20 +424,20 @@ async fn replicate(
 pub fn status(node: &Node) -> StatusReport {
     let view = node.view();
     let mut nodes = Vec::new();
-    for id in (1..=node.cfg.cluster_size).map(NodeId) {
+    for id in (1..=node.cfg().cluster_size).map(NodeId) {
         if id == node.me() {
-            let (disk_free, disk_total) = node.store.disk_space();
+            let (disk_free, disk_total) = node.store().disk_space();
             nodes.push(NodeStatus {
                 id,
-                addr: node.cfg.advertise.to_string(),
+                addr: node.cfg().advertise.to_string(),
                 alive: true,
                 role: Some(view.role),
-                files: node.store.files(),
-                max_files: node.cfg.max_files,
+                files: node.store().files(),
+                max_files: node.cfg().max_files,
                 disk_free,
                 disk_total,
-                wanted: node.store.wanted_count(),
-                corrupt: node.store.corrupt_count(),
+                wanted: node.store().wanted_count(),
+                corrupt: node.store().corrupt_count(),
             });
         } else {
             let m = view.members.get(&id);
@@ -383,7 +457,7 @@ pub fn status(node: &Node) -> StatusReport {
     }
     let leader_info = view.leader.and_then(|l| view.members.get(&l)).map(|m| &m.info);
     let (quorum, under_replicated) = if view.is_leader() {
-        (view.quorum, node.health.under_replicated.load(std::sync::atomic::Ordering::Relaxed))
+        (view.quorum, node.health().under_replicated.load(std::sync::atomic::Ordering::Relaxed))
     } else {
         (leader_info.is_some_and(|i| i.ready), leader_info.map(|i| i.under_replicated).unwrap_or(0))
     };
@@ -392,8 +466,8 @@ pub fn status(node: &Node) -> StatusReport {
         leader: view.leader,
         term: view.term,
         quorum,
-        cluster_size: node.cfg.cluster_size,
-        replicas: node.cfg.replicas,
+        cluster_size: node.cfg().cluster_size,
+        replicas: node.cfg().replicas,
         nodes,
         under_replicated,
     }

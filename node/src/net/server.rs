@@ -32,7 +32,7 @@ use crate::net::limit::RateLimiter;
 use crate::node::Node;
 
 pub async fn run(node: Arc<Node>, listener: TcpListener) {
-    let limits = node.cfg.limits.clone();
+    let limits = node.cfg().limits.clone();
     let max_handshakes = limits.max_handshakes;
     let handshakes = Arc::new(Semaphore::new(max_handshakes));
     let rate = Arc::new(RateLimiter::new(limits.client_requests_per_sec));
@@ -45,7 +45,7 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
     let mut evicted = 0u64;
     loop {
         let (stream, from) = tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown().cancelled() => return,
             r = listener.accept() => match r {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -81,7 +81,7 @@ pub async fn run(node: Arc<Node>, listener: TcpListener) {
         let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let accepted = tokio::select! {
-                r = Connection::accept(stream, &node.key, me, handshake_timeout) => r,
+                r = Connection::accept(stream, node.key(), me, handshake_timeout) => r,
                 _ = token.cancelled() => return,
             };
             token.cancel();

@@ -6,11 +6,14 @@ use std::sync::atomic::Ordering;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use scs_common::{Entry, Error, Key, Result, Version};
+use scs_common::{Error, Inode, Key, Record, Result, Version};
 
 use super::digest::Digests;
-use super::index::{db_err, decode_entry, read_entry, read_version, ENTRIES, HELD, META, NAMES, VERSIONS, WANTED};
-use super::Store;
+use super::index::{
+    db_err, decode_record, read_record, read_version, version_key, BY_VERSION, CHILDREN, HELD, META, RECORDS, SUBDIRS,
+    WANTED,
+};
+use super::{set_child, Store};
 
 /// The meta key of the bucket digests.
 pub(super) const DIGESTS: &str = "digests";
@@ -32,43 +35,43 @@ impl Store {
     /// Every (key, version) in one bucket, tombstones included.
     pub fn bucket(&self, bucket: u8) -> Result<Vec<(Key, Version)>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let mut lo = [0u8; 32];
         lo[0] = bucket;
         let mut out = Vec::new();
-        for row in entries.range::<&[u8; 32]>(&lo..).map_err(|e| self.db_err(e))? {
+        for row in records.range::<&[u8; 32]>(&lo..).map_err(|e| self.db_err(e))? {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
             if k.value()[0] != bucket {
                 break;
             }
-            out.push((Key(*k.value()), decode_entry(v.value())?.version));
+            out.push((Key(*k.value()), decode_record(v.value())?.version()));
         }
         Ok(out)
     }
 
-    /// The entries of these keys that exist here.
-    pub fn entries_for(&self, keys: &[Key]) -> Result<Vec<Entry>> {
+    /// The records of these keys that exist here.
+    pub fn records_for(&self, keys: &[Key]) -> Result<Vec<Record>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
         for k in keys {
-            if let Some(e) = read_entry(&entries, k)? {
-                out.push(e);
+            if let Some(r) = read_record(&records, k)? {
+                out.push(r);
             }
         }
         Ok(out)
     }
 
-    /// Every tombstone older than `before_ns` (by its mtime), up to `limit`.
+    /// Every tombstone deleted before `before_ns`, up to `limit`.
     pub fn old_tombstones(&self, before_ns: i64, limit: usize) -> Result<Vec<(Key, Version)>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
-        for row in entries.iter().map_err(|e| self.db_err(e))? {
+        for row in records.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
-            let e = decode_entry(v.value())?;
-            if e.deleted && e.mtime_ns < before_ns {
-                out.push((Key(*k.value()), e.version));
+            let r = decode_record(v.value())?;
+            if r.is_tombstone() && r.stamp_ns() < before_ns {
+                out.push((Key(*k.value()), r.version()));
                 if out.len() >= limit {
                     break;
                 }
@@ -83,17 +86,17 @@ impl Store {
         let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         let mut purged = 0;
         {
-            let mut entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
-            let mut versions = tx.open_table(VERSIONS).map_err(|e| self.db_err(e))?;
+            let mut records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+            let mut by_version = tx.open_table(BY_VERSION).map_err(|e| self.db_err(e))?;
             let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
             let mut digests = read_digests(&meta)?;
             for (key, version) in items {
-                let Some(e) = read_entry(&entries, key)? else { continue };
-                if !e.deleted || e.version != *version {
+                let Some(r) = read_record(&records, key)? else { continue };
+                if !r.is_tombstone() || r.version() != *version {
                     continue;
                 }
-                entries.remove(&key.0).map_err(|e| self.db_err(e))?;
-                versions.remove(&version.to_be_bytes()).map_err(|e| self.db_err(e))?;
+                records.remove(&key.0).map_err(|e| self.db_err(e))?;
+                by_version.remove(&version_key(*version, key)).map_err(|e| self.db_err(e))?;
                 digests.toggle(key, *version);
                 purged += 1;
             }
@@ -117,41 +120,47 @@ impl Store {
         Ok(out)
     }
 
-    /// Every live file entry, for the leader's replica check.
-    pub fn live_files(&self, after: Option<Key>, limit: usize) -> Result<Vec<Entry>> {
+    /// Every inode with a blob, for the leader's replica check, in key
+    /// order after `after`; also the last key looked at, to go on from.
+    pub fn live_files(&self, after: Option<Key>, limit: usize) -> Result<(Vec<Inode>, Option<Key>)> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let lo = after.map(|k| k.0).unwrap_or([0; 32]);
         let mut out = Vec::new();
-        for row in entries.range::<&[u8; 32]>(&lo..).map_err(|e| self.db_err(e))? {
+        let mut last = None;
+        for row in records.range::<&[u8; 32]>(&lo..).map_err(|e| self.db_err(e))? {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
-            if Some(Key(*k.value())) == after {
+            let key = Key(*k.value());
+            if Some(key) == after {
                 continue;
             }
-            let e = decode_entry(v.value())?;
-            if e.has_blob() {
-                out.push(e);
-                if out.len() >= limit {
-                    break;
+            last = Some(key);
+            if let Record::Inode(i) = decode_record(v.value())? {
+                if i.has_blob() {
+                    out.push(i);
+                    if out.len() >= limit {
+                        break;
+                    }
                 }
             }
         }
-        Ok(out)
+        Ok((out, last))
     }
 
-    /// Recomputes the digests from the entries (an index from before digests existed).
+    /// Recomputes the digests from the records (after an upgrade, or an
+    /// index whose digests were lost).
     pub(super) fn rebuild_digests(&self) -> Result<()> {
         let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         {
-            let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+            let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
             let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
             if meta.get(DIGESTS).map_err(|e| self.db_err(e))?.is_some() {
                 return Ok(());
             }
             let mut digests = Digests::default();
-            for row in entries.iter().map_err(|e| self.db_err(e))? {
+            for row in records.iter().map_err(|e| self.db_err(e))? {
                 let (k, v) = row.map_err(|e| self.db_err(e))?;
-                digests.toggle(&Key(*k.value()), decode_entry(v.value())?.version);
+                digests.toggle(&Key(*k.value()), decode_record(v.value())?.version());
             }
             meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(|e| self.db_err(e))?;
         }
@@ -160,33 +169,40 @@ impl Store {
 }
 
 impl Store {
-    /// Withdraws this node's entry of `key` if it is still at `version`: an
-    /// entry that never reached a majority under a leader that has since
+    /// Withdraws this node's record of `key` if it is still at `version`:
+    /// a change that never reached a majority under a leader that has since
     /// been replaced (this node led that term). Its blob, if kept here, is
     /// released (kept a while for reuse). Returns whether it was withdrawn.
     pub fn withdraw(&self, key: &Key, version: Version) -> Result<bool> {
         let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         let mut released = None;
         {
-            let mut entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
-            let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
-            let mut versions = tx.open_table(VERSIONS).map_err(|e| self.db_err(e))?;
+            let mut records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+            let mut children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
+            let mut subdirs = tx.open_table(SUBDIRS).map_err(|e| self.db_err(e))?;
+            let mut by_version = tx.open_table(BY_VERSION).map_err(|e| self.db_err(e))?;
             let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
             let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
             let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
-            let Some(e) = read_entry(&entries, key)?.filter(|e| e.version == version) else {
+            let Some(r) = read_record(&records, key)?.filter(|r| r.version() == version) else {
                 return Ok(false);
             };
-            entries.remove(&key.0).map_err(|e| self.db_err(e))?;
-            versions.remove(&version.to_be_bytes()).map_err(|e| self.db_err(e))?;
-            if !e.deleted {
-                names.remove(e.name.as_str()).map_err(|e| self.db_err(e))?;
+            records.remove(&key.0).map_err(|e| self.db_err(e))?;
+            by_version.remove(&version_key(version, key)).map_err(|e| self.db_err(e))?;
+            match &r {
+                Record::Dentry(d) if !d.deleted => {
+                    let gone = scs_common::Dentry { deleted: true, ..d.clone() };
+                    set_child(&mut children, &mut subdirs, &gone).map_err(|e| self.db_err(e))?;
+                }
+                Record::Inode(i) => {
+                    if i.has_blob() && read_version(&held, key)? == Some(i.content) {
+                        held.remove(&key.0).map_err(|e| self.db_err(e))?;
+                        released = Some((self.layout.blob(key, i.content), i.hash));
+                    }
+                    wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
+                }
+                _ => {}
             }
-            if read_version(&held, key)? == Some(version) {
-                held.remove(&key.0).map_err(|e| self.db_err(e))?;
-                released = Some((self.layout.blob(key, version), e.hash));
-            }
-            wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
             let mut digests = read_digests(&meta)?;
             digests.toggle(key, version);
             meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(|e| self.db_err(e))?;

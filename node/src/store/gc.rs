@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::fs;
 
-use scs_common::{Entry, Key, Result, Version};
+use scs_common::{Inode, Key, Result, Version};
 
-use super::index::{read_entry, read_version, ENTRIES, HELD, WANTED};
-use super::{hash_file, layout, link_into_place, Store};
+use super::index::{read_version, HELD, RECORDS, WANTED};
+use super::{decided_without, hash_file, layout, link_into_place, Store};
 
 impl Store {
     /// Removes what nothing needs any more: blob files no entry of this
@@ -24,7 +24,7 @@ impl Store {
     ) -> Result<usize> {
         let kept: HashSet<(Key, Version)> = self.held_blobs()?.into_iter().collect();
         let wanted: HashSet<(Key, Version)> =
-            self.wanted(usize::MAX)?.into_iter().map(|e| (e.key(), e.version)).collect();
+            self.wanted(usize::MAX)?.into_iter().map(|i| (i.key(), i.content)).collect();
         let mut removed = 0;
         for shard in fs::read_dir(self.layout.blobs_dir())? {
             let shard = shard?.path();
@@ -55,16 +55,15 @@ impl Store {
     }
 
     /// Removes the blob `(key, version)` if this node does not keep or want
-    /// it and its entry was decided without it (or `undecided_ok`).
+    /// it and its inode was decided without it (or `undecided_ok`).
     fn remove_if_garbage(&self, key: &Key, version: Version, undecided_ok: bool) -> Result<bool> {
         let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         let garbage = {
-            let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+            let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
             let held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
             let wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
             let needed = read_version(&held, key)? == Some(version) || read_version(&wanted, key)? == Some(version);
-            let decided = read_entry(&entries, key)?.is_some_and(|e| e.version >= version);
-            !needed && (decided || undecided_ok)
+            !needed && (decided_without(&records, key, version, self.me)? || undecided_ok)
         };
         let removed = garbage && fs::remove_file(self.layout.blob(key, version)).is_ok();
         tx.abort().map_err(|e| self.db_err(e))?;
@@ -72,8 +71,8 @@ impl Store {
     }
 
     /// Places a wanted blob from a local copy of the same content, if one is
-    /// at hand (released by a rename whose halves came in separate batches).
-    pub fn place_from_local(&self, entry: &Entry) -> Result<bool> {
+    /// at hand (released a moment ago: a file deleted and stored again, say).
+    pub fn place_from_local(&self, entry: &Inode) -> Result<bool> {
         let spare = self.layout.released(&entry.hash);
         if !fs::metadata(&spare).is_ok_and(|m| m.len() == entry.size) {
             return Ok(false);
@@ -82,16 +81,16 @@ impl Store {
         // went bad on this disk before it was released, and placing it
         // again would only have the scrub find it again, forever.
         if !hash_file(&spare).is_ok_and(|(h, n)| h == entry.hash && n == entry.size) {
-            log::warn!("node {}: a released copy of {:?} failed its hash; removed", self.me, entry.name);
+            log::warn!("node {}: a released copy of inode {} failed its hash; removed", self.me, entry.ino);
             let _ = fs::remove_file(&spare);
             return Ok(false);
         }
-        let (key, version) = (entry.key(), entry.version);
-        if link_into_place(&spare, &self.layout.blob(&key, version)).is_err() {
+        let (key, content) = (entry.key(), entry.content);
+        if link_into_place(&spare, &self.layout.blob(&key, content)).is_err() {
             return Ok(false);
         }
-        self.apply(std::slice::from_ref(entry), &[(key, version)])?;
-        self.holds(&key, version)
+        self.apply(&[scs_common::Record::Inode(entry.clone())], &[(key, content)])?;
+        self.holds(&key, content)
     }
 }
 
@@ -104,17 +103,16 @@ fn age(m: &fs::Metadata) -> std::time::Duration {
 }
 
 impl Store {
-    /// Called when a replicated blob has just landed: if its entry has
-    /// meanwhile been committed without this node as a holder, or replaced
-    /// by a newer version, the blob is garbage already and is removed (in a
+    /// Called when a replicated blob has just landed: if its inode has
+    /// meanwhile been committed without this node as a holder, or moved on
+    /// to other content, the blob is garbage already and is removed (in a
     /// write transaction, so it is ordered with [`Store::apply`]).
     pub fn settle_replicated(&self, key: &Key, version: Version) -> Result<bool> {
         let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         let garbage = {
-            let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+            let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
             let held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
-            let decided = read_entry(&entries, key)?.is_some_and(|e| e.version >= version);
-            decided && read_version(&held, key)? != Some(version)
+            decided_without(&records, key, version, self.me)? && read_version(&held, key)? != Some(version)
         };
         if garbage {
             let _ = fs::remove_file(self.layout.blob(key, version));

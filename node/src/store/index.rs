@@ -1,35 +1,49 @@
-//! The index tables in redb, and how entries are stored in them.
+//! The index tables in redb, and how records are stored in them.
 //!
-//! - `entries`: key → msgpack [`Entry`] (tombstones included): the truth.
-//! - `names`: live name → () in byte order, for listings.
-//! - `versions`: version → key, for "everything newer than v".
-//! - `held`: key → version of the blob this node keeps.
-//! - `wanted`: key → version of a blob this node should keep but lacks.
-//! - `meta`: small named values (the highest term seen, the sync watermark).
+//! - `records`: key → msgpack [`Record`] (tombstones included): the truth.
+//! - `children`: parent inode (8 bytes, big-endian) + name → child inode (8
+//!   bytes) + kind (1 byte), live entries only, for listings and lookups.
+//! - `subdirs`: directory inode → how many live subdirectories it has (a
+//!   directory's link count, worked out here from the entries this node
+//!   has, so it is never stored in a record that could disagree).
+//! - `by_version`: version + key → (), for "everything newer than v" (a
+//!   version names one record, except the records an upgrade made from one
+//!   entry of format 1, which share its version).
+//! - `held`: inode key → content version of the blob this node keeps.
+//! - `wanted`: inode key → content version of a blob this node should keep but lacks.
+//! - `meta`: small named values (format, the highest term seen, the sync
+//!   watermark, the terms led, the bucket digests).
 
 use redb::{ReadableTable, TableDefinition};
 
-use scs_common::{Entry, Error, Key, Result, Version};
+use scs_common::{Error, Ino, Key, Kind, Record, Result, Version};
 
-pub const ENTRIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("entries");
-pub const NAMES: TableDefinition<&str, ()> = TableDefinition::new("names");
-pub const VERSIONS: TableDefinition<&[u8; 16], &[u8; 32]> = TableDefinition::new("versions");
+pub const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
+pub const CHILDREN: TableDefinition<&[u8], &[u8]> = TableDefinition::new("children");
+pub const SUBDIRS: TableDefinition<u64, u32> = TableDefinition::new("subdirs");
+pub const BY_VERSION: TableDefinition<&[u8; 48], ()> = TableDefinition::new("by_version");
 pub const HELD: TableDefinition<&[u8; 32], &[u8; 16]> = TableDefinition::new("held");
 pub const WANTED: TableDefinition<&[u8; 32], &[u8; 16]> = TableDefinition::new("wanted");
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-pub fn encode_entry(e: &Entry) -> Vec<u8> {
-    rmp_serde::to_vec(e).expect("entries serialize")
+/// The index format this code writes. Format 1 (before inodes) kept one
+/// entry per path; it is upgraded when the store opens.
+pub const FORMAT: u32 = 2;
+/// The meta key of the format.
+pub const FORMAT_KEY: &str = "format";
+
+pub fn encode_record(r: &Record) -> Vec<u8> {
+    rmp_serde::to_vec(r).expect("records serialize")
 }
 
-pub fn decode_entry(bytes: &[u8]) -> Result<Entry> {
-    rmp_serde::from_slice(bytes).map_err(|e| Error::Internal(format!("undecodable index entry: {e}")))
+pub fn decode_record(bytes: &[u8]) -> Result<Record> {
+    rmp_serde::from_slice(bytes).map_err(|e| Error::Internal(format!("undecodable index record: {e}")))
 }
 
-/// Reads one entry from an open `entries` table.
-pub fn read_entry(table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>, key: &Key) -> Result<Option<Entry>> {
+/// Reads one record from an open `records` table.
+pub fn read_record(table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>, key: &Key) -> Result<Option<Record>> {
     match table.get(&key.0).map_err(db_err)? {
-        Some(v) => Ok(Some(decode_entry(v.value())?)),
+        Some(v) => Ok(Some(decode_record(v.value())?)),
         None => Ok(None),
     }
 }
@@ -41,7 +55,94 @@ pub fn read_version(
     Ok(table.get(&key.0).map_err(db_err)?.map(|v| Version::from_be_bytes(*v.value())))
 }
 
+/// The `by_version` key of a record.
+pub fn version_key(version: Version, key: &Key) -> [u8; 48] {
+    let mut k = [0u8; 48];
+    k[..16].copy_from_slice(&version.to_be_bytes());
+    k[16..].copy_from_slice(&key.0);
+    k
+}
+
+/// The version and record key of a `by_version` key.
+pub fn parse_version_key(k: &[u8; 48]) -> (Version, Key) {
+    let mut v = [0u8; 16];
+    v.copy_from_slice(&k[..16]);
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&k[16..]);
+    (Version::from_be_bytes(v), Key(key))
+}
+
+/// The `children` key of `name` in `parent`.
+pub fn child_key(parent: Ino, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + name.len());
+    k.extend_from_slice(&parent.0.to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The range of `children` keys of one directory: its 8-byte prefix.
+pub fn children_of(parent: Ino) -> ([u8; 8], Option<[u8; 8]>) {
+    let lo = parent.0.to_be_bytes();
+    let hi = parent.0.checked_add(1).map(u64::to_be_bytes);
+    (lo, hi)
+}
+
+/// The `children` value: the child inode and its kind.
+pub fn child_value(child: Ino, kind: Kind) -> [u8; 9] {
+    let mut v = [0u8; 9];
+    v[..8].copy_from_slice(&child.0.to_be_bytes());
+    v[8] = kind_byte(kind);
+    v
+}
+
+pub fn parse_child_value(v: &[u8]) -> Option<(Ino, Kind)> {
+    let ino = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    Some((Ino(ino), kind_of_byte(*v.get(8)?)?))
+}
+
+fn kind_byte(k: Kind) -> u8 {
+    match k {
+        Kind::File => 0,
+        Kind::Dir => 1,
+        Kind::Symlink => 2,
+        Kind::Fifo => 3,
+        Kind::Socket => 4,
+        Kind::CharDev => 5,
+        Kind::BlockDev => 6,
+    }
+}
+
+fn kind_of_byte(b: u8) -> Option<Kind> {
+    Some(match b {
+        0 => Kind::File,
+        1 => Kind::Dir,
+        2 => Kind::Symlink,
+        3 => Kind::Fifo,
+        4 => Kind::Socket,
+        5 => Kind::CharDev,
+        6 => Kind::BlockDev,
+        _ => return None,
+    })
+}
+
 /// Any redb error, as ours.
 pub fn db_err(e: impl std::fmt::Display) -> Error {
     Error::Io(format!("index: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_of_a_directory_sort_together_and_values_round_trip() {
+        let (lo, hi) = children_of(Ino(7));
+        let k = child_key(Ino(7), "zzz");
+        assert!(k.as_slice() >= lo.as_slice() && k.as_slice() < hi.unwrap().as_slice());
+        assert!(child_key(Ino(8), "").as_slice() >= hi.unwrap().as_slice());
+        for kind in [Kind::File, Kind::Dir, Kind::Symlink, Kind::Fifo, Kind::Socket, Kind::CharDev, Kind::BlockDev] {
+            assert_eq!(parse_child_value(&child_value(Ino(9), kind)), Some((Ino(9), kind)));
+        }
+        assert_eq!(parse_child_value(&[0; 3]), None);
+    }
 }

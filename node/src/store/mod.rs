@@ -1,19 +1,27 @@
 //! The node's store: blobs on disk and the index in redb (DESIGN sections 2
 //! and 5). The only code that knows paths.
 //!
+//! The index holds versioned records: inodes, directory entries, and the
+//! count of inode numbers handed out (see `scs_common::inode`). A file's
+//! content is a blob named after its inode and its content version; a change
+//! of the inode that keeps the content (chmod, a rename, a new link) never
+//! touches the blob.
+//!
 //! Durability order for a new blob: temp file, hashed while written, fsync,
 //! rename into place, fsync the directory, then commit the index. Anything on
 //! disk that the index does not reference is garbage from a crash and is
 //! removed when the store opens.
 
+pub mod audit;
 mod blobs;
 pub mod digest;
 mod entropy;
 mod gc;
 mod index;
 pub mod layout;
+mod upgrade;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,42 +30,18 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
-use scs_common::name;
-use scs_common::{ContentHash, Entry, Error, Key, Kind, NodeId, Result, Term, Version};
+use scs_common::inode::{DirEntry, NextIno};
+use scs_common::namespace::View;
+use scs_common::{ContentHash, Dentry, Error, Ino, Inode, Key, Kind, NodeId, Record, Result, Term, Version};
 
 pub use blobs::{hash_file, BlobReader, BlobWriter};
 use entropy::{read_digests, DIGESTS};
 use index::{
-    db_err, decode_entry, encode_entry, read_entry, read_version, ENTRIES, HELD, META, NAMES, VERSIONS, WANTED,
+    child_key, child_value, children_of, db_err, decode_record, encode_record, parse_child_value, parse_version_key,
+    read_record, read_version, version_key, BY_VERSION, CHILDREN, FORMAT, FORMAT_KEY, HELD, META, RECORDS, SUBDIRS,
+    WANTED,
 };
 use layout::Layout;
-
-/// What a name stands for right now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Lookup {
-    /// A live file or an explicit directory.
-    Live(Entry),
-    /// No entry, but files below it: a directory implied by their paths.
-    Implied(Entry),
-    Absent,
-}
-
-impl Lookup {
-    pub fn entry(self) -> Option<Entry> {
-        match self {
-            Lookup::Live(e) | Lookup::Implied(e) => Some(e),
-            Lookup::Absent => None,
-        }
-    }
-
-    pub fn is_dir(&self) -> bool {
-        match self {
-            Lookup::Live(e) => e.kind == Kind::Dir,
-            Lookup::Implied(_) => true,
-            Lookup::Absent => false,
-        }
-    }
-}
 
 /// What opening the store found and fixed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -67,14 +51,16 @@ pub struct OpenReport {
     /// Blobs the index says we hold that were missing or the wrong size: now wanted.
     pub blobs_missing: usize,
     pub blobs_held: u64,
+    /// Records made from an index of format 1 (0 when there was none to upgrade).
+    pub upgraded: usize,
 }
 
 /// The outcome of [`Store::apply`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Entries that were newer than ours and are now committed.
+    /// Records that were newer than ours and are now committed.
     pub applied: usize,
-    /// Entries we already had at that version or newer.
+    /// Records we already had at that version or newer.
     pub stale: usize,
     /// Blobs we should hold but lack (to fetch from another holder).
     pub wanted: usize,
@@ -82,9 +68,6 @@ pub struct Applied {
 
 /// How often a failed index is tried again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
-/// Terms led that the store remembers (an older one's entries were
-/// reconciled long ago).
-pub const LED_TERMS_KEPT: usize = 256;
 
 pub struct Store {
     layout: Layout,
@@ -112,11 +95,13 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`: removes stale temp files,
-    /// checks the index against the blobs and removes unreferenced blobs.
+    /// Opens (or creates) the store in `dir`: upgrades an index of format 1,
+    /// removes stale temp files, checks the index against the blobs and
+    /// removes unreferenced blobs.
     ///
     /// # Errors
-    /// `Io` if the directory or the index cannot be opened.
+    /// `Io` if the directory or the index cannot be opened; `Config` for an
+    /// index of a format this code does not know (a newer release wrote it).
     pub fn open(dir: &Path, me: NodeId, max_files: Option<u64>) -> Result<(Store, OpenReport)> {
         let layout = Layout::new(dir);
         for d in [
@@ -151,20 +136,50 @@ impl Store {
             wanted: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
         };
+        let upgraded = store.check_format()?;
         // Create every table so that readers never meet a missing one.
         let tx = store.db()?.begin_write().map_err(|e| store.db_err(e))?;
         {
-            tx.open_table(ENTRIES).map_err(|e| store.db_err(e))?;
-            tx.open_table(NAMES).map_err(|e| store.db_err(e))?;
-            tx.open_table(VERSIONS).map_err(|e| store.db_err(e))?;
+            tx.open_table(RECORDS).map_err(|e| store.db_err(e))?;
+            tx.open_table(CHILDREN).map_err(|e| store.db_err(e))?;
+            tx.open_table(SUBDIRS).map_err(|e| store.db_err(e))?;
+            tx.open_table(BY_VERSION).map_err(|e| store.db_err(e))?;
             tx.open_table(HELD).map_err(|e| store.db_err(e))?;
             tx.open_table(WANTED).map_err(|e| store.db_err(e))?;
-            tx.open_table(META).map_err(|e| store.db_err(e))?;
+            let mut meta = tx.open_table(META).map_err(|e| store.db_err(e))?;
+            meta.insert(FORMAT_KEY, FORMAT.to_be_bytes().as_slice()).map_err(|e| store.db_err(e))?;
         }
         tx.commit().map_err(|e| store.db_err(e))?;
-        let report = store.recover()?;
+        let mut report = store.recover()?;
+        report.upgraded = upgraded;
         store.rebuild_digests()?;
         Ok((store, report))
+    }
+
+    /// Reads the index format: upgrades format 1, refuses one it does not know.
+    fn check_format(&self) -> Result<usize> {
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let stored = match tx.open_table(META) {
+            Ok(meta) => meta
+                .get(FORMAT_KEY)
+                .map_err(|e| self.db_err(e))?
+                .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+                .map(u32::from_be_bytes),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(self.db_err(e)),
+        };
+        let old = upgrade::has_format_1(&tx).map_err(|e| self.db_err(e))?;
+        drop(tx);
+        match stored {
+            Some(FORMAT) => Ok(0),
+            Some(other) => Err(Error::Config(format!(
+                "the index {} is of format {other}; this scs-node reads format {FORMAT} (and upgrades format 1): \
+                 run the release that wrote it",
+                self.layout.index().display()
+            ))),
+            None if old => self.upgrade_from_format_1(),
+            None => Ok(0),
+        }
     }
 
     /// The index, opened again first if redb met an I/O error since (it then
@@ -234,8 +249,76 @@ impl Store {
                 report.temp_files_removed += 1;
             }
         }
-        // Every blob file on disk, by (key, version).
-        let mut on_disk: HashSet<(Key, Version)> = HashSet::new();
+        // Every blob file on disk, by (key, content version).
+        let on_disk = self.blobs_on_disk()?;
+        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+            let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
+            let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
+            let mut lost = Vec::new();
+            let mut keep: HashSet<(Key, Version)> = HashSet::new();
+            for row in held.iter().map_err(|e| self.db_err(e))? {
+                let (k, v) = row.map_err(|e| self.db_err(e))?;
+                let (key, content) = (Key(*k.value()), Version::from_be_bytes(*v.value()));
+                let size_ok = live_content(&records, &key, content)?
+                    .map(|i| fs::metadata(self.layout.blob(&key, content)).map(|m| m.len() == i.size).unwrap_or(false))
+                    .unwrap_or(false);
+                if size_ok {
+                    keep.insert((key, content));
+                } else {
+                    lost.push((key, content));
+                }
+            }
+            for (key, content) in &lost {
+                log::warn!("blob {key:?} {content:?} is missing or damaged: it will be fetched again");
+                held.remove(&key.0).map_err(|e| self.db_err(e))?;
+                let _ = fs::remove_file(self.layout.blob(key, *content));
+                wanted.insert(&key.0, &content.to_be_bytes()).map_err(|e| self.db_err(e))?;
+            }
+            report.blobs_missing = lost.len();
+            // A wanted blob that made it to disk before a crash is adopted if whole.
+            let mut adopted = Vec::new();
+            for row in wanted.iter().map_err(|e| self.db_err(e))? {
+                let (k, v) = row.map_err(|e| self.db_err(e))?;
+                let (key, content) = (Key(*k.value()), Version::from_be_bytes(*v.value()));
+                if !on_disk.contains(&(key, content)) {
+                    continue;
+                }
+                if let Some(i) = live_content(&records, &key, content)? {
+                    if let Ok((hash, size)) = hash_file(&self.layout.blob(&key, content)) {
+                        if hash == i.hash && size == i.size {
+                            adopted.push((key, content));
+                        }
+                    }
+                }
+            }
+            for (key, content) in adopted {
+                wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
+                held.insert(&key.0, &content.to_be_bytes()).map_err(|e| self.db_err(e))?;
+                keep.insert((key, content));
+            }
+            // A blob without its inode may be a replica whose Apply has not
+            // arrived yet (the leader counted it): only remove the ones whose
+            // inode was decided without this node; the sweep judges the rest.
+            for (key, content) in on_disk.difference(&keep) {
+                if decided_without(&records, key, *content, self.me)?
+                    && fs::remove_file(self.layout.blob(key, *content)).is_ok()
+                {
+                    report.orphan_blobs_removed += 1;
+                }
+            }
+            report.blobs_held = held.len().map_err(|e| self.db_err(e))?;
+            self.held.store(report.blobs_held, Ordering::Relaxed);
+            self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
+        }
+        tx.commit().map_err(|e| self.db_err(e))?;
+        Ok(report)
+    }
+
+    /// Every blob file on disk, by (key, content version).
+    fn blobs_on_disk(&self) -> Result<HashSet<(Key, Version)>> {
+        let mut on_disk = HashSet::new();
         for shard in fs::read_dir(self.layout.blobs_dir())? {
             let shard = shard?.path();
             if !shard.is_dir() {
@@ -251,68 +334,7 @@ impl Store {
                 }
             }
         }
-        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
-        {
-            let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
-            let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
-            let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
-            let mut lost = Vec::new();
-            let mut keep: HashSet<(Key, Version)> = HashSet::new();
-            for row in held.iter().map_err(|e| self.db_err(e))? {
-                let (k, v) = row.map_err(|e| self.db_err(e))?;
-                let (key, version) = (Key(*k.value()), Version::from_be_bytes(*v.value()));
-                let size_ok = read_entry(&entries, &key)?
-                    .filter(|e| e.version == version)
-                    .map(|e| fs::metadata(self.layout.blob(&key, version)).map(|m| m.len() == e.size).unwrap_or(false))
-                    .unwrap_or(false);
-                if size_ok {
-                    keep.insert((key, version));
-                } else {
-                    lost.push((key, version));
-                }
-            }
-            for (key, version) in &lost {
-                log::warn!("blob {key:?} {version:?} is missing or damaged: it will be fetched again");
-                held.remove(&key.0).map_err(|e| self.db_err(e))?;
-                let _ = fs::remove_file(self.layout.blob(key, *version));
-                wanted.insert(&key.0, &version.to_be_bytes()).map_err(|e| self.db_err(e))?;
-            }
-            report.blobs_missing = lost.len();
-            // A wanted blob that made it to disk before a crash is adopted if whole.
-            let mut adopted = Vec::new();
-            for row in wanted.iter().map_err(|e| self.db_err(e))? {
-                let (k, v) = row.map_err(|e| self.db_err(e))?;
-                let (key, version) = (Key(*k.value()), Version::from_be_bytes(*v.value()));
-                if on_disk.contains(&(key, version)) {
-                    if let Some(e) = read_entry(&entries, &key)?.filter(|e| e.version == version) {
-                        if let Ok((hash, size)) = hash_file(&self.layout.blob(&key, version)) {
-                            if hash == e.hash && size == e.size {
-                                adopted.push((key, version));
-                            }
-                        }
-                    }
-                }
-            }
-            for (key, version) in adopted {
-                wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
-                held.insert(&key.0, &version.to_be_bytes()).map_err(|e| self.db_err(e))?;
-                keep.insert((key, version));
-            }
-            // A blob without an entry may be a replica whose Apply has not
-            // arrived yet (the leader counted it): only remove the ones whose
-            // entry was decided without this node; the sweep judges the rest.
-            for (key, version) in on_disk.difference(&keep) {
-                let decided = read_entry(&entries, key)?.is_some_and(|e| e.version >= *version);
-                if decided && fs::remove_file(self.layout.blob(key, *version)).is_ok() {
-                    report.orphan_blobs_removed += 1;
-                }
-            }
-            report.blobs_held = held.len().map_err(|e| self.db_err(e))?;
-            self.held.store(report.blobs_held, Ordering::Relaxed);
-            self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
-        }
-        tx.commit().map_err(|e| self.db_err(e))?;
-        Ok(report)
+        Ok(on_disk)
     }
 
     pub fn me(&self) -> NodeId {
@@ -341,9 +363,9 @@ impl Store {
         self.wanted.load(Ordering::Relaxed)
     }
 
-    /// Whether this node can take one more blob for `key` (replacing its
-    /// current blob for that key does not need room).
-    pub fn has_room_for(&self, key: &Key) -> Result<bool> {
+    /// Whether this node can take one more blob for inode `ino` (replacing
+    /// its current blob of that inode does not need room).
+    pub fn has_room_for(&self, ino: Ino) -> Result<bool> {
         let Some(max) = self.max_files else {
             return Ok(true);
         };
@@ -351,6 +373,7 @@ impl Store {
         if used < max {
             return Ok(true);
         }
+        let key = Key::of_ino(ino);
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
         let wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
@@ -358,125 +381,104 @@ impl Store {
             || wanted.get(&key.0).map_err(|e| self.db_err(e))?.is_some())
     }
 
-    /// The entry of a key, tombstones included.
-    pub fn entry(&self, key: &Key) -> Result<Option<Entry>> {
+    /// The record of a key, tombstones included.
+    pub fn record(&self, key: &Key) -> Result<Option<Record>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
-        read_entry(&entries, key)
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+        read_record(&records, key)
     }
 
-    /// What `name` ("" = the root) stands for.
-    pub fn lookup(&self, name: &str) -> Result<Lookup> {
-        if name.is_empty() {
-            return Ok(Lookup::Implied(dir_entry("", 0)));
-        }
-        if let Some(e) = self.entry(&Key::of_name(name))? {
-            if !e.deleted {
-                return Ok(Lookup::Live(e));
-            }
-        }
-        match self.first_child(name)? {
-            Some(child) => Ok(Lookup::Implied(dir_entry(name, child.mtime_ns))),
-            None => Ok(Lookup::Absent),
-        }
+    /// The record of inode `ino`, tombstone included.
+    pub fn inode_record(&self, ino: Ino) -> Result<Option<Inode>> {
+        Ok(match self.record(&Key::of_ino(ino))? {
+            Some(Record::Inode(i)) => Some(i),
+            _ => None,
+        })
     }
 
-    /// Whether a directory has any live entry below it.
-    pub fn has_children(&self, dir: &str) -> Result<bool> {
-        Ok(self.first_child(dir)?.is_some())
-    }
-
-    fn first_child(&self, dir: &str) -> Result<Option<Entry>> {
+    /// A live inode, a directory's link count filled in.
+    pub fn inode(&self, ino: Ino) -> Result<Option<Inode>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
-        let names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
-        let (lo, hi) = child_range(dir);
-        let mut range = names.range(lo.as_str()..hi.as_str()).map_err(|e| self.db_err(e))?;
-        match range.next() {
-            Some(row) => {
-                let (n, _) = row.map_err(|e| self.db_err(e))?;
-                read_entry(&entries, &Key::of_name(n.value()))
-            }
-            None => Ok(None),
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+        let subdirs = tx.open_table(SUBDIRS).map_err(|e| self.db_err(e))?;
+        live_inode(&records, &subdirs, ino)
+    }
+
+    /// A live directory entry.
+    pub fn dentry(&self, parent: Ino, name: &str) -> Result<Option<Dentry>> {
+        match self.record(&Key::of_dentry(parent, name))? {
+            Some(Record::Dentry(d)) if !d.deleted => Ok(Some(d)),
+            _ => Ok(None),
         }
     }
 
-    /// The direct children of `dir` ("" = root): files, explicit directories,
-    /// and directories implied by deeper files, in name order.
-    pub fn list(&self, dir: &str) -> Result<Vec<Entry>> {
+    /// The live entries of a directory with their inodes, in name order
+    /// (by bytes). An entry whose inode has not arrived yet is left out.
+    pub fn read_dir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
-        let names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
-        let (lo, hi) = child_range(dir);
-        let prefix_len = lo.len();
+        let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+        let subdirs = tx.open_table(SUBDIRS).map_err(|e| self.db_err(e))?;
+        let (lo, hi) = children_of(dir);
+        let rows = match &hi {
+            Some(hi) => children.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
+            None => children.range::<&[u8]>(lo.as_slice()..),
+        }
+        .map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
-        let mut dirs_seen: HashSet<String> = HashSet::new();
-        let mut start = lo.clone();
-        'scan: loop {
-            let mut range = names.range(start.as_str()..hi.as_str()).map_err(|e| self.db_err(e))?;
-            while let Some(row) = range.next() {
-                let (n, _) = row.map_err(|e| self.db_err(e))?;
-                let full = n.value();
-                let rest = &full[prefix_len..];
-                match rest.find('/') {
-                    None => {
-                        if let Some(e) = read_entry(&entries, &Key::of_name(full))? {
-                            if e.kind == Kind::Dir {
-                                dirs_seen.insert(full.to_string());
-                            }
-                            out.push(e);
-                        }
-                    }
-                    Some(i) => {
-                        // A deeper file: its top directory under `dir` is a child.
-                        let child = &full[..prefix_len + i];
-                        if dirs_seen.insert(child.to_string()) {
-                            let mtime = read_entry(&entries, &Key::of_name(full))?.map(|e| e.mtime_ns).unwrap_or(0);
-                            out.push(dir_entry(child, mtime));
-                        }
-                        // Skip the rest of that subtree: '0' sorts right after '/'.
-                        start = format!("{child}0");
-                        drop(range);
-                        continue 'scan;
-                    }
-                }
-            }
-            break;
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
-
-    /// Every live entry strictly inside `dir`, in name order.
-    pub fn descendants(&self, dir: &str) -> Result<Vec<Entry>> {
-        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
-        let names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
-        let (lo, hi) = child_range(dir);
-        let mut out = Vec::new();
-        for row in names.range(lo.as_str()..hi.as_str()).map_err(|e| self.db_err(e))? {
-            let (n, _) = row.map_err(|e| self.db_err(e))?;
-            if let Some(e) = read_entry(&entries, &Key::of_name(n.value()))? {
-                out.push(e);
+        for row in rows {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let Ok(name) = std::str::from_utf8(&k.value()[8..]) else { continue };
+            let Some((child, _)) = parse_child_value(v.value()) else { continue };
+            if let Some(inode) = live_inode(&records, &subdirs, child)? {
+                out.push(DirEntry { name: name.to_string(), inode });
             }
         }
         Ok(out)
     }
 
-    /// Up to `limit` entries with a version above `since`, oldest first.
-    pub fn since(&self, since: Version, limit: usize) -> Result<Vec<Entry>> {
+    /// Whether a directory has any live entry.
+    pub fn has_children(&self, dir: Ino) -> Result<bool> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
-        let versions = tx.open_table(VERSIONS).map_err(|e| self.db_err(e))?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+        let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
+        let (lo, hi) = children_of(dir);
+        let mut rows = match &hi {
+            Some(hi) => children.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
+            None => children.range::<&[u8]>(lo.as_slice()..),
+        }
+        .map_err(|e| self.db_err(e))?;
+        Ok(rows.next().is_some())
+    }
+
+    /// How far inode numbers have been handed out (2 on a new cluster: 1 is the root).
+    pub fn next_ino(&self) -> Result<Ino> {
+        Ok(match self.record(&Key::next_ino())? {
+            Some(Record::NextIno(n)) => n.next,
+            _ => Ino(2),
+        })
+    }
+
+    /// Up to `limit` records with a version above `since`, oldest first.
+    pub fn since(&self, since: Version, limit: usize) -> Result<Vec<Record>> {
+        self.after((since, Key([0xff; 32])), limit)
+    }
+
+    /// Up to `limit` records after `cursor` in (version, key) order: the
+    /// next page after the last record of the previous one.
+    pub fn after(&self, cursor: (Version, Key), limit: usize) -> Result<Vec<Record>> {
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let by_version = tx.open_table(BY_VERSION).map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
-        let lo = since.to_be_bytes();
-        for row in versions.range::<&[u8; 16]>(&lo..).map_err(|e| self.db_err(e))? {
-            let (v, k) = row.map_err(|e| self.db_err(e))?;
-            if Version::from_be_bytes(*v.value()) == since {
+        let lo = version_key(cursor.0, &cursor.1);
+        for row in by_version.range::<&[u8; 48]>(&lo..).map_err(|e| self.db_err(e))? {
+            let (k, _) = row.map_err(|e| self.db_err(e))?;
+            if *k.value() == lo {
                 continue;
             }
-            if let Some(e) = read_entry(&entries, &Key(*k.value()))? {
-                out.push(e);
+            let (_, key) = parse_version_key(k.value());
+            if let Some(r) = read_record(&records, &key)? {
+                out.push(r);
             }
             if out.len() >= limit {
                 break;
@@ -488,56 +490,64 @@ impl Store {
     /// The highest version in the index.
     pub fn max_version(&self) -> Result<Version> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
-        let versions = tx.open_table(VERSIONS).map_err(|e| self.db_err(e))?;
-        let last = versions.last().map_err(|e| self.db_err(e))?.map(|(v, _)| Version::from_be_bytes(*v.value()));
+        let by_version = tx.open_table(BY_VERSION).map_err(|e| self.db_err(e))?;
+        let last = by_version.last().map_err(|e| self.db_err(e))?.map(|(k, _)| parse_version_key(k.value()).0);
         Ok(last.unwrap_or(Version::ZERO))
     }
 
-    /// The number of entries (tombstones included).
-    pub fn entry_count(&self) -> Result<u64> {
+    /// The number of records (tombstones included).
+    pub fn record_count(&self) -> Result<u64> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
-        tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?.len().map_err(|e| self.db_err(e))
+        tx.open_table(RECORDS).map_err(|e| self.db_err(e))?.len().map_err(|e| self.db_err(e))
     }
 
-    /// Whether this node keeps the blob of `key` at `version`.
-    pub fn holds(&self, key: &Key, version: Version) -> Result<bool> {
+    /// Whether this node keeps the blob of inode key `key` at content version `content`.
+    pub fn holds(&self, key: &Key, content: Version) -> Result<bool> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
-        Ok(read_version(&held, key)? == Some(version))
+        Ok(read_version(&held, key)? == Some(content))
     }
 
-    /// Starts writing the blob of `key` at `version`, `size` bytes long when known.
-    pub fn new_blob(&self, key: &Key, version: Version, size: Option<u64>) -> Result<BlobWriter> {
+    /// Starts writing the blob of inode `ino` at content version `content`,
+    /// `size` bytes long when known.
+    pub fn new_blob(&self, ino: Ino, content: Version, size: Option<u64>) -> Result<BlobWriter> {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        BlobWriter::create(self.layout.tmp(n), self.layout.blob(key, version), size)
+        BlobWriter::create(self.layout.tmp(n), self.layout.blob(&Key::of_ino(ino), content), size)
     }
 
-    /// Opens `len` bytes from `offset` of a blob this node keeps; the reader
-    /// hashes what it reads so the caller can check a whole read.
+    /// Opens `len` bytes from `offset` of a blob this node keeps.
     ///
     /// # Errors
-    /// `NotFound` when this node does not keep that version.
-    pub fn read_blob(&self, key: &Key, version: Version, offset: u64, len: u64) -> Result<BlobReader> {
-        if !self.holds(key, version)? {
-            return Err(Error::NotFound(format!("blob {key:?} {version:?} is not kept here")));
+    /// `NotFound` when this node does not keep that content.
+    pub fn read_blob(&self, ino: Ino, content: Version, offset: u64, len: u64) -> Result<BlobReader> {
+        let key = Key::of_ino(ino);
+        if !self.holds(&key, content)? {
+            return Err(Error::NotFound(format!("blob of inode {ino} {content:?} is not kept here")));
         }
-        BlobReader::open(&self.layout.blob(key, version), offset, len)
+        BlobReader::open(&self.layout.blob(&key, content), offset, len)
     }
 
-    /// Re-hashes a blob this node keeps: true when it matches its entry.
+    /// Re-hashes a blob this node keeps: true when it matches its inode.
     /// A blob that is not kept here counts as good (nothing to do).
-    pub fn check_blob(&self, key: &Key, version: Version) -> Result<bool> {
-        if !self.holds(key, version)? {
+    pub fn check_blob(&self, key: &Key, content: Version) -> Result<bool> {
+        if !self.holds(key, content)? {
             return Ok(true);
         }
-        let Some(entry) = self.entry(key)?.filter(|e| e.version == version) else { return Ok(true) };
-        let path = self.layout.blob(key, version);
+        let Some(i) = self.live_content(key, content)? else { return Ok(true) };
+        let path = self.layout.blob(key, content);
         if !path.exists() {
             return Ok(false);
         }
         // A read error (EMFILE, EIO) is not a verdict on the content: it is returned.
         let (hash, size) = hash_file(&path)?;
-        Ok(hash == entry.hash && size == entry.size)
+        Ok(hash == i.hash && size == i.size)
+    }
+
+    /// The live inode of `key` if its content is at `content`.
+    pub fn live_content(&self, key: &Key, content: Version) -> Result<Option<Inode>> {
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+        live_content(&records, key, content)
     }
 
     /// Bad copies found since the store opened.
@@ -546,40 +556,39 @@ impl Store {
     }
 
     /// Moves a blob that failed its hash aside and wants a good copy instead.
-    pub fn quarantine(&self, key: &Key, version: Version) -> Result<()> {
+    pub fn quarantine(&self, key: &Key, content: Version) -> Result<()> {
         self.corrupt.fetch_add(1, Ordering::Relaxed);
         let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         {
             let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
             let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
-            if read_version(&held, key)? == Some(version) {
+            if read_version(&held, key)? == Some(content) {
                 held.remove(&key.0).map_err(|e| self.db_err(e))?;
-                wanted.insert(&key.0, &version.to_be_bytes()).map_err(|e| self.db_err(e))?;
+                wanted.insert(&key.0, &content.to_be_bytes()).map_err(|e| self.db_err(e))?;
             }
-            let _ = fs::rename(self.layout.blob(key, version), self.layout.corrupt(key, version));
+            let _ = fs::rename(self.layout.blob(key, content), self.layout.corrupt(key, content));
             self.held.store(held.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
             self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
         }
         tx.commit().map_err(|e| self.db_err(e))?;
         log::error!(
-            "node {}: blob {key:?} {version:?} failed its hash; moved to {}",
+            "node {}: blob {key:?} {content:?} failed its hash; moved to {}",
             self.me,
             self.layout.corrupt_dir().display()
         );
         Ok(())
     }
 
-    /// Entries whose blob this node should keep but lacks (oldest first).
-    pub fn wanted(&self, limit: usize) -> Result<Vec<Entry>> {
+    /// Inodes whose blob this node should keep but lacks.
+    pub fn wanted(&self, limit: usize) -> Result<Vec<Inode>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
         for row in wanted.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
-            let key = Key(*k.value());
-            if let Some(e) = read_entry(&entries, &key)?.filter(|e| e.version == Version::from_be_bytes(*v.value())) {
-                out.push(e);
+            if let Some(i) = live_content(&records, &Key(*k.value()), Version::from_be_bytes(*v.value()))? {
+                out.push(i);
             }
             if out.len() >= limit {
                 break;
@@ -588,130 +597,161 @@ impl Store {
         Ok(out)
     }
 
-    /// Commits entries in one transaction, each only if newer than ours.
+    /// Commits records in one transaction, each only if newer than ours.
     ///
-    /// `written` lists blobs the caller has just put in place for some of
-    /// these entries. Blobs of superseded versions are removed, or reused
-    /// (hard-linked) when a new entry in the batch has the same content, as a
-    /// rename does. A new live file this node should hold, with no blob at
-    /// hand, is recorded as wanted.
-    pub fn apply(&self, batch: &[Entry], written: &[(Key, Version)]) -> Result<Applied> {
-        let mut out = Applied::default();
-        // Old blobs released by this batch, by content: candidates for reuse.
-        let mut pool: HashMap<ContentHash, PathBuf> = HashMap::new();
-        // Blobs of superseded versions, with their content: moved aside for reuse.
-        let mut released: Vec<(PathBuf, ContentHash)> = Vec::new();
-        let mut useless: Vec<PathBuf> = Vec::new();
+    /// `written` lists blobs (inode key, content version) the caller has
+    /// just put in place for some of these inodes. The blob of content an
+    /// inode no longer has is released (kept a while for reuse, by its
+    /// hash); a new content this node should hold, with no blob at hand, is
+    /// recorded as wanted. Directory entries keep the `children` and
+    /// `subdirs` tables in step.
+    pub fn apply(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
         let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
-        {
-            let mut entries = tx.open_table(ENTRIES).map_err(|e| self.db_err(e))?;
-            let mut names = tx.open_table(NAMES).map_err(|e| self.db_err(e))?;
-            let mut versions = tx.open_table(VERSIONS).map_err(|e| self.db_err(e))?;
-            let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
-            let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
-            let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
-            let mut digests = read_digests(&meta)?;
-
-            // Pass 1: which entries win, and which of our blobs they release.
-            let mut winners: Vec<(&Entry, Option<Entry>)> = Vec::new();
-            for e in batch {
-                let key = e.key();
-                let old = read_entry(&entries, &key)?;
-                if old.as_ref().is_some_and(|o| o.version >= e.version) {
-                    out.stale += 1;
-                    let path = self.layout.blob(&key, e.version);
-                    let in_place =
-                        written.contains(&(key, e.version)) || fs::metadata(&path).is_ok_and(|m| m.len() == e.size);
-                    if in_place
-                        && old.as_ref().is_some_and(|o| o.version == e.version)
-                        && read_version(&wanted, &key)? == Some(e.version)
-                    {
-                        // The blob we were waiting for (a fetch or a retried replication): keep it.
-                        wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
-                        held.insert(&key.0, &e.version.to_be_bytes()).map_err(|e| self.db_err(e))?;
-                    } else if e.has_blob()
-                        && old.as_ref().is_some_and(|o| o.version > e.version)
-                        && read_version(&held, &key)? != Some(e.version)
-                    {
-                        // A version that lost to a newer one: its blob, if one
-                        // was replicated here, is garbage.
-                        useless.push(path);
-                    }
-                    continue;
-                }
-                if let Some(hv) = read_version(&held, &key)? {
-                    let path = self.layout.blob(&key, hv);
-                    match old.as_ref().filter(|o| o.version == hv && o.has_blob()) {
-                        Some(o) => {
-                            pool.insert(o.hash, path.clone());
-                            released.push((path, o.hash));
-                        }
-                        None => useless.push(path),
-                    }
-                    held.remove(&key.0).map_err(|e| self.db_err(e))?;
-                }
-                wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
-                winners.push((e, old));
-            }
-
-            // Pass 2: commit them, placing or wanting their blobs.
-            for (e, old) in winners {
-                let key = e.key();
-                if let Some(o) = &old {
-                    versions.remove(&o.version.to_be_bytes()).map_err(|e| self.db_err(e))?;
-                    if !o.deleted {
-                        names.remove(o.name.as_str()).map_err(|e| self.db_err(e))?;
-                    }
-                    digests.toggle(&key, o.version);
-                }
-                digests.toggle(&key, e.version);
-                entries.insert(&key.0, encode_entry(e).as_slice()).map_err(|e| self.db_err(e))?;
-                versions.insert(&e.version.to_be_bytes(), &key.0).map_err(|e| self.db_err(e))?;
-                if !e.deleted {
-                    names.insert(e.name.as_str(), ()).map_err(|e| self.db_err(e))?;
-                }
-                out.applied += 1;
-                if !(e.has_blob() && e.holders.contains(&self.me)) {
-                    continue;
-                }
-                let dest = self.layout.blob(&key, e.version);
-                let placed = if written.contains(&(key, e.version)) {
-                    true
-                } else if let Some(src) = pool.get(&e.hash) {
-                    // Same content as a blob this batch releases (a rename):
-                    // link it; the old name is moved aside after the commit.
-                    link_into_place(src, &dest).is_ok()
-                } else {
-                    // Anything else is wanted; a copy released by an earlier
-                    // batch (the tombstone half of a rename came first) is
-                    // then placed by the fetcher, once checked, outside this
-                    // transaction ([`Store::place_from_local`]).
-                    fs::metadata(&dest).is_ok_and(|m| m.len() == e.size)
-                };
-                if placed {
-                    held.insert(&key.0, &e.version.to_be_bytes()).map_err(|e| self.db_err(e))?;
-                } else {
-                    wanted.insert(&key.0, &e.version.to_be_bytes()).map_err(|e| self.db_err(e))?;
-                    out.wanted += 1;
-                }
-            }
-            if out.applied > 0 {
-                meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(|e| self.db_err(e))?;
-            }
-            self.held.store(held.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
-            self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
-        }
+        let (out, files) = self.apply_in(&tx, batch, written)?;
         tx.commit().map_err(|e| self.db_err(e))?;
-        for (path, hash) in released {
+        self.let_go(files);
+        Ok(out)
+    }
+
+    /// [`Store::apply`] inside the caller's transaction; the blob files it
+    /// lets go of are for [`Store::let_go`] once that commits.
+    fn apply_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        batch: &[Record],
+        written: &[(Key, Version)],
+    ) -> Result<(Applied, Placed)> {
+        let mut out = Applied::default();
+        let mut files = Placed::default();
+        let mut records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+        let mut children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
+        let mut subdirs = tx.open_table(SUBDIRS).map_err(|e| self.db_err(e))?;
+        let mut by_version = tx.open_table(BY_VERSION).map_err(|e| self.db_err(e))?;
+        let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
+        let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
+        let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
+        let mut digests = read_digests(&meta)?;
+
+        for r in batch {
+            let key = r.key();
+            let old = read_record(&records, &key)?;
+            if old.as_ref().is_some_and(|o| o.version() >= r.version()) {
+                out.stale += 1;
+                if let Record::Inode(i) = r {
+                    self.settle_stale_blob(i, old.as_ref(), written, &mut held, &mut wanted, &mut files.useless)?;
+                }
+                continue;
+            }
+            if let Some(o) = &old {
+                by_version.remove(&version_key(o.version(), &key)).map_err(|e| self.db_err(e))?;
+                digests.toggle(&key, o.version());
+            }
+            digests.toggle(&key, r.version());
+            records.insert(&key.0, encode_record(r).as_slice()).map_err(|e| self.db_err(e))?;
+            by_version.insert(&version_key(r.version(), &key), ()).map_err(|e| self.db_err(e))?;
+            out.applied += 1;
+            match r {
+                Record::Inode(i) => {
+                    let old_inode = old.as_ref().and_then(Record::as_inode);
+                    let placed = self.place_content(i, old_inode, written, &mut held, &mut wanted)?;
+                    files.released.extend(placed.released);
+                    files.useless.extend(placed.useless);
+                    out.wanted += usize::from(placed.wanted);
+                }
+                Record::Dentry(d) => set_child(&mut children, &mut subdirs, d).map_err(|e| self.db_err(e))?,
+                Record::NextIno(_) => {}
+            }
+        }
+        if out.applied > 0 {
+            meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(|e| self.db_err(e))?;
+        }
+        self.held.store(held.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
+        self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
+        Ok((out, files))
+    }
+
+    /// Blob files a commit let go of: released ones wait by content (a
+    /// while, for reuse), the rest are removed.
+    fn let_go(&self, files: Placed) {
+        for (path, hash) in files.released {
             // Same content already waiting there: ours is not needed.
             if fs::rename(&path, self.layout.released(&hash)).is_err() {
                 let _ = fs::remove_file(&path);
             }
         }
-        for p in &useless {
+        for p in &files.useless {
             let _ = fs::remove_file(p);
         }
-        Ok(out)
+    }
+
+    /// An inode record that lost to ours (or is the one we have): a blob
+    /// we were waiting for arrived (a fetch, or a retried replication), or
+    /// a blob replicated for content that never became current is garbage.
+    fn settle_stale_blob(
+        &self,
+        i: &Inode,
+        current: Option<&Record>,
+        written: &[(Key, Version)],
+        held: &mut redb::Table<&'static [u8; 32], &'static [u8; 16]>,
+        wanted: &mut redb::Table<&'static [u8; 32], &'static [u8; 16]>,
+        useless: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        if i.content == Version::ZERO {
+            return Ok(());
+        }
+        let key = i.key();
+        let path = self.layout.blob(&key, i.content);
+        let in_place = written.contains(&(key, i.content)) || fs::metadata(&path).is_ok_and(|m| m.len() == i.size);
+        if in_place && read_version(wanted, &key)? == Some(i.content) {
+            wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
+            held.insert(&key.0, &i.content.to_be_bytes()).map_err(|e| self.db_err(e))?;
+            return Ok(());
+        }
+        let current_content = current.and_then(Record::as_inode).filter(|c| c.has_blob()).map(|c| c.content);
+        if in_place && current_content != Some(i.content) && read_version(held, &key)? != Some(i.content) {
+            useless.push(path);
+        }
+        Ok(())
+    }
+
+    /// Keeps, releases, or wants the blob of a winning inode record.
+    fn place_content(
+        &self,
+        i: &Inode,
+        old: Option<&Inode>,
+        written: &[(Key, Version)],
+        held: &mut redb::Table<&'static [u8; 32], &'static [u8; 16]>,
+        wanted: &mut redb::Table<&'static [u8; 32], &'static [u8; 16]>,
+    ) -> Result<Placed> {
+        let key = i.key();
+        let mut placed = Placed::default();
+        let keep = (i.has_blob() && i.holders.contains(&self.me)).then_some(i.content);
+        if let Some(hv) = read_version(held, &key)? {
+            if keep != Some(hv) {
+                let path = self.layout.blob(&key, hv);
+                match old.filter(|o| o.content == hv && o.has_blob()) {
+                    Some(o) => placed.released.push((path, o.hash)),
+                    None => placed.useless.push(path),
+                }
+                held.remove(&key.0).map_err(|e| self.db_err(e))?;
+            }
+        }
+        if read_version(wanted, &key)?.is_some_and(|wv| keep != Some(wv)) {
+            wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
+        }
+        let Some(content) = keep else { return Ok(placed) };
+        if read_version(held, &key)? == Some(content) || read_version(wanted, &key)? == Some(content) {
+            return Ok(placed);
+        }
+        let dest = self.layout.blob(&key, content);
+        let here = written.contains(&(key, content)) || fs::metadata(&dest).is_ok_and(|m| m.len() == i.size);
+        if here {
+            held.insert(&key.0, &content.to_be_bytes()).map_err(|e| self.db_err(e))?;
+        } else {
+            wanted.insert(&key.0, &content.to_be_bytes()).map_err(|e| self.db_err(e))?;
+            placed.wanted = true;
+        }
+        Ok(placed)
     }
 
     /// A named value in the meta table.
@@ -737,29 +777,7 @@ impl Store {
         self.set_meta("term", &term.0.to_be_bytes())
     }
 
-    /// The terms this node has led (the last [`LED_TERMS_KEPT`]), oldest first.
-    pub fn led_terms(&self) -> Result<Vec<Term>> {
-        let raw = self.meta("led_terms")?.unwrap_or_default();
-        Ok(raw
-            .chunks_exact(8)
-            .filter_map(|c| <[u8; 8]>::try_from(c).ok())
-            .map(|b| Term(u64::from_be_bytes(b)))
-            .collect())
-    }
-
-    /// Records, durably, that this node leads `term`: after a restart it
-    /// still knows which unacknowledged entries were its own.
-    pub fn add_led_term(&self, term: Term) -> Result<()> {
-        let mut terms = self.led_terms()?;
-        terms.push(term);
-        terms.sort();
-        terms.dedup();
-        let drop = terms.len().saturating_sub(LED_TERMS_KEPT);
-        let bytes: Vec<u8> = terms[drop..].iter().flat_map(|t| t.0.to_be_bytes()).collect();
-        self.set_meta("led_terms", &bytes)
-    }
-
-    /// The version up to which this node is known to have every entry.
+    /// The version up to which this node is known to have every record.
     pub fn watermark(&self) -> Result<Version> {
         Ok(self
             .meta("watermark")?
@@ -772,35 +790,110 @@ impl Store {
         self.set_meta("watermark", &v.to_be_bytes())
     }
 
-    /// Decodes an entry (for callers that got raw bytes); kept here so the
+    /// Decodes a record (for callers that got raw bytes); kept here so the
     /// encoding stays private to the store.
-    pub fn decode(bytes: &[u8]) -> Result<Entry> {
-        decode_entry(bytes)
+    pub fn decode(bytes: &[u8]) -> Result<Record> {
+        decode_record(bytes)
     }
 }
 
-/// A directory entry for a directory implied by the files below it.
-fn dir_entry(name: &str, mtime_ns: i64) -> Entry {
-    Entry {
-        name: name.to_string(),
-        version: Version::ZERO,
-        kind: Kind::Dir,
-        size: 0,
-        hash: ContentHash::default(),
-        mode: 0o755,
-        mtime_ns,
-        deleted: false,
-        holders: Vec::new(),
+/// What [`Store::place_content`] decided about blobs on disk.
+#[derive(Default)]
+struct Placed {
+    released: Vec<(PathBuf, ContentHash)>,
+    useless: Vec<PathBuf>,
+    wanted: bool,
+}
+
+/// The namespace as this node's index has it: what the leader checks its
+/// changes against.
+impl View for Store {
+    fn inode(&self, ino: Ino) -> Result<Option<Inode>> {
+        Store::inode(self, ino)
+    }
+
+    fn dentry(&self, parent: Ino, name: &str) -> Result<Option<Dentry>> {
+        Store::dentry(self, parent, name)
+    }
+
+    fn has_children(&self, dir: Ino) -> Result<bool> {
+        Store::has_children(self, dir)
     }
 }
 
-/// The name range of everything below `dir`: `[dir/, dir0)`, or all for the root.
-fn child_range(dir: &str) -> (String, String) {
-    if dir.is_empty() {
-        (String::new(), "\u{10FFFF}".to_string())
-    } else {
-        (format!("{dir}/"), format!("{dir}0"))
+/// A live inode from open tables, a directory's link count filled in.
+fn live_inode(
+    records: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    subdirs: &impl ReadableTable<u64, u32>,
+    ino: Ino,
+) -> Result<Option<Inode>> {
+    let Some(Record::Inode(mut i)) = read_record(records, &Key::of_ino(ino))? else { return Ok(None) };
+    if i.deleted {
+        return Ok(None);
     }
+    if i.kind == Kind::Dir {
+        let n = subdirs.get(ino.0).map_err(db_err)?.map(|v| v.value()).unwrap_or(0);
+        i.nlink = 2 + n;
+    }
+    Ok(Some(i))
+}
+
+/// The live inode of `key` if its content is at `content` and has a blob.
+fn live_content(
+    records: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    key: &Key,
+    content: Version,
+) -> Result<Option<Inode>> {
+    Ok(match read_record(records, key)? {
+        Some(Record::Inode(i)) if i.has_blob() && i.content == content => Some(i),
+        _ => None,
+    })
+}
+
+/// Whether the blob `(key, content)` is garbage on node `me` by what the
+/// index says: its inode was decided since that content began, and has
+/// other content, or is gone, or is kept by other nodes.
+fn decided_without(
+    records: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    key: &Key,
+    content: Version,
+    me: NodeId,
+) -> Result<bool> {
+    Ok(match read_record(records, key)? {
+        Some(Record::Inode(i)) => {
+            i.version >= content && !(i.has_blob() && i.content == content && i.holders.contains(&me))
+        }
+        Some(_) => true,
+        None => false,
+    })
+}
+
+/// Brings `children` and `subdirs` in step with a directory entry record.
+fn set_child(
+    children: &mut redb::Table<&'static [u8], &'static [u8]>,
+    subdirs: &mut redb::Table<u64, u32>,
+    d: &Dentry,
+) -> std::result::Result<(), redb::Error> {
+    let k = child_key(d.parent, &d.name);
+    let was = children.get(k.as_slice())?.and_then(|v| parse_child_value(v.value()));
+    if was.is_some_and(|(_, kind)| kind == Kind::Dir) {
+        let n = subdirs.get(d.parent.0)?.map(|v| v.value()).unwrap_or(0);
+        if n <= 1 {
+            subdirs.remove(d.parent.0)?;
+        } else {
+            subdirs.insert(d.parent.0, n - 1)?;
+        }
+    }
+    if d.deleted {
+        children.remove(k.as_slice())?;
+        return Ok(());
+    }
+    children.insert(k.as_slice(), child_value(d.child, d.kind).as_slice())?;
+    if d.kind == Kind::Dir {
+        let n = subdirs.get(d.parent.0)?.map(|v| v.value()).unwrap_or(0);
+        subdirs.insert(d.parent.0, n + 1)?;
+    }
+    Ok(())
 }
 
 /// Hard-links `src` at `dest` and makes the link durable.
@@ -816,19 +909,21 @@ fn link_into_place(src: &Path, dest: &Path) -> std::io::Result<()> {
     blobs::sync_dir(dest.parent().unwrap_or(Path::new(".")))
 }
 
-/// Whether `name`'s ancestors are free of files: the check before creating it.
-///
-/// # Errors
-/// `NotDir` naming the first ancestor that is a file.
-pub fn check_ancestors(store: &Store, name: &str) -> Result<()> {
-    for dir in name::ancestors(name) {
-        if let Lookup::Live(e) = store.lookup(dir)? {
-            if e.kind == Kind::File {
-                return Err(Error::NotDir(dir.to_string()));
-            }
-        }
-    }
-    Ok(())
+/// The root of a new cluster: world-writable and sticky, as /tmp is, so
+/// every user of the cluster can make their own directories in it without
+/// removing anyone else's, owned by the user the first leader runs as.
+pub fn new_root(now_ns: i64) -> Inode {
+    // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let mut root = Inode::new(Ino::ROOT, Kind::Dir, 0o1777, uid, gid, now_ns);
+    root.parent = Ino::ROOT;
+    root.nlink = 2;
+    root
+}
+
+/// The counter of inode numbers of a new cluster.
+pub fn new_next_ino(now_ns: i64) -> NextIno {
+    NextIno { version: Version::ZERO, next: Ino(2), stamp_ns: now_ns }
 }
 
 #[cfg(test)]

@@ -5,43 +5,71 @@ fn v(term: u64, seq: u64) -> Version {
     Version::new(Term(term), seq)
 }
 
-fn file(name: &str, version: Version, content: &[u8], holders: &[u32]) -> Entry {
-    Entry {
+/// Inode `ino` as a file with `content` at content version `version`
+/// (the record's version too), kept by `holders`.
+fn file(ino: u64, version: Version, content: &[u8], holders: &[u32]) -> Inode {
+    let mut i = Inode::new(Ino(ino), Kind::File, 0o644, 1000, 1000, 1);
+    i.version = version;
+    i.content = version;
+    i.size = content.len() as u64;
+    i.hash = ContentHash(Sha256::digest(content).into());
+    i.holders = holders.iter().map(|&i| NodeId(i)).collect();
+    i
+}
+
+fn dir(ino: u64, version: Version) -> Inode {
+    let mut i = Inode::new(Ino(ino), Kind::Dir, 0o755, 1000, 1000, 1);
+    i.version = version;
+    i
+}
+
+fn entry(parent: u64, name: &str, child: &Inode, version: Version) -> Record {
+    Record::Dentry(Dentry {
+        parent: Ino(parent),
         name: name.into(),
         version,
-        kind: Kind::File,
-        size: content.len() as u64,
-        hash: ContentHash(Sha256::digest(content).into()),
-        mode: 0o644,
-        mtime_ns: 1,
+        child: child.ino,
+        kind: child.kind,
         deleted: false,
-        holders: holders.iter().map(|&i| NodeId(i)).collect(),
-    }
+        stamp_ns: 1,
+    })
 }
 
-fn dir(name: &str, version: Version) -> Entry {
-    Entry { kind: Kind::Dir, size: 0, hash: ContentHash::default(), holders: vec![], ..file(name, version, b"", &[]) }
+fn gone(parent: u64, name: &str, version: Version) -> Record {
+    Record::Dentry(Dentry {
+        parent: Ino(parent),
+        name: name.into(),
+        version,
+        child: Ino::NONE,
+        kind: Kind::File,
+        deleted: true,
+        stamp_ns: 5,
+    })
 }
 
-/// Writes the blob and commits the entry, as a holder does on upload.
-fn put(store: &Store, e: &Entry, content: &[u8]) -> Applied {
-    let mut w = store.new_blob(&e.key(), e.version, Some(content.len() as u64)).unwrap();
+fn r(i: &Inode) -> Record {
+    Record::Inode(i.clone())
+}
+
+/// Writes the blob and commits the inode, as a holder does on upload.
+fn put(store: &Store, i: &Inode, content: &[u8]) -> Applied {
+    let mut w = store.new_blob(i.ino, i.content, Some(content.len() as u64)).unwrap();
     w.write(content).unwrap();
-    w.finish(Some(e.hash)).unwrap();
-    store.apply(std::slice::from_ref(e), &[(e.key(), e.version)]).unwrap()
+    w.finish(Some(i.hash)).unwrap();
+    store.apply(&[r(i)], &[(i.key(), i.content)]).unwrap()
 }
 
-fn read_all(store: &Store, e: &Entry) -> Vec<u8> {
-    let mut r = store.read_blob(&e.key(), e.version, 0, e.size).unwrap();
+fn read_all(store: &Store, i: &Inode) -> Vec<u8> {
+    let mut rd = store.read_blob(i.ino, i.content, 0, i.size).unwrap();
     let mut out = Vec::new();
     loop {
-        let c = r.next_chunk(7).unwrap();
+        let c = rd.next_chunk(7).unwrap();
         if c.is_empty() {
             break;
         }
         out.extend(c);
     }
-    assert_eq!(ContentHash(Sha256::digest(&out).into()), e.hash);
+    assert_eq!(ContentHash(Sha256::digest(&out).into()), i.hash);
     out
 }
 
@@ -60,15 +88,17 @@ fn walk(p: &Path) -> usize {
 #[test]
 fn a_committed_file_survives_reopening() {
     let tmp = tempfile::tempdir().unwrap();
-    let e = file("photos/cat.png", v(1, 1), b"meow", &[1, 2]);
+    let f = file(7, v(1, 1), b"meow", &[1, 2]);
     {
         let s = open(tmp.path());
-        assert_eq!(put(&s, &e, b"meow"), Applied { applied: 1, stale: 0, wanted: 0 });
+        assert_eq!(put(&s, &f, b"meow"), Applied { applied: 1, stale: 0, wanted: 0 });
+        s.apply(&[entry(1, "cat.png", &f, v(1, 2))], &[]).unwrap();
     }
     let (s, report) = Store::open(tmp.path(), NodeId(1), None).unwrap();
     assert_eq!(report, OpenReport { blobs_held: 1, ..Default::default() });
-    assert_eq!(s.lookup("photos/cat.png").unwrap(), Lookup::Live(e.clone()));
-    assert_eq!(read_all(&s, &e), b"meow");
+    assert_eq!(s.inode(Ino(7)).unwrap(), Some(f.clone()));
+    assert_eq!(s.dentry(Ino(1), "cat.png").unwrap().unwrap().child, Ino(7));
+    assert_eq!(read_all(&s, &f), b"meow");
     assert_eq!(s.files(), 1);
 }
 
@@ -76,66 +106,60 @@ fn a_committed_file_survives_reopening() {
 fn an_older_version_never_replaces_a_newer_one() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    let new = file("a", v(2, 1), b"new", &[1]);
-    let old = file("a", v(1, 9), b"old", &[1]);
+    let new = file(7, v(2, 1), b"new", &[1]);
+    let old = file(7, v(1, 9), b"old", &[1]);
     put(&s, &new, b"new");
     assert_eq!(put(&s, &old, b"old").stale, 1);
     assert_eq!(read_all(&s, &new), b"new");
     assert_eq!(blob_files(tmp.path()), 1, "the stale blob was removed");
-    assert_eq!(s.apply(std::slice::from_ref(&new), &[]).unwrap().stale, 1, "re-applying is a no-op");
+    assert_eq!(s.apply(&[r(&new)], &[]).unwrap().stale, 1, "re-applying is a no-op");
 }
 
 #[test]
-fn an_overwrite_replaces_the_blob() {
+fn new_content_replaces_the_blob_and_a_metadata_change_keeps_it() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    put(&s, &file("a", v(1, 1), b"one", &[1]), b"one");
-    let two = file("a", v(1, 2), b"two!", &[1]);
+    put(&s, &file(7, v(1, 1), b"one", &[1]), b"one");
+    let two = file(7, v(1, 2), b"two!", &[1]);
     put(&s, &two, b"two!");
     assert_eq!(read_all(&s, &two), b"two!");
     assert_eq!(blob_files(tmp.path()), 1);
-    assert_eq!(s.files(), 1);
+    // chmod: a new record version, the same content version.
+    let chmod = Inode { mode: 0o600, version: v(1, 3), ..two.clone() };
+    assert_eq!(s.apply(&[r(&chmod)], &[]).unwrap(), Applied { applied: 1, stale: 0, wanted: 0 });
+    assert_eq!(read_all(&s, &chmod), b"two!");
+    assert_eq!((blob_files(tmp.path()), s.files()), (1, 1));
 }
 
 #[test]
-fn a_tombstone_removes_the_blob_and_the_name() {
+fn a_tombstone_removes_the_blob_and_entries_go_with_theirs() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    let e = file("d/a", v(1, 1), b"x", &[1]);
-    put(&s, &e, b"x");
-    s.apply(&[e.tombstone(v(1, 2), 5)], &[]).unwrap();
-    assert_eq!(s.lookup("d/a").unwrap(), Lookup::Absent);
-    assert_eq!(s.lookup("d").unwrap(), Lookup::Absent, "the implied directory went with it");
-    assert!(s.entry(&e.key()).unwrap().unwrap().deleted, "the tombstone is kept");
-    assert_eq!(blob_files(tmp.path()), 0);
-    assert_eq!(s.files(), 0);
+    let d = dir(5, v(1, 1));
+    let f = file(7, v(1, 2), b"x", &[1]);
+    s.apply(&[r(&d), entry(1, "d", &d, v(1, 3))], &[]).unwrap();
+    put(&s, &f, b"x");
+    s.apply(&[entry(5, "a", &f, v(1, 4))], &[]).unwrap();
+    assert!(s.has_children(Ino(5)).unwrap());
+    let t = Inode { version: v(1, 6), ..f.tombstone(5) };
+    s.apply(&[gone(5, "a", v(1, 5)), r(&t)], &[]).unwrap();
+    assert!(s.dentry(Ino(5), "a").unwrap().is_none());
+    assert!(!s.has_children(Ino(5)).unwrap());
+    assert!(s.inode(Ino(7)).unwrap().is_none());
+    assert!(s.inode_record(Ino(7)).unwrap().unwrap().deleted, "the tombstone is kept");
+    assert_eq!((blob_files(tmp.path()), s.files()), (0, 0));
     // The delayed upload of the old version cannot bring it back.
-    assert_eq!(s.apply(std::slice::from_ref(&e), &[]).unwrap().stale, 1);
-    assert_eq!(s.lookup("d/a").unwrap(), Lookup::Absent);
-}
-
-#[test]
-fn a_rename_moves_the_blob_instead_of_fetching_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path());
-    let a = file("a", v(1, 1), b"content", &[1, 2]);
-    put(&s, &a, b"content");
-    let b = Entry { name: "dir/b".into(), version: v(1, 3), ..a.clone() };
-    // The new name first: the blob is still found, since both are in one batch.
-    let applied = s.apply(&[b.clone(), a.tombstone(v(1, 2), 9)], &[]).unwrap();
-    assert_eq!(applied, Applied { applied: 2, stale: 0, wanted: 0 });
-    assert_eq!(read_all(&s, &b), b"content");
-    assert_eq!(s.lookup("a").unwrap(), Lookup::Absent);
-    assert_eq!(blob_files(tmp.path()), 1);
+    assert_eq!(s.apply(&[r(&f)], &[]).unwrap().stale, 1);
+    assert!(s.inode(Ino(7)).unwrap().is_none());
 }
 
 #[test]
 fn a_file_we_should_hold_but_lack_is_wanted() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    let mine = file("mine", v(1, 1), b"m", &[1, 2]);
-    let theirs = file("theirs", v(1, 2), b"t", &[2, 3]);
-    assert_eq!(s.apply(&[mine.clone(), theirs], &[]).unwrap().wanted, 1);
+    let mine = file(7, v(1, 1), b"m", &[1, 2]);
+    let theirs = file(8, v(1, 2), b"t", &[2, 3]);
+    assert_eq!(s.apply(&[r(&mine), r(&theirs)], &[]).unwrap().wanted, 1);
     assert_eq!(s.wanted(10).unwrap(), vec![mine.clone()]);
     put(&s, &mine, b"m");
     assert!(s.wanted(10).unwrap().is_empty());
@@ -143,149 +167,148 @@ fn a_file_we_should_hold_but_lack_is_wanted() {
 }
 
 #[test]
-fn listing_shows_files_and_explicit_and_implied_dirs_once() {
+fn listings_follow_entries_and_directories_count_their_subdirectories() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
+    let (a, b, f) = (dir(2, v(1, 1)), dir(3, v(1, 2)), file(4, v(1, 3), b"", &[]));
+    let root = {
+        let mut root = new_root(0);
+        root.version = v(1, 0);
+        root
+    };
     s.apply(
         &[
-            file("top.txt", v(1, 1), b"", &[]),
-            dir("photos", v(1, 2)),
-            file("photos/2024/a.jpg", v(1, 3), b"", &[]),
-            file("photos/2024/b.jpg", v(1, 4), b"", &[]),
-            file("photos/cat.png", v(1, 5), b"", &[]),
-            file("photos-old/x", v(1, 6), b"", &[]),
-            dir("empty", v(1, 7)),
+            r(&root),
+            r(&a),
+            r(&b),
+            r(&f),
+            entry(1, "b", &b, v(1, 4)),
+            entry(1, "a", &a, v(1, 5)),
+            entry(1, "f", &f, v(1, 6)),
         ],
         &[],
     )
     .unwrap();
-    let names = |d: &str| s.list(d).unwrap().into_iter().map(|e| (e.name, e.kind)).collect::<Vec<_>>();
-    assert_eq!(
-        names(""),
-        vec![
-            ("empty".into(), Kind::Dir),
-            ("photos".into(), Kind::Dir),
-            ("photos-old".into(), Kind::Dir),
-            ("top.txt".into(), Kind::File)
-        ]
-    );
-    assert_eq!(names("photos"), vec![("photos/2024".into(), Kind::Dir), ("photos/cat.png".into(), Kind::File)]);
-    assert!(names("empty").is_empty());
-    assert!(s.has_children("photos").unwrap());
-    assert!(!s.has_children("empty").unwrap());
-    assert!(matches!(s.lookup("photos/2024").unwrap(), Lookup::Implied(_)));
-    assert_eq!(s.descendants("photos").unwrap().len(), 3);
+    let names: Vec<String> = s.read_dir(Ino(1)).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["a", "b", "f"]);
+    assert_eq!(s.inode(Ino(1)).unwrap().unwrap().nlink, 4, "two subdirectories");
+    assert!(s.read_dir(Ino(2)).unwrap().is_empty());
+    // Moving b into a: the counts follow the entries.
+    s.apply(&[gone(1, "b", v(1, 7)), entry(2, "b", &b, v(1, 8))], &[]).unwrap();
+    assert_eq!(s.inode(Ino(1)).unwrap().unwrap().nlink, 3);
+    assert_eq!(s.inode(Ino(2)).unwrap().unwrap().nlink, 3);
+    assert!(s.has_children(Ino(2)).unwrap() && !s.has_children(Ino(3)).unwrap());
+    // A name pointing elsewhere: a file replaced by a directory there.
+    s.apply(&[entry(1, "f", &b, v(1, 9))], &[]).unwrap();
+    assert_eq!(s.inode(Ino(1)).unwrap().unwrap().nlink, 4);
+    assert_eq!(namespace_path(&s, "a/b").unwrap().ino, Ino(3));
+}
+
+fn namespace_path(s: &Store, path: &str) -> Option<Inode> {
+    scs_common::namespace::resolve(s, path, false).unwrap()
 }
 
 #[test]
-fn since_returns_newer_entries_in_version_order() {
+fn since_returns_newer_records_in_version_order() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    s.apply(&[file("b", v(2, 1), b"", &[]), file("a", v(1, 5), b"", &[]), file("c", v(2, 7), b"", &[])], &[]).unwrap();
-    let names = |since, limit| s.since(since, limit).unwrap().into_iter().map(|e| e.name).collect::<Vec<_>>();
-    assert_eq!(names(Version::ZERO, 10), vec!["a", "b", "c"]);
-    assert_eq!(names(v(1, 5), 10), vec!["b", "c"]);
-    assert_eq!(names(v(1, 6), 1), vec!["b"]);
+    s.apply(&[r(&file(2, v(2, 1), b"", &[])), r(&file(1, v(1, 5), b"", &[])), r(&file(3, v(2, 7), b"", &[]))], &[])
+        .unwrap();
+    let inos = |since, limit| {
+        s.since(since, limit).unwrap().into_iter().map(|r| r.as_inode().unwrap().ino.0).collect::<Vec<_>>()
+    };
+    assert_eq!(inos(Version::ZERO, 10), vec![1, 2, 3]);
+    assert_eq!(inos(v(1, 5), 10), vec![2, 3]);
+    assert_eq!(inos(v(1, 6), 1), vec![2]);
     assert_eq!(s.max_version().unwrap(), v(2, 7));
-    // Overwriting "a" moves it to the end.
-    s.apply(&[file("a", v(3, 1), b"", &[])], &[]).unwrap();
-    assert_eq!(names(Version::ZERO, 10), vec!["b", "c", "a"]);
+    // A newer version of inode 1 moves it to the end.
+    s.apply(&[r(&file(1, v(3, 1), b"", &[]))], &[]).unwrap();
+    assert_eq!(inos(Version::ZERO, 10), vec![2, 3, 1]);
+}
+
+#[test]
+fn pages_of_records_sharing_a_version_lose_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let records: Vec<Record> = (10..20).map(|n| r(&file(n, v(1, 1), b"", &[]))).collect();
+    s.apply(&records, &[]).unwrap();
+    let mut cursor = (Version::ZERO, Key([0xff; 32]));
+    let mut seen = 0;
+    for _ in 0..20 {
+        let page = s.after(cursor, 3).unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = (last.version(), last.key());
+        seen += page.len();
+    }
+    assert_eq!(seen, 10);
 }
 
 #[test]
 fn reopening_cleans_temp_files_orphans_and_notices_missing_blobs() {
     let tmp = tempfile::tempdir().unwrap();
-    let kept = file("kept", v(1, 1), b"k", &[1]);
-    let lost = file("lost", v(1, 2), b"l", &[1]);
+    let kept = file(7, v(1, 1), b"k", &[1]);
+    let lost = file(8, v(1, 2), b"l", &[1]);
+    let orphan = file(9, v(1, 4), b"o", &[1]);
     {
         let s = open(tmp.path());
         put(&s, &kept, b"k");
         put(&s, &lost, b"l");
         // A crash mid-upload leaves a temp file, and one after the rename but
         // before the commit leaves an orphan blob.
-        let mut w = s.new_blob(&Key::of_name("half"), v(1, 3), Some(10)).unwrap();
+        let mut w = s.new_blob(Ino(10), v(1, 3), Some(10)).unwrap();
         w.write(b"12345").unwrap();
         std::mem::forget(w);
-        let orphan = file("orphan", v(1, 4), b"o", &[1]);
-        let mut w = s.new_blob(&orphan.key(), orphan.version, Some(1)).unwrap();
+        let mut w = s.new_blob(orphan.ino, orphan.content, Some(1)).unwrap();
         w.write(b"o").unwrap();
         w.finish(None).unwrap();
     }
-    fs::remove_file(Layout::new(tmp.path()).blob(&lost.key(), lost.version)).unwrap();
+    fs::remove_file(Layout::new(tmp.path()).blob(&lost.key(), lost.content)).unwrap();
     let (s, report) = Store::open(tmp.path(), NodeId(1), None).unwrap();
-    // A blob without an entry may be an acknowledged replica whose entry is
-    // still on its way: it is kept, and its entry finds it when it comes.
-    assert_eq!(report, OpenReport { temp_files_removed: 1, orphan_blobs_removed: 0, blobs_missing: 1, blobs_held: 1 });
+    // A blob without its inode may be an acknowledged replica whose Apply
+    // is still on its way: it is kept, and the inode finds it when it comes.
+    assert_eq!(
+        report,
+        OpenReport { temp_files_removed: 1, orphan_blobs_removed: 0, blobs_missing: 1, blobs_held: 1, upgraded: 0 }
+    );
     assert_eq!(s.wanted(10).unwrap(), vec![lost]);
     assert_eq!(read_all(&s, &kept), b"k");
-    let orphan = file("orphan", v(1, 4), b"o", &[1]);
-    assert_eq!(s.apply(std::slice::from_ref(&orphan), &[]).unwrap(), Applied { applied: 1, stale: 0, wanted: 0 });
+    assert_eq!(s.apply(&[r(&orphan)], &[]).unwrap(), Applied { applied: 1, stale: 0, wanted: 0 });
     assert_eq!(read_all(&s, &orphan), b"o");
 }
 
 #[test]
-fn a_rename_whose_halves_come_in_separate_batches_keeps_the_blob() {
-    for tombstone_first in [true, false] {
-        let tmp = tempfile::tempdir().unwrap();
-        let s = open(tmp.path());
-        let a = file("a", v(1, 1), b"content", &[1, 2]);
-        put(&s, &a, b"content");
-        let b = Entry { name: "b".into(), version: v(1, 3), ..a.clone() };
-        let tomb = a.tombstone(v(1, 2), 9);
-        let (first, second) = if tombstone_first { (&tomb, &b) } else { (&b, &tomb) };
-        s.apply(std::slice::from_ref(first), &[]).unwrap();
-        s.apply(std::slice::from_ref(second), &[]).unwrap();
-        if !s.holds(&b.key(), b.version).unwrap() {
-            // The new name came first and is wanted: the released copy is at hand.
-            assert!(s.place_from_local(&b).unwrap(), "tombstone_first={tombstone_first}");
-        }
-        assert_eq!(read_all(&s, &b), b"content", "tombstone_first={tombstone_first}");
-    }
-}
-
-#[test]
-fn a_released_copy_that_went_bad_is_never_placed_again() {
+fn a_released_copy_is_placed_again_only_when_it_checks_out() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    let a = file("a", v(1, 1), b"content", &[1, 2]);
+    let a = file(7, v(1, 1), b"content", &[1, 2]);
     put(&s, &a, b"content");
-    // The copy rots on disk, then a delete releases it.
-    let blob = Layout::new(tmp.path()).blob(&a.key(), a.version);
-    std::fs::write(&blob, b"c0ntent").unwrap();
-    s.apply(&[a.tombstone(v(1, 2), 9)], &[]).unwrap();
-    let b = Entry { name: "b".into(), version: v(1, 3), ..a.clone() };
-    s.apply(std::slice::from_ref(&b), &[]).unwrap();
-    assert!(!s.holds(&b.key(), b.version).unwrap(), "placed without a check");
-    assert!(!s.place_from_local(&b).unwrap(), "a bad released copy was placed");
-    assert!(!s.holds(&b.key(), b.version).unwrap());
-    assert!(!Layout::new(tmp.path()).released(&a.hash).exists(), "the bad copy was kept");
-}
-
-#[test]
-fn a_hard_linked_blob_is_not_mistaken_for_an_old_orphan() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = open(tmp.path());
-    let a = file("a", v(1, 1), b"x", &[1]);
-    put(&s, &a, b"x");
-    // Age the blob's mtime by an hour; a setattr links it under a new version.
-    let path = Layout::new(tmp.path()).blob(&a.key(), a.version);
-    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    fs::File::options().write(true).open(&path).unwrap().set_modified(hour_ago).unwrap();
-    let a2 = Entry { mode: 0o600, version: v(1, 2), ..a.clone() };
-    s.apply(std::slice::from_ref(&a2), &[]).unwrap();
-    assert_eq!(s.sweep_orphans(std::time::Duration::from_secs(600), std::time::Duration::from_secs(600)).unwrap(), 0);
-    assert_eq!(read_all(&s, &a2), b"x");
+    s.apply(&[r(&Inode { version: v(1, 2), ..a.tombstone(9) })], &[]).unwrap();
+    // The same content stored again as another file, which this node wants.
+    let b = file(8, v(1, 3), b"content", &[1, 2]);
+    s.apply(&[r(&b)], &[]).unwrap();
+    assert!(!s.holds(&b.key(), b.content).unwrap());
+    assert!(s.place_from_local(&b).unwrap(), "the released copy serves");
+    assert_eq!(read_all(&s, &b), b"content");
+    // A copy that rotted on disk before it was released is never placed.
+    let c = file(9, v(1, 4), b"other", &[1]);
+    put(&s, &c, b"other");
+    std::fs::write(Layout::new(tmp.path()).blob(&c.key(), c.content), b"0ther").unwrap();
+    s.apply(&[r(&Inode { version: v(1, 5), ..c.tombstone(9) })], &[]).unwrap();
+    let d = file(10, v(1, 6), b"other", &[1]);
+    s.apply(&[r(&d)], &[]).unwrap();
+    assert!(!s.place_from_local(&d).unwrap(), "a bad released copy was placed");
+    assert!(!Layout::new(tmp.path()).released(&c.hash).exists(), "the bad copy was kept");
 }
 
 #[test]
 fn content_that_does_not_match_its_hash_never_lands() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    let e = file("a", v(1, 1), b"right", &[1]);
-    let mut w = s.new_blob(&e.key(), e.version, Some(5)).unwrap();
+    let e = file(7, v(1, 1), b"right", &[1]);
+    let mut w = s.new_blob(e.ino, e.content, Some(5)).unwrap();
     w.write(b"wrong").unwrap();
     assert!(matches!(w.finish(Some(e.hash)), Err(Error::Corrupt(_))));
-    let mut w = s.new_blob(&e.key(), e.version, Some(5)).unwrap();
+    let mut w = s.new_blob(e.ino, e.content, Some(5)).unwrap();
     assert!(matches!(w.write(b"toolong"), Err(Error::Invalid(_))));
     drop(w);
     assert_eq!(blob_files(tmp.path()), 0);
@@ -296,21 +319,21 @@ fn content_that_does_not_match_its_hash_never_lands() {
 fn capacity_counts_held_and_wanted_blobs() {
     let tmp = tempfile::tempdir().unwrap();
     let (s, _) = Store::open(tmp.path(), NodeId(1), Some(2)).unwrap();
-    let a = file("a", v(1, 1), b"a", &[1]);
+    let a = file(7, v(1, 1), b"a", &[1]);
     put(&s, &a, b"a");
-    s.apply(&[file("b", v(1, 2), b"b", &[1])], &[]).unwrap();
-    assert!(!s.has_room_for(&Key::of_name("c")).unwrap());
-    assert!(s.has_room_for(&a.key()).unwrap(), "replacing a held file needs no room");
+    s.apply(&[r(&file(8, v(1, 2), b"b", &[1]))], &[]).unwrap();
+    assert!(!s.has_room_for(Ino(9)).unwrap());
+    assert!(s.has_room_for(a.ino).unwrap(), "new content for a held file needs no room");
 }
 
 #[test]
 fn a_quarantined_blob_is_moved_aside_and_wanted() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    let e = file("a", v(1, 1), b"abc", &[1]);
+    let e = file(7, v(1, 1), b"abc", &[1]);
     put(&s, &e, b"abc");
-    s.quarantine(&e.key(), e.version).unwrap();
-    assert!(!s.holds(&e.key(), e.version).unwrap());
+    s.quarantine(&e.key(), e.content).unwrap();
+    assert!(!s.holds(&e.key(), e.content).unwrap());
     assert_eq!(s.wanted(10).unwrap(), vec![e]);
     assert_eq!(fs::read_dir(tmp.path().join("corrupt")).unwrap().count(), 1);
 }
@@ -329,67 +352,67 @@ fn the_term_and_watermark_are_remembered() {
 }
 
 #[test]
-fn two_stores_with_the_same_entries_have_the_same_digests() {
+fn two_stores_with_the_same_records_have_the_same_digests() {
     let (t1, t2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (open(t1.path()), open(t2.path()));
-    let e1 = file("x", v(1, 1), b"1", &[]);
-    let e2 = file("x", v(1, 2), b"2", &[]);
-    let e3 = file("y", v(1, 3), b"3", &[]);
-    a.apply(&[e1.clone(), e2.clone(), e3.clone()], &[]).unwrap();
-    b.apply(std::slice::from_ref(&e3), &[]).unwrap();
+    let e1 = file(7, v(1, 1), b"1", &[]);
+    let e2 = file(7, v(1, 2), b"2", &[]);
+    let e3 = file(8, v(1, 3), b"3", &[]);
+    a.apply(&[r(&e1), r(&e2), r(&e3)], &[]).unwrap();
+    b.apply(&[r(&e3)], &[]).unwrap();
     assert_ne!(a.digests().unwrap(), b.digests().unwrap());
-    b.apply(&[e2.clone(), e1.clone()], &[]).unwrap();
-    assert_eq!(a.digests().unwrap(), b.digests().unwrap(), "order does not matter, stale entries do not count");
+    b.apply(&[r(&e2), r(&e1)], &[]).unwrap();
+    assert_eq!(a.digests().unwrap(), b.digests().unwrap(), "order does not matter, stale records do not count");
     let bucket = digest::bucket_of(&e3.key());
     assert!(a.bucket(bucket).unwrap().contains(&(e3.key(), e3.version)));
-    assert_eq!(a.entries_for(&[e3.key(), Key::of_name("nope")]).unwrap(), vec![e3.clone()]);
+    assert_eq!(a.records_for(&[e3.key(), Key::of_ino(Ino(99))]).unwrap(), vec![r(&e3)]);
 }
 
 #[test]
 fn only_tombstones_are_purged_and_digests_follow() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    let live = file("live", v(1, 1), b"", &[]);
-    let gone = file("gone", v(1, 2), b"", &[]);
-    s.apply(&[live.clone(), gone.clone()], &[]).unwrap();
+    let live = file(7, v(1, 1), b"", &[]);
+    let doomed = file(8, v(1, 2), b"", &[]);
+    s.apply(&[r(&live), r(&doomed)], &[]).unwrap();
     let before = s.digests().unwrap();
-    let tomb = gone.tombstone(v(1, 3), 5);
-    s.apply(std::slice::from_ref(&tomb), &[]).unwrap();
+    let tomb = Inode { version: v(1, 3), ..doomed.tombstone(5) };
+    s.apply(&[r(&tomb)], &[]).unwrap();
     assert_eq!(s.old_tombstones(10, 10).unwrap(), vec![(tomb.key(), tomb.version)]);
     assert_eq!(s.purge(&[(live.key(), live.version), (tomb.key(), v(1, 9)), (tomb.key(), tomb.version)]).unwrap(), 1);
-    assert!(s.entry(&tomb.key()).unwrap().is_none());
-    assert!(s.entry(&live.key()).unwrap().is_some());
+    assert!(s.record(&tomb.key()).unwrap().is_none());
+    assert!(s.record(&live.key()).unwrap().is_some());
     let mut expected = before;
-    expected.toggle(&gone.key(), gone.version);
+    expected.toggle(&doomed.key(), doomed.version);
     assert_eq!(s.digests().unwrap(), expected);
-    assert!(s.since(Version::ZERO, 10).unwrap().iter().all(|e| e.name == "live"));
+    assert_eq!(s.since(Version::ZERO, 10).unwrap(), vec![r(&live)]);
 }
 
 #[test]
-fn digests_survive_reopening_and_are_rebuilt_when_missing() {
+fn digests_survive_reopening() {
     let tmp = tempfile::tempdir().unwrap();
     let d = {
         let s = open(tmp.path());
-        s.apply(&[file("a", v(1, 1), b"", &[]), file("b", v(1, 2), b"", &[])], &[]).unwrap();
+        s.apply(&[r(&file(7, v(1, 1), b"", &[])), r(&file(8, v(1, 2), b"", &[]))], &[]).unwrap();
         s.digests().unwrap()
     };
     assert_eq!(open(tmp.path()).digests().unwrap(), d);
 }
 
 #[test]
-fn a_replicated_blob_of_a_version_that_lost_is_removed_when_its_entry_arrives() {
+fn a_replicated_blob_of_content_that_lost_is_removed_when_its_inode_arrives() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    let older = file("race", v(1, 1), b"old", &[1]);
-    let newer = file("race", v(1, 2), b"new", &[1]);
-    // Both blobs were replicated here; the newer entry committed first.
-    for (e, c) in [(&older, b"old"), (&newer, b"new")] {
-        let mut w = s.new_blob(&e.key(), e.version, Some(3)).unwrap();
+    let older = file(7, v(1, 1), b"old", &[1]);
+    let newer = file(7, v(1, 2), b"new", &[1]);
+    // Both blobs were replicated here; the newer inode committed first.
+    for (i, c) in [(&older, b"old"), (&newer, b"new")] {
+        let mut w = s.new_blob(i.ino, i.content, Some(3)).unwrap();
         w.write(c).unwrap();
-        w.finish(Some(e.hash)).unwrap();
+        w.finish(Some(i.hash)).unwrap();
     }
-    s.apply(std::slice::from_ref(&newer), &[]).unwrap();
-    assert_eq!(s.apply(&[older], &[]).unwrap().stale, 1);
+    s.apply(&[r(&newer)], &[]).unwrap();
+    assert_eq!(s.apply(&[r(&older)], &[]).unwrap().stale, 1);
     assert_eq!(blob_files(tmp.path()), 1);
     assert_eq!(read_all(&s, &newer), b"new");
 }
@@ -398,73 +421,225 @@ fn a_replicated_blob_of_a_version_that_lost_is_removed_when_its_entry_arrives() 
 fn the_sweep_removes_only_old_unreferenced_blobs() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    let kept = file("kept", v(1, 1), b"k", &[1]);
+    let kept = file(7, v(1, 1), b"k", &[1]);
     put(&s, &kept, b"k");
-    let stray = file("stray", v(1, 2), b"s", &[1]);
-    let mut w = s.new_blob(&stray.key(), stray.version, Some(1)).unwrap();
+    let mut w = s.new_blob(Ino(8), v(1, 2), Some(1)).unwrap();
     w.write(b"s").unwrap();
     w.finish(None).unwrap();
-    assert_eq!(
-        s.sweep_orphans(std::time::Duration::from_secs(600), std::time::Duration::from_secs(600)).unwrap(),
-        0,
-        "too young"
-    );
-    assert_eq!(s.sweep_orphans(std::time::Duration::ZERO, std::time::Duration::from_secs(600)).unwrap(), 1);
+    let ten_minutes = std::time::Duration::from_secs(600);
+    assert_eq!(s.sweep_orphans(ten_minutes, ten_minutes).unwrap(), 0, "too young");
+    assert_eq!(s.sweep_orphans(std::time::Duration::ZERO, ten_minutes).unwrap(), 1);
     assert_eq!(blob_files(tmp.path()), 1);
     assert_eq!(read_all(&s, &kept), b"k");
 }
 
 #[test]
-fn a_replicated_blob_that_lands_after_its_entry_left_it_out_is_removed() {
+fn a_replicated_blob_that_lands_after_its_inode_left_it_out_is_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    let e = file("late", v(1, 1), b"abc", &[2, 3]);
-    s.apply(std::slice::from_ref(&e), &[]).unwrap();
-    let mut w = s.new_blob(&e.key(), e.version, Some(3)).unwrap();
+    let e = file(7, v(1, 1), b"abc", &[2, 3]);
+    s.apply(&[r(&e)], &[]).unwrap();
+    let mut w = s.new_blob(e.ino, e.content, Some(3)).unwrap();
     w.write(b"abc").unwrap();
     w.finish(Some(e.hash)).unwrap();
-    assert!(s.settle_replicated(&e.key(), e.version).unwrap());
+    assert!(s.settle_replicated(&e.key(), e.content).unwrap());
     assert_eq!(blob_files(tmp.path()), 0);
-    // Before its entry exists, a landed blob is kept (the Apply will follow).
-    let f = file("early", v(1, 2), b"x", &[1]);
-    let mut w = s.new_blob(&f.key(), f.version, Some(1)).unwrap();
+    // Before its inode exists, a landed blob is kept (the Apply will follow).
+    let f = file(8, v(1, 2), b"x", &[1]);
+    let mut w = s.new_blob(f.ino, f.content, Some(1)).unwrap();
     w.write(b"x").unwrap();
     w.finish(Some(f.hash)).unwrap();
-    assert!(!s.settle_replicated(&f.key(), f.version).unwrap());
+    assert!(!s.settle_replicated(&f.key(), f.content).unwrap());
     assert_eq!(blob_files(tmp.path()), 1);
 }
 
 #[test]
-fn a_withdrawn_entry_goes_and_the_older_one_can_come_back() {
+fn a_withdrawn_record_goes_and_the_older_one_can_come_back() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    let old = file("w", v(1, 1), b"old", &[1]);
-    let unacked = file("w", v(2, 1), b"new", &[1]);
+    let old = file(7, v(1, 1), b"old", &[1]);
+    let unacked = file(7, v(2, 1), b"new", &[1]);
     put(&s, &unacked, b"new");
+    let name = entry(1, "w", &unacked, v(2, 2));
+    s.apply(std::slice::from_ref(&name), &[]).unwrap();
     assert!(!s.withdraw(&unacked.key(), v(2, 9)).unwrap(), "only at that exact version");
     assert!(s.withdraw(&unacked.key(), unacked.version).unwrap());
-    assert_eq!(s.lookup("w").unwrap(), Lookup::Absent);
+    assert!(s.withdraw(&name.key(), name.version()).unwrap());
+    assert!(s.inode(Ino(7)).unwrap().is_none() && s.dentry(Ino(1), "w").unwrap().is_none());
     assert_eq!(s.files(), 0);
-    s.apply(std::slice::from_ref(&old), &[]).unwrap();
-    assert_eq!(s.lookup("w").unwrap(), Lookup::Live(old));
+    put(&s, &old, b"old");
+    assert_eq!(s.inode(Ino(7)).unwrap(), Some(old));
+}
+
+/// Writes an index of format 1 as the previous release did, with blobs.
+fn write_format_1(dir: &Path, entries: &[(upgrade::EntryV1, Option<&[u8]>)]) {
+    use redb::TableDefinition;
+    const ENTRIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("entries");
+    const NAMES: TableDefinition<&str, ()> = TableDefinition::new("names");
+    const VERSIONS: TableDefinition<&[u8; 16], &[u8; 32]> = TableDefinition::new("versions");
+    let layout = Layout::new(dir);
+    fs::create_dir_all(layout.blobs_dir()).unwrap();
+    let db = Database::create(layout.index()).unwrap();
+    let tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_table(ENTRIES).unwrap();
+        let mut names = tx.open_table(NAMES).unwrap();
+        let mut versions = tx.open_table(VERSIONS).unwrap();
+        let mut held = tx.open_table(HELD).unwrap();
+        let mut meta = tx.open_table(META).unwrap();
+        for (e, content) in entries {
+            let key = Key::of_name(&e.name);
+            t.insert(&key.0, rmp_serde::to_vec(e).unwrap().as_slice()).unwrap();
+            versions.insert(&e.version.to_be_bytes(), &key.0).unwrap();
+            if !e.deleted {
+                names.insert(e.name.as_str(), ()).unwrap();
+            }
+            if let Some(c) = content {
+                let path = layout.blob(&key, e.version);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(&path, c).unwrap();
+                held.insert(&key.0, &e.version.to_be_bytes()).unwrap();
+            }
+        }
+        meta.insert("term", 4u64.to_be_bytes().as_slice()).unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+fn v1(name: &str, version: Version, kind: Kind, content: &[u8], deleted: bool) -> upgrade::EntryV1 {
+    upgrade::EntryV1 {
+        name: name.into(),
+        version,
+        kind,
+        size: content.len() as u64,
+        hash: ContentHash(Sha256::digest(content).into()),
+        mode: 0o640,
+        mtime_ns: 1_700_000_000_000_000_007,
+        deleted,
+        holders: vec![NodeId(1), NodeId(2)],
+    }
 }
 
 #[test]
-fn the_terms_a_node_led_survive_a_restart_and_only_the_last_ones_are_kept() {
+fn an_index_of_format_1_is_upgraded_with_its_tree_its_blobs_and_its_deletions() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_format_1(
+        tmp.path(),
+        &[
+            (v1("docs", v(1, 1), Kind::Dir, b"", false), None),
+            (v1("docs/report.txt", v(1, 2), Kind::File, b"report", false), Some(b"report")),
+            (v1("photos/2024/cat.jpg", v(2, 1), Kind::File, b"meow", false), Some(b"meow")),
+            (v1("gone.txt", v(2, 2), Kind::File, b"", true), None),
+            (v1("wanted.bin", v(2, 3), Kind::File, b"later", false), None),
+        ],
+    );
+    let (s, report) = Store::open(tmp.path(), NodeId(1), None).unwrap();
+    assert!(report.upgraded > 0, "{report:?}");
+    assert_eq!(s.saved_term().unwrap(), Term(4), "the term survives");
+    let at = |p: &str| namespace_path(&s, p);
+    let report_txt = at("docs/report.txt").unwrap();
+    assert_eq!((report_txt.kind, report_txt.mode, report_txt.size), (Kind::File, 0o640, 6));
+    assert_eq!(read_all(&s, &report_txt), b"report");
+    assert_eq!(read_all(&s, &at("photos/2024/cat.jpg").unwrap()), b"meow");
+    assert!(at("photos/2024").unwrap().is_dir(), "a directory implied by a path became a real one");
+    assert_eq!(at("photos").unwrap().nlink, 3);
+    assert!(at("gone.txt").is_none());
+    assert!(s.dentry(Ino::ROOT, "gone.txt").unwrap().is_none());
+    assert!(matches!(s.record(&Key::of_dentry(Ino::ROOT, "gone.txt")).unwrap(), Some(Record::Dentry(d)) if d.deleted));
+    assert_eq!(s.wanted(10).unwrap().len(), 1, "a file it should hold but lacked is still wanted");
+    let names: Vec<String> = s.read_dir(Ino::ROOT).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["docs", "photos", "wanted.bin"]);
+    let owner = fs::metadata(tmp.path()).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((report_txt.uid, report_txt.gid), (owner.uid(), owner.gid()));
+    assert_eq!(blob_files(tmp.path()), 2, "the old names of the blobs are gone");
+    drop(s);
+    // Opening again changes nothing.
+    let (s, again) = Store::open(tmp.path(), NodeId(1), None).unwrap();
+    assert_eq!(again.upgraded, 0);
+    assert_eq!(read_all(&s, &at2(&s, "docs/report.txt")), b"report");
+}
+
+fn at2(s: &Store, p: &str) -> Inode {
+    namespace_path(s, p).unwrap()
+}
+
+#[test]
+fn two_nodes_upgrading_the_same_entries_agree_on_every_record() {
+    let entries = vec![
+        v1("a/b/c.txt", v(3, 1), Kind::File, b"x", false),
+        v1("a", v(1, 1), Kind::Dir, b"", false),
+        v1("old", v(2, 1), Kind::File, b"", true),
+    ];
+    let one = upgrade::records_of(&entries, 7, 7);
+    let mut reversed = entries.clone();
+    reversed.reverse();
+    let mut two = upgrade::records_of(&reversed, 7, 7);
+    let mut one_sorted = one.clone();
+    one_sorted.sort_by_key(|r| r.key().0);
+    two.sort_by_key(|r| r.key().0);
+    assert_eq!(one_sorted, two);
+    assert!(upgrade::ino_of_path("a").0 >= 1 << 63, "far above the numbers leaders hand out");
+}
+
+#[test]
+fn an_index_of_an_unknown_format_is_refused_with_both_formats_named() {
     let tmp = tempfile::tempdir().unwrap();
     {
         let s = open(tmp.path());
-        assert!(s.led_terms().unwrap().is_empty());
-        s.add_led_term(Term(7)).unwrap();
-        s.add_led_term(Term(3)).unwrap();
-        s.add_led_term(Term(7)).unwrap();
+        s.set_meta(FORMAT_KEY, &9u32.to_be_bytes()).unwrap();
     }
+    let e = Store::open(tmp.path(), NodeId(1), None).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Config(_)) && msg.contains("format 9") && msg.contains("format 2"), "{msg}");
+}
+
+#[test]
+fn the_audit_finds_orphans_miscounted_links_and_names_that_lead_nowhere() {
+    let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
-    assert_eq!(s.led_terms().unwrap(), vec![Term(3), Term(7)]);
-    for t in 10..10 + LED_TERMS_KEPT as u64 {
-        s.add_led_term(Term(t)).unwrap();
-    }
-    let kept = s.led_terms().unwrap();
-    assert_eq!(kept.len(), LED_TERMS_KEPT);
-    assert_eq!(kept.first(), Some(&Term(10)), "the oldest are dropped first");
+    let mut root = new_root(0);
+    root.version = v(1, 0);
+    let named = file(2, v(1, 1), b"", &[]);
+    let orphan = file(3, v(1, 2), b"", &[]);
+    let twice = Inode { nlink: 1, ..file(4, v(1, 3), b"", &[]) };
+    let gone = file(5, v(1, 4), b"", &[]);
+    s.apply(
+        &[
+            r(&root),
+            r(&named),
+            r(&orphan),
+            r(&twice),
+            entry(1, "named", &named, v(1, 5)),
+            entry(1, "a", &twice, v(1, 6)),
+            entry(1, "b", &twice, v(1, 7)),
+            entry(1, "nowhere", &gone, v(1, 8)),
+        ],
+        &[],
+    )
+    .unwrap();
+    let audit = s.audit().unwrap();
+    assert_eq!(audit.orphans, vec![orphan]);
+    assert_eq!(audit.miscounted, vec![(twice, 2)]);
+    assert_eq!(audit.stray_names.len(), 1);
+    assert_eq!(audit.stray_names[0].name, "nowhere");
+}
+
+#[test]
+fn the_audit_removes_a_name_in_a_directory_that_is_gone_and_the_file_only_it_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let mut root = new_root(0);
+    root.version = v(1, 0);
+    // A merge kept the file and its name, but the directory lost its own name
+    // to a newer one and was removed as an orphan since.
+    let lost = file(2, v(1, 1), b"", &[]);
+    let kept = file(3, v(1, 2), b"", &[]);
+    s.apply(&[r(&root), r(&lost), r(&kept), entry(9, "f04", &lost, v(1, 3)), entry(1, "kept", &kept, v(1, 4))], &[])
+        .unwrap();
+    let audit = s.audit().unwrap();
+    assert_eq!(audit.stray_names.len(), 1, "{audit:?}");
+    assert_eq!((audit.stray_names[0].parent, audit.stray_names[0].name.as_str()), (Ino(9), "f04"));
+    assert_eq!(audit.orphans, vec![lost], "found in the same pass, not one audit later");
+    assert!(audit.miscounted.is_empty());
 }

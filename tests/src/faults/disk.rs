@@ -45,8 +45,19 @@ pub enum Problem {
 pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut HashCache) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut stray = Vec::new();
-    let keys: BTreeMap<String, &String> = expected.keys().map(|n| (key_hex(n), n)).collect();
-    let live = expected.values().filter(|s| matches!(s, Seen::Present(_))).count() as u64;
+    // Blobs are named by inode: the live names' inodes, from the cluster.
+    let inos = match inos(c, expected) {
+        Ok(i) => i,
+        Err(e) => return vec![Problem::Replicas(e)],
+    };
+    let keys: BTreeMap<String, &String> = inos.iter().map(|(n, i)| (key_hex(*i), n)).collect();
+    // Files, not names: hard links are names of one file.
+    let live = expected
+        .iter()
+        .filter(|(_, s)| matches!(s, Seen::Present(_)))
+        .filter_map(|(n, _)| inos.get(n))
+        .collect::<BTreeSet<_>>()
+        .len() as u64;
     match c.status() {
         None => out.push("no status answered".into()),
         Some(s) => status_problems(&s, c.size(), live, &mut out),
@@ -68,15 +79,16 @@ pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut Ha
             }
         }
         for (name, state) in expected {
-            let key = key_hex(name);
-            let copies = by_key.get(&key).map(Vec::as_slice).unwrap_or_default();
             match state {
-                Seen::Absent if !copies.is_empty() => {
-                    let versions: Vec<String> = copies.iter().map(|b| format!("v{}.{}", b.term, b.seq)).collect();
-                    stray.push(format!("node {id} still keeps {} of {name}, which is gone", versions.join(" ")))
-                }
+                // A gone file's blobs are kept by no live inode: the stray
+                // check above finds them.
                 Seen::Absent => {}
                 Seen::Present(want) => {
+                    let Some(ino) = inos.get(name) else {
+                        out.push(format!("{name} is not listed by the cluster"));
+                        continue;
+                    };
+                    let copies = by_key.get(&key_hex(*ino)).map(Vec::as_slice).unwrap_or_default();
                     // The current copy: the newest with the right bytes;
                     // any other copy of the key is left over.
                     let mut good: Vec<_> =
@@ -115,6 +127,31 @@ pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut Ha
     let mut all: Vec<Problem> = out.into_iter().map(Problem::Replicas).collect();
     all.extend(stray.into_iter().map(Problem::Stray));
     all
+}
+
+/// The inode number of every live name, from `scs ls DIR --json` of the
+/// directories the names are in.
+fn inos(c: &NsCluster, expected: &BTreeMap<String, Seen>) -> Result<BTreeMap<String, u64>, String> {
+    let dirs: BTreeSet<&str> = expected.keys().filter_map(|n| n.rsplit_once('/').map(|(d, _)| d)).collect();
+    let mut out = BTreeMap::new();
+    for dir in dirs {
+        let args: Vec<std::ffi::OsString> = vec!["ls".into(), dir.into(), "--json".into()];
+        let ran = c.scs(&args, super::workload::OP_DEADLINE);
+        if !ran.ok() {
+            if super::workload::is_missing(&ran, dir) {
+                continue;
+            }
+            return Err(format!("ls {dir}: {}", ran.error_line()));
+        }
+        let listed: Vec<crate::report::LsEntry> = serde_json::from_slice(&ran.stdout)
+            .map_err(|e| format!("ls {dir} --json is not the documented JSON: {e}"))?;
+        for e in listed.into_iter().filter(|e| e.kind == "file") {
+            if let Some(ino) = e.ino {
+                out.insert(e.name, ino);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn status_problems(s: &Status, size: u32, live: u64, out: &mut Vec<String>) {

@@ -8,7 +8,9 @@
 //!   (built on [`crate::netns`]), a tmpfs data dir for one node.
 //! - [`workload`]: the clients and the operation history.
 //! - [`nemesis`]: the fault schedule, injection and heal.
-//! - [`check`]: the per-name model of possible states and the final views.
+//! - [`world`]: one possible state of a client's names, and what each
+//!   command does to it.
+//! - [`check`]: the sets of possible states, the reads and the final views.
 //! - [`views`]: the final state through the CLI, each node and a mount.
 //! - [`disk`]: replica target, versions and bytes on every node's disk.
 //! - [`logs`]: leaders and acknowledged writes from the node logs.
@@ -24,6 +26,7 @@ pub mod rng;
 pub mod summary;
 pub mod views;
 pub mod workload;
+pub mod world;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -50,6 +53,8 @@ pub struct Settings {
     pub workload: Duration,
     pub clients: u32,
     pub names_per_client: u32,
+    /// Hard links, directory renames and rmdir in the workload too.
+    pub namespace_ops: bool,
     /// How long the cluster may take to heal after the last fault: a leader
     /// over all nodes, every file at its target on every disk.
     pub settle: Duration,
@@ -145,7 +150,12 @@ pub fn run_seed(seed: u64, s: &Settings) -> SeedResult {
         Ok(c) => c,
         Err(e) => return SeedResult::failed_setup(seed, wall.elapsed(), e),
     };
-    let wcfg = WorkloadConfig { seed, clients: s.clients, names_per_client: s.names_per_client };
+    let wcfg = WorkloadConfig {
+        seed,
+        clients: s.clients,
+        names_per_client: s.names_per_client,
+        namespace_ops: s.namespace_ops,
+    };
     let workload_ms = s.workload.as_millis() as i64;
     let plan = nemesis::schedule(seed, workload_ms, &s.kinds);
     let stop = AtomicBool::new(false);
@@ -180,7 +190,11 @@ pub fn run_seed(seed: u64, s: &Settings) -> SeedResult {
 
     let mut violations = Vec::new();
     let mut notes = Vec::new();
+    let checked = Instant::now();
     let model = Model::replay(&ops, &mut violations);
+    if checked.elapsed() > Duration::from_secs(1) {
+        notes.push(format!("the checker took {:?} to replay the history", checked.elapsed()));
+    }
     let settle_start = c.clock().now_ms();
     let all: Vec<u32> = (1..=c.size()).collect();
     if let Err(e) = c.wait_for(s.settle, |st| st.leader.is_some() && st.quorum && st.alive_ids() == all) {
@@ -199,8 +213,14 @@ pub fn run_seed(seed: u64, s: &Settings) -> SeedResult {
             && st.nodes.windows(2).all(|w| w[0].files == w[1].files)
     });
     let repaired_ms = repaired.ok().map(|_| c.clock().now_ms() - settle_start);
-    let names: Vec<String> =
-        (1..=s.clients).flat_map(|k| (0..s.names_per_client).map(move |i| workload::name_of(k, i))).collect();
+    // Every name a client may use, and every name a directory rename may
+    // have moved a file to.
+    let names: Vec<String> = (1..=s.clients)
+        .flat_map(|k| (0..s.names_per_client).map(move |i| workload::name_of(k, i)))
+        .chain(model.names().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let cli = views::cli_view(&c, &names);
     let bad = check::check_view(&model, &ops, "cli", &cli, &mut violations);
     let mut counted: BTreeMap<String, &'static str> = bad.clone();
@@ -220,7 +240,7 @@ pub fn run_seed(seed: u64, s: &Settings) -> SeedResult {
                     for (n, k) in check::check_view(&model, &ops, "mount", &view, &mut violations) {
                         counted.entry(n).or_insert(k);
                     }
-                    compare_listing("mount", &listed, &expected, &mut violations);
+                    compare_listing("mount", &listed, &expected, &bad, &mut violations);
                 }
                 Err(e) => violations.push(Violation {
                     kind: "mount",
@@ -234,7 +254,7 @@ pub fn run_seed(seed: u64, s: &Settings) -> SeedResult {
     for via in std::iter::once(None).chain((1..=c.size()).map(Some)) {
         let label = via.map_or("ls via discovery".to_string(), |id| format!("ls via node {id}"));
         match views::listing(&c, s.clients, via) {
-            Ok(listed) => compare_listing(&label, &listed, &expected, &mut violations),
+            Ok(listed) => compare_listing(&label, &listed, &expected, &bad, &mut violations),
             Err(e) => violations.push(Violation { kind: "listing", subject: label, what: e, history: Vec::new() }),
         }
     }
@@ -366,21 +386,29 @@ fn report_disk_problems(problems: Vec<disk::Problem>, settle: Duration, out: &mu
     }
 }
 
+/// Checks a listing against the final state: every name that reads as a
+/// file is listed, and nothing else is, save names already reported (`bad`).
 fn compare_listing(
     label: &str,
     listed: &std::collections::BTreeSet<String>,
     expected: &BTreeMap<String, Seen>,
+    bad: &BTreeMap<String, &'static str>,
     out: &mut Vec<Violation>,
 ) {
     let want: std::collections::BTreeSet<&String> =
         expected.iter().filter(|(_, s)| matches!(s, Seen::Present(_))).map(|(n, _)| n).collect();
-    let extra: Vec<&String> = listed.iter().filter(|n| !want.contains(n) && expected.contains_key(*n)).collect();
+    // A listed name the run may not have made at all is as wrong as one it deleted.
+    let extra: Vec<&String> = listed.iter().filter(|n| !want.contains(n) && !bad.contains_key(*n)).collect();
     let missing: Vec<&&String> = want.iter().filter(|n| !listed.contains(**n)).collect();
     if !extra.is_empty() || !missing.is_empty() {
         out.push(Violation {
             kind: "listing",
             subject: label.to_string(),
-            what: format!("lists {} name(s) that are gone and misses {} that exist", extra.len(), missing.len()),
+            what: format!(
+                "lists {} name(s) that are gone or never were and misses {} that exist",
+                extra.len(),
+                missing.len()
+            ),
             history: vec![format!("extra: {extra:?}"), format!("missing: {missing:?}")],
         });
     }

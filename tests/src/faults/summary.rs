@@ -86,11 +86,17 @@ pub fn report(results: &[SeedResult], s: &Settings, command: &str) -> String {
     let _ = writeln!(out, "# Fault suite: {} seed(s)\n", results.len());
     let _ = writeln!(
         out,
-        "`{command}` — 5 nodes in network namespaces (replicas 5), {} clients × {} names, {:?} of workload \
-         per seed, faults one at a time (holds 3-8 s, gaps 1.5-4 s). Seeds: {}.\n",
+        "`{command}` — 5 nodes in network namespaces (replicas 5), {} clients × {} names in {} directories, {:?} of workload \
+         per seed ({}), faults one at a time (holds 3-8 s, gaps 1.5-4 s). Seeds: {}.\n",
         s.clients,
         s.names_per_client,
+        super::workload::DIRS,
         s.workload,
+        if s.namespace_ops {
+            "uploads, overwrites, reads, deletes, renames of files and of directories, hard links, rmdir"
+        } else {
+            "uploads, overwrites, reads, deletes, renames of files"
+        },
         compact(&seeds)
     );
     let sum = |f: fn(&SeedResult) -> usize| results.iter().map(f).sum::<usize>();

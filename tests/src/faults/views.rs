@@ -58,26 +58,40 @@ fn read_with_retries(c: &NsCluster, name: &str) -> Result<Seen, String> {
     Err(last)
 }
 
-/// The names listed under each client's directory, through discovery
+/// How deep below a client's directory the listings look (directory
+/// renames nest a client's five directories at most that deep).
+const MAX_DEPTH: usize = 8;
+
+/// The file names listed below each client's directory, through discovery
 /// (`None`) or through node `Some(id)`.
 pub fn listing(c: &NsCluster, clients: u32, via: Option<u32>) -> Result<BTreeSet<String>, String> {
     let mut names = BTreeSet::new();
-    for k in 1..=clients {
-        let args: Vec<OsString> = vec!["ls".into(), format!("c{k}").into(), "--json".into()];
+    let mut todo: Vec<(String, usize)> = (1..=clients).map(|k| (format!("c{k}"), 0)).collect();
+    while let Some((dir, depth)) = todo.pop() {
+        let args: Vec<OsString> = vec!["ls".into(), dir.clone().into(), "--json".into()];
         let ran = match via {
             None => c.scs(&args, workload::OP_DEADLINE),
             Some(id) => c.scs_at(&c.net().node_addr(id), &args, workload::OP_DEADLINE),
         };
         if !ran.ok() {
-            // A directory with no file left is no directory at all.
-            if workload::is_missing(&ran, &format!("c{k}")) {
+            // A client that never made a file has no directory.
+            if depth == 0 && workload::is_missing(&ran, &dir) {
                 continue;
             }
-            return Err(format!("ls c{k}: {}", ran.error_line()));
+            return Err(format!("ls {dir}: {}", ran.error_line()));
         }
         let entries: Vec<LsEntry> = serde_json::from_slice(&ran.stdout)
-            .map_err(|e| format!("ls c{k} --json is not the documented JSON: {e}"))?;
-        names.extend(entries.into_iter().filter(|e| e.kind == "file").map(|e| e.name));
+            .map_err(|e| format!("ls {dir} --json is not the documented JSON: {e}"))?;
+        for e in entries {
+            match e.kind.as_str() {
+                "file" => {
+                    names.insert(e.name);
+                }
+                "dir" if depth < MAX_DEPTH => todo.push((e.name, depth + 1)),
+                "dir" => return Err(format!("{} is deeper than any directory rename makes", e.name)),
+                other => return Err(format!("{}: a {other}, which no client made", e.name)),
+            }
+        }
     }
     Ok(names)
 }
@@ -162,21 +176,33 @@ pub fn mount_view(c: &NsCluster, names: &[String], clients: u32) -> Result<(View
         let view: View = todo.iter().map(|n| (n.clone(), read_file(&root.join(n)))).collect();
         let mut listed = BTreeSet::new();
         let mut err = None;
-        for k in 1..=clients {
-            match std::fs::read_dir(root.join(format!("c{k}"))) {
-                Ok(rd) => {
-                    for e in rd {
-                        match e {
-                            Ok(e) if e.file_type().is_ok_and(|t| t.is_file()) => {
-                                listed.insert(format!("c{k}/{}", e.file_name().to_string_lossy()));
-                            }
-                            Ok(_) => {}
-                            Err(e) => err = Some(format!("readdir c{k}: {e}")),
-                        }
-                    }
+        let mut todo: Vec<(String, usize)> = (1..=clients).map(|k| (format!("c{k}"), 0)).collect();
+        while let Some((dir, depth)) = todo.pop() {
+            let rd = match std::fs::read_dir(root.join(&dir)) {
+                Ok(rd) => rd,
+                Err(e) if depth == 0 && e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    err = Some(format!("readdir {dir}: {e}"));
+                    continue;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => err = Some(format!("readdir c{k}: {e}")),
+            };
+            for e in rd {
+                let e = match e {
+                    Ok(e) => e,
+                    Err(e) => {
+                        err = Some(format!("readdir {dir}: {e}"));
+                        continue;
+                    }
+                };
+                let name = format!("{dir}/{}", e.file_name().to_string_lossy());
+                match e.file_type() {
+                    Ok(t) if t.is_file() => {
+                        listed.insert(name);
+                    }
+                    Ok(t) if t.is_dir() && depth < MAX_DEPTH => todo.push((name, depth + 1)),
+                    Ok(_) => err = Some(format!("{name}: not a file or directory, or too deep")),
+                    Err(e) => err = Some(format!("stat {name}: {e}")),
+                }
             }
         }
         let _ = tx.send(match err {

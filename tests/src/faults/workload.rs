@@ -1,12 +1,14 @@
 //! The clients: each runs a seeded sequence of bounded random uploads,
-//! overwrites, reads, deletes and renames on names of its own, one `scs`
-//! command at a time, and records every operation with its result.
+//! overwrites, reads, deletes, renames, hard links, directory renames and
+//! directory removals on names of its own, one `scs` command at a time, and
+//! records every operation with its result.
 //!
-//! Names are owned by one client each (`c<k>/f<nnn>`), so the history of a
-//! name is sequential and the checker needs no linearizability search; the
-//! clients still run concurrently against the same cluster. Every upload
-//! writes content no other upload writes, so a content found under two names
-//! is a rename that was not atomic.
+//! Names are owned by one client each (`c<k>/d<j>/f<nn>`, and whatever a
+//! directory rename makes of them), so the history of a client's names is
+//! sequential and the checker needs no linearizability search; the clients
+//! still run concurrently against the same cluster. Every upload writes
+//! content no other upload writes, so a content found under two names is
+//! either one file with two links or a rename that was not atomic.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -17,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::cluster::{NsCluster, Ran};
 use super::rng::Rng;
+use super::world::World;
 use crate::data::seeded_bytes;
 
 /// How long one `scs` command may take before it counts as a hang (the
@@ -29,8 +32,14 @@ pub const OP_DEADLINE: Duration = Duration::from_secs(60);
 pub struct WorkloadConfig {
     pub seed: u64,
     pub clients: u32,
+    /// File names per client, spread over [`DIRS`] directories.
     pub names_per_client: u32,
+    /// Hard links, directory renames and rmdir besides the file operations.
+    pub namespace_ops: bool,
 }
+
+/// Directories per client (`c<k>/d0` …).
+pub const DIRS: u32 = 5;
 
 /// What a client asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,10 +56,24 @@ pub enum Action {
     Delete {
         name: String,
     },
-    /// `mv from to` (replaces `to`).
+    /// `mv from to` of a file (replaces `to`).
     Rename {
         from: String,
         to: String,
+    },
+    /// `ln from to`: a second name of the file.
+    Link {
+        from: String,
+        to: String,
+    },
+    /// `mv from to` of a directory, with everything below it.
+    RenameDir {
+        from: String,
+        to: String,
+    },
+    /// `rm name` of an empty directory.
+    RemoveDir {
+        name: String,
     },
 }
 
@@ -58,9 +81,20 @@ impl Action {
     /// The names it touches.
     pub fn names(&self) -> Vec<&str> {
         match self {
-            Action::Upload { name, .. } | Action::Read { name } | Action::Delete { name } => vec![name],
-            Action::Rename { from, to } => vec![from, to],
+            Action::Upload { name, .. }
+            | Action::Read { name }
+            | Action::Delete { name }
+            | Action::RemoveDir { name } => vec![name],
+            Action::Rename { from, to } | Action::Link { from, to } | Action::RenameDir { from, to } => {
+                vec![from, to]
+            }
         }
+    }
+
+    /// Whether it may change what `name` reads: it names it or a directory
+    /// above it.
+    pub fn touches(&self, name: &str) -> bool {
+        self.names().iter().any(|n| *n == name || super::world::inside(name, n))
     }
 
     pub fn is_write(&self) -> bool {
@@ -73,6 +107,9 @@ impl Action {
             Action::Read { .. } => "read",
             Action::Delete { .. } => "delete",
             Action::Rename { .. } => "rename",
+            Action::Link { .. } => "link",
+            Action::RenameDir { .. } => "rename-dir",
+            Action::RemoveDir { .. } => "rmdir",
         }
     }
 }
@@ -128,6 +165,9 @@ impl fmt::Display for Op {
             Action::Read { name } => format!("read {name}"),
             Action::Delete { name } => format!("delete {name}"),
             Action::Rename { from, to } => format!("rename {from} -> {to}"),
+            Action::Link { from, to } => format!("link {from} -> {to}"),
+            Action::RenameDir { from, to } => format!("rename dir {from} -> {to}"),
+            Action::RemoveDir { name } => format!("rmdir {name}"),
         };
         let result = match (self.outcome, &self.seen) {
             (Outcome::Ok, Some(seen)) => format!("ok, saw {seen}"),
@@ -147,9 +187,14 @@ impl fmt::Display for Op {
     }
 }
 
-/// The name `i` of client `c`.
+/// File name `i` of client `c`: in directory `i % DIRS`.
 pub fn name_of(client: u32, i: u32) -> String {
-    format!("c{client}/f{i:03}")
+    format!("c{client}/d{}/f{:02}", i % DIRS, i / DIRS)
+}
+
+/// Directory `j` of client `c`.
+fn dir_of(client: u32, j: u32) -> String {
+    format!("c{client}/d{j}")
 }
 
 /// Runs client `client` until `stop` is set; returns its history.
@@ -157,36 +202,23 @@ pub fn run_client(c: &NsCluster, cfg: &WorkloadConfig, client: u32, stop: &Atomi
     let mut rng = Rng::fork(cfg.seed, 1000 + u64::from(client));
     // What the client believes exists, to pick sensible operations; the
     // checker does not use it.
-    let mut present = vec![false; cfg.names_per_client as usize];
+    let mut believed = World::default();
     let mut ops = Vec::new();
     let mut seq = 0u32;
     // Bounded in count too: at most one operation per 20 ms of a long run.
     while !stop.load(Ordering::Relaxed) && seq < 100_000 && !c.expired() {
-        let action = pick(&mut rng, cfg, client, &present, seq);
+        let action = pick(&mut rng, cfg, client, &believed, seq);
         let op = perform(c, cfg.seed, client, seq, action);
         if op.outcome == Outcome::Ok {
-            believe(&mut present, &op.action, op.seen.as_ref());
+            let effect = believed.apply(seq as usize, &op.action);
+            if effect.done {
+                believed = effect.steps.into_iter().last().unwrap_or(believed);
+            }
         }
         ops.push(op);
         seq += 1;
     }
     ops
-}
-
-fn index_of(name: &str) -> usize {
-    name.rsplit('f').next().and_then(|n| n.parse().ok()).unwrap_or(0)
-}
-
-fn believe(present: &mut [bool], a: &Action, seen: Option<&Seen>) {
-    match a {
-        Action::Upload { name, .. } => present[index_of(name)] = true,
-        Action::Delete { name } => present[index_of(name)] = false,
-        Action::Read { name } => present[index_of(name)] = matches!(seen, Some(Seen::Present(_))),
-        Action::Rename { from, to } => {
-            present[index_of(from)] = false;
-            present[index_of(to)] = true;
-        }
-    }
 }
 
 /// A content size: mostly small files, some of a few chunks' worth.
@@ -198,29 +230,73 @@ fn size(rng: &mut Rng) -> u64 {
     }
 }
 
-fn pick(rng: &mut Rng, cfg: &WorkloadConfig, client: u32, present: &[bool], seq: u32) -> Action {
+fn pick(rng: &mut Rng, cfg: &WorkloadConfig, client: u32, believed: &World, seq: u32) -> Action {
     let n = cfg.names_per_client;
-    let any = |rng: &mut Rng| rng.below(u64::from(n)) as u32;
-    let existing: Vec<u32> = (0..n).filter(|&i| present[i as usize]).collect();
-    let some_existing = |rng: &mut Rng| if existing.is_empty() { any(rng) } else { *rng.pick(&existing) };
+    let any = |rng: &mut Rng| name_of(client, rng.below(u64::from(n)) as u32);
+    let files: Vec<&String> = believed.file_names().collect();
+    let existing = |rng: &mut Rng| if files.is_empty() { any(rng) } else { rng.pick(&files).to_string() };
     let upload = |rng: &mut Rng| {
-        let name = name_of(client, any(rng));
+        let name = any(rng);
         let len = size(rng);
         let sha = content_sha(cfg.seed, client, seq, len);
         Action::Upload { name, sha, size: len }
     };
-    match rng.below(100) {
-        0..=44 => upload(rng),
-        45..=64 => Action::Read { name: name_of(client, some_existing(rng)) },
-        65..=79 => {
-            let i = if rng.chance(90) { some_existing(rng) } else { any(rng) };
-            Action::Delete { name: name_of(client, i) }
+    // A name nothing has, in a directory that exists (a few tries).
+    let free_in_existing_dir = |rng: &mut Rng| {
+        (0..8).map(|_| any(rng)).find(|to| {
+            let dir = to.rsplit_once('/').map_or("", |(d, _)| d);
+            believed.is_dir(dir) && !believed.is_file(to)
+        })
+    };
+    let top_dirs = |present: bool| -> Vec<String> {
+        (0..DIRS).map(|j| dir_of(client, j)).filter(|d| believed.is_dir(d) == present).collect()
+    };
+    let roll = rng.below(100);
+    if !cfg.namespace_ops && roll >= 82 {
+        return upload(rng);
+    }
+    match roll {
+        0..=39 => upload(rng),
+        40..=56 => Action::Read { name: existing(rng) },
+        57..=68 => {
+            let name = if rng.chance(90) { existing(rng) } else { any(rng) };
+            Action::Delete { name }
         }
-        _ if existing.is_empty() => upload(rng),
+        _ if files.is_empty() => upload(rng),
+        69..=81 => {
+            let from = existing(rng);
+            let to = (0..8).map(|_| any(rng)).find(|t| *t != from).unwrap_or_else(|| any(rng));
+            Action::Rename { from, to }
+        }
+        82..=89 => match free_in_existing_dir(rng) {
+            Some(to) => Action::Link { from: existing(rng), to },
+            None => upload(rng),
+        },
+        // A directory (any depth) to a free top-level slot, or into another
+        // top-level directory: nesting frees slots, moving out uses them.
+        90..=96 => {
+            let dirs: Vec<&String> = believed.dir_names().filter(|d| d.contains('/')).collect();
+            if dirs.is_empty() {
+                return upload(rng);
+            }
+            let from = rng.pick(&dirs).to_string();
+            let (free, taken) = (top_dirs(false), top_dirs(true));
+            let into: Vec<&String> = taken.iter().filter(|d| **d != from && !super::world::inside(d, &from)).collect();
+            let to = match (free.is_empty(), into.is_empty()) {
+                (true, true) => return upload(rng),
+                (false, true) => rng.pick(&free).clone(),
+                (true, false) => rng.pick(&into).to_string(),
+                (false, false) if rng.chance(60) => rng.pick(&free).clone(),
+                (false, false) => rng.pick(&into).to_string(),
+            };
+            Action::RenameDir { from, to }
+        }
         _ => {
-            let from = *rng.pick(&existing);
-            let to = (from + 1 + rng.below(u64::from(n - 1)) as u32) % n;
-            Action::Rename { from: name_of(client, from), to: name_of(client, to) }
+            let empty: Vec<&String> = believed.dir_names().filter(|d| !believed.has_children(d)).collect();
+            if empty.is_empty() {
+                return upload(rng);
+            }
+            Action::RemoveDir { name: rng.pick(&empty).to_string() }
         }
     }
 }
@@ -255,8 +331,11 @@ fn perform(c: &NsCluster, seed: u64, client: u32, seq: u32, action: Action) -> O
             (ran, None)
         }
         Action::Read { name } => read(c, name),
-        Action::Delete { name } => (c.scs(&["rm".into(), name.into()], OP_DEADLINE), None),
-        Action::Rename { from, to } => (c.scs(&["mv".into(), from.into(), to.into()], OP_DEADLINE), None),
+        Action::Delete { name } | Action::RemoveDir { name } => (c.scs(&["rm".into(), name.into()], OP_DEADLINE), None),
+        Action::Rename { from, to } | Action::RenameDir { from, to } => {
+            (c.scs(&["mv".into(), from.into(), to.into()], OP_DEADLINE), None)
+        }
+        Action::Link { from, to } => (c.scs(&["ln".into(), from.into(), to.into()], OP_DEADLINE), None),
     };
     let outcome = match (ran.ok(), ran.timed_out()) {
         (true, _) => Outcome::Ok,
@@ -306,13 +385,19 @@ mod tests {
 
     #[test]
     fn a_seed_picks_the_same_operations() {
-        let cfg = WorkloadConfig { seed: 9, clients: 2, names_per_client: 10 };
-        let present = vec![true; 10];
+        let cfg = WorkloadConfig { seed: 9, clients: 2, names_per_client: 50, namespace_ops: true };
+        let mut believed = World::default();
+        for i in 0..10 {
+            let up = Action::Upload { name: name_of(1, i), sha: "x".into(), size: 1 };
+            believed = believed.apply(i as usize, &up).steps.pop().unwrap();
+        }
         let picks = |seed| {
             let mut rng = Rng::fork(seed, 1001);
-            (0..20).map(|i| pick(&mut rng, &cfg, 1, &present, i)).collect::<Vec<_>>()
+            (0..200).map(|i| pick(&mut rng, &cfg, 1, &believed, i)).collect::<Vec<_>>()
         };
         assert_eq!(picks(9), picks(9));
-        assert!(picks(9).iter().all(|a| a.names().iter().all(|n| n.starts_with("c1/f"))));
+        assert!(picks(9).iter().all(|a| a.names().iter().all(|n| n.starts_with("c1/d"))));
+        let kinds: std::collections::BTreeSet<&str> = picks(9).iter().map(|a| a.kind()).collect();
+        assert!(kinds.contains("link") && kinds.contains("rename-dir"), "{kinds:?}");
     }
 }

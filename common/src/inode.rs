@@ -1,0 +1,441 @@
+//! The namespace as the cluster stores it (DESIGN section 2): inodes,
+//! directory entries, and the [`Record`]s that carry both through
+//! replication. Every record has a key and a version; the highest version of
+//! a key wins everywhere, and a deletion is a tombstone (a record with
+//! `deleted`), kept until every node has it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::types::{ContentHash, Ino, Key, Kind, NodeId, Version, PERMS};
+
+/// Longest extended attribute name, as Linux's XATTR_NAME_MAX.
+pub const XATTR_NAME_MAX: usize = 255;
+/// Longest extended attribute value, as Linux's XATTR_SIZE_MAX.
+pub const XATTR_SIZE_MAX: usize = 65536;
+/// Names and values of one inode's extended attributes together: past it a
+/// new one fails with "no space", as a full ext4 inode does.
+pub const XATTR_TOTAL_MAX: usize = 256 * 1024;
+/// Size a directory shows, as a small ext4 directory does.
+pub const DIR_SIZE: u64 = 4096;
+
+/// Bytes that travel as one msgpack bin (an xattr value), not as a list of
+/// numbers.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bytes(pub Vec<u8>);
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.0.len())
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+struct BytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+    type Value = Bytes;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("bytes")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+        Ok(Bytes(v.to_vec()))
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+        Ok(Bytes(v))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+        let mut out = Vec::new();
+        while let Some(b) = seq.next_element::<u8>()? {
+            out.push(b);
+        }
+        Ok(Bytes(out))
+    }
+}
+
+/// Extended attributes by name ("user.comment").
+pub type Xattrs = BTreeMap<String, Bytes>;
+
+/// One inode: everything about a file but its names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub ino: Ino,
+    /// The version of this record (any change of the inode makes a new one).
+    pub version: Version,
+    pub kind: Kind,
+    /// Permission bits with set-user-id, set-group-id and sticky (0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Directory entries that lead to it. A directory's is 2 plus its
+    /// subdirectories, worked out by each node from its entries (see the
+    /// node's store), not stored.
+    pub nlink: u32,
+    /// For a directory, the directory that holds it (the root holds
+    /// itself): `..`, and the check that a directory is not moved into itself.
+    pub parent: Ino,
+    pub size: u64,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    /// The device of a character or block device.
+    pub rdev: u64,
+    /// A symlink's target.
+    pub target: String,
+    pub xattrs: Xattrs,
+    /// The version of the content: the blob's name on its holders.
+    /// [`Version::ZERO`] when there is no blob (an empty file never written,
+    /// or not a file).
+    pub content: Version,
+    /// The sha256 of the content.
+    pub hash: ContentHash,
+    /// The nodes asked to keep the content.
+    pub holders: Vec<NodeId>,
+    /// A tombstone: the inode was removed at `version`.
+    pub deleted: bool,
+}
+
+impl Inode {
+    /// A new inode with no content, its times all `now_ns`.
+    pub fn new(ino: Ino, kind: Kind, mode: u32, uid: u32, gid: u32, now_ns: i64) -> Inode {
+        Inode {
+            ino,
+            version: Version::ZERO,
+            kind,
+            mode: mode & PERMS,
+            uid,
+            gid,
+            nlink: 1,
+            parent: Ino::NONE,
+            size: 0,
+            atime_ns: now_ns,
+            mtime_ns: now_ns,
+            ctime_ns: now_ns,
+            rdev: 0,
+            target: String::new(),
+            xattrs: Xattrs::new(),
+            content: Version::ZERO,
+            hash: ContentHash::of_empty(),
+            holders: Vec::new(),
+            deleted: false,
+        }
+    }
+
+    pub fn key(&self) -> Key {
+        Key::of_ino(self.ino)
+    }
+
+    /// Whether its content is a blob on its holders.
+    pub fn has_blob(&self) -> bool {
+        self.kind == Kind::File && !self.deleted && self.content != Version::ZERO
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+
+    /// The whole `st_mode`: type bits and permission bits.
+    pub fn st_mode(&self) -> u32 {
+        self.kind.type_bits() | (self.mode & PERMS)
+    }
+
+    /// The size it shows: a directory's is [`DIR_SIZE`], a symlink's the
+    /// length of its target.
+    pub fn st_size(&self) -> u64 {
+        match self.kind {
+            Kind::File => self.size,
+            Kind::Dir => DIR_SIZE,
+            Kind::Symlink => self.target.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// A tombstone of this inode, stamped `now_ns`.
+    pub fn tombstone(&self, now_ns: i64) -> Inode {
+        Inode {
+            nlink: 0,
+            size: 0,
+            target: String::new(),
+            xattrs: Xattrs::new(),
+            content: Version::ZERO,
+            hash: ContentHash::default(),
+            holders: Vec::new(),
+            deleted: true,
+            ctime_ns: now_ns,
+            ..self.clone()
+        }
+    }
+
+    /// Total bytes of its extended attributes' names and values.
+    pub fn xattr_bytes(&self) -> usize {
+        self.xattrs.iter().map(|(k, v)| k.len() + v.0.len()).sum()
+    }
+}
+
+/// A directory entry: a name in a directory, leading to an inode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dentry {
+    pub parent: Ino,
+    /// One path component.
+    pub name: String,
+    pub version: Version,
+    /// The inode it leads to ([`Ino::NONE`] in a tombstone).
+    pub child: Ino,
+    /// The kind of the child, for listings.
+    pub kind: Kind,
+    pub deleted: bool,
+    /// When it was last changed, nanoseconds since the epoch (how old a tombstone is).
+    pub stamp_ns: i64,
+}
+
+impl Dentry {
+    pub fn key(&self) -> Key {
+        Key::of_dentry(self.parent, &self.name)
+    }
+}
+
+/// How far inode numbers have been handed out: every number below `next`
+/// may be in use, none at or above it is. A leader reserves a block by
+/// committing a higher `next` on a majority before it hands out any number
+/// of the block, so a later leader never hands one out again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextIno {
+    pub version: Version,
+    pub next: Ino,
+    pub stamp_ns: i64,
+}
+
+/// One replicated item of the index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    Inode(Inode),
+    Dentry(Dentry),
+    NextIno(NextIno),
+}
+
+impl Record {
+    pub fn key(&self) -> Key {
+        match self {
+            Record::Inode(i) => i.key(),
+            Record::Dentry(d) => d.key(),
+            Record::NextIno(_) => Key::next_ino(),
+        }
+    }
+
+    pub fn version(&self) -> Version {
+        match self {
+            Record::Inode(i) => i.version,
+            Record::Dentry(d) => d.version,
+            Record::NextIno(n) => n.version,
+        }
+    }
+
+    pub fn set_version(&mut self, v: Version) {
+        match self {
+            Record::Inode(i) => i.version = v,
+            Record::Dentry(d) => d.version = v,
+            Record::NextIno(n) => n.version = v,
+        }
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        match self {
+            Record::Inode(i) => i.deleted,
+            Record::Dentry(d) => d.deleted,
+            Record::NextIno(_) => false,
+        }
+    }
+
+    /// When it was last changed (for a tombstone: when it was deleted).
+    pub fn stamp_ns(&self) -> i64 {
+        match self {
+            Record::Inode(i) => i.ctime_ns,
+            Record::Dentry(d) => d.stamp_ns,
+            Record::NextIno(n) => n.stamp_ns,
+        }
+    }
+
+    pub fn as_inode(&self) -> Option<&Inode> {
+        match self {
+            Record::Inode(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Record::Inode(i) => format!("inode {} {:?}{}", i.ino, i.version, if i.deleted { " (gone)" } else { "" }),
+            Record::Dentry(d) => format!(
+                "entry {:?} in {} -> {} {:?}{}",
+                d.name,
+                d.parent,
+                d.child,
+                d.version,
+                if d.deleted { " (gone)" } else { "" }
+            ),
+            Record::NextIno(n) => format!("inode numbers below {} {:?}", n.next, n.version),
+        }
+    }
+}
+
+/// A child of a directory as a listing gives it: its name and its inode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub inode: Inode,
+}
+
+/// What a new inode made by `Make` is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewNode {
+    pub kind: Kind,
+    /// Permission bits (the caller's umask already applied).
+    pub mode: u32,
+    /// The caller: the new inode's owner. The group is the parent's instead
+    /// when the parent is set-group-id.
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    /// A symlink's target.
+    pub target: String,
+}
+
+/// A time to set: the leader's clock, or a given time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeSet {
+    Now,
+    At(i64),
+}
+
+/// What a `SetAttr` changes; `None` leaves it as it is. Every change sets
+/// the ctime to the leader's clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAttrs {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+impl SetAttrs {
+    pub fn is_empty(&self) -> bool {
+        self == &SetAttrs::default()
+    }
+}
+
+/// How a rename treats an existing target (rename(2) and renameat2 flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RenameMode {
+    /// Replace it, as rename(2) does.
+    Replace,
+    /// Fail with "exists" (RENAME_NOREPLACE).
+    NoReplace,
+    /// Swap the two names (RENAME_EXCHANGE); the target must exist.
+    Exchange,
+}
+
+/// What a removal may remove.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Removal {
+    /// Anything but a directory (unlink(2)).
+    NonDir,
+    /// An empty directory (rmdir(2)).
+    Dir,
+    /// Either (the command line's `rm`).
+    Any,
+}
+
+/// How a `SetXattr` treats an existing attribute (setxattr(2) flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XattrMode {
+    Any,
+    /// XATTR_CREATE: fail if it exists.
+    Create,
+    /// XATTR_REPLACE: fail if it does not.
+    Replace,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Term, S_IFDIR, S_IFLNK, S_IFREG};
+
+    #[test]
+    fn records_round_trip_through_msgpack_with_xattr_values_as_bins() {
+        let mut i = Inode::new(Ino(42), Kind::File, 0o4755, 1000, 100, 1_700_000_000_123_456_789);
+        i.xattrs.insert("user.comment".into(), Bytes(vec![0, 255, 7]));
+        i.holders = vec![NodeId(1), NodeId(3)];
+        i.version = Version::new(Term(3), 9);
+        let d = Dentry {
+            parent: Ino::ROOT,
+            name: "un été.txt".into(),
+            version: Version::new(Term(3), 10),
+            child: Ino(42),
+            kind: Kind::File,
+            deleted: false,
+            stamp_ns: 5,
+        };
+        for r in [
+            Record::Inode(i.clone()),
+            Record::Dentry(d),
+            Record::NextIno(NextIno { version: Version::new(Term(1), 1), next: Ino(1024), stamp_ns: 0 }),
+        ] {
+            let bytes = rmp_serde::to_vec(&r).unwrap();
+            assert_eq!(rmp_serde::from_slice::<Record>(&bytes).unwrap(), r);
+        }
+        let value = rmp_serde::to_vec(&Bytes(vec![200; 100])).unwrap();
+        assert_eq!(value.len(), 102, "bin8 header + 100 bytes, not a list of numbers");
+    }
+
+    #[test]
+    fn modes_and_sizes_show_as_a_local_file_system_shows_them() {
+        let f = Inode::new(Ino(2), Kind::File, 0o100644, 0, 0, 0);
+        assert_eq!(f.mode, 0o644, "type bits are not kept in mode");
+        assert_eq!(f.st_mode(), S_IFREG | 0o644);
+        let mut l = Inode::new(Ino(3), Kind::Symlink, 0o777, 0, 0, 0);
+        l.target = "../target".into();
+        assert_eq!((l.st_mode(), l.st_size()), (S_IFLNK | 0o777, 9));
+        let d = Inode::new(Ino(4), Kind::Dir, 0o2755, 0, 0, 0);
+        assert_eq!((d.st_mode(), d.st_size()), (S_IFDIR | 0o2755, DIR_SIZE));
+        assert!(!f.has_blob(), "a file never written has no blob");
+    }
+
+    #[test]
+    fn keys_of_inodes_entries_and_the_counter_never_meet() {
+        let a = Key::of_ino(Ino(1));
+        let b = Key::of_dentry(Ino(1), "");
+        let c = Key::next_ino();
+        assert!(a != b && b != c && a != c);
+        assert_ne!(Key::of_dentry(Ino(1), "ab"), Key::of_dentry(Ino(1), "a"));
+        assert_ne!(Key::of_dentry(Ino(1), "x"), Key::of_dentry(Ino(2), "x"));
+    }
+
+    #[test]
+    fn a_tombstone_keeps_only_what_says_what_it_was() {
+        let mut i = Inode::new(Ino(9), Kind::File, 0o600, 1, 1, 0);
+        i.xattrs.insert("user.a".into(), Bytes(vec![1]));
+        i.content = Version::new(Term(1), 2);
+        let t = i.tombstone(77);
+        assert!(t.deleted && !t.has_blob() && t.xattrs.is_empty() && t.holders.is_empty());
+        assert_eq!((t.ino, t.kind, t.ctime_ns), (Ino(9), Kind::File, 77));
+    }
+}

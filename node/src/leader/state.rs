@@ -1,0 +1,142 @@
+//! The state of one term of leadership: versions and inode numbers handed
+//! out, writes in flight, the namespace lock. Shared by the node (which
+//! holds it while it leads) and the leader's work; it knows nothing of either.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use scs_common::{Ino, Key, Term, Version};
+
+/// The state of one term of leadership.
+#[derive(Debug)]
+pub struct LeaderState {
+    pub term: Term,
+    /// When this node started leading the term (members it has not heard
+    /// from since count as down from then).
+    pub started: std::time::Instant,
+    next_seq: AtomicU64,
+    /// Versions handed out whose entries are not committed here yet.
+    inflight: Mutex<BTreeSet<Version>>,
+    /// Serializes the check-then-commit of namespace changes.
+    pub ns: tokio::sync::Mutex<()>,
+    /// Inodes with an upload in flight (by key, how many): repair leaves
+    /// them alone while their content is about to change.
+    uploading: Mutex<HashMap<Key, usize>>,
+    /// Inode numbers reserved on a majority and not handed out yet: `next..end`.
+    inos: Mutex<(u64, u64)>,
+    /// Every mount's advisory locks, in this term's memory only (see `super::locks`).
+    locks: Mutex<scs_common::locks::LockTable>,
+}
+
+impl LeaderState {
+    pub fn new(term: Term) -> LeaderState {
+        LeaderState {
+            term,
+            started: std::time::Instant::now(),
+            next_seq: AtomicU64::new(1),
+            inflight: Mutex::new(BTreeSet::new()),
+            ns: Default::default(),
+            uploading: Mutex::new(HashMap::new()),
+            inos: Mutex::new((0, 0)),
+            locks: Mutex::new(scs_common::locks::LockTable::new(Default::default())),
+        }
+    }
+
+    /// The lock table of this term (never held across an await).
+    pub fn locks(&self) -> std::sync::MutexGuard<'_, scs_common::locks::LockTable> {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Inode numbers left in the reserved block.
+    pub fn inos_left(&self) -> u64 {
+        let pool = self.inos.lock().unwrap_or_else(|p| p.into_inner());
+        pool.1 - pool.0
+    }
+
+    /// Hands out `count` inode numbers from the reserved block: the first.
+    /// Call it under the namespace lock after [`ensure_inos`].
+    pub fn take_inos(&self, count: u64) -> Option<Ino> {
+        let mut pool = self.inos.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.1 - pool.0 < count {
+            return None;
+        }
+        let first = pool.0;
+        pool.0 += count;
+        Some(Ino(first))
+    }
+
+    /// Inode numbers `next..end` are reserved on a majority: hand them out.
+    pub(super) fn set_inos(&self, next: u64, end: u64) {
+        *self.inos.lock().unwrap_or_else(|p| p.into_inner()) = (next, end);
+    }
+
+    /// Marks an upload to the inode of `key` in flight until the mark is dropped.
+    pub fn mark_upload(self: &Arc<Self>, key: Key) -> UploadMark {
+        *self.uploads().entry(key).or_insert(0) += 1;
+        UploadMark { state: self.clone(), key }
+    }
+
+    /// Whether an upload to the inode of `key` is in flight.
+    pub fn is_uploading(&self, key: &Key) -> bool {
+        self.uploads().contains_key(key)
+    }
+
+    fn uploads(&self) -> std::sync::MutexGuard<'_, HashMap<Key, usize>> {
+        self.uploading.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new version, in flight until the returned guard is dropped.
+    pub fn allocate(self: &Arc<Self>) -> VersionGuard {
+        let version = Version::new(self.term, self.next_seq.fetch_add(1, Ordering::SeqCst));
+        self.lock().insert(version);
+        VersionGuard { state: self.clone(), version }
+    }
+
+    /// The highest version at or below which nothing is in flight: a
+    /// follower that has pulled everything up to it has every committed entry.
+    pub fn safe_watermark(&self) -> Version {
+        let next = self.next_seq.load(Ordering::SeqCst);
+        let lowest = self.lock().iter().next().copied();
+        match lowest {
+            Some(v) => Version::new(v.term, v.seq - 1),
+            None => Version::new(self.term, next - 1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<Version>> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A version in flight; dropping it (committed or abandoned) releases it.
+#[derive(Debug)]
+pub struct VersionGuard {
+    state: Arc<LeaderState>,
+    pub version: Version,
+}
+
+impl Drop for VersionGuard {
+    fn drop(&mut self) {
+        self.state.lock().remove(&self.version);
+    }
+}
+
+/// An upload in flight to a name (see [`LeaderState::mark_upload`]).
+#[derive(Debug)]
+pub struct UploadMark {
+    state: Arc<LeaderState>,
+    key: Key,
+}
+
+impl Drop for UploadMark {
+    fn drop(&mut self) {
+        let mut uploads = self.state.uploads();
+        if let Some(n) = uploads.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                uploads.remove(&self.key);
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! What the election driver and the rest of the node share, so that
+//! neither imports the other: requests to the driver, the leader's lease,
+//! and the figures the background loops keep.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use scs_common::{NodeId, Term};
+
+/// Requests from the rest of the node to the election driver.
+#[derive(Debug)]
+pub enum Control {
+    /// A TCP request from `leader` claiming `term`: may we accept it?
+    Claim { term: Term, leader: NodeId, reply: oneshot::Sender<bool> },
+    /// Caught up with the current leader: eligible to lead.
+    CaughtUp,
+    /// As leader of `term`: caught up from a majority, ready to serve.
+    Ready { term: Term },
+}
+
+/// Figures the background loops keep for heartbeats and `scs status`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// As leader: files with fewer live copies than `replicas`.
+    pub under_replicated: std::sync::atomic::AtomicU64,
+}
+
+/// The leader's lease as request handlers see it: valid only while the
+/// driver keeps confirming the quorum. The published view alone would go
+/// stale if the process were paused; this expires by itself.
+#[derive(Debug)]
+pub struct Lease {
+    origin: Instant,
+    /// Milliseconds after `origin` until which writes and reads are allowed.
+    until_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Lease {
+    fn default() -> Lease {
+        Lease { origin: Instant::now(), until_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+}
+
+impl Lease {
+    /// Extends the lease by `span` from now if `quorum`, else ends it.
+    pub fn renew(&self, quorum: bool, span: Duration) {
+        let until = if quorum { (self.origin.elapsed() + span).as_millis() as u64 } else { 0 };
+        self.until_ms.store(until, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn valid(&self) -> bool {
+        (self.origin.elapsed().as_millis() as u64) < self.until_ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,126 @@
+//! The namespace audit: what the index says that the namespace's own rules
+//! forbid. The leader keeps every change consistent, but records merged from
+//! a deposed leader's unacknowledged changes (which catch-up may bring in,
+//! as it must bring in every acknowledged one) can leave an inode that no
+//! name leads to, a link count that is off, a name whose inode is gone, or
+//! a name in a directory that is gone.
+//! The leader repairs what this finds (see `repair::namespace`).
+
+use std::collections::HashMap;
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use scs_common::{Dentry, Ino, Inode, Key, Kind, Record, Result};
+
+use super::index::{decode_record, parse_child_value, CHILDREN, RECORDS};
+use super::Store;
+
+/// What an audit found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Live inodes no name leads to.
+    pub orphans: Vec<Inode>,
+    /// Non-directories whose link count is not their number of names: the
+    /// inode and how many names lead to it.
+    pub miscounted: Vec<(Inode, u32)>,
+    /// Names that lead to no live inode, names in a directory that is gone,
+    /// and extra names of a directory (a directory has one name: the one in
+    /// the directory its inode says holds it).
+    pub stray_names: Vec<Dentry>,
+}
+
+impl Audit {
+    pub fn is_empty(&self) -> bool {
+        self.orphans.is_empty() && self.miscounted.is_empty() && self.stray_names.is_empty()
+    }
+}
+
+impl Store {
+    /// Reads the whole index and reports what breaks the namespace's rules.
+    pub fn audit(&self) -> Result<Audit> {
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+        // Every name, by the inode it leads to.
+        let mut names: HashMap<Ino, Vec<(Ino, String)>> = HashMap::new();
+        for row in children.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let k = k.value();
+            let (Some(parent), Ok(name)) =
+                (k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()), std::str::from_utf8(&k[8..]))
+            else {
+                continue;
+            };
+            if let Some((child, _)) = parse_child_value(v.value()) {
+                names.entry(child).or_default().push((Ino(u64::from_be_bytes(parent)), name.to_string()));
+            }
+        }
+        let mut inodes = Vec::new();
+        let mut dirs = std::collections::HashSet::new();
+        for row in records.iter().map_err(|e| self.db_err(e))? {
+            let (_, v) = row.map_err(|e| self.db_err(e))?;
+            let Record::Inode(i) = decode_record(v.value())? else { continue };
+            if i.deleted {
+                continue;
+            }
+            if i.kind == Kind::Dir {
+                dirs.insert(i.ino);
+            }
+            inodes.push(i);
+        }
+        let mut out = Audit::default();
+        // A name in a directory that is gone leads nowhere a path can reach
+        // (the directory's own name lost to a newer one in a merge): it goes,
+        // and counts for nothing below.
+        for refs in names.values_mut() {
+            for (parent, name) in refs.iter().filter(|(p, _)| !dirs.contains(p)) {
+                if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(*parent, name))? {
+                    out.stray_names.push(d);
+                }
+            }
+            refs.retain(|(p, _)| dirs.contains(p));
+        }
+        let live: std::collections::HashSet<Ino> = inodes.iter().map(|i| i.ino).collect();
+        for i in inodes {
+            if i.ino == Ino::ROOT {
+                continue;
+            }
+            let mine = names.get(&i.ino).map(Vec::as_slice).unwrap_or_default();
+            if mine.is_empty() {
+                out.orphans.push(i);
+            } else if i.kind == Kind::Dir {
+                if mine.len() > 1 {
+                    // Keep the name in the directory the inode names as its parent.
+                    let keep = mine.iter().position(|(p, _)| *p == i.parent).unwrap_or(0);
+                    for (parent, name) in mine.iter().enumerate().filter(|(n, _)| *n != keep).map(|(_, pn)| pn) {
+                        if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(*parent, name))? {
+                            out.stray_names.push(d);
+                        }
+                    }
+                }
+            } else if mine.len() as u32 != i.nlink {
+                let n = mine.len() as u32;
+                out.miscounted.push((i, n));
+            }
+        }
+        for (child, refs) in &names {
+            if live.contains(child) {
+                continue;
+            }
+            for (parent, name) in refs {
+                if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(*parent, name))? {
+                    out.stray_names.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read(
+        &self,
+        records: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+        key: &Key,
+    ) -> Result<Option<Record>> {
+        super::index::read_record(records, key)
+    }
+}

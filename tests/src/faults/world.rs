@@ -1,0 +1,428 @@
+//! One possible state of a client's part of the namespace (its directories,
+//! which file each name is, and each file's content) and what each `scs`
+//! command does to it, step by step as the CLI commits it.
+//!
+//! Files and directories have identities, as inodes do: a file is named by
+//! the index of the operation that made it, a directory by that index and
+//! its depth, so the same file or directory has the same id in every
+//! possible state and hard links are names with one id. A state also
+//! carries the failed writes that have not taken effect in it but still may
+//! ([`World::pending`]). The cluster stores a change as records keyed by
+//! inode and by (directory inode, name), so a write that takes effect late
+//! acts on the files and directories it named when it was made, wherever
+//! they are by then: a late `mv d2/f06 d4/f09` after `mv d2 d7` moves
+//! `d7/f06`.
+
+use std::collections::BTreeMap;
+
+use super::workload::{Action, Seen};
+
+/// A file: the index, in the history, of the upload that made it.
+pub type FileId = usize;
+
+/// A directory: the index of the operation that made it, and its depth.
+pub type DirId = (usize, usize);
+
+/// The cluster's root (above the clients' directories).
+const ROOT: DirId = (usize::MAX, 0);
+
+/// A name as a change's records hold it: below a directory, by identity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Loc {
+    dir: DirId,
+    /// The rest of the path below `dir` (several components when the change
+    /// makes directories on the way).
+    rest: String,
+}
+
+/// What a failed write does if it takes effect late, fixed when it was made.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Landing {
+    /// An upload into an existing file.
+    Content { file: FileId, sha: String },
+    /// An upload of a new file (and the directories on the way).
+    Create { at: Loc, sha: String },
+    /// `rm` of a file name or an empty directory.
+    Unlink { at: Loc },
+    /// A rename of a file or directory, replacing the target.
+    Move { from: Loc, to: Loc },
+    /// A second name of a file.
+    Link { file: FileId, to: Loc },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct World {
+    dirs: BTreeMap<String, DirId>,
+    files: BTreeMap<String, FileId>,
+    content: BTreeMap<FileId, String>,
+    /// Failed writes (their history index) that have not taken effect in
+    /// this state and may still, until the time given (ms of the run).
+    pending: BTreeMap<usize, (i64, Landing)>,
+}
+
+/// What a command did to one state: the state after each step it commits
+/// (`mv` may make directories, then renames), and whether it ran to the end
+/// (`false`: it failed there, as it would answer).
+#[derive(Debug)]
+pub struct Effect {
+    pub steps: Vec<World>,
+    pub done: bool,
+}
+
+impl World {
+    /// What `scs download name` reads.
+    pub fn read(&self, name: &str) -> Seen {
+        match self.files.get(name) {
+            Some(id) => Seen::Present(self.content[id].clone()),
+            None => Seen::Absent,
+        }
+    }
+
+    pub fn is_file(&self, name: &str) -> bool {
+        self.files.contains_key(name)
+    }
+
+    pub fn is_dir(&self, name: &str) -> bool {
+        self.dirs.contains_key(name)
+    }
+
+    /// Whether `a` and `b` are names of one file.
+    pub fn same_file(&self, a: &str, b: &str) -> bool {
+        self.files.get(a).is_some_and(|x| self.files.get(b) == Some(x))
+    }
+
+    /// Every file name.
+    pub fn file_names(&self) -> impl Iterator<Item = &String> {
+        self.files.keys()
+    }
+
+    /// Every directory.
+    pub fn dir_names(&self) -> impl Iterator<Item = &String> {
+        self.dirs.keys()
+    }
+
+    /// Whether directory `dir` has an entry.
+    pub fn has_children(&self, dir: &str) -> bool {
+        self.files.keys().any(|p| inside(p, dir)) || self.dirs.keys().any(|p| inside(p, dir))
+    }
+
+    /// This state with failed write `op` (the history's `action`) able to
+    /// take effect until `until_ms`, if it could take effect here at all.
+    pub fn with_pending(&self, op: usize, action: &Action, until_ms: i64) -> Option<World> {
+        let landing = self.landing_of(action)?;
+        let mut w = self.clone();
+        w.pending.insert(op, (until_ms, landing));
+        Some(w)
+    }
+
+    /// The failed writes that may still take effect here.
+    pub fn pending(&self) -> impl Iterator<Item = usize> + '_ {
+        self.pending.keys().copied()
+    }
+
+    /// This state after pending write `op` takes effect (`None`: it cannot
+    /// here, as what it names is gone).
+    pub fn land(&self, op: usize) -> Option<World> {
+        let mut w = self.clone();
+        let (_, landing) = w.pending.remove(&op)?;
+        let done = match &landing {
+            Landing::Content { file, sha } => match w.content.get_mut(file) {
+                Some(c) => {
+                    *c = sha.clone();
+                    true
+                }
+                None => false,
+            },
+            Landing::Create { at, sha } => w.path_of(at).is_some_and(|p| w.upload(op, &p, sha)),
+            Landing::Unlink { at } => w.path_of(at).is_some_and(|p| w.remove(&p)),
+            Landing::Move { from, to } => match (w.path_of(from), w.path_of(to)) {
+                (Some(f), Some(t)) => (w.is_file(&f) || w.is_dir(&f)) && w.make_parents(op, &t) && w.rename(&f, &t),
+                _ => false,
+            },
+            Landing::Link { file, to } => match w.path_of(to) {
+                Some(t) => match w.files.iter().find(|(_, f)| *f == file).map(|(p, _)| p.clone()) {
+                    Some(from) => w.link(&from, &t),
+                    None => false,
+                },
+                None => false,
+            },
+        };
+        done.then_some(w)
+    }
+
+    /// Drops the pending writes whose time is up at `now_ms`.
+    pub fn expire(mut self, now_ms: i64) -> World {
+        self.pending.retain(|_, (until, _)| *until >= now_ms);
+        self
+    }
+
+    /// `path` below the deepest directory above it that exists here.
+    fn loc(&self, path: &str) -> Loc {
+        let mut at = (ROOT, path.to_string());
+        for (i, _) in path.match_indices('/') {
+            match self.dirs.get(&path[..i]) {
+                Some(id) => at = (*id, path[i + 1..].to_string()),
+                None => break,
+            }
+        }
+        Loc { dir: at.0, rest: at.1 }
+    }
+
+    /// Where `loc` is now (`None`: its directory is gone).
+    fn path_of(&self, loc: &Loc) -> Option<String> {
+        if loc.dir == ROOT {
+            return Some(loc.rest.clone());
+        }
+        let dir = self.dirs.iter().find(|(_, id)| **id == loc.dir)?.0;
+        Some(format!("{dir}/{}", loc.rest))
+    }
+
+    /// What `action` would record if it ran from this state (`None`: it
+    /// would fail here).
+    fn landing_of(&self, action: &Action) -> Option<Landing> {
+        match action {
+            Action::Read { .. } => None,
+            Action::Upload { name, sha, .. } => match self.files.get(name) {
+                Some(f) => Some(Landing::Content { file: *f, sha: sha.clone() }),
+                None => Some(Landing::Create { at: self.loc(name), sha: sha.clone() }),
+            },
+            Action::Delete { name } | Action::RemoveDir { name } => {
+                (self.is_file(name) || self.is_dir(name)).then(|| Landing::Unlink { at: self.loc(name) })
+            }
+            Action::Link { from, to } => self.files.get(from).map(|f| Landing::Link { file: *f, to: self.loc(to) }),
+            Action::Rename { from, to } | Action::RenameDir { from, to } => {
+                if !self.is_file(from) && !self.is_dir(from) {
+                    return None;
+                }
+                Some(Landing::Move { from: self.loc(from), to: self.loc(&self.mv_target(from, to)) })
+            }
+        }
+    }
+
+    /// Where `scs mv from to` puts `from`: a `to` that is a directory receives it.
+    fn mv_target(&self, from: &str, to: &str) -> String {
+        if self.is_dir(to) && to != from {
+            format!("{to}/{}", from.rsplit('/').next().unwrap_or(from))
+        } else {
+            to.to_string()
+        }
+    }
+
+    /// What `action` (the history's operation `id`) does to this state.
+    pub fn apply(&self, id: FileId, action: &Action) -> Effect {
+        let mut w = self.clone();
+        match action {
+            Action::Read { .. } => Effect { steps: vec![w], done: true },
+            Action::Upload { name, sha, .. } => {
+                let done = w.upload(id, name, sha);
+                Effect { steps: vec![w], done }
+            }
+            Action::Delete { name } | Action::RemoveDir { name } => {
+                let done = w.remove(name);
+                Effect { steps: vec![w], done }
+            }
+            Action::Link { from, to } => {
+                let done = w.link(from, to);
+                Effect { steps: vec![w], done }
+            }
+            Action::Rename { from, to } | Action::RenameDir { from, to } => self.mv(id, from, to),
+        }
+    }
+
+    /// `scs upload`: into the file at `name` (every name of it sees the new
+    /// content), or a new file with the directories on the way, in one commit.
+    fn upload(&mut self, id: FileId, name: &str, sha: &str) -> bool {
+        if let Some(f) = self.files.get(name) {
+            self.content.insert(*f, sha.to_string());
+            return true;
+        }
+        if self.is_dir(name) || !self.make_parents(id, name) {
+            return false;
+        }
+        self.files.insert(name.to_string(), id);
+        self.content.insert(id, sha.to_string());
+        true
+    }
+
+    /// `mkdir -p` of `name`'s parent by operation `op`; false if a file is
+    /// in the way.
+    fn make_parents(&mut self, op: usize, name: &str) -> bool {
+        let parts: Vec<&str> = name.split('/').collect();
+        for n in 1..parts.len() {
+            let dir = parts[..n].join("/");
+            if self.files.contains_key(&dir) {
+                return false;
+            }
+            self.dirs.entry(dir).or_insert((op, n));
+        }
+        true
+    }
+
+    /// `scs rm`: a file's name, or an empty directory.
+    fn remove(&mut self, name: &str) -> bool {
+        if let Some(f) = self.files.remove(name) {
+            self.forget_unnamed(f);
+            return true;
+        }
+        if self.is_dir(name) && !self.has_children(name) {
+            self.dirs.remove(name);
+            return true;
+        }
+        false
+    }
+
+    fn forget_unnamed(&mut self, f: FileId) {
+        if !self.files.values().any(|x| *x == f) {
+            self.content.remove(&f);
+        }
+    }
+
+    /// `scs ln from to`: a second name of a file, in an existing directory.
+    fn link(&mut self, from: &str, to: &str) -> bool {
+        let parent_ok = parent(to).is_none_or(|p| self.is_dir(p));
+        let taken = self.is_file(to) || self.is_dir(to);
+        match self.files.get(from) {
+            Some(&f) if parent_ok && !taken => {
+                self.files.insert(to.to_string(), f);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `scs mv`: makes the directories on the way to `to` (a commit of its
+    /// own), then renames; a `to` that is a directory receives `from`.
+    fn mv(&self, op: usize, from: &str, to: &str) -> Effect {
+        let mut w = self.clone();
+        let from_dir = w.is_dir(from);
+        if !from_dir && !w.is_file(from) {
+            return Effect { steps: vec![w], done: false };
+        }
+        if from_dir && inside(to, from) {
+            return Effect { steps: vec![w], done: false };
+        }
+        let mut steps = Vec::new();
+        if !w.make_parents(op, to) {
+            return Effect { steps: vec![w], done: false };
+        }
+        if w != *self {
+            steps.push(w.clone());
+        }
+        let dst = w.mv_target(from, to);
+        let done = w.rename(from, &dst);
+        steps.push(w);
+        Effect { steps, done }
+    }
+
+    /// rename(2) with replace.
+    fn rename(&mut self, from: &str, to: &str) -> bool {
+        if from == to || self.same_file(from, to) {
+            return true;
+        }
+        let from_dir = self.is_dir(from);
+        if from_dir && inside(to, from) {
+            return false;
+        }
+        match (from_dir, self.is_dir(to), self.files.get(to).copied()) {
+            (true, false, Some(_)) | (false, true, _) => return false,
+            (true, true, _) if self.has_children(to) => return false,
+            (true, true, _) => {
+                self.dirs.remove(to);
+            }
+            (false, false, Some(old)) => {
+                self.files.remove(to);
+                self.forget_unnamed(old);
+            }
+            _ => {}
+        }
+        if !from_dir {
+            let f = self.files.remove(from).expect("checked above");
+            self.files.insert(to.to_string(), f);
+            return true;
+        }
+        let moved = |p: &String| (p == from || inside(p, from)).then(|| format!("{to}{}", &p[from.len()..]));
+        self.dirs = self.dirs.iter().map(|(p, d)| (moved(p).unwrap_or_else(|| p.clone()), *d)).collect();
+        self.files = self.files.iter().map(|(p, f)| (moved(p).unwrap_or_else(|| p.clone()), *f)).collect();
+        true
+    }
+}
+
+/// Whether `name` is below directory `dir`.
+pub fn inside(name: &str, dir: &str) -> bool {
+    name.len() > dir.len() + 1 && name.starts_with(dir) && name.as_bytes()[dir.len()] == b'/'
+}
+
+fn parent(name: &str) -> Option<&str> {
+    name.rsplit_once('/').map(|(d, _)| d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(name: &str, sha: &str) -> Action {
+        Action::Upload { name: name.into(), sha: sha.into(), size: 1 }
+    }
+
+    fn run(w: &World, id: FileId, a: Action) -> World {
+        let e = w.apply(id, &a);
+        assert!(e.done, "{a:?} on {w:?}");
+        e.steps.last().cloned().unwrap()
+    }
+
+    fn p(s: &str) -> Seen {
+        Seen::Present(s.into())
+    }
+
+    #[test]
+    fn a_write_through_one_name_is_read_through_the_other_and_unlinking_one_keeps_the_other() {
+        let w = run(&World::default(), 0, up("c1/d0/f00", "x"));
+        assert!(w.is_dir("c1") && w.is_dir("c1/d0"), "the upload makes the directories on the way");
+        let w = run(&w, 1, Action::Link { from: "c1/d0/f00".into(), to: "c1/d0/f01".into() });
+        let w = run(&w, 2, up("c1/d0/f01", "y"));
+        assert_eq!(w.read("c1/d0/f00"), p("y"));
+        let w = run(&w, 3, Action::Delete { name: "c1/d0/f00".into() });
+        assert_eq!((w.read("c1/d0/f00"), w.read("c1/d0/f01")), (Seen::Absent, p("y")));
+        let e = w.apply(4, &Action::Link { from: "c1/d0/f01".into(), to: "c1/d9/f00".into() });
+        assert!(!e.done, "ln does not make the directory it links into");
+    }
+
+    #[test]
+    fn a_directory_rename_moves_everything_below_it_and_an_existing_directory_receives_it() {
+        let w = run(&World::default(), 0, up("c1/d0/f00", "x"));
+        let w = run(&w, 1, up("c1/d1/f00", "y"));
+        let moved = run(&w, 2, Action::RenameDir { from: "c1/d0".into(), to: "c1/d2".into() });
+        assert_eq!((moved.read("c1/d2/f00"), moved.read("c1/d0/f00")), (p("x"), Seen::Absent));
+        let into = run(&w, 2, Action::RenameDir { from: "c1/d0".into(), to: "c1/d1".into() });
+        assert_eq!(into.read("c1/d1/d0/f00"), p("x"), "mv into an existing directory, as mv(1)");
+        assert!(!w.apply(3, &Action::RenameDir { from: "c1/d0".into(), to: "c1/d0/x".into() }).done);
+        assert!(!w.apply(3, &Action::RemoveDir { name: "c1/d0".into() }).done, "not empty");
+    }
+
+    #[test]
+    fn a_late_rename_acts_on_the_directories_it_named_wherever_they_are_now() {
+        let w = run(&World::default(), 0, up("c1/d2/f06", "x"));
+        let w = run(&w, 1, up("c1/d4/f00", "y"));
+        let rename = Action::Rename { from: "c1/d2/f06".into(), to: "c1/d4/f09".into() };
+        let w = w.with_pending(2, &rename, 1000).expect("it could run here");
+        let w = run(&w, 3, up("c1/d2/f06", "z"));
+        let w = run(&w, 4, Action::RenameDir { from: "c1/d4".into(), to: "c1/d7".into() });
+        let w = run(&w, 5, Action::RenameDir { from: "c1/d2".into(), to: "c1/d4".into() });
+        let landed = w.land(2).expect("both directories are still there");
+        assert_eq!(landed.read("c1/d7/f09"), p("z"), "the file it named, in the directory it named");
+        assert_eq!(landed.read("c1/d4/f06"), Seen::Absent);
+        let gone = run(&w, 6, Action::Delete { name: "c1/d4/f06".into() });
+        assert!(gone.land(2).is_none(), "the file it named is gone");
+    }
+
+    #[test]
+    fn a_rename_over_a_name_of_the_same_file_does_nothing_and_mv_commits_its_directories_first() {
+        let w = run(&World::default(), 0, up("c1/d0/f00", "x"));
+        let w = run(&w, 1, Action::Link { from: "c1/d0/f00".into(), to: "c1/d0/f01".into() });
+        let same = run(&w, 2, Action::Rename { from: "c1/d0/f00".into(), to: "c1/d0/f01".into() });
+        assert!(same.is_file("c1/d0/f00") && same.is_file("c1/d0/f01"));
+        let e = w.apply(3, &Action::Rename { from: "c1/d0/f00".into(), to: "c1/d3/f00".into() });
+        assert_eq!(e.steps.len(), 2, "the directory, then the rename");
+        assert!(e.steps[0].is_dir("c1/d3") && e.steps[0].is_file("c1/d0/f00"));
+    }
+}
