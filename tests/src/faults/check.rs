@@ -16,7 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use super::workload::{Action, Op, Outcome, Seen};
+use super::action::{Action, Seen};
+use super::workload::{Op, Outcome};
 use super::world::World;
 
 /// Kinds reported without failing the run (unless it is strict): disk

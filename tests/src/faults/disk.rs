@@ -9,8 +9,9 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
+use super::action::Seen;
 use super::cluster::{brief_status, NsCluster};
-use super::workload::{hex, Seen};
+use super::workload::hex;
 use crate::data::key_hex;
 use crate::report::Status;
 

@@ -8,6 +8,7 @@
 //!   (built on [`crate::netns`]), a tmpfs data dir for one node.
 //! - [`workload`]: the clients and the operation history.
 //! - [`nemesis`]: the fault schedule, injection and heal.
+//! - [`action`]: what a client asks for and what a read sees.
 //! - [`world`]: one possible state of a client's names, and what each
 //!   command does to it.
 //! - [`check`]: the sets of possible states, the reads and the final views.
@@ -17,6 +18,7 @@
 //! - [`summary`]: per-seed lines and the report of a run of many seeds.
 //! - [`rng`]: the seeded generator.
 
+pub mod action;
 pub mod check;
 pub mod cluster;
 pub mod disk;
@@ -33,11 +35,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use action::Seen;
 use check::{Model, Violation};
 use cluster::{NsCluster, NsConfig};
 use nemesis::{FaultEvent, FaultKind, Nemesis};
 use rng::Rng;
-use workload::{Op, Outcome, Seen, WorkloadConfig};
+use workload::{Op, Outcome, WorkloadConfig};
 
 /// Numbers the clusters of this process (namespace names, subnets).
 static RUNS: AtomicU32 = AtomicU32::new(0);

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use super::action::Seen;
 use super::cluster::NsCluster;
-use super::workload::{self, hex, Seen};
+use super::workload::{self, hex};
 use crate::bins::bin;
 use crate::cli;
 use crate::mount::is_mounted;

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::action::{Action, Seen};
 use super::cluster::{NsCluster, Ran};
 use super::rng::Rng;
 use super::world::World;
@@ -41,79 +42,6 @@ pub struct WorkloadConfig {
 /// Directories per client (`c<k>/d0` …).
 pub const DIRS: u32 = 5;
 
-/// What a client asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Create or overwrite `name` with content hashing to `sha`.
-    Upload {
-        name: String,
-        sha: String,
-        size: u64,
-    },
-    Read {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
-    /// `mv from to` of a file (replaces `to`).
-    Rename {
-        from: String,
-        to: String,
-    },
-    /// `ln from to`: a second name of the file.
-    Link {
-        from: String,
-        to: String,
-    },
-    /// `mv from to` of a directory, with everything below it.
-    RenameDir {
-        from: String,
-        to: String,
-    },
-    /// `rm name` of an empty directory.
-    RemoveDir {
-        name: String,
-    },
-}
-
-impl Action {
-    /// The names it touches.
-    pub fn names(&self) -> Vec<&str> {
-        match self {
-            Action::Upload { name, .. }
-            | Action::Read { name }
-            | Action::Delete { name }
-            | Action::RemoveDir { name } => vec![name],
-            Action::Rename { from, to } | Action::Link { from, to } | Action::RenameDir { from, to } => {
-                vec![from, to]
-            }
-        }
-    }
-
-    /// Whether it may change what `name` reads: it names it or a directory
-    /// above it.
-    pub fn touches(&self, name: &str) -> bool {
-        self.names().iter().any(|n| *n == name || super::world::inside(name, n))
-    }
-
-    pub fn is_write(&self) -> bool {
-        !matches!(self, Action::Read { .. })
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Action::Upload { .. } => "upload",
-            Action::Read { .. } => "read",
-            Action::Delete { .. } => "delete",
-            Action::Rename { .. } => "rename",
-            Action::Link { .. } => "link",
-            Action::RenameDir { .. } => "rename-dir",
-            Action::RemoveDir { .. } => "rmdir",
-        }
-    }
-}
-
 /// How a command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -123,22 +51,6 @@ pub enum Outcome {
     Failed,
     /// Killed at [`OP_DEADLINE`]: it may or may not have taken effect.
     Hung,
-}
-
-/// What a read saw.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Seen {
-    Absent,
-    Present(String),
-}
-
-impl fmt::Display for Seen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Seen::Absent => write!(f, "absent"),
-            Seen::Present(sha) => write!(f, "{}", &sha[..12.min(sha.len())]),
-        }
-    }
 }
 
 /// One operation of the history.
@@ -281,7 +193,7 @@ fn pick(rng: &mut Rng, cfg: &WorkloadConfig, client: u32, believed: &World, seq:
             }
             let from = rng.pick(&dirs).to_string();
             let (free, taken) = (top_dirs(false), top_dirs(true));
-            let into: Vec<&String> = taken.iter().filter(|d| **d != from && !super::world::inside(d, &from)).collect();
+            let into: Vec<&String> = taken.iter().filter(|d| **d != from && !super::action::inside(d, &from)).collect();
             let to = match (free.is_empty(), into.is_empty()) {
                 (true, true) => return upload(rng),
                 (false, true) => rng.pick(&free).clone(),

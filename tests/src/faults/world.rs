@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use super::workload::{Action, Seen};
+use super::action::{inside, Action, Seen};
 
 /// A file: the index, in the history, of the upload that made it.
 pub type FileId = usize;
@@ -345,11 +345,6 @@ impl World {
         self.files = self.files.iter().map(|(p, f)| (moved(p).unwrap_or_else(|| p.clone()), *f)).collect();
         true
     }
-}
-
-/// Whether `name` is below directory `dir`.
-pub fn inside(name: &str, dir: &str) -> bool {
-    name.len() > dir.len() + 1 && name.starts_with(dir) && name.as_bytes()[dir.len()] == b'/'
 }
 
 fn parent(name: &str) -> Option<&str> {
