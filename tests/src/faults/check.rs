@@ -3,7 +3,8 @@
 //! and final views that no such state explains, and checks what is on every
 //! node's disk against the final state.
 //!
-//! A failed or hung write may or may not have taken effect (or only its
+//! A command the leader refused on its checks (see [`is_refusal`]) took no
+//! effect. Any other failed or hung write may or may not have taken effect (or only its
 //! first steps: `mv` makes directories before it renames), and may still
 //! take effect later, after the client's next operations: its records may
 //! sit on a minority of nodes until a new leader catches up from them. So it
@@ -67,6 +68,25 @@ pub struct Model {
     ops: BTreeMap<u32, Vec<usize>>,
 }
 
+/// Whether a failed command's error is the leader refusing it on its
+/// checks (the name is missing, taken, not empty …): no attempt of it took
+/// effect, as a retry that finds an earlier attempt done counts that as its
+/// success. Any other failure (no leader, no quorum, a timeout, a full disk)
+/// may have taken effect.
+pub fn is_refusal(error: &str) -> bool {
+    const REFUSALS: [&str; 8] = [
+        "no such file: ",
+        "already exists: ",
+        "not a directory: ",
+        "is a directory: ",
+        "directory not empty: ",
+        "bad name: ",
+        "invalid request: ",
+        "not permitted: ",
+    ];
+    error.strip_prefix("scs: ").is_some_and(|e| REFUSALS.iter().any(|r| e.starts_with(r)))
+}
+
 /// The client a name belongs to (`c<k>/…`).
 fn client_of(name: &str) -> u32 {
     name.split('/').next().and_then(|c| c.strip_prefix('c')).and_then(|k| k.parse().ok()).unwrap_or(0)
@@ -110,13 +130,22 @@ impl Model {
             let worlds = m.worlds.remove(&op.client).unwrap_or_else(|| [World::default()].into());
             let worlds = m.land(op.client, worlds, Some(op.start_ms), out);
             let acked = op.outcome == Outcome::Ok;
+            let refused = op.outcome == Outcome::Failed && is_refusal(&op.error);
             let mut next = BTreeSet::new();
             for w in worlds.iter() {
-                let effect = w.apply(i, &op.action);
+                let mut effect = w.apply(i, &op.action);
                 if acked {
                     if effect.done {
                         next.extend(effect.steps.into_iter().last());
                     }
+                } else if refused {
+                    // Nothing of it took effect but the directories `mv`
+                    // made on the way (their own commits), and nothing will.
+                    next.insert(w.clone());
+                    if effect.done {
+                        effect.steps.pop();
+                    }
+                    next.extend(effect.steps);
                 } else {
                     next.insert(w.clone());
                     next.extend(w.with_pending(i, &op.action, op.end_ms + LATE_MS));
@@ -439,5 +468,18 @@ mod tests {
         late[2] = at(2, 2000 + LATE_MS, up(2, "c1/d0/a", &y, Outcome::Ok));
         let m = Model::replay(&late, &mut v);
         assert_eq!(m.possible("c1/d0/a"), [p(&y)].into(), "too late to land: {v:?}");
+    }
+
+    #[test]
+    fn a_refused_command_took_no_effect_and_never_will() {
+        let x = "x".repeat(64);
+        let mut rmdir = op(1, Action::RemoveDir { name: "c1/d0".into() }, Outcome::Failed, None);
+        rmdir.error = "scs: directory not empty: d0".into();
+        let h = vec![up(0, "c1/d0/a", &x, Outcome::Ok), rmdir.clone()];
+        let mut v = Vec::new();
+        let m = Model::replay(&h, &mut v);
+        assert_eq!(m.possible("c1/d0/a"), [p(&x)].into());
+        assert_eq!(m.worlds[&1].len(), 1, "no pending landing either");
+        assert!(is_refusal(&rmdir.error) && !is_refusal("scs: cluster unavailable: no leader reachable within 5s"));
     }
 }
