@@ -212,11 +212,15 @@ pub fn now_ns() -> i64 {
 /// quorum or its lead. Writes in flight then fail at once (the client retries
 /// elsewhere) instead of waiting out their stragglers' timeouts.
 pub fn still_leading(node: &Node, state: &LeaderState) -> Result<()> {
-    let current = node.writable()?;
-    if current.term != state.term {
-        return Err(Error::Stale(format!("term {} has ended", state.term)));
+    match node.writable() {
+        Ok(current) if current.term == state.term => Ok(()),
+        // Asked while a change is on its way (committed here, perhaps
+        // elsewhere): the client must hear "it may have been applied", never
+        // "not the leader", which says it was not, so that its retry counts
+        // a "no such file" or "exists" as its own earlier success.
+        Ok(_) | Err(Error::NotLeader(_)) => Err(Error::Stale(format!("term {} has ended", state.term))),
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 /// The next finished task of `set`, checking every 100 ms that this node
