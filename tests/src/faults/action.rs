@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use scs_common::name::is_inside as inside;
+
 /// What a client asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -90,9 +92,4 @@ impl fmt::Display for Seen {
             Seen::Present(sha) => write!(f, "{}", &sha[..12.min(sha.len())]),
         }
     }
-}
-
-/// Whether `name` is below directory `dir`.
-pub fn inside(name: &str, dir: &str) -> bool {
-    name.len() > dir.len() + 1 && name.starts_with(dir) && name.as_bytes()[dir.len()] == b'/'
 }

@@ -193,7 +193,8 @@ fn pick(rng: &mut Rng, cfg: &WorkloadConfig, client: u32, believed: &World, seq:
             }
             let from = rng.pick(&dirs).to_string();
             let (free, taken) = (top_dirs(false), top_dirs(true));
-            let into: Vec<&String> = taken.iter().filter(|d| **d != from && !super::action::inside(d, &from)).collect();
+            let into: Vec<&String> =
+                taken.iter().filter(|d| **d != from && !scs_common::name::is_inside(d, &from)).collect();
             let to = match (free.is_empty(), into.is_empty()) {
                 (true, true) => return upload(rng),
                 (false, true) => rng.pick(&free).clone(),

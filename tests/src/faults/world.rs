@@ -15,7 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use super::action::{inside, Action, Seen};
+use scs_common::name::is_inside as inside;
+
+use super::action::{Action, Seen};
 
 /// A file: the index, in the history, of the upload that made it.
 pub type FileId = usize;
