@@ -17,6 +17,10 @@ pub enum Control {
     CaughtUp,
     /// As leader of `term`: caught up from a majority, ready to serve.
     Ready { term: Term },
+    /// As leader of `term`: a commit failed here after it went out to the
+    /// followers, so this node's index may lack what they have. Lead a new
+    /// term, whose catch-up from a majority settles it.
+    Redeclare { term: Term },
 }
 
 /// Figures the background loops keep for heartbeats and `scs status`.

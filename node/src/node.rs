@@ -149,6 +149,10 @@ impl Node {
             )));
         }
         match self.leader_state() {
+            Some(l) if l.has_failed() => Err(Error::Unavailable(format!(
+                "node {} could not commit a change itself and is catching up again in a new term",
+                self.me()
+            ))),
             Some(l) if v.ready && l.term == v.term => Ok(l),
             _ => Err(Error::Unavailable("the new leader is still catching up".into())),
         }

@@ -48,6 +48,9 @@ pub async fn serve_pull(
     }
     // Taken before reading: every version at or below it is already committed here.
     let watermark = match node.leader_state() {
+        Some(state) if fence.is_none() && state.has_failed() => {
+            return Err(Error::Unavailable("the leader is catching up again after a failed commit".into()));
+        }
         Some(state) if view.role == Role::Leader && view.ready && state.term == view.term => state.safe_watermark(),
         _ => Version::ZERO,
     };

@@ -187,3 +187,74 @@ fn a_node_whose_disk_fills_up_keeps_the_cluster_serving_and_catches_up_once_spac
     drop(c);
     drop(disk);
 }
+
+/// The content each `mv src-i dst-i` pair starts with.
+fn pair_content(i: usize) -> (Vec<u8>, Vec<u8>) {
+    (seeded_bytes(500 + i as u64, 3000 + i), seeded_bytes(600 + i as u64, 2000 + i))
+}
+
+/// What a reader sees of one pair: `dst-i`'s content, named, and whether
+/// `src-i` is still there.
+fn pair_state(c: &Cluster, i: usize) -> (&'static str, bool) {
+    let (src, dst) = pair_content(i);
+    let seen = match c.try_download(&format!("dst-{i}")).1 {
+        None => "missing",
+        Some(b) if b == src => "the moved content",
+        Some(b) if b == dst => "its own content",
+        Some(_) => "other content",
+    };
+    (seen, c.try_download(&format!("src-{i}")).1.is_some())
+}
+
+#[test]
+fn a_leader_whose_disk_fills_up_gives_no_answer_a_failover_takes_back() {
+    let mut c = Cluster::builder(3).running(&[1, 2]).start();
+    let Some(disk) = SmallDisk::mount(&c.data_dir(3), 48) else {
+        println!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    c.restart(3);
+    c.wait_leader(3, Duration::from_secs(20));
+    const PAIRS: usize = 4;
+    for i in 0..PAIRS {
+        let (src, dst) = pair_content(i);
+        c.upload_bytes(&format!("src-{i}"), &src);
+        c.upload_bytes(&format!("dst-{i}"), &dst);
+    }
+
+    disk.fill();
+    // The index has room inside its file for a while: grow it until a
+    // commit on the leader fails.
+    let pad = "p".repeat(200);
+    let grown = (0..400).position(|k| !c.scs(&["mkdir", &format!("{pad}-{k}")]).success());
+    println!("the leader's index stopped growing after {grown:?} directories");
+    // Each rename replaces a file. The replaced content is never lost
+    // without the moved one taking its place, whatever the answer was.
+    let moved: Vec<bool> =
+        (0..PAIRS).map(|i| c.scs(&["mv", &format!("src-{i}"), &format!("dst-{i}")]).success()).collect();
+    println!("mv answers with the leader's disk full: {moved:?}");
+    disk.free();
+    c.wait_for("a leader with quorum", Duration::from_secs(20), |s| s.leader.is_some() && s.quorum);
+    let seen: Vec<_> = (0..PAIRS).map(|i| pair_state(&c, i)).collect();
+    for (i, (state, ok)) in seen.iter().zip(&moved).enumerate() {
+        let landed = *state == ("the moved content", false);
+        let kept = *state == ("its own content", true);
+        assert!(
+            landed || (!ok && kept),
+            "pair {i}: mv answered ok={ok}, then dst-{i} holds {}, src-{i} there: {}",
+            state.0,
+            state.1
+        );
+    }
+
+    // What readers saw stays so when another node takes over: a change
+    // the old leader answered with an error does not land late.
+    c.kill(3);
+    c.wait_leader(2, Duration::from_secs(20));
+    for (i, before) in seen.iter().enumerate() {
+        assert_eq!(&pair_state(&c, i), before, "pair {i} changed when node 2 took over");
+    }
+    c.assert_no_node_died();
+    drop(c);
+    drop(disk);
+}

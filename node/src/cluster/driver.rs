@@ -194,6 +194,7 @@ impl Driver {
                         actions
                     }
                     Some(Control::CaughtUp) => self.machine.step(Instant::now(), Input::CaughtUp),
+                    Some(Control::Redeclare { term }) => self.machine.step(Instant::now(), Input::Redeclare { term }),
                     Some(Control::Ready { term }) => {
                         self.ready_term = Some(term);
                         Vec::new()

@@ -64,6 +64,10 @@ pub enum Input {
     Claim { term: Term, leader: NodeId },
     /// The shell finished syncing from the leader this node follows.
     CaughtUp,
+    /// As leader of `term`, this node can no longer vouch for its own index
+    /// (a commit failed here that may have reached followers): lead a new
+    /// term, whose catch-up from a majority settles what that commit did.
+    Redeclare { term: Term },
 }
 
 /// What the driver must do.
@@ -173,6 +177,9 @@ pub struct Election {
     /// Set on taking the lead, cleared on accepting a leader: a deposition by
     /// a lower id while set means others thought us dead while we led.
     led: bool,
+    /// Leader: the shell asked for a new term ([`Input::Redeclare`]); it is
+    /// declared as soon as a majority is in sight.
+    redeclare: bool,
     backoff: Duration,
     /// No takeover from a lower leader before this (anti-flap).
     preempt_after: Instant,
@@ -204,6 +211,7 @@ impl Election {
             quorum_since: None,
             unanimous_at: now,
             led: false,
+            redeclare: false,
             backoff: Duration::ZERO,
             // A restarted node takes the lead back promptly once caught up.
             preempt_after: now,
@@ -237,6 +245,11 @@ impl Election {
                     debug!("node {}: caught up, eligible to lead", self.cfg.id);
                 }
                 self.eligible = true;
+            }
+            Input::Redeclare { term } => {
+                if self.role == Role::Leader && self.term == term {
+                    self.redeclare = true;
+                }
             }
         }
         self.on_time(now, &mut out);
@@ -548,6 +561,9 @@ impl Election {
         if (lost || split) && self.majority_alive(now) {
             info!("node {}: cannot lead term {} with a majority; re-declaring", self.cfg.id, self.term);
             self.declare_victory(now, out);
+        } else if self.redeclare && self.majority_alive(now) {
+            info!("node {}: cannot vouch for term {}; re-declaring to catch up again", self.cfg.id, self.term);
+            self.declare_victory(now, out);
         }
     }
 
@@ -581,6 +597,7 @@ impl Election {
         // A leader is the reference others catch up from.
         self.eligible = true;
         self.led = true;
+        self.redeclare = false;
         self.timer = None;
         self.leader_heard = Some(now);
         self.claim_heard = None;
@@ -1095,6 +1112,40 @@ mod tests {
         assert!(b.e.has_quorum(b.now - ms(1)) || notable(&before).is_empty());
         assert!(b.elapsed() >= led + ms(600) && b.elapsed() <= led + ms(700), "at {:?}", b.elapsed());
         assert_eq!(step, declares(3, 2));
+    }
+
+    #[test]
+    fn a_leader_whose_own_commit_failed_leads_a_new_term_once_a_majority_is_in_sight() {
+        let mut b = Bench::new(3, 3);
+        b.chat(1, following(0, None));
+        b.chat(2, following(0, None));
+        b.until_role(Role::Leader, ms(800));
+        b.chat(1, following(1, Some(3)));
+        b.chat(2, following(1, Some(3)));
+        b.advance(b.elapsed() + ms(300));
+        assert_eq!(notable(&b.input(Input::Redeclare { term: Term(7) })), vec![], "another term's request is ignored");
+        assert_eq!(b.e.term(), Term(1));
+        assert_eq!(b.input(Input::Redeclare { term: Term(1) })[..3], declares(3, 2)[..]);
+        // Once is enough: the new term is kept.
+        b.chat(1, following(2, Some(3)));
+        b.chat(2, following(2, Some(3)));
+        assert_eq!(notable(&b.advance(b.elapsed() + ms(1000))), vec![]);
+        assert_eq!(b.e.term(), Term(2));
+    }
+
+    #[test]
+    fn a_leader_alone_waits_for_a_majority_before_redeclaring() {
+        let mut b = Bench::new(3, 3);
+        b.chat(1, following(0, None));
+        b.until_role(Role::Leader, ms(800));
+        b.chat(1, following(1, Some(3)));
+        b.advance(b.elapsed() + ms(300));
+        b.chatter.clear();
+        b.advance(b.elapsed() + ms(800));
+        assert_eq!(notable(&b.input(Input::Redeclare { term: Term(1) })), vec![], "no majority in sight");
+        b.chat(1, following(1, Some(3)));
+        let (step, _) = b.run(b.elapsed() + ms(300), |e| e.term() == Term(2));
+        assert_eq!(step[..3], declares(3, 2)[..]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use scs_common::inode::NextIno;
 use scs_common::proto::rpc::{Request, Response};
 use scs_common::{Error, Ino, NodeId, Record, Result, Version};
 
+use crate::link::Control;
 use crate::node::Node;
 
 /// How long a follower may take to commit an `Apply`.
@@ -67,13 +68,44 @@ pub fn majority_of(n: usize) -> usize {
 /// next change is checked against it) and returns once a majority of the
 /// cluster, counting this node, has committed.
 ///
+/// If the local commit fails (a full or failing disk), the followers may
+/// have committed what this node has not, and every later change would be
+/// checked against an index that lacks it. So the term is given up: nothing
+/// more is served in it, and this node leads a new one, whose catch-up from
+/// a majority settles whether the change took effect.
+///
 /// # Errors
-/// `Stale` if this node was deposed; `Unavailable` if no majority committed.
+/// `Stale` if this node was deposed or its own commit failed (the change
+/// may have been applied); `Unavailable` if no majority committed.
 pub async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, batch: Batch, ns: G) -> Result<()> {
+    if state.has_failed() {
+        return Err(Error::Unavailable(format!(
+            "node {} gave up term {} after a failed commit",
+            node.me(),
+            state.term
+        )));
+    }
     let records = batch.records.clone();
     // The followers start committing while we do: one disk flush of latency, not two.
     let set = apply_to_others(node, state, records.clone());
-    node.commit(state.term, node.me(), records, Vec::new()).await?;
+    if let Err(e) = node.commit(state.term, node.me(), records, Vec::new()).await {
+        // Before the namespace lock is released: the next change must not
+        // be checked against this index.
+        state.fail();
+        detach(set);
+        if matches!(e, Error::Stale(_)) {
+            return Err(e);
+        }
+        log::warn!(
+            "node {}: a commit failed here in term {} ({e}); leading a new term to catch up again",
+            node.me(),
+            state.term
+        );
+        node.tell_driver(Control::Redeclare { term: state.term }).await;
+        return Err(Error::Stale(format!(
+            "this leader could not commit the change itself ({e}); it may have been applied"
+        )));
+    }
     // Only now are the batch's versions out of flight: until the local
     // commit, a pull must not be told everything up to them is here
     // ([`LeaderState::safe_watermark`]), or a follower skips them for good.
@@ -212,6 +244,9 @@ pub fn now_ns() -> i64 {
 /// quorum or its lead. Writes in flight then fail at once (the client retries
 /// elsewhere) instead of waiting out their stragglers' timeouts.
 pub fn still_leading(node: &Node, state: &LeaderState) -> Result<()> {
+    if state.has_failed() {
+        return Err(Error::Stale(format!("term {} was given up after a failed commit", state.term)));
+    }
     match node.writable() {
         Ok(current) if current.term == state.term => Ok(()),
         // Asked while a change is on its way (committed here, perhaps

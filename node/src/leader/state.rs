@@ -3,7 +3,7 @@
 //! holds it while it leads) and the leader's work; it knows nothing of either.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use scs_common::{Ino, Key, Term, Version};
@@ -27,6 +27,9 @@ pub struct LeaderState {
     inos: Mutex<(u64, u64)>,
     /// Every mount's advisory locks, in this term's memory only (see `super::locks`).
     locks: Mutex<scs_common::locks::LockTable>,
+    /// A commit failed here after it went out to the followers: this node's
+    /// index may lack what they have, so nothing more is served in the term.
+    failed: AtomicBool,
 }
 
 impl LeaderState {
@@ -40,7 +43,18 @@ impl LeaderState {
             uploading: Mutex::new(HashMap::new()),
             inos: Mutex::new((0, 0)),
             locks: Mutex::new(scs_common::locks::LockTable::new(Default::default())),
+            failed: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the term as one this node can no longer serve in (see `failed`).
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a commit failed here in this term.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
     }
 
     /// The lock table of this term (never held across an await).
