@@ -14,6 +14,7 @@ SMALL_FILES=${SMALL_FILES:-2000}
 MOUNT_FILES=${MOUNT_FILES:-500}
 MV_FILES=${MV_FILES:-10000}
 FAILOVERS=${FAILOVERS:-20}
+NSOPS=${NSOPS:-300}
 out_dir="$here/bench-results"
 mkdir -p "$out_dir"
 rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR"
@@ -181,6 +182,22 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     }
     mv_dir=$(mv_times big big2)
     mv_one=$(mv_times one one2)
+    # Namespace operations one at a time from one process, against the
+    # floor for one durable write (pwrite of 128 B + fdatasync, same disk).
+    echo "bench: namespace operations, $NSOPS each"
+    mkdir -p "$local_dir/ns" "$mnt/ns"
+    read -r _ floor_med floor_p99 <<<"$(python3 "$here/scripts/nsops.py" floor "$local_dir" "$NSOPS")"
+    declare -A ns_local ns_mount
+    while read -r op med p99; do ns_local[$op]="$med $p99"; done < <(python3 "$here/scripts/nsops.py" ops "$local_dir/ns" "$NSOPS")
+    while read -r op med p99; do ns_mount[$op]="$med $p99"; done < <(python3 "$here/scripts/nsops.py" ops "$mnt/ns" "$NSOPS")
+    ns_rows=""
+    for op in chmod utime rename mkdir rmdir unlink link symlink create write4k; do
+        read -r med p99 <<<"${ns_mount[$op]}"
+        read -r lmed _ <<<"${ns_local[$op]}"
+        case $op in create) aim="median ≤ 4 ×" ;; write4k) aim="median ≤ 0.67 ms (1500 files/s)" ;; *) aim="median ≤ 3 ×, p99 ≤ 10 ×" ;; esac
+        ns_rows="$ns_rows
+| mount: $op, one at a time | median ${med} ms, p99 ${p99} ms | floor ${floor_med} ms (local fs ${lmed} ms) | median $(ratio "$med" "$floor_med") ×, p99 $(ratio "$p99" "$floor_med") × | $aim |"
+    done
     unmount
     fps() { echo "scale=0; $MOUNT_FILES / $1" | bc; }
     mount_rows="| mount: ${MOUNT_MB} MiB dd conv=fsync write | ${mw} MB/s | local ${lw} MB/s | $(ratio "$mw" "$lw") | ≥ 0.25 |
@@ -193,7 +210,7 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
 | mount --write-back: all ${MOUNT_FILES} on the cluster, from the first create | ${wup} s ($(fps "$wup") files/s) | | | |
 | mount --write-back: remove them (rm -r) | ${wrm} s | local ${lrm} s | | |
 | mount: mv of a directory of ${MV_FILES} files (median of 5) | ${mv_dir} s | mv of one file ${mv_one} s | $(ratio "$mv_dir" "$mv_one") | same order |
-| mount: peak RSS of scs-mount | ${mount_rss} MiB | | | ≤ 128 MiB |"
+| mount: peak RSS of scs-mount | ${mount_rss} MiB | | | ≤ 128 MiB |${ns_rows}"
 fi
 
 echo "bench: $FAILOVERS leader kills"
