@@ -83,7 +83,7 @@ impl Store {
     /// Forgets tombstones that every node has (the leader checked): each is
     /// removed only if it is still a tombstone at exactly that version.
     pub fn purge(&self, items: &[(Key, Version)]) -> Result<usize> {
-        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
+        let tx = self.begin_durable()?;
         let mut purged = 0;
         {
             let mut records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
@@ -104,7 +104,7 @@ impl Store {
                 meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(|e| self.db_err(e))?;
             }
         }
-        tx.commit().map_err(|e| self.db_err(e))?;
+        tx.commit()?;
         Ok(purged)
     }
 
@@ -174,7 +174,7 @@ impl Store {
     /// been replaced (this node led that term). Its blob, if kept here, is
     /// released (kept a while for reuse). Returns whether it was withdrawn.
     pub fn withdraw(&self, key: &Key, version: Version) -> Result<bool> {
-        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
+        let tx = self.begin_durable()?;
         let mut released = None;
         {
             let mut records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
@@ -209,7 +209,7 @@ impl Store {
             self.held.store(held.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
             self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
         }
-        tx.commit().map_err(|e| self.db_err(e))?;
+        tx.commit()?;
         if let Some((path, hash)) = released {
             if fs::rename(&path, self.layout.released(&hash)).is_err() {
                 let _ = fs::remove_file(&path);

@@ -27,8 +27,11 @@ pub const WANTED: TableDefinition<&[u8; 32], &[u8; 16]> = TableDefinition::new("
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The index format this code writes. Format 1 (before inodes) kept one
-/// entry per path; it is upgraded when the store opens.
-pub const FORMAT: u32 = 2;
+/// entry per path; it is upgraded when the store opens. Format 2 is format
+/// 3 without the journal: complete on its own, so it only needs the new
+/// number (which keeps an older release from reading a format-3 index that
+/// lacks what is still in the journal).
+pub const FORMAT: u32 = 3;
 /// The meta key of the format.
 pub const FORMAT_KEY: &str = "format";
 

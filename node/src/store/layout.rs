@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! <data>/index.redb                          the index
+//! <data>/journal                             batches on their way into the index (see `journal`)
 //! <data>/blobs/<key[0..2]>/<key>.<term>-<seq> file contents
 //! <data>/tmp/<n>.tmp                          uploads in progress
 //! <data>/corrupt/<key>.<term>-<seq>           copies that failed their hash
@@ -29,6 +30,10 @@ impl Layout {
 
     pub fn index(&self) -> PathBuf {
         self.root.join("index.redb")
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.root.join("journal")
     }
 
     pub fn blobs_dir(&self) -> PathBuf {

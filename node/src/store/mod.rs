@@ -11,6 +11,13 @@
 //! rename into place, fsync the directory, then commit the index. Anything on
 //! disk that the index does not reference is garbage from a crash and is
 //! removed when the store opens.
+//!
+//! A batch of records is durable once it is in the journal (one append and
+//! one `fdatasync`, shared by concurrent batches); the index then commits
+//! it without a sync. Every other change to the index is a durable commit
+//! that also ends the journal's generation ([`Store::begin_durable`]), and
+//! so is a checkpoint once the journal is half full. Opening the store (or
+//! reopening the index after an I/O error) replays the journal.
 
 pub mod audit;
 mod blobs;
@@ -18,6 +25,7 @@ pub mod digest;
 mod entropy;
 mod gc;
 mod index;
+mod journal;
 pub mod layout;
 mod upgrade;
 
@@ -86,7 +94,64 @@ pub struct Store {
     wanted: AtomicU64,
     /// Bad copies found (scrub, readers' reports) since the store opened.
     corrupt: AtomicU64,
+    journal: journal::Journal,
+    /// Shared by batches on their way through the journal into the index;
+    /// taken alone by a durable commit, which ends the journal's generation.
+    gate: RwLock<()>,
 }
+
+/// A write transaction that commits durably and ends the journal's
+/// generation, so that no batch from before it is replayed over it. Holds
+/// the journal's gate: no batch goes through the journal meanwhile.
+pub(crate) struct DurableTx<'a> {
+    store: &'a Store,
+    tx: redb::WriteTransaction,
+    _gate: std::sync::RwLockWriteGuard<'a, ()>,
+}
+
+impl std::ops::Deref for DurableTx<'_> {
+    type Target = redb::WriteTransaction;
+    fn deref(&self) -> &redb::WriteTransaction {
+        &self.tx
+    }
+}
+
+impl DurableTx<'_> {
+    /// Commits durably (with every batch before it) and starts the
+    /// journal's next generation, whose number this commit records.
+    pub(crate) fn commit(self) -> Result<()> {
+        let next = self.store.journal.generation() + 1;
+        {
+            let mut meta = self.tx.open_table(META).map_err(|e| self.store.db_err(e))?;
+            meta.insert(JOURNAL_GENERATION, next.to_be_bytes().as_slice()).map_err(|e| self.store.db_err(e))?;
+        }
+        self.tx.commit().map_err(|e| self.store.db_err(e))?;
+        self.store.journal.restart(next);
+        Ok(())
+    }
+}
+
+/// The journal generation the index expects (see [`DurableTx::commit`]).
+const JOURNAL_GENERATION: &str = "journal-generation";
+
+fn journal_generation(db: &Database) -> Result<u64> {
+    let tx = db.begin_read().map_err(db_err)?;
+    let meta = match tx.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(db_err(e)),
+    };
+    let stored = meta.get(JOURNAL_GENERATION).map_err(db_err)?;
+    Ok(stored.and_then(|v| <[u8; 8]>::try_from(v.value()).ok()).map_or(0, u64::from_be_bytes))
+}
+
+/// A batch as the journal keeps it.
+fn encode_batch(batch: &[Record], written: &[(Key, Version)]) -> Vec<u8> {
+    rmp_serde::to_vec(&(batch, written)).unwrap_or_default()
+}
+
+/// A batch read back from the journal.
+type JournaledBatch = (Vec<Record>, Vec<(Key, Version)>);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,7 +189,10 @@ impl Store {
         }
         let db = Database::create(layout.index())
             .map_err(|e| Error::Io(format!("cannot open the index {}: {e}", layout.index().display())))?;
+        let (journal, frames) = journal::Journal::open(&layout.journal(), journal_generation(&db)?)?;
         let store = Store {
+            journal,
+            gate: RwLock::new(()),
             layout,
             db: RwLock::new(Some(Arc::new(db))),
             index_failed: AtomicBool::new(false),
@@ -150,6 +218,7 @@ impl Store {
             meta.insert(FORMAT_KEY, FORMAT.to_be_bytes().as_slice()).map_err(|e| store.db_err(e))?;
         }
         tx.commit().map_err(|e| store.db_err(e))?;
+        store.replay(frames.iter().map(|f| f.payload.as_slice()))?;
         let mut report = store.recover()?;
         report.upgraded = upgraded;
         store.rebuild_digests()?;
@@ -171,9 +240,9 @@ impl Store {
         let old = upgrade::has_format_1(&tx).map_err(|e| self.db_err(e))?;
         drop(tx);
         match stored {
-            Some(FORMAT) => Ok(0),
+            Some(FORMAT) | Some(2) => Ok(0),
             Some(other) => Err(Error::Config(format!(
-                "the index {} is of format {other}; this scs-node reads format {FORMAT} (and upgrades format 1): \
+                "the index {} is of format {other}; this scs-node reads format {FORMAT} (and upgrades formats 1 and 2): \
                  run the release that wrote it",
                 self.layout.index().display()
             ))),
@@ -212,6 +281,12 @@ impl Store {
         loop {
             match Database::create(&path) {
                 Ok(db) => {
+                    // The commits since the last durable one are gone with
+                    // the old handle; the journal has them.
+                    if let Err(e) = self.replay_into(&db) {
+                        log::warn!("cannot reopen the index {} yet: replaying the journal: {e}", path.display());
+                        return;
+                    }
                     *slot = Some(Arc::new(db));
                     break;
                 }
@@ -230,6 +305,23 @@ impl Store {
         if let Err(e) = self.rebuild_digests() {
             log::warn!("after reopening the index: {e}");
         }
+    }
+
+    /// Applies the journal's current generation to `db`, a reopened index
+    /// nobody else uses yet, in one durable commit.
+    fn replay_into(&self, db: &Database) -> Result<()> {
+        let tx = db.begin_write().map_err(|e| self.db_err(e))?;
+        let mut released = Vec::new();
+        for f in self.journal.frames()? {
+            let (batch, written): JournaledBatch = rmp_serde::from_slice(&f.payload)
+                .map_err(|e| Error::Internal(format!("journal: a batch that does not decode: {e}")))?;
+            released.push(self.apply_in(&tx, &batch, &written)?.1);
+        }
+        tx.commit().map_err(|e| self.db_err(e))?;
+        for files in released {
+            self.let_go(files);
+        }
+        Ok(())
     }
 
     /// A redb error as ours; an I/O error marks the index for reopening.
@@ -251,7 +343,7 @@ impl Store {
         }
         // Every blob file on disk, by (key, content version).
         let on_disk = self.blobs_on_disk()?;
-        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
+        let tx = self.begin_durable()?;
         {
             let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
             let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
@@ -312,7 +404,7 @@ impl Store {
             self.held.store(report.blobs_held, Ordering::Relaxed);
             self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
         }
-        tx.commit().map_err(|e| self.db_err(e))?;
+        tx.commit()?;
         Ok(report)
     }
 
@@ -558,7 +650,7 @@ impl Store {
     /// Moves a blob that failed its hash aside and wants a good copy instead.
     pub fn quarantine(&self, key: &Key, content: Version) -> Result<()> {
         self.corrupt.fetch_add(1, Ordering::Relaxed);
-        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
+        let tx = self.begin_durable()?;
         {
             let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
             let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
@@ -570,7 +662,7 @@ impl Store {
             self.held.store(held.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
             self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
         }
-        tx.commit().map_err(|e| self.db_err(e))?;
+        tx.commit()?;
         log::error!(
             "node {}: blob {key:?} {content:?} failed its hash; moved to {}",
             self.me,
@@ -605,12 +697,77 @@ impl Store {
     /// hash); a new content this node should hold, with no blob at hand, is
     /// recorded as wanted. Directory entries keep the `children` and
     /// `subdirs` tables in step.
+    ///
+    /// Durable when it returns: through the journal, or (a batch too big
+    /// for it) by a durable commit.
     pub fn apply(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
-        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
-        let (out, files) = self.apply_in(&tx, batch, written)?;
-        tx.commit().map_err(|e| self.db_err(e))?;
+        let journaled = {
+            let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+            if self.journal.append(&encode_batch(batch, written))? {
+                let mut tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
+                tx.set_durability(redb::Durability::None).map_err(|e| Error::Internal(format!("index: {e}")))?;
+                let done = self.apply_in(&tx, batch, written)?;
+                tx.commit().map_err(|e| self.db_err(e))?;
+                Some(done)
+            } else {
+                None
+            }
+        };
+        let (out, files) = match journaled {
+            Some(done) => {
+                if self.journal.used() >= journal::CHECKPOINT_AT {
+                    self.checkpoint()?;
+                }
+                done
+            }
+            None => {
+                let tx = self.begin_durable()?;
+                let done = self.apply_in(&tx, batch, written)?;
+                tx.commit()?;
+                done
+            }
+        };
         self.let_go(files);
         Ok(out)
+    }
+
+    /// A write transaction that is durable on its own (see [`DurableTx`]).
+    pub(crate) fn begin_durable(&self) -> Result<DurableTx<'_>> {
+        let gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
+        Ok(DurableTx { store: self, tx, _gate: gate })
+    }
+
+    /// Commits everything the journal holds durably and starts it over,
+    /// unless another thread just did.
+    fn checkpoint(&self) -> Result<()> {
+        let tx = self.begin_durable()?;
+        if self.journal.used() < journal::CHECKPOINT_AT {
+            return Ok(());
+        }
+        tx.commit()
+    }
+
+    /// Applies the journal's batches (`payloads`) to the index in one
+    /// durable commit, which starts the journal over.
+    fn replay<'p>(&self, payloads: impl Iterator<Item = &'p [u8]>) -> Result<()> {
+        let tx = self.begin_durable()?;
+        let mut count = 0;
+        let mut released = Vec::new();
+        for p in payloads {
+            let (batch, written): JournaledBatch = rmp_serde::from_slice(p)
+                .map_err(|e| Error::Internal(format!("journal: a batch that does not decode: {e}")))?;
+            released.push(self.apply_in(&tx, &batch, &written)?.1);
+            count += 1;
+        }
+        tx.commit()?;
+        for files in released {
+            self.let_go(files);
+        }
+        if count > 0 {
+            log::info!("node {}: replayed {count} batch(es) from the journal into the index", self.me);
+        }
+        Ok(())
     }
 
     /// [`Store::apply`] inside the caller's transaction; the blob files it
@@ -762,9 +919,9 @@ impl Store {
     }
 
     pub fn set_meta(&self, name: &str, value: &[u8]) -> Result<()> {
-        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
+        let tx = self.begin_durable()?;
         tx.open_table(META).map_err(|e| self.db_err(e))?.insert(name, value).map_err(|e| self.db_err(e))?;
-        tx.commit().map_err(|e| self.db_err(e))
+        tx.commit()
     }
 
     /// The highest term this node has recorded.

@@ -591,7 +591,7 @@ fn an_index_of_an_unknown_format_is_refused_with_both_formats_named() {
     }
     let e = Store::open(tmp.path(), NodeId(1), None).unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, Error::Config(_)) && msg.contains("format 9") && msg.contains("format 2"), "{msg}");
+    assert!(matches!(e, Error::Config(_)) && msg.contains("format 9") && msg.contains("format 3"), "{msg}");
 }
 
 #[test]
@@ -642,4 +642,81 @@ fn the_audit_removes_a_name_in_a_directory_that_is_gone_and_the_file_only_it_nam
     assert_eq!((audit.stray_names[0].parent, audit.stray_names[0].name.as_str()), (Ino(9), "f04"));
     assert_eq!(audit.orphans, vec![lost], "found in the same pass, not one audit later");
     assert!(audit.miscounted.is_empty());
+}
+
+/// The data dir as a crash would leave it: the index as of its last durable
+/// commit (`index_then`), the journal as it is now.
+fn crash_copy(dir: &Path, index_then: &[u8]) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::write(copy.path().join("index.redb"), index_then).unwrap();
+    std::fs::copy(dir.join("journal"), copy.path().join("journal")).unwrap();
+    copy
+}
+
+#[test]
+fn batches_in_the_journal_come_back_after_a_crash_that_lost_the_index_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let d = dir(5, v(1, 1));
+    s.apply(&[r(&d), entry(1, "docs", &d, v(1, 2))], &[]).unwrap();
+    // A durable commit: the index on disk has everything so far.
+    s.set_meta("probe", b"1").unwrap();
+    let index_then = std::fs::read(tmp.path().join("index.redb")).unwrap();
+    let mut moved = d.clone();
+    moved.version = v(1, 3);
+    moved.mode = 0o700;
+    s.apply(&[r(&moved), gone(1, "docs", v(1, 4)), entry(1, "papers", &moved, v(1, 5))], &[]).unwrap();
+    let e = dir(6, v(1, 6));
+    s.apply(&[r(&e), entry(5, "inner", &e, v(1, 7))], &[]).unwrap();
+
+    let copy = crash_copy(tmp.path(), &index_then);
+    let c = open(copy.path());
+    assert_eq!(c.inode(Ino(5)).unwrap().map(|i| i.mode), Some(0o700));
+    assert!(c.dentry(Ino(1), "docs").unwrap().is_none());
+    assert_eq!(c.dentry(Ino(1), "papers").unwrap().map(|d| d.child), Some(Ino(5)));
+    assert_eq!(c.dentry(Ino(5), "inner").unwrap().map(|d| d.child), Some(Ino(6)));
+    assert_eq!(c.digests().unwrap(), s.digests().unwrap(), "the replayed index is the same index");
+    drop(c);
+    let again = open(copy.path());
+    assert_eq!(again.dentry(Ino(1), "papers").unwrap().map(|d| d.child), Some(Ino(5)), "replayed once, kept");
+}
+
+#[test]
+fn a_withdrawal_is_not_undone_by_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let unacked = dir(9, v(2, 1));
+    let name = entry(1, "w", &unacked, v(2, 2));
+    s.apply(&[r(&unacked), name.clone()], &[]).unwrap();
+    assert!(s.withdraw(&name.key(), name.version()).unwrap());
+    assert!(s.withdraw(&unacked.key(), unacked.version).unwrap());
+    let index_now = std::fs::read(tmp.path().join("index.redb")).unwrap();
+    let copy = crash_copy(tmp.path(), &index_now);
+    let c = open(copy.path());
+    assert!(c.dentry(Ino(1), "w").unwrap().is_none(), "the journal's older batch came back over the withdrawal");
+    assert!(c.inode(Ino(9)).unwrap().is_none());
+}
+
+#[test]
+fn a_full_journal_is_checkpointed_and_every_batch_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    // Names long enough that the batches fill the journal past its checkpoint mark.
+    let long = "n".repeat(200);
+    let per_batch = 100;
+    let batches = (journal::CHECKPOINT_AT as usize / (per_batch * 230)) + 5;
+    let mut seq = 0;
+    for b in 0..batches {
+        let records: Vec<Record> = (0..per_batch)
+            .map(|i| {
+                seq += 1;
+                entry(1, &format!("{long}-{b}-{i}"), &dir(100, v(1, 1)), v(1, seq))
+            })
+            .collect();
+        s.apply(&records, &[]).unwrap();
+    }
+    assert!(s.journal.used() < journal::CHECKPOINT_AT, "a checkpoint started the journal over");
+    drop(s);
+    let s = open(tmp.path());
+    assert_eq!(s.record_count().unwrap(), seq);
 }

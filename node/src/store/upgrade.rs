@@ -170,7 +170,7 @@ impl Store {
                 moved.push(from);
             }
         }
-        let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
+        let tx = self.begin_durable()?;
         tx.delete_table(V1_ENTRIES).map_err(|e| self.db_err(e))?;
         tx.delete_table(HELD).map_err(|e| self.db_err(e))?;
         tx.delete_table(WANTED).map_err(|e| self.db_err(e))?;
@@ -182,7 +182,7 @@ impl Store {
             m.insert(FORMAT_KEY, FORMAT.to_be_bytes().as_slice()).map_err(|e| self.db_err(e))?;
         }
         let (applied, files) = self.apply_in(&tx, &records, &[])?;
-        tx.commit().map_err(|e| self.db_err(e))?;
+        tx.commit()?;
         self.let_go(files);
         for old in moved {
             let _ = fs::remove_file(old);

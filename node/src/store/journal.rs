@@ -1,0 +1,354 @@
+//! The index's journal: every batch of records is appended here and made
+//! durable with one `fdatasync` before the index takes it, so the index
+//! itself commits without a sync of its own (a redb commit syncs a dozen
+//! scattered pages; an append syncs one). Writers that arrive while a sync
+//! runs share the next one (group commit).
+//!
+//! ```text
+//! <data>/journal   JOURNAL_BYTES, zero-filled once, then overwritten in place
+//! frame:  len u32 | generation u64 | check [u8; 8] | payload (len bytes)
+//! ```
+//!
+//! A *generation* is the run of frames since the last durable commit of
+//! the index. That commit records the next generation number in the index
+//! (see `Store::begin_durable`), so frames of older generations, left
+//! further on in the file, are never replayed over what came after them.
+//! Replay reads frames of the current generation from the start until the
+//! first that is absent, torn or of another generation. Applying a record
+//! twice is harmless (the highest version wins), so a replay may repeat
+//! what the index already has.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Condvar, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use scs_common::{Error, Result};
+
+/// The journal's size. A checkpoint starts it over once it is
+/// [`CHECKPOINT_AT`] full; a batch larger than the room left goes to the
+/// index with a durable commit of its own.
+pub const JOURNAL_BYTES: u64 = 16 << 20;
+/// How full the journal gets before a checkpoint starts it over.
+pub const CHECKPOINT_AT: u64 = JOURNAL_BYTES / 2;
+const HEADER: usize = 4 + 8 + 8;
+
+#[derive(Debug)]
+struct State {
+    generation: u64,
+    /// Where the next frame goes in the file.
+    tail: u64,
+    /// Bytes appended since the journal opened (over every generation):
+    /// positions on this scale say what a sync covered.
+    appended: u64,
+    /// Every frame that ends at or before this position is durable.
+    synced: u64,
+    /// A sync is running (its caller will wake the others).
+    syncing: bool,
+    /// A write or sync failed: what was written since is in doubt, and
+    /// nothing more is accepted until the next generation.
+    failed: bool,
+}
+
+#[derive(Debug)]
+pub struct Journal {
+    file: File,
+    state: Mutex<State>,
+    synced: Condvar,
+}
+
+/// One frame read back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub payload: Vec<u8>,
+}
+
+fn check(generation: u64, payload: &[u8]) -> [u8; 8] {
+    let mut h = Sha256::new();
+    h.update(generation.to_le_bytes());
+    h.update(payload);
+    let d = h.finalize();
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&d[..8]);
+    out
+}
+
+impl Journal {
+    /// Opens the journal at `path`, creating and zero-filling it (durably)
+    /// when missing, and returns it with the frames of `generation` found
+    /// in it, in order. Appends then go after those frames.
+    ///
+    /// # Errors
+    /// `Io` when the file cannot be created, read or synced.
+    pub fn open(path: &Path, generation: u64) -> Result<(Journal, Vec<Frame>)> {
+        let io = |what: &str, e: std::io::Error| Error::Io(format!("journal {}: {what}: {e}", path.display()));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io("open", e))?;
+        let len = file.metadata().map_err(|e| io("stat", e))?.len();
+        if len < JOURNAL_BYTES {
+            // Written once, so that later overwrites change no file metadata
+            // and a sync has only the data to flush.
+            file.seek(SeekFrom::Start(len)).map_err(|e| io("seek", e))?;
+            let zeros = vec![0u8; 1 << 20];
+            let mut left = JOURNAL_BYTES - len;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                file.write_all(&zeros[..n]).map_err(|e| io("fill", e))?;
+                left -= n as u64;
+            }
+            file.sync_all().map_err(|e| io("sync", e))?;
+            if let Some(dir) = path.parent() {
+                super::blobs::sync_dir(dir)?;
+            }
+        }
+        let (frames, tail) = scan(&file, generation).map_err(|e| io("read", e))?;
+        let journal = Journal {
+            file,
+            state: Mutex::new(State { generation, tail, appended: 0, synced: 0, syncing: false, failed: false }),
+            synced: Condvar::new(),
+        };
+        Ok((journal, frames))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// Bytes of the current generation.
+    pub fn used(&self) -> u64 {
+        self.state().tail
+    }
+
+    /// The frames of the current generation, read back (to replay them
+    /// into an index that lost its commits since the last durable one).
+    ///
+    /// # Errors
+    /// `Io` when the file cannot be read.
+    pub fn frames(&self) -> Result<Vec<Frame>> {
+        let generation = self.generation();
+        scan(&self.file, generation).map(|(f, _)| f).map_err(|e| Error::Io(format!("journal: read: {e}")))
+    }
+
+    /// Appends `payload` as one frame and returns once it is durable, sharing
+    /// the sync with concurrent appends. `Ok(false)` when it does not fit
+    /// or the journal is out of use until the next generation (the caller
+    /// then commits durably without it).
+    ///
+    /// # Errors
+    /// `Io` when the write or the sync fails: the frame may or may not be
+    /// there, and the journal takes nothing more until the next generation.
+    pub fn append(&self, payload: &[u8]) -> Result<bool> {
+        let end = {
+            let mut s = self.state();
+            let size = (HEADER + payload.len()) as u64;
+            if s.failed || s.tail + size > JOURNAL_BYTES {
+                return Ok(false);
+            }
+            let mut frame = Vec::with_capacity(size as usize);
+            frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            frame.extend_from_slice(&s.generation.to_le_bytes());
+            frame.extend_from_slice(&check(s.generation, payload));
+            frame.extend_from_slice(payload);
+            // Under the lock: a sync that starts after this returns covers it.
+            if let Err(e) = self.file.write_all_at(&frame, s.tail) {
+                s.failed = true;
+                return Err(Error::Io(format!("journal: write: {e}")));
+            }
+            s.tail += size;
+            s.appended += size;
+            s.appended
+        };
+        self.sync_to(end).map(|()| true)
+    }
+
+    /// Waits until everything up to `end` is durable, running the sync
+    /// itself when none is running.
+    fn sync_to(&self, end: u64) -> Result<()> {
+        let mut s = self.state();
+        loop {
+            if s.synced >= end {
+                return Ok(());
+            }
+            if s.failed {
+                return Err(Error::Io("journal: an earlier sync failed".into()));
+            }
+            if s.syncing {
+                s = self.synced.wait(s).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            s.syncing = true;
+            let target = s.appended;
+            drop(s);
+            let res = self.file.sync_data();
+            s = self.state();
+            s.syncing = false;
+            match res {
+                Ok(()) => s.synced = s.synced.max(target),
+                Err(_) => s.failed = true,
+            }
+            self.synced.notify_all();
+            if let Err(e) = res {
+                return Err(Error::Io(format!("journal: sync: {e}")));
+            }
+        }
+    }
+
+    /// Starts generation `generation` at the beginning of the file: the
+    /// index committed durably everything of the one before (and recorded
+    /// this number). The caller makes sure nothing is appended meanwhile.
+    pub fn restart(&self, generation: u64) {
+        let mut s = self.state();
+        s.generation = generation;
+        s.tail = 0;
+        s.failed = false;
+        // Positions already appended count as synced: the index has them.
+        s.synced = s.appended;
+    }
+}
+
+/// The frames of `generation` at the start of the file, and where they end.
+fn scan(file: &File, generation: u64) -> std::io::Result<(Vec<Frame>, u64)> {
+    let mut frames = Vec::new();
+    let mut at = 0u64;
+    let mut header = [0u8; HEADER];
+    while at + HEADER as u64 <= JOURNAL_BYTES {
+        file.read_exact_at(&mut header, at)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+        let mut gen = [0u8; 8];
+        gen.copy_from_slice(&header[4..12]);
+        let gen = u64::from_le_bytes(gen);
+        let start = at + HEADER as u64;
+        if len == 0 || gen != generation || start + len > JOURNAL_BYTES {
+            break;
+        }
+        let mut payload = vec![0u8; len as usize];
+        file.read_exact_at(&mut payload, start)?;
+        if check(gen, &payload) != header[12..HEADER] {
+            break;
+        }
+        frames.push(Frame { payload });
+        at = start + len;
+    }
+    Ok((frames, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payloads(frames: &[Frame]) -> Vec<&[u8]> {
+        frames.iter().map(|f| f.payload.as_slice()).collect()
+    }
+
+    #[test]
+    fn frames_come_back_in_order_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let (j, frames) = Journal::open(&path, 7).unwrap();
+        assert!(frames.is_empty());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), JOURNAL_BYTES, "zero-filled once");
+        assert!(j.append(b"one").unwrap());
+        assert!(j.append(b"two").unwrap());
+        drop(j);
+        let (j, frames) = Journal::open(&path, 7).unwrap();
+        assert_eq!(payloads(&frames), vec![&b"one"[..], b"two"]);
+        assert!(j.append(b"three").unwrap(), "appends go after the frames found");
+        drop(j);
+        let (_, frames) = Journal::open(&path, 7).unwrap();
+        assert_eq!(payloads(&frames), vec![&b"one"[..], b"two", b"three"]);
+    }
+
+    #[test]
+    fn frames_of_an_older_generation_are_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let (j, _) = Journal::open(&path, 1).unwrap();
+        for p in [&b"a-long-frame-of-gen-1"[..], b"b", b"c"] {
+            j.append(p).unwrap();
+        }
+        j.restart(2);
+        j.append(b"x").unwrap();
+        drop(j);
+        let (_, frames) = Journal::open(&path, 2).unwrap();
+        assert_eq!(payloads(&frames), vec![&b"x"[..]], "gen 1's frames after x are left alone");
+        let (_, frames) = Journal::open(&path, 3).unwrap();
+        assert!(frames.is_empty(), "a checkpoint that recorded gen 3 replays nothing");
+    }
+
+    #[test]
+    fn a_torn_or_damaged_frame_ends_the_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let (j, _) = Journal::open(&path, 1).unwrap();
+        j.append(b"kept").unwrap();
+        j.append(b"damaged").unwrap();
+        j.append(b"after").unwrap();
+        drop(j);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER + 4 + HEADER + 2] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let (j, frames) = Journal::open(&path, 1).unwrap();
+        assert_eq!(payloads(&frames), vec![&b"kept"[..]]);
+        j.append(b"new").unwrap();
+        drop(j);
+        let (_, frames) = Journal::open(&path, 1).unwrap();
+        assert_eq!(payloads(&frames), vec![&b"kept"[..], b"new"], "the new frame overwrote the damaged one");
+    }
+
+    #[test]
+    fn a_frame_that_does_not_fit_is_refused_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&dir.path().join("journal"), 1).unwrap();
+        let big = vec![1u8; (JOURNAL_BYTES as usize) - HEADER - 10];
+        assert!(j.append(&big).unwrap());
+        assert!(!j.append(b"no room for this one").unwrap());
+        j.restart(2);
+        assert!(j.append(b"room again").unwrap());
+    }
+
+    #[test]
+    fn concurrent_appends_share_syncs_and_all_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let (j, _) = Journal::open(&path, 1).unwrap();
+        let j = std::sync::Arc::new(j);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let j = j.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        assert!(j.append(format!("{t}-{i}").as_bytes()).unwrap());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(j);
+        let (_, frames) = Journal::open(&path, 1).unwrap();
+        assert_eq!(frames.len(), 400);
+        for t in 0..8 {
+            let mine: Vec<String> = frames
+                .iter()
+                .map(|f| String::from_utf8(f.payload.clone()).unwrap())
+                .filter(|s| s.starts_with(&format!("{t}-")))
+                .collect();
+            let want: Vec<String> = (0..50).map(|i| format!("{t}-{i}")).collect();
+            assert_eq!(mine, want, "each writer's frames in its order");
+        }
+    }
+}
