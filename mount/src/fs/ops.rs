@@ -716,9 +716,15 @@ impl Core {
 
     pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
         let dir = Ino(ino);
-        // Taken first: a file that goes up while the listing is fetched is
-        // in one or the other.
+        // Taken first, and whether each is still here with it: a file that
+        // goes up while the listing is fetched is in one or the other. (Once
+        // up, its copy here retires: looked at after the listing, it would
+        // be in neither.)
         let fresh = lock(&self.inodes).fresh_in(dir);
+        let fresh: Vec<(String, Ino)> = {
+            let h = lock(&self.handles);
+            fresh.into_iter().filter(|(_, ino)| h.staged(*ino).is_some_and(|s| !s.is_gone())).collect()
+        };
         let this = self.inode(dir)?.ok_or(Errno::ENOENT)?;
         if !this.is_dir() {
             return Err(Errno::ENOTDIR);
@@ -731,8 +737,7 @@ impl Core {
         items.extend(children.iter().map(|c| DirItem { ino: c.ino, kind: c.kind, name: c.name.clone() }));
         // Files made here that the cluster does not have yet.
         for (name, ino) in fresh {
-            let live = lock(&self.handles).staged(ino).is_some_and(|s| !s.is_gone());
-            if live && !children.iter().any(|c| c.name == name) {
+            if !children.iter().any(|c| c.name == name) {
                 items.push(DirItem { ino, kind: Kind::File, name });
             }
         }
