@@ -44,6 +44,32 @@ fn a_killed_leader_is_replaced_by_node_2_and_no_file_is_lost() {
     assert_eq!(c.ls_json("before").len(), 5);
 }
 
+/// An empty file is only an inode (no blob on any holder), and emptying a
+/// file lets its copies go; both read back empty from the next leader.
+#[test]
+fn empty_files_keep_no_copies_and_read_back_empty_after_a_failover() {
+    let c = Cluster::start(3);
+    let full = seeded_bytes(40, 100_000);
+    c.upload_bytes("was-full.bin", &full);
+    let with_one: Vec<usize> = (1..=3).map(|id| c.blob_count(id)).collect();
+    assert_eq!(with_one, [1, 1, 1], "every node holds the one file");
+
+    c.upload_bytes("empty", b"");
+    c.upload_bytes("was-full.bin", b"");
+    c.assert_content("empty", b"");
+    c.assert_content("was-full.bin", b"");
+    eventually("every copy of the emptied file is let go", Duration::from_secs(10), || {
+        (1..=3).all(|id| c.blob_count(id) == 0)
+    });
+
+    c.kill(3);
+    c.wait_leader(2, Duration::from_secs(10));
+    c.assert_content("empty", b"");
+    c.assert_content("was-full.bin", b"");
+    c.upload_bytes("empty", b"now with content");
+    c.assert_content("empty", b"now with content");
+}
+
 #[test]
 fn a_returning_leader_catches_up_then_leads_with_every_change_made_while_it_was_down() {
     let mut c = Cluster::start(3);

@@ -138,7 +138,12 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
             Plan::New { parent: *parent, name: name.clone(), ino: *ino }
         }
     };
-    let holders = pick_holders(node, plan.ino())?;
+    let mut holders = pick_holders(node, plan.ino())?;
+    if spec.size == Some(0) {
+        // An empty file has no blob: only its inode is committed, at the
+        // cost of a metadata change rather than a blob on every holder.
+        holders.clear();
+    }
     let guard = state.allocate();
     let mark = state.mark_upload(Key::of_ino(plan.ino()));
     Ok(Prepared { state, guard, _mark: mark, spec, plan, holders })
@@ -294,7 +299,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
             return Err(Error::Corrupt(format!("received bytes hash to {ours:?}, the client sent {client_hash:?}")));
         }
     }
-    let need = majority_of(planned);
+    let need = if planned == 0 { 0 } else { majority_of(planned) };
     let mut failures = Vec::new();
     let mut grace_deadline = None;
     let mut pending: Vec<NodeId> = remotes.iter().map(|r| r.id).collect();
@@ -351,6 +356,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     // under the namespace lock.
     let mut new = Inode::new(ino, Kind::File, spec.mode, spec.uid, spec.gid, spec.mtime_ns);
     (new.atime_ns, new.xattrs) = (spec.atime_ns, spec.xattrs.clone());
+    let content = if planned == 0 { Version::ZERO } else { content };
     (new.content, new.size, new.hash, new.holders) = (content, received, client_hash, durable);
     if let (Plan::NewAtPath(_), Target::Path(path)) = (&plan, &spec.target) {
         // Numbers for the directories it may make on the way.
