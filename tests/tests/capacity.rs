@@ -188,6 +188,36 @@ fn a_node_whose_disk_fills_up_keeps_the_cluster_serving_and_catches_up_once_spac
     drop(disk);
 }
 
+/// Old versions a node keeps for a while (in case the same content is
+/// stored again) give way to the files it must hold: a node whose disk
+/// they fill still takes every new version and every new file.
+#[test]
+fn old_versions_kept_for_reuse_make_room_for_new_files() {
+    let mut c = Cluster::builder(3).running(&[2, 3]).start();
+    // The index and the 16 MiB journal take about 17 MiB of it.
+    let Some(disk) = SmallDisk::mount(&c.data_dir(1), 40) else {
+        println!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    };
+    c.restart(1);
+    c.wait_for("node 1 to join", Duration::from_secs(15), |s| s.is_settled(3, &[1, 2, 3]));
+    const MIB: usize = 1 << 20;
+    let mut last = Vec::new();
+    for v in 0..6 {
+        last = seeded_bytes(60 + v, 4 * MIB);
+        c.upload_bytes("f.bin", &last);
+    }
+    let g = seeded_bytes(70, 4 * MIB);
+    c.upload_bytes("g.bin", &g);
+    eventually("node 1 to hold the newest f.bin and g.bin", Duration::from_secs(30), || c.blob_count(1) == 2);
+    c.assert_content("f.bin", &last);
+    c.assert_content("g.bin", &g);
+    assert!(nix_statvfs(&c.data_dir(1)) > 0, "node 1's disk is full");
+    c.assert_no_node_died();
+    drop(c);
+    drop(disk);
+}
+
 /// The content each `mv src-i dst-i` pair starts with.
 fn pair_content(i: usize) -> (Vec<u8>, Vec<u8>) {
     (seeded_bytes(500 + i as u64, 3000 + i), seeded_bytes(600 + i as u64, 2000 + i))

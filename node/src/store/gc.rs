@@ -9,6 +9,10 @@ use scs_common::{Inode, Key, Result, Version};
 use super::index::{read_version, HELD, RECORDS, WANTED};
 use super::{decided_without, hash_file, layout, link_into_place, Store};
 
+/// Free room kept beyond a new blob's size before released blobs give way
+/// (index commits need some too).
+const ROOM_MARGIN: u64 = 4 << 20;
+
 impl Store {
     /// Removes what nothing needs any more: blob files no entry of this
     /// node refers to (at once when their entry was decided without this
@@ -52,6 +56,36 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// Released blobs are a cache, and give way to anything that needs the
+    /// room: removes them, least recently changed first, until `need`
+    /// bytes and [`ROOM_MARGIN`] are free on the data dir's file system, or
+    /// none is left. Returns how many were removed.
+    pub fn make_room(&self, need: u64) -> usize {
+        let want = need.saturating_add(ROOM_MARGIN);
+        let free = || self.disk_space().0;
+        if free() >= want {
+            return 0;
+        }
+        let Ok(dir) = fs::read_dir(self.layout.released_dir()) else { return 0 };
+        let mut spares: Vec<(std::time::Duration, std::path::PathBuf)> =
+            dir.flatten().filter_map(|f| Some((age(&f.metadata().ok()?), f.path()))).collect();
+        // Oldest first: a recent one is the likeliest to be stored again.
+        spares.sort_by_key(|s| std::cmp::Reverse(s.0));
+        let mut removed = 0;
+        for (_, path) in spares {
+            if free() >= want {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            log::info!("node {}: removed {removed} released blob(s) to make room", self.me);
+        }
+        removed
     }
 
     /// Removes the blob `(key, version)` if this node does not keep or want

@@ -603,6 +603,7 @@ impl Store {
     /// Starts writing the blob of inode `ino` at content version `content`,
     /// `size` bytes long when known.
     pub fn new_blob(&self, ino: Ino, content: Version, size: Option<u64>) -> Result<BlobWriter> {
+        self.make_room(size.unwrap_or(0));
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         BlobWriter::create(self.layout.tmp(n), self.layout.blob(&Key::of_ino(ino), content), size)
     }
