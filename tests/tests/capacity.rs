@@ -84,6 +84,10 @@ fn a_cluster_with_every_node_full_refuses_new_files_with_no_space() {
     for id in 1..=3 {
         assert_eq!(c.blob_count(id), 1, "node {id}: {:?}", c.blob_names(id));
     }
+    // An empty file has no content to keep: it takes no node's room.
+    c.upload_bytes("empty.txt", b"");
+    c.assert_content("empty.txt", b"");
+    c.scs(&["rm", "empty.txt"]).assert_ok();
 
     // Replacing the one file needs no extra room; deleting it makes room.
     c.upload_bytes("first.txt", b"fits again");

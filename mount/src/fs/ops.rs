@@ -737,7 +737,9 @@ impl Core {
         items.extend(children.iter().map(|c| DirItem { ino: c.ino, kind: c.kind, name: c.name.clone() }));
         // Files made here that the cluster does not have yet.
         for (name, ino) in fresh {
-            if !children.iter().any(|c| c.name == name) {
+            // Unlinked meanwhile (while still open) is gone from here too.
+            let gone = lock(&self.handles).staged(ino).is_some_and(|s| s.is_gone());
+            if !gone && !children.iter().any(|c| c.name == name) {
                 items.push(DirItem { ino, kind: Kind::File, name });
             }
         }

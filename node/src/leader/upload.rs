@@ -138,12 +138,10 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
             Plan::New { parent: *parent, name: name.clone(), ino: *ino }
         }
     };
-    let mut holders = pick_holders(node, plan.ino())?;
-    if spec.size == Some(0) {
-        // An empty file has no blob: only its inode is committed, at the
-        // cost of a metadata change rather than a blob on every holder.
-        holders.clear();
-    }
+    // An empty file has no blob: only its inode is committed, at the cost
+    // of a metadata change rather than a blob on every holder, and it takes
+    // no node's room.
+    let holders = if spec.size == Some(0) { Vec::new() } else { pick_holders(node, plan.ino())? };
     let guard = state.allocate();
     let mark = state.mark_upload(Key::of_ino(plan.ino()));
     Ok(Prepared { state, guard, _mark: mark, spec, plan, holders })
@@ -356,8 +354,8 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     // under the namespace lock.
     let mut new = Inode::new(ino, Kind::File, spec.mode, spec.uid, spec.gid, spec.mtime_ns);
     (new.atime_ns, new.xattrs) = (spec.atime_ns, spec.xattrs.clone());
-    let content = if planned == 0 { Version::ZERO } else { content };
-    (new.content, new.size, new.hash, new.holders) = (content, received, client_hash, durable);
+    new.content = if planned == 0 { Version::ZERO } else { content };
+    (new.size, new.hash, new.holders) = (received, client_hash, durable);
     if let (Plan::NewAtPath(_), Target::Path(path)) = (&plan, &spec.target) {
         // Numbers for the directories it may make on the way.
         super::ensure_inos(node, &state, path.split('/').count() as u64).await?;

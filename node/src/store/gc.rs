@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 
 use scs_common::{Inode, Key, Result, Version};
 
@@ -69,8 +70,11 @@ impl Store {
             return 0;
         }
         let Ok(dir) = fs::read_dir(self.layout.released_dir()) else { return 0 };
-        let mut spares: Vec<(std::time::Duration, std::path::PathBuf)> =
-            dir.flatten().filter_map(|f| Some((age(&f.metadata().ok()?), f.path()))).collect();
+        // One linked back into place (a file stored again) frees nothing.
+        let mut spares: Vec<(std::time::Duration, std::path::PathBuf)> = dir
+            .flatten()
+            .filter_map(|f| f.metadata().ok().filter(|m| m.nlink() == 1).map(|m| (age(&m), f.path())))
+            .collect();
         // Oldest first: a recent one is the likeliest to be stored again.
         spares.sort_by_key(|s| std::cmp::Reverse(s.0));
         let mut removed = 0;
@@ -130,7 +134,6 @@ impl Store {
 
 /// Time since a file last changed (the later of mtime and ctime).
 fn age(m: &fs::Metadata) -> std::time::Duration {
-    use std::os::unix::fs::MetadataExt;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
     let changed = m.mtime().max(m.ctime());
     std::time::Duration::from_secs(now.saturating_sub(changed).max(0) as u64)
