@@ -147,15 +147,22 @@ fn nix_statvfs(path: &Path) -> u64 {
     st.f_bavail as u64 * st.f_frsize as u64
 }
 
-#[test]
-fn a_node_whose_disk_fills_up_keeps_the_cluster_serving_and_catches_up_once_space_returns() {
+/// A three-node cluster whose node 1 keeps its data on a tmpfs of `mib`
+/// MiB; `None` (the test is skipped) when this process may not mount.
+fn with_node_1_on_small_disk(mib: u64) -> Option<(Cluster, SmallDisk)> {
     let mut c = Cluster::builder(3).running(&[2, 3]).start();
-    let Some(disk) = SmallDisk::mount(&c.data_dir(1), 48) else {
+    let Some(disk) = SmallDisk::mount(&c.data_dir(1), mib) else {
         println!("SKIPPED: mounting a tmpfs needs root");
-        return;
+        return None;
     };
     c.restart(1);
     c.wait_for("node 1 to join", Duration::from_secs(15), |s| s.is_settled(3, &[1, 2, 3]));
+    Some((c, disk))
+}
+
+#[test]
+fn a_node_whose_disk_fills_up_keeps_the_cluster_serving_and_catches_up_once_space_returns() {
+    let Some((mut c, disk)) = with_node_1_on_small_disk(48) else { return };
     let before = seeded_bytes(31, 300_000);
     c.upload_bytes("before.bin", &before);
     eventually("node 1 to hold before.bin", Duration::from_secs(10), || c.blob_count(1) == 1);
@@ -197,14 +204,8 @@ fn a_node_whose_disk_fills_up_keeps_the_cluster_serving_and_catches_up_once_spac
 /// they fill still takes every new version and every new file.
 #[test]
 fn old_versions_kept_for_reuse_make_room_for_new_files() {
-    let mut c = Cluster::builder(3).running(&[2, 3]).start();
     // The index and the 16 MiB journal take about 17 MiB of it.
-    let Some(disk) = SmallDisk::mount(&c.data_dir(1), 40) else {
-        println!("SKIPPED: mounting a tmpfs needs root");
-        return;
-    };
-    c.restart(1);
-    c.wait_for("node 1 to join", Duration::from_secs(15), |s| s.is_settled(3, &[1, 2, 3]));
+    let Some((c, disk)) = with_node_1_on_small_disk(40) else { return };
     const MIB: usize = 1 << 20;
     let mut last = Vec::new();
     for v in 0..6 {

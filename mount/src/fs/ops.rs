@@ -716,14 +716,13 @@ impl Core {
 
     pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
         let dir = Ino(ino);
-        // Taken first, and whether each is still here with it: a file that
-        // goes up while the listing is fetched is in one or the other. (Once
-        // up, its copy here retires: looked at after the listing, it would
-        // be in neither.)
+        // Taken first, with their copies here: a file that goes up while the
+        // listing is fetched is in one or the other. (Once up, its copy
+        // retires: looked up after the listing, it would be in neither.)
         let fresh = lock(&self.inodes).fresh_in(dir);
-        let fresh: Vec<(String, Ino)> = {
+        let fresh: Vec<(String, Arc<Staged>)> = {
             let h = lock(&self.handles);
-            fresh.into_iter().filter(|(_, ino)| h.staged(*ino).is_some_and(|s| !s.is_gone())).collect()
+            fresh.into_iter().filter_map(|(name, ino)| Some((name, h.staged(ino)?))).collect()
         };
         let this = self.inode(dir)?.ok_or(Errno::ENOENT)?;
         if !this.is_dir() {
@@ -736,11 +735,10 @@ impl Core {
         items.push(DirItem { ino: up, kind: Kind::Dir, name: "..".into() });
         items.extend(children.iter().map(|c| DirItem { ino: c.ino, kind: c.kind, name: c.name.clone() }));
         // Files made here that the cluster does not have yet.
-        for (name, ino) in fresh {
-            // Unlinked meanwhile (while still open) is gone from here too.
-            let gone = lock(&self.handles).staged(ino).is_some_and(|s| s.is_gone());
-            if !gone && !children.iter().any(|c| c.name == name) {
-                items.push(DirItem { ino, kind: Kind::File, name });
+        // Checked now: one unlinked meanwhile (while still open) is gone.
+        for (name, s) in fresh {
+            if !s.is_gone() && !children.iter().any(|c| c.name == name) {
+                items.push(DirItem { ino: s.ino, kind: Kind::File, name });
             }
         }
         Ok(lock(&self.handles).add_dir(items))

@@ -790,6 +790,17 @@ mod tests {
             }
         }
 
+        /// Node 3 of three, leading term 1 with nodes 1 and 2 following.
+        fn led_by_3() -> Bench {
+            let mut b = Bench::new(3, 3);
+            b.chat(1, following(0, None));
+            b.chat(2, following(0, None));
+            b.until_role(Role::Leader, ms(800));
+            b.chat(1, following(1, Some(3)));
+            b.chat(2, following(1, Some(3)));
+            b
+        }
+
         fn elapsed(&self) -> Duration {
             self.now - self.start
         }
@@ -1116,12 +1127,7 @@ mod tests {
 
     #[test]
     fn a_leader_whose_own_commit_failed_leads_a_new_term_once_a_majority_is_in_sight() {
-        let mut b = Bench::new(3, 3);
-        b.chat(1, following(0, None));
-        b.chat(2, following(0, None));
-        b.until_role(Role::Leader, ms(800));
-        b.chat(1, following(1, Some(3)));
-        b.chat(2, following(1, Some(3)));
+        let mut b = Bench::led_by_3();
         b.advance(b.elapsed() + ms(300));
         assert_eq!(notable(&b.input(Input::Redeclare { term: Term(7) })), vec![], "another term's request is ignored");
         assert_eq!(b.e.term(), Term(1));
@@ -1196,12 +1202,7 @@ mod tests {
 
     #[test]
     fn a_leader_without_majority_reports_no_quorum() {
-        let mut b = Bench::new(3, 3);
-        b.chat(1, following(0, None));
-        b.chat(2, following(0, None));
-        b.until_role(Role::Leader, ms(800));
-        b.chat(1, following(1, Some(3)));
-        b.chat(2, following(1, Some(3)));
+        let mut b = Bench::led_by_3();
         b.advance(b.elapsed() + ms(200));
         assert!(b.e.has_quorum(b.now));
         b.hush(1);
@@ -1247,12 +1248,7 @@ mod tests {
 
     #[test]
     fn a_deposed_flaky_leader_backs_off_before_preempting_again() {
-        let mut b = Bench::new(3, 3);
-        b.chat(1, following(0, None));
-        b.chat(2, following(0, None));
-        b.until_role(Role::Leader, ms(800));
-        b.chat(1, following(1, Some(3)));
-        b.chat(2, following(1, Some(3)));
+        let mut b = Bench::led_by_3();
         b.advance(ms(1500));
         // Nodes 1 and 2 lost us and elected node 2: a lower id, a later term.
         assert_eq!(
