@@ -146,8 +146,8 @@ fn journal_generation(db: &Database) -> Result<u64> {
 }
 
 /// A batch as the journal keeps it.
-fn encode_batch(batch: &[Record], written: &[(Key, Version)]) -> Vec<u8> {
-    rmp_serde::to_vec(&(batch, written)).unwrap_or_default()
+fn encode_batch(batch: &[Record], written: &[(Key, Version)]) -> Result<Vec<u8>> {
+    rmp_serde::to_vec(&(batch, written)).map_err(|e| Error::Internal(format!("journal: cannot encode a batch: {e}")))
 }
 
 /// A batch read back from the journal.
@@ -311,17 +311,29 @@ impl Store {
     /// nobody else uses yet, in one durable commit.
     fn replay_into(&self, db: &Database) -> Result<()> {
         let tx = db.begin_write().map_err(|e| self.db_err(e))?;
-        let mut released = Vec::new();
-        for f in self.journal.frames()? {
-            let (batch, written): JournaledBatch = rmp_serde::from_slice(&f.payload)
-                .map_err(|e| Error::Internal(format!("journal: a batch that does not decode: {e}")))?;
-            released.push(self.apply_in(&tx, &batch, &written)?.1);
-        }
+        let frames = self.journal.frames()?;
+        let released = self.replay_in(&tx, frames.iter().map(|f| f.payload.as_slice()))?;
         tx.commit().map_err(|e| self.db_err(e))?;
         for files in released {
             self.let_go(files);
         }
         Ok(())
+    }
+
+    /// Applies the journal's batches (`payloads`) inside `tx`; returns the
+    /// blob files they let go of, for [`Store::let_go`] once `tx` commits.
+    fn replay_in<'p>(
+        &self,
+        tx: &redb::WriteTransaction,
+        payloads: impl Iterator<Item = &'p [u8]>,
+    ) -> Result<Vec<Placed>> {
+        let mut released = Vec::new();
+        for p in payloads {
+            let (batch, written): JournaledBatch = rmp_serde::from_slice(p)
+                .map_err(|e| Error::Internal(format!("journal: a batch that does not decode: {e}")))?;
+            released.push(self.apply_in(tx, &batch, &written)?.1);
+        }
+        Ok(released)
     }
 
     /// A redb error as ours; an I/O error marks the index for reopening.
@@ -704,7 +716,7 @@ impl Store {
     pub fn apply(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
         let journaled = {
             let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
-            if self.journal.append(&encode_batch(batch, written))? {
+            if self.journal.append(&encode_batch(batch, written)?)? {
                 let mut tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
                 tx.set_durability(redb::Durability::None).map_err(|e| Error::Internal(format!("index: {e}")))?;
                 let done = self.apply_in(&tx, batch, written)?;
@@ -753,14 +765,8 @@ impl Store {
     /// durable commit, which starts the journal over.
     fn replay<'p>(&self, payloads: impl Iterator<Item = &'p [u8]>) -> Result<()> {
         let tx = self.begin_durable()?;
-        let mut count = 0;
-        let mut released = Vec::new();
-        for p in payloads {
-            let (batch, written): JournaledBatch = rmp_serde::from_slice(p)
-                .map_err(|e| Error::Internal(format!("journal: a batch that does not decode: {e}")))?;
-            released.push(self.apply_in(&tx, &batch, &written)?.1);
-            count += 1;
-        }
+        let released = self.replay_in(&tx, payloads)?;
+        let count = released.len();
         tx.commit()?;
         for files in released {
             self.let_go(files);
