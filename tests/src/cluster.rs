@@ -15,7 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -735,6 +735,18 @@ pub fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     while !cond() {
         assert!(start.elapsed() < timeout, "waited {timeout:?} for {what}");
         thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sets its flag when dropped. Threads of a [`std::thread::scope`] that run
+/// until a flag is set must get this guard in the scope's body: a panic
+/// there (a failed assertion) drops it, so they end and the scope can join
+/// them and pass the panic on, instead of waiting for them forever.
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

@@ -28,7 +28,7 @@ use scs_common::proto::frame::{self, FrameKind};
 use scs_common::proto::rpc::{Message, Peer, Request, Response, Target, UploadSpec};
 use scs_common::{name, secure, ErrorCode};
 use scs_common::{ContentHash, Dentry, Error, Ino, Inode, Key, Kind, NodeId, Record, Term, Version};
-use scs_tests::{eventually, seeded_bytes, Cluster};
+use scs_tests::{eventually, seeded_bytes, Cluster, StopOnDrop};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a node may take to clean up after a broken transfer.
@@ -1391,10 +1391,10 @@ async fn normal_client(addr: &str, key: &ClusterKey, tag: &str, window: Duration
         let bytes = seeded_bytes(900 + i, 4096);
         i += 1;
         let t = Instant::now();
-        let res = match upload(addr, key, &name, &bytes).await {
+        let res = match bounded(upload(addr, key, &name, &bytes)).await {
             Ok(_) => {
                 served.requests += 1;
-                download(addr, key, &name, 0, None).await
+                bounded(download(addr, key, &name, 0, None)).await
             }
             Err(e) => Err(e),
         };
@@ -1413,6 +1413,17 @@ async fn normal_client(addr: &str, key: &ClusterKey, tag: &str, window: Duration
         }
     }
     served
+}
+
+/// How long one request of the normal client may take before it counts as
+/// failed (a request hung by the flood must fail the test, not hang it).
+const REQUEST_LIMIT: Duration = Duration::from_secs(10);
+
+async fn bounded<T>(request: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    match tokio::time::timeout(REQUEST_LIMIT, request).await {
+        Ok(res) => res,
+        Err(_) => Err(Error::Unavailable(format!("no answer in {REQUEST_LIMIT:?}"))),
+    }
 }
 
 /// Whether the peer has closed non-blocking `s`, reading (and dropping)
@@ -1442,16 +1453,30 @@ const IDLE_CONNS: usize = 1000;
 const LORIS_CONNS: usize = 100;
 /// Garbage connections per second (each: connect, 4 KiB of junk, close).
 const GARBAGE_PER_SEC: u64 = 100;
+/// The flood ends by itself after this long, whatever the test does.
+const FLOOD_LIMIT: Duration = Duration::from_secs(150);
+/// A flood connection not set up in this long is given up (a node's
+/// accept queue may be full: the kernel then drops SYNs, and an unbounded
+/// connect would wait out every retry).
+const FLOOD_CONNECT_LIMIT: Duration = Duration::from_millis(500);
+
+fn flood_connect(target: &str) -> Option<TcpStream> {
+    let addr = target.parse().ok()?;
+    TcpStream::connect_timeout(&addr, FLOOD_CONNECT_LIMIT).ok()
+}
 
 /// Keeps `idle` silent connections open (reopening those the nodes
 /// cut), `LORIS_CONNS` that send one byte a second, and a stream of garbage
-/// connections, until `stop`. Most go to the leader, the rest to the others.
+/// connections, until `stop` (or [`FLOOD_LIMIT`]). Most go to the leader,
+/// the rest to the others.
 fn flood(targets: &[String], idle: usize, stop: &AtomicBool, stats: &FloodStats) {
+    let until = Instant::now() + FLOOD_LIMIT;
+    let stop = &|| stop.load(Ordering::Relaxed) || Instant::now() > until;
     thread::scope(|s| {
         // Silent connections: the handshake never starts.
         s.spawn(|| {
             let mut conns: Vec<(usize, TcpStream)> = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
+            while !stop() {
                 conns.retain(|(_, c)| {
                     let closed = peer_closed(c);
                     if closed {
@@ -1460,10 +1485,10 @@ fn flood(targets: &[String], idle: usize, stop: &AtomicBool, stats: &FloodStats)
                     !closed
                 });
                 let mut n = conns.len();
-                while n < idle && !stop.load(Ordering::Relaxed) {
+                while n < idle && !stop() {
                     // 4 of 5 to the leader, the rest to the others.
                     let t = if n % 5 == 4 { 1 + n % (targets.len() - 1) } else { 0 };
-                    if let Ok(c) = TcpStream::connect(&targets[t]) {
+                    if let Some(c) = flood_connect(&targets[t]) {
                         c.set_nonblocking(true).unwrap();
                         conns.push((t, c));
                         stats.idle_opened.fetch_add(1, Ordering::Relaxed);
@@ -1479,11 +1504,11 @@ fn flood(targets: &[String], idle: usize, stop: &AtomicBool, stats: &FloodStats)
             let mut prefix = secure::preamble().to_vec();
             prefix.extend_from_slice(&[0xff, 0xff]);
             let mut conns: Vec<(TcpStream, usize)> = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
+            while !stop() {
                 conns.retain(|(c, _)| !peer_closed(c));
                 while conns.len() < LORIS_CONNS {
                     let t = conns.len() % targets.len();
-                    let Ok(c) = TcpStream::connect(&targets[t]) else { break };
+                    let Some(c) = flood_connect(&targets[t]) else { break };
                     c.set_nonblocking(true).unwrap();
                     conns.push((c, 0));
                     stats.loris_opened.fetch_add(1, Ordering::Relaxed);
@@ -1502,10 +1527,10 @@ fn flood(targets: &[String], idle: usize, stop: &AtomicBool, stats: &FloodStats)
         s.spawn(|| {
             let junk = seeded_bytes(999, 4096);
             let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            while !stop() {
                 let started = Instant::now();
                 for _ in 0..GARBAGE_PER_SEC / 10 {
-                    if let Ok(mut c) = TcpStream::connect(&targets[(i % 2) as usize]) {
+                    if let Some(mut c) = flood_connect(&targets[(i % 2) as usize]) {
                         let _ = c.write_all(&junk[(i % 64) as usize..]);
                         stats.garbage.fetch_add(1, Ordering::Relaxed);
                     }
@@ -1549,6 +1574,8 @@ fn serves_through_a_flood(idle: usize) {
     let stats = FloodStats::default();
     let (windows, held) = thread::scope(|s| {
         let flooder = s.spawn(|| flood(&targets, idle, &stop, &stats));
+        // Ends the flood on a failed assertion below too.
+        let _stopper = StopOnDrop(&stop);
         // Let the flood reach its full size before measuring.
         eventually("the flood to open its connections", Duration::from_secs(20), || {
             stats.idle_opened.load(Ordering::Relaxed) >= idle as u64

@@ -276,13 +276,7 @@ fn while_replaying<T>(c: &Cluster, recorded: &[Vec<u8>], during: impl FnOnce() -
             }
             n
         });
-        struct StopOnDrop<'a>(&'a AtomicBool);
-        impl Drop for StopOnDrop<'_> {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
-            }
-        }
-        let stopper = StopOnDrop(&stop);
+        let stopper = scs_tests::StopOnDrop(&stop);
         let out = during();
         drop(stopper);
         (out, replayer.join().unwrap())
