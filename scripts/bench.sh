@@ -15,22 +15,35 @@ MOUNT_FILES=${MOUNT_FILES:-500}
 MV_FILES=${MV_FILES:-10000}
 FAILOVERS=${FAILOVERS:-20}
 NSOPS=${NSOPS:-300}
+SCALE_FILES=${SCALE_FILES:-20000}
+WRITERS=${WRITERS:-20}
+WRITER_FILES=${WRITER_FILES:-100}
 out_dir="$here/bench-results"
 mkdir -p "$out_dir"
 rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR"
 key="$BENCH_DIR/cluster.key"
 (umask 077 && head -c 32 /dev/urandom > "$key")
-declare -A pids
+declare -A pids mports
 mount_pid=""
 mnt="$BENCH_DIR/mnt"
 
 new_group() { group="239.255.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1)):$((RANDOM % 20000 + 30000))"; }
 scs() { "$bin/scs" --group "$group" --secret-file "$key" "$@"; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 start_node() {  # start_node ID DATA_SUFFIX
     local i=$1
+    mports[$i]=$(free_port)
     RUST_LOG=warn "$bin/scs-node" --id "$i" --cluster-size 3 --data-dir "$BENCH_DIR/$2-node-$i" \
-        --secret-file "$key" --group "$group" --listen 127.0.0.1:0 >>"$BENCH_DIR/$2-node-$i.log" 2>&1 &
+        --secret-file "$key" --group "$group" --listen 127.0.0.1:0 --metrics-listen "127.0.0.1:${mports[$i]}" \
+        >>"$BENCH_DIR/$2-node-$i.log" 2>&1 &
     pids[$i]=$!
+}
+scrape() {  # scrape DIR: every node's /metrics into DIR/node-N.prom
+    mkdir -p "$1"
+    for i in "${!mports[@]}"; do
+        python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+            "http://127.0.0.1:${mports[$i]}/metrics" > "$1/node-$i.prom" 2>/dev/null || true
+    done
 }
 stop_cluster() {
     for i in "${!pids[@]}"; do kill "${pids[$i]}" 2>/dev/null || true; done
@@ -65,6 +78,8 @@ ratio() { echo "scale=2; $1 / $2" | bc | sed 's/^\./0./'; }
 secs() { echo "scale=3; $2 - $1" | bc | sed 's/^\./0./'; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null && echo cold || echo warm; }
 hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+size_mb() { awk -v b="$(stat -c %s "$1")" 'BEGIN {printf "%.1f", b / 1048576}'; }
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 start_cluster() {  # start_cluster NAME
     new_group
     for i in 1 2 3; do start_node "$i" "$1"; done
@@ -97,6 +112,8 @@ small8=$("$here/target/release/examples/small_files" "$group" "$key" "$SMALL_FIL
 
 # --- The mount -----------------------------------------------------------
 mount_rows=""
+scale_rows=""
+stage_rows=""
 if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     echo "bench: the mount"
     local_dir="$BENCH_DIR/local"; mkdir -p "$local_dir" "$mnt"
@@ -189,7 +206,10 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     read -r _ floor_med floor_p99 <<<"$(python3 "$here/scripts/nsops.py" floor "$local_dir" "$NSOPS")"
     declare -A ns_local ns_mount
     while read -r op med p99; do ns_local[$op]="$med $p99"; done < <(python3 "$here/scripts/nsops.py" ops "$local_dir/ns" "$NSOPS")
+    scrape "$BENCH_DIR/prom-before"
     while read -r op med p99; do ns_mount[$op]="$med $p99"; done < <(python3 "$here/scripts/nsops.py" ops "$mnt/ns" "$NSOPS")
+    scrape "$BENCH_DIR/prom-after"
+    stage_rows=$(python3 "$here/scripts/stages.py" "$BENCH_DIR/prom-before" "$BENCH_DIR/prom-after")
     ns_rows=""
     for op in chmod utime rename mkdir rmdir unlink link symlink create write4k; do
         read -r med p99 <<<"${ns_mount[$op]}"
@@ -198,8 +218,83 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
         ns_rows="$ns_rows
 | mount: $op, one at a time | median ${med} ms, p99 ${p99} ms | floor ${floor_med} ms (local fs ${lmed} ms) | median $(ratio "$med" "$floor_med") ×, p99 $(ratio "$p99" "$floor_med") × | $aim |"
     done
+    # A directory of 10,000 entries listed through a fresh mount.
+    unmount; mount_at
+    t0=$(now); ls -l "$mnt/big2" > /dev/null; t1=$(now); ls_big=$(secs "$t0" "$t1")
+    rm -rf "$mnt/big2"
+
+    # Concurrent writers of small files, each closing (so storing) one file
+    # before the next, against one writer doing the same.
+    echo "bench: $WRITERS writers at once"
+    writers() {  # writers DIR N: N writers of WRITER_FILES files each, at once; prints seconds
+        local d=$1 n=$2 t0 t1 w ws=()
+        t0=$(now)
+        for w in $(seq 1 "$n"); do
+            (mkdir -p "$d/w$w"; for i in $(seq 1 "$WRITER_FILES"); do printf '%s' "$small4k" > "$d/w$w/f$i"; done) &
+            ws+=($!)
+        done
+        for w in "${ws[@]}"; do wait "$w"; done
+        t1=$(now)
+        secs "$t0" "$t1"
+        rm -rf "$d"
+    }
+    one_writer=$(writers "$mnt/one-writer" 1)
+    many_writers=$(writers "$mnt/many-writers" "$WRITERS")
+    fps_of() { echo "scale=0; $1 / $2" | bc; }
+    one_fps=$(fps_of "$WRITER_FILES" "$one_writer")
+    many_fps=$(fps_of "$((WRITERS * WRITER_FILES))" "$many_writers")
+
+    # SCALE_FILES files of 4 KiB in one directory: created, then listed,
+    # walked and sized through a fresh mount (against a local directory
+    # with a dropped page cache), moved, and removed.
+    echo "bench: $SCALE_FILES files in one directory"
+    # Not in a subshell: the mount it remounts is this shell's.
+    scale_ops() {  # scale_ops DIR [mount]: sets scale_times to create ls find du mv rm seconds
+        local d=$1 t0 t1 t2 t3 t4 t5 t6 i created
+        mkdir -p "$d/scale"
+        t0=$(now); for i in $(seq 1 "$SCALE_FILES"); do printf '%s' "$small4k" > "$d/scale/f$i"; done; t1=$(now)
+        created=$(secs "$t0" "$t1")
+        if [ "${2:-}" = mount ]; then
+            scale_rss="$(rss_mb "${pids[1]}") / $(rss_mb "${pids[2]}") / $(rss_mb "${pids[3]}")"
+            scale_index=$(size_mb "$BENCH_DIR/enc-node-1/index.redb")
+            scale_journal=$(size_mb "$BENCH_DIR/enc-node-1/journal")
+            unmount; mount_at
+        else
+            drop_caches >/dev/null
+        fi
+        t1=$(now)
+        ls -l "$d/scale" > /dev/null; t2=$(now)
+        find "$d/scale" > /dev/null; t3=$(now)
+        du -s "$d/scale" > /dev/null; t4=$(now)
+        mv "$d/scale" "$d/scale2"; t5=$(now)
+        rm -rf "$d/scale2"; t6=$(now)
+        scale_times="$created $(secs "$t1" "$t2") $(secs "$t2" "$t3") $(secs "$t3" "$t4") $(secs "$t4" "$t5") $(secs "$t5" "$t6")"
+    }
+    sync; sleep 10
+    scale_ops "$local_dir"
+    read -r sc_l sls_l sfind_l sdu_l smv_l srm_l <<<"$scale_times"
+    sync; sleep 30
+    scale_ops "$mnt" mount
+    read -r sc_m sls_m sfind_m sdu_m smv_m srm_m <<<"$scale_times"
     unmount
     fps() { echo "scale=0; $MOUNT_FILES / $1" | bc; }
+    sfps() { echo "scale=0; $SCALE_FILES / $1" | bc; }
+    scale_rows="
+## ${SCALE_FILES} files in one directory
+
+Created through a default mount (4 KiB each, each closed, so stored on a majority, before the next); listed, walked and sized through a fresh mount with an empty cache; then moved and removed. Local: the same on the same disk, the page cache dropped before listing.
+
+| step | mount | local | ratio | aim |
+|---|---|---|---|---|
+| create | ${sc_m} s ($(sfps "$sc_m") files/s) | ${sc_l} s | $(ratio "$sc_m" "$sc_l") | ≥ 1500 files/s |
+| ls -l | ${sls_m} s | ${sls_l} s | $(ratio "$sls_m" "$sls_l") | |
+| find | ${sfind_m} s | ${sfind_l} s | $(ratio "$sfind_m" "$sfind_l") | |
+| du -s | ${sdu_m} s | ${sdu_l} s | $(ratio "$sdu_m" "$sdu_l") | |
+| mv of the directory | ${smv_m} s | ${smv_l} s | | |
+| rm -rf | ${srm_m} s ($(sfps "$srm_m") files/s) | ${srm_l} s | $(ratio "$srm_m" "$srm_l") | ≥ 3000 files/s |
+| node RSS 1/2/3 with them | ${scale_rss} MiB | | | ≤ 128 MiB |
+| node 1's index / journal | ${scale_index} MiB / ${scale_journal} MiB | | | |
+"
     mount_rows="| mount: ${MOUNT_MB} MiB dd conv=fsync write | ${mw} MB/s | local ${lw} MB/s | $(ratio "$mw" "$lw") | ≥ 0.25 |
 | mount: ${MOUNT_MB} MiB cold read | ${mr} MB/s | local ${lr} MB/s | $(ratio "$mr" "$lr") | ≥ 0.3 |
 | mount: create ${MOUNT_FILES} × 4 KiB, each closed (so stored) before the next | ${mc} s ($(fps "$mc") files/s) | local ${lc} s | | > 1000 files/s |
@@ -210,7 +305,9 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
 | mount --write-back: all ${MOUNT_FILES} on the cluster, from the first create | ${wup} s ($(fps "$wup") files/s) | | | |
 | mount --write-back: remove them (rm -r) | ${wrm} s | local ${lrm} s | | |
 | mount: mv of a directory of ${MV_FILES} files (median of 5) | ${mv_dir} s | mv of one file ${mv_one} s | $(ratio "$mv_dir" "$mv_one") | same order |
-| mount: peak RSS of scs-mount | ${mount_rss} MiB | | | ≤ 128 MiB |${ns_rows}"
+| mount: peak RSS of scs-mount | ${mount_rss} MiB | | | ≤ 128 MiB |
+| mount: ls -l of a directory of ${MV_FILES} entries, fresh mount | ${ls_big} s | | | < 0.2 s |
+| mount: ${WRITERS} writers at once, ${WRITER_FILES} × 4 KiB each | ${many_fps} files/s | one writer ${one_fps} files/s | $(ratio "$many_fps" "$one_fps") | ≥ 3 |${ns_rows}"
 fi
 
 echo "bench: $FAILOVERS leader kills"
@@ -266,6 +363,19 @@ Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /pro
 | ${SMALL_FILES} × 4 KiB uploads, one client, 8 at a time | ${small8} | | | |
 ${mount_rows}
 | failover: kill -9 leader → next upload ok (${FAILOVERS} runs) | median ${median} s, worst ${worst} s | | | median < 1 s |
+${scale_rows}
 MD
+if [ -n "$stage_rows" ]; then
+    cat >> "$report" <<MD
+
+## Where the namespace operations' time went
+
+From each node's \`/metrics\` before and after the one-at-a-time operations above (leader and followers; a request is counted from its arrival to the last byte of its answer).
+
+| node | what | count | mean ms |
+|---|---|---|---|
+${stage_rows}
+MD
+fi
 cp "$report" "$out_dir/bench-$stamp.md"
 cat "$report"

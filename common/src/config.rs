@@ -42,6 +42,7 @@ pub struct NodeSettings {
     pub handshake_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub client_requests_per_sec: Option<u32>,
+    pub metrics_listen: Option<String>,
 }
 
 impl NodeSettings {
@@ -83,6 +84,7 @@ impl NodeSettings {
             handshake_timeout_ms: over.handshake_timeout_ms.or(self.handshake_timeout_ms),
             idle_timeout_ms: over.idle_timeout_ms.or(self.idle_timeout_ms),
             client_requests_per_sec: over.client_requests_per_sec.or(self.client_requests_per_sec),
+            metrics_listen: over.metrics_listen.or(self.metrics_listen),
         }
     }
 }
@@ -114,6 +116,8 @@ pub struct NodeConfig {
     /// How old a tombstone must be before it may be purged (once every node has it).
     pub tombstone_ttl: Duration,
     pub limits: Limits,
+    /// Where `/metrics` and `/health` are served over HTTP (off when unset).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// What one node gives the network at most, so that no peer, with the key
@@ -222,6 +226,12 @@ impl NodeConfig {
             return bad(format!("answer_timeout_ms must be between 1 and leader_timeout_ms, not {answer_timeout_ms}"));
         }
         let limits = Limits::resolve(&s)?;
+        let metrics_listen = match &s.metrics_listen {
+            None => None,
+            Some(m) => Some(m.parse().map_err(|_| {
+                Error::Config(format!("metrics_listen must be IP:PORT, like 127.0.0.1:9780, not {m:?}"))
+            })?),
+        };
         Ok(NodeConfig {
             id: NodeId(id),
             data_dir: s.data_dir.unwrap_or_else(|| default_data_dir(id)),
@@ -241,6 +251,7 @@ impl NodeConfig {
             scrub_interval: Duration::from_millis(s.scrub_interval_ms.unwrap_or(600_000)),
             tombstone_ttl: Duration::from_millis(s.tombstone_ttl_ms.unwrap_or(3_600_000)),
             limits,
+            metrics_listen,
         })
     }
 
@@ -315,6 +326,16 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7781");
         assert_eq!(c.replicas, 1);
         assert_eq!(c.majority(), 1);
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given() {
+        assert_eq!(NodeConfig::resolve(NodeSettings::default()).unwrap().metrics_listen, None);
+        let on = NodeSettings { metrics_listen: Some("127.0.0.1:9780".into()), ..Default::default() };
+        assert_eq!(NodeConfig::resolve(on).unwrap().metrics_listen, Some("127.0.0.1:9780".parse().unwrap()));
+        let bad = NodeSettings { metrics_listen: Some("9780".into()), ..Default::default() };
+        let e = NodeConfig::resolve(bad).unwrap_err().to_string();
+        assert!(e.contains("metrics_listen must be IP:PORT"), "{e}");
     }
 
     #[test]

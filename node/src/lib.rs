@@ -9,6 +9,7 @@
 //! - [`link`]: what the driver and the rest of the node share (requests to
 //!   the driver, the lease, health figures), so neither imports the other.
 //! - [`net`]: the TCP accept loop and the request handler.
+//! - [`metrics`]: latency histograms, and `/metrics` and `/health` over HTTP.
 //! - [`leader`]: what the leader does: uploads with pipelined fan-out and
 //!   namespace changes, each committed on a majority.
 //! - [`sync`]: catching up: a new leader from a majority, followers from the
@@ -22,6 +23,7 @@
 pub mod cluster;
 pub mod leader;
 pub mod link;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod peers;
@@ -89,6 +91,12 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let metrics = match cfg.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr).await.map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let mut cfg = cfg;
     if cfg.listen.port() == 0 {
         // Port 0 picks a free port: advertise the one we got.
@@ -116,6 +124,10 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(driver.run(view_tx, control_rx, shutdown.clone()));
     tasks.spawn(net::server::run(node.clone(), listener));
+    if let Some(m) = metrics {
+        log::info!("node {id}: metrics at http://{}/metrics", m.local_addr()?);
+        tasks.spawn(metrics::serve(node.clone(), m));
+    }
     tasks.spawn(sync::follow(node.clone()));
     tasks.spawn(sync::fetcher(node.clone()));
     tasks.spawn(roles(node.clone(), ready));

@@ -13,7 +13,8 @@ use scs_common::config::{NodeConfig, NodeSettings};
 #[command(name = "scs-node", version, about, long_about = None)]
 struct Args {
     /// TOML config file (keys: id, data_dir, listen, group, iface, cluster_size,
-    /// max_files, replicas, secret_file, heartbeat_ms, leader_timeout_ms)
+    /// max_files, replicas, secret_file, heartbeat_ms, leader_timeout_ms,
+    /// metrics_listen, and the limits the README lists)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// This node's id, 1..=cluster_size (the highest live id leads)
@@ -49,6 +50,10 @@ struct Args {
     /// Silence after which the leader is presumed dead
     #[arg(long, value_name = "MS")]
     leader_timeout_ms: Option<u64>,
+    /// Serve Prometheus metrics at /metrics and a health check at /health
+    /// here (default: off)
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<String>,
 }
 
 impl Args {
@@ -65,6 +70,7 @@ impl Args {
             secret_file: self.secret_file.clone(),
             heartbeat_ms: self.heartbeat_ms,
             leader_timeout_ms: self.leader_timeout_ms,
+            metrics_listen: self.metrics_listen.clone(),
             ..Default::default()
         }
     }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -48,6 +48,7 @@ pub struct ClusterBuilder {
     timers: Option<(u64, u64)>,
     config: Option<String>,
     hard_limit: Duration,
+    metrics: bool,
 }
 
 impl ClusterBuilder {
@@ -73,6 +74,13 @@ impl ClusterBuilder {
     /// Heartbeat interval and leader timeout, in milliseconds.
     pub fn timers(mut self, heartbeat_ms: u64, leader_timeout_ms: u64) -> ClusterBuilder {
         self.timers = Some((heartbeat_ms, leader_timeout_ms));
+        self
+    }
+
+    /// Every node serves `/metrics` and `/health` on a port of its own
+    /// ([`Cluster::metrics_addr`]).
+    pub fn metrics(mut self) -> ClusterBuilder {
+        self.metrics = true;
         self
     }
 
@@ -156,6 +164,8 @@ pub struct Cluster {
     replicas: Option<u32>,
     timers: Option<(u64, u64)>,
     config_file: Option<PathBuf>,
+    /// Where each node serves its metrics, when asked to.
+    metrics: BTreeMap<u32, SocketAddr>,
     specs: BTreeMap<String, NodeSpec>,
     procs: Arc<Mutex<Procs>>,
     watchdog: Option<Watchdog>,
@@ -181,6 +191,7 @@ impl Cluster {
             timers: None,
             config: None,
             hard_limit: HARD_LIMIT,
+            metrics: false,
         }
     }
 
@@ -206,6 +217,7 @@ impl Cluster {
             replicas: b.replicas,
             timers: b.timers,
             config_file,
+            metrics: if b.metrics { (1..=b.size).map(|id| (id, free_port())).collect() } else { BTreeMap::new() },
             specs: BTreeMap::new(),
             procs,
             watchdog: Some(watchdog),
@@ -309,6 +321,9 @@ impl Cluster {
         if let Some(r) = self.replicas {
             args.extend(["--replicas".into(), r.to_string().into()]);
         }
+        if let Some(m) = self.metrics.get(&spec.id) {
+            args.extend(["--metrics-listen".into(), m.to_string().into()]);
+        }
         if let Some((hb, timeout)) = self.timers {
             args.extend([
                 "--heartbeat-ms".into(),
@@ -318,6 +333,12 @@ impl Cluster {
             ]);
         }
         args
+    }
+
+    /// Where node `id` serves `/metrics` and `/health` (see
+    /// [`ClusterBuilder::metrics`]).
+    pub fn metrics_addr(&self, id: u32) -> SocketAddr {
+        *self.metrics.get(&id).expect("the cluster was built with .metrics()")
     }
 
     /// The pid of node `id`, if the harness runs it.
@@ -790,6 +811,12 @@ fn fresh_group() -> SocketAddrV4 {
     let y = (n % 256) as u8;
     let port = 20_000 + ((pid % 1000) * 40 + n % 40) % 40_000;
     SocketAddrV4::new(Ipv4Addr::new(239, 255, x, y), port as u16)
+}
+
+/// A TCP port on 127.0.0.1 free a moment ago.
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("the bound address")
 }
 
 fn random_key() -> [u8; 32] {

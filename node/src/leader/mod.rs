@@ -17,7 +17,7 @@ pub mod upload;
 pub use state::{LeaderState, UploadMark, VersionGuard};
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
@@ -26,6 +26,7 @@ use scs_common::proto::rpc::{Request, Response};
 use scs_common::{Error, Ino, NodeId, Record, Result, Version};
 
 use crate::link::Control;
+use crate::metrics::METRICS;
 use crate::node::Node;
 
 /// How long a follower may take to commit an `Apply`.
@@ -88,7 +89,10 @@ pub async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, ba
     let records = batch.records.clone();
     // The followers start committing while we do: one disk flush of latency, not two.
     let set = apply_to_others(node, state, records.clone());
-    if let Err(e) = node.commit(state.term, node.me(), records, Vec::new()).await {
+    let started = Instant::now();
+    let committed = node.commit(state.term, node.me(), records, Vec::new()).await;
+    METRICS.leader_local.since(started);
+    if let Err(e) = committed {
         // Before the namespace lock is released: the next change must not
         // be checked against this index.
         state.fail();
@@ -111,7 +115,10 @@ pub async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, ba
     // ([`LeaderState::safe_watermark`]), or a follower skips them for good.
     drop(batch);
     drop(ns);
-    await_majority(node, state, set).await
+    let started = Instant::now();
+    let res = await_majority(node, state, set).await;
+    METRICS.leader_majority.since(started);
+    res
 }
 
 /// Waits until this node (already committed) and the Apply tasks in `set`

@@ -3,13 +3,14 @@
 //! is told why and disconnected. Nothing a peer sends can stop the node.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use scs_common::conn::{Connection, Frame};
 use scs_common::proto::rpc::{HolderAddr, Message, NodeStatus, Peer, Request, Response, StatusReport};
 use scs_common::{name, namespace, DirEntry, Error, Ino, Inode, Key, Kind, NodeId, Record, Result, Term, Version};
 
 use crate::leader::{locks, meta, upload};
+use crate::metrics::METRICS;
 use crate::net::limit::RateLimiter;
 use crate::node::Node;
 use crate::sync;
@@ -63,8 +64,12 @@ pub async fn serve(node: Arc<Node>, mut conn: Connection, peer: Peer, rate: Opti
             rate.admit(conn.peer_addr().ip()).await;
         }
         conn.set_read_timeout(Some(TRANSFER_TIMEOUT));
-        log::debug!("node {me}: {} from {peer:?}", request_name(&req));
-        let failure = match handle(&node, &mut conn, peer, req).await {
+        let kind = request_name(&req);
+        log::debug!("node {me}: {kind} from {peer:?}");
+        let started = Instant::now();
+        let res = handle(&node, &mut conn, peer, req).await;
+        METRICS.request(kind).since(started);
+        let failure = match res {
             Ok(()) => continue,
             Err(f) => f,
         };
@@ -82,7 +87,8 @@ pub async fn serve(node: Arc<Node>, mut conn: Connection, peer: Peer, rate: Opti
     }
 }
 
-fn request_name(r: &Request) -> &'static str {
+/// The request's kind, as logs and [`crate::metrics`] name it.
+pub fn request_name(r: &Request) -> &'static str {
     match r {
         Request::Upload(_) => "upload",
         Request::Download { .. } => "download",

@@ -192,7 +192,9 @@ impl Journal {
             s.syncing = true;
             let target = s.appended;
             drop(s);
+            let started = std::time::Instant::now();
             let res = self.file.sync_data();
+            crate::metrics::METRICS.journal_sync.since(started);
             s = self.state();
             s.syncing = false;
             match res {

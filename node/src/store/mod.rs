@@ -717,10 +717,12 @@ impl Store {
         let journaled = {
             let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
             if self.journal.append(&encode_batch(batch, written)?)? {
+                let started = Instant::now();
                 let mut tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
                 tx.set_durability(redb::Durability::None).map_err(|e| Error::Internal(format!("index: {e}")))?;
                 let done = self.apply_in(&tx, batch, written)?;
                 tx.commit().map_err(|e| self.db_err(e))?;
+                crate::metrics::METRICS.index_apply.since(started);
                 Some(done)
             } else {
                 None

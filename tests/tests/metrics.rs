@@ -1,0 +1,200 @@
+//! `metrics_listen`: Prometheus text at `/metrics` whose figures match
+//! `scs status`, latency histograms that count what was done, and
+//! `/health` answering 200 with quorum and 503 without.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use scs_tests::bins::bin;
+use scs_tests::cli::run;
+use scs_tests::{eventually, seeded_bytes, Cluster, Output};
+
+/// One HTTP request to `addr`; the status code and the body.
+fn http(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to the metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).expect("send the request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of headers: {answer:?}"));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{head:?}"));
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+    // A HEAD answer announces the body it leaves out.
+    if !request.starts_with("HEAD ") {
+        assert_eq!(length, body.len(), "Content-Length against the body");
+    }
+    (code, body.to_string())
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: scs\r\n\r\n"))
+}
+
+/// The samples of a Prometheus text page, by name with labels; panics on
+/// any line that is not a comment, a blank or `name{labels} value`.
+fn parse(page: &str) -> BTreeMap<String, f64> {
+    let mut samples = BTreeMap::new();
+    let mut typed = Vec::new();
+    for line in page.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut w = rest.split_whitespace();
+            let (what, name) = (w.next(), w.next());
+            assert!(matches!(what, Some("HELP" | "TYPE")) && name.is_some(), "bad comment line {line:?}");
+            if what == Some("TYPE") {
+                let kind = w.next().unwrap_or_default();
+                assert!(matches!(kind, "gauge" | "counter" | "histogram"), "bad type in {line:?}");
+                typed.push(name.unwrap_or_default().to_string());
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let name = series.split('{').next().unwrap_or_default();
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad metric name in {line:?}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels in {line:?}");
+                for pair in labels[1..labels.len() - 1].split(',') {
+                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label in {line:?}"));
+                    assert!(!k.is_empty() && v.starts_with('"') && v.ends_with('"'), "bad label in {line:?}");
+                }
+            }
+        }
+        let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        assert!(typed.iter().any(|t| t == name || t == base), "{name} has no TYPE line before it");
+        assert!(samples.insert(series.to_string(), value).is_none(), "{series} twice");
+    }
+    samples
+}
+
+fn metrics(c: &Cluster, id: u32) -> BTreeMap<String, f64> {
+    let (code, body) = get(c.metrics_addr(id), "/metrics");
+    assert_eq!(code, 200, "{body}");
+    parse(&body)
+}
+
+fn value(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *m.get(series).unwrap_or_else(|| panic!("no {series} in {:?}", m.keys().collect::<Vec<_>>()))
+}
+
+#[test]
+fn metrics_match_the_status_and_count_the_requests_served() {
+    let c = Cluster::builder(3).metrics().start();
+    for i in 0..5 {
+        c.upload_bytes(&format!("m/{i}.bin"), &seeded_bytes(i, 4096));
+    }
+    c.scs(&["mkdir", "m/sub"]);
+    c.scs(&["mv", "m/0.bin", "m/sub/0.bin"]);
+
+    // Every node's own figures, as `scs status` shows them (the files each
+    // holds reach the others by heartbeat: waited for).
+    eventually("each node's file count in the status", Duration::from_secs(10), || {
+        let s = c.status();
+        (1..=3).all(|id| s.node(id).files == 5)
+    });
+    let s = c.status();
+    for id in 1..=3 {
+        let m = metrics(&c, id);
+        assert_eq!(value(&m, "scs_node_id"), f64::from(id));
+        assert_eq!(value(&m, "scs_leader"), f64::from(u8::from(s.leader == Some(id))), "node {id}");
+        assert_eq!(value(&m, "scs_term"), s.term as f64, "node {id}");
+        assert_eq!(value(&m, "scs_quorum"), 1.0, "node {id}");
+        assert_eq!(value(&m, "scs_cluster_size"), 3.0);
+        assert_eq!(value(&m, "scs_members_alive"), 3.0, "node {id}");
+        assert_eq!(value(&m, "scs_files"), s.node(id).files as f64, "node {id}");
+        assert_eq!(value(&m, "scs_wanted_copies"), s.node(id).wanted as f64, "node {id}");
+        assert_eq!(value(&m, "scs_corrupt_copies"), 0.0, "node {id}");
+        assert_eq!(value(&m, "scs_under_replicated_files"), s.under_replicated as f64, "node {id}");
+        assert!(value(&m, "scs_disk_total_bytes") >= value(&m, "scs_disk_free_bytes"));
+        // Every change was journaled with a sync here, leader or not.
+        assert!(value(&m, "scs_journal_fdatasync_seconds_count") >= 1.0, "node {id}");
+        assert!(value(&m, "scs_index_apply_seconds_count") >= 1.0, "node {id}");
+    }
+
+    // The leader served the uploads and committed each change on a majority.
+    let leader = s.leader.expect("a leader");
+    let m = metrics(&c, leader);
+    assert_eq!(value(&m, "scs_request_seconds_count{kind=\"upload\"}"), 5.0);
+    assert_eq!(value(&m, "scs_request_seconds_bucket{kind=\"upload\",le=\"+Inf\"}"), 5.0);
+    assert!(value(&m, "scs_request_seconds_count{kind=\"rename\"}") >= 1.0);
+    assert!(value(&m, "scs_request_seconds_sum{kind=\"upload\"}") > 0.0);
+    let local = value(&m, "scs_leader_commit_local_seconds_count");
+    assert!(local >= 7.0, "five uploads, a mkdir and a mv: {local} commits");
+    assert_eq!(value(&m, "scs_leader_commit_majority_seconds_count"), local);
+    // A follower applied what the leader sent it, and served no upload.
+    let follower = if leader == 1 { 2 } else { 1 };
+    let f = metrics(&c, follower);
+    assert!(value(&f, "scs_request_seconds_count{kind=\"apply\"}") >= 2.0);
+    assert!(!f.contains_key("scs_request_seconds_count{kind=\"upload\"}"));
+    assert_eq!(value(&f, "scs_leader_commit_local_seconds_count"), 0.0);
+}
+
+#[test]
+fn health_answers_200_with_quorum_and_503_without() {
+    let c = Cluster::builder(3).metrics().start();
+    for id in 1..=3 {
+        let (code, body) = get(c.metrics_addr(id), "/health");
+        assert_eq!(code, 200, "node {id}: {body}");
+        // HEAD: the same status line and headers, without the body.
+        let (code, body) = http(c.metrics_addr(id), "HEAD /health HTTP/1.1\r\n\r\n");
+        assert_eq!((code, body.as_str()), (200, ""), "node {id}");
+    }
+    assert_eq!(get(c.metrics_addr(1), "/nothing").0, 404);
+    assert_eq!(http(c.metrics_addr(1), "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").0, 405);
+    // A connection that sends nothing holds nobody up.
+    let _silent = TcpStream::connect(c.metrics_addr(1)).expect("connect");
+    assert_eq!(get(c.metrics_addr(1), "/health").0, 200);
+
+    c.kill(3);
+    c.kill(2);
+    eventually("node 1 to report no quorum", Duration::from_secs(10), || get(c.metrics_addr(1), "/health").0 == 503);
+    assert_eq!(value(&metrics(&c, 1), "scs_quorum"), 0.0);
+    assert_eq!(value(&metrics(&c, 1), "scs_members_alive"), 1.0);
+}
+
+/// `scs-node` with `extra` flags on a fresh data dir; it must end by itself.
+fn node_refuses(extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<OsString> = vec![
+        "--data-dir".into(),
+        dir.path().join("d").into(),
+        "--secret-file".into(),
+        dir.path().join("key").into(),
+        "--group".into(),
+        "239.255.200.2:20002".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    run(&bin("scs-node"), &args, Duration::from_secs(20))
+}
+
+#[test]
+fn a_bad_or_taken_metrics_address_is_refused_before_the_node_starts() {
+    let out = node_refuses(&["--metrics-listen", "localhost"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("metrics_listen must be IP:PORT"), "{out}");
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {out}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = node_refuses(&["--metrics-listen", &addr]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains(&format!("cannot serve metrics on {addr}")), "{out}");
+}
