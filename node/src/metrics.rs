@@ -127,6 +127,9 @@ pub struct Metrics {
     pub journal_sync: Histogram,
     /// The index transaction that takes a journaled batch (no sync).
     pub index_apply: Histogram,
+    /// A batch's whole commit on this node: journal, index and the wait
+    /// for the sync.
+    pub store_commit: Histogram,
     /// A leader's commit of a batch here (journal and index).
     pub leader_local: Histogram,
     /// A leader's wait, after its own commit, for a majority.
@@ -137,6 +140,7 @@ pub static METRICS: Metrics = Metrics {
     requests: [const { Histogram::new() }; REQUEST_KINDS.len()],
     journal_sync: Histogram::new(),
     index_apply: Histogram::new(),
+    store_commit: Histogram::new(),
     leader_local: Histogram::new(),
     leader_majority: Histogram::new(),
 };
@@ -198,6 +202,11 @@ pub fn render(node: &Node) -> String {
     };
     histogram("scs_journal_fdatasync_seconds", "One fdatasync of the journal.", &m.journal_sync);
     histogram("scs_index_apply_seconds", "The index transaction that takes a journaled batch.", &m.index_apply);
+    histogram(
+        "scs_store_commit_seconds",
+        "A batch's whole commit here: journal write, index transaction, wait for the sync.",
+        &m.store_commit,
+    );
     histogram("scs_leader_commit_local_seconds", "A leader's commit of a change on its own disk.", &m.leader_local);
     histogram(
         "scs_leader_commit_majority_seconds",

@@ -125,6 +125,10 @@ fn metrics_match_the_status_and_count_the_requests_served() {
         // Every change was journaled with a sync here, leader or not.
         assert!(value(&m, "scs_journal_fdatasync_seconds_count") >= 1.0, "node {id}");
         assert!(value(&m, "scs_index_apply_seconds_count") >= 1.0, "node {id}");
+        assert!(
+            value(&m, "scs_store_commit_seconds_count") >= value(&m, "scs_index_apply_seconds_count"),
+            "node {id}: every journaled commit is a commit"
+        );
     }
 
     // The leader served the uploads and committed each change on a majority.

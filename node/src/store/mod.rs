@@ -714,6 +714,13 @@ impl Store {
     /// Durable when it returns: through the journal, or (a batch too big
     /// for it) by a durable commit.
     pub fn apply(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
+        let started = Instant::now();
+        let res = self.apply_here(batch, written);
+        crate::metrics::METRICS.store_commit.since(started);
+        res
+    }
+
+    fn apply_here(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
         let journaled = {
             let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
             if self.journal.append(&encode_batch(batch, written)?)? {
