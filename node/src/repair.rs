@@ -367,7 +367,24 @@ async fn purge_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<usize
     node.blocking(move |s| s.purge(&items)).await
 }
 
-/// Every node's scrub: re-hash held blobs at `scrub_bytes_per_sec`.
+/// The most of its time the scrub spends working: after a blob that took
+/// `t` to check, it rests at least `t × (1 / SCRUB_SHARE - 1)`. A byte rate
+/// alone would let it check thousands of small files a second, each an
+/// index read, an open and a hash: a core's worth of work on every node at
+/// once, every `scrub_interval`, that the users' requests then wait for.
+const SCRUB_SHARE: f64 = 0.1;
+
+/// How long the scrub rests after checking a blob of `size` bytes in
+/// `took`: the longer of what `rate` (bytes a second) allows and what
+/// keeps it to [`SCRUB_SHARE`] of the time.
+fn scrub_pause(size: u64, rate: u64, took: Duration) -> Duration {
+    let by_bytes = Duration::from_secs_f64(size as f64 / rate.max(1) as f64);
+    let by_share = took.mul_f64(1.0 / SCRUB_SHARE);
+    by_bytes.max(by_share).saturating_sub(took)
+}
+
+/// Every node's scrub: re-hash held blobs at `scrub_bytes_per_sec`, and
+/// with at most [`SCRUB_SHARE`] of its time.
 pub async fn scrub(node: Arc<Node>) {
     let rate = node.cfg().scrub_bytes_per_sec;
     if rate == 0 {
@@ -401,11 +418,9 @@ pub async fn scrub(node: Arc<Node>) {
             }
             checked += 1;
             bytes += size;
-            // Keep to the rate: a blob of `size` bytes buys size/rate seconds.
-            let budget = Duration::from_secs_f64(size as f64 / rate as f64);
             tokio::select! {
                 _ = node.shutdown().cancelled() => return,
-                _ = tokio::time::sleep(budget.saturating_sub(t.elapsed())) => {}
+                _ = tokio::time::sleep(scrub_pause(size, rate, t.elapsed())) => {}
             }
         }
         let orphans = node.blocking(|s| s.sweep_orphans(ORPHAN_AGE, RELEASED_AGE)).await.unwrap_or(0);
@@ -414,5 +429,25 @@ pub async fn scrub(node: Arc<Node>) {
             bytes >> 20,
             started.elapsed()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scrub_rests_for_the_bytes_it_read_or_nine_times_its_work_whichever_is_longer() {
+        let rate = 32 << 20;
+        // A big blob: the byte rate rules (32 MiB at 32 MiB/s is a second).
+        let p = scrub_pause(32 << 20, rate, Duration::from_millis(100));
+        assert_eq!(p, Duration::from_millis(900));
+        // A small file: its check costs far more than its bytes buy.
+        let p = scrub_pause(4096, rate, Duration::from_micros(300));
+        assert_eq!(p, Duration::from_micros(2700));
+        // A check slower than its whole slot: no rest owed by the bytes,
+        // still nine times its work.
+        let p = scrub_pause(0, rate, Duration::from_millis(5));
+        assert_eq!(p, Duration::from_millis(45));
     }
 }

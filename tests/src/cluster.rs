@@ -771,21 +771,42 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// How long a test may go on after its cluster's watchdog killed the nodes
+/// before the watchdog ends the whole test process: a test that outlives
+/// its cluster that long is hung (a thread waiting on another that never
+/// ends), and would otherwise hold up the suite until `make test`'s own
+/// limit, naming nothing.
+pub const HUNG_AFTER_EXPIRY: Duration = Duration::from_secs(60);
+
 /// Kills every process of the cluster when `limit` passes, unless the
-/// cluster is dropped first.
+/// cluster is dropped first; aborts the test process if it is still not
+/// dropped [`HUNG_AFTER_EXPIRY`] later.
 fn spawn_watchdog(procs: Arc<Mutex<Procs>>, limit: Duration) -> Watchdog {
     let (stop, stopped) = mpsc::channel::<()>();
+    // libtest names each test's thread after the test.
+    let test = thread::current().name().unwrap_or("a test").to_string();
     let thread = thread::spawn(move || {
         if let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(limit) {
-            let mut procs = procs.lock().unwrap_or_else(|e| e.into_inner());
-            eprintln!(
-                "watchdog: the cluster outlived its hard limit of {limit:?}; killing its {} processes",
-                procs.children.len()
-            );
-            procs.expired = true;
-            for (_, mut child) in std::mem::take(&mut procs.children) {
-                let _ = child.kill();
-                let _ = child.wait();
+            {
+                let mut procs = procs.lock().unwrap_or_else(|e| e.into_inner());
+                eprintln!(
+                    "watchdog: the cluster outlived its hard limit of {limit:?}; killing its {} processes",
+                    procs.children.len()
+                );
+                procs.expired = true;
+                for (_, mut child) in std::mem::take(&mut procs.children) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            if let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(HUNG_AFTER_EXPIRY) {
+                // Straight to stderr: what the test harness captures dies with the process.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "watchdog: {test} is hung {HUNG_AFTER_EXPIRY:?} after its cluster's hard limit of {limit:?}; \
+                     aborting the test process"
+                );
+                std::process::abort();
             }
         }
     });
