@@ -82,6 +82,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
+    bound_the_heap();
     let file = match &args.config {
         Some(path) => match NodeSettings::from_file(path) {
             Ok(s) => s,
@@ -105,6 +106,42 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// Malloc arenas a node uses at most. glibc gives each thread that
+/// allocates under contention an arena of its own (up to 8 per core) and
+/// keeps what is freed in it for that arena: with the runtime's worker and
+/// blocking threads that was a node's memory growing with every file stored
+/// (the leader at 151 MiB with 50,000 files, against 99 MiB with 2 arenas,
+/// the upload rate unchanged).
+const MALLOC_ARENAS: libc::c_int = 2;
+/// How often freed heap memory goes back to the system. glibc keeps what a
+/// request freed for the next one; a leader storing file after file kept
+/// a few hundred bytes per file that way (86 MiB with 40,000 files, where
+/// a trim brought it back to its followers' 61 MiB).
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bounds the node's heap: fewer malloc arenas, and a thread that hands
+/// freed memory back to the system every [`TRIM_EVERY`].
+fn bound_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets a malloc tunable, before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+        let trim = || loop {
+            std::thread::sleep(TRIM_EVERY);
+            // SAFETY: malloc_trim only releases free heap pages; it takes
+            // malloc's own locks.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("scs-trim".into()).spawn(trim) {
+            log::warn!("cannot start the memory trim thread: {e}");
+        }
     }
 }
 

@@ -187,6 +187,13 @@ pub fn render(node: &Node) -> String {
         s.under_replicated as f64,
     );
 
+    gauge(
+        "scs_tasks_alive",
+        "Tasks alive in the node's runtime (a count that only grows is a leak).",
+        tokio::runtime::Handle::try_current().map_or(0.0, |h| h.metrics().num_alive_tasks() as f64),
+    );
+    gauge("scs_resident_bytes", "The node's resident memory.", resident_bytes() as f64);
+
     let m = &METRICS;
     let name = "scs_request_seconds";
     let _ = writeln!(out, "# HELP {name} Requests served, by kind, from the request to the last byte of the answer.");
@@ -214,6 +221,16 @@ pub fn render(node: &Node) -> String {
         &m.leader_majority,
     );
     out
+}
+
+/// The process's resident memory, from /proc (0 where there is none).
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// Requests served at once; more wait for a slot.
