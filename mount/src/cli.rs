@@ -79,6 +79,11 @@ enum Command {
         /// Print one JSON object
         #[arg(long)]
         json: bool,
+        /// For monitoring: print one line and exit 0 when healthy, 1 when
+        /// degraded (a member down, files below their replica target, copies
+        /// being repaired), 2 with no quorum or no answer
+        #[arg(long, conflicts_with = "json")]
+        check: bool,
     },
 }
 
@@ -95,6 +100,9 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&Error::Internal(e.to_string())),
     };
+    if matches!(args.command, Command::Status { check: true, .. }) {
+        return runtime.block_on(check(&args));
+    }
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -219,7 +227,7 @@ async fn run(args: Args) -> Result<()> {
             }
             client.link(at.ino, parent.ino, &name).await.map(|_| ())
         }
-        Command::Status { json } => {
+        Command::Status { json, .. } => {
             let report = status(&client).await?;
             if json {
                 println!("{}", status_json(&report));
@@ -228,6 +236,51 @@ async fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// `scs status --check`: one line, and the exit code monitoring expects.
+async fn check(args: &Args) -> ExitCode {
+    let report = match Client::new(match options(args) {
+        Ok(o) => o,
+        Err(e) => return fail(&e),
+    }) {
+        Ok(client) => status(&client).await,
+        Err(e) => Err(e),
+    };
+    let (code, line) = match report {
+        Ok(s) => health(&s),
+        Err(e @ (Error::Auth(_) | Error::Config(_))) => return fail(&e),
+        Err(e) => (2, format!("CRITICAL: no answer from the cluster ({e})")),
+    };
+    println!("{line}");
+    ExitCode::from(code)
+}
+
+/// The state of the cluster for a monitoring check: 0 healthy, 1 degraded,
+/// 2 without quorum; and a line saying why.
+fn health(s: &StatusReport) -> (u8, String) {
+    let alive = s.nodes.iter().filter(|n| n.alive).count();
+    let members = format!("{alive} of {} members alive", s.cluster_size);
+    let Some(leader) = s.leader.filter(|_| s.quorum) else {
+        return (2, format!("CRITICAL: no leader with a quorum in term {}; {members}", s.term));
+    };
+    let mut wrong = Vec::new();
+    let down: Vec<String> = s.nodes.iter().filter(|n| !n.alive).map(|n| n.id.to_string()).collect();
+    if !down.is_empty() {
+        wrong.push(format!("node(s) {} down", down.join(", ")));
+    }
+    if s.under_replicated > 0 {
+        wrong.push(format!("{} file(s) below their replica target", s.under_replicated));
+    }
+    let repairing: u64 = s.nodes.iter().filter(|n| n.alive).map(|n| n.wanted).sum();
+    if repairing > 0 {
+        wrong.push(format!("{repairing} cop(ies) being repaired"));
+    }
+    if wrong.is_empty() {
+        (0, format!("OK: node {leader} leads term {}; {members}; every file at its replica target", s.term))
+    } else {
+        (1, format!("DEGRADED: {}; node {leader} leads term {}", wrong.join("; "), s.term))
     }
 }
 
@@ -516,9 +569,60 @@ mod tests {
             vec!["scs", "ln", "a", "b"],
             vec!["scs", "ln", "-s", "../a", "b"],
             vec!["scs", "status", "--json"],
+            vec!["scs", "status", "--check"],
         ] {
             Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         }
         assert!(Args::try_parse_from(["scs", "frobnicate"]).is_err());
+        assert!(Args::try_parse_from(["scs", "status", "--check", "--json"]).is_err(), "one or the other");
+    }
+
+    fn report(alive: &[bool], quorum: bool, under: u64, wanted: u64) -> StatusReport {
+        use scs_common::proto::rpc::NodeStatus;
+        use scs_common::{NodeId, Term};
+        let nodes = alive
+            .iter()
+            .enumerate()
+            .map(|(i, &alive)| NodeStatus {
+                id: NodeId(i as u32 + 1),
+                addr: format!("127.0.0.1:{}", 7781 + i),
+                alive,
+                role: None,
+                files: 3,
+                max_files: None,
+                disk_free: 1,
+                disk_total: 2,
+                wanted: if i == 0 { wanted } else { 0 },
+                corrupt: 0,
+            })
+            .collect();
+        StatusReport {
+            node: NodeId(1),
+            leader: Some(NodeId(alive.len() as u32)),
+            term: Term(4),
+            quorum,
+            cluster_size: alive.len() as u32,
+            replicas: alive.len() as u32,
+            nodes,
+            under_replicated: under,
+        }
+    }
+
+    #[test]
+    fn the_check_is_ok_degraded_or_critical_as_monitoring_expects() {
+        let (code, line) = health(&report(&[true, true, true], true, 0, 0));
+        assert_eq!(code, 0, "{line}");
+        assert!(line.starts_with("OK: node 3 leads term 4; 3 of 3 members alive"), "{line}");
+
+        let (code, line) = health(&report(&[false, true, true], true, 2, 0));
+        assert_eq!(code, 1, "{line}");
+        assert_eq!(line, "DEGRADED: node(s) 1 down; 2 file(s) below their replica target; node 3 leads term 4");
+
+        let (code, line) = health(&report(&[true, true, true], true, 0, 5));
+        assert_eq!((code, line.contains("5 cop(ies) being repaired")), (1, true), "{line}");
+
+        let (code, line) = health(&report(&[false, false, true], false, 0, 0));
+        assert_eq!(code, 2, "{line}");
+        assert!(line.starts_with("CRITICAL: no leader with a quorum in term 4; 1 of 3 members alive"), "{line}");
     }
 }

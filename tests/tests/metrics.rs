@@ -202,3 +202,34 @@ fn a_bad_or_taken_metrics_address_is_refused_before_the_node_starts() {
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(out.stderr.contains(&format!("cannot serve metrics on {addr}")), "{out}");
 }
+
+#[test]
+fn status_check_exits_0_healthy_1_degraded_2_without_quorum() {
+    let c = Cluster::start(3);
+    let check = || {
+        let out = c.scs(&["status", "--check"]);
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.code(), line)
+    };
+    let (code, line) = check();
+    assert_eq!(code, Some(0), "{line}");
+    assert!(line.starts_with("OK: node 3 leads term"), "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+
+    c.kill(1);
+    eventually("the check to see node 1 down", Duration::from_secs(10), || check().0 == Some(1));
+    let (_, line) = check();
+    assert!(line.starts_with("DEGRADED: node(s) 1 down"), "{line}");
+    // Plain status keeps its exit code.
+    assert_eq!(c.scs(&["status"]).code(), Some(0));
+
+    c.kill(2);
+    eventually("the check to see no quorum", Duration::from_secs(10), || check().0 == Some(2));
+    let (_, line) = check();
+    assert!(line.starts_with("CRITICAL: no leader with a quorum"), "{line}");
+
+    c.kill(3);
+    let (code, line) = check();
+    assert_eq!(code, Some(2), "{line}");
+    assert!(line.starts_with("CRITICAL: no answer from the cluster"), "{line}");
+}
