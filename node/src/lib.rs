@@ -8,8 +8,8 @@
 //!   incoming writes.
 //! - [`link`]: what the driver and the rest of the node share (requests to
 //!   the driver, the lease, health figures), so neither imports the other.
-//! - [`net`]: the TCP accept loop and the request handler.
-//! - [`metrics`]: latency histograms, and `/metrics` and `/health` over HTTP.
+//! - [`net`]: the TCP accept loop, the request handler, and `/metrics` and `/health` over HTTP.
+//! - [`metrics`]: latency histograms and process figures (served by `net::http`).
 //! - [`leader`]: what the leader does: uploads with pipelined fan-out and
 //!   namespace changes, each committed on a majority.
 //! - [`sync`]: catching up: a new leader from a majority, followers from the
@@ -126,7 +126,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     tasks.spawn(net::server::run(node.clone(), listener));
     if let Some(m) = metrics {
         log::info!("node {id}: metrics at http://{}/metrics", m.local_addr()?);
-        tasks.spawn(metrics::serve(node.clone(), m));
+        tasks.spawn(net::http::serve(node.clone(), m));
     }
     tasks.spawn(sync::follow(node.clone()));
     tasks.spawn(sync::fetcher(node.clone()));
