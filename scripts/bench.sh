@@ -177,6 +177,24 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     t2=$(now)
     wc_=$(secs "$t0" "$t1"); wup=$(secs "$t0" "$t2")
     t0=$(now); rm -r "$mnt/s"; t1=$(now); wrm=$(secs "$t0" "$t1")
+    # What rsync does to each file (write a temporary file, chmod it, set
+    # its times, rename it), then rsync -a of a tree of as many 4 KiB files
+    # in 10 directories, through this write-back mount; local: the same on
+    # the same disk. The mount's time ends when rsync returns; unmounting
+    # then waits until the cluster has everything.
+    echo "bench: the rsync pattern through --write-back"
+    mkdir -p "$mnt/rp" "$local_dir/rp"
+    rp_l=$(python3 "$here/scripts/nsops.py" rsync "$local_dir/rp" "$MOUNT_FILES")
+    rp_m=$(python3 "$here/scripts/nsops.py" rsync "$mnt/rp" "$MOUNT_FILES")
+    rs_src="$BENCH_DIR/rsync-src"; rm -rf "$rs_src" "$local_dir/rp"
+    for d in $(seq 1 10); do
+        mkdir -p "$rs_src/d$d"
+        for i in $(seq 1 $((MOUNT_FILES / 10))); do printf '%s' "$small4k" > "$rs_src/d$d/f$i"; done
+    done
+    sync
+    t0=$(now); rsync -a "$rs_src/" "$local_dir/rs/"; t1=$(now); rs_l=$(secs "$t0" "$t1")
+    t0=$(now); rsync -a "$rs_src/" "$mnt/rs/"; t1=$(now); rs_m=$(secs "$t0" "$t1")
+    rm -rf "$rs_src" "$local_dir/rs"
     # A directory of MV_FILES files moved, against one file moved: a rename
     # is one change to the cluster whatever is below it. The files go in
     # through this write-back mount; the moves run through a default one.
@@ -304,6 +322,8 @@ Created through a default mount (4 KiB each, each closed, so stored on a majorit
 | mount --write-back: create ${MOUNT_FILES} × 4 KiB, each closed (kept here) before the next | ${wc_} s ($(fps "$wc_") files/s) | local ${lc} s | | > 1000 files/s |
 | mount --write-back: all ${MOUNT_FILES} on the cluster, from the first create | ${wup} s ($(fps "$wup") files/s) | | | |
 | mount --write-back: remove them (rm -r) | ${wrm} s | local ${lrm} s | | |
+| mount --write-back: the rsync pattern (write a temporary 4 KiB file, chmod, set times, rename), ${MOUNT_FILES} files | ${rp_m} files/s | local ${rp_l} files/s | $(ratio "$rp_m" "$rp_l") | ≥ 2000 files/s |
+| mount --write-back: rsync -a of ${MOUNT_FILES} × 4 KiB files in 10 directories | ${rs_m} s ($(fps "$rs_m") files/s) | local ${rs_l} s | $(ratio "$rs_l" "$rs_m") | |
 | mount: mv of a directory of ${MV_FILES} files (median of 5) | ${mv_dir} s | mv of one file ${mv_one} s | $(ratio "$mv_dir" "$mv_one") | same order |
 | mount: peak RSS of scs-mount | ${mount_rss} MiB | | | ≤ 128 MiB |
 | mount: ls -l of a directory of ${MV_FILES} entries, fresh mount | ${ls_big} s | | | < 0.2 s |

@@ -85,13 +85,30 @@ def ops(d, n):
             os.unlink(p(kind, i))
 
 
+def rsync_pattern(d, n):
+    """What rsync does per file: write a temporary file and close it, chmod
+    it, set its times, rename it. Prints files per second."""
+    block = b"r" * 4096
+    started = time.perf_counter()
+    for i in range(n):
+        tmp, final = os.path.join(d, f".f{i}.tmp"), os.path.join(d, f"f{i}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, block)
+        os.close(fd)
+        os.chmod(tmp, 0o644)
+        os.utime(tmp, ns=(1_000_000_000 * i, 1_000_000_000 * i))
+        os.rename(tmp, final)
+    print(f"{n / (time.perf_counter() - started):.0f}")
+
+
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] not in ("floor", "ops"):
-        sys.exit("usage: nsops.py floor|ops DIR COUNT")
+    modes = {"floor": floor, "ops": ops, "rsync": rsync_pattern}
+    if len(sys.argv) != 4 or sys.argv[1] not in modes:
+        sys.exit("usage: nsops.py floor|ops|rsync DIR COUNT")
     mode, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if n < 1:
         sys.exit("nsops.py: COUNT must be at least 1")
-    (floor if mode == "floor" else ops)(d, n)
+    modes[mode](d, n)
 
 
 if __name__ == "__main__":

@@ -392,6 +392,28 @@ fn rsync_ahax_of_a_real_tree_exits_0_and_a_second_run_has_nothing_to_change() {
 }
 
 #[test]
+fn rsync_ahax_through_a_write_back_mount_lands_every_file_under_its_name_with_its_attributes() {
+    let c = Cluster::builder(3).hard_limit(LONG_TEST_LIMIT).start();
+    let opts = MountOptions { extra: vec![OsString::from("--write-back")], ..MountOptions::default() };
+    let m = Mount::start_with(&c, opts);
+    let local = local_dir("scs-posix-rsync-wb-");
+    let tree = local.path().join("tree");
+    build_tree(&tree);
+    let src = format!("{}/", tree.display());
+    let out = tool("rsync", &[&"-aHAX", &src, &format!("{}/", m.join("tree").display())]);
+    assert!(out.success(), "rsync -aHAX into the write-back mount failed:\n{out}");
+    // Unmounting waits until everything is on the cluster; a default mount
+    // then sees what rsync made, and no temporary name.
+    let mountpoint = m.path().to_path_buf();
+    m.unmount();
+    let plain = remount_at(&c, &mountpoint);
+    let dest = format!("{}/", plain.join("tree").display());
+    let out = tool_ok("rsync", &[&"-aHAXn", &"--checksum", &"--itemize-changes", &src, &dest]);
+    assert!(out.stdout.is_empty(), "the cluster differs from what rsync wrote:\n{out}");
+    assert_same_tree("rsync -aHAX through --write-back", &tree, &plain.join("tree"));
+}
+
+#[test]
 fn cp_a_and_tar_xp_into_the_mount_give_the_same_tree_as_into_a_local_dir() {
     let c = Cluster::builder(3).hard_limit(LONG_TEST_LIMIT).start();
     let m = Mount::start(&c);

@@ -87,9 +87,11 @@ fn written_back_files_are_readable_here_at_once_and_on_the_cluster_soon_after() 
 fn renames_deletes_and_overwrites_land_in_the_order_they_were_made() {
     let c = Cluster::start(3);
     let m = Mount::start_with(&c, write_back(None, None));
-    // Written, then renamed at once: the cluster renames the written file.
+    // Written, then renamed at once: it goes up under its new name only.
     fs::write(m.join("draft.txt"), b"final text").unwrap();
     fs::rename(m.join("draft.txt"), m.join("final.txt")).unwrap();
+    assert_eq!(fs::read(m.join("final.txt")).unwrap(), b"final text");
+    eventually("final.txt on the cluster", UP_WITHIN, || c.try_download("final.txt").1.is_some());
     c.assert_content("final.txt", b"final text");
     c.assert_missing("draft.txt");
     // Written and removed at once: it never needs to reach the cluster.
@@ -117,6 +119,8 @@ fn renames_deletes_and_overwrites_land_in_the_order_they_were_made() {
     fs::write(m.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(m.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(fs::metadata(m.join("run.sh")).unwrap().permissions().mode() & 0o777, 0o755);
+    eventually("run.sh on the cluster", UP_WITHIN, || c.try_download("run.sh").1.is_some());
     let plain = Mount::start(&c);
     assert_eq!(fs::metadata(plain.join("run.sh")).unwrap().permissions().mode() & 0o777, 0o755);
     c.assert_missing("tmp.txt");
@@ -156,6 +160,16 @@ fn files_written_back_while_the_cluster_is_frozen_survive_a_killed_mount() {
         fs::write(m.join(format!("docs/n{i}")), content(i)).unwrap();
     }
     assert_eq!(pending_records(&root), 22, "every closed file is in the journal");
+    // What rsync does to each file, with the cluster still frozen: a closed
+    // temporary file is chmodded, its times set, and renamed. None of it
+    // waits for the cluster.
+    fs::write(m.join("docs/.r.tmp"), b"rsynced").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(m.join("docs/.r.tmp"), fs::Permissions::from_mode(0o600)).unwrap();
+    let touched = std::process::Command::new("touch").arg("-d").arg("@1000000000").arg(m.join("docs/.r.tmp")).status();
+    assert!(touched.unwrap().success());
+    fs::rename(m.join("docs/.r.tmp"), m.join("docs/r")).unwrap();
+    assert_eq!(fs::read(m.join("docs/r")).unwrap(), b"rsynced");
     // The mount dies (kill -9); the cluster wakes up.
     drop(m);
     for id in 1..=3 {
@@ -165,7 +179,12 @@ fn files_written_back_while_the_cluster_is_frozen_survive_a_killed_mount() {
     assert!(c.ls_names("docs").is_empty(), "nothing went up while frozen");
     // The next mount of the same directory sends them up.
     let again = Mount::start_with(&c, opts.clone());
-    eventually("the 21 files to reach the cluster after the restart", UP_WITHIN, || c.ls_names("docs").len() == 21);
+    eventually("the 22 files to reach the cluster after the restart", UP_WITHIN, || c.ls_names("docs").len() == 22);
+    c.assert_content("docs/r", b"rsynced");
+    c.assert_missing("docs/.r.tmp");
+    let r = fs::metadata(again.join("docs/r")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((r.mode() & 0o7777, r.mtime()), (0o600, 1_000_000_000), "its last mode and times went up with it");
     for i in 0..20 {
         c.assert_content(&format!("docs/n{i}"), &content(i));
     }

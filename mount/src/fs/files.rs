@@ -488,7 +488,6 @@ impl Core {
     /// Stores what a staging copy owes (see [`Staged::sync`]), and records
     /// what the cluster then has.
     pub(super) fn sync_staged(&self, s: &Arc<Staged>) -> Result<(), Errno> {
-        let target = self.target_of(s);
         let replaced = RefCell::new(Vec::new());
         let queue = |rec: Record, gen: u64| {
             let job = Job::new(rec, Some(s.clone()), gen);
@@ -506,16 +505,17 @@ impl Core {
         };
         let wb = WriteBack { journal: &self.journal, queue: &queue };
         let settle = || self.settle(&[Scope::File(s.ino)]);
-        let res = s.sync(self.cluster.as_ref(), target.clone(), self.write_back.then_some(&wb), &settle);
+        let target = || self.target_of(s);
+        let res = s.sync(self.cluster.as_ref(), &target, self.write_back.then_some(&wb), &settle);
         // Outside the staging copy's lock: dropping a record may retire a copy.
         for old in replaced.into_inner() {
             self.journal.remove(&old.rec);
             self.record_dropped(old.owner, None);
         }
-        match (res?, target) {
-            (Synced::Stored(i), Some(t)) => self.stored(&t, *i),
-            (Synced::Gone, _) => lock(&self.meta).put_attr(s.ino, None, Instant::now()),
-            _ => {}
+        match res? {
+            Synced::Stored(stored) => self.stored(&stored.0, stored.1),
+            Synced::Gone => lock(&self.meta).put_attr(s.ino, None, Instant::now()),
+            Synced::Nothing | Synced::Journaled => {}
         }
         Ok(())
     }
@@ -553,7 +553,7 @@ impl Core {
     }
 
     /// A journaled record of `owner` will not go up.
-    fn record_dropped(&self, owner: Option<Arc<Staged>>, refused: Option<Errno>) {
+    pub(super) fn record_dropped(&self, owner: Option<Arc<Staged>>, refused: Option<Errno>) {
         if let Some(s) = owner {
             if s.record_dropped(refused) == 0 {
                 self.retire_if_unused(&s);
@@ -587,6 +587,14 @@ impl Core {
         self.journal.sync();
     }
 
+    /// Ends the uploaders and the slot maker, storing and syncing nothing
+    /// (as a killed mount would).
+    #[cfg(test)]
+    pub(super) fn stop_uploaders(&self) {
+        self.queue.stop();
+        self.journal.stop();
+    }
+
     // ----- write-back uploads -----
 
     /// Waits while written-back records go up (at the start, before the
@@ -596,8 +604,9 @@ impl Core {
         self.queue.wait_clear(&[Scope::All], idle)
     }
 
-    /// Queues the records an earlier mount left and starts the uploaders.
-    pub fn start_uploaders(self: &Arc<Core>, left: Vec<Record>) -> std::io::Result<()> {
+    /// Queues the records an earlier mount left, oldest first: a newer
+    /// record of a file replaces an older one.
+    pub fn queue_left(&self, left: Vec<Record>) {
         if !left.is_empty() {
             log::info!("{} files written back before the mount last stopped are going up now", left.len());
         }
@@ -606,6 +615,11 @@ impl Core {
                 self.journal.remove(&old.rec);
             }
         }
+    }
+
+    /// Queues the records an earlier mount left and starts the uploaders.
+    pub fn start_uploaders(self: &Arc<Core>, left: Vec<Record>) -> std::io::Result<()> {
+        self.queue_left(left);
         if self.write_back {
             let core = self.clone();
             std::thread::Builder::new().name("scs-slots".into()).spawn(move || core.journal.make_spares())?;

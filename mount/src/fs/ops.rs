@@ -26,6 +26,7 @@ use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
 use scs_common::inode::{Bytes, NewNode, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, DIR_SIZE};
 use scs_common::namespace::{self, Plan, View};
+use scs_common::proto::rpc::{Target, UploadSpec};
 use scs_common::types::S_ISGID;
 use scs_common::{name, Dentry, Error, Ino, Inode, Kind};
 
@@ -39,7 +40,7 @@ use super::inodes::Inodes;
 use super::lock;
 use super::staged::Staged;
 use super::time::{now_ns, ns_of_request, system_time};
-use super::writeback::{Journal, Queue, Scope};
+use super::writeback::{Amend, Journal, Queue, Scope};
 
 /// How long the kernel and this mount trust attributes, entries and listings.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -324,8 +325,17 @@ impl Core {
 
     pub fn setattr(&self, ino: u64, mut set: SetAttr, fh: Option<u64>) -> Result<FileAttr, Errno> {
         let ino = Ino(ino);
-        // What was closed before goes up first: the change lands after it.
-        self.settle(&[Scope::File(ino)])?;
+        // With write-back, a file made here whose closed content waits to go
+        // up takes the change into its waiting record (see `amend_attrs`).
+        // Anything else: what was closed before goes up first, so that the
+        // change lands after it.
+        let amendable = set.size.is_none() && self.amendable(ino).is_some();
+        if !amendable {
+            // A directory's times set now must not be moved on by the
+            // files made in it that go up later.
+            let scopes = [Scope::File(ino), Scope::In(ino)];
+            self.settle(if set.mtime.is_some() { &scopes } else { &scopes[..1] })?;
+        }
         let changes_owner_or_size = set.uid.is_some() || set.gid.is_some() || set.size.is_some();
         if let Some(who) = set.by.filter(|_| changes_owner_or_size) {
             if let Some(mode) = self.mode_without_sgid(ino, who)? {
@@ -364,21 +374,84 @@ impl Core {
                     if attrs.mtime.is_some() {
                         s.set_mtime(i.mtime_ns);
                     }
+                    if amendable && !self.amend_attrs(s) {
+                        // Its record is going up right now: the change follows it.
+                        self.settle(&[Scope::File(ino)])?;
+                        self.set_attr_on_cluster(ino, &attrs, staged.as_ref())?;
+                    }
                 }
                 None => {
-                    let i = self.cluster.set_attr(ino, &attrs).map_err(|e| fail("setattr", ino, e))?;
-                    if let Some(s) = staged.as_ref().filter(|_| attrs.mtime.is_some()) {
-                        s.set_mtime(i.mtime_ns);
+                    if amendable {
+                        self.settle(&[Scope::File(ino)])?;
                     }
-                    let mut m = lock(&self.meta);
-                    if attrs.mtime.is_some() {
-                        m.clear_dir_time(ino);
-                    }
-                    m.put_attr(ino, Some(i), Instant::now());
+                    self.set_attr_on_cluster(ino, &attrs, staged.as_ref())?;
                 }
             }
         }
         self.getattr(ino.0, fh)
+    }
+
+    fn set_attr_on_cluster(&self, ino: Ino, attrs: &SetAttrs, staged: Option<&Arc<Staged>>) -> Result<(), Errno> {
+        let i = self.cluster.set_attr(ino, attrs).map_err(|e| fail("setattr", ino, e))?;
+        if let Some(s) = staged.filter(|_| attrs.mtime.is_some()) {
+            s.set_mtime(i.mtime_ns);
+        }
+        let mut m = lock(&self.meta);
+        if attrs.mtime.is_some() {
+            m.clear_dir_time(ino);
+        }
+        m.put_attr(ino, Some(i), Instant::now());
+        Ok(())
+    }
+
+    /// The staging copy of `ino` when a change of the file can go into its
+    /// waiting write-back record: with write-back, for a file made here
+    /// and not on the cluster yet.
+    fn amendable(&self, ino: Ino) -> Option<Arc<Staged>> {
+        if !self.write_back {
+            return None;
+        }
+        let s = lock(&self.handles).staged(ino)?;
+        (!s.is_gone() && lock(&self.inodes).is_fresh(ino)).then_some(s)
+    }
+
+    /// Gives the waiting write-back record of `s` the attributes `s` now
+    /// has: the record is rewritten in the journal, in its place in the
+    /// queue, and the one it replaces goes once the new one is on the disk.
+    /// True when done, or when no record waits (the next close carries
+    /// them); false when a record is going up right now (or the journal
+    /// could not take the new one): the change must wait for it.
+    fn amend_attrs(&self, s: &Staged) -> bool {
+        self.amend(s, |spec| s.attributes_into(spec), || {})
+    }
+
+    /// Rewrites the waiting record of `s` with `edit` applied to its spec,
+    /// and runs `then` while no snapshot of `s` can be taken (see
+    /// [`Staged::hold`]). See [`Core::amend_attrs`] for what it returns.
+    fn amend(&self, s: &Staged, edit: impl FnOnce(&mut UploadSpec), then: impl FnOnce()) -> bool {
+        let amended = s.hold(|| {
+            let amended = self.queue.amend(s.ino, |rec| {
+                let mut spec = rec.spec.clone();
+                edit(&mut spec);
+                self.journal.rewrite(rec, &spec)
+            });
+            if matches!(amended, Amend::Done(_) | Amend::Nothing) {
+                then();
+            }
+            amended
+        });
+        match amended {
+            Amend::Done(old) => {
+                self.journal.supersede(old);
+                true
+            }
+            Amend::Nothing => true,
+            Amend::Going => false,
+            Amend::Failed(e) => {
+                log::warn!("cannot rewrite the write-back record of inode {} ({e}); waiting for it instead", s.ino);
+                false
+            }
+        }
     }
 
     /// The mode `ino` keeps when `who` writes, truncates or chowns it, if
@@ -548,6 +621,11 @@ impl Core {
             if let Some(s) = &staged {
                 s.mark_gone();
             }
+            // A record still waiting goes at once; one going up finishes first.
+            if let Some(job) = self.queue.withdraw(ino) {
+                self.journal.remove(&job.rec);
+                self.record_dropped(job.owner, None);
+            }
             self.settle(&[Scope::File(ino)])?;
             let dropped = {
                 let mut t = lock(&self.inodes);
@@ -636,8 +714,13 @@ impl Core {
         };
         let (parent, newparent) = (Ino(parent), Ino(newparent));
         let (name, newname) = (checked(name)?, checked(newname)?);
-        // The cluster moves what it has: a file made here goes up first.
         let src_fresh = lock(&self.inodes).fresh_at(parent, name);
+        if let Some(s) = src_fresh.and_then(|ino| self.amendable(ino)).filter(|_| mode != RenameMode::Exchange) {
+            if self.rename_written_back(&s, (parent, name), (newparent, newname), mode)? {
+                return Ok(());
+            }
+        }
+        // The cluster moves what it has: a file made here goes up first.
         if let Some(ino) = src_fresh {
             self.store_fresh(ino)?;
         }
@@ -693,6 +776,71 @@ impl Core {
         Ok(())
     }
 
+    /// Moves a file made here and not on the cluster yet (with write-back)
+    /// by giving its waiting record the new name: the upload makes it
+    /// there, replacing what is there as rename(2) would. False (nothing
+    /// done) when the record is going up right now, or what is at the new
+    /// name must be settled on the cluster first: a directory, or a file
+    /// with changes of its own on their way.
+    fn rename_written_back(
+        &self,
+        s: &Staged,
+        (parent, name): (Ino, &str),
+        (newparent, newname): (Ino, &str),
+        mode: RenameMode,
+    ) -> Result<bool, Errno> {
+        let ino = s.ino;
+        let dst_fresh = lock(&self.inodes).fresh_at(newparent, newname);
+        if dst_fresh == Some(ino) {
+            return Ok(true);
+        }
+        let dst = match dst_fresh {
+            Some(_) => None,
+            None => self.child(newparent, newname)?,
+        };
+        if mode == RenameMode::NoReplace && (dst_fresh.is_some() || dst.is_some()) {
+            return Err(Errno::EEXIST);
+        }
+        if dst_fresh.is_some_and(|other| self.queue.holds(Scope::File(other))) {
+            return Ok(false);
+        }
+        if let Some(d) = &dst {
+            let busy = lock(&self.handles).staged(d.ino).is_some() || self.queue.holds(Scope::File(d.ino));
+            if d.is_dir() || busy {
+                return Ok(false);
+            }
+        }
+        let target = Target::New { parent: newparent, name: newname.to_string(), ino };
+        let moved = self.amend(
+            s,
+            |spec| {
+                spec.target = target;
+                // What is at the new name is replaced, unless the caller said not to.
+                spec.exclusive = mode == RenameMode::NoReplace;
+            },
+            || lock(&self.inodes).add_fresh(ino, newparent, newname),
+        );
+        if !moved {
+            return Ok(false);
+        }
+        let now = now_ns();
+        s.update_meta(|m| m.ctime_ns = now);
+        {
+            let mut m = lock(&self.meta);
+            m.touch_dir(parent, now);
+            m.touch_dir(newparent, now);
+        }
+        // A file made here at the new name, not stored yet, never goes up.
+        if let Some(other) = dst_fresh {
+            if let Some(o) = lock(&self.handles).staged(other) {
+                o.mark_gone();
+            }
+            lock(&self.inodes).drop_fresh(other);
+        }
+        log::debug!("inode {ino} moved from {parent}/{name} to {newparent}/{newname} in its write-back record");
+        Ok(true)
+    }
+
     /// The directories at or below `top` that hold files made here and
     /// not stored yet.
     fn fresh_dirs_within(&self, top: Ino) -> Result<Vec<Ino>, Errno> {
@@ -733,14 +881,19 @@ impl Core {
         let mut items = Vec::with_capacity(children.len() + fresh.len() + 2);
         items.push(DirItem { ino: dir, kind: Kind::Dir, name: ".".into() });
         items.push(DirItem { ino: up, kind: Kind::Dir, name: "..".into() });
-        items.extend(children.iter().map(|c| DirItem { ino: c.ino, kind: c.kind, name: c.name.clone() }));
-        // Files made here that the cluster does not have yet.
-        // Checked now: one unlinked meanwhile (while still open) is gone.
-        for (name, s) in fresh {
-            if !s.is_gone() && !children.iter().any(|c| c.name == name) {
-                items.push(DirItem { ino: s.ino, kind: Kind::File, name });
-            }
-        }
+        // Files made here that the cluster does not have yet, over what the
+        // cluster has at their names (a file moved here over another one,
+        // waiting to go up). Checked now: one unlinked meanwhile (while
+        // still open) is gone.
+        let fresh: Vec<(String, Ino)> =
+            fresh.into_iter().filter(|(_, s)| !s.is_gone()).map(|(name, s)| (name, s.ino)).collect();
+        let shadowed: std::collections::HashSet<&str> = fresh.iter().map(|(n, _)| n.as_str()).collect();
+        items.extend(children.iter().filter(|c| !shadowed.contains(c.name.as_str())).map(|c| DirItem {
+            ino: c.ino,
+            kind: c.kind,
+            name: c.name.clone(),
+        }));
+        items.extend(fresh.into_iter().map(|(name, ino)| DirItem { ino, kind: Kind::File, name }));
         Ok(lock(&self.handles).add_dir(items))
     }
 
@@ -864,10 +1017,23 @@ impl Core {
         local: impl FnOnce(&mut Plan<'_, One>, Ino) -> scs_common::Result<Inode>,
         remote: impl FnOnce(&dyn Cluster, Ino) -> scs_common::Result<Inode>,
     ) -> Result<(), Errno> {
-        self.settle(&[Scope::File(ino)])?;
-        let staged = lock(&self.handles).staged(ino).filter(|s| self.is_local(s));
-        if let Some(s) = staged {
-            return apply_locally(&s, local).map(|_| ());
+        match self.amendable(ino) {
+            // A new file waiting to go up takes them into its record (see `setattr`).
+            Some(s) => {
+                apply_locally(&s, local)?;
+                if self.amend_attrs(&s) {
+                    return Ok(());
+                }
+                // Its record is going up right now: the change follows it.
+                self.settle(&[Scope::File(ino)])?;
+            }
+            None => {
+                self.settle(&[Scope::File(ino)])?;
+                let staged = lock(&self.handles).staged(ino).filter(|s| self.is_local(s));
+                if let Some(s) = staged {
+                    return apply_locally(&s, local).map(|_| ());
+                }
+            }
         }
         let i = remote(self.cluster.as_ref(), ino).map_err(|e| fail(what, ino, e))?;
         lock(&self.meta).put_attr(ino, Some(i), Instant::now());

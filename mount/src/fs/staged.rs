@@ -138,8 +138,8 @@ struct State {
 pub enum Synced {
     /// Nothing was owed.
     Nothing,
-    /// Stored on the cluster.
-    Stored(Box<Inode>),
+    /// Stored on the cluster, at this target.
+    Stored(Box<(Target, Inode)>),
     /// In the write-back journal and queued to go up.
     Journaled,
     /// The file's inode is gone from the cluster (removed elsewhere): there
@@ -215,6 +215,24 @@ impl Staged {
 
     /// Changes what this mount knows of a fresh file (its attributes go up
     /// with its content). `f` gets the inode with the copy's size.
+    /// Puts the attributes this mount knows of the file (mode, owner,
+    /// times, extended attributes) into `spec`, for a record that makes it.
+    pub fn attributes_into(&self, spec: &mut UploadSpec) {
+        let m = lock(&self.meta);
+        (spec.mode, spec.uid, spec.gid) = (m.mode, m.uid, m.gid);
+        (spec.atime_ns, spec.mtime_ns) = (m.atime_ns, m.mtime_ns);
+        spec.xattrs = m.xattrs.clone();
+    }
+
+    /// Runs `f` while no snapshot of the copy is taken ([`Staged::sync`]
+    /// asks where the file goes under the same lock): a change of the
+    /// file's name or of its waiting record made in `f` is seen by every
+    /// snapshot after it, and applies to every record of one before it.
+    pub fn hold<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _st = lock(&self.state);
+        f()
+    }
+
     pub fn update_meta(&self, f: impl FnOnce(&mut Inode)) {
         let mut m = lock(&self.meta);
         f(&mut m);
@@ -426,8 +444,8 @@ impl Staged {
         }
     }
 
-    /// Stores the content if it changed, to `target` (`None`: the file is
-    /// gone, nothing is stored): into the write-back journal when there is
+    /// Stores the content if it changed, to where `target` says then
+    /// (`None`: the file is gone, nothing is stored): into the write-back journal when there is
     /// one and the file is small (it goes up later), else on the cluster
     /// now, finishing the stream when it carries everything or uploading
     /// the staging file. `before_direct()` runs first when the content goes
@@ -440,7 +458,7 @@ impl Staged {
     pub fn sync(
         &self,
         cluster: &dyn Cluster,
-        target: Option<Target>,
+        target: &dyn Fn() -> Option<Target>,
         write_back: Option<&WriteBack<'_>>,
         before_direct: &dyn Fn() -> Result<(), Errno>,
     ) -> Result<Synced, Errno> {
@@ -448,7 +466,8 @@ impl Staged {
         if !matches!(st.content, Content::Dirty) {
             return Ok(Synced::Nothing);
         }
-        let Some(target) = target.filter(|_| !self.is_gone()) else {
+        // Asked under the lock: see [`Staged::hold`].
+        let Some(target) = target().filter(|_| !self.is_gone()) else {
             // Nobody can see it any more: nothing to store.
             st.content = Content::Clean(None);
             st.stream = Stream::Off;
@@ -515,7 +534,7 @@ impl Staged {
             st.stream = Stream::Ready;
         }
         lock(&self.meta).mtime_ns = inode.mtime_ns;
-        Ok(Synced::Stored(Box::new(inode)))
+        Ok(Synced::Stored(Box::new((target, inode))))
     }
 
     /// Ends a stream that carries the whole content; `None` when it could

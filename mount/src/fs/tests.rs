@@ -32,7 +32,8 @@ fn os(s: &str) -> &OsStr {
 struct Mount {
     core: Arc<Core>,
     fake: Fake,
-    _dir: tempfile::TempDir,
+    /// `None` once killed.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Mount {
@@ -42,6 +43,14 @@ impl Mount {
 
     /// A mount of `fake` (maybe shared with another mount) using the cache dir `dir`.
     fn of(fake: Fake, write_back: bool, dir: tempfile::TempDir) -> Mount {
+        let m = Mount::idle(fake, write_back, dir);
+        m.core.start_uploaders(Vec::new()).unwrap();
+        m
+    }
+
+    /// [`Mount::of`] whose uploaders have not started: what is closed waits
+    /// in the journal until `start_uploaders`.
+    fn idle(fake: Fake, write_back: bool, dir: tempfile::TempDir) -> Mount {
         let cluster: Arc<dyn Cluster> = Arc::new(fake.clone());
         let content = ContentCache::open(&dir.path().join("content"), 1 << 30).unwrap();
         let staging = dir.path().join("staging");
@@ -50,8 +59,8 @@ impl Mount {
         let core = Core::new(cluster, content, staging, dir.path().join("mnt"), journal, write_back);
         let core = Arc::new(core);
         core.reserve_ahead();
-        core.start_uploaders(left).unwrap();
-        Mount { core, fake, _dir: dir }
+        core.queue_left(left);
+        Mount { core, fake, dir: Some(dir) }
     }
 
     fn create(&self, parent: u64, name: &str) -> (FileAttr, u64) {
@@ -120,9 +129,20 @@ impl Mount {
     }
 }
 
+impl Mount {
+    /// Stops as a killed mount does, flushing nothing; returns its cache dir.
+    fn kill(mut self) -> tempfile::TempDir {
+        let dir = self.dir.take().expect("a live mount");
+        self.core.stop_uploaders();
+        dir
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
-        self.core.flush_all();
+        if self.dir.is_some() {
+            self.core.flush_all();
+        }
     }
 }
 
@@ -600,8 +620,10 @@ fn with_write_back_a_closed_file_goes_up_soon_as_a_new_file_and_orders_what_foll
     m.core.setxattr(f.ino.0, os("user.k"), b"v", 0, 0).unwrap();
     m.close(fh).unwrap();
     assert_eq!(m.read(f.ino.0), b"final text", "readable here at once");
-    // A rename waits for it to go up, then moves it.
+    // Renamed before it went up: it goes up under its new name.
     m.core.rename(ROOT, os("draft.txt"), ROOT, os("final.txt"), 0).unwrap();
+    eventually("final.txt on the cluster", || m.fake.at("final.txt").is_some());
+    assert!(m.fake.at("draft.txt").is_none());
     let stored = m.fake.at("final.txt").unwrap();
     assert_eq!((stored.ino.0, stored.uid, stored.gid), (f.ino.0, 1000, 100));
     assert_eq!(stored.xattrs["user.k"].0, b"v");
@@ -692,4 +714,77 @@ fn after_an_upgrade_what_the_previous_release_left_in_its_journal_still_goes_up(
     let cat = m.fake.at("photos/cat.txt").unwrap();
     assert_eq!(m.fake.content(cat.ino).unwrap(), b"meow");
     assert_eq!(m.lookup(photos.ino.0, "cat.txt").unwrap().perm, 0o640);
+}
+
+/// Closes `name` in the root with `data`, then does to it what rsync does
+/// to its temporary file: chmod, set the times, rename it to `to`.
+fn rsync_pattern(m: &Mount, name: &str, data: &[u8], to: &str) -> u64 {
+    let f = m.write_file(ROOT, name, data);
+    let ino = f.ino.0;
+    m.core.setattr(ino, SetAttr { mode: Some(0o600), ..Default::default() }, None).unwrap();
+    let at = TimeOrNow::SpecificTime(UNIX_EPOCH + Duration::from_secs(1_000_000));
+    m.core.setattr(ino, SetAttr { atime: Some(at), mtime: Some(at), ..Default::default() }, None).unwrap();
+    m.core.rename(ROOT, os(name), ROOT, os(to), 0).unwrap();
+    ino
+}
+
+#[test]
+fn with_write_back_chmod_times_and_rename_of_a_closed_file_wait_for_nothing_and_it_goes_up_once() {
+    let m = Mount::idle(Fake::new(), true, tempfile::tempdir().unwrap());
+    m.fake.put_file(Ino::ROOT, "old", b"replaced by the rename");
+    let before = m.fake.uploads().len();
+    let ino = rsync_pattern(&m, ".f.tmp", b"content", "f");
+    m.core.setxattr(ino, os("user.origin"), b"rsync", 0, 0).unwrap();
+    // Nothing went up (the uploaders have not started), yet all of it shows here.
+    assert_eq!(m.fake.uploads().len(), before);
+    let shown = m.lookup(ROOT, "f").unwrap();
+    assert_eq!((shown.ino.0, shown.perm, shown.mtime), (ino, 0o600, UNIX_EPOCH + Duration::from_secs(1_000_000)));
+    assert_eq!(m.lookup(ROOT, ".f.tmp"), Err(Errno::ENOENT));
+    assert_eq!(m.read(ino), b"content");
+    // Moved over a file the cluster has: shown in its place at once.
+    let g = rsync_pattern(&m, ".g.tmp", b"new", "old");
+    assert_eq!(m.lookup(ROOT, "old").unwrap().ino.0, g);
+    let mut names = m.ls(ROOT);
+    names.sort();
+    assert_eq!(names, ["f", "old"]);
+
+    m.core.start_uploaders(Vec::new()).unwrap();
+    assert!(m.core.wait_written_back(Duration::from_secs(10)));
+    let f = m.fake.at("f").unwrap();
+    assert_eq!((f.ino.0, f.mode & 0o7777, f.mtime_ns), (ino, 0o600, 1_000_000_000_000_000));
+    assert_eq!(f.xattrs["user.origin"].0, b"rsync");
+    assert_eq!(m.fake.content(f.ino).unwrap(), b"content");
+    let old = m.fake.at("old").unwrap();
+    assert_eq!((old.ino.0, m.fake.content(old.ino).unwrap()), (g, b"new".to_vec()));
+    assert!(m.fake.at(".f.tmp").is_none() && m.fake.at(".g.tmp").is_none());
+    assert_eq!(m.fake.uploads().len() - before, 2, "each file went up once, under its last name");
+}
+
+#[test]
+fn with_write_back_a_killed_mount_sends_up_the_renamed_file_with_its_last_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    let m = Mount::idle(fake.clone(), true, dir);
+    let ino = rsync_pattern(&m, ".f.tmp", b"content", "f");
+    // Killed: nothing is flushed; the journal is as the last operation left it.
+    let dir = m.kill();
+    let again = Mount::of(fake, true, dir);
+    assert!(again.core.wait_written_back(Duration::from_secs(10)));
+    let f = again.fake.at("f").unwrap();
+    assert_eq!((f.ino.0, f.mode & 0o7777, f.mtime_ns), (ino, 0o600, 1_000_000_000_000_000));
+    assert_eq!(again.fake.content(f.ino).unwrap(), b"content");
+    assert!(again.fake.at(".f.tmp").is_none(), "the name it was closed under never appears");
+}
+
+#[test]
+fn with_write_back_a_closed_file_removed_before_it_went_up_never_goes_up() {
+    let m = Mount::idle(Fake::new(), true, tempfile::tempdir().unwrap());
+    let before = m.fake.uploads().len();
+    let f = rsync_pattern(&m, ".s.tmp", b"scratch", "scratch");
+    m.core.unlink(ROOT, os("scratch")).unwrap();
+    assert_eq!(m.lookup(ROOT, "scratch"), Err(Errno::ENOENT));
+    assert!(m.ls(ROOT).is_empty());
+    m.core.start_uploaders(Vec::new()).unwrap();
+    assert!(m.core.wait_written_back(Duration::from_secs(10)));
+    assert_eq!(m.fake.uploads().len(), before, "inode {f} never went up");
 }

@@ -13,10 +13,13 @@
 //!   versioned: records a previous release left (path-based) still go up.
 //! - [`Queue`]: the records waiting or going up. Records of one file go up
 //!   in order, one at a time; a newer record of a file replaces one still
-//!   waiting. Namespace changes on this mount (rename, unlink, chmod ...)
-//!   first wait for the records they touch ([`Queue::wait_clear`], by inode,
-//!   and by directory for files not on the cluster yet), so the cluster
-//!   sees this mount's changes of any one file in the order made.
+//!   waiting. A change of a new file whose record waits (chmod, times,
+//!   rename) rewrites the record instead ([`Queue::amend`],
+//!   [`Journal::rewrite`]), and deleting it withdraws the record. Other
+//!   namespace changes on this mount first wait for the records they touch
+//!   ([`Queue::wait_clear`], by inode, and by directory for files not on
+//!   the cluster yet), so the cluster sees this mount's changes of any one
+//!   file in the order made.
 //!
 //! Knows nothing of open files: a job carries back whatever its owner gave
 //! it (`T`).
@@ -127,6 +130,8 @@ pub struct Journal {
     need: Condvar,
     /// Records written to slots and not synced yet, by sequence number.
     written: Mutex<HashMap<u64, PathBuf>>,
+    /// Records replaced by a rewrite not synced yet ([`Journal::supersede`]).
+    superseded: Mutex<Vec<Record>>,
 }
 
 #[derive(Default)]
@@ -218,6 +223,7 @@ impl Journal {
             slots: Mutex::new(slots),
             need: Condvar::new(),
             written: Mutex::new(HashMap::new()),
+            superseded: Mutex::new(Vec::new()),
         };
         Ok((journal, found))
     }
@@ -229,6 +235,39 @@ impl Journal {
     /// and only the second version needs the disk flush); a record of its
     /// own is synced before returning.
     pub fn write(&self, spec: &UploadSpec, content: &File, size: u64) -> std::io::Result<Record> {
+        self.put(spec, size, |buf| content.read_exact_at(buf, 0))
+    }
+
+    /// A record of `rec`'s content as `spec` stores it (a name or the
+    /// attributes changed while it waited), under a new sequence number.
+    /// [`Journal::write`]'s rules apply; `rec` is for [`Journal::supersede`].
+    pub fn rewrite(&self, rec: &Record, spec: &UploadSpec) -> std::io::Result<Record> {
+        let size = rec.spec.size.unwrap_or(0);
+        self.put(spec, size, |buf| File::open(&rec.path)?.read_exact_at(buf, rec.data_at))
+    }
+
+    /// `rec` was replaced by a record from [`Journal::rewrite`]. If `rec` is
+    /// on the disk, it goes once its replacement is too
+    /// ([`Journal::sync_written`]), so that a power cut in between leaves
+    /// one of the two, never neither (if both come back, the newer one
+    /// replaces the older in the queue). If it is not, it goes now: the
+    /// replacement is as durable as it was.
+    pub fn supersede(&self, rec: Record) {
+        let synced = !lock(&self.written).contains_key(&rec.seq);
+        if synced {
+            lock(&self.superseded).push(rec);
+        } else {
+            self.remove(&rec);
+        }
+    }
+
+    /// Writes a record of `size` bytes that `fill` puts in place.
+    fn put(
+        &self,
+        spec: &UploadSpec,
+        size: u64,
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<Record> {
         let seq = self.next.fetch_add(1, Ordering::SeqCst);
         let spec = UploadSpec { size: Some(size), ..spec.clone() };
         let header = Header { seq, spec };
@@ -243,7 +282,7 @@ impl Journal {
         buf.extend_from_slice(&head);
         let data_at = buf.len() as u64;
         buf.resize(buf.len() + size as usize, 0);
-        content.read_exact_at(&mut buf[data_at as usize..], 0)?;
+        fill(&mut buf[data_at as usize..])?;
         let sum = Sha256::digest(&buf);
         buf.extend_from_slice(&sum);
         if buf.len() <= SLOT_SIZE {
@@ -383,13 +422,26 @@ impl Journal {
         }
     }
 
-    /// Puts the records written so far on the disk.
+    /// Puts the records written so far on the disk, then removes those
+    /// they superseded.
     pub fn sync_written(&self) {
+        // Taken first: each one's replacement is among the records written by now.
+        let superseded = std::mem::take(&mut *lock(&self.superseded));
         let records: Vec<(u64, PathBuf)> = lock(&self.written).drain().collect();
+        let mut synced = true;
         for (_, path) in records {
             if let Err(e) = File::open(&path).and_then(|f| f.sync_data()) {
                 log::warn!("cannot sync the write-back record {}: {e}", path.display());
+                synced = false;
             }
+        }
+        if !synced {
+            // Kept: read back at the next start, the newer ones replace them.
+            lock(&self.superseded).extend(superseded);
+            return;
+        }
+        for rec in superseded {
+            self.remove(&rec);
         }
     }
 
@@ -536,6 +588,19 @@ impl Scope {
             (Scope::In(_), Target::Ino(_)) => false,
         }
     }
+}
+
+/// What [`Queue::amend`] did.
+#[derive(Debug)]
+pub enum Amend {
+    /// The waiting record was replaced; here is the one it replaced.
+    Done(Record),
+    /// No record of the file is waiting or going up.
+    Nothing,
+    /// A record of the file is going up: a change must wait for it.
+    Going,
+    /// The new record could not be written.
+    Failed(std::io::Error),
 }
 
 /// A record to upload, and what its owner wants back with it (the staging
@@ -722,6 +787,36 @@ impl<T> Queue<T> {
             st = self.changed.wait_timeout(st, since + idle - now).unwrap_or_else(|p| p.into_inner()).0;
         }
         true
+    }
+
+    /// Replaces the record waiting for `ino` with what `rewrite` makes of it
+    /// (the same content under a new name or attributes), in its place in
+    /// the queue; no uploader takes it meanwhile.
+    pub fn amend(&self, ino: Ino, rewrite: impl FnOnce(&Record) -> std::io::Result<Record>) -> Amend {
+        let key = FileKey::Ino(ino);
+        let mut st = lock(&self.state);
+        if st.going.iter().any(|t| FileKey::of(t) == key) {
+            return Amend::Going;
+        }
+        let Some(job) = st.waiting.iter_mut().find(|j| FileKey::of(&j.rec.spec.target) == key) else {
+            return Amend::Nothing;
+        };
+        match rewrite(&job.rec) {
+            Ok(new) => Amend::Done(std::mem::replace(&mut job.rec, new)),
+            Err(e) => Amend::Failed(e),
+        }
+    }
+
+    /// Takes the job waiting for `ino` out of the queue (its file is gone
+    /// before it went up); `None` when none waits.
+    pub fn withdraw(&self, ino: Ino) -> Option<Job<T>> {
+        let key = FileKey::Ino(ino);
+        let mut st = lock(&self.state);
+        let i = st.waiting.iter().position(|j| FileKey::of(&j.rec.spec.target) == key)?;
+        let job = st.waiting.remove(i)?;
+        st.bytes -= job.rec.spec.size.unwrap_or(0);
+        self.changed.notify_all();
+        Some(job)
     }
 
     /// Whether a record within `scope` is waiting or going up.
@@ -1078,5 +1173,63 @@ mod tests {
         assert_eq!(got, "meow");
         let next = j.write(&spec.clone(), &content(dir.path(), b"x"), 1).unwrap();
         assert!(next.seq > 41, "new records number on from it");
+    }
+
+    #[test]
+    fn an_amended_record_takes_the_waiting_ones_place_and_the_old_one_goes_once_it_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("pending");
+        let (j, _) = Journal::open(&jdir).unwrap();
+        let q: Queue<()> = Queue::default();
+        q.push_unbounded(job(&j, dir.path(), "a.tmp", b"aaa"));
+        q.push_unbounded(job(&j, dir.path(), "b", b"bbb"));
+        j.sync_written();
+        let ino = Ino(1000 + u64::from(b'a'));
+        // Amended twice: the first amendment, never synced, goes at once.
+        let Amend::Done(first) = q.amend(ino, |rec| j.rewrite(rec, &rec.spec)) else { panic!("not amended") };
+        j.supersede(first);
+        let amended = q.amend(ino, |rec| {
+            let mut spec = rec.spec.clone();
+            spec.target = Target::New { parent: Ino::ROOT, name: "a".into(), ino };
+            spec.mode = 0o600;
+            j.rewrite(rec, &spec)
+        });
+        let Amend::Done(old) = amended else { panic!("{amended:?}") };
+        assert_eq!(name_of(&old.spec), "a.tmp");
+        j.supersede(old);
+        // Before the sync both records are on file: the newer one wins the queue.
+        let (_, found) = Journal::open(&jdir).unwrap();
+        assert_eq!(found.iter().map(|r| name_of(&r.spec)).collect::<Vec<_>>(), ["a.tmp", "b", "a"]);
+        let again: Queue<()> = Queue::default();
+        for rec in found {
+            again.push_unbounded(Job::new(rec, None, 0));
+        }
+        let first = again.take().unwrap();
+        assert_eq!((name_of(&first.rec.spec), first.rec.spec.mode), ("b", 0o644));
+        let second = again.take().unwrap();
+        assert_eq!((name_of(&second.rec.spec), second.rec.spec.mode), ("a", 0o600));
+        let mut got = String::new();
+        second.rec.content().unwrap().read_to_string(&mut got).unwrap();
+        assert_eq!(got, "aaa");
+        // Synced: the superseded record is gone.
+        j.sync_written();
+        let (_, found) = Journal::open(&jdir).unwrap();
+        assert_eq!(found.iter().map(|r| name_of(&r.spec)).collect::<Vec<_>>(), ["b", "a"]);
+        // The queue kept its order: "a" still goes first.
+        assert_eq!(name_of(&q.take().unwrap().rec.spec), "a");
+    }
+
+    #[test]
+    fn a_record_going_up_or_missing_is_not_amended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&dir.path().join("pending")).unwrap();
+        let q: Queue<()> = Queue::default();
+        let ino = Ino(1000 + u64::from(b'a'));
+        assert!(matches!(q.amend(ino, |_| panic!("nothing to rewrite")), Amend::Nothing));
+        q.push_unbounded(job(&j, dir.path(), "a", b"x"));
+        let going = q.take().unwrap();
+        assert!(matches!(q.amend(ino, |_| panic!("it is going up")), Amend::Going));
+        q.done(&going.rec.spec.target);
+        assert!(matches!(q.amend(ino, |_| panic!("nothing waits")), Amend::Nothing));
     }
 }
