@@ -788,3 +788,16 @@ fn with_write_back_a_closed_file_removed_before_it_went_up_never_goes_up() {
     assert!(m.core.wait_written_back(Duration::from_secs(10)));
     assert_eq!(m.fake.uploads().len(), before, "inode {f} never went up");
 }
+
+#[test]
+fn selinux_labels_are_not_kept_so_ls_stops_asking_but_other_security_attributes_are() {
+    let m = Mount::new(false);
+    let f = m.write_file(ROOT, "f", b"x").ino.0;
+    // "Not supported", which ls remembers for the whole file system; "no such
+    // attribute" would make it ask again for every file it lists.
+    assert_eq!(m.core.getxattr(f, os("security.selinux"), 255), Err(Errno::EOPNOTSUPP));
+    assert_eq!(m.core.setxattr(f, os("security.selinux"), b"system_u:object_r:x:s0", 0, 0), Err(Errno::EOPNOTSUPP));
+    assert_eq!(m.core.getxattr(f, os("security.other"), 255), Err(Errno::ENODATA));
+    m.core.setxattr(f, os("security.capability"), b"\x01\x00\x00\x02", 0, 0).unwrap();
+    assert_eq!(m.core.getxattr(f, os("security.capability"), 64), Ok(XattrReply::Data(b"\x01\x00\x00\x02".to_vec())));
+}
