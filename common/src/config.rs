@@ -43,6 +43,7 @@ pub struct NodeSettings {
     pub idle_timeout_ms: Option<u64>,
     pub client_requests_per_sec: Option<u32>,
     pub metrics_listen: Option<String>,
+    pub log_format: Option<String>,
 }
 
 impl NodeSettings {
@@ -85,6 +86,7 @@ impl NodeSettings {
             idle_timeout_ms: over.idle_timeout_ms.or(self.idle_timeout_ms),
             client_requests_per_sec: over.client_requests_per_sec.or(self.client_requests_per_sec),
             metrics_listen: over.metrics_listen.or(self.metrics_listen),
+            log_format: over.log_format.or(self.log_format),
         }
     }
 }
@@ -118,6 +120,30 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Where `/metrics` and `/health` are served over HTTP (off when unset).
     pub metrics_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+}
+
+/// How a node writes its log lines (`log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `[time LEVEL target] message`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line (`ts`, `level`, `target`, `msg`), for log
+    /// collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<LogFormat> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(Error::Config(format!("log_format must be \"text\" or \"json\", not {s:?}"))),
+        }
+    }
 }
 
 /// What one node gives the network at most, so that no peer, with the key
@@ -232,6 +258,7 @@ impl NodeConfig {
                 Error::Config(format!("metrics_listen must be IP:PORT, like 127.0.0.1:9780, not {m:?}"))
             })?),
         };
+        let log_format = s.log_format.as_deref().map_or(Ok(LogFormat::Text), str::parse)?;
         Ok(NodeConfig {
             id: NodeId(id),
             data_dir: s.data_dir.unwrap_or_else(|| default_data_dir(id)),
@@ -252,6 +279,7 @@ impl NodeConfig {
             tombstone_ttl: Duration::from_millis(s.tombstone_ttl_ms.unwrap_or(3_600_000)),
             limits,
             metrics_listen,
+            log_format,
         })
     }
 
@@ -333,6 +361,11 @@ mod tests {
         assert_eq!(NodeConfig::resolve(NodeSettings::default()).unwrap().metrics_listen, None);
         let on = NodeSettings { metrics_listen: Some("127.0.0.1:9780".into()), ..Default::default() };
         assert_eq!(NodeConfig::resolve(on).unwrap().metrics_listen, Some("127.0.0.1:9780".parse().unwrap()));
+        assert_eq!(NodeConfig::resolve(NodeSettings::default()).unwrap().log_format, LogFormat::Text);
+        let json = NodeSettings { log_format: Some("json".into()), ..Default::default() };
+        assert_eq!(NodeConfig::resolve(json).unwrap().log_format, LogFormat::Json);
+        let e = NodeConfig::resolve(NodeSettings { log_format: Some("xml".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains(r#"log_format must be "text" or "json", not "xml""#), "{e}");
         let bad = NodeSettings { metrics_listen: Some("9780".into()), ..Default::default() };
         let e = NodeConfig::resolve(bad).unwrap_err().to_string();
         assert!(e.contains("metrics_listen must be IP:PORT"), "{e}");

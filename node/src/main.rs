@@ -1,12 +1,13 @@
 //! `scs-node`: one storage node of an SCS cluster.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use scs_common::config::{NodeConfig, NodeSettings};
+use scs_common::config::{LogFormat, NodeConfig, NodeSettings};
 
 /// A storage node of an SCS cluster. Flags override the config file.
 #[derive(Parser, Debug)]
@@ -14,7 +15,7 @@ use scs_common::config::{NodeConfig, NodeSettings};
 struct Args {
     /// TOML config file (keys: id, data_dir, listen, group, iface, cluster_size,
     /// max_files, replicas, secret_file, heartbeat_ms, leader_timeout_ms,
-    /// metrics_listen, and the limits the README lists)
+    /// metrics_listen, log_format, and the limits the README lists)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// This node's id, 1..=cluster_size (the highest live id leads)
@@ -54,6 +55,9 @@ struct Args {
     /// here (default: off)
     #[arg(long, value_name = "IP:PORT")]
     metrics_listen: Option<String>,
+    /// Log lines as text (default) or as one JSON object each
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<String>,
 }
 
 impl Args {
@@ -71,6 +75,7 @@ impl Args {
             heartbeat_ms: self.heartbeat_ms,
             leader_timeout_ms: self.leader_timeout_ms,
             metrics_listen: self.metrics_listen.clone(),
+            log_format: self.log_format.clone(),
             ..Default::default()
         }
     }
@@ -79,10 +84,6 @@ impl Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     scs_common::raise_fd_limit();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
-    bound_the_heap();
     let file = match &args.config {
         Some(path) => match NodeSettings::from_file(path) {
             Ok(s) => s,
@@ -94,6 +95,8 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    start_logging(cfg.log_format);
+    bound_the_heap();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(&e),
@@ -101,6 +104,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone())?;
+        if let Some(every) = watchdog_interval() {
+            tokio::spawn(feed_the_watchdog(every));
+        }
         scs_node::run(cfg, shutdown, notify_ready).await
     });
     match result {
@@ -165,25 +171,78 @@ fn spawn_signal_handler(shutdown: CancellationToken) -> scs_common::Result<()> {
     Ok(())
 }
 
+/// Logs go to stderr (the journal under systemd), filtered by `RUST_LOG`
+/// (default `info`): as text, or as one JSON object per line.
+fn start_logging(format: LogFormat) {
+    let mut logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    match format {
+        LogFormat::Text => logger.format_timestamp_millis(),
+        LogFormat::Json => logger.format(|buf, record| {
+            let line = serde_json::json!({
+                "ts": buf.timestamp_millis().to_string(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "msg": record.args().to_string(),
+            });
+            writeln!(buf, "{line}")
+        }),
+    };
+    logger.init();
+}
+
 /// Tells systemd (Type=notify) that the node has joined the cluster.
 fn notify_ready() {
+    if let Err(e) = sd_notify(b"READY=1") {
+        log::warn!("could not notify systemd of readiness: {e}");
+    }
+}
+
+/// How often to tell systemd's watchdog (`WatchdogSec=` in the unit) that
+/// the node is alive: half its limit, as sd_watchdog_enabled(3) advises.
+/// `None` when no watchdog watches this process.
+fn watchdog_interval() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}
+
+/// Pings the watchdog every `every` while both the async runtime and its
+/// blocking pool (where the store's disk work runs) answer within that
+/// time. A node stuck in either stops pinging, and systemd restarts it.
+async fn feed_the_watchdog(every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(every, tokio::task::spawn_blocking(|| ())).await {
+            Ok(Ok(())) => {
+                if let Err(e) = sd_notify(b"WATCHDOG=1") {
+                    log::warn!("could not ping the systemd watchdog: {e}");
+                }
+            }
+            _ => log::warn!("the node's blocking work did not answer within {every:?}; not pinging the watchdog"),
+        }
+    }
+}
+
+/// Sends `msg` to systemd's notification socket (`NOTIFY_SOCKET`); nothing
+/// when not run by systemd.
+fn sd_notify(msg: &[u8]) -> std::io::Result<()> {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
+        return Ok(());
     };
     let path = PathBuf::from(path);
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(_) => return,
-    };
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
     let bytes = path.as_os_str().as_encoded_bytes();
-    let result = if bytes.first() == Some(&b'@') {
+    if bytes.first() == Some(&b'@') {
         // An abstract socket address.
         use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(&bytes[1..]).and_then(|a| sock.send_to_addr(b"READY=1", &a))
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&bytes[1..])?;
+        sock.send_to_addr(msg, &addr).map(drop)
     } else {
-        sock.send_to(b"READY=1", &path)
-    };
-    if let Err(e) = result {
-        log::warn!("could not notify systemd of readiness: {e}");
+        sock.send_to(msg, &path).map(drop)
     }
 }

@@ -49,6 +49,7 @@ pub struct ClusterBuilder {
     config: Option<String>,
     hard_limit: Duration,
     metrics: bool,
+    env: Vec<(OsString, OsString)>,
 }
 
 impl ClusterBuilder {
@@ -81,6 +82,13 @@ impl ClusterBuilder {
     /// ([`Cluster::metrics_addr`]).
     pub fn metrics(mut self) -> ClusterBuilder {
         self.metrics = true;
+        self
+    }
+
+    /// Sets `key` to `value` in every node's environment (systemd's
+    /// `NOTIFY_SOCKET`, say).
+    pub fn node_env(mut self, key: &str, value: impl Into<OsString>) -> ClusterBuilder {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -166,6 +174,8 @@ pub struct Cluster {
     config_file: Option<PathBuf>,
     /// Where each node serves its metrics, when asked to.
     metrics: BTreeMap<u32, SocketAddr>,
+    /// Set in every node's environment.
+    env: Vec<(OsString, OsString)>,
     specs: BTreeMap<String, NodeSpec>,
     procs: Arc<Mutex<Procs>>,
     watchdog: Option<Watchdog>,
@@ -192,6 +202,7 @@ impl Cluster {
             config: None,
             hard_limit: HARD_LIMIT,
             metrics: false,
+            env: Vec::new(),
         }
     }
 
@@ -218,6 +229,7 @@ impl Cluster {
             timers: b.timers,
             config_file,
             metrics: if b.metrics { (1..=b.size).map(|id| (id, free_port())).collect() } else { BTreeMap::new() },
+            env: b.env.clone(),
             specs: BTreeMap::new(),
             procs,
             watchdog: Some(watchdog),
@@ -285,6 +297,7 @@ impl Cluster {
         let mut cmd = Command::new(&self.node_bin);
         cmd.args(self.node_args(&spec))
             .env("RUST_LOG", std::env::var("SCS_NODE_LOG").unwrap_or_else(|_| "info,scs_node=debug".into()))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log);

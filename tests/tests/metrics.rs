@@ -1,12 +1,15 @@
 //! `metrics_listen`: Prometheus text at `/metrics` whose figures match
 //! `scs status`, latency histograms that count what was done, and
-//! `/health` answering 200 with quorum and 503 without.
+//! `/health` answering 200 with quorum and 503 without. Also what watches
+//! a node from outside: systemd's readiness and watchdog messages, and
+//! logs as JSON lines.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
 
 use scs_tests::bins::bin;
 use scs_tests::cli::run;
@@ -232,4 +235,75 @@ fn status_check_exits_0_healthy_1_degraded_2_without_quorum() {
     let (code, line) = check();
     assert_eq!(code, Some(2), "{line}");
     assert!(line.starts_with("CRITICAL: no answer from the cluster"), "{line}");
+}
+
+/// The messages a node sent to `sock` (its `NOTIFY_SOCKET`) within `within`.
+fn notifications(sock: &UnixDatagram, within: Duration) -> Vec<String> {
+    let until = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        sock.set_read_timeout(Some(left)).unwrap();
+        match sock.recv(&mut buf) {
+            Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e) => panic!("reading the notify socket: {e}"),
+        }
+    }
+    got
+}
+
+#[test]
+fn under_systemd_a_node_says_ready_once_joined_then_keeps_pinging_the_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    // WatchdogSec=0.4: a ping every 0.2 s.
+    let c = Cluster::builder(1).node_env("NOTIFY_SOCKET", &path).node_env("WATCHDOG_USEC", "400000").start();
+    let got = notifications(&sock, Duration::from_millis(1500));
+    let ready = got.iter().position(|m| m == "READY=1").unwrap_or_else(|| panic!("no READY=1 in {got:?}"));
+    let pings_after = got[ready..].iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(pings_after >= 4, "{pings_after} watchdog pings in 1.5 s after joining, 0.2 s apart: {got:?}");
+    assert!(got.iter().all(|m| m == "READY=1" || m == "WATCHDOG=1"), "{got:?}");
+    // Frozen, it stops pinging (systemd would restart it); thawed, it goes on.
+    c.pause(1);
+    let _ = notifications(&sock, Duration::from_millis(300));
+    assert!(notifications(&sock, Duration::from_millis(800)).is_empty(), "pings from a frozen node");
+    c.resume(1);
+    assert!(notifications(&sock, Duration::from_millis(1500)).contains(&"WATCHDOG=1".to_string()));
+}
+
+#[test]
+fn a_watchdog_meant_for_another_process_is_not_pinged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let _c = Cluster::builder(1)
+        .node_env("NOTIFY_SOCKET", &path)
+        .node_env("WATCHDOG_USEC", "400000")
+        .node_env("WATCHDOG_PID", "1")
+        .start();
+    let got = notifications(&sock, Duration::from_millis(1200));
+    assert_eq!(got, ["READY=1"], "WATCHDOG_PID names another process");
+}
+
+#[test]
+fn with_log_format_json_every_log_line_is_one_json_object() {
+    let c = Cluster::builder(3).config("log_format = \"json\"\n").start();
+    c.upload_bytes("a.txt", b"logged");
+    c.stop(1);
+    let log = std::fs::read_to_string(c.log_path(1)).unwrap();
+    let mut lines = 0;
+    for line in log.lines().filter(|l| !l.starts_with("===== harness")) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        for key in ["ts", "level", "target", "msg"] {
+            assert!(v[key].is_string(), "no {key} in {line}");
+        }
+        lines += 1;
+    }
+    assert!(lines >= 3, "only {lines} log lines:\n{log}");
+    assert!(log.contains("leader") || log.contains("lead"), "{log}");
+    // A wrong value stops the node at start with a one-line error.
+    let out = node_refuses(&["--log-format", "xml"]);
+    assert!(out.stderr.contains(r#"log_format must be "text" or "json", not "xml""#), "{out}");
 }
