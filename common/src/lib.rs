@@ -21,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod http;
 pub mod inode;
 pub mod locks;
 pub mod mounts;

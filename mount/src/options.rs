@@ -54,6 +54,7 @@ pub struct OptionList {
     pub iface: Option<String>,
     pub node: Option<String>,
     pub secret_file: Option<PathBuf>,
+    pub metrics_listen: Option<String>,
     /// Words accepted without effect (the generic ones, and unknown ones
     /// under [`Unknown::Ignore`]), in order, for a verbose report.
     pub ignored: Vec<String>,
@@ -123,6 +124,7 @@ impl OptionList {
             "iface" => self.iface = Some(needs_value("iface", value)?.to_string()),
             "node" => self.node = Some(needs_value("node", value)?.to_string()),
             "secret_file" => self.secret_file = Some(needs_value("secret_file", value)?.into()),
+            "metrics_listen" => self.metrics_listen = Some(needs_value("metrics_listen", value)?.to_string()),
             _ if is_generic(word) => self.ignored.push(word.to_string()),
             _ => match unknown {
                 Unknown::Refuse => return Err(OptionError::Unknown(word.to_string())),
@@ -213,7 +215,7 @@ mod tests {
 
     #[test]
     fn values_are_required_where_named_and_refused_on_flags() {
-        for name in ["cache_dir", "group", "iface", "node", "secret_file"] {
+        for name in ["cache_dir", "group", "iface", "node", "secret_file", "metrics_listen"] {
             assert_eq!(parse(name), Err(OptionError::NeedsValue(name)), "{name}");
             assert_eq!(parse(&format!("{name}=")), Err(OptionError::NeedsValue(name)), "{name}=");
         }

@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use scs_common::http::{gauge, resident_bytes};
+
 /// Upper bounds of the histogram buckets, in microseconds (a last bucket,
 /// `+Inf`, takes the rest).
 const BOUNDS_US: [u64; 16] =
@@ -174,21 +176,6 @@ impl Metrics {
             &m.leader_majority,
         );
     }
-}
-
-/// Appends one gauge, with its help and type lines.
-pub fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-}
-
-/// The process's resident memory, from /proc (0 where there is none).
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
 }
 
 #[cfg(test)]

@@ -848,7 +848,7 @@ fn fresh_group() -> SocketAddrV4 {
 }
 
 /// A TCP port on 127.0.0.1 free a moment ago.
-fn free_port() -> SocketAddr {
+pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("the bound address")
 }

@@ -29,6 +29,6 @@ pub mod netns;
 pub mod report;
 
 pub use cli::Output;
-pub use cluster::{eventually, write_random_key, Cluster, ClusterBuilder, StopOnDrop};
+pub use cluster::{eventually, free_port, write_random_key, Cluster, ClusterBuilder, StopOnDrop};
 pub use data::{key_hex, seeded_bytes, sha256_hex, write_seeded_file};
 pub use report::{LsEntry, NodeStatus, Status};

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use scs_tests::bins::bin;
 use scs_tests::cli::run;
-use scs_tests::{eventually, seeded_bytes, Cluster, Output};
+use scs_tests::mount::{Mount, MountOptions};
+use scs_tests::{eventually, free_port, seeded_bytes, Cluster, Output};
 
 /// One HTTP request to `addr`; the status code and the body.
 fn http(addr: SocketAddr, request: &str) -> (u16, String) {
@@ -306,4 +307,37 @@ fn with_log_format_json_every_log_line_is_one_json_object() {
     // A wrong value stops the node at start with a one-line error.
     let out = node_refuses(&["--log-format", "xml"]);
     assert!(out.stderr.contains(r#"log_format must be "text" or "json", not "xml""#), "{out}");
+}
+
+#[test]
+fn a_mount_serves_its_pending_uploads_and_whether_the_cluster_answers() {
+    let c = Cluster::start(3);
+    let addr = free_port();
+    let extra = vec![OsString::from("--write-back"), OsString::from("--metrics-listen"), addr.to_string().into()];
+    let m = Mount::start_with(&c, MountOptions { extra, ..MountOptions::default() });
+    assert_eq!(get(addr, "/health").0, 200);
+    std::fs::create_dir(m.join("docs")).unwrap();
+    // The cluster freezes: files closed here wait in the journal.
+    for id in 1..=3 {
+        c.pause(id);
+    }
+    for i in 0..5 {
+        std::fs::write(m.join(format!("docs/f{i}")), format!("file {i}")).unwrap();
+    }
+    let page = parse(&get(addr, "/metrics").1);
+    assert_eq!(value(&page, "scs_mount_uploads_pending"), 5.0, "{page:?}");
+    assert!(value(&page, "scs_mount_resident_bytes") > 0.0);
+    let (code, body) = get(addr, "/health");
+    assert_eq!(code, 503, "{body}");
+    for id in 1..=3 {
+        c.resume(id);
+    }
+    c.wait_for("a leader after the freeze", Duration::from_secs(20), |s| s.quorum);
+    eventually("the 5 files to go up", Duration::from_secs(20), || {
+        value(&parse(&get(addr, "/metrics").1), "scs_mount_uploads_pending") == 0.0
+    });
+    let page = parse(&get(addr, "/metrics").1);
+    assert!(value(&page, "scs_mount_files_stored_total") >= 5.0, "{page:?}");
+    assert_eq!(value(&page, "scs_mount_uploads_refused_total"), 0.0);
+    eventually("the mount's health to come back", Duration::from_secs(20), || get(addr, "/health").0 == 200);
 }

@@ -46,7 +46,8 @@ Mount options (-o, comma separated, as in fstab; -o may be repeated):
   ro, rw          read-only (every change fails with EROFS), or read-write
                   (the default); the last one given wins
   write_back, foreground, cache_dir=DIR, group=G, iface=I, node=IP:PORT,
-  secret_file=F   as the flags of the same name (not both)
+  secret_file=F, metrics_listen=IP:PORT
+                  as the flags of the same name (not both)
   defaults, _netdev, nofail, auto, noauto, user, users, nouser, exec, noexec,
   suid, nosuid, dev, nodev, *atime, x-*, comment=...
                   accepted and ignored (scs mounts are always nosuid,nodev)
@@ -105,6 +106,10 @@ struct Args {
     /// moment after it is closed, not at once
     #[arg(long)]
     write_back: bool,
+    /// Serve this mount's Prometheus metrics at /metrics (uploads pending,
+    /// cache size, errors) and a health check at /health here [default: off]
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<String>,
 }
 
 /// mount(8)'s helper: `mount.scs SPEC DIR [-sfnv] [-N NAMESPACE] [-o OPTIONS] [-t TYPE]`.
@@ -288,6 +293,7 @@ fn scs_mount_request(args: Args) -> Result<Request, Refusal> {
     opts.node = flag_or_option("node", args.node, opts.node)?;
     opts.secret_file = flag_or_option("secret_file", args.secret_file, opts.secret_file)?;
     opts.cache_dir = flag_or_option("cache_dir", args.cache_dir, opts.cache_dir)?;
+    opts.metrics_listen = flag_or_option("metrics_listen", args.metrics_listen, opts.metrics_listen)?;
     opts.foreground |= args.foreground;
     opts.write_back |= args.write_back;
     Ok(Request { mountpoint, opts, form, fake: false, verbose: false })
@@ -342,6 +348,12 @@ fn settings(req: &Request) -> Result<Settings, String> {
     let cache_dir = session::cache_dir_for(&root, &mountpoint);
     std::fs::create_dir_all(&cache_dir)
         .map_err(|e| format!("cannot create the cache dir {}: {e}", cache_dir.display()))?;
+    let metrics_listen = match &opts.metrics_listen {
+        None => None,
+        Some(m) => {
+            Some(m.parse().map_err(|_| format!("metrics_listen must be IP:PORT, like 127.0.0.1:9781, not {m:?}"))?)
+        }
+    };
     Ok(Settings {
         mountpoint,
         client,
@@ -349,6 +361,7 @@ fn settings(req: &Request) -> Result<Settings, String> {
         write_back: opts.write_back,
         allow_other: opts.allow_other,
         read_only: opts.read_only == Some(true),
+        metrics_listen,
     })
 }
 

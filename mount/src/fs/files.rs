@@ -525,6 +525,7 @@ impl Core {
     /// listing taken in between would miss the file, neither among the
     /// fresh ones nor in the cached listing.
     fn stored(&self, target: &Target, inode: Inode) {
+        self.counts.stored.fetch_add(1, Ordering::Relaxed);
         let ino = inode.ino;
         {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
@@ -545,6 +546,7 @@ impl Core {
     /// them comes back after a power cut to undo the change.
     pub(super) fn settle(&self, scopes: &[Scope]) -> Result<(), Errno> {
         if !self.queue.wait_clear(scopes, SETTLE_LIMIT) {
+            super::report::IO_ERRORS.fetch_add(1, Ordering::Relaxed);
             log::warn!("files written here ({scopes:?}) are not stored on the cluster yet; giving up");
             return Err(Errno::EIO);
         }
@@ -689,6 +691,7 @@ impl Core {
                 self.record_dropped(job.owner, None);
             }
             Err(e) => {
+                self.counts.refused.fetch_add(1, Ordering::Relaxed);
                 match self.journal.keep_unsent(&job.rec) {
                     Ok(p) => log::error!(
                         "the cluster refused written-back {what} ({e}); its content is kept in {}",

@@ -43,6 +43,7 @@ pub mod locks;
 pub mod mountpoint;
 pub mod ops;
 pub mod remote;
+pub mod report;
 pub mod session;
 pub mod staged;
 #[cfg(test)]

@@ -38,6 +38,7 @@ use super::errno::errno;
 use super::handles::{DirItem, Handles};
 use super::inodes::Inodes;
 use super::lock;
+use super::report::{Counts, IO_ERRORS};
 use super::staged::Staged;
 use super::time::{now_ns, ns_of_request, system_time};
 use super::writeback::{Amend, Journal, Queue, Scope};
@@ -129,6 +130,8 @@ pub struct Core {
     pub(super) room: Mutex<Option<(Instant, u64)>>,
     /// Inode numbers are being reserved in the background.
     pub(super) reserving: Arc<AtomicBool>,
+    /// What `--metrics-listen` counts.
+    pub(super) counts: Counts,
 }
 
 impl Core {
@@ -157,6 +160,7 @@ impl Core {
             queue: Queue::default(),
             room: Mutex::new(None),
             reserving: Arc::new(AtomicBool::new(false)),
+            counts: Counts::default(),
         }
     }
 
@@ -1156,6 +1160,7 @@ fn took(m: &mut MetaCache, touched: Vec<Inode>, now: Instant) {
 pub(super) fn fail(what: &str, ino: Ino, e: Error) -> Errno {
     let n = errno(&e);
     if n == Errno::EIO {
+        IO_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         log::warn!("{what} (inode {ino}): {e}");
     } else {
         log::debug!("{what} (inode {ino}): {e}");

@@ -12,10 +12,13 @@ use std::time::Duration;
 use fuser::MountOption;
 use sha2::{Digest, Sha256};
 
+use scs_common::http;
+
 use super::cluster::Cluster;
 use super::content::ContentCache;
 use super::ops::Core;
 use super::remote::Remote;
+use super::report;
 use super::writeback::Journal;
 use super::ScsFs;
 use crate::client::{Client, ClientOptions};
@@ -46,6 +49,8 @@ pub struct Settings {
     pub allow_other: bool,
     /// Mounted read-only: the kernel answers EROFS to every change.
     pub read_only: bool,
+    /// Where `/metrics` and `/health` are served (off when unset).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `$XDG_CACHE_HOME/scs`, else `~/.cache/scs`.
@@ -120,6 +125,14 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     core.start_uploaders(left).map_err(|e| format!("cannot start the uploaders: {e}"))?;
     if leftovers && !core.wait_written_back(LEFTOVER_IDLE) {
         log::warn!("some files written back before the last stop are not on the cluster yet; they keep going up");
+    }
+
+    if let Some(addr) = settings.metrics_listen {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| format!("cannot serve metrics at {addr}: {e}"))?;
+        let core = core.clone();
+        rt.spawn(http::serve(listener, std::future::pending(), move |path| report::route(&core, path)));
     }
 
     let mut config = fuser::Config::default();

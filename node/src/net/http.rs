@@ -8,15 +8,13 @@
 //!   otherwise.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
 
+use scs_common::http::{self, Page};
 use scs_common::proto::gossip::Role;
 
-use crate::metrics::{self, METRICS};
+use crate::metrics::METRICS;
 use crate::net::handler;
 use crate::node::Node;
 
@@ -25,7 +23,7 @@ pub fn render(node: &Node) -> String {
     let s = handler::status(node);
     let me = s.nodes.iter().find(|n| n.id == s.node);
     let mut out = String::with_capacity(16 << 10);
-    let mut gauge = |name: &str, help: &str, value: f64| metrics::gauge(&mut out, name, help, value);
+    let mut gauge = |name: &str, help: &str, value: f64| http::gauge(&mut out, name, help, value);
     let role = me.and_then(|n| n.role);
     gauge("scs_node_id", "This node's id.", f64::from(s.node.0));
     gauge("scs_leader", "1 when this node leads the cluster.", f64::from(u8::from(role == Some(Role::Leader))));
@@ -55,82 +53,23 @@ pub fn render(node: &Node) -> String {
     out
 }
 
-/// Requests served at once; more wait for a slot.
-const MAX_SCRAPES: usize = 8;
-/// How long a scraper may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most of a request read: its first line is all that counts.
-const MAX_REQUEST: usize = 8 << 10;
-
 /// Serves `/metrics` and `/health` on `listener` until the node shuts down.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
-    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = node.shutdown().cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    log::warn!("node {}: metrics accept failed: {e}", node.me());
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let node = node.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = answer(&node, stream).await {
-                log::debug!("node {}: metrics request: {e}", node.me());
-            }
-        });
-    }
+    let stop = node.shutdown().clone();
+    http::serve(listener, async move { stop.cancelled().await }, move |path| route(&node, path)).await;
 }
 
-/// Reads one HTTP request and answers it; the connection then closes.
-async fn answer(node: &Node, mut stream: TcpStream) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut chunk = [0u8; 1024];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        Ok::<(), std::io::Error>(())
-    })
-    .await;
-    if !matches!(read, Ok(Ok(()))) {
-        return Ok(());
-    }
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut words = line.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, kind, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(node)),
-        ("GET" | "HEAD", "/health") => {
+fn route(node: &Node, path: &str) -> Option<Page> {
+    match path {
+        "/metrics" => Some(Page::ok(http::PROMETHEUS, render(node))),
+        "/health" => {
             let s = handler::status(node);
-            if s.quorum {
-                ("200 OK", "text/plain; charset=utf-8", format!("ok: node {} in term {} with quorum\n", s.node, s.term))
+            Some(if s.quorum {
+                Page::ok(http::TEXT, format!("ok: node {} in term {} with quorum\n", s.node, s.term))
             } else {
-                ("503 Service Unavailable", "text/plain; charset=utf-8", format!("no quorum: node {}\n", s.node))
-            }
+                Page::unavailable(format!("no quorum: node {}\n", s.node))
+            })
         }
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain; charset=utf-8", "try /metrics or /health\n".into()),
-        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".into()),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    if method != "HEAD" {
-        stream.write_all(body.as_bytes()).await?;
+        _ => None,
     }
-    stream.shutdown().await
 }
