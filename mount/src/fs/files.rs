@@ -546,7 +546,7 @@ impl Core {
     /// them comes back after a power cut to undo the change.
     pub(super) fn settle(&self, scopes: &[Scope]) -> Result<(), Errno> {
         if !self.queue.wait_clear(scopes, SETTLE_LIMIT) {
-            super::report::IO_ERRORS.fetch_add(1, Ordering::Relaxed);
+            super::counts::IO_ERRORS.fetch_add(1, Ordering::Relaxed);
             log::warn!("files written here ({scopes:?}) are not stored on the cluster yet; giving up");
             return Err(Errno::EIO);
         }

@@ -33,6 +33,7 @@ pub mod cache;
 pub mod caller;
 pub mod cluster;
 pub mod content;
+pub mod counts;
 pub mod errno;
 #[cfg(test)]
 pub(crate) mod fake;

@@ -8,24 +8,12 @@ use std::time::Duration;
 
 use scs_common::http::{self, Page};
 
+use super::counts::IO_ERRORS;
 use super::lock;
 use super::ops::Core;
 
-/// Requests answered EIO because the cluster failed them or could not be
-/// reached (the figure `scs_mount_io_errors_total` shows).
-pub static IO_ERRORS: AtomicU64 = AtomicU64::new(0);
-
 /// How long `/health` waits for the cluster's status.
 const HEALTH_WAIT: Duration = Duration::from_secs(3);
-
-/// Counts of what this mount did since it started.
-#[derive(Default)]
-pub struct Counts {
-    /// Files stored on the cluster (closed, or written back and sent up).
-    pub stored: AtomicU64,
-    /// Written-back files the cluster refused for good (kept in `unsent/`).
-    pub refused: AtomicU64,
-}
 
 /// The answer to `path`, or `None` (404).
 pub fn route(core: &Core, path: &str) -> Option<Page> {
