@@ -432,20 +432,20 @@ impl Core {
     /// them); false when a record is going up right now (or the journal
     /// could not take the new one): the change must wait for it.
     fn amend_attrs(&self, s: &Staged) -> bool {
-        self.amend(s, |spec| s.attributes_into(spec), || {})
+        matches!(self.amend(s, |spec| s.attributes_into(spec), || {}), Amended::Yes | Amended::NoRecord)
     }
 
     /// Rewrites the waiting record of `s` with `edit` applied to its spec,
-    /// and runs `then` while no snapshot of `s` can be taken (see
-    /// [`Staged::hold`]). See [`Core::amend_attrs`] for what it returns.
-    fn amend(&self, s: &Staged, edit: impl FnOnce(&mut UploadSpec), then: impl FnOnce()) -> bool {
+    /// then runs `then` while no snapshot of `s` can be taken yet (see
+    /// [`Staged::hold`]).
+    fn amend(&self, s: &Staged, edit: impl FnOnce(&mut UploadSpec), then: impl FnOnce()) -> Amended {
         let amended = s.hold(|| {
             let amended = self.queue.amend(s.ino, |rec| {
                 let mut spec = rec.spec.clone();
                 edit(&mut spec);
                 self.journal.rewrite(rec, &spec)
             });
-            if matches!(amended, Amend::Done(_) | Amend::Nothing) {
+            if matches!(amended, Amend::Done(_)) {
                 then();
             }
             amended
@@ -453,13 +453,13 @@ impl Core {
         match amended {
             Amend::Done(old) => {
                 self.journal.supersede(old);
-                true
+                Amended::Yes
             }
-            Amend::Nothing => true,
-            Amend::Going => false,
+            Amend::Nothing => Amended::NoRecord,
+            Amend::Going => Amended::Busy,
             Amend::Failed(e) => {
                 log::warn!("cannot rewrite the write-back record of inode {} ({e}); waiting for it instead", s.ino);
-                false
+                Amended::Busy
             }
         }
     }
@@ -789,9 +789,10 @@ impl Core {
     /// Moves a file made here and not on the cluster yet (with write-back)
     /// by giving its waiting record the new name: the upload makes it
     /// there, replacing what is there as rename(2) would. False (nothing
-    /// done) when the record is going up right now, or what is at the new
-    /// name must be settled on the cluster first: a directory, or a file
-    /// with changes of its own on their way.
+    /// done) when no record of it waits (it is still open, not closed: it
+    /// goes up first, as without write-back), its record is going up right
+    /// now, or what is at the new name must be settled on the cluster
+    /// first: a directory, or a file with changes of its own on their way.
     fn rename_written_back(
         &self,
         s: &Staged,
@@ -830,7 +831,7 @@ impl Core {
             },
             || lock(&self.inodes).add_fresh(ino, newparent, newname),
         );
-        if !moved {
+        if moved != Amended::Yes {
             return Ok(false);
         }
         let now = now_ns();
@@ -1106,6 +1107,18 @@ fn sized(data: &[u8], size: u32) -> Result<XattrReply, Errno> {
         s if s < len => Err(Errno::ERANGE),
         _ => Ok(XattrReply::Data(data.to_vec())),
     }
+}
+
+/// What [`Core::amend`] did with a file's waiting write-back record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Amended {
+    /// Rewritten with the change.
+    Yes,
+    /// None waits or goes up (the file is not closed yet).
+    NoRecord,
+    /// One is going up right now (or could not be rewritten): the change
+    /// must wait for it.
+    Busy,
 }
 
 /// The namespace of one inode: the leader's rules run on a file only this

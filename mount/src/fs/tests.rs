@@ -801,3 +801,20 @@ fn selinux_labels_are_not_kept_so_ls_stops_asking_but_other_security_attributes_
     m.core.setxattr(f, os("security.capability"), b"\x01\x00\x00\x02", 0, 0).unwrap();
     assert_eq!(m.core.getxattr(f, os("security.capability"), 64), Ok(XattrReply::Data(b"\x01\x00\x00\x02".to_vec())));
 }
+
+#[test]
+fn with_write_back_a_new_file_renamed_over_another_while_still_open_replaces_it() {
+    // mkstemp (O_EXCL), write, rename over the real name, then close: as
+    // some atomic-save code does.
+    let m = Mount::new(true);
+    m.fake.put_file(Ino::ROOT, "config", b"old settings");
+    let excl = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+    let (f, fh) = m.core.create(ROOT, os(".config.XXXXXX"), 0o600, excl, ME).unwrap();
+    m.write_all(fh, b"new settings");
+    m.core.rename(ROOT, os(".config.XXXXXX"), ROOT, os("config"), 0).unwrap();
+    m.close(fh).unwrap();
+    assert!(m.core.wait_written_back(Duration::from_secs(10)));
+    let stored = m.fake.at("config").unwrap();
+    assert_eq!((stored.ino.0, m.fake.content(stored.ino).unwrap()), (f.ino.0, b"new settings".to_vec()));
+    assert!(m.fake.at(".config.XXXXXX").is_none());
+}
