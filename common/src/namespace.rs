@@ -484,7 +484,7 @@ pub fn set_attr<V: View>(plan: &mut Plan<'_, V>, ino: Ino, set: &SetAttrs) -> Re
 /// `Range` for an empty or too long name (ERANGE, as the VFS answers);
 /// `Invalid` for a namespace with nothing after it (`user.`);
 /// `NotSupported` outside the `user.`, `trusted.` and `security.`
-/// namespaces (POSIX ACLs are `system.`).
+/// namespaces (POSIX ACLs are `system.`), and for [`SELINUX`].
 pub fn check_xattr_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > XATTR_NAME_MAX {
         return Err(Error::Range(format!("attribute names are 1 to {XATTR_NAME_MAX} bytes")));
@@ -497,8 +497,17 @@ pub fn check_xattr_name(name: &str) -> Result<()> {
     if !known.iter().any(|p| name.starts_with(p) && name.len() > p.len()) {
         return Err(Error::NotSupported(format!("extended attribute {name:?} (only user.*, trusted.*, security.*)")));
     }
+    if name == SELINUX {
+        return Err(Error::NotSupported("SELinux labels are not kept (security.selinux)".into()));
+    }
     Ok(())
 }
+
+/// The SELinux label: not kept, as on NFS without labels (the policy labels
+/// FUSE files as a whole). "Not supported" also tells `ls -l`, which asks
+/// every file for it, to stop asking on this file system; "no such
+/// attribute" would cost a request per file.
+pub const SELINUX: &str = "security.selinux";
 
 /// Sets an extended attribute; the ctime becomes now.
 ///
@@ -892,6 +901,11 @@ mod tests {
         set(&mut fs, "user.a", &Bytes(b"w".to_vec()), XattrMode::Replace).unwrap();
         assert_eq!(fs.get(f.ino).unwrap().xattrs["user.a"].0, b"w");
         assert!(matches!(set(&mut fs, "system.posix_acl_access", &v, XattrMode::Any), Err(Error::NotSupported(_))));
+        assert!(
+            matches!(set(&mut fs, SELINUX, &v, XattrMode::Any), Err(Error::NotSupported(_))),
+            "labels are not kept"
+        );
+        assert!(matches!(check_xattr_name("security.capability"), Ok(())));
         assert!(matches!(set(&mut fs, "user.", &v, XattrMode::Any), Err(Error::Invalid(_))));
         assert!(matches!(set(&mut fs, &format!("user.{}", "n".repeat(251)), &v, XattrMode::Any), Err(Error::Range(_))));
         let big = Bytes(vec![0; XATTR_SIZE_MAX + 1]);

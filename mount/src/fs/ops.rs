@@ -51,12 +51,6 @@ const BLKSIZE: u32 = 1 << 20;
 const STATFS_BSIZE: u64 = 4096;
 /// Inodes reported by statfs when no node limits its files.
 const MANY_FILES: u64 = 1 << 32;
-/// The SELinux label: not kept (as on NFS without labels), so that `ls -l`,
-/// which asks for it on every file, stops asking after the first ("not
-/// supported" is remembered per file system; "no such attribute" is not,
-/// and would cost a request per file). FUSE files are labelled by the
-/// policy, not by this attribute.
-const SELINUX: &str = "security.selinux";
 /// A directory listed before with at most this many children is listed
 /// again to answer a lookup in it, rather than asking for one name.
 const RELIST_MAX: usize = 4096;
@@ -967,9 +961,7 @@ impl Core {
         let name = name.to_str().ok_or(Errno::ENODATA)?;
         namespace::check_xattr_name(name).map_err(|e| errno(&e))?;
         let i = self.shown(Ino(ino))?.ok_or(Errno::ENOENT)?;
-        let Some(value) = i.xattrs.get(name) else {
-            return Err(if name == SELINUX { Errno::EOPNOTSUPP } else { Errno::ENODATA });
-        };
+        let value = i.xattrs.get(name).ok_or(Errno::ENODATA)?;
         sized(&value.0, size)
     }
 
@@ -1002,9 +994,6 @@ impl Core {
             return Err(Errno::EINVAL);
         }
         let name = name.to_str().ok_or(Errno::EOPNOTSUPP)?;
-        if name == SELINUX {
-            return Err(Errno::EOPNOTSUPP);
-        }
         let value = Bytes(value.to_vec());
         self.change_xattrs(
             Ino(ino),
