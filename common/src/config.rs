@@ -44,6 +44,7 @@ pub struct NodeSettings {
     pub client_requests_per_sec: Option<u32>,
     pub metrics_listen: Option<String>,
     pub log_format: Option<String>,
+    pub peers: Option<Vec<String>>,
 }
 
 impl NodeSettings {
@@ -87,6 +88,7 @@ impl NodeSettings {
             client_requests_per_sec: over.client_requests_per_sec.or(self.client_requests_per_sec),
             metrics_listen: over.metrics_listen.or(self.metrics_listen),
             log_format: over.log_format.or(self.log_format),
+            peers: over.peers.or(self.peers),
         }
     }
 }
@@ -121,6 +123,9 @@ pub struct NodeConfig {
     /// Where `/metrics` and `/health` are served over HTTP (off when unset).
     pub metrics_listen: Option<SocketAddr>,
     pub log_format: LogFormat,
+    /// The members' addresses (`host:port`, each node's `listen`) for
+    /// unicast gossip; empty: gossip goes to the multicast group.
+    pub peers: Vec<String>,
 }
 
 /// How a node writes its log lines (`log_format`).
@@ -259,6 +264,13 @@ impl NodeConfig {
             })?),
         };
         let log_format = s.log_format.as_deref().map_or(Ok(LogFormat::Text), str::parse)?;
+        let peers = s.peers.unwrap_or_default();
+        for p in &peers {
+            check_peer(p)?;
+        }
+        if peers.len() > 1000 {
+            return bad(format!("peers lists {} addresses; at most 1000", peers.len()));
+        }
         Ok(NodeConfig {
             id: NodeId(id),
             data_dir: s.data_dir.unwrap_or_else(|| default_data_dir(id)),
@@ -280,7 +292,13 @@ impl NodeConfig {
             limits,
             metrics_listen,
             log_format,
+            peers,
         })
+    }
+
+    /// Whether gossip goes to each peer by unicast rather than to the group.
+    pub fn unicast(&self) -> bool {
+        !self.peers.is_empty()
     }
 
     /// The smallest number of nodes that is a majority of the cluster.
@@ -301,6 +319,24 @@ pub fn parse_group(g: &str) -> Result<SocketAddrV4> {
         return Err(Error::Config(format!("group {g} needs a port")));
     }
     Ok(addr)
+}
+
+/// Checks one entry of `peers`: `HOST:PORT`, the host a name or an IP
+/// address (IPv6 in brackets), the port not 0. Names are looked up later,
+/// and again now and then, so a machine may change its address.
+fn check_peer(p: &str) -> Result<()> {
+    let bad = || {
+        Error::Config(format!(
+            "each of peers must be HOST:PORT (a node's listen address), like 10.0.0.2:7782, not {p:?}"
+        ))
+    };
+    let (host, port) = p.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if port == 0 || host.is_empty() || (host.contains(':') && !bracketed) || host.chars().any(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// Parses the IPv4 address of the interface multicast goes out on.
@@ -392,12 +428,26 @@ mod tests {
             ("replicas = 2", "replicas must be"),
             ("max_client_sessions = 0", "max_client_sessions must be"),
             ("handshake_timeout_ms = 5", "handshake_timeout_ms must be"),
+            ("peers = [\"10.0.0.2\"]", "each of peers must be HOST:PORT"),
+            ("peers = [\"10.0.0.2:0\"]", "each of peers must be HOST:PORT"),
+            ("peers = [\"::1:7000\"]", "each of peers must be HOST:PORT"),
+            ("peers = [\":7000\"]", "each of peers must be HOST:PORT"),
         ];
         for (toml_text, want) in cases {
             let s: NodeSettings = toml::from_str(toml_text).unwrap();
             let e = NodeConfig::resolve(s).unwrap_err().to_string();
             assert!(e.contains(want), "{toml_text}: {e}");
         }
+    }
+
+    #[test]
+    fn peers_turn_gossip_to_unicast() {
+        assert!(!NodeConfig::resolve(NodeSettings::default()).unwrap().unicast());
+        let s: NodeSettings =
+            toml::from_str("peers = [\"10.0.0.1:7000\", \"node-b.lan:7000\", \"[fd00::3]:7000\"]").unwrap();
+        let c = NodeConfig::resolve(s).unwrap();
+        assert!(c.unicast());
+        assert_eq!(c.peers, ["10.0.0.1:7000", "node-b.lan:7000", "[fd00::3]:7000"]);
     }
 
     #[test]

@@ -113,11 +113,10 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     let node = Arc::new(Node::new(cfg.clone(), key.clone(), store, link, health, shutdown.clone()));
 
     log::info!(
-        "node {id}: listening on {} (advertised as {}), gossip on {} via {}, cluster of {}, key {}",
+        "node {id}: listening on {} (advertised as {}), {}, cluster of {}, key {}",
         cfg.listen,
         cfg.advertise,
-        cfg.group,
-        cfg.iface,
+        driver.describe(),
         cfg.cluster_size,
         key.fingerprint()
     );

@@ -13,7 +13,7 @@ use scs_common::config::{LogFormat, NodeConfig, NodeSettings};
 #[derive(Parser, Debug)]
 #[command(name = "scs-node", version, about, long_about = None)]
 struct Args {
-    /// TOML config file (keys: id, data_dir, listen, group, iface, cluster_size,
+    /// TOML config file (keys: id, data_dir, listen, group, iface, peers, cluster_size,
     /// max_files, replicas, secret_file, heartbeat_ms, leader_timeout_ms,
     /// metrics_listen, log_format, and the limits the README lists)
     #[arg(long, value_name = "FILE")]
@@ -30,6 +30,10 @@ struct Args {
     /// Multicast group for heartbeats and elections
     #[arg(long, value_name = "MCAST_IP:PORT")]
     group: Option<String>,
+    /// The members' listen addresses, for gossip by unicast UDP where the
+    /// network carries no multicast (comma-separated; default: multicast)
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',', num_args = 1..)]
+    peers: Option<Vec<String>>,
     /// IPv4 address of the interface multicast uses (default 127.0.0.1)
     #[arg(long, value_name = "IP")]
     iface: Option<String>,
@@ -76,6 +80,7 @@ impl Args {
             leader_timeout_ms: self.leader_timeout_ms,
             metrics_listen: self.metrics_listen.clone(),
             log_format: self.log_format.clone(),
+            peers: self.peers.clone(),
             ..Default::default()
         }
     }

@@ -1,5 +1,5 @@
-//! The thin async shell around the election machine: owns the multicast
-//! sockets and the timer, feeds datagrams, deadlines and control requests to
+//! The thin async shell around the election machine: owns the gossip
+//! transport (multicast or unicast) and the timer, feeds datagrams, deadlines and control requests to
 //! [`Election::step`], sends what it asks, and publishes a [`ClusterView`]
 //! after every step.
 
@@ -8,17 +8,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use scs_common::auth::ClusterKey;
 use scs_common::config::NodeConfig;
-use scs_common::multicast;
 use scs_common::proto::gossip::{self, Envelope, Gossip, NodeInfo, ReplayGuard, Role, MAX_DATAGRAM};
 use scs_common::{NodeId, Result, Term};
 
 use crate::cluster::election::{Action, Election, ElectionConfig, Input};
+use crate::cluster::transport::Transport;
 use crate::link::{Control, Health, Lease};
 use crate::store::Store;
 use crate::view::{ClusterView, Member};
@@ -37,6 +36,8 @@ struct Dropped {
     replayed: u64,
     foreign: u64,
     late: u64,
+    /// Datagrams we could not send.
+    unsent: u64,
 }
 
 /// Tells datagrams that arrive late from ones sent late, without assuming
@@ -84,8 +85,7 @@ pub struct Driver {
     key: ClusterKey,
     store: Arc<Store>,
     machine: Election,
-    recv: UdpSocket,
-    send: UdpSocket,
+    transport: Transport,
     guard: ReplayGuard,
     incarnation: u64,
     seq: u64,
@@ -105,8 +105,8 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Opens the multicast sockets. Fails before anything is sent if the
-    /// group cannot be joined.
+    /// Opens the gossip sockets. Fails before anything is sent if the group
+    /// cannot be joined or the unicast port is taken.
     pub fn new(
         cfg: NodeConfig,
         key: ClusterKey,
@@ -115,8 +115,7 @@ impl Driver {
         lease: Arc<Lease>,
         health: Arc<Health>,
     ) -> Result<Driver> {
-        let recv = multicast::receiver(cfg.group, cfg.iface)?;
-        let send = multicast::sender(cfg.iface)?;
+        let transport = Transport::open(&cfg)?;
         let ecfg = ElectionConfig {
             id: cfg.id,
             cluster_size: cfg.cluster_size,
@@ -132,8 +131,7 @@ impl Driver {
             key,
             store,
             machine,
-            recv,
-            send,
+            transport,
             guard: ReplayGuard::new(REPLAY_WINDOW_MS),
             incarnation: now_ms(),
             seq: 0,
@@ -146,6 +144,11 @@ impl Driver {
             lease,
             health,
         })
+    }
+
+    /// Where gossip goes, for the log.
+    pub fn describe(&self) -> String {
+        self.transport.describe(&self.cfg)
     }
 
     /// Runs until `shutdown`, publishing the view on `view_tx`.
@@ -161,7 +164,7 @@ impl Driver {
             let mut claim_reply = None;
             let actions = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = self.recv.recv_from(&mut buf) => match r {
+                r = self.transport.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
                         let mut actions = self.on_datagram(&buf[..n], from);
                         // Take in everything already queued before publishing:
@@ -169,7 +172,7 @@ impl Driver {
                         // the news that we were replaced, and no request may
                         // be served on the picture from before it.
                         for _ in 0..1024 {
-                            match self.recv.try_recv_from(&mut buf) {
+                            match self.transport.try_recv_from(&mut buf) {
                                 Ok((n, from)) => {
                                     let more = self.on_datagram(&buf[..n], from);
                                     self.perform(actions).await;
@@ -181,7 +184,7 @@ impl Driver {
                         actions
                     }
                     Err(e) => {
-                        log::warn!("node {}: multicast receive failed: {e}", self.cfg.id);
+                        log::warn!("node {}: gossip receive failed: {e}", self.cfg.id);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Vec::new()
                     }
@@ -273,6 +276,7 @@ impl Driver {
             return Vec::new();
         }
         log::trace!("node {}: {:?} from node {}", self.cfg.id, env.msg, env.from);
+        self.transport.heard(env.from, from);
         let now = Instant::now();
         let member = &mut self.members.entry(env.from).or_insert_with(|| (Member::default(), now));
         member.0.info = env.info;
@@ -320,8 +324,12 @@ impl Driver {
             msg,
         };
         let bytes = gossip::encode(&self.key, &env);
-        if let Err(e) = self.send.send_to(&bytes, self.cfg.group).await {
-            log::warn!("node {}: multicast send failed: {e}", self.cfg.id);
+        if let Err(e) = self.transport.send(&bytes).await {
+            // A link down fails every heartbeat: say so, not ten times a second.
+            self.dropped.unsent += 1;
+            if self.dropped.unsent.is_power_of_two() {
+                log::warn!("node {}: gossip send failed: {e} ({} so far)", self.cfg.id, self.dropped.unsent);
+            }
         }
     }
 
