@@ -321,22 +321,26 @@ pub fn parse_group(g: &str) -> Result<SocketAddrV4> {
     Ok(addr)
 }
 
-/// Checks one entry of `peers`: `HOST:PORT`, the host a name or an IP
-/// address (IPv6 in brackets), the port not 0. Names are looked up later,
-/// and again now and then, so a machine may change its address.
+/// Checks one entry of `peers`: see [`is_host_port`]. Names are looked up
+/// later, and again now and then, so a machine may change its address.
 fn check_peer(p: &str) -> Result<()> {
-    let bad = || {
-        Error::Config(format!(
-            "each of peers must be HOST:PORT (a node's listen address), like 10.0.0.2:7782, not {p:?}"
-        ))
-    };
-    let (host, port) = p.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    let bracketed = host.starts_with('[') && host.ends_with(']');
-    if port == 0 || host.is_empty() || (host.contains(':') && !bracketed) || host.chars().any(char::is_whitespace) {
-        return Err(bad());
+    if is_host_port(p) {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::Config(format!(
+        "each of peers must be HOST:PORT (a node's listen address), like 10.0.0.2:7782, not {p:?}"
+    )))
+}
+
+/// Whether `addr` is `HOST:PORT`: the host a name or an IP address (IPv6
+/// in brackets), the port not 0.
+pub fn is_host_port(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else { return false };
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    port.parse::<u16>().is_ok_and(|p| p != 0)
+        && !host.is_empty()
+        && (bracketed || !host.contains(':'))
+        && !host.contains(char::is_whitespace)
 }
 
 /// Parses the IPv4 address of the interface multicast goes out on.

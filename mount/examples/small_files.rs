@@ -20,7 +20,7 @@ async fn main() {
     let opts = ClientOptions {
         group: args[1].parse().expect("group"),
         iface: "127.0.0.1".parse().expect("iface"),
-        node: None,
+        nodes: Vec::new(),
         secret_file: args[2].clone().into(),
         retry_window: Duration::from_secs(5),
     };

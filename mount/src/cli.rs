@@ -8,32 +8,53 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use scs_common::config::{self, DEFAULT_GROUP, DEFAULT_IFACE};
 use scs_common::inode::{NewNode, Removal};
 use scs_common::name;
 use scs_common::proto::gossip::Role;
 use scs_common::proto::rpc::StatusReport;
 use scs_common::{Error, Inode, Kind, Result};
 
-use crate::client::{own_gid, own_uid, Client, ClientOptions, Sink, RETRY_WINDOW};
+use crate::client::{own_gid, own_uid, Client, ClientOptions, Sink};
+use crate::client_config::{self, ClientFile, Given};
 
 /// Files larger than this get a progress bar (when stderr is a terminal).
 const PROGRESS_MIN: u64 = 4 << 20;
 
+const CONFIG_HELP: &str = "\
+Where the cluster is: by default the client listens for the nodes' heartbeats
+on the multicast group. Where there is no multicast (cloud networks, VPNs),
+name one or more nodes with --node; the client asks them for the other
+members and follows the leader from then on.
+
+Defaults for --node, --group, --iface and --secret-file can be kept in
+$XDG_CONFIG_HOME/scs/client.toml (else ~/.config/scs/client.toml), e.g.
+  nodes = [\"10.0.0.1:7781\", \"10.0.0.2:7781\"]
+  secret_file = \"/etc/scs/cluster.key\"
+(also group = \"G\", iface = \"I\"). Flags override the file; --group or
+--iface on the command line listen on the group even when the file names nodes.";
+
 /// The SCS command line client.
 #[derive(Parser, Debug)]
-#[command(name = "scs", version, about = "Simple Cloud Storage: upload, download and manage files in an SCS cluster")]
+#[command(
+    name = "scs",
+    version,
+    about = "Simple Cloud Storage: upload, download and manage files in an SCS cluster",
+    after_help = CONFIG_HELP
+)]
 pub struct Args {
-    /// Multicast group the cluster's heartbeats are on
-    #[arg(long, global = true, value_name = "G", default_value = DEFAULT_GROUP)]
-    group: String,
-    /// IPv4 address of the interface to listen for heartbeats on
-    #[arg(long, global = true, value_name = "I", default_value = DEFAULT_IFACE)]
-    iface: String,
-    /// Talk to this node (IP:PORT) instead of listening for heartbeats
-    #[arg(long, global = true, value_name = "IP:PORT")]
-    node: Option<String>,
-    /// The cluster key [default: /etc/scs/cluster.key as root, else ~/.config/scs/cluster.key]
+    /// Multicast group the cluster's heartbeats are on [default: 239.255.77.77:7777]
+    #[arg(long, global = true, value_name = "G")]
+    group: Option<String>,
+    /// IPv4 address of the interface to listen for heartbeats on [default: 127.0.0.1]
+    #[arg(long, global = true, value_name = "I")]
+    iface: Option<String>,
+    /// Ask this node (HOST:PORT) where the leader is instead of listening
+    /// for heartbeats; repeat it, or give a comma-separated list, to name
+    /// several (the other members are learned from them)
+    #[arg(long, global = true, value_name = "HOST:PORT", value_delimiter = ',')]
+    node: Vec<String>,
+    /// The cluster key [default: secret_file in client.toml, else
+    /// /etc/scs/cluster.key as root, else ~/.config/scs/cluster.key]
     #[arg(long, global = true, value_name = "F")]
     secret_file: Option<PathBuf>,
     #[command(subcommand)]
@@ -114,14 +135,15 @@ fn fail(e: &Error) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// The flags, over the client config file.
 fn options(args: &Args) -> Result<ClientOptions> {
-    Ok(ClientOptions {
-        group: config::parse_group(&args.group)?,
-        iface: config::parse_iface(&args.iface)?,
-        node: args.node.clone(),
-        secret_file: args.secret_file.clone().unwrap_or_else(config::default_secret_file),
-        retry_window: RETRY_WINDOW,
-    })
+    let given = Given {
+        nodes: args.node.clone(),
+        group: args.group.clone(),
+        iface: args.iface.clone(),
+        secret_file: args.secret_file.clone(),
+    };
+    client_config::resolve(given, ClientFile::load_default()?)
 }
 
 /// A remote name as typed, normalized and checked ("" = root where allowed).

@@ -44,8 +44,9 @@ const QUEUE: usize = 8;
 pub struct ClientOptions {
     pub group: SocketAddrV4,
     pub iface: Ipv4Addr,
-    /// Talk to this node instead of listening for heartbeats.
-    pub node: Option<String>,
+    /// Ask these nodes (HOST:PORT), and the members they name, where the
+    /// leader is, instead of listening for heartbeats on the group.
+    pub nodes: Vec<String>,
     pub secret_file: PathBuf,
     pub retry_window: Duration,
 }
@@ -65,7 +66,7 @@ pub enum Sink {
 pub struct Client {
     opts: ClientOptions,
     key: Arc<ClusterKey>,
-    discovery: Option<Discovery>,
+    discovery: Discovery,
     /// Where we believe the leader is, and idle sessions to it.
     state: Mutex<LeaderCache>,
 }
@@ -77,15 +78,16 @@ struct LeaderCache {
 }
 
 impl Client {
-    /// Loads the key and starts listening for the cluster.
+    /// Loads the key and starts listening for the cluster (or polling the
+    /// nodes named).
     ///
     /// # Errors
     /// `Config` for a missing or unreadable key file or an unusable group.
     pub fn new(opts: ClientOptions) -> Result<Client> {
         let key = Arc::new(ClusterKey::load(&opts.secret_file)?);
-        let discovery = match opts.node {
-            Some(_) => None,
-            None => Some(Discovery::start(opts.group, opts.iface, key.clone())?),
+        let discovery = match opts.nodes.as_slice() {
+            [] => Discovery::listen(opts.group, opts.iface, key.clone())?,
+            nodes => Discovery::poll(nodes.to_vec(), key.clone()),
         };
         Ok(Client { opts, key, discovery, state: Mutex::new(LeaderCache::default()) })
     }
@@ -94,9 +96,14 @@ impl Client {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Watches the heartbeats, unless talking to one named node.
-    fn watch(&self) -> Option<LeaderWatch> {
-        self.discovery.as_ref().map(Discovery::watch)
+    /// Watches the heartbeats (or status polls) for a leader gone silent.
+    fn watch(&self) -> LeaderWatch {
+        self.discovery.watch()
+    }
+
+    /// Whether the user named `addr` (`--node`, `node=`, or the config file).
+    fn named(&self, addr: &str) -> bool {
+        self.opts.nodes.iter().any(|n| n == addr)
     }
 
     /// A session to the leader (pooled or new).
@@ -106,7 +113,7 @@ impl Client {
             let mut c = self.cache();
             // The leader we knew went silent and another serves: go there.
             let peer = c.addr.as_deref().and_then(|a| a.parse::<SocketAddr>().ok());
-            if let Some(l) = watch.zip(peer).and_then(|(w, peer)| w.replacement_for(peer)) {
+            if let Some(l) = peer.and_then(|peer| watch.replacement_for(peer)) {
                 c.addr = Some(l.addr);
                 c.idle.clear();
             }
@@ -115,11 +122,9 @@ impl Client {
             }
             c.addr.clone()
         };
-        let addr = match (known, &self.opts.node, &self.discovery) {
-            (Some(a), _, _) => a,
-            (None, Some(n), _) => n.clone(),
-            (None, None, Some(d)) => d.leader(deadline).await?.addr,
-            (None, None, None) => return Err(Error::Internal("no way to find the leader".into())),
+        let addr = match known {
+            Some(a) => a,
+            None => self.discovery.leader(deadline).await?.addr,
         };
         let conn = self.dial(&addr).await?;
         self.cache().addr = Some(addr);
@@ -130,15 +135,16 @@ impl Client {
     /// heartbeat, or from a node) that fails the handshake is not, or no
     /// longer, a node of this cluster: its node died and another cluster's
     /// node took the port, say, while its old heartbeats are still heard.
-    /// That is `Unavailable`, so the caller looks elsewhere; only the
-    /// `--node` the user named is taken at its word.
+    /// That is `Unavailable`, so the caller looks elsewhere; only the nodes
+    /// the user named (`--node`, `node=`, the config file) are taken at
+    /// their word.
     async fn dial(&self, addr: &str) -> Result<Connection> {
         match Connection::connect(addr, &self.key, Peer::Client, CONNECT_TIMEOUT).await {
             Ok((mut conn, _)) => {
                 conn.set_read_timeout(Some(READ_TIMEOUT));
                 Ok(conn)
             }
-            Err(e @ (Error::Auth(_) | Error::Protocol(_))) if self.opts.node.as_deref() != Some(addr) => {
+            Err(e @ (Error::Auth(_) | Error::Protocol(_))) if !self.named(addr) => {
                 Err(Error::Unavailable(format!("{addr} is not a node of this cluster ({e})")))
             }
             Err(e) => Err(e),
@@ -225,13 +231,10 @@ impl Client {
         peer: SocketAddr,
         work: impl Future<Output = (Option<Connection>, Result<T>)>,
     ) -> (Option<Connection>, Result<T>) {
-        match self.watch() {
-            None => work.await,
-            Some(w) => tokio::select! {
-                biased;
-                r = work => r,
-                l = w.replaced(peer) => (None, Err(replaced(peer, &l))),
-            },
+        tokio::select! {
+            biased;
+            r = work => r,
+            l = self.watch().replaced(peer) => (None, Err(replaced(peer, &l))),
         }
     }
 
@@ -508,27 +511,30 @@ impl Client {
         }
     }
 
-    /// The cluster's status, from the leader when there is one, else from any
-    /// node that answers (so a cluster without a leader can still be inspected).
+    /// The cluster's status: from the first node the user named that
+    /// answers, else from the leader when there is one, else from any node
+    /// that answers (so a cluster without a leader can still be inspected).
     /// A node that was heard but does not answer (it died, and its last
     /// heartbeats, or replays of them, are still about) does not end the
     /// search: nodes heard later are tried too, up to the retry window.
     pub async fn status(&self) -> Result<StatusReport> {
-        let deadline = Instant::now() + self.opts.retry_window;
-        let mut candidates: Vec<String> = self.opts.node.iter().cloned().collect();
-        if let Some(d) = &self.discovery {
-            match d.leader(deadline.min(Instant::now() + Duration::from_millis(1500))).await {
-                Ok(l) => candidates.push(l.addr),
-                Err(e @ Error::Auth(_)) => return Err(e),
-                Err(_) => {}
-            }
-        }
+        let started = Instant::now();
+        let deadline = started + self.opts.retry_window;
+        let d = &self.discovery;
+        let mut candidates: Vec<String> = self.opts.nodes.clone();
         let mut tried = HashSet::new();
         let mut last = None;
+        let mut asked_leader = false;
         loop {
-            if let Some(d) = &self.discovery {
-                candidates.extend(d.heard().by_preference(Instant::now()).into_iter().map(|h| h.addr));
+            if !asked_leader && candidates.is_empty() {
+                asked_leader = true;
+                match d.leader(deadline.min(Instant::now() + Duration::from_millis(1500))).await {
+                    Ok(l) => candidates.push(l.addr),
+                    Err(e @ (Error::Auth(_) | Error::Protocol(_))) => return Err(e),
+                    Err(_) => {}
+                }
             }
+            candidates.extend(d.heard().by_preference(Instant::now()).into_iter().map(|h| h.addr));
             for addr in candidates.drain(..) {
                 if !tried.insert(addr.clone()) {
                     continue;
@@ -540,13 +546,17 @@ impl Client {
                 match attempt.await {
                     Ok(Response::Status(s)) => return Ok(s),
                     Ok(other) => last = Some(unexpected(&other)),
-                    Err(e @ Error::Auth(_)) => return Err(e),
+                    // Only a node the user named gets here with these (see `dial`).
+                    Err(e @ (Error::Auth(_) | Error::Protocol(_))) => return Err(e),
                     Err(e) => last = Some(e),
                 }
             }
-            let Some(d) = &self.discovery else { break };
+            if let Some(e) = d.refused_since(started) {
+                return Err(e);
+            }
             if Instant::now() >= deadline {
-                if last.is_none() {
+                // What the listener or poller heard says more than one failed dial.
+                if last.is_none() || d.heard().nodes.is_empty() {
                     return Err(d.explain());
                 }
                 break;
@@ -647,13 +657,10 @@ impl Client {
         let (tx, rx) = mpsc::channel::<Push>(QUEUE);
         let (peer, watch) = (conn.peer_addr(), self.watch());
         let task = tokio::spawn(async move {
-            match watch {
-                None => stream_out(conn, rx).await,
-                Some(w) => tokio::select! {
-                    biased;
-                    r = stream_out(conn, rx) => r,
-                    l = w.replaced(peer) => Err(replaced(peer, &l)),
-                },
+            tokio::select! {
+                biased;
+                r = stream_out(conn, rx) => r,
+                l = watch.replaced(peer) => Err(replaced(peer, &l)),
             }
         });
         Ok(UploadStream { tx: Some(tx), task })

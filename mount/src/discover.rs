@@ -1,17 +1,22 @@
 //! Finding the leader: listen to the cluster's authenticated heartbeats on
-//! the multicast group and remember which node leads and serves.
+//! the multicast group, or, where there is no multicast (cloud networks,
+//! VPNs), ask known nodes for their status and learn the other members from
+//! their answers. Either way the result is one [`Hearing`]: which node leads
+//! and serves. The failover logic built on it lives in the client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use scs_common::auth::ClusterKey;
+use scs_common::conn::Connection;
 use scs_common::multicast;
 use scs_common::proto::gossip::{self, Gossip, ReplayGuard, Role, MAX_DATAGRAM};
+use scs_common::proto::rpc::{Message, Peer, Request, Response, StatusReport};
 use scs_common::{Error, NodeId, Result, Term};
 
 /// A node's last heartbeat, as heard by the client.
@@ -26,18 +31,31 @@ pub struct Heard {
     pub at: Instant,
 }
 
-/// What the listener has heard so far.
+/// What the listener or the poller has heard so far.
 #[derive(Clone, Debug, Default)]
 pub struct Hearing {
     pub nodes: HashMap<NodeId, Heard>,
-    /// Datagrams that failed authentication (another key on this group).
+    /// Datagrams, or status polls, that failed authentication (another key).
     pub rejected: u64,
     /// The cluster size the nodes announce.
     pub cluster_size: u32,
+    /// Polling only: the addresses to ask, those configured first, then the
+    /// members' addresses learned from their answers.
+    pub known: Vec<String>,
+    /// Polling only: the last refusal of a polled address that speaks
+    /// another protocol (another version of SCS, or not SCS at all).
+    pub mismatch: Option<String>,
 }
 
 /// Heartbeats older than this do not count.
 const FRESH: Duration = Duration::from_millis(1500);
+/// How often the poller asks each known address for its status.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+/// How long one status poll may take, a new session's handshake included.
+const POLL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Only refusals (another key, another protocol) for this long: waiting
+/// longer will not change that.
+const REFUSED_FOR: Duration = Duration::from_secs(1);
 
 impl Hearing {
     /// The serving leader with the highest term, else any node that says it leads.
@@ -71,14 +89,71 @@ impl Hearing {
         });
         all
     }
+
+    /// Takes in the status the node reached at `addr` reported: it is heard
+    /// (leading and serving when it leads with a quorum), and the members it
+    /// names are asked from now on. A node already heard at another address
+    /// keeps that one while it answers there, so that its address does not
+    /// flap between two polls (its own address and, say, the one a NAT shows).
+    pub fn record(&mut self, addr: &str, report: &StatusReport, now: Instant) {
+        let id = report.node;
+        let elsewhere = self.nodes.get(&id).is_some_and(|h| h.addr != addr && now.duration_since(h.at) < FRESH);
+        if !elsewhere {
+            let leads = report.leader == Some(id);
+            let own = report.nodes.iter().find(|n| n.id == id).and_then(|n| n.role);
+            let role = own.unwrap_or(if leads { Role::Leader } else { Role::Follower });
+            let heard =
+                Heard { id, addr: addr.to_string(), term: report.term, role, ready: leads && report.quorum, at: now };
+            self.nodes.insert(id, heard);
+            self.cluster_size = report.cluster_size;
+        }
+        for member in report.nodes.iter().filter(|n| n.id != id && !n.addr.is_empty()) {
+            let asked = self.known.contains(&member.addr) || self.nodes.values().any(|h| h.addr == member.addr);
+            if !asked {
+                self.known.push(member.addr.clone());
+            }
+        }
+    }
+
+    /// Nothing heard, only refusals, since `started` and for a while: another
+    /// key or another protocol, which waiting will not change.
+    fn only_refusals(&self, started: Instant) -> bool {
+        self.nodes.is_empty() && (self.rejected >= 3 || self.mismatch.is_some()) && started.elapsed() > REFUSED_FOR
+    }
+
+    /// Why no leader can be found among the nodes heard (some were).
+    fn no_leader(&self, now: Instant) -> Error {
+        let mut ids: Vec<_> =
+            self.nodes.values().filter(|n| now.duration_since(n.at) < FRESH).map(|n| n.id.0).collect();
+        ids.sort();
+        let up: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let need = self.cluster_size / 2 + 1;
+        if (ids.len() as u32) < need {
+            Error::Unavailable(format!(
+                "only node(s) {} of {} are up; a leader needs a majority ({need})",
+                up.join(", "),
+                self.cluster_size
+            ))
+        } else {
+            Error::Unavailable(format!("no leader elected yet among nodes {}", up.join(", ")))
+        }
+    }
 }
 
-/// A background listener on the group.
+/// Where a [`Discovery`] hears the cluster from.
+#[derive(Clone, Debug)]
+enum Source {
+    /// The nodes' heartbeats on a multicast group, joined on an interface.
+    Group { group: SocketAddrV4, iface: Ipv4Addr },
+    /// Status polls of the addresses in [`Hearing::known`].
+    Polls,
+}
+
+/// A background listener on the group, or poller of known nodes.
 pub struct Discovery {
     rx: watch::Receiver<Hearing>,
     task: JoinHandle<()>,
-    group: SocketAddrV4,
-    iface: Ipv4Addr,
+    source: Source,
 }
 
 impl Drop for Discovery {
@@ -96,7 +171,7 @@ impl Discovery {
     ///
     /// # Errors
     /// `Config` if the group cannot be joined on that interface.
-    pub fn start(group: SocketAddrV4, iface: Ipv4Addr, key: Arc<ClusterKey>) -> Result<Discovery> {
+    pub fn listen(group: SocketAddrV4, iface: Ipv4Addr, key: Arc<ClusterKey>) -> Result<Discovery> {
         let sock = multicast::receiver(group, iface)?;
         let (tx, rx) = watch::channel(Hearing::default());
         let task = tokio::spawn(async move {
@@ -134,7 +209,24 @@ impl Discovery {
                 }
             }
         });
-        Ok(Discovery { rx, task, group, iface })
+        Ok(Discovery { rx, task, source: Source::Group { group, iface } })
+    }
+
+    /// Starts asking `nodes` (HOST:PORT), and every member they name, for
+    /// their status, each every [`POLL_EVERY`] on a session of its own that
+    /// stays open between polls. One node that answers is enough to find
+    /// them all; a node that stops answering ages out as a silent one does.
+    pub fn poll(nodes: Vec<String>, key: Arc<ClusterKey>) -> Discovery {
+        let mut known = Vec::new();
+        for n in nodes {
+            if !known.contains(&n) {
+                known.push(n);
+            }
+        }
+        let tx = Arc::new(watch::Sender::new(Hearing { known, ..Hearing::default() }));
+        let rx = tx.subscribe();
+        let task = tokio::spawn(poll_all(tx, key));
+        Discovery { rx, task, source: Source::Polls }
     }
 
     /// Everything heard so far.
@@ -157,9 +249,7 @@ impl Discovery {
         loop {
             {
                 let h = rx.borrow_and_update();
-                // Only datagrams under another key for a second: that is not
-                // going to change by waiting.
-                if h.nodes.is_empty() && h.rejected >= 3 && started.elapsed() > Duration::from_secs(1) {
+                if h.only_refusals(started) {
                     drop(h);
                     return Err(self.explain());
                 }
@@ -185,33 +275,104 @@ impl Discovery {
         let _ = tokio::time::timeout(until.saturating_duration_since(Instant::now()), rx.changed()).await;
     }
 
+    /// Nothing but refusals (another key, another protocol) heard since
+    /// `started`, for long enough to say so: then why, else `None`.
+    pub fn refused_since(&self, started: Instant) -> Option<Error> {
+        // One borrow at a time: a second one while a sender waits could deadlock.
+        let refused = self.rx.borrow().only_refusals(started);
+        refused.then(|| self.explain())
+    }
+
     /// Why no leader can be found, from what was heard.
     pub fn explain(&self) -> Error {
-        let h = self.rx.borrow();
-        let (g, i) = (self.group, self.iface);
-        if h.nodes.is_empty() && h.rejected > 0 {
-            Error::Auth(format!("nodes on group {g} use a different cluster key (check --secret-file)"))
-        } else if h.nodes.is_empty() {
-            Error::Unavailable(format!(
-                "no node heard on group {g} via {i} (is the cluster running, with this --group and --iface?)"
-            ))
-        } else {
-            let now = Instant::now();
-            let mut ids: Vec<_> =
-                h.nodes.values().filter(|n| now.duration_since(n.at) < FRESH).map(|n| n.id.0).collect();
-            ids.sort();
-            let up: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-            let need = h.cluster_size / 2 + 1;
-            if (ids.len() as u32) < need {
-                Error::Unavailable(format!(
-                    "only node(s) {} of {} are up; a leader needs a majority ({need})",
-                    up.join(", "),
-                    h.cluster_size
-                ))
-            } else {
-                Error::Unavailable(format!("no leader elected yet among nodes {}", up.join(", ")))
-            }
+        explain(&self.source, &self.rx.borrow(), Instant::now())
+    }
+}
+
+/// Why no leader can be found, from what `source` let us hear by `now`.
+fn explain(source: &Source, h: &Hearing, now: Instant) -> Error {
+    if !h.nodes.is_empty() {
+        return h.no_leader(now);
+    }
+    match source {
+        Source::Group { group, .. } if h.rejected > 0 => {
+            Error::Auth(format!("nodes on group {group} use a different cluster key (check --secret-file)"))
         }
+        Source::Group { group, iface } => Error::Unavailable(format!(
+            "no node heard on group {group} via {iface} (is the cluster running, with this --group and --iface?)"
+        )),
+        Source::Polls if h.rejected > 0 => {
+            Error::Auth(format!("nodes at {} use a different cluster key (check --secret-file)", h.known.join(", ")))
+        }
+        Source::Polls => match &h.mismatch {
+            Some(why) => Error::Protocol(why.clone()),
+            None => Error::Unavailable(format!(
+                "no node answered at {} (is the cluster running and reachable?)",
+                h.known.join(", ")
+            )),
+        },
+    }
+}
+
+/// The poller: one task per known address, and a new one for each address
+/// learned, until the [`Discovery`] is dropped (which drops the tasks too).
+async fn poll_all(tx: Arc<watch::Sender<Hearing>>, key: Arc<ClusterKey>) {
+    let mut rx = tx.subscribe();
+    let mut asked = HashSet::new();
+    let mut pollers = JoinSet::new();
+    loop {
+        let known = rx.borrow_and_update().known.clone();
+        for addr in known.into_iter().filter(|a| asked.insert(a.clone())) {
+            log::debug!("asking {addr} for the cluster's status");
+            pollers.spawn(poll_one(addr, key.clone(), tx.clone()));
+        }
+        // The sender lives in this task: changes end only with it.
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Asks the node at `addr` for its status every [`POLL_EVERY`], forever,
+/// on one session kept open between polls (a handshake costs the node more
+/// than a status does) and dropped on any error.
+async fn poll_one(addr: String, key: Arc<ClusterKey>, tx: Arc<watch::Sender<Hearing>>) {
+    let mut session = None;
+    loop {
+        let asked = tokio::time::timeout(POLL_TIMEOUT, ask_status(&mut session, &addr, &key)).await;
+        match asked {
+            Ok(Ok((at, report))) => tx.send_modify(|h| h.record(&at, &report, Instant::now())),
+            Ok(Err(e)) => {
+                log::trace!("status poll of {addr}: {e}");
+                session = None;
+                match e {
+                    Error::Auth(_) => tx.send_modify(|h| h.rejected += 1),
+                    Error::Protocol(m) => {
+                        let m = if m.contains(addr.as_str()) { m } else { format!("{addr}: {m}") };
+                        tx.send_modify(|h| h.mismatch = Some(m))
+                    }
+                    _ => {}
+                }
+            }
+            // Cut off in the middle of an exchange: the session is out of step.
+            Err(_) => session = None,
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// One status poll of `addr` on `session`, opened first if need be: the
+/// address the node answered at (as the client's sessions see it, so that
+/// [`Hearing::replacement_for`] recognises it) and its report.
+async fn ask_status(session: &mut Option<Connection>, addr: &str, key: &ClusterKey) -> Result<(String, StatusReport)> {
+    let conn = match session {
+        Some(conn) => conn,
+        None => session.insert(Connection::connect(addr, key, Peer::Client, POLL_TIMEOUT).await?.0),
+    };
+    conn.send(&Message::Request(Request::Status)).await?;
+    match conn.recv_response().await? {
+        Response::Status(report) => Ok((conn.peer_addr().to_string(), report)),
+        other => Err(Error::Protocol(format!("a status poll was answered with {other:?}"))),
     }
 }
 
@@ -304,6 +465,143 @@ mod tests {
         // (it answers for itself: not the leader any more).
         h.nodes.get_mut(&NodeId(3)).unwrap().at = now;
         assert!(h.replacement_for(peer, now).is_none());
+    }
+
+    /// What node `me` of three answers to a status poll; members with an
+    /// address at 10.0.0.ID:7781.
+    fn report(me: u32, leader: Option<u32>, quorum: bool, term: u64) -> StatusReport {
+        use scs_common::proto::rpc::NodeStatus;
+        let role = |id| match leader {
+            Some(l) if l == id => Role::Leader,
+            _ => Role::Follower,
+        };
+        let nodes = (1..=3)
+            .map(|id| NodeStatus {
+                id: NodeId(id),
+                addr: format!("10.0.0.{id}:7781"),
+                alive: true,
+                role: Some(role(id)),
+                files: 0,
+                max_files: None,
+                disk_free: 0,
+                disk_total: 0,
+                wanted: 0,
+                corrupt: 0,
+            })
+            .collect();
+        StatusReport {
+            node: NodeId(me),
+            leader: leader.map(NodeId),
+            term: Term(term),
+            quorum,
+            cluster_size: 3,
+            replicas: 3,
+            nodes,
+            under_replicated: 0,
+        }
+    }
+
+    fn polling(known: &[&str]) -> Hearing {
+        Hearing { known: known.iter().map(|k| k.to_string()).collect(), ..Hearing::default() }
+    }
+
+    #[test]
+    fn a_polled_leader_serves_only_with_a_quorum() {
+        let now = Instant::now();
+        let mut h = polling(&["10.0.0.3:7781"]);
+        h.record("10.0.0.3:7781", &report(3, Some(3), false, 4), now);
+        let heard = h.nodes[&NodeId(3)].clone();
+        assert_eq!(
+            heard,
+            Heard {
+                id: NodeId(3),
+                addr: "10.0.0.3:7781".into(),
+                term: Term(4),
+                role: Role::Leader,
+                ready: false,
+                at: now
+            }
+        );
+        h.record("10.0.0.3:7781", &report(3, Some(3), true, 4), now);
+        assert!(h.leader(now).unwrap().ready);
+        assert_eq!(h.cluster_size, 3);
+    }
+
+    #[test]
+    fn a_polled_follower_is_heard_as_one_and_never_as_the_leader_it_names() {
+        let now = Instant::now();
+        let mut h = polling(&["10.0.0.1:7781"]);
+        // It reports a leader with a quorum: that says nothing of itself.
+        h.record("10.0.0.1:7781", &report(1, Some(3), true, 4), now);
+        assert_eq!(h.nodes.len(), 1, "only the node that answered is heard: {h:?}");
+        let heard = &h.nodes[&NodeId(1)];
+        assert_eq!((heard.role, heard.ready), (Role::Follower, false));
+        assert!(h.leader(now).is_none());
+    }
+
+    #[test]
+    fn the_members_a_polled_node_names_are_asked_from_then_on() {
+        let now = Instant::now();
+        let mut h = polling(&["127.0.0.1:9", "10.0.0.1:7781"]);
+        h.record("10.0.0.1:7781", &report(1, Some(3), true, 4), now);
+        assert_eq!(h.known, ["127.0.0.1:9", "10.0.0.1:7781", "10.0.0.2:7781", "10.0.0.3:7781"]);
+        // Learning them again adds nothing.
+        h.record("10.0.0.3:7781", &report(3, Some(3), true, 4), now);
+        assert_eq!(h.known.len(), 4);
+        assert_eq!(h.leader(now).unwrap().id, NodeId(3));
+    }
+
+    #[test]
+    fn a_node_answering_at_a_second_address_keeps_the_first_while_it_answers() {
+        let now = Instant::now();
+        let mut h = polling(&["node-3.example:7781"]);
+        h.record("192.168.1.3:7781", &report(3, Some(3), true, 4), now);
+        h.record("10.0.0.3:7781", &report(3, Some(3), true, 4), now);
+        assert_eq!(h.nodes[&NodeId(3)].addr, "192.168.1.3:7781");
+        // Once the first address falls silent, the second one counts.
+        let later = now + Duration::from_secs(2);
+        h.record("10.0.0.3:7781", &report(3, Some(3), true, 4), later);
+        assert_eq!(h.nodes[&NodeId(3)].addr, "10.0.0.3:7781");
+    }
+
+    #[test]
+    fn polling_explains_silence_other_keys_and_other_protocols_naming_the_addresses() {
+        let now = Instant::now();
+        let mut h = polling(&["10.0.0.1:7000", "10.0.0.2:7000"]);
+        assert_eq!(
+            explain(&Source::Polls, &h, now).to_string(),
+            "cluster unavailable: no node answered at 10.0.0.1:7000, 10.0.0.2:7000 \
+             (is the cluster running and reachable?)"
+        );
+        h.mismatch = Some("10.0.0.2:7000: protocol version 9 is not supported".into());
+        assert_eq!(
+            explain(&Source::Polls, &h, now),
+            Error::Protocol("10.0.0.2:7000: protocol version 9 is not supported".into())
+        );
+        h.rejected = 1;
+        assert_eq!(
+            explain(&Source::Polls, &h, now).to_string(),
+            "authentication failed: nodes at 10.0.0.1:7000, 10.0.0.2:7000 use a different cluster key \
+             (check --secret-file)"
+        );
+        // Once a node answers, what it says is the story.
+        h.record("10.0.0.1:7000", &report(1, None, false, 4), now);
+        assert_eq!(
+            explain(&Source::Polls, &h, now).to_string(),
+            "cluster unavailable: only node(s) 1 of 3 are up; a leader needs a majority (2)"
+        );
+    }
+
+    #[test]
+    fn refusals_end_the_wait_only_when_nothing_else_was_heard_for_a_while() {
+        let long_ago = Instant::now() - Duration::from_secs(2);
+        let mut h = polling(&["10.0.0.1:7000"]);
+        assert!(!h.only_refusals(long_ago), "silence may yet end");
+        h.rejected = 3;
+        assert!(h.only_refusals(long_ago));
+        assert!(!h.only_refusals(Instant::now()), "give the others a moment");
+        h.record("10.0.0.1:7000", &report(1, None, false, 4), Instant::now());
+        assert!(!h.only_refusals(long_ago), "a node answered under our key");
     }
 
     #[test]

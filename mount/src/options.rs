@@ -40,8 +40,9 @@ const FLAGS: &[&str] = &["allow_other", "write_back", "foreground", "ro", "rw"];
 /// (`x-systemd.requires=...`, `x-gvfs-show`, `comment=...`, `user=NAME`).
 const GENERIC_PREFIXES: &[&str] = &["x-", "comment=", "user="];
 
-/// What one or more `-o` lists ask for; `None` or `false` when not given.
-/// A later word overrides an earlier one (`ro,rw` is read-write), as in mount(8).
+/// What one or more `-o` lists ask for; `None`, empty or `false` when not
+/// given. A later word overrides an earlier one (`ro,rw` is read-write), as
+/// in mount(8), except `node=`: every one given counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OptionList {
     pub allow_other: bool,
@@ -52,7 +53,8 @@ pub struct OptionList {
     pub cache_dir: Option<PathBuf>,
     pub group: Option<String>,
     pub iface: Option<String>,
-    pub node: Option<String>,
+    /// Every `node=`, in order (`node=a:7781,node=b:7781`).
+    pub nodes: Vec<String>,
     pub secret_file: Option<PathBuf>,
     pub metrics_listen: Option<String>,
     /// Words accepted without effect (the generic ones, and unknown ones
@@ -122,7 +124,7 @@ impl OptionList {
             "cache_dir" => self.cache_dir = Some(needs_value("cache_dir", value)?.into()),
             "group" => self.group = Some(needs_value("group", value)?.to_string()),
             "iface" => self.iface = Some(needs_value("iface", value)?.to_string()),
-            "node" => self.node = Some(needs_value("node", value)?.to_string()),
+            "node" => self.nodes.push(needs_value("node", value)?.to_string()),
             "secret_file" => self.secret_file = Some(needs_value("secret_file", value)?.into()),
             "metrics_listen" => self.metrics_listen = Some(needs_value("metrics_listen", value)?.to_string()),
             _ if is_generic(word) => self.ignored.push(word.to_string()),
@@ -167,7 +169,7 @@ mod tests {
         assert_eq!(o.cache_dir, Some(PathBuf::from("/var/cache/x")));
         assert_eq!(o.group.as_deref(), Some("239.1.2.3:7000"));
         assert_eq!(o.iface.as_deref(), Some("10.0.0.2"));
-        assert_eq!(o.node.as_deref(), Some("10.0.0.3:7781"));
+        assert_eq!(o.nodes, ["10.0.0.3:7781"]);
         assert_eq!(o.secret_file, Some(PathBuf::from("/etc/k")));
         assert!(o.ignored.is_empty());
     }
@@ -184,7 +186,15 @@ mod tests {
         assert_eq!(parse("rw,ro").unwrap().read_only, Some(true));
         let mut o = parse("node=a:1,ro").unwrap();
         o.add("node=b:2,rw", Unknown::Refuse).unwrap();
-        assert_eq!((o.node.as_deref(), o.read_only), (Some("b:2"), Some(false)));
+        assert_eq!(o.read_only, Some(false));
+    }
+
+    #[test]
+    fn every_node_given_counts_in_order() {
+        let mut o = parse("node=a:1,ro,node=b:2").unwrap();
+        o.add("node=c:3", Unknown::Refuse).unwrap();
+        assert_eq!(o.nodes, ["a:1", "b:2", "c:3"]);
+        assert_eq!(parse("ro").unwrap().nodes, Vec::<String>::new());
     }
 
     #[test]

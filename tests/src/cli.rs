@@ -115,11 +115,21 @@ pub fn user_command(program: &Path, args: &[OsString]) -> Command {
 /// The child dies with the test thread that started it (PR_SET_PDEATHSIG),
 /// so a test runner killed from outside leaves nothing behind.
 pub fn run(program: &Path, args: &[OsString], deadline: Duration) -> Output {
-    let command = std::iter::once(program.display().to_string())
+    run_with_env(program, args, &[], deadline)
+}
+
+/// [`run`] with these variables set in the child's environment
+/// (`XDG_CONFIG_HOME`, say).
+pub fn run_with_env(program: &Path, args: &[OsString], env: &[(&str, &Path)], deadline: Duration) -> Output {
+    let command = env
+        .iter()
+        .map(|(k, v)| format!("{k}={}", shell_quote(&v.to_string_lossy())))
+        .chain(std::iter::once(program.display().to_string()))
         .chain(args.iter().map(|a| shell_quote(&a.to_string_lossy())))
         .collect::<Vec<_>>()
         .join(" ");
     let mut cmd = user_command(program, args);
+    cmd.envs(env.iter().copied());
     die_with_parent(&mut cmd);
     let start = Instant::now();
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {command}: {e}"));

@@ -21,8 +21,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use scs_common::auth::ClusterKey;
-use scs_common::config::{self, DEFAULT_GROUP, DEFAULT_IFACE};
-use scs_mount::client::{Client, ClientOptions, RETRY_WINDOW};
+use scs_mount::client::{Client, ClientOptions};
+use scs_mount::client_config::{self, ClientFile, Given};
 use scs_mount::fs::mountpoint;
 use scs_mount::fs::session::{self, Settings};
 use scs_mount::options::{fuse_conf_allows_other, OptionList, Unknown};
@@ -45,9 +45,10 @@ Mount options (-o, comma separated, as in fstab; -o may be repeated):
                   'user_allow_other' in /etc/fuse.conf
   ro, rw          read-only (every change fails with EROFS), or read-write
                   (the default); the last one given wins
-  write_back, foreground, cache_dir=DIR, group=G, iface=I, node=IP:PORT,
+  write_back, foreground, cache_dir=DIR, group=G, iface=I, node=HOST:PORT,
   secret_file=F, metrics_listen=IP:PORT
-                  as the flags of the same name (not both)
+                  as the flags of the same name (not both); node= may be
+                  given several times (node=a:7781,node=b:7781)
   defaults, _netdev, nofail, auto, noauto, user, users, nouser, exec, noexec,
   suid, nosuid, dev, nodev, *atime, x-*, comment=...
                   accepted and ignored (scs mounts are always nosuid,nodev)
@@ -57,6 +58,14 @@ In the mount(8) form SOURCE is ignored (write `scs`; the mount shows as `scs`
 whatever it is). It daemonizes unless -o foreground; as root its cache dir
 defaults to /var/cache/scs. Invoked as mount.scs (make install links
 /sbin/mount.scs), it is the helper mount(8) runs for fstab type scs.
+
+Where the cluster is: by default the nodes' heartbeats on the multicast group.
+Without multicast, name one or more nodes (--node, node=); the mount learns
+the other members from them and follows the leader through failovers.
+Defaults for nodes, group, iface and secret_file can be kept in
+$XDG_CONFIG_HOME/scs/client.toml (else ~/.config/scs/client.toml), e.g.
+  nodes = [\"10.0.0.1:7781\", \"10.0.0.2:7781\"]
+Flags and -o override the file (see scs --help).
 
 Unmount with `fusermount3 -u MOUNTPOINT` (or SIGTERM/SIGINT to a foreground mount).";
 
@@ -86,10 +95,13 @@ struct Args {
     /// IPv4 address of the interface to listen for heartbeats on [default: 127.0.0.1]
     #[arg(long, value_name = "I")]
     iface: Option<String>,
-    /// Talk to this node (IP:PORT) instead of listening for heartbeats
-    #[arg(long, value_name = "IP:PORT")]
-    node: Option<String>,
-    /// The cluster key [default: /etc/scs/cluster.key as root, else ~/.config/scs/cluster.key]
+    /// Ask this node (HOST:PORT) where the leader is instead of listening
+    /// for heartbeats; repeat it, or give a comma-separated list, to name
+    /// several (the other members are learned from them)
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    node: Vec<String>,
+    /// The cluster key [default: secret_file in client.toml, else
+    /// /etc/scs/cluster.key as root, else ~/.config/scs/cluster.key]
     #[arg(long, value_name = "F")]
     secret_file: Option<PathBuf>,
     /// Where staging files and cached contents go (one subdirectory per mount)
@@ -290,7 +302,8 @@ fn scs_mount_request(args: Args) -> Result<Request, Refusal> {
     };
     opts.group = flag_or_option("group", args.group, opts.group)?;
     opts.iface = flag_or_option("iface", args.iface, opts.iface)?;
-    opts.node = flag_or_option("node", args.node, opts.node)?;
+    let (flag_nodes, option_nodes) = (non_empty(args.node), non_empty(opts.nodes));
+    opts.nodes = flag_or_option("node", flag_nodes, option_nodes)?.unwrap_or_default();
     opts.secret_file = flag_or_option("secret_file", args.secret_file, opts.secret_file)?;
     opts.cache_dir = flag_or_option("cache_dir", args.cache_dir, opts.cache_dir)?;
     opts.metrics_listen = flag_or_option("metrics_listen", args.metrics_listen, opts.metrics_listen)?;
@@ -306,6 +319,10 @@ fn flag_or_option<T>(name: &str, flag: Option<T>, option: Option<T>) -> Result<O
         (Some(_), Some(_)) => Err(Refusal(format!("{name} is given twice: as --{} and in -o", name.replace('_', "-")))),
         (flag, option) => Ok(flag.or(option)),
     }
+}
+
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
 }
 
 /// `mount.scs`'s command line.
@@ -335,15 +352,15 @@ fn settings(req: &Request) -> Result<Settings, String> {
     if !Path::new("/dev/fuse").exists() {
         return Err("FUSE is not available: /dev/fuse is missing (load the fuse module)".into());
     }
-    let secret_file = opts.secret_file.clone().unwrap_or_else(config::default_secret_file);
-    ClusterKey::load(&secret_file).map_err(|e| e.to_string())?;
-    let client = ClientOptions {
-        group: config::parse_group(opts.group.as_deref().unwrap_or(DEFAULT_GROUP)).map_err(|e| e.to_string())?,
-        iface: config::parse_iface(opts.iface.as_deref().unwrap_or(DEFAULT_IFACE)).map_err(|e| e.to_string())?,
-        node: opts.node.clone(),
-        secret_file,
-        retry_window: RETRY_WINDOW,
+    let given = Given {
+        nodes: opts.nodes.clone(),
+        group: opts.group.clone(),
+        iface: opts.iface.clone(),
+        secret_file: opts.secret_file.clone(),
     };
+    let file = ClientFile::load_default().map_err(|e| e.to_string())?;
+    let client = client_config::resolve(given, file).map_err(|e| e.to_string())?;
+    ClusterKey::load(&client.secret_file).map_err(|e| e.to_string())?;
     let root = opts.cache_dir.clone().unwrap_or_else(|| default_cache_root(req.form));
     let cache_dir = session::cache_dir_for(&root, &mountpoint);
     std::fs::create_dir_all(&cache_dir)
