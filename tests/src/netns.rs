@@ -378,6 +378,22 @@ impl Netns {
         tool_with_input("nft", ["-f", "-"], self.bridge.as_ref(), Some(&rules)).map(|_| ())
     }
 
+    /// Drops every multicast datagram at the bridge, as most cloud networks
+    /// and VPNs do, for good: the fault rules and [`Netns::heal`] leave it.
+    ///
+    /// # Errors
+    /// Without nft, or the failing command.
+    pub fn block_multicast(&self) -> Result<(), String> {
+        if !self.nft {
+            return Err("nft (Debian package nftables) is needed to block multicast".into());
+        }
+        let rules = format!(
+            "add chain bridge {NFT_TABLE} no_multicast {{ type filter hook forward priority -10; policy accept; }}\n\
+             add rule bridge {NFT_TABLE} no_multicast ip daddr 224.0.0.0/4 counter drop\n"
+        );
+        tool_with_input("nft", ["-f", "-"], self.bridge.as_ref(), Some(&rules)).map(|_| ())
+    }
+
     /// Shapes node `id`'s link both ways to `kbit` kbit/s with a token
     /// bucket: queued packets wait up to `latency_ms` (then are dropped).
     /// The kernel here has no netem, so this is the delay available: a

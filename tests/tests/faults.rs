@@ -14,7 +14,10 @@
 //! `SCS_FAULTS_STRICT=1` makes warnings (blobs left over on disk) fail too;
 //! `SCS_FAULTS_FILES_ONLY=1` leaves hard links, directory renames and rmdir
 //! out of the workload (file operations only, as before inodes);
-//! `SCS_KEEP_TEST_DIR=1` keeps a failing seed's data dirs.
+//! `SCS_KEEP_TEST_DIR=1` keeps a failing seed's data dirs;
+//! `SCS_FAULTS_UNICAST=1` runs every seed with gossip by unicast (`peers`),
+//! clients given every node's address, and multicast dropped at the bridge.
+//! CI runs its seeds over multicast, then [`CI_UNICAST_SEED`] over unicast.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,6 +32,10 @@ use scs_tests::netns;
 /// 45: killed follower, corrupt blob, lossy node, 2/3 split, full disk);
 /// seed 1 once caught an acknowledged overwrite lost to a repair.
 const CI_SEEDS: [u64; 3] = [14, 45, 1];
+/// The CI seed run a second time over unicast: its leader is frozen,
+/// isolated and killed, and a node is lossy, so elections happen without
+/// multicast.
+const CI_UNICAST_SEED: u64 = 14;
 /// What each seed may take beyond its workload before the whole test is
 /// stopped (start, heal, checks).
 const PER_SEED_MARGIN: Duration = Duration::from_secs(240);
@@ -88,8 +95,14 @@ fn acknowledged_writes_survive_kills_freezes_partitions_loss_full_disks_and_corr
         mount_view: true,
         keep_dir: Some(root.join("target").join("scs-faults")),
         strict: std::env::var_os("SCS_FAULTS_STRICT").is_some(),
+        unicast: std::env::var_os("SCS_FAULTS_UNICAST").is_some(),
     };
-    watchdog((workload + PER_SEED_MARGIN) * seeds.len() as u32);
+    // (seed, over unicast)
+    let mut runs: Vec<(u64, bool)> = seeds.iter().map(|&s| (s, settings.unicast)).collect();
+    if !long_run && seeds.len() > 1 && !settings.unicast {
+        runs.push((CI_UNICAST_SEED, true));
+    }
+    watchdog((workload + PER_SEED_MARGIN) * runs.len() as u32);
     if !netns::have_nft() {
         tell(
             "fault suite: nft (Debian package nftables) is missing: blackholes take bridge ports down, no random loss",
@@ -98,10 +111,18 @@ fn acknowledged_writes_survive_kills_freezes_partitions_loss_full_disks_and_corr
     let started = Instant::now();
     let mut results: Vec<SeedResult> = Vec::new();
     let mut broken = Vec::new();
-    for &seed in &seeds {
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| faults::run_seed(seed, &settings)));
+    for &(seed, unicast) in &runs {
+        if unicast != settings.unicast {
+            tell(&format!("seed {seed} again, with gossip by unicast and multicast dropped at the bridge:"));
+        }
+        let s = Settings { unicast, ..settings.clone() };
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| faults::run_seed(seed, &s)));
         match run {
-            Ok(r) => {
+            Ok(mut r) => {
+                if unicast {
+                    r.notes
+                        .push(format!("over unicast: replay with `SCS_FAULTS_UNICAST=1 make test-faults SEED={seed}`"));
+                }
                 println!("{}", summary::seed_line(&r));
                 for n in &r.notes {
                     println!("  note: {n}");
@@ -126,7 +147,7 @@ fn acknowledged_writes_survive_kills_freezes_partitions_loss_full_disks_and_corr
     };
     let report = summary::report(&results, &settings, &command);
     println!("\n{report}");
-    println!("fault suite: {} seed(s) in {:.0?}", seeds.len(), started.elapsed());
+    println!("fault suite: {} run(s) in {:.0?}", runs.len(), started.elapsed());
     if long_run {
         let path = root.join("bench-results").join("faults-latest.md");
         match std::fs::create_dir_all(path.parent().expect("a parent")).and_then(|_| std::fs::write(&path, &report)) {

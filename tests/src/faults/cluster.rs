@@ -40,6 +40,9 @@ pub struct NsConfig {
     pub tmpfs_mib: u64,
     /// The watchdog kills every node after this long.
     pub hard_limit: Duration,
+    /// Gossip by unicast (`peers`), clients by `--node`, and every multicast
+    /// datagram dropped at the bridge.
+    pub unicast: bool,
 }
 
 /// Time since the cluster started, and the wall clock (which node logs use).
@@ -191,6 +194,7 @@ pub struct NsCluster {
     cli_bin: PathBuf,
     clock: Clock,
     scratch: AtomicU64,
+    unicast: bool,
 }
 
 impl NsCluster {
@@ -210,7 +214,13 @@ impl NsCluster {
         let key_file = dir.path().join("cluster.key");
         write_random_key(&key_file);
         let config_file = dir.path().join("node.toml");
-        std::fs::write(&config_file, &cfg.node_toml).map_err(|e| format!("node config: {e}"))?;
+        let mut node_toml = cfg.node_toml.clone();
+        if cfg.unicast {
+            net.block_multicast()?;
+            let peers: Vec<String> = (1..=cfg.nodes).map(|id| format!("{:?}", net.node_addr(id))).collect();
+            node_toml += &format!("\npeers = [{}]\n", peers.join(", "));
+        }
+        std::fs::write(&config_file, &node_toml).map_err(|e| format!("node config: {e}"))?;
         let procs = Arc::new(Mutex::new(Procs::default()));
         let watchdog = spawn_watchdog(procs.clone(), cfg.hard_limit);
         let third = net.node_ip(1).octets()[2];
@@ -230,6 +240,7 @@ impl NsCluster {
             cli_bin,
             clock: Clock::new(),
             scratch: AtomicU64::new(0),
+            unicast: cfg.unicast,
         };
         if let Some(id) = cfg.tmpfs_node {
             let path = c.data_dir(id);
@@ -386,16 +397,21 @@ impl NsCluster {
 
     // ----- the CLI, from the clients' namespace -----
 
-    /// `scs <args>` with this cluster's group, client address and key.
+    /// How a client finds this cluster: the multicast group and the
+    /// clients' interface, or (unicast) every node's address.
+    pub fn client_flags(&self) -> Vec<OsString> {
+        if self.unicast {
+            (1..=self.nodes).flat_map(|id| ["--node".into(), self.net.node_addr(id).into()]).collect()
+        } else {
+            let (group, iface) = (self.group.to_string(), self.net.client_ip().to_string());
+            vec!["--group".into(), group.into(), "--iface".into(), iface.into()]
+        }
+    }
+
+    /// `scs <args>`, finding the cluster as [`NsCluster::client_flags`] says, with its key.
     pub fn scs(&self, args: &[OsString], deadline: Duration) -> Ran {
-        let mut all: Vec<OsString> = vec![
-            "--group".into(),
-            self.group.to_string().into(),
-            "--iface".into(),
-            self.net.client_ip().to_string().into(),
-            "--secret-file".into(),
-            self.key_file.clone().into(),
-        ];
+        let mut all = self.client_flags();
+        all.extend(["--secret-file".into(), self.key_file.clone().into()]);
         all.extend(args.iter().cloned());
         run_in(self.net.client_ns(), &self.cli_bin, &all, deadline)
     }

@@ -68,6 +68,9 @@ pub struct Settings {
     pub keep_dir: Option<std::path::PathBuf>,
     /// Whether warnings (see [`check::WARNING_KINDS`]) fail the seed too.
     pub strict: bool,
+    /// Gossip by unicast (`peers`) with multicast dropped at the bridge,
+    /// clients by `--node`.
+    pub unicast: bool,
 }
 
 /// Figures of one seed.
@@ -148,6 +151,7 @@ pub fn run_seed(seed: u64, s: &Settings) -> SeedResult {
         tmpfs_node: Some(rng.between(1, 5) as u32),
         tmpfs_mib: 64,
         hard_limit: s.workload + s.settle + Duration::from_secs(300),
+        unicast: s.unicast,
     };
     let mut c = match NsCluster::start(&cfg) {
         Ok(c) => c,

@@ -144,7 +144,7 @@ pub fn mount_view(c: &NsCluster, names: &[String], clients: u32) -> Result<(View
     let key = c.dir().join("cluster.key");
     let mut cmd = Command::new(bin("scs-mount"));
     cmd.arg(&path)
-        .args(["--group", &c.group().to_string(), "--iface", &c.net().client_ip().to_string()])
+        .args(c.client_flags())
         .arg("--secret-file")
         .arg(&key)
         .arg("--cache-dir")
