@@ -1,7 +1,6 @@
 //! What anti-entropy, repair and the tombstone purge read from and do to
 //! the index: bucket digests, per-bucket versions, purges and withdrawals.
 
-use std::fs;
 use std::sync::atomic::Ordering;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
@@ -211,9 +210,7 @@ impl Store {
         }
         tx.commit()?;
         if let Some((path, hash)) = released {
-            if fs::rename(&path, self.layout.released(&hash)).is_err() {
-                let _ = fs::remove_file(&path);
-            }
+            self.release(&path, &hash);
         }
         Ok(true)
     }

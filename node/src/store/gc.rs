@@ -56,6 +56,7 @@ impl Store {
                 removed += 1;
             }
         }
+        self.count_released();
         Ok(removed)
     }
 
@@ -71,18 +72,19 @@ impl Store {
         }
         let Ok(dir) = fs::read_dir(self.layout.released_dir()) else { return 0 };
         // One linked back into place (a file stored again) frees nothing.
-        let mut spares: Vec<(std::time::Duration, std::path::PathBuf)> = dir
+        let mut spares: Vec<(std::time::Duration, u64, std::path::PathBuf)> = dir
             .flatten()
-            .filter_map(|f| f.metadata().ok().filter(|m| m.nlink() == 1).map(|m| (age(&m), f.path())))
+            .filter_map(|f| f.metadata().ok().filter(|m| m.nlink() == 1).map(|m| (age(&m), m.len(), f.path())))
             .collect();
         // Oldest first: a recent one is the likeliest to be stored again.
         spares.sort_by_key(|s| std::cmp::Reverse(s.0));
         let mut removed = 0;
-        for (_, path) in spares {
+        for (_, size, path) in spares {
             if free() >= want {
                 break;
             }
             if fs::remove_file(&path).is_ok() {
+                self.forget_released(size);
                 removed += 1;
             }
         }
@@ -120,12 +122,20 @@ impl Store {
         // again would only have the scrub find it again, forever.
         if !hash_file(&spare).is_ok_and(|(h, n)| h == entry.hash && n == entry.size) {
             log::warn!("node {}: a released copy of inode {} failed its hash; removed", self.me, entry.ino);
-            let _ = fs::remove_file(&spare);
+            let counted = fs::metadata(&spare).is_ok_and(|m| m.nlink() == 1);
+            if fs::remove_file(&spare).is_ok() && counted {
+                self.forget_released(entry.size);
+            }
             return Ok(false);
         }
         let (key, content) = (entry.key(), entry.content);
+        let counted = fs::metadata(&spare).is_ok_and(|m| m.nlink() == 1);
         if link_into_place(&spare, &self.layout.blob(&key, content)).is_err() {
             return Ok(false);
+        }
+        // In use again: its room is not free any more.
+        if counted && fs::metadata(&spare).is_ok_and(|m| m.nlink() > 1) {
+            self.forget_released(entry.size);
         }
         self.apply(&[scs_common::Record::Inode(entry.clone())], &[(key, content)])?;
         self.holds(&key, content)

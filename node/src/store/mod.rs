@@ -31,6 +31,7 @@ mod upgrade;
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -105,6 +106,10 @@ pub struct Store {
     wanted: AtomicU64,
     /// Bad copies found (scrub, readers' reports) since the store opened.
     corrupt: AtomicU64,
+    /// Bytes of released blobs: room they give back on demand (see
+    /// [`Store::make_room`]), so counted as free. Kept up to date as blobs
+    /// are released and removed, and counted again by every sweep.
+    released_bytes: AtomicU64,
     journal: journal::Journal,
     /// Shared by batches on their way through the journal into the index;
     /// taken alone by a durable commit, which ends the journal's generation.
@@ -214,6 +219,7 @@ impl Store {
             held: AtomicU64::new(0),
             wanted: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
+            released_bytes: AtomicU64::new(0),
         };
         let upgraded = store.check_format()?;
         // Create every table so that readers never meet a missing one.
@@ -232,6 +238,7 @@ impl Store {
         store.replay(frames.iter().map(|f| f.payload.as_slice()))?;
         let mut report = store.recover()?;
         report.upgraded = upgraded;
+        store.count_released();
         store.rebuild_digests()?;
         Ok((store, report))
     }
@@ -466,6 +473,19 @@ impl Store {
             Ok(st) => (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize),
             Err(_) => (0, 0),
         }
+    }
+
+    /// Room for new content and the disk's size: the free bytes, and those
+    /// of released blobs, which give way to anything that needs them. What
+    /// the status, `df` and the choice of holders count.
+    pub fn room(&self) -> (u64, u64) {
+        let (free, total) = self.disk_space();
+        (free.saturating_add(self.released_bytes()).min(total), total)
+    }
+
+    /// Bytes of released blobs (see [`Store::room`]).
+    pub fn released_bytes(&self) -> u64 {
+        self.released_bytes.load(Ordering::Relaxed)
     }
 
     /// Blobs this node keeps.
@@ -858,14 +878,54 @@ impl Store {
     /// while, for reuse), the rest are removed.
     fn let_go(&self, files: Placed) {
         for (path, hash) in files.released {
-            // Same content already waiting there: ours is not needed.
-            if fs::rename(&path, self.layout.released(&hash)).is_err() {
-                let _ = fs::remove_file(&path);
-            }
+            self.release(&path, &hash);
         }
         for p in &files.useless {
             let _ = fs::remove_file(p);
         }
+    }
+
+    /// Moves the blob at `path` among the released ones, by its content
+    /// `hash` (one already there, the same content, is replaced), or
+    /// removes it if it cannot be moved.
+    fn release(&self, path: &Path, hash: &ContentHash) {
+        let to = self.layout.released(hash);
+        let Ok(blob) = fs::metadata(path) else { return };
+        match fs::metadata(&to) {
+            // The released copy it was placed from, linked: rename(2) would
+            // do nothing; only this name goes, and the copy is room again.
+            Ok(there) if there.ino() == blob.ino() && there.dev() == blob.dev() => {
+                let _ = fs::remove_file(path);
+            }
+            replaced => {
+                if fs::rename(path, &to).is_err() {
+                    let _ = fs::remove_file(path);
+                    return;
+                }
+                // One still linked into place elsewhere was not counted.
+                if let Some(old) = replaced.ok().filter(|old| old.nlink() == 1) {
+                    self.forget_released(old.len());
+                }
+            }
+        }
+        // Room only once no file in use shares it.
+        if fs::metadata(&to).is_ok_and(|m| m.nlink() == 1) {
+            self.released_bytes.fetch_add(blob.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// `bytes` of released blobs are gone (removed, or placed again).
+    fn forget_released(&self, bytes: u64) {
+        let _ =
+            self.released_bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(bytes)));
+    }
+
+    /// Counts the released blobs' bytes again from the disk (one linked
+    /// back into place frees nothing).
+    fn count_released(&self) {
+        let Ok(dir) = fs::read_dir(self.layout.released_dir()) else { return };
+        let bytes = dir.flatten().filter_map(|f| f.metadata().ok()).filter(|m| m.nlink() == 1).map(|m| m.len()).sum();
+        self.released_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// An inode record that lost to ours (or is the one we have): a blob

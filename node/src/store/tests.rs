@@ -301,6 +301,37 @@ fn a_released_copy_is_placed_again_only_when_it_checks_out() {
 }
 
 #[test]
+fn released_copies_count_as_room_until_they_are_removed_or_used_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let a = file(7, v(1, 1), &[7u8; 5000], &[1]);
+    put(&s, &a, &[7u8; 5000]);
+    assert_eq!(s.released_bytes(), 0);
+    s.apply(&[r(&Inode { version: v(1, 2), ..a.tombstone(9) })], &[]).unwrap();
+    assert_eq!(s.released_bytes(), 5000, "a deleted file's copy is room");
+    // Stored again: the copy is placed from the released one, in use again.
+    let b = file(8, v(1, 3), &[7u8; 5000], &[1]);
+    s.apply(&[r(&b)], &[]).unwrap();
+    assert!(s.place_from_local(&b).unwrap());
+    assert_eq!(s.released_bytes(), 0, "a copy in use again is not room");
+    // Deleted again, then swept when old enough: gone, and counted again.
+    s.apply(&[r(&Inode { version: v(1, 4), ..b.tombstone(9) })], &[]).unwrap();
+    assert_eq!(s.released_bytes(), 5000);
+    s.sweep_orphans(Duration::from_secs(3600), Duration::ZERO).unwrap();
+    assert_eq!(s.released_bytes(), 0, "removed by the sweep");
+    drop(s);
+    // Counted from the disk when the store opens.
+    let c = file(9, v(1, 5), b"abc", &[1]);
+    let s = open(tmp.path());
+    put(&s, &c, b"abc");
+    s.apply(&[r(&Inode { version: v(1, 6), ..c.tombstone(9) })], &[]).unwrap();
+    drop(s);
+    assert_eq!(open(tmp.path()).released_bytes(), 3);
+    let (free, total) = open(tmp.path()).room();
+    assert!(free <= total && total > 0);
+}
+
+#[test]
 fn content_that_does_not_match_its_hash_never_lands() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
