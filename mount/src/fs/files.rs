@@ -64,7 +64,9 @@ impl Core {
         let exclusive = flags & libc::O_EXCL != 0;
         // The kernel's view may be stale: the name may be taken, here or on
         // the cluster. Then this opens what is there.
-        let existing = match lock(&self.inodes).fresh_at(parent, name) {
+        // (The table's lock is let go before the cluster may be asked.)
+        let fresh = lock(&self.inodes).fresh_at(parent, name);
+        let existing = match fresh {
             Some(ino) => Some(ino),
             None => self.child(parent, name)?.map(|i| i.ino),
         };
@@ -253,7 +255,9 @@ impl Core {
     /// one; else empty (`trunc`) or the stored file, fetched on first need.
     fn open_writer(&self, ino: Ino, trunc: bool) -> Result<Arc<Staged>, Errno> {
         let _g = lock(&self.opening);
-        if let Some(s) = lock(&self.handles).staged(ino) {
+        // Bound first: joining waits on the copy's state, which an upload holds.
+        let staged = lock(&self.handles).staged(ino);
+        if let Some(s) = staged {
             s.join_writer();
             if trunc {
                 if let Err(e) = s.truncate(0) {

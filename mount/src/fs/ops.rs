@@ -602,7 +602,10 @@ impl Core {
         if !lock(&self.inodes).is_fresh(ino) {
             return Ok(());
         }
-        if let Some(s) = lock(&self.handles).staged(ino) {
+        // Bound first: a guard in the `if let` would hold every handle's
+        // lock through the upload.
+        let staged = lock(&self.handles).staged(ino);
+        if let Some(s) = staged {
             self.sync_staged(&s)?;
         }
         self.settle(&[Scope::File(ino)])?;
