@@ -268,6 +268,12 @@ impl NodeConfig {
         for p in &peers {
             check_peer(p)?;
         }
+        if !peers.is_empty() && listen.ip().is_unspecified() && advertise.ip().is_loopback() {
+            return bad(format!(
+                "with peers and listen on {listen}, set iface to this node's address that the others reach it at \
+                 (it would tell them {advertise})"
+            ));
+        }
         if peers.len() > 1000 {
             return bad(format!("peers lists {} addresses; at most 1000", peers.len()));
         }
@@ -436,6 +442,7 @@ mod tests {
             ("peers = [\"10.0.0.2:0\"]", "each of peers must be HOST:PORT"),
             ("peers = [\"::1:7000\"]", "each of peers must be HOST:PORT"),
             ("peers = [\":7000\"]", "each of peers must be HOST:PORT"),
+            ("peers = [\"10.0.0.2:7000\"]\nlisten = \"0.0.0.0:7000\"", "set iface to this node's address"),
         ];
         for (toml_text, want) in cases {
             let s: NodeSettings = toml::from_str(toml_text).unwrap();

@@ -338,6 +338,7 @@ fn arb_status() -> impl Strategy<Value = StatusReport> {
             replicas,
             nodes,
             under_replicated,
+            candidates: Vec::new(),
         })
 }
 

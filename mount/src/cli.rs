@@ -490,6 +490,15 @@ fn print_status(s: &StatusReport) {
             n.wanted
         );
     }
+    for c in &s.candidates {
+        let why = if c.cluster_size == s.cluster_size {
+            format!("its id is not one of 1 to {}", s.cluster_size)
+        } else {
+            format!("it was started with cluster_size {}, the cluster has {}", c.cluster_size, s.cluster_size)
+        };
+        let addr = if c.node.addr.is_empty() { "?" } else { &c.node.addr };
+        println!("candidate: node {} at {addr} has the cluster key but is not a member ({why})", c.node.id);
+    }
 }
 
 /// 1.5G, 340M, 12K: sizes for people.
@@ -519,6 +528,7 @@ fn status_json(s: &StatusReport) -> serde_json::Value {
         "nodes": s.nodes.iter().map(|n| serde_json::json!({
             "id": n.id.0,
             "addr": n.addr,
+            "state": "active",
             "alive": n.alive,
             "role": role_name(n.role),
             "files": n.files,
@@ -527,7 +537,18 @@ fn status_json(s: &StatusReport) -> serde_json::Value {
             "corrupt": n.corrupt,
             "disk_free": n.disk_free,
             "disk_total": n.disk_total,
-        })).collect::<Vec<_>>(),
+        })).chain(s.candidates.iter().map(|c| serde_json::json!({
+            "id": c.node.id.0,
+            "addr": c.node.addr,
+            "state": "candidate",
+            "alive": c.node.alive,
+            "role": "-",
+            "files": c.node.files,
+            "max_files": c.node.max_files,
+            "disk_free": c.node.disk_free,
+            "disk_total": c.node.disk_total,
+            "cluster_size": c.cluster_size,
+        }))).collect::<Vec<_>>(),
     })
 }
 
@@ -627,6 +648,7 @@ mod tests {
             replicas: alive.len() as u32,
             nodes,
             under_replicated: under,
+            candidates: Vec::new(),
         }
     }
 

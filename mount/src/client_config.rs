@@ -8,6 +8,7 @@
 //! secret_file = "/etc/scs/cluster.key"
 //! ```
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -69,6 +70,14 @@ impl ClientFile {
             }
             Err(e) => return Err(Error::Config(format!("cannot read {}: {e}", path.display()))),
         };
+        // Root with a user's HOME (sudo -E) must not take that user's word
+        // for which nodes and key a shared mount uses.
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if euid == 0 && std::fs::metadata(path).is_ok_and(|m| m.uid() != 0) {
+            log::warn!("ignoring {}: run as root, only a file root owns is read", path.display());
+            return Ok(ClientFile::default());
+        }
         ClientFile::parse(&text).map_err(|why| Error::Config(format!("{}: {why}", path.display())))
     }
 

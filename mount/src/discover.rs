@@ -53,6 +53,9 @@ const FRESH: Duration = Duration::from_millis(1500);
 const POLL_EVERY: Duration = Duration::from_millis(250);
 /// How long one status poll may take, a new session's handshake included.
 const POLL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Addresses polled at most: the members of a cluster, with room for
+/// addresses that changed; no answer can make a client poll more.
+const MAX_KNOWN: usize = 64;
 /// Only refusals (another key, another protocol) for this long: waiting
 /// longer will not change that.
 const REFUSED_FOR: Duration = Duration::from_secs(1);
@@ -109,7 +112,7 @@ impl Hearing {
         }
         for member in report.nodes.iter().filter(|n| n.id != id && !n.addr.is_empty()) {
             let asked = self.known.contains(&member.addr) || self.nodes.values().any(|h| h.addr == member.addr);
-            if !asked {
+            if !asked && self.known.len() < MAX_KNOWN {
                 self.known.push(member.addr.clone());
             }
         }
@@ -498,6 +501,7 @@ mod tests {
             replicas: 3,
             nodes,
             under_replicated: 0,
+            candidates: Vec::new(),
         }
     }
 

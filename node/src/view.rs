@@ -36,6 +36,9 @@ pub struct ClusterView {
     pub ready: bool,
     /// Every other member we have heard from.
     pub members: BTreeMap<NodeId, Member>,
+    /// Nodes with the cluster key that are not members, heard within the
+    /// leader timeout: what they say of themselves, and their `cluster_size`.
+    pub candidates: BTreeMap<NodeId, (NodeInfo, u32)>,
 }
 
 impl ClusterView {
@@ -49,6 +52,7 @@ impl ClusterView {
             quorum: false,
             ready: false,
             members: BTreeMap::new(),
+            candidates: BTreeMap::new(),
         }
     }
 

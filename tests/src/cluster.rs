@@ -141,6 +141,8 @@ struct NodeSpec {
     secret_file: PathBuf,
     /// The TCP address it listens on (`127.0.0.1:0`: a free port).
     listen: String,
+    /// The `cluster_size` it is started with, when not the cluster's.
+    cluster_size: Option<u32>,
 }
 
 /// The processes of a cluster, shared with its watchdog. A child stays in
@@ -285,6 +287,7 @@ impl Cluster {
             log: self.log_path(id),
             secret_file: self.key_file.clone(),
             listen: "127.0.0.1:0".into(),
+            cluster_size: None,
         };
         self.spawn_spec(format!("node-{id}"), spec);
     }
@@ -313,7 +316,7 @@ impl Cluster {
             "--id".into(),
             spec.id.to_string().into(),
             "--cluster-size".into(),
-            self.size.to_string().into(),
+            spec.cluster_size.unwrap_or(self.size).to_string().into(),
             "--data-dir".into(),
             spec.data_dir.clone().into(),
             "--secret-file".into(),
@@ -441,6 +444,22 @@ impl Cluster {
             log: self.dir().join(format!("rogue-{id}.log")),
             secret_file: key_file.to_path_buf(),
             listen: listen.into(),
+            cluster_size: None,
+        };
+        self.spawn_spec(format!("rogue-{id}"), spec);
+    }
+
+    /// Starts a node that is not a member, with this cluster's key: node
+    /// `id` of a cluster of `cluster_size` (a fourth machine started next
+    /// to three, say). Stopped with [`Cluster::kill_rogue`], or with the cluster.
+    pub fn start_outsider(&mut self, id: u32, cluster_size: u32) {
+        let spec = NodeSpec {
+            id,
+            data_dir: self.dir().join(format!("rogue-{id}")),
+            log: self.dir().join(format!("rogue-{id}.log")),
+            secret_file: self.key_file.clone(),
+            listen: "127.0.0.1:0".into(),
+            cluster_size: Some(cluster_size),
         };
         self.spawn_spec(format!("rogue-{id}"), spec);
     }

@@ -16,11 +16,13 @@ pub struct Status {
     pub under_replicated: u64,
 }
 
-/// One member in [`Status`].
+/// One node in [`Status`]: a member (`state` "active"), or a node with the
+/// key that is not one ("candidate").
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct NodeStatus {
     pub id: u32,
     pub addr: String,
+    pub state: String,
     pub alive: bool,
     pub role: String,
     pub files: u64,
@@ -38,12 +40,17 @@ impl Status {
     /// When the status does not list it.
     #[track_caller]
     pub fn node(&self, id: u32) -> &NodeStatus {
-        self.nodes.iter().find(|n| n.id == id).unwrap_or_else(|| panic!("status lists no node {id}: {self:?}"))
+        self.members().find(|n| n.id == id).unwrap_or_else(|| panic!("status lists no member {id}: {self:?}"))
     }
 
-    /// Ids of the nodes reported alive, ascending.
+    /// The members (not the candidates).
+    pub fn members(&self) -> impl Iterator<Item = &NodeStatus> {
+        self.nodes.iter().filter(|n| n.state == "active")
+    }
+
+    /// Ids of the members reported alive, ascending.
     pub fn alive_ids(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = self.nodes.iter().filter(|n| n.alive).map(|n| n.id).collect();
+        let mut ids: Vec<u32> = self.members().filter(|n| n.alive).map(|n| n.id).collect();
         ids.sort_unstable();
         ids
     }

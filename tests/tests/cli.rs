@@ -324,6 +324,32 @@ fn status_json_shows_the_leader_the_term_and_every_node() {
     assert!(table.contains("leader 3") && table.contains("quorum yes"), "{out}");
 }
 
+/// A fourth machine started next to a three-node cluster, with its key, is
+/// not taken in (membership is the configured one), but it is not ignored
+/// silently either: the status lists it as a candidate, and says why.
+#[test]
+fn a_node_that_is_not_a_member_is_listed_as_a_candidate() {
+    let mut c = Cluster::start(3);
+    c.start_outsider(4, 4);
+    let s = c.wait_for("node 4 listed as a candidate", Duration::from_secs(15), |s| {
+        s.nodes.iter().any(|n| n.id == 4 && n.state == "candidate" && n.alive)
+    });
+    assert!(s.is_settled(3, &[1, 2, 3]), "the members are as they were: {s:?}");
+    assert_eq!(s.members().count(), 3, "{s:?}");
+    let table = c.scs(&["status"]).assert_ok().stdout_text();
+    assert!(
+        table.contains("candidate: node 4 at 127.0.0.1:")
+            && table.contains("(it was started with cluster_size 4, the cluster has 3)"),
+        "{table}"
+    );
+    // `--check` counts members only: a candidate is not a member down.
+    let check = c.scs(&["status", "--check"]);
+    assert!(check.stdout_text().starts_with("OK: "), "{check}");
+
+    c.kill_rogue(4);
+    c.wait_for("node 4 no longer listed", Duration::from_secs(15), |s| s.nodes.iter().all(|n| n.id != 4));
+}
+
 #[test]
 fn scs_node_flag_talks_to_one_node_without_multicast() {
     let c = Cluster::start(3);

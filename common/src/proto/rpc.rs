@@ -319,6 +319,19 @@ pub struct StatusReport {
     pub nodes: Vec<NodeStatus>,
     /// Files with fewer live copies than `replicas` (as of the leader's last check).
     pub under_replicated: u64,
+    /// Nodes that announce themselves with the cluster key but are not
+    /// members (another id, or another `cluster_size`), as this node hears them.
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
+}
+
+/// A node heard with the cluster key that is not a member: what it says
+/// of itself (`alive`: heard within the leader timeout, which it always is
+/// when listed), and the `cluster_size` it was started with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub node: NodeStatus,
+    pub cluster_size: u32,
 }
 
 /// A response to a request.

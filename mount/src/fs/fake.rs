@@ -413,6 +413,7 @@ impl Cluster for Fake {
             replicas: 1,
             nodes: vec![node],
             under_replicated: 0,
+            candidates: Vec::new(),
         })
     }
 

@@ -22,6 +22,9 @@ use crate::link::{Control, Health, Lease};
 use crate::store::Store;
 use crate::view::{ClusterView, Member};
 
+/// Candidates remembered at most; past it the one heard longest ago goes.
+const MAX_CANDIDATES: usize = 64;
+
 /// Datagrams older or newer than this (by the sender's clock) are dropped.
 const REPLAY_WINDOW_MS: u64 = 30_000;
 
@@ -90,6 +93,10 @@ pub struct Driver {
     incarnation: u64,
     seq: u64,
     members: BTreeMap<NodeId, (Member, Instant)>,
+    /// Nodes with the key that are not members: what they say of
+    /// themselves, their cluster size, when last heard (at most
+    /// [`MAX_CANDIDATES`]).
+    candidates: BTreeMap<NodeId, (NodeInfo, u32, Instant)>,
     ready_term: Option<Term>,
     dropped: Dropped,
     warned_size: std::collections::HashSet<NodeId>,
@@ -136,6 +143,7 @@ impl Driver {
             incarnation: now_ms(),
             seq: 0,
             members: BTreeMap::new(),
+            candidates: BTreeMap::new(),
             ready_term: None,
             dropped: Dropped::default(),
             warned_size: Default::default(),
@@ -223,12 +231,13 @@ impl Driver {
             }
         }
         log::debug!(
-            "node {}: gossip stopped (dropped {} bad, {} replayed, {} foreign, {} late datagrams)",
+            "node {}: gossip stopped (dropped {} bad, {} replayed, {} foreign, {} late datagrams; {} unsent)",
             self.cfg.id,
             self.dropped.bad,
             self.dropped.replayed,
             self.dropped.foreign,
-            self.dropped.late
+            self.dropped.late,
+            self.dropped.unsent
         );
     }
 
@@ -263,6 +272,7 @@ impl Driver {
         }
         if env.cluster_size != self.cfg.cluster_size || env.from.0 == 0 || env.from.0 > self.cfg.cluster_size {
             self.dropped.foreign += 1;
+            self.heard_candidate(env.from, env.info.clone(), env.cluster_size);
             if self.warned_size.insert(env.from) {
                 log::warn!(
                     "node {}: ignoring node {} at {}: it says cluster_size {}, we have {}",
@@ -276,7 +286,7 @@ impl Driver {
             return Vec::new();
         }
         log::trace!("node {}: {:?} from node {}", self.cfg.id, env.msg, env.from);
-        self.transport.heard(env.from, from);
+        self.transport.heard(env.from, from, &env.info.addr);
         let now = Instant::now();
         let member = &mut self.members.entry(env.from).or_insert_with(|| (Member::default(), now));
         member.0.info = env.info;
@@ -286,6 +296,20 @@ impl Driver {
             member.0.term = hb.term;
         }
         self.machine.step(now, Input::Receive { from: env.from, msg: env.msg })
+    }
+
+    /// Notes a node with the key that is not a member, for the status.
+    fn heard_candidate(&mut self, id: NodeId, info: NodeInfo, cluster_size: u32) {
+        if id.0 == 0 {
+            return;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&id) {
+            let oldest = self.candidates.iter().min_by_key(|(_, c)| c.2).map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.candidates.remove(&oldest);
+            }
+        }
+        self.candidates.insert(id, (info, cluster_size, Instant::now()));
     }
 
     async fn perform(&mut self, actions: Vec<Action>) {
@@ -346,7 +370,7 @@ impl Driver {
     fn info(&mut self) -> NodeInfo {
         // statvfs at most once a second, not on every datagram.
         if self.disk.0.elapsed() > Duration::from_secs(1) {
-            let (free, total) = self.store.disk_space();
+            let (free, total) = self.store.room();
             self.disk = (Instant::now(), free, total);
         }
         NodeInfo {
@@ -372,6 +396,11 @@ impl Driver {
             m.down_since = (!m.alive).then_some(*heard + self.cfg.leader_timeout);
             members.insert(*id, m);
         }
+        let heard_lately = |at: &Instant| now.duration_since(*at) < self.cfg.leader_timeout;
+        let candidates = (self.candidates.iter())
+            .filter(|(_, (_, _, at))| heard_lately(at))
+            .map(|(id, (info, size, _))| (*id, (info.clone(), *size)))
+            .collect();
         ClusterView {
             me: self.cfg.id,
             term: self.machine.term(),
@@ -381,6 +410,7 @@ impl Driver {
             quorum: self.machine.role() == Role::Leader && self.machine.has_quorum(now),
             ready: self.caught_up_leader(),
             members,
+            candidates,
         }
     }
 }

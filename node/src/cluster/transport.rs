@@ -95,23 +95,36 @@ impl Transport {
         self.receiver().try_recv_from(buf)
     }
 
-    /// Notes where an admitted datagram of member `id` came from.
-    pub fn heard(&mut self, id: NodeId, from: SocketAddr) {
+    /// Notes where an admitted datagram of member `id` came from, unless
+    /// it is reached at an address of `peers` already: its `advertised`
+    /// one (gossip uses the port of listen), where a node on a machine of
+    /// several addresses may not send from.
+    pub fn heard(&mut self, id: NodeId, from: SocketAddr, advertised: &str) {
         if let Transport::Unicast(u) = self {
-            u.learned.insert(id, from);
+            let configured = lock(&u.configured);
+            if advertised.parse().is_ok_and(|a: SocketAddr| configured.contains(&a)) {
+                drop(configured);
+                u.learned.remove(&id);
+            } else {
+                drop(configured);
+                u.learned.insert(id, from);
+            }
         }
     }
 
     /// Sends one datagram to every member (the group, or each address).
-    /// Returns the first error, after trying every address.
-    pub async fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Returns the first failure, naming its address, after trying every
+    /// address.
+    pub async fn send(&self, bytes: &[u8]) -> std::result::Result<(), String> {
         match self {
-            Transport::Multicast { send, group, .. } => send.send_to(bytes, group).await.map(|_| ()),
+            Transport::Multicast { send, group, .. } => {
+                send.send_to(bytes, group).await.map(|_| ()).map_err(|e| format!("to {group}: {e}"))
+            }
             Transport::Unicast(u) => {
                 let mut first_error = None;
                 for to in u.targets() {
                     if let Err(e) = u.sock.send_to(bytes, to).await {
-                        first_error.get_or_insert(e);
+                        first_error.get_or_insert(format!("to {to}: {e}"));
                     }
                 }
                 first_error.map_or(Ok(()), Err)
@@ -123,7 +136,7 @@ impl Transport {
 impl Unicast {
     /// Every address to send to, each once, ours left out.
     fn targets(&self) -> BTreeSet<SocketAddr> {
-        let configured = self.configured.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let configured = lock(&self.configured).clone();
         let family = self.sock.local_addr().map(|a| a.is_ipv4()).unwrap_or(true);
         configured
             .into_iter()
@@ -131,6 +144,10 @@ impl Unicast {
             .filter(|a| a.is_ipv4() == family && *a != self.me)
             .collect()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Looks up the addresses in `peers` now and every [`RESOLVE_EVERY`] (every
@@ -169,7 +186,7 @@ async fn resolve(
             }
         }
         let all: BTreeSet<SocketAddr> = last.values().flatten().copied().collect();
-        *into.lock().unwrap_or_else(|p| p.into_inner()) = all.into_iter().collect();
+        *lock(&into) = all.into_iter().collect();
         let pause = if failing.is_empty() { RESOLVE_EVERY } else { RESOLVE_RETRY };
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -186,7 +203,7 @@ mod tests {
     fn unicast(id: u32, peers: &[&str]) -> NodeConfig {
         NodeConfig::resolve(NodeSettings {
             id: Some(id),
-            cluster_size: Some(3),
+            cluster_size: Some(5),
             listen: Some("127.0.0.1:0".into()),
             peers: Some(peers.iter().map(|p| p.to_string()).collect()),
             ..Default::default()
@@ -199,6 +216,18 @@ mod tests {
         let t = Transport::open(&unicast(id, peers)).unwrap();
         let addr = t.receiver().local_addr().unwrap();
         (t, addr)
+    }
+
+    /// Waits (bounded) until the background lookup found some address.
+    async fn wait_resolved(t: &Transport) {
+        let Transport::Unicast(u) = t else { panic!("a unicast transport") };
+        for _ in 0..500 {
+            if !lock(&u.configured).is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no peer address resolved within 5 s");
     }
 
     async fn recv(t: &Transport) -> Vec<u8> {
@@ -215,28 +244,28 @@ mod tests {
         let (b, b_addr) = bound(2, &["127.0.0.1:9"]);
         let (c, c_addr) = bound(3, &["127.0.0.1:9"]);
         let (mut a, _) = bound(1, &[&b_addr.to_string()]);
-        // The lookup runs in the background: wait for it, bounded.
-        for _ in 0..200 {
-            if let Transport::Unicast(u) = &a {
-                if !u.configured.lock().unwrap().is_empty() {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_resolved(&a).await;
         a.send(b"one").await.unwrap();
         assert_eq!(recv(&b).await, b"one");
         assert!(c.try_recv_from(&mut [0u8; 16]).is_err(), "c is not a peer of a's, and was not heard from");
         // c is not in a's peers: it is sent to once a has heard from it.
-        a.heard(NodeId(3), c_addr);
+        a.heard(NodeId(3), c_addr, &c_addr.to_string());
+        // b, reached at its address in peers, is not learned again from
+        // another source address (a machine of several addresses).
+        let (d, d_addr) = bound(4, &["127.0.0.1:9"]);
+        a.heard(NodeId(2), d_addr, &b_addr.to_string());
         a.send(b"two").await.unwrap();
         assert_eq!(recv(&c).await, b"two");
         assert_eq!(recv(&b).await, b"two");
+        assert!(d.try_recv_from(&mut [0u8; 16]).is_err(), "b was sent to twice");
     }
 
     #[tokio::test]
-    async fn a_name_that_does_not_resolve_is_skipped_not_fatal() {
-        let (a, _) = bound(1, &["no-such-host.invalid:7000"]);
-        assert!(a.send(b"x").await.is_ok(), "nothing to send to is not an error");
+    async fn a_name_that_does_not_resolve_leaves_the_other_peers_reached() {
+        let (b, b_addr) = bound(2, &["127.0.0.1:9"]);
+        let (a, _) = bound(1, &["no-such-host.invalid:7000", &b_addr.to_string()]);
+        wait_resolved(&a).await;
+        a.send(b"x").await.unwrap();
+        assert_eq!(recv(&b).await, b"x");
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scs_common::conn::{Connection, Frame};
-use scs_common::proto::rpc::{HolderAddr, Message, NodeStatus, Peer, Request, Response, StatusReport};
+use scs_common::proto::gossip::{NodeInfo, Role};
+use scs_common::proto::rpc::{Candidate, HolderAddr, Message, NodeStatus, Peer, Request, Response, StatusReport};
 use scs_common::{name, namespace, DirEntry, Error, Ino, Inode, Key, Kind, NodeId, Record, Result, Term, Version};
 
 use crate::leader::{locks, meta, upload};
@@ -426,13 +427,29 @@ async fn replicate(
     reply(conn, Response::Done).await
 }
 
+/// Another node's line in the status, from what it last said of itself.
+fn heard_status(id: NodeId, info: &NodeInfo, role: Option<Role>, alive: bool) -> NodeStatus {
+    NodeStatus {
+        id,
+        addr: info.addr.clone(),
+        alive,
+        role,
+        files: info.files,
+        max_files: info.max_files,
+        disk_free: info.disk_free,
+        disk_total: info.disk_total,
+        wanted: info.wanted,
+        corrupt: info.corrupt,
+    }
+}
+
 /// The cluster as this node sees it.
 pub fn status(node: &Node) -> StatusReport {
     let view = node.view();
     let mut nodes = Vec::new();
     for id in (1..=node.cfg().cluster_size).map(NodeId) {
         if id == node.me() {
-            let (disk_free, disk_total) = node.store().disk_space();
+            let (disk_free, disk_total) = node.store().room();
             nodes.push(NodeStatus {
                 id,
                 addr: node.cfg().advertise.to_string(),
@@ -446,18 +463,9 @@ pub fn status(node: &Node) -> StatusReport {
                 corrupt: node.store().corrupt_count(),
             });
         } else {
-            let m = view.members.get(&id);
-            nodes.push(NodeStatus {
-                id,
-                addr: m.map(|m| m.info.addr.clone()).unwrap_or_default(),
-                alive: m.is_some_and(|m| m.alive),
-                role: m.and_then(|m| m.role),
-                files: m.map(|m| m.info.files).unwrap_or(0),
-                max_files: m.map(|m| m.info.max_files).unwrap_or(None),
-                disk_free: m.map(|m| m.info.disk_free).unwrap_or(0),
-                disk_total: m.map(|m| m.info.disk_total).unwrap_or(0),
-                wanted: m.map(|m| m.info.wanted).unwrap_or(0),
-                corrupt: m.map(|m| m.info.corrupt).unwrap_or(0),
+            nodes.push(match view.members.get(&id) {
+                Some(m) => heard_status(id, &m.info, m.role, m.alive),
+                None => heard_status(id, &NodeInfo::default(), None, false),
             });
         }
     }
@@ -476,6 +484,12 @@ pub fn status(node: &Node) -> StatusReport {
         replicas: node.cfg().replicas,
         nodes,
         under_replicated,
+        candidates: (view.candidates.iter())
+            .map(|(id, (info, cluster_size))| Candidate {
+                node: heard_status(*id, info, None, true),
+                cluster_size: *cluster_size,
+            })
+            .collect(),
     }
 }
 
