@@ -36,7 +36,11 @@ pub fn render(node: &Node) -> String {
         s.nodes.iter().filter(|n| n.alive).count() as f64,
     );
     gauge("scs_files", "Files whose content this node holds.", me.map_or(0.0, |n| n.files as f64));
-    gauge("scs_disk_free_bytes", "Bytes free on the data disk.", me.map_or(0.0, |n| n.disk_free as f64));
+    gauge(
+        "scs_disk_free_bytes",
+        "Bytes free on the data disk, old content kept for reuse included (it gives way on demand).",
+        me.map_or(0.0, |n| n.disk_free as f64),
+    );
     gauge("scs_disk_total_bytes", "Bytes in all on the data disk.", me.map_or(0.0, |n| n.disk_total as f64));
     gauge(
         "scs_wanted_copies",
