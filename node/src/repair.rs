@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use scs_common::proto::rpc::{Request, Response};
 use scs_common::{Error, Inode, Key, NodeId, Record, Result, Version};
 
+use crate::leader::placement::Rank;
 use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
 use crate::node::Node;
 use crate::store::digest::Digests;
@@ -115,17 +116,19 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
             if keep.len() >= target || !keep.iter().any(|h| alive(*h)) || repaired >= REPAIRS_PER_ROUND {
                 continue;
             }
-            let mut spare: Vec<(u64, NodeId)> = Vec::new();
-            if !entry.holders.contains(&me) && node.store().has_room_for(entry.ino)? {
-                spare.push((node.store().files(), me));
+            let mut spare: Vec<Rank> = Vec::new();
+            let store = node.store();
+            if !entry.holders.contains(&me) && store.has_room_for(entry.ino)? {
+                let used = store.files() + store.wanted_count();
+                spare.push(Rank::mine(me, used, node.cfg().max_files, store.room()));
             }
             for (id, m) in view.alive_others() {
                 if !entry.holders.contains(&id) && has_room(&view, id) {
-                    spare.push((m.info.files, id));
+                    spare.push(Rank::of(id, &m.info));
                 }
             }
             spare.sort();
-            let added: Vec<NodeId> = spare.into_iter().take(target - keep.len()).map(|(_, id)| id).collect();
+            let added: Vec<NodeId> = spare.into_iter().take(target - keep.len()).map(|r| r.id()).collect();
             if added.is_empty() {
                 continue;
             }

@@ -31,6 +31,8 @@ pub struct NodeStatus {
     pub wanted: u64,
     #[serde(default)]
     pub corrupt: u64,
+    #[serde(default)]
+    pub disk_free: u64,
 }
 
 impl Status {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use scs_tests::{eventually, seeded_bytes, Cluster};
+use scs_tests::{eventually, seeded_bytes, Cluster, ClusterBuilder};
 
 fn five_files() -> Vec<(String, Vec<u8>)> {
     (0..5).map(|i| (format!("f{i}.bin"), seeded_bytes(200 + i, 5000 + i as usize))).collect()
@@ -150,7 +150,12 @@ fn nix_statvfs(path: &Path) -> u64 {
 /// A three-node cluster whose node 1 keeps its data on a tmpfs of `mib`
 /// MiB; `None` (the test is skipped) when this process may not mount.
 fn with_node_1_on_small_disk(mib: u64) -> Option<(Cluster, SmallDisk)> {
-    let mut c = Cluster::builder(3).running(&[2, 3]).start();
+    with_node_1_on_small_disk_of(Cluster::builder(3), mib)
+}
+
+/// [`with_node_1_on_small_disk`] for the cluster `builder` describes.
+fn with_node_1_on_small_disk_of(builder: ClusterBuilder, mib: u64) -> Option<(Cluster, SmallDisk)> {
+    let mut c = builder.running(&[2, 3]).start();
     let Some(disk) = SmallDisk::mount(&c.data_dir(1), mib) else {
         println!("SKIPPED: mounting a tmpfs needs root");
         return None;
@@ -158,6 +163,30 @@ fn with_node_1_on_small_disk(mib: u64) -> Option<(Cluster, SmallDisk)> {
     c.restart(1);
     c.wait_for("node 1 to join", Duration::from_secs(15), |s| s.is_settled(3, &[1, 2, 3]));
     Some((c, disk))
+}
+
+/// Copies go where there is room, counting bytes as well as `max_files`:
+/// with two copies of each file in a cluster of three, a node whose disk
+/// is full is passed over, and every file is at its target on the others.
+#[test]
+fn copies_go_to_the_nodes_with_room_and_pass_over_a_full_disk() {
+    let Some((c, disk)) = with_node_1_on_small_disk_of(Cluster::builder(3).replicas(2), 48) else { return };
+    disk.fill();
+    // The leader hears of node 1's disk in its heartbeats, once a second.
+    c.wait_for("node 1 to report its disk full", Duration::from_secs(10), |s| s.node(1).disk_free < (1 << 20));
+    let files = five_files();
+    for (name, bytes) in &files {
+        c.upload_bytes(name, bytes);
+    }
+    c.wait_for("every file at its 2 copies", Duration::from_secs(10), |s| {
+        s.under_replicated == 0 && s.node(2).files == 5 && s.node(3).files == 5
+    });
+    assert_eq!(c.blob_count(1), 0, "a node with a full disk was given copies");
+    for (name, bytes) in &files {
+        c.assert_content(name, bytes);
+    }
+    drop(c);
+    drop(disk);
 }
 
 #[test]

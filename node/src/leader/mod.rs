@@ -5,12 +5,14 @@
 //! # Layout
 //! - this file: [`LeaderState`], holder choice, inode numbers and the majority commit.
 //! - [`upload`]: streaming a file to the holders with a pipelined fan-out.
+//! - [`placement`]: which nodes get copies (the most room first).
 //! - [`locks`]: advisory locks across mounts, in this term's memory.
 //! - [`meta`]: namespace changes (make, link, remove, rename, attributes):
 //!   the rules of `scs_common::namespace` against the index, then a majority commit.
 
 pub mod locks;
 pub mod meta;
+pub mod placement;
 pub mod state;
 pub mod upload;
 
@@ -32,31 +34,32 @@ use crate::node::Node;
 /// How long a follower may take to commit an `Apply`.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The nodes that will keep a new blob of inode `ino`: this node first
-/// when it has room, then the other live nodes with room, least loaded
-/// first, up to `replicas`.
+/// The nodes that will keep a new blob of inode `ino`: the live nodes with
+/// room, the emptiest first (see [`placement`]), up to `replicas`.
 ///
 /// # Errors
 /// `NoSpace` when no node has room.
 pub fn pick_holders(node: &Node, ino: Ino) -> Result<Vec<(NodeId, String)>> {
     let view = node.view();
-    let mut out = Vec::new();
-    if node.store().has_room_for(ino)? {
-        out.push((node.me(), node.cfg().advertise.to_string()));
+    let store = node.store();
+    let mut ranked: Vec<(placement::Rank, String)> = Vec::new();
+    if store.has_room_for(ino)? {
+        let used = store.files() + store.wanted_count();
+        let mine = placement::Rank::mine(node.me(), used, node.cfg().max_files, store.room());
+        ranked.push((mine, node.cfg().advertise.to_string()));
     }
-    let mut others: Vec<(u64, NodeId, String)> = view
-        .alive_others()
-        .filter(|(_, m)| !m.info.addr.is_empty())
-        .filter(|(_, m)| m.info.max_files.is_none_or(|max| m.info.files < max))
-        .map(|(id, m)| (m.info.files, id, m.info.addr.clone()))
-        .collect();
-    others.sort();
-    out.extend(others.into_iter().map(|(_, id, addr)| (id, addr)));
-    out.truncate(node.cfg().replicas as usize);
-    if out.is_empty() {
+    ranked.extend(
+        view.alive_others()
+            .filter(|(_, m)| !m.info.addr.is_empty())
+            .filter(|(_, m)| m.info.max_files.is_none_or(|max| m.info.files < max))
+            .map(|(id, m)| (placement::Rank::of(id, &m.info), m.info.addr.clone())),
+    );
+    ranked.sort();
+    ranked.truncate(node.cfg().replicas as usize);
+    if ranked.is_empty() {
         return Err(Error::NoSpace("every node is at its max_files".into()));
     }
-    Ok(out)
+    Ok(ranked.into_iter().map(|(r, addr)| (r.id(), addr)).collect())
 }
 
 /// The smallest majority of `n`.
