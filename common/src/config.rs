@@ -1,6 +1,7 @@
 //! Node configuration: the TOML keys of DESIGN section 9, their defaults, and
 //! validation. Validated once, before any socket opens.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,6 +46,7 @@ pub struct NodeSettings {
     pub metrics_listen: Option<String>,
     pub log_format: Option<String>,
     pub peers: Option<Vec<String>>,
+    pub members: Option<Vec<u32>>,
 }
 
 impl NodeSettings {
@@ -89,6 +91,7 @@ impl NodeSettings {
             metrics_listen: over.metrics_listen.or(self.metrics_listen),
             log_format: over.log_format.or(self.log_format),
             peers: over.peers.or(self.peers),
+            members: over.members.or(self.members),
         }
     }
 }
@@ -105,6 +108,10 @@ pub struct NodeConfig {
     pub advertise: SocketAddr,
     pub group: SocketAddrV4,
     pub iface: Ipv4Addr,
+    /// Every member's id, this node's included: `members`, else 1 to
+    /// `cluster_size`.
+    pub members: BTreeSet<NodeId>,
+    /// How many members there are.
     pub cluster_size: u32,
     pub max_files: Option<u64>,
     pub replicas: u32,
@@ -214,15 +221,16 @@ impl NodeConfig {
     /// `Config` with a message naming the key.
     pub fn resolve(s: NodeSettings) -> Result<NodeConfig> {
         let bad = |m: String| Err(Error::Config(m));
-        let cluster_size = s.cluster_size.unwrap_or(1);
-        if cluster_size == 0 || cluster_size > 1000 {
-            return bad(format!("cluster_size must be between 1 and 1000, not {cluster_size}"));
-        }
+        let members = Self::members(&s)?;
+        let cluster_size = members.len() as u32;
         let id = s.id.unwrap_or(1);
-        if id == 0 || id > cluster_size {
-            return bad(format!(
-                "id must be between 1 and cluster_size ({cluster_size}), not {id}; set cluster_size to the number of nodes"
-            ));
+        if !members.contains(&NodeId(id)) {
+            return bad(match &s.members {
+                Some(_) => format!("id {id} is not one of members"),
+                None => format!(
+                    "id must be between 1 and cluster_size ({cluster_size}), not {id}; set cluster_size to the number of nodes"
+                ),
+            });
         }
         let group = parse_group(s.group.as_deref().unwrap_or(DEFAULT_GROUP))?;
         let iface = parse_iface(s.iface.as_deref().unwrap_or(DEFAULT_IFACE))?;
@@ -284,6 +292,7 @@ impl NodeConfig {
             advertise,
             group,
             iface,
+            members,
             cluster_size,
             max_files: s.max_files,
             replicas,
@@ -300,6 +309,33 @@ impl NodeConfig {
             log_format,
             peers,
         })
+    }
+
+    /// The members: the `members` list (any distinct positive ids), else
+    /// 1 to `cluster_size`; `cluster_size` with `members` must agree.
+    fn members(s: &NodeSettings) -> Result<BTreeSet<NodeId>> {
+        let bad = |m: String| Err(Error::Config(m));
+        let Some(list) = &s.members else {
+            let size = s.cluster_size.unwrap_or(1);
+            if size == 0 || size > 1000 {
+                return bad(format!("cluster_size must be between 1 and 1000, not {size}"));
+            }
+            return Ok((1..=size).map(NodeId).collect());
+        };
+        let members: BTreeSet<NodeId> = list.iter().copied().map(NodeId).collect();
+        if members.len() != list.len() || members.contains(&NodeId(0)) {
+            return bad(format!("members must be distinct ids from 1 up, not {list:?}"));
+        }
+        if members.is_empty() || members.len() > 1000 {
+            return bad(format!("members must list between 1 and 1000 ids, not {}", members.len()));
+        }
+        if let Some(size) = s.cluster_size.filter(|n| *n as usize != members.len()) {
+            return bad(format!(
+                "cluster_size ({size}) is not the number of members ({}); leave it out",
+                members.len()
+            ));
+        }
+        Ok(members)
     }
 
     /// Whether gossip goes to each peer by unicast rather than to the group.
@@ -443,12 +479,28 @@ mod tests {
             ("peers = [\"::1:7000\"]", "each of peers must be HOST:PORT"),
             ("peers = [\":7000\"]", "each of peers must be HOST:PORT"),
             ("peers = [\"10.0.0.2:7000\"]\nlisten = \"0.0.0.0:7000\"", "set iface to this node's address"),
+            ("id = 3\nmembers = [10, 20]", "id 3 is not one of members"),
+            ("id = 10\nmembers = [10, 10]", "members must be distinct"),
+            ("id = 10\nmembers = [0, 10]", "members must be distinct"),
+            ("id = 10\nmembers = [10, 20]\ncluster_size = 3", "is not the number of members"),
+            ("id = 100000\nmembers = [100000]", "no default port for id 100000"),
         ];
         for (toml_text, want) in cases {
             let s: NodeSettings = toml::from_str(toml_text).unwrap();
             let e = NodeConfig::resolve(s).unwrap_err().to_string();
             assert!(e.contains(want), "{toml_text}: {e}");
         }
+    }
+
+    #[test]
+    fn members_may_be_any_distinct_ids() {
+        let s: NodeSettings = toml::from_str("id = 20\nmembers = [30, 10, 20]").unwrap();
+        let c = NodeConfig::resolve(s).unwrap();
+        assert_eq!(c.members.iter().map(|m| m.0).collect::<Vec<_>>(), [10, 20, 30]);
+        assert_eq!((c.cluster_size, c.majority()), (3, 2));
+        assert_eq!(c.listen.port(), BASE_PORT + 20);
+        let by_size = NodeConfig::resolve(toml::from_str("id = 2\ncluster_size = 3").unwrap()).unwrap();
+        assert_eq!(by_size.members, [1, 2, 3].map(NodeId).into());
     }
 
     #[test]

@@ -492,7 +492,7 @@ fn print_status(s: &StatusReport) {
     }
     for c in &s.candidates {
         let why = if c.cluster_size == s.cluster_size {
-            format!("its id is not one of 1 to {}", s.cluster_size)
+            "its id is not among the members".to_string()
         } else {
             format!("it was started with cluster_size {}, the cluster has {}", c.cluster_size, s.cluster_size)
         };

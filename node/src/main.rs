@@ -13,12 +13,13 @@ use scs_common::config::{LogFormat, NodeConfig, NodeSettings};
 #[derive(Parser, Debug)]
 #[command(name = "scs-node", version, about, long_about = None)]
 struct Args {
-    /// TOML config file (keys: id, data_dir, listen, group, iface, peers, cluster_size,
+    /// TOML config file (keys: id, data_dir, listen, group, iface, peers, cluster_size, members,
     /// max_files, replicas, secret_file, heartbeat_ms, leader_timeout_ms,
     /// metrics_listen, log_format, and the limits the README lists)
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// This node's id, 1..=cluster_size (the highest live id leads)
+    /// This node's id: 1 to cluster_size, or one of members (the highest
+    /// live id leads)
     #[arg(long, value_name = "N")]
     id: Option<u32>,
     /// Where blobs and the index live
@@ -37,9 +38,13 @@ struct Args {
     /// IPv4 address of the interface multicast uses (default 127.0.0.1)
     #[arg(long, value_name = "IP")]
     iface: Option<String>,
-    /// Number of nodes in the cluster
+    /// Number of nodes in the cluster (their ids are 1 to N)
     #[arg(long, value_name = "N")]
     cluster_size: Option<u32>,
+    /// The members' ids, when they are not 1 to cluster_size
+    /// (comma-separated, this node's included)
+    #[arg(long, value_name = "ID,...", value_delimiter = ',', num_args = 1..)]
+    members: Option<Vec<u32>>,
     /// Most files this node keeps (default: no limit)
     #[arg(long, value_name = "N")]
     max_files: Option<u64>,
@@ -81,6 +86,7 @@ impl Args {
             metrics_listen: self.metrics_listen.clone(),
             log_format: self.log_format.clone(),
             peers: self.peers.clone(),
+            members: self.members.clone(),
             ..Default::default()
         }
     }

@@ -50,9 +50,19 @@ pub struct ClusterBuilder {
     hard_limit: Duration,
     metrics: bool,
     env: Vec<(OsString, OsString)>,
+    members: Option<Vec<u32>>,
 }
 
 impl ClusterBuilder {
+    /// Members with these ids instead of 1..=size (a `members` list in
+    /// every node's config file); all of them are started.
+    pub fn members(mut self, ids: &[u32]) -> ClusterBuilder {
+        assert_eq!(ids.len() as u32, self.size, "one id per node");
+        self.members = Some(ids.to_vec());
+        self.running = ids.to_vec();
+        self
+    }
+
     /// Extra TOML for every node's `--config` file, for keys without a flag
     /// (`repair_delay_ms`, `answer_timeout_ms`). Flags still win.
     pub fn config(mut self, toml: &str) -> ClusterBuilder {
@@ -205,6 +215,7 @@ impl Cluster {
             hard_limit: HARD_LIMIT,
             metrics: false,
             env: Vec::new(),
+            members: None,
         }
     }
 
@@ -214,7 +225,12 @@ impl Cluster {
         let dir = tempfile::Builder::new().prefix("scs-test-").tempdir().expect("create the cluster's temp dir");
         let key_file = dir.path().join("cluster.key");
         write_key(&key_file, &random_key());
-        let config_file = b.config.as_ref().map(|toml| {
+        let members = b.members.as_ref().map(|ids| format!("\nmembers = {ids:?}\n"));
+        let config = match (&b.config, members) {
+            (None, None) => None,
+            (c, m) => Some(format!("{}{}", c.as_deref().unwrap_or(""), m.unwrap_or_default())),
+        };
+        let config_file = config.map(|toml| {
             let path = dir.path().join("node.toml");
             std::fs::write(&path, toml).expect("write the node config file");
             path

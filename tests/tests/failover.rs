@@ -44,6 +44,24 @@ fn a_killed_leader_is_replaced_by_node_2_and_no_file_is_lost() {
     assert_eq!(c.ls_json("before").len(), 5);
 }
 
+/// Node ids are any distinct numbers (a `members` list), not only 1 to N:
+/// the highest live one leads, and the next one takes over when it dies.
+#[test]
+fn members_with_any_ids_elect_the_highest_and_fail_over_to_the_next() {
+    let c = Cluster::builder(3).members(&[10, 20, 30]).start();
+    let s = c.status();
+    assert_eq!((s.leader, s.alive_ids(), s.cluster_size), (Some(30), vec![10, 20, 30], 3), "{s:?}");
+    let before = upload_some(&c, "ids", 60, 3);
+    c.kill(30);
+    c.upload_within("after.txt", b"written after node 30 died", Duration::from_secs(15));
+    let s = c.wait_leader(20, Duration::from_secs(10));
+    assert_eq!(s.alive_ids(), [10, 20], "{s:?}");
+    for (name, bytes) in &before {
+        c.assert_content(name, bytes);
+    }
+    c.assert_content("after.txt", b"written after node 30 died");
+}
+
 /// An empty file is only an inode (no blob on any holder), and emptying a
 /// file lets its copies go; both read back empty from the next leader.
 #[test]

@@ -125,7 +125,7 @@ impl Driver {
         let transport = Transport::open(&cfg)?;
         let ecfg = ElectionConfig {
             id: cfg.id,
-            cluster_size: cfg.cluster_size,
+            members: cfg.members.clone(),
             heartbeat: cfg.heartbeat,
             leader_timeout: cfg.leader_timeout,
             answer_timeout: cfg.answer_timeout,
@@ -270,18 +270,16 @@ impl Driver {
             self.dropped.late += 1;
             return Vec::new();
         }
-        if env.cluster_size != self.cfg.cluster_size || env.from.0 == 0 || env.from.0 > self.cfg.cluster_size {
+        if env.cluster_size != self.cfg.cluster_size || !self.cfg.members.contains(&env.from) {
             self.dropped.foreign += 1;
             self.heard_candidate(env.from, env.info.clone(), env.cluster_size);
-            if self.warned_size.insert(env.from) {
-                log::warn!(
-                    "node {}: ignoring node {} at {}: it says cluster_size {}, we have {}",
-                    self.cfg.id,
-                    env.from,
-                    env.info.addr,
-                    env.cluster_size,
-                    self.cfg.cluster_size
-                );
+            if self.warned_size.len() < MAX_CANDIDATES && self.warned_size.insert(env.from) {
+                let why = if env.cluster_size != self.cfg.cluster_size {
+                    format!("it says cluster_size {}, we have {}", env.cluster_size, self.cfg.cluster_size)
+                } else {
+                    "its id is not one of the members".to_string()
+                };
+                log::warn!("node {}: ignoring node {} at {}: {why}", self.cfg.id, env.from, env.info.addr);
             }
             return Vec::new();
         }

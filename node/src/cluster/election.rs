@@ -8,7 +8,7 @@
 //! ([`Election::has_quorum`]). Everything else (timers, bully order, takeover,
 //! back-off) is about liveness and about not flapping.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -26,8 +26,8 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElectionConfig {
     pub id: NodeId,
-    /// Members are `NodeId(1..=cluster_size)`.
-    pub cluster_size: u32,
+    /// Every member's id, this node's included.
+    pub members: BTreeSet<NodeId>,
     /// How often every node multicasts its heartbeat.
     pub heartbeat: Duration,
     /// Silence after which a member (or the leader) counts as gone.
@@ -40,11 +40,13 @@ pub struct ElectionConfig {
 
 impl ElectionConfig {
     /// The default timers (heartbeat 100 ms, leader timeout 600 ms, answer
-    /// timeout 200 ms) for node `id` of a cluster of `cluster_size`.
+    /// timeout 200 ms) for node `id` of a cluster of `cluster_size` (ids
+    /// 1 to `cluster_size`).
+    #[cfg(test)]
     pub fn new(id: NodeId, cluster_size: u32, seed: u64) -> ElectionConfig {
         ElectionConfig {
             id,
-            cluster_size,
+            members: (1..=cluster_size).map(NodeId).collect(),
             heartbeat: Duration::from_millis(100),
             leader_timeout: Duration::from_millis(600),
             answer_timeout: Duration::from_millis(200),
@@ -662,7 +664,7 @@ impl Election {
     }
 
     fn is_member(&self, id: NodeId) -> bool {
-        id != self.cfg.id && id.0 >= 1 && id.0 <= self.cfg.cluster_size
+        id != self.cfg.id && self.cfg.members.contains(&id)
     }
 
     fn heard(&mut self, now: Instant, id: NodeId) {
@@ -678,7 +680,7 @@ impl Election {
     }
 
     fn majority(&self) -> usize {
-        self.cfg.cluster_size as usize / 2 + 1
+        self.cfg.members.len() / 2 + 1
     }
 
     fn majority_alive(&self, now: Instant) -> bool {
@@ -871,6 +873,33 @@ mod tests {
         assert_eq!(b.e.leader(b.now), Some(NodeId(1)));
         assert_eq!(b.e.alive(b.now), vec![NodeId(1)]);
         assert!(b.e.eligible());
+    }
+
+    #[test]
+    fn members_with_any_ids_count_their_own_majority_and_ignore_others() {
+        let start = Instant::now();
+        let mut cfg = ElectionConfig::new(NodeId(30), 1, 30);
+        cfg.members = [10, 20, 30].map(NodeId).into();
+        let mut b = Bench {
+            start,
+            now: start,
+            e: Election::new(cfg, start, Term(0)),
+            chatter: BTreeMap::new(),
+            next_chatter: start + ms(50),
+        };
+        // Ids 1 and 2 are no members: no majority with them.
+        b.chat(1, following(0, None));
+        b.chat(2, following(0, None));
+        b.advance(ms(1500));
+        assert_ne!(b.e.role(), Role::Leader, "led with non-members as its majority");
+        assert_eq!(b.e.alive(b.now), vec![NodeId(30)]);
+        // Member 10 makes two of three.
+        b.chat(10, following(0, None));
+        b.until_role(Role::Leader, ms(3000));
+        b.chat(10, following(1, Some(30)));
+        b.advance(b.elapsed() + ms(200));
+        assert!(b.e.has_quorum(b.now), "member 10 follows");
+        assert_eq!(b.e.alive(b.now), vec![NodeId(10), NodeId(30)]);
     }
 
     #[test]

@@ -447,7 +447,7 @@ fn heard_status(id: NodeId, info: &NodeInfo, role: Option<Role>, alive: bool) ->
 pub fn status(node: &Node) -> StatusReport {
     let view = node.view();
     let mut nodes = Vec::new();
-    for id in (1..=node.cfg().cluster_size).map(NodeId) {
+    for &id in &node.cfg().members {
         if id == node.me() {
             let (disk_free, disk_total) = node.store().room();
             nodes.push(NodeStatus {
