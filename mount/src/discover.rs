@@ -302,7 +302,8 @@ fn explain(source: &Source, h: &Hearing, now: Instant) -> Error {
             Error::Auth(format!("nodes on group {group} use a different cluster key (check --secret-file)"))
         }
         Source::Group { group, iface } => Error::Unavailable(format!(
-            "no node heard on group {group} via {iface} (is the cluster running, with this --group and --iface?)"
+            "no node heard on group {group} via {iface} (is the cluster running, with this --group and --iface? \
+             On a network without multicast, name the nodes with --node)"
         )),
         Source::Polls if h.rejected > 0 => {
             Error::Auth(format!("nodes at {} use a different cluster key (check --secret-file)", h.known.join(", ")))

@@ -35,6 +35,11 @@ pub fn render(node: &Node) -> String {
         "Members this node hears (itself included).",
         s.nodes.iter().filter(|n| n.alive).count() as f64,
     );
+    gauge(
+        "scs_candidates",
+        "Nodes heard with the cluster key that are not members (see scs status).",
+        s.candidates.len() as f64,
+    );
     gauge("scs_files", "Files whose content this node holds.", me.map_or(0.0, |n| n.files as f64));
     gauge(
         "scs_disk_free_bytes",
