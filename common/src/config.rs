@@ -15,6 +15,8 @@ pub const DEFAULT_GROUP: &str = "239.255.77.77:7777";
 pub const DEFAULT_IFACE: &str = "127.0.0.1";
 /// Node `n` listens on this port + n unless told otherwise.
 pub const BASE_PORT: u16 = 7780;
+/// Copies per file unless `replicas` says otherwise (fewer on a smaller cluster).
+pub const DEFAULT_REPLICAS: u32 = 3;
 
 /// The config file and the command-line flags both fill this: every key
 /// optional, flags laid over the file.
@@ -108,8 +110,11 @@ pub struct NodeConfig {
     pub advertise: SocketAddr,
     pub group: SocketAddrV4,
     pub iface: Ipv4Addr,
-    /// Every member's id, this node's included: `members`, else 1 to
-    /// `cluster_size`.
+    /// The members a new cluster starts with: `members`, else 1 to
+    /// `cluster_size`. Once a cluster's first leader has committed the
+    /// membership, the replicated record is what counts (it changes with
+    /// `scs node add/drain/remove`); a node whose id is not among them
+    /// waits as a candidate until it is added.
     pub members: BTreeSet<NodeId>,
     /// How many members there are.
     pub cluster_size: u32,
@@ -223,14 +228,11 @@ impl NodeConfig {
         let bad = |m: String| Err(Error::Config(m));
         let members = Self::members(&s)?;
         let cluster_size = members.len() as u32;
+        // An id outside the bootstrap members is a node that joins a running
+        // cluster: it waits as a candidate until `scs node add`.
         let id = s.id.unwrap_or(1);
-        if !members.contains(&NodeId(id)) {
-            return bad(match &s.members {
-                Some(_) => format!("id {id} is not one of members"),
-                None => format!(
-                    "id must be between 1 and cluster_size ({cluster_size}), not {id}; set cluster_size to the number of nodes"
-                ),
-            });
+        if id == 0 {
+            return bad("id must be a positive integer, not 0".into());
         }
         let group = parse_group(s.group.as_deref().unwrap_or(DEFAULT_GROUP))?;
         let iface = parse_iface(s.iface.as_deref().unwrap_or(DEFAULT_IFACE))?;
@@ -246,9 +248,11 @@ impl NodeConfig {
         };
         let advertise =
             if listen.ip().is_unspecified() { SocketAddr::new(IpAddr::V4(iface), listen.port()) } else { listen };
-        let replicas = s.replicas.unwrap_or(cluster_size);
-        if replicas == 0 || replicas > cluster_size {
-            return bad(format!("replicas must be between 1 and cluster_size ({cluster_size}), not {replicas}"));
+        // Copies per file: at most one per member that takes copies, so
+        // a smaller cluster keeps a copy on every member.
+        let replicas = s.replicas.unwrap_or(DEFAULT_REPLICAS);
+        if !(1..=1000).contains(&replicas) {
+            return bad(format!("replicas must be between 1 and 1000, not {replicas}"));
         }
         let heartbeat_ms = s.heartbeat_ms.unwrap_or(100);
         if !(10..=10_000).contains(&heartbeat_ms) {
@@ -342,11 +346,6 @@ impl NodeConfig {
     pub fn unicast(&self) -> bool {
         !self.peers.is_empty()
     }
-
-    /// The smallest number of nodes that is a majority of the cluster.
-    pub fn majority(&self) -> usize {
-        self.cluster_size as usize / 2 + 1
-    }
 }
 
 /// Parses a multicast group `IP:PORT` (IPv4, 224.0.0.0/4).
@@ -434,8 +433,8 @@ mod tests {
         assert_eq!(c.group.to_string(), DEFAULT_GROUP);
         assert_eq!(c.iface, Ipv4Addr::LOCALHOST);
         assert_eq!(c.listen.to_string(), "127.0.0.1:7781");
-        assert_eq!(c.replicas, 1);
-        assert_eq!(c.majority(), 1);
+        assert_eq!(c.replicas, DEFAULT_REPLICAS);
+        assert_eq!(c.members, [NodeId(1)].into());
     }
 
     #[test]
@@ -461,17 +460,16 @@ mod tests {
         let c = NodeConfig::resolve(file.overlay(flags)).unwrap();
         assert_eq!((c.id, c.cluster_size, c.max_files), (NodeId(2), 3, Some(2)));
         assert_eq!(c.advertise.to_string(), "127.0.0.1:9000");
-        assert_eq!(c.majority(), 2);
     }
 
     #[test]
     fn bad_values_are_named_in_the_error() {
         let cases = [
-            ("id = 4\ncluster_size = 3", "id must be"),
+            ("id = 0\ncluster_size = 3", "id must be a positive integer"),
             ("group = \"10.0.0.1:7777\"", "not a multicast"),
             ("iface = \"eth0\"", "iface must be"),
             ("heartbeat_ms = 100\nleader_timeout_ms = 150", "at least 3"),
-            ("replicas = 2", "replicas must be"),
+            ("replicas = 0", "replicas must be"),
             ("max_client_sessions = 0", "max_client_sessions must be"),
             ("handshake_timeout_ms = 5", "handshake_timeout_ms must be"),
             ("peers = [\"10.0.0.2\"]", "each of peers must be HOST:PORT"),
@@ -479,7 +477,6 @@ mod tests {
             ("peers = [\"::1:7000\"]", "each of peers must be HOST:PORT"),
             ("peers = [\":7000\"]", "each of peers must be HOST:PORT"),
             ("peers = [\"10.0.0.2:7000\"]\nlisten = \"0.0.0.0:7000\"", "set iface to this node's address"),
-            ("id = 3\nmembers = [10, 20]", "id 3 is not one of members"),
             ("id = 10\nmembers = [10, 10]", "members must be distinct"),
             ("id = 10\nmembers = [0, 10]", "members must be distinct"),
             ("id = 10\nmembers = [10, 20]\ncluster_size = 3", "is not the number of members"),
@@ -497,10 +494,13 @@ mod tests {
         let s: NodeSettings = toml::from_str("id = 20\nmembers = [30, 10, 20]").unwrap();
         let c = NodeConfig::resolve(s).unwrap();
         assert_eq!(c.members.iter().map(|m| m.0).collect::<Vec<_>>(), [10, 20, 30]);
-        assert_eq!((c.cluster_size, c.majority()), (3, 2));
+        assert_eq!(c.cluster_size, 3);
         assert_eq!(c.listen.port(), BASE_PORT + 20);
         let by_size = NodeConfig::resolve(toml::from_str("id = 2\ncluster_size = 3").unwrap()).unwrap();
         assert_eq!(by_size.members, [1, 2, 3].map(NodeId).into());
+        // An id outside them is a node that joins later (`scs node add`).
+        let joiner = NodeConfig::resolve(toml::from_str("id = 4\ncluster_size = 3").unwrap()).unwrap();
+        assert_eq!((joiner.id, joiner.cluster_size, joiner.listen.port()), (NodeId(4), 3, BASE_PORT + 4));
     }
 
     #[test]

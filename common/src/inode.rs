@@ -222,12 +222,96 @@ pub struct NextIno {
     pub stamp_ns: i64,
 }
 
+/// What a member is doing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MemberState {
+    /// Votes, and takes new copies.
+    #[default]
+    Active,
+    /// Votes, but takes no new copies, and its copies are made again on the
+    /// others (`scs node drain`) until it can be removed.
+    Draining,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Active => "active",
+            MemberState::Draining => "draining",
+        }
+    }
+}
+
+/// The membership in force: replicated like any record, changed one node
+/// at a time by the leader, and committed on a majority of both the old
+/// and the new membership (so any two memberships in a row share a
+/// majority). Until a cluster's first leader commits one, every node uses
+/// the one its configuration bootstraps (version zero).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    pub version: Version,
+    pub nodes: std::collections::BTreeMap<NodeId, MemberState>,
+    pub stamp_ns: i64,
+}
+
+impl Members {
+    /// The membership a configuration bootstraps.
+    pub fn bootstrap(ids: impl IntoIterator<Item = NodeId>) -> Members {
+        Members {
+            version: Version::ZERO,
+            nodes: ids.into_iter().map(|id| (id, MemberState::Active)).collect(),
+            stamp_ns: 0,
+        }
+    }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.nodes.contains_key(&id)
+    }
+
+    pub fn ids(&self) -> std::collections::BTreeSet<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The smallest majority of the members.
+    pub fn majority(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    /// Whether `acks` holds a majority of the members.
+    pub fn has_majority(&self, acks: &std::collections::BTreeSet<NodeId>) -> bool {
+        acks.iter().filter(|id| self.contains(**id)).count() >= self.majority()
+    }
+
+    pub fn state(&self, id: NodeId) -> Option<MemberState> {
+        self.nodes.get(&id).copied()
+    }
+
+    /// Whether `id` is a member that takes new copies.
+    pub fn takes_copies(&self, id: NodeId) -> bool {
+        self.state(id) == Some(MemberState::Active)
+    }
+
+    /// Members that take new copies.
+    pub fn active(&self) -> usize {
+        self.nodes.values().filter(|s| **s == MemberState::Active).count()
+    }
+}
+
 /// One replicated item of the index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
     Inode(Inode),
     Dentry(Dentry),
     NextIno(NextIno),
+    Members(Members),
 }
 
 impl Record {
@@ -236,6 +320,7 @@ impl Record {
             Record::Inode(i) => i.key(),
             Record::Dentry(d) => d.key(),
             Record::NextIno(_) => Key::next_ino(),
+            Record::Members(_) => Key::members(),
         }
     }
 
@@ -244,6 +329,7 @@ impl Record {
             Record::Inode(i) => i.version,
             Record::Dentry(d) => d.version,
             Record::NextIno(n) => n.version,
+            Record::Members(m) => m.version,
         }
     }
 
@@ -252,6 +338,7 @@ impl Record {
             Record::Inode(i) => i.version = v,
             Record::Dentry(d) => d.version = v,
             Record::NextIno(n) => n.version = v,
+            Record::Members(m) => m.version = v,
         }
     }
 
@@ -259,7 +346,7 @@ impl Record {
         match self {
             Record::Inode(i) => i.deleted,
             Record::Dentry(d) => d.deleted,
-            Record::NextIno(_) => false,
+            Record::NextIno(_) | Record::Members(_) => false,
         }
     }
 
@@ -269,6 +356,7 @@ impl Record {
             Record::Inode(i) => i.ctime_ns,
             Record::Dentry(d) => d.stamp_ns,
             Record::NextIno(n) => n.stamp_ns,
+            Record::Members(m) => m.stamp_ns,
         }
     }
 
@@ -292,6 +380,7 @@ impl Record {
                 if d.deleted { " (gone)" } else { "" }
             ),
             Record::NextIno(n) => format!("inode numbers below {} {:?}", n.next, n.version),
+            Record::Members(m) => format!("members {:?} {:?}", m.nodes, m.version),
         }
     }
 }
@@ -398,6 +487,11 @@ mod tests {
             Record::Inode(i.clone()),
             Record::Dentry(d),
             Record::NextIno(NextIno { version: Version::new(Term(1), 1), next: Ino(1024), stamp_ns: 0 }),
+            Record::Members(Members {
+                version: Version::new(Term(2), 1),
+                nodes: [(NodeId(1), MemberState::Active), (NodeId(7), MemberState::Draining)].into(),
+                stamp_ns: 3,
+            }),
         ] {
             let bytes = rmp_serde::to_vec(&r).unwrap();
             assert_eq!(rmp_serde::from_slice::<Record>(&bytes).unwrap(), r);
@@ -425,6 +519,7 @@ mod tests {
         let b = Key::of_dentry(Ino(1), "");
         let c = Key::next_ino();
         assert!(a != b && b != c && a != c);
+        assert!(Key::members() != a && Key::members() != b && Key::members() != c);
         assert_ne!(Key::of_dentry(Ino(1), "ab"), Key::of_dentry(Ino(1), "a"));
         assert_ne!(Key::of_dentry(Ino(1), "x"), Key::of_dentry(Ino(2), "x"));
     }

@@ -643,7 +643,7 @@ impl Memory {
                 Record::Dentry(d) => {
                     self.dentries.insert((d.parent, d.name.clone()), d);
                 }
-                Record::NextIno(_) => {}
+                Record::NextIno(_) | Record::Members(_) => {}
             }
         }
     }

@@ -11,13 +11,14 @@ use proptest::prelude::*;
 use crate::auth::ClusterKey;
 use crate::error::WireError;
 use crate::inode::{
-    Bytes, Dentry, DirEntry, Inode, NewNode, NextIno, Record, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, Xattrs,
+    Bytes, Dentry, DirEntry, Inode, MemberState, NewNode, NextIno, Record, Removal, RenameMode, SetAttrs, TimeSet,
+    XattrMode, Xattrs,
 };
 use crate::locks::{FileLock, LockAnswer, LockKind, SessionId};
 use crate::name::{self, NAME_MAX, PATH_MAX};
 use crate::proto::frame::{self, FrameKind, HEADER_LEN, MAX_DATA, MAX_MESSAGE};
 use crate::proto::gossip::{self, DatagramError, Envelope, Gossip, Heartbeat, NodeInfo, Role};
-use crate::proto::rpc::{HolderAddr, Message, NodeStatus, Request, Response, StatusReport, Target, UploadSpec};
+use crate::proto::rpc::{HolderAddr, Message, Moving, NodeStatus, Request, Response, StatusReport, Target, UploadSpec};
 use crate::types::{ContentHash, Ino, Key, Kind, NodeId, Term, Version};
 use crate::Error;
 
@@ -152,6 +153,23 @@ fn arb_record() -> impl Strategy<Value = Record> {
             next,
             stamp_ns
         })),
+        (arb_version(), vec((any::<u32>(), any::<bool>()), 0..6), any::<i64>()).prop_map(
+            |(version, nodes, stamp_ns)| Record::Members(crate::inode::Members {
+                version,
+                nodes: nodes
+                    .into_iter()
+                    .map(|(id, draining)| {
+                        let state = if draining {
+                            crate::inode::MemberState::Draining
+                        } else {
+                            crate::inode::MemberState::Active
+                        };
+                        (NodeId(id), state)
+                    })
+                    .collect(),
+                stamp_ns
+            })
+        ),
     ]
 }
 
@@ -313,10 +331,14 @@ fn arb_node_status() -> impl Strategy<Value = NodeStatus> {
         any::<u64>(),
         proptest::option::of(any::<u64>()),
         any::<(u64, u64, u64, u64)>(),
+        any::<bool>(),
     )
-        .prop_map(|(id, addr, alive, role, files, max_files, (disk_free, disk_total, wanted, corrupt))| {
-            NodeStatus { id, addr, alive, role, files, max_files, disk_free, disk_total, wanted, corrupt }
-        })
+        .prop_map(
+            |(id, addr, alive, role, files, max_files, (disk_free, disk_total, wanted, corrupt), draining)| {
+                let state = if draining { MemberState::Draining } else { MemberState::Active };
+                NodeStatus { id, addr, alive, role, files, max_files, disk_free, disk_total, wanted, corrupt, state }
+            },
+        )
 }
 
 fn arb_status() -> impl Strategy<Value = StatusReport> {
@@ -339,6 +361,7 @@ fn arb_status() -> impl Strategy<Value = StatusReport> {
             nodes,
             under_replicated,
             candidates: Vec::new(),
+            moving: Moving { files: 1, bytes: 2, bytes_per_sec: 3 },
         })
 }
 
@@ -393,10 +416,24 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
         proptest::option::of(any::<u64>()),
         any::<bool>(),
         any::<(u64, u64, u64, u64, u64)>(),
+        arb_version(),
     )
-        .prop_map(|(addr, files, max_files, ready, (disk_free, disk_total, wanted, corrupt, under_replicated))| {
-            NodeInfo { addr, files, max_files, ready, disk_free, disk_total, wanted, corrupt, under_replicated }
-        });
+        .prop_map(
+            |(addr, files, max_files, ready, (disk_free, disk_total, wanted, corrupt, under_replicated), members)| {
+                NodeInfo {
+                    addr,
+                    files,
+                    max_files,
+                    ready,
+                    disk_free,
+                    disk_total,
+                    wanted,
+                    corrupt,
+                    under_replicated,
+                    members,
+                }
+            },
+        );
     let msg = prop_oneof![
         (arb_term(), proptest::option::of(arb_node()), arb_role(), any::<bool>())
             .prop_map(|(term, leader, role, eligible)| Gossip::Heartbeat(Heartbeat { term, leader, role, eligible })),

@@ -172,6 +172,11 @@ impl Key {
     pub fn next_ino() -> Key {
         Key(Sha256::digest(b"scs-next-inode").into())
     }
+
+    /// The key of the membership record.
+    pub fn members() -> Key {
+        Key(Sha256::digest(b"scs-members").into())
+    }
 }
 
 impl ContentHash {

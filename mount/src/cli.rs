@@ -4,21 +4,30 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
 use scs_common::inode::{NewNode, Removal};
 use scs_common::name;
 use scs_common::proto::gossip::Role;
-use scs_common::proto::rpc::StatusReport;
-use scs_common::{Error, Inode, Kind, Result};
+use scs_common::proto::rpc::{MemberChange, Moving, StatusReport};
+use scs_common::{Error, Inode, Kind, MemberState, NodeId, Result};
 
 use crate::client::{own_gid, own_uid, Client, ClientOptions, Sink};
 use crate::client_config::{self, ClientFile, Given};
 
 /// Files larger than this get a progress bar (when stderr is a terminal).
 const PROGRESS_MIN: u64 = 4 << 20;
+/// How often `scs node drain` asks the leader how far the drain is.
+const DRAIN_POLL: Duration = Duration::from_secs(1);
+/// How often `scs node drain` prints a line when stderr is not a terminal.
+const DRAIN_LINE_EVERY: Duration = Duration::from_secs(5);
+/// The leader counts what is left to move every 2 s. A count made before a
+/// drain was committed (or by a leader that just took over) says "nothing
+/// left" for nothing counted yet, so "nothing left" is believed only from
+/// reports this long after the commit or the last change of leader.
+const MOVING_COUNT_LAG: Duration = Duration::from_secs(5);
 
 const CONFIG_HELP: &str = "\
 Where the cluster is: by default the client listens for the nodes' heartbeats
@@ -106,6 +115,68 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         check: bool,
     },
+    /// Change the members, one node at a time: add, drain, remove
+    Node {
+        #[command(subcommand)]
+        change: NodeCommand,
+    },
+}
+
+/// `scs node ...`: each is one change of the membership, committed by the leader.
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Make a candidate a member (a node started with the cluster key and an
+    /// unused id: `scs status` lists it as a candidate)
+    Add {
+        /// The node's id (a positive integer)
+        #[arg(value_name = "ID", value_parser = node_id)]
+        id: NodeId,
+    },
+    /// Give a member no new copies and make its copies again on the others,
+    /// then wait until none is left to move
+    ///
+    /// Progress is shown until the node holds nothing the others lack; then
+    /// `scs node remove ID` takes it out. Ctrl-C (or --timeout) only stops
+    /// the waiting: the drain goes on in the cluster, and `scs status` shows
+    /// what is left to move.
+    Drain {
+        /// The node's id (a positive integer)
+        #[arg(value_name = "ID", value_parser = node_id)]
+        id: NodeId,
+        /// Stop waiting after SECS and exit 1 (the drain goes on) [default: wait until done]
+        #[arg(long, value_name = "SECS", conflicts_with = "no_wait")]
+        timeout: Option<u64>,
+        /// Return once the drain is committed, without waiting for the copies
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Take a member out (refused while it holds copies the others lack: drain it first)
+    Remove {
+        /// Remove it even so, for a machine lost for good: its copies are made again from the others
+        #[arg(long)]
+        force: bool,
+        /// The node's id (a positive integer)
+        #[arg(value_name = "ID", value_parser = node_id)]
+        id: NodeId,
+    },
+}
+
+impl NodeCommand {
+    fn change(&self) -> MemberChange {
+        match *self {
+            NodeCommand::Add { id } => MemberChange::Add(id),
+            NodeCommand::Drain { id, .. } => MemberChange::Drain(id),
+            NodeCommand::Remove { id, force } => MemberChange::Remove { id, force },
+        }
+    }
+}
+
+/// A node id as typed: a positive integer.
+fn node_id(s: &str) -> std::result::Result<NodeId, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(NodeId(n)),
+        _ => Err(format!("{s:?} is not a node id (a positive integer)")),
+    }
 }
 
 /// Runs the command line; the process exit code.
@@ -124,6 +195,9 @@ pub fn main() -> ExitCode {
     if matches!(args.command, Command::Status { check: true, .. }) {
         return runtime.block_on(check(&args));
     }
+    if let Command::Node { change } = &args.command {
+        return runtime.block_on(change_members(&args, change));
+    }
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -131,7 +205,12 @@ pub fn main() -> ExitCode {
 }
 
 fn fail(e: &Error) -> ExitCode {
-    eprintln!("scs: {e}");
+    fail_with(&e.to_string())
+}
+
+/// An error that is not one of the library's (a wait that ran out).
+fn fail_with(line: &str) -> ExitCode {
+    eprintln!("scs: {line}");
     ExitCode::from(1)
 }
 
@@ -258,6 +337,186 @@ async fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
+        Command::Node { .. } => Err(Error::Internal("scs node is run apart".into())),
+    }
+}
+
+/// `scs node add|drain|remove`: one change of the membership, and then what
+/// became of it. Apart from `run` because a drain's wait can run out, which
+/// is a failure (exit 1) but not an error of the cluster.
+async fn change_members(args: &Args, cmd: &NodeCommand) -> ExitCode {
+    let client = match options(args).and_then(Client::new) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = client.change_members(cmd.change()).await {
+        return fail(&member_error(e));
+    }
+    match *cmd {
+        NodeCommand::Add { id } => println!("node {id} is a member now{}", members_now(&client).await),
+        NodeCommand::Drain { id, no_wait: true, .. } => {
+            println!("node {id} is draining: scs status shows what is left to move")
+        }
+        NodeCommand::Drain { id, timeout, .. } => {
+            match follow_drain(&client, id, timeout.map(Duration::from_secs)).await {
+                Ok(DrainEnd::Drained) => println!("node {id} is drained: remove it with scs node remove {id}"),
+                Ok(DrainEnd::TimedOut { waited, left }) => {
+                    return fail_with(&format!(
+                        "node {id} is still draining after {}s ({}); the drain goes on",
+                        waited.as_secs(),
+                        moving_left(&left)
+                    ))
+                }
+                Ok(DrainEnd::Stopped(why)) => return fail_with(&why),
+                Err(e) => return fail(&e),
+            }
+        }
+        NodeCommand::Remove { id, .. } => println!(
+            "node {id} is no longer a member{}; stop it and wipe its data_dir before reusing the machine",
+            members_now(&client).await
+        ),
+    }
+    ExitCode::SUCCESS
+}
+
+/// The leader answers "no such member" as `NotFound`, whose message is
+/// about files ("no such file: ..."): said plainly instead.
+fn member_error(e: Error) -> Error {
+    match e {
+        Error::NotFound(m) => Error::Invalid(m),
+        e => e,
+    }
+}
+
+/// " (4 members)" after a change, from the leader; nothing when it cannot
+/// be asked (the change itself is committed, so that is no failure).
+async fn members_now(client: &Client) -> String {
+    match client.leader_status().await {
+        Ok(s) => format!(" ({})", count(s.nodes.len() as u64, "member", "members")),
+        Err(e) => {
+            log::warn!("the change is committed, but the leader did not say how many members there are: {e}");
+            String::new()
+        }
+    }
+}
+
+/// How waiting for a drain ended.
+#[derive(Debug)]
+enum DrainEnd {
+    /// Nothing is left to move off the node: it can be removed.
+    Drained,
+    /// The wait ran out with this left to move; the drain goes on.
+    TimedOut { waited: Duration, left: Moving },
+    /// The node is no longer a draining member; why.
+    Stopped(String),
+}
+
+/// Where a drain stands in one report of the leader.
+#[derive(Debug, PartialEq)]
+enum DrainStep {
+    Done,
+    Left(Moving),
+    Stopped(String),
+}
+
+/// Where the drain of `id` stands in the leader's report `s`. `counted`:
+/// the report's `moving` comes from a count made since the drain was
+/// committed (see [`MOVING_COUNT_LAG`]).
+fn drain_step(s: &StatusReport, id: NodeId, counted: bool) -> DrainStep {
+    let Some(node) = s.nodes.iter().find(|n| n.id == id) else {
+        return DrainStep::Stopped(format!("node {id} is no longer a member (removed while draining)"));
+    };
+    match node.state {
+        MemberState::Draining if counted && s.moving.files == 0 => DrainStep::Done,
+        MemberState::Active if counted => {
+            DrainStep::Stopped(format!("node {id} is active again: its drain was called off"))
+        }
+        _ => DrainStep::Left(s.moving.clone()),
+    }
+}
+
+/// Asks the leader every [`DRAIN_POLL`] how far the drain of `id` is and
+/// shows it, until nothing is left to move or `limit` has passed.
+async fn follow_drain(client: &Client, id: NodeId, limit: Option<Duration>) -> Result<DrainEnd> {
+    let started = Instant::now();
+    let mut counted_from = started + MOVING_COUNT_LAG;
+    let mut term = None;
+    let mut shown = DrainShown::new(id);
+    loop {
+        let s = client.leader_status().await?;
+        let now = Instant::now();
+        // A new leader's first count may predate what it knows of the drain.
+        if term.is_some_and(|t| t != s.term) {
+            counted_from = counted_from.max(now + MOVING_COUNT_LAG);
+        }
+        term = Some(s.term);
+        let left = match drain_step(&s, id, now >= counted_from) {
+            DrainStep::Done => {
+                shown.finish();
+                return Ok(DrainEnd::Drained);
+            }
+            DrainStep::Stopped(why) => {
+                shown.finish();
+                return Ok(DrainEnd::Stopped(why));
+            }
+            DrainStep::Left(left) => left,
+        };
+        shown.update(&left, now >= counted_from, now);
+        let waited = now - started;
+        let pause = match limit {
+            Some(limit) if waited >= limit => {
+                shown.finish();
+                return Ok(DrainEnd::TimedOut { waited, left });
+            }
+            Some(limit) => DRAIN_POLL.min(limit - waited),
+            None => DRAIN_POLL,
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The progress of a drain on stderr: a bar on a terminal, else a line
+/// every [`DRAIN_LINE_EVERY`].
+struct DrainShown {
+    id: NodeId,
+    bar: Option<indicatif::ProgressBar>,
+    last_line: Option<Instant>,
+}
+
+impl DrainShown {
+    fn new(id: NodeId) -> DrainShown {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            let style = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {msg}")
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_prefix(format!("draining node {id}"));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        DrainShown { id, bar, last_line: None }
+    }
+
+    /// Shows what is left; `counted` as for [`drain_step`].
+    fn update(&mut self, left: &Moving, counted: bool, now: Instant) {
+        let what = if counted || left.files > 0 { moving_left(left) } else { "counting what is left to move".into() };
+        if let Some(bar) = &self.bar {
+            // The bar spans the most ever seen left, so it fills as copies move.
+            let total = bar.length().unwrap_or(0).max(left.bytes);
+            bar.set_length(total);
+            bar.set_position(total - left.bytes);
+            bar.set_message(what);
+        } else if self.last_line.is_none_or(|t| now >= t + DRAIN_LINE_EVERY) {
+            eprintln!("draining node {}: {what}", self.id);
+            self.last_line = Some(now);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
     }
 }
 
@@ -300,7 +559,12 @@ fn health(s: &StatusReport) -> (u8, String) {
         wrong.push(format!("{repairing} cop(ies) being repaired"));
     }
     if wrong.is_empty() {
-        (0, format!("OK: node {leader} leads term {}; {members}; every file at its replica target", s.term))
+        // Draining is asked for, not a fault; said so the line explains copies moving.
+        let draining: Vec<String> =
+            s.nodes.iter().filter(|n| n.state == MemberState::Draining).map(|n| n.id.to_string()).collect();
+        let note =
+            if draining.is_empty() { String::new() } else { format!("; node(s) {} draining", draining.join(", ")) };
+        (0, format!("OK: node {leader} leads term {}; {members}; every file at its replica target{note}", s.term))
     } else {
         (1, format!("DEGRADED: {}; node {leader} leads term {}", wrong.join("; "), s.term))
     }
@@ -469,6 +733,9 @@ fn print_status(s: &StatusReport) {
             s.under_replicated
         );
     }
+    if s.moving.files > 0 {
+        println!("moving: {}", moving_left(&s.moving));
+    }
     println!(
         "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10} {:>10} {:>9}",
         "ID", "ADDRESS", "ROLE", "ALIVE", "FILES", "MAX_FILES", "DISK_FREE", "REPAIRING"
@@ -478,8 +745,10 @@ fn print_status(s: &StatusReport) {
         let addr = if n.addr.is_empty() { "?" } else { &n.addr };
         let role = if n.alive { role_name(n.role) } else { "-" };
         let free = if n.disk_total == 0 { "-".to_string() } else { human_bytes(n.disk_free) };
+        // Only the unusual state is shown, after the columns the table always had.
+        let state = if n.state == MemberState::Active { String::new() } else { format!("  {}", n.state.as_str()) };
         println!(
-            "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10} {:>10} {:>9}",
+            "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10} {:>10} {:>9}{state}",
             n.id.0,
             addr,
             role,
@@ -497,7 +766,37 @@ fn print_status(s: &StatusReport) {
             format!("it was started with cluster_size {}, the cluster has {}", c.cluster_size, s.cluster_size)
         };
         let addr = if c.node.addr.is_empty() { "?" } else { &c.node.addr };
-        println!("candidate: node {} at {addr} has the cluster key but is not a member ({why})", c.node.id);
+        let id = c.node.id;
+        println!("candidate: node {id} at {addr} has the cluster key but is not a member ({why}): scs node add {id} makes it one");
+    }
+}
+
+/// "12 files, 3.4G left at 25M/s, about 2m 16s left": what a drain still
+/// has to move (the time only once copies are moving).
+fn moving_left(m: &Moving) -> String {
+    let mut line = format!(
+        "{}, {} left at {}/s",
+        count(m.files, "file", "files"),
+        human_bytes(m.bytes),
+        human_bytes(m.bytes_per_sec)
+    );
+    if m.bytes_per_sec > 0 {
+        line += &format!(", about {} left", human_duration(m.bytes.div_ceil(m.bytes_per_sec)));
+    }
+    line
+}
+
+/// "1 file", "3 files".
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// 45s, 2m 16s, 3h 05m: a rough time left for people.
+fn human_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
     }
 }
 
@@ -528,7 +827,7 @@ fn status_json(s: &StatusReport) -> serde_json::Value {
         "nodes": s.nodes.iter().map(|n| serde_json::json!({
             "id": n.id.0,
             "addr": n.addr,
-            "state": "active",
+            "state": n.state.as_str(),
             "alive": n.alive,
             "role": role_name(n.role),
             "files": n.files,
@@ -549,6 +848,11 @@ fn status_json(s: &StatusReport) -> serde_json::Value {
             "disk_total": c.node.disk_total,
             "cluster_size": c.cluster_size,
         }))).collect::<Vec<_>>(),
+        "moving": {
+            "files": s.moving.files,
+            "bytes": s.moving.bytes,
+            "bytes_per_sec": s.moving.bytes_per_sec,
+        },
     })
 }
 
@@ -613,11 +917,43 @@ mod tests {
             vec!["scs", "ln", "-s", "../a", "b"],
             vec!["scs", "status", "--json"],
             vec!["scs", "status", "--check"],
+            vec!["scs", "node", "add", "4"],
+            vec!["scs", "node", "drain", "2", "--timeout", "60"],
+            vec!["scs", "node", "drain", "--no-wait", "2"],
         ] {
             Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         }
         assert!(Args::try_parse_from(["scs", "frobnicate"]).is_err());
         assert!(Args::try_parse_from(["scs", "status", "--check", "--json"]).is_err(), "one or the other");
+    }
+
+    fn node_command(argv: &[&str]) -> std::result::Result<NodeCommand, clap::Error> {
+        match Args::try_parse_from(argv)?.command {
+            Command::Node { change } => Ok(change),
+            other => panic!("{argv:?} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn node_commands_parse_to_one_change_each() {
+        let remove = node_command(&["scs", "node", "remove", "--force", "3"]).unwrap();
+        assert_eq!(remove.change(), MemberChange::Remove { id: NodeId(3), force: true });
+        let remove = node_command(&["scs", "node", "remove", "3"]).unwrap();
+        assert_eq!(remove.change(), MemberChange::Remove { id: NodeId(3), force: false });
+        let add = node_command(&["scs", "node", "add", "12"]).unwrap();
+        assert_eq!(add.change(), MemberChange::Add(NodeId(12)));
+        let drain = node_command(&["scs", "node", "drain", "--timeout", "30", "2"]).unwrap();
+        assert_eq!(drain.change(), MemberChange::Drain(NodeId(2)));
+        assert!(matches!(drain, NodeCommand::Drain { timeout: Some(30), no_wait: false, .. }), "{drain:?}");
+
+        for bad in [&["scs", "node", "add", "0"][..], &["scs", "node", "add", "-1"], &["scs", "node", "add", "x"]] {
+            assert!(node_command(bad).is_err(), "{bad:?}: ids are positive integers");
+        }
+        assert!(node_command(&["scs", "node", "remove"]).is_err(), "an id is needed");
+        assert!(
+            node_command(&["scs", "node", "drain", "2", "--no-wait", "--timeout", "5"]).is_err(),
+            "one or the other"
+        );
     }
 
     fn report(alive: &[bool], quorum: bool, under: u64, wanted: u64) -> StatusReport {
@@ -637,6 +973,7 @@ mod tests {
                 disk_total: 2,
                 wanted: if i == 0 { wanted } else { 0 },
                 corrupt: 0,
+                state: MemberState::Active,
             })
             .collect();
         StatusReport {
@@ -649,6 +986,7 @@ mod tests {
             nodes,
             under_replicated: under,
             candidates: Vec::new(),
+            moving: Default::default(),
         }
     }
 
@@ -668,5 +1006,58 @@ mod tests {
         let (code, line) = health(&report(&[false, false, true], false, 0, 0));
         assert_eq!(code, 2, "{line}");
         assert!(line.starts_with("CRITICAL: no leader with a quorum in term 4; 1 of 3 members alive"), "{line}");
+    }
+
+    #[test]
+    fn a_draining_member_alone_does_not_degrade_the_check() {
+        let mut s = report(&[true, true, true], true, 0, 0);
+        s.nodes[1].state = MemberState::Draining;
+        let (code, line) = health(&s);
+        assert_eq!(code, 0, "{line}");
+        assert!(line.ends_with("every file at its replica target; node(s) 2 draining"), "{line}");
+
+        s.nodes[1].alive = false;
+        let (code, line) = health(&s);
+        assert_eq!((code, line.contains("node(s) 2 down")), (1, true), "a draining member down is down: {line}");
+    }
+
+    #[test]
+    fn what_is_left_to_move_reads_as_files_bytes_rate_and_time() {
+        let m = |files, bytes, bytes_per_sec| Moving { files, bytes, bytes_per_sec };
+        assert_eq!(moving_left(&m(12, 3 << 30, 25 << 20)), "12 files, 3.0G left at 25M/s, about 2m 03s left");
+        assert_eq!(moving_left(&m(1, 1536, 512)), "1 file, 1.5K left at 512B/s, about 3s left");
+        assert_eq!(moving_left(&m(40, 10 << 30, 1 << 20)), "40 files, 10G left at 1.0M/s, about 2h 50m left");
+        // Nothing moved yet: no rate to tell a time from.
+        assert_eq!(moving_left(&m(5, 2 << 20, 0)), "5 files, 2.0M left at 0B/s");
+    }
+
+    #[test]
+    fn the_status_shows_draining_members_and_what_is_left_to_move() {
+        let mut s = report(&[true, true, true], true, 0, 0);
+        s.nodes[0].state = MemberState::Draining;
+        s.moving = Moving { files: 3, bytes: 300, bytes_per_sec: 100 };
+        let json = status_json(&s);
+        let states: Vec<&str> =
+            json["nodes"].as_array().unwrap().iter().map(|n| n["state"].as_str().unwrap()).collect();
+        assert_eq!(states, ["draining", "active", "active"]);
+        assert_eq!(json["moving"], serde_json::json!({"files": 3, "bytes": 300, "bytes_per_sec": 100}));
+    }
+
+    #[test]
+    fn a_drain_is_done_only_once_a_count_since_it_began_finds_nothing_to_move() {
+        let mut s = report(&[true, true, true], true, 0, 0);
+        s.nodes[1].state = MemberState::Draining;
+        let id = NodeId(2);
+        // A count older than the drain says nothing is left: not believed yet.
+        assert_eq!(drain_step(&s, id, false), DrainStep::Left(Moving::default()));
+        assert_eq!(drain_step(&s, id, true), DrainStep::Done);
+
+        s.moving = Moving { files: 2, bytes: 10, bytes_per_sec: 0 };
+        assert_eq!(drain_step(&s, id, true), DrainStep::Left(s.moving.clone()));
+
+        s.nodes[1].state = MemberState::Active;
+        assert!(matches!(drain_step(&s, id, true), DrainStep::Stopped(_)), "called off");
+        s.nodes.remove(1);
+        assert!(matches!(drain_step(&s, id, false), DrainStep::Stopped(_)), "removed meanwhile");
     }
 }

@@ -22,7 +22,9 @@ use scs_common::auth::ClusterKey;
 use scs_common::conn::{Chunk, Connection};
 use scs_common::inode::{self, DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::locks::{FileLock, LockAnswer, SessionId};
-use scs_common::proto::rpc::{HolderAddr, Message, Peer, Request, Response, StatusReport, Target, UploadSpec};
+use scs_common::proto::rpc::{
+    HolderAddr, MemberChange, Message, Peer, Request, Response, StatusReport, Target, UploadSpec,
+};
 use scs_common::{ContentHash, Error, Ino, Kind, Result, CHUNK_SIZE};
 
 use crate::discover::{Discovery, Heard, LeaderWatch};
@@ -570,6 +572,48 @@ impl Client {
         })
     }
 
+    /// The leader's own status, asked through the same retries as any
+    /// request to the leader. Unlike [`Client::status`], it never comes from
+    /// a follower, whose view of the membership may lag the leader's by a
+    /// pull and which does not know what is left to move off draining members.
+    pub async fn leader_status(&self) -> Result<StatusReport> {
+        self.with_leader(|mut conn, _| {
+            Box::pin(async move {
+                let res = match exchange(&mut conn, Request::Status).await {
+                    Ok(Response::Status(s)) if s.leader == Some(s.node) => Ok(s),
+                    // Every node answers `Status`: one that stepped down
+                    // (removed, or deposed) names the leader it follows, if any.
+                    Ok(Response::Status(s)) => Err(Error::NotLeader(leader_addr(&s))),
+                    Ok(other) => Err(unexpected(&other)),
+                    Err(e) => Err(e),
+                };
+                (Some(conn), res)
+            })
+        })
+        .await
+    }
+
+    /// Changes the membership by one node; returns once the leader has
+    /// committed the change. Retrying through a failover is safe: the leader
+    /// takes adding a member or draining a draining one as done. A removal
+    /// is not idempotent, so a retried `Remove` that finds the node gone
+    /// takes that as its own earlier success, but only when an earlier
+    /// attempt reached a leader and its answer was lost; otherwise the node
+    /// was never a member and `NotFound` is the answer.
+    ///
+    /// # Errors
+    /// What the leader refuses with (a node that is not a candidate, a
+    /// removal that would lose copies, no quorum), or `Unavailable` once the
+    /// retry window has passed without a leader.
+    pub async fn change_members(&self, change: MemberChange) -> Result<()> {
+        let removal = matches!(change, MemberChange::Remove { .. });
+        let done_already = |e: &Error| removal && matches!(e, Error::NotFound(_));
+        match self.call_once_semantics(Request::ChangeMembers(change), done_already).await? {
+            Some(Response::Done) | None => Ok(()),
+            Some(other) => Err(unexpected(&other)),
+        }
+    }
+
     /// A request that is not idempotent: if an earlier attempt may have been
     /// applied before the leader failed, an error that `done_already` accepts
     /// on a retry means that attempt took effect (`Ok(None)`).
@@ -829,6 +873,11 @@ pub fn own_uid() -> u32 {
 pub fn own_gid() -> u32 {
     // SAFETY: getgid has no preconditions and cannot fail.
     unsafe { libc::getgid() }
+}
+
+/// The address of the leader a status report names, when it has one.
+fn leader_addr(s: &StatusReport) -> Option<String> {
+    s.nodes.iter().find(|n| Some(n.id) == s.leader).map(|n| n.addr.clone()).filter(|a| !a.is_empty())
 }
 
 /// Why work on the leader at `peer` was dropped for the leader `now`.

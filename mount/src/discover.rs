@@ -491,6 +491,7 @@ mod tests {
                 disk_total: 0,
                 wanted: 0,
                 corrupt: 0,
+                state: Default::default(),
             })
             .collect();
         StatusReport {
@@ -503,6 +504,7 @@ mod tests {
             nodes,
             under_replicated: 0,
             candidates: Vec::new(),
+            moving: Default::default(),
         }
     }
 

@@ -113,11 +113,11 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     let node = Arc::new(Node::new(cfg.clone(), key.clone(), store, link, health, shutdown.clone()));
 
     log::info!(
-        "node {id}: listening on {} (advertised as {}), {}, cluster of {}, key {}",
+        "node {id}: listening on {} (advertised as {}), {}, members {:?}, key {}",
         cfg.listen,
         cfg.advertise,
         driver.describe(),
-        cfg.cluster_size,
+        node.members().ids(),
         key.fingerprint()
     );
     let mut tasks = tokio::task::JoinSet::new();
@@ -128,6 +128,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
         tasks.spawn(net::http::serve(node.clone(), m));
     }
     tasks.spawn(sync::follow(node.clone()));
+    tasks.spawn(sync::learn_members(node.clone()));
     tasks.spawn(sync::fetcher(node.clone()));
     tasks.spawn(roles(node.clone(), ready));
     tasks.spawn(repair::replicas(node.clone()));

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use scs_common::{NodeId, Term};
+use scs_common::config::NodeConfig;
+use scs_common::proto::rpc::Moving;
+use scs_common::{Members, NodeId, Term};
 
 /// Requests from the rest of the node to the election driver.
 #[derive(Debug)]
@@ -28,6 +30,40 @@ pub enum Control {
 pub struct Health {
     /// As leader: files with fewer live copies than `replicas`.
     pub under_replicated: std::sync::atomic::AtomicU64,
+    /// As leader: copies still to make elsewhere of files on draining
+    /// members, and when that was last counted.
+    pub moving: std::sync::Mutex<(Moving, Option<Instant>)>,
+}
+
+impl Health {
+    /// Records a new count of copies to move; the rate is how fast the
+    /// bytes left went down since the last count, smoothed.
+    pub fn set_moving(&self, files: u64, bytes: u64, now: Instant) {
+        let mut m = self.moving.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, at) = &*m;
+        let mut rate = last.bytes_per_sec;
+        if let Some(at) = at {
+            let secs = now.saturating_duration_since(*at).as_secs_f64();
+            if secs > 0.0 && bytes <= last.bytes {
+                let now_rate = (last.bytes - bytes) as f64 / secs;
+                rate = if rate == 0 { now_rate as u64 } else { ((rate as f64 + now_rate) / 2.0) as u64 };
+            }
+        }
+        if files == 0 {
+            rate = 0;
+        }
+        *m = (Moving { files, bytes, bytes_per_sec: rate }, Some(now));
+    }
+
+    pub fn moving(&self) -> Moving {
+        self.moving.lock().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+}
+
+/// The membership in force: the replicated `record`, else the one the
+/// configuration bootstraps.
+pub fn members_in_force(cfg: &NodeConfig, record: Option<Members>) -> Members {
+    record.unwrap_or_else(|| Members::bootstrap(cfg.members.iter().copied()))
 }
 
 /// The leader's lease as request handlers see it: valid only while the

@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use scs_common::auth::ClusterKey;
 use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::Role;
-use scs_common::{Error, Key, NodeId, Record, Result, Term, Version};
+use scs_common::{Error, Key, Members, NodeId, Record, Result, Term, Version};
 
 use crate::leader::state::LeaderState;
-use crate::link::{Control, Health, Lease};
+use crate::link::{members_in_force, Control, Health, Lease};
 use crate::peers::Peers;
 use crate::store::{Applied, Store};
 use crate::view::ClusterView;
@@ -80,6 +80,18 @@ impl Node {
         &self.cfg
     }
 
+    /// The membership in force here: the replicated record, else the one
+    /// the configuration bootstraps.
+    pub fn members(&self) -> Members {
+        members_in_force(&self.cfg, self.store.members())
+    }
+
+    /// Copies each file should have: `replicas`, or every member that
+    /// takes copies when there are fewer.
+    pub fn replica_target(&self) -> usize {
+        (self.cfg.replicas as usize).min(self.members().active()).max(1)
+    }
+
     /// The cluster key sessions are opened with.
     pub fn key(&self) -> &ClusterKey {
         &self.key
@@ -141,11 +153,12 @@ impl Node {
             return Err(Error::NotLeader(v.leader_addr()));
         }
         if !v.quorum || !self.lease.valid() {
+            let members = self.members();
             return Err(Error::NoQuorum(format!(
-                "node {} leads but hears fewer than {} of {} nodes",
+                "node {} leads but hears fewer than {} of {} members",
                 self.me(),
-                self.cfg.majority(),
-                self.cfg.cluster_size
+                members.majority(),
+                members.len()
             )));
         }
         match self.leader_state() {

@@ -17,13 +17,13 @@
 //! - [`scrub`] (every node): re-hashes each blob at a bounded rate; a bad
 //!   copy is moved aside and fetched again from a good holder.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scs_common::proto::rpc::{Request, Response};
-use scs_common::{Error, Inode, Key, NodeId, Record, Result, Version};
+use scs_common::proto::rpc::{Moving, Request, Response};
+use scs_common::{Error, Inode, Key, MemberState, NodeId, Record, Result, Version};
 
 use crate::leader::placement::Rank;
 use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
@@ -56,6 +56,49 @@ fn has_room(view: &ClusterView, id: NodeId) -> bool {
         .is_some_and(|m| m.alive && m.info.max_files.is_none_or(|max| m.info.files + m.info.wanted < max))
 }
 
+/// Copies of files on the `leaving` nodes that the other members that take
+/// copies lack: too few of them are listed as holders (up), or one that is
+/// may still be fetching (it wants some copy). Zero when the leaving nodes
+/// can go without a file falling below its replica target.
+pub async fn copies_to_move(node: &Arc<Node>, leaving: &BTreeSet<NodeId>) -> Result<Moving> {
+    let view = node.view();
+    let members = node.members();
+    let me = node.me();
+    let staying = |id: NodeId| members.takes_copies(id) && !leaving.contains(&id);
+    let takers = members.nodes.keys().filter(|id| staying(**id)).count();
+    let target = (node.cfg().replicas as usize).min(takers);
+    let up = |id: NodeId| id == me || view.members.get(&id).is_some_and(|m| m.alive);
+    let fetching = |id: NodeId| {
+        if id == me {
+            node.store().wanted_count() > 0
+        } else {
+            view.members.get(&id).is_some_and(|m| m.info.wanted > 0)
+        }
+    };
+    let mut left = Moving::default();
+    let mut after: Option<Key> = None;
+    loop {
+        let (page, last) = node.blocking(move |s| s.live_files(after, PAGE)).await?;
+        let Some(last) = last else { break };
+        after = Some(last);
+        let full = page.len() < PAGE;
+        for entry in page {
+            if !entry.holders.iter().any(|h| leaving.contains(h)) {
+                continue;
+            }
+            let others: Vec<NodeId> = entry.holders.iter().copied().filter(|h| staying(*h) && up(*h)).collect();
+            if others.len() < target || others.iter().any(|h| fetching(*h)) {
+                left.files += 1;
+                left.bytes += entry.size;
+            }
+        }
+        if full {
+            break;
+        }
+    }
+    Ok(left)
+}
+
 /// The leader's replica loop.
 pub async fn replicas(node: Arc<Node>) {
     loop {
@@ -64,6 +107,13 @@ pub async fn replicas(node: Arc<Node>) {
             _ = tokio::time::sleep(REPLICA_INTERVAL) => {}
         }
         let Ok(state) = node.writable() else { continue };
+        let members = node.members();
+        let draining: BTreeSet<NodeId> =
+            members.nodes.iter().filter(|(_, s)| **s == MemberState::Draining).map(|(id, _)| *id).collect();
+        match copies_to_move(&node, &draining).await {
+            Ok(left) => node.health().set_moving(left.files, left.bytes, Instant::now()),
+            Err(e) => log::info!("node {}: cannot count the copies to move: {e}", node.me()),
+        }
         match replica_round(&node, &state).await {
             Ok((under, repaired)) => {
                 node.health().under_replicated.store(under, Ordering::Relaxed);
@@ -81,11 +131,16 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
     let view = node.view();
     let now = Instant::now();
     let me = node.me();
-    let target = node.cfg().replicas as usize;
+    let members = node.members();
+    let target = node.replica_target();
     let delay = node.cfg().repair_delay;
     // A holder counts as gone once it has been down longer than repair_delay
-    // (members never heard from since we lead: counted from then).
+    // (members never heard from since we lead: counted from then), and at
+    // once when it is draining or no longer a member.
     let gone = |id: NodeId| -> bool {
+        if !members.takes_copies(id) {
+            return true;
+        }
         if id == me {
             return false;
         }
@@ -106,37 +161,44 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
         after = Some(last);
         let full = page.len() < PAGE;
         for entry in page {
-            let live_copies = entry.holders.iter().filter(|h| alive(**h)).count();
+            let live_copies = entry.holders.iter().filter(|h| members.contains(**h) && alive(**h)).count();
             if live_copies < target {
                 under += 1;
             }
             let keep: Vec<NodeId> = entry.holders.iter().copied().filter(|h| !gone(*h)).collect();
             // No live holder left to copy from: wait for one to return
             // rather than give up on the copies the absent ones still have.
-            if keep.len() >= target || !keep.iter().any(|h| alive(*h)) || repaired >= REPAIRS_PER_ROUND {
+            if !keep.iter().any(|h| alive(*h)) || repaired >= REPAIRS_PER_ROUND {
                 continue;
             }
-            let mut spare: Vec<Rank> = Vec::new();
-            let store = node.store();
-            if !entry.holders.contains(&me) && store.has_room_for(entry.ino)? {
-                let used = store.files() + store.wanted_count();
-                spare.push(Rank::mine(me, used, node.cfg().max_files, store.room()));
-            }
-            for (id, m) in view.alive_others() {
-                if !entry.holders.contains(&id) && has_room(&view, id) {
-                    spare.push(Rank::of(id, &m.info));
+            // Nodes taken out of the membership leave the list once a member
+            // that takes copies is up to serve the file, so that a machine
+            // that comes back under the same id does not fetch them again.
+            let outsiders = entry.holders.iter().any(|h| !members.contains(*h));
+            let mut added = Vec::new();
+            if keep.len() < target {
+                let mut spare: Vec<Rank> = Vec::new();
+                let store = node.store();
+                if !entry.holders.contains(&me) && members.takes_copies(me) && store.has_room_for(entry.ino)? {
+                    let used = store.files() + store.wanted_count();
+                    spare.push(Rank::mine(me, used, node.cfg().max_files, store.room()));
                 }
+                for (id, m) in view.alive_others() {
+                    if !entry.holders.contains(&id) && members.takes_copies(id) && has_room(&view, id) {
+                        spare.push(Rank::of(id, &m.info));
+                    }
+                }
+                spare.sort();
+                added = spare.into_iter().take(target - keep.len()).map(|r| r.id()).collect();
             }
-            spare.sort();
-            let added: Vec<NodeId> = spare.into_iter().take(target - keep.len()).map(|r| r.id()).collect();
-            if added.is_empty() {
+            if added.is_empty() && !outsiders {
                 continue;
             }
-            // Holders are only ever added here, never dropped: a listed holder may
-            // be the only one that really has the bytes (the others may still be
-            // fetching), and a node that is dropped throws its copy away when it
-            // returns. A node that comes back is simply one more copy.
-            let mut holders = entry.holders.clone();
+            // Members are only ever added here, never dropped: a listed holder
+            // may be the only one that really has the bytes (the others may
+            // still be fetching), and a node that is dropped throws its copy
+            // away when it returns. A node that comes back is one more copy.
+            let mut holders: Vec<NodeId> = entry.holders.iter().copied().filter(|h| members.contains(*h)).collect();
             holders.extend(added);
             holders.sort();
             if give_holders(node, state, &entry, holders).await? {
@@ -180,7 +242,9 @@ pub async fn anti_entropy(node: Arc<Node>) {
         let view = node.view();
         let (Some(leader), Some(addr)) = (view.leader.filter(|l| *l != me), view.leader_addr()) else { continue };
         // Only a leader that has caught up from a majority is the reference.
-        if !view.members.get(&leader).is_some_and(|m| m.info.ready) {
+        // A node that is not a member only follows: what it offers could be
+        // from before it left, deleted since and its tombstone purged.
+        if !view.members.get(&leader).is_some_and(|m| m.info.ready) || !node.members().contains(me) {
             continue;
         }
         match reconcile(&node, &addr).await {
@@ -346,8 +410,8 @@ pub async fn tombstones(node: Arc<Node>) {
 async fn purge_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<usize> {
     let view = node.view();
     let others: Vec<String> = view.alive_others().map(|(_, m)| m.info.addr.clone()).collect();
-    if others.len() + 1 < node.cfg().cluster_size as usize {
-        return Err(Error::Unavailable("not every node is up".into()));
+    if others.len() + 1 < node.members().len() {
+        return Err(Error::Unavailable("not every member is up".into()));
     }
     let before = now_ns() - node.cfg().tombstone_ttl.as_nanos() as i64;
     let items = node.blocking(move |s| s.old_tombstones(before, 1000)).await?;

@@ -4,6 +4,7 @@
 //! Records carry versions and applying one is idempotent (the highest
 //! version wins), so a pull can be repeated or overlap live replication.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tokio::task::JoinSet;
 use scs_common::conn::Connection;
 use scs_common::proto::gossip::Role;
 use scs_common::proto::rpc::{Message, Request, Response};
-use scs_common::{Error, Ino, Inode, Key, NodeId, Record, Result, Term, Version};
+use scs_common::{Error, Ino, Inode, Key, Members, NodeId, Record, Result, Term, Version};
 
 use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
 use crate::link::Control;
@@ -98,16 +99,19 @@ pub async fn pull_from(
 }
 
 /// A new leader's catch-up: pull from live nodes until a majority (counting
-/// itself) has answered, then tell the driver it is ready to serve.
+/// itself) has answered, then tell the driver it is ready to serve. If what
+/// came in holds a newer membership, it catches up from a majority of that
+/// one too: a membership is committed on a majority of the one before, so
+/// each step finds the next, up to the one in force.
 pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
     let me = node.me();
-    let need = node.cfg().majority();
     let mut attempt = 0u32;
     loop {
         let v = node.view();
         if v.role != Role::Leader || v.term != state.term || node.shutdown().is_cancelled() {
             return;
         }
+        let members = node.members();
         let since = node.blocking(|s| s.watermark()).await.unwrap_or(Version::ZERO);
         let mut set = JoinSet::new();
         for (id, m) in v.alive_others() {
@@ -115,14 +119,14 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
             let fence = Some((state.term, me));
             set.spawn(async move { (id, pull_from(&node, &addr, since, fence).await) });
         }
-        let mut answered = 1;
+        let mut answered = BTreeSet::from([me]);
         let mut pulled = 0;
         // A majority is enough: one slow node must not hold the failover up.
-        while answered < need {
+        while !members.has_majority(&answered) {
             let Some(res) = set.join_next().await else { break };
             match res {
-                Ok((_, Ok((n, _)))) => {
-                    answered += 1;
+                Ok((id, Ok((n, _)))) => {
+                    answered.insert(id);
                     pulled += n;
                 }
                 Ok((id, Err(e))) => log::info!("node {me}: catch-up from node {id} failed: {e}"),
@@ -133,12 +137,17 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
         // every change that reached one, and what only the others have
         // never did (anti-entropy withdraws it there).
         set.abort_all();
-        if answered >= need {
+        if members.has_majority(&answered) && node.members() != members {
+            log::info!("node {me}: caught up a newer membership {:?}; catching up from it too", node.members().nodes);
+            continue;
+        }
+        if members.has_majority(&answered) {
             // Everything a majority had is here now: the new watermark.
             if let Ok(max) = node.blocking(|s| s.max_version()).await {
                 let _ = node.blocking(move |s| s.set_watermark(max)).await;
             }
-            // A new cluster gets its root from its first leader.
+            // A new cluster gets its root and its membership record from
+            // its first leader.
             if let Err(e) = make_root(&node, &state).await {
                 log::info!("node {me}: cannot make the root directory yet: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -147,7 +156,7 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
             log::info!(
                 "node {me}: leader of term {} caught up ({pulled} records from {} nodes); serving",
                 state.term,
-                answered - 1
+                answered.len() - 1
             );
             // Mounts may reclaim their locks from now on, before anyone else takes them.
             state.locks().serve(std::time::Instant::now());
@@ -157,25 +166,67 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
         attempt += 1;
         if attempt % 10 == 1 {
             log::info!(
-                "node {me}: leader of term {} waits for a majority to catch up from ({answered} of {need})",
-                state.term
+                "node {me}: leader of term {} waits for a majority to catch up from ({} of {} members answered)",
+                state.term,
+                answered.len(),
+                members.len()
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Commits the root directory if the cluster has none yet (it is new).
+/// Commits the root directory and the membership record if the cluster
+/// has none yet (it is new, or older than replicated membership).
 async fn make_root(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<()> {
     let ns = state.ns.lock().await;
-    if node.store().inode_record(Ino::ROOT)?.is_some() {
+    let mut batch = Batch::new(state);
+    if node.store().inode_record(Ino::ROOT)?.is_none() {
+        batch.push(Record::Inode(crate::store::new_root(now_ns())));
+    }
+    if node.store().members().is_none() {
+        let members = Members { stamp_ns: now_ns(), ..node.members() };
+        batch.push(Record::Members(members));
+    }
+    if batch.records.is_empty() {
         return Ok(());
     }
-    let mut batch = Batch::new(state);
-    batch.push(Record::Inode(crate::store::new_root(now_ns())));
+    let what: Vec<String> = batch.records.iter().map(Record::describe).collect();
     commit_and_spread(node, state, batch, ns).await?;
-    log::info!("node {}: made the root directory of a new cluster", node.me());
+    log::info!("node {}: committed {} for a new cluster", node.me(), what.join(" and "));
     Ok(())
+}
+
+/// Learns a newer membership as soon as another node is heard with one:
+/// a node back from a long absence, or started afresh under an id that was
+/// taken out, must know it before it takes part (see [`Node::members`]).
+pub async fn learn_members(node: Arc<Node>) {
+    let mut view_rx = node.view_changes();
+    loop {
+        let addr = tokio::select! {
+            _ = node.shutdown().cancelled() => return,
+            r = view_rx.changed() => match r {
+                Ok(()) => view_rx.borrow_and_update().newer_members.clone(),
+                Err(_) => return,
+            },
+        };
+        let Some(addr) = addr else { continue };
+        let req = Request::RecordsFor { keys: vec![Key::members()] };
+        let got = tokio::time::timeout(Duration::from_secs(5), node.peers().call(&addr, &req)).await;
+        match got {
+            Ok(Ok(Response::Records(records))) => {
+                let records: Vec<Record> = records.into_iter().filter(|r| matches!(r, Record::Members(_))).collect();
+                if let Err(e) = node.blocking(move |s| s.apply(&records, &[])).await {
+                    log::warn!("node {}: cannot record the membership from {addr}: {e}", node.me());
+                }
+            }
+            Ok(Ok(other)) => log::info!("node {}: unexpected answer for the membership: {other:?}", node.me()),
+            Ok(Err(e)) => log::info!("node {}: cannot ask {addr} for the membership: {e}", node.me()),
+            Err(_) => log::info!("node {}: {addr} did not answer for the membership", node.me()),
+        }
+        // At most a few asks a second, whatever is heard meanwhile.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The background loop of every node: follow the leader's records, fetch

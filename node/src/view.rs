@@ -39,6 +39,8 @@ pub struct ClusterView {
     /// Nodes with the cluster key that are not members, heard within the
     /// leader timeout: what they say of themselves, and their `cluster_size`.
     pub candidates: BTreeMap<NodeId, (NodeInfo, u32)>,
+    /// A node heard with a newer membership than ours: where to learn it.
+    pub newer_members: Option<String>,
 }
 
 impl ClusterView {
@@ -53,6 +55,7 @@ impl ClusterView {
             ready: false,
             members: BTreeMap::new(),
             candidates: BTreeMap::new(),
+            newer_members: None,
         }
     }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::ClusterKey;
-use crate::types::{NodeId, Term};
+use crate::types::{NodeId, Term, Version};
 use crate::PROTOCOL_VERSION;
 
 pub const MAGIC: &[u8; 4] = b"SCSg";
@@ -71,13 +71,17 @@ pub struct NodeInfo {
     pub corrupt: u64,
     /// As leader: files below their replica target.
     pub under_replicated: u64,
+    /// The version of the membership it has (zero: the configured one), so
+    /// that a node that missed a change learns it from anyone it hears.
+    #[serde(default)]
+    pub members: Version,
 }
 
 /// One authenticated datagram.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub from: NodeId,
-    /// The sender's configured cluster size, so a misconfigured node is noticed.
+    /// How many members the sender counts, so a misconfigured node is noticed.
     pub cluster_size: u32,
     /// The sender's start time (ms); with `seq`, a strictly growing counter.
     pub incarnation: u64,
@@ -197,6 +201,7 @@ mod tests {
                 wanted: 0,
                 corrupt: 0,
                 under_replicated: 0,
+                members: Version::new(Term(2), 1),
             },
             msg: Gossip::Heartbeat(Heartbeat {
                 term: Term(4),

@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
-use crate::inode::{Bytes, DirEntry, Inode, NewNode, Record, Removal, RenameMode, SetAttrs, XattrMode, Xattrs};
+use crate::inode::{
+    Bytes, DirEntry, Inode, MemberState, NewNode, Record, Removal, RenameMode, SetAttrs, XattrMode, Xattrs,
+};
 use crate::locks::{FileLock, LockAnswer, SessionId};
 use crate::proto::gossip::Role;
 use crate::types::{ContentHash, Ino, Key, NodeId, Term, Version};
@@ -192,6 +194,10 @@ pub enum Request {
 
     /// Members, leader, term, quorum and load.
     Status,
+    /// Change the membership by one node (the leader only): answered with
+    /// `Done` once the change is committed on a majority of both the old
+    /// and the new membership.
+    ChangeMembers(MemberChange),
     /// "Your copy of this blob failed its hash at my end": the node re-checks
     /// it and, if it is bad, moves it aside and fetches a good copy.
     ReportCorrupt {
@@ -281,6 +287,30 @@ pub enum Request {
     },
 }
 
+/// One change of the membership (`scs node add/drain/remove`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberChange {
+    /// Admit a node that announces itself with the cluster key.
+    Add(NodeId),
+    /// Stop giving the member new copies and make its copies again on the
+    /// others. Draining a draining member again is not an error.
+    Drain(NodeId),
+    /// Take the member out. Refused while it holds copies the other
+    /// members lack, unless `force` (a machine lost for good: its copies
+    /// are made again from the others).
+    Remove { id: NodeId, force: bool },
+}
+
+/// Copies still to make on other nodes (of files on draining members), as
+/// of the leader's last replica check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moving {
+    pub files: u64,
+    pub bytes: u64,
+    /// Bytes per second over the last checks (0 when nothing moved yet).
+    pub bytes_per_sec: u64,
+}
+
 /// Where a holder of a blob listens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HolderAddr {
@@ -304,6 +334,9 @@ pub struct NodeStatus {
     pub wanted: u64,
     /// Bad copies its scrub or readers found since it started.
     pub corrupt: u64,
+    /// Active or draining (candidates are listed apart).
+    #[serde(default)]
+    pub state: MemberState,
 }
 
 /// The answer to `Status`.
@@ -323,6 +356,9 @@ pub struct StatusReport {
     /// members (another id, or another `cluster_size`), as this node hears them.
     #[serde(default)]
     pub candidates: Vec<Candidate>,
+    /// Copies left to move off draining members.
+    #[serde(default)]
+    pub moving: Moving,
 }
 
 /// A node heard with the cluster key that is not a member: what it says

@@ -403,6 +403,7 @@ impl Cluster for Fake {
             disk_total: 1 << 31,
             wanted: 0,
             corrupt: 0,
+            state: Default::default(),
         };
         Ok(StatusReport {
             node: NodeId(1),
@@ -414,6 +415,7 @@ impl Cluster for Fake {
             nodes: vec![node],
             under_replicated: 0,
             candidates: Vec::new(),
+            moving: Default::default(),
         })
     }
 

@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 use scs_common::auth::ClusterKey;
 use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::{self, Envelope, Gossip, NodeInfo, ReplayGuard, Role, MAX_DATAGRAM};
-use scs_common::{NodeId, Result, Term};
+use scs_common::{Members, NodeId, Result, Term, Version};
 
 use crate::cluster::election::{Action, Election, ElectionConfig, Input};
 use crate::cluster::transport::Transport;
-use crate::link::{Control, Health, Lease};
+use crate::link::{members_in_force, Control, Health, Lease};
 use crate::store::Store;
 use crate::view::{ClusterView, Member};
 
@@ -93,13 +93,17 @@ pub struct Driver {
     incarnation: u64,
     seq: u64,
     members: BTreeMap<NodeId, (Member, Instant)>,
+    /// The membership in force (the replicated record, else the bootstrap).
+    membership: Members,
+    /// The newest membership version heard from another node, and its address.
+    newer_members: Option<(Version, String)>,
     /// Nodes with the key that are not members: what they say of
     /// themselves, their cluster size, when last heard (at most
     /// [`MAX_CANDIDATES`]).
     candidates: BTreeMap<NodeId, (NodeInfo, u32, Instant)>,
     ready_term: Option<Term>,
     dropped: Dropped,
-    warned_size: std::collections::HashSet<NodeId>,
+    warned: std::collections::HashSet<NodeId>,
     /// The highest term recorded on disk.
     saved_term: Term,
     /// Shared with the request handlers.
@@ -123,9 +127,18 @@ impl Driver {
         health: Arc<Health>,
     ) -> Result<Driver> {
         let transport = Transport::open(&cfg)?;
+        let membership = members_in_force(&cfg, store.members());
+        if !membership.contains(cfg.id) {
+            log::info!(
+                "node {}: not a member (members {:?}); following the leader until `scs node add {}`",
+                cfg.id,
+                membership.ids(),
+                cfg.id
+            );
+        }
         let ecfg = ElectionConfig {
             id: cfg.id,
-            members: cfg.members.clone(),
+            members: membership.ids(),
             heartbeat: cfg.heartbeat,
             leader_timeout: cfg.leader_timeout,
             answer_timeout: cfg.answer_timeout,
@@ -143,10 +156,12 @@ impl Driver {
             incarnation: now_ms(),
             seq: 0,
             members: BTreeMap::new(),
+            membership,
+            newer_members: None,
             candidates: BTreeMap::new(),
             ready_term: None,
             dropped: Dropped::default(),
-            warned_size: Default::default(),
+            warned: Default::default(),
             disk: (Instant::now() - Duration::from_secs(60), 0, 0),
             saved_term: initial_term,
             lease,
@@ -167,6 +182,7 @@ impl Driver {
         shutdown: CancellationToken,
     ) {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut members_rx = self.store.watch_members();
         loop {
             let deadline = tokio::time::Instant::from_std(self.machine.next_deadline());
             let mut claim_reply = None;
@@ -211,6 +227,13 @@ impl Driver {
                         Vec::new()
                     }
                     None => break,
+                },
+                changed = members_rx.changed() => match changed {
+                    Ok(()) => {
+                        let record = members_rx.borrow_and_update().clone();
+                        self.set_members(members_in_force(&self.cfg, record))
+                    }
+                    Err(_) => break,
                 },
             };
             self.perform(actions).await;
@@ -270,16 +293,28 @@ impl Driver {
             self.dropped.late += 1;
             return Vec::new();
         }
-        if env.cluster_size != self.cfg.cluster_size || !self.cfg.members.contains(&env.from) {
+        if env.info.members > self.membership.version
+            && self.newer_members.as_ref().is_none_or(|(v, _)| env.info.members > *v)
+        {
+            log::info!(
+                "node {}: node {} has a newer membership ({:?}); fetching it",
+                self.cfg.id,
+                env.from,
+                env.info.members
+            );
+            self.newer_members = Some((env.info.members, env.info.addr.clone()));
+        }
+        if !self.membership.contains(env.from) {
             self.dropped.foreign += 1;
             self.heard_candidate(env.from, env.info.clone(), env.cluster_size);
-            if self.warned_size.len() < MAX_CANDIDATES && self.warned_size.insert(env.from) {
-                let why = if env.cluster_size != self.cfg.cluster_size {
-                    format!("it says cluster_size {}, we have {}", env.cluster_size, self.cfg.cluster_size)
-                } else {
-                    "its id is not one of the members".to_string()
-                };
-                log::warn!("node {}: ignoring node {} at {}: {why}", self.cfg.id, env.from, env.info.addr);
+            if self.warned.len() < MAX_CANDIDATES && self.warned.insert(env.from) {
+                log::warn!(
+                    "node {}: node {} at {} has the key but is not a member; `scs node add {}` admits it",
+                    self.cfg.id,
+                    env.from,
+                    env.info.addr,
+                    env.from
+                );
             }
             return Vec::new();
         }
@@ -294,6 +329,22 @@ impl Driver {
             member.0.term = hb.term;
         }
         self.machine.step(now, Input::Receive { from: env.from, msg: env.msg })
+    }
+
+    /// Takes a new membership: non-members' news is dropped, members'
+    /// majorities are counted on it from now on.
+    fn set_members(&mut self, membership: Members) -> Vec<Action> {
+        if membership == self.membership {
+            return Vec::new();
+        }
+        log::info!("node {}: members {:?} ({:?})", self.cfg.id, membership.nodes, membership.version);
+        self.members.retain(|id, _| membership.contains(*id));
+        self.newer_members.take_if(|(v, _)| *v <= membership.version);
+        self.candidates.retain(|id, _| !membership.contains(*id));
+        self.warned.clear();
+        let ids = membership.ids();
+        self.membership = membership;
+        self.machine.set_members(Instant::now(), ids)
     }
 
     /// Notes a node with the key that is not a member, for the status.
@@ -338,7 +389,7 @@ impl Driver {
         self.seq += 1;
         let env = Envelope {
             from: self.cfg.id,
-            cluster_size: self.cfg.cluster_size,
+            cluster_size: self.membership.len() as u32,
             incarnation: self.incarnation,
             seq: self.seq,
             ts_ms: now_ms(),
@@ -381,6 +432,7 @@ impl Driver {
             wanted: self.store.wanted_count(),
             corrupt: self.store.corrupt_count(),
             under_replicated: self.health.under_replicated.load(std::sync::atomic::Ordering::Relaxed),
+            members: self.membership.version,
         }
     }
 
@@ -409,6 +461,7 @@ impl Driver {
             ready: self.caught_up_leader(),
             members,
             candidates,
+            newer_members: self.newer_members.as_ref().map(|(_, addr)| addr.clone()),
         }
     }
 }

@@ -308,7 +308,7 @@ impl Election {
             .filter_map(|(_, p)| p.heartbeat.as_ref())
             .filter(|hb| hb.term == self.term && hb.leader == me)
             .count();
-        1 + supporters >= self.majority()
+        usize::from(self.votes()) + supporters >= self.majority()
     }
 
     /// Members heard within the leader timeout, plus self, sorted.
@@ -317,6 +317,36 @@ impl Election {
         ids.push(self.cfg.id);
         ids.sort();
         ids
+    }
+
+    /// The membership changed (a committed change, or one learnt while
+    /// catching up): majorities are counted on `members` from now on. A node
+    /// that is not a member follows the leader it hears but never runs,
+    /// answers or leads; a leader that was taken out steps down.
+    pub fn set_members(&mut self, now: Instant, members: BTreeSet<NodeId>) -> Vec<Action> {
+        let mut out = Vec::new();
+        if members == self.cfg.members {
+            return out;
+        }
+        info!("node {}: members now {members:?}", self.cfg.id);
+        self.cfg.members = members;
+        let cfg = &self.cfg;
+        self.peers.retain(|id, _| cfg.members.contains(id));
+        if !self.votes() && self.role != Role::Follower {
+            info!("node {}: no longer a member; stepping down", self.cfg.id);
+            self.role = Role::Follower;
+            self.led = false;
+            self.leader_heard = None;
+            self.arm(now, Wait::Leader);
+        }
+        self.on_time(now, &mut out);
+        self.report(&mut out);
+        out
+    }
+
+    /// Whether this node is a member: only members run, answer and lead.
+    pub fn votes(&self) -> bool {
+        self.cfg.members.contains(&self.cfg.id)
     }
 
     /// Caught up with the leader, so it may take the lead from a lower id.
@@ -438,7 +468,7 @@ impl Election {
     }
 
     fn handle_election(&mut self, now: Instant, from: NodeId, out: &mut Vec<Action>) {
-        if from > self.cfg.id {
+        if from > self.cfg.id || !self.votes() {
             // A higher node runs; bully order says it wins over us anyway.
             return;
         }
@@ -517,7 +547,7 @@ impl Election {
 
     /// Bully: the highest live node declares, lower ones ask the higher.
     fn start_election(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.live_claim(now) {
+        if self.live_claim(now) || !self.votes() {
             self.role = Role::Follower;
             self.arm(now, Wait::Leader);
         } else if !self.majority_alive(now) {
@@ -572,7 +602,7 @@ impl Election {
     /// A caught-up follower of a lower leader takes the lead (bully order),
     /// unless it was deposed as flaky recently.
     fn maybe_take_over(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if !self.eligible || now < self.preempt_after {
+        if !self.eligible || now < self.preempt_after || !self.votes() {
             return;
         }
         let Some(l) = self.leader(now) else { return };
@@ -593,6 +623,9 @@ impl Election {
             warn!("node {}: term space exhausted; cannot lead", self.cfg.id);
             return;
         };
+        if !self.votes() {
+            return;
+        }
         self.role = Role::Leader;
         self.term = term;
         self.accepted = Some(self.cfg.id);
@@ -684,7 +717,7 @@ impl Election {
     }
 
     fn majority_alive(&self, now: Instant) -> bool {
-        1 + self.live_peers(now).count() >= self.majority()
+        usize::from(self.votes()) + self.live_peers(now).count() >= self.majority()
     }
 
     fn higher_alive(&self, now: Instant) -> bool {
@@ -900,6 +933,54 @@ mod tests {
         b.advance(b.elapsed() + ms(200));
         assert!(b.e.has_quorum(b.now), "member 10 follows");
         assert_eq!(b.e.alive(b.now), vec![NodeId(10), NodeId(30)]);
+    }
+
+    #[test]
+    fn a_node_that_is_not_a_member_follows_but_never_runs_or_leads() {
+        // Node 4 of a cluster of three: it waits to be added.
+        let mut b = Bench::new(4, 3);
+        assert!(!b.e.votes());
+        b.chat(3, leading(1, 3));
+        b.chat(1, following(1, Some(3)));
+        b.advance(ms(1000));
+        assert_eq!((b.e.role(), b.e.leader(b.now)), (Role::Follower, Some(NodeId(3))), "it follows the leader");
+        assert_eq!(b.input(Input::CaughtUp), vec![]);
+        assert_eq!(notable(&b.advance(ms(3000))), vec![], "a caught-up non-member does not take over");
+        // The leader goes silent: a member would run; this node does not.
+        b.hush(3);
+        assert_eq!(notable(&b.advance(ms(6000))), vec![], "no election, answer or claim from a non-member");
+        b.chat(2, Gossip::Election { term: Term(1) });
+        assert_eq!(notable(&b.advance(ms(7000))), vec![], "it answers nobody");
+        // Once added it is a member like any other: the highest, it leads.
+        b.hush(2);
+        b.chat(2, following(1, None));
+        let now = b.now;
+        b.e.set_members(now, [1, 2, 3, 4].map(NodeId).into());
+        assert!(b.e.votes());
+        b.until_role(Role::Leader, ms(9000));
+    }
+
+    #[test]
+    fn a_leader_taken_out_of_the_members_steps_down_and_majorities_follow_the_members() {
+        let mut b = Bench::led_by_3();
+        b.advance(ms(1500));
+        assert!(b.e.has_quorum(b.now));
+        // Grown to seven: itself and two followers are no majority.
+        let now = b.now;
+        assert_eq!(notable(&b.e.set_members(now, (1..=7).map(NodeId).collect())), vec![]);
+        assert!(!b.e.has_quorum(b.now), "four of seven are needed");
+        b.chat(4, following(1, Some(3)));
+        b.advance(ms(1800));
+        assert!(b.e.has_quorum(b.now), "with node 4 it has four of seven");
+        // Taken out: it steps down at once and never runs again.
+        let now = b.now;
+        let out = b.e.set_members(now, [1, 2, 4, 5, 6, 7].map(NodeId).into());
+        assert_eq!(notable(&out), vec![changed(Role::Follower, 1, Some(3))]);
+        assert!(!b.e.has_quorum(b.now));
+        b.hush(1);
+        b.hush(2);
+        b.hush(4);
+        assert_eq!(notable(&b.advance(ms(5000))), vec![], "a node taken out never runs");
     }
 
     #[test]

@@ -7,10 +7,12 @@
 //! - [`upload`]: streaming a file to the holders with a pipelined fan-out.
 //! - [`placement`]: which nodes get copies (the most room first).
 //! - [`locks`]: advisory locks across mounts, in this term's memory.
+//! - [`members`]: changing the membership, one node at a time.
 //! - [`meta`]: namespace changes (make, link, remove, rename, attributes):
 //!   the rules of `scs_common::namespace` against the index, then a majority commit.
 
 pub mod locks;
+pub mod members;
 pub mod meta;
 pub mod placement;
 pub mod state;
@@ -18,6 +20,7 @@ pub mod upload;
 
 pub use state::{LeaderState, UploadMark, VersionGuard};
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +28,7 @@ use tokio::task::JoinSet;
 
 use scs_common::inode::NextIno;
 use scs_common::proto::rpc::{Request, Response};
-use scs_common::{Error, Ino, NodeId, Record, Result, Version};
+use scs_common::{Error, Ino, Members, NodeId, Record, Result, Version};
 
 use crate::link::Control;
 use crate::metrics::METRICS;
@@ -42,20 +45,21 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn pick_holders(node: &Node, ino: Ino) -> Result<Vec<(NodeId, String)>> {
     let view = node.view();
     let store = node.store();
+    let members = node.members();
     let mut ranked: Vec<(placement::Rank, String)> = Vec::new();
-    if store.has_room_for(ino)? {
+    if members.takes_copies(node.me()) && store.has_room_for(ino)? {
         let used = store.files() + store.wanted_count();
         let mine = placement::Rank::mine(node.me(), used, node.cfg().max_files, store.room());
         ranked.push((mine, node.cfg().advertise.to_string()));
     }
     ranked.extend(
         view.alive_others()
-            .filter(|(_, m)| !m.info.addr.is_empty())
+            .filter(|(id, m)| members.takes_copies(*id) && !m.info.addr.is_empty())
             .filter(|(_, m)| m.info.max_files.is_none_or(|max| m.info.files < max))
             .map(|(id, m)| (placement::Rank::of(id, &m.info), m.info.addr.clone())),
     );
     ranked.sort();
-    ranked.truncate(node.cfg().replicas as usize);
+    ranked.truncate(node.replica_target());
     if ranked.is_empty() {
         return Err(Error::NoSpace("every node is at its max_files".into()));
     }
@@ -82,6 +86,35 @@ pub fn majority_of(n: usize) -> usize {
 /// `Stale` if this node was deposed or its own commit failed (the change
 /// may have been applied); `Unavailable` if no majority committed.
 pub async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, batch: Batch, ns: G) -> Result<()> {
+    commit_with(node, state, batch, ns, Spread::default()).await
+}
+
+/// How a commit goes beyond the live members.
+#[derive(Default)]
+pub struct Spread {
+    /// Nodes to send it to besides the live members (a node being added).
+    pub also: Vec<(NodeId, String)>,
+    /// Hold the namespace lock until a majority has committed, not only
+    /// until the local commit (a membership change: nothing else is
+    /// committed while two memberships are in play).
+    pub hold_lock: bool,
+    /// Wait for the majority even if this node stops leading meanwhile
+    /// (it took itself out of the members, and steps down at once).
+    pub outlive_lead: bool,
+}
+
+/// [`commit_and_spread`] with a [`Spread`]. A majority is counted on the
+/// membership in force when the commit started and on the one in force
+/// when it ends, so a commit that overlaps a membership change (or is one)
+/// reaches a majority of both.
+pub async fn commit_with<G>(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    batch: Batch,
+    ns: G,
+    spread: Spread,
+) -> Result<()> {
+    let before = node.members();
     if state.has_failed() {
         return Err(Error::Unavailable(format!(
             "node {} gave up term {} after a failed commit",
@@ -91,7 +124,7 @@ pub async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, ba
     }
     let records = batch.records.clone();
     // The followers start committing while we do: one disk flush of latency, not two.
-    let set = apply_to_others(node, state, records.clone());
+    let set = apply_to_others(node, state, records.clone(), spread.also);
     let started = Instant::now();
     let committed = node.commit(state.term, node.me(), records, Vec::new()).await;
     METRICS.leader_local.since(started);
@@ -117,43 +150,58 @@ pub async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, ba
     // commit, a pull must not be told everything up to them is here
     // ([`LeaderState::safe_watermark`]), or a follower skips them for good.
     drop(batch);
-    drop(ns);
+    let ns = if spread.hold_lock { Some(ns) } else { None };
     let started = Instant::now();
-    let res = await_majority(node, state, set).await;
+    let res = await_majority(node, state, set, &before, spread.outlive_lead).await;
     METRICS.leader_majority.since(started);
+    drop(ns);
     res
 }
 
 /// Waits until this node (already committed) and the Apply tasks in `set`
-/// make a majority; the rest finish in the background.
+/// make a majority of `before` and of the membership in force now; the
+/// rest finish in the background.
 async fn await_majority(
     node: &Arc<Node>,
     state: &Arc<LeaderState>,
     mut set: JoinSet<(NodeId, Result<()>)>,
+    before: &Members,
+    outlive_lead: bool,
 ) -> Result<()> {
-    let need = node.cfg().majority();
-    let mut acks = 1;
+    let mut acks = BTreeSet::from([node.me()]);
     let mut failures = Vec::new();
-    while acks < need {
-        let Some(res) = join_while_leading(node, state, &mut set).await? else { break };
+    let enough = |acks: &BTreeSet<NodeId>| before.has_majority(acks) && node.members().has_majority(acks);
+    while !enough(&acks) {
+        let next = if outlive_lead { set.join_next().await } else { join_while_leading(node, state, &mut set).await? };
+        let Some(res) = next else { break };
         match res {
-            Ok((_, Ok(()))) => acks += 1,
+            Ok((id, Ok(()))) => {
+                acks.insert(id);
+            }
             Ok((id, Err(e))) => failures.push(format!("node {id}: {e}")),
             Err(e) => failures.push(e.to_string()),
         }
     }
     detach(set);
-    if acks >= need {
+    if enough(&acks) {
         return Ok(());
     }
+    let now = node.members();
     Err(Error::Unavailable(format!(
-        "committed on {acks} of {} nodes, {need} needed ({})",
-        node.cfg().cluster_size,
+        "committed on {} of {} members, {} needed ({})",
+        acks.iter().filter(|id| now.contains(**id)).count(),
+        now.len(),
+        now.majority(),
         failures.join("; ")
     )))
 }
 
-fn apply_to_others(node: &Arc<Node>, state: &Arc<LeaderState>, records: Vec<Record>) -> JoinSet<(NodeId, Result<()>)> {
+fn apply_to_others(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    records: Vec<Record>,
+    also: Vec<(NodeId, String)>,
+) -> JoinSet<(NodeId, Result<()>)> {
     let mut set = JoinSet::new();
     // A big batch goes as several messages under the frame limit; a node
     // counts once it has committed all of them.
@@ -163,8 +211,10 @@ fn apply_to_others(node: &Arc<Node>, state: &Arc<LeaderState>, records: Vec<Reco
             .map(|records| Request::Apply { term: state.term, leader: node.me(), records })
             .collect(),
     );
-    for (id, m) in node.view().alive_others() {
-        let (node, reqs, addr) = (node.clone(), reqs.clone(), m.info.addr.clone());
+    let view = node.view();
+    let members = view.alive_others().map(|(id, m)| (id, m.info.addr.clone()));
+    for (id, addr) in members.chain(also) {
+        let (node, reqs) = (node.clone(), reqs.clone());
         set.spawn(async move {
             let mut res = Ok(());
             for req in reqs.iter() {

@@ -7,10 +7,14 @@ use std::time::{Duration, Instant};
 
 use scs_common::conn::{Connection, Frame};
 use scs_common::proto::gossip::{NodeInfo, Role};
-use scs_common::proto::rpc::{Candidate, HolderAddr, Message, NodeStatus, Peer, Request, Response, StatusReport};
-use scs_common::{name, namespace, DirEntry, Error, Ino, Inode, Key, Kind, NodeId, Record, Result, Term, Version};
+use scs_common::proto::rpc::{
+    Candidate, HolderAddr, Message, Moving, NodeStatus, Peer, Request, Response, StatusReport,
+};
+use scs_common::{
+    name, namespace, DirEntry, Error, Ino, Inode, Key, Kind, MemberState, NodeId, Record, Result, Term, Version,
+};
 
-use crate::leader::{locks, meta, upload};
+use crate::leader::{locks, members, meta, upload};
 use crate::metrics::METRICS;
 use crate::net::limit::RateLimiter;
 use crate::node::Node;
@@ -108,6 +112,7 @@ pub fn request_name(r: &Request) -> &'static str {
         Request::RemoveXattr { .. } => "removexattr",
         Request::ReserveInodes { .. } => "reserve-inodes",
         Request::Status => "status",
+        Request::ChangeMembers(_) => "change-members",
         Request::ReportCorrupt { .. } => "report-corrupt",
         Request::Digests => "digests",
         Request::BucketVersions { .. } => "bucket-versions",
@@ -209,6 +214,10 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             reply(conn, Response::Inodes { first, count }).await
         }
         Request::Status => reply(conn, Response::Status(status(node))).await,
+        Request::ChangeMembers(change) => {
+            members::change(node, change).await?;
+            reply(conn, Response::Done).await
+        }
         Request::ReportCorrupt { ino, content } => {
             let key = Key::of_ino(ino);
             if !node.blocking(move |s| s.check_blob(&key, content)).await? {
@@ -440,14 +449,16 @@ fn heard_status(id: NodeId, info: &NodeInfo, role: Option<Role>, alive: bool) ->
         disk_total: info.disk_total,
         wanted: info.wanted,
         corrupt: info.corrupt,
+        state: MemberState::Active,
     }
 }
 
 /// The cluster as this node sees it.
 pub fn status(node: &Node) -> StatusReport {
     let view = node.view();
+    let members = node.members();
     let mut nodes = Vec::new();
-    for &id in &node.cfg().members {
+    for (&id, &state) in &members.nodes {
         if id == node.me() {
             let (disk_free, disk_total) = node.store().room();
             nodes.push(NodeStatus {
@@ -461,12 +472,14 @@ pub fn status(node: &Node) -> StatusReport {
                 disk_total,
                 wanted: node.store().wanted_count(),
                 corrupt: node.store().corrupt_count(),
+                state,
             });
         } else {
-            nodes.push(match view.members.get(&id) {
+            let heard = match view.members.get(&id) {
                 Some(m) => heard_status(id, &m.info, m.role, m.alive),
                 None => heard_status(id, &NodeInfo::default(), None, false),
-            });
+            };
+            nodes.push(NodeStatus { state, ..heard });
         }
     }
     let leader_info = view.leader.and_then(|l| view.members.get(&l)).map(|m| &m.info);
@@ -480,8 +493,8 @@ pub fn status(node: &Node) -> StatusReport {
         leader: view.leader,
         term: view.term,
         quorum,
-        cluster_size: node.cfg().cluster_size,
-        replicas: node.cfg().replicas,
+        cluster_size: members.len() as u32,
+        replicas: node.replica_target() as u32,
         nodes,
         under_replicated,
         candidates: (view.candidates.iter())
@@ -490,6 +503,7 @@ pub fn status(node: &Node) -> StatusReport {
                 cluster_size: *cluster_size,
             })
             .collect(),
+        moving: if view.is_leader() { node.health().moving() } else { Moving::default() },
     }
 }
 

@@ -212,6 +212,9 @@ impl Store {
         if let Some((path, hash)) = released {
             self.release(&path, &hash);
         }
+        if *key == Key::members() {
+            self.reload_members()?;
+        }
         Ok(true)
     }
 }

@@ -41,7 +41,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use scs_common::inode::{DirEntry, NextIno};
 use scs_common::namespace::View;
-use scs_common::{ContentHash, Dentry, Error, Ino, Inode, Key, Kind, NodeId, Record, Result, Term, Version};
+use scs_common::{ContentHash, Dentry, Error, Ino, Inode, Key, Kind, Members, NodeId, Record, Result, Term, Version};
 
 pub use blobs::{hash_file, BlobReader, BlobWriter};
 use entropy::{read_digests, DIGESTS};
@@ -114,6 +114,9 @@ pub struct Store {
     /// Shared by batches on their way through the journal into the index;
     /// taken alone by a durable commit, which ends the journal's generation.
     gate: RwLock<()>,
+    /// The membership record as committed here (`None` before a cluster's
+    /// first leader commits one), sent anew whenever a write touches it.
+    members: tokio::sync::watch::Sender<Option<Members>>,
 }
 
 /// A write transaction that commits durably and ends the journal's
@@ -220,6 +223,7 @@ impl Store {
             wanted: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
             released_bytes: AtomicU64::new(0),
+            members: tokio::sync::watch::Sender::new(None),
         };
         let upgraded = store.check_format()?;
         // Create every table so that readers never meet a missing one.
@@ -240,6 +244,7 @@ impl Store {
         report.upgraded = upgraded;
         store.count_released();
         store.rebuild_digests()?;
+        store.reload_members()?;
         Ok((store, report))
     }
 
@@ -781,7 +786,34 @@ impl Store {
             }
         };
         self.let_go(files);
+        if batch.iter().any(|r| matches!(r, Record::Members(_))) {
+            self.reload_members()?;
+        }
         Ok(out)
+    }
+
+    /// Reads the membership record again and tells the watchers if it changed.
+    pub(crate) fn reload_members(&self) -> Result<()> {
+        let now = match self.record(&Key::members())? {
+            Some(Record::Members(m)) => Some(m),
+            _ => None,
+        };
+        self.members.send_if_modified(|old| {
+            let changed = *old != now;
+            *old = now;
+            changed
+        });
+        Ok(())
+    }
+
+    /// The membership record committed here, if any.
+    pub fn members(&self) -> Option<Members> {
+        self.members.borrow().clone()
+    }
+
+    /// A receiver told of every change of the membership record.
+    pub fn watch_members(&self) -> tokio::sync::watch::Receiver<Option<Members>> {
+        self.members.subscribe()
     }
 
     /// A write transaction that is durable on its own (see [`DurableTx`]).
@@ -863,7 +895,7 @@ impl Store {
                     out.wanted += usize::from(placed.wanted);
                 }
                 Record::Dentry(d) => set_child(&mut children, &mut subdirs, d).map_err(|e| self.db_err(e))?,
-                Record::NextIno(_) => {}
+                Record::NextIno(_) | Record::Members(_) => {}
             }
         }
         if out.applied > 0 {
