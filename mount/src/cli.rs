@@ -760,14 +760,11 @@ fn print_status(s: &StatusReport) {
         );
     }
     for c in &s.candidates {
-        let why = if c.cluster_size == s.cluster_size {
-            "its id is not among the members".to_string()
-        } else {
-            format!("it was started with cluster_size {}, the cluster has {}", c.cluster_size, s.cluster_size)
-        };
         let addr = if c.node.addr.is_empty() { "?" } else { &c.node.addr };
         let id = c.node.id;
-        println!("candidate: node {id} at {addr} has the cluster key but is not a member ({why}): scs node add {id} makes it one");
+        println!(
+            "candidate: node {id} at {addr} has the cluster key but is not a member: scs node add {id} makes it one"
+        );
     }
 }
 

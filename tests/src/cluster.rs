@@ -421,10 +421,28 @@ impl Cluster {
         }
     }
 
-    /// Starts node `id` again: same data dir, same flags.
+    /// Starts node `id` again: same data dir, same flags. A configured node
+    /// that was never started (see [`ClusterBuilder::running`]) starts now.
     #[track_caller]
     pub fn restart(&mut self, id: u32) {
-        assert!(id >= 1 && id <= self.size, "node {id} is not in a cluster of {}", self.size);
+        let label = format!("node-{id}");
+        match self.specs.get(&label).cloned() {
+            Some(spec) => self.spawn_spec(label, spec),
+            None => {
+                assert!(id >= 1 && id <= self.size, "node {id} is not in a cluster of {}", self.size);
+                self.spawn(id);
+            }
+        }
+    }
+
+    /// Starts node `id` with this cluster's key, group and `cluster_size`,
+    /// like the others, but with an id outside the bootstrap membership: a
+    /// machine set up to be taken in with `scs node add`. It runs as a
+    /// candidate until then. It is `node-{id}` to the harness (own data dir
+    /// and log), so kill, stop, restart and the rest work on it as on any node.
+    #[track_caller]
+    pub fn start_joiner(&mut self, id: u32) {
+        assert!(!self.specs.contains_key(&format!("node-{id}")), "node {id} was started before; restart it instead");
         self.spawn(id);
     }
 
@@ -600,11 +618,12 @@ impl Cluster {
         self.wait_for(&format!("node {id} to lead with quorum"), timeout, |s| s.leader == Some(id) && s.quorum)
     }
 
-    /// The TCP address node `id` advertises, from the status.
+    /// The TCP address node `id` (a member or a candidate) advertises, from
+    /// the status.
     #[track_caller]
     pub fn node_addr(&self, id: u32) -> String {
         let s = self.status();
-        let addr = s.node(id).addr.clone();
+        let addr = s.listed(id).unwrap_or_else(|| panic!("status lists no node {id}: {s:?}")).addr.clone();
         assert!(!addr.is_empty(), "node {id} has no address in {s:?}");
         addr
     }

@@ -31,4 +31,4 @@ pub mod report;
 pub use cli::Output;
 pub use cluster::{eventually, free_port, write_random_key, Cluster, ClusterBuilder, StopOnDrop};
 pub use data::{key_hex, seeded_bytes, sha256_hex, write_seeded_file};
-pub use report::{LsEntry, NodeStatus, Status};
+pub use report::{LsEntry, Moving, NodeStatus, Status};

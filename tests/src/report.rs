@@ -14,10 +14,23 @@ pub struct Status {
     pub nodes: Vec<NodeStatus>,
     #[serde(default)]
     pub under_replicated: u64,
+    /// Copies still to make elsewhere for draining members; absent from
+    /// the output of nodes that predate `scs node drain`.
+    #[serde(default)]
+    pub moving: Option<Moving>,
 }
 
-/// One node in [`Status`]: a member (`state` "active"), or a node with the
-/// key that is not one ("candidate").
+/// `moving` in [`Status`]: what a drain has left to copy.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Moving {
+    pub files: u64,
+    pub bytes: u64,
+    pub bytes_per_sec: u64,
+}
+
+/// One node in [`Status`]: a member (`state` "active", or "draining" while
+/// its copies move elsewhere), or a node with the key that is not one
+/// ("candidate").
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct NodeStatus {
     pub id: u32,
@@ -45,9 +58,27 @@ impl Status {
         self.members().find(|n| n.id == id).unwrap_or_else(|| panic!("status lists no member {id}: {self:?}"))
     }
 
-    /// The members (not the candidates).
+    /// The members, active or draining (not the candidates).
     pub fn members(&self) -> impl Iterator<Item = &NodeStatus> {
-        self.nodes.iter().filter(|n| n.state == "active")
+        self.nodes.iter().filter(|n| n.state == "active" || n.state == "draining")
+    }
+
+    /// Ids of the members, ascending.
+    pub fn member_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.members().map(|n| n.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The entry of candidate `id` (a node with the key that is not a
+    /// member), if the status lists one.
+    pub fn candidate(&self, id: u32) -> Option<&NodeStatus> {
+        self.nodes.iter().find(|n| n.id == id && n.state == "candidate")
+    }
+
+    /// The entry of node `id`, member or candidate, if listed.
+    pub fn listed(&self, id: u32) -> Option<&NodeStatus> {
+        self.nodes.iter().find(|n| n.id == id)
     }
 
     /// Ids of the members reported alive, ascending.

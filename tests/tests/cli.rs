@@ -276,7 +276,7 @@ fn scs_node_refuses_a_bad_config_before_starting() {
     let dir = tempfile::tempdir().unwrap();
     let args: Vec<OsString> = vec![
         "--id".into(),
-        "4".into(),
+        "0".into(),
         "--cluster-size".into(),
         "3".into(),
         "--data-dir".into(),
@@ -290,7 +290,7 @@ fn scs_node_refuses_a_bad_config_before_starting() {
     ];
     let out = run(&bin("scs-node"), &args, Duration::from_secs(20));
     assert_eq!(out.code(), Some(1), "{out}");
-    assert!(out.stderr.contains("id must be"), "{out}");
+    assert!(out.stderr.contains("id must be a positive integer"), "{out}");
 }
 
 #[test]
@@ -324,9 +324,10 @@ fn status_json_shows_the_leader_the_term_and_every_node() {
     assert!(table.contains("leader 3") && table.contains("quorum yes"), "{out}");
 }
 
-/// A fourth machine started next to a three-node cluster, with its key, is
-/// not taken in (membership is the configured one), but it is not ignored
-/// silently either: the status lists it as a candidate, and says why.
+/// A fourth machine started next to a three-node cluster, with its key
+/// (even one configured for a cluster of four), is not taken in until
+/// `scs node add`, but it is not ignored silently either: the status lists
+/// it as a candidate, and says how to admit it.
 #[test]
 fn a_node_that_is_not_a_member_is_listed_as_a_candidate() {
     let mut c = Cluster::start(3);
@@ -339,7 +340,7 @@ fn a_node_that_is_not_a_member_is_listed_as_a_candidate() {
     let table = c.scs(&["status"]).assert_ok().stdout_text();
     assert!(
         table.contains("candidate: node 4 at 127.0.0.1:")
-            && table.contains("(it was started with cluster_size 4, the cluster has 3)"),
+            && table.contains("is not a member: scs node add 4 makes it one"),
         "{table}"
     );
     // `--check` counts members only: a candidate is not a member down.
@@ -374,7 +375,7 @@ fn a_five_node_cluster_stores_and_serves_files() {
     let c = Cluster::start(5);
     let s = c.status();
     assert_eq!(s.alive_ids(), [1, 2, 3, 4, 5]);
-    assert_eq!((s.leader, s.replicas), (Some(5), 5));
+    assert_eq!((s.leader, s.replicas), (Some(5), 3), "three copies by default");
     let files: Vec<(String, Vec<u8>)> =
         (0..5).map(|i| (format!("five/{i}.bin"), seeded_bytes(50 + i, 10_000 * (i as usize + 1)))).collect();
     for (name, bytes) in &files {
@@ -384,8 +385,10 @@ fn a_five_node_cluster_stores_and_serves_files() {
         c.assert_content(name, bytes);
     }
     assert_eq!(c.ls_json("five").len(), 5);
-    c.wait_for("all 5 nodes to count 5 files", Duration::from_secs(10), |s| s.nodes.iter().all(|n| n.files == 5));
-    for id in 1..=5 {
-        assert_eq!(c.blob_count(id), 5, "node {id} holds every file");
-    }
+    c.wait_for("15 copies of the 5 files", Duration::from_secs(10), |s| {
+        s.nodes.iter().map(|n| n.files).sum::<u64>() == 15
+    });
+    let blobs: Vec<usize> = (1..=5).map(|id| c.blob_count(id)).collect();
+    assert_eq!(blobs.iter().sum::<usize>(), 15, "three copies of each file: {blobs:?}");
+    assert!(blobs.iter().all(|n| *n >= 2), "copies are spread over every node: {blobs:?}");
 }

@@ -53,7 +53,7 @@ pub async fn change(node: &Arc<Node>, change: MemberChange) -> Result<()> {
     let me = node.me();
     let leaving_myself = !nodes.contains_key(&me) && old.contains(me);
     let new = Members { version: Version::ZERO, nodes, stamp_ns: now_ns() };
-    log::info!("node {me}: changing the members from {:?} to {:?} ({change:?})", old.nodes, new.nodes);
+    log::info!("node {me}: changing the members from {:?} to {:?} ({change:?})", old.ids(), new.nodes);
     let mut batch = Batch::new(&state);
     batch.push(Record::Members(new));
     let spread = Spread { also, hold_lock: true, outlive_lead: leaving_myself };
@@ -68,7 +68,9 @@ fn plan(
     candidate: Option<&NodeInfo>,
 ) -> Result<Option<BTreeMap<NodeId, MemberState>>> {
     let mut nodes = old.nodes.clone();
-    let not_member = |id: NodeId| Error::NotFound(format!("node {id} is not a member (members: {:?})", old.ids()));
+    let listed: Vec<String> = old.nodes.keys().map(NodeId::to_string).collect();
+    let not_member =
+        |id: NodeId| Error::NotFound(format!("node {id} is not a member (members: {})", listed.join(", ")));
     match change {
         MemberChange::Add(id) => {
             if old.contains(id) {
