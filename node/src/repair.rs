@@ -110,9 +110,13 @@ pub async fn replicas(node: Arc<Node>) {
         let members = node.members();
         let draining: BTreeSet<NodeId> =
             members.nodes.iter().filter(|(_, s)| **s == MemberState::Draining).map(|(id, _)| *id).collect();
-        match copies_to_move(&node, &draining).await {
-            Ok(left) => node.health().set_moving(left.files, left.bytes, Instant::now()),
-            Err(e) => log::info!("node {}: cannot count the copies to move: {e}", node.me()),
+        if draining.is_empty() {
+            node.health().set_moving(0, 0, Instant::now());
+        } else {
+            match copies_to_move(&node, &draining).await {
+                Ok(left) => node.health().set_moving(left.files, left.bytes, Instant::now()),
+                Err(e) => log::info!("node {}: cannot count the copies to move: {e}", node.me()),
+            }
         }
         match replica_round(&node, &state).await {
             Ok((under, repaired)) => {

@@ -71,8 +71,14 @@ impl NsHandle {
     }
 }
 
-/// Why the namespace suite cannot run here (`None`: it can).
+/// Why the namespace suite cannot run here (`None`: it can). Probed once
+/// per process: tests that run at once must not race on the probe.
 pub fn unavailable_reason() -> Option<String> {
+    static REASON: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    REASON.get_or_init(probe).clone()
+}
+
+fn probe() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root: creating network namespaces needs root".into());

@@ -58,6 +58,7 @@ fn a_cluster_with_multicast_blocked_forms_fails_over_and_takes_its_old_leader_ba
     let cfg = NsConfig {
         run: 0,
         nodes: 3,
+        members: 3,
         node_toml: String::new(),
         tmpfs_node: None,
         tmpfs_mib: 0,

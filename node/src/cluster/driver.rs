@@ -306,6 +306,9 @@ impl Driver {
         }
         if !self.membership.contains(env.from) {
             self.dropped.foreign += 1;
+            // Heard back by unicast too, so that it follows the leader and
+            // catches up before it is added.
+            self.transport.heard(env.from, from, &env.info.addr);
             self.heard_candidate(env.from, env.info.clone(), env.cluster_size);
             if self.warned.len() < MAX_CANDIDATES && self.warned.insert(env.from) {
                 log::warn!(
@@ -356,6 +359,7 @@ impl Driver {
             let oldest = self.candidates.iter().min_by_key(|(_, c)| c.2).map(|(id, _)| *id);
             if let Some(oldest) = oldest {
                 self.candidates.remove(&oldest);
+                self.transport.forget(oldest);
             }
         }
         self.candidates.insert(id, (info, cluster_size, Instant::now()));

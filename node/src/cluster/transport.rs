@@ -95,7 +95,7 @@ impl Transport {
         self.receiver().try_recv_from(buf)
     }
 
-    /// Notes where an admitted datagram of member `id` came from, unless
+    /// Notes where an admitted datagram of member (or candidate) `id` came from, unless
     /// it is reached at an address of `peers` already: its `advertised`
     /// one (gossip uses the port of listen), where a node on a machine of
     /// several addresses may not send from.
@@ -109,6 +109,13 @@ impl Transport {
                 drop(configured);
                 u.learned.insert(id, from);
             }
+        }
+    }
+
+    /// Stops sending to the address learnt for `id`.
+    pub fn forget(&mut self, id: NodeId) {
+        if let Transport::Unicast(u) = self {
+            u.learned.remove(&id);
         }
     }
 

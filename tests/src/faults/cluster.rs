@@ -32,7 +32,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct NsConfig {
     /// Distinguishes clusters of one process (namespace names, subnet).
     pub run: u32,
+    /// Namespaces made, one per node that may run.
     pub nodes: u32,
+    /// The nodes started at first, 1 to `members` (their `cluster_size`);
+    /// the others join later with `scs node add` (0: every node).
+    pub members: u32,
     /// Keys of every node's `--config` file.
     pub node_toml: String,
     /// This node's data dir is a tmpfs of `tmpfs_mib` MiB (for disk-full faults).
@@ -187,9 +191,13 @@ pub struct NsCluster {
     dir: Option<tempfile::TempDir>,
     root: PathBuf,
     nodes: u32,
+    members: u32,
     group: SocketAddrV4,
     key_file: PathBuf,
     config_file: PathBuf,
+    /// The config of the nodes beyond `members`: with unicast, its peers
+    /// name every node (the first ones learn a joiner from its datagrams).
+    join_config_file: PathBuf,
     node_bin: PathBuf,
     cli_bin: PathBuf,
     clock: Clock,
@@ -213,14 +221,21 @@ impl NsCluster {
             .map_err(|e| format!("temp dir: {e}"))?;
         let key_file = dir.path().join("cluster.key");
         write_random_key(&key_file);
+        let members = if cfg.members == 0 { cfg.nodes } else { cfg.members.min(cfg.nodes) };
         let config_file = dir.path().join("node.toml");
-        let mut node_toml = cfg.node_toml.clone();
+        let join_config_file = dir.path().join("join.toml");
+        let peers = |upto: u32| -> String {
+            let peers: Vec<String> = (1..=upto).map(|id| format!("{:?}", net.node_addr(id))).collect();
+            format!("\npeers = [{}]\n", peers.join(", "))
+        };
+        let (mut node_toml, mut join_toml) = (cfg.node_toml.clone(), cfg.node_toml.clone());
         if cfg.unicast {
             net.block_multicast()?;
-            let peers: Vec<String> = (1..=cfg.nodes).map(|id| format!("{:?}", net.node_addr(id))).collect();
-            node_toml += &format!("\npeers = [{}]\n", peers.join(", "));
+            node_toml += &peers(members);
+            join_toml += &peers(cfg.nodes);
         }
         std::fs::write(&config_file, &node_toml).map_err(|e| format!("node config: {e}"))?;
+        std::fs::write(&join_config_file, &join_toml).map_err(|e| format!("node config: {e}"))?;
         let procs = Arc::new(Mutex::new(Procs::default()));
         let watchdog = spawn_watchdog(procs.clone(), cfg.hard_limit);
         let third = net.node_ip(1).octets()[2];
@@ -233,9 +248,11 @@ impl NsCluster {
             root: dir.path().to_path_buf(),
             dir: Some(dir),
             nodes: cfg.nodes,
+            members,
             group: SocketAddrV4::new([239, 255, 213, third].into(), 7777),
             key_file,
             config_file,
+            join_config_file,
             node_bin,
             cli_bin,
             clock: Clock::new(),
@@ -257,12 +274,12 @@ impl NsCluster {
             }
             c.tmpfs = Some(Tmpfs { filler: path.join("filler"), path });
         }
-        for id in 1..=cfg.nodes {
+        for id in 1..=members {
             c.spawn(id);
         }
-        let all: Vec<u32> = (1..=cfg.nodes).collect();
-        c.wait_for(START_TIMEOUT, |s| s.is_settled(cfg.nodes, &all))
-            .map_err(|last| format!("the cluster did not elect node {} within {START_TIMEOUT:?}: {last}", cfg.nodes))?;
+        let all: Vec<u32> = (1..=members).collect();
+        c.wait_for(START_TIMEOUT, |s| s.is_settled(members, &all))
+            .map_err(|last| format!("the cluster did not elect node {members} within {START_TIMEOUT:?}: {last}"))?;
         Ok(c)
     }
 
@@ -330,7 +347,7 @@ impl NsCluster {
             "--id".into(),
             id.to_string().into(),
             "--cluster-size".into(),
-            self.nodes.to_string().into(),
+            self.members.to_string().into(),
             "--data-dir".into(),
             self.data_dir(id).into(),
             "--secret-file".into(),
@@ -342,7 +359,7 @@ impl NsCluster {
             "--listen".into(),
             self.net.node_addr(id).into(),
             "--config".into(),
-            self.config_file.clone().into(),
+            if id <= self.members { self.config_file.clone() } else { self.join_config_file.clone() }.into(),
         ];
         let mut cmd = Command::new(&self.node_bin);
         cmd.args(args)

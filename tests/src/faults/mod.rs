@@ -47,7 +47,9 @@ static RUNS: AtomicU32 = AtomicU32::new(0);
 
 /// The node config of the suite: repair, scrub and tombstone purge all
 /// happen within a seed's run, so they are exercised under faults too.
-pub const NODE_TOML: &str = "repair_delay_ms = 2000\nscrub_interval_ms = 3000\ntombstone_ttl_ms = 5000\n";
+/// Every node holds every file (the checks compare the disks): `replicas`
+/// is the cluster size, not the default three.
+pub const NODE_TOML: &str = "replicas = 5\nrepair_delay_ms = 2000\nscrub_interval_ms = 3000\ntombstone_ttl_ms = 5000\n";
 
 /// How a seed runs.
 #[derive(Clone, Debug)]
@@ -147,6 +149,7 @@ pub fn run_seed(seed: u64, s: &Settings) -> SeedResult {
     let cfg = NsConfig {
         run: RUNS.fetch_add(1, Ordering::Relaxed),
         nodes: 5,
+        members: 5,
         node_toml: NODE_TOML.into(),
         tmpfs_node: Some(rng.between(1, 5) as u32),
         tmpfs_mib: 64,
