@@ -37,6 +37,7 @@ pub struct NodeSettings {
     pub answer_timeout_ms: Option<u64>,
     pub repair_delay_ms: Option<u64>,
     pub scrub_bytes_per_sec: Option<u64>,
+    pub rebalance_bytes_per_sec: Option<u64>,
     pub scrub_interval_ms: Option<u64>,
     pub tombstone_ttl_ms: Option<u64>,
     pub max_handshakes: Option<usize>,
@@ -82,6 +83,7 @@ impl NodeSettings {
             answer_timeout_ms: over.answer_timeout_ms.or(self.answer_timeout_ms),
             repair_delay_ms: over.repair_delay_ms.or(self.repair_delay_ms),
             scrub_bytes_per_sec: over.scrub_bytes_per_sec.or(self.scrub_bytes_per_sec),
+            rebalance_bytes_per_sec: over.rebalance_bytes_per_sec.or(self.rebalance_bytes_per_sec),
             scrub_interval_ms: over.scrub_interval_ms.or(self.scrub_interval_ms),
             tombstone_ttl_ms: over.tombstone_ttl_ms.or(self.tombstone_ttl_ms),
             max_handshakes: over.max_handshakes.or(self.max_handshakes),
@@ -127,6 +129,9 @@ pub struct NodeConfig {
     pub repair_delay: Duration,
     /// How fast the scrub re-reads blobs; 0 turns it off.
     pub scrub_bytes_per_sec: u64,
+    /// How fast the leader moves copies to emptier members; 0 turns the
+    /// rebalancer off.
+    pub rebalance_bytes_per_sec: u64,
     /// Pause between two scrub passes.
     pub scrub_interval: Duration,
     /// How old a tombstone must be before it may be purged (once every node has it).
@@ -306,6 +311,7 @@ impl NodeConfig {
             answer_timeout: Duration::from_millis(answer_timeout_ms),
             repair_delay: Duration::from_millis(s.repair_delay_ms.unwrap_or(30_000)),
             scrub_bytes_per_sec: s.scrub_bytes_per_sec.unwrap_or(32 << 20),
+            rebalance_bytes_per_sec: s.rebalance_bytes_per_sec.unwrap_or(32 << 20),
             scrub_interval: Duration::from_millis(s.scrub_interval_ms.unwrap_or(600_000)),
             tombstone_ttl: Duration::from_millis(s.tombstone_ttl_ms.unwrap_or(3_600_000)),
             limits,

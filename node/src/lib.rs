@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod peers;
+pub mod rebalance;
 pub mod repair;
 pub mod store;
 pub mod sync;

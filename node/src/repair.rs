@@ -28,11 +28,12 @@ use scs_common::{Error, Inode, Key, MemberState, NodeId, Record, Result, Version
 use crate::leader::placement::Rank;
 use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
 use crate::node::Node;
+use crate::rebalance;
 use crate::store::digest::Digests;
 use crate::view::ClusterView;
 
 /// How often the leader checks replica counts.
-const REPLICA_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const REPLICA_INTERVAL: Duration = Duration::from_secs(2);
 /// Files given new holders per check: repair is paced, clients come first.
 const REPAIRS_PER_ROUND: usize = 256;
 /// Entries read per page of the replica check.
@@ -110,22 +111,31 @@ pub async fn replicas(node: Arc<Node>) {
         let members = node.members();
         let draining: BTreeSet<NodeId> =
             members.nodes.iter().filter(|(_, s)| **s == MemberState::Draining).map(|(id, _)| *id).collect();
-        if draining.is_empty() {
-            node.health().set_moving(0, 0, Instant::now());
-        } else {
+        if !draining.is_empty() {
             match copies_to_move(&node, &draining).await {
                 Ok(left) => node.health().set_moving(left.files, left.bytes, Instant::now()),
                 Err(e) => log::info!("node {}: cannot count the copies to move: {e}", node.me()),
             }
         }
-        match replica_round(&node, &state).await {
+        let repaired = match replica_round(&node, &state).await {
             Ok((under, repaired)) => {
                 node.health().under_replicated.store(under, Ordering::Relaxed);
                 if repaired > 0 {
                     log::info!("node {}: gave {repaired} file(s) new holders ({under} below target)", node.me());
                 }
+                under == 0 && repaired == 0
             }
-            Err(e) => log::info!("node {}: replica check stopped: {e}", node.me()),
+            Err(e) => {
+                log::info!("node {}: replica check stopped: {e}", node.me());
+                false
+            }
+        };
+        // Copies move to emptier members once every file is at its target.
+        if draining.is_empty() && repaired {
+            match rebalance::round(&node, &state).await {
+                Ok(left) => node.health().set_moving(left.files, left.bytes, Instant::now()),
+                Err(e) => log::info!("node {}: rebalancing stopped: {e}", node.me()),
+            }
         }
     }
 }
@@ -218,7 +228,12 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
 
 /// Commits a new version of inode `entry` with `holders`, if the inode has
 /// not changed meanwhile. The new holders fetch the blob on their own.
-async fn give_holders(node: &Arc<Node>, state: &Arc<LeaderState>, entry: &Inode, holders: Vec<NodeId>) -> Result<bool> {
+pub(crate) async fn give_holders(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    entry: &Inode,
+    holders: Vec<NodeId>,
+) -> Result<bool> {
     let ns = state.ns.lock().await;
     let key = entry.key();
     if state.is_uploading(&key) {

@@ -46,6 +46,22 @@ pub struct NodeStatus {
     pub corrupt: u64,
     #[serde(default)]
     pub disk_free: u64,
+    #[serde(default)]
+    pub disk_total: u64,
+}
+
+impl NodeStatus {
+    /// How full it is, in thousandths, as placement and the rebalancer
+    /// count it: the larger of its share of `max_files` and of its disk.
+    pub fn fullness(&self) -> u64 {
+        let by_files = self.max_files.map_or(0, |max| if max == 0 { 1000 } else { self.files * 1000 / max });
+        let by_disk = if self.disk_total == 0 {
+            0
+        } else {
+            self.disk_total.saturating_sub(self.disk_free) * 1000 / self.disk_total
+        };
+        by_files.max(by_disk).min(1000)
+    }
 }
 
 impl Status {

@@ -2,8 +2,9 @@
 //! bridge the test owns, concurrent clients uploading, overwriting, reading,
 //! deleting and renaming a few hundred files, linking them, renaming and
 //! removing their directories, and a nemesis killing,
-//! freezing, partitioning, slowing, filling and corrupting on a seeded
-//! schedule. After the heal every acknowledged write must read back exactly,
+//! freezing, partitioning, slowing, filling and corrupting nodes, and
+//! replacing one (removed with `scs node remove --force`, its disk emptied,
+//! added back afresh), on a seeded schedule. After the heal every acknowledged write must read back exactly,
 //! nothing deleted may return, one leader acknowledges writes per term, and
 //! every disk holds every live file.
 //!
@@ -16,7 +17,8 @@
 //! out of the workload (file operations only, as before inodes);
 //! `SCS_KEEP_TEST_DIR=1` keeps a failing seed's data dirs;
 //! `SCS_FAULTS_UNICAST=1` runs every seed with gossip by unicast (`peers`),
-//! clients given every node's address, and multicast dropped at the bridge.
+//! clients given every node's address, and multicast dropped at the bridge;
+//! `SCS_FAULTS_KINDS=replace-node,kill-leader` injects only those kinds.
 //! CI runs its seeds over multicast, then [`CI_UNICAST_SEED`] over unicast.
 
 use std::io::Write;
@@ -27,14 +29,15 @@ use scs_tests::faults::nemesis::FaultKind;
 use scs_tests::faults::{self, summary, SeedResult, Settings};
 use scs_tests::netns;
 
-/// The seeds CI runs: 14 and 45 together inject every kind of fault (14:
-/// lossy node, frozen leader, isolated leader, corrupt blob, killed leader;
-/// 45: killed follower, corrupt blob, lossy node, 2/3 split, full disk);
-/// seed 1 once caught an acknowledged overwrite lost to a repair.
+/// The seeds CI runs, which together inject every kind of fault (14:
+/// killed follower, frozen leader, full disk, replaced node; 45: isolated
+/// leader, corrupt blob, killed leader, frozen leader; 1: corrupt blob,
+/// replaced node, full disk, lossy node, 2/3 split). Seed 1 once caught an
+/// acknowledged overwrite lost to a repair.
 const CI_SEEDS: [u64; 3] = [14, 45, 1];
-/// The CI seed run a second time over unicast: its leader is frozen,
-/// isolated and killed, and a node is lossy, so elections happen without
-/// multicast.
+/// The CI seed run a second time over unicast: its leader is frozen and a
+/// node is replaced (removed, emptied, added back), so elections and
+/// membership changes happen without multicast.
 const CI_UNICAST_SEED: u64 = 14;
 /// What each seed may take beyond its workload before the whole test is
 /// stopped (start, heal, checks).
@@ -56,6 +59,24 @@ fn seeds() -> (Vec<u64>, bool) {
         Some(n) => ((1..=n.max(1)).collect(), true),
         None => (CI_SEEDS.to_vec(), false),
     }
+}
+
+/// The fault kinds to inject: all, or those `SCS_FAULTS_KINDS` names
+/// (comma-separated, e.g. `replace-node,kill-leader`).
+fn kinds() -> Vec<FaultKind> {
+    let Ok(names) = std::env::var("SCS_FAULTS_KINDS") else { return FaultKind::INJECTED.to_vec() };
+    let kinds: Vec<FaultKind> = names
+        .split(',')
+        .map(|n| {
+            let n = n.trim();
+            FaultKind::INJECTED.into_iter().find(|k| k.name() == n).unwrap_or_else(|| {
+                let known: Vec<&str> = FaultKind::INJECTED.iter().map(|k| k.name()).collect();
+                panic!("SCS_FAULTS_KINDS: no fault kind {n:?} (known: {})", known.join(", "))
+            })
+        })
+        .collect();
+    assert!(!kinds.is_empty(), "SCS_FAULTS_KINDS names no fault kind");
+    kinds
 }
 
 /// Says something even when the test harness captures stdout.
@@ -91,7 +112,7 @@ fn acknowledged_writes_survive_kills_freezes_partitions_loss_full_disks_and_corr
         names_per_client: 50,
         namespace_ops: std::env::var_os("SCS_FAULTS_FILES_ONLY").is_none(),
         settle: Duration::from_secs(60),
-        kinds: FaultKind::INJECTED.to_vec(),
+        kinds: kinds(),
         mount_view: true,
         keep_dir: Some(root.join("target").join("scs-faults")),
         strict: std::env::var_os("SCS_FAULTS_STRICT").is_some(),

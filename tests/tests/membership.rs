@@ -350,3 +350,49 @@ fn a_grown_membership_survives_a_restart_of_every_node_and_decides_quorum() {
     c.assert_content("three-of-four.bin", b"stored");
     assert_all_readable(&c, &files);
 }
+
+/// A node added to a cluster whose members are nearly full (by
+/// `max_files`) gets copies moved to it, at most `rebalance_bytes_per_sec`,
+/// until the members are within a tenth of each other in fullness (the
+/// larger of the share of `max_files` and of the disk, which the nodes of
+/// this test share); each file keeps exactly its three copies, the status
+/// says what is left until it is done, and every file stays readable.
+#[test]
+fn copies_move_to_a_new_member_until_the_members_are_balanced() {
+    let mut c = Cluster::builder(3).config("max_files = 31\n").start();
+    let files: Vec<(String, Vec<u8>)> =
+        (0..30).map(|i| (format!("r-{i:02}.bin"), seeded_bytes(300 + i, 2_000 + i as usize * 100))).collect();
+    for (name, bytes) in &files {
+        c.upload_bytes(name, bytes);
+    }
+    c.wait_for("30 files on each node", Duration::from_secs(15), |s| s.nodes.iter().all(|n| n.files == 30));
+    c.start_joiner(4);
+    let s = c
+        .wait_for("node 4 listed as a candidate", Duration::from_secs(15), |s| s.candidate(4).is_some_and(|n| n.alive));
+    let (full, empty) = (s.node(3).fullness(), s.candidate(4).unwrap().fullness());
+    if full <= empty + 150 {
+        println!("SKIPPED: the shared disk is {empty}/1000 full, too close to the members' {full}/1000 to show a move");
+        return;
+    }
+    c.scs(&["node", "add", "4"]).assert_ok();
+    let started = Instant::now();
+    let mut saw_moving = false;
+    let s = c.wait_for("the four members within a tenth of each other", Duration::from_secs(90), |s| {
+        let moving = s.moving.as_ref().map_or(0, |m| m.files);
+        saw_moving |= moving > 0;
+        let fullness: Vec<u64> = s.members().map(|n| n.fullness()).collect();
+        fullness.len() == 4
+            && fullness.iter().max().unwrap() - fullness.iter().min().unwrap() <= 100
+            && s.members().map(|n| n.files).sum::<u64>() == 90
+            && s.members().all(|n| n.alive && n.wanted == 0)
+            && moving == 0
+            && s.under_replicated == 0
+    });
+    let held: Vec<(u32, u64, u64)> = s.members().map(|n| (n.id, n.files, n.fullness())).collect();
+    println!("balanced after {:.2?} (id, files, fullness): {held:?}", started.elapsed());
+    assert!(s.node(4).files > 0, "node 4 was given copies");
+    assert!(saw_moving, "the status showed copies moving on the way");
+    for (name, bytes) in &files {
+        c.assert_content(name, bytes);
+    }
+}

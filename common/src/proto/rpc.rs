@@ -240,6 +240,11 @@ pub enum Request {
         content: Version,
         size: Option<u64>,
     },
+    /// Which of these blobs (inode, content version) the receiver keeps:
+    /// answered with `Holding`, in the same order.
+    Holds {
+        items: Vec<(Ino, Version)>,
+    },
     /// Commit these records in one transaction.
     Apply {
         term: Term,
@@ -422,6 +427,8 @@ pub enum Response {
     Lock(LockAnswer),
     /// The answer to `Reclaim`: the locks refused (another mount holds them).
     Reclaimed(Vec<FileLock>),
+    /// The answer to `Holds`.
+    Holding(Vec<bool>),
 }
 
 impl Response {

@@ -121,6 +121,7 @@ pub fn request_name(r: &Request) -> &'static str {
         Request::Purge { .. } => "purge",
         Request::Replicate { .. } => "replicate",
         Request::Apply { .. } => "apply",
+        Request::Holds { .. } => "holds",
         Request::Pull { .. } => "pull",
         Request::Lock { .. } => "lock",
         Request::Unlock { .. } => "unlock",
@@ -260,6 +261,13 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             check_records(&records)?;
             node.blocking(move |s| s.apply(&records, &[])).await?;
             reply(conn, Response::Done).await
+        }
+        Request::Holds { items } => {
+            from_node(peer)?;
+            let held = node
+                .blocking(move |s| items.iter().map(|(ino, content)| s.holds(&Key::of_ino(*ino), *content)).collect())
+                .await?;
+            reply(conn, Response::Holding(held)).await
         }
         Request::Purge { term, leader, items } => {
             from_node(peer)?;

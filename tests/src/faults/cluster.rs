@@ -373,6 +373,22 @@ impl NsCluster {
         procs.nodes.insert(id, child);
     }
 
+    /// Removes everything in node `id`'s data dir (the dir itself stays: it
+    /// may be a tmpfs mount). The node must not be running.
+    ///
+    /// # Errors
+    /// What could not be removed.
+    pub fn empty_data_dir(&self, id: u32) -> Result<(), String> {
+        let dir = self.data_dir(id);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+        for e in entries.flatten() {
+            let path = e.path();
+            let res = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            res.map_err(|err| format!("{}: {err}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// SIGKILLs node `id` and reaps it (no-op if it is not running).
     pub fn kill(&self, id: u32) {
         if let Some(mut child) = self.lock().nodes.remove(&id) {

@@ -30,13 +30,17 @@ pub enum FaultKind {
     DiskFull,
     /// Bytes flipped in a few blob files of one node.
     CorruptBlob,
+    /// A machine lost for good and replaced: one node killed and taken out
+    /// with `scs node remove --force`, its disk emptied; at the heal it
+    /// starts afresh and is added back with `scs node add`.
+    ReplaceNode,
     /// Not injected: a node that exited on its own (always a violation).
     Crash,
 }
 
 impl FaultKind {
     /// The kinds the nemesis injects.
-    pub const INJECTED: [FaultKind; 8] = [
+    pub const INJECTED: [FaultKind; 9] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::FreezeLeader,
@@ -45,6 +49,7 @@ impl FaultKind {
         FaultKind::LossyNode,
         FaultKind::DiskFull,
         FaultKind::CorruptBlob,
+        FaultKind::ReplaceNode,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +62,7 @@ impl FaultKind {
             FaultKind::LossyNode => "lossy-slow-node",
             FaultKind::DiskFull => "disk-full",
             FaultKind::CorruptBlob => "corrupt-blob",
+            FaultKind::ReplaceNode => "replace-node",
             FaultKind::Crash => "crash",
         }
     }
@@ -155,6 +161,8 @@ pub struct Nemesis<'a> {
     filtered: bool,
     shaped: Vec<u32>,
     disk_full: bool,
+    /// Nodes taken out and emptied, to start afresh and add back.
+    replaced: Vec<u32>,
 }
 
 impl<'a> Nemesis<'a> {
@@ -168,6 +176,7 @@ impl<'a> Nemesis<'a> {
             filtered: false,
             shaped: Vec::new(),
             disk_full: false,
+            replaced: Vec::new(),
         }
     }
 
@@ -280,6 +289,23 @@ impl<'a> Nemesis<'a> {
                 ev.detail = format!("flipped a byte in {} blob(s): {}", hit.len(), hit.join(" "));
                 Ok(())
             }
+            FaultKind::ReplaceNode => {
+                let id = rng.between(1, u64::from(n)) as u32;
+                ev.targets = vec![id];
+                self.c.kill(id);
+                let removed = self.members_command(&["node", "remove", "--force", &id.to_string()]);
+                // Emptied even if the remove failed: the add at the heal then
+                // finds it a member already, and it refetches everything.
+                self.replaced.push(id);
+                let emptied = self.c.empty_data_dir(id);
+                match (removed, emptied) {
+                    (Ok(took), Ok(())) => {
+                        ev.detail = format!("removed in {took:.2?}, disk emptied");
+                        Ok(())
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                }
+            }
             FaultKind::Crash => Ok(()),
         };
         ev.start_ms = self.c.clock().now_ms();
@@ -351,6 +377,35 @@ impl<'a> Nemesis<'a> {
         for id in self.killed.drain(..) {
             self.c.spawn(id);
         }
+        for id in std::mem::take(&mut self.replaced) {
+            self.c.spawn(id);
+            let heard = self.c.wait_for(Duration::from_secs(20), |s| {
+                s.member_ids().contains(&id) || s.candidate(id).is_some_and(|n| n.alive)
+            });
+            if let Err(e) = heard.and_then(|_| self.members_command(&["node", "add", &id.to_string()])) {
+                println!("nemesis: node {id} could not be added back: {e}");
+            }
+        }
+    }
+
+    /// Runs `scs <args>` (a membership change) until it succeeds, for up to
+    /// 20 s: a failover may be under way. Returns how long it took.
+    fn members_command(&self, args: &[&str]) -> Result<Duration, String> {
+        let started = std::time::Instant::now();
+        let args: Vec<std::ffi::OsString> = args.iter().map(std::ffi::OsString::from).collect();
+        let mut last = String::new();
+        for _ in 0..100 {
+            if started.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            let ran = self.c.scs(&args, Duration::from_secs(20));
+            if ran.ok() {
+                return Ok(started.elapsed());
+            }
+            last = ran.error_line();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(format!("scs {}: {last}", args.join(std::ffi::OsStr::new(" ")).to_string_lossy()))
     }
 
     /// Checks for nodes that died on their own: each is recorded as a crash
@@ -417,6 +472,6 @@ mod tests {
         let last = a.last().unwrap();
         assert!(last.at_ms + last.hold_ms <= 38_000);
         let kinds: std::collections::BTreeSet<_> = a.iter().map(|p| p.kind).collect();
-        assert_eq!(kinds.len(), a.len().min(8), "a rotation repeats no kind before all came");
+        assert_eq!(kinds.len(), a.len().min(FaultKind::INJECTED.len()), "a rotation repeats no kind before all came");
     }
 }

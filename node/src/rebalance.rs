@@ -1,0 +1,307 @@
+//! Moving copies to emptier members (after `scs node add`, a new member
+//! holds nothing): the leader's rebalancer, paced at
+//! `rebalance_bytes_per_sec`.
+//!
+//! A copy moves in two commits, so that no file ever has fewer than its
+//! target of copies: first the emptiest member is added to the file's
+//! holders (it fetches the blob, as after any repair); once it and every
+//! other holder that stays say they keep the blob ([`Request::Holds`]), the
+//! fullest holder is dropped from the list, and lets its copy go. The same
+//! trim brings any file with more copies than its target back to it.
+//! Members count as balanced when their fullness (see
+//! [`crate::leader::placement`]) is within [`BALANCED`] of each other.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use scs_common::proto::rpc::{Moving, Request, Response};
+use scs_common::{Error, Ino, Inode, Key, NodeId, Result, Version};
+
+use crate::leader::placement::fullness;
+use crate::leader::LeaderState;
+use crate::node::Node;
+use crate::repair::{give_holders, REPLICA_INTERVAL};
+
+/// Members within this many thousandths of fullness of each other are balanced.
+pub const BALANCED: u32 = 100;
+/// A move stops once the pair is this close: well inside [`BALANCED`], so
+/// that the next file added does not tip it over again.
+const CLOSE: u32 = BALANCED / 2;
+/// Files moved or trimmed per round at most.
+const PER_ROUND: usize = 256;
+/// Entries read per page of the scan.
+const PAGE: usize = 1000;
+
+/// What a member holds and has room for, as the rebalancer counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Load {
+    files: u64,
+    max_files: Option<u64>,
+    free: u64,
+    total: u64,
+}
+
+impl Load {
+    fn fullness(&self) -> u32 {
+        fullness(self.files, self.max_files, self.free, self.total)
+    }
+
+    fn has_room(&self) -> bool {
+        self.max_files.is_none_or(|max| self.files < max)
+    }
+
+    fn take(&mut self, size: u64) {
+        self.files += 1;
+        self.free = self.free.saturating_sub(size);
+    }
+
+    fn give(&mut self, size: u64) {
+        self.files = self.files.saturating_sub(1);
+        self.free = (self.free + size).min(self.total);
+    }
+}
+
+/// The fullest and the emptiest member (with room), when they are further
+/// apart than `apart`.
+fn pair(loads: &BTreeMap<NodeId, Load>, apart: u32) -> Option<(NodeId, NodeId)> {
+    let (from, full) = loads.iter().max_by_key(|(id, l)| (l.fullness(), **id))?;
+    let (to, empty) = loads.iter().filter(|(_, l)| l.has_room()).min_by_key(|(id, l)| (l.fullness(), **id))?;
+    (full.fullness() > empty.fullness() + apart).then_some((*from, *to))
+}
+
+/// Which files of `files` (held by `from`, not by `to`) to move so that the
+/// two are close; stops at `PER_ROUND` files.
+fn plan_moves(loads: &BTreeMap<NodeId, Load>, from: NodeId, to: NodeId, files: &[Inode]) -> Vec<usize> {
+    let (Some(mut f), Some(mut t)) = (loads.get(&from).copied(), loads.get(&to).copied()) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        if f.fullness() <= t.fullness() + CLOSE || !t.has_room() || out.len() >= PER_ROUND {
+            break;
+        }
+        f.give(file.size);
+        t.take(file.size);
+        out.push(i);
+    }
+    out
+}
+
+/// One round of the leader's rebalancer: trims files with copies beyond
+/// their target, then, when nothing is in flight, moves copies from the
+/// fullest member to the emptiest. Returns what is left to move. Does
+/// nothing while a member is down, draining or fetching, or a file is below
+/// its target: repair comes first.
+pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<Moving> {
+    let rate = node.cfg().rebalance_bytes_per_sec;
+    let members = node.members();
+    let view = node.view();
+    let me = node.me();
+    let target = node.replica_target();
+    let mut loads = BTreeMap::new();
+    for &id in members.nodes.keys() {
+        if !members.takes_copies(id) {
+            return Ok(Moving::default());
+        }
+        let load = if id == me {
+            let store = node.store();
+            let (free, total) = store.room();
+            Load { files: store.files() + store.wanted_count(), max_files: node.cfg().max_files, free, total }
+        } else {
+            match view.members.get(&id) {
+                Some(m) if m.alive => Load {
+                    files: m.info.files + m.info.wanted,
+                    max_files: m.info.max_files,
+                    free: m.info.disk_free,
+                    total: m.info.disk_total,
+                },
+                _ => return Ok(Moving::default()),
+            }
+        };
+        loads.insert(id, load);
+    }
+    if rate == 0 || loads.len() < 2 {
+        return Ok(Moving::default());
+    }
+    let pair = pair(&loads, BALANCED);
+    // One scan: the files with copies beyond the target, and those the
+    // fullest member could give the emptiest.
+    let mut over: Vec<Inode> = Vec::new();
+    let mut movable: Vec<Inode> = Vec::new();
+    let mut after: Option<Key> = None;
+    loop {
+        let (page, last) = node.blocking(move |s| s.live_files(after, PAGE)).await?;
+        let Some(last) = last else { break };
+        after = Some(last);
+        let full = page.len() < PAGE;
+        for entry in page {
+            let copies = entry.holders.iter().filter(|h| members.takes_copies(**h)).count();
+            if copies > target {
+                over.push(entry);
+            } else if let Some((from, to)) = pair {
+                if copies == target && entry.holders.contains(&from) && !entry.holders.contains(&to) {
+                    movable.push(entry);
+                }
+            }
+        }
+        if full {
+            break;
+        }
+    }
+    let trimmed = trim(node, state, &mut loads, &over).await?;
+    let in_flight = over.len() - trimmed;
+    let Some((from, to)) = pair else {
+        return Ok(Moving { files: in_flight as u64, ..Moving::default() });
+    };
+    let plan = plan_moves(&loads, from, to, &movable);
+    let left = Moving {
+        files: (in_flight + plan.len()) as u64,
+        bytes: plan.iter().map(|i| movable[*i].size).sum(),
+        bytes_per_sec: 0,
+    };
+    // One move at a time per file: new ones only once the last have landed.
+    let fetching = if to == me {
+        node.store().wanted_count() > 0
+    } else {
+        view.members.get(&to).is_some_and(|m| m.info.wanted > 0)
+    };
+    if in_flight > 0 || fetching {
+        return Ok(left);
+    }
+    let budget = rate.saturating_mul(REPLICA_INTERVAL.as_secs().max(1));
+    let mut spent = 0u64;
+    let mut moved = 0;
+    for i in plan {
+        let entry = &movable[i];
+        if spent >= budget {
+            break;
+        }
+        let mut holders = entry.holders.clone();
+        holders.push(to);
+        holders.sort();
+        if give_holders(node, state, entry, holders).await? {
+            spent += entry.size.max(4096);
+            moved += 1;
+        }
+    }
+    if moved > 0 {
+        log::info!("node {me}: moving {moved} copies from node {from} to node {to} ({spent} bytes)");
+    }
+    Ok(left)
+}
+
+/// Drops one copy of each file in `over` (the fullest holder's), once the
+/// holders that stay all say they keep it. Returns how many were trimmed.
+async fn trim(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    loads: &mut BTreeMap<NodeId, Load>,
+    over: &[Inode],
+) -> Result<usize> {
+    let me = node.me();
+    let members = node.members();
+    let view = node.view();
+    // Which holder of each file goes: the fullest member among them.
+    let drops: Vec<(usize, NodeId)> = over
+        .iter()
+        .enumerate()
+        .take(PER_ROUND)
+        .filter_map(|(i, e)| {
+            let drop = e
+                .holders
+                .iter()
+                .filter(|h| members.takes_copies(**h))
+                .max_by_key(|h| (loads.get(h).map_or(0, Load::fullness), **h))?;
+            Some((i, *drop))
+        })
+        .collect();
+    // Ask each staying holder once for all the files it should keep.
+    let mut asks: BTreeMap<NodeId, Vec<(usize, Ino, Version)>> = BTreeMap::new();
+    for &(i, drop) in &drops {
+        let e = &over[i];
+        for &h in e.holders.iter().filter(|h| **h != drop && members.takes_copies(**h)) {
+            asks.entry(h).or_default().push((i, e.ino, e.content));
+        }
+    }
+    let mut confirmed: BTreeMap<usize, usize> = BTreeMap::new();
+    for (holder, items) in asks {
+        let held = if holder == me {
+            let keys: Vec<(Ino, Version)> = items.iter().map(|(_, ino, v)| (*ino, *v)).collect();
+            node.blocking(move |s| keys.iter().map(|(ino, v)| s.holds(&Key::of_ino(*ino), *v)).collect()).await?
+        } else {
+            let Some(addr) = view.addr_of(holder) else { continue };
+            let req = Request::Holds { items: items.iter().map(|(_, ino, v)| (*ino, *v)).collect() };
+            match tokio::time::timeout(std::time::Duration::from_secs(30), node.peers().call(addr, &req)).await {
+                Ok(Ok(Response::Holding(held))) if held.len() == items.len() => held,
+                Ok(Ok(other)) => {
+                    log::info!("node {me}: unexpected answer to holds from node {holder}: {other:?}");
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    log::info!("node {me}: node {holder} cannot say what it holds: {e}");
+                    continue;
+                }
+                Err(_) => return Err(Error::Unavailable(format!("node {holder} did not say what it holds"))),
+            }
+        };
+        for ((i, _, _), yes) in items.iter().zip(held) {
+            if yes {
+                *confirmed.entry(*i).or_default() += 1;
+            }
+        }
+    }
+    let target = node.replica_target();
+    let mut trimmed = 0;
+    for (i, drop) in drops {
+        let e = &over[i];
+        if confirmed.get(&i).copied().unwrap_or(0) < target {
+            continue;
+        }
+        let holders: Vec<NodeId> = e.holders.iter().copied().filter(|h| *h != drop).collect();
+        if give_holders(node, state, e, holders).await? {
+            if let Some(l) = loads.get_mut(&drop) {
+                l.give(e.size);
+            }
+            trimmed += 1;
+        }
+    }
+    Ok(trimmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `files` of `max` on a disk that is all but empty.
+    fn load(files: u64, max: u64) -> Load {
+        Load { files, max_files: Some(max), free: 1 << 30, total: 1 << 30 }
+    }
+
+    fn file(size: u64) -> Inode {
+        let mut i = Inode::new(Ino(7), scs_common::Kind::File, 0o644, 0, 0, 0);
+        i.size = size;
+        i
+    }
+
+    #[test]
+    fn the_fullest_gives_to_the_emptiest_until_they_are_close() {
+        let loads: BTreeMap<NodeId, Load> = [(1, load(30, 40)), (2, load(30, 40)), (3, load(30, 40)), (4, load(0, 40))]
+            .map(|(id, l)| (NodeId(id), l))
+            .into();
+        assert_eq!(pair(&loads, BALANCED), Some((NodeId(3), NodeId(4))), "the highest id among equals gives");
+        let files: Vec<Inode> = (0..30).map(|_| file(10)).collect();
+        let plan = plan_moves(&loads, NodeId(3), NodeId(4), &files);
+        // 30/40 and 0/40 meet at 15 (375 per mille each), within 50.
+        assert_eq!(plan.len(), 14, "{plan:?}");
+        let balanced: BTreeMap<NodeId, Load> =
+            [(1, load(23, 40)), (2, load(22, 40)), (3, load(20, 40))].map(|(id, l)| (NodeId(id), l)).into();
+        assert_eq!(pair(&balanced, BALANCED), None, "within a tenth of each other");
+    }
+
+    #[test]
+    fn a_small_member_is_filled_no_further_than_the_others() {
+        // Node 2 keeps at most 3 files: two make it as full as node 1.
+        let loads: BTreeMap<NodeId, Load> = [(1, load(30, 40)), (2, load(0, 3))].map(|(id, l)| (NodeId(id), l)).into();
+        assert_eq!(pair(&loads, BALANCED), Some((NodeId(1), NodeId(2))));
+        let files: Vec<Inode> = (0..30).map(|_| file(10)).collect();
+        assert_eq!(plan_moves(&loads, NodeId(1), NodeId(2), &files).len(), 2);
+    }
+}
