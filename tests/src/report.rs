@@ -54,12 +54,8 @@ impl NodeStatus {
     /// How full it is, in thousandths, as placement and the rebalancer
     /// count it: the larger of its share of `max_files` and of its disk.
     pub fn fullness(&self) -> u64 {
-        let by_files = self.max_files.map_or(0, |max| if max == 0 { 1000 } else { self.files * 1000 / max });
-        let by_disk = if self.disk_total == 0 {
-            0
-        } else {
-            self.disk_total.saturating_sub(self.disk_free) * 1000 / self.disk_total
-        };
+        let by_files = self.max_files.map_or(0, |max| (self.files * 1000).checked_div(max).unwrap_or(1000));
+        let by_disk = (self.disk_total.saturating_sub(self.disk_free) * 1000).checked_div(self.disk_total).unwrap_or(0);
         by_files.max(by_disk).min(1000)
     }
 }
