@@ -122,6 +122,8 @@ fn metrics_match_the_status_and_count_the_requests_served() {
         assert_eq!(value(&m, "scs_cluster_size"), 3.0);
         assert_eq!(value(&m, "scs_members_alive"), 3.0, "node {id}");
         assert_eq!(value(&m, "scs_candidates"), 0.0, "node {id}");
+        assert_eq!(value(&m, "scs_members_draining"), 0.0, "node {id}");
+        assert_eq!(value(&m, "scs_moving_files"), 0.0, "node {id}");
         assert_eq!(value(&m, "scs_files"), s.node(id).files as f64, "node {id}");
         assert_eq!(value(&m, "scs_wanted_copies"), s.node(id).wanted as f64, "node {id}");
         assert_eq!(value(&m, "scs_corrupt_copies"), 0.0, "node {id}");

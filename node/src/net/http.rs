@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use scs_common::http::{self, Page};
 use scs_common::proto::gossip::Role;
+use scs_common::MemberState;
 
 use crate::metrics::METRICS;
 use crate::net::handler;
@@ -34,6 +35,11 @@ pub fn render(node: &Node) -> String {
         "scs_members_alive",
         "Members this node hears (itself included).",
         s.nodes.iter().filter(|n| n.alive).count() as f64,
+    );
+    gauge(
+        "scs_members_draining",
+        "Members draining (scs node drain): their copies are being made on the others.",
+        s.nodes.iter().filter(|n| n.state == MemberState::Draining).count() as f64,
     );
     gauge(
         "scs_candidates",
@@ -58,6 +64,12 @@ pub fn render(node: &Node) -> String {
         "Files with fewer copies than the replica target (the leader's last count).",
         s.under_replicated as f64,
     );
+    gauge(
+        "scs_moving_files",
+        "Copies still to move off draining members or to emptier ones (the leader's rebalance backlog).",
+        s.moving.files as f64,
+    );
+    gauge("scs_moving_bytes", "Bytes of the copies still to move.", s.moving.bytes as f64);
     METRICS.render(&mut out);
     out
 }
