@@ -303,6 +303,25 @@ impl Members {
     pub fn active(&self) -> usize {
         self.nodes.values().filter(|s| **s == MemberState::Active).count()
     }
+
+    /// Members at most.
+    pub const MAX: usize = 1000;
+
+    /// Checks a record from the network: at least one member, at most
+    /// [`Members::MAX`], none with id 0.
+    ///
+    /// # Errors
+    /// `Invalid` saying what is wrong.
+    pub fn check(&self) -> crate::Result<()> {
+        if self.nodes.is_empty() || self.nodes.len() > Members::MAX || self.contains(NodeId(0)) {
+            return Err(crate::Error::Invalid(format!(
+                "a membership of {} node(s){} is not valid",
+                self.nodes.len(),
+                if self.contains(NodeId(0)) { " with id 0" } else { "" }
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// One replicated item of the index.
@@ -511,6 +530,19 @@ mod tests {
         let d = Inode::new(Ino(4), Kind::Dir, 0o2755, 0, 0, 0);
         assert_eq!((d.st_mode(), d.st_size()), (S_IFDIR | 0o2755, DIR_SIZE));
         assert!(!f.has_blob(), "a file never written has no blob");
+    }
+
+    #[test]
+    fn a_membership_from_the_network_has_members_and_no_id_0() {
+        let ok = Members::bootstrap([NodeId(1), NodeId(7)]);
+        assert!(ok.check().is_ok());
+        assert_eq!((ok.len(), ok.majority(), ok.active()), (2, 2, 2));
+        let empty = Members::bootstrap([]);
+        assert!(empty.check().unwrap_err().to_string().contains("0 node(s)"));
+        let zero = Members::bootstrap([NodeId(0), NodeId(1)]);
+        assert!(zero.check().unwrap_err().to_string().contains("with id 0"));
+        let huge = Members::bootstrap((1..=1001).map(NodeId));
+        assert!(huge.check().is_err());
     }
 
     #[test]

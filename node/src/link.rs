@@ -63,7 +63,10 @@ impl Health {
 /// The membership in force: the replicated `record`, else the one the
 /// configuration bootstraps.
 pub fn members_in_force(cfg: &NodeConfig, record: Option<Members>) -> Members {
-    record.unwrap_or_else(|| Members::bootstrap(cfg.members.iter().copied()))
+    match record {
+        Some(m) if m.check().is_ok() => m,
+        _ => Members::bootstrap(cfg.members.iter().copied()),
+    }
 }
 
 /// The leader's lease as request handlers see it: valid only while the

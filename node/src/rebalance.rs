@@ -5,22 +5,23 @@
 //! A copy moves in two commits, so that no file ever has fewer than its
 //! target of copies: first the emptiest member is added to the file's
 //! holders (it fetches the blob, as after any repair); once it and every
-//! other holder that stays say they keep the blob ([`Request::Holds`]), the
-//! fullest holder is dropped from the list, and lets its copy go. The same
-//! trim brings any file with more copies than its target back to it.
+//! other holder that stays say they keep the blob (`Request::Holds`), the
+//! fullest holder (usually the one the copy moved from) is dropped from
+//! the list, and lets its copy go. The same trim brings any file with more
+//! copies than its target back to it.
 //! Members count as balanced when their fullness (see
 //! [`crate::leader::placement`]) is within [`BALANCED`] of each other.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use scs_common::proto::rpc::{Moving, Request, Response};
-use scs_common::{Error, Ino, Inode, Key, NodeId, Result, Version};
+use scs_common::proto::rpc::Moving;
+use scs_common::{Ino, Inode, Key, NodeId, Result};
 
 use crate::leader::placement::fullness;
 use crate::leader::LeaderState;
 use crate::node::Node;
-use crate::repair::{give_holders, REPLICA_INTERVAL};
+use crate::repair::{confirmed, give_holders, REPLICA_INTERVAL};
 
 /// Members within this many thousandths of fullness of each other are balanced.
 pub const BALANCED: u32 = 100;
@@ -196,63 +197,31 @@ async fn trim(
     loads: &mut BTreeMap<NodeId, Load>,
     over: &[Inode],
 ) -> Result<usize> {
-    let me = node.me();
     let members = node.members();
-    let view = node.view();
     // Which holder of each file goes: the fullest member among them.
-    let drops: Vec<(usize, NodeId)> = over
-        .iter()
-        .enumerate()
-        .take(PER_ROUND)
-        .filter_map(|(i, e)| {
-            let drop = e
-                .holders
-                .iter()
-                .filter(|h| members.takes_copies(**h))
-                .max_by_key(|h| (loads.get(h).map_or(0, Load::fullness), **h))?;
-            Some((i, *drop))
-        })
-        .collect();
-    // Ask each staying holder once for all the files it should keep.
-    let mut asks: BTreeMap<NodeId, Vec<(usize, Ino, Version)>> = BTreeMap::new();
-    for &(i, drop) in &drops {
-        let e = &over[i];
-        for &h in e.holders.iter().filter(|h| **h != drop && members.takes_copies(**h)) {
-            asks.entry(h).or_default().push((i, e.ino, e.content));
+    let mut files = Vec::new();
+    let mut drops: BTreeMap<Ino, NodeId> = BTreeMap::new();
+    for e in over.iter().take(PER_ROUND) {
+        let fullest = e
+            .holders
+            .iter()
+            .filter(|h| members.takes_copies(**h))
+            .max_by_key(|h| (loads.get(h).map_or(0, Load::fullness), **h));
+        if let Some(drop) = fullest {
+            drops.insert(e.ino, *drop);
+            files.push(e.clone());
         }
     }
-    let mut confirmed: BTreeMap<usize, usize> = BTreeMap::new();
-    for (holder, items) in asks {
-        let held = if holder == me {
-            let keys: Vec<(Ino, Version)> = items.iter().map(|(_, ino, v)| (*ino, *v)).collect();
-            node.blocking(move |s| keys.iter().map(|(ino, v)| s.holds(&Key::of_ino(*ino), *v)).collect()).await?
-        } else {
-            let Some(addr) = view.addr_of(holder) else { continue };
-            let req = Request::Holds { items: items.iter().map(|(_, ino, v)| (*ino, *v)).collect() };
-            match tokio::time::timeout(std::time::Duration::from_secs(30), node.peers().call(addr, &req)).await {
-                Ok(Ok(Response::Holding(held))) if held.len() == items.len() => held,
-                Ok(Ok(other)) => {
-                    log::info!("node {me}: unexpected answer to holds from node {holder}: {other:?}");
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    log::info!("node {me}: node {holder} cannot say what it holds: {e}");
-                    continue;
-                }
-                Err(_) => return Err(Error::Unavailable(format!("node {holder} did not say what it holds"))),
-            }
-        };
-        for ((i, _, _), yes) in items.iter().zip(held) {
-            if yes {
-                *confirmed.entry(*i).or_default() += 1;
-            }
-        }
-    }
+    let staying = |e: &Inode| -> Vec<NodeId> {
+        let drop = drops.get(&e.ino).copied();
+        e.holders.iter().copied().filter(|h| Some(*h) != drop && members.takes_copies(*h)).collect()
+    };
+    let kept = confirmed(node, &files, staying).await?;
     let target = node.replica_target();
     let mut trimmed = 0;
-    for (i, drop) in drops {
-        let e = &over[i];
-        if confirmed.get(&i).copied().unwrap_or(0) < target {
+    for (e, kept) in files.iter().zip(kept) {
+        let Some(drop) = drops.get(&e.ino).copied() else { continue };
+        if kept < target {
             continue;
         }
         let holders: Vec<NodeId> = e.holders.iter().copied().filter(|h| *h != drop).collect();

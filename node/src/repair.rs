@@ -17,13 +17,13 @@
 //! - [`scrub`] (every node): re-hashes each blob at a bounded rate; a bad
 //!   copy is moved aside and fetched again from a good holder.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scs_common::proto::rpc::{Moving, Request, Response};
-use scs_common::{Error, Inode, Key, MemberState, NodeId, Record, Result, Version};
+use scs_common::{Error, Ino, Inode, Key, MemberState, NodeId, Record, Result, Version};
 
 use crate::leader::placement::Rank;
 use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
@@ -58,24 +58,15 @@ fn has_room(view: &ClusterView, id: NodeId) -> bool {
 }
 
 /// Copies of files on the `leaving` nodes that the other members that take
-/// copies lack: too few of them are listed as holders (up), or one that is
-/// may still be fetching (it wants some copy). Zero when the leaving nodes
-/// can go without a file falling below its replica target.
+/// copies lack: fewer of them than the replica target say they keep the
+/// blob (asked, not taken from the holder lists: a listed holder may still
+/// be fetching). Zero when the leaving nodes can go without a file falling
+/// below its target.
 pub async fn copies_to_move(node: &Arc<Node>, leaving: &BTreeSet<NodeId>) -> Result<Moving> {
-    let view = node.view();
     let members = node.members();
-    let me = node.me();
     let staying = |id: NodeId| members.takes_copies(id) && !leaving.contains(&id);
     let takers = members.nodes.keys().filter(|id| staying(**id)).count();
     let target = (node.cfg().replicas as usize).min(takers);
-    let up = |id: NodeId| id == me || view.members.get(&id).is_some_and(|m| m.alive);
-    let fetching = |id: NodeId| {
-        if id == me {
-            node.store().wanted_count() > 0
-        } else {
-            view.members.get(&id).is_some_and(|m| m.info.wanted > 0)
-        }
-    };
     let mut left = Moving::default();
     let mut after: Option<Key> = None;
     loop {
@@ -83,12 +74,10 @@ pub async fn copies_to_move(node: &Arc<Node>, leaving: &BTreeSet<NodeId>) -> Res
         let Some(last) = last else { break };
         after = Some(last);
         let full = page.len() < PAGE;
-        for entry in page {
-            if !entry.holders.iter().any(|h| leaving.contains(h)) {
-                continue;
-            }
-            let others: Vec<NodeId> = entry.holders.iter().copied().filter(|h| staying(*h) && up(*h)).collect();
-            if others.len() < target || others.iter().any(|h| fetching(*h)) {
+        let page: Vec<Inode> = page.into_iter().filter(|e| e.holders.iter().any(|h| leaving.contains(h))).collect();
+        let kept = confirmed(node, &page, |e| e.holders.iter().copied().filter(|h| staying(*h)).collect()).await?;
+        for (entry, kept) in page.iter().zip(kept) {
+            if kept < target {
                 left.files += 1;
                 left.bytes += entry.size;
             }
@@ -98,6 +87,56 @@ pub async fn copies_to_move(node: &Arc<Node>, leaving: &BTreeSet<NodeId>) -> Res
         }
     }
     Ok(left)
+}
+
+/// For each file, how many of the holders `who` names say they keep its
+/// blob (the inode's content version). Each holder is asked once for all
+/// its files; one that cannot be asked keeps none.
+pub(crate) async fn confirmed(
+    node: &Arc<Node>,
+    files: &[Inode],
+    who: impl Fn(&Inode) -> Vec<NodeId>,
+) -> Result<Vec<usize>> {
+    let me = node.me();
+    let view = node.view();
+    let mut asks: BTreeMap<NodeId, Vec<(usize, Ino, Version)>> = BTreeMap::new();
+    for (i, e) in files.iter().enumerate() {
+        for h in who(e) {
+            asks.entry(h).or_default().push((i, e.ino, e.content));
+        }
+    }
+    let mut kept = vec![0; files.len()];
+    for (holder, items) in asks {
+        let keys: Vec<(Ino, Version)> = items.iter().map(|(_, ino, v)| (*ino, *v)).collect();
+        let held: Vec<bool> = if holder == me {
+            node.blocking(move |s| keys.iter().map(|(ino, v)| s.holds(&Key::of_ino(*ino), *v)).collect()).await?
+        } else {
+            let Some(addr) = view.addr_of(holder).filter(|_| view.members.get(&holder).is_some_and(|m| m.alive)) else {
+                continue;
+            };
+            // A frozen holder must not hold the replica loop up for long.
+            let req = Request::Holds { items: keys };
+            match tokio::time::timeout(Duration::from_secs(5), node.peers().call(addr, &req)).await {
+                Ok(Ok(Response::Holding(held))) if held.len() == items.len() => held,
+                Ok(Ok(other)) => {
+                    log::info!("node {me}: unexpected answer to holds from node {holder}: {other:?}");
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    log::info!("node {me}: node {holder} cannot say what it holds: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    log::info!("node {me}: node {holder} did not say what it holds within 5 s");
+                    continue;
+                }
+            }
+        };
+        for ((i, _, _), yes) in items.iter().zip(held) {
+            kept[*i] += usize::from(yes);
+        }
+    }
+    Ok(kept)
 }
 
 /// The leader's replica loop.
@@ -180,9 +219,10 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
                 under += 1;
             }
             let keep: Vec<NodeId> = entry.holders.iter().copied().filter(|h| !gone(*h)).collect();
-            // No live holder left to copy from: wait for one to return
-            // rather than give up on the copies the absent ones still have.
-            if !keep.iter().any(|h| alive(*h)) || repaired >= REPAIRS_PER_ROUND {
+            // No live holder left to copy from (a draining one counts): wait
+            // for one to return rather than give up on the copies the absent
+            // ones still have.
+            if !entry.holders.iter().any(|h| members.contains(*h) && alive(*h)) || repaired >= REPAIRS_PER_ROUND {
                 continue;
             }
             // Nodes taken out of the membership leave the list once a member
@@ -208,11 +248,23 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
             if added.is_empty() && !outsiders {
                 continue;
             }
+            // A member must be known to keep the blob before the outsiders'
+            // copies are let go: the listed ones may still be fetching.
+            let outsiders = outsiders
+                && confirmed(node, std::slice::from_ref(&entry), |e| {
+                    e.holders.iter().copied().filter(|h| members.contains(*h)).collect()
+                })
+                .await?[0]
+                    > 0;
+            if added.is_empty() && !outsiders {
+                continue;
+            }
             // Members are only ever added here, never dropped: a listed holder
             // may be the only one that really has the bytes (the others may
             // still be fetching), and a node that is dropped throws its copy
             // away when it returns. A node that comes back is one more copy.
-            let mut holders: Vec<NodeId> = entry.holders.iter().copied().filter(|h| members.contains(*h)).collect();
+            let mut holders: Vec<NodeId> =
+                entry.holders.iter().copied().filter(|h| !outsiders || members.contains(*h)).collect();
             holders.extend(added);
             holders.sort();
             if give_holders(node, state, &entry, holders).await? {
@@ -312,6 +364,12 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
             // it failed. Withdraw it and take the leader's word: handed to the
             // leader now, it would land after later changes it was never
             // checked against (a directory moved into one it contains, say).
+            // The membership record is not withdrawn (a node without one
+            // would fall back to its configuration's): the leader commits
+            // it again in its term, which supersedes this one.
+            if *k == Key::members() {
+                continue;
+            }
             if v.term < current {
                 let (k, v) = (*k, *v);
                 if node.blocking(move |s| s.withdraw(&k, v)).await? {

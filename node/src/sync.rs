@@ -146,8 +146,8 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
             if let Ok(max) = node.blocking(|s| s.max_version()).await {
                 let _ = node.blocking(move |s| s.set_watermark(max)).await;
             }
-            // A new cluster gets its root and its membership record from
-            // its first leader.
+            // A new cluster gets its root from its first leader; every
+            // leader commits the membership in its term.
             if let Err(e) = make_root(&node, &state).await {
                 log::info!("node {me}: cannot make the root directory yet: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -176,15 +176,18 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
     }
 }
 
-/// Commits the root directory and the membership record if the cluster
-/// has none yet (it is new, or older than replicated membership).
+/// Commits the root directory if the cluster has none yet (it is new), and
+/// the membership record in this term.
 async fn make_root(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<()> {
     let ns = state.ns.lock().await;
     let mut batch = Batch::new(state);
     if node.store().inode_record(Ino::ROOT)?.is_none() {
         batch.push(Record::Inode(crate::store::new_root(now_ns())));
     }
-    if node.store().members().is_none() {
+    // The membership is committed again in every term, so that a change
+    // an earlier leader left on a minority (its client told it failed)
+    // loses to it on version instead of coming back later.
+    if node.store().members().is_none_or(|m| m.version.term < state.term) {
         let members = Members { stamp_ns: now_ns(), ..node.members() };
         batch.push(Record::Members(members));
     }
@@ -211,11 +214,17 @@ pub async fn learn_members(node: Arc<Node>) {
             },
         };
         let Some(addr) = addr else { continue };
+        // A leader learns it only by catching up from a majority: a record
+        // that reached a minority must not take effect through gossip.
+        if node.view().is_leader() {
+            continue;
+        }
         let req = Request::RecordsFor { keys: vec![Key::members()] };
         let got = tokio::time::timeout(Duration::from_secs(5), node.peers().call(&addr, &req)).await;
         match got {
             Ok(Ok(Response::Records(records))) => {
-                let records: Vec<Record> = records.into_iter().filter(|r| matches!(r, Record::Members(_))).collect();
+                let records: Vec<Record> =
+                    records.into_iter().filter(|r| matches!(r, Record::Members(m) if m.check().is_ok())).collect();
                 if let Err(e) = node.blocking(move |s| s.apply(&records, &[])).await {
                     log::warn!("node {}: cannot record the membership from {addr}: {e}", node.me());
                 }

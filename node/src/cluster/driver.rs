@@ -95,8 +95,9 @@ pub struct Driver {
     members: BTreeMap<NodeId, (Member, Instant)>,
     /// The membership in force (the replicated record, else the bootstrap).
     membership: Members,
-    /// The newest membership version heard from another node, and its address.
-    newer_members: Option<(Version, String)>,
+    /// The newest membership version heard from another node, its address,
+    /// and when: the last node to say so is asked, while it keeps saying so.
+    newer_members: Option<(Version, String, Instant)>,
     /// Nodes with the key that are not members: what they say of
     /// themselves, their cluster size, when last heard (at most
     /// [`MAX_CANDIDATES`]).
@@ -294,21 +295,25 @@ impl Driver {
             return Vec::new();
         }
         if env.info.members > self.membership.version
-            && self.newer_members.as_ref().is_none_or(|(v, _)| env.info.members > *v)
+            && self.newer_members.as_ref().is_none_or(|(v, _, _)| env.info.members >= *v)
         {
-            log::info!(
-                "node {}: node {} has a newer membership ({:?}); fetching it",
-                self.cfg.id,
-                env.from,
-                env.info.members
-            );
-            self.newer_members = Some((env.info.members, env.info.addr.clone()));
+            if self.newer_members.is_none() {
+                log::info!(
+                    "node {}: node {} has a newer membership ({:?}); fetching it",
+                    self.cfg.id,
+                    env.from,
+                    env.info.members
+                );
+            }
+            self.newer_members = Some((env.info.members, env.info.addr.clone(), Instant::now()));
         }
         if !self.membership.contains(env.from) {
             self.dropped.foreign += 1;
             // Heard back by unicast too, so that it follows the leader and
             // catches up before it is added.
-            self.transport.heard(env.from, from, &env.info.addr);
+            if env.from.0 != 0 {
+                self.transport.heard(env.from, from, &env.info.addr);
+            }
             self.heard_candidate(env.from, env.info.clone(), env.cluster_size);
             if self.warned.len() < MAX_CANDIDATES && self.warned.insert(env.from) {
                 log::warn!(
@@ -340,11 +345,13 @@ impl Driver {
         if membership == self.membership {
             return Vec::new();
         }
-        log::info!("node {}: members {:?} ({:?})", self.cfg.id, membership.nodes, membership.version);
+        if membership.nodes != self.membership.nodes {
+            log::info!("node {}: members {:?} ({:?})", self.cfg.id, membership.nodes, membership.version);
+            self.warned.clear();
+        }
         self.members.retain(|id, _| membership.contains(*id));
-        self.newer_members.take_if(|(v, _)| *v <= membership.version);
+        self.newer_members.take_if(|(v, _, _)| *v <= membership.version);
         self.candidates.retain(|id, _| !membership.contains(*id));
-        self.warned.clear();
         let ids = membership.ids();
         self.membership = membership;
         self.machine.set_members(Instant::now(), ids)
@@ -465,7 +472,9 @@ impl Driver {
             ready: self.caught_up_leader(),
             members,
             candidates,
-            newer_members: self.newer_members.as_ref().map(|(_, addr)| addr.clone()),
+            newer_members: (self.newer_members.as_ref())
+                .filter(|(_, _, at)| heard_lately(at))
+                .map(|(_, addr, _)| addr.clone()),
         }
     }
 }

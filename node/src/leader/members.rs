@@ -15,9 +15,6 @@ use super::{commit_with, now_ns, Batch, Spread};
 use crate::node::Node;
 use crate::repair;
 
-/// Members at most.
-const MAX_MEMBERS: usize = 1000;
-
 /// Makes `change` and returns once it is committed (at once if there is
 /// nothing to do: adding a member, draining a draining one).
 ///
@@ -92,8 +89,8 @@ fn plan(
                     info.files
                 )));
             }
-            if old.len() >= MAX_MEMBERS {
-                return Err(Error::Invalid(format!("a cluster has at most {MAX_MEMBERS} members")));
+            if old.len() >= Members::MAX {
+                return Err(Error::Invalid(format!("a cluster has at most {} members", Members::MAX)));
             }
             nodes.insert(id, MemberState::Active);
         }

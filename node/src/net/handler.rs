@@ -291,8 +291,12 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
 /// component (it only ever becomes part of an index key, never a path).
 fn check_records(records: &[Record]) -> Result<()> {
     for r in records {
-        if let Record::Dentry(d) = r {
-            name::validate_component(&d.name)?;
+        match r {
+            Record::Dentry(d) => {
+                name::validate_component(&d.name)?;
+            }
+            Record::Members(m) => m.check()?,
+            _ => {}
         }
     }
     Ok(())
