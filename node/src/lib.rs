@@ -21,6 +21,7 @@
 //!   namespace audit, scrub.
 
 pub mod cluster;
+pub mod copies;
 pub mod leader;
 pub mod link;
 pub mod metrics;

@@ -14,14 +14,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use scs_common::proto::rpc::Moving;
-use scs_common::{Ino, Inode, Key, NodeId, Result};
+use scs_common::{Ino, Inode, NodeId, Result};
 
+use crate::copies::{confirmed, give_holders, LiveFiles};
 use crate::leader::placement::fullness;
 use crate::leader::LeaderState;
 use crate::node::Node;
-use crate::repair::{confirmed, give_holders, REPLICA_INTERVAL};
 
 /// Members within this many thousandths of fullness of each other are balanced.
 pub const BALANCED: u32 = 100;
@@ -30,8 +31,6 @@ pub const BALANCED: u32 = 100;
 const CLOSE: u32 = BALANCED / 2;
 /// Files moved or trimmed per round at most.
 const PER_ROUND: usize = 256;
-/// Entries read per page of the scan.
-const PAGE: usize = 1000;
 
 /// What a member holds and has room for, as the rebalancer counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +90,7 @@ fn plan_moves(loads: &BTreeMap<NodeId, Load>, from: NodeId, to: NodeId, files: &
 /// fullest member to the emptiest. Returns what is left to move. Does
 /// nothing while a member is down, draining or fetching, or a file is below
 /// its target: repair comes first.
-pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<Moving> {
+pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, interval: Duration) -> Result<Moving> {
     let rate = node.cfg().rebalance_bytes_per_sec;
     let members = node.members();
     let view = node.view();
@@ -127,12 +126,8 @@ pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<Moving>
     // fullest member could give the emptiest.
     let mut over: Vec<Inode> = Vec::new();
     let mut movable: Vec<Inode> = Vec::new();
-    let mut after: Option<Key> = None;
-    loop {
-        let (page, last) = node.blocking(move |s| s.live_files(after, PAGE)).await?;
-        let Some(last) = last else { break };
-        after = Some(last);
-        let full = page.len() < PAGE;
+    let mut pages = LiveFiles::default();
+    while let Some(page) = pages.next(node).await? {
         for entry in page {
             let copies = entry.holders.iter().filter(|h| members.takes_copies(**h)).count();
             if copies > target {
@@ -142,9 +137,6 @@ pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<Moving>
                     movable.push(entry);
                 }
             }
-        }
-        if full {
-            break;
         }
     }
     let trimmed = trim(node, state, &mut loads, &over).await?;
@@ -167,7 +159,7 @@ pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<Moving>
     if in_flight > 0 || fetching {
         return Ok(left);
     }
-    let budget = rate.saturating_mul(REPLICA_INTERVAL.as_secs().max(1));
+    let budget = rate.saturating_mul(interval.as_secs().max(1));
     let mut spent = 0u64;
     let mut moved = 0;
     for i in plan {

@@ -17,14 +17,15 @@
 //! - [`scrub`] (every node): re-hashes each blob at a bounded rate; a bad
 //!   copy is moved aside and fetched again from a good holder.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scs_common::proto::rpc::{Moving, Request, Response};
-use scs_common::{Error, Ino, Inode, Key, MemberState, NodeId, Record, Result, Version};
+use scs_common::{Error, Inode, Key, MemberState, NodeId, Record, Result, Version};
 
+use crate::copies::{confirmed, give_holders, LiveFiles};
 use crate::leader::placement::Rank;
 use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
 use crate::node::Node;
@@ -33,11 +34,9 @@ use crate::store::digest::Digests;
 use crate::view::ClusterView;
 
 /// How often the leader checks replica counts.
-pub(crate) const REPLICA_INTERVAL: Duration = Duration::from_secs(2);
+const REPLICA_INTERVAL: Duration = Duration::from_secs(2);
 /// Files given new holders per check: repair is paced, clients come first.
 const REPAIRS_PER_ROUND: usize = 256;
-/// Entries read per page of the replica check.
-const PAGE: usize = 1000;
 /// How often a follower compares its index with the leader's.
 const ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
 /// Buckets reconciled per comparison.
@@ -68,12 +67,8 @@ pub async fn copies_to_move(node: &Arc<Node>, leaving: &BTreeSet<NodeId>) -> Res
     let takers = members.nodes.keys().filter(|id| staying(**id)).count();
     let target = (node.cfg().replicas as usize).min(takers);
     let mut left = Moving::default();
-    let mut after: Option<Key> = None;
-    loop {
-        let (page, last) = node.blocking(move |s| s.live_files(after, PAGE)).await?;
-        let Some(last) = last else { break };
-        after = Some(last);
-        let full = page.len() < PAGE;
+    let mut pages = LiveFiles::default();
+    while let Some(page) = pages.next(node).await? {
         let page: Vec<Inode> = page.into_iter().filter(|e| e.holders.iter().any(|h| leaving.contains(h))).collect();
         let kept = confirmed(node, &page, |e| e.holders.iter().copied().filter(|h| staying(*h)).collect()).await?;
         for (entry, kept) in page.iter().zip(kept) {
@@ -82,61 +77,8 @@ pub async fn copies_to_move(node: &Arc<Node>, leaving: &BTreeSet<NodeId>) -> Res
                 left.bytes += entry.size;
             }
         }
-        if full {
-            break;
-        }
     }
     Ok(left)
-}
-
-/// For each file, how many of the holders `who` names say they keep its
-/// blob (the inode's content version). Each holder is asked once for all
-/// its files; one that cannot be asked keeps none.
-pub(crate) async fn confirmed(
-    node: &Arc<Node>,
-    files: &[Inode],
-    who: impl Fn(&Inode) -> Vec<NodeId>,
-) -> Result<Vec<usize>> {
-    let me = node.me();
-    let view = node.view();
-    let mut asks: BTreeMap<NodeId, Vec<(usize, Ino, Version)>> = BTreeMap::new();
-    for (i, e) in files.iter().enumerate() {
-        for h in who(e) {
-            asks.entry(h).or_default().push((i, e.ino, e.content));
-        }
-    }
-    let mut kept = vec![0; files.len()];
-    for (holder, items) in asks {
-        let keys: Vec<(Ino, Version)> = items.iter().map(|(_, ino, v)| (*ino, *v)).collect();
-        let held: Vec<bool> = if holder == me {
-            node.blocking(move |s| keys.iter().map(|(ino, v)| s.holds(&Key::of_ino(*ino), *v)).collect()).await?
-        } else {
-            let Some(addr) = view.addr_of(holder).filter(|_| view.members.get(&holder).is_some_and(|m| m.alive)) else {
-                continue;
-            };
-            // A frozen holder must not hold the replica loop up for long.
-            let req = Request::Holds { items: keys };
-            match tokio::time::timeout(Duration::from_secs(5), node.peers().call(addr, &req)).await {
-                Ok(Ok(Response::Holding(held))) if held.len() == items.len() => held,
-                Ok(Ok(other)) => {
-                    log::info!("node {me}: unexpected answer to holds from node {holder}: {other:?}");
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    log::info!("node {me}: node {holder} cannot say what it holds: {e}");
-                    continue;
-                }
-                Err(_) => {
-                    log::info!("node {me}: node {holder} did not say what it holds within 5 s");
-                    continue;
-                }
-            }
-        };
-        for ((i, _, _), yes) in items.iter().zip(held) {
-            kept[*i] += usize::from(yes);
-        }
-    }
-    Ok(kept)
 }
 
 /// The leader's replica loop.
@@ -171,7 +113,7 @@ pub async fn replicas(node: Arc<Node>) {
         };
         // Copies move to emptier members once every file is at its target.
         if draining.is_empty() && repaired {
-            match rebalance::round(&node, &state).await {
+            match rebalance::round(&node, &state, REPLICA_INTERVAL).await {
                 Ok(left) => node.health().set_moving(left.files, left.bytes, Instant::now()),
                 Err(e) => log::info!("node {}: rebalancing stopped: {e}", node.me()),
             }
@@ -207,12 +149,8 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
     let alive = |id: NodeId| id == me || view.members.get(&id).is_some_and(|m| m.alive);
     let mut under = 0u64;
     let mut repaired = 0usize;
-    let mut after: Option<Key> = None;
-    loop {
-        let (page, last) = node.blocking(move |s| s.live_files(after, PAGE)).await?;
-        let Some(last) = last else { break };
-        after = Some(last);
-        let full = page.len() < PAGE;
+    let mut pages = LiveFiles::default();
+    while let Some(page) = pages.next(node).await? {
         for entry in page {
             let live_copies = entry.holders.iter().filter(|h| members.contains(**h) && alive(**h)).count();
             if live_copies < target {
@@ -271,35 +209,8 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
                 repaired += 1;
             }
         }
-        if full {
-            break;
-        }
     }
     Ok((under, repaired))
-}
-
-/// Commits a new version of inode `entry` with `holders`, if the inode has
-/// not changed meanwhile. The new holders fetch the blob on their own.
-pub(crate) async fn give_holders(
-    node: &Arc<Node>,
-    state: &Arc<LeaderState>,
-    entry: &Inode,
-    holders: Vec<NodeId>,
-) -> Result<bool> {
-    let ns = state.ns.lock().await;
-    let key = entry.key();
-    if state.is_uploading(&key) {
-        return Ok(false);
-    }
-    let current = node.blocking(move |s| s.record(&key)).await?;
-    if current.as_ref().map(Record::version) != Some(entry.version) {
-        return Ok(false);
-    }
-    log::debug!("node {}: inode {} now kept by {holders:?} (was {:?})", node.me(), entry.ino, entry.holders);
-    let mut batch = Batch::new(state);
-    batch.push(Record::Inode(Inode { holders, ..entry.clone() }));
-    commit_and_spread(node, state, batch, ns).await?;
-    Ok(true)
 }
 
 /// A follower's loop comparing its index with the leader's.
