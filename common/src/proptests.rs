@@ -331,12 +331,25 @@ fn arb_node_status() -> impl Strategy<Value = NodeStatus> {
         any::<u64>(),
         proptest::option::of(any::<u64>()),
         any::<(u64, u64, u64, u64)>(),
-        any::<bool>(),
+        (any::<bool>(), any::<u64>()),
     )
         .prop_map(
-            |(id, addr, alive, role, files, max_files, (disk_free, disk_total, wanted, corrupt), draining)| {
+            |(id, addr, alive, role, files, max_files, (disk_free, disk_total, wanted, corrupt), (draining, bytes))| {
                 let state = if draining { MemberState::Draining } else { MemberState::Active };
-                NodeStatus { id, addr, alive, role, files, max_files, disk_free, disk_total, wanted, corrupt, state }
+                NodeStatus {
+                    id,
+                    addr,
+                    alive,
+                    role,
+                    files,
+                    max_files,
+                    disk_free,
+                    disk_total,
+                    wanted,
+                    corrupt,
+                    state,
+                    bytes,
+                }
             },
         )
 }
@@ -415,11 +428,18 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
         any::<u64>(),
         proptest::option::of(any::<u64>()),
         any::<bool>(),
-        any::<(u64, u64, u64, u64, u64)>(),
+        any::<(u64, u64, u64, u64, u64, u64)>(),
         arb_version(),
     )
         .prop_map(
-            |(addr, files, max_files, ready, (disk_free, disk_total, wanted, corrupt, under_replicated), members)| {
+            |(
+                addr,
+                files,
+                max_files,
+                ready,
+                (disk_free, disk_total, wanted, corrupt, under_replicated, bytes),
+                members,
+            )| {
                 NodeInfo {
                     addr,
                     files,
@@ -431,6 +451,7 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
                     corrupt,
                     under_replicated,
                     members,
+                    bytes,
                 }
             },
         );

@@ -136,6 +136,7 @@ fn envelope(msg: Gossip) -> Envelope {
             wanted: 0,
             corrupt: 0,
             under_replicated: 0,
+            ..NodeInfo::default()
         },
         msg,
     }

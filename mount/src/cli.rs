@@ -737,8 +737,8 @@ fn print_status(s: &StatusReport) {
         println!("moving: {}", moving_left(&s.moving));
     }
     println!(
-        "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10} {:>10} {:>9}",
-        "ID", "ADDRESS", "ROLE", "ALIVE", "FILES", "MAX_FILES", "DISK_FREE", "REPAIRING"
+        "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>8} {:>10} {:>10} {:>9}",
+        "ID", "ADDRESS", "ROLE", "ALIVE", "FILES", "BYTES", "MAX_FILES", "DISK_FREE", "REPAIRING"
     );
     for n in &s.nodes {
         let max = n.max_files.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
@@ -748,12 +748,13 @@ fn print_status(s: &StatusReport) {
         // Only the unusual state is shown, after the columns the table always had.
         let state = if n.state == MemberState::Active { String::new() } else { format!("  {}", n.state.as_str()) };
         println!(
-            "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>10} {:>10} {:>9}{state}",
+            "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>8} {:>10} {:>10} {:>9}{state}",
             n.id.0,
             addr,
             role,
             if n.alive { "yes" } else { "no" },
             n.files,
+            human_bytes(n.bytes),
             max,
             free,
             n.wanted
@@ -828,6 +829,7 @@ fn status_json(s: &StatusReport) -> serde_json::Value {
             "alive": n.alive,
             "role": role_name(n.role),
             "files": n.files,
+            "bytes": n.bytes,
             "max_files": n.max_files,
             "wanted": n.wanted,
             "corrupt": n.corrupt,
@@ -840,6 +842,7 @@ fn status_json(s: &StatusReport) -> serde_json::Value {
             "alive": c.node.alive,
             "role": "-",
             "files": c.node.files,
+            "bytes": c.node.bytes,
             "max_files": c.node.max_files,
             "disk_free": c.node.disk_free,
             "disk_total": c.node.disk_total,
@@ -971,6 +974,7 @@ mod tests {
                 wanted: if i == 0 { wanted } else { 0 },
                 corrupt: 0,
                 state: MemberState::Active,
+                bytes: 0,
             })
             .collect();
         StatusReport {

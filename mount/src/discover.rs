@@ -492,6 +492,7 @@ mod tests {
                 wanted: 0,
                 corrupt: 0,
                 state: Default::default(),
+                bytes: 0,
             })
             .collect();
         StatusReport {

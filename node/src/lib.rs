@@ -36,7 +36,7 @@ pub mod transfer;
 pub mod view;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -138,12 +138,31 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     tasks.spawn(repair::tombstones(node.clone()));
     tasks.spawn(repair::namespace(node.clone()));
     tasks.spawn(repair::scrub(node.clone()));
+    tasks.spawn(count_held_bytes(node.clone()));
 
     shutdown.cancelled().await;
     log::info!("node {id}: shutting down");
     let _ = tokio::time::timeout(DRAIN_DEADLINE, async { while tasks.join_next().await.is_some() {} }).await;
     log::info!("node {id}: stopped");
     Ok(())
+}
+
+/// Keeps the count of bytes held (`scs status`, `scs_bytes`) up to date:
+/// counted again every 2 s when the held set changed, but never taking more
+/// than a twentieth of the time, as the count is a pass over every blob held.
+async fn count_held_bytes(node: Arc<Node>) {
+    let mut pause = Duration::from_secs(2);
+    loop {
+        tokio::select! {
+            _ = node.shutdown().cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let started = Instant::now();
+        if let Err(e) = node.blocking(|s| s.tally_held_bytes()).await {
+            log::warn!("node {}: counting the bytes held: {e}", node.me());
+        }
+        pause = (started.elapsed() * 20).max(Duration::from_secs(2));
+    }
 }
 
 /// Follows role changes: sets up and tears down the leader state, starts a

@@ -39,6 +39,10 @@ pub struct NodeStatus {
     pub alive: bool,
     pub role: String,
     pub files: u64,
+    /// Bytes of the files whose content it holds (absent for candidates
+    /// from before the field).
+    #[serde(default)]
+    pub bytes: u64,
     pub max_files: Option<u64>,
     #[serde(default)]
     pub wanted: u64,

@@ -107,10 +107,11 @@ fn metrics_match_the_status_and_count_the_requests_served() {
     c.scs(&["mv", "m/0.bin", "m/sub/0.bin"]);
 
     // Every node's own figures, as `scs status` shows them (the files each
-    // holds reach the others by heartbeat: waited for).
-    eventually("each node's file count in the status", Duration::from_secs(10), || {
+    // holds reach the others by heartbeat, and the bytes are counted every
+    // few seconds: waited for).
+    eventually("each node's files and bytes in the status", Duration::from_secs(15), || {
         let s = c.status();
-        (1..=3).all(|id| s.node(id).files == 5)
+        (1..=3).all(|id| s.node(id).files == 5 && s.node(id).bytes == 5 * 4096)
     });
     let s = c.status();
     for id in 1..=3 {
@@ -125,6 +126,7 @@ fn metrics_match_the_status_and_count_the_requests_served() {
         assert_eq!(value(&m, "scs_members_draining"), 0.0, "node {id}");
         assert_eq!(value(&m, "scs_moving_files"), 0.0, "node {id}");
         assert_eq!(value(&m, "scs_files"), s.node(id).files as f64, "node {id}");
+        assert_eq!(value(&m, "scs_bytes"), s.node(id).bytes as f64, "node {id}");
         assert_eq!(value(&m, "scs_wanted_copies"), s.node(id).wanted as f64, "node {id}");
         assert_eq!(value(&m, "scs_corrupt_copies"), 0.0, "node {id}");
         assert_eq!(value(&m, "scs_under_replicated_files"), s.under_replicated as f64, "node {id}");

@@ -75,6 +75,9 @@ pub struct NodeInfo {
     /// that a node that missed a change learns it from anyone it hears.
     #[serde(default)]
     pub members: Version,
+    /// Bytes of the files whose content it holds (counted every few seconds).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// One authenticated datagram.
@@ -202,6 +205,7 @@ mod tests {
                 corrupt: 0,
                 under_replicated: 0,
                 members: Version::new(Term(2), 1),
+                bytes: 2 << 20,
             },
             msg: Gossip::Heartbeat(Heartbeat {
                 term: Term(4),

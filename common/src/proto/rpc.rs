@@ -342,6 +342,9 @@ pub struct NodeStatus {
     /// Active or draining (candidates are listed apart).
     #[serde(default)]
     pub state: MemberState,
+    /// Bytes of the files whose content it holds.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// The answer to `Status`.

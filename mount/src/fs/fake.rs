@@ -131,6 +131,10 @@ impl State {
         self.blobs.len() as u64
     }
 
+    fn bytes(&self) -> u64 {
+        self.blobs.values().map(|b| b.len() as u64).sum()
+    }
+
     /// Stores `data` as `spec` says, as the leader does for an upload.
     fn store(&mut self, spec: UploadSpec, data: Vec<u8>) -> Result<Inode> {
         self.check_up()?;
@@ -404,6 +408,7 @@ impl Cluster for Fake {
             wanted: 0,
             corrupt: 0,
             state: Default::default(),
+            bytes: st.bytes(),
         };
         Ok(StatusReport {
             node: NodeId(1),

@@ -444,6 +444,7 @@ impl Driver {
             corrupt: self.store.corrupt_count(),
             under_replicated: self.health.under_replicated.load(std::sync::atomic::Ordering::Relaxed),
             members: self.membership.version,
+            bytes: self.store.held_bytes(),
         }
     }
 

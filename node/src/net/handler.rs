@@ -462,6 +462,7 @@ fn heard_status(id: NodeId, info: &NodeInfo, role: Option<Role>, alive: bool) ->
         wanted: info.wanted,
         corrupt: info.corrupt,
         state: MemberState::Active,
+        bytes: info.bytes,
     }
 }
 
@@ -485,6 +486,7 @@ pub fn status(node: &Node) -> StatusReport {
                 wanted: node.store().wanted_count(),
                 corrupt: node.store().corrupt_count(),
                 state,
+                bytes: node.store().held_bytes(),
             });
         } else {
             let heard = match view.members.get(&id) {

@@ -48,6 +48,11 @@ pub fn render(node: &Node) -> String {
     );
     gauge("scs_files", "Files whose content this node holds.", me.map_or(0.0, |n| n.files as f64));
     gauge(
+        "scs_bytes",
+        "Bytes of the files whose content this node holds (counted every few seconds).",
+        me.map_or(0.0, |n| n.bytes as f64),
+    );
+    gauge(
         "scs_disk_free_bytes",
         "Bytes free on the data disk, old content kept for reuse included (it gives way on demand).",
         me.map_or(0.0, |n| n.disk_free as f64),

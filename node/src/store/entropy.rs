@@ -1,9 +1,7 @@
 //! What anti-entropy, repair and the tombstone purge read from and do to
 //! the index: bucket digests, per-bucket versions, purges and withdrawals.
 
-use std::sync::atomic::Ordering;
-
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableDatabase, ReadableTable};
 
 use scs_common::{Error, Inode, Key, Record, Result, Version};
 
@@ -205,8 +203,7 @@ impl Store {
             let mut digests = read_digests(&meta)?;
             digests.toggle(key, version);
             meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(|e| self.db_err(e))?;
-            self.held.store(held.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
-            self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
+            self.recount(&held, &wanted)?;
         }
         tx.commit()?;
         if let Some((path, hash)) = released {

@@ -104,6 +104,10 @@ pub struct Store {
     tmp_counter: AtomicU64,
     held: AtomicU64,
     wanted: AtomicU64,
+    /// Bytes of the blobs held, as of the last [`Store::tally_held_bytes`];
+    /// `held_changed` says the held set changed since.
+    held_bytes: AtomicU64,
+    held_changed: AtomicBool,
     /// Bad copies found (scrub, readers' reports) since the store opened.
     corrupt: AtomicU64,
     /// Bytes of released blobs: room they give back on demand (see
@@ -221,6 +225,8 @@ impl Store {
             tmp_counter: AtomicU64::new(rand::random::<u64>() >> 16),
             held: AtomicU64::new(0),
             wanted: AtomicU64::new(0),
+            held_bytes: AtomicU64::new(0),
+            held_changed: AtomicBool::new(true),
             corrupt: AtomicU64::new(0),
             released_bytes: AtomicU64::new(0),
             members: tokio::sync::watch::Sender::new(None),
@@ -435,9 +441,7 @@ impl Store {
                     report.orphan_blobs_removed += 1;
                 }
             }
-            report.blobs_held = held.len().map_err(|e| self.db_err(e))?;
-            self.held.store(report.blobs_held, Ordering::Relaxed);
-            self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
+            report.blobs_held = self.recount(&held, &wanted)?;
         }
         tx.commit()?;
         Ok(report)
@@ -496,6 +500,59 @@ impl Store {
     /// Blobs this node keeps.
     pub fn files(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the blobs this node keeps, as of the last
+    /// [`Store::tally_held_bytes`].
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts the bytes of the blobs held again (from their inode records,
+    /// without touching the disk), if the held set changed since the last
+    /// count; returns the count. A pass over the held table: run it now and
+    /// then, off the async threads.
+    pub fn tally_held_bytes(&self) -> Result<u64> {
+        if !self.held_changed.swap(false, Ordering::Relaxed) {
+            return Ok(self.held_bytes());
+        }
+        let counted = (|| {
+            let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+            let held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
+            let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+            let mut bytes = 0u64;
+            for entry in held.iter().map_err(|e| self.db_err(e))? {
+                let (key, _) = entry.map_err(|e| self.db_err(e))?;
+                if let Some(Record::Inode(i)) = read_record(&records, &Key(*key.value()))? {
+                    bytes = bytes.saturating_add(i.size);
+                }
+            }
+            Ok(bytes)
+        })();
+        match counted {
+            Ok(bytes) => {
+                self.held_bytes.store(bytes, Ordering::Relaxed);
+                Ok(bytes)
+            }
+            Err(e) => {
+                self.held_changed.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the counts of blobs held and wanted from their tables, inside
+    /// the transaction that changed them; returns the held count.
+    fn recount<T, U>(&self, held: &T, wanted: &U) -> Result<u64>
+    where
+        T: ReadableTableMetadata,
+        U: ReadableTableMetadata,
+    {
+        let n = held.len().map_err(|e| self.db_err(e))?;
+        self.held.store(n, Ordering::Relaxed);
+        self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
+        self.held_changed.store(true, Ordering::Relaxed);
+        Ok(n)
     }
 
     /// Blobs this node should keep but still has to fetch.
@@ -708,8 +765,7 @@ impl Store {
                 wanted.insert(&key.0, &content.to_be_bytes()).map_err(|e| self.db_err(e))?;
             }
             let _ = fs::rename(self.layout.blob(key, content), self.layout.corrupt(key, content));
-            self.held.store(held.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
-            self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
+            self.recount(&held, &wanted)?;
         }
         tx.commit()?;
         log::error!(
@@ -901,8 +957,7 @@ impl Store {
         if out.applied > 0 {
             meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(|e| self.db_err(e))?;
         }
-        self.held.store(held.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
-        self.wanted.store(wanted.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
+        self.recount(&held, &wanted)?;
         Ok((out, files))
     }
 

@@ -358,6 +358,21 @@ fn capacity_counts_held_and_wanted_blobs() {
 }
 
 #[test]
+fn the_bytes_held_are_counted_again_after_the_held_set_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let a = file(7, v(1, 1), b"abc", &[1]);
+    put(&s, &a, b"abc");
+    put(&s, &file(8, v(1, 2), b"hello", &[1]), b"hello");
+    s.apply(&[r(&file(9, v(1, 3), b"wanted, not held", &[1]))], &[]).unwrap();
+    assert_eq!(s.held_bytes(), 0, "not counted yet");
+    assert_eq!(s.tally_held_bytes().unwrap(), 8, "held blobs only");
+    s.quarantine(&a.key(), a.content).unwrap();
+    assert_eq!(s.held_bytes(), 8, "kept until counted again");
+    assert_eq!(s.tally_held_bytes().unwrap(), 5);
+}
+
+#[test]
 fn a_quarantined_blob_is_moved_aside_and_wanted() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
