@@ -230,8 +230,8 @@ pub async fn anti_entropy(node: Arc<Node>) {
             continue;
         }
         match reconcile(&node, &addr).await {
-            Ok((got, gave)) if got + gave > 0 => {
-                log::info!("node {me}: index reconciled with leader {leader}: {got} entries in, {gave} out")
+            Ok((got, withdrawn)) if got + withdrawn > 0 => {
+                log::info!("node {me}: index reconciled with leader {leader}: {got} entries in, {withdrawn} withdrawn")
             }
             Ok(_) => {}
             Err(e) => log::debug!("node {me}: cannot compare indexes with leader {leader}: {e}"),
@@ -245,15 +245,27 @@ async fn call(node: &Node, addr: &str, req: Request) -> Result<Response> {
         .map_err(|_| Error::Unavailable(format!("{addr} did not answer")))?
 }
 
-/// Compares digests with the node at `addr` and exchanges what differs.
-/// Returns (entries received, entries sent).
+/// Compares digests with the (caught-up) leader at `addr` and takes its
+/// word on what differs. Returns (entries received, entries withdrawn).
+///
+/// The leader's index is the reference; nothing goes the other way. An
+/// entry newer here than at the leader is one the leader never had (a write
+/// of an earlier term that reached no majority) or one it let go of (a
+/// tombstone purged, the entry being a late copy of what it deleted: an
+/// `Apply` that sat in a socket through a partition, say). Handed back to
+/// the leader, either would come back to life.
 pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
+    // Read before the leader's versions: every entry at or below it was
+    // committed at the leader before it answers, so it has that entry or a
+    // newer one, or purged its tombstone. Read after, it could cover an entry
+    // this node pulled after the leader listed its versions.
+    let vouched = node.blocking(|s| s.watermark()).await?;
     let theirs = match call(node, addr, Request::Digests).await? {
         Response::Digests(d) => Digests(d),
         other => return Err(Error::Protocol(format!("unexpected answer to digests: {other:?}"))),
     };
     let ours = node.blocking(|s| s.digests()).await?;
-    let (mut got, mut gave) = (0, 0);
+    let (mut got, mut withdrawn) = (0, 0);
     for bucket in ours.differing(&theirs).into_iter().take(BUCKETS_PER_ROUND) {
         let their_versions: HashMap<Key, Version> = match call(node, addr, Request::BucketVersions { bucket }).await? {
             Response::Versions(v) => v.into_iter().collect(),
@@ -263,35 +275,33 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
         let need: Vec<Key> =
             their_versions.iter().filter(|(k, v)| our_versions.get(k).is_none_or(|o| o < v)).map(|(k, _)| *k).collect();
         let mut need = need;
-        let mut give: Vec<Key> = Vec::new();
         let current = node.view().term;
         for (k, v) in &our_versions {
             if their_versions.get(k).is_some_and(|t| t >= v) {
                 continue;
             }
-            // Newer here than at the (caught-up) leader, from an earlier term:
-            // a write that never reached a majority (the leader caught up from
-            // a majority, so it has every one that did), whose client was told
-            // it failed. Withdraw it and take the leader's word: handed to the
-            // leader now, it would land after later changes it was never
-            // checked against (a directory moved into one it contains, say).
             // The membership record is not withdrawn (a node without one
             // would fall back to its configuration's): the leader commits
             // it again in its term, which supersedes this one.
             if *k == Key::members() {
                 continue;
             }
-            if v.term < current {
+            // Newer here than at the leader, and either from an earlier term
+            // (a write that never reached a majority: the leader caught up
+            // from a majority, so it has every one that did; its client was
+            // told it failed) or vouched for (see above): withdraw it and
+            // take the leader's word. Anything else may be a commit the
+            // leader made after it listed its versions: left for a later round.
+            if v.term < current || (*v <= vouched && v.term == current) {
                 let (k, v) = (*k, *v);
                 if node.blocking(move |s| s.withdraw(&k, v)).await? {
-                    log::info!("node {}: withdrew an unacknowledged entry of term {}", node.me(), v.term);
+                    log::info!("node {}: withdrew an entry of term {} the leader does not have", node.me(), v.term);
+                    withdrawn += 1;
                 }
                 if their_versions.contains_key(&k) {
                     need.push(k);
                 }
-                continue;
             }
-            give.push(*k);
         }
         for keys in need.chunks(500) {
             if let Response::Records(records) = call(node, addr, Request::RecordsFor { keys: keys.to_vec() }).await? {
@@ -299,14 +309,8 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
                 node.blocking(move |s| s.apply(&records, &[])).await?;
             }
         }
-        for keys in give.chunks(500) {
-            let keys = keys.to_vec();
-            let records = node.blocking(move |s| s.records_for(&keys)).await?;
-            gave += records.len();
-            call(node, addr, Request::Offer { records }).await?;
-        }
     }
-    Ok((got, gave))
+    Ok((got, withdrawn))
 }
 
 /// How often the leader audits the namespace.

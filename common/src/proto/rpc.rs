@@ -216,8 +216,9 @@ pub enum Request {
     RecordsFor {
         keys: Vec<Key>,
     },
-    /// Records the sender has and the receiver lacked or had older; applied
-    /// if newer (versions decide, so this is safe from anyone in the cluster).
+    /// Refused: records a follower had and the leader lacked. Nodes of
+    /// earlier versions sent it; a record the leader lacks may be one whose
+    /// tombstone it purged, which applying would bring back.
     Offer {
         records: Vec<Record>,
     },

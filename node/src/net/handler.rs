@@ -234,7 +234,14 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             from_node(peer)?;
             check_records(&records)?;
             node.admit(term, leader).await?;
-            node.commit(term, leader, records, Vec::new()).await?;
+            // Entries at or below the watermark are here already, or newer
+            // ones, or were deleted and their tombstones purged since: one
+            // that comes now is a late copy (an `Apply` held up in a socket
+            // through a partition) and must not bring a deleted entry back.
+            let records = node.blocking(move |s| s.newer_than_vouched(records)).await?;
+            if !records.is_empty() {
+                node.commit(term, leader, records, Vec::new()).await?;
+            }
             reply(conn, Response::Done).await
         }
         Request::Pull { since, fence } => {
@@ -256,11 +263,13 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             let r = node.blocking(move |s| s.records_for(&keys)).await?;
             reply(conn, Response::Records(r)).await
         }
-        Request::Offer { records } => {
+        // Offered records could bring back what was deleted (see
+        // `repair::reconcile`); nodes no longer send them.
+        Request::Offer { .. } => {
             from_node(peer)?;
-            check_records(&records)?;
-            node.blocking(move |s| s.apply(&records, &[])).await?;
-            reply(conn, Response::Done).await
+            Err(Failure::Reply(Error::Invalid(
+                "records are no longer offered: the leader's index is the reference".into(),
+            )))
         }
         Request::Holds { items } => {
             from_node(peer)?;

@@ -1121,6 +1121,23 @@ impl Store {
         self.set_meta("watermark", &v.to_be_bytes())
     }
 
+    /// `records` without those at or below the watermark: every committed
+    /// entry up to it is here already (or a newer one), or was deleted and
+    /// its tombstone purged, so a copy that arrives now is late and stale.
+    pub fn newer_than_vouched(&self, mut records: Vec<Record>) -> Result<Vec<Record>> {
+        let vouched = self.watermark()?;
+        let before = records.len();
+        records.retain(|r| r.version() > vouched);
+        if records.len() < before {
+            log::info!(
+                "node {}: ignored {} late entries at or below the watermark {vouched:?}",
+                self.me,
+                before - records.len()
+            );
+        }
+        Ok(records)
+    }
+
     /// Decodes a record (for callers that got raw bytes); kept here so the
     /// encoding stays private to the store.
     pub fn decode(bytes: &[u8]) -> Result<Record> {

@@ -385,6 +385,17 @@ fn a_quarantined_blob_is_moved_aside_and_wanted() {
 }
 
 #[test]
+fn entries_at_or_below_the_watermark_are_taken_as_late_copies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let (old, vouched, new) = (file(7, v(1, 3), b"a", &[]), file(8, v(1, 4), b"b", &[]), file(9, v(1, 5), b"c", &[]));
+    let all = vec![r(&old), r(&vouched), r(&new)];
+    assert_eq!(s.newer_than_vouched(all.clone()).unwrap(), all, "no watermark yet: all are new");
+    s.set_watermark(v(1, 4)).unwrap();
+    assert_eq!(s.newer_than_vouched(all).unwrap(), vec![r(&new)]);
+}
+
+#[test]
 fn the_term_and_watermark_are_remembered() {
     let tmp = tempfile::tempdir().unwrap();
     {
