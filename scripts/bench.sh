@@ -365,6 +365,9 @@ pdown_mbs=$(rate "$SIZE_MB" "$t0" "$t1")
 stop_cluster
 unset SCS_PLAINTEXT_TRANSPORT
 
+echo "bench: the rebalancer's cost to clients"
+REB_DIR="$BENCH_DIR/rebalance" "$here/scripts/bench-rebalance.sh" > /dev/null
+
 stamp=$(date -u +%Y-%m-%dT%H:%MZ)
 report="$out_dir/latest.md"
 cat > "$report" <<MD
@@ -397,5 +400,6 @@ From each node's \`/metrics\` before and after the one-at-a-time operations abov
 ${stage_rows}
 MD
 fi
+{ echo; sed 's/^### /## /' "$out_dir/rebalance-latest.md"; } >> "$report"
 cp "$report" "$out_dir/bench-$stamp.md"
 cat "$report"

@@ -101,6 +101,12 @@ pub struct Spread {
     /// Wait for the majority even if this node stops leading meanwhile
     /// (it took itself out of the members, and steps down at once).
     pub outlive_lead: bool,
+    /// Without a majority, end the term (a membership change: this node
+    /// would go on counting its quorum on a membership the others may not
+    /// have). A new term catches up from a majority and commits whichever
+    /// membership it finds again, so the change either takes effect or not
+    /// for every node alike.
+    pub end_term_on_failure: bool,
 }
 
 /// [`commit_and_spread`] with a [`Spread`]. A majority is counted on the
@@ -154,7 +160,20 @@ pub async fn commit_with<G>(
     let started = Instant::now();
     let res = await_majority(node, state, set, &before, spread.outlive_lead).await;
     METRICS.leader_majority.since(started);
+    let end_term = res.is_err() && spread.end_term_on_failure && !state.has_failed();
+    if end_term {
+        // Before the namespace lock is released, as for a failed local commit.
+        state.fail();
+    }
     drop(ns);
+    if end_term {
+        log::warn!(
+            "node {}: a membership change reached no majority in term {}; leading a new term to catch up again",
+            node.me(),
+            state.term
+        );
+        node.tell_driver(Control::Redeclare { term: state.term }).await;
+    }
     res
 }
 
