@@ -3,28 +3,37 @@
 # a fourth node is filled with copies, against the same work on the same
 # cluster before the node joined and after it was filled. Run by
 # scripts/bench.sh (make bench); alone it writes bench-results/rebalance-latest.md.
-# Needs release binaries (make build). Every process started here is
-# stopped by pid on exit; every packet stays on 127.0.0.1.
+# Needs release binaries (make build) and root: each node gets a disk of its
+# own (an ext4 image on a loop device), as placement counts each node's free
+# room. Every process started here is stopped by pid, and every disk
+# unmounted, on exit; every packet stays on 127.0.0.1.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/target/release"
 dir=${REB_DIR:-$here/target/bench-rebalance}
 FILES=${REB_FILES:-600}          # preloaded files of 1 MiB, on every node
-MAX_FILES=${REB_MAX_FILES:-1000} # placement counts files against this
+DISK_MB=${REB_DISK_MB:-3072}     # each node's disk
 RATE=${REB_RATE:-33554432}       # rebalance_bytes_per_sec (the default)
 PROBE_FILES=${REB_PROBE_FILES:-200}
 PROBE_MB=${REB_PROBE_MB:-32}
 out="$here/bench-results/rebalance-latest.md"
 
+if [ "$(id -u)" != 0 ]; then
+    echo "bench-rebalance: needs root (a loop-mounted disk per node); skipped" >&2
+    exit 0
+fi
+for m in "$dir"/disk-*; do umount "$m" 2>/dev/null || true; done
 rm -rf "$dir"; mkdir -p "$dir"
 key="$dir/cluster.key"
 (umask 077 && head -c 32 /dev/urandom > "$key")
 group="239.255.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1)):$((RANDOM % 20000 + 30000))"
 declare -A pids
+mounted=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    for m in "${mounted[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
@@ -32,12 +41,14 @@ scs() { "$bin/scs" --group "$group" --secret-file "$key" "$@"; }
 now() { date +%s.%N; }
 start_node() {
     local i=$1
-    cat > "$dir/node-$i.toml" <<TOML
-max_files = $MAX_FILES
-rebalance_bytes_per_sec = $RATE
-TOML
-    RUST_LOG=warn "$bin/scs-node" --config "$dir/node-$i.toml" --id "$i" --cluster-size 3 \
-        --data-dir "$dir/node-$i" --secret-file "$key" --group "$group" --listen 127.0.0.1:0 \
+    truncate -s "${DISK_MB}M" "$dir/disk-$i.img"
+    mkfs.ext4 -q -F "$dir/disk-$i.img"
+    mkdir -p "$dir/disk-$i"
+    mount -o loop "$dir/disk-$i.img" "$dir/disk-$i"
+    mounted+=("$dir/disk-$i")
+    echo "rebalance_bytes_per_sec = $RATE" > "$dir/node-$i.toml"
+    RUST_LOG=${REB_LOG:-warn} "$bin/scs-node" --config "$dir/node-$i.toml" --id "$i" --cluster-size 3 \
+        --data-dir "$dir/disk-$i/data" --secret-file "$key" --group "$group" --listen 127.0.0.1:0 \
         >>"$dir/node-$i.log" 2>&1 &
     pids[$i]=$!
 }
@@ -47,7 +58,7 @@ status_field() {  # status_field PYTHON-EXPR over the status object s
 wait_until() {  # wait_until WHAT SECONDS PYTHON-EXPR
     local n=0 limit=$(($2 * 10))
     until [ "$(status_field "$3" 2>/dev/null)" = "True" ]; do
-        n=$((n + 1)); [ $n -lt $limit ] || { echo "bench-rebalance: $1 not within $2 s" >&2; exit 1; }
+        n=$((n + 1)); [ $n -lt $limit ] || { echo "bench-rebalance: $1 not within $2 s" >&2; scs status >&2 || true; exit 1; }
         sleep 0.1
     done
 }
@@ -68,13 +79,20 @@ measure() {
     echo "$fps $(echo "scale=1; $PROBE_MB / ($t1 - $t0)" | bc) $(echo "scale=1; $PROBE_MB / ($t2 - $t1)" | bc)"
 }
 ratio() { echo "scale=2; $1 / $2" | bc | sed 's/^\./0./'; }
+# measure three times; the median of each figure.
+measure3() {
+    { measure; measure; measure; } | python3 -c '
+import sys, statistics
+rows = [[float(x) for x in line.split()] for line in sys.stdin]
+print(" ".join(str(round(statistics.median(col), 1)) for col in zip(*rows)))'
+}
 
 cargo build --release -q -p scs-mount --example small_files
 for i in 1 2 3; do start_node "$i"; done
 wait_until "a leader" 30 "s['quorum']"
 echo "bench-rebalance: $FILES × 1 MiB on 3 nodes"
 small_files "$FILES" 1048576 4 data > /dev/null
-before=$(measure)
+before=$(measure3)
 
 echo "bench-rebalance: node 4 joins"
 start_node 4
@@ -82,14 +100,14 @@ wait_until "node 4 as a candidate" 30 "any(n['id'] == 4 and n['state'] == 'candi
 t_add=$(now)
 scs node add 4
 wait_until "the rebalancer to start" 30 "s['moving']['files'] > 0"
-during=$(measure)
+during=$(measure3)
 still=$(status_field "s['moving']['files']")
 wait_until "the members to balance" 600 \
     "s['moving']['files'] == 0 and all(n['files'] > 0 and n['wanted'] == 0 for n in s['nodes'])"
 t_done=$(now)
 balance=$(status_field "' / '.join(str(n['files']) for n in s['nodes'])")
 moved_mb=$(status_field "round(next(n['bytes'] for n in s['nodes'] if n['id'] == 4) / 1048576)")
-after=$(measure)
+after=$(measure3)
 
 read -r b_fps b_up b_down <<< "$before"
 read -r d_fps d_up d_down <<< "$during"
@@ -99,7 +117,7 @@ inside=$([ "$still" -gt 0 ] && echo "yes, $still copies were still to move when 
 cat > "$out" <<MD
 ### The rebalancer's cost to clients — $(date -u +%Y-%m-%dT%H:%MZ)
 
-3 nodes hold ${FILES} × 1 MiB files (max_files ${MAX_FILES}); node 4 joins with \`scs node add\` and the rebalancer moves copies to it at \`rebalance_bytes_per_sec\` = $((RATE >> 20)) MiB/s. The same client work runs before the join, while copies move, and after the members are balanced: ${PROBE_FILES} × 4 KiB uploads (4 at a time), then a ${PROBE_MB} MiB upload and its download. The rebalance took ${secs} s (from \`node add\` until the members were balanced at ${balance} files; node 4 received ${moved_mb} MiB). Measured while copies moved: ${inside}.
+3 nodes hold ${FILES} × 1 MiB files, each node on a ${DISK_MB} MiB disk of its own (ext4 on a loop device); node 4 joins with \`scs node add\` and the rebalancer moves copies to it at \`rebalance_bytes_per_sec\` = $((RATE >> 20)) MiB/s. The same client work runs before the join, while copies move, and after the members are balanced: ${PROBE_FILES} × 4 KiB uploads (4 at a time), then a ${PROBE_MB} MiB upload and its download; each three times, the median shown. The rebalance took ${secs} s (from \`node add\` until the members were balanced at ${balance} files each; node 4 received ${moved_mb} MiB). Measured while copies moved: ${inside}.
 
 | client work | before the join | while copies move | after | while / after | aim |
 |---|---|---|---|---|---|

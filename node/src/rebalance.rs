@@ -14,13 +14,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use scs_common::proto::rpc::Moving;
 use scs_common::{Ino, Inode, NodeId, Result};
 
 use crate::copies::{confirmed, give_holders, LiveFiles};
-use crate::leader::placement::fullness;
+use crate::leader::placement::{fullness, has_room};
 use crate::leader::LeaderState;
 use crate::node::Node;
 
@@ -47,7 +47,7 @@ impl Load {
     }
 
     fn has_room(&self) -> bool {
-        self.max_files.is_none_or(|max| self.files < max)
+        has_room(self.files, self.max_files)
     }
 
     fn take(&mut self, size: u64) {
@@ -162,6 +162,7 @@ pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, interval: Duratio
     let budget = rate.saturating_mul(interval.as_secs().max(1));
     let mut spent = 0u64;
     let mut moved = 0;
+    let started = Instant::now();
     for i in plan {
         let entry = &movable[i];
         if spent >= budget {
@@ -174,6 +175,11 @@ pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, interval: Duratio
             spent += entry.size.max(4096);
             moved += 1;
         }
+        // Paced over the round: the emptiest member is handed copies to
+        // fetch at `rate`, not the round's budget at once, which it would
+        // fetch at full speed while clients wait on the same disks.
+        let due = Duration::from_secs_f64(spent as f64 / rate as f64);
+        tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
     }
     if moved > 0 {
         log::info!("node {me}: moving {moved} copies from node {from} to node {to} ({spent} bytes)");

@@ -26,7 +26,7 @@ use scs_common::proto::rpc::{Moving, Request, Response};
 use scs_common::{Error, Inode, Key, MemberState, NodeId, Record, Result, Version};
 
 use crate::copies::{confirmed, give_holders, LiveFiles};
-use crate::leader::placement::Rank;
+use crate::leader::placement::{self, Rank};
 use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
 use crate::node::Node;
 use crate::rebalance;
@@ -53,7 +53,7 @@ const RELEASED_AGE: Duration = Duration::from_secs(600);
 fn has_room(view: &ClusterView, id: NodeId) -> bool {
     view.members
         .get(&id)
-        .is_some_and(|m| m.alive && m.info.max_files.is_none_or(|max| m.info.files + m.info.wanted < max))
+        .is_some_and(|m| m.alive && placement::has_room(m.info.files + m.info.wanted, m.info.max_files))
 }
 
 /// Copies of files on the `leaving` nodes that the other members that take
@@ -83,11 +83,16 @@ pub async fn copies_to_move(node: &Arc<Node>, leaving: &BTreeSet<NodeId>) -> Res
 
 /// The leader's replica loop.
 pub async fn replicas(node: Arc<Node>) {
+    let mut last = Instant::now();
     loop {
+        // Every interval from the start of the last round (a rebalance
+        // round spends most of one pacing its moves), with a pause between.
+        let pause = REPLICA_INTERVAL.saturating_sub(last.elapsed()).max(REPLICA_INTERVAL / 10);
         tokio::select! {
             _ = node.shutdown().cancelled() => return,
-            _ = tokio::time::sleep(REPLICA_INTERVAL) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
+        last = Instant::now();
         let Ok(state) = node.writable() else { continue };
         let members = node.members();
         let draining: BTreeSet<NodeId> =

@@ -13,6 +13,13 @@ pub fn fullness(files: u64, max_files: Option<u64>, free: u64, total: u64) -> u3
     by_files.max(by_bytes)
 }
 
+/// Whether a node with `used` blobs (kept and still to fetch) may take one
+/// more under its `max_files`. Bytes are not counted here: a full disk
+/// refuses the copy itself, and old content gives way to new.
+pub fn has_room(used: u64, max_files: Option<u64>) -> bool {
+    max_files.is_none_or(|max| used < max)
+}
+
 fn per_mille(part: u64, whole: u64) -> u32 {
     if whole == 0 {
         return 1000;
