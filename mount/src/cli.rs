@@ -770,18 +770,14 @@ fn print_status(s: &StatusReport) {
 }
 
 /// "12 files, 3.4G left at 25M/s, about 2m 16s left": what a drain still
-/// has to move (the time only once copies are moving).
+/// has to move (the rate and time only once the leader has seen copies move).
 fn moving_left(m: &Moving) -> String {
-    let mut line = format!(
-        "{}, {} left at {}/s",
-        count(m.files, "file", "files"),
-        human_bytes(m.bytes),
-        human_bytes(m.bytes_per_sec)
-    );
-    if m.bytes_per_sec > 0 {
-        line += &format!(", about {} left", human_duration(m.bytes.div_ceil(m.bytes_per_sec)));
+    let left = format!("{}, {} left", count(m.files, "file", "files"), human_bytes(m.bytes));
+    if m.bytes_per_sec == 0 {
+        return format!("{left}, no rate measured yet");
     }
-    line
+    let secs = m.bytes.div_ceil(m.bytes_per_sec);
+    format!("{left} at {}/s, about {} left", human_bytes(m.bytes_per_sec), human_duration(secs))
 }
 
 /// "1 file", "3 files".
@@ -1029,7 +1025,7 @@ mod tests {
         assert_eq!(moving_left(&m(1, 1536, 512)), "1 file, 1.5K left at 512B/s, about 3s left");
         assert_eq!(moving_left(&m(40, 10 << 30, 1 << 20)), "40 files, 10G left at 1.0M/s, about 2h 50m left");
         // Nothing moved yet: no rate to tell a time from.
-        assert_eq!(moving_left(&m(5, 2 << 20, 0)), "5 files, 2.0M left at 0B/s");
+        assert_eq!(moving_left(&m(5, 2 << 20, 0)), "5 files, 2.0M left, no rate measured yet");
     }
 
     #[test]

@@ -229,9 +229,10 @@ pub async fn anti_entropy(node: Arc<Node>) {
         let view = node.view();
         let (Some(leader), Some(addr)) = (view.leader.filter(|l| *l != me), view.leader_addr()) else { continue };
         // Only a leader that has caught up from a majority is the reference.
-        // A node that is not a member only follows: what it offers could be
-        // from before it left, deleted since and its tombstone purged.
-        if !view.members.get(&leader).is_some_and(|m| m.info.ready) || !node.members().contains(me) {
+        // A node that is not a member compares too: what it kept from before
+        // it was taken out, deleted since and its tombstone purged, is
+        // withdrawn here before it is a member again.
+        if !view.members.get(&leader).is_some_and(|m| m.info.ready) {
             continue;
         }
         match reconcile(&node, &addr).await {
