@@ -177,9 +177,13 @@ pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, interval: Duratio
         }
         // Paced over the round: the emptiest member is handed copies to
         // fetch at `rate`, not the round's budget at once, which it would
-        // fetch at full speed while clients wait on the same disks.
-        let due = Duration::from_secs_f64(spent as f64 / rate as f64);
-        tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+        // fetch at full speed while clients wait on the same disks. Never
+        // more than the round's length (one big file ends the round).
+        let due = Duration::from_secs_f64(spent as f64 / rate as f64).min(interval);
+        tokio::select! {
+            _ = node.shutdown().cancelled() => break,
+            _ = tokio::time::sleep(due.saturating_sub(started.elapsed())) => {}
+        }
     }
     if moved > 0 {
         log::info!("node {me}: moving {moved} copies from node {from} to node {to} ({spent} bytes)");

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scs_common::proto::rpc::{Moving, Request, Response};
-use scs_common::{Error, Inode, Key, MemberState, NodeId, Record, Result, Version};
+use scs_common::{Error, Inode, Key, MemberState, NodeId, Record, Result, Term, Version};
 
 use crate::copies::{confirmed, give_holders, LiveFiles};
 use crate::leader::placement::{self, Rank};
@@ -235,7 +235,7 @@ pub async fn anti_entropy(node: Arc<Node>) {
         if !view.members.get(&leader).is_some_and(|m| m.info.ready) {
             continue;
         }
-        match reconcile(&node, &addr).await {
+        match reconcile(&node, &addr, view.term).await {
             Ok((got, withdrawn)) if got + withdrawn > 0 => {
                 log::info!("node {me}: index reconciled with leader {leader}: {got} entries in, {withdrawn} withdrawn")
             }
@@ -260,11 +260,13 @@ async fn call(node: &Node, addr: &str, req: Request) -> Result<Response> {
 /// tombstone purged, the entry being a late copy of what it deleted: an
 /// `Apply` that sat in a socket through a partition, say). Handed back to
 /// the leader, either would come back to life.
-pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
+pub async fn reconcile(node: &Arc<Node>, addr: &str, term: Term) -> Result<(usize, usize)> {
     // Read before the leader's versions: every entry at or below it was
     // committed at the leader before it answers, so it has that entry or a
     // newer one, or purged its tombstone. Read after, it could cover an entry
-    // this node pulled after the leader listed its versions.
+    // this node pulled after the leader listed its versions. And it must come
+    // from this leader or an earlier one: checked below by the term, which
+    // moves on before this node follows (and pulls from) another leader.
     let vouched = node.blocking(|s| s.watermark()).await?;
     let theirs = match call(node, addr, Request::Digests).await? {
         Response::Digests(d) => Digests(d),
@@ -282,6 +284,11 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str) -> Result<(usize, usize)> {
             their_versions.iter().filter(|(k, v)| our_versions.get(k).is_none_or(|o| o < v)).map(|(k, _)| *k).collect();
         let mut need = need;
         let current = node.view().term;
+        if current != term {
+            return Err(Error::Unavailable(format!(
+                "term {current} began while comparing with the leader of term {term}"
+            )));
+        }
         for (k, v) in &our_versions {
             if their_versions.get(k).is_some_and(|t| t >= v) {
                 continue;

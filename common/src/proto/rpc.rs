@@ -216,9 +216,9 @@ pub enum Request {
     RecordsFor {
         keys: Vec<Key>,
     },
-    /// Refused: records a follower had and the leader lacked. Nodes of
-    /// earlier versions sent it; a record the leader lacks may be one whose
-    /// tombstone it purged, which applying would bring back.
+    /// Records a follower had and the leader lacked: checked, answered and
+    /// ignored. Nodes of earlier versions sent it; a record the leader lacks
+    /// may be one whose tombstone it purged, which applying would bring back.
     Offer {
         records: Vec<Record>,
     },

@@ -102,16 +102,22 @@ impl LeaderState {
 
     /// A new version, in flight until the returned guard is dropped.
     pub fn allocate(self: &Arc<Self>) -> VersionGuard {
+        // Under the lock: a version handed out but not yet in flight would
+        // let `safe_watermark` vouch for it before it is committed.
+        let mut inflight = self.lock();
         let version = Version::new(self.term, self.next_seq.fetch_add(1, Ordering::SeqCst));
-        self.lock().insert(version);
+        inflight.insert(version);
+        drop(inflight);
         VersionGuard { state: self.clone(), version }
     }
 
     /// The highest version at or below which nothing is in flight: a
     /// follower that has pulled everything up to it has every committed entry.
     pub fn safe_watermark(&self) -> Version {
+        let inflight = self.lock();
         let next = self.next_seq.load(Ordering::SeqCst);
-        let lowest = self.lock().iter().next().copied();
+        let lowest = inflight.iter().next().copied();
+        drop(inflight);
         match lowest {
             Some(v) => Version::new(v.term, v.seq - 1),
             None => Version::new(self.term, next - 1),

@@ -263,13 +263,14 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             let r = node.blocking(move |s| s.records_for(&keys)).await?;
             reply(conn, Response::Records(r)).await
         }
-        // Offered records could bring back what was deleted (see
-        // `repair::reconcile`); nodes no longer send them.
-        Request::Offer { .. } => {
+        // Checked, answered and ignored: offered records could bring back
+        // what was deleted (see `repair::reconcile`). Nodes of this version
+        // no longer send them; earlier ones go on with their comparison.
+        Request::Offer { records } => {
             from_node(peer)?;
-            Err(Failure::Reply(Error::Invalid(
-                "records are no longer offered: the leader's index is the reference".into(),
-            )))
+            check_records(&records)?;
+            log::debug!("node {}: ignored {} offered entries", node.me(), records.len());
+            reply(conn, Response::Done).await
         }
         Request::Holds { items } => {
             from_node(peer)?;
@@ -281,7 +282,15 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
         Request::Purge { term, leader, items } => {
             from_node(peer)?;
             node.admit(term, leader).await?;
-            node.blocking(move |s| s.purge(&items)).await?;
+            // Only tombstones at or below the watermark go: a late copy of
+            // what one deleted is older still, so `Apply` drops it (above).
+            // The rest stay until a later round, when it has pulled further.
+            node.blocking(move |s| {
+                let vouched = s.watermark()?;
+                let items: Vec<_> = items.into_iter().filter(|(_, v)| *v <= vouched).collect();
+                s.purge(&items)
+            })
+            .await?;
             reply(conn, Response::Done).await
         }
         Request::Lock { session, lock } => reply(conn, Response::Lock(locks::lock(node, session, lock)?)).await,
