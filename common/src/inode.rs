@@ -20,6 +20,10 @@ pub const XATTR_SIZE_MAX: usize = 65536;
 pub const XATTR_TOTAL_MAX: usize = 256 * 1024;
 /// Size a directory shows, as a small ext4 directory does.
 pub const DIR_SIZE: u64 = 4096;
+/// Files of at most this many bytes keep their content in their inode
+/// record ([`Inode::inline`]) instead of a blob: one index commit per node
+/// stores them, with no file to create, sync and name on each holder.
+pub const INLINE_MAX: u64 = 8192;
 
 /// Bytes that travel as one msgpack bin (an xattr value), not as a list of
 /// numbers.
@@ -110,6 +114,14 @@ pub struct Inode {
     pub holders: Vec<NodeId>,
     /// A tombstone: the inode was removed at `version`.
     pub deleted: bool,
+    /// The content itself, for a file of at most [`INLINE_MAX`] bytes: it
+    /// travels and is kept with the record, on every node, and there is no
+    /// blob (`holders` is empty). In answers to clients the bytes are left
+    /// out ([`Inode::for_client`]): `Some` of nothing says only that the
+    /// content is inline. Left out of the encoding when `None`, so records
+    /// without it encode as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<Bytes>,
 }
 
 impl Inode {
@@ -135,6 +147,7 @@ impl Inode {
             hash: ContentHash::of_empty(),
             holders: Vec::new(),
             deleted: false,
+            inline: None,
         }
     }
 
@@ -144,7 +157,47 @@ impl Inode {
 
     /// Whether its content is a blob on its holders.
     pub fn has_blob(&self) -> bool {
-        self.kind == Kind::File && !self.deleted && self.content != Version::ZERO
+        self.kind == Kind::File && !self.deleted && self.content != Version::ZERO && self.inline.is_none()
+    }
+
+    /// Whether its content is kept in the record ([`Inode::inline`]).
+    pub fn is_inline(&self) -> bool {
+        self.kind == Kind::File && !self.deleted && self.inline.is_some()
+    }
+
+    /// Checks content kept in the record against the size and hash it
+    /// claims: a record that fails is not taken.
+    ///
+    /// # Errors
+    /// `Corrupt` for bytes that do not match, `Invalid` for inline content
+    /// where none belongs.
+    pub fn check_inline(&self) -> crate::Result<()> {
+        let Some(data) = &self.inline else { return Ok(()) };
+        if self.kind != Kind::File || self.deleted || data.0.len() as u64 > INLINE_MAX {
+            return Err(crate::Error::Invalid(format!(
+                "inode {}: inline content on a {}{} of {} bytes",
+                self.ino,
+                if self.deleted { "removed " } else { "" },
+                self.kind.as_str(),
+                data.0.len()
+            )));
+        }
+        if data.0.len() as u64 != self.size || ContentHash::of(&data.0) != self.hash {
+            return Err(crate::Error::Corrupt(format!(
+                "inode {}: its inline content does not match its size and hash",
+                self.ino
+            )));
+        }
+        Ok(())
+    }
+
+    /// This inode as clients get it: inline content is theirs to read
+    /// with `Read`, not with every lookup and listing.
+    pub fn for_client(mut self) -> Inode {
+        if let Some(data) = self.inline.as_mut() {
+            data.0 = Vec::new();
+        }
+        self
     }
 
     pub fn is_dir(&self) -> bool {
@@ -178,6 +231,7 @@ impl Inode {
             hash: ContentHash::default(),
             holders: Vec::new(),
             deleted: true,
+            inline: None,
             ctime_ns: now_ns,
             ..self.clone()
         }
@@ -517,6 +571,88 @@ mod tests {
         }
         let value = rmp_serde::to_vec(&Bytes(vec![200; 100])).unwrap();
         assert_eq!(value.len(), 102, "bin8 header + 100 bytes, not a list of numbers");
+    }
+
+    #[test]
+    fn a_record_without_inline_content_encodes_as_before_and_one_with_it_round_trips() {
+        let mut i = Inode::new(Ino(9), Kind::File, 0o644, 0, 0, 5);
+        i.version = Version::new(Term(2), 4);
+        // The inode as the release before encoded it: the same fields, none after `deleted`.
+        #[derive(Serialize)]
+        struct Before<'a> {
+            ino: Ino,
+            version: Version,
+            kind: Kind,
+            mode: u32,
+            uid: u32,
+            gid: u32,
+            nlink: u32,
+            parent: Ino,
+            size: u64,
+            atime_ns: i64,
+            mtime_ns: i64,
+            ctime_ns: i64,
+            rdev: u64,
+            target: &'a str,
+            xattrs: &'a Xattrs,
+            content: Version,
+            hash: ContentHash,
+            holders: &'a [NodeId],
+            deleted: bool,
+        }
+        let before = Before {
+            ino: i.ino,
+            version: i.version,
+            kind: i.kind,
+            mode: i.mode,
+            uid: i.uid,
+            gid: i.gid,
+            nlink: i.nlink,
+            parent: i.parent,
+            size: i.size,
+            atime_ns: i.atime_ns,
+            mtime_ns: i.mtime_ns,
+            ctime_ns: i.ctime_ns,
+            rdev: i.rdev,
+            target: &i.target,
+            xattrs: &i.xattrs,
+            content: i.content,
+            hash: i.hash,
+            holders: &i.holders,
+            deleted: i.deleted,
+        };
+        let plain = rmp_serde::to_vec(&i).unwrap();
+        assert_eq!(plain, rmp_serde::to_vec(&before).unwrap(), "an inode without inline content encodes as before");
+        assert_eq!(rmp_serde::from_slice::<Inode>(&plain).unwrap(), i, "and the encoding before decodes");
+
+        let data = b"small file".to_vec();
+        (i.size, i.hash, i.inline) = (data.len() as u64, ContentHash::of(&data), Some(Bytes(data)));
+        let r = Record::Inode(i.clone());
+        assert_eq!(rmp_serde::from_slice::<Record>(&rmp_serde::to_vec(&r).unwrap()).unwrap(), r);
+        assert!(i.is_inline() && !i.has_blob());
+        assert!(i.check_inline().is_ok());
+        let for_client = i.clone().for_client();
+        assert_eq!(for_client.inline, Some(Bytes(Vec::new())), "a client learns it is inline, not the bytes");
+        assert!(i.tombstone(7).inline.is_none(), "a removed file keeps no content");
+    }
+
+    #[test]
+    fn inline_content_that_does_not_match_its_hash_or_kind_is_refused() {
+        let data = b"twelve bytes".to_vec();
+        let mut i = Inode::new(Ino(9), Kind::File, 0o644, 0, 0, 5);
+        (i.size, i.hash, i.inline) = (12, ContentHash::of(&data), Some(Bytes(data)));
+        assert!(i.check_inline().is_ok());
+        let mut flipped = i.clone();
+        flipped.inline.as_mut().unwrap().0[0] ^= 1;
+        assert!(matches!(flipped.check_inline(), Err(crate::Error::Corrupt(_))));
+        let mut longer = i.clone();
+        longer.size = 13;
+        assert!(matches!(longer.check_inline(), Err(crate::Error::Corrupt(_))));
+        let dir = Inode { kind: Kind::Dir, ..i.clone() };
+        assert!(matches!(dir.check_inline(), Err(crate::Error::Invalid(_))));
+        let mut huge = i.clone();
+        huge.inline = Some(Bytes(vec![0; INLINE_MAX as usize + 1]));
+        assert!(matches!(huge.check_inline(), Err(crate::Error::Invalid(_))));
     }
 
     #[test]

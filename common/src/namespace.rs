@@ -302,7 +302,7 @@ pub fn create_file<V: View>(
 }
 
 /// Gives file `ino` the content of `from` (content version, size, hash,
-/// holders, mtime); everything else stays.
+/// holders or inline bytes, mtime); everything else stays.
 ///
 /// # Errors
 /// `NotFound`, `IsDir`, or `Invalid` for anything that has no content.
@@ -317,6 +317,7 @@ pub fn put_content<V: View>(plan: &mut Plan<'_, V>, ino: Ino, from: &Inode) -> R
     i.size = from.size;
     i.hash = from.hash;
     i.holders = from.holders.clone();
+    i.inline = from.inline.clone();
     i.mtime_ns = from.mtime_ns;
     i.ctime_ns = plan.now();
     plan.put_inode(i.clone());

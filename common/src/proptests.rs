@@ -104,12 +104,14 @@ fn arb_inode() -> impl Strategy<Value = Inode> {
         (arb_ino(), arb_version(), arb_kind(), any::<(u32, u32, u32, u32)>(), arb_ino(), any::<u64>()),
         (any::<(i64, i64, i64)>(), any::<u64>(), "\\PC{0,12}", arb_xattrs()),
         (arb_version(), arb_hash(), vec(arb_node(), 0..5), any::<bool>()),
+        proptest::option::of(vec(any::<u8>(), 0..64).prop_map(Bytes)),
     )
         .prop_map(
             |(
                 (ino, version, kind, (mode, uid, gid, nlink), parent, size),
                 ((atime_ns, mtime_ns, ctime_ns), rdev, target, xattrs),
                 (content, hash, holders, deleted),
+                inline,
             )| Inode {
                 ino,
                 version,
@@ -130,6 +132,7 @@ fn arb_inode() -> impl Strategy<Value = Inode> {
                 hash,
                 holders,
                 deleted,
+                inline,
             },
         )
 }
@@ -452,6 +455,7 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
                     under_replicated,
                     members,
                     bytes,
+                    blobs: files,
                 }
             },
         );

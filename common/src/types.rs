@@ -182,7 +182,12 @@ impl Key {
 impl ContentHash {
     /// The hash of the empty file.
     pub fn of_empty() -> ContentHash {
-        ContentHash(Sha256::digest([]).into())
+        ContentHash::of(&[])
+    }
+
+    /// The hash of `bytes`.
+    pub fn of(bytes: &[u8]) -> ContentHash {
+        ContentHash(Sha256::digest(bytes).into())
     }
 }
 

@@ -269,7 +269,7 @@ async fn run(args: Args) -> Result<()> {
                 b.finish_and_clear();
             }
             if std::io::stderr().is_terminal() {
-                eprintln!("stored {target} ({} bytes, inode {}) on node(s) {}", e.size, e.ino, ids(&e));
+                eprintln!("stored {target} ({} bytes, inode {}) {}", e.size, e.ino, kept_on(&e));
             }
             Ok(())
         }
@@ -575,8 +575,13 @@ async fn status(client: &Client) -> Result<StatusReport> {
     client.status().await
 }
 
-fn ids(e: &Inode) -> String {
-    e.holders.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(",")
+/// Where a stored file's content is kept, for the upload's message.
+fn kept_on(e: &Inode) -> String {
+    if e.is_inline() {
+        return "in every node's index".into();
+    }
+    let ids = e.holders.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(",");
+    format!("on node(s) {ids}")
 }
 
 fn progress_bar(size: u64, what: &str) -> Option<indicatif::ProgressBar> {

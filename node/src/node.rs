@@ -213,6 +213,29 @@ impl Node {
         records: Vec<Record>,
         written: Vec<(Key, Version)>,
     ) -> Result<Applied> {
+        self.commit_with(term, leader, move |store| store.apply(&records, &written)).await
+    }
+
+    /// [`Node::commit`] of a leader's `Apply`, less the records at or below
+    /// this node's watermark (see [`Store::newer_than_vouched`]), in the
+    /// same trip to the store.
+    pub async fn commit_applied(&self, term: Term, leader: NodeId, records: Vec<Record>) -> Result<Applied> {
+        self.commit_with(term, leader, move |store| {
+            let records = store.newer_than_vouched(records)?;
+            if records.is_empty() {
+                return Ok(Applied::default());
+            }
+            store.apply(&records, &[])
+        })
+        .await
+    }
+
+    async fn commit_with(
+        &self,
+        term: Term,
+        leader: NodeId,
+        apply: impl FnOnce(&Store) -> Result<Applied> + Send + 'static,
+    ) -> Result<Applied> {
         let _shared = self.commit_gate.read().await;
         {
             let v = self.view.borrow();
@@ -221,7 +244,7 @@ impl Node {
             }
         }
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.apply(&records, &written))
+        tokio::task::spawn_blocking(move || apply(&store))
             .await
             .map_err(|e| Error::Internal(format!("commit task: {e}")))?
     }

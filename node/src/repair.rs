@@ -317,7 +317,19 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str, term: Term) -> Result<(usiz
             }
         }
         for keys in need.chunks(500) {
-            if let Response::Records(records) = call(node, addr, Request::RecordsFor { keys: keys.to_vec() }).await? {
+            // An answer holds what fits in a message: ask again for the rest
+            // until it holds nothing more (the others were purged meanwhile).
+            let mut keys = keys.to_vec();
+            while !keys.is_empty() {
+                let Response::Records(records) = call(node, addr, Request::RecordsFor { keys: keys.clone() }).await?
+                else {
+                    break;
+                };
+                if records.is_empty() {
+                    break;
+                }
+                let answered: BTreeSet<Key> = records.iter().map(Record::key).collect();
+                keys.retain(|k| !answered.contains(k));
                 got += records.len();
                 node.blocking(move |s| s.apply(&records, &[])).await?;
             }

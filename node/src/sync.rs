@@ -64,7 +64,13 @@ pub async fn serve_pull(
         if let Some(last) = batch.last() {
             cursor = (last.version(), last.key());
         }
-        conn.send_response(Response::Pulled { records: batch, more, watermark }).await?;
+        // Cut by size too: 500 small files with their content would not fit
+        // in one message.
+        let mut parts = crate::leader::split_by_size(batch, crate::leader::RECORDS_BYTES).into_iter().peekable();
+        while let Some(records) = parts.next() {
+            let more = more || parts.peek().is_some();
+            conn.send_response(Response::Pulled { records, more, watermark }).await?;
+        }
         if !more {
             return Ok(());
         }

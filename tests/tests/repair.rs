@@ -35,7 +35,8 @@ fn has_good_copy(c: &Cluster, id: u32, name: &str, want: &[u8]) -> bool {
 #[test]
 fn a_holder_gone_past_the_repair_delay_is_replaced_on_a_node_with_room() {
     let c = Cluster::builder(4).replicas(3).config("repair_delay_ms = 1500\n").start();
-    let files: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("r{i}"), seeded_bytes(900 + i, 3000))).collect();
+    // Over INLINE_MAX: files small enough to live in the index have no copies to repair.
+    let files: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("r{i}"), seeded_bytes(900 + i, 12_000))).collect();
     for (name, bytes) in &files {
         c.upload_bytes(name, bytes);
     }
@@ -56,13 +57,14 @@ fn a_holder_gone_past_the_repair_delay_is_replaced_on_a_node_with_room() {
 #[test]
 fn a_node_that_was_down_briefly_keeps_its_place_and_gets_what_it_missed() {
     let c = Cluster::builder(3).config("repair_delay_ms = 60000\n").start();
-    c.upload_bytes("before", b"before");
+    let (before, during) = (seeded_bytes(1, 20_000), seeded_bytes(2, 20_000));
+    c.upload_bytes("before", &before);
     c.kill(1);
-    c.upload_bytes("during", b"during");
+    c.upload_bytes("during", &during);
     let mut c = c;
     c.restart(1);
     eventually("node 1 holds both files", Duration::from_secs(20), || {
-        has_good_copy(&c, 1, "before", b"before") && has_good_copy(&c, 1, "during", b"during")
+        has_good_copy(&c, 1, "before", &before) && has_good_copy(&c, 1, "during", &during)
     });
 }
 

@@ -78,6 +78,10 @@ pub struct NodeInfo {
     /// Bytes of the files whose content it holds (counted every few seconds).
     #[serde(default)]
     pub bytes: u64,
+    /// Blobs it holds: `files` without the small files every node keeps in
+    /// its index.
+    #[serde(default)]
+    pub blobs: u64,
 }
 
 /// One authenticated datagram.
@@ -206,6 +210,7 @@ mod tests {
                 under_replicated: 0,
                 members: Version::new(Term(2), 1),
                 bytes: 2 << 20,
+                blobs: 2,
             },
             msg: Gossip::Heartbeat(Heartbeat {
                 term: Term(4),

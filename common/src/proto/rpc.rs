@@ -439,6 +439,23 @@ impl Response {
     pub fn error(e: &crate::Error) -> Response {
         Response::Error(e.to_wire())
     }
+
+    /// This answer with its inodes as clients get them
+    /// ([`Inode::for_client`]: no inline bytes). Records between nodes
+    /// (`Records`, `Pulled`) are left whole.
+    pub fn for_client(self) -> Response {
+        match self {
+            Response::Attr(i) => Response::Attr(i.for_client()),
+            Response::Changed(touched) => Response::Changed(touched.into_iter().map(Inode::for_client).collect()),
+            Response::Listing { entries, more } => Response::Listing {
+                entries: entries.into_iter().map(|e| DirEntry { inode: e.inode.for_client(), ..e }).collect(),
+                more,
+            },
+            Response::Content { inode, offset, len } => Response::Content { inode: inode.for_client(), offset, len },
+            Response::Redirect { inode, holders } => Response::Redirect { inode: inode.for_client(), holders },
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]

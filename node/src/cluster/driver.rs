@@ -436,6 +436,7 @@ impl Driver {
         NodeInfo {
             addr: self.cfg.advertise.to_string(),
             files: self.store.files(),
+            blobs: self.store.blobs(),
             max_files: self.cfg.max_files,
             ready: self.serving(),
             disk_free: self.disk.1,

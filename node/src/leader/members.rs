@@ -82,11 +82,13 @@ fn plan(
                      (scs status lists it as a candidate once it is heard)"
                 )));
             };
-            if info.files > 0 {
+            // Blobs only: a candidate follows the index, small files kept
+            // in it included, from the start.
+            if info.blobs > 0 {
                 return Err(Error::Invalid(format!(
                     "node {id} still keeps {} file copies from an earlier membership; \
                      stop it, empty its data_dir, and start it again",
-                    info.files
+                    info.blobs
                 )));
             }
             if old.len() >= Members::MAX {
@@ -153,7 +155,7 @@ mod tests {
         assert_eq!(plan(&old, MemberChange::Add(NodeId(2)), None).unwrap(), None);
         let e = plan(&old, MemberChange::Add(NodeId(9)), None).unwrap_err();
         assert!(matches!(e, Error::NotFound(_)) && e.to_string().contains("node 9 is not announcing"), "{e}");
-        let used = NodeInfo { files: 12, ..heard };
+        let used = NodeInfo { files: 12, blobs: 12, ..heard };
         let e = plan(&old, MemberChange::Add(NodeId(4)), Some(&used)).unwrap_err();
         assert!(e.to_string().contains("12 file copies"), "{e}");
     }

@@ -156,7 +156,16 @@ pub async fn commit_with<G>(
     // commit, a pull must not be told everything up to them is here
     // ([`LeaderState::safe_watermark`]), or a follower skips them for good.
     drop(batch);
-    let ns = if spread.hold_lock { Some(ns) } else { None };
+    // The lock goes now unless the change must hold it to the majority: a
+    // guard moved into only one branch would live to the end of this
+    // function in the other, serialising every writer behind the slowest
+    // follower.
+    let ns = if spread.hold_lock {
+        Some(ns)
+    } else {
+        drop(ns);
+        None
+    };
     let started = Instant::now();
     let res = await_majority(node, state, set, &before, spread.outlive_lead).await;
     METRICS.leader_majority.since(started);
@@ -225,7 +234,7 @@ fn apply_to_others(
     // A big batch goes as several messages under the frame limit; a node
     // counts once it has committed all of them.
     let reqs: Arc<Vec<Request>> = Arc::new(
-        split_by_size(records, APPLY_BYTES)
+        split_by_size(records, RECORDS_BYTES)
             .into_iter()
             .map(|records| Request::Apply { term: state.term, leader: node.me(), records })
             .collect(),
@@ -353,8 +362,10 @@ pub async fn join_while_leading<T: 'static>(
     }
 }
 
-/// Encoded bytes per `Apply` message, well under the frame limit.
-const APPLY_BYTES: usize = 2 << 20;
+/// Encoded bytes of records per message (`Apply`, `Pulled`, `Records`),
+/// well under the frame limit: a record may carry 256 KiB of extended
+/// attributes, or a small file's content.
+pub const RECORDS_BYTES: usize = 2 << 20;
 
 /// Cuts `items` into runs whose encoding stays under about `max` bytes.
 pub fn split_by_size<T: serde::Serialize>(items: Vec<T>, max: usize) -> Vec<Vec<T>> {
@@ -397,7 +408,7 @@ mod tests {
     #[test]
     fn big_batches_are_cut_under_the_frame_limit() {
         let records: Vec<Record> = (0..40_000).map(|i| dentry(format!("{}{i}", "d".repeat(200)))).collect();
-        let parts = split_by_size(records, APPLY_BYTES);
+        let parts = split_by_size(records, RECORDS_BYTES);
         assert!(parts.len() > 1);
         assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 40_000);
         for p in &parts {
@@ -405,7 +416,7 @@ mod tests {
                 rmp_serde::to_vec(&Request::Apply { term: Term(1), leader: NodeId(1), records: p.clone() }).unwrap();
             assert!(bytes.len() < scs_common::proto::frame::MAX_MESSAGE, "{} bytes", bytes.len());
         }
-        assert_eq!(split_by_size(Vec::<Record>::new(), APPLY_BYTES).len(), 1, "an empty batch is still one message");
+        assert_eq!(split_by_size(Vec::<Record>::new(), RECORDS_BYTES).len(), 1, "an empty batch is still one message");
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! of the holders have the data, the entry, naming the holders that
 //! answered, is committed on a majority of the cluster. Only then is the
 //! client told the file is stored. A holder that fails is simply left out.
+//!
+//! A file of at most [`INLINE_MAX`] bytes skips the first phase: its bytes
+//! are checked here and go into its inode record, so one index commit on a
+//! majority stores it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use scs_common::conn::{Chunk, Connection};
-use scs_common::inode::{NewNode, XATTR_SIZE_MAX, XATTR_TOTAL_MAX};
+use scs_common::inode::{NewNode, INLINE_MAX, XATTR_SIZE_MAX, XATTR_TOTAL_MAX};
 use scs_common::proto::rpc::{Message, Request, Response, Target, UploadSpec};
 use scs_common::{name, namespace, ContentHash, Error, Ino, Inode, Key, Kind, NodeId, Result, Version};
 
@@ -74,6 +78,8 @@ pub struct Prepared {
     spec: UploadSpec,
     plan: Plan,
     holders: Vec<(NodeId, String)>,
+    /// The content goes into the inode record (at most [`INLINE_MAX`] bytes).
+    inline: bool,
 }
 
 /// Checks an upload, decides which inode gets the content, and picks its
@@ -140,11 +146,27 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
     };
     // An empty file has no blob: only its inode is committed, at the cost
     // of a metadata change rather than a blob on every holder, and it takes
-    // no node's room.
-    let holders = if spec.size == Some(0) { Vec::new() } else { pick_holders(node, plan.ino())? };
+    // no node's room. A small one keeps its bytes in its inode record.
+    let inline = spec.size.is_some_and(|s| s > 0 && s <= INLINE_MAX) && inline_allowed(node);
+    let holders = if spec.size == Some(0) || inline { Vec::new() } else { pick_holders(node, plan.ino())? };
     let guard = state.allocate();
     let mark = state.mark_upload(Key::of_ino(plan.ino()));
-    Ok(Prepared { state, guard, _mark: mark, spec, plan, holders })
+    Ok(Prepared { state, guard, _mark: mark, spec, plan, holders, inline })
+}
+
+/// Whether a small file may keep its content in its record. Such a file is
+/// kept by every node, so not while any member counts its files against a
+/// `max_files`: placement could not keep it off a full one.
+fn inline_allowed(node: &Node) -> bool {
+    if node.cfg().max_files.is_some() {
+        return false;
+    }
+    let view = node.view();
+    node.members()
+        .ids()
+        .into_iter()
+        .filter(|id| *id != node.me())
+        .all(|id| view.members.get(&id).is_some_and(|m| m.info.max_files.is_none()))
 }
 
 /// What a new file brings along, checked before any byte is taken: a
@@ -202,7 +224,7 @@ async fn new_ino(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<Ino> {
 pub async fn receive(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared) -> Outcome {
     let mut broken = false;
     match run(node, conn, prepared, &mut broken).await {
-        Ok(entry) => Outcome::Stored(entry),
+        Ok(entry) => Outcome::Stored(Box::new(entry)),
         Err(e) if broken => Outcome::Broken(e),
         Err(e) => Outcome::Failed(e),
     }
@@ -210,7 +232,7 @@ pub async fn receive(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared
 
 /// How an upload ended, for the session that carried it.
 pub enum Outcome {
-    Stored(Inode),
+    Stored(Box<Inode>),
     /// The client's stream was consumed: answer with the error.
     Failed(Error),
     /// The session broke: nothing can be answered.
@@ -218,7 +240,7 @@ pub enum Outcome {
 }
 
 async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken: &mut bool) -> Result<Inode> {
-    let Prepared { state, guard, _mark, spec, plan, holders } = prepared;
+    let Prepared { state, guard, _mark, spec, plan, holders, inline } = prepared;
     let (ino, content, size) = (plan.ino(), guard.version, spec.size);
     let what = log_name(&spec);
     log::debug!("node {}: upload {what:?} ({size:?} bytes) {content:?} to {holders:?}", node.me());
@@ -243,8 +265,10 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
         return Err(e);
     }
 
-    // Stream: the client's chunks go to the local writer and every holder.
+    // Stream: the client's chunks go to the local writer and every holder,
+    // or, inline, here (the announced size bounds them).
     let mut hasher = local.is_none().then(Sha256::new);
+    let mut kept = inline.then(Vec::new);
     let mut received = 0u64;
     let client_hash = loop {
         let chunk = match conn.recv_chunk().await {
@@ -263,6 +287,9 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
                 }
                 if let Some(h) = hasher.as_mut() {
                     h.update(&b);
+                }
+                if let Some(k) = kept.as_mut() {
+                    k.extend_from_slice(&b);
                 }
                 if let Err(e) = still_leading(node, &state) {
                     *broken = !drain(conn).await;
@@ -354,8 +381,9 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     // under the namespace lock.
     let mut new = Inode::new(ino, Kind::File, spec.mode, spec.uid, spec.gid, spec.mtime_ns);
     (new.atime_ns, new.xattrs) = (spec.atime_ns, spec.xattrs.clone());
-    new.content = if planned == 0 { Version::ZERO } else { content };
+    new.content = if planned == 0 && kept.is_none() { Version::ZERO } else { content };
     (new.size, new.hash, new.holders) = (received, client_hash, durable);
+    new.inline = kept.map(scs_common::inode::Bytes);
     if let (Plan::NewAtPath(_), Target::Path(path)) = (&plan, &spec.target) {
         // Numbers for the directories it may make on the way.
         super::ensure_inos(node, &state, path.split('/').count() as u64).await?;

@@ -136,7 +136,7 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
         Request::Upload(spec) => {
             let prepared = upload::prepare(node, spec).await?;
             match upload::receive(node, conn, prepared).await {
-                upload::Outcome::Stored(inode) => reply(conn, Response::Attr(inode)).await,
+                upload::Outcome::Stored(inode) => reply(conn, Response::Attr(*inode)).await,
                 upload::Outcome::Failed(e) => Err(Failure::Reply(e)),
                 upload::Outcome::Broken(e) => Err(Failure::Close(e)),
             }
@@ -238,10 +238,7 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             // ones, or were deleted and their tombstones purged since: one
             // that comes now is a late copy (an `Apply` held up in a socket
             // through a partition) and must not bring a deleted entry back.
-            let records = node.blocking(move |s| s.newer_than_vouched(records)).await?;
-            if !records.is_empty() {
-                node.commit(term, leader, records, Vec::new()).await?;
-            }
+            node.commit_applied(term, leader, records).await?;
             reply(conn, Response::Done).await
         }
         Request::Pull { since, fence } => {
@@ -260,7 +257,9 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
         }
         Request::RecordsFor { keys } => {
             from_node(peer)?;
+            // At most a message's worth: the asker asks again for the rest.
             let r = node.blocking(move |s| s.records_for(&keys)).await?;
+            let r = crate::leader::split_by_size(r, crate::leader::RECORDS_BYTES).swap_remove(0);
             reply(conn, Response::Records(r)).await
         }
         // Checked, answered and ignored: offered records could bring back
@@ -320,8 +319,10 @@ fn check_records(records: &[Record]) -> Result<()> {
     Ok(())
 }
 
+/// Sends an answer. Inodes in it go as clients get them
+/// ([`Inode::for_client`]); records for other nodes travel whole.
 async fn reply(conn: &mut Connection, r: Response) -> Result<(), Failure> {
-    conn.send_response(r).await.map_err(Failure::Close)
+    conn.send_response(r.for_client()).await.map_err(Failure::Close)
 }
 
 fn from_node(peer: Peer) -> Result<NodeId> {
@@ -354,6 +355,9 @@ async fn send_content(
         k => return Err(Error::Invalid(format!("a {} has no content", k.as_str())).into()),
     }
     let len = clamp_range(inode.size, offset, len)?;
+    if inode.is_inline() {
+        return send_inline(node, conn, inode, offset, len).await;
+    }
     if !inode.has_blob() {
         // Never written: empty, with nothing to fetch.
         conn.send_response(Response::Content { inode, offset, len: 0 }).await.map_err(Failure::Close)?;
@@ -387,6 +391,34 @@ async fn send_content(
         return Err(Error::Unavailable(format!("no holder of inode {} is reachable right now", inode.ino)).into());
     }
     reply(conn, Response::Redirect { inode, holders }).await
+}
+
+/// Answers a read of a file whose content is in its record: checked
+/// against its hash first, so a damaged record is an error here rather
+/// than bad bytes at the client (which then asks again, of another node).
+async fn send_inline(
+    node: &Arc<Node>,
+    conn: &mut Connection,
+    inode: Inode,
+    offset: u64,
+    len: u64,
+) -> Result<(), Failure> {
+    if let Err(e) = inode.check_inline() {
+        node.store().count_corrupt();
+        log::error!("node {}: {e}", node.me());
+        return Err(e.into());
+    }
+    // The bytes go as data; the inode keeps the empty mark clients get.
+    let mut inode = inode;
+    let data = inode.inline.replace(Default::default()).unwrap_or_default().0;
+    let hash = inode.hash;
+    let range = &data[offset as usize..(offset + len) as usize];
+    conn.write_message(&Message::Response(Response::Content { inode, offset, len })).await.map_err(Failure::Close)?;
+    if !range.is_empty() {
+        conn.write_data(range).await.map_err(Failure::Close)?;
+    }
+    conn.write_message(&Message::End { hash }).await.map_err(Failure::Close)?;
+    conn.flush().await.map_err(Failure::Close)
 }
 
 async fn read_blob(

@@ -15,6 +15,14 @@ use scs_common::{Dentry, Ino, Inode, Key, Kind, Record, Result};
 use super::index::{decode_record, parse_child_value, CHILDREN, RECORDS};
 use super::Store;
 
+/// What the audit keeps of each live inode while it reads the index.
+struct Seen {
+    ino: Ino,
+    kind: Kind,
+    nlink: u32,
+    parent: Ino,
+}
+
 /// What an audit found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Audit {
@@ -55,6 +63,9 @@ impl Store {
                 names.entry(child).or_default().push((Ino(u64::from_be_bytes(parent)), name.to_string()));
             }
         }
+        // What the rules need of each live inode, not the inode: a small
+        // file's content and any inode's attributes stay in the index (the
+        // few reported are read again whole, below).
         let mut inodes = Vec::new();
         let mut dirs = std::collections::HashSet::new();
         for row in records.iter().map_err(|e| self.db_err(e))? {
@@ -66,8 +77,11 @@ impl Store {
             if i.kind == Kind::Dir {
                 dirs.insert(i.ino);
             }
-            inodes.push(i);
+            inodes.push(Seen { ino: i.ino, kind: i.kind, nlink: i.nlink, parent: i.parent });
         }
+        let whole = |ino: Ino| -> Result<Option<Inode>> {
+            Ok(self.read(&records, &Key::of_ino(ino))?.and_then(|r| r.as_inode().cloned()))
+        };
         let mut out = Audit::default();
         // A name in a directory that is gone leads nowhere a path can reach
         // (the directory's own name lost to a newer one in a merge): it goes,
@@ -87,7 +101,7 @@ impl Store {
             }
             let mine = names.get(&i.ino).map(Vec::as_slice).unwrap_or_default();
             if mine.is_empty() {
-                out.orphans.push(i);
+                out.orphans.extend(whole(i.ino)?);
             } else if i.kind == Kind::Dir {
                 if mine.len() > 1 {
                     // Keep the name in the directory the inode names as its parent.
@@ -100,7 +114,7 @@ impl Store {
                 }
             } else if mine.len() as u32 != i.nlink {
                 let n = mine.len() as u32;
-                out.miscounted.push((i, n));
+                out.miscounted.extend(whole(i.ino)?.map(|i| (i, n)));
             }
         }
         for (child, refs) in &names {

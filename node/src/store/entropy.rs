@@ -1,14 +1,16 @@
 //! What anti-entropy, repair and the tombstone purge read from and do to
 //! the index: bucket digests, per-bucket versions, purges and withdrawals.
 
-use redb::{ReadableDatabase, ReadableTable};
+use std::sync::atomic::Ordering;
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use scs_common::{Error, Inode, Key, Record, Result, Version};
 
 use super::digest::Digests;
 use super::index::{
-    db_err, decode_record, read_record, read_version, version_key, BY_VERSION, CHILDREN, HELD, META, RECORDS, SUBDIRS,
-    WANTED,
+    db_err, decode_record, read_record, read_version, version_key, BY_VERSION, CHILDREN, HELD, INLINE, META, RECORDS,
+    SUBDIRS, WANTED,
 };
 use super::{set_child, Store};
 
@@ -180,6 +182,7 @@ impl Store {
             let mut by_version = tx.open_table(BY_VERSION).map_err(|e| self.db_err(e))?;
             let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
             let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
+            let mut inline = tx.open_table(INLINE).map_err(|e| self.db_err(e))?;
             let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
             let Some(r) = read_record(&records, key)?.filter(|r| r.version() == version) else {
                 return Ok(false);
@@ -197,6 +200,7 @@ impl Store {
                         released = Some((self.layout.blob(key, i.content), i.hash));
                     }
                     wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
+                    self.note_inline(&mut inline, key, None)?;
                 }
                 _ => {}
             }
@@ -204,6 +208,7 @@ impl Store {
             digests.toggle(key, version);
             meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(|e| self.db_err(e))?;
             self.recount(&held, &wanted)?;
+            self.inline.store(inline.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
         }
         tx.commit()?;
         if let Some((path, hash)) = released {

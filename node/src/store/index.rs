@@ -25,13 +25,19 @@ pub const BY_VERSION: TableDefinition<&[u8; 48], ()> = TableDefinition::new("by_
 pub const HELD: TableDefinition<&[u8; 32], &[u8; 16]> = TableDefinition::new("held");
 pub const WANTED: TableDefinition<&[u8; 32], &[u8; 16]> = TableDefinition::new("wanted");
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Files whose content is inline in their record, by key, with their size:
+/// counted with the blobs held, as every node keeps them.
+pub const INLINE: TableDefinition<&[u8; 32], u64> = TableDefinition::new("inline");
 
 /// The index format this code writes. Format 1 (before inodes) kept one
 /// entry per path; it is upgraded when the store opens. Format 2 is format
 /// 3 without the journal: complete on its own, so it only needs the new
 /// number (which keeps an older release from reading a format-3 index that
-/// lacks what is still in the journal).
-pub const FORMAT: u32 = 3;
+/// lacks what is still in the journal). Format 3 is format 4 without
+/// inline content: it gains the empty `inline` table when it opens, and
+/// the new number keeps an older release from reading records it cannot
+/// decode.
+pub const FORMAT: u32 = 4;
 /// The meta key of the format.
 pub const FORMAT_KEY: &str = "format";
 

@@ -9,6 +9,11 @@
 //! frame:  len u32 | generation u64 | check [u8; 8] | payload (len bytes)
 //! ```
 //!
+//! A thread of the journal's own runs the syncs: a writer puts its frame
+//! in the file, takes it into the index while the sync runs, then waits
+//! for the sync ([`Journal::write`], [`Journal::wait_durable`]), so a
+//! commit costs the longer of the two rather than both.
+//!
 //! A *generation* is the run of frames since the last durable commit of
 //! the index. That commit records the next generation number in the index
 //! (see `Store::begin_durable`), so frames of older generations, left
@@ -22,7 +27,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
@@ -46,18 +52,35 @@ struct State {
     appended: u64,
     /// Every frame that ends at or before this position is durable.
     synced: u64,
-    /// A sync is running (its caller will wake the others).
-    syncing: bool,
     /// A write or sync failed: what was written since is in doubt, and
     /// nothing more is accepted until the next generation.
     failed: bool,
+    /// The journal is being dropped: the syncer makes what was written
+    /// durable and stops.
+    closing: bool,
+}
+
+/// What the writers and the syncer share.
+#[derive(Debug)]
+struct Shared {
+    file: File,
+    state: Mutex<State>,
+    /// Told when a sync ends (writers wait on it).
+    synced: Condvar,
+    /// Told when a frame is written (the syncer waits on it).
+    written: Condvar,
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Debug)]
 pub struct Journal {
-    file: File,
-    state: Mutex<State>,
-    synced: Condvar,
+    shared: Arc<Shared>,
+    syncer: Option<JoinHandle<()>>,
 }
 
 /// One frame read back.
@@ -110,16 +133,21 @@ impl Journal {
             }
         }
         let (frames, tail) = scan(&file, generation).map_err(|e| io("read", e))?;
-        let journal = Journal {
-            file,
-            state: Mutex::new(State { generation, tail, appended: 0, synced: 0, syncing: false, failed: false }),
-            synced: Condvar::new(),
+        let state = State { generation, tail, appended: 0, synced: 0, failed: false, closing: false };
+        let shared =
+            Arc::new(Shared { file, state: Mutex::new(state), synced: Condvar::new(), written: Condvar::new() });
+        let syncer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("journal-sync".into())
+                .spawn(move || run_syncer(&shared))
+                .map_err(|e| io("start its sync thread", e))?
         };
-        Ok((journal, frames))
+        Ok((Journal { shared, syncer: Some(syncer) }, frames))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.state()
     }
 
     /// The current generation.
@@ -139,7 +167,7 @@ impl Journal {
     /// `Io` when the file cannot be read.
     pub fn frames(&self) -> Result<Vec<Frame>> {
         let generation = self.generation();
-        scan(&self.file, generation).map(|(f, _)| f).map_err(|e| Error::Io(format!("journal: read: {e}")))
+        scan(&self.shared.file, generation).map(|(f, _)| f).map_err(|e| Error::Io(format!("journal: read: {e}")))
     }
 
     /// Appends `payload` as one frame and returns once it is durable, sharing
@@ -150,12 +178,28 @@ impl Journal {
     /// # Errors
     /// `Io` when the write or the sync fails: the frame may or may not be
     /// there, and the journal takes nothing more until the next generation.
+    #[cfg(test)]
     pub fn append(&self, payload: &[u8]) -> Result<bool> {
+        match self.write(payload)? {
+            Some(end) => self.wait_durable(end).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Writes `payload` as one frame and has the syncer make it durable;
+    /// returns where it ends, for [`Journal::wait_durable`]. `Ok(None)`
+    /// when it does not fit or the journal is out of use until the next
+    /// generation.
+    ///
+    /// # Errors
+    /// `Io` when the write fails: the journal takes nothing more until the
+    /// next generation.
+    pub fn write(&self, payload: &[u8]) -> Result<Option<u64>> {
         let end = {
             let mut s = self.state();
             let size = (HEADER + payload.len()) as u64;
             if s.failed || s.tail + size > JOURNAL_BYTES {
-                return Ok(false);
+                return Ok(None);
             }
             let mut frame = Vec::with_capacity(size as usize);
             frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -163,7 +207,7 @@ impl Journal {
             frame.extend_from_slice(&check(s.generation, payload));
             frame.extend_from_slice(payload);
             // Under the lock: a sync that starts after this returns covers it.
-            if let Err(e) = self.file.write_all_at(&frame, s.tail) {
+            if let Err(e) = self.shared.file.write_all_at(&frame, s.tail) {
                 s.failed = true;
                 return Err(Error::Io(format!("journal: write: {e}")));
             }
@@ -171,40 +215,24 @@ impl Journal {
             s.appended += size;
             s.appended
         };
-        self.sync_to(end).map(|()| true)
+        self.shared.written.notify_one();
+        Ok(Some(end))
     }
 
-    /// Waits until everything up to `end` is durable, running the sync
-    /// itself when none is running.
-    fn sync_to(&self, end: u64) -> Result<()> {
+    /// Waits until everything up to `end` (from [`Journal::write`]) is durable.
+    ///
+    /// # Errors
+    /// `Io` when a sync failed first: the frame may or may not be there.
+    pub fn wait_durable(&self, end: u64) -> Result<()> {
         let mut s = self.state();
         loop {
             if s.synced >= end {
                 return Ok(());
             }
             if s.failed {
-                return Err(Error::Io("journal: an earlier sync failed".into()));
+                return Err(Error::Io("journal: a sync failed".into()));
             }
-            if s.syncing {
-                s = self.synced.wait(s).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            s.syncing = true;
-            let target = s.appended;
-            drop(s);
-            let started = std::time::Instant::now();
-            let res = self.file.sync_data();
-            crate::metrics::METRICS.journal_sync.since(started);
-            s = self.state();
-            s.syncing = false;
-            match res {
-                Ok(()) => s.synced = s.synced.max(target),
-                Err(_) => s.failed = true,
-            }
-            self.synced.notify_all();
-            if let Err(e) = res {
-                return Err(Error::Io(format!("journal: sync: {e}")));
-            }
+            s = self.shared.synced.wait(s).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -218,6 +246,49 @@ impl Journal {
         s.failed = false;
         // Positions already appended count as synced: the index has them.
         s.synced = s.appended;
+        drop(s);
+        self.shared.synced.notify_all();
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.state().closing = true;
+        self.shared.written.notify_one();
+        if let Some(t) = self.syncer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The syncer: syncs whenever frames were written since the last sync, so
+/// that the writers meanwhile share the next one (group commit); makes the
+/// rest durable and stops once the journal is dropped.
+fn run_syncer(shared: &Shared) {
+    let mut s = shared.state();
+    loop {
+        let pending = s.appended > s.synced && !s.failed;
+        if !pending {
+            if s.closing {
+                return;
+            }
+            s = shared.written.wait(s).unwrap_or_else(|p| p.into_inner());
+            continue;
+        }
+        let target = s.appended;
+        drop(s);
+        let started = std::time::Instant::now();
+        let res = shared.file.sync_data();
+        crate::metrics::METRICS.journal_sync.since(started);
+        s = shared.state();
+        match res {
+            Ok(()) => s.synced = s.synced.max(target),
+            Err(e) => {
+                log::error!("journal: sync failed: {e}");
+                s.failed = true;
+            }
+        }
+        shared.synced.notify_all();
     }
 }
 
@@ -319,6 +390,24 @@ mod tests {
         assert!(!j.append(b"no room for this one").unwrap());
         j.restart(2);
         assert!(j.append(b"room again").unwrap());
+    }
+
+    #[test]
+    fn a_frame_written_is_made_durable_by_the_syncer_while_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let (j, _) = Journal::open(&path, 1).unwrap();
+        let first = j.write(b"first").unwrap().expect("fits");
+        let second = j.write(b"second").unwrap().expect("fits");
+        assert!(second > first);
+        j.wait_durable(second).unwrap();
+        j.wait_durable(first).unwrap();
+        // Written and never waited for: the syncer still makes it durable
+        // before the journal is gone.
+        j.write(b"third").unwrap().expect("fits");
+        drop(j);
+        let (_, frames) = Journal::open(&path, 1).unwrap();
+        assert_eq!(payloads(&frames), vec![&b"first"[..], b"second", b"third"]);
     }
 
     #[test]

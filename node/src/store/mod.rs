@@ -47,8 +47,8 @@ pub use blobs::{hash_file, BlobReader, BlobWriter};
 use entropy::{read_digests, DIGESTS};
 use index::{
     child_key, child_value, children_of, db_err, decode_record, encode_record, parse_child_value, parse_version_key,
-    read_record, read_version, version_key, BY_VERSION, CHILDREN, FORMAT, FORMAT_KEY, HELD, META, RECORDS, SUBDIRS,
-    WANTED,
+    read_record, read_version, version_key, BY_VERSION, CHILDREN, FORMAT, FORMAT_KEY, HELD, INLINE, META, RECORDS,
+    SUBDIRS, WANTED,
 };
 use layout::Layout;
 
@@ -104,6 +104,8 @@ pub struct Store {
     tmp_counter: AtomicU64,
     held: AtomicU64,
     wanted: AtomicU64,
+    /// Files whose content is inline in their record (see [`INLINE`]).
+    inline: AtomicU64,
     /// Bytes of the blobs held, as of the last [`Store::tally_held_bytes`];
     /// `held_changed` says the held set changed since.
     held_bytes: AtomicU64,
@@ -225,6 +227,7 @@ impl Store {
             tmp_counter: AtomicU64::new(rand::random::<u64>() >> 16),
             held: AtomicU64::new(0),
             wanted: AtomicU64::new(0),
+            inline: AtomicU64::new(0),
             held_bytes: AtomicU64::new(0),
             held_changed: AtomicBool::new(true),
             corrupt: AtomicU64::new(0),
@@ -241,6 +244,8 @@ impl Store {
             tx.open_table(BY_VERSION).map_err(|e| store.db_err(e))?;
             tx.open_table(HELD).map_err(|e| store.db_err(e))?;
             tx.open_table(WANTED).map_err(|e| store.db_err(e))?;
+            let inline = tx.open_table(INLINE).map_err(|e| store.db_err(e))?;
+            store.inline.store(inline.len().map_err(|e| store.db_err(e))?, Ordering::Relaxed);
             let mut meta = tx.open_table(META).map_err(|e| store.db_err(e))?;
             meta.insert(FORMAT_KEY, FORMAT.to_be_bytes().as_slice()).map_err(|e| store.db_err(e))?;
         }
@@ -269,9 +274,9 @@ impl Store {
         let old = upgrade::has_format_1(&tx).map_err(|e| self.db_err(e))?;
         drop(tx);
         match stored {
-            Some(FORMAT) | Some(2) => Ok(0),
+            Some(FORMAT) | Some(2) | Some(3) => Ok(0),
             Some(other) => Err(Error::Config(format!(
-                "the index {} is of format {other}; this scs-node reads format {FORMAT} (and upgrades formats 1 and 2): \
+                "the index {} is of format {other}; this scs-node reads format {FORMAT} (and upgrades formats 1 to 3): \
                  run the release that wrote it",
                 self.layout.index().display()
             ))),
@@ -497,21 +502,27 @@ impl Store {
         self.released_bytes.load(Ordering::Relaxed)
     }
 
-    /// Blobs this node keeps.
+    /// Files whose content this node keeps: blobs, and files small enough
+    /// to keep theirs in the index (which every node does).
     pub fn files(&self) -> u64 {
+        self.held.load(Ordering::Relaxed) + self.inline.load(Ordering::Relaxed)
+    }
+
+    /// Blobs this node keeps (files with their content in the index aside).
+    pub fn blobs(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Bytes of the blobs this node keeps, as of the last
-    /// [`Store::tally_held_bytes`].
+    /// Bytes of the files whose content this node keeps (see
+    /// [`Store::files`]), as of the last [`Store::tally_held_bytes`].
     pub fn held_bytes(&self) -> u64 {
         self.held_bytes.load(Ordering::Relaxed)
     }
 
-    /// Counts the bytes of the blobs held again (from their inode records,
-    /// without touching the disk), if the held set changed since the last
-    /// count; returns the count. A pass over the held table: run it now and
-    /// then, off the async threads.
+    /// Counts the bytes of the files whose content is held again (from
+    /// their inode records, without touching the disk), if the held set
+    /// changed since the last count; returns the count. A pass over the
+    /// held and inline tables: run it now and then, off the async threads.
     pub fn tally_held_bytes(&self) -> Result<u64> {
         if !self.held_changed.swap(false, Ordering::Relaxed) {
             return Ok(self.held_bytes());
@@ -526,6 +537,11 @@ impl Store {
                 if let Some(Record::Inode(i)) = read_record(&records, &Key(*key.value()))? {
                     bytes = bytes.saturating_add(i.size);
                 }
+            }
+            let inline = tx.open_table(INLINE).map_err(|e| self.db_err(e))?;
+            for entry in inline.iter().map_err(|e| self.db_err(e))? {
+                let (_, size) = entry.map_err(|e| self.db_err(e))?;
+                bytes = bytes.saturating_add(size.value());
             }
             Ok(bytes)
         })();
@@ -610,7 +626,8 @@ impl Store {
     }
 
     /// The live entries of a directory with their inodes, in name order
-    /// (by bytes). An entry whose inode has not arrived yet is left out.
+    /// (by bytes), as clients get them ([`Inode::for_client`]). An entry
+    /// whose inode has not arrived yet is left out.
     pub fn read_dir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
@@ -627,8 +644,10 @@ impl Store {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
             let Ok(name) = std::str::from_utf8(&k.value()[8..]) else { continue };
             let Some((child, _)) = parse_child_value(v.value()) else { continue };
+            // As clients get them: a listing of small files does not carry
+            // their content.
             if let Some(inode) = live_inode(&records, &subdirs, child)? {
-                out.push(DirEntry { name: name.to_string(), inode });
+                out.push(DirEntry { name: name.to_string(), inode: inode.for_client() });
             }
         }
         Ok(out)
@@ -753,6 +772,12 @@ impl Store {
         self.corrupt.load(Ordering::Relaxed)
     }
 
+    /// Counts a bad copy found outside the blobs (inline content that
+    /// failed its hash).
+    pub fn count_corrupt(&self) {
+        self.corrupt.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Moves a blob that failed its hash aside and wants a good copy instead.
     pub fn quarantine(&self, key: &Key, content: Version) -> Result<()> {
         self.corrupt.fetch_add(1, Ordering::Relaxed);
@@ -815,16 +840,22 @@ impl Store {
     fn apply_here(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
         let journaled = {
             let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
-            if self.journal.append(&encode_batch(batch, written)?)? {
-                let started = Instant::now();
-                let mut tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
-                tx.set_durability(redb::Durability::None).map_err(|e| Error::Internal(format!("index: {e}")))?;
-                let done = self.apply_in(&tx, batch, written)?;
-                tx.commit().map_err(|e| self.db_err(e))?;
-                crate::metrics::METRICS.index_apply.since(started);
-                Some(done)
-            } else {
-                None
+            match self.journal.write(&encode_batch(batch, written)?)? {
+                // The index takes the batch while the journal's sync runs;
+                // it is durable (and answered) once the sync is done. A
+                // reader may see it a moment before: as a change not yet
+                // on a majority, which readers may already see.
+                Some(end) => {
+                    let started = Instant::now();
+                    let mut tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
+                    tx.set_durability(redb::Durability::None).map_err(|e| Error::Internal(format!("index: {e}")))?;
+                    let done = self.apply_in(&tx, batch, written)?;
+                    tx.commit().map_err(|e| self.db_err(e))?;
+                    crate::metrics::METRICS.index_apply.since(started);
+                    self.journal.wait_durable(end)?;
+                    Some(done)
+                }
+                None => None,
             }
         };
         let (out, files) = match journaled {
@@ -921,9 +952,15 @@ impl Store {
         let mut by_version = tx.open_table(BY_VERSION).map_err(|e| self.db_err(e))?;
         let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
         let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
+        let mut inline = tx.open_table(INLINE).map_err(|e| self.db_err(e))?;
         let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
         let mut digests = read_digests(&meta)?;
 
+        for r in batch {
+            if let Record::Inode(i) = r {
+                i.check_inline()?;
+            }
+        }
         for r in batch {
             let key = r.key();
             let old = read_record(&records, &key)?;
@@ -944,6 +981,7 @@ impl Store {
             out.applied += 1;
             match r {
                 Record::Inode(i) => {
+                    self.note_inline(&mut inline, &key, Some(i))?;
                     let old_inode = old.as_ref().and_then(Record::as_inode);
                     let placed = self.place_content(i, old_inode, written, &mut held, &mut wanted)?;
                     files.released.extend(placed.released);
@@ -958,7 +996,23 @@ impl Store {
             meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(|e| self.db_err(e))?;
         }
         self.recount(&held, &wanted)?;
+        self.inline.store(inline.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
         Ok((out, files))
+    }
+
+    /// Keeps the [`INLINE`] table in step with the record of `key`, now
+    /// `now` (`None`: gone).
+    pub(super) fn note_inline(
+        &self,
+        inline: &mut redb::Table<&'static [u8; 32], u64>,
+        key: &Key,
+        now: Option<&Inode>,
+    ) -> Result<()> {
+        match now.filter(|i| i.is_inline()) {
+            Some(i) => inline.insert(&key.0, i.size).map_err(|e| self.db_err(e))?,
+            None => inline.remove(&key.0).map_err(|e| self.db_err(e))?,
+        };
+        Ok(())
     }
 
     /// Blob files a commit let go of: released ones wait by content (a

@@ -2,6 +2,9 @@
 //! version and the right bytes on every node, and nothing else kept? With
 //! `replicas` = cluster size every node holds every live file, so equal blob
 //! sets on every disk are the nodes' indexes agreeing on each live key.
+//! Files of at most `INLINE_MAX` bytes keep their content in the index, not
+//! in a blob: for them only the counts in the status and the reads speak,
+//! and a blob of one is left over.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -51,12 +54,12 @@ pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut Ha
         Ok(i) => i,
         Err(e) => return vec![Problem::Replicas(e)],
     };
-    let keys: BTreeMap<String, &String> = inos.iter().map(|(n, i)| (key_hex(*i), n)).collect();
+    let keys: BTreeMap<String, &String> = inos.iter().map(|(n, (i, _))| (key_hex(*i), n)).collect();
     // Files, not names: hard links are names of one file.
     let live = expected
         .iter()
         .filter(|(_, s)| matches!(s, Seen::Present(_)))
-        .filter_map(|(n, _)| inos.get(n))
+        .filter_map(|(n, _)| inos.get(n).map(|(i, _)| i))
         .collect::<BTreeSet<_>>()
         .len() as u64;
     match c.status() {
@@ -85,11 +88,20 @@ pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut Ha
                 // check above finds them.
                 Seen::Absent => {}
                 Seen::Present(want) => {
-                    let Some(ino) = inos.get(name) else {
+                    let Some((ino, size)) = inos.get(name) else {
                         out.push(format!("{name} is not listed by the cluster"));
                         continue;
                     };
                     let copies = by_key.get(&key_hex(*ino)).map(Vec::as_slice).unwrap_or_default();
+                    if *size <= scs_common::inode::INLINE_MAX {
+                        if !copies.is_empty() {
+                            stray.push(format!(
+                                "node {id} keeps {} blob(s) of {name}, whose {size} bytes are in the index",
+                                copies.len()
+                            ));
+                        }
+                        continue;
+                    }
                     // The current copy: the newest with the right bytes;
                     // any other copy of the key is left over.
                     let mut good: Vec<_> =
@@ -130,9 +142,9 @@ pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut Ha
     all
 }
 
-/// The inode number of every live name, from `scs ls DIR --json` of the
-/// directories the names are in.
-fn inos(c: &NsCluster, expected: &BTreeMap<String, Seen>) -> Result<BTreeMap<String, u64>, String> {
+/// The inode number and size of every live name, from `scs ls DIR --json`
+/// of the directories the names are in.
+fn inos(c: &NsCluster, expected: &BTreeMap<String, Seen>) -> Result<BTreeMap<String, (u64, u64)>, String> {
     let dirs: BTreeSet<&str> = expected.keys().filter_map(|n| n.rsplit_once('/').map(|(d, _)| d)).collect();
     let mut out = BTreeMap::new();
     for dir in dirs {
@@ -148,7 +160,7 @@ fn inos(c: &NsCluster, expected: &BTreeMap<String, Seen>) -> Result<BTreeMap<Str
             .map_err(|e| format!("ls {dir} --json is not the documented JSON: {e}"))?;
         for e in listed.into_iter().filter(|e| e.kind == "file") {
             if let Some(ino) = e.ino {
-                out.insert(e.name, ino);
+                out.insert(e.name, (ino, e.size));
             }
         }
     }
