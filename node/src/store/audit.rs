@@ -12,7 +12,7 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use scs_common::{Dentry, Ino, Inode, Key, Kind, Record, Result};
 
-use super::index::{decode_record, parse_child_value, CHILDREN, RECORDS};
+use super::index::{decode_record, parse_child_value, read_whole, CHILDREN, INLINE_DATA, RECORDS};
 use super::Store;
 
 /// What the audit keeps of each live inode while it reads the index.
@@ -79,8 +79,9 @@ impl Store {
             }
             inodes.push(Seen { ino: i.ino, kind: i.kind, nlink: i.nlink, parent: i.parent });
         }
+        let data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
         let whole = |ino: Ino| -> Result<Option<Inode>> {
-            Ok(self.read(&records, &Key::of_ino(ino))?.and_then(|r| r.as_inode().cloned()))
+            Ok(read_whole(&records, &data, &Key::of_ino(ino))?.and_then(|r| r.as_inode().cloned()))
         };
         let mut out = Audit::default();
         // A name in a directory that is gone leads nowhere a path can reach

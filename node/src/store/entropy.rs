@@ -9,8 +9,8 @@ use scs_common::{Error, Inode, Key, Record, Result, Version};
 
 use super::digest::Digests;
 use super::index::{
-    db_err, decode_record, read_record, read_version, version_key, BY_VERSION, CHILDREN, HELD, INLINE, META, RECORDS,
-    SUBDIRS, WANTED,
+    db_err, decode_record, read_record, read_version, read_whole, version_key, BY_VERSION, CHILDREN, HELD, INLINE,
+    INLINE_DATA, META, RECORDS, SUBDIRS, WANTED,
 };
 use super::{set_child, Store};
 
@@ -52,9 +52,10 @@ impl Store {
     pub fn records_for(&self, keys: &[Key]) -> Result<Vec<Record>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+        let data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
         for k in keys {
-            if let Some(r) = read_record(&records, k)? {
+            if let Some(r) = read_whole(&records, &data, k)? {
                 out.push(r);
             }
         }
@@ -183,6 +184,7 @@ impl Store {
             let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
             let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
             let mut inline = tx.open_table(INLINE).map_err(|e| self.db_err(e))?;
+            let mut data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
             let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
             let Some(r) = read_record(&records, key)?.filter(|r| r.version() == version) else {
                 return Ok(false);
@@ -200,7 +202,7 @@ impl Store {
                         released = Some((self.layout.blob(key, i.content), i.hash));
                     }
                     wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
-                    self.note_inline(&mut inline, key, None)?;
+                    self.keep_inline(&mut inline, &mut data, key, None)?;
                 }
                 _ => {}
             }

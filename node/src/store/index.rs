@@ -11,12 +11,19 @@
 //!   entry of format 1, which share its version).
 //! - `held`: inode key → content version of the blob this node keeps.
 //! - `wanted`: inode key → content version of a blob this node should keep but lacks.
+//! - `inline`: inode key → size, for every file whose content is inline.
+//! - `inline_data`: (inode key, chunk number) → that content, in chunks of
+//!   [`INLINE_CHUNK`] bytes. Kept apart from `records`, where an inline
+//!   inode holds an empty marker instead ([`Inode::for_client`]), so that
+//!   the records stay small and their pages stay in the cache; and in
+//!   chunks, because a value just over a page (a 4 KiB file) takes two.
 //! - `meta`: small named values (format, the highest term seen, the sync
 //!   watermark, the terms led, the bucket digests).
 
 use redb::{ReadableTable, TableDefinition};
 
-use scs_common::{Error, Ino, Key, Kind, Record, Result, Version};
+use scs_common::inode::Bytes;
+use scs_common::{Error, Ino, Inode, Key, Kind, Record, Result, Version};
 
 pub const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
 pub const CHILDREN: TableDefinition<&[u8], &[u8]> = TableDefinition::new("children");
@@ -28,13 +35,17 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Files whose content is inline in their record, by key, with their size:
 /// counted with the blobs held, as every node keeps them.
 pub const INLINE: TableDefinition<&[u8; 32], u64> = TableDefinition::new("inline");
+/// The content of inline files, in chunks (see the module's head).
+pub const INLINE_DATA: TableDefinition<(&[u8; 32], u8), &[u8]> = TableDefinition::new("inline_data");
+/// The size of a chunk of inline content: two and their keys fit a page.
+pub const INLINE_CHUNK: usize = 2000;
 
 /// The index format this code writes. Format 1 (before inodes) kept one
 /// entry per path; it is upgraded when the store opens. Format 2 is format
 /// 3 without the journal: complete on its own, so it only needs the new
 /// number (which keeps an older release from reading a format-3 index that
 /// lacks what is still in the journal). Format 3 is format 4 without
-/// inline content: it gains the empty `inline` table when it opens, and
+/// inline content: it gains the empty `inline` tables when it opens, and
 /// the new number keeps an older release from reading records it cannot
 /// decode.
 pub const FORMAT: u32 = 4;
@@ -43,6 +54,18 @@ pub const FORMAT_KEY: &str = "format";
 
 pub fn encode_record(r: &Record) -> Vec<u8> {
     rmp_serde::to_vec(r).expect("records serialize")
+}
+
+/// A record as `records` keeps it, and the inline content that goes to
+/// `inline_data` instead.
+pub fn stored_form(r: &Record) -> (Vec<u8>, Option<&[u8]>) {
+    match r {
+        Record::Inode(i) if i.inline.as_ref().is_some_and(|d| !d.0.is_empty()) => {
+            let marked = Inode { inline: Some(Bytes(Vec::new())), ..i.clone() };
+            (encode_record(&Record::Inode(marked)), i.inline.as_ref().map(|d| d.0.as_slice()))
+        }
+        _ => (encode_record(r), None),
+    }
 }
 
 pub fn decode_record(bytes: &[u8]) -> Result<Record> {
@@ -55,6 +78,63 @@ pub fn read_record(table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
         Some(v) => Ok(Some(decode_record(v.value())?)),
         None => Ok(None),
     }
+}
+
+/// Gives an inode read from `records` its inline content back from
+/// `inline_data` (a no-op for any other inode).
+pub fn attach_inline(data: &impl ReadableTable<(&'static [u8; 32], u8), &'static [u8]>, i: &mut Inode) -> Result<()> {
+    if !i.inline.as_ref().is_some_and(|d| d.0.is_empty()) || i.size == 0 {
+        return Ok(());
+    }
+    let key = i.key();
+    let mut bytes = Vec::with_capacity(i.size as usize);
+    for n in 0..chunks(i.size) {
+        match data.get((&key.0, n)).map_err(db_err)? {
+            Some(chunk) => bytes.extend_from_slice(chunk.value()),
+            None => break,
+        }
+    }
+    if bytes.len() as u64 != i.size {
+        return Err(Error::Corrupt(format!("index: the inline content of inode {} is missing", i.ino)));
+    }
+    i.inline = Some(Bytes(bytes));
+    Ok(())
+}
+
+/// Reads one record from open tables, inline content included.
+pub fn read_whole(
+    records: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    data: &impl ReadableTable<(&'static [u8; 32], u8), &'static [u8]>,
+    key: &Key,
+) -> Result<Option<Record>> {
+    let mut r = read_record(records, key)?;
+    if let Some(Record::Inode(i)) = r.as_mut() {
+        attach_inline(data, i)?;
+    }
+    Ok(r)
+}
+
+/// Replaces the inline content of `key` (of `old_size` bytes, if any) with
+/// `now` (none: the file has no inline content any more).
+pub fn put_inline(
+    data: &mut redb::Table<(&'static [u8; 32], u8), &'static [u8]>,
+    key: &Key,
+    old_size: Option<u64>,
+    now: Option<&[u8]>,
+) -> Result<()> {
+    for n in 0..old_size.map(chunks).unwrap_or(0) {
+        data.remove((&key.0, n)).map_err(db_err)?;
+    }
+    for (n, chunk) in now.unwrap_or_default().chunks(INLINE_CHUNK).enumerate() {
+        let n = u8::try_from(n).map_err(|_| Error::Invalid(format!("inode {}: inline content too large", key)))?;
+        data.insert((&key.0, n), chunk).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// How many chunks inline content of `size` bytes takes.
+fn chunks(size: u64) -> u8 {
+    size.div_ceil(INLINE_CHUNK as u64).min(u64::from(u8::MAX)) as u8
 }
 
 pub fn read_version(

@@ -46,9 +46,9 @@ use scs_common::{ContentHash, Dentry, Error, Ino, Inode, Key, Kind, Members, Nod
 pub use blobs::{hash_file, BlobReader, BlobWriter};
 use entropy::{read_digests, DIGESTS};
 use index::{
-    child_key, child_value, children_of, db_err, decode_record, encode_record, parse_child_value, parse_version_key,
-    read_record, read_version, version_key, BY_VERSION, CHILDREN, FORMAT, FORMAT_KEY, HELD, INLINE, META, RECORDS,
-    SUBDIRS, WANTED,
+    attach_inline, child_key, child_value, children_of, db_err, decode_record, parse_child_value, parse_version_key,
+    put_inline, read_record, read_version, read_whole, stored_form, version_key, BY_VERSION, CHILDREN, FORMAT,
+    FORMAT_KEY, HELD, INLINE, INLINE_DATA, META, RECORDS, SUBDIRS, WANTED,
 };
 use layout::Layout;
 
@@ -244,6 +244,7 @@ impl Store {
             tx.open_table(BY_VERSION).map_err(|e| store.db_err(e))?;
             tx.open_table(HELD).map_err(|e| store.db_err(e))?;
             tx.open_table(WANTED).map_err(|e| store.db_err(e))?;
+            tx.open_table(INLINE_DATA).map_err(|e| store.db_err(e))?;
             let inline = tx.open_table(INLINE).map_err(|e| store.db_err(e))?;
             store.inline.store(inline.len().map_err(|e| store.db_err(e))?, Ordering::Relaxed);
             let mut meta = tx.open_table(META).map_err(|e| store.db_err(e))?;
@@ -598,7 +599,8 @@ impl Store {
     pub fn record(&self, key: &Key) -> Result<Option<Record>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
-        read_record(&records, key)
+        let data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
+        read_whole(&records, &data, key)
     }
 
     /// The record of inode `ino`, tombstone included.
@@ -609,12 +611,17 @@ impl Store {
         })
     }
 
-    /// A live inode, a directory's link count filled in.
+    /// A live inode, a directory's link count filled in, inline content
+    /// included.
     pub fn inode(&self, ino: Ino) -> Result<Option<Inode>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let subdirs = tx.open_table(SUBDIRS).map_err(|e| self.db_err(e))?;
-        live_inode(&records, &subdirs, ino)
+        let mut inode = live_inode(&records, &subdirs, ino)?;
+        if let Some(i) = inode.as_mut().filter(|i| i.is_inline()) {
+            attach_inline(&tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?, i)?;
+        }
+        Ok(inode)
     }
 
     /// A live directory entry.
@@ -685,6 +692,7 @@ impl Store {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let by_version = tx.open_table(BY_VERSION).map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+        let data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
         let lo = version_key(cursor.0, &cursor.1);
         for row in by_version.range::<&[u8; 48]>(&lo..).map_err(|e| self.db_err(e))? {
@@ -693,7 +701,7 @@ impl Store {
                 continue;
             }
             let (_, key) = parse_version_key(k.value());
-            if let Some(r) = read_record(&records, &key)? {
+            if let Some(r) = read_whole(&records, &data, &key)? {
                 out.push(r);
             }
             if out.len() >= limit {
@@ -953,6 +961,7 @@ impl Store {
         let mut held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
         let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
         let mut inline = tx.open_table(INLINE).map_err(|e| self.db_err(e))?;
+        let mut data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
         let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
         let mut digests = read_digests(&meta)?;
 
@@ -976,12 +985,18 @@ impl Store {
                 digests.toggle(&key, o.version());
             }
             digests.toggle(&key, r.version());
-            records.insert(&key.0, encode_record(r).as_slice()).map_err(|e| self.db_err(e))?;
+            let (stored, content) = stored_form(r);
+            records.insert(&key.0, stored.as_slice()).map_err(|e| self.db_err(e))?;
             by_version.insert(&version_key(r.version(), &key), ()).map_err(|e| self.db_err(e))?;
             out.applied += 1;
             match r {
                 Record::Inode(i) => {
-                    self.note_inline(&mut inline, &key, Some(i))?;
+                    self.keep_inline(
+                        &mut inline,
+                        &mut data,
+                        &key,
+                        Some(i).filter(|i| i.is_inline()).map(|i| (i, content)),
+                    )?;
                     let old_inode = old.as_ref().and_then(Record::as_inode);
                     let placed = self.place_content(i, old_inode, written, &mut held, &mut wanted)?;
                     files.released.extend(placed.released);
@@ -1000,19 +1015,23 @@ impl Store {
         Ok((out, files))
     }
 
-    /// Keeps the [`INLINE`] table in step with the record of `key`, now
-    /// `now` (`None`: gone).
-    pub(super) fn note_inline(
+    /// Keeps the [`INLINE`] and [`INLINE_DATA`] tables in step with the
+    /// record of `key`: `now` is the inode and its content if it is inline,
+    /// `None` if it is not (or gone).
+    pub(super) fn keep_inline(
         &self,
         inline: &mut redb::Table<&'static [u8; 32], u64>,
+        data: &mut redb::Table<(&'static [u8; 32], u8), &'static [u8]>,
         key: &Key,
-        now: Option<&Inode>,
+        now: Option<(&Inode, Option<&[u8]>)>,
     ) -> Result<()> {
-        match now.filter(|i| i.is_inline()) {
-            Some(i) => inline.insert(&key.0, i.size).map_err(|e| self.db_err(e))?,
-            None => inline.remove(&key.0).map_err(|e| self.db_err(e))?,
-        };
-        Ok(())
+        let old_size = match now {
+            Some((i, _)) => inline.insert(&key.0, i.size),
+            None => inline.remove(&key.0),
+        }
+        .map_err(|e| self.db_err(e))?
+        .map(|v| v.value());
+        put_inline(data, key, old_size, now.and_then(|(_, content)| content))
     }
 
     /// Blob files a commit let go of: released ones wait by content (a

@@ -835,3 +835,69 @@ fn a_full_journal_is_checkpointed_and_every_batch_stays() {
     let s = open(tmp.path());
     assert_eq!(s.record_count().unwrap(), seq);
 }
+
+
+/// Rows of `inline_data`, and the stored size of a record.
+fn inline_rows(s: &Store) -> u64 {
+    let tx = s.db().unwrap().begin_read().unwrap();
+    tx.open_table(INLINE_DATA).unwrap().len().unwrap()
+}
+
+fn stored_len(s: &Store, key: &Key) -> usize {
+    let tx = s.db().unwrap().begin_read().unwrap();
+    let records = tx.open_table(RECORDS).unwrap();
+    let len = records.get(&key.0).unwrap().unwrap().value().len();
+    len
+}
+
+#[test]
+fn inline_content_is_kept_beside_its_record_and_comes_back_whole_wherever_a_record_is_handed_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let big: Vec<u8> = (0..8000u32).map(|n| (n * 7) as u8).collect();
+    let f = inline_file(8, v(1, 2), &big);
+    s.apply(&[r(&f), entry(1, "f", &f, v(1, 3))], &[]).unwrap();
+    assert!(stored_len(&s, &f.key()) < 512, "the record itself stays small");
+    assert_eq!(inline_rows(&s), 4, "8000 bytes in chunks of {}", index::INLINE_CHUNK);
+
+    // Whole wherever it is handed on: the leader's view, a record asked
+    // for, a page of the sync, anti-entropy's answer.
+    assert_eq!(s.inode(f.ino).unwrap().unwrap().inline, f.inline);
+    assert_eq!(s.record(&f.key()).unwrap(), Some(r(&f)));
+    assert!(s.since(Version::ZERO, 10).unwrap().contains(&r(&f)));
+    assert_eq!(s.records_for(&[f.key()]).unwrap(), vec![r(&f)]);
+    // A listing only says it is inline.
+    let listed = s.read_dir(Ino::ROOT).unwrap();
+    assert_eq!(listed[0].inode.inline, Some(scs_common::inode::Bytes(Vec::new())));
+    assert_eq!(listed[0].inode.size, 8000);
+
+    // Shorter content leaves no chunk of the old behind; empty content none at all.
+    let short = inline_file(8, v(1, 4), b"short");
+    s.apply(&[r(&short)], &[]).unwrap();
+    assert_eq!(s.record(&f.key()).unwrap(), Some(r(&short)));
+    assert_eq!(inline_rows(&s), 1);
+    let empty = inline_file(8, v(1, 5), b"");
+    s.apply(&[r(&empty)], &[]).unwrap();
+    assert_eq!(s.record(&f.key()).unwrap(), Some(r(&empty)));
+    assert_eq!(inline_rows(&s), 0);
+
+    // Gone with the record, whether removed or withdrawn.
+    let again = inline_file(8, v(1, 6), &big);
+    s.apply(&[r(&again)], &[]).unwrap();
+    s.apply(&[r(&Inode { version: v(1, 7), ..again.tombstone(9) })], &[]).unwrap();
+    assert_eq!(inline_rows(&s), 0, "a removed file's content goes");
+    let other = inline_file(10, v(1, 8), &big);
+    s.apply(&[r(&other)], &[]).unwrap();
+    assert!(s.withdraw(&other.key(), other.version).unwrap());
+    assert_eq!(inline_rows(&s), 0, "a withdrawn record's content goes");
+}
+
+#[test]
+fn a_record_stored_without_its_content_is_never_taken_as_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    // What a listing hands out: the marker, not the bytes.
+    let marked = inline_file(8, v(1, 2), b"content").for_client();
+    assert!(s.apply(&[r(&marked)], &[]).is_err(), "a marker is not content");
+    assert_eq!(s.record(&marked.key()).unwrap(), None);
+}
