@@ -143,6 +143,9 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     shutdown.cancelled().await;
     log::info!("node {id}: shutting down");
     let _ = tokio::time::timeout(DRAIN_DEADLINE, async { while tasks.join_next().await.is_some() {} }).await;
+    if let Err(e) = node.blocking(|s| s.close()).await {
+        log::warn!("node {id}: the index was not closed cleanly (the journal replays at the next start): {e}");
+    }
     log::info!("node {id}: stopped");
     Ok(())
 }

@@ -507,13 +507,68 @@ pub async fn scrub(node: Arc<Node>) {
                 _ = tokio::time::sleep(scrub_pause(size, rate, t.elapsed())) => {}
             }
         }
+        // Small files' content, kept in the index by every node.
+        let Ok(inline) = node.blocking(|s| s.inline_files()).await else { continue };
+        let mut small = 0usize;
+        for (key, size) in inline {
+            if node.shutdown().is_cancelled() {
+                return;
+            }
+            let t = Instant::now();
+            match node.blocking(move |s| s.check_inline_copy(&key)).await {
+                Ok(None) => {}
+                Ok(Some(version)) => {
+                    bad += 1;
+                    node.store().count_corrupt();
+                    log::error!("node {me}: the content of small file {key:?} {version:?} failed its hash");
+                    restore_inline(&node, key, version).await;
+                }
+                Err(e) => log::warn!("node {me}: scrub could not read {key:?}: {e}"),
+            }
+            small += 1;
+            bytes += size;
+            tokio::select! {
+                _ = node.shutdown().cancelled() => return,
+                _ = tokio::time::sleep(scrub_pause(size, rate, t.elapsed())) => {}
+            }
+        }
         let orphans = node.blocking(|s| s.sweep_orphans(ORPHAN_AGE, RELEASED_AGE)).await.unwrap_or(0);
         log::info!(
-            "node {me}: scrub checked {checked} blobs ({} MiB) in {:.0?}: {bad} bad, {orphans} orphans removed",
+            "node {me}: scrub checked {checked} blobs and {small} small files ({} MiB) in {:.0?}: {bad} bad, {orphans} orphans removed",
             bytes >> 20,
             started.elapsed()
         );
     }
+}
+
+/// Puts back the content of a small file whose copy here failed its hash,
+/// from the first other member (the leader first) that has the same record
+/// with content that passes. Every node keeps that content, so one usually does.
+async fn restore_inline(node: &Arc<Node>, key: Key, version: Version) {
+    let me = node.me();
+    let view = node.view();
+    let leader = view.leader.filter(|l| *l != me);
+    let others = leader.into_iter().chain(view.members.keys().copied().filter(|id| *id != me && Some(*id) != leader));
+    for id in others {
+        let Some(addr) = view.addr_of(id) else { continue };
+        let Ok(Response::Records(records)) = call(node, addr, Request::RecordsFor { keys: vec![key] }).await else {
+            continue;
+        };
+        let good = records.into_iter().find_map(|r| match r {
+            Record::Inode(i) if i.key() == key && i.version == version && i.check_inline().is_ok() => Some(i),
+            _ => None,
+        });
+        let Some(good) = good else { continue };
+        match node.blocking(move |s| s.restore_inline(&good)).await {
+            Ok(true) => {
+                log::warn!("node {me}: put back the content of small file {key:?} from node {id}");
+                return;
+            }
+            Ok(false) => return,
+            Err(e) => log::warn!("node {me}: cannot put back the content of small file {key:?}: {e}"),
+        }
+    }
+    log::warn!("node {me}: no other node has a good copy of small file {key:?} {version:?} yet");
 }
 
 #[cfg(test)]

@@ -101,6 +101,39 @@ fn the_scrub_finds_a_corrupt_copy_on_a_follower_and_replaces_it() {
 }
 
 #[test]
+fn the_scrub_finds_damaged_small_file_content_in_a_followers_index_and_puts_it_back() {
+    let mut c = Cluster::builder(3).config("scrub_interval_ms = 300\n").start();
+    // Small enough to live in every node's index, not in a blob.
+    let data = seeded_bytes(79, 5000);
+    c.upload_bytes("small", &data);
+    c.wait_for("node 1 keeps the small file", Duration::from_secs(10), |s| s.node(1).files == 1);
+    // Bad sectors under node 1's index while it is stopped: every copy of
+    // the content's first bytes in the file gets a flipped byte.
+    c.stop(1);
+    let index = c.data_dir(1).join("index.redb");
+    let mut bytes = std::fs::read(&index).unwrap();
+    let needle = &data[..1000];
+    let hits: Vec<usize> =
+        bytes.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
+    assert!(!hits.is_empty(), "the content is in node 1's index");
+    for at in hits {
+        bytes[at + 500] ^= 0xff;
+    }
+    std::fs::write(&index, bytes).unwrap();
+    c.restart(1);
+    eventually("node 1's scrub counts the bad content", Duration::from_secs(20), || {
+        c.try_status().is_some_and(|s| s.node(1).corrupt >= 1)
+    });
+    eventually("node 1 puts it back from another node", Duration::from_secs(15), || {
+        c.log_tail(1, 400).contains("put back the content of small file")
+    });
+    // Put back: later scrubs (every 300 ms) find nothing more.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(c.status().node(1).corrupt, 1, "counted once, then good");
+    c.assert_content("small", &data);
+}
+
+#[test]
 fn tombstones_are_purged_once_every_node_has_them_and_the_file_stays_deleted() {
     let c = Cluster::builder(3).config("tombstone_ttl_ms = 200\n").start();
     c.upload_bytes("doomed", b"x");

@@ -768,6 +768,60 @@ impl Store {
         Ok(hash == i.hash && size == i.size)
     }
 
+    /// Every file whose content is inline here, with its size, for the scrub.
+    pub fn inline_files(&self) -> Result<Vec<(Key, u64)>> {
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let inline = tx.open_table(INLINE).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in inline.iter().map_err(|e| self.db_err(e))? {
+            let (k, size) = row.map_err(|e| self.db_err(e))?;
+            out.push((Key(*k.value()), size.value()));
+        }
+        Ok(out)
+    }
+
+    /// Re-hashes the inline content of `key`: `None` when it matches its
+    /// inode (or is inline no more), else the version of the record whose
+    /// content here is bad.
+    pub fn check_inline_copy(&self, key: &Key) -> Result<Option<Version>> {
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+        let data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
+        let Some(Record::Inode(mut i)) = read_record(&records, key)? else { return Ok(None) };
+        if !i.is_inline() {
+            return Ok(None);
+        }
+        let good = match attach_inline(&data, &mut i) {
+            Ok(()) => i.check_inline().is_ok(),
+            Err(Error::Corrupt(_)) => false,
+            Err(e) => return Err(e),
+        };
+        Ok((!good).then_some(i.version))
+    }
+
+    /// Puts back the inline content of a record whose copy here failed its
+    /// hash, from `good`: another node's copy of the same record, checked
+    /// here. Returns whether it was put back (not if the record here has
+    /// moved on meanwhile).
+    pub fn restore_inline(&self, good: &Inode) -> Result<bool> {
+        good.check_inline()?;
+        let Some(content) = good.inline.as_ref().filter(|_| good.is_inline()) else { return Ok(false) };
+        let key = good.key();
+        let tx = self.begin_durable()?;
+        {
+            let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+            let mut data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
+            let same = matches!(read_record(&records, &key)?, Some(Record::Inode(i))
+                if i.version == good.version && i.hash == good.hash && i.size == good.size && i.is_inline());
+            if !same {
+                return Ok(false);
+            }
+            put_inline(&mut data, &key, Some(good.size), Some(&content.0))?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// The live inode of `key` if its content is at `content`.
     pub fn live_content(&self, key: &Key, content: Version) -> Result<Option<Inode>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
@@ -916,6 +970,12 @@ impl Store {
         let gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         Ok(DurableTx { store: self, tx, _gate: gate })
+    }
+
+    /// Commits everything the journal holds durably, on a clean stop: the
+    /// index is then whole on its own, and the next start replays nothing.
+    pub fn close(&self) -> Result<()> {
+        self.begin_durable()?.commit()
     }
 
     /// Commits everything the journal holds durably and starts it over,

@@ -836,7 +836,6 @@ fn a_full_journal_is_checkpointed_and_every_batch_stays() {
     assert_eq!(s.record_count().unwrap(), seq);
 }
 
-
 /// Rows of `inline_data`, and the stored size of a record.
 fn inline_rows(s: &Store) -> u64 {
     let tx = s.db().unwrap().begin_read().unwrap();
@@ -900,4 +899,46 @@ fn a_record_stored_without_its_content_is_never_taken_as_whole() {
     let marked = inline_file(8, v(1, 2), b"content").for_client();
     assert!(s.apply(&[r(&marked)], &[]).is_err(), "a marker is not content");
     assert_eq!(s.record(&marked.key()).unwrap(), None);
+}
+
+/// Overwrites (or with `None` drops) chunk `n` of the inline content of `key`, as a bad disk would.
+fn damage_chunk(s: &Store, key: &Key, n: u8, bytes: Option<&[u8]>) {
+    let tx = s.db().unwrap().begin_write().unwrap();
+    {
+        let mut data = tx.open_table(INLINE_DATA).unwrap();
+        match bytes {
+            Some(b) => data.insert((&key.0, n), b).unwrap(),
+            None => data.remove((&key.0, n)).unwrap(),
+        };
+    }
+    tx.commit().unwrap();
+}
+
+#[test]
+fn damaged_inline_content_is_found_and_put_back_from_a_good_copy_of_the_same_record_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let content: Vec<u8> = (0..5000u32).map(|n| (n % 251) as u8).collect();
+    let f = inline_file(8, v(1, 2), &content);
+    s.apply(&[r(&f)], &[]).unwrap();
+    assert_eq!(s.inline_files().unwrap(), vec![(f.key(), 5000)]);
+    assert_eq!(s.check_inline_copy(&f.key()).unwrap(), None);
+
+    damage_chunk(&s, &f.key(), 1, Some(&[0u8; 2000]));
+    assert_eq!(s.check_inline_copy(&f.key()).unwrap(), Some(f.version), "a flipped chunk");
+    // Only a good copy of this very record is taken.
+    let newer = inline_file(8, v(1, 3), &content);
+    assert!(!s.restore_inline(&newer).unwrap(), "another version");
+    let mut forged = f.clone();
+    forged.inline.as_mut().unwrap().0[0] ^= 1;
+    assert!(s.restore_inline(&forged).is_err(), "content that fails its hash");
+    assert!(s.restore_inline(&f).unwrap());
+    assert_eq!(s.check_inline_copy(&f.key()).unwrap(), None);
+    assert_eq!(s.record(&f.key()).unwrap(), Some(r(&f)));
+
+    damage_chunk(&s, &f.key(), 2, None);
+    assert_eq!(s.check_inline_copy(&f.key()).unwrap(), Some(f.version), "a lost chunk");
+    assert!(s.record(&f.key()).is_err(), "never handed on short");
+    assert!(s.restore_inline(&f).unwrap());
+    assert_eq!(s.record(&f.key()).unwrap(), Some(r(&f)));
 }
