@@ -72,9 +72,9 @@ pub fn majority_of(n: usize) -> usize {
 }
 
 /// Commits `batch`, built under the namespace lock `ns`, here and on every
-/// live node at once; releases the lock once the local commit is done (the
-/// next change is checked against it) and returns once a majority of the
-/// cluster, counting this node, has committed.
+/// live node at once; releases the lock once the local index has it (the
+/// next change is checked against it, and shares its sync) and returns
+/// once a majority of the cluster, counting this node, has committed.
 ///
 /// If the local commit fails (a full or failing disk), the followers may
 /// have committed what this node has not, and every later change would be
@@ -132,11 +132,29 @@ pub async fn commit_with<G>(
     // The followers start committing while we do: one disk flush of latency, not two.
     let set = apply_to_others(node, state, records.clone(), spread.also);
     let started = Instant::now();
-    let committed = node.commit(state.term, node.me(), records, Vec::new()).await;
+    let (tell, visible) = tokio::sync::oneshot::channel();
+    let local = node.commit_telling(state.term, node.me(), records, tell);
+    tokio::pin!(local);
+    // The lock goes as soon as the index has the change (the next change
+    // is checked against it and shares its sync), unless the change must
+    // hold it to the majority. Not before a failure is known, though: the
+    // next change must not be checked against an index that lacks this one.
+    let mut ns = Some(ns);
+    let committed = tokio::select! {
+        res = &mut local => res,
+        seen = visible => {
+            if seen.is_ok() && !spread.hold_lock {
+                drop(ns.take());
+            }
+            local.await
+        }
+    };
     METRICS.leader_local.since(started);
     if let Err(e) = committed {
-        // Before the namespace lock is released: the next change must not
-        // be checked against this index.
+        // The term ends: if the lock went already, a change checked against
+        // this one since fails too (the journal takes nothing more) or
+        // holds it (a durable commit of the index since), and a new term
+        // settles, from a majority, what took effect.
         state.fail();
         detach(set);
         if matches!(e, Error::Stale(_)) {
@@ -156,22 +174,16 @@ pub async fn commit_with<G>(
     // commit, a pull must not be told everything up to them is here
     // ([`LeaderState::safe_watermark`]), or a follower skips them for good.
     drop(batch);
-    // The lock goes now unless the change must hold it to the majority: a
-    // guard moved into only one branch would live to the end of this
-    // function in the other, serialising every writer behind the slowest
-    // follower.
-    let ns = if spread.hold_lock {
-        Some(ns)
-    } else {
-        drop(ns);
-        None
-    };
+    // Gone already unless the commit ended before its visibility was seen.
+    if !spread.hold_lock {
+        drop(ns.take());
+    }
     let started = Instant::now();
     let res = await_majority(node, state, set, &before, spread.outlive_lead).await;
     METRICS.leader_majority.since(started);
     let end_term = res.is_err() && spread.end_term_on_failure && !state.has_failed();
     if end_term {
-        // Before the namespace lock is released, as for a failed local commit.
+        // Before the namespace lock is released (it is still held: see `hold_lock`).
         state.fail();
     }
     drop(ns);

@@ -894,19 +894,23 @@ impl Store {
     /// for it) by a durable commit.
     pub fn apply(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
         let started = Instant::now();
-        let res = self.apply_here(batch, written);
+        let res = self.apply_visible(batch, written).and_then(|pending| self.settle(pending));
         crate::metrics::METRICS.store_commit.since(started);
         res
     }
 
-    fn apply_here(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
+    /// The first half of [`Store::apply`]: the batch is in the index, where
+    /// readers see it, and its journal frame is written; [`Store::settle`]
+    /// waits until it is durable. A reader may see it a moment before: as
+    /// a change not yet on a majority, which readers may already see. A
+    /// leader checks its next change against it meanwhile, so that
+    /// concurrent changes share a sync.
+    pub fn apply_visible(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Pending> {
+        let members = batch.iter().any(|r| matches!(r, Record::Members(_)));
         let journaled = {
             let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
             match self.journal.write(&encode_batch(batch, written)?)? {
-                // The index takes the batch while the journal's sync runs;
-                // it is durable (and answered) once the sync is done. A
-                // reader may see it a moment before: as a change not yet
-                // on a majority, which readers may already see.
+                // The index takes the batch while the journal's sync runs.
                 Some(end) => {
                     let started = Instant::now();
                     let mut tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
@@ -914,31 +918,37 @@ impl Store {
                     let done = self.apply_in(&tx, batch, written)?;
                     tx.commit().map_err(|e| self.db_err(e))?;
                     crate::metrics::METRICS.index_apply.since(started);
-                    self.journal.wait_durable(end)?;
-                    Some(done)
+                    Some((done, end))
                 }
                 None => None,
             }
         };
-        let (out, files) = match journaled {
-            Some(done) => {
-                if self.journal.used() >= journal::CHECKPOINT_AT {
-                    self.checkpoint()?;
-                }
-                done
-            }
+        Ok(match journaled {
+            Some(((out, files), end)) => Pending { out, files, journal_end: Some(end), members },
             None => {
                 let tx = self.begin_durable()?;
-                let done = self.apply_in(&tx, batch, written)?;
+                let (out, files) = self.apply_in(&tx, batch, written)?;
                 tx.commit()?;
-                done
+                Pending { out, files, journal_end: None, members }
             }
-        };
-        self.let_go(files);
-        if batch.iter().any(|r| matches!(r, Record::Members(_))) {
+        })
+    }
+
+    /// The second half of [`Store::apply`]: returns once the batch is
+    /// durable (through the journal, or a durable commit of the index
+    /// since, which holds it too).
+    pub fn settle(&self, pending: Pending) -> Result<Applied> {
+        if let Some(end) = pending.journal_end {
+            self.journal.wait_durable(end)?;
+            if self.journal.used() >= journal::CHECKPOINT_AT {
+                self.checkpoint()?;
+            }
+        }
+        self.let_go(pending.files);
+        if pending.members {
             self.reload_members()?;
         }
-        Ok(out)
+        Ok(pending.out)
     }
 
     /// Reads the membership record again and tells the watchers if it changed.
@@ -1276,6 +1286,18 @@ impl Store {
     pub fn decode(bytes: &[u8]) -> Result<Record> {
         decode_record(bytes)
     }
+}
+
+/// A batch [`Store::apply_visible`] put in the index, for
+/// [`Store::settle`].
+#[must_use = "a batch is durable only once settled"]
+pub struct Pending {
+    out: Applied,
+    files: Placed,
+    /// Where its journal frame ends; `None`: committed durably already.
+    journal_end: Option<u64>,
+    /// It changed the membership.
+    members: bool,
 }
 
 /// What [`Store::place_content`] decided about blobs on disk.
