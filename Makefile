@@ -24,9 +24,10 @@ DEMO_DIR  ?= $(HOME)/.local/share/scs-demo
 MOUNTPOINT ?= $(HOME)/scs
 # Every integration test has its own hard timeouts; this bounds the whole run.
 TEST_TIMEOUT ?= 2400
-# The fault suite: empty = the CI seeds; SEEDS=N runs seeds 1..N (and writes
-# bench-results/faults-latest.md); SEED=n replays one.
+# The fault suite: empty = the CI seeds; SEEDS=N runs seeds 1..N (FIRST_SEED=k:
+# k onwards) and writes bench-results/faults-latest.md; SEED=n replays one.
 SEEDS     ?=
+FIRST_SEED ?=
 SEED      ?=
 
 .PHONY: all build deps test test-unit test-integration test-faults fuzz demo demo-stop bench install install-files fmt lint clean
@@ -48,7 +49,7 @@ test: deps
 # the bound allows five minutes each.
 test-faults: deps
 	$(CARGO) build --bins
-	SEEDS=$(SEEDS) SEED=$(SEED) timeout $$(( $(or $(SEEDS),3) * 300 + 300 )) \
+	SEEDS=$(SEEDS) FIRST_SEED=$(FIRST_SEED) SEED=$(SEED) timeout $$(( $(or $(SEEDS),3) * 300 + 300 )) \
 		$(CARGO) test -p scs-tests --test faults -- --nocapture --test-threads=1
 
 test-unit:

@@ -9,8 +9,8 @@
 //! every disk holds every live file.
 //!
 //! Needs root (namespaces); skips with a message otherwise. A fixed set of
-//! seeds by default; `SEEDS=N` runs seeds 1..=N and writes
-//! `bench-results/faults-latest.md`; `SEED=n` replays one.
+//! seeds by default; `SEEDS=N` runs seeds 1..=N (`FIRST_SEED=k`: k onwards)
+//! and writes `bench-results/faults-latest.md`; `SEED=n` replays one.
 //! `SCS_FAULTS_SECS` sets each seed's workload time (default 35);
 //! `SCS_FAULTS_STRICT=1` makes warnings (blobs left over on disk) fail too;
 //! `SCS_FAULTS_FILES_ONLY=1` leaves hard links, directory renames and rmdir
@@ -55,8 +55,9 @@ fn seeds() -> (Vec<u64>, bool) {
     if let Some(seed) = env_u64("SEED") {
         return (vec![seed], false);
     }
+    let first = env_u64("FIRST_SEED").unwrap_or(1);
     match env_u64("SEEDS") {
-        Some(n) => ((1..=n.max(1)).collect(), true),
+        Some(n) => ((first..first + n.max(1)).collect(), true),
         None => (CI_SEEDS.to_vec(), false),
     }
 }
@@ -159,7 +160,9 @@ fn acknowledged_writes_survive_kills_freezes_partitions_loss_full_disks_and_corr
             }
         }
     }
-    let command = if long_run {
+    let command = if long_run && seeds[0] != 1 {
+        format!("make test-faults SEEDS={} FIRST_SEED={}", seeds.len(), seeds[0])
+    } else if long_run {
         format!("make test-faults SEEDS={}", seeds.len())
     } else if seeds.len() == 1 {
         format!("make test-faults SEED={}", seeds[0])
