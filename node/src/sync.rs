@@ -306,42 +306,54 @@ pub async fn follow(node: Arc<Node>) {
     }
 }
 
-/// Every node's loop fetching the blobs it should keep but lacks. Its own
-/// task, so a big fetch never holds up metadata catch-up.
+/// Every node's loop fetching the blobs it should keep but lacks: as soon
+/// as one is wanted, and again every [`SYNC_INTERVAL`] while any is (a
+/// holder that was away may be back). Its own task, so a big fetch never
+/// holds up metadata catch-up.
 pub async fn fetcher(node: Arc<Node>) {
     loop {
         tokio::select! {
             _ = node.shutdown().cancelled() => return,
+            _ = node.store().newly_wanted() => {}
             _ = tokio::time::sleep(SYNC_INTERVAL) => {}
         }
-        if node.store().wanted_count() > 0 {
-            fetch_wanted(&node).await;
+        if node.store().wanted_count() > 0 && fetch_wanted(&node).await == 0 {
+            // Nothing could be fetched (its holders are away): not again
+            // for every new want, but after a pause.
+            tokio::select! {
+                _ = node.shutdown().cancelled() => return,
+                _ = tokio::time::sleep(SYNC_INTERVAL) => {}
+            }
         }
     }
 }
 
-/// Fetches blobs this node should keep but lacks, from another holder.
-pub async fn fetch_wanted(node: &Arc<Node>) {
+/// Fetches blobs this node should keep but lacks, from another holder;
+/// returns how many it placed.
+async fn fetch_wanted(node: &Arc<Node>) -> usize {
     let wanted = match node.blocking(|s| s.wanted(FETCH_BATCH)).await {
         Ok(w) => w,
         Err(e) => {
             log::warn!("node {}: cannot list wanted blobs: {e}", node.me());
-            return;
+            return 0;
         }
     };
+    let mut placed = 0;
     for entry in wanted {
         if node.shutdown().is_cancelled() {
-            return;
+            break;
         }
         let started = std::time::Instant::now();
         if let Err(e) = fetch_one(node, &entry).await {
             log::debug!("node {}: cannot fetch the content of inode {} yet: {e}", node.me(), entry.ino);
             continue;
         }
+        placed += 1;
         // Repairs are paced so that clients keep their speed.
         let budget = Duration::from_secs_f64(entry.size as f64 / FETCH_RATE as f64);
         tokio::time::sleep(budget.saturating_sub(started.elapsed())).await;
     }
+    placed
 }
 
 async fn fetch_one(node: &Arc<Node>, entry: &Inode) -> Result<()> {

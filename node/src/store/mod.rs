@@ -123,6 +123,8 @@ pub struct Store {
     /// The membership record as committed here (`None` before a cluster's
     /// first leader commits one), sent anew whenever a write touches it.
     members: tokio::sync::watch::Sender<Option<Members>>,
+    /// Woken when a blob becomes wanted here, for the fetcher.
+    newly_wanted: tokio::sync::Notify,
 }
 
 /// A write transaction that commits durably and ends the journal's
@@ -233,6 +235,7 @@ impl Store {
             corrupt: AtomicU64::new(0),
             released_bytes: AtomicU64::new(0),
             members: tokio::sync::watch::Sender::new(None),
+            newly_wanted: tokio::sync::Notify::new(),
         };
         let upgraded = store.check_format()?;
         // Create every table so that readers never meet a missing one.
@@ -855,6 +858,7 @@ impl Store {
             self.recount(&held, &wanted)?;
         }
         tx.commit()?;
+        self.newly_wanted.notify_one();
         log::error!(
             "node {}: blob {key:?} {content:?} failed its hash; moved to {}",
             self.me,
@@ -945,6 +949,9 @@ impl Store {
             }
         }
         self.let_go(pending.files);
+        if pending.out.wanted > 0 {
+            self.newly_wanted.notify_one();
+        }
         if pending.members {
             self.reload_members()?;
         }
@@ -968,6 +975,12 @@ impl Store {
     /// The membership record committed here, if any.
     pub fn members(&self) -> Option<Members> {
         self.members.borrow().clone()
+    }
+
+    /// Completes once a blob has become wanted here since the last time it
+    /// did (at once if one has meanwhile).
+    pub async fn newly_wanted(&self) {
+        self.newly_wanted.notified().await
     }
 
     /// A receiver told of every change of the membership record.
