@@ -216,24 +216,6 @@ impl Node {
         self.commit_with(term, leader, move |store| store.apply(&records, &written)).await
     }
 
-    /// [`Node::commit`] of a leader's own change, telling `visible` as soon
-    /// as the index has it (before it is durable here), so that the leader
-    /// can check its next change against it while this one's sync runs.
-    pub async fn commit_telling(
-        &self,
-        term: Term,
-        leader: NodeId,
-        records: Vec<Record>,
-        visible: tokio::sync::oneshot::Sender<()>,
-    ) -> Result<Applied> {
-        self.commit_with(term, leader, move |store| {
-            let pending = store.apply_visible(&records, &[])?;
-            let _ = visible.send(());
-            store.settle(pending)
-        })
-        .await
-    }
-
     /// [`Node::commit`] of a leader's `Apply`, less the records at or below
     /// this node's watermark (see [`Store::newer_than_vouched`]), in the
     /// same trip to the store.

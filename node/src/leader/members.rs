@@ -53,7 +53,7 @@ pub async fn change(node: &Arc<Node>, change: MemberChange) -> Result<()> {
     log::info!("node {me}: changing the members from {:?} to {:?} ({change:?})", old.ids(), new.nodes);
     let mut batch = Batch::new(&state);
     batch.push(Record::Members(new));
-    let spread = Spread { also, hold_lock: true, outlive_lead: leaving_myself, end_term_on_failure: true };
+    let spread = Spread { also, outlive_lead: leaving_myself };
     commit_with(node, &state, batch, ns, spread).await
 }
 

@@ -72,13 +72,18 @@ pub fn majority_of(n: usize) -> usize {
 }
 
 /// Commits `batch`, built under the namespace lock `ns`, here and on every
-/// live node at once; releases the lock once the local index has it (the
-/// next change is checked against it, and shares its sync) and returns
-/// once a majority of the cluster, counting this node, has committed.
+/// live node at once, and returns once a majority of the cluster, counting
+/// this node, has committed. The lock is held until then: the next change
+/// is checked against this one, and must not be acknowledged unless this
+/// one is on a majority too. (Followers apply out of order: were the lock
+/// released at the local commit, a change could reach a majority while one
+/// it was checked against stays on this node alone, and a crash here then
+/// loses the first and orphans the second.)
 ///
 /// If the local commit fails (a full or failing disk), the followers may
 /// have committed what this node has not, and every later change would be
-/// checked against an index that lacks it. So the term is given up: nothing
+/// checked against an index that lacks it; if no majority commits, the
+/// change may be here alone. Either way the term is given up: nothing
 /// more is served in it, and this node leads a new one, whose catch-up from
 /// a majority settles whether the change took effect.
 ///
@@ -94,19 +99,9 @@ pub async fn commit_and_spread<G>(node: &Arc<Node>, state: &Arc<LeaderState>, ba
 pub struct Spread {
     /// Nodes to send it to besides the live members (a node being added).
     pub also: Vec<(NodeId, String)>,
-    /// Hold the namespace lock until a majority has committed, not only
-    /// until the local commit (a membership change: nothing else is
-    /// committed while two memberships are in play).
-    pub hold_lock: bool,
     /// Wait for the majority even if this node stops leading meanwhile
     /// (it took itself out of the members, and steps down at once).
     pub outlive_lead: bool,
-    /// Without a majority, end the term (a membership change: this node
-    /// would go on counting its quorum on a membership the others may not
-    /// have). A new term catches up from a majority and commits whichever
-    /// membership it finds again, so the change either takes effect or not
-    /// for every node alike.
-    pub end_term_on_failure: bool,
 }
 
 /// [`commit_and_spread`] with a [`Spread`]. A majority is counted on the
@@ -132,29 +127,11 @@ pub async fn commit_with<G>(
     // The followers start committing while we do: one disk flush of latency, not two.
     let set = apply_to_others(node, state, records.clone(), spread.also);
     let started = Instant::now();
-    let (tell, visible) = tokio::sync::oneshot::channel();
-    let local = node.commit_telling(state.term, node.me(), records, tell);
-    tokio::pin!(local);
-    // The lock goes as soon as the index has the change (the next change
-    // is checked against it and shares its sync), unless the change must
-    // hold it to the majority. Not before a failure is known, though: the
-    // next change must not be checked against an index that lacks this one.
-    let mut ns = Some(ns);
-    let committed = tokio::select! {
-        res = &mut local => res,
-        seen = visible => {
-            if seen.is_ok() && !spread.hold_lock {
-                drop(ns.take());
-            }
-            local.await
-        }
-    };
+    let committed = node.commit(state.term, node.me(), records, Vec::new()).await;
     METRICS.leader_local.since(started);
     if let Err(e) = committed {
-        // The term ends: if the lock went already, a change checked against
-        // this one since fails too (the journal takes nothing more) or
-        // holds it (a durable commit of the index since), and a new term
-        // settles, from a majority, what took effect.
+        // Before the namespace lock is released: the next change must not
+        // be checked against this index.
         state.fail();
         detach(set);
         if matches!(e, Error::Stale(_)) {
@@ -174,22 +151,20 @@ pub async fn commit_with<G>(
     // commit, a pull must not be told everything up to them is here
     // ([`LeaderState::safe_watermark`]), or a follower skips them for good.
     drop(batch);
-    // Gone already unless the commit ended before its visibility was seen.
-    if !spread.hold_lock {
-        drop(ns.take());
-    }
     let started = Instant::now();
     let res = await_majority(node, state, set, &before, spread.outlive_lead).await;
     METRICS.leader_majority.since(started);
-    let end_term = res.is_err() && spread.end_term_on_failure && !state.has_failed();
+    // Without a majority the change may be on this node alone, and every
+    // later change would be checked against it: the term ends first.
+    let end_term = res.is_err() && !state.has_failed();
     if end_term {
-        // Before the namespace lock is released (it is still held: see `hold_lock`).
         state.fail();
     }
+    // Held to here: a change is checked only against changes on a majority.
     drop(ns);
     if end_term {
         log::warn!(
-            "node {}: a membership change reached no majority in term {}; leading a new term to catch up again",
+            "node {}: a change reached no majority in term {}; leading a new term to catch up again",
             node.me(),
             state.term
         );
