@@ -27,12 +27,16 @@ fn per_mille(part: u64, whole: u64) -> u32 {
     (u128::from(part) * 1000 / u128::from(whole)).min(1000) as u32
 }
 
-/// A node's place in the order copies go to: the emptiest first; among
-/// equals the leader (its copy costs no network), then fewer files, then
-/// the lower id.
+/// A node's place in the order copies go to: the emptiest first, by whole
+/// per cent; among equals the leader (its copy costs no network), then
+/// fewer files, then the lower id. Per cent, not per mille: nodes that
+/// share a disk (or disks others write to) report a fullness that moves
+/// from one heartbeat to the next, and the leader's own, measured now,
+/// would otherwise put it behind its peers by a thousandth it does not have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Rank {
-    fullness: u32,
+    /// [`fullness`] in per cent.
+    percent: u32,
     elsewhere: bool,
     files: u64,
     id: NodeId,
@@ -41,14 +45,14 @@ pub struct Rank {
 impl Rank {
     /// The leader's own rank, from its store.
     pub fn mine(id: NodeId, files: u64, max_files: Option<u64>, (free, total): (u64, u64)) -> Rank {
-        Rank { fullness: fullness(files, max_files, free, total), elsewhere: false, files, id }
+        Rank { percent: fullness(files, max_files, free, total) / 10, elsewhere: false, files, id }
     }
 
     /// Another member's rank, from what it last told us.
     pub fn of(id: NodeId, info: &NodeInfo) -> Rank {
         let used = info.files + info.wanted;
         Rank {
-            fullness: fullness(used, info.max_files, info.disk_free, info.disk_total),
+            percent: fullness(used, info.max_files, info.disk_free, info.disk_total) / 10,
             elsewhere: true,
             files: used,
             id,
@@ -91,5 +95,17 @@ mod tests {
         // 2 has the emptiest disk; 3 (the leader) and 1 are as full, the
         // leader first; 4 has two thirds of its max_files used.
         assert_eq!(order, [2, 3, 1, 4]);
+    }
+
+    #[test]
+    fn a_shared_disk_filling_by_a_thousandth_between_heartbeats_does_not_put_the_leader_last() {
+        // Peers told 721.6 per mille used a moment ago; the leader sees 722.4 now.
+        let mut ranks = [
+            Rank::of(NodeId(1), &info(100, None, 278_400, 1_000_000)),
+            Rank::of(NodeId(2), &info(100, None, 278_400, 1_000_000)),
+            Rank::mine(NodeId(4), 0, None, (277_600, 1_000_000)),
+        ];
+        ranks.sort();
+        assert_eq!(ranks[0].id(), NodeId(4), "{ranks:?}");
     }
 }
