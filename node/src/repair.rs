@@ -511,6 +511,7 @@ pub async fn scrub(node: Arc<Node>) {
         let Ok(inline) = node.blocking(|s| s.inline_files()).await else { continue };
         let mut small = 0usize;
         for (key, size) in inline {
+            let size = size.min(scs_common::inode::INLINE_MAX);
             if node.shutdown().is_cancelled() {
                 return;
             }

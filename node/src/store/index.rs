@@ -22,7 +22,7 @@
 
 use redb::{ReadableTable, TableDefinition};
 
-use scs_common::inode::Bytes;
+use scs_common::inode::{Bytes, INLINE_MAX};
 use scs_common::{Error, Ino, Inode, Key, Kind, Record, Result, Version};
 
 pub const RECORDS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("records");
@@ -85,6 +85,9 @@ pub fn read_record(table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
 pub fn attach_inline(data: &impl ReadableTable<(&'static [u8; 32], u8), &'static [u8]>, i: &mut Inode) -> Result<()> {
     if !i.inline.as_ref().is_some_and(|d| d.0.is_empty()) || i.size == 0 {
         return Ok(());
+    }
+    if i.size > INLINE_MAX {
+        return Err(Error::Corrupt(format!("index: inode {} of {} bytes is marked inline", i.ino, i.size)));
     }
     let key = i.key();
     let mut bytes = Vec::with_capacity(i.size as usize);

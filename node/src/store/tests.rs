@@ -426,6 +426,11 @@ fn a_record_whose_inline_content_fails_its_hash_is_refused_with_its_batch() {
     assert!(matches!(e, Error::Corrupt(_)), "{e}");
     assert!(s.inode(good.ino).unwrap().is_none(), "nothing of the batch was taken");
     assert_eq!(s.files(), 0);
+    assert_eq!(s.journal.used(), 0, "nor journaled, to be replayed at the next start");
+    // And the node starts again, without it.
+    drop(s);
+    let s = open(tmp.path());
+    assert!(s.inode(good.ino).unwrap().is_none());
 }
 
 #[test]
