@@ -467,6 +467,15 @@ fn scrub_pause(size: u64, rate: u64, took: Duration) -> Duration {
     by_bytes.max(by_share).saturating_sub(took)
 }
 
+/// Waits out the scrub's pause after `size` bytes checked in `took`;
+/// `false` once the node is stopping.
+async fn paced(node: &Node, size: u64, rate: u64, took: Duration) -> bool {
+    tokio::select! {
+        _ = node.shutdown().cancelled() => false,
+        _ = tokio::time::sleep(scrub_pause(size, rate, took)) => true,
+    }
+}
+
 /// Every node's scrub: re-hash held blobs at `scrub_bytes_per_sec`, and
 /// with at most [`SCRUB_SHARE`] of its time.
 pub async fn scrub(node: Arc<Node>) {
@@ -484,9 +493,6 @@ pub async fn scrub(node: Arc<Node>) {
         let Ok(blobs) = node.blocking(|s| s.held_blobs()).await else { continue };
         let (mut checked, mut bad, mut bytes) = (0usize, 0usize, 0u64);
         for (key, version) in blobs {
-            if node.shutdown().is_cancelled() {
-                return;
-            }
             let t = Instant::now();
             let size = node
                 .blocking(move |s| Ok(s.live_content(&key, version)?.map(|i| i.size).unwrap_or(0)))
@@ -502,9 +508,8 @@ pub async fn scrub(node: Arc<Node>) {
             }
             checked += 1;
             bytes += size;
-            tokio::select! {
-                _ = node.shutdown().cancelled() => return,
-                _ = tokio::time::sleep(scrub_pause(size, rate, t.elapsed())) => {}
+            if !paced(&node, size, rate, t.elapsed()).await {
+                return;
             }
         }
         // Small files' content, kept in the index by every node.
@@ -512,9 +517,6 @@ pub async fn scrub(node: Arc<Node>) {
         let mut small = 0usize;
         for (key, size) in inline {
             let size = size.min(scs_common::inode::INLINE_MAX);
-            if node.shutdown().is_cancelled() {
-                return;
-            }
             let t = Instant::now();
             match node.blocking(move |s| s.check_inline_copy(&key)).await {
                 Ok(None) => {}
@@ -528,9 +530,8 @@ pub async fn scrub(node: Arc<Node>) {
             }
             small += 1;
             bytes += size;
-            tokio::select! {
-                _ = node.shutdown().cancelled() => return,
-                _ = tokio::time::sleep(scrub_pause(size, rate, t.elapsed())) => {}
+            if !paced(&node, size, rate, t.elapsed()).await {
+                return;
             }
         }
         let orphans = node.blocking(|s| s.sweep_orphans(ORPHAN_AGE, RELEASED_AGE)).await.unwrap_or(0);

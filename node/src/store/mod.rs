@@ -905,19 +905,12 @@ impl Store {
     /// for it) by a durable commit.
     pub fn apply(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
         let started = Instant::now();
-        let res = self.apply_visible(batch, written).and_then(|pending| self.settle(pending));
+        let res = self.apply_durably(batch, written);
         crate::metrics::METRICS.store_commit.since(started);
         res
     }
 
-    /// The first half of [`Store::apply`]: the batch is in the index, where
-    /// readers see it, and its journal frame is written; [`Store::settle`]
-    /// waits until it is durable. A reader may see it a moment before: as
-    /// a change not yet on a majority, which readers may already see. A
-    /// leader checks its next change against it meanwhile, so that
-    /// concurrent changes share a sync.
-    pub fn apply_visible(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Pending> {
-        let members = batch.iter().any(|r| matches!(r, Record::Members(_)));
+    fn apply_durably(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
         // Before the journal has it: a batch refused by the index must not
         // be replayed into it at the next start.
         check_batch(batch)?;
@@ -937,35 +930,29 @@ impl Store {
                 None => None,
             }
         };
-        Ok(match journaled {
-            Some(((out, files), end)) => Pending { out, files, journal_end: Some(end), members },
+        let (out, files) = match journaled {
+            Some((done, end)) => {
+                self.journal.wait_durable(end)?;
+                if self.journal.used() >= journal::CHECKPOINT_AT {
+                    self.checkpoint()?;
+                }
+                done
+            }
             None => {
                 let tx = self.begin_durable()?;
-                let (out, files) = self.apply_in(&tx, batch, written)?;
+                let done = self.apply_in(&tx, batch, written)?;
                 tx.commit()?;
-                Pending { out, files, journal_end: None, members }
+                done
             }
-        })
-    }
-
-    /// The second half of [`Store::apply`]: returns once the batch is
-    /// durable (through the journal, or a durable commit of the index
-    /// since, which holds it too).
-    pub fn settle(&self, pending: Pending) -> Result<Applied> {
-        if let Some(end) = pending.journal_end {
-            self.journal.wait_durable(end)?;
-            if self.journal.used() >= journal::CHECKPOINT_AT {
-                self.checkpoint()?;
-            }
-        }
-        self.let_go(pending.files);
-        if pending.out.wanted > 0 {
+        };
+        self.let_go(files);
+        if out.wanted > 0 {
             self.newly_wanted.notify_one();
         }
-        if pending.members {
+        if batch.iter().any(|r| matches!(r, Record::Members(_))) {
             self.reload_members()?;
         }
-        Ok(pending.out)
+        Ok(out)
     }
 
     /// Reads the membership record again and tells the watchers if it changed.
@@ -1058,7 +1045,6 @@ impl Store {
         let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
         let mut digests = read_digests(&meta)?;
 
-        check_batch(batch)?;
         for r in batch {
             let key = r.key();
             let old = read_record(&records, &key)?;
@@ -1305,18 +1291,6 @@ impl Store {
     pub fn decode(bytes: &[u8]) -> Result<Record> {
         decode_record(bytes)
     }
-}
-
-/// A batch [`Store::apply_visible`] put in the index, for
-/// [`Store::settle`].
-#[must_use = "a batch is durable only once settled"]
-pub struct Pending {
-    out: Applied,
-    files: Placed,
-    /// Where its journal frame ends; `None`: committed durably already.
-    journal_end: Option<u64>,
-    /// It changed the membership.
-    members: bool,
 }
 
 /// What [`Store::place_content`] decided about blobs on disk.
