@@ -29,7 +29,7 @@ pub struct Node {
     /// Commits hold it shared; a `Pull` takes it exclusively for an instant
     /// after raising the term, so no commit from an older term lands after
     /// the pull has looked (see [`Node::fence_barrier`]).
-    commit_gate: RwLock<()>,
+    commit_gate: Arc<RwLock<()>>,
     /// Valid while the driver keeps confirming our quorum.
     lease: Arc<Lease>,
     health: Arc<Health>,
@@ -66,7 +66,7 @@ impl Node {
             shutdown,
             lease,
             health,
-            commit_gate: RwLock::new(()),
+            commit_gate: Arc::new(RwLock::new(())),
             leader: std::sync::Mutex::new(None),
         }
     }
@@ -230,6 +230,33 @@ impl Node {
         .await
     }
 
+    /// This leader's own [`Node::commit`], started: the returned
+    /// [`Visible`] completes once the records are in the index, where the
+    /// next change is checked against them (see [`Store::apply_visible`]),
+    /// and [`Local::durable`] once they are durable too.
+    pub async fn commit_local(&self, term: Term, records: Vec<Record>) -> Result<(Local, Visible)> {
+        let gate = self.commit_gate.clone().read_owned().await;
+        self.check_term(term, self.me())?;
+        let store = self.store.clone();
+        let (seen, visible) = oneshot::channel();
+        let durable = tokio::task::spawn_blocking(move || {
+            // Until durable: a `Pull` that raised the term waits for it.
+            let _gate = gate;
+            let pending = store.apply_visible(&records, &[]);
+            let _ = seen.send(());
+            store.settle(pending?).map(drop)
+        });
+        Ok((Local(durable), Visible(visible)))
+    }
+
+    fn check_term(&self, term: Term, leader: NodeId) -> Result<()> {
+        let v = self.view.borrow();
+        if v.term != term || v.accepted != Some(leader) {
+            return Err(stale(term, leader, v.term));
+        }
+        Ok(())
+    }
+
     async fn commit_with(
         &self,
         term: Term,
@@ -237,12 +264,7 @@ impl Node {
         apply: impl FnOnce(&Store) -> Result<Applied> + Send + 'static,
     ) -> Result<Applied> {
         let _shared = self.commit_gate.read().await;
-        {
-            let v = self.view.borrow();
-            if v.term != term || v.accepted != Some(leader) {
-                return Err(stale(term, leader, v.term));
-            }
-        }
+        self.check_term(term, leader)?;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || apply(&store))
             .await
@@ -260,6 +282,29 @@ impl Node {
     pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> Result<T> + Send + 'static) -> Result<T> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| Error::Internal(format!("store task: {e}")))?
+    }
+}
+
+/// Records in this node's index on their way to its disk (see
+/// [`Node::commit_local`]).
+#[must_use = "durable only once awaited"]
+pub struct Local(tokio::task::JoinHandle<Result<()>>);
+
+/// See [`Node::commit_local`].
+pub struct Visible(oneshot::Receiver<()>);
+
+impl Visible {
+    /// Completes once the records are in the index (or failed to go in:
+    /// [`Local::durable`] tells).
+    pub async fn seen(self) {
+        let _ = self.0.await;
+    }
+}
+
+impl Local {
+    /// Completes once the records are durable here.
+    pub async fn durable(self) -> Result<()> {
+        self.0.await.map_err(|e| Error::Internal(format!("commit task: {e}")))?
     }
 }
 

@@ -67,3 +67,42 @@ fn racing_overwrites_of_one_name_leave_one_blob_per_node() {
         });
     }
 }
+
+/// Many clients at once: their changes share the leader's commit rounds,
+/// and each acknowledged one is on a majority, so all of them outlive the
+/// leader, in the directories and under the names they were given.
+#[test]
+fn concurrent_changes_from_many_clients_all_outlive_the_leader() {
+    let c = Cluster::start(3);
+    let (clients, each) = (12u64, 6u64);
+    let bytes = |i: u64, j: u64| seeded_bytes(1000 + i * 100 + j, 700 + j as usize);
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..clients)
+            .map(|i| {
+                let c = &c;
+                s.spawn(move || {
+                    for j in 0..each {
+                        c.try_upload_bytes(&format!("w{i}/f{j}"), &bytes(i, j)).assert_ok();
+                    }
+                    c.scs(&["mv", &format!("w{i}/f0"), &format!("w{i}/moved")]).assert_ok();
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("client thread");
+        }
+    });
+    let leader = c.status().leader.expect("a leader");
+    c.kill(leader);
+    c.wait_for("another node to lead with quorum", Duration::from_secs(15), |s| {
+        s.quorum && s.leader.is_some_and(|l| l != leader)
+    });
+    for i in 0..clients {
+        c.assert_content(&format!("w{i}/moved"), &bytes(i, 0));
+        c.assert_missing(&format!("w{i}/f0"));
+        for j in 1..each {
+            c.assert_content(&format!("w{i}/f{j}"), &bytes(i, j));
+        }
+        assert_eq!(c.ls_json(&format!("w{i}")).len(), each as usize, "w{i} after the failover");
+    }
+}

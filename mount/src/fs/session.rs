@@ -30,8 +30,10 @@ const CACHE_DISK_SHARE: u64 = 10;
 /// Records a previous run left go up before the directory appears, unless
 /// none went up for this long.
 const LEFTOVER_IDLE: Duration = Duration::from_secs(10);
-/// FUSE worker threads (each may block on the cluster).
-const FUSE_THREADS: usize = 4;
+/// FUSE worker threads (each may block on the cluster): enough that the
+/// changes of concurrent writers reach the leader together and share its
+/// commit rounds.
+const FUSE_THREADS: usize = 16;
 
 /// What a mount needs to know.
 #[derive(Clone, Debug)]

@@ -10,10 +10,12 @@
 //! - [`members`]: changing the membership, one node at a time.
 //! - [`meta`]: namespace changes (make, link, remove, rename, attributes):
 //!   the rules of `scs_common::namespace` against the index, then a majority commit.
+//! - [`outbox`]: changes on their way to a majority, a round at a time (group commit).
 
 pub mod locks;
 pub mod members;
 pub mod meta;
+pub mod outbox;
 pub mod placement;
 pub mod state;
 pub mod upload;
@@ -72,15 +74,13 @@ pub fn majority_of(n: usize) -> usize {
 }
 
 /// Commits `batch`, built under the namespace lock `ns`, here and on every
-/// live node at once, and returns once a majority of the cluster, counting
-/// this node, has committed. The lock is held until then: the next change
-/// is checked against this one, and must not be acknowledged unless this
-/// one is on a majority too. (Followers apply out of order: were the lock
-/// released at the local commit, a change could reach a majority while one
-/// it was checked against stays on this node alone, and a crash here then
-/// loses the first and orphans the second.)
+/// live node, and returns once a majority of the cluster, counting this
+/// node, has committed. The lock is released as soon as the batch is in
+/// this node's index: the next change is checked against it, and goes to
+/// the followers in a later round (see [`outbox`]), so it is never on a
+/// majority while this one is not.
 ///
-/// If the local commit fails (a full or failing disk), the followers may
+/// If this node's commit fails (a full or failing disk), the followers may
 /// have committed what this node has not, and every later change would be
 /// checked against an index that lacks it; if no majority commits, the
 /// change may be here alone. Either way the term is given up: nothing
@@ -115,7 +115,6 @@ pub async fn commit_with<G>(
     ns: G,
     spread: Spread,
 ) -> Result<()> {
-    let before = node.members();
     if state.has_failed() {
         return Err(Error::Unavailable(format!(
             "node {} gave up term {} after a failed commit",
@@ -123,29 +122,30 @@ pub async fn commit_with<G>(
             state.term
         )));
     }
+    if spread.also.is_empty() && !spread.outlive_lead {
+        let (local, visible) = match node.commit_local(state.term, batch.records.clone()).await {
+            Ok(started) => started,
+            Err(e) => return Err(give_up_locally(node, state, e).await),
+        };
+        // Queued at once: the followers may get it while this node takes it.
+        let outcome = outbox::send(node, state, batch, local);
+        visible.seen().await;
+        drop(ns);
+        return outcome.await.unwrap_or_else(|_| Err(Error::Internal("a commit round ended without an answer".into())));
+    }
+    // A membership change goes alone, after every change before it, and
+    // holds the lock until it is on a majority: no other commit while two
+    // memberships count.
+    state.outbox.drained().await;
+    let before = node.members();
     let records = batch.records.clone();
-    // The followers start committing while we do: one disk flush of latency, not two.
     let set = apply_to_others(node, state, records.clone(), spread.also);
     let started = Instant::now();
     let committed = node.commit(state.term, node.me(), records, Vec::new()).await;
     METRICS.leader_local.since(started);
     if let Err(e) = committed {
-        // Before the namespace lock is released: the next change must not
-        // be checked against this index.
-        state.fail();
         detach(set);
-        if matches!(e, Error::Stale(_)) {
-            return Err(e);
-        }
-        log::warn!(
-            "node {}: a commit failed here in term {} ({e}); leading a new term to catch up again",
-            node.me(),
-            state.term
-        );
-        node.tell_driver(Control::Redeclare { term: state.term }).await;
-        return Err(Error::Stale(format!(
-            "this leader could not commit the change itself ({e}); it may have been applied"
-        )));
+        return Err(give_up_locally(node, state, e).await);
     }
     // Only now are the batch's versions out of flight: until the local
     // commit, a pull must not be told everything up to them is here
@@ -154,23 +154,30 @@ pub async fn commit_with<G>(
     let started = Instant::now();
     let res = await_majority(node, state, set, &before, spread.outlive_lead).await;
     METRICS.leader_majority.since(started);
-    // Without a majority the change may be on this node alone, and every
-    // later change would be checked against it: the term ends first.
-    let end_term = res.is_err() && !state.has_failed();
-    if end_term {
-        state.fail();
+    if res.is_err() && !state.has_failed() {
+        give_up(node, state, "a change reached no majority").await;
     }
-    // Held to here: a change is checked only against changes on a majority.
     drop(ns);
-    if end_term {
-        log::warn!(
-            "node {}: a change reached no majority in term {}; leading a new term to catch up again",
-            node.me(),
-            state.term
-        );
-        node.tell_driver(Control::Redeclare { term: state.term }).await;
-    }
     res
+}
+
+/// This node's own commit of a change failed: the term is given up (see
+/// [`commit_and_spread`]), unless it is over already. The error for the caller.
+async fn give_up_locally(node: &Arc<Node>, state: &Arc<LeaderState>, e: Error) -> Error {
+    if matches!(e, Error::Stale(_)) {
+        state.fail();
+        return e;
+    }
+    give_up(node, state, &format!("a commit failed here ({e})")).await;
+    Error::Stale(format!("this leader could not commit the change itself ({e}); it may have been applied"))
+}
+
+/// Ends the term for `why`: nothing more is served in it, and this node
+/// leads a new one to catch up from a majority again.
+async fn give_up(node: &Arc<Node>, state: &Arc<LeaderState>, why: &str) {
+    state.fail();
+    log::warn!("node {}: {why} in term {}; leading a new term to catch up again", node.me(), state.term);
+    node.tell_driver(Control::Redeclare { term: state.term }).await;
 }
 
 /// Waits until this node (already committed) and the Apply tasks in `set`

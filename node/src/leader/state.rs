@@ -18,8 +18,11 @@ pub struct LeaderState {
     next_seq: AtomicU64,
     /// Versions handed out whose entries are not committed here yet.
     inflight: Mutex<BTreeSet<Version>>,
-    /// Serializes the check-then-commit of namespace changes.
+    /// Serializes the check of namespace changes and their commit into
+    /// this node's index.
     pub ns: tokio::sync::Mutex<()>,
+    /// Changes in the index here on their way to a majority.
+    pub outbox: super::outbox::Outbox,
     /// Inodes with an upload in flight (by key, how many): repair leaves
     /// them alone while their content is about to change.
     uploading: Mutex<HashMap<Key, usize>>,
@@ -40,6 +43,7 @@ impl LeaderState {
             next_seq: AtomicU64::new(1),
             inflight: Mutex::new(BTreeSet::new()),
             ns: Default::default(),
+            outbox: Default::default(),
             uploading: Mutex::new(HashMap::new()),
             inos: Mutex::new((0, 0)),
             locks: Mutex::new(scs_common::locks::LockTable::new(Default::default())),

@@ -905,12 +905,19 @@ impl Store {
     /// for it) by a durable commit.
     pub fn apply(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
         let started = Instant::now();
-        let res = self.apply_durably(batch, written);
+        let res = self.apply_visible(batch, written).and_then(|pending| self.settle(pending));
         crate::metrics::METRICS.store_commit.since(started);
         res
     }
 
-    fn apply_durably(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
+    /// The first half of [`Store::apply`]: the batch is in the index, where
+    /// readers see it, and its journal frame is written; [`Store::settle`]
+    /// waits until it is durable. A reader may see it a moment before, as
+    /// it may see a change not yet on a majority. The leader checks its
+    /// next change against it meanwhile, so that concurrent changes share
+    /// a sync (see `leader::outbox`).
+    pub fn apply_visible(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Pending> {
+        let members = batch.iter().any(|r| matches!(r, Record::Members(_)));
         // Before the journal has it: a batch refused by the index must not
         // be replayed into it at the next start.
         check_batch(batch)?;
@@ -930,29 +937,35 @@ impl Store {
                 None => None,
             }
         };
-        let (out, files) = match journaled {
-            Some((done, end)) => {
-                self.journal.wait_durable(end)?;
-                if self.journal.used() >= journal::CHECKPOINT_AT {
-                    self.checkpoint()?;
-                }
-                done
-            }
+        Ok(match journaled {
+            Some(((out, files), end)) => Pending { out, files, journal_end: Some(end), members },
             None => {
                 let tx = self.begin_durable()?;
-                let done = self.apply_in(&tx, batch, written)?;
+                let (out, files) = self.apply_in(&tx, batch, written)?;
                 tx.commit()?;
-                done
+                Pending { out, files, journal_end: None, members }
             }
-        };
-        self.let_go(files);
-        if out.wanted > 0 {
+        })
+    }
+
+    /// The second half of [`Store::apply`]: returns once the batch is
+    /// durable (through the journal, or a durable commit of the index
+    /// since, which holds it too).
+    pub fn settle(&self, pending: Pending) -> Result<Applied> {
+        if let Some(end) = pending.journal_end {
+            self.journal.wait_durable(end)?;
+            if self.journal.used() >= journal::CHECKPOINT_AT {
+                self.checkpoint()?;
+            }
+        }
+        self.let_go(pending.files);
+        if pending.out.wanted > 0 {
             self.newly_wanted.notify_one();
         }
-        if batch.iter().any(|r| matches!(r, Record::Members(_))) {
+        if pending.members {
             self.reload_members()?;
         }
-        Ok(out)
+        Ok(pending.out)
     }
 
     /// Reads the membership record again and tells the watchers if it changed.
@@ -1291,6 +1304,18 @@ impl Store {
     pub fn decode(bytes: &[u8]) -> Result<Record> {
         decode_record(bytes)
     }
+}
+
+/// A batch [`Store::apply_visible`] put in the index, for
+/// [`Store::settle`].
+#[must_use = "a batch is durable only once settled"]
+pub struct Pending {
+    out: Applied,
+    files: Placed,
+    /// Where its journal frame ends; `None`: committed durably already.
+    journal_end: Option<u64>,
+    /// It changed the membership.
+    members: bool,
 }
 
 /// What [`Store::place_content`] decided about blobs on disk.

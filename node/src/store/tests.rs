@@ -949,14 +949,15 @@ fn damaged_inline_content_is_found_and_put_back_from_a_good_copy_of_the_same_rec
 }
 
 #[test]
-fn a_journaled_batch_is_read_back_at_once_and_after_a_reopen() {
+fn a_batch_is_in_the_index_before_it_is_settled_and_durable_once_it_is() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
     let f = inline_file(8, v(1, 2), b"abc");
-    assert_eq!(s.apply(&[r(&f), entry(1, "f", &f, v(1, 3))], &[]).unwrap().applied, 2);
-    assert_eq!(s.record(&f.key()).unwrap(), Some(r(&f)));
+    let pending = s.apply_visible(&[r(&f), entry(1, "f", &f, v(1, 3))], &[]).unwrap();
+    assert_eq!(s.record(&f.key()).unwrap(), Some(r(&f)), "readers see it before its sync is done");
     assert_eq!(s.dentry(Ino::ROOT, "f").unwrap().map(|d| d.child), Some(f.ino));
+    assert_eq!(s.settle(pending).unwrap().applied, 2);
     drop(s);
     let s = open(tmp.path());
-    assert_eq!(s.record(&f.key()).unwrap(), Some(r(&f)), "durable once applied");
+    assert_eq!(s.record(&f.key()).unwrap(), Some(r(&f)), "durable once settled");
 }

@@ -1,0 +1,202 @@
+//! The leader's changes on their way to a majority, in the order they were
+//! checked (group commit).
+//!
+//! A change is queued here under the namespace lock, and the lock is free
+//! once the change is in this node's index, where the next change is
+//! checked against it. One *round* at a time takes what is queued and sends
+//! it to the followers as one batch, while this node makes the same changes
+//! durable; each change is answered once its round is on a majority.
+//! Concurrent changes so share one sync on every node and one trip to each
+//! follower.
+//!
+//! Rounds go out one after another, and a follower takes a round's records
+//! in one transaction: a change is never on a majority while one it was
+//! checked against is not. A round that fails (no majority, or this node's
+//! own commit failed) ends the term: nothing queued after it is sent, every
+//! change still waiting is told it may or may not have been applied, and
+//! this node leads a new term, whose catch-up from a majority settles what
+//! took effect.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{oneshot, Notify};
+
+use scs_common::{Error, Record, Result};
+
+use super::{apply_to_others, await_majority, detach, give_up, give_up_locally, Batch, LeaderState};
+use crate::metrics::METRICS;
+use crate::node::{Local, Node};
+
+/// The most changes one round takes; the rest go in the next.
+const ROUND_CHANGES: usize = 256;
+/// A round takes changes up to about this many bytes of records (at least
+/// one change), so that it goes to a follower in one message and one
+/// transaction, and no change is cut in two there.
+const ROUND_BYTES: usize = super::RECORDS_BYTES;
+
+/// The changes waiting for a round.
+#[derive(Default)]
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    /// Told when the rounds stop for want of changes.
+    idle: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    changes: Vec<Queued>,
+    /// A task is running rounds.
+    running: bool,
+}
+
+/// One change in the index here, waiting for its round.
+struct Queued {
+    records: Vec<Record>,
+    /// About the bytes of `records`, encoded.
+    size: usize,
+    local: Local,
+    /// Its versions, in flight until it is durable here.
+    batch: Batch,
+    answer: oneshot::Sender<Result<()>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.queue();
+        f.debug_struct("Outbox").field("queued", &q.changes.len()).field("running", &q.running).finish()
+    }
+}
+
+impl Outbox {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until every queued change has had its round. Under the
+    /// namespace lock, nothing is queued meanwhile.
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            {
+                let q = self.queue();
+                if !q.running && q.changes.is_empty() {
+                    return;
+                }
+            }
+            idle.await;
+        }
+    }
+}
+
+/// Queues a change already in this node's index (call it under the
+/// namespace lock, so the queue keeps the order changes were checked in);
+/// the receiver gets its round's outcome.
+pub fn send(node: &Arc<Node>, state: &Arc<LeaderState>, batch: Batch, local: Local) -> oneshot::Receiver<Result<()>> {
+    let (answer, outcome) = oneshot::channel();
+    let records = batch.records.clone();
+    let size = records.iter().map(|r| rmp_serde::to_vec(r).map_or(ROUND_BYTES, |b| b.len()) + 16).sum();
+    let start = {
+        let mut q = state.outbox.queue();
+        q.changes.push(Queued { records, size, local, batch, answer });
+        !std::mem::replace(&mut q.running, true)
+    };
+    if start {
+        // A task of its own: a change whose caller gives up still has its
+        // round, and the changes queued behind it theirs.
+        tokio::spawn(run_rounds(node.clone(), state.clone()));
+    }
+    outcome
+}
+
+async fn run_rounds(node: Arc<Node>, state: Arc<LeaderState>) {
+    loop {
+        let changes = {
+            let mut q = state.outbox.queue();
+            if q.changes.is_empty() {
+                q.running = false;
+                drop(q);
+                state.outbox.idle.notify_waiters();
+                return;
+            }
+            let mut bytes = 0;
+            let n = q
+                .changes
+                .iter()
+                .take(ROUND_CHANGES)
+                .take_while(|c| {
+                    bytes += c.size;
+                    bytes <= ROUND_BYTES
+                })
+                .count()
+                .max(1);
+            q.changes.drain(..n).collect::<Vec<_>>()
+        };
+        round(&node, &state, changes).await;
+    }
+}
+
+/// Sends `changes` to the followers as one batch while this node makes them
+/// durable, and answers each with the outcome.
+async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, changes: Vec<Queued>) {
+    let mut locals = Vec::with_capacity(changes.len());
+    let mut batches = Vec::with_capacity(changes.len());
+    let mut answers = Vec::with_capacity(changes.len());
+    let mut records = Vec::new();
+    for c in changes {
+        records.extend(c.records);
+        locals.push(c.local);
+        batches.push(c.batch);
+        answers.push(c.answer);
+    }
+    let outcome = commit_round(node, state, records, locals, batches).await;
+    for a in answers {
+        let _ = a.send(outcome.clone());
+    }
+}
+
+async fn commit_round(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    records: Vec<Record>,
+    locals: Vec<Local>,
+    batches: Vec<Batch>,
+) -> Result<()> {
+    if state.has_failed() {
+        // An earlier round failed: these were checked against its changes.
+        return Err(Error::Unavailable(format!(
+            "node {} gave up term {} after a failed commit; the change may have been applied",
+            node.me(),
+            state.term
+        )));
+    }
+    let before = node.members();
+    // The followers commit while this node makes the round durable.
+    let set = apply_to_others(node, state, records, Vec::new());
+    let started = Instant::now();
+    let mut settled = Ok(());
+    for local in locals {
+        // In order: each waits for the sync the next shares.
+        settled = settled.and(local.durable().await);
+    }
+    METRICS.leader_local.since(started);
+    if let Err(e) = settled {
+        detach(set);
+        return Err(give_up_locally(node, state, e).await);
+    }
+    // Only now are the versions out of flight: until they are durable
+    // here, a pull must not be told everything up to them is here
+    // ([`LeaderState::safe_watermark`]), or a follower skips them for good.
+    drop(batches);
+    let started = Instant::now();
+    let res = await_majority(node, state, set, &before, false).await;
+    METRICS.leader_majority.since(started);
+    if res.is_err() && !state.has_failed() {
+        // The round may be on this node alone, and every change queued
+        // after it was checked against it.
+        give_up(node, state, "a change reached no majority").await;
+    }
+    res
+}
