@@ -243,7 +243,7 @@ impl Node {
             // Until durable: a `Pull` that raised the term waits for it.
             let _gate = gate;
             let pending = store.apply_visible(&records, &[]);
-            let _ = seen.send(());
+            let _ = seen.send(pending.as_ref().map(drop).map_err(Clone::clone));
             store.settle(pending?).map(drop)
         });
         Ok((Local(durable), Visible(visible)))
@@ -291,13 +291,12 @@ impl Node {
 pub struct Local(tokio::task::JoinHandle<Result<()>>);
 
 /// See [`Node::commit_local`].
-pub struct Visible(oneshot::Receiver<()>);
+pub struct Visible(oneshot::Receiver<Result<()>>);
 
 impl Visible {
-    /// Completes once the records are in the index (or failed to go in:
-    /// [`Local::durable`] tells).
-    pub async fn seen(self) {
-        let _ = self.0.await;
+    /// Completes once the records are in the index, or failed to go in.
+    pub async fn seen(self) -> Result<()> {
+        self.0.await.unwrap_or_else(|_| Err(Error::Internal("commit task ended early".into())))
     }
 }
 

@@ -76,9 +76,11 @@ pub fn majority_of(n: usize) -> usize {
 /// Commits `batch`, built under the namespace lock `ns`, here and on every
 /// live node, and returns once a majority of the cluster, counting this
 /// node, has committed. The lock is released as soon as the batch is in
-/// this node's index: the next change is checked against it, and goes to
-/// the followers in a later round (see [`outbox`]), so it is never on a
-/// majority while this one is not.
+/// this node's index (or failed to go in, which ends the term first): the
+/// next change is checked against it, and goes to the followers in the
+/// same or a later round (see [`outbox`]), so it is never on a majority
+/// while this one is not. A membership change holds the lock until it is
+/// on a majority.
 ///
 /// If this node's commit fails (a full or failing disk), the followers may
 /// have committed what this node has not, and every later change would be
@@ -116,27 +118,31 @@ pub async fn commit_with<G>(
     spread: Spread,
 ) -> Result<()> {
     if state.has_failed() {
-        return Err(Error::Unavailable(format!(
-            "node {} gave up term {} after a failed commit",
-            node.me(),
-            state.term
-        )));
+        return Err(term_given_up(node, state));
     }
-    if spread.also.is_empty() && !spread.outlive_lead {
+    let members = batch.records.iter().any(|r| matches!(r, Record::Members(_)));
+    if !members && spread.also.is_empty() && !spread.outlive_lead {
         let (local, visible) = match node.commit_local(state.term, batch.records.clone()).await {
             Ok(started) => started,
             Err(e) => return Err(give_up_locally(node, state, e).await),
         };
         // Queued at once: the followers may get it while this node takes it.
         let outcome = outbox::send(node, state, batch, local);
-        visible.seen().await;
+        if visible.seen().await.is_err() {
+            // Before the lock is free: no change may be checked against an
+            // index that lacks this one. Its round gives the term up.
+            state.fail();
+        }
         drop(ns);
-        return outcome.await.unwrap_or_else(|_| Err(Error::Internal("a commit round ended without an answer".into())));
+        return outcome.await.unwrap_or_else(|_| Err(round_lost()));
     }
     // A membership change goes alone, after every change before it, and
     // holds the lock until it is on a majority: no other commit while two
-    // memberships count.
+    // memberships count, and the next change is planned from this one.
     state.outbox.drained().await;
+    if state.has_failed() {
+        return Err(term_given_up(node, state));
+    }
     let before = node.members();
     let records = batch.records.clone();
     let set = apply_to_others(node, state, records.clone(), spread.also);
@@ -159,6 +165,16 @@ pub async fn commit_with<G>(
     }
     drop(ns);
     res
+}
+
+/// The error for a change refused because the term was given up.
+pub(super) fn term_given_up(node: &Node, state: &LeaderState) -> Error {
+    Error::Unavailable(format!("node {} gave up term {} after a failed commit", node.me(), state.term))
+}
+
+/// The error for a change whose round ended without an answer.
+pub(super) fn round_lost() -> Error {
+    Error::Stale("the leader's commit round for this change ended early; it may have been applied".into())
 }
 
 /// This node's own commit of a change failed: the term is given up (see
@@ -304,6 +320,9 @@ const INO_BLOCK: u64 = 1 << 16;
 /// before any number of it is handed out, so no later leader hands one out
 /// again.
 pub async fn ensure_inos(node: &Arc<Node>, state: &Arc<LeaderState>, need: u64) -> Result<()> {
+    // Held until the block is handed out: the namespace lock is free
+    // before that, and a second caller would reserve a block of its own.
+    let _one = state.reserving.lock().await;
     let ns = state.ns.lock().await;
     if state.inos_left() >= need {
         return Ok(());

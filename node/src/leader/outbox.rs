@@ -10,8 +10,9 @@
 //! follower.
 //!
 //! Rounds go out one after another, and a follower takes a round's records
-//! in one transaction: a change is never on a majority while one it was
-//! checked against is not. A round that fails (no majority, or this node's
+//! in one transaction (a round holds one message's worth of changes, or a
+//! single change too big for one, as before): a change is never on a
+//! majority while one it was checked against is not. A round that fails (no majority, or this node's
 //! own commit failed) ends the term: nothing queued after it is sent, every
 //! change still waiting is told it may or may not have been applied, and
 //! this node leads a new term, whose catch-up from a majority settles what
@@ -22,9 +23,12 @@ use std::time::Instant;
 
 use tokio::sync::{oneshot, Notify};
 
-use scs_common::{Error, Record, Result};
+use scs_common::{Record, Result};
 
-use super::{apply_to_others, await_majority, detach, give_up, give_up_locally, Batch, LeaderState};
+use super::{
+    apply_to_others, await_majority, detach, give_up, give_up_locally, round_lost, term_given_up, Batch, LeaderState,
+};
+use crate::link::Control;
 use crate::metrics::METRICS;
 use crate::node::{Local, Node};
 
@@ -112,6 +116,7 @@ pub fn send(node: &Arc<Node>, state: &Arc<LeaderState>, batch: Batch, local: Loc
 }
 
 async fn run_rounds(node: Arc<Node>, state: Arc<LeaderState>) {
+    let mut running = Running { node: node.clone(), state: state.clone(), finished: false };
     loop {
         let changes = {
             let mut q = state.outbox.queue();
@@ -119,6 +124,7 @@ async fn run_rounds(node: Arc<Node>, state: Arc<LeaderState>) {
                 q.running = false;
                 drop(q);
                 state.outbox.idle.notify_waiters();
+                running.finished = true;
                 return;
             }
             let mut bytes = 0;
@@ -135,6 +141,43 @@ async fn run_rounds(node: Arc<Node>, state: Arc<LeaderState>) {
             q.changes.drain(..n).collect::<Vec<_>>()
         };
         round(&node, &state, changes).await;
+    }
+}
+
+/// The rounds' task while it runs. Should it end early (a panic, or the
+/// runtime stopping), the changes still queued are answered, the term is
+/// given up, and the queue takes changes again (which fail at once in the
+/// given-up term).
+struct Running {
+    node: Arc<Node>,
+    state: Arc<LeaderState>,
+    /// The queue was found empty and the task ends as it should.
+    finished: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.state.fail();
+        let queued = {
+            let mut q = self.state.outbox.queue();
+            q.running = false;
+            std::mem::take(&mut q.changes)
+        };
+        for c in queued {
+            let _ = c.answer.send(Err(round_lost()));
+        }
+        self.state.outbox.idle.notify_waiters();
+        if !std::thread::panicking() {
+            return; // the runtime is stopping: so is the node
+        }
+        log::error!("node {}: the commit rounds of term {} ended early", self.node.me(), self.state.term);
+        let (node, term) = (self.node.clone(), self.state.term);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { node.tell_driver(Control::Redeclare { term }).await });
+        }
     }
 }
 
@@ -166,11 +209,7 @@ async fn commit_round(
 ) -> Result<()> {
     if state.has_failed() {
         // An earlier round failed: these were checked against its changes.
-        return Err(Error::Unavailable(format!(
-            "node {} gave up term {} after a failed commit; the change may have been applied",
-            node.me(),
-            state.term
-        )));
+        return Err(term_given_up(node, state));
     }
     let before = node.members();
     // The followers commit while this node makes the round durable.

@@ -23,6 +23,8 @@ pub struct LeaderState {
     pub ns: tokio::sync::Mutex<()>,
     /// Changes in the index here on their way to a majority.
     pub outbox: super::outbox::Outbox,
+    /// Held while a block of inode numbers is reserved.
+    pub reserving: tokio::sync::Mutex<()>,
     /// Inodes with an upload in flight (by key, how many): repair leaves
     /// them alone while their content is about to change.
     uploading: Mutex<HashMap<Key, usize>>,
@@ -44,6 +46,7 @@ impl LeaderState {
             inflight: Mutex::new(BTreeSet::new()),
             ns: Default::default(),
             outbox: Default::default(),
+            reserving: Default::default(),
             uploading: Mutex::new(HashMap::new()),
             inos: Mutex::new((0, 0)),
             locks: Mutex::new(scs_common::locks::LockTable::new(Default::default())),
