@@ -128,10 +128,10 @@ pub async fn commit_with<G>(
         };
         // Queued at once: the followers may get it while this node takes it.
         let outcome = outbox::send(node, state, batch, local);
-        if visible.seen().await.is_err() {
+        if let Err(e) = visible.seen().await {
             // Before the lock is free: no change may be checked against an
-            // index that lacks this one. Its round gives the term up.
-            state.fail();
+            // index that lacks this one.
+            give_up(node, state, &format!("a commit failed here ({e})")).await;
         }
         drop(ns);
         return outcome.await.unwrap_or_else(|_| Err(round_lost()));
@@ -160,7 +160,7 @@ pub async fn commit_with<G>(
     let started = Instant::now();
     let res = await_majority(node, state, set, &before, spread.outlive_lead).await;
     METRICS.leader_majority.since(started);
-    if res.is_err() && !state.has_failed() {
+    if res.is_err() {
         give_up(node, state, "a change reached no majority").await;
     }
     drop(ns);
@@ -191,9 +191,10 @@ async fn give_up_locally(node: &Arc<Node>, state: &Arc<LeaderState>, e: Error) -
 /// Ends the term for `why`: nothing more is served in it, and this node
 /// leads a new one to catch up from a majority again.
 async fn give_up(node: &Arc<Node>, state: &Arc<LeaderState>, why: &str) {
-    state.fail();
-    log::warn!("node {}: {why} in term {}; leading a new term to catch up again", node.me(), state.term);
-    node.tell_driver(Control::Redeclare { term: state.term }).await;
+    if state.fail() {
+        log::warn!("node {}: {why} in term {}; leading a new term to catch up again", node.me(), state.term);
+        node.tell_driver(Control::Redeclare { term: state.term }).await;
+    }
 }
 
 /// Waits until this node (already committed) and the Apply tasks in `set`

@@ -160,7 +160,7 @@ impl Drop for Running {
         if self.finished {
             return;
         }
-        self.state.fail();
+        let first = self.state.fail();
         let queued = {
             let mut q = self.state.outbox.queue();
             q.running = false;
@@ -170,8 +170,8 @@ impl Drop for Running {
             let _ = c.answer.send(Err(round_lost()));
         }
         self.state.outbox.idle.notify_waiters();
-        if !std::thread::panicking() {
-            return; // the runtime is stopping: so is the node
+        if !first || !std::thread::panicking() {
+            return; // given up already, or the runtime is stopping (so is the node)
         }
         log::error!("node {}: the commit rounds of term {} ended early", self.node.me(), self.state.term);
         let (node, term) = (self.node.clone(), self.state.term);
@@ -232,7 +232,7 @@ async fn commit_round(
     let started = Instant::now();
     let res = await_majority(node, state, set, &before, false).await;
     METRICS.leader_majority.since(started);
-    if res.is_err() && !state.has_failed() {
+    if res.is_err() {
         // The round may be on this node alone, and every change queued
         // after it was checked against it.
         give_up(node, state, "a change reached no majority").await;

@@ -54,9 +54,10 @@ impl LeaderState {
         }
     }
 
-    /// Marks the term as one this node can no longer serve in (see `failed`).
-    pub fn fail(&self) {
-        self.failed.store(true, Ordering::SeqCst);
+    /// Marks the term as one this node can no longer serve in (see
+    /// `failed`); whether it was not marked before.
+    pub fn fail(&self) -> bool {
+        !self.failed.swap(true, Ordering::SeqCst)
     }
 
     /// Whether a commit failed here in this term.
