@@ -68,12 +68,31 @@ pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut Ha
     }
     // name → (node, version) of every copy, to compare versions.
     let mut versions: BTreeMap<&String, BTreeSet<(u64, u64)>> = BTreeMap::new();
+    let mut disks = Vec::new();
     for id in 1..=c.size() {
         let mut by_key: BTreeMap<String, Vec<_>> = BTreeMap::new();
         for b in c.blobs(id) {
             by_key.entry(b.key.clone()).or_default().push(b);
         }
-        for (key, blobs) in &by_key {
+        disks.push((id, by_key));
+    }
+    // A small file is stored in the index, unless a member was unknown to
+    // the leader when it went up (it may have a max_files): then in blobs,
+    // as a big one. Some good copy on some disk tells which.
+    let small_in_blobs: BTreeSet<&String> = expected
+        .iter()
+        .filter_map(|(name, state)| match (state, inos.get(name)) {
+            (Seen::Present(want), Some((ino, size))) if *size <= scs_common::inode::INLINE_MAX => {
+                let key = key_hex(*ino);
+                let mut copies = disks.iter().filter_map(|(_, d)| d.get(&key)).flatten();
+                copies.any(|b| cache.sha(&b.path).as_ref() == Some(want)).then_some(name)
+            }
+            _ => None,
+        })
+        .collect();
+    for (id, by_key) in &disks {
+        let id = *id;
+        for (key, blobs) in by_key {
             if !keys.contains_key(key) {
                 stray.push(format!(
                     "node {id} keeps {} blob(s) of key {}… that no name of the run has",
@@ -93,7 +112,7 @@ pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut Ha
                         continue;
                     };
                     let copies = by_key.get(&key_hex(*ino)).map(Vec::as_slice).unwrap_or_default();
-                    if *size <= scs_common::inode::INLINE_MAX {
+                    if *size <= scs_common::inode::INLINE_MAX && !small_in_blobs.contains(name) {
                         if !copies.is_empty() {
                             stray.push(format!(
                                 "node {id} keeps {} blob(s) of {name}, whose {size} bytes are in the index",
