@@ -904,10 +904,7 @@ impl Store {
     /// Durable when it returns: through the journal, or (a batch too big
     /// for it) by a durable commit.
     pub fn apply(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Applied> {
-        let started = Instant::now();
-        let res = self.apply_visible(batch, written).and_then(|pending| self.settle(pending));
-        crate::metrics::METRICS.store_commit.since(started);
-        res
+        self.apply_visible(batch, written).and_then(|pending| self.settle(pending))
     }
 
     /// The first half of [`Store::apply`]: the batch is in the index, where
@@ -917,6 +914,7 @@ impl Store {
     /// next change against it meanwhile, so that concurrent changes share
     /// a sync (see `leader::outbox`).
     pub fn apply_visible(&self, batch: &[Record], written: &[(Key, Version)]) -> Result<Pending> {
+        let started = Instant::now();
         let members = batch.iter().any(|r| matches!(r, Record::Members(_)));
         // Before the journal has it: a batch refused by the index must not
         // be replayed into it at the next start.
@@ -938,12 +936,12 @@ impl Store {
             }
         };
         Ok(match journaled {
-            Some(((out, files), end)) => Pending { out, files, journal_end: Some(end), members },
+            Some(((out, files), end)) => Pending { out, files, journal_end: Some(end), members, started },
             None => {
                 let tx = self.begin_durable()?;
                 let (out, files) = self.apply_in(&tx, batch, written)?;
                 tx.commit()?;
-                Pending { out, files, journal_end: None, members }
+                Pending { out, files, journal_end: None, members, started }
             }
         })
     }
@@ -954,9 +952,10 @@ impl Store {
     pub fn settle(&self, pending: Pending) -> Result<Applied> {
         if let Some(end) = pending.journal_end {
             self.journal.wait_durable(end)?;
-            if self.journal.used() >= journal::CHECKPOINT_AT {
-                self.checkpoint()?;
-            }
+        }
+        crate::metrics::METRICS.store_commit.since(pending.started);
+        if pending.journal_end.is_some() && self.journal.used() >= journal::CHECKPOINT_AT {
+            self.checkpoint()?;
         }
         self.let_go(pending.files);
         if pending.out.wanted > 0 {
@@ -1316,6 +1315,8 @@ pub struct Pending {
     journal_end: Option<u64>,
     /// It changed the membership.
     members: bool,
+    /// When [`Store::apply_visible`] began (for the commit's latency).
+    started: Instant,
 }
 
 /// What [`Store::place_content`] decided about blobs on disk.
