@@ -147,23 +147,42 @@ pub async fn commit_with<G>(
     let records = batch.records.clone();
     let set = apply_to_others(node, state, records.clone(), spread.also);
     let started = Instant::now();
-    let committed = node.commit(state.term, node.me(), records, Vec::new()).await;
+    let committed = node.commit(state.term, node.me(), records, Vec::new()).await.map(drop);
     METRICS.leader_local.since(started);
-    if let Err(e) = committed {
+    let res = on_majority(node, state, set, &before, spread.outlive_lead, committed, batch).await;
+    drop(ns);
+    res
+}
+
+/// The end of a commit sent to the followers as `set`, once this node's
+/// own commit came out as `local`: `versions` (the commit's [`Batch`]es)
+/// are let go, and the outcome is a majority's. Either failure gives the
+/// term up.
+async fn on_majority<V>(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    set: JoinSet<(NodeId, Result<()>)>,
+    before: &Members,
+    outlive_lead: bool,
+    local: Result<()>,
+    versions: V,
+) -> Result<()> {
+    if let Err(e) = local {
         detach(set);
         return Err(give_up_locally(node, state, e).await);
     }
-    // Only now are the batch's versions out of flight: until the local
-    // commit, a pull must not be told everything up to them is here
+    // Only now are the versions out of flight: until this node's commit,
+    // a pull must not be told everything up to them is here
     // ([`LeaderState::safe_watermark`]), or a follower skips them for good.
-    drop(batch);
+    drop(versions);
     let started = Instant::now();
-    let res = await_majority(node, state, set, &before, spread.outlive_lead).await;
+    let res = await_majority(node, state, set, before, outlive_lead).await;
     METRICS.leader_majority.since(started);
     if res.is_err() {
+        // It may be on this node alone, and every change after it was
+        // checked against it.
         give_up(node, state, "a change reached no majority").await;
     }
-    drop(ns);
     res
 }
 

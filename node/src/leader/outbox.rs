@@ -25,9 +25,7 @@ use tokio::sync::{oneshot, Notify};
 
 use scs_common::{Record, Result};
 
-use super::{
-    apply_to_others, await_majority, detach, give_up, give_up_locally, round_lost, term_given_up, Batch, LeaderState,
-};
+use super::{apply_to_others, on_majority, round_lost, term_given_up, Batch, LeaderState};
 use crate::link::Control;
 use crate::metrics::METRICS;
 use crate::node::{Local, Node};
@@ -221,21 +219,5 @@ async fn commit_round(
         settled = settled.and(local.durable().await);
     }
     METRICS.leader_local.since(started);
-    if let Err(e) = settled {
-        detach(set);
-        return Err(give_up_locally(node, state, e).await);
-    }
-    // Only now are the versions out of flight: until they are durable
-    // here, a pull must not be told everything up to them is here
-    // ([`LeaderState::safe_watermark`]), or a follower skips them for good.
-    drop(batches);
-    let started = Instant::now();
-    let res = await_majority(node, state, set, &before, false).await;
-    METRICS.leader_majority.since(started);
-    if res.is_err() {
-        // The round may be on this node alone, and every change queued
-        // after it was checked against it.
-        give_up(node, state, "a change reached no majority").await;
-    }
-    res
+    on_majority(node, state, set, &before, false, settled, batches).await
 }
