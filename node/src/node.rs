@@ -12,7 +12,7 @@ use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::Role;
 use scs_common::{Error, Key, Members, NodeId, Record, Result, Term, Version};
 
-use crate::leader::state::LeaderState;
+use crate::leader::state::{LeaderState, Local};
 use crate::link::{members_in_force, Control, Health, Lease};
 use crate::peers::Peers;
 use crate::store::{Applied, Store};
@@ -285,11 +285,6 @@ impl Node {
     }
 }
 
-/// Records in this node's index on their way to its disk (see
-/// [`Node::commit_local`]).
-#[must_use = "durable only once awaited"]
-pub struct Local(tokio::task::JoinHandle<Result<()>>);
-
 /// See [`Node::commit_local`].
 pub struct Visible(oneshot::Receiver<Result<()>>);
 
@@ -297,13 +292,6 @@ impl Visible {
     /// Completes once the records are in the index, or failed to go in.
     pub async fn seen(self) -> Result<()> {
         self.0.await.unwrap_or_else(|_| Err(Error::Internal("commit task ended early".into())))
-    }
-}
-
-impl Local {
-    /// Completes once the records are durable here.
-    pub async fn durable(self) -> Result<()> {
-        self.0.await.map_err(|e| Error::Internal(format!("commit task: {e}")))?
     }
 }
 

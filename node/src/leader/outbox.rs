@@ -18,17 +18,18 @@
 //! this node leads a new term, whose catch-up from a majority settles what
 //! took effect.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 use scs_common::{Record, Result};
 
+use super::state::{Local, Queued, VersionGuard};
 use super::{apply_to_others, on_majority, round_lost, term_given_up, Batch, LeaderState};
 use crate::link::Control;
 use crate::metrics::METRICS;
-use crate::node::{Local, Node};
+use crate::node::Node;
 
 /// The most changes one round takes; the rest go in the next.
 const ROUND_CHANGES: usize = 256;
@@ -37,72 +38,16 @@ const ROUND_CHANGES: usize = 256;
 /// transaction, and no change is cut in two there.
 const ROUND_BYTES: usize = super::RECORDS_BYTES;
 
-/// The changes waiting for a round.
-#[derive(Default)]
-pub struct Outbox {
-    queue: Mutex<Queue>,
-    /// Told when the rounds stop for want of changes.
-    idle: Notify,
-}
-
-#[derive(Default)]
-struct Queue {
-    changes: Vec<Queued>,
-    /// A task is running rounds.
-    running: bool,
-}
-
-/// One change in the index here, waiting for its round.
-struct Queued {
-    records: Vec<Record>,
-    /// About the bytes of `records`, encoded.
-    size: usize,
-    local: Local,
-    /// Its versions, in flight until it is durable here.
-    batch: Batch,
-    answer: oneshot::Sender<Result<()>>,
-}
-
-impl std::fmt::Debug for Outbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let q = self.queue();
-        f.debug_struct("Outbox").field("queued", &q.changes.len()).field("running", &q.running).finish()
-    }
-}
-
-impl Outbox {
-    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits until every queued change has had its round. Under the
-    /// namespace lock, nothing is queued meanwhile.
-    pub async fn drained(&self) {
-        loop {
-            let idle = self.idle.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            {
-                let q = self.queue();
-                if !q.running && q.changes.is_empty() {
-                    return;
-                }
-            }
-            idle.await;
-        }
-    }
-}
-
 /// Queues a change already in this node's index (call it under the
 /// namespace lock, so the queue keeps the order changes were checked in);
 /// the receiver gets its round's outcome.
 pub fn send(node: &Arc<Node>, state: &Arc<LeaderState>, batch: Batch, local: Local) -> oneshot::Receiver<Result<()>> {
     let (answer, outcome) = oneshot::channel();
-    let records = batch.records.clone();
+    let Batch { records, guards: versions, .. } = batch;
     let size = records.iter().map(|r| rmp_serde::to_vec(r).map_or(ROUND_BYTES, |b| b.len()) + 16).sum();
     let start = {
         let mut q = state.outbox.queue();
-        q.changes.push(Queued { records, size, local, batch, answer });
+        q.changes.push(Queued { records, size, local, versions, answer });
         !std::mem::replace(&mut q.running, true)
     };
     if start {
@@ -189,7 +134,7 @@ async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, changes: Vec<Queued>)
     for c in changes {
         records.extend(c.records);
         locals.push(c.local);
-        batches.push(c.batch);
+        batches.push(c.versions);
         answers.push(c.answer);
     }
     let outcome = commit_round(node, state, records, locals, batches).await;
@@ -203,7 +148,7 @@ async fn commit_round(
     state: &Arc<LeaderState>,
     records: Vec<Record>,
     locals: Vec<Local>,
-    batches: Vec<Batch>,
+    batches: Vec<Vec<VersionGuard>>,
 ) -> Result<()> {
     if state.has_failed() {
         // An earlier round failed: these were checked against its changes.

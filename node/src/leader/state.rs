@@ -1,12 +1,15 @@
 //! The state of one term of leadership: versions and inode numbers handed
-//! out, writes in flight, the namespace lock. Shared by the node (which
-//! holds it while it leads) and the leader's work; it knows nothing of either.
+//! out, writes in flight, the namespace lock, and the changes on their way
+//! to a majority. Shared by the node (which holds it while it leads) and
+//! the leader's work; it knows nothing of either.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use scs_common::{Ino, Key, Term, Version};
+use tokio::sync::{oneshot, Notify};
+
+use scs_common::{Error, Ino, Key, Record, Result, Term, Version};
 
 /// The state of one term of leadership.
 #[derive(Debug)]
@@ -22,7 +25,7 @@ pub struct LeaderState {
     /// this node's index.
     pub ns: tokio::sync::Mutex<()>,
     /// Changes in the index here on their way to a majority.
-    pub outbox: super::outbox::Outbox,
+    pub outbox: Outbox,
     /// Held while a block of inode numbers is reserved.
     pub reserving: tokio::sync::Mutex<()>,
     /// Inodes with an upload in flight (by key, how many): repair leaves
@@ -165,6 +168,75 @@ impl Drop for UploadMark {
             if *n == 0 {
                 uploads.remove(&self.key);
             }
+        }
+    }
+}
+
+/// This leader's changes in its index on their way to a majority, waiting
+/// for their round (see `super::outbox`).
+#[derive(Default)]
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    /// Told when the rounds stop for want of changes.
+    pub(super) idle: Notify,
+}
+
+#[derive(Default)]
+pub(super) struct Queue {
+    pub changes: Vec<Queued>,
+    /// A task is running rounds.
+    pub running: bool,
+}
+
+/// One change in the index here, waiting for its round.
+pub(super) struct Queued {
+    pub records: Vec<Record>,
+    /// About the bytes of `records`, encoded.
+    pub size: usize,
+    pub local: Local,
+    /// Its versions, in flight until it is durable here.
+    pub versions: Vec<VersionGuard>,
+    pub answer: oneshot::Sender<Result<()>>,
+}
+
+/// This leader's own commit of a change, on its way to the disk (see
+/// `Node::commit_local`).
+#[must_use = "durable only once awaited"]
+pub struct Local(pub(crate) tokio::task::JoinHandle<Result<()>>);
+
+impl Local {
+    /// Completes once the records are durable here.
+    pub async fn durable(self) -> Result<()> {
+        self.0.await.map_err(|e| Error::Internal(format!("commit task: {e}")))?
+    }
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.queue();
+        f.debug_struct("Outbox").field("queued", &q.changes.len()).field("running", &q.running).finish()
+    }
+}
+
+impl Outbox {
+    pub(super) fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until every queued change has had its round. Under the
+    /// namespace lock, nothing is queued meanwhile.
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            {
+                let q = self.queue();
+                if !q.running && q.changes.is_empty() {
+                    return;
+                }
+            }
+            idle.await;
         }
     }
 }
