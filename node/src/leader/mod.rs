@@ -145,7 +145,7 @@ pub async fn commit_with<G>(
     }
     let before = node.members();
     let records = batch.records.clone();
-    let set = apply_to_others(node, state, records.clone(), spread.also);
+    let set = apply_to_others(node, state, split_by_size(records.clone(), RECORDS_BYTES), spread.also);
     let started = Instant::now();
     let committed = node.commit(state.term, node.me(), records, Vec::new()).await.map(drop);
     METRICS.leader_local.since(started);
@@ -254,20 +254,18 @@ async fn await_majority(
     )))
 }
 
+/// Sends `messages` (runs of records, each under the frame limit: a big
+/// batch goes as several) to every live node and `also`; a node counts once
+/// it has committed all of them.
 fn apply_to_others(
     node: &Arc<Node>,
     state: &Arc<LeaderState>,
-    records: Vec<Record>,
+    messages: Vec<Vec<Record>>,
     also: Vec<(NodeId, String)>,
 ) -> JoinSet<(NodeId, Result<()>)> {
     let mut set = JoinSet::new();
-    // A big batch goes as several messages under the frame limit; a node
-    // counts once it has committed all of them.
     let reqs: Arc<Vec<Request>> = Arc::new(
-        split_by_size(records, RECORDS_BYTES)
-            .into_iter()
-            .map(|records| Request::Apply { term: state.term, leader: node.me(), records })
-            .collect(),
+        messages.into_iter().map(|records| Request::Apply { term: state.term, leader: node.me(), records }).collect(),
     );
     let view = node.view();
     let members = view.alive_others().map(|(id, m)| (id, m.info.addr.clone()));

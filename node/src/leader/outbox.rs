@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use scs_common::{Record, Result};
 
 use super::state::{Local, Queued, VersionGuard};
-use super::{apply_to_others, on_majority, round_lost, term_given_up, Batch, LeaderState};
+use super::{apply_to_others, on_majority, round_lost, split_by_size, term_given_up, Batch, LeaderState};
 use crate::link::Control;
 use crate::metrics::METRICS;
 use crate::node::Node;
@@ -131,13 +131,17 @@ async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, changes: Vec<Queued>)
     let mut batches = Vec::with_capacity(changes.len());
     let mut answers = Vec::with_capacity(changes.len());
     let mut records = Vec::new();
+    // Sized when queued: under the frame limit, the round is one message
+    // and needs no second encoding to cut it.
+    let one_message = changes.iter().map(|c| c.size).sum::<usize>() <= ROUND_BYTES;
     for c in changes {
         records.extend(c.records);
         locals.push(c.local);
         batches.push(c.versions);
         answers.push(c.answer);
     }
-    let outcome = commit_round(node, state, records, locals, batches).await;
+    let messages = if one_message { vec![records] } else { split_by_size(records, ROUND_BYTES) };
+    let outcome = commit_round(node, state, messages, locals, batches).await;
     for a in answers {
         let _ = a.send(outcome.clone());
     }
@@ -146,7 +150,7 @@ async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, changes: Vec<Queued>)
 async fn commit_round(
     node: &Arc<Node>,
     state: &Arc<LeaderState>,
-    records: Vec<Record>,
+    messages: Vec<Vec<Record>>,
     locals: Vec<Local>,
     batches: Vec<Vec<VersionGuard>>,
 ) -> Result<()> {
@@ -156,7 +160,7 @@ async fn commit_round(
     }
     let before = node.members();
     // The followers commit while this node makes the round durable.
-    let set = apply_to_others(node, state, records, Vec::new());
+    let set = apply_to_others(node, state, messages, Vec::new());
     let started = Instant::now();
     let mut settled = Ok(());
     for local in locals {
