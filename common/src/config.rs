@@ -20,7 +20,7 @@ pub const DEFAULT_REPLICAS: u32 = 3;
 
 /// The config file and the command-line flags both fill this: every key
 /// optional, flags laid over the file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSettings {
     pub id: Option<u32>,
@@ -40,6 +40,7 @@ pub struct NodeSettings {
     pub rebalance_bytes_per_sec: Option<u64>,
     pub scrub_interval_ms: Option<u64>,
     pub tombstone_ttl_ms: Option<u64>,
+    pub trash_hours: Option<f64>,
     pub max_handshakes: Option<usize>,
     pub max_client_sessions: Option<usize>,
     pub max_node_sessions: Option<usize>,
@@ -86,6 +87,7 @@ impl NodeSettings {
             rebalance_bytes_per_sec: over.rebalance_bytes_per_sec.or(self.rebalance_bytes_per_sec),
             scrub_interval_ms: over.scrub_interval_ms.or(self.scrub_interval_ms),
             tombstone_ttl_ms: over.tombstone_ttl_ms.or(self.tombstone_ttl_ms),
+            trash_hours: over.trash_hours.or(self.trash_hours),
             max_handshakes: over.max_handshakes.or(self.max_handshakes),
             max_client_sessions: over.max_client_sessions.or(self.max_client_sessions),
             max_node_sessions: over.max_node_sessions.or(self.max_node_sessions),
@@ -136,6 +138,10 @@ pub struct NodeConfig {
     pub scrub_interval: Duration,
     /// How old a tombstone must be before it may be purged (once every node has it).
     pub tombstone_ttl: Duration,
+    /// How long removed files and the old content of replaced ones stay in
+    /// the trash (`trash_hours`); `None` when the trash is off. The
+    /// leader's setting counts.
+    pub trash: Option<Duration>,
     pub limits: Limits,
     /// Where `/metrics` and `/health` are served over HTTP (off when unset).
     pub metrics_listen: Option<SocketAddr>,
@@ -314,6 +320,7 @@ impl NodeConfig {
             rebalance_bytes_per_sec: s.rebalance_bytes_per_sec.unwrap_or(32 << 20),
             scrub_interval: Duration::from_millis(s.scrub_interval_ms.unwrap_or(600_000)),
             tombstone_ttl: Duration::from_millis(s.tombstone_ttl_ms.unwrap_or(3_600_000)),
+            trash: trash_retention(s.trash_hours)?,
             limits,
             metrics_listen,
             log_format,
@@ -408,6 +415,19 @@ fn home() -> PathBuf {
 
 /// `/etc/scs/cluster.key` for root (system services), else
 /// `~/.config/scs/cluster.key`; `SCS_SECRET_FILE` overrides both.
+/// Hours the trash keeps what was removed unless `trash_hours` says otherwise.
+pub const DEFAULT_TRASH_HOURS: f64 = 168.0;
+
+/// `trash_hours` as a duration; 0 turns the trash off.
+fn trash_retention(hours: Option<f64>) -> Result<Option<Duration>> {
+    let h = hours.unwrap_or(DEFAULT_TRASH_HOURS);
+    // Ten years; past it a duration in nanoseconds comes close to overflowing.
+    if !h.is_finite() || !(0.0..=87_600.0).contains(&h) {
+        return Err(Error::Config(format!("trash_hours must be between 0 (off) and 87600, not {h}")));
+    }
+    Ok((h > 0.0).then(|| Duration::from_secs_f64(h * 3600.0)))
+}
+
 pub fn default_secret_file() -> PathBuf {
     if let Some(p) = std::env::var_os("SCS_SECRET_FILE") {
         return PathBuf::from(p);

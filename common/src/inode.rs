@@ -118,10 +118,27 @@ pub struct Inode {
     /// travels and is kept with the record, on every node, and there is no
     /// blob (`holders` is empty). In answers to clients the bytes are left
     /// out ([`Inode::for_client`]): `Some` of nothing says only that the
-    /// content is inline. Left out of the encoding when `None`, so records
-    /// without it encode as before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// content is inline. Records from before it (index format 3) lack
+    /// it and decode as `None`.
+    #[serde(default)]
     pub inline: Option<Bytes>,
+    /// In the trash: its last name was removed while the trash was on
+    /// (`trash_hours`), so it is kept, with no name, until it is restored,
+    /// purged, or expires. Its `nlink` is 0. Left out of the encoding when
+    /// `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trashed: Option<Box<Trashed>>,
+}
+
+/// Where a trashed inode was, and when it went: its last name, as a
+/// directory and a name in it. The directory may be in the trash too (a
+/// tree removed with everything in it), so a tree comes back as a tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trashed {
+    pub dir: Ino,
+    pub name: String,
+    /// When it was removed, nanoseconds since the epoch.
+    pub at_ns: i64,
 }
 
 impl Inode {
@@ -148,6 +165,7 @@ impl Inode {
             holders: Vec::new(),
             deleted: false,
             inline: None,
+            trashed: None,
         }
     }
 
@@ -232,7 +250,24 @@ impl Inode {
             holders: Vec::new(),
             deleted: true,
             inline: None,
+            trashed: None,
             ctime_ns: now_ns,
+            ..self.clone()
+        }
+    }
+
+    /// Whether it is in the trash (kept with no name).
+    pub fn is_trashed(&self) -> bool {
+        !self.deleted && self.trashed.is_some()
+    }
+
+    /// This inode put in the trash at `now_ns`: its last name was `name`
+    /// in `dir`. Everything else is kept, content included.
+    pub fn trash(&self, dir: Ino, name: &str, now_ns: i64) -> Inode {
+        Inode {
+            nlink: 0,
+            ctime_ns: now_ns,
+            trashed: Some(Box::new(Trashed { dir, name: name.to_string(), at_ns: now_ns })),
             ..self.clone()
         }
     }
@@ -621,9 +656,12 @@ mod tests {
             holders: &i.holders,
             deleted: i.deleted,
         };
-        let plain = rmp_serde::to_vec(&i).unwrap();
-        assert_eq!(plain, rmp_serde::to_vec(&before).unwrap(), "an inode without inline content encodes as before");
-        assert_eq!(rmp_serde::from_slice::<Inode>(&plain).unwrap(), i, "and the encoding before decodes");
+        let before = rmp_serde::to_vec(&before).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Inode>(&before).unwrap(), i, "an inode as format 3 encoded it decodes");
+        let trashed = i.trash(Ino(9), "gone.txt", 5);
+        let back = rmp_serde::from_slice::<Inode>(&rmp_serde::to_vec(&trashed).unwrap()).unwrap();
+        assert_eq!(back, trashed, "a trashed inode without inline content keeps its place in the trash");
+        assert!(back.is_trashed() && back.nlink == 0);
 
         let data = b"small file".to_vec();
         (i.size, i.hash, i.inline) = (data.len() as u64, ContentHash::of(&data), Some(Bytes(data)));

@@ -39,13 +39,22 @@ pub trait View {
 pub struct Plan<'a, V: View> {
     view: &'a V,
     now_ns: i64,
+    /// Whether an inode whose last name goes is put in the trash
+    /// ([`Inode::trash`]) rather than removed.
+    trash: bool,
     inodes: BTreeMap<Ino, Inode>,
     dentries: BTreeMap<(Ino, String), Dentry>,
 }
 
 impl<'a, V: View> Plan<'a, V> {
     pub fn new(view: &'a V, now_ns: i64) -> Self {
-        Plan { view, now_ns, inodes: BTreeMap::new(), dentries: BTreeMap::new() }
+        Plan { view, now_ns, trash: false, inodes: BTreeMap::new(), dentries: BTreeMap::new() }
+    }
+
+    /// This plan, putting what loses its last name in the trash when `on`.
+    pub fn with_trash(mut self, on: bool) -> Self {
+        self.trash = on;
+        self
     }
 
     /// The time this change happens at.
@@ -82,9 +91,14 @@ impl<'a, V: View> Plan<'a, V> {
     /// The directory `ino`.
     ///
     /// # Errors
-    /// `NotFound` when it does not exist, `NotDir` when it is no directory.
+    /// `NotFound` when it does not exist or is in the trash (as a removed
+    /// working directory is to a process still in it), `NotDir` when it is
+    /// no directory.
     pub fn dir(&self, ino: Ino) -> Result<Inode> {
-        let i = self.inode(ino)?.ok_or_else(|| Error::NotFound(format!("directory inode {ino}")))?;
+        let i = self
+            .inode(ino)?
+            .filter(|i| !i.is_trashed())
+            .ok_or_else(|| Error::NotFound(format!("directory inode {ino}")))?;
         if !i.is_dir() {
             return Err(Error::NotDir(format!("inode {ino}")));
         }
@@ -134,11 +148,13 @@ impl<'a, V: View> Plan<'a, V> {
         });
     }
 
-    /// One name fewer leads to `ino`: a directory or a last link goes.
-    fn drop_link(&mut self, ino: Ino) -> Result<()> {
+    /// The name `name` in `dir` no longer leads to `ino`: a directory or a
+    /// last link goes, to the trash when it is on.
+    fn drop_link(&mut self, ino: Ino, dir: Ino, name: &str) -> Result<()> {
         let Some(mut i) = self.inode(ino)? else { return Ok(()) };
         if i.is_dir() || i.nlink <= 1 {
-            self.put_inode(i.tombstone(self.now_ns));
+            let gone = if self.trash { i.trash(dir, name, self.now_ns) } else { i.tombstone(self.now_ns) };
+            self.put_inode(gone);
         } else {
             i.nlink -= 1;
             i.ctime_ns = self.now_ns;
@@ -282,7 +298,7 @@ pub fn create_file<V: View>(
         if d.kind == Kind::Dir {
             return Err(Error::IsDir(name.to_string()));
         }
-        plan.drop_link(d.child)?;
+        plan.drop_link(d.child, parent, name)?;
     }
     if plan.inode(new.ino)?.is_some() {
         return Err(Error::Invalid(format!("inode {} is in use", new.ino)));
@@ -335,6 +351,10 @@ pub fn link<V: View>(plan: &mut Plan<'_, V>, ino: Ino, parent: Ino, name: &str) 
     if i.is_dir() {
         return Err(Error::NotPermitted("a directory cannot have a second name".into()));
     }
+    // As link(2) of a file with no name left: it stays where it is.
+    if i.is_trashed() {
+        return Err(Error::NotFound(format!("inode {ino} has no name left (it is in the trash)")));
+    }
     plan.dir(parent)?;
     if plan.dentry(parent, name)?.is_some() {
         return Err(Error::Exists(name.to_string()));
@@ -366,8 +386,54 @@ pub fn remove<V: View>(plan: &mut Plan<'_, V>, parent: Ino, name: &str, what: Re
         return Err(Error::NotEmpty(name.to_string()));
     }
     plan.unlink_name(parent, name);
-    plan.drop_link(d.child)?;
+    plan.drop_link(d.child, parent, name)?;
     plan.touch_dir(parent)
+}
+
+/// Brings inode `ino` back from the trash as `name` in `dir`, with
+/// everything it had (mode, owner, times, xattrs, content); a directory
+/// comes back empty, and what was in it is restored into it one by one.
+///
+/// # Errors
+/// `NotFound` when it is not in the trash or `dir` is not a live
+/// directory, `Exists` when the name is taken now, `Invalid` for a
+/// directory into itself, and the name errors of [`make`].
+pub fn restore<V: View>(plan: &mut Plan<'_, V>, ino: Ino, dir: Ino, name: &str) -> Result<Inode> {
+    name::validate_component(name)?;
+    let mut i = plan
+        .inode(ino)?
+        .filter(Inode::is_trashed)
+        .ok_or_else(|| Error::NotFound(format!("inode {ino} is not in the trash")))?;
+    plan.dir(dir)?;
+    if plan.dentry(dir, name)?.is_some() {
+        return Err(Error::Exists(format!("{name} exists now")));
+    }
+    if i.is_dir() && plan.is_within(dir, ino)? {
+        return Err(Error::Invalid(format!("cannot restore {name} into itself")));
+    }
+    i.trashed = None;
+    i.nlink = if i.is_dir() { 2 } else { 1 };
+    i.ctime_ns = plan.now();
+    if i.is_dir() {
+        i.parent = dir;
+    }
+    plan.link_name(dir, name, &i);
+    plan.put_inode(i.clone());
+    plan.touch_dir(dir)?;
+    Ok(i)
+}
+
+/// Removes inode `ino` from the trash for good: its content goes.
+///
+/// # Errors
+/// `NotFound` when it is not in the trash.
+pub fn purge<V: View>(plan: &mut Plan<'_, V>, ino: Ino) -> Result<()> {
+    let i = plan
+        .inode(ino)?
+        .filter(Inode::is_trashed)
+        .ok_or_else(|| Error::NotFound(format!("inode {ino} is not in the trash")))?;
+    plan.put_inode(i.tombstone(plan.now()));
+    Ok(())
 }
 
 /// Moves `name` in `parent` to `new_name` in `new_parent`, as rename(2) and
@@ -429,7 +495,7 @@ pub fn rename<V: View>(
             (true, true) if plan.has_children(dst.child)? => return Err(Error::NotEmpty(new_name.to_string())),
             _ => {}
         }
-        plan.drop_link(dst.child)?;
+        plan.drop_link(dst.child, new_parent, new_name)?;
     }
     let i = plan.inode(src.child)?.ok_or_else(|| Error::NotFound(name.to_string()))?;
     plan.unlink_name(parent, name);
@@ -685,18 +751,19 @@ mod tests {
         m: Memory,
         now: i64,
         next: u64,
+        trash: bool,
     }
 
     impl Fs {
         fn new() -> Fs {
-            Fs { m: Memory::new(1000, 1000), now: 100, next: 2 }
+            Fs { m: Memory::new(1000, 1000), now: 100, next: 2, trash: false }
         }
 
         fn run<T>(&mut self, op: impl FnOnce(&mut Plan<'_, Memory>, Ino) -> Result<T>) -> Result<T> {
             self.now += 10;
             let ino = Ino(self.next);
             let m = self.m.clone();
-            let mut plan = Plan::new(&m, self.now);
+            let mut plan = Plan::new(&m, self.now).with_trash(self.trash);
             let out = op(&mut plan, ino)?;
             self.next += 1;
             self.m.apply(plan.records());
@@ -738,6 +805,64 @@ mod tests {
         assert!(fs.at("a").is_none());
         fs.run(|p, _| remove(p, Ino::ROOT, "b", Removal::NonDir)).unwrap();
         assert!(fs.get(f.ino).is_none(), "the last name took the inode with it");
+    }
+
+    #[test]
+    fn with_the_trash_on_a_removed_tree_keeps_its_inodes_and_comes_back_as_a_tree() {
+        let mut fs = Fs::new();
+        fs.trash = true;
+        let photos = fs.mk(Ino::ROOT, "photos", Kind::Dir).unwrap();
+        let y2024 = fs.mk(photos.ino, "2024", Kind::Dir).unwrap();
+        let a = fs.file(y2024.ino, "a.jpg");
+        let latest = fs.mk(photos.ino, "latest", Kind::Symlink).unwrap();
+        // rm -rf: the deepest first.
+        fs.run(|p, _| remove(p, y2024.ino, "a.jpg", Removal::NonDir)).unwrap();
+        fs.run(|p, _| remove(p, photos.ino, "2024", Removal::Dir)).unwrap();
+        fs.run(|p, _| remove(p, photos.ino, "latest", Removal::NonDir)).unwrap();
+        fs.run(|p, _| remove(p, Ino::ROOT, "photos", Removal::Dir)).unwrap();
+        assert!(fs.at("photos").is_none(), "the names are gone");
+        let kept = fs.get(a.ino).unwrap();
+        assert!(kept.is_trashed() && kept.nlink == 0 && kept.holders == vec![NodeId(1)], "{kept:?}");
+        assert_eq!(kept.trashed.as_ref().map(|t| (t.dir, t.name.as_str())), Some((y2024.ino, "a.jpg")));
+
+        // Nothing is made in a directory in the trash, and a file there gets no new name.
+        let e = fs.mk(y2024.ino, "new", Kind::File).unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+        let e = fs.run(|p, _| link(p, a.ino, Ino::ROOT, "again")).unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+
+        // The top first, then what was in it, into it.
+        fs.run(|p, _| restore(p, photos.ino, Ino::ROOT, "photos")).unwrap();
+        fs.run(|p, _| restore(p, y2024.ino, photos.ino, "2024")).unwrap();
+        fs.run(|p, _| restore(p, a.ino, y2024.ino, "a.jpg")).unwrap();
+        fs.run(|p, _| restore(p, latest.ino, photos.ino, "latest")).unwrap();
+        let back = fs.at("photos/2024/a.jpg").unwrap();
+        assert_eq!((back.ino, back.nlink, back.trashed.clone()), (a.ino, 1, None));
+        assert_eq!(back.holders, vec![NodeId(1)], "with its content");
+        assert_eq!(fs.at("photos/latest").unwrap().target, "t");
+        assert_eq!(fs.get(photos.ino).unwrap().nlink, 3, "photos counts 2024 again");
+
+        let e = fs.run(|p, _| restore(p, a.ino, y2024.ino, "a.jpg")).unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "a restored inode is no longer in the trash: {e}");
+    }
+
+    #[test]
+    fn a_restore_never_replaces_a_name_and_a_purge_removes_for_good() {
+        let mut fs = Fs::new();
+        fs.trash = true;
+        let old = fs.file(Ino::ROOT, "report");
+        let new = fs.file(Ino::ROOT, "report");
+        assert!(fs.get(old.ino).unwrap().is_trashed(), "an upload over a file puts the old one in the trash");
+        let e = fs.run(|p, _| restore(p, old.ino, Ino::ROOT, "report")).unwrap_err();
+        assert!(matches!(e, Error::Exists(_)), "{e}");
+        assert_eq!(fs.at("report").unwrap().ino, new.ino, "the name keeps what it has now");
+        fs.run(|p, _| purge(p, old.ino)).unwrap();
+        assert!(fs.get(old.ino).is_none(), "purged");
+        let e = fs.run(|p, _| purge(p, new.ino)).unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "only what is in the trash is purged: {e}");
+        fs.trash = false;
+        fs.run(|p, _| remove(p, Ino::ROOT, "report", Removal::NonDir)).unwrap();
+        assert!(fs.get(new.ino).is_none(), "with the trash off a removal is final");
     }
 
     #[test]

@@ -105,6 +105,7 @@ fn arb_inode() -> impl Strategy<Value = Inode> {
         (any::<(i64, i64, i64)>(), any::<u64>(), "\\PC{0,12}", arb_xattrs()),
         (arb_version(), arb_hash(), vec(arb_node(), 0..5), any::<bool>()),
         proptest::option::of(vec(any::<u8>(), 0..64).prop_map(Bytes)),
+        proptest::option::of((arb_ino(), "\\PC{0,12}", any::<i64>())),
     )
         .prop_map(
             |(
@@ -112,6 +113,7 @@ fn arb_inode() -> impl Strategy<Value = Inode> {
                 ((atime_ns, mtime_ns, ctime_ns), rdev, target, xattrs),
                 (content, hash, holders, deleted),
                 inline,
+                trashed,
             )| Inode {
                 ino,
                 version,
@@ -133,6 +135,7 @@ fn arb_inode() -> impl Strategy<Value = Inode> {
                 holders,
                 deleted,
                 inline,
+                trashed: trashed.map(|(dir, name, at_ns)| Box::new(crate::inode::Trashed { dir, name, at_ns })),
             },
         )
 }

@@ -15,6 +15,8 @@ use scs_common::proto::rpc::{MemberChange, Moving, StatusReport};
 use scs_common::{Error, Inode, Kind, MemberState, NodeId, Result};
 
 use crate::client::{own_gid, own_uid, Client, ClientOptions, Sink};
+
+mod trash;
 use crate::client_config::{self, ClientFile, Given};
 
 /// Files larger than this get a progress bar (when stderr is a terminal).
@@ -114,6 +116,11 @@ enum Command {
         /// being repaired), 2 with no quorum or no answer
         #[arg(long, conflicts_with = "json")]
         check: bool,
+    },
+    /// What was removed: list it, restore it, or purge it for good
+    Trash {
+        #[command(subcommand)]
+        cmd: trash::TrashCommand,
     },
     /// Change the members, one node at a time: add, drain, remove
     Node {
@@ -337,6 +344,7 @@ async fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
+        Command::Trash { cmd } => trash::run(&client, cmd).await,
         Command::Node { .. } => Err(Error::Internal("scs node is run apart".into())),
     }
 }

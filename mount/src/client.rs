@@ -23,7 +23,7 @@ use scs_common::conn::{Chunk, Connection};
 use scs_common::inode::{self, DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{
-    HolderAddr, MemberChange, Message, Peer, Request, Response, StatusReport, Target, UploadSpec,
+    HolderAddr, MemberChange, Message, Peer, PurgeTrash, Request, Response, StatusReport, Target, TrashItem, UploadSpec,
 };
 use scs_common::{ContentHash, Error, Ino, Kind, Result, CHUNK_SIZE};
 
@@ -280,20 +280,31 @@ impl Client {
 
     /// The children of a directory with their inodes, in name order.
     pub async fn readdir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
+        self.call_batches(Request::ReadDir { dir }, |r| match r {
+            Response::Listing { entries, more } => Ok((entries, more)),
+            other => Err(unexpected(&other)),
+        })
+        .await
+    }
+
+    /// A request answered with a run of batches: `batch` takes each apart
+    /// into its items and whether another follows.
+    async fn call_batches<T: Send + 'static>(
+        &self,
+        req: Request,
+        batch: fn(Response) -> Result<(Vec<T>, bool)>,
+    ) -> Result<Vec<T>> {
         self.with_leader(|mut conn, _| {
+            let req = req.clone();
             Box::pin(async move {
                 let res = async {
-                    conn.send(&Message::Request(Request::ReadDir { dir })).await?;
+                    conn.send(&Message::Request(req)).await?;
                     let mut out = Vec::new();
                     loop {
-                        match conn.recv_response().await? {
-                            Response::Listing { entries, more } => {
-                                out.extend(entries);
-                                if !more {
-                                    return Ok(out);
-                                }
-                            }
-                            other => return Err(unexpected(&other)),
+                        let (items, more) = batch(conn.recv_response().await?)?;
+                        out.extend(items);
+                        if !more {
+                            return Ok(out);
                         }
                     }
                 }
@@ -302,6 +313,37 @@ impl Client {
             })
         })
         .await
+    }
+
+    /// Everything in the trash, with the paths the items had, sorted by path.
+    pub async fn trash_list(&self) -> Result<Vec<TrashItem>> {
+        self.call_batches(Request::TrashList, |r| match r {
+            Response::Trash { items, more } => Ok((items, more)),
+            other => Err(unexpected(&other)),
+        })
+        .await
+    }
+
+    /// Brings trashed inode `ino` back with everything that was in it, to
+    /// its old place or to `to` (a directory and a name): the inode back,
+    /// how many came back, and how many stayed in the trash. Asking again
+    /// after a failover goes on where the first attempt stopped.
+    pub async fn trash_restore(&self, ino: Ino, to: Option<(Ino, String)>) -> Result<(Inode, u64, u64)> {
+        match self.call(Request::TrashRestore { ino, to }).await? {
+            Response::Restored { inode, items, left } => Ok((inode, items, left)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Removes items from the trash for good: items and bytes removed.
+    pub async fn trash_purge(&self, what: PurgeTrash) -> Result<(u64, u64)> {
+        // A retry that finds a named item gone: the first attempt took it.
+        let named = matches!(what, PurgeTrash::Items(_));
+        match self.call_once_semantics(Request::TrashPurge(what), |e| named && matches!(e, Error::NotFound(_))).await? {
+            Some(Response::Purged { items, bytes }) => Ok((items, bytes)),
+            None => Ok((0, 0)),
+            Some(other) => Err(unexpected(&other)),
+        }
     }
 
     /// The directory at `path` and its children ("" = root); a path that

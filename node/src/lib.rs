@@ -136,6 +136,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     tasks.spawn(repair::replicas(node.clone()));
     tasks.spawn(repair::anti_entropy(node.clone()));
     tasks.spawn(repair::tombstones(node.clone()));
+    tasks.spawn(leader::trash::expire(node.clone()));
     tasks.spawn(repair::namespace(node.clone()));
     tasks.spawn(repair::scrub(node.clone()));
     tasks.spawn(count_held_bytes(node.clone()));

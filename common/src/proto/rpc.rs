@@ -192,6 +192,21 @@ pub enum Request {
         count: u32,
     },
 
+    // ----- the trash (the leader only) -----
+    /// Everything in the trash, with the path each item had: answered
+    /// with `Trash` frames, the last with `more: false`.
+    TrashList,
+    /// Bring trashed inode `ino` back (to its old place, or `to`: a
+    /// directory and a name) with everything that was in it: answered with
+    /// `Restored`. Asked again for an inode that is back already, it
+    /// restores what is still in the trash below it.
+    TrashRestore {
+        ino: Ino,
+        to: Option<(Ino, String)>,
+    },
+    /// Remove items from the trash for good: answered with `Purged`.
+    TrashPurge(PurgeTrash),
+
     /// Members, leader, term, quorum and load.
     Status,
     /// Change the membership by one node (the leader only): answered with
@@ -291,6 +306,29 @@ pub enum Request {
         session: SessionId,
         locks: Vec<FileLock>,
     },
+}
+
+/// What `TrashPurge` removes for good.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PurgeTrash {
+    /// These items, and everything in the trash below them.
+    Items(Vec<Ino>),
+    /// Everything removed before this time (nanoseconds since the epoch).
+    Before(i64),
+    All,
+}
+
+/// One item in the trash: an inode (as clients get it: its `trashed` says
+/// where it was and when it went) and the path it had. A directory's
+/// `items` and `bytes` count everything below it in the trash too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrashItem {
+    pub path: String,
+    pub inode: Inode,
+    /// Whether it sits in a directory that is in the trash too.
+    pub inside: bool,
+    pub items: u64,
+    pub bytes: u64,
 }
 
 /// One change of the membership (`scs node add/drain/remove`).
@@ -433,6 +471,24 @@ pub enum Response {
     Reclaimed(Vec<FileLock>),
     /// The answer to `Holds`.
     Holding(Vec<bool>),
+    /// A batch of the trash; `more` says another follows.
+    Trash {
+        items: Vec<TrashItem>,
+        more: bool,
+    },
+    /// The answer to `TrashRestore`: the inode back in place, how many
+    /// inodes came back with it, and how many stayed in the trash because
+    /// their name was taken meanwhile.
+    Restored {
+        inode: Inode,
+        items: u64,
+        left: u64,
+    },
+    /// The answer to `TrashPurge`: items and bytes removed.
+    Purged {
+        items: u64,
+        bytes: u64,
+    },
 }
 
 impl Response {
@@ -453,6 +509,11 @@ impl Response {
             },
             Response::Content { inode, offset, len } => Response::Content { inode: inode.for_client(), offset, len },
             Response::Redirect { inode, holders } => Response::Redirect { inode: inode.for_client(), holders },
+            Response::Trash { items, more } => Response::Trash {
+                items: items.into_iter().map(|t| TrashItem { inode: t.inode.for_client(), ..t }).collect(),
+                more,
+            },
+            Response::Restored { inode, items, left } => Response::Restored { inode: inode.for_client(), items, left },
             other => other,
         }
     }

@@ -36,7 +36,7 @@ pub async fn change<T>(
     let state = node.writable()?;
     let (ns, first) = lock_with_inos(node, &state, inos).await?;
     let store = node.store().clone();
-    let mut plan = Plan::new(&*store, now_ns());
+    let mut plan = Plan::new(&*store, now_ns()).with_trash(node.cfg().trash.is_some());
     let value = op(&mut plan, first)?;
     if plan.is_empty() {
         return Ok(Changed { value, records: Vec::new() });
@@ -109,7 +109,7 @@ pub async fn remove(node: &Arc<Node>, parent: Ino, name: &str, what: Removal) ->
 /// client shows the times and counts the leader stamped, not its own.
 fn touched<T>(node: &Node, c: &Changed<T>, first: Option<Ino>) -> Result<Vec<Inode>> {
     let mut inos: Vec<Ino> = first.into_iter().collect();
-    for i in c.records.iter().filter_map(Record::as_inode).filter(|i| !i.deleted) {
+    for i in c.records.iter().filter_map(Record::as_inode).filter(|i| !i.deleted && !i.is_trashed()) {
         if !inos.contains(&i.ino) {
             inos.push(i.ino);
         }

@@ -11,6 +11,7 @@
 //! - [`meta`]: namespace changes (make, link, remove, rename, attributes):
 //!   the rules of `scs_common::namespace` against the index, then a majority commit.
 //! - [`outbox`]: changes on their way to a majority, a round at a time (group commit).
+//! - [`trash`]: listing, restoring, purging and expiring the trash.
 
 pub mod locks;
 pub mod members;
@@ -18,6 +19,7 @@ pub mod meta;
 pub mod outbox;
 pub mod placement;
 pub mod state;
+pub mod trash;
 pub mod upload;
 
 pub use state::{LeaderState, UploadMark, VersionGuard};

@@ -390,7 +390,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     }
     let ns = state.ns.lock().await;
     let store = node.store().clone();
-    let mut tx = namespace::Plan::new(&*store, now_ns());
+    let mut tx = namespace::Plan::new(&*store, now_ns()).with_trash(node.cfg().trash.is_some());
     let stored = match &plan {
         Plan::Into(ino) => match &spec.target {
             Target::Path(path) => match namespace::resolve(&*store, path, false)? {

@@ -10,11 +10,9 @@ use scs_common::proto::gossip::{NodeInfo, Role};
 use scs_common::proto::rpc::{
     Candidate, HolderAddr, Message, Moving, NodeStatus, Peer, Request, Response, StatusReport,
 };
-use scs_common::{
-    name, namespace, DirEntry, Error, Ino, Inode, Key, Kind, MemberState, NodeId, Record, Result, Term, Version,
-};
+use scs_common::{name, namespace, Error, Ino, Inode, Key, Kind, MemberState, NodeId, Record, Result, Term, Version};
 
-use crate::leader::{locks, members, meta, upload};
+use crate::leader::{locks, members, meta, trash, upload};
 use crate::metrics::METRICS;
 use crate::net::limit::RateLimiter;
 use crate::node::Node;
@@ -111,6 +109,9 @@ pub fn request_name(r: &Request) -> &'static str {
         Request::SetXattr { .. } => "setxattr",
         Request::RemoveXattr { .. } => "removexattr",
         Request::ReserveInodes { .. } => "reserve-inodes",
+        Request::TrashList => "trash-list",
+        Request::TrashRestore { .. } => "trash-restore",
+        Request::TrashPurge(_) => "trash-purge",
         Request::Status => "status",
         Request::ChangeMembers(_) => "change-members",
         Request::ReportCorrupt { .. } => "report-corrupt",
@@ -213,6 +214,21 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
         Request::ReserveInodes { count } => {
             let (first, count) = meta::reserve(node, count).await?;
             reply(conn, Response::Inodes { first, count }).await
+        }
+        Request::TrashList => {
+            let items = trash::list(node).await?;
+            send_batches(conn, items, |items, more| Response::Trash { items, more }).await
+        }
+        Request::TrashRestore { ino, to } => {
+            if let Some((_, n)) = &to {
+                name::validate_component(n)?;
+            }
+            let r = trash::restore(node, ino, to).await?;
+            reply(conn, Response::Restored { inode: r.inode, items: r.items, left: r.left }).await
+        }
+        Request::TrashPurge(what) => {
+            let p = trash::purge(node, what).await?;
+            reply(conn, Response::Purged { items: p.items, bytes: p.bytes }).await
         }
         Request::Status => reply(conn, Response::Status(status(node))).await,
         Request::ChangeMembers(change) => {
@@ -455,20 +471,27 @@ async fn read_dir(node: &Arc<Node>, conn: &mut Connection, dir: Ino) -> Result<(
             Some(_) => s.read_dir(dir),
         })
         .await?;
-    // Batches are cut by size as well as count: an inode may carry 256 KiB
-    // of extended attributes.
-    let mut batches = crate::leader::split_by_size(entries, LIST_BYTES)
+    send_batches(conn, entries, |entries, more| Response::Listing { entries, more }).await
+}
+
+/// Sends `items` as a run of answers made by `frame` (a batch, and
+/// whether another follows), at least one. Batches are cut by size as well
+/// as count: an inode may carry 256 KiB of extended attributes.
+async fn send_batches<T: serde::Serialize + Clone>(
+    conn: &mut Connection,
+    items: Vec<T>,
+    frame: impl Fn(Vec<T>, bool) -> Response,
+) -> Result<(), Failure> {
+    let mut batches = crate::leader::split_by_size(items, LIST_BYTES)
         .into_iter()
-        .flat_map(|b| b.chunks(LIST_BATCH).map(<[DirEntry]>::to_vec).collect::<Vec<_>>())
+        .flat_map(|b| b.chunks(LIST_BATCH).map(<[T]>::to_vec).collect::<Vec<_>>())
         .peekable();
     if batches.peek().is_none() {
-        return reply(conn, Response::Listing { entries: Vec::new(), more: false }).await;
+        return reply(conn, frame(Vec::new(), false)).await;
     }
     while let Some(batch) = batches.next() {
         let more = batches.peek().is_some();
-        conn.write_message(&Message::Response(Response::Listing { entries: batch, more }))
-            .await
-            .map_err(Failure::Close)?;
+        conn.write_message(&Message::Response(frame(batch, more).for_client())).await.map_err(Failure::Close)?;
     }
     conn.flush().await.map_err(Failure::Close)
 }

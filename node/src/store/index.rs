@@ -37,6 +37,9 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const INLINE: TableDefinition<&[u8; 32], u64> = TableDefinition::new("inline");
 /// The content of inline files, in chunks (see the module's head).
 pub const INLINE_DATA: TableDefinition<(&[u8; 32], u8), &[u8]> = TableDefinition::new("inline_data");
+/// What is in the trash, oldest first: (when it was removed, inode) →
+/// nothing. Kept in step with the records, like `children`.
+pub const TRASH: TableDefinition<(i64, u64), ()> = TableDefinition::new("trash");
 /// The size of a chunk of inline content: two and their keys fit a page.
 pub const INLINE_CHUNK: usize = 2000;
 
@@ -47,8 +50,9 @@ pub const INLINE_CHUNK: usize = 2000;
 /// lacks what is still in the journal). Format 3 is format 4 without
 /// inline content: it gains the empty `inline` tables when it opens, and
 /// the new number keeps an older release from reading records it cannot
-/// decode.
-pub const FORMAT: u32 = 4;
+/// decode. Format 4 is format 5 without the trash: it gains the empty
+/// `trash` table, and its records decode as they are.
+pub const FORMAT: u32 = 5;
 /// The meta key of the format.
 pub const FORMAT_KEY: &str = "format";
 

@@ -27,6 +27,7 @@ mod gc;
 mod index;
 mod journal;
 pub mod layout;
+mod trash;
 mod upgrade;
 
 use std::collections::HashSet;
@@ -48,7 +49,7 @@ use entropy::{read_digests, DIGESTS};
 use index::{
     attach_inline, child_key, child_value, children_of, db_err, decode_record, parse_child_value, parse_version_key,
     put_inline, read_record, read_version, read_whole, stored_form, version_key, BY_VERSION, CHILDREN, FORMAT,
-    FORMAT_KEY, HELD, INLINE, INLINE_DATA, META, RECORDS, SUBDIRS, WANTED,
+    FORMAT_KEY, HELD, INLINE, INLINE_DATA, META, RECORDS, SUBDIRS, TRASH, WANTED,
 };
 use layout::Layout;
 
@@ -248,6 +249,7 @@ impl Store {
             tx.open_table(HELD).map_err(|e| store.db_err(e))?;
             tx.open_table(WANTED).map_err(|e| store.db_err(e))?;
             tx.open_table(INLINE_DATA).map_err(|e| store.db_err(e))?;
+            tx.open_table(TRASH).map_err(|e| store.db_err(e))?;
             let inline = tx.open_table(INLINE).map_err(|e| store.db_err(e))?;
             store.inline.store(inline.len().map_err(|e| store.db_err(e))?, Ordering::Relaxed);
             let mut meta = tx.open_table(META).map_err(|e| store.db_err(e))?;
@@ -278,9 +280,9 @@ impl Store {
         let old = upgrade::has_format_1(&tx).map_err(|e| self.db_err(e))?;
         drop(tx);
         match stored {
-            Some(FORMAT) | Some(2) | Some(3) => Ok(0),
+            Some(FORMAT) | Some(2) | Some(3) | Some(4) => Ok(0),
             Some(other) => Err(Error::Config(format!(
-                "the index {} is of format {other}; this scs-node reads format {FORMAT} (and upgrades formats 1 to 3): \
+                "the index {} is of format {other}; this scs-node reads format {FORMAT} (and upgrades formats 1 to 4): \
                  run the release that wrote it",
                 self.layout.index().display()
             ))),
@@ -1054,6 +1056,7 @@ impl Store {
         let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
         let mut inline = tx.open_table(INLINE).map_err(|e| self.db_err(e))?;
         let mut data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
+        let mut trash = tx.open_table(TRASH).map_err(|e| self.db_err(e))?;
         let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
         let mut digests = read_digests(&meta)?;
 
@@ -1085,6 +1088,7 @@ impl Store {
                         Some(i).filter(|i| i.is_inline()).map(|i| (i, content)),
                     )?;
                     let old_inode = old.as_ref().and_then(Record::as_inode);
+                    trash::keep_trash(&mut trash, old_inode, i).map_err(|e| self.db_err(e))?;
                     let placed = self.place_content(i, old_inode, written, &mut held, &mut wanted)?;
                     files.released.extend(placed.released);
                     files.useless.extend(placed.useless);
@@ -1364,7 +1368,7 @@ fn live_inode(
     if i.deleted {
         return Ok(None);
     }
-    if i.kind == Kind::Dir {
+    if i.kind == Kind::Dir && !i.is_trashed() {
         let n = subdirs.get(ino.0).map_err(db_err)?.map(|v| v.value()).unwrap_or(0);
         i.nlink = 2 + n;
     }

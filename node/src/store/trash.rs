@@ -1,0 +1,85 @@
+//! The trash as the index keeps it: every trashed inode is a live record
+//! (see [`Inode::trashed`]); the `trash` table lists them by the time they
+//! were removed, so that the oldest are found first without reading every
+//! record.
+
+use redb::ReadableDatabase;
+
+use scs_common::{Ino, Inode, Key, Record, Result};
+
+use super::index::{children_of, parse_child_value, read_record, CHILDREN, RECORDS, TRASH};
+use super::Store;
+
+/// Keeps the `trash` table in step with inode `now`, which replaces `old`.
+pub(super) fn keep_trash(
+    trash: &mut redb::Table<(i64, u64), ()>,
+    old: Option<&Inode>,
+    now: &Inode,
+) -> std::result::Result<(), redb::Error> {
+    let at = |i: &Inode| i.trashed.as_ref().filter(|_| !i.deleted).map(|t| (t.at_ns, i.ino.0));
+    let (was, is) = (old.and_then(at), at(now));
+    if was == is {
+        return Ok(());
+    }
+    if let Some(k) = was {
+        trash.remove(k)?;
+    }
+    if let Some(k) = is {
+        trash.insert(k, ())?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Up to `limit` inodes in the trash removed before `before_ns`
+    /// (everything with `i64::MAX`), the oldest first, without their inline
+    /// content.
+    pub fn trashed(&self, before_ns: i64, limit: usize) -> Result<Vec<Inode>> {
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let trash = tx.open_table(TRASH).map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in trash.range((i64::MIN, 0)..(before_ns, 0)).map_err(|e| self.db_err(e))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = row.map_err(|e| self.db_err(e))?;
+            let ino = Ino(k.value().1);
+            if let Some(Record::Inode(i)) = read_record(&records, &Key::of_ino(ino))? {
+                if i.is_trashed() {
+                    out.push(i.for_client());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many inodes are in the trash.
+    pub fn trash_count(&self) -> Result<u64> {
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let trash = tx.open_table(TRASH).map_err(|e| self.db_err(e))?;
+        redb::ReadableTableMetadata::len(&trash).map_err(|e| self.db_err(e))
+    }
+}
+
+impl Store {
+    /// The name that leads to `child` in directory `parent` (a directory's
+    /// own name: directories have one), read from `children`.
+    pub fn name_in(&self, parent: Ino, child: Ino) -> Result<Option<String>> {
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
+        let (lo, hi) = children_of(parent);
+        let rows = match &hi {
+            Some(hi) => children.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
+            None => children.range::<&[u8]>(lo.as_slice()..),
+        }
+        .map_err(|e| self.db_err(e))?;
+        for row in rows {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            if parse_child_value(v.value()).is_some_and(|(c, _)| c == child) {
+                return Ok(std::str::from_utf8(&k.value()[8..]).ok().map(str::to_string));
+            }
+        }
+        Ok(None)
+    }
+}

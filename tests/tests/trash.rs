@@ -1,0 +1,226 @@
+//! The trash (issue 13): what is removed stays for `trash_hours` and comes
+//! back with `scs trash restore`, as a whole tree with its metadata; a
+//! restore never replaces a name; `purge` and the retention let it go for
+//! good, content and all.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use scs_tests::cli::run;
+use scs_tests::mount::Mount;
+use scs_tests::{eventually, seeded_bytes, Cluster};
+
+/// One item of `scs trash ls --json`.
+#[derive(Debug, Deserialize)]
+struct Item {
+    path: String,
+    kind: String,
+    size: u64,
+    deleted_ns: i64,
+    items: u64,
+    bytes: u64,
+}
+
+fn trash_ls(c: &Cluster, prefix: &str) -> Vec<Item> {
+    let mut args = vec!["trash", "ls", "--json"];
+    if !prefix.is_empty() {
+        args.insert(2, prefix);
+    }
+    let out = c.scs(&args);
+    serde_json::from_str(&out.assert_ok().stdout_text()).unwrap_or_else(|e| panic!("trash ls --json: {e}\n{out}"))
+}
+
+fn paths(items: &[Item]) -> Vec<&str> {
+    items.iter().map(|i| i.path.as_str()).collect()
+}
+
+/// Every blob file kept on node `id` (the content of files over 8 KiB).
+fn blob_files(c: &Cluster, id: u32) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&c.data_dir(id).join("blobs"), &mut out);
+    out
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let rc = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    assert_eq!(rc, 0, "setxattr {}: {}", path.display(), std::io::Error::last_os_error());
+}
+
+fn get_xattr(path: &Path, name: &str) -> Vec<u8> {
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: as above; the kernel writes at most buf.len() bytes.
+    let rc = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(rc >= 0, "getxattr {}: {}", path.display(), std::io::Error::last_os_error());
+    buf.truncate(rc as usize);
+    buf
+}
+
+#[test]
+fn a_tree_removed_with_rm_rf_comes_back_whole_with_its_metadata() {
+    let c = Cluster::start(3);
+    let m = Mount::start(&c);
+    let photos = m.join("photos");
+    fs::create_dir_all(photos.join("2024/summer")).unwrap();
+    let big = seeded_bytes(1, 300_000);
+    let small = seeded_bytes(2, 3000);
+    fs::write(photos.join("2024/summer/beach.jpg"), &big).unwrap();
+    fs::write(photos.join("2024/notes.txt"), &small).unwrap();
+    fs::write(photos.join("empty"), b"").unwrap();
+    fs::set_permissions(photos.join("2024/notes.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(photos.join("2024"), fs::Permissions::from_mode(0o750)).unwrap();
+    set_xattr(&photos.join("2024/summer/beach.jpg"), "user.camera", b"x100");
+    std::os::unix::fs::symlink("2024/summer/beach.jpg", photos.join("latest")).unwrap();
+    let mtime = fs::metadata(photos.join("2024/notes.txt")).unwrap().mtime();
+
+    let out = run(Path::new("rm"), &["-rf".into(), photos.clone().into()], Duration::from_secs(60));
+    assert!(out.success(), "rm -rf: {out}");
+    assert!(!photos.exists());
+
+    // At the top, the tree as one item; below it, everything that was in it.
+    let top = trash_ls(&c, "");
+    assert_eq!(paths(&top), ["photos"], "{top:#?}");
+    assert_eq!((top[0].kind.as_str(), top[0].items), ("dir", 7), "{top:#?}");
+    assert_eq!(top[0].bytes, (big.len() + small.len()) as u64);
+    let all = trash_ls(&c, "photos");
+    assert_eq!(
+        paths(&all),
+        [
+            "photos",
+            "photos/2024",
+            "photos/2024/notes.txt",
+            "photos/2024/summer",
+            "photos/2024/summer/beach.jpg",
+            "photos/empty",
+            "photos/latest"
+        ],
+        "{all:#?}"
+    );
+    let notes = &all[2];
+    assert_eq!((notes.kind.as_str(), notes.size), ("file", 3000));
+    assert!(notes.deleted_ns <= all[0].deleted_ns, "what was inside went first");
+
+    // Text for people: when, how big, what.
+    let text = c.scs(&["trash", "ls"]).assert_ok().stdout_text();
+    assert!(text.contains("photos/") && text.contains("6 items inside"), "{text}");
+
+    c.scs(&["trash", "restore", "/photos"]).assert_ok();
+    assert!(trash_ls(&c, "").is_empty(), "the trash is empty once it is all back");
+    eventually("the mount sees photos again", Duration::from_secs(10), || photos.join("latest").exists());
+    assert_eq!(fs::read(photos.join("2024/summer/beach.jpg")).unwrap(), big);
+    assert_eq!(fs::read(photos.join("2024/notes.txt")).unwrap(), small);
+    assert_eq!(fs::read(photos.join("empty")).unwrap(), b"");
+    assert_eq!(fs::read_link(photos.join("latest")).unwrap(), Path::new("2024/summer/beach.jpg"));
+    let notes = fs::metadata(photos.join("2024/notes.txt")).unwrap();
+    assert_eq!((notes.mode() & 0o7777, notes.mtime()), (0o600, mtime), "mode and times come back");
+    assert_eq!(fs::metadata(photos.join("2024")).unwrap().mode() & 0o7777, 0o750);
+    assert_eq!(get_xattr(&photos.join("2024/summer/beach.jpg"), "user.camera"), b"x100");
+    assert_eq!(fs::metadata(&photos).unwrap().nlink(), 3, "photos counts its subdirectory again");
+    c.assert_content("photos/2024/summer/beach.jpg", &big);
+}
+
+#[test]
+fn a_restore_never_replaces_a_name_and_to_puts_it_elsewhere() {
+    let c = Cluster::start(3);
+    c.upload_bytes("report.txt", b"first draft");
+    c.scs(&["rm", "report.txt"]).assert_ok();
+    c.upload_bytes("report.txt", b"second draft");
+
+    let out = c.scs(&["trash", "restore", "report.txt"]);
+    out.assert_one_line_error("report.txt exists now");
+    c.assert_content("report.txt", b"second draft");
+
+    // --to a name that is taken is refused as well, before anything moves.
+    c.upload_bytes("old/taken.txt", b"x");
+    c.scs(&["trash", "restore", "report.txt", "--to", "old/taken.txt"]).assert_one_line_error("exists now");
+    c.scs(&["trash", "restore", "report.txt", "--to", "old/report.txt"]).assert_ok();
+    c.assert_content("old/report.txt", b"first draft");
+    c.assert_content("report.txt", b"second draft");
+
+    c.scs(&["trash", "restore", "report.txt"]).assert_one_line_error("not in the trash");
+    c.scs(&["trash", "restore", "never-there"]).assert_one_line_error("not in the trash");
+
+    // A file removed from a directory that went later comes back with the
+    // directory (only it: not what else was in it).
+    c.upload_bytes("a/b/keep.txt", b"keep");
+    c.upload_bytes("a/other.txt", b"other");
+    c.scs(&["rm", "a/b/keep.txt"]).assert_ok();
+    c.scs(&["rm", "a/b"]).assert_ok();
+    c.scs(&["trash", "restore", "a/b/keep.txt"]).assert_ok();
+    c.assert_content("a/b/keep.txt", b"keep");
+    c.assert_content("a/other.txt", b"other");
+}
+
+#[test]
+fn purge_and_the_retention_let_content_go_for_good() {
+    let c = Cluster::builder(3).config("trash_hours = 0.002\n").start();
+    // Over 8 KiB: kept in blobs on the holders.
+    let big = seeded_bytes(3, 100_000);
+    c.upload_bytes("a.bin", &big);
+    c.upload_bytes("b.bin", &big);
+    c.scs(&["rm", "a.bin"]).assert_ok();
+    assert_eq!(paths(&trash_ls(&c, "")), ["a.bin"]);
+    assert_eq!(blob_files(&c, 1).len(), 2, "the content stays while it is in the trash");
+
+    // 0.002 hours: 7.2 s, and it is gone, content and all, on every node.
+    eventually("a.bin to expire", Duration::from_secs(30), || trash_ls(&c, "").is_empty());
+    for id in 1..=3 {
+        eventually(&format!("node {id} to drop a.bin's blob"), Duration::from_secs(20), || {
+            blob_files(&c, id).len() == 1
+        });
+    }
+    c.scs(&["trash", "restore", "a.bin"]).assert_one_line_error("not in the trash");
+    c.assert_content("b.bin", &big);
+}
+
+#[test]
+fn purge_takes_a_path_an_age_or_everything() {
+    let c = Cluster::start(3);
+    let big = seeded_bytes(4, 50_000);
+    for n in ["x.bin", "d/y.bin", "d/z.bin", "w.bin"] {
+        c.upload_bytes(n, &big);
+    }
+    for n in ["x.bin", "d/y.bin", "d/z.bin", "d", "w.bin"] {
+        c.scs(&["rm", n]).assert_ok();
+    }
+    assert_eq!(paths(&trash_ls(&c, "")), ["d", "w.bin", "x.bin"]);
+    c.scs(&["trash", "purge", "d"]).assert_ok();
+    assert_eq!(paths(&trash_ls(&c, "d")), Vec::<&str>::new(), "the directory went with what was in it");
+    c.scs(&["trash", "purge", "--older-than", "1h"]).assert_ok();
+    assert_eq!(paths(&trash_ls(&c, "")), ["w.bin", "x.bin"], "nothing is an hour old");
+    c.scs(&["trash", "purge", "nothing-here"]).assert_one_line_error("not in the trash");
+    let out = c.scs(&["trash", "purge"]);
+    assert_eq!(out.code(), Some(2), "purge needs a path, an age or --all: {out}");
+    c.scs(&["trash", "purge", "--all"]).assert_ok();
+    assert!(trash_ls(&c, "").is_empty());
+    eventually("every blob to go", Duration::from_secs(20), || (1..=3).all(|id| blob_files(&c, id).is_empty()));
+}
+
+#[test]
+fn with_the_trash_off_a_removal_is_final() {
+    let c = Cluster::builder(3).config("trash_hours = 0\n").start();
+    c.upload_bytes("gone.txt", b"bye");
+    c.scs(&["rm", "gone.txt"]).assert_ok();
+    assert!(trash_ls(&c, "").is_empty());
+    c.scs(&["trash", "restore", "gone.txt"]).assert_one_line_error("not in the trash");
+}
