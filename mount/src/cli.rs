@@ -750,8 +750,8 @@ fn print_status(s: &StatusReport) {
         println!("moving: {}", moving_left(&s.moving));
     }
     println!(
-        "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>8} {:>10} {:>10} {:>9}",
-        "ID", "ADDRESS", "ROLE", "ALIVE", "FILES", "BYTES", "MAX_FILES", "DISK_FREE", "REPAIRING"
+        "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>8} {:>10} {:>10} {:>9} {:>8}",
+        "ID", "ADDRESS", "ROLE", "ALIVE", "FILES", "BYTES", "MAX_FILES", "DISK_FREE", "REPAIRING", "TRASH"
     );
     for n in &s.nodes {
         let max = n.max_files.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
@@ -761,7 +761,7 @@ fn print_status(s: &StatusReport) {
         // Only the unusual state is shown, after the columns the table always had.
         let state = if n.state == MemberState::Active { String::new() } else { format!("  {}", n.state.as_str()) };
         println!(
-            "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>8} {:>10} {:>10} {:>9}{state}",
+            "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>8} {:>10} {:>10} {:>9} {:>8}{state}",
             n.id.0,
             addr,
             role,
@@ -770,7 +770,8 @@ fn print_status(s: &StatusReport) {
             human_bytes(n.bytes),
             max,
             free,
-            n.wanted
+            n.wanted,
+            human_bytes(n.trash_bytes)
         );
     }
     for c in &s.candidates {
@@ -839,6 +840,7 @@ fn status_json(s: &StatusReport) -> serde_json::Value {
             "role": role_name(n.role),
             "files": n.files,
             "bytes": n.bytes,
+            "trash_bytes": n.trash_bytes,
             "max_files": n.max_files,
             "wanted": n.wanted,
             "corrupt": n.corrupt,

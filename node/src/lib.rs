@@ -165,6 +165,9 @@ async fn count_held_bytes(node: Arc<Node>) {
         if let Err(e) = node.blocking(|s| s.tally_held_bytes()).await {
             log::warn!("node {}: counting the bytes held: {e}", node.me());
         }
+        if let Err(e) = node.blocking(|s| s.tally_trash_bytes()).await {
+            log::warn!("node {}: counting the bytes in the trash: {e}", node.me());
+        }
         pause = (started.elapsed() * 20).max(Duration::from_secs(2));
     }
 }

@@ -52,6 +52,9 @@ pub struct NodeStatus {
     pub disk_free: u64,
     #[serde(default)]
     pub disk_total: u64,
+    /// Of `bytes`, content in the trash.
+    #[serde(default)]
+    pub trash_bytes: u64,
 }
 
 impl NodeStatus {

@@ -211,9 +211,38 @@ fn purge_takes_a_path_an_age_or_everything() {
     c.scs(&["trash", "purge", "nothing-here"]).assert_one_line_error("not in the trash");
     let out = c.scs(&["trash", "purge"]);
     assert_eq!(out.code(), Some(2), "purge needs a path, an age or --all: {out}");
+    c.wait_for("every node to count two files in the trash", Duration::from_secs(20), |s| {
+        s.nodes.iter().all(|n| n.trash_bytes == 2 * big.len() as u64)
+    });
     c.scs(&["trash", "purge", "--all"]).assert_ok();
     assert!(trash_ls(&c, "").is_empty());
+    c.wait_for("the trash to count nothing", Duration::from_secs(20), |s| s.nodes.iter().all(|n| n.trash_bytes == 0));
     eventually("every blob to go", Duration::from_secs(20), || (1..=3).all(|id| blob_files(&c, id).is_empty()));
+}
+
+#[test]
+fn a_full_node_lets_the_oldest_in_the_trash_go_before_it_refuses_a_file() {
+    let c = Cluster::builder(3).max_files(1, 3).max_files(2, 3).max_files(3, 3).start();
+    let big = seeded_bytes(6, 20_000);
+    c.upload_bytes("a.bin", &big);
+    c.upload_bytes("b.bin", &big);
+    c.scs(&["rm", "a.bin"]).assert_ok();
+    c.scs(&["rm", "b.bin"]).assert_ok();
+    assert_eq!(paths(&trash_ls(&c, "")), ["a.bin", "b.bin"], "two of three places taken, by the trash");
+
+    // The third file fills every node: the oldest in the trash makes room.
+    c.upload_bytes("c.bin", &big);
+    eventually("a.bin, the oldest, to leave the trash", Duration::from_secs(20), || {
+        paths(&trash_ls(&c, "")) == ["b.bin"]
+    });
+    c.upload_bytes("d.bin", &big);
+    eventually("b.bin to leave the trash", Duration::from_secs(20), || trash_ls(&c, "").is_empty());
+    c.upload_bytes("e.bin", &big);
+    // Full, and nothing left in the trash: refused as before.
+    c.try_upload_bytes("f.bin", &big).assert_one_line_error("max_files");
+    for n in ["c.bin", "d.bin", "e.bin"] {
+        c.assert_content(n, &big);
+    }
 }
 
 #[test]

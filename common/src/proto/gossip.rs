@@ -82,6 +82,9 @@ pub struct NodeInfo {
     /// its index.
     #[serde(default)]
     pub blobs: u64,
+    /// Bytes of content in the trash that it keeps (counted every few seconds).
+    #[serde(default)]
+    pub trash_bytes: u64,
 }
 
 /// One authenticated datagram.

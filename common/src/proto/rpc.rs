@@ -384,6 +384,9 @@ pub struct NodeStatus {
     /// Bytes of the files whose content it holds.
     #[serde(default)]
     pub bytes: u64,
+    /// Of them, bytes of content in the trash.
+    #[serde(default)]
+    pub trash_bytes: u64,
 }
 
 /// The answer to `Status`.

@@ -446,6 +446,7 @@ impl Driver {
             under_replicated: self.health.under_replicated.load(std::sync::atomic::Ordering::Relaxed),
             members: self.membership.version,
             bytes: self.store.held_bytes(),
+            trash_bytes: self.store.trash_bytes(),
         }
     }
 

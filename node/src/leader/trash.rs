@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use scs_common::namespace;
 use scs_common::proto::rpc::{PurgeTrash, TrashItem};
-use scs_common::{name, Error, Ino, Inode, Kind, Result};
+use scs_common::{name, Error, Ino, Inode, Kind, NodeId, Result};
 
 use super::meta::change;
 use super::now_ns;
@@ -24,6 +24,19 @@ const BATCH: usize = 256;
 const LOST: &str = "(lost)";
 /// Deepest tree a path is worked out through.
 const MAX_DEPTH: usize = 4096;
+/// Items purged at a time, the oldest first, when a member is short of room.
+const ROOM_BATCH: usize = 64;
+/// The oldest items looked through for them.
+const ROOM_SCAN: usize = 4096;
+/// How often the leader looks for a member short of room.
+const ROOM_EVERY: Duration = Duration::from_secs(1);
+/// A member with less free disk than this (or than [`SHORT_SHARE`] of its
+/// disk, whichever is less) is short of room.
+const SHORT_BYTES: u64 = 1 << 30;
+const SHORT_SHARE: f64 = 0.05;
+/// After purging for room, how long an upload waits for the holders to
+/// say, in their heartbeats, that they have room again.
+const ROOM_WAIT: Duration = Duration::from_secs(3);
 
 /// The trash as it is at one moment: every item, and the items each
 /// directory held.
@@ -300,20 +313,36 @@ pub async fn purge(node: &Arc<Node>, what: PurgeTrash) -> Result<Purged> {
 }
 
 /// The leader's loop removing what has been in the trash longer than
-/// `trash_hours` (everything, when the trash is off).
+/// `trash_hours` (everything, when the trash is off), and the oldest first
+/// while a member is short of room.
 pub async fn expire(node: Arc<Node>) {
-    let every = node
-        .cfg()
-        .trash
-        .map_or(Duration::from_secs(60), |keep| (keep / 10).clamp(Duration::from_millis(100), Duration::from_secs(60)));
+    let every = node.cfg().trash.map_or(Duration::from_secs(60), |keep| {
+        (keep / 10).clamp(Duration::from_millis(100), Duration::from_secs(60))
+    });
+    let mut last = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = node.shutdown().cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(every.min(ROOM_EVERY)) => {}
         }
         if node.writable().is_err() {
             continue;
         }
+        if let Some((who, need)) = short_of_room(&node) {
+            match make_room(&node, Some(who), need).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    log::info!("node {}: node {who} is short of room: {n} oldest item(s) left the trash", node.me());
+                    // Its next heartbeats tell whether that was enough.
+                    tokio::time::sleep(node.cfg().heartbeat * 2).await;
+                }
+                Err(e) => log::debug!("node {}: no room made in the trash now: {e}", node.me()),
+            }
+        }
+        if last.elapsed() < every {
+            continue;
+        }
+        last = tokio::time::Instant::now();
         let keep = node.cfg().trash.map_or(0, |k| k.as_nanos() as i64);
         let before = now_ns() - keep;
         match node.blocking(move |s| s.trashed(before, 1)).await {
@@ -332,6 +361,93 @@ pub async fn expire(node: Arc<Node>) {
                 p.bytes
             ),
             Err(e) => log::debug!("node {}: the trash is not expired now: {e}", node.me()),
+        }
+    }
+}
+
+/// What a member short of room needs freed: files (past its
+/// `max_files`, and one more to take a new one) and bytes (up to what
+/// counts as short of disk).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Need {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Need {
+    /// What a member with `used` files of `max` and `free` bytes of
+    /// `total` needs; `None` when it is not short.
+    fn of(used: u64, max: Option<u64>, free: u64, total: u64) -> Option<Need> {
+        let short_below = SHORT_BYTES.min((total as f64 * SHORT_SHARE) as u64);
+        let need = Need {
+            files: max.map_or(0, |m| (used + 1).saturating_sub(m)),
+            bytes: if total > 0 { short_below.saturating_sub(free) } else { 0 },
+        };
+        (need != Need::default()).then_some(need)
+    }
+}
+
+/// A member that takes copies and is short of room (at its `max_files`,
+/// or short of disk), as the leader last heard, and what it needs.
+fn short_of_room(node: &Node) -> Option<(NodeId, Need)> {
+    let members = node.members();
+    let store = node.store();
+    let (free, total) = store.room();
+    if members.takes_copies(node.me()) {
+        if let Some(need) = Need::of(store.files() + store.wanted_count(), node.cfg().max_files, free, total) {
+            return Some((node.me(), need));
+        }
+    }
+    let view = node.view();
+    let short = view.alive_others().filter(|(id, _)| members.takes_copies(*id)).find_map(|(id, m)| {
+        Need::of(m.info.files + m.info.wanted, m.info.max_files, m.info.disk_free, m.info.disk_total).map(|n| (id, n))
+    });
+    short
+}
+
+/// Purges the oldest items in the trash whose content is in blobs (on
+/// `on`, or anywhere) until `need` is met, at most a batch: how many went.
+pub async fn make_room(node: &Arc<Node>, on: Option<NodeId>, need: Need) -> Result<u64> {
+    let mut freed = Need::default();
+    let oldest: Vec<Ino> = node
+        .blocking(|s| s.trashed(i64::MAX, ROOM_SCAN))
+        .await?
+        .into_iter()
+        .filter(|i| i.has_blob() && on.is_none_or(|id| i.holders.contains(&id)))
+        .take_while(|i| {
+            let more = freed.files < need.files || freed.bytes < need.bytes;
+            (freed.files, freed.bytes) = (freed.files + 1, freed.bytes + i.size);
+            more
+        })
+        .take(ROOM_BATCH)
+        .map(|i| i.ino)
+        .collect();
+    if oldest.is_empty() {
+        return Ok(0);
+    }
+    Ok(purge(node, PurgeTrash::Items(oldest)).await?.items)
+}
+
+/// The holders of a new blob of `ino` ([`super::pick_holders`]); when every
+/// node is full, the oldest content in the trash goes first, and the
+/// holders get a moment to say they have room again.
+///
+/// # Errors
+/// `NoSpace` when there is still no room.
+pub async fn holders_making_room(node: &Arc<Node>, ino: Ino) -> Result<Vec<(NodeId, String)>> {
+    let why = match super::pick_holders(node, ino) {
+        Err(Error::NoSpace(why)) => why,
+        other => return other,
+    };
+    if make_room(node, None, Need { files: 1, bytes: 0 }).await? == 0 {
+        return Err(Error::NoSpace(why));
+    }
+    let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match super::pick_holders(node, ino) {
+            Err(Error::NoSpace(_)) if tokio::time::Instant::now() < deadline => {}
+            other => return other,
         }
     }
 }

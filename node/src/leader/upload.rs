@@ -25,7 +25,7 @@ use scs_common::proto::rpc::{Message, Request, Response, Target, UploadSpec};
 use scs_common::{name, namespace, ContentHash, Error, Ino, Inode, Key, Kind, NodeId, Result, Version};
 
 use super::{
-    commit_and_spread, majority_of, meta, now_ns, pick_holders, still_leading, Batch, LeaderState, UploadMark,
+    commit_and_spread, majority_of, meta, now_ns, still_leading, Batch, LeaderState, UploadMark,
     VersionGuard,
 };
 use crate::node::Node;
@@ -148,7 +148,11 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
     // of a metadata change rather than a blob on every holder, and it takes
     // no node's room. A small one keeps its bytes in its inode record.
     let inline = spec.size.is_some_and(|s| s > 0 && s <= INLINE_MAX) && inline_allowed(node);
-    let holders = if spec.size == Some(0) || inline { Vec::new() } else { pick_holders(node, plan.ino())? };
+    let holders = if spec.size == Some(0) || inline {
+        Vec::new()
+    } else {
+        super::trash::holders_making_room(node, plan.ino()).await?
+    };
     let guard = state.allocate();
     let mark = state.mark_upload(Key::of_ino(plan.ino()));
     Ok(Prepared { state, guard, _mark: mark, spec, plan, holders, inline })

@@ -536,6 +536,7 @@ fn heard_status(id: NodeId, info: &NodeInfo, role: Option<Role>, alive: bool) ->
         corrupt: info.corrupt,
         state: MemberState::Active,
         bytes: info.bytes,
+        trash_bytes: info.trash_bytes,
     }
 }
 
@@ -560,6 +561,7 @@ pub fn status(node: &Node) -> StatusReport {
                 corrupt: node.store().corrupt_count(),
                 state,
                 bytes: node.store().held_bytes(),
+                trash_bytes: node.store().trash_bytes(),
             });
         } else {
             let heard = match view.members.get(&id) {

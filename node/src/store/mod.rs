@@ -111,6 +111,9 @@ pub struct Store {
     /// `held_changed` says the held set changed since.
     held_bytes: AtomicU64,
     held_changed: AtomicBool,
+    /// Bytes of the content in the trash this node keeps, as of the last
+    /// [`Store::tally_trash_bytes`].
+    trash_bytes: AtomicU64,
     /// Bad copies found (scrub, readers' reports) since the store opened.
     corrupt: AtomicU64,
     /// Bytes of released blobs: room they give back on demand (see
@@ -233,6 +236,7 @@ impl Store {
             inline: AtomicU64::new(0),
             held_bytes: AtomicU64::new(0),
             held_changed: AtomicBool::new(true),
+            trash_bytes: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
             released_bytes: AtomicU64::new(0),
             members: tokio::sync::watch::Sender::new(None),

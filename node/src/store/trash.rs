@@ -5,10 +5,15 @@
 
 use redb::ReadableDatabase;
 
-use scs_common::{Ino, Inode, Key, Record, Result};
+use std::sync::atomic::Ordering;
+
+use scs_common::{Ino, Inode, Key, Kind, Record, Result};
 
 use super::index::{children_of, parse_child_value, read_record, CHILDREN, RECORDS, TRASH};
 use super::Store;
+
+/// Items read at a time when the trash is counted.
+const TALLY_PAGE: usize = 1000;
 
 /// Keeps the `trash` table in step with inode `now`, which replaces `old`.
 pub(super) fn keep_trash(
@@ -35,11 +40,20 @@ impl Store {
     /// (everything with `i64::MAX`), the oldest first, without their inline
     /// content.
     pub fn trashed(&self, before_ns: i64, limit: usize) -> Result<Vec<Inode>> {
+        self.trashed_from((i64::MIN, 0), before_ns, limit)
+    }
+
+    /// [`Store::trashed`] from the item `from` (when it was removed, its
+    /// inode) on.
+    fn trashed_from(&self, from: (i64, u64), before_ns: i64, limit: usize) -> Result<Vec<Inode>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let trash = tx.open_table(TRASH).map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
-        for row in trash.range((i64::MIN, 0)..(before_ns, 0)).map_err(|e| self.db_err(e))? {
+        if from >= (before_ns, 0) {
+            return Ok(out);
+        }
+        for row in trash.range(from..(before_ns, 0)).map_err(|e| self.db_err(e))? {
             if out.len() >= limit {
                 break;
             }
@@ -52,6 +66,32 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Bytes of content in the trash that this node keeps (in blobs it
+    /// holds, or inline), as of the last count.
+    pub fn trash_bytes(&self) -> u64 {
+        self.trash_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts [`Store::trash_bytes`] again.
+    pub fn tally_trash_bytes(&self) -> Result<u64> {
+        let mut bytes = 0;
+        let mut from = (i64::MIN, 0);
+        loop {
+            let page = self.trashed_from(from, i64::MAX, TALLY_PAGE)?;
+            for i in &page {
+                if i.kind == Kind::File && (i.inline.is_some() || i.holders.contains(&self.me)) {
+                    bytes += i.size;
+                }
+            }
+            match page.last().and_then(|i| i.trashed.as_ref().map(|t| (t.at_ns, i.ino.0))) {
+                Some((at, ino)) if page.len() == TALLY_PAGE => from = (at, ino.saturating_add(1)),
+                _ => break,
+            }
+        }
+        self.trash_bytes.store(bytes, Ordering::Relaxed);
+        Ok(bytes)
     }
 
     /// How many inodes are in the trash.
