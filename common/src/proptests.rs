@@ -355,6 +355,7 @@ fn arb_node_status() -> impl Strategy<Value = NodeStatus> {
                     corrupt,
                     state,
                     bytes,
+                    trash_bytes: bytes / 2,
                 }
             },
         )
@@ -459,6 +460,7 @@ fn arb_envelope() -> impl Strategy<Value = Envelope> {
                     members,
                     bytes,
                     blobs: files,
+                    trash_bytes: bytes / 3,
                 }
             },
         );

@@ -78,7 +78,8 @@ enum Command {
     Upload { local: PathBuf, remote: Option<String> },
     /// Download a file (to LOCAL, a directory, or - for stdout)
     Download { remote: String, local: Option<String> },
-    /// Delete a file or an empty directory
+    /// Delete a file or an empty directory (it stays in the trash for
+    /// trash_hours: see scs trash)
     #[command(visible_alias = "rm")]
     Delete { remote: String },
     /// List a directory (the root by default)
@@ -986,6 +987,7 @@ mod tests {
                 corrupt: 0,
                 state: MemberState::Active,
                 bytes: 0,
+                trash_bytes: 0,
             })
             .collect();
         StatusReport {

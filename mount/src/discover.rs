@@ -493,6 +493,7 @@ mod tests {
                 corrupt: 0,
                 state: Default::default(),
                 bytes: 0,
+                trash_bytes: 0,
             })
             .collect();
         StatusReport {

@@ -53,7 +53,9 @@ fn racing_overwrites_of_one_name_end_with_one_whole_content() {
 
 #[test]
 fn racing_overwrites_of_one_name_leave_one_blob_per_node() {
-    let c = Cluster::start(3);
+    // With the trash on, the files the winner replaced are kept there (see
+    // trash.rs): off, nothing of them may be left behind.
+    let c = Cluster::builder(3).config("trash_hours = 0\n").start();
     let contents: Vec<Vec<u8>> = (0..4).map(|i| seeded_bytes(900 + i, 300_000)).collect();
     std::thread::scope(|s| {
         let uploads: Vec<_> = contents.iter().map(|bytes| s.spawn(|| c.try_upload_bytes("race.bin", bytes))).collect();

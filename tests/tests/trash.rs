@@ -253,3 +253,58 @@ fn with_the_trash_off_a_removal_is_final() {
     assert!(trash_ls(&c, "").is_empty());
     c.scs(&["trash", "restore", "gone.txt"]).assert_one_line_error("not in the trash");
 }
+
+#[test]
+fn a_restore_cut_short_by_a_failover_is_finished_by_running_it_again() {
+    let c = Cluster::start(3);
+    let m = Mount::start(&c);
+    // Enough items for several of the restore's committed batches.
+    let many = m.join("many");
+    let mut files = Vec::new();
+    for d in 0..4 {
+        fs::create_dir_all(many.join(format!("d{d}"))).unwrap();
+        for f in 0..400 {
+            let rel = format!("many/d{d}/f{f}.txt");
+            fs::write(m.join(&rel), format!("{rel}\n")).unwrap();
+            files.push(rel);
+        }
+    }
+    let out = run(Path::new("rm"), &["-rf".into(), many.clone().into()], Duration::from_secs(120));
+    assert!(out.success(), "rm -rf: {out}");
+    m.unmount();
+    assert_eq!(trash_ls(&c, "")[0].items, 1605);
+
+    let leader = c.status().leader.expect("a leader");
+    let first = std::thread::scope(|s| {
+        let restore = s.spawn(|| c.scs(&["trash", "restore", "many"]));
+        // Killed as soon as the leader has the request: its batches take
+        // tens of milliseconds.
+        eventually("the leader to get the restore", Duration::from_secs(10), || {
+            fs::read_to_string(c.log_path(leader)).is_ok_and(|log| log.contains("trash-restore from"))
+        });
+        c.kill(leader);
+        restore.join().expect("the restore thread")
+    });
+    c.wait_for("a new leader", Duration::from_secs(10), |s| s.leader.is_some_and(|l| l != leader) && s.quorum);
+    // Whatever the first attempt did, running it again finishes it, and
+    // nothing comes back twice.
+    let left = trash_ls(&c, "");
+    eprintln!(
+        "after the failover: the first restore {}, {} item(s) left in the trash",
+        first.code().map_or("was killed".into(), |c| format!("exited {c}")),
+        left.len()
+    );
+    if !left.is_empty() {
+        c.scs(&["trash", "restore", "many"]).assert_ok();
+    } else {
+        first.assert_ok();
+    }
+    assert!(trash_ls(&c, "").is_empty(), "everything is back");
+    for d in 0..4 {
+        let listed = c.ls_json(&format!("many/d{d}"));
+        assert_eq!(listed.len(), 400, "many/d{d}");
+    }
+    for rel in files.iter().step_by(97) {
+        c.assert_content(rel, format!("{rel}\n").as_bytes());
+    }
+}

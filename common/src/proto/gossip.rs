@@ -214,6 +214,7 @@ mod tests {
                 members: Version::new(Term(2), 1),
                 bytes: 2 << 20,
                 blobs: 2,
+                trash_bytes: 1 << 20,
             },
             msg: Gossip::Heartbeat(Heartbeat {
                 term: Term(4),

@@ -17,7 +17,10 @@ pub enum TrashCommand {
     /// it at or below PREFIX), when, and its size
     Ls {
         prefix: Option<String>,
-        /// Print a JSON list of {path, kind, size, deleted, deleted_ns, items, bytes, ino}
+        /// Also what was inside the directories removed
+        #[arg(short, long)]
+        all: bool,
+        /// Print a JSON list of {path, kind, size, deleted, deleted_ns, items, bytes, ino, inside}
         #[arg(long)]
         json: bool,
     },
@@ -45,10 +48,10 @@ pub enum TrashCommand {
 
 pub async fn run(client: &Client, cmd: TrashCommand) -> Result<()> {
     match cmd {
-        TrashCommand::Ls { prefix, json } => {
+        TrashCommand::Ls { prefix, all, json } => {
             let prefix = name::normalize(prefix.as_deref().unwrap_or(""))?;
             let items = client.trash_list().await?;
-            let shown: Vec<&TrashItem> = items.iter().filter(|i| listed(i, &prefix)).collect();
+            let shown: Vec<&TrashItem> = items.iter().filter(|i| listed(i, &prefix, all)).collect();
             if json {
                 println!("{}", serde_json::Value::Array(shown.iter().map(|i| item_json(i)).collect()));
             } else {
@@ -111,11 +114,11 @@ pub async fn run(client: &Client, cmd: TrashCommand) -> Result<()> {
 }
 
 /// Whether `ls` shows the item: without a prefix, what was removed at the
-/// top (not what was inside a directory removed with it); with one, all
-/// of it at or below the prefix.
-fn listed(i: &TrashItem, prefix: &str) -> bool {
+/// top (not what was inside a directory removed with it, unless `all`);
+/// with one, all of it at or below the prefix.
+fn listed(i: &TrashItem, prefix: &str, all: bool) -> bool {
     if prefix.is_empty() {
-        return !i.inside;
+        return all || !i.inside;
     }
     i.path == prefix || i.path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
 }
@@ -153,6 +156,7 @@ fn item_json(i: &TrashItem) -> serde_json::Value {
         "items": i.items,
         "bytes": i.bytes,
         "ino": i.inode.ino.0,
+        "inside": i.inside,
     })
 }
 

@@ -409,6 +409,7 @@ impl Cluster for Fake {
             corrupt: 0,
             state: Default::default(),
             bytes: st.bytes(),
+            trash_bytes: 0,
         };
         Ok(StatusReport {
             node: NodeId(1),

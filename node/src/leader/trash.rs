@@ -20,6 +20,8 @@ use crate::store::Store;
 
 /// Inodes restored or purged per committed change.
 const BATCH: usize = 256;
+/// One item to restore: the inode, and the directory and name it goes back to.
+type Step = (Ino, Ino, String);
 /// Where an item whose directory is gone for good is listed.
 const LOST: &str = "(lost)";
 /// Deepest tree a path is worked out through.
@@ -189,7 +191,7 @@ pub async fn restore(node: &Arc<Node>, ino: Ino, to: Option<(Ino, String)>) -> R
     } else if node.blocking(move |s| s.inode(ino)).await?.is_none_or(|i| i.is_trashed()) {
         return Err(Error::NotFound(format!("inode {ino} is not in the trash")));
     }
-    let (steps, mut left) = below(&snap, ino);
+    let (steps, mut left) = node.blocking(move |s| below(&Snapshot::take(s)?, s, ino)).await?;
     for batch in steps.chunks(BATCH) {
         let batch = batch.to_vec();
         let c = change(node, 0, move |plan, _| {
@@ -213,7 +215,7 @@ pub async fn restore(node: &Arc<Node>, ino: Ino, to: Option<(Ino, String)>) -> R
 
 /// `ino` and the items above it in the trash, the top first, each with
 /// the place it goes back to.
-fn ancestors(snap: &Snapshot, ino: Ino) -> Vec<(Ino, Ino, String)> {
+fn ancestors(snap: &Snapshot, ino: Ino) -> Vec<Step> {
     let mut out = Vec::new();
     let mut at = ino;
     while let Some((dir, n)) = snap.place(at) {
@@ -227,34 +229,66 @@ fn ancestors(snap: &Snapshot, ino: Ino) -> Vec<(Ino, Ino, String)> {
     out
 }
 
-/// What goes back into `top`, parents before children, each to its place:
-/// of items that had one name in one directory, the last removed. Also
-/// how many stay (the others, with what was in them).
-fn below(snap: &Snapshot, top: Ino) -> (Vec<(Ino, Ino, String)>, u64) {
-    let mut steps = Vec::new();
-    let mut left = 0;
-    let mut dirs = vec![top];
-    let mut at = 0;
-    while at < dirs.len() && dirs.len() <= snap.items.len() + 1 {
-        let dir = dirs[at];
-        at += 1;
-        let mut by_name: BTreeMap<&str, Vec<&Inode>> = BTreeMap::new();
-        for i in snap.within.get(&dir).into_iter().flatten().filter_map(|x| snap.items.get(x)) {
-            if let Some(t) = &i.trashed {
-                by_name.entry(t.name.as_str()).or_default().push(i);
-            }
-        }
-        for (n, mut same) in by_name {
-            same.sort_by_key(|i| removed_at(i));
-            let Some(last) = same.pop() else { continue };
-            left += same.iter().map(|i| snap.tree(i.ino).len() as u64).sum::<u64>();
-            steps.push((last.ino, dir, n.to_string()));
-            if last.is_dir() {
-                dirs.push(last.ino);
-            }
+/// What goes back below `top`, a live directory, parents before children,
+/// each to its place: of items that had one name in one directory, the
+/// last removed. Below `top` means through the trash and through live
+/// directories alike, so that a restore cut short and asked again finds
+/// what is left inside the directories it brought back already. Also how
+/// many stay (the others, with what was in them).
+fn below(snap: &Snapshot, store: &Store, top: Ino) -> Result<(Vec<Step>, u64)> {
+    let mut depths: HashMap<Ino, Option<usize>> = HashMap::from([(top, Some(0))]);
+    let mut by_place: BTreeMap<(usize, Ino, &str), Vec<&Inode>> = BTreeMap::new();
+    for i in snap.items.values() {
+        let Some(t) = &i.trashed else { continue };
+        if let Some(depth) = depth_below(snap, store, &mut depths, t.dir)? {
+            by_place.entry((depth, t.dir, t.name.as_str())).or_default().push(i);
         }
     }
-    (steps, left)
+    let mut steps = Vec::new();
+    let mut left = 0;
+    // In order of depth: a directory goes back before what was in it.
+    for ((_, dir, n), mut same) in by_place {
+        same.sort_by_key(|i| removed_at(i));
+        let Some(last) = same.pop() else { continue };
+        // What was inside the others stays too: its directory stays.
+        left += same.len() as u64;
+        steps.push((last.ino, dir, n.to_string()));
+    }
+    Ok((steps, left))
+}
+
+/// How deep directory `dir` lies below `top` (0 for `top`), going up
+/// through the trash and the live directories; `None` when it is not
+/// below it. Known depths are in `depths`.
+fn depth_below(
+    snap: &Snapshot,
+    store: &Store,
+    depths: &mut HashMap<Ino, Option<usize>>,
+    dir: Ino,
+) -> Result<Option<usize>> {
+    let mut chain = Vec::new();
+    let mut at = dir;
+    let base = loop {
+        if let Some(d) = depths.get(&at) {
+            break *d;
+        }
+        if at == Ino::ROOT || chain.len() > MAX_DEPTH {
+            break None;
+        }
+        chain.push(at);
+        at = match snap.place(at) {
+            Some((up, _)) => up,
+            None => match store.inode(at)? {
+                Some(i) if i.is_dir() && !i.is_trashed() => i.parent,
+                _ => break None,
+            },
+        };
+    };
+    let n = chain.len();
+    for (k, x) in chain.into_iter().enumerate() {
+        depths.insert(x, base.map(|b| b + n - k));
+    }
+    Ok(depths.get(&dir).copied().flatten())
 }
 
 /// What a purge removed: items and bytes of file content.
@@ -316,9 +350,10 @@ pub async fn purge(node: &Arc<Node>, what: PurgeTrash) -> Result<Purged> {
 /// `trash_hours` (everything, when the trash is off), and the oldest first
 /// while a member is short of room.
 pub async fn expire(node: Arc<Node>) {
-    let every = node.cfg().trash.map_or(Duration::from_secs(60), |keep| {
-        (keep / 10).clamp(Duration::from_millis(100), Duration::from_secs(60))
-    });
+    let every = node
+        .cfg()
+        .trash
+        .map_or(Duration::from_secs(60), |keep| (keep / 10).clamp(Duration::from_millis(100), Duration::from_secs(60)));
     let mut last = tokio::time::Instant::now();
     loop {
         tokio::select! {

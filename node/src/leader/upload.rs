@@ -25,8 +25,7 @@ use scs_common::proto::rpc::{Message, Request, Response, Target, UploadSpec};
 use scs_common::{name, namespace, ContentHash, Error, Ino, Inode, Key, Kind, NodeId, Result, Version};
 
 use super::{
-    commit_and_spread, majority_of, meta, now_ns, still_leading, Batch, LeaderState, UploadMark,
-    VersionGuard,
+    commit_and_spread, majority_of, meta, now_ns, still_leading, Batch, LeaderState, UploadMark, VersionGuard,
 };
 use crate::node::Node;
 use crate::transfer::{drain, BlobSink};

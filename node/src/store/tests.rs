@@ -709,7 +709,7 @@ fn an_index_of_an_unknown_format_is_refused_with_both_formats_named() {
     }
     let e = Store::open(tmp.path(), NodeId(1), None).unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, Error::Config(_)) && msg.contains("format 9") && msg.contains("format 4"), "{msg}");
+    assert!(matches!(e, Error::Config(_)) && msg.contains("format 9") && msg.contains("format 5"), "{msg}");
 }
 
 #[test]

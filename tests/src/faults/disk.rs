@@ -54,7 +54,15 @@ pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut Ha
         Ok(i) => i,
         Err(e) => return vec![Problem::Replicas(e)],
     };
-    let keys: BTreeMap<String, &String> = inos.iter().map(|(n, (i, _))| (key_hex(*i), n)).collect();
+    let mut keys: BTreeMap<String, &String> = inos.iter().map(|(n, (i, _))| (key_hex(*i), n)).collect();
+    // Removed files stay in the trash with their content until it expires:
+    // kept, not stray, and counted in every node's files.
+    let trashed = match trashed_files(c) {
+        Ok(t) => t,
+        Err(e) => return vec![Problem::Replicas(e)],
+    };
+    let in_trash = String::from("(in the trash)");
+    keys.extend(trashed.iter().map(|ino| (key_hex(*ino), &in_trash)));
     // Files, not names: hard links are names of one file.
     let live = expected
         .iter()
@@ -64,7 +72,7 @@ pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut Ha
         .len() as u64;
     match c.status() {
         None => out.push("no status answered".into()),
-        Some(s) => status_problems(&s, c.size(), live, &mut out),
+        Some(s) => status_problems(&s, c.size(), live + trashed.len() as u64, &mut out),
     }
     // name → (node, version) of every copy, to compare versions.
     let mut versions: BTreeMap<&String, BTreeSet<(u64, u64)>> = BTreeMap::new();
@@ -184,6 +192,23 @@ fn inos(c: &NsCluster, expected: &BTreeMap<String, Seen>) -> Result<BTreeMap<Str
         }
     }
     Ok(out)
+}
+
+/// The inode numbers of the files in the trash, from `scs trash ls --all --json`.
+fn trashed_files(c: &NsCluster) -> Result<BTreeSet<u64>, String> {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        kind: String,
+        ino: u64,
+    }
+    let args: Vec<std::ffi::OsString> = vec!["trash".into(), "ls".into(), "--all".into(), "--json".into()];
+    let ran = c.scs(&args, super::workload::OP_DEADLINE);
+    if !ran.ok() {
+        return Err(format!("trash ls: {}", ran.error_line()));
+    }
+    let items: Vec<Item> = serde_json::from_slice(&ran.stdout)
+        .map_err(|e| format!("trash ls --all --json is not the documented JSON: {e}"))?;
+    Ok(items.into_iter().filter(|i| i.kind == "file").map(|i| i.ino).collect())
 }
 
 fn status_problems(s: &Status, size: u32, live: u64, out: &mut Vec<String>) {
