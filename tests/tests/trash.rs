@@ -308,3 +308,29 @@ fn a_restore_cut_short_by_a_failover_is_finished_by_running_it_again() {
         c.assert_content(rel, format!("{rel}\n").as_bytes());
     }
 }
+
+#[test]
+fn a_removal_and_a_purge_made_while_a_node_was_down_do_not_come_back_with_it() {
+    let mut c = Cluster::start(3);
+    let big = seeded_bytes(7, 30_000);
+    c.upload_bytes("kept.bin", &big);
+    c.upload_bytes("purged.bin", &big);
+    c.kill(1);
+    c.wait_for("nodes 2 and 3 alone", Duration::from_secs(10), |s| s.is_settled(3, &[2, 3]));
+    c.scs(&["rm", "kept.bin"]).assert_ok();
+    c.scs(&["rm", "purged.bin"]).assert_ok();
+    c.scs(&["trash", "purge", "purged.bin"]).assert_ok();
+    c.restart(1);
+    c.wait_for("node 1 to be back", Duration::from_secs(10), |s| s.is_settled(3, &[1, 2, 3]));
+    // Node 1 still has both files as they were; it takes the cluster's word.
+    c.wait_for("node 1 to keep only what is in the trash", Duration::from_secs(20), |s| {
+        s.nodes.iter().all(|n| n.files == 1 && n.trash_bytes == big.len() as u64)
+    });
+    assert!(c.ls_json("").is_empty(), "neither name comes back");
+    assert_eq!(paths(&trash_ls(&c, "")), ["kept.bin"]);
+    // Node 1 serves the restore in its turn, with node 3 gone.
+    c.kill(3);
+    c.wait_for("nodes 1 and 2", Duration::from_secs(10), |s| s.is_settled(2, &[1, 2]));
+    c.scs(&["trash", "restore", "kept.bin"]).assert_ok();
+    c.assert_content("kept.bin", &big);
+}

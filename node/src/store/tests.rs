@@ -961,3 +961,38 @@ fn a_batch_is_in_the_index_before_it_is_settled_and_durable_once_it_is() {
     let s = open(tmp.path());
     assert_eq!(s.record(&f.key()).unwrap(), Some(r(&f)), "durable once settled");
 }
+
+#[test]
+fn the_trash_keeps_a_removed_file_and_its_blob_oldest_first_until_it_is_restored_or_purged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = file(7, v(1, 1), b"first", &[1, 2]);
+    let b = file(8, v(1, 2), b"second", &[2, 3]);
+    {
+        let s = open(tmp.path());
+        put(&s, &a, b"first");
+        put(&s, &b, b"second");
+        // Removed: b first, then a; both keep their content.
+        let mut b_gone = b.trash(Ino(1), "b.txt", 100);
+        b_gone.version = v(1, 3);
+        let mut a_gone = a.trash(Ino(1), "a.txt", 200);
+        a_gone.version = v(1, 4);
+        s.apply(&[r(&b_gone), r(&a_gone)], &[]).unwrap();
+        let listed: Vec<Ino> = s.trashed(i64::MAX, 10).unwrap().iter().map(|i| i.ino).collect();
+        assert_eq!(listed, [Ino(8), Ino(7)], "the oldest first");
+        assert_eq!(s.trashed(150, 10).unwrap().len(), 1, "removed before 150: b only");
+        assert_eq!(read_all(&s, &a), b"first", "node 1 keeps a's blob while it is in the trash");
+        assert_eq!(s.tally_trash_bytes().unwrap(), 5, "a's 5 bytes are node 1's; b is kept by 2 and 3");
+    }
+    // Through a reopen (the journal replayed), then a restore and a purge.
+    let s = open(tmp.path());
+    assert_eq!(s.trash_count().unwrap(), 2);
+    let mut a_back = s.inode(Ino(7)).unwrap().unwrap();
+    assert!(a_back.is_trashed() && a_back.nlink == 0);
+    (a_back.trashed, a_back.nlink, a_back.version) = (None, 1, v(2, 1));
+    let purged = s.inode(Ino(8)).unwrap().unwrap().tombstone(300);
+    let purged = Inode { version: v(2, 2), ..purged };
+    s.apply(&[r(&a_back), r(&purged)], &[]).unwrap();
+    assert!(s.trashed(i64::MAX, 10).unwrap().is_empty());
+    assert_eq!(read_all(&s, &a), b"first");
+    assert_eq!(s.tally_trash_bytes().unwrap(), 0);
+}
