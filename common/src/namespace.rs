@@ -70,6 +70,15 @@ impl<'a, V: View> Plan<'a, V> {
         }
     }
 
+    /// Inode `ino`, live and not in the trash: what is in the trash is
+    /// kept as it was removed (as a removed inode was before the trash).
+    ///
+    /// # Errors
+    /// `NotFound` otherwise.
+    pub fn named(&self, ino: Ino) -> Result<Inode> {
+        self.inode(ino)?.filter(|i| !i.is_trashed()).ok_or_else(|| Error::NotFound(format!("inode {ino}")))
+    }
+
     /// A live directory entry, as changed so far.
     pub fn dentry(&self, parent: Ino, name: &str) -> Result<Option<Dentry>> {
         match self.dentries.get(&(parent, name.to_string())) {
@@ -323,7 +332,7 @@ pub fn create_file<V: View>(
 /// # Errors
 /// `NotFound`, `IsDir`, or `Invalid` for anything that has no content.
 pub fn put_content<V: View>(plan: &mut Plan<'_, V>, ino: Ino, from: &Inode) -> Result<Inode> {
-    let mut i = plan.inode(ino)?.ok_or_else(|| Error::NotFound(format!("inode {ino}")))?;
+    let mut i = plan.named(ino)?;
     match i.kind {
         Kind::File => {}
         Kind::Dir => return Err(Error::IsDir(format!("inode {ino}"))),
@@ -519,7 +528,7 @@ fn moved<V: View>(plan: &mut Plan<'_, V>, mut i: Inode, dir: Ino) {
 /// # Errors
 /// `NotFound`.
 pub fn set_attr<V: View>(plan: &mut Plan<'_, V>, ino: Ino, set: &SetAttrs) -> Result<Inode> {
-    let mut i = plan.inode(ino)?.ok_or_else(|| Error::NotFound(format!("inode {ino}")))?;
+    let mut i = plan.named(ino)?;
     let now = plan.now();
     let at = |t: TimeSet| match t {
         TimeSet::Now => now,
@@ -593,7 +602,7 @@ pub fn set_xattr<V: View>(
     if value.0.len() > XATTR_SIZE_MAX {
         return Err(Error::TooBig(format!("attribute values are at most {XATTR_SIZE_MAX} bytes")));
     }
-    let mut i = plan.inode(ino)?.ok_or_else(|| Error::NotFound(format!("inode {ino}")))?;
+    let mut i = plan.named(ino)?;
     let exists = i.xattrs.contains_key(name);
     match mode {
         XattrMode::Create if exists => return Err(Error::Exists(format!("attribute {name}"))),
@@ -615,7 +624,7 @@ pub fn set_xattr<V: View>(
 /// The name errors of [`check_xattr_name`]; `NoAttr`.
 pub fn remove_xattr<V: View>(plan: &mut Plan<'_, V>, ino: Ino, name: &str) -> Result<Inode> {
     check_xattr_name(name)?;
-    let mut i = plan.inode(ino)?.ok_or_else(|| Error::NotFound(format!("inode {ino}")))?;
+    let mut i = plan.named(ino)?;
     if i.xattrs.remove(name).is_none() {
         return Err(Error::NoAttr(name.to_string()));
     }
@@ -829,6 +838,12 @@ mod tests {
         let e = fs.mk(y2024.ino, "new", Kind::File).unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "{e}");
         let e = fs.run(|p, _| link(p, a.ino, Ino::ROOT, "again")).unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+        // What is in the trash stays as it was removed.
+        let chmod = SetAttrs { mode: Some(0o600), ..Default::default() };
+        let e = fs.run(|p, _| set_attr(p, a.ino, &chmod)).unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+        let e = fs.run(|p, _| put_content(p, a.ino, &kept)).unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "{e}");
 
         // The top first, then what was in it, into it.

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use scs_common::inode::{DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::locks::{FileLock, LockAnswer, SessionId};
-use scs_common::proto::rpc::{StatusReport, UploadSpec};
+use scs_common::proto::rpc::{StatusReport, TrashItem, UploadSpec};
 use scs_common::{Ino, Result};
 
 /// Opens the bytes of an upload; called again for each retry.
@@ -93,6 +93,10 @@ pub trait Cluster: Send + Sync {
     fn keep_alive(&self, session: SessionId) -> Result<LockAnswer>;
     /// Sets the session's locks to `locks`: those refused (held by another mount).
     fn reclaim(&self, session: SessionId, locks: Vec<FileLock>) -> Result<Vec<FileLock>>;
+
+    /// Everything in the trash, with the paths the items had (see
+    /// [`super::trash`]).
+    fn trash(&self) -> Result<Vec<TrashItem>>;
 }
 
 /// Uploads the first `spec.size` bytes of the local file `path`.

@@ -272,6 +272,10 @@ fn lock_leader(limits: Limits) -> LockTable {
 }
 
 impl Cluster for Fake {
+    fn trash(&self) -> Result<Vec<scs_common::proto::rpc::TrashItem>> {
+        Ok(Vec::new())
+    }
+
     fn lock(&self, session: SessionId, lock: FileLock) -> Result<LockAnswer> {
         let mut st = self.state();
         st.check_up()?;

@@ -61,6 +61,9 @@ impl Core {
     ) -> Result<(FileAttr, u64), Errno> {
         let parent = Ino(parent);
         let name = checked(name)?;
+        if super::trash::is_virtual(parent) {
+            return Err(Errno::EROFS);
+        }
         let exclusive = flags & libc::O_EXCL != 0;
         // The kernel's view may be stale: the name may be taken, here or on
         // the cluster. Then this opens what is there.
@@ -245,6 +248,10 @@ impl Core {
             };
             let of = OpenFile { ino, staged: None, append, opened, item: Mutex::new(None) };
             return Ok(lock(&self.handles).add_file(of));
+        }
+        // What is in the trash is kept as it was removed.
+        if lock(&self.handles).staged(ino).is_none() && self.inode(ino)?.is_some_and(|i| i.is_trashed()) {
+            return Err(Errno::EROFS);
         }
         let staged = self.open_writer(ino, flags & libc::O_TRUNC != 0)?;
         let of = OpenFile { ino, staged: Some(staged), append, opened: None, item: Mutex::new(None) };

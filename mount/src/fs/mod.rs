@@ -9,7 +9,8 @@
 //!   file reaches the cluster (at close, and the write-back uploaders).
 //! - [`cluster`]: the one trait the mount reaches the cluster through;
 //!   [`remote`] implements it over the client library (with a time limit
-//!   on every call), `fake` in memory for the tests.
+//!   on every call), `fake` in memory for the tests; [`trash`] wraps it
+//!   to show the trash, read-only, at `.scs-trash`.
 //! - [`staged`]: a file's staging copy and the choice of how its content
 //!   goes up (streamed, uploaded whole, or journaled).
 //! - [`writeback`]: the journal and queue of `--write-back`.
@@ -50,6 +51,7 @@ pub mod staged;
 #[cfg(test)]
 mod tests;
 pub mod time;
+pub mod trash;
 pub mod writeback;
 
 use std::ffi::OsStr;

@@ -177,6 +177,10 @@ impl Core {
     /// What `name` in `dir` leads to on the cluster, with its inode (files
     /// not on the cluster yet aside: see [`Inodes::fresh_at`]).
     pub(super) fn child(&self, dir: Ino, name: &str) -> Result<Option<Inode>, Errno> {
+        // Not in the root's listing, so past the caches of names.
+        if dir == Ino::ROOT && name == super::trash::TRASH_DIR {
+            return self.cluster.lookup(dir, name).map_err(|e| fail("lookup", dir, e));
+        }
         let now = Instant::now();
         let (cached, listed, asked) = {
             let m = lock(&self.meta);

@@ -17,7 +17,7 @@ use tokio::runtime::Handle;
 
 use scs_common::inode::{DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::locks::{FileLock, LockAnswer, SessionId};
-use scs_common::proto::rpc::{Request, StatusReport, UploadSpec};
+use scs_common::proto::rpc::{Request, StatusReport, TrashItem, UploadSpec};
 use scs_common::{Error, Ino, Result};
 
 use super::cluster::{Cluster, Opener, UploadStream};
@@ -190,6 +190,10 @@ impl Cluster for Remote {
 
     fn reclaim(&self, session: SessionId, locks: Vec<FileLock>) -> Result<Vec<FileLock>> {
         self.call("reclaim", self.client.reclaim(session, locks))
+    }
+
+    fn trash(&self) -> Result<Vec<TrashItem>> {
+        self.call("trash", self.client.trash_list())
     }
 }
 

@@ -19,6 +19,7 @@ use super::content::ContentCache;
 use super::ops::Core;
 use super::remote::Remote;
 use super::report;
+use super::trash::TrashView;
 use super::writeback::Journal;
 use super::ScsFs;
 use crate::client::{Client, ClientOptions};
@@ -114,6 +115,7 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     let (journal, left) =
         Journal::open(&pending).map_err(|e| format!("cannot use the write-back journal {}: {e}", pending.display()))?;
     let remote: Arc<dyn Cluster> = Arc::new(Remote::new(rt.handle().clone(), client, window));
+    let remote: Arc<dyn Cluster> = Arc::new(TrashView::new(remote));
     let core = Arc::new(Core::new(
         remote,
         content,
