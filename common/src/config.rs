@@ -138,9 +138,9 @@ pub struct NodeConfig {
     pub scrub_interval: Duration,
     /// How old a tombstone must be before it may be purged (once every node has it).
     pub tombstone_ttl: Duration,
-    /// How long removed files and the old content of replaced ones stay in
-    /// the trash (`trash_hours`); `None` when the trash is off. The
-    /// leader's setting counts.
+    /// How long files removed, or replaced by a name, stay in the trash
+    /// (`trash_hours`); `None` when the trash is off. The leader's setting
+    /// counts.
     pub trash: Option<Duration>,
     pub limits: Limits,
     /// Where `/metrics` and `/health` are served over HTTP (off when unset).

@@ -432,14 +432,16 @@ pub fn restore<V: View>(plan: &mut Plan<'_, V>, ino: Ino, dir: Ino, name: &str) 
     Ok(i)
 }
 
-/// Removes inode `ino` from the trash for good: its content goes.
+/// Removes inode `ino` from the trash for good, its content with it, if
+/// it is there from its removal at `removed_ns` (not restored and removed
+/// again since).
 ///
 /// # Errors
-/// `NotFound` when it is not in the trash.
-pub fn purge<V: View>(plan: &mut Plan<'_, V>, ino: Ino) -> Result<()> {
+/// `NotFound` when it is not in the trash from then.
+pub fn purge<V: View>(plan: &mut Plan<'_, V>, ino: Ino, removed_ns: i64) -> Result<()> {
     let i = plan
         .inode(ino)?
-        .filter(Inode::is_trashed)
+        .filter(|i| i.is_trashed() && i.trashed.as_ref().is_some_and(|t| t.at_ns == removed_ns))
         .ok_or_else(|| Error::NotFound(format!("inode {ino} is not in the trash")))?;
     plan.put_inode(i.tombstone(plan.now()));
     Ok(())
@@ -871,9 +873,12 @@ mod tests {
         let e = fs.run(|p, _| restore(p, old.ino, Ino::ROOT, "report")).unwrap_err();
         assert!(matches!(e, Error::Exists(_)), "{e}");
         assert_eq!(fs.at("report").unwrap().ino, new.ino, "the name keeps what it has now");
-        fs.run(|p, _| purge(p, old.ino)).unwrap();
+        let removed = fs.get(old.ino).unwrap().trashed.unwrap().at_ns;
+        let e = fs.run(|p, _| purge(p, old.ino, removed - 1)).unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "a purge of an earlier removal leaves a later one: {e}");
+        fs.run(|p, _| purge(p, old.ino, removed)).unwrap();
         assert!(fs.get(old.ino).is_none(), "purged");
-        let e = fs.run(|p, _| purge(p, new.ino)).unwrap_err();
+        let e = fs.run(|p, _| purge(p, new.ino, removed)).unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "only what is in the trash is purged: {e}");
         fs.trash = false;
         fs.run(|p, _| remove(p, Ino::ROOT, "report", Removal::NonDir)).unwrap();

@@ -62,11 +62,16 @@ pub async fn run(client: &Client, cmd: TrashCommand) -> Result<()> {
         TrashCommand::Restore { path, to } => {
             let path = name::normalize(&path)?;
             let items = client.trash_list().await?;
-            let item = items
-                .iter()
-                .filter(|i| i.path == path)
-                .max_by_key(|i| deleted_ns(i))
-                .ok_or_else(|| Error::NotFound(format!("{path} is not in the trash (see scs trash ls)")))?;
+            let ino = match items.iter().filter(|i| i.path == path).max_by_key(|i| deleted_ns(i)) {
+                Some(item) => item.inode.ino,
+                // A directory back already (a restore cut short) with
+                // what was in it still in the trash: the rest of it.
+                None if items.iter().any(|i| listed(i, &path, true)) => match client.resolve(&path, false).await {
+                    Ok(Some(dir)) if dir.is_dir() => dir.ino,
+                    _ => return Err(not_in_trash(&path)),
+                },
+                None => return Err(not_in_trash(&path)),
+            };
             let to = match to {
                 None => None,
                 Some(t) => {
@@ -78,7 +83,7 @@ pub async fn run(client: &Client, cmd: TrashCommand) -> Result<()> {
                     Some((dir.ino, base))
                 }
             };
-            let (_, restored, left) = client.trash_restore(item.inode.ino, to).await?;
+            let (_, restored, left) = client.trash_restore(ino, to).await?;
             if std::io::stderr().is_terminal() {
                 eprintln!("restored {path} ({})", count(restored, "item"));
             }
@@ -100,7 +105,7 @@ pub async fn run(client: &Client, cmd: TrashCommand) -> Result<()> {
                 let items = client.trash_list().await?;
                 let inos: Vec<_> = items.iter().filter(|i| i.path == path).map(|i| i.inode.ino).collect();
                 if inos.is_empty() {
-                    return Err(Error::NotFound(format!("{path} is not in the trash (see scs trash ls)")));
+                    return Err(not_in_trash(&path));
                 }
                 PurgeTrash::Items(inos)
             };
@@ -121,6 +126,10 @@ fn listed(i: &TrashItem, prefix: &str, all: bool) -> bool {
         return all || !i.inside;
     }
     i.path == prefix || i.path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn not_in_trash(path: &str) -> Error {
+    Error::NotFound(format!("{path} is not in the trash (see scs trash ls)"))
 }
 
 fn deleted_ns(i: &TrashItem) -> i64 {

@@ -88,14 +88,12 @@ impl Tree {
             let shown = if item.inode.is_dir() {
                 let path = if name == base { item.path.clone() } else { format!("{parent_path}/{name}") };
                 let ino = virtual_ino(&path);
-                let d = tree
-                    .dirs
-                    .entry(ino)
-                    .or_insert_with(|| Dir { inode: made_dir(ino, parent, &item.inode), children: BTreeMap::new() });
-                d.inode = made_dir(ino, parent, &item.inode);
-                d.inode.clone()
+                let inode = owner_only(made_dir(ino, parent, &item.inode));
+                let d = tree.dirs.entry(ino).or_insert_with(|| Dir { inode: inode.clone(), children: BTreeMap::new() });
+                d.inode = inode.clone();
+                inode
             } else {
-                item.inode.clone()
+                owner_only(item.inode.clone())
             };
             if let Some(p) = tree.dirs.get_mut(&parent) {
                 p.children.insert(name, shown);
@@ -125,6 +123,18 @@ impl Tree {
         }
         at
     }
+}
+
+/// What is in the trash is its owner's to read (and root's) whatever the
+/// directories it was in allowed: they are not there to ask.
+const OWNER_ONLY: u32 = 0o500;
+
+/// `i` as the trash shows it: read-only, to its owner.
+fn owner_only(mut i: Inode) -> Inode {
+    if i.kind != Kind::Symlink {
+        i.mode &= OWNER_ONLY;
+    }
+    i
 }
 
 /// A made-up directory `ino` in `parent`, with `like`'s mode, owner and times.
@@ -210,7 +220,7 @@ impl Cluster for TrashView {
         if is_virtual(ino) {
             return Ok(self.tree()?.dirs.get(&ino).map(|d| d.inode.clone()));
         }
-        self.inner.getattr(ino)
+        Ok(self.inner.getattr(ino)?.map(|i| if i.is_trashed() { owner_only(i) } else { i }))
     }
 
     fn readdir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
@@ -355,7 +365,8 @@ mod tests {
         assert_eq!(docs.children.keys().collect::<Vec<_>>(), ["a.txt", "a.txt~1970-01-01T00:00:01Z"]);
         assert_eq!(docs.children["a.txt"].ino, Ino(11), "the latest removed has the name");
         let photos = &root.children["photos"];
-        assert!(is_virtual(photos.ino) && photos.is_dir() && photos.mode & 0o222 == 0, "{photos:?}");
+        assert!(is_virtual(photos.ino) && photos.is_dir() && photos.mode & 0o277 == 0, "{photos:?}");
+        assert_eq!(docs.children["a.txt"].mode, 0o400, "a file there is its owner's to read");
         assert_eq!(tree.dirs[&photos.ino].children["x.jpg"].ino, Ino(13), "a file is its own inode");
         assert!(!is_virtual(Ino(13)) && !is_virtual(Ino(1 << 63 | 5)) && !is_virtual(Ino(2)));
     }

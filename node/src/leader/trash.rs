@@ -72,6 +72,20 @@ impl Snapshot {
         out
     }
 
+    /// How many items above `ino` in the trash (0 for one whose directory
+    /// is not in the trash).
+    fn depth(&self, ino: Ino) -> usize {
+        let mut at = ino;
+        let mut n = 0;
+        while let Some((dir, _)) = self.place(at) {
+            if n > MAX_DEPTH || !self.items.contains_key(&dir) {
+                break;
+            }
+            (at, n) = (dir, n + 1);
+        }
+        n
+    }
+
     /// Where `ino` was: a directory and a name.
     fn place(&self, ino: Ino) -> Option<(Ino, String)> {
         self.items.get(&ino)?.trashed.as_ref().map(|t| (t.dir, t.name.clone()))
@@ -314,18 +328,24 @@ pub async fn purge(node: &Arc<Node>, what: PurgeTrash) -> Result<Purged> {
         PurgeTrash::Before(t) => snap.items.values().filter(|i| removed_at(i) < t).map(|i| i.ino).collect(),
         PurgeTrash::All => snap.items.keys().copied().collect(),
     };
-    // Children before their directories: an interrupted purge leaves no
-    // item whose directory is gone.
+    // Each once, with when it was removed (an item restored and removed
+    // again since is not this one), the deepest first: an interrupted
+    // purge leaves no item whose directory is gone.
     let mut seen = HashSet::new();
-    let mut doomed: Vec<Ino> = tops.iter().flat_map(|t| snap.tree(*t)).filter(|x| seen.insert(*x)).collect();
-    doomed.reverse();
+    let mut doomed: Vec<(usize, Ino, i64)> = tops
+        .iter()
+        .flat_map(|t| snap.tree(*t))
+        .filter(|x| seen.insert(*x))
+        .filter_map(|x| snap.items.get(&x).map(|i| (snap.depth(x), x, removed_at(i))))
+        .collect();
+    doomed.sort_by_key(|d| std::cmp::Reverse(d.0));
     let mut out = Purged { items: 0, bytes: 0 };
     for batch in doomed.chunks(BATCH) {
         let batch = batch.to_vec();
         let c = change(node, 0, move |plan, _| {
             let mut gone = Vec::new();
-            for x in batch {
-                match namespace::purge(plan, x) {
+            for (_, x, removed) in batch {
+                match namespace::purge(plan, x, removed) {
                     Ok(()) => gone.push(x),
                     Err(Error::NotFound(_)) => {}
                     Err(e) => return Err(e),
@@ -347,8 +367,9 @@ pub async fn purge(node: &Arc<Node>, what: PurgeTrash) -> Result<Purged> {
 }
 
 /// The leader's loop removing what has been in the trash longer than
-/// `trash_hours` (everything, when the trash is off), and the oldest first
-/// while a member is short of room.
+/// `trash_hours`, and the oldest first while a member is short of room.
+/// With the trash off (on this leader) nothing expires: what is in the
+/// trash stays until it is purged, or makes room.
 pub async fn expire(node: Arc<Node>) {
     let every = node
         .cfg()
@@ -363,9 +384,9 @@ pub async fn expire(node: Arc<Node>) {
         if node.writable().is_err() {
             continue;
         }
-        if let Some((who, need)) = short_of_room(&node) {
+        for (who, need) in short_of_room(&node) {
             match make_room(&node, Some(who), need).await {
-                Ok(0) => {}
+                Ok(0) => continue,
                 Ok(n) => {
                     log::info!("node {}: node {who} is short of room: {n} oldest item(s) left the trash", node.me());
                     // Its next heartbeats tell whether that was enough.
@@ -373,13 +394,14 @@ pub async fn expire(node: Arc<Node>) {
                 }
                 Err(e) => log::debug!("node {}: no room made in the trash now: {e}", node.me()),
             }
+            break;
         }
         if last.elapsed() < every {
             continue;
         }
         last = tokio::time::Instant::now();
-        let keep = node.cfg().trash.map_or(0, |k| k.as_nanos() as i64);
-        let before = now_ns() - keep;
+        let Some(keep) = node.cfg().trash else { continue };
+        let before = now_ns().saturating_sub(i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX));
         match node.blocking(move |s| s.trashed(before, 1)).await {
             Ok(due) if due.is_empty() => continue,
             Ok(_) => {}
@@ -422,22 +444,24 @@ impl Need {
     }
 }
 
-/// A member that takes copies and is short of room (at its `max_files`,
-/// or short of disk), as the leader last heard, and what it needs.
-fn short_of_room(node: &Node) -> Option<(NodeId, Need)> {
+/// The members that take copies and are short of room (at their
+/// `max_files`, or short of disk), as the leader last heard, and what each
+/// needs.
+fn short_of_room(node: &Node) -> Vec<(NodeId, Need)> {
     let members = node.members();
     let store = node.store();
     let (free, total) = store.room();
+    let mut out = Vec::new();
     if members.takes_copies(node.me()) {
         if let Some(need) = Need::of(store.files() + store.wanted_count(), node.cfg().max_files, free, total) {
-            return Some((node.me(), need));
+            out.push((node.me(), need));
         }
     }
     let view = node.view();
-    let short = view.alive_others().filter(|(id, _)| members.takes_copies(*id)).find_map(|(id, m)| {
+    out.extend(view.alive_others().filter(|(id, _)| members.takes_copies(*id)).filter_map(|(id, m)| {
         Need::of(m.info.files + m.info.wanted, m.info.max_files, m.info.disk_free, m.info.disk_total).map(|n| (id, n))
-    });
-    short
+    }));
+    out
 }
 
 /// Purges the oldest items in the trash whose content is in blobs (on
@@ -474,7 +498,12 @@ pub async fn holders_making_room(node: &Arc<Node>, ino: Ino) -> Result<Vec<(Node
         Err(Error::NoSpace(why)) => why,
         other => return other,
     };
-    if make_room(node, None, Need { files: 1, bytes: 0 }).await? == 0 {
+    // Only when members are full: not, say, when none is up to take copies.
+    let mut made = 0;
+    for (who, need) in short_of_room(node) {
+        made += make_room(node, Some(who), need).await?;
+    }
+    if made == 0 {
         return Err(Error::NoSpace(why));
     }
     let deadline = tokio::time::Instant::now() + ROOM_WAIT;

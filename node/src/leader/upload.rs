@@ -110,7 +110,7 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
                 Err(e) => return Err(e),
             }
         }
-        Target::Ino(ino) => match node.store().inode(*ino)? {
+        Target::Ino(ino) => match node.store().inode(*ino)?.filter(|i| !i.is_trashed()) {
             Some(i) if i.kind == Kind::File => Plan::Into(i.ino),
             Some(i) if i.is_dir() => return Err(Error::IsDir(format!("inode {ino}"))),
             Some(i) => return Err(Error::Invalid(format!("a {} has no content", i.kind.as_str()))),
@@ -121,9 +121,10 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
             if !meta::was_reserved(node, *ino)? {
                 return Err(Error::Invalid(format!("inode {ino} was never reserved")));
             }
-            // Made and removed since (elsewhere): a late copy of its first
-            // upload (a journal replayed after a power cut) must not bring it back.
-            if node.store().inode_record(*ino)?.is_some_and(|i| i.deleted) {
+            // Made and removed since (elsewhere; in the trash or gone): a
+            // late copy of its first upload (a journal replayed after a
+            // power cut) must not bring it back.
+            if node.store().inode_record(*ino)?.is_some_and(|i| i.deleted || i.is_trashed()) {
                 return Err(Error::NotFound(format!("{name}: its inode {ino} was removed")));
             }
             match node.store().inode(*parent)? {

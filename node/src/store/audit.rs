@@ -71,7 +71,9 @@ impl Store {
         for row in records.iter().map_err(|e| self.db_err(e))? {
             let (_, v) = row.map_err(|e| self.db_err(e))?;
             let Record::Inode(i) = decode_record(v.value())? else { continue };
-            if i.deleted {
+            // What is in the trash has no name on purpose: not an orphan,
+            // and no name leads to it or into it.
+            if i.deleted || i.is_trashed() {
                 continue;
             }
             if i.kind == Kind::Dir {

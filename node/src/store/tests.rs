@@ -991,8 +991,16 @@ fn the_trash_keeps_a_removed_file_and_its_blob_oldest_first_until_it_is_restored
     (a_back.trashed, a_back.nlink, a_back.version) = (None, 1, v(2, 1));
     let purged = s.inode(Ino(8)).unwrap().unwrap().tombstone(300);
     let purged = Inode { version: v(2, 2), ..purged };
-    s.apply(&[r(&a_back), r(&purged)], &[]).unwrap();
+    s.apply(&[r(&a_back), entry(1, "a.txt", &a_back, v(2, 3)), r(&purged)], &[]).unwrap();
     assert!(s.trashed(i64::MAX, 10).unwrap().is_empty());
     assert_eq!(read_all(&s, &a), b"first");
+    // In the trash, no name is no orphan; a name into the trash is stray.
+    let c = file(9, v(3, 1), b"", &[]);
+    let mut c_gone = c.trash(Ino(1), "c.txt", 400);
+    c_gone.version = v(3, 2);
+    s.apply(&[r(&dir(1, v(3, 3))), r(&c_gone), entry(1, "stale-name", &c_gone, v(3, 4))], &[]).unwrap();
+    let audit = s.audit().unwrap();
+    assert!(audit.orphans.is_empty(), "{:?}", audit.orphans);
+    assert_eq!(audit.stray_names.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["stale-name"]);
     assert_eq!(s.tally_trash_bytes().unwrap(), 0);
 }

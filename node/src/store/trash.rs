@@ -3,7 +3,7 @@
 //! were removed, so that the oldest are found first without reading every
 //! record.
 
-use redb::ReadableDatabase;
+use redb::{ReadableDatabase, ReadableTable};
 
 use std::sync::atomic::Ordering;
 
@@ -11,9 +11,6 @@ use scs_common::{Ino, Inode, Key, Kind, Record, Result};
 
 use super::index::{children_of, parse_child_value, read_record, CHILDREN, RECORDS, TRASH};
 use super::Store;
-
-/// Items read at a time when the trash is counted.
-const TALLY_PAGE: usize = 1000;
 
 /// Keeps the `trash` table in step with inode `now`, which replaces `old`.
 pub(super) fn keep_trash(
@@ -35,32 +32,35 @@ pub(super) fn keep_trash(
     Ok(())
 }
 
+/// Takes inode `gone`, whose record goes, out of the `trash` table.
+pub(super) fn forget_trash(
+    trash: &mut redb::Table<(i64, u64), ()>,
+    gone: &Inode,
+) -> std::result::Result<(), redb::Error> {
+    if let Some(t) = gone.trashed.as_ref().filter(|_| !gone.deleted) {
+        trash.remove((t.at_ns, gone.ino.0))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Up to `limit` inodes in the trash removed before `before_ns`
     /// (everything with `i64::MAX`), the oldest first, without their inline
     /// content.
     pub fn trashed(&self, before_ns: i64, limit: usize) -> Result<Vec<Inode>> {
-        self.trashed_from((i64::MIN, 0), before_ns, limit)
-    }
-
-    /// [`Store::trashed`] from the item `from` (when it was removed, its
-    /// inode) on.
-    fn trashed_from(&self, from: (i64, u64), before_ns: i64, limit: usize) -> Result<Vec<Inode>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let trash = tx.open_table(TRASH).map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
-        if from >= (before_ns, 0) {
-            return Ok(out);
-        }
-        for row in trash.range(from..(before_ns, 0)).map_err(|e| self.db_err(e))? {
+        for row in trash.range((i64::MIN, 0)..(before_ns, 0)).map_err(|e| self.db_err(e))? {
             if out.len() >= limit {
                 break;
             }
             let (k, _) = row.map_err(|e| self.db_err(e))?;
-            let ino = Ino(k.value().1);
-            if let Some(Record::Inode(i)) = read_record(&records, &Key::of_ino(ino))? {
-                if i.is_trashed() {
+            let (at, ino) = k.value();
+            // A row the record no longer matches is left over: not listed.
+            if let Some(Record::Inode(i)) = read_record(&records, &Key::of_ino(Ino(ino)))? {
+                if i.trashed.as_ref().is_some_and(|t| t.at_ns == at) && i.is_trashed() {
                     out.push(i.for_client());
                 }
             }
@@ -76,18 +76,18 @@ impl Store {
 
     /// Counts [`Store::trash_bytes`] again.
     pub fn tally_trash_bytes(&self) -> Result<u64> {
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let trash = tx.open_table(TRASH).map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let mut bytes = 0;
-        let mut from = (i64::MIN, 0);
-        loop {
-            let page = self.trashed_from(from, i64::MAX, TALLY_PAGE)?;
-            for i in &page {
-                if i.kind == Kind::File && (i.inline.is_some() || i.holders.contains(&self.me)) {
+        for row in trash.iter().map_err(|e| self.db_err(e))? {
+            let (k, _) = row.map_err(|e| self.db_err(e))?;
+            let (at, ino) = k.value();
+            if let Some(Record::Inode(i)) = read_record(&records, &Key::of_ino(Ino(ino)))? {
+                let listed = i.trashed.as_ref().is_some_and(|t| t.at_ns == at) && i.is_trashed();
+                if listed && i.kind == Kind::File && (i.inline.is_some() || i.holders.contains(&self.me)) {
                     bytes += i.size;
                 }
-            }
-            match page.last().and_then(|i| i.trashed.as_ref().map(|t| (t.at_ns, i.ino.0))) {
-                Some((at, ino)) if page.len() == TALLY_PAGE => from = (at, ino.saturating_add(1)),
-                _ => break,
             }
         }
         self.trash_bytes.store(bytes, Ordering::Relaxed);
