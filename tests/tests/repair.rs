@@ -135,7 +135,8 @@ fn the_scrub_finds_damaged_small_file_content_in_a_followers_index_and_puts_it_b
 
 #[test]
 fn tombstones_are_purged_once_every_node_has_them_and_the_file_stays_deleted() {
-    let c = Cluster::builder(3).config("tombstone_ttl_ms = 200\n").start();
+    // With the trash off: in it, the inode would stay (see trash.rs).
+    let c = Cluster::builder(3).config("tombstone_ttl_ms = 200\ntrash_hours = 0\n").start();
     c.upload_bytes("doomed", b"x");
     c.scs(&["rm", "doomed"]).assert_ok();
     eventually("the leader purges the tombstone", Duration::from_secs(20), || {
