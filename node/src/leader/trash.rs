@@ -33,9 +33,11 @@ const ROOM_SCAN: usize = 4096;
 /// How often the leader looks for a member short of room.
 const ROOM_EVERY: Duration = Duration::from_secs(1);
 /// A member with less free disk than this (or than [`SHORT_SHARE`] of its
-/// disk, whichever is less) is short of room.
+/// disk, whichever is less) is short of room. The share is for small
+/// disks: the index and its journal need room to grow, and a node whose
+/// disk is full cannot take in the very purge that would free it.
 const SHORT_BYTES: u64 = 1 << 30;
-const SHORT_SHARE: f64 = 0.05;
+const SHORT_SHARE: f64 = 0.2;
 /// After purging for room, how long an upload waits for the holders to
 /// say, in their heartbeats, that they have room again.
 const ROOM_WAIT: Duration = Duration::from_secs(3);

@@ -87,6 +87,10 @@ pub struct Applied {
     pub wanted: usize,
 }
 
+/// Room on the data disk that blobs leave to the index and its journal
+/// (or a tenth of a smaller disk).
+const INDEX_RESERVE: u64 = 64 << 20;
+
 /// How often a failed index is tried again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
@@ -751,7 +755,17 @@ impl Store {
     /// Starts writing the blob of inode `ino` at content version `content`,
     /// `size` bytes long when known.
     pub fn new_blob(&self, ino: Ino, content: Version, size: Option<u64>) -> Result<BlobWriter> {
-        self.make_room(size.unwrap_or(0));
+        // Blobs never take the index's last room: a node whose disk is
+        // full cannot commit, not even the purge that would free it.
+        let reserve = INDEX_RESERVE.min(self.disk_space().1 / 10);
+        self.make_room(size.unwrap_or(0).saturating_add(reserve));
+        let (free, total) = self.disk_space();
+        if let Some(size) = size.filter(|s| total > 0 && free < s.saturating_add(reserve)) {
+            return Err(Error::NoSpace(format!(
+                "{size} bytes would leave less than the {reserve} bytes the index keeps free on node {}",
+                self.me
+            )));
+        }
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         BlobWriter::create(self.layout.tmp(n), self.layout.blob(&Key::of_ino(ino), content), size)
     }
@@ -1228,7 +1242,9 @@ impl Store {
         if let Some(hv) = read_version(held, &key)? {
             if keep != Some(hv) {
                 let path = self.layout.blob(&key, hv);
-                match old.filter(|o| o.content == hv && o.has_blob()) {
+                // Content that leaves the trash was kept a week already:
+                // it goes, rather than wait a while longer for reuse.
+                match old.filter(|o| o.content == hv && o.has_blob() && !o.is_trashed()) {
                     Some(o) => placed.released.push((path, o.hash)),
                     None => placed.useless.push(path),
                 }
