@@ -728,6 +728,8 @@ fn a_late_copy_of_a_deleted_file_arriving_after_its_tombstones_were_purged_does_
 
     let rm = c.scs(&["rm", "gone.txt"]);
     assert!(rm.status.success(), "{}", rm.stderr);
+    // Gone for good: out of the trash too.
+    c.scs(&["trash", "purge", "gone.txt"]).assert_ok();
     eventually("every node to purge the file's tombstones", Duration::from_secs(30), || {
         (1..=3).all(|id| rt.block_on(records_for(&c.node_addr(id), &k, keys.clone())).is_empty())
     });
