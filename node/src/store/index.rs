@@ -183,6 +183,19 @@ pub fn children_of(parent: Ino) -> ([u8; 8], Option<[u8; 8]>) {
     (lo, hi)
 }
 
+/// The rows of `children` of one directory, in name order (by bytes).
+pub fn children_rows<'t>(
+    children: &'t impl ReadableTable<&'static [u8], &'static [u8]>,
+    dir: Ino,
+) -> Result<redb::Range<'t, &'static [u8], &'static [u8]>> {
+    let (lo, hi) = children_of(dir);
+    match &hi {
+        Some(hi) => children.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
+        None => children.range::<&[u8]>(lo.as_slice()..),
+    }
+    .map_err(db_err)
+}
+
 /// The `children` value: the child inode and its kind.
 pub fn child_value(child: Ino, kind: Kind) -> [u8; 9] {
     let mut v = [0u8; 9];

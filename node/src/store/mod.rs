@@ -47,7 +47,7 @@ use scs_common::{ContentHash, Dentry, Error, Ino, Inode, Key, Kind, Members, Nod
 pub use blobs::{hash_file, BlobReader, BlobWriter};
 use entropy::{read_digests, DIGESTS};
 use index::{
-    attach_inline, child_key, child_value, children_of, db_err, decode_record, parse_child_value, parse_version_key,
+    attach_inline, child_key, child_value, children_rows, db_err, decode_record, parse_child_value, parse_version_key,
     put_inline, read_record, read_version, read_whole, stored_form, version_key, BY_VERSION, CHILDREN, FORMAT,
     FORMAT_KEY, HELD, INLINE, INLINE_DATA, META, RECORDS, SUBDIRS, TRASH, WANTED,
 };
@@ -660,12 +660,7 @@ impl Store {
         let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let subdirs = tx.open_table(SUBDIRS).map_err(|e| self.db_err(e))?;
-        let (lo, hi) = children_of(dir);
-        let rows = match &hi {
-            Some(hi) => children.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
-            None => children.range::<&[u8]>(lo.as_slice()..),
-        }
-        .map_err(|e| self.db_err(e))?;
+        let rows = children_rows(&children, dir)?;
         let mut out = Vec::new();
         for row in rows {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
@@ -684,13 +679,8 @@ impl Store {
     pub fn has_children(&self, dir: Ino) -> Result<bool> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
-        let (lo, hi) = children_of(dir);
-        let mut rows = match &hi {
-            Some(hi) => children.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
-            None => children.range::<&[u8]>(lo.as_slice()..),
-        }
-        .map_err(|e| self.db_err(e))?;
-        Ok(rows.next().is_some())
+        let any = children_rows(&children, dir)?.next().is_some();
+        Ok(any)
     }
 
     /// How far inode numbers have been handed out (2 on a new cluster: 1 is the root).

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use scs_common::{Ino, Inode, Key, Kind, Record, Result};
 
-use super::index::{children_of, parse_child_value, read_record, CHILDREN, RECORDS, TRASH};
+use super::index::{children_rows, parse_child_value, read_record, CHILDREN, RECORDS, TRASH};
 use super::Store;
 
 /// Keeps the `trash` table in step with inode `now`, which replaces `old`.
@@ -108,12 +108,7 @@ impl Store {
     pub fn name_in(&self, parent: Ino, child: Ino) -> Result<Option<String>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
-        let (lo, hi) = children_of(parent);
-        let rows = match &hi {
-            Some(hi) => children.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
-            None => children.range::<&[u8]>(lo.as_slice()..),
-        }
-        .map_err(|e| self.db_err(e))?;
+        let rows = children_rows(&children, parent)?;
         for row in rows {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
             if parse_child_value(v.value()).is_some_and(|(c, _)| c == child) {
