@@ -133,12 +133,21 @@ pub struct Inode {
 /// Where a trashed inode was, and when it went: its last name, as a
 /// directory and a name in it. The directory may be in the trash too (a
 /// tree removed with everything in it), so a tree comes back as a tree.
+///
+/// An earlier version of a file is in the trash too: the content an
+/// overwrite replaced, as an inode of its own with no name (`dir` is
+/// [`Ino::NONE`]), kept as long as anything else in the trash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trashed {
     pub dir: Ino,
     pub name: String,
-    /// When it was removed, nanoseconds since the epoch.
+    /// When it was removed (or, for a version, replaced), nanoseconds
+    /// since the epoch.
     pub at_ns: i64,
+    /// For an earlier version: the file whose content it was. Left out of
+    /// the encoding when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_of: Option<Ino>,
 }
 
 impl Inode {
@@ -267,7 +276,27 @@ impl Inode {
         Inode {
             nlink: 0,
             ctime_ns: now_ns,
-            trashed: Some(Box::new(Trashed { dir, name: name.to_string(), at_ns: now_ns })),
+            trashed: Some(Box::new(Trashed { dir, name: name.to_string(), at_ns: now_ns, version_of: None })),
+            ..self.clone()
+        }
+    }
+
+    /// The file this is an earlier version of, if it is one (and is kept).
+    pub fn version_of(&self) -> Option<Ino> {
+        self.trashed.as_ref().filter(|_| !self.deleted).and_then(|t| t.version_of)
+    }
+
+    /// This file's content, replaced at `now_ns`, kept as inode `ino`: an
+    /// earlier version of it, in the trash (see [`Trashed`]).
+    pub fn as_version(&self, ino: Ino, now_ns: i64) -> Inode {
+        let kept = Trashed { dir: Ino::NONE, name: String::new(), at_ns: now_ns, version_of: Some(self.ino) };
+        Inode {
+            ino,
+            version: Version::ZERO,
+            nlink: 0,
+            parent: Ino::NONE,
+            ctime_ns: now_ns,
+            trashed: Some(Box::new(kept)),
             ..self.clone()
         }
     }

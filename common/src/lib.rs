@@ -40,7 +40,7 @@ pub use types::{ContentHash, Ino, Key, Kind, NodeId, Term, Version};
 
 /// The protocol version spoken on TCP sessions and in datagrams. A peer with
 /// another version is refused with a clear message.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Largest chunk of file data in one frame.
 pub const CHUNK_SIZE: usize = 1 << 20;

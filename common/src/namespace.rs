@@ -299,7 +299,7 @@ pub fn create_file<V: View>(
     let dir = plan.dir(parent)?;
     if let Some(d) = plan.dentry(parent, name)? {
         if d.child == new.ino {
-            return put_content(plan, new.ino, &new);
+            return put_content(plan, new.ino, &new, None);
         }
         if exclusive {
             return Err(Error::Exists(name.to_string()));
@@ -327,16 +327,28 @@ pub fn create_file<V: View>(
 }
 
 /// Gives file `ino` the content of `from` (content version, size, hash,
-/// holders or inline bytes, mtime); everything else stays.
+/// holders or inline bytes, mtime); everything else stays. With the trash
+/// on, the content it replaces, if any, is kept as an earlier version:
+/// inode `keep` (see [`Inode::as_version`]).
 ///
 /// # Errors
-/// `NotFound`, `IsDir`, or `Invalid` for anything that has no content.
-pub fn put_content<V: View>(plan: &mut Plan<'_, V>, ino: Ino, from: &Inode) -> Result<Inode> {
+/// `NotFound`, `IsDir`, or `Invalid` for anything that has no content, or
+/// for a `keep` in use.
+pub fn put_content<V: View>(plan: &mut Plan<'_, V>, ino: Ino, from: &Inode, keep: Option<Ino>) -> Result<Inode> {
     let mut i = plan.named(ino)?;
     match i.kind {
         Kind::File => {}
         Kind::Dir => return Err(Error::IsDir(format!("inode {ino}"))),
         k => return Err(Error::Invalid(format!("a {} has no content", k.as_str()))),
+    }
+    // Nothing is replaced by the same content again (an upload retried
+    // after its answer was lost), and an empty file has nothing to keep.
+    let replaced = i.size > 0 && (i.content, i.hash) != (from.content, from.hash);
+    if let Some(v) = keep.filter(|_| plan.trash && replaced) {
+        if plan.inode(v)?.is_some() {
+            return Err(Error::Invalid(format!("inode {v} is in use")));
+        }
+        plan.put_inode(i.as_version(v, plan.now()));
     }
     i.content = from.content;
     i.size = from.size;
@@ -411,7 +423,7 @@ pub fn restore<V: View>(plan: &mut Plan<'_, V>, ino: Ino, dir: Ino, name: &str) 
     name::validate_component(name)?;
     let mut i = plan
         .inode(ino)?
-        .filter(Inode::is_trashed)
+        .filter(|i| i.is_trashed() && i.version_of().is_none())
         .ok_or_else(|| Error::NotFound(format!("inode {ino} is not in the trash")))?;
     plan.dir(dir)?;
     if plan.dentry(dir, name)?.is_some() {
@@ -429,6 +441,24 @@ pub fn restore<V: View>(plan: &mut Plan<'_, V>, ino: Ino, dir: Ino, name: &str) 
     plan.link_name(dir, name, &i);
     plan.put_inode(i.clone());
     plan.touch_dir(dir)?;
+    Ok(i)
+}
+
+/// Makes the earlier version `version` of file `ino` its content again
+/// (with the version's mtime). The version leaves the trash, and the
+/// content it replaces is kept as an earlier version in its turn: inode
+/// `keep`, as [`put_content`] keeps it.
+///
+/// # Errors
+/// `NotFound` when `version` is no version of `ino` kept now, and the
+/// errors of [`put_content`].
+pub fn restore_version<V: View>(plan: &mut Plan<'_, V>, ino: Ino, version: Ino, keep: Option<Ino>) -> Result<Inode> {
+    let v = plan
+        .inode(version)?
+        .filter(|v| v.version_of() == Some(ino))
+        .ok_or_else(|| Error::NotFound(format!("inode {version} is no kept version of inode {ino}")))?;
+    let i = put_content(plan, ino, &v, keep)?;
+    plan.put_inode(v.tombstone(plan.now()));
     Ok(i)
 }
 
@@ -845,7 +875,7 @@ mod tests {
         let chmod = SetAttrs { mode: Some(0o600), ..Default::default() };
         let e = fs.run(|p, _| set_attr(p, a.ino, &chmod)).unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "{e}");
-        let e = fs.run(|p, _| put_content(p, a.ino, &kept)).unwrap_err();
+        let e = fs.run(|p, _| put_content(p, a.ino, &kept, None)).unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "{e}");
 
         // The top first, then what was in it, into it.
@@ -861,6 +891,54 @@ mod tests {
 
         let e = fs.run(|p, _| restore(p, a.ino, y2024.ino, "a.jpg")).unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "a restored inode is no longer in the trash: {e}");
+    }
+
+    /// The versions kept of file `ino`, the oldest first.
+    fn versions_of(fs: &Fs, ino: Ino) -> Vec<Inode> {
+        fs.m.inodes.values().filter(|i| i.version_of() == Some(ino)).cloned().collect()
+    }
+
+    /// File `ino` given content number `n` (n bytes).
+    fn overwrite(fs: &mut Fs, ino: Ino, n: u64) -> Inode {
+        let mut from = Inode::new(Ino(0), Kind::File, 0o644, 1000, 1000, fs.now);
+        (from.content, from.size, from.hash) = (Version::new(Term(1), 100 + n), n, ContentHash([n as u8; 32]));
+        from.holders = vec![NodeId(2)];
+        fs.run(|p, keep| put_content(p, ino, &from, Some(keep))).unwrap()
+    }
+
+    #[test]
+    fn with_the_trash_on_an_overwrite_keeps_the_content_it_replaces_and_a_version_comes_back() {
+        let mut fs = Fs::new();
+        fs.trash = true;
+        let f = fs.file(Ino::ROOT, "notes");
+        let (first, mtime) = (fs.get(f.ino).unwrap(), f.mtime_ns);
+        for n in [10, 20, 30] {
+            overwrite(&mut fs, f.ino, n);
+        }
+        let versions = versions_of(&fs, f.ino);
+        let sizes: Vec<u64> = versions.iter().map(|v| v.size).collect();
+        assert_eq!(sizes, vec![5, 10, 20], "each overwrite kept what it replaced");
+        let v1 = &versions[0];
+        assert!(v1.is_trashed() && v1.nlink == 0 && v1.content == first.content && v1.holders == first.holders);
+        assert_eq!(fs.at("notes").unwrap().size, 30, "the name has the newest");
+        // A version is no name's: it is not restored as one, nor changed.
+        let e = fs.run(|p, _| restore(p, v1.ino, Ino::ROOT, "v1")).unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+
+        let back = fs.run(|p, keep| restore_version(p, f.ino, v1.ino, Some(keep))).unwrap();
+        assert_eq!((back.ino, back.content, back.size, back.mtime_ns), (f.ino, first.content, 5, mtime));
+        assert!(fs.get(v1.ino).is_none(), "version 1 is the current content now");
+        let sizes: Vec<u64> = versions_of(&fs, f.ino).iter().map(|i| i.size).collect();
+        assert_eq!(sizes, vec![10, 20, 30], "what the restore replaced is kept in its turn");
+        let e = fs.run(|p, keep| restore_version(p, f.ino, v1.ino, Some(keep))).unwrap_err();
+        assert!(matches!(e, Error::NotFound(_)), "{e}");
+
+        // The same content again (a retried upload) keeps nothing; nor does the trash off.
+        let now = fs.get(f.ino).unwrap();
+        fs.run(|p, keep| put_content(p, f.ino, &now, Some(keep))).unwrap();
+        fs.trash = false;
+        overwrite(&mut fs, f.ino, 40);
+        assert_eq!(versions_of(&fs, f.ino).len(), 3);
     }
 
     #[test]

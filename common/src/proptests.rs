@@ -105,7 +105,7 @@ fn arb_inode() -> impl Strategy<Value = Inode> {
         (any::<(i64, i64, i64)>(), any::<u64>(), "\\PC{0,12}", arb_xattrs()),
         (arb_version(), arb_hash(), vec(arb_node(), 0..5), any::<bool>()),
         proptest::option::of(vec(any::<u8>(), 0..64).prop_map(Bytes)),
-        proptest::option::of((arb_ino(), "\\PC{0,12}", any::<i64>())),
+        proptest::option::of((arb_ino(), "\\PC{0,12}", any::<i64>(), proptest::option::of(arb_ino()))),
     )
         .prop_map(
             |(
@@ -135,7 +135,9 @@ fn arb_inode() -> impl Strategy<Value = Inode> {
                 holders,
                 deleted,
                 inline,
-                trashed: trashed.map(|(dir, name, at_ns)| Box::new(crate::inode::Trashed { dir, name, at_ns })),
+                trashed: trashed.map(|(dir, name, at_ns, version_of)| {
+                    Box::new(crate::inode::Trashed { dir, name, at_ns, version_of })
+                }),
             },
         )
 }

@@ -17,6 +17,7 @@ use scs_common::{Error, Inode, Kind, MemberState, NodeId, Result};
 use crate::client::{own_gid, own_uid, Client, ClientOptions, Sink};
 
 mod trash;
+mod versions;
 use crate::client_config::{self, ClientFile, Given};
 
 /// Files larger than this get a progress bar (when stderr is a terminal).
@@ -77,7 +78,13 @@ enum Command {
     /// Upload a local file (REMOTE defaults to its file name; a REMOTE ending in / is a directory)
     Upload { local: PathBuf, remote: Option<String> },
     /// Download a file (to LOCAL, a directory, or - for stdout)
-    Download { remote: String, local: Option<String> },
+    Download {
+        remote: String,
+        local: Option<String>,
+        /// An earlier version of it (see scs versions)
+        #[arg(long, value_name = "V")]
+        version: Option<u32>,
+    },
     /// Delete a file or an empty directory (it stays in the trash for
     /// trash_hours: see scs trash)
     #[command(visible_alias = "rm")]
@@ -117,6 +124,22 @@ enum Command {
         /// being repaired), 2 with no quorum or no answer
         #[arg(long, conflicts_with = "json")]
         check: bool,
+    },
+    /// The earlier versions of a file that overwrites left in the trash:
+    /// when each was replaced, its mtime and size (1 is the oldest kept)
+    Versions {
+        path: String,
+        /// Print a JSON list of {version, size, mtime, mtime_ns, replaced, replaced_ns, ino}, the current one last
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an earlier version of a file its content again (the content it
+    /// replaces is kept as a version in its turn)
+    Restore {
+        path: String,
+        /// The version to bring back (see scs versions)
+        #[arg(long, value_name = "V")]
+        version: u32,
     },
     /// What was removed: list it, restore it, or purge it for good
     Trash {
@@ -281,7 +304,7 @@ async fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
-        Command::Download { remote, local } => {
+        Command::Download { remote, local, version } => {
             let remote = remote_name(&remote)?;
             let sink = match local.as_deref() {
                 Some("-") => Sink::Stdout,
@@ -290,14 +313,24 @@ async fn run(args: Args) -> Result<()> {
                 None => Sink::File(PathBuf::from(name::base(&remote))),
             };
             // The size is only needed for a progress bar: skip the extra round trip otherwise.
+            let earlier = match version {
+                Some(n) => Some(versions::pick(&client, &remote, n).await?.1),
+                None => None,
+            };
             let bar = if matches!(sink, Sink::Stdout) || !std::io::stderr().is_terminal() {
                 None
             } else {
-                let size = client.resolve(&remote, true).await?.map(|e| e.size).unwrap_or(0);
+                let size = match &earlier {
+                    Some(v) => v.size,
+                    None => client.resolve(&remote, true).await?.map(|e| e.size).unwrap_or(0),
+                };
                 progress_bar(size, &format!("download {remote}"))
             };
             let tick = |n: u64| bar.as_ref().map_or((), |b| b.set_position(n));
-            client.download(&remote, sink, Some(&tick)).await?;
+            match &earlier {
+                Some(v) => client.download_ino(v.ino, sink, Some(&tick)).await?,
+                None => client.download(&remote, sink, Some(&tick)).await?,
+            };
             if let Some(b) = bar {
                 b.finish_and_clear();
             }
@@ -342,6 +375,16 @@ async fn run(args: Args) -> Result<()> {
                 println!("{}", status_json(&report));
             } else {
                 print_status(&report);
+            }
+            Ok(())
+        }
+        Command::Versions { path, json } => versions::list(&client, &remote_name(&path)?, json).await,
+        Command::Restore { path, version } => {
+            let path = remote_name(&path)?;
+            let (file, v) = versions::pick(&client, &path, version).await?;
+            let now = client.restore_version(file.ino, v.ino).await?;
+            if std::io::stderr().is_terminal() {
+                eprintln!("{path} has the content of version {version} again ({} bytes)", now.size);
             }
             Ok(())
         }

@@ -346,6 +346,26 @@ impl Client {
         }
     }
 
+    /// The earlier versions kept of file `ino`, the oldest first.
+    pub async fn versions(&self, ino: Ino) -> Result<Vec<Inode>> {
+        match self.call(Request::Versions { ino }).await? {
+            Response::Kept(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Makes the kept version `version` of file `ino` its content again:
+    /// the file as it is then. A retry that finds the version gone took
+    /// it the first time.
+    pub async fn restore_version(&self, ino: Ino, version: Ino) -> Result<Inode> {
+        let req = Request::RestoreVersion { ino, version };
+        match self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await? {
+            Some(Response::Attr(i)) => Ok(i),
+            None => self.getattr(ino).await?.ok_or_else(|| Error::NotFound(format!("inode {ino}"))),
+            Some(other) => Err(unexpected(&other)),
+        }
+    }
+
     /// The directory at `path` and its children ("" = root); a path that
     /// names anything else lists that one item, as `ls` does.
     pub async fn list(&self, path: &str) -> Result<(Inode, Vec<DirEntry>)> {

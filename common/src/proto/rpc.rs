@@ -206,6 +206,18 @@ pub enum Request {
     },
     /// Remove items from the trash for good: answered with `Purged`.
     TrashPurge(PurgeTrash),
+    /// The earlier versions kept of file `ino` (see `Trashed::version_of`),
+    /// the oldest first: answered with `Kept`.
+    Versions {
+        ino: Ino,
+    },
+    /// Make the kept version `version` of file `ino` its content again;
+    /// what it replaces is kept as a version in its turn: answered with
+    /// `Attr`.
+    RestoreVersion {
+        ino: Ino,
+        version: Ino,
+    },
 
     /// Members, leader, term, quorum and load.
     Status,
@@ -492,6 +504,8 @@ pub enum Response {
         items: u64,
         bytes: u64,
     },
+    /// The answer to `Versions`: the versions kept, the oldest first.
+    Kept(Vec<Inode>),
 }
 
 impl Response {
@@ -517,6 +531,7 @@ impl Response {
                 more,
             },
             Response::Restored { inode, items, left } => Response::Restored { inode: inode.for_client(), items, left },
+            Response::Kept(v) => Response::Kept(v.into_iter().map(Inode::for_client).collect()),
             other => other,
         }
     }

@@ -20,7 +20,11 @@ pub enum TrashCommand {
         /// Also what was inside the directories removed
         #[arg(short, long)]
         all: bool,
-        /// Print a JSON list of {path, kind, size, deleted, deleted_ns, items, bytes, ino, inside}
+        /// Also the earlier versions of files (see scs versions), by the
+        /// path of their file and when they were replaced
+        #[arg(long)]
+        versions: bool,
+        /// Print a JSON list of {path, kind, size, deleted, deleted_ns, items, bytes, ino, inside, version_of}
         #[arg(long)]
         json: bool,
     },
@@ -33,7 +37,8 @@ pub enum TrashCommand {
         #[arg(long, value_name = "NEWPATH")]
         to: Option<String>,
     },
-    /// Remove from the trash for good (a path, with everything below it)
+    /// Remove from the trash for good: a path (with everything below it,
+    /// and the earlier versions kept of the files it names), an age, or all
     #[command(group(clap::ArgGroup::new("what").required(true).args(["path", "older_than", "all"])))]
     Purge {
         path: Option<String>,
@@ -48,10 +53,14 @@ pub enum TrashCommand {
 
 pub async fn run(client: &Client, cmd: TrashCommand) -> Result<()> {
     match cmd {
-        TrashCommand::Ls { prefix, all, json } => {
+        TrashCommand::Ls { prefix, all, versions, json } => {
             let prefix = name::normalize(prefix.as_deref().unwrap_or(""))?;
             let items = client.trash_list().await?;
-            let shown: Vec<&TrashItem> = items.iter().filter(|i| listed(i, &prefix, all)).collect();
+            let shown: Vec<&TrashItem> = items
+                .iter()
+                .filter(|i| versions || i.inode.version_of().is_none())
+                .filter(|i| listed(i, &prefix, all))
+                .collect();
             if json {
                 println!("{}", serde_json::Value::Array(shown.iter().map(|i| item_json(i)).collect()));
             } else {
@@ -61,7 +70,9 @@ pub async fn run(client: &Client, cmd: TrashCommand) -> Result<()> {
         }
         TrashCommand::Restore { path, to } => {
             let path = name::normalize(&path)?;
-            let items = client.trash_list().await?;
+            let mut items = client.trash_list().await?;
+            // An earlier version comes back with scs restore --version.
+            items.retain(|i| i.inode.version_of().is_none());
             let ino = match items.iter().filter(|i| i.path == path).max_by_key(|i| deleted_ns(i)) {
                 Some(item) => item.inode.ino,
                 // A directory back already (a restore cut short) with
@@ -148,6 +159,8 @@ fn print_items(items: &[&TrashItem]) {
     for i in items {
         let what = if i.inode.kind == Kind::Dir {
             format!("{}/  ({} inside)", i.path, count(i.items.saturating_sub(1), "item"))
+        } else if i.inode.version_of().is_some() {
+            format!("{}  (an earlier version)", i.path)
         } else {
             i.path.clone()
         };
@@ -166,6 +179,7 @@ fn item_json(i: &TrashItem) -> serde_json::Value {
         "bytes": i.bytes,
         "ino": i.inode.ino.0,
         "inside": i.inside,
+        "version_of": i.inode.version_of().map(|f| f.0),
     })
 }
 

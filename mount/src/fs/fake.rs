@@ -164,13 +164,13 @@ impl State {
         from.content = content;
         from.holders = vec![NodeId(1)];
         let ino = match spec.target {
-            Target::Ino(ino) => self.run(|p, _| namespace::put_content(p, ino, &from))?.ino,
+            Target::Ino(ino) => self.run(|p, _| namespace::put_content(p, ino, &from, None))?.ino,
             Target::New { parent, name, ino } => {
                 let new = Inode { ino, ..from };
                 self.run(|p, _| namespace::create_file(p, parent, &name, new, spec.exclusive))?.ino
             }
             Target::Path(path) => match existing {
-                Some(ino) => self.run(|p, _| namespace::put_content(p, ino, &from))?.ino,
+                Some(ino) => self.run(|p, _| namespace::put_content(p, ino, &from, None))?.ino,
                 None => {
                     let (dir, base) = match path.rsplit_once('/') {
                         Some((d, b)) => (d.to_string(), b.to_string()),

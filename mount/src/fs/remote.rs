@@ -193,7 +193,10 @@ impl Cluster for Remote {
     }
 
     fn trash(&self) -> Result<Vec<TrashItem>> {
-        self.call("trash", self.client.trash_list())
+        // What was removed: earlier versions of files are `scs versions`'.
+        let mut items = self.call("trash", self.client.trash_list())?;
+        items.retain(|i| i.inode.version_of().is_none());
+        Ok(items)
     }
 }
 

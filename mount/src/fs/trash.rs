@@ -329,7 +329,12 @@ mod tests {
 
     fn item(path: &str, ino: u64, kind: Kind, at_ns: i64) -> TrashItem {
         let mut i = Inode::new(Ino(ino), kind, 0o644, 1000, 1000, 5);
-        i.trashed = Some(Box::new(Trashed { dir: Ino(1), name: path.rsplit('/').next().unwrap().into(), at_ns }));
+        i.trashed = Some(Box::new(Trashed {
+            dir: Ino(1),
+            name: path.rsplit('/').next().unwrap().into(),
+            at_ns,
+            version_of: None,
+        }));
         TrashItem { path: path.into(), inode: i, inside: path.contains('/'), items: 1, bytes: 0 }
     }
 

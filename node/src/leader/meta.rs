@@ -51,7 +51,7 @@ pub async fn change<T>(
 }
 
 /// The namespace lock, with `count` inode numbers taken for the caller.
-async fn lock_with_inos<'a>(
+pub(super) async fn lock_with_inos<'a>(
     node: &Arc<Node>,
     state: &'a Arc<LeaderState>,
     count: u64,
@@ -78,7 +78,6 @@ fn committed<T>(c: &Changed<T>, ino: Ino) -> Result<Inode> {
         .ok_or_else(|| Error::Internal(format!("the change did not touch inode {ino}")))
 }
 
-/// Makes a directory, symlink, FIFO, socket, device or empty file.
 /// Makes a directory, symlink, FIFO, socket, device or empty file; every
 /// inode the change touched, the new one first (see [`touched`]).
 pub async fn make(node: &Arc<Node>, parent: Ino, name: &str, spec: &NewNode) -> Result<Vec<Inode>> {

@@ -42,23 +42,35 @@ const SHORT_SHARE: f64 = 0.2;
 /// say, in their heartbeats, that they have room again.
 const ROOM_WAIT: Duration = Duration::from_secs(3);
 
-/// The trash as it is at one moment: every item, and the items each
-/// directory held.
+/// The trash as it is at one moment: every item (earlier versions of
+/// files included), the items each directory held, and the versions kept
+/// of each file.
 struct Snapshot {
     items: HashMap<Ino, Inode>,
     within: HashMap<Ino, Vec<Ino>>,
+    versions: HashMap<Ino, Vec<Ino>>,
 }
 
 impl Snapshot {
     fn take(store: &Store) -> Result<Snapshot> {
         let all = store.trashed(i64::MAX, usize::MAX)?;
-        let mut within: HashMap<Ino, Vec<Ino>> = HashMap::new();
+        let (mut within, mut versions): (HashMap<Ino, Vec<Ino>>, HashMap<Ino, Vec<Ino>>) = Default::default();
         for i in &all {
-            if let Some(t) = &i.trashed {
-                within.entry(t.dir).or_default().push(i.ino);
+            match (i.version_of(), &i.trashed) {
+                (Some(of), _) => versions.entry(of).or_default().push(i.ino),
+                (None, Some(t)) => within.entry(t.dir).or_default().push(i.ino),
+                (None, None) => {}
             }
         }
-        Ok(Snapshot { items: all.into_iter().map(|i| (i.ino, i)).collect(), within })
+        Ok(Snapshot { items: all.into_iter().map(|i| (i.ino, i)).collect(), within, versions })
+    }
+
+    /// `top`, everything below it, and the versions kept of each: what
+    /// goes when `top` is purged.
+    fn doomed(&self, top: Ino) -> Vec<Ino> {
+        let tree = self.tree(top);
+        let versions = tree.iter().filter_map(|x| self.versions.get(x)).flatten().copied().collect::<Vec<_>>();
+        tree.into_iter().chain(versions).collect()
     }
 
     /// `top` and every item below it, parents before their children.
@@ -131,10 +143,22 @@ impl Snapshot {
     }
 
     /// Every item with its path, sorted by path and then by when it went.
+    /// An earlier version has the path of its file, in the trash or not.
     fn listing(&self, store: &Store) -> Result<Vec<TrashItem>> {
         let mut memo = HashMap::new();
         let mut out = Vec::with_capacity(self.items.len());
+        let named: HashSet<Ino> = self.versions.keys().filter(|f| !self.items.contains_key(f)).copied().collect();
+        let names = store.names_of(&named)?;
         for (ino, i) in &self.items {
+            if let Some(of) = i.version_of() {
+                let path = match names.get(&of) {
+                    Some((dir, n)) => name::join(&self.path(store, &mut memo, *dir)?, n),
+                    None if self.items.contains_key(&of) => self.path(store, &mut memo, of)?,
+                    None => name::join(LOST, &format!("inode {of}")),
+                };
+                out.push(TrashItem { path, inode: i.clone(), inside: false, items: 1, bytes: i.size });
+                continue;
+            }
             let tree = self.tree(*ino);
             let bytes = tree.iter().filter_map(|x| self.items.get(x)).filter(|x| x.kind == Kind::File).map(|x| x.size);
             let inside = i.trashed.as_ref().is_some_and(|t| self.items.contains_key(&t.dir));
@@ -155,7 +179,8 @@ fn removed_at(i: &Inode) -> i64 {
     i.trashed.as_ref().map_or(0, |t| t.at_ns)
 }
 
-/// Everything in the trash, with the paths the items had.
+/// Everything in the trash, with the paths the items had, and the
+/// earlier versions of files, with their files' paths.
 pub async fn list(node: &Arc<Node>) -> Result<Vec<TrashItem>> {
     node.writable()?;
     node.blocking(|s| Snapshot::take(s)?.listing(s)).await
@@ -227,6 +252,32 @@ pub async fn restore(node: &Arc<Node>, ino: Ino, to: Option<(Ino, String)>) -> R
     }
     let inode = node.blocking(move |s| s.inode(ino)).await?.ok_or_else(|| Error::NotFound(format!("inode {ino}")))?;
     Ok(Restored { inode, items, left })
+}
+
+/// The earlier versions kept of file `ino`, the oldest first.
+///
+/// # Errors
+/// `NotFound` when `ino` is not a file with a name, or in the trash.
+pub async fn versions(node: &Arc<Node>, ino: Ino) -> Result<Vec<Inode>> {
+    node.writable()?;
+    node.blocking(move |s| match s.inode(ino)? {
+        Some(i) if i.kind == Kind::File && i.version_of().is_none() => s.versions(ino),
+        Some(i) if i.kind == Kind::Dir => Err(Error::IsDir(format!("inode {ino}"))),
+        Some(_) => Err(Error::Invalid(format!("inode {ino} is no file: it has no versions"))),
+        None => Err(Error::NotFound(format!("inode {ino}"))),
+    })
+    .await
+}
+
+/// Makes the kept version `version` of file `ino` its content again; what
+/// it replaces is kept as a version in its turn (with the trash on here).
+///
+/// # Errors
+/// `NotFound` when `version` is no version of `ino` kept now.
+pub async fn restore_version(node: &Arc<Node>, ino: Ino, version: Ino) -> Result<Inode> {
+    let keep = u64::from(node.cfg().trash.is_some());
+    let c = change(node, keep, move |plan, keep| namespace::restore_version(plan, ino, version, keep)).await?;
+    Ok(c.value)
 }
 
 /// `ino` and the items above it in the trash, the top first, each with
@@ -313,7 +364,8 @@ pub struct Purged {
     pub bytes: u64,
 }
 
-/// Removes items from the trash for good, with everything below them.
+/// Removes items from the trash for good, with everything below them and
+/// the earlier versions kept of each file among them.
 ///
 /// # Errors
 /// `NotFound` for an item named that is not in the trash.
@@ -336,7 +388,7 @@ pub async fn purge(node: &Arc<Node>, what: PurgeTrash) -> Result<Purged> {
     let mut seen = HashSet::new();
     let mut doomed: Vec<(usize, Ino, i64)> = tops
         .iter()
-        .flat_map(|t| snap.tree(*t))
+        .flat_map(|t| snap.doomed(*t))
         .filter(|x| seen.insert(*x))
         .filter_map(|x| snap.items.get(&x).map(|i| (snap.depth(x), x, removed_at(i))))
         .collect();
@@ -386,17 +438,16 @@ pub async fn expire(node: Arc<Node>) {
         if node.writable().is_err() {
             continue;
         }
-        for (who, need) in short_of_room(&node) {
-            match make_room(&node, Some(who), need).await {
-                Ok(0) => continue,
-                Ok(n) => {
-                    log::info!("node {}: node {who} is short of room: {n} oldest item(s) left the trash", node.me());
-                    // Its next heartbeats tell whether that was enough.
-                    tokio::time::sleep(node.cfg().heartbeat * 2).await;
-                }
-                Err(e) => log::debug!("node {}: no room made in the trash now: {e}", node.me()),
+        let short = short_of_room(&node);
+        match make_room(&node, &short).await {
+            Ok(0) => {}
+            Ok(n) => {
+                let who: Vec<NodeId> = short.iter().map(|(id, _)| *id).collect();
+                log::info!("node {}: {who:?} short of room: {n} oldest item(s) left the trash", node.me());
+                // Their next heartbeats tell whether that was enough.
+                tokio::time::sleep(node.cfg().heartbeat * 2).await;
             }
-            break;
+            Err(e) => log::debug!("node {}: no room made in the trash now: {e}", node.me()),
         }
         if last.elapsed() < every {
             continue;
@@ -466,23 +517,34 @@ fn short_of_room(node: &Node) -> Vec<(NodeId, Need)> {
     out
 }
 
-/// Purges the oldest items in the trash whose content is in blobs (on
-/// `on`, or anywhere) until `need` is met, at most a batch: how many went.
-pub async fn make_room(node: &Arc<Node>, on: Option<NodeId>, need: Need) -> Result<u64> {
-    let mut freed = Need::default();
-    let oldest: Vec<Ino> = node
-        .blocking(|s| s.trashed(i64::MAX, ROOM_SCAN))
-        .await?
-        .into_iter()
-        .filter(|i| i.has_blob() && on.is_none_or(|id| i.holders.contains(&id)))
-        .take_while(|i| {
-            let more = freed.files < need.files || freed.bytes < need.bytes;
-            (freed.files, freed.bytes) = (freed.files + 1, freed.bytes + i.size);
-            more
-        })
-        .take(ROOM_BATCH)
-        .map(|i| i.ino)
-        .collect();
+/// Purges the oldest items in the trash whose content is in blobs on the
+/// members `short` of room until each has what it needs, at most a batch:
+/// how many went. An item on several of them counts for each, once: the
+/// members' own counts only change with their next heartbeats.
+pub async fn make_room(node: &Arc<Node>, short: &[(NodeId, Need)]) -> Result<u64> {
+    let mut left: HashMap<NodeId, Need> = short.iter().copied().collect();
+    if left.is_empty() {
+        return Ok(0);
+    }
+    let mut oldest = Vec::new();
+    for i in node.blocking(|s| s.trashed(i64::MAX, ROOM_SCAN)).await?.into_iter().filter(Inode::has_blob) {
+        if left.is_empty() || oldest.len() >= ROOM_BATCH {
+            break;
+        }
+        let mut helps = false;
+        for h in &i.holders {
+            if let Some(need) = left.get_mut(h) {
+                helps = true;
+                (need.files, need.bytes) = (need.files.saturating_sub(1), need.bytes.saturating_sub(i.size));
+                if *need == Need::default() {
+                    left.remove(h);
+                }
+            }
+        }
+        if helps {
+            oldest.push(i.ino);
+        }
+    }
     if oldest.is_empty() {
         return Ok(0);
     }
@@ -501,10 +563,7 @@ pub async fn holders_making_room(node: &Arc<Node>, ino: Ino) -> Result<Vec<(Node
         other => return other,
     };
     // Only when members are full: not, say, when none is up to take copies.
-    let mut made = 0;
-    for (who, need) in short_of_room(node) {
-        made += make_room(node, Some(who), need).await?;
-    }
+    let made = make_room(node, &short_of_room(node)).await?;
     if made == 0 {
         return Err(Error::NoSpace(why));
     }

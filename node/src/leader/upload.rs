@@ -392,16 +392,17 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
         // Numbers for the directories it may make on the way.
         super::ensure_inos(node, &state, path.split('/').count() as u64).await?;
     }
-    let ns = state.ns.lock().await;
+    // With the trash on, a number for the earlier version an overwrite keeps.
+    let (ns, keep) = super::meta::lock_with_inos(node, &state, u64::from(node.cfg().trash.is_some())).await?;
     let store = node.store().clone();
     let mut tx = namespace::Plan::new(&*store, now_ns()).with_trash(node.cfg().trash.is_some());
     let stored = match &plan {
         Plan::Into(ino) => match &spec.target {
             Target::Path(path) => match namespace::resolve(&*store, path, false)? {
-                Some(i) if i.ino == *ino => namespace::put_content(&mut tx, *ino, &new)?,
+                Some(i) if i.ino == *ino => namespace::put_content(&mut tx, *ino, &new, keep)?,
                 _ => return Err(changed(&what)),
             },
-            _ => namespace::put_content(&mut tx, *ino, &new)?,
+            _ => namespace::put_content(&mut tx, *ino, &new, keep)?,
         },
         Plan::NewAtPath(_) => {
             let Target::Path(path) = &spec.target else { return Err(Error::Internal("no path".into())) };
@@ -412,7 +413,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
         Plan::New { parent, name, .. } => match store.inode(ino)? {
             // An earlier attempt stored it (its answer was lost), and it
             // may have been renamed since: the content goes into it.
-            Some(_) => namespace::put_content(&mut tx, ino, &new)?,
+            Some(_) => namespace::put_content(&mut tx, ino, &new, keep)?,
             None => {
                 check_xattrs(&new)?;
                 namespace::create_file(&mut tx, *parent, name, new, spec.exclusive)?

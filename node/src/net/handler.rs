@@ -112,6 +112,8 @@ pub fn request_name(r: &Request) -> &'static str {
         Request::TrashList => "trash-list",
         Request::TrashRestore { .. } => "trash-restore",
         Request::TrashPurge(_) => "trash-purge",
+        Request::Versions { .. } => "versions",
+        Request::RestoreVersion { .. } => "restore-version",
         Request::Status => "status",
         Request::ChangeMembers(_) => "change-members",
         Request::ReportCorrupt { .. } => "report-corrupt",
@@ -229,6 +231,14 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
         Request::TrashPurge(what) => {
             let p = trash::purge(node, what).await?;
             reply(conn, Response::Purged { items: p.items, bytes: p.bytes }).await
+        }
+        Request::Versions { ino } => {
+            let versions = trash::versions(node, ino).await?;
+            reply(conn, Response::Kept(versions)).await
+        }
+        Request::RestoreVersion { ino, version } => {
+            let i = trash::restore_version(node, ino, version).await?;
+            reply(conn, Response::Attr(i)).await
         }
         Request::Status => reply(conn, Response::Status(status(node))).await,
         Request::ChangeMembers(change) => {

@@ -10,7 +10,7 @@ use scs_common::{Error, Inode, Key, Record, Result, Version};
 use super::digest::Digests;
 use super::index::{
     db_err, decode_record, read_record, read_version, read_whole, version_key, BY_VERSION, CHILDREN, HELD, INLINE,
-    INLINE_DATA, META, RECORDS, SUBDIRS, TRASH, WANTED,
+    INLINE_DATA, META, RECORDS, SUBDIRS, WANTED,
 };
 use super::{set_child, Store};
 
@@ -185,7 +185,7 @@ impl Store {
             let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
             let mut inline = tx.open_table(INLINE).map_err(|e| self.db_err(e))?;
             let mut data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
-            let mut trash = tx.open_table(TRASH).map_err(|e| self.db_err(e))?;
+            let mut trash = super::trash::TrashTables::open(&tx).map_err(|e| self.db_err(e))?;
             let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
             let Some(r) = read_record(&records, key)?.filter(|r| r.version() == version) else {
                 return Ok(false);
@@ -204,7 +204,7 @@ impl Store {
                     }
                     wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
                     self.keep_inline(&mut inline, &mut data, key, None)?;
-                    super::trash::forget_trash(&mut trash, i).map_err(|e| self.db_err(e))?;
+                    trash.forget(i).map_err(|e| self.db_err(e))?;
                 }
                 _ => {}
             }

@@ -40,6 +40,10 @@ pub const INLINE_DATA: TableDefinition<(&[u8; 32], u8), &[u8]> = TableDefinition
 /// What is in the trash, oldest first: (when it was removed, inode) →
 /// nothing. Kept in step with the records, like `children`.
 pub const TRASH: TableDefinition<(i64, u64), ()> = TableDefinition::new("trash");
+/// The earlier versions kept of each file (see `Trashed::version_of`):
+/// (the file, when the version was replaced, the version's inode) →
+/// nothing. Kept in step with the records, like `trash`.
+pub const VERSIONS: TableDefinition<(u64, i64, u64), ()> = TableDefinition::new("versions");
 /// The size of a chunk of inline content: two and their keys fit a page.
 pub const INLINE_CHUNK: usize = 2000;
 
@@ -51,8 +55,9 @@ pub const INLINE_CHUNK: usize = 2000;
 /// inline content: it gains the empty `inline` tables when it opens, and
 /// the new number keeps an older release from reading records it cannot
 /// decode. Format 4 is format 5 without the trash: it gains the empty
-/// `trash` table, and its records decode as they are.
-pub const FORMAT: u32 = 5;
+/// `trash` table, and its records decode as they are. Format 5 is format 6
+/// without earlier versions: it gains the empty `versions` table.
+pub const FORMAT: u32 = 6;
 /// The meta key of the format.
 pub const FORMAT_KEY: &str = "format";
 

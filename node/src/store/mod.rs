@@ -30,7 +30,7 @@ pub mod layout;
 mod trash;
 mod upgrade;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -49,7 +49,7 @@ use entropy::{read_digests, DIGESTS};
 use index::{
     attach_inline, child_key, child_value, children_rows, db_err, decode_record, parse_child_value, parse_version_key,
     put_inline, read_record, read_version, read_whole, stored_form, version_key, BY_VERSION, CHILDREN, FORMAT,
-    FORMAT_KEY, HELD, INLINE, INLINE_DATA, META, RECORDS, SUBDIRS, TRASH, WANTED,
+    FORMAT_KEY, HELD, INLINE, INLINE_DATA, META, RECORDS, SUBDIRS, TRASH, VERSIONS, WANTED,
 };
 use layout::Layout;
 
@@ -258,6 +258,7 @@ impl Store {
             tx.open_table(WANTED).map_err(|e| store.db_err(e))?;
             tx.open_table(INLINE_DATA).map_err(|e| store.db_err(e))?;
             tx.open_table(TRASH).map_err(|e| store.db_err(e))?;
+            tx.open_table(VERSIONS).map_err(|e| store.db_err(e))?;
             let inline = tx.open_table(INLINE).map_err(|e| store.db_err(e))?;
             store.inline.store(inline.len().map_err(|e| store.db_err(e))?, Ordering::Relaxed);
             let mut meta = tx.open_table(META).map_err(|e| store.db_err(e))?;
@@ -288,9 +289,9 @@ impl Store {
         let old = upgrade::has_format_1(&tx).map_err(|e| self.db_err(e))?;
         drop(tx);
         match stored {
-            Some(FORMAT) | Some(2) | Some(3) | Some(4) => Ok(0),
+            Some(FORMAT) | Some(2) | Some(3) | Some(4) | Some(5) => Ok(0),
             Some(other) => Err(Error::Config(format!(
-                "the index {} is of format {other}; this scs-node reads format {FORMAT} (and upgrades formats 1 to 4): \
+                "the index {} is of format {other}; this scs-node reads format {FORMAT} (and upgrades formats 1 to 5): \
                  run the release that wrote it",
                 self.layout.index().display()
             ))),
@@ -1064,9 +1065,19 @@ impl Store {
         let mut wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
         let mut inline = tx.open_table(INLINE).map_err(|e| self.db_err(e))?;
         let mut data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
-        let mut trash = tx.open_table(TRASH).map_err(|e| self.db_err(e))?;
+        let mut trash = trash::TrashTables::open(tx).map_err(|e| self.db_err(e))?;
         let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
         let mut digests = read_digests(&meta)?;
+        // Blobs the batch's inodes hold now, by content: an earlier version
+        // kept, or one made current again, takes its blob from there.
+        let mut sources = HashMap::new();
+        for i in batch.iter().filter_map(Record::as_inode) {
+            if let Some(o) = read_record(&records, &i.key())?.as_ref().and_then(Record::as_inode) {
+                if o.has_blob() && read_version(&held, &o.key())? == Some(o.content) {
+                    sources.insert(o.content, o.key());
+                }
+            }
+        }
 
         for r in batch {
             let key = r.key();
@@ -1096,8 +1107,8 @@ impl Store {
                         Some(i).filter(|i| i.is_inline()).map(|i| (i, content)),
                     )?;
                     let old_inode = old.as_ref().and_then(Record::as_inode);
-                    trash::keep_trash(&mut trash, old_inode, i).map_err(|e| self.db_err(e))?;
-                    let placed = self.place_content(i, old_inode, written, &mut held, &mut wanted)?;
+                    trash.keep(old_inode, i).map_err(|e| self.db_err(e))?;
+                    let placed = self.place_content(i, old_inode, written, &sources, &mut held, &mut wanted)?;
                     files.released.extend(placed.released);
                     files.useless.extend(placed.useless);
                     out.wanted += usize::from(placed.wanted);
@@ -1223,6 +1234,7 @@ impl Store {
         i: &Inode,
         old: Option<&Inode>,
         written: &[(Key, Version)],
+        sources: &HashMap<Version, Key>,
         held: &mut redb::Table<&'static [u8; 32], &'static [u8; 16]>,
         wanted: &mut redb::Table<&'static [u8; 32], &'static [u8; 16]>,
     ) -> Result<Placed> {
@@ -1249,7 +1261,9 @@ impl Store {
             return Ok(placed);
         }
         let dest = self.layout.blob(&key, content);
-        let here = written.contains(&(key, content)) || fs::metadata(&dest).is_ok_and(|m| m.len() == i.size);
+        let here = written.contains(&(key, content))
+            || fs::metadata(&dest).is_ok_and(|m| m.len() == i.size)
+            || self.adopt(i, &dest, sources);
         if here {
             held.insert(&key.0, &content.to_be_bytes()).map_err(|e| self.db_err(e))?;
         } else {
@@ -1257,6 +1271,19 @@ impl Store {
             placed.wanted = true;
         }
         Ok(placed)
+    }
+
+    /// Links the blob of inode `i` into place at `dest` from the blob of
+    /// another inode with the same content on this disk, if there is one:
+    /// the file whose earlier version `i` is, or one of the batch's inodes
+    /// (`sources`) that holds it until now (a version made current again).
+    /// Content versions are unique, so the same one is the same bytes; the
+    /// other inode's blob is let go of as usual, after the commit.
+    fn adopt(&self, i: &Inode, dest: &Path, sources: &HashMap<Version, Key>) -> bool {
+        let of = i.version_of().map(Key::of_ino);
+        let from = of.into_iter().chain(sources.get(&i.content).copied()).filter(|k| *k != i.key());
+        from.map(|k| self.layout.blob(&k, i.content))
+            .any(|src| fs::metadata(&src).is_ok_and(|m| m.len() == i.size) && link_into_place(&src, dest).is_ok())
     }
 
     /// A named value in the meta table.

@@ -709,7 +709,7 @@ fn an_index_of_an_unknown_format_is_refused_with_both_formats_named() {
     }
     let e = Store::open(tmp.path(), NodeId(1), None).unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, Error::Config(_)) && msg.contains("format 9") && msg.contains("format 5"), "{msg}");
+    assert!(matches!(e, Error::Config(_)) && msg.contains("format 9") && msg.contains("format 6"), "{msg}");
 }
 
 #[test]
@@ -1003,4 +1003,46 @@ fn the_trash_keeps_a_removed_file_and_its_blob_oldest_first_until_it_is_restored
     assert!(audit.orphans.is_empty(), "{:?}", audit.orphans);
     assert_eq!(audit.stray_names.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["stale-name"]);
     assert_eq!(s.tally_trash_bytes().unwrap(), 0);
+}
+
+#[test]
+fn an_earlier_version_keeps_the_blob_it_replaced_and_gives_it_back_when_restored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let one = file(7, v(1, 1), b"first draft", &[1]);
+    put(&s, &one, b"first draft");
+    // Overwritten: the new content is written as a holder does, and one
+    // batch gives the file its new content and keeps the old as inode 20.
+    let two = file(7, v(1, 2), b"second draft", &[1]);
+    let mut kept = one.as_version(Ino(20), 50);
+    kept.version = v(1, 2);
+    let mut w = s.new_blob(two.ino, two.content, Some(12)).unwrap();
+    w.write(b"second draft").unwrap();
+    w.finish(Some(two.hash)).unwrap();
+    let applied = s.apply(&[r(&two), r(&kept)], &[(two.key(), two.content)]).unwrap();
+    assert_eq!(applied.wanted, 0, "the version's blob is the one the file had: nothing to fetch");
+    assert_eq!(read_all(&s, &two), b"second draft");
+    assert_eq!(read_all(&s, &kept), b"first draft");
+    assert_eq!((blob_files(tmp.path()), s.files()), (2, 2));
+    let listed: Vec<Ino> = s.versions(Ino(7)).unwrap().iter().map(|i| i.ino).collect();
+    assert_eq!(listed, [Ino(20)]);
+
+    // Restored: the file takes the version's content, the version goes,
+    // and what it replaced is kept as inode 21.
+    let mut back = Inode { content: kept.content, size: kept.size, hash: kept.hash, ..two.clone() };
+    back.version = v(1, 3);
+    let mut kept2 = two.as_version(Ino(21), 60);
+    kept2.version = v(1, 3);
+    let gone = Inode { version: v(1, 3), ..kept.tombstone(60) };
+    let applied = s.apply(&[r(&back), r(&gone), r(&kept2)], &[]).unwrap();
+    assert_eq!(applied.wanted, 0);
+    assert_eq!(read_all(&s, &back), b"first draft");
+    assert_eq!(read_all(&s, &kept2), b"second draft");
+    assert_eq!((blob_files(tmp.path()), s.files()), (2, 2));
+    let listed: Vec<Ino> = s.versions(Ino(7)).unwrap().iter().map(|i| i.ino).collect();
+    assert_eq!(listed, [Ino(21)]);
+    drop(s);
+    let s = open(tmp.path());
+    assert_eq!(read_all(&s, &back), b"first draft", "through a reopen");
+    assert_eq!(s.versions(Ino(7)).unwrap().len(), 1);
 }

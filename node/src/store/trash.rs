@@ -3,44 +3,63 @@
 //! were removed, so that the oldest are found first without reading every
 //! record.
 
+use std::collections::{HashMap, HashSet};
+
 use redb::{ReadableDatabase, ReadableTable};
 
 use std::sync::atomic::Ordering;
 
 use scs_common::{Ino, Inode, Key, Kind, Record, Result};
 
-use super::index::{children_rows, parse_child_value, read_record, CHILDREN, RECORDS, TRASH};
+use super::index::{children_rows, parse_child_value, read_record, CHILDREN, RECORDS, TRASH, VERSIONS};
 use super::Store;
 
-/// Keeps the `trash` table in step with inode `now`, which replaces `old`.
-pub(super) fn keep_trash(
-    trash: &mut redb::Table<(i64, u64), ()>,
-    old: Option<&Inode>,
-    now: &Inode,
-) -> std::result::Result<(), redb::Error> {
-    let at = |i: &Inode| i.trashed.as_ref().filter(|_| !i.deleted).map(|t| (t.at_ns, i.ino.0));
-    let (was, is) = (old.and_then(at), at(now));
-    if was == is {
-        return Ok(());
-    }
-    if let Some(k) = was {
-        trash.remove(k)?;
-    }
-    if let Some(k) = is {
-        trash.insert(k, ())?;
-    }
-    Ok(())
+/// The `trash` and `versions` tables as one change sees them.
+pub(super) struct TrashTables<'t> {
+    pub trash: redb::Table<'t, (i64, u64), ()>,
+    pub versions: redb::Table<'t, (u64, i64, u64), ()>,
 }
 
-/// Takes inode `gone`, whose record goes, out of the `trash` table.
-pub(super) fn forget_trash(
-    trash: &mut redb::Table<(i64, u64), ()>,
-    gone: &Inode,
-) -> std::result::Result<(), redb::Error> {
-    if let Some(t) = gone.trashed.as_ref().filter(|_| !gone.deleted) {
-        trash.remove((t.at_ns, gone.ino.0))?;
+impl<'t> TrashTables<'t> {
+    pub fn open(tx: &'t redb::WriteTransaction) -> std::result::Result<Self, redb::TableError> {
+        Ok(TrashTables { trash: tx.open_table(TRASH)?, versions: tx.open_table(VERSIONS)? })
     }
-    Ok(())
+
+    /// Keeps the tables in step with inode `now`, which replaces `old`.
+    pub fn keep(&mut self, old: Option<&Inode>, now: &Inode) -> std::result::Result<(), redb::Error> {
+        let (was, is) = (old.and_then(rows), rows(now));
+        if was == is {
+            return Ok(());
+        }
+        if let Some(gone) = old {
+            self.forget(gone)?;
+        }
+        if let Some(((at, ino), of)) = is {
+            self.trash.insert((at, ino), ())?;
+            if let Some(of) = of {
+                self.versions.insert((of, at, ino), ())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes inode `gone`, whose record goes, out of the tables.
+    pub fn forget(&mut self, gone: &Inode) -> std::result::Result<(), redb::Error> {
+        if let Some(((at, ino), of)) = rows(gone) {
+            self.trash.remove((at, ino))?;
+            if let Some(of) = of {
+                self.versions.remove((of, at, ino))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rows an inode has in the tables: in `trash`, and in `versions` if
+/// it is an earlier version of a file.
+fn rows(i: &Inode) -> Option<((i64, u64), Option<u64>)> {
+    let t = i.trashed.as_ref().filter(|_| !i.deleted)?;
+    Some(((t.at_ns, i.ino.0), t.version_of.map(|of| of.0)))
 }
 
 impl Store {
@@ -61,6 +80,25 @@ impl Store {
             // A row the record no longer matches is left over: not listed.
             if let Some(Record::Inode(i)) = read_record(&records, &Key::of_ino(Ino(ino)))? {
                 if i.trashed.as_ref().is_some_and(|t| t.at_ns == at) && i.is_trashed() {
+                    out.push(i.for_client());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earlier versions kept of file `of`, the oldest first, without
+    /// their inline content.
+    pub fn versions(&self, of: Ino) -> Result<Vec<Inode>> {
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let versions = tx.open_table(VERSIONS).map_err(|e| self.db_err(e))?;
+        let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in versions.range((of.0, i64::MIN, 0)..=(of.0, i64::MAX, u64::MAX)).map_err(|e| self.db_err(e))? {
+            let (k, _) = row.map_err(|e| self.db_err(e))?;
+            let (_, at, ino) = k.value();
+            if let Some(Record::Inode(i)) = read_record(&records, &Key::of_ino(Ino(ino)))? {
+                if i.version_of() == Some(of) && i.trashed.as_ref().is_some_and(|t| t.at_ns == at) {
                     out.push(i.for_client());
                 }
             }
@@ -103,6 +141,31 @@ impl Store {
 }
 
 impl Store {
+    /// A name of each of `files` that has one, as its directory and the
+    /// name in it: one pass over every entry, for listings that want the
+    /// paths of many.
+    pub fn names_of(&self, files: &HashSet<Ino>) -> Result<HashMap<Ino, (Ino, String)>> {
+        let mut out = HashMap::new();
+        if files.is_empty() {
+            return Ok(out);
+        }
+        let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
+        let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
+        for row in children.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let Some((child, _)) = parse_child_value(v.value()).filter(|(c, _)| files.contains(c)) else { continue };
+            let k = k.value();
+            let parent = k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+            if let (Some(parent), Ok(name)) = (parent, std::str::from_utf8(&k[8..])) {
+                out.entry(child).or_insert((Ino(parent), name.to_string()));
+            }
+            if out.len() == files.len() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// The name that leads to `child` in directory `parent` (a directory's
     /// own name: directories have one), read from `children`.
     pub fn name_in(&self, parent: Ino, child: Ino) -> Result<Option<String>> {

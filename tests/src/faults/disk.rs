@@ -55,8 +55,9 @@ pub fn problems(c: &NsCluster, expected: &BTreeMap<String, Seen>, cache: &mut Ha
         Err(e) => return vec![Problem::Replicas(e)],
     };
     let mut keys: BTreeMap<String, &String> = inos.iter().map(|(n, (i, _))| (key_hex(*i), n)).collect();
-    // Removed files stay in the trash with their content until it expires:
-    // kept, not stray, and counted in every node's files.
+    // Removed files, and the content overwrites replaced, stay in the
+    // trash until it expires: kept, not stray, and counted in every node's
+    // files.
     let trashed = match trashed_files(c) {
         Ok(t) => t,
         Err(e) => return vec![Problem::Replicas(e)],
@@ -194,14 +195,16 @@ fn inos(c: &NsCluster, expected: &BTreeMap<String, Seen>) -> Result<BTreeMap<Str
     Ok(out)
 }
 
-/// The inode numbers of the files in the trash, from `scs trash ls --all --json`.
+/// The inode numbers of the files in the trash, earlier versions of files
+/// included, from `scs trash ls --all --versions --json`.
 fn trashed_files(c: &NsCluster) -> Result<BTreeSet<u64>, String> {
     #[derive(serde::Deserialize)]
     struct Item {
         kind: String,
         ino: u64,
     }
-    let args: Vec<std::ffi::OsString> = vec!["trash".into(), "ls".into(), "--all".into(), "--json".into()];
+    let args: Vec<std::ffi::OsString> =
+        vec!["trash".into(), "ls".into(), "--all".into(), "--versions".into(), "--json".into()];
     let ran = c.scs(&args, super::workload::OP_DEADLINE);
     if !ran.ok() {
         return Err(format!("trash ls: {}", ran.error_line()));

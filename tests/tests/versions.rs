@@ -1,0 +1,190 @@
+//! Earlier versions (issue 13): with the trash on, the content an overwrite
+//! replaces stays as a version for `trash_hours`; `scs versions` lists
+//! them, `scs download --version` reads one and `scs restore --version`
+//! makes one current again, keeping what it replaces.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use scs_tests::mount::Mount;
+use scs_tests::{eventually, seeded_bytes, Cluster};
+
+/// One line of `scs versions --json`.
+#[derive(Debug, Deserialize)]
+struct Version {
+    version: Option<u32>,
+    size: u64,
+    mtime_ns: i64,
+    replaced_ns: Option<i64>,
+}
+
+fn versions(c: &Cluster, path: &str) -> Vec<Version> {
+    let out = c.scs(&["versions", path, "--json"]);
+    serde_json::from_str(&out.assert_ok().stdout_text()).unwrap_or_else(|e| panic!("versions --json: {e}\n{out}"))
+}
+
+/// The sizes of the versions kept, the oldest first (the current one left out).
+fn kept_sizes(c: &Cluster, path: &str) -> Vec<u64> {
+    versions(c, path).iter().filter(|v| v.version.is_some()).map(|v| v.size).collect()
+}
+
+fn download_version(c: &Cluster, path: &str, v: u32) -> Vec<u8> {
+    let local = c.scratch_path("v");
+    c.scs(&["download", path, local.to_str().unwrap(), "--version", &v.to_string()]).assert_ok();
+    let bytes = fs::read(&local).unwrap();
+    let _ = fs::remove_file(local);
+    bytes
+}
+
+/// Every blob file kept on node `id` (the content of files over 8 KiB).
+fn blob_files(c: &Cluster, id: u32) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&c.data_dir(id).join("blobs"), &mut out);
+    out
+}
+
+#[test]
+fn three_overwrites_then_version_1_comes_back_and_what_it_replaced_is_kept() {
+    let c = Cluster::start(3);
+    // Over 8 KiB (content in blobs on the holders) and small (inline) alike.
+    for (path, len) in [("big.bin", 100_000usize), ("note.txt", 300)] {
+        let drafts: Vec<Vec<u8>> = (0..4).map(|n| seeded_bytes(10 + n, len + n as usize)).collect();
+        for d in &drafts {
+            c.upload_bytes(path, d);
+        }
+        let listed = versions(&c, path);
+        let numbers: Vec<Option<u32>> = listed.iter().map(|v| v.version).collect();
+        assert_eq!(numbers, [Some(1), Some(2), Some(3), None], "{path}: three kept, then the current one");
+        assert_eq!(kept_sizes(&c, path), [len as u64, len as u64 + 1, len as u64 + 2]);
+        assert!(listed[..3].windows(2).all(|w| w[0].replaced_ns < w[1].replaced_ns), "{listed:?}");
+        assert!(listed[0].replaced_ns.is_some_and(|r| r >= listed[0].mtime_ns));
+        for n in 1..=3 {
+            assert_eq!(download_version(&c, path, n), drafts[n as usize - 1], "{path} version {n}");
+        }
+
+        c.scs(&["restore", path, "--version", "1"]).assert_ok();
+        c.assert_content(path, &drafts[0]);
+        assert_eq!(
+            kept_sizes(&c, path),
+            [len as u64 + 1, len as u64 + 2, len as u64 + 3],
+            "{path}: version 1 is current again, and the content it replaced is the newest version"
+        );
+        assert_eq!(download_version(&c, path, 3), drafts[3]);
+    }
+    // Every node keeps each of big.bin's four contents once, whole: the
+    // current one (version 1's, again) and the three versions.
+    c.wait_for("nothing to be wanted", Duration::from_secs(20), |s| s.nodes.iter().all(|n| n.wanted == 0));
+    let mut want: Vec<Vec<u8>> = (0..4).map(|n| seeded_bytes(10 + n, 100_000 + n as usize)).collect();
+    want.sort();
+    for id in 1..=3 {
+        eventually(&format!("node {id} to hold big.bin's four contents"), Duration::from_secs(20), || {
+            let mut held: Vec<Vec<u8>> = blob_files(&c, id).iter().filter_map(|p| fs::read(p).ok()).collect();
+            held.sort();
+            held == want
+        });
+    }
+
+    // The trash lists them only when asked, by their file's path; a purge
+    // of that path lets them go and leaves the file.
+    let listed = c.scs(&["trash", "ls", "--json"]).assert_ok().stdout_text();
+    assert_eq!(listed.trim(), "[]", "nothing was removed");
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&c.scs(&["trash", "ls", "--versions", "--json"]).assert_ok().stdout_text()).unwrap();
+    let big: Vec<&serde_json::Value> = listed.iter().filter(|v| v["path"] == "big.bin").collect();
+    assert_eq!(big.len(), 3, "{listed:?}");
+    assert!(big.iter().all(|v| v["version_of"].is_u64()), "{big:?}");
+    c.scs(&["trash", "purge", "note.txt"]).assert_ok();
+    assert!(kept_sizes(&c, "note.txt").is_empty());
+    c.assert_content("note.txt", &seeded_bytes(10, 300));
+
+    c.scs(&["download", "big.bin", "-", "--version", "9"]).assert_one_line_error("versions 1 to 3 are kept");
+    c.scs(&["restore", "big.bin", "--version", "0"]).assert_one_line_error("no version 0");
+    c.scs(&["mkdir", "d"]).assert_ok();
+    c.scs(&["versions", "d"]).assert_one_line_error("a directory has no versions");
+    c.scs(&["versions", "nothing-here"]).assert_one_line_error("no such file");
+}
+
+#[test]
+fn an_editor_rewriting_a_file_through_the_mount_leaves_its_versions() {
+    let c = Cluster::start(3);
+    let m = Mount::start(&c);
+    let path = m.join("draft.md");
+    for text in ["# one\n", "# two\n", "# three\n"] {
+        // As editors write: truncate and write the whole again.
+        fs::write(&path, text).unwrap();
+    }
+    assert_eq!(kept_sizes(&c, "draft.md"), [6, 6], "two overwrites, two versions");
+    assert_eq!(download_version(&c, "draft.md", 1), b"# one\n");
+    c.scs(&["restore", "draft.md", "--version", "1"]).assert_ok();
+    eventually("the mount to read version 1", Duration::from_secs(10), || {
+        fs::read(&path).is_ok_and(|b| b == b"# one\n")
+    });
+    assert_eq!(kept_sizes(&c, "draft.md"), [6, 8]);
+}
+
+#[test]
+fn versions_expire_with_the_trash_and_go_with_their_file_when_it_is_purged() {
+    let c = Cluster::builder(3).config("trash_hours = 0.002\n").start();
+    let big = |n: u64| seeded_bytes(20 + n, 50_000);
+    for n in 0..3 {
+        c.upload_bytes("a.bin", &big(n));
+    }
+    assert_eq!(kept_sizes(&c, "a.bin").len(), 2);
+    // 0.002 hours: 7.2 s, and the versions are gone, content and all.
+    eventually("a.bin's versions to expire", Duration::from_secs(30), || kept_sizes(&c, "a.bin").is_empty());
+    for id in 1..=3 {
+        eventually(&format!("node {id} to keep one blob"), Duration::from_secs(20), || blob_files(&c, id).len() == 1);
+    }
+    c.assert_content("a.bin", &big(2));
+
+    let c = Cluster::start(3);
+    for n in 0..3 {
+        c.upload_bytes("b.bin", &big(n));
+    }
+    c.scs(&["rm", "b.bin"]).assert_ok();
+    c.scs(&["trash", "restore", "b.bin"]).assert_ok();
+    assert_eq!(kept_sizes(&c, "b.bin").len(), 2, "a file back from the trash has its versions");
+    c.scs(&["rm", "b.bin"]).assert_ok();
+    c.scs(&["trash", "purge", "b.bin"]).assert_ok();
+    for id in 1..=3 {
+        eventually(&format!("node {id} to drop every blob"), Duration::from_secs(20), || blob_files(&c, id).is_empty());
+    }
+    c.wait_for("the trash to count nothing", Duration::from_secs(20), |s| s.nodes.iter().all(|n| n.trash_bytes == 0));
+}
+
+#[test]
+fn a_full_node_lets_the_oldest_version_go_before_it_refuses_a_file() {
+    let c = Cluster::builder(3).max_files(1, 3).max_files(2, 3).max_files(3, 3).start();
+    let big = |n: u64| seeded_bytes(30 + n, 20_000);
+    for n in 0..3 {
+        c.upload_bytes("a.bin", &big(n));
+    }
+    assert_eq!(kept_sizes(&c, "a.bin").len(), 2, "three places taken: the file and two versions");
+    c.upload_bytes("b.bin", &big(3));
+    eventually("the oldest version to make room", Duration::from_secs(20), || kept_sizes(&c, "a.bin").len() == 1);
+    assert_eq!(download_version(&c, "a.bin", 1), big(1), "the newer version stays");
+    c.assert_content("a.bin", &big(2));
+    c.assert_content("b.bin", &big(3));
+}
+
+#[test]
+fn with_the_trash_off_an_overwrite_keeps_nothing() {
+    let c = Cluster::builder(3).config("trash_hours = 0\n").start();
+    c.upload_bytes("x.txt", b"one");
+    c.upload_bytes("x.txt", b"two");
+    assert!(kept_sizes(&c, "x.txt").is_empty());
+    c.scs(&["restore", "x.txt", "--version", "1"]).assert_one_line_error("no earlier version of x.txt is kept");
+}
