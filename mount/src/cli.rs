@@ -129,7 +129,7 @@ enum Command {
     /// when each was replaced, its mtime and size (1 is the oldest kept)
     Versions {
         path: String,
-        /// Print a JSON list of {version, size, mtime, mtime_ns, replaced, replaced_ns, ino}, the current one last
+        /// Print a JSON list of {version, size, mtime, mtime_ns, replaced, replaced_ns, ino}, the oldest first
         #[arg(long)]
         json: bool,
     },

@@ -15,10 +15,10 @@ use scs_tests::{eventually, seeded_bytes, Cluster};
 /// One line of `scs versions --json`.
 #[derive(Debug, Deserialize)]
 struct Version {
-    version: Option<u32>,
+    version: String,
     size: u64,
     mtime_ns: i64,
-    replaced_ns: Option<i64>,
+    replaced_ns: i64,
 }
 
 fn versions(c: &Cluster, path: &str) -> Vec<Version> {
@@ -26,14 +26,14 @@ fn versions(c: &Cluster, path: &str) -> Vec<Version> {
     serde_json::from_str(&out.assert_ok().stdout_text()).unwrap_or_else(|e| panic!("versions --json: {e}\n{out}"))
 }
 
-/// The sizes of the versions kept, the oldest first (the current one left out).
+/// The sizes of the versions kept, the oldest first.
 fn kept_sizes(c: &Cluster, path: &str) -> Vec<u64> {
-    versions(c, path).iter().filter(|v| v.version.is_some()).map(|v| v.size).collect()
+    versions(c, path).iter().map(|v| v.size).collect()
 }
 
-fn download_version(c: &Cluster, path: &str, v: u32) -> Vec<u8> {
+fn download_version(c: &Cluster, path: &str, v: &str) -> Vec<u8> {
     let local = c.scratch_path("v");
-    c.scs(&["download", path, local.to_str().unwrap(), "--version", &v.to_string()]).assert_ok();
+    c.scs(&["download", path, local.to_str().unwrap(), "--version", v]).assert_ok();
     let bytes = fs::read(&local).unwrap();
     let _ = fs::remove_file(local);
     bytes
@@ -66,14 +66,19 @@ fn three_overwrites_then_version_1_comes_back_and_what_it_replaced_is_kept() {
             c.upload_bytes(path, d);
         }
         let listed = versions(&c, path);
-        let numbers: Vec<Option<u32>> = listed.iter().map(|v| v.version).collect();
-        assert_eq!(numbers, [Some(1), Some(2), Some(3), None], "{path}: three kept, then the current one");
+        let numbers: Vec<&str> = listed.iter().map(|v| v.version.as_str()).collect();
+        assert_eq!(numbers, ["1", "2", "3"], "{path}: three kept, the oldest first");
         assert_eq!(kept_sizes(&c, path), [len as u64, len as u64 + 1, len as u64 + 2]);
-        assert!(listed[..3].windows(2).all(|w| w[0].replaced_ns < w[1].replaced_ns), "{listed:?}");
-        assert!(listed[0].replaced_ns.is_some_and(|r| r >= listed[0].mtime_ns));
-        for n in 1..=3 {
-            assert_eq!(download_version(&c, path, n), drafts[n as usize - 1], "{path} version {n}");
+        assert!(listed.windows(2).all(|w| w[0].replaced_ns < w[1].replaced_ns), "{listed:?}");
+        assert!(listed[0].replaced_ns >= listed[0].mtime_ns);
+        for v in &listed {
+            let n: usize = v.version.parse().unwrap();
+            assert_eq!(download_version(&c, path, &v.version), drafts[n - 1], "{path} version {n}");
         }
+        // People read a table: the versions, and the current content last.
+        let table = c.scs(&["versions", path]).assert_ok().stdout_text();
+        assert_eq!(table.lines().count(), 5, "{table}");
+        assert!(table.lines().last().unwrap().trim_start().starts_with("current"), "{table}");
 
         c.scs(&["restore", path, "--version", "1"]).assert_ok();
         c.assert_content(path, &drafts[0]);
@@ -82,7 +87,7 @@ fn three_overwrites_then_version_1_comes_back_and_what_it_replaced_is_kept() {
             [len as u64 + 1, len as u64 + 2, len as u64 + 3],
             "{path}: version 1 is current again, and the content it replaced is the newest version"
         );
-        assert_eq!(download_version(&c, path, 3), drafts[3]);
+        assert_eq!(download_version(&c, path, "3"), drafts[3]);
     }
     // Every node keeps each of big.bin's four contents once, whole: the
     // current one (version 1's, again) and the three versions.
@@ -127,7 +132,7 @@ fn an_editor_rewriting_a_file_through_the_mount_leaves_its_versions() {
         fs::write(&path, text).unwrap();
     }
     assert_eq!(kept_sizes(&c, "draft.md"), [6, 6], "two overwrites, two versions");
-    assert_eq!(download_version(&c, "draft.md", 1), b"# one\n");
+    assert_eq!(download_version(&c, "draft.md", "1"), b"# one\n");
     c.scs(&["restore", "draft.md", "--version", "1"]).assert_ok();
     eventually("the mount to read version 1", Duration::from_secs(10), || {
         fs::read(&path).is_ok_and(|b| b == b"# one\n")
@@ -175,7 +180,7 @@ fn a_full_node_lets_the_oldest_version_go_before_it_refuses_a_file() {
     assert_eq!(kept_sizes(&c, "a.bin").len(), 2, "three places taken: the file and two versions");
     c.upload_bytes("b.bin", &big(3));
     eventually("the oldest version to make room", Duration::from_secs(20), || kept_sizes(&c, "a.bin").len() == 1);
-    assert_eq!(download_version(&c, "a.bin", 1), big(1), "the newer version stays");
+    assert_eq!(download_version(&c, "a.bin", "1"), big(1), "the newer version stays");
     c.assert_content("a.bin", &big(2));
     c.assert_content("b.bin", &big(3));
 }

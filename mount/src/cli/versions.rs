@@ -32,14 +32,13 @@ pub async fn pick(client: &Client, path: &str, n: u32) -> Result<(Inode, Inode)>
     }
 }
 
-/// `scs versions PATH`: a line (or a JSON object) per version kept, and
-/// the current content last.
+/// `scs versions PATH`: a line per version kept, and the current content
+/// last; or a JSON list of the versions kept.
 pub async fn list(client: &Client, path: &str, json: bool) -> Result<()> {
     let (file, versions) = kept(client, path).await?;
     if json {
-        let rows = versions.iter().enumerate().map(|(k, v)| version_json(Some(k + 1), v));
-        let all: Vec<serde_json::Value> = rows.chain([version_json(None, &file)]).collect();
-        println!("{}", serde_json::Value::Array(all));
+        let rows = versions.iter().enumerate().map(|(k, v)| version_json(k + 1, v)).collect();
+        println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
     println!("{:>7}  {:<19}  {:<19}  {:>6}", "VERSION", "REPLACED (UTC)", "MODIFIED (UTC)", "SIZE");
@@ -55,14 +54,16 @@ fn replaced_ns(v: &Inode) -> i64 {
     v.trashed.as_ref().map_or(0, |t| t.at_ns)
 }
 
-fn version_json(n: Option<usize>, v: &Inode) -> serde_json::Value {
-    let replaced = v.trashed.as_ref().map(|t| t.at_ns);
+/// Version `n` for scripts: `version` is what `--version` takes, times in
+/// seconds (as `ls --json` has them) and nanoseconds since the epoch.
+fn version_json(n: usize, v: &Inode) -> serde_json::Value {
+    let replaced = replaced_ns(v);
     serde_json::json!({
-        "version": n,
+        "version": n.to_string(),
         "size": v.size,
-        "mtime": format_secs(v.mtime_ns),
+        "mtime": v.mtime_ns.div_euclid(1_000_000_000),
         "mtime_ns": v.mtime_ns,
-        "replaced": replaced.map(format_secs),
+        "replaced": replaced.div_euclid(1_000_000_000),
         "replaced_ns": replaced,
         "ino": v.ino.0,
     })
