@@ -193,3 +193,43 @@ fn with_the_trash_off_an_overwrite_keeps_nothing() {
     assert!(kept_sizes(&c, "x.txt").is_empty());
     c.scs(&["restore", "x.txt", "--version", "1"]).assert_one_line_error("no earlier version of x.txt is kept");
 }
+
+#[test]
+fn a_restore_of_a_version_across_a_failover_happens_once() {
+    let mut c = Cluster::start(3);
+    let drafts: Vec<Vec<u8>> = (0..4).map(|n| seeded_bytes(40 + n, 30_000 + n as usize)).collect();
+    for d in &drafts {
+        c.upload_bytes("doc.bin", d);
+    }
+    let leader = c.status().leader.expect("a leader");
+    let first = std::thread::scope(|s| {
+        let restore = s.spawn(|| c.scs(&["restore", "doc.bin", "--version", "1"]));
+        // Killed as soon as it has the request: before or after it
+        // committed the change, the client goes on with the next leader.
+        eventually("the leader to get the restore", Duration::from_secs(10), || {
+            fs::read_to_string(c.log_path(leader)).is_ok_and(|log| log.contains("restore-version from"))
+        });
+        c.kill(leader);
+        restore.join().expect("the restore thread")
+    });
+    c.wait_for("a new leader", Duration::from_secs(10), |s| s.leader.is_some_and(|l| l != leader) && s.quorum);
+    first.assert_ok();
+    c.assert_content("doc.bin", &drafts[0]);
+    let sizes: Vec<u64> = drafts[1..].iter().map(|d| d.len() as u64).collect();
+    assert_eq!(kept_sizes(&c, "doc.bin"), sizes, "the replaced content kept once, version 1 gone once");
+
+    // The old leader, back, agrees; every node keeps each content whole.
+    c.restart(leader);
+    c.wait_for("all three up, nothing wanted", Duration::from_secs(30), |s| {
+        s.alive_ids() == [1, 2, 3] && s.nodes.iter().all(|n| n.wanted == 0)
+    });
+    let mut want = drafts.clone();
+    want.sort();
+    for id in 1..=3 {
+        eventually(&format!("node {id} to hold doc.bin's four contents"), Duration::from_secs(30), || {
+            let mut held: Vec<Vec<u8>> = blob_files(&c, id).iter().filter_map(|p| fs::read(p).ok()).collect();
+            held.sort();
+            held == want
+        });
+    }
+}
