@@ -202,7 +202,7 @@ async fn make_root(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<()> {
     }
     let what: Vec<String> = batch.records.iter().map(Record::describe).collect();
     commit_and_spread(node, state, batch, ns).await?;
-    log::info!("node {}: committed {} for a new cluster", node.me(), what.join(" and "));
+    log::info!("node {}: committed {} in term {}", node.me(), what.join(" and "), state.term);
     Ok(())
 }
 

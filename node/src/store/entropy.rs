@@ -176,6 +176,7 @@ impl Store {
     pub fn withdraw(&self, key: &Key, version: Version) -> Result<bool> {
         let tx = self.begin_durable()?;
         let mut released = None;
+        let mut trashed = false;
         {
             let mut records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
             let mut children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
@@ -205,6 +206,7 @@ impl Store {
                     wanted.remove(&key.0).map_err(|e| self.db_err(e))?;
                     self.keep_inline(&mut inline, &mut data, key, None)?;
                     trash.forget(i).map_err(|e| self.db_err(e))?;
+                    trashed = trash.changed;
                 }
                 _ => {}
             }
@@ -215,6 +217,9 @@ impl Store {
             self.inline.store(inline.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
         }
         tx.commit()?;
+        if trashed {
+            self.trash_changed.store(true, Ordering::Relaxed);
+        }
         if let Some((path, hash)) = released {
             self.release(&path, &hash);
         }

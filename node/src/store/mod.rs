@@ -115,6 +115,8 @@ pub struct Store {
     /// `held_changed` says the held set changed since.
     held_bytes: AtomicU64,
     held_changed: AtomicBool,
+    /// Whether the trash changed since [`Store::tally_trash_bytes`] last counted it.
+    trash_changed: AtomicBool,
     /// Bytes of the content in the trash this node keeps, as of the last
     /// [`Store::tally_trash_bytes`].
     trash_bytes: AtomicU64,
@@ -240,6 +242,7 @@ impl Store {
             inline: AtomicU64::new(0),
             held_bytes: AtomicU64::new(0),
             held_changed: AtomicBool::new(true),
+            trash_changed: AtomicBool::new(true),
             trash_bytes: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
             released_bytes: AtomicU64::new(0),
@@ -1120,6 +1123,7 @@ impl Store {
         if out.applied > 0 {
             meta.insert(DIGESTS, digests.to_bytes().as_slice()).map_err(|e| self.db_err(e))?;
         }
+        files.trash = trash.changed;
         self.recount(&held, &wanted)?;
         self.inline.store(inline.len().map_err(|e| self.db_err(e))?, Ordering::Relaxed);
         Ok((out, files))
@@ -1147,6 +1151,9 @@ impl Store {
     /// Blob files a commit let go of: released ones wait by content (a
     /// while, for reuse), the rest are removed.
     fn let_go(&self, files: Placed) {
+        if files.trash {
+            self.trash_changed.store(true, Ordering::Relaxed);
+        }
         for (path, hash) in files.released {
             self.release(&path, &hash);
         }
@@ -1366,6 +1373,8 @@ struct Placed {
     released: Vec<(PathBuf, ContentHash)>,
     useless: Vec<PathBuf>,
     wanted: bool,
+    /// Whether the trash changed.
+    trash: bool,
 }
 
 /// The namespace as this node's index has it: what the leader checks its

@@ -18,16 +18,20 @@ use super::Store;
 pub(super) struct TrashTables<'t> {
     pub trash: redb::Table<'t, (i64, u64), ()>,
     pub versions: redb::Table<'t, (u64, i64, u64), ()>,
+    /// Whether anything in the trash changed (its bytes are to be counted again).
+    pub changed: bool,
 }
 
 impl<'t> TrashTables<'t> {
     pub fn open(tx: &'t redb::WriteTransaction) -> std::result::Result<Self, redb::TableError> {
-        Ok(TrashTables { trash: tx.open_table(TRASH)?, versions: tx.open_table(VERSIONS)? })
+        Ok(TrashTables { trash: tx.open_table(TRASH)?, versions: tx.open_table(VERSIONS)?, changed: false })
     }
 
     /// Keeps the tables in step with inode `now`, which replaces `old`.
     pub fn keep(&mut self, old: Option<&Inode>, now: &Inode) -> std::result::Result<(), redb::Error> {
         let (was, is) = (old.and_then(rows), rows(now));
+        // A trashed inode's holders may change with its rows the same.
+        self.changed |= was.is_some() || is.is_some();
         if was == is {
             return Ok(());
         }
@@ -46,6 +50,7 @@ impl<'t> TrashTables<'t> {
     /// Takes inode `gone`, whose record goes, out of the tables.
     pub fn forget(&mut self, gone: &Inode) -> std::result::Result<(), redb::Error> {
         if let Some(((at, ino), of)) = rows(gone) {
+            self.changed = true;
             self.trash.remove((at, ino))?;
             if let Some(of) = of {
                 self.versions.remove((of, at, ino))?;
@@ -112,8 +117,20 @@ impl Store {
         self.trash_bytes.load(Ordering::Relaxed)
     }
 
-    /// Counts [`Store::trash_bytes`] again.
+    /// Counts [`Store::trash_bytes`] again if the trash changed since the
+    /// last count.
     pub fn tally_trash_bytes(&self) -> Result<u64> {
+        if !self.trash_changed.swap(false, Ordering::Relaxed) {
+            return Ok(self.trash_bytes());
+        }
+        let counted = self.count_trash_bytes();
+        if counted.is_err() {
+            self.trash_changed.store(true, Ordering::Relaxed);
+        }
+        counted
+    }
+
+    fn count_trash_bytes(&self) -> Result<u64> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let trash = tx.open_table(TRASH).map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
