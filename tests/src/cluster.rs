@@ -282,6 +282,23 @@ impl Cluster {
         self.dir().join(format!("node-{id}"))
     }
 
+    /// Every blob file node `id` keeps (the content of files over 8 KiB).
+    pub fn blob_files(&self, id: u32) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data_dir(id).join("blobs"), &mut out);
+        out
+    }
+
     /// Log file (stderr) of node `id`.
     pub fn log_path(&self, id: u32) -> PathBuf {
         self.dir().join(format!("node-{id}.log"))

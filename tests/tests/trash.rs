@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -38,23 +38,6 @@ fn trash_ls(c: &Cluster, prefix: &str) -> Vec<Item> {
 
 fn paths(items: &[Item]) -> Vec<&str> {
     items.iter().map(|i| i.path.as_str()).collect()
-}
-
-/// Every blob file kept on node `id` (the content of files over 8 KiB).
-fn blob_files(c: &Cluster, id: u32) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&c.data_dir(id).join("blobs"), &mut out);
-    out
 }
 
 fn set_xattr(path: &Path, name: &str, value: &[u8]) {
@@ -180,14 +163,12 @@ fn purge_and_the_retention_let_content_go_for_good() {
     c.upload_bytes("b.bin", &big);
     c.scs(&["rm", "a.bin"]).assert_ok();
     assert_eq!(paths(&trash_ls(&c, "")), ["a.bin"]);
-    assert_eq!(blob_files(&c, 1).len(), 2, "the content stays while it is in the trash");
+    assert_eq!(c.blob_files(1).len(), 2, "the content stays while it is in the trash");
 
     // 0.002 hours: 7.2 s, and it is gone, content and all, on every node.
     eventually("a.bin to expire", Duration::from_secs(30), || trash_ls(&c, "").is_empty());
     for id in 1..=3 {
-        eventually(&format!("node {id} to drop a.bin's blob"), Duration::from_secs(20), || {
-            blob_files(&c, id).len() == 1
-        });
+        eventually(&format!("node {id} to drop a.bin's blob"), Duration::from_secs(20), || c.blob_files(id).len() == 1);
     }
     c.scs(&["trash", "restore", "a.bin"]).assert_one_line_error("not in the trash");
     c.assert_content("b.bin", &big);
@@ -217,7 +198,7 @@ fn purge_takes_a_path_an_age_or_everything() {
     c.scs(&["trash", "purge", "--all"]).assert_ok();
     assert!(trash_ls(&c, "").is_empty());
     c.wait_for("the trash to count nothing", Duration::from_secs(20), |s| s.nodes.iter().all(|n| n.trash_bytes == 0));
-    eventually("every blob to go", Duration::from_secs(20), || (1..=3).all(|id| blob_files(&c, id).is_empty()));
+    eventually("every blob to go", Duration::from_secs(20), || (1..=3).all(|id| c.blob_files(id).is_empty()));
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! makes one current again, keeping what it replaces.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -39,21 +38,18 @@ fn download_version(c: &Cluster, path: &str, v: &str) -> Vec<u8> {
     bytes
 }
 
-/// Every blob file kept on node `id` (the content of files over 8 KiB).
-fn blob_files(c: &Cluster, id: u32) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
+/// Waits for each of the three nodes to keep exactly `contents` in its
+/// blobs, each once and whole.
+fn every_node_holds(c: &Cluster, contents: &[Vec<u8>]) {
+    let mut want = contents.to_vec();
+    want.sort();
+    for id in 1..=3 {
+        eventually(&format!("node {id} to hold the {} contents", want.len()), Duration::from_secs(30), || {
+            let mut held: Vec<Vec<u8>> = c.blob_files(id).iter().filter_map(|p| fs::read(p).ok()).collect();
+            held.sort();
+            held == want
+        });
     }
-    let mut out = Vec::new();
-    walk(&c.data_dir(id).join("blobs"), &mut out);
-    out
 }
 
 #[test]
@@ -92,15 +88,8 @@ fn three_overwrites_then_version_1_comes_back_and_what_it_replaced_is_kept() {
     // Every node keeps each of big.bin's four contents once, whole: the
     // current one (version 1's, again) and the three versions.
     c.wait_for("nothing to be wanted", Duration::from_secs(20), |s| s.nodes.iter().all(|n| n.wanted == 0));
-    let mut want: Vec<Vec<u8>> = (0..4).map(|n| seeded_bytes(10 + n, 100_000 + n as usize)).collect();
-    want.sort();
-    for id in 1..=3 {
-        eventually(&format!("node {id} to hold big.bin's four contents"), Duration::from_secs(20), || {
-            let mut held: Vec<Vec<u8>> = blob_files(&c, id).iter().filter_map(|p| fs::read(p).ok()).collect();
-            held.sort();
-            held == want
-        });
-    }
+    let want: Vec<Vec<u8>> = (0..4).map(|n| seeded_bytes(10 + n, 100_000 + n as usize)).collect();
+    every_node_holds(&c, &want);
 
     // The trash lists them only when asked, by their file's path; a purge
     // of that path lets them go and leaves the file.
@@ -151,7 +140,7 @@ fn versions_expire_with_the_trash_and_go_with_their_file_when_it_is_purged() {
     // 0.002 hours: 7.2 s, and the versions are gone, content and all.
     eventually("a.bin's versions to expire", Duration::from_secs(30), || kept_sizes(&c, "a.bin").is_empty());
     for id in 1..=3 {
-        eventually(&format!("node {id} to keep one blob"), Duration::from_secs(20), || blob_files(&c, id).len() == 1);
+        eventually(&format!("node {id} to keep one blob"), Duration::from_secs(20), || c.blob_files(id).len() == 1);
     }
     c.assert_content("a.bin", &big(2));
 
@@ -165,7 +154,7 @@ fn versions_expire_with_the_trash_and_go_with_their_file_when_it_is_purged() {
     c.scs(&["rm", "b.bin"]).assert_ok();
     c.scs(&["trash", "purge", "b.bin"]).assert_ok();
     for id in 1..=3 {
-        eventually(&format!("node {id} to drop every blob"), Duration::from_secs(20), || blob_files(&c, id).is_empty());
+        eventually(&format!("node {id} to drop every blob"), Duration::from_secs(20), || c.blob_files(id).is_empty());
     }
     c.wait_for("the trash to count nothing", Duration::from_secs(20), |s| s.nodes.iter().all(|n| n.trash_bytes == 0));
 }
@@ -223,13 +212,5 @@ fn a_restore_of_a_version_across_a_failover_happens_once() {
     c.wait_for("all three up, nothing wanted", Duration::from_secs(30), |s| {
         s.alive_ids() == [1, 2, 3] && s.nodes.iter().all(|n| n.wanted == 0)
     });
-    let mut want = drafts.clone();
-    want.sort();
-    for id in 1..=3 {
-        eventually(&format!("node {id} to hold doc.bin's four contents"), Duration::from_secs(30), || {
-            let mut held: Vec<Vec<u8>> = blob_files(&c, id).iter().filter_map(|p| fs::read(p).ok()).collect();
-            held.sort();
-            held == want
-        });
-    }
+    every_node_holds(&c, &drafts);
 }
