@@ -1,11 +1,13 @@
 //! The fault suite: five nodes, each in a network namespace of its own on a
 //! bridge the test owns, concurrent clients uploading, overwriting, reading,
-//! deleting and renaming a few hundred files, linking them, renaming and
-//! removing their directories, and a nemesis killing,
+//! deleting, restoring from the trash and renaming a few hundred files,
+//! linking them, renaming and removing their directories, and a nemesis
+//! killing,
 //! freezing, partitioning, slowing, filling and corrupting nodes, and
 //! replacing one (removed with `scs node remove --force`, its disk emptied,
 //! added back afresh), on a seeded schedule. After the heal every acknowledged write must read back exactly,
-//! nothing deleted may return, one leader acknowledges writes per term, and
+//! nothing deleted may return but by a restore, one leader acknowledges
+//! writes per term, and
 //! every disk holds every live file.
 //!
 //! Needs root (namespaces); skips with a message otherwise. A fixed set of

@@ -39,6 +39,10 @@ pub enum Action {
     RemoveDir {
         name: String,
     },
+    /// `scs trash restore name` of a file removed from there.
+    Restore {
+        name: String,
+    },
 }
 
 impl Action {
@@ -48,7 +52,8 @@ impl Action {
             Action::Upload { name, .. }
             | Action::Read { name }
             | Action::Delete { name }
-            | Action::RemoveDir { name } => vec![name],
+            | Action::RemoveDir { name }
+            | Action::Restore { name } => vec![name],
             Action::Rename { from, to } | Action::Link { from, to } | Action::RenameDir { from, to } => {
                 vec![from, to]
             }
@@ -74,6 +79,7 @@ impl Action {
             Action::Link { .. } => "link",
             Action::RenameDir { .. } => "rename-dir",
             Action::RemoveDir { .. } => "rmdir",
+            Action::Restore { .. } => "restore",
         }
     }
 }

@@ -137,6 +137,7 @@ impl Model {
                 if acked {
                     if effect.done {
                         next.extend(effect.steps.into_iter().last());
+                        next.extend(effect.also);
                     }
                 } else if refused {
                     // Nothing of it took effect but the directories `mv`
@@ -150,6 +151,7 @@ impl Model {
                     next.insert(w.clone());
                     next.extend(w.with_pending(i, &op.action, op.end_ms + LATE_MS));
                     next.extend(effect.steps);
+                    next.extend(effect.also);
                 }
             }
             if next.is_empty() {

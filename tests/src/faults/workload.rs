@@ -80,6 +80,7 @@ impl fmt::Display for Op {
             Action::Link { from, to } => format!("link {from} -> {to}"),
             Action::RenameDir { from, to } => format!("rename dir {from} -> {to}"),
             Action::RemoveDir { name } => format!("rmdir {name}"),
+            Action::Restore { name } => format!("restore {name}"),
         };
         let result = match (self.outcome, &self.seen) {
             (Outcome::Ok, Some(seen)) => format!("ok, saw {seen}"),
@@ -170,9 +171,18 @@ fn pick(rng: &mut Rng, cfg: &WorkloadConfig, client: u32, believed: &World, seq:
     match roll {
         0..=39 => upload(rng),
         40..=56 => Action::Read { name: existing(rng) },
-        57..=68 => {
+        57..=65 => {
             let name = if rng.chance(90) { existing(rng) } else { any(rng) };
             Action::Delete { name }
+        }
+        // A file removed earlier, back from the trash (if its name is free).
+        66..=68 => {
+            let trash = believed.trash_paths();
+            let removed: Vec<&String> = trash.iter().filter(|p| !believed.is_file(p)).collect();
+            match removed.is_empty() {
+                true => upload(rng),
+                false => Action::Restore { name: rng.pick(&removed).to_string() },
+            }
         }
         _ if files.is_empty() => upload(rng),
         69..=81 => {
@@ -249,6 +259,7 @@ fn perform(c: &NsCluster, seed: u64, client: u32, seq: u32, action: Action) -> O
             (c.scs(&["mv".into(), from.into(), to.into()], OP_DEADLINE), None)
         }
         Action::Link { from, to } => (c.scs(&["ln".into(), from.into(), to.into()], OP_DEADLINE), None),
+        Action::Restore { name } => (c.scs(&["trash".into(), "restore".into(), name.into()], OP_DEADLINE), None),
     };
     let outcome = match (ran.ok(), ran.timed_out()) {
         (true, _) => Outcome::Ok,

@@ -50,6 +50,18 @@ pub enum Landing {
     Move { from: Loc, to: Loc },
     /// A second name of a file.
     Link { file: FileId, to: Loc },
+    /// A file back from the trash, at the place it was removed from.
+    Restore { file: FileId },
+}
+
+/// A file in the trash: its last name (by the directory it was in), its
+/// content, and when it went (the history index of the operation).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Trashed {
+    at: Loc,
+    file: FileId,
+    content: String,
+    when: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,15 +72,29 @@ pub struct World {
     /// Failed writes (their history index) that have not taken effect in
     /// this state and may still, until the time given (ms of the run).
     pending: BTreeMap<usize, (i64, Landing)>,
+    /// Files whose last name went, in the trash.
+    trash: Vec<Trashed>,
+    /// Directories removed: in the trash, where each was.
+    removed_dirs: BTreeMap<DirId, Loc>,
 }
 
 /// What a command did to one state: the state after each step it commits
 /// (`mv` may make directories, then renames), and whether it ran to the end
-/// (`false`: it failed there, as it would answer).
+/// (`false`: it failed there, as it would answer). `also` holds other
+/// states it may have ended in instead of the last step: a restore brings
+/// back the last file removed from a name, or an earlier one if the room
+/// the cluster made took the later ones.
 #[derive(Debug)]
 pub struct Effect {
     pub steps: Vec<World>,
     pub done: bool,
+    pub also: Vec<World>,
+}
+
+impl Effect {
+    fn one(w: World, done: bool) -> Effect {
+        Effect { steps: vec![w], done, also: Vec::new() }
+    }
 }
 
 impl World {
@@ -136,9 +162,9 @@ impl World {
                 None => false,
             },
             Landing::Create { at, sha } => w.path_of(at).is_some_and(|p| w.upload(op, &p, sha)),
-            Landing::Unlink { at } => w.path_of(at).is_some_and(|p| w.remove(&p)),
+            Landing::Unlink { at } => w.path_of(at).is_some_and(|p| w.remove(op, &p)),
             Landing::Move { from, to } => match (w.path_of(from), w.path_of(to)) {
-                (Some(f), Some(t)) => (w.is_file(&f) || w.is_dir(&f)) && w.make_parents(op, &t) && w.rename(&f, &t),
+                (Some(f), Some(t)) => (w.is_file(&f) || w.is_dir(&f)) && w.make_parents(op, &t) && w.rename(op, &f, &t),
                 _ => false,
             },
             Landing::Link { file, to } => match w.path_of(to) {
@@ -146,6 +172,13 @@ impl World {
                     Some(from) => w.link(&from, &t),
                     None => false,
                 },
+                None => false,
+            },
+            Landing::Restore { file } => match w.restored(*file) {
+                Some(back) => {
+                    w = back;
+                    true
+                }
                 None => false,
             },
         };
@@ -192,6 +225,7 @@ impl World {
                 (self.is_file(name) || self.is_dir(name)).then(|| Landing::Unlink { at: self.loc(name) })
             }
             Action::Link { from, to } => self.files.get(from).map(|f| Landing::Link { file: *f, to: self.loc(to) }),
+            Action::Restore { name } => self.removed_at(name).first().map(|f| Landing::Restore { file: *f }),
             Action::Rename { from, to } | Action::RenameDir { from, to } => {
                 if !self.is_file(from) && !self.is_dir(from) {
                     return None;
@@ -214,21 +248,100 @@ impl World {
     pub fn apply(&self, id: FileId, action: &Action) -> Effect {
         let mut w = self.clone();
         match action {
-            Action::Read { .. } => Effect { steps: vec![w], done: true },
+            Action::Read { .. } => Effect::one(w, true),
             Action::Upload { name, sha, .. } => {
                 let done = w.upload(id, name, sha);
-                Effect { steps: vec![w], done }
+                Effect::one(w, done)
             }
             Action::Delete { name } | Action::RemoveDir { name } => {
-                let done = w.remove(name);
-                Effect { steps: vec![w], done }
+                let done = w.remove(id, name);
+                Effect::one(w, done)
             }
             Action::Link { from, to } => {
                 let done = w.link(from, to);
-                Effect { steps: vec![w], done }
+                Effect::one(w, done)
             }
             Action::Rename { from, to } | Action::RenameDir { from, to } => self.mv(id, from, to),
+            Action::Restore { name } => {
+                let mut back: Vec<World> =
+                    self.removed_at(name).into_iter().filter_map(|file| self.restored(file)).collect();
+                match back.is_empty() || self.is_file(name) || self.is_dir(name) {
+                    true => Effect::one(w, false),
+                    false => {
+                        let last = back.remove(0);
+                        Effect { steps: vec![last], done: true, also: back }
+                    }
+                }
+            }
         }
+    }
+
+    /// The paths of the files in the trash, as `scs trash ls` shows them.
+    pub fn trash_paths(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.trash.iter().filter_map(|t| self.trash_path(&t.at)).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The files in the trash whose path is `name`, the last removed first.
+    fn removed_at(&self, name: &str) -> Vec<FileId> {
+        let mut at: Vec<&Trashed> =
+            self.trash.iter().filter(|t| self.trash_path(&t.at).as_deref() == Some(name)).collect();
+        at.sort_by_key(|t| std::cmp::Reverse(t.when));
+        at.into_iter().map(|t| t.file).collect()
+    }
+
+    /// Where `loc` is, through directories in the trash too (`None`: its
+    /// directory is gone).
+    fn trash_path(&self, loc: &Loc) -> Option<String> {
+        let mut rest = loc.rest.clone();
+        let mut dir = loc.dir;
+        for _ in 0..64 {
+            if dir == ROOT {
+                return Some(rest);
+            }
+            if let Some(p) = self.dirs.iter().find(|(_, id)| **id == dir).map(|(p, _)| p) {
+                return Some(format!("{p}/{rest}"));
+            }
+            let up = self.removed_dirs.get(&dir)?;
+            rest = format!("{}/{rest}", up.rest);
+            dir = up.dir;
+        }
+        None
+    }
+
+    /// This state with `file` back from the trash where it was removed,
+    /// with the removed directories above it (themselves only), as one
+    /// commit: `None` if it is not in the trash or a name on the way is
+    /// taken.
+    fn restored(&self, file: FileId) -> Option<World> {
+        let mut w = self.clone();
+        let k = w.trash.iter().position(|t| t.file == file)?;
+        let t = w.trash.remove(k);
+        w.bring_back_dir(t.at.dir)?;
+        let path = w.path_of(&t.at)?;
+        if w.is_file(&path) || w.is_dir(&path) {
+            return None;
+        }
+        w.files.insert(path, t.file);
+        w.content.insert(t.file, t.content);
+        Some(w)
+    }
+
+    /// Directory `dir` live again, with the removed ones above it.
+    fn bring_back_dir(&mut self, dir: DirId) -> Option<()> {
+        if dir == ROOT || self.dirs.values().any(|d| *d == dir) {
+            return Some(());
+        }
+        let at = self.removed_dirs.remove(&dir)?;
+        self.bring_back_dir(at.dir)?;
+        let path = self.path_of(&at)?;
+        if self.is_file(&path) || self.is_dir(&path) {
+            return None;
+        }
+        self.dirs.insert(path, dir);
+        Some(())
     }
 
     /// `scs upload`: into the file at `name` (every name of it sees the new
@@ -260,22 +373,33 @@ impl World {
         true
     }
 
-    /// `scs rm`: a file's name, or an empty directory.
-    fn remove(&mut self, name: &str) -> bool {
+    /// `scs rm` (operation `op`): a file's name, or an empty directory.
+    /// What loses its last name goes to the trash.
+    fn remove(&mut self, op: usize, name: &str) -> bool {
+        let at = self.loc(name);
         if let Some(f) = self.files.remove(name) {
-            self.forget_unnamed(f);
+            self.forget_unnamed(op, f, at);
             return true;
         }
         if self.is_dir(name) && !self.has_children(name) {
-            self.dirs.remove(name);
+            self.remove_dir(name, at);
             return true;
         }
         false
     }
 
-    fn forget_unnamed(&mut self, f: FileId) {
+    fn remove_dir(&mut self, name: &str, at: Loc) {
+        if let Some(d) = self.dirs.remove(name) {
+            self.removed_dirs.insert(d, at);
+        }
+    }
+
+    /// File `f`, whose name at `at` went: to the trash if it was its last.
+    fn forget_unnamed(&mut self, op: usize, f: FileId, at: Loc) {
         if !self.files.values().any(|x| *x == f) {
-            self.content.remove(&f);
+            if let Some(content) = self.content.remove(&f) {
+                self.trash.push(Trashed { at, file: f, content, when: op });
+            }
         }
     }
 
@@ -298,26 +422,26 @@ impl World {
         let mut w = self.clone();
         let from_dir = w.is_dir(from);
         if !from_dir && !w.is_file(from) {
-            return Effect { steps: vec![w], done: false };
+            return Effect::one(w, false);
         }
         if from_dir && inside(to, from) {
-            return Effect { steps: vec![w], done: false };
+            return Effect::one(w, false);
         }
         let mut steps = Vec::new();
         if !w.make_parents(op, to) {
-            return Effect { steps: vec![w], done: false };
+            return Effect::one(w, false);
         }
         if w != *self {
             steps.push(w.clone());
         }
         let dst = w.mv_target(from, to);
-        let done = w.rename(from, &dst);
+        let done = w.rename(op, from, &dst);
         steps.push(w);
-        Effect { steps, done }
+        Effect { steps, done, also: Vec::new() }
     }
 
-    /// rename(2) with replace.
-    fn rename(&mut self, from: &str, to: &str) -> bool {
+    /// rename(2) with replace (operation `op`).
+    fn rename(&mut self, op: usize, from: &str, to: &str) -> bool {
         if from == to || self.same_file(from, to) {
             return true;
         }
@@ -329,11 +453,13 @@ impl World {
             (true, false, Some(_)) | (false, true, _) => return false,
             (true, true, _) if self.has_children(to) => return false,
             (true, true, _) => {
-                self.dirs.remove(to);
+                let at = self.loc(to);
+                self.remove_dir(to, at);
             }
             (false, false, Some(old)) => {
+                let at = self.loc(to);
                 self.files.remove(to);
-                self.forget_unnamed(old);
+                self.forget_unnamed(op, old, at);
             }
             _ => {}
         }
@@ -410,6 +536,36 @@ mod tests {
         assert_eq!(landed.read("c1/d4/f06"), Seen::Absent);
         let gone = run(&w, 6, Action::Delete { name: "c1/d4/f06".into() });
         assert!(gone.land(2).is_none(), "the file it named is gone");
+    }
+
+    #[test]
+    fn a_restore_brings_back_the_last_file_removed_from_a_name_with_the_directory_it_was_in() {
+        let w = run(&World::default(), 0, up("c1/d0/f00", "x"));
+        let w = run(&w, 1, Action::Delete { name: "c1/d0/f00".into() });
+        let w = run(&w, 2, up("c1/d0/f00", "y"));
+        let w = run(&w, 3, Action::Delete { name: "c1/d0/f00".into() });
+        let w = run(&w, 4, Action::RemoveDir { name: "c1/d0".into() });
+        assert_eq!(w.trash_paths(), ["c1/d0/f00"]);
+        let restore = Action::Restore { name: "c1/d0/f00".into() };
+        let e = w.apply(5, &restore);
+        assert!(e.done);
+        let back = e.steps.last().unwrap();
+        assert_eq!(back.read("c1/d0/f00"), p("y"), "the last removed, its directory back with it");
+        assert_eq!(e.also.len(), 1, "or the one before, if room was made of the last");
+        assert_eq!(e.also[0].read("c1/d0/f00"), p("x"));
+        // Never over a name that exists now.
+        let taken = run(&w, 6, up("c1/d0/f00", "z"));
+        assert!(!taken.apply(7, &restore).done);
+        // A file renamed over leaves its content in the trash too.
+        let w = run(&World::default(), 0, up("c1/d0/f00", "x"));
+        let w = run(&w, 1, up("c1/d0/f01", "y"));
+        let w = run(&w, 2, Action::Rename { from: "c1/d0/f01".into(), to: "c1/d0/f00".into() });
+        let w = run(&w, 3, Action::Rename { from: "c1/d0".into(), to: "c1/d5".into() });
+        assert_eq!(w.trash_paths(), ["c1/d5/f00"], "by the directory it was in, wherever that is now");
+        assert!(!w.apply(4, &Action::Restore { name: "c1/d5/f00".into() }).done, "the name is taken");
+        let w = run(&w, 4, Action::Rename { from: "c1/d5/f00".into(), to: "c1/d5/f02".into() });
+        let back = run(&w, 5, Action::Restore { name: "c1/d5/f00".into() });
+        assert_eq!((back.read("c1/d5/f00"), back.read("c1/d5/f02")), (p("x"), p("y")));
     }
 
     #[test]
