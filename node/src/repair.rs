@@ -235,7 +235,7 @@ pub async fn anti_entropy(node: Arc<Node>) {
         if !view.members.get(&leader).is_some_and(|m| m.info.ready) {
             continue;
         }
-        match reconcile(&node, &addr, view.term).await {
+        match reconcile(&node, &addr, view.term, BUCKETS_PER_ROUND).await {
             Ok((got, withdrawn)) if got + withdrawn > 0 => {
                 log::info!("node {me}: index reconciled with leader {leader}: {got} entries in, {withdrawn} withdrawn")
             }
@@ -260,7 +260,7 @@ async fn call(node: &Node, addr: &str, req: Request) -> Result<Response> {
 /// tombstone purged, the entry being a late copy of what it deleted: an
 /// `Apply` that sat in a socket through a partition, say). Handed back to
 /// the leader, either would come back to life.
-pub async fn reconcile(node: &Arc<Node>, addr: &str, term: Term) -> Result<(usize, usize)> {
+pub async fn reconcile(node: &Arc<Node>, addr: &str, term: Term, buckets: usize) -> Result<(usize, usize)> {
     // Read before the leader's versions: every entry at or below it was
     // committed at the leader before it answers, so it has that entry or a
     // newer one, or purged its tombstone. Read after, it could cover an entry
@@ -274,7 +274,7 @@ pub async fn reconcile(node: &Arc<Node>, addr: &str, term: Term) -> Result<(usiz
     };
     let ours = node.blocking(|s| s.digests()).await?;
     let (mut got, mut withdrawn) = (0, 0);
-    for bucket in ours.differing(&theirs).into_iter().take(BUCKETS_PER_ROUND) {
+    for bucket in ours.differing(&theirs).into_iter().take(buckets) {
         let their_versions: HashMap<Key, Version> = match call(node, addr, Request::BucketVersions { bucket }).await? {
             Response::Versions(v) => v.into_iter().collect(),
             other => return Err(Error::Protocol(format!("unexpected answer: {other:?}"))),
@@ -374,13 +374,28 @@ async fn audit_round(
     let now = now_ns();
     let mut fixes: Vec<(Key, Version, Record)> = Vec::new();
     for i in audit.orphans {
+        log::info!("node {}: namespace audit: orphan {}", node.me(), crate::leader::detail(&Record::Inode(i.clone())));
         fixes.push((i.key(), i.version, Record::Inode(i.tombstone(now))));
     }
     for (i, names) in audit.miscounted {
+        log::info!(
+            "node {}: namespace audit: {} has {names} name(s)",
+            node.me(),
+            crate::leader::detail(&Record::Inode(i.clone()))
+        );
         let fixed = Inode { nlink: names, ctime_ns: now, ..i.clone() };
         fixes.push((i.key(), i.version, Record::Inode(fixed)));
     }
     for d in audit.stray_names {
+        if let Some(why) = audit.why.get(&d.key()) {
+            log::info!(
+                "node {}: namespace audit: stray entry {:?} in {} -> {}: {why}",
+                node.me(),
+                d.name,
+                d.parent,
+                d.child
+            );
+        }
         let gone = scs_common::Dentry { deleted: true, child: scs_common::Ino::NONE, stamp_ns: now, ..d.clone() };
         fixes.push((d.key(), d.version, Record::Dentry(gone)));
     }

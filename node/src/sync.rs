@@ -148,6 +148,26 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
             continue;
         }
         if members.has_majority(&answered) {
+            // The other way too, before anything is served: what this node
+            // has that a majority may lack goes to one. That is this node's
+            // own changes of a term it gave up because they reached no
+            // majority (it leads again at once, in a new term): their
+            // clients were told they may have been applied, a retry here
+            // finds them done, and every change this leader makes is
+            // checked against them. Left here alone, the next leader would
+            // have those changes without the ones they stand on: a name
+            // removed here back there, and a link count that no longer
+            // counts it (its last "last" name then sends a named file to
+            // the trash).
+            match spread_unsettled(&node, &state, since).await {
+                Ok(0) => {}
+                Ok(n) => log::info!("node {me}: sent {n} records newer than {since:?} to a majority before serving"),
+                Err(e) => {
+                    log::info!("node {me}: cannot put what only it may have on a majority yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
             // Everything a majority had is here now: the new watermark.
             if let Ok(max) = node.blocking(|s| s.max_version()).await {
                 let _ = node.blocking(move |s| s.set_watermark(max)).await;
@@ -180,6 +200,31 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Records this node may hold alone: every record newer than `since`, the
+/// watermark it caught up from (records at or below it are on a majority:
+/// see [`lead`]). Sent to every live node, each keeping the newer version;
+/// returns how many once a majority has them.
+async fn spread_unsettled(node: &Arc<Node>, state: &Arc<LeaderState>, since: Version) -> Result<usize> {
+    let mut records = Vec::new();
+    let mut cursor = (since, Key([0xff; 32]));
+    loop {
+        let page = node.blocking(move |s| s.after(cursor, PULL_BATCH)).await?;
+        let more = page.len() == PULL_BATCH;
+        if let Some(last) = page.last() {
+            cursor = (last.version(), last.key());
+        }
+        records.extend(page);
+        if !more {
+            break;
+        }
+    }
+    let n = records.len();
+    if n > 0 {
+        crate::leader::spread_committed(node, state, records).await?;
+    }
+    Ok(n)
 }
 
 /// Commits the root directory if the cluster has none yet (it is new), and
@@ -290,6 +335,24 @@ pub async fn follow(node: Arc<Node>) {
                         let _ = node.blocking(move |s| s.set_watermark(watermark)).await;
                     }
                     if caught_up_with != Some((v.term, leader)) {
+                        // Before this node may lead: what it has of an earlier
+                        // term that this leader lacks goes (its own changes as
+                        // a deposed leader that reached no majority, which this
+                        // leader's changes were checked without). Left to the
+                        // slow anti-entropy, a node that takes over at once
+                        // would serve them mixed with this leader's changes: a
+                        // name it removed back there, a link count that no
+                        // longer counts one.
+                        match crate::repair::reconcile(&node, &addr, v.term, usize::MAX).await {
+                            Ok((got, withdrawn)) if got + withdrawn > 0 => log::info!(
+                                "node {me}: index reconciled with new leader {leader}: {got} entries in, {withdrawn} withdrawn"
+                            ),
+                            Ok(_) => {}
+                            Err(e) => {
+                                log::info!("node {me}: cannot compare indexes with new leader {leader} yet: {e}");
+                                continue;
+                            }
+                        }
                         caught_up_with = Some((v.term, leader));
                         log::info!("node {me}: caught up with leader {leader} (term {})", v.term);
                         node.tell_driver(Control::CaughtUp).await;
@@ -399,7 +462,11 @@ async fn fetch_from(node: &Arc<Node>, addr: &str, entry: &Inode) -> Result<()> {
         return Err(e);
     }
     let r = Record::Inode(entry.clone());
-    node.blocking(move |s| s.apply(&[r], &[(key, content)])).await?;
+    let applied = node.blocking(move |s| s.apply(&[r], &[(key, content)])).await?;
+    if applied.applied > 0 {
+        let what = crate::leader::detail(&Record::Inode(entry.clone()));
+        log::debug!("node {}: a fetch put back the record it was for: {what}", node.me());
+    }
     node.peers().put(addr, conn);
     Ok(())
 }

@@ -175,3 +175,63 @@ fn a_minority_without_its_leader_refuses_writes_quickly_and_loses_nothing() {
     heal(&c, &frozen, &files);
     c.assert_missing("refused.txt");
 }
+
+/// A leader whose change reaches no majority gives the term up and leads
+/// the next one itself, with the change in its index: a retry of the
+/// command finds it done there (and is answered "ok"), and the leader's
+/// later changes are checked against it. So the change must be on a
+/// majority before that leader serves anything, or the next leader, which
+/// catches up from a majority, serves the state from before it (the fault
+/// suite saw a removed name come back there, counted by no link count).
+#[test]
+fn what_a_leader_serves_after_a_change_reached_no_majority_survives_its_replacement() {
+    let mut c = Cluster::start(3);
+    c.wait_leader(3, Duration::from_secs(10));
+    c.upload_bytes("kept.txt", b"kept");
+    c.upload_bytes("b.txt", b"removed while the followers are down");
+    // The followers go: the leader's lease has not run out yet, so it
+    // commits the removal itself, fails to send it, gives the term up and
+    // leads the next one, once the followers are back to catch up from.
+    c.kill(1);
+    c.kill(2);
+    let mut args = c.cluster_flags(c.key_file());
+    args.extend(["rm".into(), "b.txt".into()]);
+    let rm = std::process::Command::new(scs_tests::bins::bin("scs"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("scs rm starts");
+    std::thread::sleep(Duration::from_millis(800));
+    c.restart(1);
+    c.restart(2);
+    let rm = rm.wait_with_output().expect("scs rm ends");
+    println!("rm while the followers were down: {:?}: {}", rm.status, String::from_utf8_lossy(&rm.stderr).trim());
+    let staged = std::fs::read_to_string(c.log_path(3)).unwrap_or_default().contains("reached no majority");
+    println!("node 3 gave a term up for a change that reached no majority: {staged}");
+    // Node 3 leads again; what it serves now …
+    let before = served(&c, "b.txt");
+    if rm.status.success() {
+        assert_eq!(before, None, "an acknowledged rm, yet b.txt is served");
+    }
+    // … the next leader serves too, at once (before any anti-entropy round).
+    c.pause(3);
+    c.wait_leader(2, Duration::from_secs(10));
+    let after = served(&c, "b.txt");
+    assert_eq!(after, before, "node 2 serves b.txt otherwise than node 3 did before it froze");
+    c.assert_content("kept.txt", b"kept");
+    c.resume(3);
+    c.wait_leader(3, Duration::from_secs(15));
+    assert_eq!(served(&c, "b.txt"), before);
+    c.assert_content("kept.txt", b"kept");
+}
+
+/// The content the leader serves for `name`, `None` for "no such file".
+#[track_caller]
+fn served(c: &Cluster, name: &str) -> Option<Vec<u8>> {
+    let (out, bytes) = c.try_download(name);
+    if !out.success() {
+        assert!(out.error_line().starts_with("scs: no such file"), "{out}");
+    }
+    bytes
+}

@@ -122,6 +122,10 @@ pub async fn commit_with<G>(
     if state.has_failed() {
         return Err(term_given_up(node, state));
     }
+    if log::log_enabled!(log::Level::Debug) {
+        let what: Vec<String> = batch.records.iter().map(detail).collect();
+        log::debug!("node {}: commits in term {}: {}", node.me(), state.term, what.join("; "));
+    }
     let members = batch.records.iter().any(|r| matches!(r, Record::Members(_)));
     if !members && spread.also.is_empty() && !spread.outlive_lead {
         let (local, visible) = match node.commit_local(state.term, batch.records.clone()).await {
@@ -156,6 +160,20 @@ pub async fn commit_with<G>(
     res
 }
 
+/// Sends `records`, already committed here, to every live node and waits
+/// until a majority of the cluster (counting this node) has them: for a new
+/// leader before it serves (see `sync::lead`), so it is not tied to the
+/// lead it has not taken up yet. Records keep their versions: a node that
+/// has a newer one keeps it.
+///
+/// # Errors
+/// `Unavailable` when no majority committed them.
+pub async fn spread_committed(node: &Arc<Node>, state: &Arc<LeaderState>, records: Vec<Record>) -> Result<()> {
+    let before = node.members();
+    let set = apply_to_others(node, state, split_by_size(records, RECORDS_BYTES), Vec::new());
+    await_majority(node, state, set, &before, true).await
+}
+
 /// The end of a commit sent to the followers as `set`, once this node's
 /// own commit came out as `local`: `versions` (the commit's [`Batch`]es)
 /// are let go, and the outcome is a majority's. Either failure gives the
@@ -186,6 +204,29 @@ async fn on_majority<V>(
         give_up(node, state, "a change reached no majority").await;
     }
     res
+}
+
+/// A record in a few words, with what the namespace's rules depend on:
+/// for an inode its kind, link count, parent and whether it is gone or in
+/// the trash; for an entry where it is and what it leads to.
+pub fn detail(r: &Record) -> String {
+    match r {
+        Record::Inode(i) => {
+            let state = if i.deleted {
+                "gone".to_string()
+            } else if let Some(t) = &i.trashed {
+                format!("trashed from {:?} in {} at {}", t.name, t.dir, t.at_ns)
+            } else {
+                format!("nlink {} parent {}", i.nlink, i.parent)
+            };
+            format!("inode {} {:?} {} {state}", i.ino, i.version, i.kind.as_str())
+        }
+        Record::Dentry(d) if d.deleted => format!("entry {:?} in {} {:?} gone", d.name, d.parent, d.version),
+        Record::Dentry(d) => {
+            format!("entry {:?} in {} {:?} -> {} {}", d.name, d.parent, d.version, d.child, d.kind.as_str())
+        }
+        other => other.describe(),
+    }
 }
 
 /// The error for a change refused because the term was given up.

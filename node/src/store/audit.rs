@@ -35,6 +35,9 @@ pub struct Audit {
     /// and extra names of a directory (a directory has one name: the one in
     /// the directory its inode says holds it).
     pub stray_names: Vec<Dentry>,
+    /// Why each stray name is stray (by its key): what the directory it is
+    /// in and the inode it leads to are in the index, for the operator.
+    pub why: HashMap<Key, String>,
 }
 
 impl Audit {
@@ -68,9 +71,12 @@ impl Store {
         // few reported are read again whole, below).
         let mut inodes = Vec::new();
         let mut dirs = std::collections::HashSet::new();
+        // What each inode record says, for the reasons of stray names.
+        let mut states: HashMap<Ino, String> = HashMap::new();
         for row in records.iter().map_err(|e| self.db_err(e))? {
             let (_, v) = row.map_err(|e| self.db_err(e))?;
             let Record::Inode(i) = decode_record(v.value())? else { continue };
+            states.insert(i.ino, state_of(&i));
             // What is in the trash has no name on purpose: not an orphan,
             // and no name leads to it or into it.
             if i.deleted || i.is_trashed() {
@@ -86,12 +92,17 @@ impl Store {
             Ok(read_whole(&records, &data, &Key::of_ino(ino))?.and_then(|r| r.as_inode().cloned()))
         };
         let mut out = Audit::default();
+        let why = |d: &Dentry| -> String {
+            let of = |ino: Ino| states.get(&ino).cloned().unwrap_or_else(|| "missing".to_string());
+            format!("directory {}: {}; child {}: {}", d.parent, of(d.parent), d.child, of(d.child))
+        };
         // A name in a directory that is gone leads nowhere a path can reach
         // (the directory's own name lost to a newer one in a merge): it goes,
         // and counts for nothing below.
         for refs in names.values_mut() {
             for (parent, name) in refs.iter().filter(|(p, _)| !dirs.contains(p)) {
                 if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(*parent, name))? {
+                    out.why.insert(d.key(), format!("in a directory that is not live ({})", why(&d)));
                     out.stray_names.push(d);
                 }
             }
@@ -111,6 +122,8 @@ impl Store {
                     let keep = mine.iter().position(|(p, _)| *p == i.parent).unwrap_or(0);
                     for (parent, name) in mine.iter().enumerate().filter(|(n, _)| *n != keep).map(|(_, pn)| pn) {
                         if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(*parent, name))? {
+                            let w = format!("a second name of a directory whose parent is {} ({})", i.parent, why(&d));
+                            out.why.insert(d.key(), w);
                             out.stray_names.push(d);
                         }
                     }
@@ -126,6 +139,7 @@ impl Store {
             }
             for (parent, name) in refs {
                 if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(*parent, name))? {
+                    out.why.insert(d.key(), format!("leads to an inode that is not live ({})", why(&d)));
                     out.stray_names.push(d);
                 }
             }
@@ -140,4 +154,18 @@ impl Store {
     ) -> Result<Option<Record>> {
         super::index::read_record(records, key)
     }
+}
+
+/// What an inode record says, in a few words: its kind, version and
+/// whether it is gone or in the trash (and since when, from where).
+fn state_of(i: &Inode) -> String {
+    let mut s = format!("{} {:?}", i.kind.as_str(), i.version);
+    if i.deleted {
+        s.push_str(" tombstoned");
+    } else if let Some(t) = i.trashed.as_ref() {
+        s.push_str(&format!(" trashed at {} from {:?} in {}", t.at_ns, t.name, t.dir));
+    } else {
+        s.push_str(&format!(" live, nlink {}, parent {}", i.nlink, i.parent));
+    }
+    s
 }

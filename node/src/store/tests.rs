@@ -760,6 +760,8 @@ fn the_audit_removes_a_name_in_a_directory_that_is_gone_and_the_file_only_it_nam
     let audit = s.audit().unwrap();
     assert_eq!(audit.stray_names.len(), 1, "{audit:?}");
     assert_eq!((audit.stray_names[0].parent, audit.stray_names[0].name.as_str()), (Ino(9), "f04"));
+    let why = &audit.why[&audit.stray_names[0].key()];
+    assert!(why.contains("in a directory that is not live") && why.contains("directory 9: missing"), "{why}");
     assert_eq!(audit.orphans, vec![lost], "found in the same pass, not one audit later");
     assert!(audit.miscounted.is_empty());
 }
@@ -1002,6 +1004,9 @@ fn the_trash_keeps_a_removed_file_and_its_blob_oldest_first_until_it_is_restored
     let audit = s.audit().unwrap();
     assert!(audit.orphans.is_empty(), "{:?}", audit.orphans);
     assert_eq!(audit.stray_names.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["stale-name"]);
+    // And the operator is told why: the inode it leads to is in the trash.
+    let why = &audit.why[&audit.stray_names[0].key()];
+    assert!(why.contains("leads to an inode that is not live") && why.contains("trashed at 400"), "{why}");
     assert_eq!(s.tally_trash_bytes().unwrap(), 0);
 }
 
