@@ -180,6 +180,14 @@ async fn roles(node: Arc<Node>, ready: impl FnOnce() + Send + 'static) {
     let mut ready = Some(ready);
     loop {
         let v = rx.borrow_and_update().clone();
+        if led.is_some() && (v.role != Role::Leader || led != Some(v.term)) {
+            // The term it led is over: how far it is known to have every
+            // record stays with it, for the next leader to tell from it what
+            // never reached a majority (see `sync::lead`).
+            if let Some(w) = node.leader_state().and_then(|s| s.vouched()) {
+                let _ = node.blocking(move |s| if s.watermark()? < w { s.set_watermark(w) } else { Ok(()) }).await;
+            }
+        }
         if v.role == Role::Leader && led != Some(v.term) {
             led = Some(v.term);
             let state = Arc::new(LeaderState::new(v.term));

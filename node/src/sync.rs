@@ -4,7 +4,7 @@
 //! Records carry versions and applying one is idempotent (the highest
 //! version wins), so a pull can be repeated or overlap live replication.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +53,13 @@ pub async fn serve_pull(
             return Err(Error::Unavailable("the leader is catching up again after a failed commit".into()));
         }
         Some(state) if view.role == Role::Leader && view.ready && state.term == view.term => state.safe_watermark(),
+        // To a new leader catching up: how far this node is known to have
+        // every record (see `lead`, which tells from it what never reached
+        // a majority).
+        _ if fence.is_some() => {
+            let stored = node.blocking(|s| s.watermark()).await?;
+            node.leader_state().and_then(|s| s.vouched()).map_or(stored, |w| w.max(stored))
+        }
         _ => Version::ZERO,
     };
     // Pages go by (version, key): records an upgrade made from one entry
@@ -77,26 +84,33 @@ pub async fn serve_pull(
     }
 }
 
+/// What a pull brought: how many records were new here, the sender's
+/// watermark, and the version of each record it sent.
+pub struct Pulled {
+    pub applied: usize,
+    pub watermark: Version,
+    pub sent: HashMap<Key, Version>,
+}
+
 /// Pulls every record newer than `since` from the node at `addr` and applies
-/// it here. Returns how many records were new and the sender's watermark.
-pub async fn pull_from(
-    node: &Arc<Node>,
-    addr: &str,
-    since: Version,
-    fence: Option<(Term, NodeId)>,
-) -> Result<(usize, Version)> {
+/// it here.
+pub async fn pull_from(node: &Arc<Node>, addr: &str, since: Version, fence: Option<(Term, NodeId)>) -> Result<Pulled> {
     let mut conn = node.peers().get(addr).await?;
     conn.send(&Message::Request(Request::Pull { since, fence })).await?;
     let mut applied = 0;
+    let mut sent = HashMap::new();
     loop {
         match conn.recv_response().await? {
             Response::Pulled { records, more, watermark } => {
+                for r in &records {
+                    sent.insert(r.key(), r.version());
+                }
                 if !records.is_empty() {
                     applied += node.blocking(move |s| s.apply(&records, &[])).await?.applied;
                 }
                 if !more {
                     node.peers().put(addr, conn);
-                    return Ok((applied, watermark));
+                    return Ok(Pulled { applied, watermark, sent });
                 }
             }
             other => return Err(Error::Protocol(format!("unexpected answer to pull: {other:?}"))),
@@ -127,21 +141,43 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
         }
         let mut answered = BTreeSet::from([me]);
         let mut pulled = 0;
+        let mut answers = Vec::new();
         // A majority is enough: one slow node must not hold the failover up.
         while !members.has_majority(&answered) {
             let Some(res) = set.join_next().await else { break };
             match res {
-                Ok((id, Ok((n, _)))) => {
+                Ok((id, Ok(p))) => {
                     answered.insert(id);
-                    pulled += n;
+                    pulled += p.applied;
+                    answers.push((id, v.addr_of(id).map(str::to_string), p));
                 }
                 Ok((id, Err(e))) => log::info!("node {me}: catch-up from node {id} failed: {e}"),
                 Err(e) => log::warn!("node {me}: catch-up task failed: {e}"),
             }
         }
-        // The rest are not waited for, nor applied late: a majority has
-        // every change that reached one, and what only the others have
-        // never did (anti-entropy withdraws it there).
+        // The rest get a moment more: each answer may show that a record
+        // only this node has never reached a majority (see
+        // `spread_unsettled`). Then they are not waited for, nor applied
+        // late: a majority has every change that reached one, and what
+        // only the others have never did (anti-entropy withdraws it there).
+        if members.has_majority(&answered) {
+            let grace = tokio::time::sleep(Duration::from_millis(500));
+            tokio::pin!(grace);
+            loop {
+                tokio::select! {
+                    _ = &mut grace => break,
+                    res = set.join_next() => match res {
+                        Some(Ok((id, Ok(p)))) => {
+                            answered.insert(id);
+                            pulled += p.applied;
+                            answers.push((id, v.addr_of(id).map(str::to_string), p));
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                }
+            }
+        }
         set.abort_all();
         if members.has_majority(&answered) && node.members() != members {
             log::info!("node {me}: caught up a newer membership {:?}; catching up from it too", node.members().nodes);
@@ -159,9 +195,11 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
             // removed here back there, and a link count that no longer
             // counts it (its last "last" name then sends a named file to
             // the trash).
-            match spread_unsettled(&node, &state, since).await {
+            match spread_unsettled(&node, &state, since, &answers).await {
                 Ok(0) => {}
-                Ok(n) => log::info!("node {me}: sent {n} records newer than {since:?} to a majority before serving"),
+                Ok(n) => {
+                    log::info!("node {me}: settled {n} record(s) newer than {since:?} that only it had before serving")
+                }
                 Err(e) => {
                     log::info!("node {me}: cannot put what only it may have on a majority yet: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -179,6 +217,7 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+            state.mark_served();
             log::info!(
                 "node {me}: leader of term {} caught up ({pulled} records from {} nodes); serving",
                 state.term,
@@ -202,12 +241,27 @@ pub async fn lead(node: Arc<Node>, state: Arc<LeaderState>) {
     }
 }
 
-/// Records this node may hold alone: every record newer than `since`, the
-/// watermark it caught up from (records at or below it are on a majority:
-/// see [`lead`]). Sent to every live node, each keeping the newer version;
-/// returns how many once a majority has them.
-async fn spread_unsettled(node: &Arc<Node>, state: &Arc<LeaderState>, since: Version) -> Result<usize> {
-    let mut records = Vec::new();
+/// What a new leader may hold without a majority, after it pulled from one
+/// (the `answers`: each node, its address and what it sent): its records
+/// newer than `since`, the watermark it caught up from, that some answering
+/// node did not send at that version or a newer one. Each was committed in
+/// an earlier term and may be on no majority:
+/// - an answering node that a leader of a later term vouched complete past
+///   it (its watermark is of a later term, and above it) and that lacks it
+///   shows it never reached a majority (that leader caught up from one):
+///   it is withdrawn here, and the node's version taken instead;
+/// - any other is sent to every live node, each keeping the newer version,
+///   and counted once a majority has it (an acknowledged change may be on
+///   no answering node but this one: its majority and this one meet here).
+///
+/// Returns how many records were withdrawn and sent.
+async fn spread_unsettled(
+    node: &Arc<Node>,
+    state: &Arc<LeaderState>,
+    since: Version,
+    answers: &[(NodeId, Option<String>, Pulled)],
+) -> Result<usize> {
+    let mut alone = Vec::new();
     let mut cursor = (since, Key([0xff; 32]));
     loop {
         let page = node.blocking(move |s| s.after(cursor, PULL_BATCH)).await?;
@@ -215,16 +269,39 @@ async fn spread_unsettled(node: &Arc<Node>, state: &Arc<LeaderState>, since: Ver
         if let Some(last) = page.last() {
             cursor = (last.version(), last.key());
         }
-        records.extend(page);
+        let everywhere =
+            |r: &Record| answers.iter().all(|(_, _, p)| p.sent.get(&r.key()).is_some_and(|v| *v >= r.version()));
+        alone.extend(page.into_iter().filter(|r| !everywhere(r)));
         if !more {
             break;
         }
     }
-    let n = records.len();
-    if n > 0 {
-        crate::leader::spread_committed(node, state, records).await?;
+    let me = node.me();
+    let mut spread = Vec::new();
+    let mut withdrawn = 0;
+    for r in alone {
+        let (key, version) = (r.key(), r.version());
+        let refuted = answers.iter().find(|(_, _, p)| p.watermark.term > version.term && p.watermark >= version);
+        let Some((id, addr, _)) = refuted else {
+            spread.push(r);
+            continue;
+        };
+        if key == Key::members() || !node.blocking(move |s| s.withdraw(&key, version)).await? {
+            continue;
+        }
+        withdrawn += 1;
+        log::info!("node {me}: withdrew {} of term {}: node {id} never had it", r.describe(), version.term);
+        let Some(addr) = addr else { continue };
+        let req = Request::RecordsFor { keys: vec![key] };
+        if let Response::Records(records) = node.peers().call(addr, &req).await? {
+            node.blocking(move |s| s.apply(&records, &[])).await?;
+        }
     }
-    Ok(n)
+    let n = spread.len();
+    if n > 0 {
+        crate::leader::spread_committed(node, state, spread).await?;
+    }
+    Ok(n + withdrawn)
 }
 
 /// Commits the root directory if the cluster has none yet (it is new), and
@@ -325,7 +402,7 @@ pub async fn follow(node: Arc<Node>) {
         if let (Some(leader), Some(addr)) = (v.leader.filter(|l| *l != me), v.leader_addr()) {
             let since = node.blocking(|s| s.watermark()).await.unwrap_or(Version::ZERO);
             match pull_from(&node, &addr, since, None).await {
-                Ok((n, watermark)) => {
+                Ok(Pulled { applied: n, watermark, .. }) => {
                     failures = 0;
                     if n > 0 {
                         log::debug!("node {me}: pulled {n} records from leader {leader}");

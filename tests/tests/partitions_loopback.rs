@@ -226,6 +226,46 @@ fn what_a_leader_serves_after_a_change_reached_no_majority_survives_its_replacem
     c.assert_content("kept.txt", b"kept");
 }
 
+/// A deposed leader keeps in its index what it committed alone before it
+/// was cut off (a change whose client gave up on it). When it wakes it
+/// follows the new leader, and soon takes over again as the highest id: it
+/// must drop that change first, not serve it mixed with the changes made
+/// without it (here a removed name that hides a file written since).
+#[test]
+fn a_deposed_leader_drops_what_reached_no_majority_before_it_takes_over_again() {
+    let mut c = Cluster::start(3);
+    c.wait_leader(3, Duration::from_secs(10));
+    c.upload_bytes("b.txt", b"version 1");
+    // Node 3 removes b.txt on its own: the followers are gone, and the
+    // client gives up. Node 3 is frozen before anyone catches up from it.
+    c.kill(1);
+    c.kill(2);
+    let mut args = c.cluster_flags(c.key_file());
+    args.extend(["rm".into(), "b.txt".into()]);
+    let mut rm = std::process::Command::new(scs_tests::bins::bin("scs"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("scs rm starts");
+    std::thread::sleep(Duration::from_millis(600));
+    let _ = rm.kill();
+    let _ = rm.wait();
+    c.pause(3);
+    let staged = std::fs::read_to_string(c.log_path(3)).unwrap_or_default().contains("reached no majority");
+    println!("node 3 committed the rm alone: {staged}");
+    // The others lead on without it: b.txt is there, with new content.
+    c.restart(1);
+    c.restart(2);
+    c.wait_leader(2, Duration::from_secs(15));
+    c.upload_bytes("b.txt", b"version 2");
+    c.assert_content("b.txt", b"version 2");
+    // Node 3 wakes, follows, and takes over again.
+    c.resume(3);
+    c.wait_leader(3, Duration::from_secs(20));
+    assert_eq!(served(&c, "b.txt").as_deref(), Some(&b"version 2"[..]), "the acknowledged upload is lost");
+}
+
 /// The content the leader serves for `name`, `None` for "no such file".
 #[track_caller]
 fn served(c: &Cluster, name: &str) -> Option<Vec<u8>> {

@@ -38,6 +38,8 @@ pub struct LeaderState {
     /// A commit failed here after it went out to the followers: this node's
     /// index may lack what they have, so nothing more is served in the term.
     failed: AtomicBool,
+    /// It caught up from a majority and served.
+    served: AtomicBool,
 }
 
 impl LeaderState {
@@ -54,6 +56,7 @@ impl LeaderState {
             inos: Mutex::new((0, 0)),
             locks: Mutex::new(scs_common::locks::LockTable::new(Default::default())),
             failed: AtomicBool::new(false),
+            served: AtomicBool::new(false),
         }
     }
 
@@ -120,6 +123,23 @@ impl LeaderState {
         inflight.insert(version);
         drop(inflight);
         VersionGuard { state: self.clone(), version }
+    }
+
+    /// This leader caught up from a majority and serves.
+    pub fn mark_served(&self) {
+        self.served.store(true, Ordering::SeqCst);
+    }
+
+    /// The version up to which this node has every record, as this term's
+    /// leader: every change committed before the term (it caught up from a
+    /// majority) and its own up to [`LeaderState::safe_watermark`] (only the
+    /// former once a commit failed here: its index may lack one of its
+    /// own). `None` before it served.
+    pub fn vouched(&self) -> Option<Version> {
+        if !self.served.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(if self.has_failed() { Version::new(self.term, 0) } else { self.safe_watermark() })
     }
 
     /// The highest version at or below which nothing is in flight: a
