@@ -93,9 +93,10 @@ pub fn report(results: &[SeedResult], s: &Settings, command: &str) -> String {
         super::workload::DIRS,
         s.workload,
         if s.namespace_ops {
-            "uploads, overwrites, reads, deletes, renames of files and of directories, hard links, rmdir"
+            "uploads, overwrites, reads, deletes, restores from the trash, renames of files and of directories, \
+             hard links, rmdir"
         } else {
-            "uploads, overwrites, reads, deletes, renames of files"
+            "uploads, overwrites, reads, deletes, restores from the trash, renames of files"
         },
         compact(&seeds)
     );
