@@ -64,10 +64,11 @@ fn members_with_any_ids_elect_the_highest_and_fail_over_to_the_next() {
 }
 
 /// An empty file is only an inode (no blob on any holder), and emptying a
-/// file lets its copies go; both read back empty from the next leader.
+/// file lets its copies go (with the trash off: with it on, they stay as
+/// the file's earlier version); both read back empty from the next leader.
 #[test]
 fn empty_files_keep_no_copies_and_read_back_empty_after_a_failover() {
-    let c = Cluster::start(3);
+    let c = Cluster::builder(3).config("trash_hours = 0\n").start();
     let full = seeded_bytes(40, 100_000);
     c.upload_bytes("was-full.bin", &full);
     let with_one: Vec<usize> = (1..=3).map(|id| c.blob_count(id)).collect();
