@@ -343,7 +343,8 @@ const AUDIT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The leader's loop repairing the namespace (see `store::audit`): an inode
 /// no name leads to is removed, a link count is set to the number of names,
-/// a name that leads nowhere (or a directory's second name) goes. Only what
+/// a file in the trash that names lead to comes out of it, a name that
+/// leads nowhere (or a directory's second name) goes. Only what
 /// two audits in a row found unchanged is repaired, so a change whose
 /// records are still arriving is left alone.
 pub async fn namespace(node: Arc<Node>) {
@@ -385,6 +386,15 @@ async fn audit_round(
         );
         let fixed = Inode { nlink: names, ctime_ns: now, ..i.clone() };
         fixes.push((i.key(), i.version, Record::Inode(fixed)));
+    }
+    for (i, names) in audit.named_in_trash {
+        log::info!(
+            "node {}: namespace audit: {} has {names} name(s): out of the trash",
+            node.me(),
+            crate::leader::detail(&Record::Inode(i.clone()))
+        );
+        let back = Inode { trashed: None, nlink: names, ctime_ns: now, ..i.clone() };
+        fixes.push((i.key(), i.version, Record::Inode(back)));
     }
     for d in audit.stray_names {
         if let Some(why) = audit.why.get(&d.key()) {

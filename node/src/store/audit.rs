@@ -35,6 +35,10 @@ pub struct Audit {
     /// and extra names of a directory (a directory has one name: the one in
     /// the directory its inode says holds it).
     pub stray_names: Vec<Dentry>,
+    /// Files in the trash that names in live directories lead to, and how
+    /// many: a name is what makes a file reachable, so the file comes back
+    /// out of the trash rather than the names go (which would lose it).
+    pub named_in_trash: Vec<(Inode, u32)>,
     /// Why each stray name is stray (by its key): what the directory it is
     /// in and the inode it leads to are in the index, for the operator.
     pub why: HashMap<Key, String>,
@@ -42,7 +46,10 @@ pub struct Audit {
 
 impl Audit {
     pub fn is_empty(&self) -> bool {
-        self.orphans.is_empty() && self.miscounted.is_empty() && self.stray_names.is_empty()
+        self.orphans.is_empty()
+            && self.miscounted.is_empty()
+            && self.stray_names.is_empty()
+            && self.named_in_trash.is_empty()
     }
 }
 
@@ -73,12 +80,16 @@ impl Store {
         let mut dirs = std::collections::HashSet::new();
         // What each inode record says, for the reasons of stray names.
         let mut states: HashMap<Ino, String> = HashMap::new();
+        let mut trashed_files = std::collections::HashSet::new();
         for row in records.iter().map_err(|e| self.db_err(e))? {
             let (_, v) = row.map_err(|e| self.db_err(e))?;
             let Record::Inode(i) = decode_record(v.value())? else { continue };
             states.insert(i.ino, state_of(&i));
             // What is in the trash has no name on purpose: not an orphan,
-            // and no name leads to it or into it.
+            // and no name leads into it.
+            if i.is_trashed() && i.kind != Kind::Dir && i.version_of().is_none() {
+                trashed_files.insert(i.ino);
+            }
             if i.deleted || i.is_trashed() {
                 continue;
             }
@@ -135,6 +146,10 @@ impl Store {
         }
         for (child, refs) in &names {
             if live.contains(child) {
+                continue;
+            }
+            if trashed_files.contains(child) && !refs.is_empty() {
+                out.named_in_trash.extend(whole(*child)?.map(|i| (i, refs.len() as u32)));
                 continue;
             }
             for (parent, name) in refs {

@@ -996,17 +996,25 @@ fn the_trash_keeps_a_removed_file_and_its_blob_oldest_first_until_it_is_restored
     s.apply(&[r(&a_back), entry(1, "a.txt", &a_back, v(2, 3)), r(&purged)], &[]).unwrap();
     assert!(s.trashed(i64::MAX, 10).unwrap().is_empty());
     assert_eq!(read_all(&s, &a), b"first");
-    // In the trash, no name is no orphan; a name into the trash is stray.
+    // In the trash, no name is no orphan; a file in the trash that a name
+    // leads to (left so by a merge) comes back out rather than lose it.
     let c = file(9, v(3, 1), b"", &[]);
     let mut c_gone = c.trash(Ino(1), "c.txt", 400);
     c_gone.version = v(3, 2);
-    s.apply(&[r(&dir(1, v(3, 3))), r(&c_gone), entry(1, "stale-name", &c_gone, v(3, 4))], &[]).unwrap();
+    s.apply(&[r(&dir(1, v(3, 3))), r(&c_gone), entry(1, "still-named", &c_gone, v(3, 4))], &[]).unwrap();
     let audit = s.audit().unwrap();
     assert!(audit.orphans.is_empty(), "{:?}", audit.orphans);
+    assert!(audit.stray_names.is_empty(), "{:?}", audit.stray_names);
+    let named: Vec<(Ino, u32)> = audit.named_in_trash.iter().map(|(i, n)| (i.ino, *n)).collect();
+    assert_eq!(named, [(Ino(9), 1)]);
+    // A name into a directory in the trash is stray, and the operator is told why.
+    let mut d_gone = dir(10, v(3, 5)).trash(Ino(1), "d", 500);
+    d_gone.version = v(3, 5);
+    s.apply(&[r(&d_gone), entry(1, "stale-name", &d_gone, v(3, 6))], &[]).unwrap();
+    let audit = s.audit().unwrap();
     assert_eq!(audit.stray_names.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["stale-name"]);
-    // And the operator is told why: the inode it leads to is in the trash.
     let why = &audit.why[&audit.stray_names[0].key()];
-    assert!(why.contains("leads to an inode that is not live") && why.contains("trashed at 400"), "{why}");
+    assert!(why.contains("leads to an inode that is not live") && why.contains("trashed at 500"), "{why}");
     assert_eq!(s.tally_trash_bytes().unwrap(), 0);
 }
 
