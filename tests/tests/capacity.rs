@@ -230,11 +230,13 @@ fn a_node_whose_disk_fills_up_keeps_the_cluster_serving_and_catches_up_once_spac
 
 /// Old versions a node keeps for a while (in case the same content is
 /// stored again) give way to the files it must hold: a node whose disk
-/// they fill still takes every new version and every new file.
+/// they fill still takes every new version and every new file. (With the
+/// trash off: with it on, they are the file's earlier versions, kept.)
 #[test]
 fn old_versions_kept_for_reuse_make_room_for_new_files() {
     // The index and the 16 MiB journal take about 17 MiB of it.
-    let Some((c, disk)) = with_node_1_on_small_disk(40) else { return };
+    let trash_off = Cluster::builder(3).config("trash_hours = 0\n");
+    let Some((c, disk)) = with_node_1_on_small_disk_of(trash_off, 40) else { return };
     const MIB: usize = 1 << 20;
     let mut last = Vec::new();
     for v in 0..6 {

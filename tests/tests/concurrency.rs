@@ -24,9 +24,11 @@ fn parallel_uploads_of_different_names_all_land_intact() {
     c.wait_for("every node to count 10 files", Duration::from_secs(10), |s| s.nodes.iter().all(|n| n.files == 10));
 }
 
+/// With the trash off (with it on, what an overwrite replaces is kept as
+/// an earlier version: see the versions tests).
 #[test]
 fn an_overwritten_file_leaves_only_its_new_version_on_disk() {
-    let c = Cluster::start(3);
+    let c = Cluster::builder(3).config("trash_hours = 0\n").start();
     for round in 0..3 {
         c.upload_bytes("same.bin", &seeded_bytes(700 + round, 50_000));
     }
