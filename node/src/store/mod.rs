@@ -1071,10 +1071,14 @@ impl Store {
         let mut trash = trash::TrashTables::open(tx).map_err(|e| self.db_err(e))?;
         let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
         let mut digests = read_digests(&meta)?;
-        // Blobs the batch's inodes hold now, by content: an earlier version
-        // kept, or one made current again, takes its blob from there.
+        // Blobs the batch's inodes hold now, by content: a version made
+        // current again takes its blob from there (a version being kept
+        // finds its file's by `version_of`). Only a batch that keeps a
+        // version can make one current (with the trash off, the restored
+        // content comes from the released blobs): others read nothing more.
         let mut sources = HashMap::new();
-        for i in batch.iter().filter_map(Record::as_inode) {
+        let keeps_a_version = batch.iter().filter_map(Record::as_inode).any(|i| i.version_of().is_some());
+        for i in batch.iter().filter_map(Record::as_inode).filter(|_| keeps_a_version) {
             if let Some(o) = read_record(&records, &i.key())?.as_ref().and_then(Record::as_inode) {
                 if o.has_blob() && read_version(&held, &o.key())? == Some(o.content) {
                     sources.insert(o.content, o.key());

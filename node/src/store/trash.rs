@@ -150,6 +150,7 @@ impl Store {
     }
 
     /// How many inodes are in the trash.
+    #[cfg(test)]
     pub fn trash_count(&self) -> Result<u64> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let trash = tx.open_table(TRASH).map_err(|e| self.db_err(e))?;
