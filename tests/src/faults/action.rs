@@ -43,6 +43,11 @@ pub enum Action {
     Restore {
         name: String,
     },
+    /// `scs restore name --version N` of the newest version `scs versions`
+    /// lists: the file's content before its last overwrite, again.
+    Revert {
+        name: String,
+    },
 }
 
 impl Action {
@@ -53,7 +58,8 @@ impl Action {
             | Action::Read { name }
             | Action::Delete { name }
             | Action::RemoveDir { name }
-            | Action::Restore { name } => vec![name],
+            | Action::Restore { name }
+            | Action::Revert { name } => vec![name],
             Action::Rename { from, to } | Action::Link { from, to } | Action::RenameDir { from, to } => {
                 vec![from, to]
             }
@@ -80,6 +86,7 @@ impl Action {
             Action::RenameDir { .. } => "rename-dir",
             Action::RemoveDir { .. } => "rmdir",
             Action::Restore { .. } => "restore",
+            Action::Revert { .. } => "revert",
         }
     }
 }

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use action::Seen;
+use action::{Action, Seen};
 use check::{Model, Violation};
 use cluster::{NsCluster, NsConfig};
 use nemesis::{FaultEvent, FaultKind, Nemesis};
@@ -81,6 +81,9 @@ pub struct Counts {
     pub ops: usize,
     /// Writes acknowledged (exit 0).
     pub acknowledged: usize,
+    /// Of those, restores from the trash and of an earlier version.
+    pub restores: usize,
+    pub reverts: usize,
     /// Writes that failed: they may or may not have taken effect.
     pub failed: usize,
     /// Commands killed at the deadline.
@@ -429,7 +432,14 @@ fn count(ops: &[Op], violations: &[Violation], names: &BTreeMap<String, &'static
     let mut c = Counts { ops: ops.len(), ..Counts::default() };
     for o in writes {
         match o.outcome {
-            Outcome::Ok => c.acknowledged += 1,
+            Outcome::Ok => {
+                c.acknowledged += 1;
+                match o.action {
+                    Action::Restore { .. } => c.restores += 1,
+                    Action::Revert { .. } => c.reverts += 1,
+                    _ => {}
+                }
+            }
             Outcome::Failed => c.failed += 1,
             Outcome::Hung => c.hung += 1,
         }

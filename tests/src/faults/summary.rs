@@ -22,11 +22,13 @@ pub fn seed_line(r: &SeedResult) -> String {
         })
         .collect();
     format!(
-        "seed {}: {} ops, {} writes acknowledged, {} failed, {} hung, {} reads; faults [{}]; \
+        "seed {}: {} ops, {} writes acknowledged ({} restores from the trash, {} of a version), {} failed, {} hung, {} reads; faults [{}]; \
          lost {}, corrupt {}, resurrected {}, stale reads {}, violations {}, warnings {}; {} terms; at target {} after the heal; {:.0?}",
         r.seed,
         c.ops,
         c.acknowledged,
+        c.restores,
+        c.reverts,
         c.failed,
         c.hung,
         c.reads,
@@ -93,18 +95,20 @@ pub fn report(results: &[SeedResult], s: &Settings, command: &str) -> String {
         super::workload::DIRS,
         s.workload,
         if s.namespace_ops {
-            "uploads, overwrites, reads, deletes, restores from the trash, renames of files and of directories, \
-             hard links, rmdir"
+            "uploads, overwrites, reads, deletes, restores from the trash and of earlier versions, renames of files and \
+             of directories, hard links, rmdir"
         } else {
-            "uploads, overwrites, reads, deletes, restores from the trash, renames of files"
+            "uploads, overwrites, reads, deletes, restores from the trash and of earlier versions, renames of files"
         },
         compact(&seeds)
     );
     let sum = |f: fn(&SeedResult) -> usize| results.iter().map(f).sum::<usize>();
     let _ = writeln!(out, "| figure | count |\n|---|---:|");
-    let rows: [(&str, usize); 12] = [
+    let rows: [(&str, usize); 14] = [
         ("operations", sum(|r| r.counts.ops)),
         ("writes acknowledged", sum(|r| r.counts.acknowledged)),
+        ("of which restores from the trash", sum(|r| r.counts.restores)),
+        ("of which restores of an earlier version", sum(|r| r.counts.reverts)),
         ("writes failed (indeterminate)", sum(|r| r.counts.failed)),
         ("commands hung", sum(|r| r.counts.hung)),
         ("reads acknowledged", sum(|r| r.counts.reads)),

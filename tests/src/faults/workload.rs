@@ -1,5 +1,6 @@
 //! The clients: each runs a seeded sequence of bounded random uploads,
-//! overwrites, reads, deletes, renames, hard links, directory renames and
+//! overwrites, reads, deletes, restores (from the trash and of earlier
+//! versions), renames, hard links, directory renames and
 //! directory removals on names of its own, one `scs` command at a time, and
 //! records every operation with its result.
 //!
@@ -12,6 +13,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -81,6 +83,7 @@ impl fmt::Display for Op {
             Action::RenameDir { from, to } => format!("rename dir {from} -> {to}"),
             Action::RemoveDir { name } => format!("rmdir {name}"),
             Action::Restore { name } => format!("restore {name}"),
+            Action::Revert { name } => format!("revert {name} to its newest version"),
         };
         let result = match (self.outcome, &self.seen) {
             (Outcome::Ok, Some(seen)) => format!("ok, saw {seen}"),
@@ -170,7 +173,15 @@ fn pick(rng: &mut Rng, cfg: &WorkloadConfig, client: u32, believed: &World, seq:
     }
     match roll {
         0..=39 => upload(rng),
-        40..=56 => Action::Read { name: existing(rng) },
+        40..=54 => Action::Read { name: existing(rng) },
+        // A file's content before its last overwrite, back.
+        55..=56 => {
+            let kept: Vec<&String> = files.iter().copied().filter(|f| believed.has_versions(f)).collect();
+            match kept.is_empty() {
+                true => Action::Read { name: existing(rng) },
+                false => Action::Revert { name: rng.pick(&kept).to_string() },
+            }
+        }
         57..=65 => {
             let name = if rng.chance(90) { existing(rng) } else { any(rng) };
             Action::Delete { name }
@@ -260,6 +271,7 @@ fn perform(c: &NsCluster, seed: u64, client: u32, seq: u32, action: Action) -> O
         }
         Action::Link { from, to } => (c.scs(&["ln".into(), from.into(), to.into()], OP_DEADLINE), None),
         Action::Restore { name } => (c.scs(&["trash".into(), "restore".into(), name.into()], OP_DEADLINE), None),
+        Action::Revert { name } => (revert(c, name), None),
     };
     let outcome = match (ran.ok(), ran.timed_out()) {
         (true, _) => Outcome::Ok,
@@ -268,6 +280,30 @@ fn perform(c: &NsCluster, seed: u64, client: u32, seq: u32, action: Action) -> O
     };
     let error = if ran.ok() { String::new() } else { ran.error_line() };
     Op { client, seq, action, start_ms, end_ms: clock.now_ms(), outcome, error, seen }
+}
+
+/// `scs versions NAME --json`, then `scs restore NAME --version N` of the
+/// last version listed (the newest). No version listed is the refusal the
+/// restore itself would give: nothing took effect.
+fn revert(c: &NsCluster, name: &str) -> Ran {
+    let listed = c.scs(&["versions".into(), name.into(), "--json".into()], OP_DEADLINE);
+    if !listed.ok() {
+        return listed;
+    }
+    let newest =
+        serde_json::from_slice::<Vec<serde_json::Value>>(&listed.stdout).ok().and_then(|v| v.len().checked_sub(1));
+    match newest {
+        Some(k) => {
+            let n = (k + 1).to_string();
+            c.scs(&["restore".into(), name.into(), "--version".into(), n.into()], OP_DEADLINE)
+        }
+        None => Ran {
+            status: Some(std::process::ExitStatus::from_raw(1 << 8)),
+            stdout: Vec::new(),
+            stderr: format!("scs: no such file: no earlier version of {name} is listed\n"),
+            elapsed: listed.elapsed,
+        },
+    }
 }
 
 /// `scs download NAME LOCAL`: what it saw. `scs: no such file: NAME` is a

@@ -52,6 +52,8 @@ pub enum Landing {
     Link { file: FileId, to: Loc },
     /// A file back from the trash, at the place it was removed from.
     Restore { file: FileId },
+    /// A file's kept version `sha` its content again.
+    Revert { file: FileId, sha: String },
 }
 
 /// A file in the trash: its last name (by the directory it was in), its
@@ -76,6 +78,9 @@ pub struct World {
     trash: Vec<Trashed>,
     /// Directories removed: in the trash, where each was.
     removed_dirs: BTreeMap<DirId, Loc>,
+    /// The contents each file's overwrites replaced, the oldest first: its
+    /// earlier versions (with the file when it is in the trash).
+    versions: BTreeMap<FileId, Vec<String>>,
 }
 
 /// What a command did to one state: the state after each step it commits
@@ -154,13 +159,7 @@ impl World {
         let mut w = self.clone();
         let (_, landing) = w.pending.remove(&op)?;
         let done = match &landing {
-            Landing::Content { file, sha } => match w.content.get_mut(file) {
-                Some(c) => {
-                    *c = sha.clone();
-                    true
-                }
-                None => false,
-            },
+            Landing::Content { file, sha } => w.content.contains_key(file) && w.overwrite(*file, sha),
             Landing::Create { at, sha } => w.path_of(at).is_some_and(|p| w.upload(op, &p, sha)),
             Landing::Unlink { at } => w.path_of(at).is_some_and(|p| w.remove(op, &p)),
             Landing::Move { from, to } => match (w.path_of(from), w.path_of(to)) {
@@ -181,6 +180,7 @@ impl World {
                 }
                 None => false,
             },
+            Landing::Revert { file, sha } => w.revert(*file, sha),
         };
         done.then_some(w)
     }
@@ -226,6 +226,11 @@ impl World {
             }
             Action::Link { from, to } => self.files.get(from).map(|f| Landing::Link { file: *f, to: self.loc(to) }),
             Action::Restore { name } => self.removed_at(name).first().map(|f| Landing::Restore { file: *f }),
+            Action::Revert { name } => {
+                let file = *self.files.get(name)?;
+                let sha = self.versions.get(&file)?.last()?.clone();
+                Some(Landing::Revert { file, sha })
+            }
             Action::Rename { from, to } | Action::RenameDir { from, to } => {
                 if !self.is_file(from) && !self.is_dir(from) {
                     return None;
@@ -273,7 +278,34 @@ impl World {
                     }
                 }
             }
+            // The newest version, or an older one: the room the cluster made
+            // may have taken newer ones (and what is taken is not modelled),
+            // and a write landing late makes a version the listing missed.
+            Action::Revert { name } => {
+                let file = self.files.get(name).copied();
+                let kept = file.and_then(|f| self.versions.get(&f)).cloned().unwrap_or_default();
+                let mut back: Vec<World> = kept
+                    .iter()
+                    .rev()
+                    .filter_map(|sha| {
+                        let mut w = self.clone();
+                        file.is_some_and(|f| w.revert(f, sha)).then_some(w)
+                    })
+                    .collect();
+                match back.is_empty() {
+                    true => Effect::one(w, false),
+                    false => {
+                        let newest = back.remove(0);
+                        Effect { steps: vec![newest], done: true, also: back }
+                    }
+                }
+            }
         }
+    }
+
+    /// Whether an earlier version of the file at `name` is kept.
+    pub fn has_versions(&self, name: &str) -> bool {
+        self.files.get(name).and_then(|f| self.versions.get(f)).is_some_and(|v| !v.is_empty())
     }
 
     /// The paths of the files in the trash, as `scs trash ls` shows them.
@@ -347,9 +379,8 @@ impl World {
     /// `scs upload`: into the file at `name` (every name of it sees the new
     /// content), or a new file with the directories on the way, in one commit.
     fn upload(&mut self, id: FileId, name: &str, sha: &str) -> bool {
-        if let Some(f) = self.files.get(name) {
-            self.content.insert(*f, sha.to_string());
-            return true;
+        if let Some(&f) = self.files.get(name) {
+            return self.overwrite(f, sha);
         }
         if self.is_dir(name) || !self.make_parents(id, name) {
             return false;
@@ -357,6 +388,29 @@ impl World {
         self.files.insert(name.to_string(), id);
         self.content.insert(id, sha.to_string());
         true
+    }
+
+    /// File `f`'s content `sha`; what it replaces is kept as a version (an
+    /// upload retried after its answer was lost replaces nothing). Every
+    /// upload's content has a header, so none is empty.
+    fn overwrite(&mut self, f: FileId, sha: &str) -> bool {
+        if let Some(old) = self.content.insert(f, sha.to_string()) {
+            if old != sha {
+                self.versions.entry(f).or_default().push(old);
+            }
+        }
+        true
+    }
+
+    /// `scs restore --version` of live file `f`'s kept version `sha`: its
+    /// content again, and what it replaces the newest version.
+    fn revert(&mut self, f: FileId, sha: &str) -> bool {
+        let Some(k) = self.versions.get(&f).and_then(|v| v.iter().position(|x| x == sha)) else { return false };
+        if !self.content.contains_key(&f) {
+            return false;
+        }
+        let back = self.versions.get_mut(&f).map(|v| v.remove(k)).unwrap_or_default();
+        self.overwrite(f, &back)
     }
 
     /// `mkdir -p` of `name`'s parent by operation `op`; false if a file is
@@ -566,6 +620,36 @@ mod tests {
         let w = run(&w, 4, Action::Rename { from: "c1/d5/f00".into(), to: "c1/d5/f02".into() });
         let back = run(&w, 5, Action::Restore { name: "c1/d5/f00".into() });
         assert_eq!((back.read("c1/d5/f00"), back.read("c1/d5/f02")), (p("x"), p("y")));
+    }
+
+    #[test]
+    fn a_revert_brings_back_the_content_before_the_last_overwrite_and_keeps_what_it_replaced() {
+        let w = run(&World::default(), 0, up("c1/d0/f00", "x"));
+        assert!(!w.has_versions("c1/d0/f00") && !w.apply(1, &Action::Revert { name: "c1/d0/f00".into() }).done);
+        let w = run(&w, 1, up("c1/d0/f00", "y"));
+        let w = run(&w, 2, up("c1/d0/f00", "z"));
+        let w = run(&w, 3, up("c1/d0/f00", "z"));
+        assert_eq!(w.versions[&0], ["x", "y"], "the same content again replaces nothing");
+        let e = w.apply(4, &Action::Revert { name: "c1/d0/f00".into() });
+        assert!(e.done);
+        let back = e.steps.last().unwrap();
+        assert_eq!(back.read("c1/d0/f00"), p("y"));
+        assert_eq!(back.versions[&0], ["x", "z"]);
+        assert_eq!(e.also.len(), 1, "or the older one, if room was made of the newer");
+        assert_eq!(e.also[0].read("c1/d0/f00"), p("x"));
+        // The versions go to the trash with the file and come back with it.
+        let w = run(&w, 5, Action::Delete { name: "c1/d0/f00".into() });
+        assert!(!w.apply(6, &Action::Revert { name: "c1/d0/f00".into() }).done);
+        let w = run(&w, 6, Action::Restore { name: "c1/d0/f00".into() });
+        assert!(w.has_versions("c1/d0/f00"));
+        // A revert that lands late lands on the file it named, if the
+        // version it named is still kept.
+        let revert = Action::Revert { name: "c1/d0/f00".into() };
+        let pending = w.with_pending(7, &revert, 1000).expect("a version is kept");
+        let moved = run(&pending, 8, Action::Rename { from: "c1/d0/f00".into(), to: "c1/d0/f01".into() });
+        assert_eq!(moved.land(7).expect("the file is still there").read("c1/d0/f01"), p("y"));
+        let reverted = run(&pending, 8, revert);
+        assert!(reverted.land(7).is_none(), "version y is the content now, no longer kept");
     }
 
     #[test]
