@@ -4,10 +4,12 @@
 //! makes one current again, keeping what it replaces.
 
 use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use scs_tests::cli::run;
 use scs_tests::mount::Mount;
 use scs_tests::{eventually, seeded_bytes, Cluster};
 
@@ -127,6 +129,40 @@ fn an_editor_rewriting_a_file_through_the_mount_leaves_its_versions() {
         fs::read(&path).is_ok_and(|b| b == b"# one\n")
     });
     assert_eq!(kept_sizes(&c, "draft.md"), [6, 8]);
+}
+
+#[test]
+fn the_mount_shows_versions_in_its_trash_and_cp_brings_version_1_back() {
+    let c = Cluster::start(3);
+    let m = Mount::start(&c);
+    fs::create_dir(m.join("notes")).unwrap();
+    let path = m.join("notes/todo.txt");
+    for text in ["one\n", "two\n", "three\n", "four\n"] {
+        fs::write(&path, text).unwrap();
+    }
+    let trash = m.join(".scs-trash/notes");
+    let listed = || -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&trash)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    eventually("the trash to show three versions", Duration::from_secs(10), || listed().len() == 3);
+    assert_eq!(listed(), ["todo.txt~v1", "todo.txt~v2", "todo.txt~v3"], "numbered as scs versions numbers them");
+    assert_eq!(fs::read(trash.join("todo.txt~v1")).unwrap(), b"one\n");
+    assert_eq!(fs::read(trash.join("todo.txt~v3")).unwrap(), b"three\n");
+    let e = fs::remove_file(trash.join("todo.txt~v2")).expect_err("a version is read-only");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+
+    // cp brings version 1 back, and what it replaced is kept in its turn.
+    let out = run(Path::new("cp"), &[trash.join("todo.txt~v1").into(), path.clone().into()], Duration::from_secs(30));
+    assert!(out.success(), "cp: {out}");
+    assert_eq!(fs::read(&path).unwrap(), b"one\n");
+    c.assert_content("notes/todo.txt", b"one\n");
+    assert_eq!(kept_sizes(&c, "notes/todo.txt"), [4, 4, 6, 5], "one, two, three and four are kept");
+    eventually("the trash to show the fourth version", Duration::from_secs(10), || listed().len() == 4);
+    assert_eq!(fs::read(trash.join("todo.txt~v4")).unwrap(), b"four\n");
 }
 
 #[test]

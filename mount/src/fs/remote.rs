@@ -193,10 +193,7 @@ impl Cluster for Remote {
     }
 
     fn trash(&self) -> Result<Vec<TrashItem>> {
-        // What was removed: earlier versions of files are `scs versions`'.
-        let mut items = self.call("trash", self.client.trash_list())?;
-        items.retain(|i| i.inode.version_of().is_none());
-        Ok(items)
+        self.call("trash", self.client.trash_list())
     }
 }
 

@@ -12,6 +12,11 @@
 //! made-up directory fails with EROFS, and the cluster keeps what is in
 //! the trash as it was removed.
 //!
+//! The earlier versions of a file sit next to where it is shown, live or
+//! in the trash, as `NAME~v1`, `NAME~v2` … numbered as `scs versions`
+//! numbers them (1 the oldest kept): `cp .scs-trash/notes.txt~v1 notes.txt`
+//! brings one back.
+//!
 //! `.scs-trash` is not in the root's listing (a backup of the mount
 //! should not take the trash with it), but it is there by name, as
 //! `.snapshot` is on NAS file systems.
@@ -71,14 +76,18 @@ impl Tree {
         let mut shown = made_dir(root, Ino::ROOT, top);
         shown.mode = 0o555;
         tree.dirs.insert(root, Dir { inode: shown, children: BTreeMap::new() });
+        let (versions, removed): (Vec<&TrashItem>, Vec<&TrashItem>) =
+            items.iter().partition(|i| i.inode.version_of().is_some());
+        // Where each file removed is shown: its versions go next to it.
+        let mut shown_at: HashMap<Ino, (Ino, String)> = HashMap::new();
         // The latest removed of a path gets its name, the others the time
         // they were removed after it: items come sorted by path and time.
         let mut named: HashMap<&str, usize> = HashMap::new();
-        for (k, item) in items.iter().enumerate() {
+        for (k, item) in removed.iter().enumerate() {
             named.insert(item.path.as_str(), k);
         }
-        for (k, item) in items.iter().enumerate() {
-            let (parent_path, base) = item.path.rsplit_once('/').unwrap_or(("", item.path.as_str()));
+        for (k, item) in removed.iter().enumerate() {
+            let (parent_path, base) = split(&item.path);
             let parent = tree.dir_at(parent_path, top);
             let name = if named.get(item.path.as_str()) == Some(&k) {
                 base.to_string()
@@ -93,13 +102,42 @@ impl Tree {
                 d.inode = inode.clone();
                 inode
             } else {
+                shown_at.insert(item.inode.ino, (parent, name.clone()));
                 owner_only(item.inode.clone())
             };
             if let Some(p) = tree.dirs.get_mut(&parent) {
                 p.children.insert(name, shown);
             }
         }
+        tree.add_versions(versions, &shown_at, top);
         tree
+    }
+
+    /// Each file's `versions`, oldest first as `scs versions` numbers
+    /// them, as `NAME~vN` where the file is shown (`shown_at`, for one in
+    /// the trash), or where it is live (the path the listing gives them).
+    fn add_versions(&mut self, versions: Vec<&TrashItem>, shown_at: &HashMap<Ino, (Ino, String)>, top: &Inode) {
+        let mut by_file: BTreeMap<Ino, Vec<&TrashItem>> = BTreeMap::new();
+        for v in versions {
+            if let Some(of) = v.inode.version_of() {
+                by_file.entry(of).or_default().push(v);
+            }
+        }
+        for (of, mut kept) in by_file {
+            kept.sort_by_key(|v| (v.inode.trashed.as_ref().map_or(0, |t| t.at_ns), v.inode.ino));
+            let (parent, name) = match shown_at.get(&of) {
+                Some(at) => at.clone(),
+                None => {
+                    let (parent_path, base) = split(&kept[0].path);
+                    (self.dir_at(parent_path, top), base.to_string())
+                }
+            };
+            let Some(dir) = self.dirs.get_mut(&parent) else { continue };
+            for (k, v) in kept.into_iter().enumerate() {
+                // A name taken by something removed keeps it.
+                dir.children.entry(format!("{name}~v{}", k + 1)).or_insert_with(|| owner_only(v.inode.clone()));
+            }
+        }
     }
 
     /// The made-up directory at `path`, made with those above it if need be.
@@ -123,6 +161,11 @@ impl Tree {
         }
         at
     }
+}
+
+/// A path's directory and last component.
+fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
 }
 
 /// What is in the trash is its owner's to read (and root's) whatever the
@@ -358,5 +401,42 @@ mod tests {
         assert_eq!(docs.children["a.txt"].mode, 0o400, "a file there is its owner's to read");
         assert_eq!(tree.dirs[&photos.ino].children["x.jpg"].ino, Ino(13), "a file is its own inode");
         assert!(!is_virtual(Ino(13)) && !is_virtual(Ino(1 << 63 | 5)) && !is_virtual(Ino(2)));
+    }
+
+    #[test]
+    fn earlier_versions_sit_next_to_their_file_numbered_as_scs_versions_numbers_them() {
+        let top = Inode::new(Ino::ROOT, Kind::Dir, 0o755, 0, 0, 1);
+        let version = |path: &str, ino: u64, of: u64, at_ns: i64| {
+            let mut v = item(path, ino, Kind::File, at_ns);
+            v.inode.trashed.as_mut().unwrap().version_of = Some(Ino(of));
+            v
+        };
+        let items = vec![
+            item("docs/a.txt", 10, Kind::File, 1_000_000_000),
+            item("docs/a.txt", 11, Kind::File, 86_400_000_000_000),
+            // Of live file 20 at docs/b.txt, listed newest first here.
+            version("docs/b.txt", 31, 20, 9),
+            version("docs/b.txt", 30, 20, 8),
+            version("docs/a.txt", 32, 11, 7),
+            version("docs/a.txt", 33, 10, 6),
+            version("notes/c.txt", 34, 21, 5),
+        ];
+        let tree = Tree::of(&items, &top);
+        let docs = &tree.dirs[&virtual_ino("docs")];
+        let names: Vec<(&str, u64)> = docs.children.iter().map(|(n, i)| (n.as_str(), i.ino.0)).collect();
+        assert_eq!(
+            names,
+            [
+                ("a.txt", 11),
+                ("a.txt~1970-01-01T00:00:01Z", 10),
+                ("a.txt~1970-01-01T00:00:01Z~v1", 33),
+                ("a.txt~v1", 32),
+                ("b.txt~v1", 30),
+                ("b.txt~v2", 31),
+            ],
+            "a live file's versions under its name, a removed file's under the name it is shown by"
+        );
+        let notes = &tree.dirs[&virtual_ino("notes")];
+        assert_eq!(notes.children["c.txt~v1"].mode, 0o400, "in a directory made up for it, its owner's to read");
     }
 }
