@@ -312,7 +312,6 @@ async fn run(args: Args) -> Result<()> {
                 Some(l) => Sink::File(PathBuf::from(l)),
                 None => Sink::File(PathBuf::from(name::base(&remote))),
             };
-            // The size is only needed for a progress bar: skip the extra round trip otherwise.
             let earlier = match version {
                 Some(n) => Some(versions::pick(&client, &remote, n).await?.1),
                 None => None,
@@ -320,6 +319,7 @@ async fn run(args: Args) -> Result<()> {
             let bar = if matches!(sink, Sink::Stdout) || !std::io::stderr().is_terminal() {
                 None
             } else {
+                // The size is only needed for a progress bar: no extra round trip otherwise.
                 let size = match &earlier {
                     Some(v) => v.size,
                     None => client.resolve(&remote, true).await?.map(|e| e.size).unwrap_or(0),
