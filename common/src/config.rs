@@ -41,6 +41,7 @@ pub struct NodeSettings {
     pub scrub_interval_ms: Option<u64>,
     pub tombstone_ttl_ms: Option<u64>,
     pub trash_hours: Option<f64>,
+    pub max_versions: Option<u32>,
     pub max_handshakes: Option<usize>,
     pub max_client_sessions: Option<usize>,
     pub max_node_sessions: Option<usize>,
@@ -88,6 +89,7 @@ impl NodeSettings {
             scrub_interval_ms: over.scrub_interval_ms.or(self.scrub_interval_ms),
             tombstone_ttl_ms: over.tombstone_ttl_ms.or(self.tombstone_ttl_ms),
             trash_hours: over.trash_hours.or(self.trash_hours),
+            max_versions: over.max_versions.or(self.max_versions),
             max_handshakes: over.max_handshakes.or(self.max_handshakes),
             max_client_sessions: over.max_client_sessions.or(self.max_client_sessions),
             max_node_sessions: over.max_node_sessions.or(self.max_node_sessions),
@@ -142,6 +144,10 @@ pub struct NodeConfig {
     /// (`trash_hours`); `None` when the trash is off. The leader's setting
     /// counts.
     pub trash: Option<Duration>,
+    /// Earlier versions kept of one file at most (`max_versions`), with
+    /// the trash on; the oldest go first. 0 keeps none (removed files still
+    /// go to the trash). The leader's setting counts.
+    pub max_versions: u32,
     pub limits: Limits,
     /// Where `/metrics` and `/health` are served over HTTP (off when unset).
     pub metrics_listen: Option<SocketAddr>,
@@ -321,6 +327,7 @@ impl NodeConfig {
             scrub_interval: Duration::from_millis(s.scrub_interval_ms.unwrap_or(600_000)),
             tombstone_ttl: Duration::from_millis(s.tombstone_ttl_ms.unwrap_or(3_600_000)),
             trash: trash_retention(s.trash_hours)?,
+            max_versions: s.max_versions.unwrap_or(DEFAULT_MAX_VERSIONS),
             limits,
             metrics_listen,
             log_format,
@@ -417,6 +424,9 @@ fn home() -> PathBuf {
 /// `~/.config/scs/cluster.key`; `SCS_SECRET_FILE` overrides both.
 /// Hours the trash keeps what was removed unless `trash_hours` says otherwise.
 pub const DEFAULT_TRASH_HOURS: f64 = 168.0;
+
+/// Earlier versions kept of one file unless `max_versions` says otherwise.
+pub const DEFAULT_MAX_VERSIONS: u32 = 100;
 
 /// `trash_hours` as a duration; 0 turns the trash off.
 fn trash_retention(hours: Option<f64>) -> Result<Option<Duration>> {

@@ -33,6 +33,11 @@ pub trait View {
     fn dentry(&self, parent: Ino, name: &str) -> Result<Option<Dentry>>;
     /// Whether a directory has any live entry.
     fn has_children(&self, dir: Ino) -> Result<bool>;
+    /// The earlier versions kept of file `of`, the oldest first (none in a
+    /// view that keeps no versions).
+    fn versions(&self, _of: Ino) -> Result<Vec<Ino>> {
+        Ok(Vec::new())
+    }
 }
 
 /// One change being worked out: reads see what it changed so far.
@@ -42,18 +47,34 @@ pub struct Plan<'a, V: View> {
     /// Whether an inode whose last name goes is put in the trash
     /// ([`Inode::trash`]) rather than removed.
     trash: bool,
+    /// Earlier versions kept of one file at most, with the trash on.
+    max_versions: usize,
     inodes: BTreeMap<Ino, Inode>,
     dentries: BTreeMap<(Ino, String), Dentry>,
 }
 
 impl<'a, V: View> Plan<'a, V> {
     pub fn new(view: &'a V, now_ns: i64) -> Self {
-        Plan { view, now_ns, trash: false, inodes: BTreeMap::new(), dentries: BTreeMap::new() }
+        Plan {
+            view,
+            now_ns,
+            trash: false,
+            max_versions: usize::MAX,
+            inodes: BTreeMap::new(),
+            dentries: BTreeMap::new(),
+        }
     }
 
     /// This plan, putting what loses its last name in the trash when `on`.
     pub fn with_trash(mut self, on: bool) -> Self {
         self.trash = on;
+        self
+    }
+
+    /// This plan, keeping at most `n` earlier versions of a file (the
+    /// oldest go first; 0 keeps none).
+    pub fn with_max_versions(mut self, n: u32) -> Self {
+        self.max_versions = n as usize;
         self
     }
 
@@ -329,7 +350,8 @@ pub fn create_file<V: View>(
 /// Gives file `ino` the content of `from` (content version, size, hash,
 /// holders or inline bytes, mtime); everything else stays. With the trash
 /// on, the content it replaces, if any, is kept as an earlier version:
-/// inode `keep` (see [`Inode::as_version`]).
+/// inode `keep` (see [`Inode::as_version`]), and the oldest versions go
+/// past the plan's `max_versions`.
 ///
 /// # Errors
 /// `NotFound`, `IsDir`, or `Invalid` for anything that has no content, or
@@ -344,9 +366,18 @@ pub fn put_content<V: View>(plan: &mut Plan<'_, V>, ino: Ino, from: &Inode, keep
     // Nothing is replaced by the same content again (an upload retried
     // after its answer was lost), and an empty file has nothing to keep.
     let replaced = i.size > 0 && (i.content, i.hash) != (from.content, from.hash);
-    if let Some(v) = keep.filter(|_| plan.trash && replaced) {
+    if let Some(v) = keep.filter(|_| plan.trash && plan.max_versions > 0 && replaced) {
         if plan.inode(v)?.is_some() {
             return Err(Error::Invalid(format!("inode {v} is in use")));
+        }
+        // With the new one, the plan's `max_versions` at most: the oldest go.
+        let mut kept = Vec::new();
+        for old in plan.view.versions(ino)? {
+            kept.extend(plan.inode(old)?);
+        }
+        let over = (kept.len() + 1).saturating_sub(plan.max_versions);
+        for old in kept.into_iter().take(over) {
+            plan.put_inode(old.tombstone(plan.now()));
         }
         plan.put_inode(i.as_version(v, plan.now()));
     }
@@ -457,9 +488,9 @@ pub fn restore_version<V: View>(plan: &mut Plan<'_, V>, ino: Ino, version: Ino, 
         .inode(version)?
         .filter(|v| v.version_of() == Some(ino))
         .ok_or_else(|| Error::NotFound(format!("inode {version} is no kept version of inode {ino}")))?;
-    let i = put_content(plan, ino, &v, keep)?;
+    // Gone first: it no longer counts against `max_versions`.
     plan.put_inode(v.tombstone(plan.now()));
-    Ok(i)
+    put_content(plan, ino, &v, keep)
 }
 
 /// Removes inode `ino` from the trash for good, its content with it, if
@@ -780,6 +811,12 @@ impl View for Memory {
     fn has_children(&self, dir: Ino) -> Result<bool> {
         Ok(self.dentries.values().any(|d| d.parent == dir))
     }
+
+    fn versions(&self, of: Ino) -> Result<Vec<Ino>> {
+        let mut kept: Vec<&Inode> = self.inodes.values().filter(|i| i.version_of() == Some(of)).collect();
+        kept.sort_by_key(|i| (i.trashed.as_ref().map_or(0, |t| t.at_ns), i.ino));
+        Ok(kept.into_iter().map(|i| i.ino).collect())
+    }
 }
 
 #[cfg(test)]
@@ -793,18 +830,19 @@ mod tests {
         now: i64,
         next: u64,
         trash: bool,
+        max_versions: u32,
     }
 
     impl Fs {
         fn new() -> Fs {
-            Fs { m: Memory::new(1000, 1000), now: 100, next: 2, trash: false }
+            Fs { m: Memory::new(1000, 1000), now: 100, next: 2, trash: false, max_versions: 100 }
         }
 
         fn run<T>(&mut self, op: impl FnOnce(&mut Plan<'_, Memory>, Ino) -> Result<T>) -> Result<T> {
             self.now += 10;
             let ino = Ino(self.next);
             let m = self.m.clone();
-            let mut plan = Plan::new(&m, self.now).with_trash(self.trash);
+            let mut plan = Plan::new(&m, self.now).with_trash(self.trash).with_max_versions(self.max_versions);
             let out = op(&mut plan, ino)?;
             self.next += 1;
             self.m.apply(plan.records());
@@ -939,6 +977,27 @@ mod tests {
         fs.trash = false;
         overwrite(&mut fs, f.ino, 40);
         assert_eq!(versions_of(&fs, f.ino).len(), 3);
+    }
+
+    #[test]
+    fn past_max_versions_the_oldest_goes_and_a_restored_version_no_longer_counts() {
+        let mut fs = Fs::new();
+        (fs.trash, fs.max_versions) = (true, 2);
+        let f = fs.file(Ino::ROOT, "log");
+        for n in [10, 20, 30] {
+            overwrite(&mut fs, f.ino, n);
+        }
+        let sizes = |fs: &Fs| versions_of(fs, f.ino).iter().map(|v| v.size).collect::<Vec<u64>>();
+        assert_eq!(sizes(&fs), [10, 20], "the first content went when the third was kept");
+        let oldest = versions_of(&fs, f.ino)[0].ino;
+        let back = fs.run(|p, keep| restore_version(p, f.ino, oldest, Some(keep))).unwrap();
+        assert_eq!(back.size, 10);
+        assert_eq!(sizes(&fs), [20, 30], "the one restored left, so what it replaced fits with no other going");
+        // 0 keeps no more (those kept stay until they expire or are purged).
+        fs.max_versions = 0;
+        overwrite(&mut fs, f.ino, 40);
+        assert_eq!(sizes(&fs), [20, 30]);
+        assert_eq!(fs.at("log").unwrap().size, 40);
     }
 
     #[test]

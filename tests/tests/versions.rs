@@ -223,6 +223,24 @@ fn with_the_trash_off_an_overwrite_keeps_nothing() {
 }
 
 #[test]
+fn past_max_versions_the_oldest_version_of_a_file_leaves_every_disk() {
+    let c = Cluster::builder(3).config("max_versions = 2\n").start();
+    let drafts: Vec<Vec<u8>> = (0..4).map(|n| seeded_bytes(40 + n, 60_000)).collect();
+    for d in &drafts {
+        c.upload_bytes("db.bin", d);
+    }
+    assert_eq!(kept_sizes(&c, "db.bin").len(), 2, "two kept, the oldest gone");
+    assert_eq!(download_version(&c, "db.bin", "1"), drafts[1]);
+    assert_eq!(download_version(&c, "db.bin", "2"), drafts[2]);
+    every_node_holds(&c, &drafts[1..]);
+    // Another file has versions of its own.
+    c.upload_bytes("other.bin", &drafts[0]);
+    c.upload_bytes("other.bin", &drafts[3]);
+    assert_eq!(kept_sizes(&c, "other.bin"), [60_000]);
+    assert_eq!(kept_sizes(&c, "db.bin").len(), 2);
+}
+
+#[test]
 fn a_restore_of_a_version_across_a_failover_happens_once() {
     let mut c = Cluster::start(3);
     let drafts: Vec<Vec<u8>> = (0..4).map(|n| seeded_bytes(40 + n, 30_000 + n as usize)).collect();

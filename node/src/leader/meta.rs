@@ -36,7 +36,8 @@ pub async fn change<T>(
     let state = node.writable()?;
     let (ns, first) = lock_with_inos(node, &state, inos).await?;
     let store = node.store().clone();
-    let mut plan = Plan::new(&*store, now_ns()).with_trash(node.cfg().trash.is_some());
+    let mut plan =
+        Plan::new(&*store, now_ns()).with_trash(node.cfg().trash.is_some()).with_max_versions(node.cfg().max_versions);
     let value = op(&mut plan, first)?;
     if plan.is_empty() {
         return Ok(Changed { value, records: Vec::new() });

@@ -393,9 +393,12 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
         super::ensure_inos(node, &state, path.split('/').count() as u64).await?;
     }
     // With the trash on, a number for the earlier version an overwrite keeps.
-    let (ns, keep) = super::meta::lock_with_inos(node, &state, u64::from(node.cfg().trash.is_some())).await?;
+    let keeps_versions = node.cfg().trash.is_some() && node.cfg().max_versions > 0;
+    let (ns, keep) = super::meta::lock_with_inos(node, &state, u64::from(keeps_versions)).await?;
     let store = node.store().clone();
-    let mut tx = namespace::Plan::new(&*store, now_ns()).with_trash(node.cfg().trash.is_some());
+    let mut tx = namespace::Plan::new(&*store, now_ns())
+        .with_trash(node.cfg().trash.is_some())
+        .with_max_versions(node.cfg().max_versions);
     let stored = match &plan {
         Plan::Into(ino) => match &spec.target {
             Target::Path(path) => match namespace::resolve(&*store, path, false)? {

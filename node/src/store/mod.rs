@@ -1395,6 +1395,10 @@ impl View for Store {
     fn has_children(&self, dir: Ino) -> Result<bool> {
         Store::has_children(self, dir)
     }
+
+    fn versions(&self, of: Ino) -> Result<Vec<Ino>> {
+        Ok(Store::versions(self, of)?.into_iter().map(|i| i.ino).collect())
+    }
 }
 
 /// Refuses a batch with a record the index must not take: inline content
