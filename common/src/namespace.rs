@@ -363,9 +363,10 @@ pub fn put_content<V: View>(plan: &mut Plan<'_, V>, ino: Ino, from: &Inode, keep
         Kind::Dir => return Err(Error::IsDir(format!("inode {ino}"))),
         k => return Err(Error::Invalid(format!("a {} has no content", k.as_str()))),
     }
-    // Nothing is replaced by the same content again (an upload retried
-    // after its answer was lost), and an empty file has nothing to keep.
-    let replaced = i.size > 0 && (i.content, i.hash) != (from.content, from.hash);
+    // Nothing is replaced by the same bytes again (an upload of them
+    // again, or retried after its answer was lost, whichever attempt the
+    // index has), and an empty file has nothing to keep.
+    let replaced = i.size > 0 && i.hash != from.hash;
     if let Some(v) = keep.filter(|_| plan.trash && plan.max_versions > 0 && replaced) {
         if plan.inode(v)?.is_some() {
             return Err(Error::Invalid(format!("inode {v} is in use")));
@@ -971,9 +972,13 @@ mod tests {
         let e = fs.run(|p, keep| restore_version(p, f.ino, v1.ino, Some(keep))).unwrap_err();
         assert!(matches!(e, Error::NotFound(_)), "{e}");
 
-        // The same content again (a retried upload) keeps nothing; nor does the trash off.
-        let now = fs.get(f.ino).unwrap();
+        // The same content again (a retried upload, or the same bytes
+        // uploaded anew) keeps nothing; nor does the trash off.
+        let mut now = fs.get(f.ino).unwrap();
         fs.run(|p, keep| put_content(p, f.ino, &now, Some(keep))).unwrap();
+        now.content = Version::new(Term(2), 1);
+        let again = fs.run(|p, keep| put_content(p, f.ino, &now, Some(keep))).unwrap();
+        assert_eq!(again.content, now.content, "the new upload's content is the file's");
         fs.trash = false;
         overwrite(&mut fs, f.ino, 40);
         assert_eq!(versions_of(&fs, f.ino).len(), 3);
