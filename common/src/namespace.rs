@@ -135,6 +135,11 @@ impl<'a, V: View> Plan<'a, V> {
         Ok(i)
     }
 
+    /// Whether this change removes inode `ino` for good.
+    fn lets_go(&self, ino: Ino) -> bool {
+        self.inodes.get(&ino).is_some_and(|i| i.deleted)
+    }
+
     pub fn put_inode(&mut self, i: Inode) {
         self.inodes.insert(i.ino, i);
     }
@@ -371,14 +376,14 @@ pub fn put_content<V: View>(plan: &mut Plan<'_, V>, ino: Ino, from: &Inode, keep
         if plan.inode(v)?.is_some() {
             return Err(Error::Invalid(format!("inode {v} is in use")));
         }
-        // With the new one, the plan's `max_versions` at most: the oldest go.
-        let mut kept = Vec::new();
-        for old in plan.view.versions(ino)? {
-            kept.extend(plan.inode(old)?);
-        }
+        // With the new one, the plan's `max_versions` at most: the oldest
+        // go (one this change lets go already, a restored one, counts not).
+        let kept: Vec<Ino> = plan.view.versions(ino)?.into_iter().filter(|old| !plan.lets_go(*old)).collect();
         let over = (kept.len() + 1).saturating_sub(plan.max_versions);
         for old in kept.into_iter().take(over) {
-            plan.put_inode(old.tombstone(plan.now()));
+            if let Some(o) = plan.inode(old)? {
+                plan.put_inode(o.tombstone(plan.now()));
+            }
         }
         plan.put_inode(i.as_version(v, plan.now()));
     }

@@ -382,7 +382,7 @@ async fn run(args: Args) -> Result<()> {
         Command::Restore { path, version } => {
             let path = remote_name(&path)?;
             let (file, v) = versions::pick(&client, &path, version).await?;
-            let now = client.restore_version(file.ino, v.ino).await?;
+            let now = client.restore_version(file.ino, &v).await?;
             if std::io::stderr().is_terminal() {
                 eprintln!("{path} has the content of version {version} again ({} bytes)", now.size);
             }

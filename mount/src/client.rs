@@ -356,12 +356,20 @@ impl Client {
 
     /// Makes the kept version `version` of file `ino` its content again:
     /// the file as it is then. A retry that finds the version gone took
-    /// it the first time.
-    pub async fn restore_version(&self, ino: Ino, version: Ino) -> Result<Inode> {
-        let req = Request::RestoreVersion { ino, version };
+    /// it the first time, if the file has its content now.
+    pub async fn restore_version(&self, ino: Ino, version: &Inode) -> Result<Inode> {
+        let req = Request::RestoreVersion { ino, version: version.ino };
         match self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await? {
             Some(Response::Attr(i)) => Ok(i),
-            None => self.getattr(ino).await?.ok_or_else(|| Error::NotFound(format!("inode {ino}"))),
+            None => match self.getattr(ino).await? {
+                Some(i) if i.hash == version.hash => Ok(i),
+                Some(_) => Err(Error::Unavailable(format!(
+                    "the restore was cut short and version inode {} is gone (expired or purged meanwhile), \
+                     but the file does not have its content: it may not have been restored",
+                    version.ino
+                ))),
+                None => Err(Error::NotFound(format!("inode {ino}"))),
+            },
             Some(other) => Err(unexpected(&other)),
         }
     }

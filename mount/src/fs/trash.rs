@@ -12,10 +12,11 @@
 //! made-up directory fails with EROFS, and the cluster keeps what is in
 //! the trash as it was removed.
 //!
-//! The earlier versions of a file sit next to where it is shown, live or
-//! in the trash, as `NAME~v1`, `NAME~v2` … numbered as `scs versions`
-//! numbers them (1 the oldest kept): `cp .scs-trash/notes.txt~v1 notes.txt`
-//! brings one back.
+//! The earlier versions of a live file sit at its path as `NAME~v1`,
+//! `NAME~v2` … numbered as `scs versions` numbers them (1 the oldest
+//! kept): `cp .scs-trash/notes.txt~v1 notes.txt` brings one back. Those of
+//! a file in the trash carry its removal time too (`NAME~<removed>~v1`), so
+//! they never take the names of a live file's versions at the same path.
 //!
 //! `.scs-trash` is not in the root's listing (a backup of the mount
 //! should not take the trash with it), but it is there by name, as
@@ -78,7 +79,7 @@ impl Tree {
         tree.dirs.insert(root, Dir { inode: shown, children: BTreeMap::new() });
         let (versions, removed): (Vec<&TrashItem>, Vec<&TrashItem>) =
             items.iter().partition(|i| i.inode.version_of().is_some());
-        // Where each file removed is shown: its versions go next to it.
+        // Where the versions of each file removed go, and their name.
         let mut shown_at: HashMap<Ino, (Ino, String)> = HashMap::new();
         // The latest removed of a path gets its name, the others the time
         // they were removed after it: items come sorted by path and time.
@@ -102,7 +103,7 @@ impl Tree {
                 d.inode = inode.clone();
                 inode
             } else {
-                shown_at.insert(item.inode.ino, (parent, name.clone()));
+                shown_at.insert(item.inode.ino, (parent, format!("{base}~{}", removed_label(&item.inode))));
                 owner_only(item.inode.clone())
             };
             if let Some(p) = tree.dirs.get_mut(&parent) {
@@ -114,8 +115,8 @@ impl Tree {
     }
 
     /// Each file's `versions`, oldest first as `scs versions` numbers
-    /// them, as `NAME~vN` where the file is shown (`shown_at`, for one in
-    /// the trash), or where it is live (the path the listing gives them).
+    /// them, as `NAME~vN`: for one in the trash, where and as `shown_at`
+    /// has it; for a live one, at the path the listing gives them.
     fn add_versions(&mut self, versions: Vec<&TrashItem>, shown_at: &HashMap<Ino, (Ino, String)>, top: &Inode) {
         let mut by_file: BTreeMap<Ino, Vec<&TrashItem>> = BTreeMap::new();
         for v in versions {
@@ -153,6 +154,11 @@ impl Tree {
             if !self.dirs.contains_key(&ino) {
                 let inode = made_dir(ino, at, top);
                 if let Some(p) = self.dirs.get_mut(&at) {
+                    // Something removed by that name (not a directory: those
+                    // are in `dirs`) makes way, under its removal time.
+                    if let Some(removed) = p.children.remove(c) {
+                        p.children.entry(format!("{c}~{}", removed_label(&removed))).or_insert(removed);
+                    }
                     p.children.insert(c.to_string(), inode.clone());
                 }
                 self.dirs.insert(ino, Dir { inode, children: BTreeMap::new() });
@@ -430,13 +436,39 @@ mod tests {
                 ("a.txt", 11),
                 ("a.txt~1970-01-01T00:00:01Z", 10),
                 ("a.txt~1970-01-01T00:00:01Z~v1", 33),
-                ("a.txt~v1", 32),
+                ("a.txt~1970-01-02T00:00:00Z~v1", 32),
                 ("b.txt~v1", 30),
                 ("b.txt~v2", 31),
             ],
-            "a live file's versions under its name, a removed file's under the name it is shown by"
+            "a live file's versions under its name, a removed file's with its removal time"
         );
         let notes = &tree.dirs[&virtual_ino("notes")];
         assert_eq!(notes.children["c.txt~v1"].mode, 0o400, "in a directory made up for it, its owner's to read");
+
+        // A live file at a path that a removed file had (a.txt removed,
+        // then a.txt made anew and overwritten), and a live file below a
+        // name a removed file had (notes removed, then notes/ made).
+        let items = vec![
+            item("a.txt", 10, Kind::File, 1_000_000_000),
+            version("a.txt", 30, 10, 5),
+            item("notes", 11, Kind::File, 2_000_000_000),
+            version("a.txt", 31, 20, 8),
+            version("notes/todo.txt", 32, 21, 9),
+        ];
+        let tree = Tree::of(&items, &top);
+        let root = &tree.dirs[&virtual_ino("")];
+        let names: Vec<(&str, u64)> = root.children.iter().map(|(n, i)| (n.as_str(), i.ino.0)).collect();
+        let notes_dir = virtual_ino("notes").0;
+        assert_eq!(
+            names,
+            [
+                ("a.txt", 10),
+                ("a.txt~1970-01-01T00:00:01Z~v1", 30),
+                ("a.txt~v1", 31),
+                ("notes", notes_dir),
+                ("notes~1970-01-01T00:00:02Z", 11),
+            ],
+            "v1 is the live file's, as scs versions a.txt says; the removed notes makes way for the directory"
+        );
     }
 }

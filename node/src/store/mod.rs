@@ -1073,12 +1073,14 @@ impl Store {
         let mut digests = read_digests(&meta)?;
         // Blobs the batch's inodes hold now, by content: a version made
         // current again takes its blob from there (a version being kept
-        // finds its file's by `version_of`). Only a batch that keeps a
-        // version can make one current (with the trash off, the restored
-        // content comes from the released blobs): others read nothing more.
+        // finds its file's by `version_of`). A version made current leaves
+        // as a tombstone, and the batch keeps what it replaced as a version
+        // unless that is off or the bytes are the same: only a batch with
+        // a version or a tombstone can make one current, and others read
+        // nothing more.
         let mut sources = HashMap::new();
-        let keeps_a_version = batch.iter().filter_map(Record::as_inode).any(|i| i.version_of().is_some());
-        for i in batch.iter().filter_map(Record::as_inode).filter(|_| keeps_a_version) {
+        let may_restore = batch.iter().filter_map(Record::as_inode).any(|i| i.deleted || i.version_of().is_some());
+        for i in batch.iter().filter_map(Record::as_inode).filter(|_| may_restore) {
             if let Some(o) = read_record(&records, &i.key())?.as_ref().and_then(Record::as_inode) {
                 if o.has_blob() && read_version(&held, &o.key())? == Some(o.content) {
                     sources.insert(o.content, o.key());

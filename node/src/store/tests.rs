@@ -1058,4 +1058,15 @@ fn an_earlier_version_keeps_the_blob_it_replaced_and_gives_it_back_when_restored
     let s = open(tmp.path());
     assert_eq!(read_all(&s, &back), b"first draft", "through a reopen");
     assert_eq!(s.versions(Ino(7)).unwrap().len(), 1);
+
+    // Restored with nothing kept of what it replaces (max_versions 0, or
+    // the same bytes): the version's blob is still the file's.
+    let mut again = Inode { content: kept2.content, size: kept2.size, hash: kept2.hash, ..back.clone() };
+    again.version = v(1, 4);
+    let gone2 = Inode { version: v(1, 4), ..kept2.tombstone(70) };
+    let applied = s.apply(&[r(&again), r(&gone2)], &[]).unwrap();
+    assert_eq!(applied.wanted, 0, "nothing to fetch");
+    assert_eq!(read_all(&s, &again), b"second draft");
+    assert!(s.versions(Ino(7)).unwrap().is_empty());
+    assert_eq!(s.files(), 1);
 }

@@ -81,8 +81,9 @@ pub struct Counts {
     pub ops: usize,
     /// Writes acknowledged (exit 0).
     pub acknowledged: usize,
-    /// Of those, restores from the trash and of an earlier version.
+    /// Of those, restores from the trash.
     pub restores: usize,
+    /// Of those, restores of an earlier version (`scs restore --version`).
     pub reverts: usize,
     /// Writes that failed: they may or may not have taken effect.
     pub failed: usize,

@@ -283,24 +283,28 @@ fn perform(c: &NsCluster, seed: u64, client: u32, seq: u32, action: Action) -> O
 }
 
 /// `scs versions NAME --json`, then `scs restore NAME --version N` of the
-/// last version listed (the newest). No version listed is the refusal the
-/// restore itself would give: nothing took effect.
+/// last version listed (the newest). A listing that fails or lists none
+/// ends it as the refusal the restore itself would give: a listing
+/// changes nothing, so nothing took effect.
 fn revert(c: &NsCluster, name: &str) -> Ran {
     let listed = c.scs(&["versions".into(), name.into(), "--json".into()], OP_DEADLINE);
-    if !listed.ok() {
-        return listed;
-    }
-    let newest =
-        serde_json::from_slice::<Vec<serde_json::Value>>(&listed.stdout).ok().and_then(|v| v.len().checked_sub(1));
+    let newest = if listed.ok() {
+        match serde_json::from_slice::<Vec<serde_json::Value>>(&listed.stdout) {
+            Ok(v) => v.len().checked_sub(1).ok_or_else(|| "none is kept".to_string()),
+            Err(e) => Err(format!("the listing is not JSON: {e}")),
+        }
+    } else {
+        Err(listed.error_line())
+    };
     match newest {
-        Some(k) => {
+        Ok(k) => {
             let n = (k + 1).to_string();
             c.scs(&["restore".into(), name.into(), "--version".into(), n.into()], OP_DEADLINE)
         }
-        None => Ran {
+        Err(why) => Ran {
             status: Some(std::process::ExitStatus::from_raw(1 << 8)),
             stdout: Vec::new(),
-            stderr: format!("scs: no such file: no earlier version of {name} is listed\n"),
+            stderr: format!("scs: no such file: no version of {name} listed ({why})\n"),
             elapsed: listed.elapsed,
         },
     }

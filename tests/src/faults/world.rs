@@ -279,8 +279,10 @@ impl World {
                 }
             }
             // The newest version, or an older one: the room the cluster made
-            // may have taken newer ones (and what is taken is not modelled),
-            // and a write landing late makes a version the listing missed.
+            // may have taken newer ones (room is made of blobs, oldest first,
+            // so a newer version in a blob goes before an older inline one;
+            // what is taken is not modelled), and a write landing late makes
+            // a version the listing missed.
             Action::Revert { name } => {
                 let file = self.files.get(name).copied();
                 let kept = file.and_then(|f| self.versions.get(&f)).cloned().unwrap_or_default();
