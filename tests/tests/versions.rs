@@ -241,6 +241,24 @@ fn past_max_versions_the_oldest_version_of_a_file_leaves_every_disk() {
 }
 
 #[test]
+fn restoring_a_version_with_the_bytes_the_file_has_keeps_its_content_on_every_node() {
+    let c = Cluster::start(3);
+    let (a, b) = (seeded_bytes(50, 70_000), seeded_bytes(51, 70_000));
+    for d in [&a, &b, &a] {
+        c.upload_bytes("same.bin", d);
+    }
+    assert_eq!(kept_sizes(&c, "same.bin").len(), 2, "a, then b");
+    // Version 1 has the bytes the file has: nothing new to keep.
+    c.scs(&["restore", "same.bin", "--version", "1"]).assert_ok();
+    c.assert_content("same.bin", &a);
+    assert_eq!(download_version(&c, "same.bin", "1"), b);
+    every_node_holds(&c, &[a.clone(), b.clone()]);
+    // Uploading the same bytes again keeps nothing either.
+    c.upload_bytes("same.bin", &a);
+    assert_eq!(kept_sizes(&c, "same.bin").len(), 1);
+}
+
+#[test]
 fn a_restore_of_a_version_across_a_failover_happens_once() {
     let mut c = Cluster::start(3);
     let drafts: Vec<Vec<u8>> = (0..4).map(|n| seeded_bytes(40 + n, 30_000 + n as usize)).collect();
