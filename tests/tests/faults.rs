@@ -18,6 +18,8 @@
 //! `SCS_FAULTS_FILES_ONLY=1` leaves hard links, directory renames and rmdir
 //! out of the workload (file operations only, as before inodes);
 //! `SCS_KEEP_TEST_DIR=1` keeps a failing seed's data dirs;
+//! `SCS_FAULTS_VERSIONS=1` adds restores of earlier versions to the workload
+//! (off by default: see the checker's note in `faults::world`);
 //! `SCS_FAULTS_UNICAST=1` runs every seed with gossip by unicast (`peers`),
 //! clients given every node's address, and multicast dropped at the bridge;
 //! `SCS_FAULTS_KINDS=replace-node,kill-leader` injects only those kinds.
@@ -114,6 +116,7 @@ fn acknowledged_writes_survive_kills_freezes_partitions_loss_full_disks_and_corr
         clients: 4,
         names_per_client: 50,
         namespace_ops: std::env::var_os("SCS_FAULTS_FILES_ONLY").is_none(),
+        version_restores: std::env::var_os("SCS_FAULTS_VERSIONS").is_some(),
         settle: Duration::from_secs(60),
         kinds: kinds(),
         mount_view: true,

@@ -60,6 +60,9 @@ pub struct Settings {
     pub names_per_client: u32,
     /// Hard links, directory renames and rmdir in the workload too.
     pub namespace_ops: bool,
+    /// Restores of earlier versions in the workload too
+    /// (`SCS_FAULTS_VERSIONS`).
+    pub version_restores: bool,
     /// How long the cluster may take to heal after the last fault: a leader
     /// over all nodes, every file at its target on every disk.
     pub settle: Duration,
@@ -169,6 +172,7 @@ pub fn run_seed(seed: u64, s: &Settings) -> SeedResult {
         clients: s.clients,
         names_per_client: s.names_per_client,
         namespace_ops: s.namespace_ops,
+        version_restores: s.version_restores,
     };
     let workload_ms = s.workload.as_millis() as i64;
     let plan = nemesis::schedule(seed, workload_ms, &s.kinds);

@@ -94,11 +94,17 @@ pub fn report(results: &[SeedResult], s: &Settings, command: &str) -> String {
         s.names_per_client,
         super::workload::DIRS,
         s.workload,
-        if s.namespace_ops {
-            "uploads, overwrites, reads, deletes, restores from the trash and of earlier versions, renames of files and \
-             of directories, hard links, rmdir"
-        } else {
-            "uploads, overwrites, reads, deletes, restores from the trash and of earlier versions, renames of files"
+        match (s.namespace_ops, s.version_restores) {
+            (true, true) => "uploads, overwrites, reads, deletes, restores from the trash and of earlier versions, \
+                             renames of files and of directories, hard links, rmdir",
+            (true, false) => {
+                "uploads, overwrites, reads, deletes, restores from the trash, renames of files and of directories, \
+                 hard links, rmdir"
+            }
+            (false, true) => {
+                "uploads, overwrites, reads, deletes, restores from the trash and of earlier versions, renames of files"
+            }
+            (false, false) => "uploads, overwrites, reads, deletes, restores from the trash, renames of files",
         },
         compact(&seeds)
     );

@@ -39,6 +39,8 @@ pub struct WorkloadConfig {
     pub names_per_client: u32,
     /// Hard links, directory renames and rmdir besides the file operations.
     pub namespace_ops: bool,
+    /// `scs restore --version` besides the other restores.
+    pub version_restores: bool,
 }
 
 /// Directories per client (`c<k>/d0` …).
@@ -176,7 +178,8 @@ fn pick(rng: &mut Rng, cfg: &WorkloadConfig, client: u32, believed: &World, seq:
         40..=54 => Action::Read { name: existing(rng) },
         // A file's content before its last overwrite, back.
         55..=56 => {
-            let kept: Vec<&String> = files.iter().copied().filter(|f| believed.has_versions(f)).collect();
+            let kept: Vec<&String> =
+                files.iter().copied().filter(|f| cfg.version_restores && believed.has_versions(f)).collect();
             match kept.is_empty() {
                 true => Action::Read { name: existing(rng) },
                 false => Action::Revert { name: rng.pick(&kept).to_string() },
@@ -349,7 +352,8 @@ mod tests {
 
     #[test]
     fn a_seed_picks_the_same_operations() {
-        let cfg = WorkloadConfig { seed: 9, clients: 2, names_per_client: 50, namespace_ops: true };
+        let cfg =
+            WorkloadConfig { seed: 9, clients: 2, names_per_client: 50, namespace_ops: true, version_restores: true };
         let mut believed = World::default();
         for i in 0..10 {
             let up = Action::Upload { name: name_of(1, i), sha: "x".into(), size: 1 };

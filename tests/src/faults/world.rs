@@ -13,7 +13,7 @@
 //! they are by then: a late `mv d2/f06 d4/f09` after `mv d2 d7` moves
 //! `d7/f06`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use scs_common::name::is_inside as inside;
 
@@ -78,9 +78,12 @@ pub struct World {
     trash: Vec<Trashed>,
     /// Directories removed: in the trash, where each was.
     removed_dirs: BTreeMap<DirId, Loc>,
-    /// The contents each file's overwrites replaced, the oldest first: its
-    /// earlier versions (with the file when it is in the trash).
-    versions: BTreeMap<FileId, Vec<String>>,
+    /// Every content each file's overwrites replaced: a superset of its
+    /// earlier versions (with the file when it is in the trash). A version
+    /// restored stays in it, so that the states a restore may end in (one
+    /// per version) are the same again once the file is written next,
+    /// instead of multiplying with every restore.
+    versions: BTreeMap<FileId, BTreeSet<String>>,
 }
 
 /// What a command did to one state: the state after each step it commits
@@ -228,7 +231,7 @@ impl World {
             Action::Restore { name } => self.removed_at(name).first().map(|f| Landing::Restore { file: *f }),
             Action::Revert { name } => {
                 let file = *self.files.get(name)?;
-                let sha = self.versions.get(&file)?.last()?.clone();
+                let sha = self.earlier(file).pop()?;
                 Some(Landing::Revert { file, sha })
             }
             Action::Rename { from, to } | Action::RenameDir { from, to } => {
@@ -278,36 +281,37 @@ impl World {
                     }
                 }
             }
-            // The newest version, or an older one: the room the cluster made
-            // may have taken newer ones (room is made of blobs, oldest first,
-            // so a newer version in a blob goes before an older inline one;
-            // what is taken is not modelled), and a write landing late makes
-            // a version the listing missed.
+            // Any earlier content: the newest version is not modelled (the
+            // room the cluster makes takes blobs, oldest first, so a newer
+            // version in a blob can go before an older inline one, and a
+            // write landing late makes a version the listing missed).
             Action::Revert { name } => {
-                let file = self.files.get(name).copied();
-                let kept = file.and_then(|f| self.versions.get(&f)).cloned().unwrap_or_default();
-                let mut back: Vec<World> = kept
-                    .iter()
-                    .rev()
+                let Some(&file) = self.files.get(name) else { return Effect::one(w, false) };
+                let mut back: Vec<World> = self
+                    .earlier(file)
+                    .into_iter()
                     .filter_map(|sha| {
                         let mut w = self.clone();
-                        file.is_some_and(|f| w.revert(f, sha)).then_some(w)
+                        w.revert(file, &sha).then_some(w)
                     })
                     .collect();
-                match back.is_empty() {
-                    true => Effect::one(w, false),
-                    false => {
-                        let newest = back.remove(0);
-                        Effect { steps: vec![newest], done: true, also: back }
-                    }
+                match back.pop() {
+                    None => Effect::one(w, false),
+                    Some(one) => Effect { steps: vec![one], done: true, also: back },
                 }
             }
         }
     }
 
-    /// Whether an earlier version of the file at `name` is kept.
+    /// Whether an earlier version of the file at `name` may be kept.
     pub fn has_versions(&self, name: &str) -> bool {
-        self.files.get(name).and_then(|f| self.versions.get(f)).is_some_and(|v| !v.is_empty())
+        self.files.get(name).is_some_and(|f| !self.earlier(*f).is_empty())
+    }
+
+    /// The contents file `f` had before, but the one it has.
+    fn earlier(&self, f: FileId) -> Vec<String> {
+        let now = self.content.get(&f);
+        self.versions.get(&f).map_or_else(Vec::new, |v| v.iter().filter(|s| Some(*s) != now).cloned().collect())
     }
 
     /// The paths of the files in the trash, as `scs trash ls` shows them.
@@ -398,21 +402,20 @@ impl World {
     fn overwrite(&mut self, f: FileId, sha: &str) -> bool {
         if let Some(old) = self.content.insert(f, sha.to_string()) {
             if old != sha {
-                self.versions.entry(f).or_default().push(old);
+                self.versions.entry(f).or_default().insert(old);
             }
         }
         true
     }
 
-    /// `scs restore --version` of live file `f`'s kept version `sha`: its
-    /// content again, and what it replaces the newest version.
+    /// `scs restore --version` of live file `f`'s earlier content `sha`:
+    /// its content again, and what it replaces a version.
     fn revert(&mut self, f: FileId, sha: &str) -> bool {
-        let Some(k) = self.versions.get(&f).and_then(|v| v.iter().position(|x| x == sha)) else { return false };
-        if !self.content.contains_key(&f) {
+        let kept = self.versions.get(&f).is_some_and(|v| v.contains(sha));
+        if !kept || self.content.get(&f).is_none_or(|now| now == sha) {
             return false;
         }
-        let back = self.versions.get_mut(&f).map(|v| v.remove(k)).unwrap_or_default();
-        self.overwrite(f, &back)
+        self.overwrite(f, sha)
     }
 
     /// `mkdir -p` of `name`'s parent by operation `op`; false if a file is
@@ -631,14 +634,18 @@ mod tests {
         let w = run(&w, 1, up("c1/d0/f00", "y"));
         let w = run(&w, 2, up("c1/d0/f00", "z"));
         let w = run(&w, 3, up("c1/d0/f00", "z"));
-        assert_eq!(w.versions[&0], ["x", "y"], "the same content again replaces nothing");
+        assert_eq!(w.earlier(0), ["x", "y"], "the same content again replaces nothing");
         let e = w.apply(4, &Action::Revert { name: "c1/d0/f00".into() });
         assert!(e.done);
         let back = e.steps.last().unwrap();
         assert_eq!(back.read("c1/d0/f00"), p("y"));
-        assert_eq!(back.versions[&0], ["x", "z"]);
+        assert_eq!(back.earlier(0), ["x", "z"]);
         assert_eq!(e.also.len(), 1, "or the older one, if room was made of the newer");
         assert_eq!(e.also[0].read("c1/d0/f00"), p("x"));
+        // Whichever came back, the states are one again once the file is written.
+        let next: BTreeSet<World> =
+            [back.clone(), e.also[0].clone()].iter().map(|s| run(s, 5, up("c1/d0/f00", "n"))).collect();
+        assert_eq!(next.len(), 1);
         // The versions go to the trash with the file and come back with it.
         let w = run(&w, 5, Action::Delete { name: "c1/d0/f00".into() });
         assert!(!w.apply(6, &Action::Revert { name: "c1/d0/f00".into() }).done);
