@@ -5,12 +5,14 @@
 # so that a change is measured against the code before it on the same
 # machine at the same time. Per round and build: each operation's median
 # (scripts/nsops.py, NSOPS of each) and the CPU each process spent per
-# operation (from /proc). Every process started here is stopped by pid.
+# operation (from /proc), then 20 writers of WRITER_FILES 4 KiB files each
+# at once (files/s). Every process started here is stopped by pid.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 A=$(cd "$1" && pwd); B=$(cd "$2" && pwd)
 ROUNDS=${3:-3}
 NSOPS=${NSOPS:-300}
+WRITER_FILES=${WRITER_FILES:-50}
 dir=${NSAB_DIR:-$here/target/nsab}
 rm -rf "$dir"; mkdir -p "$dir"
 key="$dir/cluster.key"
@@ -63,7 +65,9 @@ run() {  # run BIN_DIR LABEL
     for k in 0 1 2 3; do
         cpus="$cpus $(echo "scale=3; 1000 * (${after[$k]} - ${before[$k]}) / $total" | bc | sed 's/^\./0./')"
     done
-    echo "$label: $(echo "$ops" | awk '{printf "%s %s  ", $1, $2}')| cpu ms/op node1 node2 node3 mount:$cpus"
+    local many
+    many=$(python3 "$here/scripts/nsops.py" writers "$mnt/writers" "$WRITER_FILES")
+    echo "$label: $(echo "$ops" | awk '{printf "%s %s  ", $1, $2}')| cpu ms/op node1 node2 node3 mount:$cpus | 20 writers: $many files/s"
     cleanup
 }
 

@@ -101,10 +101,33 @@ def rsync_pattern(d, n):
     print(f"{n / (time.perf_counter() - started):.0f}")
 
 
+def writers(d, n, count=20):
+    """COUNT threads at once, each writing N files of 4 KiB (each closed
+    before the next) in a directory of its own. Prints files per second."""
+    import threading
+    block = b"w" * 4096
+
+    def one(w):
+        sub = os.path.join(d, f"w{w}")
+        os.makedirs(sub, exist_ok=True)
+        for i in range(n):
+            fd = os.open(os.path.join(sub, f"f{i}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, block)
+            os.close(fd)
+
+    threads = [threading.Thread(target=one, args=(w,)) for w in range(count)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(f"{count * n / (time.perf_counter() - started):.0f}")
+
+
 def main():
-    modes = {"floor": floor, "ops": ops, "rsync": rsync_pattern}
+    modes = {"floor": floor, "ops": ops, "rsync": rsync_pattern, "writers": writers}
     if len(sys.argv) != 4 or sys.argv[1] not in modes:
-        sys.exit("usage: nsops.py floor|ops|rsync DIR COUNT")
+        sys.exit("usage: nsops.py floor|ops|rsync|writers DIR COUNT")
     mode, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if n < 1:
         sys.exit("nsops.py: COUNT must be at least 1")

@@ -15,7 +15,7 @@ use scs_common::{Error, Key, Members, NodeId, Record, Result, Term, Version};
 use crate::leader::state::{LeaderState, Local};
 use crate::link::{members_in_force, Control, Health, Lease};
 use crate::peers::Peers;
-use crate::store::{Applied, Store};
+use crate::store::{Applied, Pending, Store};
 use crate::view::ClusterView;
 
 pub struct Node {
@@ -219,34 +219,52 @@ impl Node {
     /// [`Node::commit`] of a leader's `Apply`, less the records at or below
     /// this node's watermark (see [`Store::newer_than_vouched`]), in the
     /// same trip to the store.
+    ///
+    /// Done on this task, not on a blocking thread, and the journal's sync
+    /// is waited for without one: a follower takes a leader's rounds one
+    /// at a time, and a round is one index transaction (a checkpoint, when
+    /// one is due, still goes to a blocking thread). A hand-off to a
+    /// thread and back costs more than the transaction.
     pub async fn commit_applied(&self, term: Term, leader: NodeId, records: Vec<Record>) -> Result<Applied> {
-        self.commit_with(term, leader, move |store| {
-            let records = store.newer_than_vouched(records)?;
-            if records.is_empty() {
-                return Ok(Applied::default());
-            }
-            store.apply(&records, &[])
-        })
-        .await
+        let _shared = self.commit_gate.read().await;
+        self.check_term(term, leader)?;
+        let records = self.store.newer_than_vouched(records)?;
+        if records.is_empty() {
+            return Ok(Applied::default());
+        }
+        let pending = self.store.apply_visible(&records, &[])?;
+        self.store.settle_async(pending).await
     }
 
-    /// This leader's own [`Node::commit`], started: the returned
-    /// [`Visible`] completes once the records are in the index, where the
-    /// next change is checked against them (see [`Store::apply_visible`]),
-    /// and [`Local::durable`] once they are durable too.
-    pub async fn commit_local(&self, term: Term, records: Vec<Record>) -> Result<(Local, Visible)> {
+    /// This leader's own [`Node::commit`]. `queue` gets the commit's
+    /// [`Local`] first (the change is queued for the followers, who may
+    /// take it while this node does); returns once the records are in the
+    /// index here, where the next change is checked against them (see
+    /// [`Store::apply_visible`]). [`Local::durable`] completes once they
+    /// are durable too.
+    ///
+    /// # Errors
+    /// `Stale` if this node no longer leads `term` (nothing was queued), or
+    /// the index refused the records (the `Local` fails too).
+    pub async fn commit_local(&self, term: Term, records: Vec<Record>, queue: impl FnOnce(Local)) -> Result<()> {
         let gate = self.commit_gate.clone().read_owned().await;
         self.check_term(term, self.me())?;
-        let store = self.store.clone();
-        let (seen, visible) = oneshot::channel();
-        let durable = tokio::task::spawn_blocking(move || {
-            // Until durable: a `Pull` that raised the term waits for it.
-            let _gate = gate;
-            let pending = store.apply_visible(&records, &[]);
-            let _ = seen.send(pending.as_ref().map(drop).map_err(Clone::clone));
-            store.settle(pending?).map(drop)
-        });
-        Ok((Local(durable), Visible(visible)))
+        let (applied, local) = oneshot::channel();
+        queue(Local(local));
+        // Here rather than on a blocking thread: the caller holds the
+        // namespace lock until the records are in, so nothing waits behind
+        // this but the next change, and a hand-off costs more than it.
+        match self.store.apply_visible(&records, &[]) {
+            Ok(pending) => {
+                // Until durable: a `Pull` that raised the term waits for it.
+                let _ = applied.send(Ok(Applying { store: self.store.clone(), pending, _gate: gate }));
+                Ok(())
+            }
+            Err(e) => {
+                let _ = applied.send(Err(e.clone()));
+                Err(e)
+            }
+        }
     }
 
     fn check_term(&self, term: Term, leader: NodeId) -> Result<()> {
@@ -285,13 +303,19 @@ impl Node {
     }
 }
 
-/// See [`Node::commit_local`].
-pub struct Visible(oneshot::Receiver<Result<()>>);
+/// A leader's own commit, in its index and on its way to the disk (see
+/// [`Node::commit_local`]).
+pub struct Applying {
+    store: Arc<Store>,
+    pending: Pending,
+    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
+}
 
-impl Visible {
-    /// Completes once the records are in the index, or failed to go in.
-    pub async fn seen(self) -> Result<()> {
-        self.0.await.unwrap_or_else(|_| Err(Error::Internal("commit task ended early".into())))
+impl Applying {
+    /// Completes once the records are durable here.
+    pub async fn durable(self) -> Result<()> {
+        let Applying { store, pending, _gate } = self;
+        store.settle_async(pending).await.map(drop)
     }
 }
 

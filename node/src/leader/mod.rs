@@ -128,18 +128,20 @@ pub async fn commit_with<G>(
     }
     let members = batch.records.iter().any(|r| matches!(r, Record::Members(_)));
     if !members && spread.also.is_empty() && !spread.outlive_lead {
-        let (local, visible) = match node.commit_local(state.term, batch.records.clone()).await {
-            Ok(started) => started,
-            Err(e) => return Err(give_up_locally(node, state, e).await),
-        };
+        let records = batch.records.clone();
+        let mut outcome = None;
         // Queued at once: the followers may get it while this node takes it.
-        let outcome = outbox::send(node, state, batch, local);
-        if let Err(e) = visible.seen().await {
+        let queue = |local| outcome = Some(outbox::send(node, state, batch, local));
+        if let Err(e) = node.commit_local(state.term, records, queue).await {
+            if outcome.is_none() {
+                return Err(give_up_locally(node, state, e).await);
+            }
             // Before the lock is free: no change may be checked against an
             // index that lacks this one.
             give_up(node, state, &format!("a commit failed here ({e})")).await;
         }
         drop(ns);
+        let Some(outcome) = outcome else { return Err(round_lost()) };
         return outcome.await.unwrap_or_else(|_| Err(round_lost()));
     }
     // A membership change goes alone, after every change before it, and

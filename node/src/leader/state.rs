@@ -222,12 +222,13 @@ pub(super) struct Queued {
 /// This leader's own commit of a change, on its way to the disk (see
 /// `Node::commit_local`).
 #[must_use = "durable only once awaited"]
-pub struct Local(pub(crate) tokio::task::JoinHandle<Result<()>>);
+pub struct Local(pub(crate) tokio::sync::oneshot::Receiver<Result<crate::node::Applying>>);
 
 impl Local {
     /// Completes once the records are durable here.
     pub async fn durable(self) -> Result<()> {
-        self.0.await.map_err(|e| Error::Internal(format!("commit task: {e}")))?
+        let applying = self.0.await.map_err(|_| Error::Internal("the commit ended early".into()))??;
+        applying.durable().await
     }
 }
 

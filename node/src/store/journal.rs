@@ -69,11 +69,20 @@ struct Shared {
     synced: Condvar,
     /// Told when a frame is written (the syncer waits on it).
     written: Condvar,
+    /// `synced` and `failed`, for writers that wait without a thread
+    /// ([`Journal::durable`]); set under the state's lock.
+    seen: tokio::sync::watch::Sender<(u64, bool)>,
 }
 
 impl Shared {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the writers waiting for `s` to be durable (call with the lock held).
+    fn tell(&self, s: &State) {
+        self.synced.notify_all();
+        self.seen.send_replace((s.synced, s.failed));
     }
 }
 
@@ -134,8 +143,13 @@ impl Journal {
         }
         let (frames, tail) = scan(&file, generation).map_err(|e| io("read", e))?;
         let state = State { generation, tail, appended: 0, synced: 0, failed: false, closing: false };
-        let shared =
-            Arc::new(Shared { file, state: Mutex::new(state), synced: Condvar::new(), written: Condvar::new() });
+        let shared = Arc::new(Shared {
+            file,
+            state: Mutex::new(state),
+            synced: Condvar::new(),
+            written: Condvar::new(),
+            seen: tokio::sync::watch::Sender::new((0, false)),
+        });
         let syncer = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -209,6 +223,7 @@ impl Journal {
             // Under the lock: a sync that starts after this returns covers it.
             if let Err(e) = self.shared.file.write_all_at(&frame, s.tail) {
                 s.failed = true;
+                self.shared.tell(&s);
                 return Err(Error::Io(format!("journal: write: {e}")));
             }
             s.tail += size;
@@ -236,6 +251,23 @@ impl Journal {
         }
     }
 
+    /// [`Journal::wait_durable`] for an async caller, without a thread.
+    ///
+    /// # Errors
+    /// As [`Journal::wait_durable`].
+    pub async fn durable(&self, end: u64) -> Result<()> {
+        let mut seen = self.shared.seen.subscribe();
+        let (synced, _) = *seen
+            .wait_for(|&(synced, failed)| synced >= end || failed)
+            .await
+            .map_err(|_| Error::Io("journal: closed".into()))?;
+        if synced >= end {
+            Ok(())
+        } else {
+            Err(Error::Io("journal: a sync failed".into()))
+        }
+    }
+
     /// Starts generation `generation` at the beginning of the file: the
     /// index committed durably everything of the one before (and recorded
     /// this number). The caller makes sure nothing is appended meanwhile.
@@ -246,8 +278,7 @@ impl Journal {
         s.failed = false;
         // Positions already appended count as synced: the index has them.
         s.synced = s.appended;
-        drop(s);
-        self.shared.synced.notify_all();
+        self.shared.tell(&s);
     }
 }
 
@@ -288,7 +319,7 @@ fn run_syncer(shared: &Shared) {
                 s.failed = true;
             }
         }
-        shared.synced.notify_all();
+        shared.tell(&s);
     }
 }
 
@@ -321,6 +352,7 @@ fn scan(file: &File, generation: u64) -> std::io::Result<(Vec<Frame>, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn payloads(frames: &[Frame]) -> Vec<&[u8]> {
         frames.iter().map(|f| f.payload.as_slice()).collect()
@@ -342,6 +374,30 @@ mod tests {
         drop(j);
         let (_, frames) = Journal::open(&path, 7).unwrap();
         assert_eq!(payloads(&frames), vec![&b"one"[..], b"two", b"three"]);
+    }
+
+    #[test]
+    fn an_async_writer_is_told_once_its_frame_is_synced_and_is_replayed_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (j, _) = Journal::open(&path, 3).unwrap();
+        let ends: Vec<u64> =
+            [&b"first"[..], b"second", b"third"].iter().map(|p| j.write(p).unwrap().unwrap()).collect();
+        rt.block_on(async {
+            // In reverse: the last one's sync covers the others.
+            for end in ends.iter().rev() {
+                tokio::time::timeout(Duration::from_secs(10), j.durable(*end)).await.expect("synced").unwrap();
+            }
+        });
+        assert!(j.shared.state().synced >= ends[2]);
+        // A writer after a restart (a checkpoint) is durable at once.
+        let end = j.write(b"fourth").unwrap().unwrap();
+        j.restart(4);
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), j.durable(end)).await }).unwrap().unwrap();
+        drop(j);
+        let (_, frames) = Journal::open(&path, 3).unwrap();
+        assert_eq!(payloads(&frames), vec![&b"first"[..], b"second", b"third", b"fourth"]);
     }
 
     #[test]

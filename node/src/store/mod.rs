@@ -967,6 +967,28 @@ impl Store {
         if let Some(end) = pending.journal_end {
             self.journal.wait_durable(end)?;
         }
+        self.settled(pending)
+    }
+
+    /// [`Store::settle`] for an async caller: waits for the journal's sync
+    /// without a thread, and does the rest here unless it may block
+    /// (a checkpoint, blob files let go, the membership read again).
+    pub async fn settle_async(self: &Arc<Store>, pending: Pending) -> Result<Applied> {
+        if let Some(end) = pending.journal_end {
+            self.journal.durable(end).await?;
+        }
+        let checkpoint = pending.journal_end.is_some() && self.journal.used() >= journal::CHECKPOINT_AT;
+        if checkpoint || pending.members || !pending.files.is_empty() {
+            let store = self.clone();
+            return tokio::task::spawn_blocking(move || store.settled(pending))
+                .await
+                .map_err(|e| Error::Internal(format!("store task: {e}")))?;
+        }
+        self.settled(pending)
+    }
+
+    /// What [`Store::settle`] does once the batch is durable.
+    fn settled(&self, pending: Pending) -> Result<Applied> {
         crate::metrics::METRICS.store_commit.since(pending.started);
         if pending.journal_end.is_some() && self.journal.used() >= journal::CHECKPOINT_AT {
             self.checkpoint()?;
@@ -1381,6 +1403,13 @@ struct Placed {
     wanted: bool,
     /// Whether the trash changed.
     trash: bool,
+}
+
+impl Placed {
+    /// No blob file to move or remove.
+    fn is_empty(&self) -> bool {
+        self.released.is_empty() && self.useless.is_empty()
+    }
 }
 
 /// The namespace as this node's index has it: what the leader checks its
