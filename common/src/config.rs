@@ -237,6 +237,12 @@ impl Limits {
 }
 
 impl NodeConfig {
+    /// Whether an overwrite keeps what it replaces as an earlier version:
+    /// with the trash on and `max_versions` above 0.
+    pub fn keeps_versions(&self) -> bool {
+        self.trash.is_some() && self.max_versions > 0
+    }
+
     /// Fills in defaults and checks every value.
     ///
     /// # Errors

@@ -372,6 +372,7 @@ pub async fn follow(node: Arc<Node>) {
     let me = node.me();
     let mut view_rx = node.view_changes();
     let mut caught_up_with: Option<(Term, NodeId)> = None;
+    let mut was_member = node.members().contains(me);
     let mut failures = 0u32;
     loop {
         // Wake on the interval, or at once when the leader or term changes
@@ -398,6 +399,14 @@ pub async fn follow(node: Arc<Node>) {
                 }
             }
         }
+        let member = node.members().contains(me);
+        if member && !was_member {
+            // Taken (back) in: deletions whose tombstones were purged while
+            // it was out show only in a whole compare with the leader,
+            // which it makes again before it may lead.
+            caught_up_with = None;
+        }
+        was_member = member;
         let v = node.view();
         if let (Some(leader), Some(addr)) = (v.leader.filter(|l| *l != me), v.leader_addr()) {
             let since = node.blocking(|s| s.watermark()).await.unwrap_or(Version::ZERO);

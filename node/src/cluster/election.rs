@@ -242,12 +242,17 @@ impl Election {
                     self.claim(now, leader, term, &mut out);
                 }
             }
-            Input::CaughtUp => {
+            // A non-member's catching up does not count: once taken (back)
+            // in, it compares its whole index with the leader's first (the
+            // shell does that again then), since deletions whose tombstones
+            // were purged while it was out show only there.
+            Input::CaughtUp if self.votes() => {
                 if !self.eligible {
                     debug!("node {}: caught up, eligible to lead", self.cfg.id);
                 }
                 self.eligible = true;
             }
+            Input::CaughtUp => {}
             Input::Redeclare { term } => {
                 if self.role == Role::Leader && self.term == term {
                     self.redeclare = true;
@@ -332,6 +337,10 @@ impl Election {
         self.cfg.members = members;
         let cfg = &self.cfg;
         self.peers.retain(|id, _| cfg.members.contains(id));
+        if !self.votes() {
+            // Should it be taken back in, it must catch up again first.
+            self.eligible = false;
+        }
         if !self.votes() && self.role != Role::Follower {
             info!("node {}: no longer a member; stepping down", self.cfg.id);
             self.role = Role::Follower;
@@ -951,13 +960,48 @@ mod tests {
         assert_eq!(notable(&b.advance(ms(6000))), vec![], "no election, answer or claim from a non-member");
         b.chat(2, Gossip::Election { term: Term(1) });
         assert_eq!(notable(&b.advance(ms(7000))), vec![], "it answers nobody");
-        // Once added it is a member like any other: the highest, it leads.
+        // Once added, and caught up again as a member, it is a member like
+        // any other: the highest, it leads.
         b.hush(2);
         b.chat(2, following(1, None));
         let now = b.now;
         b.e.set_members(now, [1, 2, 3, 4].map(NodeId).into());
         assert!(b.e.votes());
+        assert!(!b.e.eligible(), "its catching up as a non-member does not count");
+        b.input(Input::CaughtUp);
         b.until_role(Role::Leader, ms(9000));
+    }
+
+    #[test]
+    fn a_member_taken_out_and_back_in_must_catch_up_again_before_it_may_lead() {
+        // Node 4, the highest, leads...
+        let mut b = Bench::new(4, 4);
+        for id in 1..=3 {
+            b.chat(id, following(0, None));
+        }
+        b.until_role(Role::Leader, ms(1000));
+        assert!(b.e.eligible());
+        // ... is taken out, and node 3 leads the others.
+        let now = b.now;
+        b.e.set_members(now, [1, 2, 3].map(NodeId).into());
+        assert_eq!(b.e.role(), Role::Follower);
+        assert!(!b.e.eligible(), "taken out");
+        b.chat(3, leading(2, 3));
+        b.chat(1, following(2, Some(3)));
+        b.chat(2, following(2, Some(3)));
+        b.advance(b.elapsed() + ms(500));
+        b.input(Input::CaughtUp);
+        assert!(!b.e.eligible(), "a non-member's catching up does not count");
+        // Taken back in, it does not take over from the lower node 3
+        // before it caught up again...
+        let now = b.now;
+        b.e.set_members(now, [1, 2, 3, 4].map(NodeId).into());
+        assert!(!b.e.eligible(), "back in, not caught up yet");
+        b.advance(b.elapsed() + ms(4000));
+        assert_eq!(b.e.role(), Role::Follower, "took over before catching up again");
+        // ... and does once it has.
+        b.input(Input::CaughtUp);
+        b.until_role(Role::Leader, b.elapsed() + ms(5000));
     }
 
     #[test]

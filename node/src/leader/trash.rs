@@ -275,7 +275,7 @@ pub async fn versions(node: &Arc<Node>, ino: Ino) -> Result<Vec<Inode>> {
 /// # Errors
 /// `NotFound` when `version` is no version of `ino` kept now.
 pub async fn restore_version(node: &Arc<Node>, ino: Ino, version: Ino) -> Result<Inode> {
-    let keep = u64::from(node.cfg().trash.is_some() && node.cfg().max_versions > 0);
+    let keep = u64::from(node.cfg().keeps_versions());
     let c = change(node, keep, move |plan, keep| namespace::restore_version(plan, ino, version, keep)).await?;
     Ok(c.value)
 }

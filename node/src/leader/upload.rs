@@ -430,8 +430,7 @@ async fn run(node: &Arc<Node>, mut source: Source<'_>, prepared: Prepared, broke
         super::ensure_inos(node, &state, path.split('/').count() as u64).await?;
     }
     // With the trash on, a number for the earlier version an overwrite keeps.
-    let keeps_versions = node.cfg().trash.is_some() && node.cfg().max_versions > 0;
-    let (ns, keep) = super::meta::lock_with_inos(node, &state, u64::from(keeps_versions)).await?;
+    let (ns, keep) = super::meta::lock_with_inos(node, &state, u64::from(node.cfg().keeps_versions())).await?;
     let store = node.store().clone();
     let mut tx = namespace::Plan::new(&*store, now_ns())
         .with_trash(node.cfg().trash.is_some())
