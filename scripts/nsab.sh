@@ -6,7 +6,8 @@
 # machine at the same time. Per round and build: each operation's median
 # (scripts/nsops.py, NSOPS of each) and the CPU each process spent per
 # operation (from /proc), then 20 writers of WRITER_FILES 4 KiB files each
-# at once (files/s). Every process started here is stopped by pid.
+# at once and the rsync pattern of 10 times as many (files/s). MOUNT_ARGS
+# go to scs-mount (say --write-back). Every process started here is stopped by pid.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 A=$(cd "$1" && pwd); B=$(cd "$2" && pwd)
@@ -50,7 +51,7 @@ run() {  # run BIN_DIR LABEL
         n=$((n + 1)); [ $n -lt 300 ] || { echo "nsab: no leader after 30 s" >&2; exit 1; }
         sleep 0.1
     done
-    "$bin/scs-mount" "$mnt" --group "$group" --secret-file "$key" --cache-dir "$dir/$label-cache" --foreground \
+    "$bin/scs-mount" "$mnt" --group "$group" --secret-file "$key" --cache-dir "$dir/$label-cache" --foreground ${MOUNT_ARGS:-} \
         >>"$dir/mount.log" 2>&1 &
     mount_pid=$!
     n=0
@@ -65,9 +66,11 @@ run() {  # run BIN_DIR LABEL
     for k in 0 1 2 3; do
         cpus="$cpus $(echo "scale=3; 1000 * (${after[$k]} - ${before[$k]}) / $total" | bc | sed 's/^\./0./')"
     done
-    local many
+    local many pattern
     many=$(python3 "$here/scripts/nsops.py" writers "$mnt/writers" "$WRITER_FILES")
-    echo "$label: $(echo "$ops" | awk '{printf "%s %s  ", $1, $2}')| cpu ms/op node1 node2 node3 mount:$cpus | 20 writers: $many files/s"
+    mkdir -p "$mnt/rsync"
+    pattern=$(python3 "$here/scripts/nsops.py" rsync "$mnt/rsync" "$((WRITER_FILES * 10))")
+    echo "$label: $(echo "$ops" | awk '{printf "%s %s  ", $1, $2}')| cpu ms/op node1 node2 node3 mount:$cpus | 20 writers: $many files/s | rsync pattern: $pattern files/s"
     cleanup
 }
 

@@ -1056,16 +1056,7 @@ fn small_files_sent_whole_with_the_wrong_size_or_hash_commit_nothing() {
             let request = Request::Store { spec, data: scs_common::inode::Bytes(bytes.to_vec()), hash: end_hash };
             conn.send(&Message::Request(request)).await.unwrap();
             let res = conn.recv_response().await;
-            // The refused store leaves the session usable.
-            conn.send(&Message::Request(Request::Resolve { path: path.into(), follow: false })).await.unwrap();
-            let found = conn.recv_response().await;
-            if path == "kept.txt" {
-                assert!(matches!(&found, Ok(Response::Attr(i)) if i.hash == hash(b"kept")), "{what}: {found:?}");
-            } else if path.contains('/') {
-                assert_error(found, ErrorCode::NotFound, "", &format!("{what}: {path} after the store"));
-            } else {
-                assert!(matches!(found, Ok(Response::Missing)), "{what}: {path} exists after the store: {found:?}");
-            }
+            assert_left_alone(&mut conn, path, ("kept.txt", hash(b"kept")), what).await;
             res
         });
         assert_error(res, code, needle, what);
@@ -1082,6 +1073,21 @@ fn small_files_sent_whole_with_the_wrong_size_or_hash_commit_nothing() {
     });
     assert!(matches!(&stored, Ok(Response::Attr(i)) if i.size == 3_000), "a good store: {stored:?}");
     c.assert_content("good.txt", &good);
+}
+
+/// After a refused upload to `path`: the session is still usable, and
+/// `path` is as before (`kept`, an existing file, keeps its content; any
+/// other path is missing, with not even a directory made on the way).
+async fn assert_left_alone(conn: &mut Connection, path: &str, kept: (&str, ContentHash), what: &str) {
+    conn.send(&Message::Request(Request::Resolve { path: path.into(), follow: false })).await.unwrap();
+    let found = conn.recv_response().await;
+    if path == kept.0 {
+        assert!(matches!(&found, Ok(Response::Attr(i)) if i.hash == kept.1), "{what}: {found:?}");
+    } else if path.contains('/') {
+        assert_error(found, ErrorCode::NotFound, "", &format!("{what}: {path} after the refusal"));
+    } else {
+        assert!(matches!(found, Ok(Response::Missing)), "{what}: {path} exists after the refusal: {found:?}");
+    }
 }
 
 /// What is announced and sent, and the error expected: (what, path, size
@@ -1147,17 +1153,7 @@ fn uploads_whose_bytes_do_not_match_their_size_or_hash_commit_nothing() {
         let res = rt.block_on(async {
             let mut conn = start_upload(&leader, &k, path, size).await;
             let res = finish_upload(&mut conn, bytes, end_hash).await;
-            // The refused upload leaves the session usable.
-            conn.send(&Message::Request(Request::Resolve { path: path.into(), follow: false })).await.unwrap();
-            let found = conn.recv_response().await;
-            if path == "kept.bin" {
-                assert!(matches!(&found, Ok(Response::Attr(i)) if i.hash == hash(&kept)), "{what}: {found:?}");
-            } else if path.contains('/') {
-                // Not even the directory it would have made on the way.
-                assert_error(found, ErrorCode::NotFound, "", &format!("{what}: {path} after the upload"));
-            } else {
-                assert!(matches!(found, Ok(Response::Missing)), "{what}: {path} exists after the upload: {found:?}");
-            }
+            assert_left_alone(&mut conn, path, ("kept.bin", hash(&kept)), what).await;
             res
         });
         assert_error(res, code, needle, what);
