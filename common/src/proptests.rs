@@ -254,8 +254,6 @@ fn arb_request() -> impl Strategy<Value = Request> {
     let opt_u32 = || proptest::option::of(any::<u32>());
     prop_oneof![
         arb_upload().prop_map(Request::Upload),
-        (arb_upload(), proptest::collection::vec(any::<u8>(), 0..64), arb_hash())
-            .prop_map(|(spec, data, hash)| Request::Store { spec, data: crate::inode::Bytes(data), hash }),
         (arb_name(), any::<u64>(), opt_u64()).prop_map(|(path, offset, len)| Request::Download { path, offset, len }),
         (arb_ino(), any::<u64>(), opt_u64()).prop_map(|(ino, offset, len)| Request::Read { ino, offset, len }),
         (arb_ino(), arb_version(), any::<u64>(), opt_u64()).prop_map(|(ino, content, offset, len)| Request::ReadBlob {

@@ -46,14 +46,6 @@ fn messages() -> Vec<(&'static str, Message)> {
         ("upload-path", r(Request::Upload(spec(Target::Path("photos/cat.png".into()))))),
         ("upload-new", r(Request::Upload(spec(Target::New { parent: Ino(1), name: "n".into(), ino: Ino(9) })))),
         ("upload-ino", r(Request::Upload(spec(Target::Ino(Ino(9)))))),
-        (
-            "store",
-            r(Request::Store {
-                spec: spec(Target::New { parent: Ino(1), name: "s".into(), ino: Ino(10) }),
-                data: scs_common::inode::Bytes(b"hello".to_vec()),
-                hash: scs_common::ContentHash([7; 32]),
-            }),
-        ),
         ("download", r(Request::Download { path: "un été/ça.txt".into(), offset: 3, len: Some(4) })),
         ("read", r(Request::Read { ino: Ino(7), offset: 0, len: None })),
         ("read-blob", r(Request::ReadBlob { ino: Ino(7), content: Version::new(Term(1), 2), offset: 0, len: None })),

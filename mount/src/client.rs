@@ -23,8 +23,7 @@ use scs_common::conn::{Chunk, Connection};
 use scs_common::inode::{self, DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{
-    HolderAddr, MemberChange, Message, Peer, PurgeTrash, Request, Response, StatusReport, Target, TrashItem,
-    UploadSpec, STORE_MAX,
+    HolderAddr, MemberChange, Message, Peer, PurgeTrash, Request, Response, StatusReport, Target, TrashItem, UploadSpec,
 };
 use scs_common::{ContentHash, Error, Ino, Kind, Result, CHUNK_SIZE};
 
@@ -990,23 +989,7 @@ async fn upload_once<F>(conn: &mut Connection, spec: &UploadSpec, open: &F, prog
 where
     F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
 {
-    let mut source = open().map_err(|e| Error::Io(format!("cannot read the file for {}: {e}", spec.describe())))?;
-    if let Some(size) = spec.size.filter(|&s| s <= STORE_MAX) {
-        // Small: read here (a few pages at most) and sent with the request.
-        let mut data = vec![0u8; size as usize];
-        let n = fill(&mut source, &mut data).map_err(|e| Error::Io(format!("cannot read the file: {e}")))?;
-        if n < data.len() {
-            return Err(Error::Io("the file shrank while uploading".into()));
-        }
-        let hash = ContentHash(Sha256::digest(&data).into());
-        let request = Request::Store { spec: spec.clone(), data: scs_common::inode::Bytes(data), hash };
-        conn.send(&Message::Request(request)).await?;
-        let stored = stored_answer(conn).await?;
-        if let Some(p) = progress {
-            p(size);
-        }
-        return Ok(stored);
-    }
+    let source = open().map_err(|e| Error::Io(format!("cannot read the file for {}: {e}", spec.describe())))?;
     conn.send(&Message::Request(Request::Upload(spec.clone()))).await?;
     match conn.recv_response().await? {
         Response::Ready => {}
@@ -1060,12 +1043,7 @@ where
         .ok_or_else(|| Error::Io("reading the file failed".into()))?;
     conn.write_message(&Message::End { hash }).await?;
     conn.flush().await?;
-    stored_answer(conn).await
-}
-
-/// The leader's answer to an upload whose bytes are all sent: the stored
-/// file. The nodes fsync (and the leader waits for its holders) first.
-async fn stored_answer(conn: &mut Connection) -> Result<Inode> {
+    // The nodes fsync (and the leader waits for its holders) before answering.
     conn.set_read_timeout(Some(STORE_TIMEOUT));
     let stored = conn.recv_response().await;
     conn.set_read_timeout(Some(READ_TIMEOUT));

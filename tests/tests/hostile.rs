@@ -25,7 +25,7 @@ use scs_common::auth::ClusterKey;
 use scs_common::conn::{Chunk, Connection};
 use scs_common::inode::{Bytes, NewNode, Removal, RenameMode, SetAttrs, TimeSet, XattrMode};
 use scs_common::proto::frame::{self, FrameKind};
-use scs_common::proto::rpc::{Message, Peer, Request, Response, Target, UploadSpec, STORE_MAX};
+use scs_common::proto::rpc::{Message, Peer, Request, Response, Target, UploadSpec};
 use scs_common::{name, secure, ErrorCode};
 use scs_common::{ContentHash, Dentry, Error, Ino, Inode, Key, Kind, NodeId, Record, Term, Version};
 use scs_tests::{eventually, seeded_bytes, Cluster, StopOnDrop};
@@ -1026,53 +1026,6 @@ async fn finish_upload(conn: &mut Connection, data: &[u8], end_hash: ContentHash
     }
     conn.send(&Message::End { hash: end_hash }).await?;
     conn.recv_response().await
-}
-
-#[test]
-fn small_files_sent_whole_with_the_wrong_size_or_hash_commit_nothing() {
-    let c = Cluster::start(3);
-    let rt = runtime();
-    let k = key(&c);
-    let leader = c.node_addr(3);
-    c.upload_bytes("kept.txt", b"kept");
-    let before = snapshot(&c, &rt, &leader);
-    let data = seeded_bytes(602, 5_000);
-    let over = seeded_bytes(603, STORE_MAX as usize + 1);
-    use ErrorCode::{Corrupt, Invalid};
-    let size = |b: &[u8]| Some(b.len() as u64);
-    let cases: Vec<BadUpload> = vec![
-        ("the wrong hash", "wrong-hash.txt", size(&data), &data, hash(b"other"), Corrupt, "hash"),
-        ("the wrong hash over an existing file", "kept.txt", size(&data), &data, hash(b"other"), Corrupt, ""),
-        ("fewer bytes than announced", "short.txt", Some(6_000), &data, hash(&data), Invalid, "a store carries"),
-        ("more bytes than announced", "long.txt", Some(10), &data, hash(&data), Invalid, "a store carries"),
-        ("no size announced", "unsized.txt", None, &data, hash(&data), Invalid, "a store carries"),
-        ("more than a store may carry", "big.bin", size(&over), &over, hash(&over), Invalid, "at most"),
-        ("the wrong hash into a new directory", "new-dir/x.txt", size(&data), &data, hash(b"x"), Corrupt, ""),
-    ];
-    for (what, path, size, bytes, end_hash, code, needle) in cases {
-        let res = rt.block_on(async {
-            let mut conn = session(&leader, &k).await;
-            let spec = path_spec(path, size);
-            let request = Request::Store { spec, data: scs_common::inode::Bytes(bytes.to_vec()), hash: end_hash };
-            conn.send(&Message::Request(request)).await.unwrap();
-            let res = conn.recv_response().await;
-            assert_left_alone(&mut conn, path, ("kept.txt", hash(b"kept")), what).await;
-            res
-        });
-        assert_error(res, code, needle, what);
-        assert_unchanged(&c, &rt, &leader, &before, what);
-    }
-    // A good one on a fresh session is stored and reads back.
-    let good = seeded_bytes(604, 3_000);
-    let stored = rt.block_on(async {
-        let mut conn = session(&leader, &k).await;
-        let spec = path_spec("good.txt", Some(good.len() as u64));
-        let request = Request::Store { spec, data: scs_common::inode::Bytes(good.clone()), hash: hash(&good) };
-        conn.send(&Message::Request(request)).await.unwrap();
-        conn.recv_response().await
-    });
-    assert!(matches!(&stored, Ok(Response::Attr(i)) if i.size == 3_000), "a good store: {stored:?}");
-    c.assert_content("good.txt", &good);
 }
 
 /// After a refused upload to `path`: the session is still usable, and

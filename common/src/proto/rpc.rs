@@ -14,10 +14,6 @@ use crate::locks::{FileLock, LockAnswer, SessionId};
 use crate::proto::gossip::Role;
 use crate::types::{ContentHash, Ino, Key, NodeId, Term, Version};
 
-/// The most bytes a [`Request::Store`] carries; a bigger file is streamed
-/// after `Ready` (see [`Request::Upload`]).
-pub const STORE_MAX: u64 = 64 * 1024;
-
 /// Who opened a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Peer {
@@ -107,14 +103,6 @@ pub enum Request {
     /// Store a file's content. Answered with `Ready`, then the client streams
     /// the bytes and `End`, then `Stored(inode)` once the file is durable.
     Upload(UploadSpec),
-    /// A small file's content sent whole with the request, with its hash
-    /// (at most [`STORE_MAX`] bytes): answered with `Attr` once durable, as
-    /// `Upload` is, without the round trip of `Ready`.
-    Store {
-        spec: UploadSpec,
-        data: crate::inode::Bytes,
-        hash: ContentHash,
-    },
     /// Read a file by path, following symlinks (the command line):
     /// `Content` + data + `End`, or `Redirect` to the holders.
     Download {

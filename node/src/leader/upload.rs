@@ -217,52 +217,17 @@ async fn new_ino(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<Ino> {
     Err(Error::Unavailable("inode numbers were taken faster than reserved; try again".into()))
 }
 
-/// Where an upload's bytes come from.
-pub enum Source<'c> {
-    /// Streamed by the client once told `Ready` ([`Request::Upload`]).
-    Stream(&'c mut Connection),
-    /// Sent whole with the request, with their hash ([`Request::Store`]).
-    Whole(Vec<Chunk>),
-}
-
-impl Source<'_> {
-    /// The bytes of a [`Request::Store`], as the stream would bring them.
-    pub fn whole(data: Vec<u8>, hash: ContentHash) -> Source<'static> {
-        // Taken from the back.
-        let mut chunks = vec![Chunk::End(hash)];
-        if !data.is_empty() {
-            chunks.push(Chunk::Data(Bytes::from(data)));
-        }
-        Source::Whole(chunks)
-    }
-
-    async fn next(&mut self) -> Result<Chunk> {
-        match self {
-            Source::Stream(conn) => conn.recv_chunk().await,
-            Source::Whole(chunks) => chunks.pop().ok_or_else(|| Error::Internal("past the end of the bytes".into())),
-        }
-    }
-
-    /// Reads past what is left of the bytes; false if the session broke.
-    async fn skip_rest(&mut self) -> bool {
-        match self {
-            Source::Stream(conn) => drain(conn).await,
-            Source::Whole(_) => true,
-        }
-    }
-}
-
-/// Takes the bytes from `source` (saying `Ready` first to a stream's
-/// client), and stores them as planned. Returns the committed entry.
+/// Says `Ready`, receives the bytes, and stores them as planned. Returns
+/// the committed entry.
 ///
 /// # Errors
 /// `Invalid` on a wrong byte count, `Corrupt` on a hash mismatch,
 /// `Unavailable` when fewer than a majority of the holders could keep the
 /// file or a majority of nodes commit it. Nothing is committed in the first
 /// three cases.
-pub async fn receive(node: &Arc<Node>, source: Source<'_>, prepared: Prepared) -> Outcome {
+pub async fn receive(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared) -> Outcome {
     let mut broken = false;
-    match run(node, source, prepared, &mut broken).await {
+    match run(node, conn, prepared, &mut broken).await {
         Ok(entry) => Outcome::Stored(Box::new(entry)),
         Err(e) if broken => Outcome::Broken(e),
         Err(e) => Outcome::Failed(e),
@@ -278,7 +243,7 @@ pub enum Outcome {
     Broken(Error),
 }
 
-async fn run(node: &Arc<Node>, mut source: Source<'_>, prepared: Prepared, broken: &mut bool) -> Result<Inode> {
+async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken: &mut bool) -> Result<Inode> {
     let Prepared { state, guard, _mark, spec, plan, holders, inline } = prepared;
     let (ino, content, size) = (plan.ino(), guard.version, spec.size);
     let what = log_name(&spec);
@@ -299,11 +264,9 @@ async fn run(node: &Arc<Node>, mut source: Source<'_>, prepared: Prepared, broke
         remotes.push(Remote { id, tx: Some(tx) });
     }
     let planned = remotes.len() + usize::from(local.is_some());
-    if let Source::Stream(conn) = &mut source {
-        if let Err(e) = conn.send_response(Response::Ready).await {
-            *broken = true;
-            return Err(e);
-        }
+    if let Err(e) = conn.send_response(Response::Ready).await {
+        *broken = true;
+        return Err(e);
     }
 
     // Stream: the client's chunks go to the local writer and every holder,
@@ -312,7 +275,7 @@ async fn run(node: &Arc<Node>, mut source: Source<'_>, prepared: Prepared, broke
     let mut kept = inline.then(Vec::new);
     let mut received = 0u64;
     let client_hash = loop {
-        let chunk = match source.next().await {
+        let chunk = match conn.recv_chunk().await {
             Ok(c) => c,
             Err(e) => {
                 *broken = true;
@@ -323,7 +286,7 @@ async fn run(node: &Arc<Node>, mut source: Source<'_>, prepared: Prepared, broke
             Chunk::Data(b) => {
                 received += b.len() as u64;
                 if let Some(size) = size.filter(|&s| received > s) {
-                    *broken = !source.skip_rest().await;
+                    *broken = !drain(conn).await;
                     return Err(Error::Invalid(format!("more than the announced {size} bytes arrived")));
                 }
                 if let Some(h) = hasher.as_mut() {
@@ -333,7 +296,7 @@ async fn run(node: &Arc<Node>, mut source: Source<'_>, prepared: Prepared, broke
                     k.extend_from_slice(&b);
                 }
                 if let Err(e) = still_leading(node, &state) {
-                    *broken = !source.skip_rest().await;
+                    *broken = !drain(conn).await;
                     return Err(e);
                 }
                 feed_all(&mut remotes, || Feed::Data(b.clone())).await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use scs_common::conn::{Connection, Frame};
 use scs_common::proto::gossip::{NodeInfo, Role};
 use scs_common::proto::rpc::{
-    Candidate, HolderAddr, Message, Moving, NodeStatus, Peer, Request, Response, StatusReport, STORE_MAX,
+    Candidate, HolderAddr, Message, Moving, NodeStatus, Peer, Request, Response, StatusReport,
 };
 use scs_common::{name, namespace, Error, Ino, Inode, Key, Kind, MemberState, NodeId, Record, Result, Term, Version};
 
@@ -93,7 +93,7 @@ pub async fn serve(node: Arc<Node>, mut conn: Connection, peer: Peer, rate: Opti
 /// The request's kind, as logs and [`crate::metrics`] name it.
 pub fn request_name(r: &Request) -> &'static str {
     match r {
-        Request::Upload(_) | Request::Store { .. } => "upload",
+        Request::Upload(_) => "upload",
         Request::Download { .. } => "download",
         Request::Read { .. } => "read",
         Request::ReadBlob { .. } => "read-blob",
@@ -138,18 +138,11 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
     match req {
         Request::Upload(spec) => {
             let prepared = upload::prepare(node, spec).await?;
-            let outcome = upload::receive(node, upload::Source::Stream(conn), prepared).await;
-            stored(conn, outcome).await
-        }
-        Request::Store { spec, data, hash } => {
-            let len = data.0.len() as u64;
-            if len > STORE_MAX || spec.size != Some(len) {
-                let e = format!("a store carries {len} bytes for {:?} announced (at most {STORE_MAX})", spec.size);
-                return Err(Error::Invalid(e).into());
+            match upload::receive(node, conn, prepared).await {
+                upload::Outcome::Stored(inode) => reply(conn, Response::Attr(*inode)).await,
+                upload::Outcome::Failed(e) => Err(Failure::Reply(e)),
+                upload::Outcome::Broken(e) => Err(Failure::Close(e)),
             }
-            let prepared = upload::prepare(node, spec).await?;
-            let outcome = upload::receive(node, upload::Source::whole(data.0, hash), prepared).await;
-            stored(conn, outcome).await
         }
         Request::Download { path, offset, len } => {
             node.readable()?;
@@ -350,15 +343,6 @@ fn check_records(records: &[Record]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Answers an upload with its outcome.
-async fn stored(conn: &mut Connection, outcome: upload::Outcome) -> Result<(), Failure> {
-    match outcome {
-        upload::Outcome::Stored(inode) => reply(conn, Response::Attr(*inode)).await,
-        upload::Outcome::Failed(e) => Err(Failure::Reply(e)),
-        upload::Outcome::Broken(e) => Err(Failure::Close(e)),
-    }
 }
 
 /// Sends an answer. Inodes in it go as clients get them
