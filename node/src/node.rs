@@ -12,10 +12,10 @@ use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::Role;
 use scs_common::{Error, Key, Members, NodeId, Record, Result, Term, Version};
 
-use crate::leader::state::{LeaderState, Local};
+use crate::leader::state::{Applying, LeaderState, Local};
 use crate::link::{members_in_force, Control, Health, Lease};
 use crate::peers::Peers;
-use crate::store::{Applied, Pending, Store};
+use crate::store::{Applied, Store};
 use crate::view::ClusterView;
 
 pub struct Node {
@@ -257,7 +257,7 @@ impl Node {
         match self.store.apply_visible(&records, &[]) {
             Ok(pending) => {
                 // Until durable: a `Pull` that raised the term waits for it.
-                let _ = applied.send(Ok(Applying { store: self.store.clone(), pending, _gate: gate }));
+                let _ = applied.send(Ok(Applying::new(self.store.clone(), pending, gate)));
                 Ok(())
             }
             Err(e) => {
@@ -300,22 +300,6 @@ impl Node {
     pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> Result<T> + Send + 'static) -> Result<T> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| Error::Internal(format!("store task: {e}")))?
-    }
-}
-
-/// A leader's own commit, in its index and on its way to the disk (see
-/// [`Node::commit_local`]).
-pub struct Applying {
-    store: Arc<Store>,
-    pending: Pending,
-    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
-}
-
-impl Applying {
-    /// Completes once the records are durable here.
-    pub async fn durable(self) -> Result<()> {
-        let Applying { store, pending, _gate } = self;
-        store.settle_async(pending).await.map(drop)
     }
 }
 

@@ -222,13 +222,37 @@ pub(super) struct Queued {
 /// This leader's own commit of a change, on its way to the disk (see
 /// `Node::commit_local`).
 #[must_use = "durable only once awaited"]
-pub struct Local(pub(crate) tokio::sync::oneshot::Receiver<Result<crate::node::Applying>>);
+pub struct Local(pub(crate) tokio::sync::oneshot::Receiver<Result<Applying>>);
 
 impl Local {
     /// Completes once the records are durable here.
     pub async fn durable(self) -> Result<()> {
         let applying = self.0.await.map_err(|_| Error::Internal("the commit ended early".into()))??;
         applying.durable().await
+    }
+}
+
+/// A leader's own commit, in its index and on its way to the disk (see
+/// `Node::commit_local`); it holds the commit gate until durable.
+pub struct Applying {
+    store: std::sync::Arc<crate::store::Store>,
+    pending: crate::store::Pending,
+    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+impl Applying {
+    pub(crate) fn new(
+        store: std::sync::Arc<crate::store::Store>,
+        pending: crate::store::Pending,
+        gate: tokio::sync::OwnedRwLockReadGuard<()>,
+    ) -> Applying {
+        Applying { store, pending, _gate: gate }
+    }
+
+    /// Completes once the records are durable here.
+    pub async fn durable(self) -> Result<()> {
+        let Applying { store, pending, _gate } = self;
+        store.settle_async(pending).await.map(drop)
     }
 }
 
