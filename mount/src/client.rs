@@ -40,6 +40,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const STORE_TIMEOUT: Duration = Duration::from_secs(150);
 /// Chunks queued between the disk and the network.
 const QUEUE: usize = 8;
+/// Uploads of known size up to this are read on the uploading task.
+const SMALL_READ: u64 = 64 << 10;
 
 /// Where the cluster is and how to prove we belong to it.
 #[derive(Clone, Debug)]
@@ -989,14 +991,30 @@ async fn upload_once<F>(conn: &mut Connection, spec: &UploadSpec, open: &F, prog
 where
     F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
 {
-    let source = open().map_err(|e| Error::Io(format!("cannot read the file for {}: {e}", spec.describe())))?;
+    let mut source = open().map_err(|e| Error::Io(format!("cannot read the file for {}: {e}", spec.describe())))?;
     conn.send(&Message::Request(Request::Upload(spec.clone()))).await?;
     match conn.recv_response().await? {
         Response::Ready => {}
         other => return Err(unexpected(&other)),
     }
-    // A thread reads and hashes the source while we send.
     let size = spec.size;
+    if let Some(n) = size.filter(|&n| n <= SMALL_READ) {
+        // Read here: a hand-off to a thread costs more than the read.
+        let mut buf = vec![0u8; n as usize];
+        let got = fill(&mut source, &mut buf).map_err(|e| Error::Io(format!("cannot read the file: {e}")))?;
+        if got < buf.len() {
+            return Err(Error::Io("the file shrank while uploading".into()));
+        }
+        let hash = ContentHash(Sha256::digest(&buf).into());
+        if n > 0 {
+            conn.write_data(&buf).await?;
+            if let Some(p) = progress {
+                p(n);
+            }
+        }
+        return finish_upload(conn, hash).await;
+    }
+    // A thread reads and hashes the source while we send.
     let (tx, mut rx) = mpsc::channel::<Result<Bytes>>(QUEUE);
     let reader = tokio::task::spawn_blocking(move || {
         let mut source = source;
@@ -1041,6 +1059,11 @@ where
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
         .ok_or_else(|| Error::Io("reading the file failed".into()))?;
+    finish_upload(conn, hash).await
+}
+
+/// Ends an upload whose bytes are sent: the hash, then the cluster's answer.
+async fn finish_upload(conn: &mut Connection, hash: ContentHash) -> Result<Inode> {
     conn.write_message(&Message::End { hash }).await?;
     conn.flush().await?;
     // The nodes fsync (and the leader waits for its holders) before answering.

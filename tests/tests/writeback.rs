@@ -38,11 +38,22 @@ fn pending_dir(root: &Path) -> PathBuf {
     dirs.remove(0).join("pending")
 }
 
-/// Records in the journal: files (or reusable slots) that start with the
-/// record magic; a freed slot starts with zeros.
+/// Records in the journal: the 64 KiB slots of its `slots` file, and files
+/// of their own, that start with the record magic (a freed slot starts
+/// with zeros).
 fn pending_records(root: &Path) -> usize {
+    const MAGIC: &[u8] = b"SCSWB02\n";
     let Ok(dir) = fs::read_dir(pending_dir(root)) else { return 0 };
-    dir.filter_map(|e| fs::read(e.unwrap().path()).ok()).filter(|b| b.starts_with(b"SCSWB02\n")).count()
+    let mut records = 0;
+    for path in dir.map(|e| e.unwrap().path()) {
+        let Ok(bytes) = fs::read(&path) else { continue };
+        records += if path.file_name().is_some_and(|n| n == "slots") {
+            bytes.chunks(64 << 10).filter(|slot| slot.starts_with(MAGIC)).count()
+        } else {
+            usize::from(bytes.starts_with(MAGIC))
+        };
+    }
+    records
 }
 
 #[test]

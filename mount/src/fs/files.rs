@@ -663,7 +663,7 @@ impl Core {
         let mut pause = Duration::from_millis(100);
         let res = loop {
             let rec = job.rec.clone();
-            let open = move || rec.content().map(|r| Box::new(r) as Box<dyn std::io::Read + Send>);
+            let open = move || rec.content();
             match self.cluster.upload(job.rec.spec.clone(), Box::new(open)) {
                 Err(e) if !is_final(&e) => {
                     log::info!("written-back {what} did not go up ({e}); trying again");

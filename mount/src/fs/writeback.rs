@@ -7,7 +7,7 @@
 //! - [`Journal`]: one record per closed snapshot, in `pending/`: a header
 //!   (sequence number and the whole [`UploadSpec`]: which file, its mode,
 //!   owner, times and extended attributes), the content and a SHA-256 over
-//!   both (in a reusable slot, or a file of its own when big), written
+//!   both (in a reusable slot of one file, or a file of its own when big), written
 //!   before close returns and synced at the release that follows; a record
 //!   torn by a power cut fails its hash and is dropped. The header is
 //!   versioned: records a previous release left (path-based) still go up.
@@ -24,13 +24,13 @@
 //! Knows nothing of open files: a job carries back whatever its owner gave
 //! it (`T`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -96,40 +96,69 @@ impl HeaderV1 {
 #[derive(Debug, Clone)]
 pub struct Record {
     pub seq: u64,
-    pub path: PathBuf,
     pub spec: UploadSpec,
-    /// Where the content starts in the record file.
+    /// Where the content starts in the record.
     data_at: u64,
-    /// The slot it is in (else a file of its own).
-    slot: Option<usize>,
+    at: Place,
+}
+
+/// Where a record is.
+#[derive(Debug, Clone)]
+enum Place {
+    /// Slot `i` of the slots file.
+    Slot(Arc<File>, usize),
+    /// A file of its own (a big record, or one in a slot file of the
+    /// release before the slots file).
+    Own(PathBuf),
 }
 
 impl Record {
     /// Opens the content for an upload (again on each retry).
-    pub fn content(&self) -> std::io::Result<impl Read + Send + 'static> {
-        let mut f = File::open(&self.path)?;
-        f.seek(SeekFrom::Start(self.data_at))?;
-        Ok(f.take(self.spec.size.unwrap_or(0)))
+    pub fn content(&self) -> std::io::Result<Box<dyn Read + Send>> {
+        let size = self.spec.size.unwrap_or(0);
+        match &self.at {
+            Place::Slot(..) => {
+                let mut buf = vec![0; size as usize];
+                self.read_at(&mut buf)?;
+                Ok(Box::new(std::io::Cursor::new(buf)))
+            }
+            Place::Own(path) => {
+                let mut f = File::open(path)?;
+                f.seek(SeekFrom::Start(self.data_at))?;
+                Ok(Box::new(f.take(size)))
+            }
+        }
+    }
+
+    /// Reads the start of the content into `buf`.
+    fn read_at(&self, buf: &mut [u8]) -> std::io::Result<()> {
+        match &self.at {
+            Place::Slot(file, i) => file.read_exact_at(buf, slot_offset(*i) + self.data_at),
+            Place::Own(path) => File::open(path)?.read_exact_at(buf, self.data_at),
+        }
     }
 }
 
 /// The journal directory.
 ///
-/// A record that fits goes into a *slot*: a file of [`SLOT_SIZE`] bytes
-/// written in full once, so writing a record is one `pwrite` and one
-/// `fdatasync` of blocks that already exist (no metadata to commit). A slot
-/// is freed by zeroing its magic. Bigger records get a file of their own
-/// (created, fsynced, and the directory fsynced).
+/// A record that fits goes into a *slot*: [`SLOT_SIZE`] bytes of one file
+/// (`slots`) that were written in full once and synced, so writing a
+/// record is one `pwrite`, and one `fdatasync` of blocks that already exist
+/// (no metadata to commit) puts every record written so far on the disk.
+/// A slot is freed by zeroing its magic. Bigger records get a file of
+/// their own (created, fsynced, and the directory fsynced).
 pub struct Journal {
     dir: PathBuf,
     /// Failed records are kept here for the user.
     unsent: PathBuf,
     next: AtomicU64,
+    /// The slots file, open for the mount's life.
+    file: Arc<File>,
     slots: Mutex<Slots>,
     /// Wakes the slot maker ([`Journal::make_spares`]).
     need: Condvar,
-    /// Records written to slots and not synced yet, by sequence number.
-    written: Mutex<HashMap<u64, PathBuf>>,
+    /// Sequence numbers of the records written to slots and not synced yet.
+    written: Mutex<HashSet<u64>>,
     /// Records replaced by a rewrite not synced yet ([`Journal::supersede`]).
     superseded: Mutex<Vec<Record>>,
 }
@@ -140,25 +169,28 @@ struct Slots {
     made: usize,
     /// The slot maker is to end.
     stopped: bool,
-    /// Slots freed and loose records removed since the last [`Journal::sync`].
-    unsynced: Vec<usize>,
-    removed_loose: bool,
+    /// A slot was freed, or a record of its own removed, since the last
+    /// [`Journal::sync`].
+    freed: bool,
+    removed_own: bool,
 }
 
 /// Bytes of one slot: a header, a file of up to about 60 KiB and its hash.
 const SLOT_SIZE: usize = 64 << 10;
-/// Slots at most (4 MiB each 64): past them records get files of their own.
+/// Slots at most (32 MiB): past them records get files of their own.
 const MAX_SLOTS: usize = 512;
 /// Free slots the slot maker keeps ready (it starts when half are used), so
-/// a close seldom waits while a slot is made (three disk flushes).
+/// a close seldom waits while a slot is made (a disk flush).
 const SPARE_SLOTS: usize = 64;
-/// Slots made between two syncs of the directory.
+/// Slots made at a time, with one sync.
 const SLOT_BATCH: usize = 8;
 /// Bytes of a record besides its header and content: magic, header length, hash.
 const OVERHEAD: usize = MAGIC.len() + 4 + 32;
+/// The slots file in the journal directory.
+const SLOTS_FILE: &str = "slots";
 
-fn slot_name(i: usize) -> String {
-    format!("slot-{i:05}")
+fn slot_offset(i: usize) -> u64 {
+    (i * SLOT_SIZE) as u64
 }
 
 impl Journal {
@@ -166,49 +198,55 @@ impl Journal {
     /// previous mount left, oldest first. Torn records are dropped.
     pub fn open(dir: &Path) -> std::io::Result<(Journal, Vec<Record>)> {
         std::fs::create_dir_all(dir)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(SLOTS_FILE))?;
+        let made = (file.metadata()?.len() / SLOT_SIZE as u64) as usize;
+        // Slots being made when the last mount stopped: none was used.
+        file.set_len(slot_offset(made))?;
+        let file = Arc::new(file);
         let mut found = Vec::new();
-        let mut slots = Slots::default();
-        let mut slot_ids = Vec::new();
+        let mut slots = Slots { made, ..Slots::default() };
+        let mut buf = vec![0; SLOT_SIZE];
+        for i in 0..made {
+            file.read_exact_at(&mut buf, slot_offset(i))?;
+            match parse_record(&buf, false) {
+                Ok((seq, spec, data_at)) => found.push(Record { seq, spec, data_at, at: Place::Slot(file.clone(), i) }),
+                Err(_) => slots.free.push(i),
+            }
+        }
         for item in std::fs::read_dir(dir)? {
             let path = item?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let slot = name.strip_prefix("slot-").and_then(|n| n.parse::<usize>().ok());
-            let loose = name.parse::<u64>().is_ok();
-            match (slot, loose) {
-                (Some(i), _) => match std::fs::metadata(&path) {
-                    Ok(m) if m.len() == SLOT_SIZE as u64 => {
-                        slot_ids.push(i);
-                        match read_record(&path, Some(i)) {
-                            Ok(r) => found.push(r),
-                            Err(_) => slots.free.push(i),
-                        }
-                    }
-                    // Never finished being made: nothing was ever in it.
-                    _ => {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                },
-                (None, true) => match read_record(&path, None) {
-                    Ok(r) => found.push(r),
-                    Err(e) => {
-                        log::warn!("dropping the torn write-back record {} ({e})", path.display());
-                        let _ = std::fs::remove_file(&path);
-                    }
-                },
+            // A record of its own, or a slot of its own as the release
+            // before the slots file kept them (a record, then junk).
+            let own = name.parse::<u64>().is_ok();
+            let old_slot = name.strip_prefix("slot-").is_some_and(|n| n.parse::<usize>().is_ok());
+            if name == SLOTS_FILE {
+                continue;
+            }
+            if !own && !old_slot {
                 // A temp file or something foreign: not ours to upload.
-                (None, false) => {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            match std::fs::read(&path).and_then(|buf| parse_record(&buf, own)) {
+                Ok((seq, spec, data_at)) => found.push(Record { seq, spec, data_at, at: Place::Own(path) }),
+                Err(e) => {
+                    if own {
+                        log::warn!("dropping the torn write-back record {} ({e})", path.display());
+                    }
                     let _ = std::fs::remove_file(&path);
                 }
             }
         }
-        // Slot numbers go on from the highest (a gap stays a gap).
-        slots.made = slot_ids.iter().max().map_or(0, |m| m + 1);
         // What was read is what is on disk from now on: a slot freed (in the
         // page cache) by the last run must not come back after a power cut
         // with a sequence number the new records reuse.
-        for &i in &slots.free {
-            File::open(dir.join(slot_name(i)))?.sync_data()?;
-        }
+        file.sync_all()?;
         sync_dir(dir)?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent)?;
@@ -220,9 +258,10 @@ impl Journal {
             dir: dir.to_path_buf(),
             unsent,
             next: AtomicU64::new(next),
+            file,
             slots: Mutex::new(slots),
             need: Condvar::new(),
-            written: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashSet::new()),
             superseded: Mutex::new(Vec::new()),
         };
         Ok((journal, found))
@@ -243,7 +282,7 @@ impl Journal {
     /// [`Journal::write`]'s rules apply; `rec` is for [`Journal::supersede`].
     pub fn rewrite(&self, rec: &Record, spec: &UploadSpec) -> std::io::Result<Record> {
         let size = rec.spec.size.unwrap_or(0);
-        self.put(spec, size, |buf| File::open(&rec.path)?.read_exact_at(buf, rec.data_at))
+        self.put(spec, size, |buf| rec.read_at(buf))
     }
 
     /// `rec` was replaced by a record from [`Journal::rewrite`]. If `rec` is
@@ -253,7 +292,7 @@ impl Journal {
     /// replaces the older in the queue). If it is not, it goes now: the
     /// replacement is as durable as it was.
     pub fn supersede(&self, rec: Record) {
-        let synced = !lock(&self.written).contains_key(&rec.seq);
+        let synced = !lock(&self.written).contains(&rec.seq);
         if synced {
             lock(&self.superseded).push(rec);
         } else {
@@ -287,15 +326,13 @@ impl Journal {
         buf.extend_from_slice(&sum);
         if buf.len() <= SLOT_SIZE {
             if let Some(slot) = self.take_slot() {
-                let path = self.dir.join(slot_name(slot));
-                let res = std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.write_all_at(&buf, 0));
-                return match res {
+                return match self.file.write_all_at(&buf, slot_offset(slot)) {
                     Ok(()) => {
-                        lock(&self.written).insert(seq, path.clone());
-                        Ok(Record { seq, path, spec, data_at, slot: Some(slot) })
+                        lock(&self.written).insert(seq);
+                        Ok(Record { seq, spec, data_at, at: Place::Slot(self.file.clone(), slot) })
                     }
                     Err(e) => {
-                        self.free_slot(slot, &path);
+                        self.free_slot(slot);
                         Err(e)
                     }
                 };
@@ -307,7 +344,7 @@ impl Journal {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
-        Ok(Record { seq, path, spec, data_at, slot: None })
+        Ok(Record { seq, spec, data_at, at: Place::Own(path) })
     }
 
     /// A free slot, made if there are fewer than [`MAX_SLOTS`]; `None` if
@@ -327,29 +364,26 @@ impl Journal {
             slots.made += 1;
             slots.made - 1
         };
-        match self.make_slot(new).and_then(|_| sync_dir(&self.dir)) {
+        match self.make_slots(new..new + 1) {
             Ok(()) => Some(new),
             Err(e) => {
-                log::warn!("cannot make the write-back slot {}: {e}", slot_name(new));
+                log::warn!("cannot make write-back slot {new}: {e}");
                 None
             }
         }
     }
 
-    /// Writes slot `i` in full and syncs it, so later records only
-    /// overwrite blocks that exist. Its directory entry is not synced.
-    fn make_slot(&self, i: usize) -> std::io::Result<()> {
-        let path = self.dir.join(slot_name(i));
-        let made = File::create(&path).and_then(|mut f| f.write_all(&[0u8; SLOT_SIZE]).and_then(|_| f.sync_all()));
-        if made.is_err() {
-            let _ = std::fs::remove_file(&path);
-        }
-        made
+    /// Writes the slots `range` in full and syncs them (and the file's
+    /// length), so later records only overwrite blocks that exist.
+    fn make_slots(&self, range: std::ops::Range<usize>) -> std::io::Result<()> {
+        let zeros = vec![0u8; range.len() * SLOT_SIZE];
+        self.file.write_all_at(&zeros, slot_offset(range.start))?;
+        self.file.sync_all()
     }
 
     /// The slot maker: whenever half the spare slots are used, makes more
-    /// (in batches, one directory sync each) until [`SPARE_SLOTS`] are free
-    /// or [`MAX_SLOTS`] exist; returns at [`Journal::stop`] or when a slot
+    /// (in batches, one sync each) until [`SPARE_SLOTS`] are free or
+    /// [`MAX_SLOTS`] exist; returns at [`Journal::stop`] or when a slot
     /// cannot be made (closes then make their own).
     pub fn make_spares(&self) {
         loop {
@@ -360,8 +394,7 @@ impl Journal {
                 }
             }
             while let Some(batch) = self.next_batch() {
-                let made = batch.clone().try_for_each(|i| self.make_slot(i)).and_then(|_| sync_dir(&self.dir));
-                if let Err(e) = made {
+                if let Err(e) = self.make_slots(batch.clone()) {
                     log::warn!("cannot make write-back slots ahead ({e}); closes make their own");
                     return;
                 }
@@ -377,7 +410,7 @@ impl Journal {
     /// free; `None` when there are enough, or at [`Journal::stop`].
     fn next_batch(&self) -> Option<std::ops::Range<usize>> {
         let mut st = lock(&self.slots);
-        let room = SPARE_SLOTS.saturating_sub(st.free.len()).min(MAX_SLOTS - st.made).min(SLOT_BATCH);
+        let room = SPARE_SLOTS.saturating_sub(st.free.len()).min(MAX_SLOTS.saturating_sub(st.made)).min(SLOT_BATCH);
         if st.stopped || room == 0 {
             return None;
         }
@@ -391,16 +424,15 @@ impl Journal {
         self.need.notify_all();
     }
 
-    fn free_slot(&self, slot: usize, path: &Path) {
-        let zeroed = std::fs::OpenOptions::new().write(true).open(path).and_then(|f| f.write_all_at(&[0u8; 8], 0));
-        match zeroed {
+    fn free_slot(&self, slot: usize) {
+        match self.file.write_all_at(&[0u8; 8], slot_offset(slot)) {
             Ok(()) => {
                 let mut slots = lock(&self.slots);
                 slots.free.push(slot);
-                slots.unsynced.push(slot);
+                slots.freed = true;
             }
             // Left taken: it is read back (and uploaded) at the next start.
-            Err(e) => log::warn!("cannot free the write-back slot {}: {e}", path.display()),
+            Err(e) => log::warn!("cannot free write-back slot {slot}: {e}"),
         }
     }
 
@@ -413,11 +445,11 @@ impl Journal {
     /// one that went up unless someone else wrote the name meanwhile.
     pub fn remove(&self, rec: &Record) {
         lock(&self.written).remove(&rec.seq);
-        match rec.slot {
-            Some(slot) => self.free_slot(slot, &rec.path),
-            None => match std::fs::remove_file(&rec.path) {
-                Ok(()) => lock(&self.slots).removed_loose = true,
-                Err(e) => log::warn!("cannot remove the write-back record {}: {e}", rec.path.display()),
+        match &rec.at {
+            Place::Slot(_, slot) => self.free_slot(*slot),
+            Place::Own(path) => match std::fs::remove_file(path) {
+                Ok(()) => lock(&self.slots).removed_own = true,
+                Err(e) => log::warn!("cannot remove the write-back record {}: {e}", path.display()),
             },
         }
     }
@@ -425,43 +457,51 @@ impl Journal {
     /// Puts the records written so far on the disk, then removes those
     /// they superseded.
     pub fn sync_written(&self) {
-        // Taken first: each one's replacement is among the records written by now.
-        let superseded = std::mem::take(&mut *lock(&self.superseded));
-        let records: Vec<(u64, PathBuf)> = lock(&self.written).drain().collect();
-        let mut synced = true;
-        for (_, path) in records {
-            if let Err(e) = File::open(&path).and_then(|f| f.sync_data()) {
-                log::warn!("cannot sync the write-back record {}: {e}", path.display());
-                synced = false;
-            }
-        }
-        if !synced {
-            // Kept: read back at the next start, the newer ones replace them.
-            lock(&self.superseded).extend(superseded);
-            return;
-        }
-        for rec in superseded {
-            self.remove(&rec);
-        }
+        self.flush(false);
     }
 
     /// Makes the records written and the removals so far durable.
     pub fn sync(&self) {
-        self.sync_written();
-        let (slots, loose) = {
-            let mut st = lock(&self.slots);
-            (std::mem::take(&mut st.unsynced), std::mem::take(&mut st.removed_loose))
+        self.flush(true);
+    }
+
+    /// One `fdatasync` of the slots file for whatever was written (and, with
+    /// `removals`, freed) before it; then the directory for removed records
+    /// of their own, and the removal of records superseded before it.
+    fn flush(&self, removals: bool) {
+        // Taken first: each one's replacement is among the records written by now.
+        let superseded = std::mem::take(&mut *lock(&self.superseded));
+        let written = {
+            let mut w = lock(&self.written);
+            let any = !w.is_empty();
+            w.clear();
+            any
         };
-        for slot in slots {
-            let path = self.dir.join(slot_name(slot));
-            if let Err(e) = File::open(&path).and_then(|f| f.sync_data()) {
-                log::warn!("cannot sync the write-back slot {}: {e}", path.display());
+        let (freed, removed_own) = if removals {
+            let mut st = lock(&self.slots);
+            (std::mem::take(&mut st.freed), std::mem::take(&mut st.removed_own))
+        } else {
+            (false, false)
+        };
+        // With only superseded records to remove it syncs too: a slot
+        // zeroed now could otherwise reach the disk before the record
+        // replacing it, if that was written before another sync began.
+        if written || freed || !superseded.is_empty() {
+            if let Err(e) = self.file.sync_data() {
+                log::warn!("cannot sync the write-back journal {}: {e}", self.dir.display());
+                // Kept: read back at the next start, the newer ones replace them.
+                lock(&self.superseded).extend(superseded);
+                lock(&self.slots).freed |= freed;
+                return;
             }
         }
-        if loose {
+        if removed_own {
             if let Err(e) = sync_dir(&self.dir) {
                 log::warn!("cannot sync the write-back journal {}: {e}", self.dir.display());
             }
+        }
+        for rec in superseded {
+            self.remove(&rec);
         }
     }
 
@@ -487,11 +527,11 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads the record in `path` (a slot holds one at its start, then junk),
-/// of either header version.
-fn read_record(path: &Path, slot: Option<usize>) -> std::io::Result<Record> {
+/// Reads the record at the start of `buf` (a slot holds one, then junk;
+/// a record of its own is `exact`ly one), of either header version:
+/// its sequence number, spec and where its content starts.
+fn parse_record(buf: &[u8], exact: bool) -> std::io::Result<(u64, UploadSpec, u64)> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let buf = std::fs::read(path)?;
     if buf.len() < OVERHEAD {
         return Err(bad("not a write-back record"));
     }
@@ -514,7 +554,7 @@ fn read_record(path: &Path, slot: Option<usize>) -> std::io::Result<Record> {
     let size = header.spec.size.ok_or_else(|| bad("no size"))?;
     let data_at = 12 + hlen;
     let end = usize::try_from(size).ok().and_then(|n| data_at.checked_add(n)).ok_or_else(|| bad("size"))?;
-    if end + 32 > buf.len() || (slot.is_none() && end + 32 != buf.len()) {
+    if end + 32 > buf.len() || (exact && end + 32 != buf.len()) {
         return Err(bad("size mismatch"));
     }
     if Sha256::digest(&buf[..end]).as_slice() != &buf[end..end + 32] {
@@ -526,7 +566,7 @@ fn read_record(path: &Path, slot: Option<usize>) -> std::io::Result<Record> {
         Target::Ino(_) => Ok(()),
     }
     .map_err(|e| bad(&e.to_string()))?;
-    Ok(Record { seq: header.seq, path: path.to_path_buf(), spec: header.spec, data_at: data_at as u64, slot })
+    Ok((header.seq, header.spec, data_at as u64))
 }
 
 /// Writes a record as the release before inodes did (for the tests of an
@@ -640,6 +680,11 @@ impl<T> Default for QState<T> {
 }
 
 impl<T> QState<T> {
+    /// A close waits for room ([`Queue::push`]).
+    fn is_full(&self) -> bool {
+        self.waiting.len() >= MAX_WAITING || self.bytes >= MAX_WAITING_BYTES
+    }
+
     fn related(&self, scopes: &[Scope]) -> bool {
         let touches = |t: &Target| scopes.iter().any(|s| s.covers(t));
         self.going.iter().any(touches) || self.waiting.iter().any(|j| touches(&j.rec.spec.target))
@@ -649,12 +694,19 @@ impl<T> QState<T> {
 /// Records waiting for an uploader, in order.
 pub struct Queue<T> {
     state: Mutex<QState<T>>,
+    /// Wakes one idle uploader ([`Queue::take`]): a job came, or one that
+    /// waited for its file's upload may go. Each uploader that takes a job
+    /// passes the wake-up on while jobs are left, so a new job costs one
+    /// thread's wake-up, not every uploader's.
+    work: Condvar,
+    /// Wakes those waiting for jobs to end or for room ([`Queue::wait_clear`],
+    /// [`Queue::push`], [`Queue::pause`]).
     changed: Condvar,
 }
 
 impl<T> Default for Queue<T> {
     fn default() -> Self {
-        Queue { state: Mutex::new(QState::default()), changed: Condvar::new() }
+        Queue { state: Mutex::new(QState::default()), work: Condvar::new(), changed: Condvar::new() }
     }
 }
 
@@ -666,7 +718,7 @@ impl<T> Queue<T> {
     /// The job back, when there was no room in time.
     pub fn push(&self, job: Job<T>, deadline: Instant) -> Result<Vec<Job<T>>, Box<Job<T>>> {
         let mut st = lock(&self.state);
-        while st.waiting.len() >= MAX_WAITING || st.bytes >= MAX_WAITING_BYTES {
+        while st.is_full() {
             let now = Instant::now();
             if now >= deadline {
                 return Err(Box::new(job));
@@ -712,7 +764,7 @@ impl<T> Queue<T> {
         }
         st.bytes += job.rec.spec.size.unwrap_or(0);
         st.waiting.push_back(job);
-        self.changed.notify_all();
+        self.work.notify_one();
         replaced
     }
 
@@ -740,13 +792,20 @@ impl<T> Queue<T> {
                 soonest = Some(soonest.map_or(ready, |t| t.min(ready)));
             }
             if let Some(job) = pos.and_then(|i| st.waiting.remove(i)) {
+                let was_full = st.is_full();
                 st.bytes -= job.rec.spec.size.unwrap_or(0);
                 st.going.push(job.rec.spec.target.clone());
+                if !st.waiting.is_empty() {
+                    self.work.notify_one();
+                }
+                if was_full {
+                    self.changed.notify_all();
+                }
                 return Some(job);
             }
             st = match soonest {
-                Some(t) => self.changed.wait_timeout(st, t - now).unwrap_or_else(|p| p.into_inner()).0,
-                None => self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(t) => self.work.wait_timeout(st, t - now).unwrap_or_else(|p| p.into_inner()).0,
+                None => self.work.wait(st).unwrap_or_else(|p| p.into_inner()),
             };
         }
     }
@@ -759,6 +818,9 @@ impl<T> Queue<T> {
             st.going.swap_remove(i);
         }
         st.progress = Some(Instant::now());
+        if !st.waiting.is_empty() {
+            self.work.notify_one();
+        }
         self.changed.notify_all();
     }
 
@@ -776,7 +838,7 @@ impl<T> Queue<T> {
             }
             st.waiting = first;
             st.waiting.extend(rest);
-            self.changed.notify_all();
+            self.work.notify_all();
         }
         while st.related(scopes) {
             let now = Instant::now();
@@ -851,14 +913,24 @@ impl<T> Queue<T> {
     /// Wakes the uploaders to end (the journal keeps what is left).
     pub fn stop(&self) {
         lock(&self.state).stopped = true;
+        self.work.notify_all();
         self.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+impl Record {
+    fn slot(&self) -> Option<usize> {
+        match self.at {
+            Place::Slot(_, i) => Some(i),
+            Place::Own(_) => None,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     /// A spec for a new file `name` in the root, as inode 1000 + the
     /// name's first byte: one file per first letter.
@@ -917,8 +989,8 @@ mod tests {
         let good = j.write(&spec("good"), &content(dir.path(), b"kept"), 4).unwrap();
         let torn = j.write(&spec("torn"), &content(dir.path(), &[7u8; 4096]), 4096).unwrap();
         // A crash mid-write: the length is there, the last blocks are zeros.
-        let f = std::fs::OpenOptions::new().write(true).open(&torn.path).unwrap();
-        f.write_all_at(&[0u8; 100], 3000).unwrap();
+        let slots = std::fs::OpenOptions::new().write(true).open(jdir.join(SLOTS_FILE)).unwrap();
+        slots.write_all_at(&[0u8; 100], slot_offset(torn.slot().unwrap()) + 3000).unwrap();
         std::fs::write(jdir.join("00000000000000000099"), b"garbage").unwrap();
         drop(j);
         let (j, found) = Journal::open(&jdir).unwrap();
@@ -926,7 +998,50 @@ mod tests {
         assert!(!jdir.join("00000000000000000099").exists());
         // The torn record's slot is free again: the next record takes it.
         let next = j.write(&spec("next"), &content(dir.path(), b"n"), 1).unwrap();
-        assert_eq!(next.path, torn.path);
+        assert_eq!(next.slot(), torn.slot());
+    }
+
+    #[test]
+    fn a_slot_file_of_the_release_before_and_a_half_made_slot_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("pending");
+        let (j, _) = Journal::open(&jdir).unwrap();
+        let kept = j.write(&spec("kept"), &content(dir.path(), b"in a slot"), 9).unwrap();
+        j.sync();
+        drop(j);
+        // That release kept each slot in a file of its own: a record, then
+        // whatever an older record left.
+        let mut old = Vec::new();
+        let head = rmp_serde::to_vec(&Header { seq: 3, spec: UploadSpec { size: Some(3), ..spec("old") } }).unwrap();
+        old.extend_from_slice(MAGIC);
+        old.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        old.extend_from_slice(&head);
+        old.extend_from_slice(b"old");
+        let sum = Sha256::digest(&old);
+        old.extend_from_slice(&sum);
+        old.resize(SLOT_SIZE, 7);
+        std::fs::write(jdir.join("slot-00002"), &old).unwrap();
+        std::fs::write(jdir.join("slot-00005"), vec![0u8; SLOT_SIZE]).unwrap();
+        // A batch of slots cut short by a crash while it was being made.
+        let slots = std::fs::OpenOptions::new().append(true).open(jdir.join(SLOTS_FILE)).unwrap();
+        slots.write_all_at(&[0u8; 1000], 0).unwrap();
+        drop(slots);
+        let len = std::fs::metadata(jdir.join(SLOTS_FILE)).unwrap().len();
+        assert_eq!(len % SLOT_SIZE as u64, 1000);
+        let (j, found) = Journal::open(&jdir).unwrap();
+        assert_eq!(found.iter().map(|r| name_of(&r.spec)).collect::<Vec<_>>(), ["kept", "old"], "by sequence");
+        assert_eq!(found[0].slot(), kept.slot());
+        let mut got = String::new();
+        found[1].content().unwrap().read_to_string(&mut got).unwrap();
+        assert_eq!(got, "old");
+        assert!(!jdir.join("slot-00005").exists(), "an empty old slot is not kept");
+        assert_eq!(std::fs::metadata(jdir.join(SLOTS_FILE)).unwrap().len() % SLOT_SIZE as u64, 0);
+        // Gone up: the old slot file goes.
+        j.remove(&found[1]);
+        j.sync();
+        assert!(!jdir.join("slot-00002").exists());
+        let next = j.write(&spec("n"), &content(dir.path(), b"n"), 1).unwrap();
+        assert!(next.seq > 3, "new records number on from the old ones");
     }
 
     #[test]
@@ -936,11 +1051,12 @@ mod tests {
         let (j, _) = Journal::open(&jdir).unwrap();
         let big = vec![9u8; SLOT_SIZE];
         let b = j.write(&spec("big"), &content(dir.path(), &big), big.len() as u64).unwrap();
-        assert!(b.slot.is_none() && b.path.file_name().unwrap().to_str().unwrap().parse::<u64>().is_ok());
+        let Place::Own(path) = &b.at else { panic!("{b:?} is in a slot") };
+        assert!(path.file_name().unwrap().to_str().unwrap().parse::<u64>().is_ok());
         let a = j.write(&spec("a"), &content(dir.path(), b"a"), 1).unwrap();
         j.remove(&a);
         let c = j.write(&spec("c"), &content(dir.path(), b"c"), 1).unwrap();
-        assert_eq!(c.slot, a.slot, "a freed slot is written again");
+        assert_eq!(c.slot(), a.slot(), "a freed slot is written again");
         j.sync();
         drop(j);
         let (_, found) = Journal::open(&jdir).unwrap();
@@ -960,7 +1076,7 @@ mod tests {
         let big = vec![7u8; SLOT_SIZE];
         let c = j.write(&spec("c"), &content(dir.path(), &big), big.len() as u64).unwrap();
         let unsynced = || {
-            let mut v: Vec<u64> = lock(&j.written).keys().copied().collect();
+            let mut v: Vec<u64> = lock(&j.written).iter().copied().collect();
             v.sort();
             v
         };
@@ -989,18 +1105,19 @@ mod tests {
             assert!(Instant::now() < until, "only {} spare slots after 30 s", free());
             std::thread::sleep(Duration::from_millis(10));
         }
-        let slot_files = || std::fs::read_dir(&jdir).unwrap().count();
-        assert_eq!(slot_files(), SPARE_SLOTS);
+        let slots_made = || std::fs::metadata(jdir.join(SLOTS_FILE)).unwrap().len() / SLOT_SIZE as u64;
+        assert_eq!(slots_made(), SPARE_SLOTS as u64);
+        assert_eq!(std::fs::read_dir(&jdir).unwrap().count(), 1, "all in one file");
         // Records take ready slots; past half of them more are made.
         let recs: Vec<Record> = (0..SPARE_SLOTS / 2 + 1)
             .map(|i| j.write(&spec(&format!("f{i}")), &content(dir.path(), b"x"), 1).unwrap())
             .collect();
-        assert!(recs.iter().all(|r| r.slot.is_some()));
+        assert!(recs.iter().all(|r| r.slot().is_some()));
         while free() < SPARE_SLOTS {
             assert!(Instant::now() < until, "the maker did not make more ({} free)", free());
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(slot_files(), SPARE_SLOTS + recs.len());
+        assert_eq!(slots_made(), (SPARE_SLOTS + recs.len()) as u64);
         j.stop();
         maker.join().unwrap();
         // What was made is found again, all free, by the next mount.
