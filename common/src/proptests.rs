@@ -327,6 +327,7 @@ fn arb_request() -> impl Strategy<Value = Request> {
         (arb_session(), arb_file_lock()).prop_map(|(session, lock)| Request::TestLock { session, lock }),
         arb_session().prop_map(|session| Request::KeepAlive { session }),
         (arb_session(), vec(arb_file_lock(), 0..4)).prop_map(|(session, locks)| Request::Reclaim { session, locks }),
+        vec(arb_upload(), 0..4).prop_map(Request::UploadMany),
     ]
 }
 
@@ -420,6 +421,7 @@ fn arb_response() -> impl Strategy<Value = Response> {
         (any::<u16>(), "\\PC{0,40}").prop_map(|(code, message)| Response::Error(WireError { code, message })),
         arb_lock_answer().prop_map(Response::Lock),
         vec(arb_file_lock(), 0..4).prop_map(Response::Reclaimed),
+        vec(arb_inode().prop_map(Response::Attr), 0..3).prop_map(Response::Many),
     ]
 }
 

@@ -746,6 +746,26 @@ impl Client {
         .await
     }
 
+    /// Stores several small files (see `Request::UploadMany`) in one
+    /// exchange with the leader: each file's answer, in order. One attempt,
+    /// not retried: on an error the caller stores the files one at a time
+    /// (storing one again is safe, as for [`Client::upload`]).
+    pub async fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>> {
+        let mut conn = self.session(Instant::now() + self.opts.retry_window).await?;
+        match upload_many_once(&mut conn, files).await {
+            Ok(answers) => {
+                self.give_back(conn);
+                Ok(answers)
+            }
+            Err(e) => {
+                if let Error::NotLeader(next) = &e {
+                    self.forget_leader(next.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Starts an upload whose bytes are pushed as they come (a file being
     /// written through the mount); the size may be unknown. Finding the
     /// leader is retried; the stream itself is not: if it fails, upload the
@@ -1060,6 +1080,38 @@ where
         .map_err(|e| Error::Internal(e.to_string()))?
         .ok_or_else(|| Error::Io("reading the file failed".into()))?;
     finish_upload(conn, hash).await
+}
+
+/// One exchange of [`Client::upload_many`].
+async fn upload_many_once(conn: &mut Connection, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>> {
+    let specs = files.iter().map(|(spec, _)| spec.clone()).collect();
+    conn.send(&Message::Request(Request::UploadMany(specs))).await?;
+    match conn.recv_response().await? {
+        Response::Ready => {}
+        other => return Err(unexpected(&other)),
+    }
+    for (_, bytes) in files {
+        if !bytes.is_empty() {
+            conn.write_data(bytes).await?;
+        }
+        conn.write_message(&Message::End { hash: ContentHash(Sha256::digest(bytes).into()) }).await?;
+    }
+    conn.flush().await?;
+    // As for one upload: the nodes sync before the leader answers.
+    conn.set_read_timeout(Some(STORE_TIMEOUT));
+    let answer = conn.recv_response().await;
+    conn.set_read_timeout(Some(READ_TIMEOUT));
+    match answer? {
+        Response::Many(answers) if answers.len() == files.len() => Ok(answers
+            .into_iter()
+            .map(|a| match a {
+                Response::Attr(i) => Ok(i),
+                Response::Error(w) => Err(Error::from_wire(w)),
+                other => Err(unexpected(&other)),
+            })
+            .collect()),
+        other => Err(unexpected(&other)),
+    }
 }
 
 /// Ends an upload whose bytes are sent: the hash, then the cluster's answer.

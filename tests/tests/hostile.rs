@@ -1781,3 +1781,128 @@ fn a_client_over_its_request_rate_is_slowed_down_not_refused() {
     c.assert_no_node_died();
     assert_eq!(c.status().leader, Some(3));
 }
+
+/// Sends `UploadMany(specs)` on `conn`; once `Ready`, each of `sent` (its
+/// bytes, then an End with its hash); returns the answer.
+async fn store_many(
+    conn: &mut Connection,
+    specs: Vec<UploadSpec>,
+    sent: &[(&[u8], ContentHash)],
+) -> Result<Response, Error> {
+    conn.send(&Message::Request(Request::UploadMany(specs))).await?;
+    match conn.recv_response().await? {
+        Response::Ready => {}
+        other => panic!("expected Ready, got {other:?}"),
+    }
+    for (bytes, end_hash) in sent {
+        if !bytes.is_empty() {
+            conn.write_data(bytes).await?;
+        }
+        conn.send(&Message::End { hash: *end_hash }).await?;
+    }
+    conn.recv_response().await
+}
+
+#[test]
+fn an_upload_of_many_refuses_what_it_must_and_answers_each_file_on_its_own() {
+    let c = Cluster::start(3);
+    let rt = runtime();
+    let k = key(&c);
+    let leader = c.node_addr(3);
+    c.upload_bytes("kept.txt", b"kept");
+    let kept = rt.block_on(resolve(&leader, &k, "kept.txt")).expect("kept.txt");
+    let (first, _) = reserve_inodes(&rt, &leader, &k, 8);
+    let new = |i: u64, name: &str, size: u64| {
+        UploadSpec::new(
+            Target::New { parent: Ino::ROOT, name: name.into(), ino: Ino(first.0 + i) },
+            Some(size),
+            0o640,
+            7,
+        )
+    };
+    let before = snapshot(&c, &rt, &leader);
+    use ErrorCode::{Corrupt, Invalid, NotFound};
+
+    // Refused as a whole, before any byte is taken.
+    let max = scs_common::inode::INLINE_MAX;
+    let too_many: Vec<UploadSpec> = (0..65).map(|i| new(i % 8, &format!("f{i}"), 1)).collect();
+    let whole: Vec<(&str, Vec<UploadSpec>, &str)> = vec![
+        ("no file", vec![], "1 to 64"),
+        ("65 files", too_many, "1 to 64"),
+        ("a file over the size for many", vec![new(0, "big", max + 1)], "up to 8192 bytes"),
+        ("a file of unknown size", vec![UploadSpec::new(Target::Ino(kept.ino), None, 0o644, 1)], "up to 8192 bytes"),
+        ("a file by path", vec![path_spec("by-path.txt", Some(1))], "by inode"),
+        ("one file twice", vec![new(0, "a", 1), new(0, "b", 1)], "twice"),
+    ];
+    for (what, specs, needle) in whole {
+        let res = rt.block_on(call(&leader, &k, Request::UploadMany(specs)));
+        assert_error(res, Invalid, needle, what);
+        assert_unchanged(&c, &rt, &leader, &before, what);
+    }
+
+    // Each file gets its own answer: the good ones are stored.
+    let specs = vec![
+        new(0, "good.txt", 3),
+        new(1, "wrong-hash.txt", 3),
+        new(2, "short.txt", 5),
+        UploadSpec::new(Target::Ino(NEVER_HANDED_OUT), Some(1), 0o644, 1),
+        UploadSpec::new(
+            Target::New { parent: Ino::ROOT, name: "unreserved".into(), ino: Ino(NEVER_HANDED_OUT.0 + 1) },
+            Some(1),
+            0o644,
+            1,
+        ),
+        UploadSpec::new(Target::Ino(kept.ino), Some(4), 0o644, 1),
+        new(3, "empty.txt", 0),
+    ];
+    let sent: Vec<(&[u8], ContentHash)> = vec![
+        (b"aaa", hash(b"aaa")),
+        (b"bbb", hash(b"other")),
+        (b"ccc", hash(b"ccc")),
+        (b"x", hash(b"x")),
+        (b"y", hash(b"y")),
+        (b"new!", hash(b"new!")),
+        (b"", hash(b"")),
+    ];
+    let answer = rt.block_on(async {
+        let mut conn = session(&leader, &k).await;
+        store_many(&mut conn, specs, &sent).await
+    });
+    let Ok(Response::Many(answers)) = answer else { panic!("expected Many, got {answer:?}") };
+    assert_eq!(answers.len(), 7, "{answers:?}");
+    let code = |i: usize| match &answers[i] {
+        Response::Error(w) => Some(Error::from_wire(w.clone()).code()),
+        _ => None,
+    };
+    assert!(matches!(&answers[0], Response::Attr(i) if i.size == 3 && i.mode & 0o777 == 0o640), "{:?}", answers[0]);
+    assert_eq!(code(1), Some(Corrupt), "the wrong hash: {:?}", answers[1]);
+    assert_eq!(code(2), Some(Invalid), "fewer bytes than announced: {:?}", answers[2]);
+    assert_eq!(code(3), Some(NotFound), "an inode nobody has: {:?}", answers[3]);
+    assert_eq!(code(4), Some(Invalid), "an inode never reserved: {:?}", answers[4]);
+    assert!(matches!(&answers[5], Response::Attr(i) if i.ino == kept.ino && i.size == 4), "{:?}", answers[5]);
+    assert!(matches!(&answers[6], Response::Attr(i) if i.size == 0), "{:?}", answers[6]);
+    assert_eq!(rt.block_on(download(&leader, &k, "good.txt", 0, None)).unwrap(), b"aaa");
+    assert_eq!(rt.block_on(download(&leader, &k, "kept.txt", 0, None)).unwrap(), b"new!");
+    assert_eq!(rt.block_on(download(&leader, &k, "empty.txt", 0, None)).unwrap(), b"");
+    for refused in ["wrong-hash.txt", "short.txt", "unreserved"] {
+        assert!(rt.block_on(resolve(&leader, &k, refused)).is_none(), "{refused} was stored");
+    }
+    c.assert_content("good.txt", b"aaa");
+
+    // More bytes than a file announced: the stream cannot be followed, so
+    // the session closes and nothing of it is stored.
+    let before = snapshot(&c, &rt, &leader);
+    let (res, closed) = rt.block_on(async {
+        let mut conn = session(&leader, &k).await;
+        let res = store_many(
+            &mut conn,
+            vec![new(4, "long.txt", 2), new(5, "next.txt", 1)],
+            &[(b"too long", hash(b"too long")), (b"n", hash(b"n"))],
+        )
+        .await;
+        (res, closed_within(&mut conn, CLEANUP_TIMEOUT).await)
+    });
+    assert_error(res, Invalid, "more than the announced", "more bytes than announced in an upload of many");
+    assert!(closed, "the session stays open after a stream it cannot follow");
+    assert_unchanged(&c, &rt, &leader, &before, "more bytes than announced in an upload of many");
+}

@@ -318,7 +318,18 @@ pub enum Request {
         session: SessionId,
         locks: Vec<FileLock>,
     },
+    /// Stores several small files (each of a known size up to
+    /// [`crate::inode::INLINE_MAX`], by inode, at most [`UPLOAD_MANY_MAX`],
+    /// no file twice) in one exchange: answered with `Ready`, then the
+    /// client sends each file's bytes and `End` in order, then `Many` with
+    /// each file's answer (`Attr` or `Error`) in order, once those stored
+    /// are durable. Only a client that got `Ready` sends bytes, so none
+    /// lands after its client is gone.
+    UploadMany(Vec<UploadSpec>),
 }
+
+/// Files in one `UploadMany` at most.
+pub const UPLOAD_MANY_MAX: usize = 64;
 
 /// What `TrashPurge` removes for good.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -506,6 +517,8 @@ pub enum Response {
     },
     /// The answer to `Versions`: the versions kept, the oldest first.
     Kept(Vec<Inode>),
+    /// The answers to `UploadMany`, one per file, in order.
+    Many(Vec<Response>),
 }
 
 impl Response {
@@ -532,6 +545,7 @@ impl Response {
             },
             Response::Restored { inode, items, left } => Response::Restored { inode: inode.for_client(), items, left },
             Response::Kept(v) => Response::Kept(v.into_iter().map(Inode::for_client).collect()),
+            Response::Many(v) => Response::Many(v.into_iter().map(Response::for_client).collect()),
             other => other,
         }
     }
@@ -571,6 +585,11 @@ mod tests {
                 watermark: Version::ZERO,
             }),
             Message::End { hash: ContentHash([9; 32]) },
+            Message::Request(Request::UploadMany(vec![UploadSpec::new(Target::Ino(Ino(9)), Some(3), 0o600, 1)])),
+            Message::Response(Response::Many(vec![
+                Response::Attr(Inode::new(Ino(9), Kind::File, 0o600, 0, 0, 1)),
+                Response::Error(crate::Error::NotFound("inode 10".into()).to_wire()),
+            ])),
         ];
         for m in msgs {
             let bytes = rmp_serde::to_vec(&m).unwrap();

@@ -71,6 +71,11 @@ pub trait Cluster: Send + Sync {
     /// Stores `spec.size` bytes read from `open()` (called again on each
     /// retry through a failover).
     fn upload(&self, spec: UploadSpec, open: Opener) -> Result<Inode>;
+    /// Stores several small files (each of a known size up to
+    /// `scs_common::inode::INLINE_MAX`, by inode) in one exchange: each
+    /// file's answer, in order. One attempt: on an error, store them one
+    /// at a time with [`Cluster::upload`] (storing a file again is safe).
+    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>>;
     /// Starts a streaming upload (finding the leader is retried; the
     /// stream is not: upload again with [`Cluster::upload`] if it fails).
     fn start_stream(&self, spec: UploadSpec) -> Result<Box<dyn UploadStream>>;

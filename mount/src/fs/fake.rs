@@ -41,6 +41,8 @@ struct State {
     max_files: Option<u64>,
     uploads: Vec<UploadSpec>,
     streams: usize,
+    /// Exchanges of many small files.
+    many: usize,
     /// The leader's advisory locks, by the leader's rules.
     locks: LockTable,
 }
@@ -57,6 +59,7 @@ impl Default for State {
             max_files: None,
             uploads: Vec::new(),
             streams: 0,
+            many: 0,
             locks: lock_leader(Limits { grace: Duration::ZERO, ..Limits::default() }),
         }
     }
@@ -212,6 +215,11 @@ impl Fake {
     /// Streaming uploads started so far.
     pub fn streams(&self) -> usize {
         self.state().streams
+    }
+
+    /// Exchanges that stored several small files.
+    pub fn exchanges_of_many(&self) -> usize {
+        self.state().many
     }
 
     /// Every upload stored so far, in order.
@@ -438,6 +446,12 @@ impl Cluster for Fake {
         let mut data = Vec::new();
         open().and_then(|mut r| r.read_to_end(&mut data)).map_err(Error::from)?;
         self.state().store(spec, data)
+    }
+
+    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>> {
+        self.state().check_up()?;
+        self.state().many += 1;
+        Ok(files.iter().map(|(spec, data)| self.state().store(spec.clone(), data.clone())).collect())
     }
 
     fn start_stream(&self, spec: UploadSpec) -> Result<Box<dyn UploadStream>> {

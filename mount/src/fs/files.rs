@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use fuser::{Errno, FileAttr};
 
-use scs_common::proto::rpc::Target;
+use scs_common::proto::rpc::{Target, UPLOAD_MANY_MAX};
 use scs_common::types::S_ISGID;
 use scs_common::{Error, Ino, Inode, Kind};
 
@@ -27,7 +27,7 @@ use super::lock;
 use super::ops::{checked, child_of, fail, Core, Owner};
 use super::staged::{Staged, Start, Synced, WriteBack};
 use super::time::now_ns;
-use super::writeback::{Job, Record, Scope};
+use super::writeback::{is_small, Job, Record, Scope};
 
 /// Threads uploading write-back records.
 const UPLOADERS: usize = 6;
@@ -641,25 +641,82 @@ impl Core {
             let core = self.clone();
             std::thread::Builder::new().name(format!("scs-upload-{i}")).spawn(move || {
                 while let Some(job) = core.queue.take() {
-                    core.upload_one(job);
+                    core.upload_job(job);
                 }
             })?;
         }
         Ok(())
     }
 
+    /// Uploads a record taken from the queue: a small one with the other
+    /// small ones ready to go, in one exchange, when there are some.
+    fn upload_job(&self, job: Job<Arc<Staged>>) {
+        if is_small(&job.rec) && self.many.allowed() {
+            let more = self.queue.take_more(UPLOAD_MANY_MAX - 1, is_small);
+            if !more.is_empty() {
+                let mut jobs = vec![job];
+                jobs.extend(more);
+                return self.upload_many(jobs);
+            }
+        }
+        self.upload_one(job);
+    }
+
+    /// Uploads small records in one exchange. Those it did not store, for a
+    /// reason that may pass, go up one at a time.
+    fn upload_many(&self, jobs: Vec<Job<Arc<Staged>>>) {
+        let (mut sending, mut files, mut alone) = (Vec::new(), Vec::new(), Vec::new());
+        for job in jobs {
+            let Some(job) = self.unless_gone(job) else { continue };
+            let mut bytes = Vec::new();
+            match job.rec.content().and_then(|mut r| r.read_to_end(&mut bytes)) {
+                Ok(_) => {
+                    files.push((job.rec.spec.clone(), bytes));
+                    sending.push(job);
+                }
+                // Reported by the upload of its own.
+                Err(_) => alone.push(job),
+            }
+        }
+        if !files.is_empty() {
+            match self.cluster.upload_many(&files) {
+                Ok(answers) => {
+                    for (job, res) in sending.into_iter().zip(answers) {
+                        match res {
+                            Err(e) if !is_final(&e) => alone.push(job),
+                            res => self.finish_upload(job, res),
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.many.pause(&e);
+                    alone.extend(sending);
+                }
+            }
+        }
+        for job in alone {
+            self.upload_one(job);
+        }
+    }
+
+    /// The job, unless its file was removed here (or refused) after it was
+    /// closed: then its record goes.
+    fn unless_gone(&self, job: Job<Arc<Staged>>) -> Option<Job<Arc<Staged>>> {
+        if !job.owner.as_ref().is_some_and(|s| s.is_gone()) {
+            return Some(job);
+        }
+        self.journal.remove(&job.rec);
+        self.queue.done(&job.rec.spec.target);
+        self.record_dropped(job.owner, None);
+        None
+    }
+
     /// Uploads one record, retrying while the cluster cannot be reached
     /// (until the mount stops: the record stays in the journal then).
     fn upload_one(&self, job: Job<Arc<Staged>>) {
+        let Some(job) = self.unless_gone(job) else { return };
         let target = job.rec.spec.target.clone();
         let what = job.rec.spec.describe();
-        // Its file was removed here (or refused) after it was closed.
-        if job.owner.as_ref().is_some_and(|s| s.is_gone()) {
-            self.journal.remove(&job.rec);
-            self.queue.done(&target);
-            self.record_dropped(job.owner, None);
-            return;
-        }
         let mut pause = Duration::from_millis(100);
         let res = loop {
             let rec = job.rec.clone();
@@ -677,6 +734,14 @@ impl Core {
                 other => break other,
             }
         };
+        self.finish_upload(job, res);
+    }
+
+    /// What follows the upload of a record: it is stored, gone, or refused
+    /// for good (its content is kept aside then).
+    fn finish_upload(&self, job: Job<Arc<Staged>>, res: Result<Inode, Error>) {
+        let target = job.rec.spec.target.clone();
+        let what = job.rec.spec.describe();
         match res {
             Ok(inode) => {
                 // In the cache and no longer fresh before `done`: visible to

@@ -41,7 +41,7 @@ use super::inodes::Inodes;
 use super::lock;
 use super::staged::Staged;
 use super::time::{now_ns, ns_of_request, system_time};
-use super::writeback::{Amend, Journal, Queue, Scope};
+use super::writeback::{Amend, Batching, Journal, Queue, Scope};
 
 /// How long the kernel and this mount trust attributes, entries and listings.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -119,6 +119,8 @@ pub struct Core {
     pub(super) write_back: bool,
     /// ... and the uploaders take it from here.
     pub(super) queue: Queue<Arc<Staged>>,
+    /// Whether small records go up several at a time.
+    pub(super) many: Batching,
     /// When the cluster was last asked how many more files fit, and how
     /// many of those are left after the creates since.
     pub(super) room: Mutex<Option<(Instant, u64)>>,
@@ -152,6 +154,7 @@ impl Core {
             journal,
             write_back,
             queue: Queue::default(),
+            many: Batching::default(),
             room: Mutex::new(None),
             reserving: Arc::new(AtomicBool::new(false)),
             counts: Counts::default(),

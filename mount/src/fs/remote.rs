@@ -156,6 +156,17 @@ impl Cluster for Remote {
         self.rt.block_on(watch.guard(&what, self.client.upload(spec, open, Some(&tick))))
     }
 
+    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>> {
+        // Not through `call`: a cluster that takes small files one at a
+        // time says so with `Unavailable`, which does not mean it is down.
+        let limit = self.call_limit;
+        self.rt.block_on(async {
+            tokio::time::timeout(limit, self.client.upload_many(files)).await.unwrap_or_else(|_| {
+                Err(Error::Unavailable(format!("upload of many: no answer within {:.1}s", limit.as_secs_f32())))
+            })
+        })
+    }
+
     fn start_stream(&self, spec: UploadSpec) -> Result<Box<dyn UploadStream>> {
         let stream = self.call("upload", self.client.upload_stream(spec))?;
         Ok(Box::new(Streaming { rt: self.rt.clone(), stream }))

@@ -319,6 +319,13 @@ impl Cluster for TrashView {
         self.inner.upload(spec, open)
     }
 
+    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>> {
+        for (spec, _) in files {
+            check_target(spec)?;
+        }
+        self.inner.upload_many(files)
+    }
+
     fn start_stream(&self, spec: UploadSpec) -> Result<Box<dyn UploadStream>> {
         check_target(&spec)?;
         self.inner.start_stream(spec)

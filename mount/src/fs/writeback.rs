@@ -50,6 +50,10 @@ pub const WRITE_BACK_MAX: u64 = scs_common::CHUNK_SIZE as u64;
 /// a file closed twice in a row (`cmd > file` closes the empty file, then
 /// the written one) goes up once.
 const COALESCE: Duration = Duration::from_millis(20);
+/// A record that waited this long may go up early, with one that waited
+/// [`COALESCE`] ([`Queue::take_more`]): by then the changes that follow a
+/// close (rsync's chmod, times and rename) have usually gone into it.
+const COMPANION_WAIT: Duration = Duration::from_millis(10);
 /// Records waiting at most; closing another one waits for room. (Each
 /// holds its staging copy open: a descriptor.)
 const MAX_WAITING: usize = 2_000;
@@ -643,6 +647,36 @@ pub enum Amend {
     Failed(std::io::Error),
 }
 
+/// Whether a record may go up with others in one exchange
+/// (`Cluster::upload_many`): a file by inode of at most
+/// [`scs_common::inode::INLINE_MAX`] bytes.
+pub fn is_small(rec: &Record) -> bool {
+    rec.spec.size.is_some_and(|s| s <= scs_common::inode::INLINE_MAX) && !matches!(rec.spec.target, Target::Path(_))
+}
+
+/// Whether small records go up together: not for a while after an
+/// exchange of many failed as a whole (a leader of an earlier release, a
+/// cluster that takes small files one at a time, or no leader at all).
+#[derive(Default)]
+pub struct Batching {
+    off_until: Mutex<Option<Instant>>,
+}
+
+/// How long small records go up one at a time after an exchange of many failed.
+const BATCHING_PAUSE: Duration = Duration::from_secs(30);
+
+impl Batching {
+    pub fn allowed(&self) -> bool {
+        lock(&self.off_until).is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// An exchange of many failed with `e`: one at a time for a while.
+    pub fn pause(&self, e: &scs_common::Error) {
+        log::info!("small files go up one at a time for {}s ({e})", BATCHING_PAUSE.as_secs());
+        *lock(&self.off_until) = Some(Instant::now() + BATCHING_PAUSE);
+    }
+}
+
 /// A record to upload, and what its owner wants back with it (the staging
 /// copy it came from; nothing for records left by an earlier mount).
 pub struct Job<T> {
@@ -808,6 +842,35 @@ impl<T> Queue<T> {
                 None => self.work.wait(st).unwrap_or_else(|p| p.into_inner()),
             };
         }
+    }
+
+    /// Up to `max` more jobs that `fits` takes, to go up with one just
+    /// taken: of files not going up, that waited at least
+    /// [`COMPANION_WAIT`] (or are awaited). Never waits.
+    pub fn take_more(&self, max: usize, fits: impl Fn(&Record) -> bool) -> Vec<Job<T>> {
+        let mut st = lock(&self.state);
+        let was_full = st.is_full();
+        let now = Instant::now();
+        let mut taken = Vec::new();
+        let mut i = 0;
+        while i < st.waiting.len() && taken.len() < max {
+            let j = &st.waiting[i];
+            let key = FileKey::of(&j.rec.spec.target);
+            let free = !st.going.iter().any(|t| FileKey::of(t) == key);
+            if free && (j.hurry || j.since + COMPANION_WAIT <= now) && fits(&j.rec) {
+                if let Some(job) = st.waiting.remove(i) {
+                    st.bytes -= job.rec.spec.size.unwrap_or(0);
+                    st.going.push(job.rec.spec.target.clone());
+                    taken.push(job);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        if was_full && !taken.is_empty() {
+            self.changed.notify_all();
+        }
+        taken
     }
 
     /// The job of `target` taken by [`Queue::take`] is over.

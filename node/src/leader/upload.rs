@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use scs_common::conn::{Chunk, Connection};
 use scs_common::inode::{NewNode, INLINE_MAX, XATTR_SIZE_MAX, XATTR_TOTAL_MAX};
-use scs_common::proto::rpc::{Message, Request, Response, Target, UploadSpec};
+use scs_common::proto::rpc::{Message, Request, Response, Target, UploadSpec, UPLOAD_MANY_MAX};
 use scs_common::{name, namespace, ContentHash, Error, Ino, Inode, Key, Kind, NodeId, Result, Version};
 
 use super::{
@@ -383,11 +383,8 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     durable.sort();
     // Phase 2: commit the content into its inode, checking the target again
     // under the namespace lock.
-    let mut new = Inode::new(ino, Kind::File, spec.mode, spec.uid, spec.gid, spec.mtime_ns);
-    (new.atime_ns, new.xattrs) = (spec.atime_ns, spec.xattrs.clone());
-    new.content = if planned == 0 && kept.is_none() { Version::ZERO } else { content };
-    (new.size, new.hash, new.holders) = (received, client_hash, durable);
-    new.inline = kept.map(scs_common::inode::Bytes);
+    let content = if planned == 0 && kept.is_none() { Version::ZERO } else { content };
+    let new = content_inode(ino, &spec, (content, received, client_hash), durable, kept);
     if let (Plan::NewAtPath(_), Target::Path(path)) = (&plan, &spec.target) {
         // Numbers for the directories it may make on the way.
         super::ensure_inos(node, &state, path.split('/').count() as u64).await?;
@@ -395,32 +392,15 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     // With the trash on, a number for the earlier version an overwrite keeps.
     let (ns, keep) = super::meta::lock_with_inos(node, &state, u64::from(node.cfg().keeps_versions())).await?;
     let store = node.store().clone();
-    let mut tx = namespace::Plan::new(&*store, now_ns())
-        .with_trash(node.cfg().trash.is_some())
-        .with_max_versions(node.cfg().max_versions);
+    let mut tx = plan_changes(node, &store);
     let stored = match &plan {
-        Plan::Into(ino) => match &spec.target {
-            Target::Path(path) => match namespace::resolve(&*store, path, false)? {
-                Some(i) if i.ino == *ino => namespace::put_content(&mut tx, *ino, &new, keep)?,
-                _ => return Err(changed(&what)),
-            },
-            _ => namespace::put_content(&mut tx, *ino, &new, keep)?,
-        },
         Plan::NewAtPath(_) => {
             let Target::Path(path) = &spec.target else { return Err(Error::Internal("no path".into())) };
             check_xattrs(&new)?;
             let (parent, base) = dirs_for(node, &state, &mut tx, path, &spec).await?;
             namespace::create_file(&mut tx, parent, base, new, spec.exclusive)?
         }
-        Plan::New { parent, name, .. } => match store.inode(ino)? {
-            // An earlier attempt stored it (its answer was lost), and it
-            // may have been renamed since: the content goes into it.
-            Some(_) => namespace::put_content(&mut tx, ino, &new, keep)?,
-            None => {
-                check_xattrs(&new)?;
-                namespace::create_file(&mut tx, *parent, name, new, spec.exclusive)?
-            }
-        },
+        _ => place(&store, &mut tx, &plan, &spec, new, keep)?,
     };
     let mut batch = Batch::new(&state);
     for r in tx.records() {
@@ -432,6 +412,264 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     drop(guard);
     log::debug!("node {}: stored {what:?} {content:?} on {:?} as inode {ino}", node.me(), stored.holders);
     Ok(stored)
+}
+
+/// The file a committed upload leaves: `spec`'s attributes, and the
+/// content (its version, size and hash) on `holders` or `inline`.
+fn content_inode(
+    ino: Ino,
+    spec: &UploadSpec,
+    (content, size, hash): (Version, u64, ContentHash),
+    holders: Vec<NodeId>,
+    inline: Option<Vec<u8>>,
+) -> Inode {
+    let mut new = Inode::new(ino, Kind::File, spec.mode, spec.uid, spec.gid, spec.mtime_ns);
+    (new.atime_ns, new.xattrs) = (spec.atime_ns, spec.xattrs.clone());
+    (new.content, new.size, new.hash, new.holders) = (content, size, hash, holders);
+    new.inline = inline.map(scs_common::inode::Bytes);
+    new
+}
+
+/// A change of the namespace as this node's settings shape it.
+fn plan_changes<'s>(node: &Node, store: &'s crate::store::Store) -> namespace::Plan<'s, crate::store::Store> {
+    namespace::Plan::new(store, now_ns())
+        .with_trash(node.cfg().trash.is_some())
+        .with_max_versions(node.cfg().max_versions)
+}
+
+/// Puts `new` (see [`content_inode`]) into the file an upload by inode or
+/// into an existing file planned for, checking the target again.
+fn place(
+    store: &crate::store::Store,
+    tx: &mut namespace::Plan<'_, crate::store::Store>,
+    plan: &Plan,
+    spec: &UploadSpec,
+    new: Inode,
+    keep: Option<Ino>,
+) -> Result<Inode> {
+    match plan {
+        Plan::Into(ino) => match &spec.target {
+            Target::Path(path) => match namespace::resolve(store, path, false)? {
+                Some(i) if i.ino == *ino => namespace::put_content(tx, *ino, &new, keep),
+                _ => Err(changed(&log_name(spec))),
+            },
+            _ => namespace::put_content(tx, *ino, &new, keep),
+        },
+        Plan::New { parent, name, ino } => match store.inode(*ino)? {
+            // An earlier attempt stored it (its answer was lost), and it
+            // may have been renamed since: the content goes into it.
+            Some(_) => namespace::put_content(tx, *ino, &new, keep),
+            None => {
+                check_xattrs(&new)?;
+                namespace::create_file(tx, *parent, name, new, spec.exclusive)
+            }
+        },
+        Plan::NewAtPath(_) => Err(Error::Internal("a new file at a path is placed with its directories".into())),
+    }
+}
+
+/// How an [`receive_many`] ended, for the session that carried it.
+pub enum Many {
+    /// Each file's answer, in order.
+    Each(Vec<Result<Inode>>),
+    /// Nothing was stored: answer with the error.
+    Failed(Error),
+    /// The session broke, or its stream cannot be followed: hang up.
+    Broken(Error),
+}
+
+/// Stores several small files sent in one exchange (`UploadMany`). Each is
+/// checked as an upload of its own; their bytes come after one `Ready`;
+/// those whose bytes arrived whole and match their hash are committed
+/// together, as one change. A file refused (at its checks, its bytes or
+/// the commit) does not stop the others.
+pub async fn receive_many(node: &Arc<Node>, conn: &mut Connection, specs: Vec<UploadSpec>) -> Many {
+    if let Err(e) = check_many(&specs) {
+        return Many::Failed(e);
+    }
+    if !inline_allowed(node) {
+        return Many::Failed(Error::Unavailable(
+            "small files go one at a time here (a member counts max_files)".into(),
+        ));
+    }
+    let sizes: Vec<u64> = specs.iter().map(|s| s.size.unwrap_or(0)).collect();
+    let mut prepared = Vec::with_capacity(specs.len());
+    for spec in specs {
+        prepared.push(prepare(node, spec).await);
+    }
+    if let Err(e) = conn.send_response(Response::Ready).await {
+        return Many::Broken(e);
+    }
+    let mut arrived = Vec::with_capacity(prepared.len());
+    for (p, size) in prepared.into_iter().zip(sizes) {
+        let (bytes, hash) = match receive_small(conn, size).await {
+            Ok(got) => got,
+            Err(e) => return Many::Broken(e),
+        };
+        let at = arrived.len();
+        arrived.push(p.and_then(|prepared| {
+            if bytes.len() as u64 != size {
+                return Err(Error::Invalid(format!("{} bytes arrived, {size} were announced", bytes.len())));
+            }
+            let ours = ContentHash(Sha256::digest(&bytes).into());
+            if ours != hash {
+                return Err(Error::Corrupt(format!("received bytes hash to {ours:?}, the client sent {hash:?}")));
+            }
+            if size > 0 && !prepared.inline {
+                // Placement changed since the checks above.
+                return Err(Error::Unavailable("this file must go up alone; try again".into()));
+            }
+            Ok(Arrived { at, prepared, bytes, hash })
+        }));
+    }
+    Many::Each(commit_many(node, arrived).await)
+}
+
+/// The checks of an `UploadMany` as a whole.
+fn check_many(specs: &[UploadSpec]) -> Result<()> {
+    if specs.is_empty() || specs.len() > UPLOAD_MANY_MAX {
+        return Err(Error::Invalid(format!("an upload of many takes 1 to {UPLOAD_MANY_MAX} files")));
+    }
+    let mut inos = std::collections::HashSet::new();
+    for spec in specs {
+        if spec.size.is_none_or(|s| s > INLINE_MAX) {
+            return Err(Error::Invalid(format!("an upload of many takes files of up to {INLINE_MAX} bytes")));
+        }
+        let ino = match &spec.target {
+            Target::Ino(ino) | Target::New { ino, .. } => *ino,
+            Target::Path(_) => return Err(Error::Invalid("an upload of many takes files by inode".into())),
+        };
+        if !inos.insert(ino) {
+            return Err(Error::Invalid(format!("inode {ino} is twice in one upload")));
+        }
+    }
+    Ok(())
+}
+
+/// One small file's bytes and hash, at most `size` bytes (a stream that
+/// sends more cannot be followed).
+async fn receive_small(conn: &mut Connection, size: u64) -> Result<(Vec<u8>, ContentHash)> {
+    let mut bytes = Vec::with_capacity(size as usize);
+    loop {
+        match conn.recv_chunk().await? {
+            Chunk::Data(b) => {
+                if (bytes.len() + b.len()) as u64 > size {
+                    return Err(Error::Invalid(format!("more than the announced {size} bytes arrived")));
+                }
+                bytes.extend_from_slice(&b);
+            }
+            Chunk::End(hash) => return Ok((bytes, hash)),
+        }
+    }
+}
+
+/// A file of an upload of many whose bytes arrived whole: the `at`th.
+struct Arrived {
+    at: usize,
+    prepared: Prepared,
+    bytes: Vec<u8>,
+    hash: ContentHash,
+}
+
+/// Commits the files of an upload of many in one change, under one hold
+/// of the namespace lock. A file its target refuses (changed meanwhile) is
+/// left out and the change planned again without it.
+async fn commit_many(node: &Arc<Node>, arrived: Vec<Result<Arrived>>) -> Vec<Result<Inode>> {
+    let mut results: Vec<Option<Result<Inode>>> = Vec::with_capacity(arrived.len());
+    let mut items = Vec::new();
+    for a in arrived {
+        match a {
+            Ok(item) => {
+                results.push(None);
+                items.push(item);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    if let Some(state) = items.first().map(|a| a.prepared.state.clone()) {
+        let outcome = commit_items(node, &state, &items).await;
+        for (i, res) in outcome {
+            results[i] = Some(res);
+        }
+    }
+    drop(items);
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Internal("a file of the batch had no answer".into()))))
+        .collect()
+}
+
+async fn commit_items(node: &Arc<Node>, state: &Arc<LeaderState>, items: &[Arrived]) -> Vec<(usize, Result<Inode>)> {
+    let fail_all = |e: Error| items.iter().map(|a| (a.at, Err(e.clone()))).collect::<Vec<_>>();
+    if let Err(e) = still_leading(node, state) {
+        return fail_all(e);
+    }
+    let keeps = node.cfg().keeps_versions();
+    let (ns, first_keep) =
+        match super::meta::lock_with_inos(node, state, if keeps { items.len() as u64 } else { 0 }).await {
+            Ok(got) => got,
+            Err(e) => return fail_all(e),
+        };
+    let store = node.store().clone();
+    let mut out = Vec::new();
+    let mut left: Vec<usize> = (0..items.len()).collect();
+    loop {
+        let mut tx = plan_changes(node, &store);
+        let mut placed = Vec::new();
+        let mut refused = None;
+        for &k in &left {
+            let Arrived { prepared: p, bytes, hash, .. } = &items[k];
+            let content = if p.inline { p.guard.version } else { Version::ZERO };
+            let inline = p.inline.then(|| bytes.clone());
+            let new = content_inode(p.plan.ino(), &p.spec, (content, bytes.len() as u64, *hash), Vec::new(), inline);
+            let keep = first_keep.map(|f| Ino(f.0 + k as u64));
+            match place(&store, &mut tx, &p.plan, &p.spec, new, keep) {
+                Ok(i) => placed.push((k, i.ino)),
+                Err(e) => {
+                    refused = Some((k, e));
+                    break;
+                }
+            }
+        }
+        if let Some((k, e)) = refused {
+            // What the plan did for it is thrown away with the plan.
+            out.push((items[k].at, Err(e)));
+            left.retain(|&x| x != k);
+            if left.is_empty() {
+                return out;
+            }
+            continue;
+        }
+        let mut batch = Batch::new(state);
+        for r in tx.records() {
+            batch.push(r);
+        }
+        let stored: Vec<(usize, Option<Inode>)> = placed
+            .iter()
+            .map(|&(k, ino)| {
+                (k, batch.records.iter().rev().find_map(|r| r.as_inode().filter(|i| i.ino == ino).cloned()))
+            })
+            .collect();
+        match commit_and_spread(node, state, batch, ns).await {
+            Ok(()) => {
+                for (k, inode) in stored {
+                    let p = &items[k].prepared;
+                    log::debug!(
+                        "node {}: stored {:?} (one of many) as inode {}",
+                        node.me(),
+                        log_name(&p.spec),
+                        p.plan.ino()
+                    );
+                    out.push((
+                        items[k].at,
+                        inode.ok_or_else(|| Error::Internal("the upload committed no inode".into())),
+                    ));
+                }
+            }
+            Err(e) => out.extend(left.iter().map(|&k| (items[k].at, Err(e.clone())))),
+        }
+        return out;
+    }
 }
 
 /// The directory a path upload goes into, made with its missing ancestors

@@ -131,6 +131,7 @@ pub fn request_name(r: &Request) -> &'static str {
         Request::TestLock { .. } => "test-lock",
         Request::KeepAlive { .. } => "keep-alive",
         Request::Reclaim { .. } => "reclaim",
+        Request::UploadMany(_) => "upload-many",
     }
 }
 
@@ -144,6 +145,14 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
                 upload::Outcome::Broken(e) => Err(Failure::Close(e)),
             }
         }
+        Request::UploadMany(specs) => match upload::receive_many(node, conn, specs).await {
+            upload::Many::Each(results) => {
+                let answers = results.into_iter().map(|r| r.map_or_else(|e| Response::error(&e), Response::Attr));
+                reply(conn, Response::Many(answers.collect())).await
+            }
+            upload::Many::Failed(e) => Err(Failure::Reply(e)),
+            upload::Many::Broken(e) => Err(Failure::Close(e)),
+        },
         Request::Download { path, offset, len } => {
             node.readable()?;
             name::validate_dir(&path)?;
