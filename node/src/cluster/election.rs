@@ -21,6 +21,9 @@ const BACKOFF_START: Duration = Duration::from_secs(2);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// Leading with quorum this long without a break proves the link healthy again.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
+/// A member taken (back) in runs in elections once it caught up as a
+/// member, or after this long without (no one else could lead meanwhile).
+const COMPARE_WAIT: Duration = Duration::from_secs(6);
 
 /// What the machine needs to know about its node and the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +165,12 @@ pub struct Election {
     /// forgotten whom, so only later terms can be accepted.
     fence: Term,
     eligible: bool,
+    /// Taken (back) in since it last caught up as a member: until it has,
+    /// it neither runs nor answers an election (its index may still hold
+    /// names deleted while it was out, their tombstones purged since), or
+    /// until [`COMPARE_WAIT`] has passed, so that members that all owe it
+    /// still elect someone.
+    owed_since: Option<Instant>,
     peers: BTreeMap<NodeId, Peer>,
     /// When the accepted leader last claimed `term`.
     leader_heard: Option<Instant>,
@@ -204,6 +213,7 @@ impl Election {
             accepted: None,
             fence: initial_term,
             eligible: false,
+            owed_since: None,
             peers: BTreeMap::new(),
             leader_heard: None,
             claim_heard: None,
@@ -251,6 +261,7 @@ impl Election {
                     debug!("node {}: caught up, eligible to lead", self.cfg.id);
                 }
                 self.eligible = true;
+                self.owed_since = None;
             }
             Input::CaughtUp => {}
             Input::Redeclare { term } => {
@@ -334,7 +345,11 @@ impl Election {
             return out;
         }
         info!("node {}: members now {members:?}", self.cfg.id);
+        let was_member = self.votes();
         self.cfg.members = members;
+        if !was_member && self.votes() {
+            self.owed_since = Some(now);
+        }
         let cfg = &self.cfg;
         self.peers.retain(|id, _| cfg.members.contains(id));
         if !self.votes() {
@@ -356,6 +371,12 @@ impl Election {
     /// Whether this node is a member: only members run, answer and lead.
     pub fn votes(&self) -> bool {
         self.cfg.members.contains(&self.cfg.id)
+    }
+
+    /// Whether it may run and answer in an election now: a member that
+    /// owes no compare with a leader (see `owed_since`), or has for long.
+    fn may_run(&self, now: Instant) -> bool {
+        self.votes() && self.owed_since.is_none_or(|since| now.saturating_duration_since(since) >= COMPARE_WAIT)
     }
 
     /// Caught up with the leader, so it may take the lead from a lower id.
@@ -477,7 +498,7 @@ impl Election {
     }
 
     fn handle_election(&mut self, now: Instant, from: NodeId, out: &mut Vec<Action>) {
-        if from > self.cfg.id || !self.votes() {
+        if from > self.cfg.id || !self.may_run(now) {
             // A higher node runs; bully order says it wins over us anyway.
             return;
         }
@@ -556,7 +577,7 @@ impl Election {
 
     /// Bully: the highest live node declares, lower ones ask the higher.
     fn start_election(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.live_claim(now) || !self.votes() {
+        if self.live_claim(now) || !self.may_run(now) {
             self.role = Role::Follower;
             self.arm(now, Wait::Leader);
         } else if !self.majority_alive(now) {
@@ -1002,6 +1023,48 @@ mod tests {
         // ... and does once it has.
         b.input(Input::CaughtUp);
         b.until_role(Role::Leader, b.elapsed() + ms(5000));
+    }
+
+    #[test]
+    fn a_member_taken_back_in_neither_runs_nor_answers_before_it_caught_up_again() {
+        // Node 4 of four was taken out while node 3 led, and taken back in.
+        let mut b = Bench::new(4, 4);
+        let now = b.now;
+        b.e.set_members(now, [1, 2, 3].map(NodeId).into());
+        b.chat(3, leading(2, 3));
+        b.chat(1, following(2, Some(3)));
+        b.chat(2, following(2, Some(3)));
+        b.advance(ms(500));
+        let now = b.now;
+        b.e.set_members(now, [1, 2, 3, 4].map(NodeId).into());
+        // Node 3 dies before node 4 compared its index with it: node 4, the
+        // highest, does not run, and does not answer node 2's election, so
+        // node 2 may lead.
+        b.hush(3);
+        let acts = b.advance(ms(3000));
+        let runs = |a: &Action| matches!(a, Action::Broadcast(Gossip::Election { .. } | Gossip::Coordinator { .. }));
+        assert!(!acts.iter().any(runs), "ran before catching up: {:?}", notable(&acts));
+        assert_eq!(b.e.role(), Role::Follower);
+        let answered = b.input(from(2, Gossip::Election { term: Term(2) }));
+        assert!(!answered.iter().any(|a| matches!(a, Action::Broadcast(Gossip::Answer { .. }))), "{answered:?}");
+        // Once caught up (from node 2, say), it runs again.
+        b.input(Input::CaughtUp);
+        b.until_role(Role::Leader, ms(6000));
+    }
+
+    #[test]
+    fn a_member_owing_a_compare_runs_after_a_while_if_no_one_else_leads() {
+        let mut b = Bench::new(4, 4);
+        let now = b.now;
+        b.e.set_members(now, [1, 2, 3].map(NodeId).into());
+        let now = b.now;
+        b.e.set_members(now, [1, 2, 3, 4].map(NodeId).into());
+        // Nodes 1 and 2 are alive but lead nobody (they owe a compare too, say).
+        b.chat(1, following(0, None));
+        b.chat(2, following(0, None));
+        b.advance(COMPARE_WAIT - ms(500));
+        assert_eq!(b.e.role(), Role::Follower, "ran before {COMPARE_WAIT:?}");
+        b.until_role(Role::Leader, COMPARE_WAIT + ms(3000));
     }
 
     #[test]
