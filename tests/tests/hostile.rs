@@ -1839,6 +1839,9 @@ fn an_upload_of_many_refuses_what_it_must_and_answers_each_file_on_its_own() {
         assert_error(res, Invalid, needle, what);
         assert_unchanged(&c, &rt, &leader, &before, what);
     }
+    let res = rt.block_on(call(&c.node_addr(1), &k, Request::UploadMany(vec![new(0, "a", 1)])));
+    assert_error(res, ErrorCode::NotLeader, "", "an upload of many to a follower");
+    assert_unchanged(&c, &rt, &leader, &before, "an upload of many to a follower");
 
     // Each file gets its own answer: the good ones are stored.
     let specs = vec![

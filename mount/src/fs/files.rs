@@ -689,7 +689,7 @@ impl Core {
                     }
                 }
                 Err(e) => {
-                    self.many.pause(&e);
+                    self.many.failed(&e);
                     alone.extend(sending);
                 }
             }

@@ -654,9 +654,9 @@ pub fn is_small(rec: &Record) -> bool {
     rec.spec.size.is_some_and(|s| s <= scs_common::inode::INLINE_MAX) && !matches!(rec.spec.target, Target::Path(_))
 }
 
-/// Whether small records go up together: not for a while after an
-/// exchange of many failed as a whole (a leader of an earlier release, a
-/// cluster that takes small files one at a time, or no leader at all).
+/// Whether small records go up together: not for a while after the
+/// leader refused an exchange of many as such (a leader of an earlier
+/// release, or a cluster that takes small files one at a time).
 #[derive(Default)]
 pub struct Batching {
     off_until: Mutex<Option<Instant>>,
@@ -670,10 +670,14 @@ impl Batching {
         lock(&self.off_until).is_none_or(|until| Instant::now() >= until)
     }
 
-    /// An exchange of many failed with `e`: one at a time for a while.
-    pub fn pause(&self, e: &scs_common::Error) {
-        log::info!("small files go up one at a time for {}s ({e})", BATCHING_PAUSE.as_secs());
-        *lock(&self.off_until) = Some(Instant::now() + BATCHING_PAUSE);
+    /// An exchange of many failed with `e`: if the leader refused it as
+    /// such, small files go one at a time for a while. (After any other
+    /// failure, a failover say, the next exchange is tried as usual.)
+    pub fn failed(&self, e: &scs_common::Error) {
+        if matches!(e, scs_common::Error::Protocol(_) | scs_common::Error::Invalid(_)) {
+            log::info!("small files go up one at a time for {}s ({e})", BATCHING_PAUSE.as_secs());
+            *lock(&self.off_until) = Some(Instant::now() + BATCHING_PAUSE);
+        }
     }
 }
 
@@ -1269,6 +1273,19 @@ mod tests {
         let rec = j.write(&legacy, &content(dir.path(), b"1"), 1).unwrap();
         q.push_unbounded(Job::<()>::new(rec, None, 0));
         assert!(q.holds(Scope::File(Ino(5))) && q.holds(Scope::In(Ino(9))));
+    }
+
+    #[test]
+    fn small_files_go_one_at_a_time_for_a_while_only_after_the_leader_refused_many() {
+        let b = Batching::default();
+        b.failed(&scs_common::Error::Unavailable("no leader reachable".into()));
+        b.failed(&scs_common::Error::NotLeader(None));
+        assert!(b.allowed(), "a failover says nothing of what the leader takes");
+        b.failed(&scs_common::Error::Protocol("unknown request".into()));
+        assert!(!b.allowed(), "a leader of the release before");
+        let b = Batching::default();
+        b.failed(&scs_common::Error::Invalid("small files go one at a time here".into()));
+        assert!(!b.allowed(), "a cluster whose nodes count max_files");
     }
 
     #[test]

@@ -487,10 +487,12 @@ pub async fn receive_many(node: &Arc<Node>, conn: &mut Connection, specs: Vec<Up
     if let Err(e) = check_many(&specs) {
         return Many::Failed(e);
     }
+    // Not leading (or no quorum): refused as a whole, before any byte.
+    if let Err(e) = node.writable() {
+        return Many::Failed(e);
+    }
     if !inline_allowed(node) {
-        return Many::Failed(Error::Unavailable(
-            "small files go one at a time here (a member counts max_files)".into(),
-        ));
+        return Many::Failed(Error::Invalid("small files go one at a time here (a member counts max_files)".into()));
     }
     let sizes: Vec<u64> = specs.iter().map(|s| s.size.unwrap_or(0)).collect();
     let mut prepared = Vec::with_capacity(specs.len());
