@@ -689,11 +689,15 @@ fn with_write_back_files_closed_in_a_moved_directory_are_on_the_cluster_when_the
 
 #[test]
 fn with_write_back_small_files_closed_together_go_up_several_in_one_exchange() {
-    let m = Mount::new(true);
+    // Closed while the uploaders wait, so that however slow this machine
+    // is, they find the files waiting together.
+    let m = Mount::idle(Fake::new(), true, tempfile::tempdir().unwrap());
     let d = m.mkdir(ROOT, "many");
     for i in 0..40 {
         m.write_file(d.ino.0, &format!("f{i}"), format!("content {i}").as_bytes());
     }
+    std::thread::sleep(Duration::from_millis(25));
+    m.core.start_uploaders(Vec::new()).unwrap();
     eventually("the 40 files to go up", || (0..40).all(|i| m.fake.at(&format!("many/f{i}")).is_some()));
     assert!(m.fake.exchanges_of_many() > 0, "40 files closed at once went up one at a time");
     for i in 0..40 {
