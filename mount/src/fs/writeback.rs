@@ -718,6 +718,11 @@ impl<T> Default for QState<T> {
 }
 
 impl<T> QState<T> {
+    /// Whether a record of the file `key` is going up.
+    fn is_going(&self, key: &FileKey) -> bool {
+        self.going.iter().any(|t| FileKey::of(t) == *key)
+    }
+
     /// A close waits for room ([`Queue::push`]).
     fn is_full(&self) -> bool {
         self.waiting.len() >= MAX_WAITING || self.bytes >= MAX_WAITING_BYTES
@@ -819,7 +824,7 @@ impl<T> Queue<T> {
             let mut pos = None;
             for (i, j) in st.waiting.iter().enumerate() {
                 let key = FileKey::of(&j.rec.spec.target);
-                if st.going.iter().any(|t| FileKey::of(t) == key) {
+                if st.is_going(&key) {
                     continue;
                 }
                 let ready = j.since + COALESCE;
@@ -860,7 +865,7 @@ impl<T> Queue<T> {
         while i < st.waiting.len() && taken.len() < max {
             let j = &st.waiting[i];
             let key = FileKey::of(&j.rec.spec.target);
-            let free = !st.going.iter().any(|t| FileKey::of(t) == key);
+            let free = !st.is_going(&key);
             if free && (j.hurry || j.since + COMPANION_WAIT <= now) && fits(&j.rec) {
                 if let Some(job) = st.waiting.remove(i) {
                     st.bytes -= job.rec.spec.size.unwrap_or(0);
@@ -924,7 +929,7 @@ impl<T> Queue<T> {
     pub fn amend(&self, ino: Ino, rewrite: impl FnOnce(&Record) -> std::io::Result<Record>) -> Amend {
         let key = FileKey::Ino(ino);
         let mut st = lock(&self.state);
-        if st.going.iter().any(|t| FileKey::of(t) == key) {
+        if st.is_going(&key) {
             return Amend::Going;
         }
         let Some(job) = st.waiting.iter_mut().find(|j| FileKey::of(&j.rec.spec.target) == key) else {
