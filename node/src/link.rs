@@ -10,6 +10,8 @@ use scs_common::config::NodeConfig;
 use scs_common::proto::rpc::Moving;
 use scs_common::{Members, NodeId, Term};
 
+use crate::metrics::ClientWork;
+
 /// Requests from the rest of the node to the election driver.
 #[derive(Debug)]
 pub enum Control {
@@ -33,6 +35,8 @@ pub struct Health {
     /// As leader: copies still to make elsewhere of files on draining
     /// members, and when that was last counted.
     pub moving: std::sync::Mutex<(Moving, Option<Instant>)>,
+    /// Clients' requests here: the rebalancer slows down while they work.
+    pub clients: ClientWork,
 }
 
 impl Health {

@@ -7,9 +7,11 @@
 //! The histograms are process-wide (one node per process) and lock-free:
 //! recording one costs a few atomic adds. This module depends on nothing
 //! of the node's, so the store and the leader can record into it.
+//! [`ClientWork`] tells the background work whether clients are waiting.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use scs_common::http::{gauge, resident_bytes};
@@ -71,9 +73,11 @@ impl Default for Histogram {
 }
 
 /// The request kinds counted apart (the names of
-/// [`crate::net::handler::request_name`]); anything else counts as "other".
-const REQUEST_KINDS: [&str; 32] = [
+/// [`crate::net::handler::request_name`]); anything else counts as "other",
+/// the last.
+const REQUEST_KINDS: [&str; 40] = [
     "upload",
+    "upload-many",
     "download",
     "read",
     "read-blob",
@@ -89,7 +93,13 @@ const REQUEST_KINDS: [&str; 32] = [
     "setxattr",
     "removexattr",
     "reserve-inodes",
+    "trash-list",
+    "trash-restore",
+    "trash-purge",
+    "versions",
+    "restore-version",
     "status",
+    "change-members",
     "report-corrupt",
     "digests",
     "bucket-versions",
@@ -98,6 +108,7 @@ const REQUEST_KINDS: [&str; 32] = [
     "purge",
     "replicate",
     "apply",
+    "holds",
     "pull",
     "lock",
     "unlock",
@@ -178,6 +189,62 @@ impl Metrics {
     }
 }
 
+/// Clients' requests in progress on this node, and when the last one
+/// ended: while clients are at work, background work that competes with
+/// them for the disks (the rebalancer) slows down.
+#[derive(Debug, Default)]
+pub struct ClientWork {
+    in_flight: AtomicU64,
+    /// When the last request ended, in milliseconds since [`epoch`], plus one
+    /// (0: none yet).
+    last_end_ms: AtomicU64,
+}
+
+/// How long after a client's request clients still count as at work: the
+/// pause between one request and the next of a client doing many.
+pub const CLIENT_QUIET: Duration = Duration::from_millis(250);
+
+/// The zero of [`ClientWork`]'s clock.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// A client's request in progress; counted until dropped.
+pub struct ClientRequest<'a>(&'a ClientWork);
+
+impl Drop for ClientRequest<'_> {
+    fn drop(&mut self) {
+        let ms = epoch().elapsed().as_millis() as u64 + 1;
+        self.0.last_end_ms.fetch_max(ms, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ClientWork {
+    /// Counts a client's request from now until the guard is dropped.
+    pub fn begin(&self) -> ClientRequest<'_> {
+        epoch();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        ClientRequest(self)
+    }
+
+    /// Whether a client's request is in progress, or one ended within
+    /// [`CLIENT_QUIET`] of `now`.
+    pub fn busy(&self, now: Instant) -> bool {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        match self.last_end_ms.load(Ordering::Relaxed) {
+            0 => false,
+            ms => {
+                let ended = epoch() + Duration::from_millis(ms - 1);
+                now.saturating_duration_since(ended) < CLIENT_QUIET
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,8 +272,24 @@ mod tests {
     }
 
     #[test]
+    fn clients_are_at_work_while_a_request_is_in_progress_and_shortly_after() {
+        let work = ClientWork::default();
+        let start = Instant::now();
+        assert!(!work.busy(start), "no request yet");
+        let one = work.begin();
+        let two = work.begin();
+        drop(one);
+        assert!(work.busy(start + Duration::from_secs(3600)), "a request still in progress");
+        drop(two);
+        let ended = Instant::now();
+        assert!(work.busy(ended), "just ended");
+        assert!(work.busy(ended + CLIENT_QUIET / 2));
+        assert!(!work.busy(ended + CLIENT_QUIET + Duration::from_millis(2)), "quiet since");
+    }
+
+    #[test]
     fn every_request_kind_has_a_histogram_of_its_own() {
-        assert_eq!(METRICS.request("apply") as *const _, &METRICS.requests[24] as *const _);
-        assert_eq!(METRICS.request("no such kind") as *const _, &METRICS.requests[31] as *const _);
+        assert_eq!(METRICS.request("apply") as *const _, &METRICS.requests[31] as *const _);
+        assert_eq!(METRICS.request("no such kind") as *const _, &METRICS.requests[39] as *const _);
     }
 }

@@ -1,6 +1,8 @@
 //! Moving copies to emptier members (after `scs node add`, a new member
 //! holds nothing): the leader's rebalancer, paced at
-//! `rebalance_bytes_per_sec`.
+//! `rebalance_bytes_per_sec`, and at a quarter of it while clients are at
+//! work (a client's request in progress on the leader, or one within
+//! [`crate::metrics::CLIENT_QUIET`]).
 //!
 //! A copy moves in two commits, so that no file ever has fewer than its
 //! target of copies: first the emptiest member is added to the file's
@@ -31,6 +33,19 @@ pub const BALANCED: u32 = 100;
 const CLOSE: u32 = BALANCED / 2;
 /// Files moved or trimmed per round at most.
 const PER_ROUND: usize = 256;
+/// While clients are at work, copies move at this fraction of
+/// `rebalance_bytes_per_sec`: clients come first, and the members still
+/// even out under a steady load.
+const BUSY_SHARE: u64 = 4;
+
+/// How long moving a copy of `size` bytes takes of the rebalancer's time:
+/// its size at `rate` bytes a second, or at a [`BUSY_SHARE`] of it while
+/// clients are `busy`. A copy counts as at least 4 KiB (what a file costs
+/// the disks beyond its bytes).
+fn pace(size: u64, rate: u64, busy: bool) -> Duration {
+    let rate = if busy { rate / BUSY_SHARE } else { rate }.max(1);
+    Duration::from_secs_f64(size.max(4096) as f64 / rate as f64)
+}
 
 /// What a member holds and has room for, as the rebalancer counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,30 +174,31 @@ pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, interval: Duratio
     if in_flight > 0 || fetching {
         return Ok(left);
     }
-    let budget = rate.saturating_mul(interval.as_secs().max(1));
+    // When the next copy may be handed out, counted from the round's
+    // start: each copy moves it on (see `pace`). The emptiest member is
+    // handed copies to fetch at that pace, not the round's share at once,
+    // which it would fetch at full speed while clients wait on the same
+    // disks. A round ends at `interval` (one big file may end it).
+    let mut due = Duration::ZERO;
     let mut spent = 0u64;
     let mut moved = 0;
     let started = Instant::now();
     for i in plan {
-        let entry = &movable[i];
-        if spent >= budget {
+        if due >= interval {
             break;
         }
+        let entry = &movable[i];
         let mut holders = entry.holders.clone();
         holders.push(to);
         holders.sort();
         if give_holders(node, state, entry, holders).await? {
-            spent += entry.size.max(4096);
+            spent += entry.size;
             moved += 1;
+            due += pace(entry.size, rate, node.health().clients.busy(Instant::now()));
         }
-        // Paced over the round: the emptiest member is handed copies to
-        // fetch at `rate`, not the round's budget at once, which it would
-        // fetch at full speed while clients wait on the same disks. Never
-        // more than the round's length (one big file ends the round).
-        let due = Duration::from_secs_f64(spent as f64 / rate as f64).min(interval);
         tokio::select! {
             _ = node.shutdown().cancelled() => break,
-            _ = tokio::time::sleep(due.saturating_sub(started.elapsed())) => {}
+            _ = tokio::time::sleep(due.min(interval).saturating_sub(started.elapsed())) => {}
         }
     }
     if moved > 0 {
@@ -250,6 +266,15 @@ mod tests {
         let mut i = Inode::new(Ino(7), scs_common::Kind::File, 0o644, 0, 0, 0);
         i.size = size;
         i
+    }
+
+    #[test]
+    fn copies_move_at_the_rate_and_slower_while_clients_are_at_work() {
+        let mib = 1 << 20;
+        assert_eq!(pace(32 * mib, 32 * mib, false), Duration::from_secs(1));
+        assert_eq!(pace(32 * mib, 32 * mib, true), Duration::from_secs(BUSY_SHARE));
+        assert_eq!(pace(0, 4096, false), Duration::from_secs(1), "a file costs at least 4 KiB");
+        assert!(pace(mib, 1, true) > Duration::from_secs(1000), "a rate under the share still paces");
     }
 
     #[test]

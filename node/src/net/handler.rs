@@ -70,7 +70,11 @@ pub async fn serve(node: Arc<Node>, mut conn: Connection, peer: Peer, rate: Opti
         let kind = request_name(&req);
         log::debug!("node {me}: {kind} from {peer:?}");
         let started = Instant::now();
+        // A monitor asking for the status is not a client at work.
+        let at_work = peer == Peer::Client && !matches!(kind, "status" | "keep-alive");
+        let work = at_work.then(|| node.health().clients.begin());
         let res = handle(&node, &mut conn, peer, req).await;
+        drop(work);
         METRICS.request(kind).since(started);
         let failure = match res {
             Ok(()) => continue,
