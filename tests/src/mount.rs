@@ -1,6 +1,6 @@
 //! [`Mount`]: a real `scs-mount` of a test [`Cluster`] on a fresh temp
-//! directory. Dropping it (also on a panic) runs `fusermount3 -u -z` on the
-//! mountpoint and kills the mount process by pid, so a failing test never
+//! directory. Dropping it (also on a panic) runs `fusermount3 -u -z` (or
+//! `umount -l`) on the mountpoint and kills the mount process by pid, so a failing test never
 //! leaves a mount or a process behind.
 
 use std::ffi::OsString;
@@ -188,13 +188,16 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if is_mounted(&self.mountpoint) {
-            let _ = Command::new("fusermount3")
-                .args(["-u", "-z"])
-                .arg(&self.mountpoint)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        // fusermount3, or (as root, without fuse3 installed) umount.
+        for (cmd, lazy) in [("fusermount3", "-uz"), ("umount", "-l")] {
+            if is_mounted(&self.mountpoint) {
+                let _ = Command::new(cmd)
+                    .arg(lazy)
+                    .arg(&self.mountpoint)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
         match self.child.take() {
             Some(mut child) => {

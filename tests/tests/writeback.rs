@@ -208,3 +208,48 @@ fn files_written_back_while_the_cluster_is_frozen_survive_a_killed_mount() {
     let _third = Mount::start_with(&c, opts);
     c.assert_content("docs/x", b"third, from elsewhere");
 }
+
+/// Files closed quickly go up several to an exchange (`UploadMany`); the
+/// leader is killed while they do. Every file reaches the cluster once,
+/// under its name, with its content, through the new leader; none is
+/// reported as refused; and the old leader, back, has them too.
+#[test]
+fn files_written_back_in_batches_all_land_through_a_failover_of_the_leader() {
+    const FILES: usize = 400;
+    let mut c = Cluster::start(3);
+    let m = Mount::start_with(&c, write_back(None, None));
+    fs::create_dir(m.join("fo")).unwrap();
+    let leader = c.status().leader.expect("a leader");
+    for i in 0..FILES {
+        fs::write(m.join(format!("fo/f{i}")), content(i)).unwrap();
+        if i == FILES / 3 {
+            c.kill(leader);
+        }
+    }
+    // Each close returned at once; here they are all, as written.
+    assert_eq!(fs::read_dir(m.join("fo")).unwrap().count(), FILES);
+    c.wait_for("a new leader", UP_WITHIN, |s| s.quorum && s.leader.is_some_and(|l| l != leader));
+    eventually("every file to reach the cluster", UP_WITHIN * 3, || c.ls_names("fo").len() >= FILES);
+    let mut names = c.ls_names("fo");
+    names.sort();
+    let mut want: Vec<String> = (0..FILES).map(|i| format!("fo/f{i}")).collect();
+    want.sort();
+    assert_eq!(names, want, "each file once, under its own name");
+    eventually("the journal to empty", UP_WITHIN, || pending_records(m.cache_root()) == 0);
+    // No close was told its file was refused: fsync after the fact is clean.
+    for i in (0..FILES).step_by(37) {
+        let f = fs::OpenOptions::new().write(true).open(m.join(format!("fo/f{i}"))).unwrap();
+        f.sync_all().unwrap_or_else(|e| panic!("fsync of fo/f{i}: {e}"));
+    }
+    // Every content, as another mount reads it.
+    let plain = Mount::start(&c);
+    for i in 0..FILES {
+        assert_eq!(fs::read(plain.join(format!("fo/f{i}"))).unwrap(), content(i), "fo/f{i}");
+    }
+    // The old leader comes back and catches up on what went up without it.
+    c.restart(leader);
+    c.wait_for("the old leader to hold every file again", UP_WITHIN * 3, |s| {
+        s.quorum && s.nodes.iter().find(|n| n.id == leader).is_some_and(|n| n.alive && n.files >= FILES as u64)
+    });
+    c.assert_no_node_died();
+}
