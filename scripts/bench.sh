@@ -166,12 +166,24 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     # inodes for a while after many were freed, which would be charged to
     # this run).
     sync; sleep 30
+    # A big file through --write-back streams as without it: the same dd
+    # through a write-back and a default mount in turn, twice, the better
+    # of each (how fast this disk takes a big write depends on what it
+    # wrote before, more than on the mode), the file purged in between.
+    wbw=0; dfw=0
+    better() { echo "$1 $2" | awk '{print ($1 > $2) ? $1 : $2}'; }
+    for round in 1 2; do
+        for args in --write-back ""; do
+            mount_at $args
+            t0=$(now); dd if="$local_dir/w.bin" of="$mnt/wb.bin" bs=1M conv=fsync status=none; t1=$(now)
+            r=$(rate "$MOUNT_MB" "$t0" "$t1")
+            if [ -n "$args" ]; then wbw=$(better "$wbw" "$r"); else dfw=$(better "$dfw" "$r"); fi
+            rm -f "$mnt/wb.bin"
+            unmount
+            scs trash purge --all > /dev/null
+        done
+    done
     mount_at --write-back
-    # A big file through --write-back streams as without it: the same dd,
-    # against the default mount's above.
-    t0=$(now); dd if="$local_dir/w.bin" of="$mnt/wb.bin" bs=1M conv=fsync status=none; t1=$(now)
-    wbw=$(rate "$MOUNT_MB" "$t0" "$t1")
-    rm -f "$mnt/wb.bin"
     mkdir -p "$mnt/s"
     t0=$(now); for i in $(seq 1 "$MOUNT_FILES"); do printf '%s' "$small4k" > "$mnt/s/f$i"; done; t1=$(now)
     n=0
@@ -319,7 +331,7 @@ Created through a default mount (4 KiB each, each closed, so stored on a majorit
 | node 1's index / journal | ${scale_index} MiB / ${scale_journal} MiB | | | |
 "
     mount_rows="| mount: ${MOUNT_MB} MiB dd conv=fsync write | ${mw} MB/s | local ${lw} MB/s | $(ratio "$mw" "$lw") | ≥ 0.25 |
-| mount --write-back: ${MOUNT_MB} MiB dd conv=fsync write | ${wbw} MB/s | default mount ${mw} MB/s | $(ratio "$wbw" "$mw") | ≥ 1 |
+| mount --write-back: ${MOUNT_MB} MiB dd conv=fsync write (the better of two, in turn with a default mount) | ${wbw} MB/s | default mount ${dfw} MB/s | $(ratio "$wbw" "$dfw") | ≥ 1 |
 | mount: ${MOUNT_MB} MiB cold read | ${mr} MB/s | local ${lr} MB/s | $(ratio "$mr" "$lr") | ≥ 0.5 |
 | mount: create ${MOUNT_FILES} × 4 KiB, each closed (so stored) before the next | ${mc} s ($(fps "$mc") files/s) | local ${lc} s | | ≥ 1500 files/s |
 | mount: ls -l of them | ${ml} s | local ${ll} s | | |
