@@ -26,8 +26,10 @@ pub struct BlobWriter {
     written: u64,
     /// `None` when the size is not known in advance.
     expected_size: Option<u64>,
-    /// Bytes handed to the disk so far (see [`WRITE_BEHIND`]).
+    /// Bytes handed to the disk so far (see [`WRITE_BEHIND`])...
     handed: u64,
+    /// ... and how many of them were waited for.
+    waited: u64,
 }
 
 /// How many bytes of a blob are written between hand-offs to the disk.
@@ -54,7 +56,16 @@ impl BlobWriter {
     /// Starts a blob of `expected_size` bytes (when known) that will land at `dest`.
     pub(crate) fn create(tmp: PathBuf, dest: PathBuf, expected_size: Option<u64>) -> Result<BlobWriter> {
         let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        Ok(BlobWriter { file: Some(file), tmp, dest, hasher: Sha256::new(), written: 0, expected_size, handed: 0 })
+        Ok(BlobWriter {
+            file: Some(file),
+            tmp,
+            dest,
+            hasher: Sha256::new(),
+            written: 0,
+            expected_size,
+            handed: 0,
+            waited: 0,
+        })
     }
 
     /// Appends bytes, hashing them.
@@ -70,12 +81,12 @@ impl BlobWriter {
         self.hasher.update(data);
         self.written += data.len() as u64;
         if self.written - self.handed >= WRITE_BEHIND {
-            // The stretch before the one just written was handed over last
-            // time: wait for it, then hand over this one.
-            // (A length of 0 would mean "to the end of the file".)
-            if self.handed > 0 {
-                let before = self.handed.saturating_sub(WRITE_BEHIND);
-                write_behind(file, before, self.handed - before, true);
+            // The stretch handed over last time: wait for it, then hand
+            // over this one. (A length of 0 would mean "to the end of the
+            // file".)
+            if self.handed > self.waited {
+                write_behind(file, self.waited, self.handed - self.waited, true);
+                self.waited = self.handed;
             }
             write_behind(file, self.handed, self.written - self.handed, false);
             self.handed = self.written;
@@ -197,8 +208,8 @@ mod tests {
         for piece in content.chunks(1_000_003) {
             w.write(piece).unwrap();
         }
-        // Handed over after pieces 9 and 18 (the second waits for the first).
-        assert_eq!(w.handed, 18 * 1_000_003);
+        // Handed over after pieces 9 and 18; the second waited for the first.
+        assert_eq!((w.handed, w.waited), (18 * 1_000_003, 9 * 1_000_003));
         let want = ContentHash(Sha256::digest(&content).into());
         assert_eq!(w.finish(Some(want)).unwrap(), want);
         assert_eq!(fs::read(&dest).unwrap(), content);
