@@ -11,7 +11,6 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use scs_common::http::{gauge, resident_bytes};
@@ -192,30 +191,32 @@ impl Metrics {
 /// Clients' requests in progress on this node, and when the last one
 /// ended: while clients are at work, background work that competes with
 /// them for the disks (the rebalancer) slows down.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClientWork {
+    /// The zero of `last_end_ms`.
+    since: Instant,
     in_flight: AtomicU64,
-    /// When the last request ended, in milliseconds since [`epoch`], plus one
+    /// When the last request ended, in milliseconds since `since`, plus one
     /// (0: none yet).
     last_end_ms: AtomicU64,
+}
+
+impl Default for ClientWork {
+    fn default() -> ClientWork {
+        ClientWork { since: Instant::now(), in_flight: AtomicU64::new(0), last_end_ms: AtomicU64::new(0) }
+    }
 }
 
 /// How long after a client's request clients still count as at work: the
 /// pause between one request and the next of a client doing many.
 pub const CLIENT_QUIET: Duration = Duration::from_millis(250);
 
-/// The zero of [`ClientWork`]'s clock.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
 /// A client's request in progress; counted until dropped.
 pub struct ClientRequest<'a>(&'a ClientWork);
 
 impl Drop for ClientRequest<'_> {
     fn drop(&mut self) {
-        let ms = epoch().elapsed().as_millis() as u64 + 1;
+        let ms = self.0.since.elapsed().as_millis() as u64 + 1;
         self.0.last_end_ms.fetch_max(ms, Ordering::Relaxed);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -224,7 +225,6 @@ impl Drop for ClientRequest<'_> {
 impl ClientWork {
     /// Counts a client's request from now until the guard is dropped.
     pub fn begin(&self) -> ClientRequest<'_> {
-        epoch();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         ClientRequest(self)
     }
@@ -238,7 +238,7 @@ impl ClientWork {
         match self.last_end_ms.load(Ordering::Relaxed) {
             0 => false,
             ms => {
-                let ended = epoch() + Duration::from_millis(ms - 1);
+                let ended = self.since + Duration::from_millis(ms - 1);
                 now.saturating_duration_since(ended) < CLIENT_QUIET
             }
         }

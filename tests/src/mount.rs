@@ -1,7 +1,7 @@
 //! [`Mount`]: a real `scs-mount` of a test [`Cluster`] on a fresh temp
 //! directory. Dropping it (also on a panic) runs `fusermount3 -u -z` (or
-//! `umount -l`) on the mountpoint and kills the mount process by pid, so a failing test never
-//! leaves a mount or a process behind.
+//! `umount -l`) on the mountpoint and kills the mount process by pid, so a
+//! failing test never leaves a mount or a process behind.
 
 use std::ffi::OsString;
 use std::fs::File;
