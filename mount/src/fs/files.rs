@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fuser::{Errno, FileAttr};
@@ -125,7 +125,7 @@ impl Core {
         let ino = s.ino;
         lock(&self.meta).touch_dir(parent, now);
         let append = flags & libc::O_APPEND != 0;
-        let of = OpenFile { ino, staged: Some(s.clone()), append, opened: None, item: Mutex::new(None) };
+        let of = OpenFile::new(ino, Some(s.clone()), append, None);
         let fh = lock(&self.handles).add_file(of);
         lock(&self.inodes).looked_up(ino);
         Ok((self.attr(&s.meta()), fh))
@@ -246,7 +246,7 @@ impl Core {
                     Some(i)
                 }
             };
-            let of = OpenFile { ino, staged: None, append, opened, item: Mutex::new(None) };
+            let of = OpenFile::new(ino, None, append, opened);
             return Ok(lock(&self.handles).add_file(of));
         }
         // What is in the trash is kept as it was removed.
@@ -254,7 +254,7 @@ impl Core {
             return Err(Errno::EROFS);
         }
         let staged = self.open_writer(ino, flags & libc::O_TRUNC != 0)?;
-        let of = OpenFile { ino, staged: Some(staged), append, opened: None, item: Mutex::new(None) };
+        let of = OpenFile::new(ino, Some(staged), append, None);
         Ok(lock(&self.handles).add_file(of))
     }
 
@@ -379,6 +379,7 @@ impl Core {
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
         let s = of.staged.clone().ok_or(Errno::EBADF)?;
+        of.wrote.store(true, Ordering::Relaxed);
         self.fill(&s)?;
         let target = self.target_of(&s);
         s.write(self.cluster.as_ref(), target.as_ref(), (!of.append).then_some(offset), data)
@@ -403,6 +404,7 @@ impl Core {
         }
         let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
         let s = of.staged.clone().ok_or(Errno::EBADF)?;
+        of.wrote.store(true, Ordering::Relaxed);
         let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
         self.fill(&s)?;
         if end > s.size() {
@@ -417,13 +419,17 @@ impl Core {
     /// in the journal here, on the disk at the release, and on the cluster
     /// soon). Without write-back, not if `pid` still has the file open for
     /// writing, as after the first of a shell redirection's two closes: its
-    /// last close stores the file (see [`super::caller`]). With write-back
-    /// the journal record costs less than looking, and a record replaced
-    /// within its wait never goes up.
+    /// last close stores the file (see [`super::caller`]). That first close
+    /// comes before anything is written through the handle, so only then
+    /// is `/proc` looked at: a close after writing (nearly every close)
+    /// stores at once, without the look's thread hand-off and reads. With
+    /// write-back the journal record costs less than looking, and a record
+    /// replaced within its wait never goes up.
     pub fn flush(&self, fh: u64, pid: u32) -> Result<(), Errno> {
         let of = lock(&self.handles).file(fh).ok_or(Errno::EBADF)?;
         let Some(s) = &of.staged else { return Ok(()) };
-        if !self.write_back && self.caller.holds_open_for_writing(pid, of.ino.0) {
+        let unwritten = !of.wrote.load(Ordering::Relaxed);
+        if !self.write_back && unwritten && self.caller.holds_open_for_writing(pid, of.ino.0) {
             return Ok(());
         }
         self.sync_staged(s)

@@ -3,6 +3,7 @@
 //! what the copies do is [`super::staged`]'s business.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use scs_common::{Ino, Inode, Kind};
@@ -22,6 +23,14 @@ pub struct OpenFile {
     pub opened: Option<Inode>,
     /// The cache item of the content read, once read.
     pub item: Mutex<Option<Arc<Item>>>,
+    /// Something was written through this handle (see `Core::flush`).
+    pub wrote: AtomicBool,
+}
+
+impl OpenFile {
+    pub fn new(ino: Ino, staged: Option<Arc<Staged>>, append: bool, opened: Option<Inode>) -> OpenFile {
+        OpenFile { ino, staged, append, opened, item: Mutex::new(None), wrote: AtomicBool::new(false) }
+    }
 }
 
 /// One entry of an open directory listing.
