@@ -171,6 +171,15 @@ impl DurableTx<'_> {
 /// The journal generation the index expects (see [`DurableTx::commit`]).
 const JOURNAL_GENERATION: &str = "journal-generation";
 
+/// Whether the inline content `old` has in the index is `new`'s too: the
+/// same content version, size and hash (a content version names one set
+/// of bytes), so its chunks can stay as they are.
+fn same_inline_content(old: Option<&Inode>, new: &Inode) -> bool {
+    old.is_some_and(|o| {
+        o.is_inline() && new.is_inline() && (o.content, o.size, o.hash) == (new.content, new.size, new.hash)
+    })
+}
+
 fn journal_generation(db: &Database) -> Result<u64> {
     let tx = db.begin_read().map_err(db_err)?;
     let meta = match tx.open_table(META) {
@@ -1131,13 +1140,19 @@ impl Store {
             out.applied += 1;
             match r {
                 Record::Inode(i) => {
-                    self.keep_inline(
-                        &mut inline,
-                        &mut data,
-                        &key,
-                        Some(i).filter(|i| i.is_inline()).map(|i| (i, content)),
-                    )?;
                     let old_inode = old.as_ref().and_then(Record::as_inode);
+                    // A change that keeps the content (chmod, times, a
+                    // rename, a link) leaves its bytes where they are:
+                    // rewriting them cost every such change of a small file
+                    // a page or two of the index.
+                    if !same_inline_content(old_inode, i) {
+                        self.keep_inline(
+                            &mut inline,
+                            &mut data,
+                            &key,
+                            Some(i).filter(|i| i.is_inline()).map(|i| (i, content)),
+                        )?;
+                    }
                     trash.keep(old_inode, i).map_err(|e| self.db_err(e))?;
                     let placed = self.place_content(i, old_inode, written, &sources, &mut held, &mut wanted)?;
                     files.released.extend(placed.released);

@@ -857,6 +857,37 @@ fn stored_len(s: &Store, key: &Key) -> usize {
 }
 
 #[test]
+fn a_change_that_keeps_the_content_keeps_its_inline_bytes_and_new_bytes_of_the_same_size_replace_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inline_of = |s: &Store| s.inode(Ino(8)).unwrap().unwrap().inline;
+    let rows = 6000usize.div_ceil(index::INLINE_CHUNK) as u64;
+    let f = inline_file(8, v(1, 2), &[7u8; 6000]);
+    {
+        let s = open(tmp.path());
+        s.apply(&[r(&f), entry(1, "f", &f, v(1, 3))], &[]).unwrap();
+        // A chmod: a newer record, the same content.
+        let chmod = Inode { version: v(1, 4), mode: 0o600, ..f.clone() };
+        s.apply(&[r(&chmod)], &[]).unwrap();
+        assert_eq!(inline_of(&s), f.inline);
+        assert_eq!(s.inode(Ino(8)).unwrap().unwrap().mode, 0o600);
+        assert_eq!(inline_rows(&s), rows, "6000 bytes in chunks of {}", index::INLINE_CHUNK);
+        // New bytes of the same length (a new content version) replace them.
+        let other = Inode { mode: 0o600, ..inline_file(8, v(1, 5), &[9u8; 6000]) };
+        s.apply(&[r(&other)], &[]).unwrap();
+        assert_eq!(inline_of(&s), other.inline);
+        let chmod = Inode { version: v(1, 6), mode: 0o644, ..other.clone() };
+        s.apply(&[r(&chmod)], &[]).unwrap();
+        assert_eq!(inline_of(&s), other.inline);
+        assert_eq!(inline_rows(&s), rows);
+    }
+    // As the journal's replay finds them at the next start.
+    let s = open(tmp.path());
+    assert_eq!(inline_of(&s), Some(scs_common::inode::Bytes(vec![9u8; 6000])));
+    assert_eq!(s.inode(Ino(8)).unwrap().unwrap().mode, 0o644);
+    assert_eq!(inline_rows(&s), rows);
+}
+
+#[test]
 fn inline_content_is_kept_beside_its_record_and_comes_back_whole_wherever_a_record_is_handed_on() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
