@@ -135,9 +135,6 @@ pub struct Store {
     members: tokio::sync::watch::Sender<Option<Members>>,
     /// Woken when a blob becomes wanted here, for the fetcher.
     newly_wanted: tokio::sync::Notify,
-    /// The watermark as last read or set ([`Store::watermark`]): every
-    /// `Apply` asks for it, and only [`Store::set_watermark`] changes it.
-    watermark: Mutex<Option<Version>>,
 }
 
 /// A write transaction that commits durably and ends the journal's
@@ -255,7 +252,6 @@ impl Store {
             held_bytes: AtomicU64::new(0),
             held_changed: AtomicBool::new(true),
             trash_changed: AtomicBool::new(true),
-            watermark: Mutex::new(None),
             trash_bytes: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
             released_bytes: AtomicU64::new(0),
@@ -1365,24 +1361,15 @@ impl Store {
 
     /// The version up to which this node is known to have every record.
     pub fn watermark(&self) -> Result<Version> {
-        if let Some(v) = *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) {
-            return Ok(v);
-        }
-        let v = self
+        Ok(self
             .meta("watermark")?
             .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
             .map(Version::from_be_bytes)
-            .unwrap_or(Version::ZERO);
-        *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
-        Ok(v)
+            .unwrap_or(Version::ZERO))
     }
 
     pub fn set_watermark(&self, v: Version) -> Result<()> {
-        let mut cached = self.watermark.lock().unwrap_or_else(|p| p.into_inner());
-        let res = self.set_meta("watermark", &v.to_be_bytes());
-        // Read again next time if the commit failed: it may or may not be in.
-        *cached = res.is_ok().then_some(v);
-        res
+        self.set_meta("watermark", &v.to_be_bytes())
     }
 
     /// `records` without those at or below the watermark: every committed
