@@ -43,13 +43,6 @@ const CI_SEEDS: [u64; 3] = [14, 45, 1];
 /// node is replaced (removed, emptied, added back), so elections and
 /// membership changes happen without multicast.
 const CI_UNICAST_SEED: u64 = 14;
-/// Its clients. Over unicast a client does about 3.5 times the operations
-/// it does over multicast, and the checker's replay grows faster than the
-/// history (each write that failed may still land for 30 s, in any order):
-/// with four clients it took 87 s at one stop and 276 s at the next, and
-/// ran the CI set past its limit. Two keep the same faults (the schedule
-/// is the seed's) with half the history.
-const CI_UNICAST_CLIENTS: u32 = 2;
 /// What each seed may take beyond its workload before the whole test is
 /// stopped (start, heal, checks).
 const PER_SEED_MARGIN: Duration = Duration::from_secs(240);
@@ -149,8 +142,7 @@ fn acknowledged_writes_survive_kills_freezes_partitions_loss_full_disks_and_corr
         if unicast != settings.unicast {
             tell(&format!("seed {seed} again, with gossip by unicast and multicast dropped at the bridge:"));
         }
-        let clients = if unicast && !settings.unicast { CI_UNICAST_CLIENTS } else { settings.clients };
-        let s = Settings { unicast, clients, ..settings.clone() };
+        let s = Settings { unicast, ..settings.clone() };
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| faults::run_seed(seed, &s)));
         match run {
             Ok(mut r) => {
