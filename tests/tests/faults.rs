@@ -22,7 +22,9 @@
 //! (off by default: see the checker's note in `faults::world`);
 //! `SCS_FAULTS_UNICAST=1` runs every seed with gossip by unicast (`peers`),
 //! clients given every node's address, and multicast dropped at the bridge;
-//! `SCS_FAULTS_KINDS=replace-node,kill-leader` injects only those kinds.
+//! `SCS_FAULTS_KINDS=replace-node,kill-leader` injects only those kinds;
+//! `SCS_FAULTS_CHECK=target/scs-faults/seed-14-unicast/history.txt` runs
+//! only the checker, on a kept history (every run keeps its seeds' there).
 //! CI runs its seeds over multicast, then [`CI_UNICAST_SEED`] over unicast.
 
 use std::io::Write;
@@ -104,6 +106,9 @@ fn watchdog(limit: Duration) {
 
 #[test]
 fn acknowledged_writes_survive_kills_freezes_partitions_loss_full_disks_and_corruption() {
+    if let Some(path) = std::env::var_os("SCS_FAULTS_CHECK") {
+        return check_again(&PathBuf::from(path));
+    }
     if let Some(why) = netns::unavailable_reason() {
         tell(&format!("SKIPPED the namespace fault suite: {why}"));
         return;
@@ -190,4 +195,19 @@ fn acknowledged_writes_survive_kills_freezes_partitions_loss_full_disks_and_corr
         failing.is_empty(),
         "violations on seeds {failing:?} (histories above); replay one with `make test-faults SEED=n`"
     );
+}
+
+/// The checker alone, on a history a run kept: what it finds and how long
+/// it takes.
+fn check_again(path: &std::path::Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("SCS_FAULTS_CHECK: {}: {e}", path.display()));
+    let ops = summary::parse_history(&text).unwrap_or_else(|e| panic!("SCS_FAULTS_CHECK: {}: {e}", path.display()));
+    let started = Instant::now();
+    let mut violations = Vec::new();
+    faults::check::Model::replay(&ops, &mut violations);
+    tell(&format!("{}: {} ops replayed in {:.2?}", path.display(), ops.len(), started.elapsed()));
+    for v in &violations {
+        print!("{v}");
+    }
+    assert!(violations.is_empty(), "{} violation(s) in the replay (above)", violations.len());
 }

@@ -12,7 +12,9 @@
 //! it did not change, able to take effect before any later operation for
 //! [`LATE_MS`]. An acknowledged write maps every state to its result, and
 //! drops the states it could not have succeeded in. A read never narrows the
-//! set, it is only checked against it.
+//! set, it is only checked against it, but for the read of a restored name
+//! right after its restore, which says which of the removals or versions
+//! the restore may have brought back it did.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -165,6 +167,9 @@ impl Model {
                 continue;
             }
             m.worlds.insert(op.client, next);
+            if let (Some(seen), Action::Restore { name } | Action::Revert { name }) = (&op.seen, &op.action) {
+                m.read_back(history, i, name, seen, out);
+            }
         }
         // The heal: whatever is still pending may take effect in it.
         for k in m.worlds.keys().copied().collect::<Vec<_>>() {
@@ -173,6 +178,26 @@ impl Model {
             m.worlds.insert(k, worlds);
         }
         m
+    }
+
+    /// Keeps the states after restore `i` that show what `name` read right
+    /// after it: which removal or version came back. A read no state
+    /// explains is reported as any read is, and narrows nothing.
+    fn read_back(&mut self, history: &[Op], i: usize, name: &str, seen: &Seen, out: &mut Vec<Violation>) {
+        let op = &history[i];
+        let worlds = self.worlds.remove(&op.client).unwrap_or_default();
+        let worlds = self.land(op.client, worlds, None, out);
+        let shown: BTreeSet<World> = worlds.iter().filter(|w| w.read(name) == *seen).cloned().collect();
+        self.worlds.insert(op.client, if shown.is_empty() { worlds } else { shown });
+        if let Some(kind) = self.classify(name, seen) {
+            let what = format!(
+                "c{}#{} restored {name} and read {seen}, but it may only be {}",
+                op.client,
+                op.seq,
+                self.show_possible(name)
+            );
+            out.push(self.violation(history, if kind == "corrupt" { kind } else { "lost" }, name, what));
+        }
     }
 
     /// `worlds` and every state reached from them by pending writes taking
@@ -483,5 +508,25 @@ mod tests {
         assert_eq!(m.possible("c1/d0/a"), [p(&x)].into());
         assert_eq!(m.worlds[&1].len(), 1, "no pending landing either");
         assert!(is_refusal(&rmdir.error) && !is_refusal("scs: cluster unavailable: no leader reachable within 5s"));
+    }
+
+    #[test]
+    fn the_read_after_a_restore_says_which_removal_came_back_and_a_wrong_one_is_lost() {
+        let (x, y) = ("x".repeat(64), "y".repeat(64));
+        let rm = |seq| op(seq, Action::Delete { name: "c1/d0/a".into() }, Outcome::Ok, None);
+        let restore = |seq, seen: Option<Seen>| op(seq, Action::Restore { name: "c1/d0/a".into() }, Outcome::Ok, seen);
+        let mut h = vec![up(0, "c1/d0/a", &x, Outcome::Ok), rm(1), up(2, "c1/d0/a", &y, Outcome::Ok), rm(3)];
+        let mut v = Vec::new();
+        let unread = Model::replay(&[h.clone(), vec![restore(4, None)]].concat(), &mut v);
+        assert_eq!(unread.possible("c1/d0/a"), [p(&x), p(&y)].into(), "the last removal, or an earlier one");
+        h.push(restore(4, Some(p(&y))));
+        let m = Model::replay(&h, &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(m.possible("c1/d0/a"), [p(&y)].into());
+        assert_eq!(m.worlds[&1].len(), 1, "one state left to follow");
+        h[4] = restore(4, Some(Seen::Absent));
+        Model::replay(&h, &mut v);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].kind, "lost");
     }
 }

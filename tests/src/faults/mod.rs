@@ -205,6 +205,14 @@ pub fn run_seed(seed: u64, s: &Settings) -> SeedResult {
         (ops, events)
     });
     ops.sort_by_key(|o| (o.start_ms, o.client));
+    // The history first, so that a checker that never ends still leaves it
+    // to replay (`SCS_FAULTS_CHECK`).
+    let kept =
+        s.keep_dir.as_ref().map(|dir| dir.join(format!("seed-{seed}{}", if s.unicast { "-unicast" } else { "" })));
+    if let Some(dest) = &kept {
+        let _ = std::fs::create_dir_all(dest);
+        let _ = std::fs::write(dest.join("history.txt"), summary::history_text(&ops, &faults));
+    }
 
     let mut violations = Vec::new();
     let mut notes = Vec::new();
@@ -311,10 +319,8 @@ pub fn run_seed(seed: u64, s: &Settings) -> SeedResult {
     let (warnings, violations): (Vec<Violation>, Vec<Violation>) =
         violations.into_iter().partition(|v| !s.strict && check::WARNING_KINDS.contains(&v.kind));
     if !violations.is_empty() || !warnings.is_empty() {
-        if let Some(dir) = &s.keep_dir {
-            let dest = dir.join(format!("seed-{seed}"));
-            c.keep_logs(&dest);
-            let _ = std::fs::write(dest.join("history.txt"), summary::history_text(&ops, &faults));
+        if let Some(dest) = &kept {
+            c.keep_logs(dest);
             let text: String = violations.iter().chain(&warnings).map(|v| v.to_string()).collect();
             let _ = std::fs::write(dest.join("violations.txt"), text);
             notes.push(format!("history, violations and node logs kept in {}", dest.display()));

@@ -71,6 +71,12 @@ pub fn history_text(ops: &[Op], faults: &[FaultEvent]) -> String {
     lines.into_iter().map(|(_, l)| l + "\n").collect()
 }
 
+/// The operations of a history [`history_text`] wrote (its faults are
+/// skipped): to run the checker again on a kept run.
+pub fn parse_history(text: &str) -> Result<Vec<Op>, String> {
+    text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("NEMESIS")).map(Op::parse).collect()
+}
+
 /// The `q`-quantile (0..=1) of sorted `v`.
 fn quantile(v: &[i64], q: f64) -> i64 {
     let i = ((v.len() as f64 - 1.0) * q).round() as usize;

@@ -105,6 +105,71 @@ impl fmt::Display for Op {
     }
 }
 
+impl Op {
+    /// The operation a history line (as [`Op`]'s `Display` writes it) shows,
+    /// with contents as their first 12 hex digits, as the line has them.
+    pub fn parse(line: &str) -> Result<Op, String> {
+        let bad = |why: &str| format!("{why}: {line}");
+        let mut words = line.split_whitespace();
+        let (times, who) =
+            (words.next().ok_or_else(|| bad("no times"))?, words.next().ok_or_else(|| bad("no client"))?);
+        let (start, end) = times.split_once('-').ok_or_else(|| bad("no start-end"))?;
+        let ms = |t: &str| t.parse::<f64>().map(|s| (s * 1000.0).round() as i64).map_err(|_| bad("bad time"));
+        let (client, seq) = who.strip_prefix('c').and_then(|w| w.split_once('#')).ok_or_else(|| bad("bad client"))?;
+        let rest: Vec<&str> = words.collect();
+        let arrow = |i: usize| rest.get(i).copied() == Some("->");
+        let word = |i: usize| rest.get(i).map(|w| w.to_string()).ok_or_else(|| bad("too short"));
+        let (action, used) = match rest.first().copied() {
+            Some("upload") if rest.get(2).copied() == Some("=") => {
+                let size = word(4)?.trim_start_matches('(').parse().map_err(|_| bad("bad size"))?;
+                (Action::Upload { name: word(1)?, sha: word(3)?, size }, 6)
+            }
+            Some("read") => (Action::Read { name: word(1)? }, 2),
+            Some("delete") => (Action::Delete { name: word(1)? }, 2),
+            Some("rmdir") => (Action::RemoveDir { name: word(1)? }, 2),
+            Some("restore") => (Action::Restore { name: word(1)? }, 2),
+            Some("revert") => (Action::Revert { name: word(1)? }, 6),
+            Some("rename") if rest.get(1).copied() == Some("dir") && arrow(3) => {
+                (Action::RenameDir { from: word(2)?, to: word(4)? }, 5)
+            }
+            Some("rename") if arrow(2) => (Action::Rename { from: word(1)?, to: word(3)? }, 4),
+            Some("link") if arrow(2) => (Action::Link { from: word(1)?, to: word(3)? }, 4),
+            _ => return Err(bad("unknown operation")),
+        };
+        if !arrow(used) {
+            return Err(bad("no result"));
+        }
+        let result = rest[used + 1..].join(" ");
+        let seen = |s: &str| match s {
+            "absent" => Seen::Absent,
+            sha => Seen::Present(sha.to_string()),
+        };
+        let (outcome, error, seen) = if let Some(err) = result.strip_prefix("FAILED: ") {
+            (Outcome::Failed, err.to_string(), None)
+        } else if let Some(err) = result.strip_prefix("HUNG: ") {
+            (Outcome::Hung, err.to_string(), None)
+        } else if let Some(saw) = result.strip_prefix("ok, saw ") {
+            (Outcome::Ok, String::new(), Some(seen(saw)))
+        } else if result == "ok" {
+            (Outcome::Ok, String::new(), None)
+        } else if let Some((saw, err)) = result.strip_prefix("saw ").and_then(|r| r.split_once(" (")) {
+            (Outcome::Failed, err.strip_suffix(')').unwrap_or(err).to_string(), Some(seen(saw)))
+        } else {
+            return Err(bad("unknown result"));
+        };
+        Ok(Op {
+            client: client.parse().map_err(|_| bad("bad client"))?,
+            seq: seq.parse().map_err(|_| bad("bad sequence number"))?,
+            action,
+            start_ms: ms(start)?,
+            end_ms: ms(end)?,
+            outcome,
+            error,
+            seen,
+        })
+    }
+}
+
 /// File name `i` of client `c`: in directory `i % DIRS`.
 pub fn name_of(client: u32, i: u32) -> String {
     format!("c{client}/d{}/f{:02}", i % DIRS, i / DIRS)
@@ -273,8 +338,11 @@ fn perform(c: &NsCluster, seed: u64, client: u32, seq: u32, action: Action) -> O
             (c.scs(&["mv".into(), from.into(), to.into()], OP_DEADLINE), None)
         }
         Action::Link { from, to } => (c.scs(&["ln".into(), from.into(), to.into()], OP_DEADLINE), None),
-        Action::Restore { name } => (c.scs(&["trash".into(), "restore".into(), name.into()], OP_DEADLINE), None),
-        Action::Revert { name } => (revert(c, name), None),
+        Action::Restore { name } => {
+            let ran = c.scs(&["trash".into(), "restore".into(), name.into()], OP_DEADLINE);
+            read_back(c, name, ran)
+        }
+        Action::Revert { name } => read_back(c, name, revert(c, name)),
     };
     let outcome = match (ran.ok(), ran.timed_out()) {
         (true, _) => Outcome::Ok,
@@ -283,6 +351,17 @@ fn perform(c: &NsCluster, seed: u64, client: u32, seq: u32, action: Action) -> O
     };
     let error = if ran.ok() { String::new() } else { ran.error_line() };
     Op { client, seq, action, start_ms, end_ms: clock.now_ms(), outcome, error, seen }
+}
+
+/// A restore that succeeded, with what `name` reads right after it: a
+/// restore may bring back one of several removals or versions (an earlier
+/// one when the cluster made room and took the later), and the checker
+/// follows only those the read allows instead of every one from then on.
+fn read_back(c: &NsCluster, name: &str, restored: Ran) -> (Ran, Option<Seen>) {
+    match restored.ok() {
+        true => (restored, read(c, name).1),
+        false => (restored, None),
+    }
 }
 
 /// `scs versions NAME --json`, then `scs restore NAME --version N` of the
@@ -348,6 +427,47 @@ mod tests {
         assert_ne!(a, content(1, 2, 1, 5000));
         assert_ne!(a, content(2, 1, 1, 5000));
         assert_eq!(content(1, 1, 1, 10), b"scs-faults seed 1 client 1 op 1\n", "the header is never cut");
+    }
+
+    #[test]
+    fn a_history_line_reads_back_as_the_operation_it_shows() {
+        let sha = "0123456789abcdef0123";
+        let ops = [
+            (Action::Upload { name: "c1/d0/f01".into(), sha: sha.into(), size: 4096 }, Outcome::Ok, "", None),
+            (Action::Read { name: "c1/d0/f01".into() }, Outcome::Ok, "", Some(Seen::Present(sha[..12].into()))),
+            (
+                Action::Read { name: "c1/d0/f02".into() },
+                Outcome::Failed,
+                "scs: no such file: c1/d0/f02",
+                Some(Seen::Absent),
+            ),
+            (Action::Delete { name: "c1/d0/f01".into() }, Outcome::Failed, "scs: no quorum (2 of 5) -> retry", None),
+            (Action::Rename { from: "c1/d0/f01".into(), to: "c1/d1/f03".into() }, Outcome::Ok, "", None),
+            (Action::RenameDir { from: "c1/d0".into(), to: "c1/d1".into() }, Outcome::Hung, "killed", None),
+            (Action::Link { from: "c1/d0/f01".into(), to: "c1/d1/f03".into() }, Outcome::Ok, "", None),
+            (Action::RemoveDir { name: "c1/d2".into() }, Outcome::Ok, "", None),
+            (Action::Restore { name: "c1/d2/f04".into() }, Outcome::Ok, "", None),
+            (Action::Revert { name: "c1/d2/f04".into() }, Outcome::Ok, "", None),
+        ];
+        for (i, (action, outcome, error, seen)) in ops.into_iter().enumerate() {
+            let op = Op {
+                client: 3,
+                seq: i as u32,
+                action,
+                start_ms: 1234,
+                end_ms: 98765,
+                outcome,
+                error: error.into(),
+                seen,
+            };
+            let line = op.to_string();
+            let back = Op::parse(&line).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back.to_string(), line);
+            assert_eq!((back.start_ms, back.end_ms, back.outcome, &back.error), (1234, 98765, outcome, &op.error));
+            assert_eq!(back.seen, op.seen);
+        }
+        assert!(Op::parse("   1.000-2.000    c1#0    frobnicate c1/d0 -> ok").is_err());
+        assert!(Op::parse("").is_err());
     }
 
     #[test]
