@@ -1909,3 +1909,84 @@ fn an_upload_of_many_refuses_what_it_must_and_answers_each_file_on_its_own() {
     assert!(closed, "the session stays open after a stream it cannot follow");
     assert_unchanged(&c, &rt, &leader, &before, "more bytes than announced in an upload of many");
 }
+
+#[test]
+fn a_small_upload_in_one_message_refuses_what_it_must_and_stores_the_rest() {
+    let c = Cluster::start(3);
+    let rt = runtime();
+    let k = key(&c);
+    let leader = c.node_addr(3);
+    c.upload_bytes("kept.txt", b"kept");
+    let kept = rt.block_on(resolve(&leader, &k, "kept.txt")).expect("kept.txt");
+    let (first, _) = reserve_inodes(&rt, &leader, &k, 4);
+    let new = |i: u64, name: &str, size: u64| {
+        UploadSpec::new(
+            Target::New { parent: Ino::ROOT, name: name.into(), ino: Ino(first.0 + i) },
+            Some(size),
+            0o640,
+            7,
+        )
+    };
+    let small = |spec: UploadSpec, content: &[u8], hash: ContentHash| Request::UploadSmall {
+        spec,
+        content: scs_common::inode::Bytes(content.to_vec()),
+        hash,
+    };
+    let max = scs_common::inode::INLINE_MAX as usize;
+    let big = vec![7u8; max + 1];
+    use ErrorCode::{Corrupt, Invalid};
+    let refused: Vec<(&str, Request, ErrorCode, &str)> = vec![
+        ("over the size", small(new(0, "big", big.len() as u64), &big, hash(&big)), Invalid, "up to 8192 bytes"),
+        ("a size that is not the content's", small(new(0, "a", 5), b"abc", hash(b"abc")), Invalid, "exact"),
+        (
+            "no size",
+            small(UploadSpec::new(Target::Ino(kept.ino), None, 0o644, 1), b"abc", hash(b"abc")),
+            Invalid,
+            "exact",
+        ),
+        ("a wrong hash", small(new(0, "a", 3), b"abc", hash(b"abd")), Corrupt, ""),
+        (
+            "an inode never reserved",
+            small(
+                UploadSpec::new(
+                    Target::New { parent: Ino::ROOT, name: "unreserved".into(), ino: NEVER_HANDED_OUT },
+                    Some(1),
+                    0o644,
+                    1,
+                ),
+                b"x",
+                hash(b"x"),
+            ),
+            Invalid,
+            "never reserved",
+        ),
+    ];
+    let before = snapshot(&c, &rt, &leader);
+    for (what, req, code, needle) in refused {
+        let res = rt.block_on(call(&leader, &k, req));
+        assert_error(res, code, needle, what);
+        assert_unchanged(&c, &rt, &leader, &before, what);
+    }
+    let res = rt.block_on(call(&c.node_addr(1), &k, small(new(0, "a", 1), b"a", hash(b"a"))));
+    assert_error(res, ErrorCode::NotLeader, "", "a small upload to a follower");
+    assert_unchanged(&c, &rt, &leader, &before, "a small upload to a follower");
+
+    // Stored on a majority when answered: a new file, an overwrite, an empty one.
+    let stored = [
+        ("new.txt", small(new(1, "new.txt", 3), b"new", hash(b"new")), &b"new"[..]),
+        (
+            "kept.txt",
+            small(UploadSpec::new(Target::Ino(kept.ino), Some(5), 0o644, 1), b"again", hash(b"again")),
+            b"again",
+        ),
+        ("empty.txt", small(new(2, "empty.txt", 0), b"", hash(b"")), b""),
+        ("whole.bin", small(new(3, "whole.bin", max as u64), &big[..max], hash(&big[..max])), &big[..max]),
+    ];
+    for (name, req, content) in stored {
+        let res = rt.block_on(call(&leader, &k, req));
+        assert!(matches!(&res, Ok(Response::Attr(i)) if i.size == content.len() as u64), "{name}: {res:?}");
+        assert_eq!(rt.block_on(download(&leader, &k, name, 0, None)).unwrap(), content, "{name}");
+        c.assert_content(name, content);
+    }
+    c.assert_no_node_died();
+}
