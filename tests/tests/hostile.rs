@@ -1782,33 +1782,6 @@ fn a_client_over_its_request_rate_is_slowed_down_not_refused() {
     assert_eq!(c.status().leader, Some(3));
 }
 
-/// A cluster for the upload tests: `kept.txt` stored, `count` inode numbers
-/// reserved from `first`.
-struct Uploads {
-    c: Cluster,
-    rt: tokio::runtime::Runtime,
-    k: ClusterKey,
-    leader: String,
-    kept: Inode,
-    first: Ino,
-}
-
-fn uploads(count: u32) -> Uploads {
-    let c = Cluster::start(3);
-    let rt = runtime();
-    let k = key(&c);
-    let leader = c.node_addr(3);
-    c.upload_bytes("kept.txt", b"kept");
-    let kept = rt.block_on(resolve(&leader, &k, "kept.txt")).expect("kept.txt");
-    let (first, _) = reserve_inodes(&rt, &leader, &k, count);
-    Uploads { c, rt, k, leader, kept, first }
-}
-
-/// A new file `name` in the root with reserved number `first + i`.
-fn new_file(first: Ino, i: u64, name: &str, size: u64) -> UploadSpec {
-    UploadSpec::new(Target::New { parent: Ino::ROOT, name: name.into(), ino: Ino(first.0 + i) }, Some(size), 0o640, 7)
-}
-
 /// Sends `UploadMany(specs)` on `conn`; once `Ready`, each of `sent` (its
 /// bytes, then an End with its hash); returns the answer.
 async fn store_many(
@@ -1832,8 +1805,21 @@ async fn store_many(
 
 #[test]
 fn an_upload_of_many_refuses_what_it_must_and_answers_each_file_on_its_own() {
-    let Uploads { c, rt, k, leader, kept, first } = uploads(8);
-    let new = |i: u64, name: &str, size: u64| new_file(first, i, name, size);
+    let c = Cluster::start(3);
+    let rt = runtime();
+    let k = key(&c);
+    let leader = c.node_addr(3);
+    c.upload_bytes("kept.txt", b"kept");
+    let kept = rt.block_on(resolve(&leader, &k, "kept.txt")).expect("kept.txt");
+    let (first, _) = reserve_inodes(&rt, &leader, &k, 8);
+    let new = |i: u64, name: &str, size: u64| {
+        UploadSpec::new(
+            Target::New { parent: Ino::ROOT, name: name.into(), ino: Ino(first.0 + i) },
+            Some(size),
+            0o640,
+            7,
+        )
+    };
     let before = snapshot(&c, &rt, &leader);
     use ErrorCode::{Corrupt, Invalid, NotFound};
 
@@ -1926,11 +1912,24 @@ fn an_upload_of_many_refuses_what_it_must_and_answers_each_file_on_its_own() {
 
 #[test]
 fn a_small_upload_in_one_message_refuses_what_it_must_and_stores_the_rest() {
-    let Uploads { c, rt, k, leader, kept, first } = uploads(4);
-    let new = |i: u64, name: &str, size: u64| new_file(first, i, name, size);
+    let c = Cluster::start(3);
+    let rt = runtime();
+    let k = key(&c);
+    let leader = c.node_addr(3);
+    c.upload_bytes("kept.txt", b"kept");
+    let kept = rt.block_on(resolve(&leader, &k, "kept.txt")).expect("kept.txt");
+    let (first, _) = reserve_inodes(&rt, &leader, &k, 4);
+    let new = |i: u64, name: &str, size: u64| {
+        UploadSpec::new(
+            Target::New { parent: Ino::ROOT, name: name.into(), ino: Ino(first.0 + i) },
+            Some(size),
+            0o640,
+            7,
+        )
+    };
     let small = |spec: UploadSpec, content: &[u8], hash: ContentHash| Request::UploadSmall {
         spec,
-        content: Bytes(content.to_vec()),
+        content: scs_common::inode::Bytes(content.to_vec()),
         hash,
     };
     let max = scs_common::inode::INLINE_MAX as usize;
