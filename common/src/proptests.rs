@@ -328,11 +328,6 @@ fn arb_request() -> impl Strategy<Value = Request> {
         arb_session().prop_map(|session| Request::KeepAlive { session }),
         (arb_session(), vec(arb_file_lock(), 0..4)).prop_map(|(session, locks)| Request::Reclaim { session, locks }),
         vec(arb_upload(), 0..4).prop_map(Request::UploadMany),
-        (arb_upload(), vec(any::<u8>(), 0..64), arb_hash()).prop_map(|(spec, content, hash)| Request::UploadSmall {
-            spec,
-            content: Bytes(content),
-            hash
-        }),
     ]
 }
 

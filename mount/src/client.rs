@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,8 +23,7 @@ use scs_common::conn::{Chunk, Connection};
 use scs_common::inode::{self, DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{
-    HolderAddr, MemberChange, Message, Peer, PurgeTrash, Request, Response, StatusReport, Target, TrashItem,
-    UploadSpec, SMALL_UPLOAD_MAX,
+    HolderAddr, MemberChange, Message, Peer, PurgeTrash, Request, Response, StatusReport, Target, TrashItem, UploadSpec,
 };
 use scs_common::{ContentHash, Error, Ino, Kind, Result, CHUNK_SIZE};
 
@@ -75,9 +73,6 @@ pub struct Client {
     discovery: Discovery,
     /// Where we believe the leader is, and idle sessions to it.
     state: Mutex<LeaderCache>,
-    /// A leader refused `UploadSmall` (a release before it): small files
-    /// are streamed as big ones are from then on.
-    streams_only: AtomicBool,
 }
 
 #[derive(Default)]
@@ -98,13 +93,7 @@ impl Client {
             [] => Discovery::listen(opts.group, opts.iface, key.clone())?,
             nodes => Discovery::poll(nodes.to_vec(), key.clone()),
         };
-        Ok(Client {
-            opts,
-            key,
-            discovery,
-            state: Mutex::new(LeaderCache::default()),
-            streams_only: AtomicBool::new(false),
-        })
+        Ok(Client { opts, key, discovery, state: Mutex::new(LeaderCache::default()) })
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, LeaderCache> {
@@ -748,17 +737,7 @@ impl Client {
         let spec = &spec;
         self.with_leader(|mut conn, _| {
             Box::pin(async move {
-                let stream = self.streams_only.load(Ordering::Relaxed);
-                let res = match upload_once(&mut conn, spec, open, progress, stream).await {
-                    // A leader of a release before `UploadSmall` cannot read
-                    // it (and ends the session): retried as a stream.
-                    Err(Error::Protocol(e)) if !stream && spec.size.is_some_and(|n| n <= SMALL_UPLOAD_MAX) => {
-                        log::info!("the leader does not take small files in one message ({e}); streaming them");
-                        self.streams_only.store(true, Ordering::Relaxed);
-                        Err(Error::Io(format!("the leader refused a small upload: {e}")))
-                    }
-                    res => res,
-                };
+                let res = upload_once(&mut conn, spec, open, progress).await;
                 // After a failed stream the session may be mid-frame: do not reuse it.
                 let back = res.is_ok().then_some(conn);
                 (back, res)
@@ -1027,39 +1006,26 @@ pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
-/// One attempt at an upload on an open session: a small file's bytes go
-/// with the request (`UploadSmall`) unless `stream`; others are streamed
-/// after `Ready`.
-async fn upload_once<F>(
-    conn: &mut Connection,
-    spec: &UploadSpec,
-    open: &F,
-    progress: Progress<'_>,
-    stream: bool,
-) -> Result<Inode>
+/// One attempt at an upload on an open session.
+async fn upload_once<F>(conn: &mut Connection, spec: &UploadSpec, open: &F, progress: Progress<'_>) -> Result<Inode>
 where
     F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
 {
     let mut source = open().map_err(|e| Error::Io(format!("cannot read the file for {}: {e}", spec.describe())))?;
-    let size = spec.size;
-    if let Some(n) = size.filter(|&n| n <= SMALL_UPLOAD_MAX && !stream) {
-        let (buf, hash) = read_small(&mut source, n)?;
-        let content = inode::Bytes(buf);
-        conn.send(&Message::Request(Request::UploadSmall { spec: spec.clone(), content, hash })).await?;
-        let stored = stored(conn).await?;
-        if let Some(p) = progress {
-            p(n);
-        }
-        return Ok(stored);
-    }
     conn.send(&Message::Request(Request::Upload(spec.clone()))).await?;
     match conn.recv_response().await? {
         Response::Ready => {}
         other => return Err(unexpected(&other)),
     }
+    let size = spec.size;
     if let Some(n) = size.filter(|&n| n <= SMALL_READ) {
         // Read here: a hand-off to a thread costs more than the read.
-        let (buf, hash) = read_small(&mut source, n)?;
+        let mut buf = vec![0u8; n as usize];
+        let got = fill(&mut source, &mut buf).map_err(|e| Error::Io(format!("cannot read the file: {e}")))?;
+        if got < buf.len() {
+            return Err(Error::Io("the file shrank while uploading".into()));
+        }
+        let hash = ContentHash(Sha256::digest(&buf).into());
         if n > 0 {
             conn.write_data(&buf).await?;
             if let Some(p) = progress {
@@ -1149,25 +1115,9 @@ async fn upload_many_once(conn: &mut Connection, files: &[(UploadSpec, Vec<u8>)]
 }
 
 /// Ends an upload whose bytes are sent: the hash, then the cluster's answer.
-/// The `n` bytes of a small file, and their hash.
-fn read_small(source: &mut impl Read, n: u64) -> Result<(Vec<u8>, ContentHash)> {
-    let mut buf = vec![0u8; n as usize];
-    let got = fill(source, &mut buf).map_err(|e| Error::Io(format!("cannot read the file: {e}")))?;
-    if got < buf.len() {
-        return Err(Error::Io("the file shrank while uploading".into()));
-    }
-    let hash = ContentHash(Sha256::digest(&buf).into());
-    Ok((buf, hash))
-}
-
 async fn finish_upload(conn: &mut Connection, hash: ContentHash) -> Result<Inode> {
     conn.write_message(&Message::End { hash }).await?;
     conn.flush().await?;
-    stored(conn).await
-}
-
-/// The leader's answer to an upload: the file as stored.
-async fn stored(conn: &mut Connection) -> Result<Inode> {
     // The nodes fsync (and the leader waits for its holders) before answering.
     conn.set_read_timeout(Some(STORE_TIMEOUT));
     let stored = conn.recv_response().await;

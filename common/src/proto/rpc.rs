@@ -326,21 +326,7 @@ pub enum Request {
     /// are durable. Only a client that got `Ready` sends bytes, so none
     /// lands after its client is gone.
     UploadMany(Vec<UploadSpec>),
-    /// Store a file of at most [`SMALL_UPLOAD_MAX`] bytes that come with
-    /// the request, with the SHA-256 the client took of them: answered as
-    /// `Upload` is once the file is durable, without `Ready` and a stream,
-    /// so a small file costs one trip instead of two. `spec.size` is the
-    /// content's exact length.
-    UploadSmall {
-        spec: UploadSpec,
-        content: Bytes,
-        hash: ContentHash,
-    },
 }
-
-/// Largest file an `UploadSmall` carries: one the cluster keeps in its
-/// inode record.
-pub const SMALL_UPLOAD_MAX: u64 = crate::inode::INLINE_MAX;
 
 /// Files in one `UploadMany` at most.
 pub const UPLOAD_MANY_MAX: usize = 64;
@@ -600,11 +586,6 @@ mod tests {
             }),
             Message::End { hash: ContentHash([9; 32]) },
             Message::Request(Request::UploadMany(vec![UploadSpec::new(Target::Ino(Ino(9)), Some(3), 0o600, 1)])),
-            Message::Request(Request::UploadSmall {
-                spec: UploadSpec::new(Target::Ino(Ino(9)), Some(3), 0o600, 1),
-                content: Bytes(b"abc".to_vec()),
-                hash: ContentHash([7; 32]),
-            }),
             Message::Response(Response::Many(vec![
                 Response::Attr(Inode::new(Ino(9), Kind::File, 0o600, 0, 0, 1)),
                 Response::Error(crate::Error::NotFound("inode 10".into()).to_wire()),

@@ -9,8 +9,7 @@
 //!
 //! A file of at most [`INLINE_MAX`] bytes skips the first phase: its bytes
 //! are checked here and go into its inode record, so one index commit on a
-//! majority stores it. Its bytes may come with the request
-//! (`UploadSmall`, [`Source::Given`]) instead of a stream after `Ready`.
+//! majority stores it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -218,45 +217,17 @@ async fn new_ino(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<Ino> {
     Err(Error::Unavailable("inode numbers were taken faster than reserved; try again".into()))
 }
 
-/// Where an upload's bytes come from.
-pub enum Source<'c> {
-    /// The session: told `Ready`, the client streams them and `End`.
-    Stream(&'c mut Connection),
-    /// With the request (`UploadSmall`): the bytes and the client's hash.
-    Given(Option<Bytes>, ContentHash),
-}
-
-impl Source<'_> {
-    async fn next(&mut self) -> Result<Chunk> {
-        match self {
-            Source::Stream(conn) => conn.recv_chunk().await,
-            Source::Given(bytes, hash) => Ok(match bytes.take().filter(|b| !b.is_empty()) {
-                Some(b) => Chunk::Data(b),
-                None => Chunk::End(*hash),
-            }),
-        }
-    }
-
-    /// Takes what is left of a refused stream; false if the session broke.
-    async fn drain(&mut self) -> bool {
-        match self {
-            Source::Stream(conn) => drain(conn).await,
-            Source::Given(..) => true,
-        }
-    }
-}
-
-/// Receives the bytes (saying `Ready` first to a stream) and stores them
-/// as planned. Returns the committed entry.
+/// Says `Ready`, receives the bytes, and stores them as planned. Returns
+/// the committed entry.
 ///
 /// # Errors
 /// `Invalid` on a wrong byte count, `Corrupt` on a hash mismatch,
 /// `Unavailable` when fewer than a majority of the holders could keep the
 /// file or a majority of nodes commit it. Nothing is committed in the first
 /// three cases.
-pub async fn receive(node: &Arc<Node>, source: Source<'_>, prepared: Prepared) -> Outcome {
+pub async fn receive(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared) -> Outcome {
     let mut broken = false;
-    match run(node, source, prepared, &mut broken).await {
+    match run(node, conn, prepared, &mut broken).await {
         Ok(entry) => Outcome::Stored(Box::new(entry)),
         Err(e) if broken => Outcome::Broken(e),
         Err(e) => Outcome::Failed(e),
@@ -272,7 +243,7 @@ pub enum Outcome {
     Broken(Error),
 }
 
-async fn run(node: &Arc<Node>, mut source: Source<'_>, prepared: Prepared, broken: &mut bool) -> Result<Inode> {
+async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken: &mut bool) -> Result<Inode> {
     let Prepared { state, guard, _mark, spec, plan, holders, inline } = prepared;
     let (ino, content, size) = (plan.ino(), guard.version, spec.size);
     let what = log_name(&spec);
@@ -293,11 +264,9 @@ async fn run(node: &Arc<Node>, mut source: Source<'_>, prepared: Prepared, broke
         remotes.push(Remote { id, tx: Some(tx) });
     }
     let planned = remotes.len() + usize::from(local.is_some());
-    if let Source::Stream(conn) = &mut source {
-        if let Err(e) = conn.send_response(Response::Ready).await {
-            *broken = true;
-            return Err(e);
-        }
+    if let Err(e) = conn.send_response(Response::Ready).await {
+        *broken = true;
+        return Err(e);
     }
 
     // Stream: the client's chunks go to the local writer and every holder,
@@ -306,7 +275,7 @@ async fn run(node: &Arc<Node>, mut source: Source<'_>, prepared: Prepared, broke
     let mut kept = inline.then(Vec::new);
     let mut received = 0u64;
     let client_hash = loop {
-        let chunk = match source.next().await {
+        let chunk = match conn.recv_chunk().await {
             Ok(c) => c,
             Err(e) => {
                 *broken = true;
@@ -317,7 +286,7 @@ async fn run(node: &Arc<Node>, mut source: Source<'_>, prepared: Prepared, broke
             Chunk::Data(b) => {
                 received += b.len() as u64;
                 if let Some(size) = size.filter(|&s| received > s) {
-                    *broken = !source.drain().await;
+                    *broken = !drain(conn).await;
                     return Err(Error::Invalid(format!("more than the announced {size} bytes arrived")));
                 }
                 if let Some(h) = hasher.as_mut() {
@@ -327,7 +296,7 @@ async fn run(node: &Arc<Node>, mut source: Source<'_>, prepared: Prepared, broke
                     k.extend_from_slice(&b);
                 }
                 if let Err(e) = still_leading(node, &state) {
-                    *broken = !source.drain().await;
+                    *broken = !drain(conn).await;
                     return Err(e);
                 }
                 feed_all(&mut remotes, || Feed::Data(b.clone())).await;

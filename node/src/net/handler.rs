@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use scs_common::conn::{Connection, Frame};
 use scs_common::proto::gossip::{NodeInfo, Role};
 use scs_common::proto::rpc::{
-    Candidate, HolderAddr, Message, Moving, NodeStatus, Peer, Request, Response, StatusReport, SMALL_UPLOAD_MAX,
+    Candidate, HolderAddr, Message, Moving, NodeStatus, Peer, Request, Response, StatusReport,
 };
 use scs_common::{name, namespace, Error, Ino, Inode, Key, Kind, MemberState, NodeId, Record, Result, Term, Version};
 
@@ -136,7 +136,6 @@ pub fn request_name(r: &Request) -> &'static str {
         Request::KeepAlive { .. } => "keep-alive",
         Request::Reclaim { .. } => "reclaim",
         Request::UploadMany(_) => "upload-many",
-        Request::UploadSmall { .. } => "upload-small",
     }
 }
 
@@ -144,19 +143,11 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
     match req {
         Request::Upload(spec) => {
             let prepared = upload::prepare(node, spec).await?;
-            let outcome = upload::receive(node, upload::Source::Stream(conn), prepared).await;
-            stored(conn, outcome).await
-        }
-        Request::UploadSmall { spec, content, hash } => {
-            let size = content.0.len() as u64;
-            if size > SMALL_UPLOAD_MAX || spec.size != Some(size) {
-                let e = format!("a small upload takes up to {SMALL_UPLOAD_MAX} bytes, its size exact");
-                return Err(Error::Invalid(e).into());
+            match upload::receive(node, conn, prepared).await {
+                upload::Outcome::Stored(inode) => reply(conn, Response::Attr(*inode)).await,
+                upload::Outcome::Failed(e) => Err(Failure::Reply(e)),
+                upload::Outcome::Broken(e) => Err(Failure::Close(e)),
             }
-            let prepared = upload::prepare(node, spec).await?;
-            let source = upload::Source::Given(Some(content.0.into()), hash);
-            let outcome = upload::receive(node, source, prepared).await;
-            stored(conn, outcome).await
         }
         Request::UploadMany(specs) => match upload::receive_many(node, conn, specs).await {
             upload::Many::Each(results) => {
@@ -369,15 +360,6 @@ fn check_records(records: &[Record]) -> Result<()> {
 
 /// Sends an answer. Inodes in it go as clients get them
 /// ([`Inode::for_client`]); records for other nodes travel whole.
-/// The answer to an upload that ended as `outcome`.
-async fn stored(conn: &mut Connection, outcome: upload::Outcome) -> Result<(), Failure> {
-    match outcome {
-        upload::Outcome::Stored(inode) => reply(conn, Response::Attr(*inode)).await,
-        upload::Outcome::Failed(e) => Err(Failure::Reply(e)),
-        upload::Outcome::Broken(e) => Err(Failure::Close(e)),
-    }
-}
-
 async fn reply(conn: &mut Connection, r: Response) -> Result<(), Failure> {
     conn.send_response(r.for_client()).await.map_err(Failure::Close)
 }
