@@ -105,9 +105,12 @@ pub async fn pull_from(node: &Arc<Node>, addr: &str, since: Version, fence: Opti
                 for r in &records {
                     sent.insert(r.key(), r.version());
                 }
-                if !records.is_empty() {
-                    applied += node.blocking(move |s| s.apply(&records, &[])).await?.applied;
-                }
+                applied += node
+                    .blocking(move |s| match s.not_held(records)? {
+                        news if news.is_empty() => Ok(0),
+                        news => s.apply(&news, &[]).map(|a| a.applied),
+                    })
+                    .await?;
                 if !more {
                     node.peers().put(addr, conn);
                     return Ok(Pulled { applied, watermark, sent });

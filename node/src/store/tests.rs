@@ -116,6 +116,28 @@ fn an_older_version_never_replaces_a_newer_one() {
 }
 
 #[test]
+fn records_held_already_are_left_out_of_a_pull_but_newer_ones_and_stale_blob_inodes_stay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let (small, blob) = (inline_file(5, v(1, 2), b"abc"), file(6, v(1, 3), b"blob", &[1]));
+    let d = dir(2, v(1, 1));
+    s.apply(&[r(&d), r(&small), entry(2, "a", &small, v(1, 4))], &[]).unwrap();
+    put(&s, &blob, b"blob");
+    let mut newer = small.clone();
+    newer.version = v(1, 9);
+    newer.mode = 0o600;
+    let pulled =
+        vec![r(&d), r(&small), entry(2, "a", &small, v(1, 4)), r(&blob), r(&newer), entry(2, "b", &small, v(1, 8))];
+    let kept: Vec<(Key, Version)> = s.not_held(pulled).unwrap().iter().map(|r| (r.key(), r.version())).collect();
+    assert_eq!(
+        kept,
+        vec![(blob.key(), v(1, 3)), (newer.key(), v(1, 9)), (entry(2, "b", &small, v(1, 8)).key(), v(1, 8))],
+        "the directory, the small file and its entry are held at those versions"
+    );
+    assert!(s.not_held(vec![r(&d), r(&small)]).unwrap().is_empty());
+}
+
+#[test]
 fn new_content_replaces_the_blob_and_a_metadata_change_keeps_it() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
