@@ -4,7 +4,7 @@
 # (directories holding scs-node, scs-mount and scs) in alternating rounds,
 # so that a change is measured against the code before it on the same
 # machine at the same time. Per round and build: each operation's median
-# (scripts/nsops.py, NSOPS of each) and the CPU each process spent per
+# and p99 (scripts/nsops.py, NSOPS of each) and the CPU each process spent per
 # operation (from /proc), then 20 writers of WRITER_FILES 4 KiB files each
 # at once and the rsync pattern of 10 times as many (files/s). MOUNT_ARGS
 # go to scs-mount (say --write-back). Every process started here is stopped by pid.
@@ -70,7 +70,7 @@ run() {  # run BIN_DIR LABEL
     many=$(python3 "$here/scripts/nsops.py" writers "$mnt/writers" "$WRITER_FILES")
     mkdir -p "$mnt/rsync"
     pattern=$(python3 "$here/scripts/nsops.py" rsync "$mnt/rsync" "$((WRITER_FILES * 10))")
-    echo "$label: $(echo "$ops" | awk '{printf "%s %s  ", $1, $2}')| cpu ms/op node1 node2 node3 mount:$cpus | 20 writers: $many files/s | rsync pattern: $pattern files/s"
+    echo "$label: $(echo "$ops" | awk '{printf "%s %s/%s  ", $1, $2, $3}')| cpu ms/op node1 node2 node3 mount:$cpus | 20 writers: $many files/s | rsync pattern: $pattern files/s"
     cleanup
 }
 
