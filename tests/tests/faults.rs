@@ -23,7 +23,7 @@
 //! `SCS_FAULTS_UNICAST=1` runs every seed with gossip by unicast (`peers`),
 //! clients given every node's address, and multicast dropped at the bridge;
 //! `SCS_FAULTS_KINDS=replace-node,kill-leader` injects only those kinds;
-//! `SCS_FAULTS_CHECK=target/scs-faults/seed-14-unicast/history.txt` runs
+//! `SCS_FAULTS_CHECK=/abs/path/target/scs-faults/seed-14-unicast/history.txt` runs
 //! only the checker, on a kept history (every run keeps its seeds' there).
 //! CI runs its seeds over multicast, then [`CI_UNICAST_SEED`] over unicast.
 
