@@ -1389,24 +1389,23 @@ impl Store {
         Ok(records)
     }
 
-    /// The records of `records` that applying could change anything with:
+    /// The records of `records` whose applying could change something here:
     /// those newer than the one held for their key, and stale inodes with a
     /// blob (applying one may still settle that blob, see
     /// `settle_stale_blob`). A follower's pull brings every record since its
     /// watermark again, most of them here already by the leader's `Apply`:
     /// they are not journaled, synced and checked a second time.
-    pub fn not_held(&self, mut records: Vec<Record>) -> Result<Vec<Record>> {
+    pub fn not_held(&self, records: Vec<Record>) -> Result<Vec<Record>> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let table = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
-        let mut keep = Vec::with_capacity(records.len());
-        for r in &records {
-            let held = read_record(&table, &r.key())?;
-            let stale = held.is_some_and(|h| h.version() >= r.version());
-            keep.push(!stale || r.as_inode().is_some_and(Inode::has_blob));
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let stale = read_record(&table, &r.key())?.is_some_and(|h| h.version() >= r.version());
+            if !stale || r.as_inode().is_some_and(Inode::has_blob) {
+                out.push(r);
+            }
         }
-        let mut keep = keep.into_iter();
-        records.retain(|_| keep.next().unwrap_or(true));
-        Ok(records)
+        Ok(out)
     }
 
     /// Decodes a record (for callers that got raw bytes); kept here so the

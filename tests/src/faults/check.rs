@@ -12,9 +12,9 @@
 //! it did not change, able to take effect before any later operation for
 //! [`LATE_MS`]. An acknowledged write maps every state to its result, and
 //! drops the states it could not have succeeded in. A read never narrows the
-//! set, it is only checked against it, but for the read of a restored name
-//! right after its restore, which says which of the removals or versions
-//! the restore may have brought back it did.
+//! set, it is only checked against it; the one exception is the read of a
+//! restored name right after its restore, which says which of the removals
+//! or versions the restore may have brought back it brought back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
