@@ -754,6 +754,62 @@ fn a_late_copy_of_a_deleted_file_arriving_after_its_tombstones_were_purged_does_
 }
 
 #[test]
+fn a_stream_of_a_new_file_stored_and_removed_while_its_bytes_were_on_their_way_does_not_bring_it_back() {
+    // What a write-back mount does for `cmd > file`: the empty file goes up
+    // from its journal while the content streams under the same inode.
+    // With the trash on, the removed file waits there; with it off, only its
+    // tombstone is left.
+    stream_over_a_removal(Cluster::start(3));
+    stream_over_a_removal(Cluster::builder(3).config("trash_hours = 0\n").start());
+}
+
+fn stream_over_a_removal(c: Cluster) {
+    let rt = runtime();
+    let k = key(&c);
+    let leader = c.node_addr(c.status().leader.expect("a leader"));
+    let data = seeded_bytes(951, 3 << 20);
+    let (first, second) = {
+        let (ino, count) = reserve_inodes(&rt, &leader, &k, 2);
+        assert_eq!(count, 2);
+        (ino, Ino(ino.0 + 1))
+    };
+    let new = |name: &str, ino: Ino, size: Option<u64>| {
+        UploadSpec::new(Target::New { parent: Ino::ROOT, name: name.into(), ino }, size, 0o644, 1)
+    };
+    let outcome = |ino: Ino, name: &'static str, remove: bool| {
+        rt.block_on(async {
+            let mut stream = session(&leader, &k).await;
+            stream.send(&Message::Request(Request::Upload(new(name, ino, None)))).await.unwrap();
+            assert!(matches!(stream.recv_response().await, Ok(Response::Ready)), "{name}: the stream opens");
+            let (head, tail) = data.split_at(data.len() / 2);
+            for chunk in head.chunks(scs_common::CHUNK_SIZE) {
+                stream.write_data(chunk).await.unwrap();
+            }
+            stream.flush().await.unwrap();
+            let empty = store(&leader, &k, new(name, ino, Some(0)), b"").await.expect("the empty file is stored");
+            assert_eq!(empty.ino, ino);
+            if remove {
+                let rm = Request::Remove { parent: Ino::ROOT, name: name.into(), what: Removal::NonDir };
+                assert!(matches!(call(&leader, &k, rm).await, Ok(Response::Changed(_))), "{name} removed");
+            }
+            for chunk in tail.chunks(scs_common::CHUNK_SIZE) {
+                stream.write_data(chunk).await.unwrap();
+            }
+            stream.send(&Message::End { hash: hash(&data) }).await.unwrap();
+            stream.recv_response().await
+        })
+    };
+    // Stored meanwhile: the stream's content goes into that inode.
+    let kept = outcome(first, "kept.bin", false);
+    assert!(matches!(&kept, Ok(Response::Attr(i)) if i.ino == first && i.size == data.len() as u64), "{kept:?}");
+    assert_eq!(rt.block_on(download(&leader, &k, "kept.bin", 0, None)).unwrap(), data);
+    // Stored and removed meanwhile: it stays removed.
+    assert_error(outcome(second, "gone.bin", true), ErrorCode::NotFound, "removed", "a stream into a removed file");
+    assert!(rt.block_on(resolve(&leader, &k, "gone.bin")).is_none(), "the removed file came back");
+    c.assert_no_node_died();
+}
+
+#[test]
 fn requests_naming_missing_inodes_or_the_wrong_kind_get_a_clear_error_and_change_nothing() {
     let c = Cluster::start(3);
     let rt = runtime();

@@ -455,9 +455,16 @@ fn place(
             },
             _ => namespace::put_content(tx, *ino, &new, keep),
         },
+        // Checked again as `prepare` did: the file may have been stored
+        // (by its client's write-back record) and removed while this
+        // upload's bytes were on their way; it must not come back.
+        Plan::New { ino, .. } if store.inode_record(*ino)?.is_some_and(|i| i.deleted || i.is_trashed()) => {
+            Err(Error::NotFound(format!("{}: its inode {ino} was removed", log_name(spec))))
+        }
         Plan::New { parent, name, ino } => match store.inode(*ino)? {
-            // An earlier attempt stored it (its answer was lost), and it
-            // may have been renamed since: the content goes into it.
+            // An earlier attempt stored it (its answer was lost), or its
+            // client's write-back record did while it streamed; it may
+            // have been renamed since: the content goes into it.
             Some(_) => namespace::put_content(tx, *ino, &new, keep),
             None => {
                 check_xattrs(&new)?;
