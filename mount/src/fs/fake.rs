@@ -168,6 +168,11 @@ impl State {
         from.holders = vec![NodeId(1)];
         let ino = match spec.target {
             Target::Ino(ino) => self.run(|p, _| namespace::put_content(p, ino, &from, None))?.ino,
+            // As the leader does: an earlier upload made it (and it may
+            // have been renamed since): the content goes into it.
+            Target::New { ino, .. } if self.inode(ino).is_ok() => {
+                self.run(|p, _| namespace::put_content(p, ino, &from, None))?.ino
+            }
             Target::New { parent, name, ino } => {
                 let new = Inode { ino, ..from };
                 self.run(|p, _| namespace::create_file(p, parent, &name, new, spec.exclusive))?.ino

@@ -322,7 +322,9 @@ impl Staged {
                 }
                 None => Stream::Off,
             },
-            Stream::Going(s) if off == s.taken && Some(&s.target) == target => self.gather(cluster, s, data),
+            Stream::Going(s) if off == s.taken && target.is_some_and(|t| still_goes_to(&s.target, t)) => {
+                self.gather(cluster, s, data)
+            }
             _ => Stream::Off,
         };
         Ok(data.len() as u32)
@@ -665,6 +667,15 @@ impl Staged {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Whether a stream opened for `opened` still carries the file at `now`:
+/// the same target, or a new file stored since under its inode number (its
+/// empty write-back record went up: `cmd > file` closes the file once before
+/// writing). The leader puts a new file's content into its inode when the
+/// inode is there by then, whatever its name.
+fn still_goes_to(opened: &Target, now: &Target) -> bool {
+    opened == now || matches!((opened, now), (Target::New { ino, .. }, Target::Ino(i)) if ino == i)
 }
 
 /// A target for logs.

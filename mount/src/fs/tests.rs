@@ -613,6 +613,31 @@ fn inode_numbers_are_the_clusters_so_another_mount_sees_the_same_ones() {
 }
 
 #[test]
+fn with_write_back_a_big_file_written_by_a_redirect_streams_even_once_its_empty_record_went_up() {
+    // `cmd > file` and dd close the new file once before writing: with
+    // write-back the empty file is journaled, and goes up while cmd writes.
+    let m = Mount::new(true);
+    let data: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+    let (attr, fh) = m.create(ROOT, "dump");
+    m.core.flush(fh, 0).unwrap();
+    let (first, rest) = data.split_at(2 << 20);
+    m.write_all(fh, first);
+    assert_eq!(m.fake.streams(), 1, "the stream opened as the file was written");
+    eventually("the empty record on the cluster", || m.fake.at("dump").is_some());
+    for (i, chunk) in rest.chunks(128 << 10).enumerate() {
+        m.core.write(fh, (first.len() + i * (128 << 10)) as u64, chunk).unwrap();
+    }
+    m.close(fh).unwrap();
+    let ups = m.fake.uploads();
+    assert_eq!(targets(&ups).len(), 2, "the empty record, then the stream: {ups:?}");
+    assert_eq!(ups[1].size, None, "the content went up in the stream it was written into, not again whole at close");
+    assert_eq!(m.fake.streams(), 1);
+    let stored = m.fake.at("dump").unwrap();
+    assert_eq!(stored.ino.0, attr.ino.0);
+    assert_eq!(m.fake.content(stored.ino).unwrap(), data);
+}
+
+#[test]
 fn with_write_back_a_closed_file_goes_up_soon_as_a_new_file_and_orders_what_follows() {
     let m = Mount::new(true);
     let (f, fh) = m.create(ROOT, "draft.txt");
