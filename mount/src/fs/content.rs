@@ -217,7 +217,7 @@ impl ContentCache {
             fill = item.arrived.wait_timeout(fill, left).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
         }
         drop(fill);
-        let mut buf = vec![0u8; (end - offset) as usize];
+        let mut buf = super::buffers::take((end - offset) as usize);
         item.file.read_exact_at(&mut buf, offset).map_err(|e| io_errno(&e))?;
         Ok(Some(buf))
     }

@@ -30,6 +30,7 @@
 //! Nothing imports in a loop: `staged` knows the journal but not the
 //! queue's users; `writeback` knows neither; `ops`/`files` use them all.
 
+pub mod buffers;
 pub mod cache;
 pub mod caller;
 pub mod cluster;
@@ -264,7 +265,10 @@ impl Filesystem for ScsFs {
         reply: ReplyData,
     ) {
         match guard(|| self.core.read(fh.0, offset, size)) {
-            Ok(data) => reply.data(&data),
+            Ok(data) => {
+                reply.data(&data);
+                buffers::give_back(data);
+            }
             Err(e) => reply.error(e),
         }
     }

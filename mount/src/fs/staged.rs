@@ -395,7 +395,7 @@ impl Staged {
             return Ok(Vec::new());
         }
         let n = len.min(size - offset) as usize;
-        let mut buf = vec![0u8; n];
+        let mut buf = super::buffers::take(n);
         let mut got = 0;
         while got < n {
             match self.file().read_at(&mut buf[got..], offset + got as u64) {
@@ -406,7 +406,7 @@ impl Staged {
             }
         }
         // A file extended by truncate reads as zeros past its data.
-        buf.resize(n, 0);
+        buf[got..].fill(0);
         Ok(buf)
     }
 
