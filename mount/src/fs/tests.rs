@@ -615,14 +615,17 @@ fn inode_numbers_are_the_clusters_so_another_mount_sees_the_same_ones() {
 #[test]
 fn with_write_back_a_big_file_written_by_a_redirect_streams_even_once_its_empty_record_went_up() {
     // `cmd > file` and dd close the new file once before writing: with
-    // write-back the empty file is journaled, and goes up while cmd writes.
-    let m = Mount::new(true);
+    // write-back the empty file is journaled, and goes up while cmd writes
+    // (here once the uploaders start, after the stream opened).
+    let m = Mount::idle(Fake::new(), true, tempfile::tempdir().unwrap());
     let data: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
     let (attr, fh) = m.create(ROOT, "dump");
     m.core.flush(fh, 0).unwrap();
     let (first, rest) = data.split_at(2 << 20);
     m.write_all(fh, first);
     assert_eq!(m.fake.streams(), 1, "the stream opened as the file was written");
+    assert!(m.fake.at("dump").is_none(), "the empty record waits for the uploaders");
+    m.core.start_uploaders(Vec::new()).unwrap();
     eventually("the empty record on the cluster", || m.fake.at("dump").is_some());
     for (i, chunk) in rest.chunks(128 << 10).enumerate() {
         m.core.write(fh, (first.len() + i * (128 << 10)) as u64, chunk).unwrap();
