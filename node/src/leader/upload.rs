@@ -121,12 +121,7 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
             if !meta::was_reserved(node, *ino)? {
                 return Err(Error::Invalid(format!("inode {ino} was never reserved")));
             }
-            // Made and removed since (elsewhere; in the trash or gone): a
-            // late copy of its first upload (a journal replayed after a
-            // power cut) must not bring it back.
-            if node.store().inode_record(*ino)?.is_some_and(|i| i.deleted || i.is_trashed()) {
-                return Err(Error::NotFound(format!("{name}: its inode {ino} was removed")));
-            }
+            not_removed(node.store().inode_record(*ino)?.as_ref(), name)?;
             match node.store().inode(*parent)? {
                 Some(p) if p.is_dir() => {}
                 Some(_) => return Err(Error::NotDir(format!("inode {parent}"))),
@@ -455,23 +450,36 @@ fn place(
             },
             _ => namespace::put_content(tx, *ino, &new, keep),
         },
-        // Checked again as `prepare` did: the file may have been stored
-        // (by its client's write-back record) and removed while this
-        // upload's bytes were on their way; it must not come back.
-        Plan::New { ino, .. } if store.inode_record(*ino)?.is_some_and(|i| i.deleted || i.is_trashed()) => {
-            Err(Error::NotFound(format!("{}: its inode {ino} was removed", log_name(spec))))
-        }
-        Plan::New { parent, name, ino } => match store.inode(*ino)? {
-            // An earlier attempt stored it (its answer was lost), or its
-            // client's write-back record did while it streamed; it may
-            // have been renamed since: the content goes into it.
-            Some(_) => namespace::put_content(tx, *ino, &new, keep),
-            None => {
-                check_xattrs(&new)?;
-                namespace::create_file(tx, *parent, name, new, spec.exclusive)
+        Plan::New { parent, name, ino } => {
+            // Checked again as `prepare` did: the file may have been stored
+            // (by its client's write-back record) and removed while this
+            // upload's bytes were on their way.
+            let record = store.inode_record(*ino)?;
+            not_removed(record.as_ref(), name)?;
+            match record {
+                // An earlier attempt stored it (its answer was lost), or its
+                // client's write-back record did while it streamed; it may
+                // have been renamed since: the content goes into it.
+                Some(_) => namespace::put_content(tx, *ino, &new, keep),
+                None => {
+                    check_xattrs(&new)?;
+                    namespace::create_file(tx, *parent, name, new, spec.exclusive)
+                }
             }
-        },
+        }
         Plan::NewAtPath(_) => Err(Error::Internal("a new file at a path is placed with its directories".into())),
+    }
+}
+
+/// A new file's inode made and removed since (elsewhere; in the trash or
+/// gone) must not come back: not by a late copy of its first upload (a
+/// journal replayed after a power cut), nor by a stream that outlived it.
+fn not_removed(record: Option<&Inode>, name: &str) -> Result<()> {
+    match record {
+        Some(i) if i.deleted || i.is_trashed() => {
+            Err(Error::NotFound(format!("{name}: its inode {} was removed", i.ino)))
+        }
+        _ => Ok(()),
     }
 }
 
