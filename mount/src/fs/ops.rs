@@ -756,6 +756,12 @@ impl Core {
         for dir in moved.into_iter().filter(|i| i.is_dir()) {
             scopes.extend(self.fresh_dirs_within(dir.ino)?.into_iter().map(Scope::In));
         }
+        // A directory to be replaced goes up with the files closed in it:
+        // the cluster must see it is not empty and refuse, or the move
+        // takes the directory and the files' records find no parent.
+        if let Some(d) = dst.as_ref().filter(|d| d.is_dir() && mode != RenameMode::Exchange) {
+            scopes.push(Scope::In(d.ino));
+        }
         self.settle(&scopes)?;
         let touched =
             self.cluster.rename(parent, name, newparent, newname, mode).map_err(|e| fail("rename", parent, e))?;

@@ -716,6 +716,21 @@ fn with_write_back_files_closed_in_a_moved_directory_are_on_the_cluster_when_the
 }
 
 #[test]
+fn with_write_back_a_directory_holding_a_file_not_up_yet_is_not_replaced_by_a_rename() {
+    let m = Mount::new(true);
+    let (x, y) = (m.mkdir(ROOT, "x"), m.mkdir(ROOT, "y"));
+    // Closed just before, so its record still waits for its uploader.
+    let z = m.write_file(y.ino.0, "z", b"important");
+    assert_eq!(m.core.rename(ROOT, os("x"), ROOT, os("y"), 0), Err(Errno::ENOTEMPTY));
+    let noreplace = libc::RENAME_NOREPLACE;
+    assert_eq!(m.core.rename(ROOT, os("x"), ROOT, os("y"), noreplace), Err(Errno::EEXIST));
+    assert_eq!(m.lookup(ROOT, "x").unwrap().ino, x.ino, "the source stays where it was");
+    let kept = m.fake.at("y/z").expect("y/z on the cluster, in its directory");
+    assert_eq!((kept.ino.0, m.fake.content(kept.ino).unwrap()), (z.ino.0, b"important".to_vec()));
+    assert_eq!(m.read(z.ino.0), b"important");
+}
+
+#[test]
 fn with_write_back_small_files_closed_together_go_up_several_in_one_exchange() {
     // Closed while the uploaders wait, so that however slow this machine
     // is, they find the files waiting together.
