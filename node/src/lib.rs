@@ -108,9 +108,11 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     }
     let lease = Arc::new(Lease::default());
     let health = Arc::new(Health::default());
-    let driver = Driver::new(cfg.clone(), key.clone(), store.clone(), initial_term, lease.clone(), health.clone())?;
     let (view_tx, view_rx) = watch::channel(ClusterView::new(id));
     let (control_tx, control_rx) = mpsc::channel(64);
+    let gossip = Gossip { cfg: cfg.clone(), key: key.clone(), store: store.clone(), initial_term };
+    let (described, gossip_ended) =
+        gossip.start(lease.clone(), health.clone(), view_tx, control_rx, shutdown.clone()).await?;
     let link = DriverLink { view: view_rx, control: control_tx, lease };
     let node = Arc::new(Node::new(cfg.clone(), key.clone(), store, link, health, shutdown.clone()));
 
@@ -118,12 +120,15 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
         "node {id}: listening on {} (advertised as {}), {}, members {:?}, key {}",
         cfg.listen,
         cfg.advertise,
-        driver.describe(),
+        described,
         node.members().ids(),
         key.fingerprint()
     );
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(driver.run(view_tx, control_rx, shutdown.clone()));
+    tasks.spawn(show_alive(node.clone()));
+    tasks.spawn(async move {
+        let _ = gossip_ended.await;
+    });
     tasks.spawn(net::server::run(node.clone(), listener));
     if let Some(m) = metrics {
         log::info!("node {id}: metrics at http://{}/metrics", m.local_addr()?);
@@ -149,6 +154,75 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
     }
     log::info!("node {id}: stopped");
     Ok(())
+}
+
+/// Shows the gossip driver, on its own thread, that this runtime runs its
+/// tasks.
+async fn show_alive(node: Arc<Node>) {
+    loop {
+        node.health().runtime.beat();
+        tokio::select! {
+            _ = node.shutdown().cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// What the gossip driver is made of.
+struct Gossip {
+    cfg: NodeConfig,
+    key: ClusterKey,
+    store: Arc<Store>,
+    initial_term: Term,
+}
+
+impl Gossip {
+    /// Opens the gossip sockets and runs the driver on a thread and runtime
+    /// of its own, until `shutdown`. Heartbeats and the lease must not wait
+    /// behind the node's other work: with the runtime's threads held up by
+    /// the disk (several big files written at once), the lease lapsed and
+    /// uploads failed with "no quorum" while every node was up. Returns the
+    /// driver's description for the log, and a receiver that ends with it.
+    async fn start(
+        self,
+        lease: Arc<Lease>,
+        health: Arc<Health>,
+        view_tx: watch::Sender<ClusterView>,
+        control_rx: mpsc::Receiver<link::Control>,
+        shutdown: CancellationToken,
+    ) -> Result<(String, tokio::sync::oneshot::Receiver<()>)> {
+        let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+        let id = self.cfg.id;
+        std::thread::Builder::new()
+            .name("scs-gossip".into())
+            .spawn(move || {
+                // Built here, so the sockets and timers are this runtime's.
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(Error::Io(format!("cannot start the gossip runtime: {e}"))));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let Gossip { cfg, key, store, initial_term } = self;
+                    match Driver::new(cfg, key, store, initial_term, lease, health) {
+                        Ok(driver) => {
+                            let _ = opened_tx.send(Ok(driver.describe()));
+                            driver.run(view_tx, control_rx, shutdown).await;
+                        }
+                        Err(e) => {
+                            let _ = opened_tx.send(Err(e));
+                        }
+                    }
+                });
+                let _ = ended_tx.send(());
+            })
+            .map_err(|e| Error::Io(format!("node {id}: cannot start the gossip thread: {e}")))?;
+        let described = opened_rx.await.map_err(|_| Error::Internal("the gossip thread ended at start".into()))??;
+        Ok((described, ended_rx))
+    }
 }
 
 /// Keeps the count of bytes held (`scs status`, `scs_bytes`) up to date:

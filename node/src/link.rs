@@ -37,6 +37,34 @@ pub struct Health {
     pub moving: std::sync::Mutex<(Moving, Option<Instant>)>,
     /// Clients' requests here: the rebalancer slows down while they work.
     pub clients: ClientWork,
+    /// Beats while the node's runtime runs its tasks (the driver runs on a
+    /// thread of its own and must not speak for a node that is stuck).
+    pub runtime: Pulse,
+}
+
+/// When something last showed it was alive.
+#[derive(Debug)]
+pub struct Pulse {
+    origin: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Pulse {
+    fn default() -> Pulse {
+        Pulse { origin: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+}
+
+impl Pulse {
+    pub fn beat(&self) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn silent_for(&self) -> Duration {
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.origin.elapsed().saturating_sub(Duration::from_millis(last))
+    }
 }
 
 impl Health {
@@ -98,5 +126,19 @@ impl Lease {
 
     pub fn valid(&self) -> bool {
         (self.origin.elapsed().as_millis() as u64) < self.until_ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pulse_tells_how_long_since_its_last_beat() {
+        let p = Pulse::default();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(p.silent_for() >= Duration::from_millis(50), "no beat since it was made: {:?}", p.silent_for());
+        p.beat();
+        assert!(p.silent_for() < Duration::from_millis(50), "just beat: {:?}", p.silent_for());
     }
 }

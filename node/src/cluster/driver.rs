@@ -27,6 +27,11 @@ const MAX_CANDIDATES: usize = 64;
 
 /// Datagrams older or newer than this (by the sender's clock) are dropped.
 const REPLAY_WINDOW_MS: u64 = 30_000;
+/// How long the node's runtime may go without running its tasks before the
+/// driver, on a thread of its own, stops speaking for it. Far above the
+/// stalls a busy disk causes (the lease lapsed on those when the driver
+/// shared the runtime), far below forever.
+const RUNTIME_STUCK: Duration = Duration::from_secs(3);
 
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -41,6 +46,8 @@ struct Dropped {
     late: u64,
     /// Datagrams we could not send.
     unsent: u64,
+    /// Datagrams not sent while the node's runtime was stuck.
+    stuck: u64,
 }
 
 /// Tells datagrams that arrive late from ones sent late, without assuming
@@ -241,7 +248,7 @@ impl Driver {
             // Publish before answering a claim, so that the handler's commit
             // sees the term it was admitted in.
             let view = self.view();
-            self.lease.renew(view.quorum, self.cfg.heartbeat * 2);
+            self.lease.renew(view.quorum && !self.runtime_stuck(), self.cfg.heartbeat * 2);
             view_tx.send_if_modified(|old| {
                 if *old != view {
                     *old = view;
@@ -375,6 +382,20 @@ impl Driver {
     async fn perform(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
+                // A node whose runtime has not run for this long cannot
+                // serve: it says nothing, as a frozen one would, so the
+                // others go on without it (and the lease lapses).
+                Action::Broadcast(_) if self.runtime_stuck() => {
+                    self.dropped.stuck += 1;
+                    if self.dropped.stuck.is_power_of_two() {
+                        log::warn!(
+                            "node {}: its runtime has not run for {:?}; silent until it does ({} datagrams held back)",
+                            self.cfg.id,
+                            self.health.runtime.silent_for(),
+                            self.dropped.stuck
+                        );
+                    }
+                }
                 Action::Broadcast(msg) => self.broadcast(msg).await,
                 Action::RoleChanged { role, term, leader } => {
                     log::debug!("node {}: role {role:?} term {term} leader {leader:?}", self.cfg.id);
@@ -383,7 +404,8 @@ impl Driver {
                     // term it may already have accepted one in.
                     if term > self.saved_term {
                         let store = self.store.clone();
-                        match tokio::task::block_in_place(|| store.save_term(term)) {
+                        // On the driver's own thread: nothing else waits.
+                        match store.save_term(term) {
                             Ok(()) => self.saved_term = term,
                             Err(e) => log::error!("node {}: cannot record term {term}: {e}", self.cfg.id),
                         }
@@ -394,6 +416,10 @@ impl Driver {
                 }
             }
         }
+    }
+
+    fn runtime_stuck(&self) -> bool {
+        self.health.runtime.silent_for() > RUNTIME_STUCK
     }
 
     async fn broadcast(&mut self, msg: Gossip) {
