@@ -212,6 +212,44 @@ fn fcntl_byte_ranges_conflict_across_mounts_only_where_they_overlap() {
 }
 
 #[test]
+fn a_lock_taken_through_another_mount_reads_what_was_written_under_the_last_one() {
+    let c = Cluster::start(3);
+    let a = Mount::start(&c);
+    let b = Mount::start(&c);
+    shared_file(&a, &b, "counter");
+    let fa = open_rw(&a.join("counter"));
+    // Taken first: the new leader's grace period is waited out here, not
+    // between B's reads below.
+    assert_eq!(flock(&fa, libc::LOCK_EX), 0);
+    // B has read the file just now, through a descriptor open for writing
+    // (as sqlite keeps one) and one for reading.
+    let (fb, fr) = (open_rw(&b.join("counter")), File::open(b.join("counter")).expect("open through B"));
+    let read = |f: &File| {
+        let mut buf = vec![0u8; 64];
+        let n = f.read_at(&mut buf, 0).expect("read through B");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!((read(&fb), read(&fr)), ("locked content\n".to_string(), "locked content\n".to_string()));
+
+    fa.set_len(0).expect("truncate through A");
+    fa.write_all_at(b"1\n", 0).expect("write through A");
+    assert_eq!(flock(&fa, libc::LOCK_UN), 0);
+    // Right after the lock is B's: A's content, not what B had.
+    assert_eq!(flock(&fb, libc::LOCK_EX), 0);
+    assert_eq!(read(&fb), "1\n", "read under flock through a descriptor open for writing");
+    assert_eq!(flock(&fb, libc::LOCK_UN), 0);
+
+    assert_eq!(setlk(&fa, libc::F_WRLCK, 0, 0, true), 0);
+    fa.write_all_at(b"2\n", 0).expect("write through A");
+    assert_eq!(setlk(&fa, libc::F_UNLCK, 0, 0, false), 0);
+    assert_eq!(setlk(&fr, libc::F_RDLCK, 0, 0, true), 0);
+    assert_eq!(read(&fr), "2\n", "read under a read lock through a descriptor open for reading");
+    assert_eq!(read(&fb), "2\n", "and through the one open for writing");
+    assert_eq!(setlk(&fr, libc::F_UNLCK, 0, 0, false), 0);
+    drop((fa, fb, fr));
+}
+
+#[test]
 fn a_process_waiting_for_a_lock_can_be_killed() {
     let c = Cluster::start(3);
     let a = Mount::start(&c);

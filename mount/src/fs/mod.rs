@@ -366,8 +366,18 @@ impl Filesystem for ScsFs {
                 log::debug!("storing inode {ino} before an unlock failed: {e:?}");
             }
         }
+        let core = self.core.clone();
         let done: locks::Done<()> = Box::new(move |r| match r {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                if typ != libc::F_UNLCK {
+                    // Before the answer: the holder reads right after it.
+                    let _ = guard(|| {
+                        core.revalidate(ino.0);
+                        Ok(())
+                    });
+                }
+                reply.ok()
+            }
             Err(e) => reply.error(e),
         });
         let _ = guard(|| {

@@ -128,6 +128,9 @@ pub struct Core {
     pub(super) reserving: Arc<AtomicBool>,
     /// What `--metrics-listen` counts.
     pub(super) counts: Counts,
+    /// Tells the kernel to drop what it cached of an inode (set once the
+    /// session is up; unit tests have none).
+    pub(super) kernel: std::sync::OnceLock<fuser::Notifier>,
 }
 
 impl Core {
@@ -158,6 +161,33 @@ impl Core {
             room: Mutex::new(None),
             reserving: Arc::new(AtomicBool::new(false)),
             counts: Counts::default(),
+            kernel: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Lets the mount tell the kernel to drop what it cached.
+    pub fn set_kernel(&self, notifier: fuser::Notifier) {
+        let _ = self.kernel.set(notifier);
+    }
+
+    /// A lock on `ino` was granted: what another mount stored under the
+    /// lock before must be what is read under this one, as NFS has it. The
+    /// inode is asked again, a copy open here for writing with nothing owed
+    /// starts over from the stored content, and the kernel drops its
+    /// cached pages and attributes of it.
+    pub fn revalidate(&self, ino: u64) {
+        let ino = Ino(ino);
+        lock(&self.meta).forget_attr(ino);
+        if let Ok(Some(stored)) = self.inode(ino) {
+            let staged = lock(&self.handles).staged(ino);
+            if stored.kind == Kind::File && staged.is_some_and(|s| s.rebase(&stored)) {
+                log::debug!("inode {ino} changed elsewhere before its lock was taken; read again");
+            }
+        }
+        if let Some(k) = self.kernel.get() {
+            if let Err(e) = k.inval_inode(fuser::INodeNo(ino.0), 0, 0) {
+                log::debug!("the kernel's cache of inode {ino} was not dropped: {e}");
+            }
         }
     }
 

@@ -158,6 +158,7 @@ pub fn run(settings: Settings, on_ready: impl FnOnce()) -> Result<(), String> {
     let mountpoint = settings.mountpoint.clone();
     let mut session = fuser::Session::new(ScsFs::new(core.clone()), &mountpoint, &config)
         .map_err(|e| mount_error(&mountpoint, &e))?;
+    core.set_kernel(session.notifier());
     let unmounter = session.unmount_callable();
     watch_signals(&rt, core, unmounter, mountpoint.clone())?;
     log::info!("mounted the cluster at {} (cache {})", mountpoint.display(), settings.cache_dir.display());

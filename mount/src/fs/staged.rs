@@ -270,6 +270,32 @@ impl Staged {
 
     /// Whether the stored content still has to be fetched before the
     /// staging file can be written, read or truncated to a non-zero size.
+    /// Starts the copy over from `stored`, a newer content another mount
+    /// stored since this copy took its own, when nothing here is owed (a
+    /// lock was taken: what was written under the last holder's lock must
+    /// be what is read under this one). False when it holds writes of its
+    /// own, or is already at that content.
+    pub fn rebase(&self, stored: &Inode) -> bool {
+        let mut st = lock(&self.state);
+        let base = match &st.content {
+            Content::Unfetched(i) | Content::Clean(Some(i)) => i,
+            Content::Clean(None) | Content::Dirty | Content::Failed => return false,
+        };
+        if stored.content <= base.content || !matches!(st.stream, Stream::Ready | Stream::Off) {
+            return false;
+        }
+        {
+            let mut m = lock(&self.meta);
+            (m.mtime_ns, m.ctime_ns, m.content, m.hash) =
+                (stored.mtime_ns, stored.ctime_ns, stored.content, stored.hash);
+        }
+        self.size.store(stored.size, Ordering::SeqCst);
+        st.stream = if stored.size == 0 { Stream::Ready } else { Stream::Off };
+        st.content = Content::Unfetched(stored.clone());
+        self.unfetched.store(true, Ordering::SeqCst);
+        true
+    }
+
     pub fn needs_fill(&self) -> bool {
         self.unfetched.load(Ordering::SeqCst)
     }
