@@ -50,6 +50,9 @@ impl ClusterKey {
         let shown = path.display();
         let meta =
             fs::metadata(path).map_err(|e| Error::Config(format!("cannot read the cluster key file {shown}: {e}")))?;
+        if meta.is_dir() {
+            return Err(Error::Config(format!("the cluster key file {shown} is a directory; name the key file in it")));
+        }
         if meta.permissions().mode() & 0o077 != 0 {
             return Err(Error::Config(format!(
                 "the cluster key file {shown} is readable by others; run: chmod 600 {shown}"
@@ -149,6 +152,13 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = ClusterKey::load(&path).unwrap_err().to_string();
         assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_named_as_the_key_file_is_refused_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ClusterKey::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
     }
 
     #[test]

@@ -818,6 +818,11 @@ impl Client {
         let sink = &sink;
         let req = &req;
         let to_stdout = matches!(sink, Sink::Stdout);
+        // A destination that cannot be written is the caller's to fix, at
+        // once: not a cluster to retry for the next seconds.
+        if !to_stdout {
+            drop(open_sink(sink)?);
+        }
         let written = &std::sync::atomic::AtomicBool::new(false);
         self.with_leader(|mut conn, _| {
             Box::pin(async move {
@@ -1143,7 +1148,7 @@ fn open_sink(sink: &Sink) -> Result<Output> {
             let base = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
             let tmp = dir.join(format!(".{base}.scs-partial-{}", std::process::id()));
             let file =
-                std::fs::File::create(&tmp).map_err(|e| Error::Io(format!("cannot write {}: {e}", tmp.display())))?;
+                std::fs::File::create(&tmp).map_err(|e| Error::Io(format!("cannot write {}: {e}", dest.display())))?;
             Ok(Output::File { file, tmp: TempPath(Some(tmp)), dest: dest.clone() })
         }
     }

@@ -211,6 +211,11 @@ fn mistakes_exit_1_with_one_line_naming_the_problem() {
 
     // A local file that does not exist is the user's mistake, not a hang.
     c.scs(&["upload", "/nonexistent/file.txt", "z"]).assert_error(1, "");
+    // Nor is a destination that cannot be written: said at once, as such.
+    let started = std::time::Instant::now();
+    let out = c.scs(&["download", "f", "/nonexistent/dir/f"]);
+    out.assert_one_line_error("cannot write /nonexistent/dir/f: No such file or directory");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "not retried as if the cluster were away: {out}");
     // None of these changed anything.
     let mut names = c.ls_names("");
     names.retain(|n| n != &ok);

@@ -338,8 +338,12 @@ fn helper_request(args: HelperArgs) -> Result<Request, Refusal> {
     Ok(Request { mountpoint: args.dir, opts, form: Form::Mount8, fake: args.fake, verbose: args.verbose })
 }
 
+/// Logs at info, fuser's at warn; but not fuser's "Failed to umount" at
+/// the end of every unmount made with umount(8) (the mount is gone already
+/// when the session tries to unmount it again).
 fn init_logs() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,fuser=warn")).init();
+    let default = "info,fuser=warn,fuser::session=error";
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
 }
 
 /// Checks what can be checked before forking, with one-line errors.
