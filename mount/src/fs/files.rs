@@ -484,7 +484,7 @@ impl Core {
     /// content becomes a cached copy. Only the bookkeeping is under
     /// `opening` (so no writer joins it meanwhile); the file work is not.
     fn retire_if_unused(&self, s: &Arc<Staged>) {
-        {
+        let place = {
             let _g = lock(&self.opening);
             if s.in_use() || !s.retire_once() {
                 return;
@@ -492,10 +492,28 @@ impl Core {
             lock(&self.handles).retire_staged(s);
             // Made here and never stored (its upload failed): it is not on
             // the cluster, and now not here either.
-            lock(&self.inodes).drop_fresh(s.ino);
-        }
+            let mut inodes = lock(&self.inodes);
+            let place = inodes.fresh_place(s.ino);
+            inodes.drop_fresh(s.ino);
+            place
+        };
         if let Some(i) = s.clean_inode().filter(|_| !s.is_gone()) {
             self.content.adopt(&i, s.path());
+        }
+        // With write-back, closed means kept: a file too big for the journal
+        // whose store failed at close (the cluster was unreachable) keeps
+        // its content in `unsent/`, as a refused record does; a shell's
+        // `> file` never looks at what close said.
+        if self.write_back && s.failed() && !s.is_gone() {
+            let name = place.map_or_else(|| format!("inode-{}", s.ino), |(_, name)| name);
+            match self.journal.keep_unsent_file(s.path(), &name) {
+                Ok(kept) => {
+                    log::error!("{name:?} (inode {}) was not stored; its content is kept in {}", s.ino, kept.display())
+                }
+                Err(e) => {
+                    log::error!("{name:?} (inode {}) was not stored, and keeping it in unsent/ failed: {e}", s.ino)
+                }
+            }
         }
         s.discard();
     }

@@ -442,6 +442,11 @@ impl Staged {
     }
 
     /// The stored inode, when the staging file holds exactly its content.
+    /// Its last store failed (close reported it) and nothing stored since.
+    pub fn failed(&self) -> bool {
+        matches!(lock(&self.state).content, Content::Failed)
+    }
+
     pub fn clean_inode(&self) -> Option<Inode> {
         match &lock(&self.state).content {
             Content::Clean(i) => i.clone(),

@@ -641,6 +641,22 @@ fn with_write_back_a_big_file_written_by_a_redirect_streams_even_once_its_empty_
 }
 
 #[test]
+fn with_write_back_a_big_file_that_could_not_be_stored_at_close_is_kept_in_unsent() {
+    let m = Mount::new(true);
+    let data: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    let (_, fh) = m.create(ROOT, "big.bin");
+    m.write_all(fh, &data);
+    m.fake.set_down(true);
+    assert_eq!(m.close(fh), Err(Errno::EIO), "close says the file is not stored");
+    m.fake.set_down(false);
+    let unsent = m.dir.as_ref().unwrap().path().join("unsent");
+    let kept: Vec<_> = std::fs::read_dir(&unsent).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].to_string_lossy().ends_with("-big.bin"), "{kept:?}");
+    assert!(std::fs::read(&kept[0]).unwrap() == data, "the whole content is kept");
+}
+
+#[test]
 fn with_write_back_a_closed_file_goes_up_soon_as_a_new_file_and_orders_what_follows() {
     let m = Mount::new(true);
     let (f, fh) = m.create(ROOT, "draft.txt");

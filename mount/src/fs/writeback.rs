@@ -509,6 +509,21 @@ impl Journal {
         }
     }
 
+    /// A closed file that could not be stored and is not in the journal
+    /// (too big for it): its staging file `path` moves to `unsent/`, under
+    /// a new serial and `name`; returns where.
+    pub fn keep_unsent_file(&self, path: &Path, name: &str) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.unsent)?;
+        let serial = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dest = self.unsent.join(format!("{serial}-{}", name.replace('/', "%2F")));
+        if std::fs::rename(path, &dest).is_err() {
+            std::fs::copy(path, &dest)?;
+        }
+        File::open(&dest)?.sync_all()?;
+        sync_dir(&self.unsent)?;
+        Ok(dest)
+    }
+
     /// The cluster refused the record for good: its content is kept in
     /// `unsent/` for the user; returns where.
     pub fn keep_unsent(&self, rec: &Record) -> std::io::Result<PathBuf> {
