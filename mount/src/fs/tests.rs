@@ -641,6 +641,21 @@ fn with_write_back_a_big_file_written_by_a_redirect_streams_even_once_its_empty_
 }
 
 #[test]
+fn a_directory_holding_a_file_still_open_is_not_replaced_by_a_rename() {
+    for write_back in [false, true] {
+        let m = Mount::new(write_back);
+        m.mkdir(ROOT, "x");
+        let y = m.mkdir(ROOT, "y");
+        let (z, fh) = m.create(y.ino.0, "z");
+        m.write_all(fh, b"important");
+        assert_eq!(m.core.rename(ROOT, os("x"), ROOT, os("y"), 0), Err(Errno::ENOTEMPTY), "write-back {write_back}");
+        m.close(fh).unwrap();
+        eventually("y/z on the cluster", || m.fake.at("y/z").is_some_and(|i| i.ino.0 == z.ino.0));
+        assert_eq!(m.fake.content(Ino(z.ino.0)).unwrap(), b"important");
+    }
+}
+
+#[test]
 fn with_write_back_a_big_file_that_could_not_be_stored_at_close_is_kept_in_unsent() {
     let m = Mount::new(true);
     let data: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
