@@ -100,6 +100,7 @@ struct Inner {
 
 #[derive(Default)]
 struct Owners {
+    ino: u64,
     locked: BTreeSet<u64>,
     flushed: BTreeSet<u64>,
 }
@@ -194,7 +195,12 @@ impl Locks {
             Ok(None) => return done(self.inner.unlock(Ino(ino), owner, start, end)),
             Err(e) => return done(Err(e)),
         };
-        lock(&self.inner.files).entry(fh).or_default().locked.insert(owner);
+        {
+            let mut files = lock(&self.inner.files);
+            let o = files.entry(fh).or_default();
+            o.ino = ino;
+            o.locked.insert(owner);
+        }
         let lock = FileLock { ino: Ino(ino), owner, start, end, kind, pid };
         self.run(Ask::Set(lock), sleep, pid, done, |_| ());
     }
@@ -217,10 +223,20 @@ impl Locks {
     /// locked through `fh` and never closed a descriptor of it (a process
     /// closing one flushes with its own owner, and its fcntl locks went
     /// then; one that locked again since keeps them until its next close).
+    ///
+    /// An owner is the open file's address, which the kernel hands to the
+    /// next open file once this one is let go, before this release may
+    /// arrive: an owner that a file opened since locked with is that
+    /// file's, not this one's to give back (or a process that closed and
+    /// opened the file again would lose the lock it just took, while
+    /// believing it holds it). `files` stays locked until the unlocks are
+    /// done, so no lock of such an owner is asked for in between.
     pub fn release(&self, ino: u64, fh: u64, flock_owner: Option<u64>) {
-        let owners = lock(&self.inner.files).remove(&fh).unwrap_or_default();
+        let mut files = lock(&self.inner.files);
+        let owners = files.remove(&fh).unwrap_or_default();
         let mut gone: BTreeSet<u64> = owners.locked.difference(&owners.flushed).copied().collect();
         gone.extend(flock_owner);
+        gone.retain(|owner| !files.values().any(|o| o.ino == ino && o.locked.contains(owner)));
         for owner in gone {
             if lock(&self.inner.held).holds(self.inner.session, Ino(ino), owner) {
                 let _ = self.inner.unlock(Ino(ino), owner, 0, u64::MAX);
@@ -576,6 +592,20 @@ mod tests {
         assert_eq!(set(&b, 7, 9, (0, WHOLE), F_WRLCK), Ok(()), "the flock went with the open file");
         assert_eq!(set(&b, 8, 9, (0, 0), F_WRLCK), Err(Errno::EAGAIN), "a lock taken after a close stays");
         assert_eq!(fake.lock_count(), 2);
+    }
+
+    #[test]
+    fn a_late_release_leaves_the_flock_of_a_file_opened_since_with_the_same_owner() {
+        let (_fake, a, b) = two_mounts();
+        // Open file 5 flocks as owner 500 and is closed. The kernel gives
+        // the next open file (6) the same address, so the same owner, and
+        // it flocks before the release of file 5 arrives.
+        answer(|d| a.setlk(7, 5, 500, 0, WHOLE, F_WRLCK, 0, false, d)).unwrap();
+        answer(|d| a.setlk(7, 6, 500, 0, WHOLE, F_WRLCK, 0, false, d)).unwrap();
+        a.release(7, 5, Some(500));
+        assert_eq!(set(&b, 7, 9, (0, WHOLE), F_WRLCK), Err(Errno::EAGAIN), "file 6 still holds the flock");
+        a.release(7, 6, Some(500));
+        assert_eq!(set(&b, 7, 9, (0, WHOLE), F_WRLCK), Ok(()), "and gives it back when it is released");
     }
 
     #[test]
