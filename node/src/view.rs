@@ -63,6 +63,12 @@ impl ClusterView {
         self.role == Role::Leader
     }
 
+    /// Whether this node leads `term` with a majority's support (serving
+    /// or still catching up).
+    pub fn leads_in(&self, term: Term) -> bool {
+        self.is_leader() && self.term == term && self.quorum
+    }
+
     /// Where another member's TCP server listens, as last advertised.
     pub fn addr_of(&self, id: NodeId) -> Option<&str> {
         self.members.get(&id).map(|m| m.info.addr.as_str()).filter(|a| !a.is_empty())

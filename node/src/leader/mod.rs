@@ -200,10 +200,10 @@ async fn on_majority<V>(
     let started = Instant::now();
     let res = await_majority(node, state, set, before, outlive_lead).await;
     METRICS.leader_majority.since(started);
-    if res.is_err() {
+    if let Err(e) = &res {
         // It may be on this node alone, and every change after it was
         // checked against it.
-        give_up(node, state, "a change reached no majority").await;
+        give_up(node, state, &format!("a change reached no majority ({e})")).await;
     }
     res
 }
@@ -413,6 +413,10 @@ pub fn still_leading(node: &Node, state: &LeaderState) -> Result<()> {
     }
     match node.writable() {
         Ok(current) if current.term == state.term => Ok(()),
+        // What a new leader commits while it catches up (the root, the
+        // membership in its term) comes before it serves: it leads its
+        // term with a quorum, and that is enough.
+        Err(Error::Unavailable(_)) if !state.served() && node.view().leads_in(state.term) => Ok(()),
         // Asked while a change is on its way (committed here, perhaps
         // elsewhere): the client must hear "it may have been applied", never
         // "not the leader", which says it was not, so that its retry counts

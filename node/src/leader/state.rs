@@ -130,6 +130,11 @@ impl LeaderState {
         self.served.store(true, Ordering::SeqCst);
     }
 
+    /// Whether this leader caught up and serves (see `mark_served`).
+    pub fn served(&self) -> bool {
+        self.served.load(Ordering::SeqCst)
+    }
+
     /// The version up to which this node has every record, as this term's
     /// leader: every change committed before the term (it caught up from a
     /// majority) and its own up to [`LeaderState::safe_watermark`] (only the
