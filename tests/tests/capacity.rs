@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use scs_tests::mount::Mount;
 use scs_tests::{eventually, seeded_bytes, Cluster, ClusterBuilder};
 
 fn five_files() -> Vec<(String, Vec<u8>)> {
@@ -163,6 +164,80 @@ fn with_node_1_on_small_disk_of(builder: ClusterBuilder, mib: u64) -> Option<(Cl
     c.restart(1);
     c.wait_for("node 1 to join", Duration::from_secs(15), |s| s.is_settled(3, &[1, 2, 3]));
     Some((c, disk))
+}
+
+/// Writes `bytes` to a new file at `path` and closes it, as `cp` does:
+/// the first error of the writes and the close (where a mount reports a
+/// file it could not store; dropping a `File` ignores it).
+fn write_and_close(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::IntoRawFd;
+    let mut f = std::fs::File::create(path)?;
+    let written = f.write_all(bytes);
+    let fd = f.into_raw_fd();
+    // SAFETY: fd is ours (taken from the File) and closed once, here.
+    let closed = unsafe { libc::close(fd) };
+    written?;
+    if closed != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A three-node cluster with every node's data on a tmpfs of `mib` MiB;
+/// `None` (the test is skipped) when this process may not mount.
+fn with_every_node_on_small_disks(mib: u64) -> Option<(Cluster, Vec<SmallDisk>)> {
+    let mut c = Cluster::start(3);
+    let mut disks = Vec::new();
+    for id in 1..=3 {
+        c.kill(id);
+        let Some(disk) = SmallDisk::mount(&c.data_dir(id), mib) else {
+            println!("SKIPPED: mounting a tmpfs needs root");
+            return None;
+        };
+        disks.push(disk);
+    }
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    c.wait_for("node 3 to lead all three on their small disks", Duration::from_secs(15), |s| {
+        s.is_settled(3, &[1, 2, 3])
+    });
+    Some((c, disks))
+}
+
+/// A file bigger than the room any disk has left is refused with "no
+/// space" (ENOSPC through a mount), as a full cluster's answer: it used to
+/// be "cluster unavailable: no leader reachable" after the whole retry
+/// window, the holders' refusals lost as dropped connections. A file that
+/// fits still goes in afterwards.
+#[test]
+fn a_file_bigger_than_the_room_left_on_every_disk_is_refused_with_no_space() {
+    // The index and the 16 MiB journal take about 17 MiB of each disk.
+    let Some((c, disks)) = with_every_node_on_small_disks(48) else { return };
+    let big = seeded_bytes(90, 40 << 20);
+
+    // Its size known up front (`scs upload`): refused before a byte moves.
+    let out = c.try_upload_bytes("big.bin", &big);
+    out.assert_one_line_error("no space");
+    assert!(out.elapsed < Duration::from_secs(5), "no space is an answer, not a timeout: {out}");
+
+    // Through a mount, which streams a file as it is written, before its
+    // size is known: every holder runs out of room on the way.
+    let m = Mount::start(&c);
+    let started = Instant::now();
+    let err = write_and_close(&m.join("big.bin"), &big).expect_err("a file bigger than every disk was stored");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "no space took {:?}", started.elapsed());
+    c.assert_missing("big.bin");
+
+    let fits = seeded_bytes(91, 2 << 20);
+    write_and_close(&m.join("fits.bin"), &fits).expect("a file that fits");
+    c.assert_content("fits.bin", &fits);
+    c.assert_no_node_died();
+    drop(m);
+    drop(c);
+    drop(disks);
 }
 
 /// Copies go where there is room, counting bytes as well as `max_files`:

@@ -41,31 +41,47 @@ use crate::node::Node;
 /// How long a follower may take to commit an `Apply`.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The nodes that will keep a new blob of inode `ino`: the live nodes with
-/// room, the emptiest first (see [`placement`]), up to `replicas`.
+/// The nodes that will keep a new blob of inode `ino`, `size` bytes long
+/// when known: the live nodes with room for it (under their `max_files`,
+/// and with the bytes free on their disk, as they last said), the emptiest
+/// first (see [`placement`]), up to `replicas`.
 ///
 /// # Errors
 /// `NoSpace` when no node has room.
-pub fn pick_holders(node: &Node, ino: Ino) -> Result<Vec<(NodeId, String)>> {
+pub fn pick_holders(node: &Node, ino: Ino, size: Option<u64>) -> Result<Vec<(NodeId, String)>> {
     let view = node.view();
     let store = node.store();
     let members = node.members();
+    let fits = |(free, total): (u64, u64)| size.is_none_or(|s| crate::store::blob_room(free, total) >= s);
     let mut ranked: Vec<(placement::Rank, String)> = Vec::new();
+    let mut short_of_bytes = false;
     if members.takes_copies(node.me()) && store.has_room_for(ino)? {
-        let used = store.files() + store.wanted_count();
-        let mine = placement::Rank::mine(node.me(), used, node.cfg().max_files, store.room());
-        ranked.push((mine, node.cfg().advertise.to_string()));
+        let room = store.room();
+        if fits(room) {
+            let used = store.files() + store.wanted_count();
+            let mine = placement::Rank::mine(node.me(), used, node.cfg().max_files, room);
+            ranked.push((mine, node.cfg().advertise.to_string()));
+        } else {
+            short_of_bytes = true;
+        }
     }
-    ranked.extend(
-        view.alive_others()
-            .filter(|(id, m)| members.takes_copies(*id) && !m.info.addr.is_empty())
-            .filter(|(_, m)| m.info.max_files.is_none_or(|max| m.info.files < max))
-            .map(|(id, m)| (placement::Rank::of(id, &m.info), m.info.addr.clone())),
-    );
+    for (id, m) in view.alive_others() {
+        if !members.takes_copies(id) || m.info.addr.is_empty() || !placement::has_room(m.info.files, m.info.max_files) {
+            continue;
+        }
+        if !fits((m.info.disk_free, m.info.disk_total)) {
+            short_of_bytes = true;
+            continue;
+        }
+        ranked.push((placement::Rank::of(id, &m.info), m.info.addr.clone()));
+    }
     ranked.sort();
     ranked.truncate(node.replica_target());
     if ranked.is_empty() {
-        return Err(Error::NoSpace("every node is at its max_files".into()));
+        return Err(Error::NoSpace(match size {
+            Some(size) if short_of_bytes => format!("no node has {size} bytes free for the file"),
+            _ => "every node is at its max_files".into(),
+        }));
     }
     Ok(ranked.into_iter().map(|(r, addr)| (r.id(), addr)).collect())
 }

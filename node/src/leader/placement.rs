@@ -14,8 +14,8 @@ pub fn fullness(files: u64, max_files: Option<u64>, free: u64, total: u64) -> u3
 }
 
 /// Whether a node with `used` blobs (kept and still to fetch) may take one
-/// more under its `max_files`. Bytes are not counted here: a full disk
-/// refuses the copy itself, and old content gives way to new.
+/// more under its `max_files`. Bytes are counted apart, against the size
+/// of the file (see `leader::pick_holders`).
 pub fn has_room(used: u64, max_files: Option<u64>) -> bool {
     max_files.is_none_or(|max| used < max)
 }

@@ -438,7 +438,7 @@ pub async fn expire(node: Arc<Node>) {
         if node.writable().is_err() {
             continue;
         }
-        let short = short_of_room(&node);
+        let short = short_of_room(&node, 0);
         match make_room(&node, &short).await {
             Ok(0) => {}
             Ok(n) => {
@@ -477,7 +477,7 @@ pub async fn expire(node: Arc<Node>) {
 
 /// What a member short of room needs freed: files (past its
 /// `max_files`, and one more to take a new one) and bytes (up to what
-/// counts as short of disk).
+/// counts as short of disk, or the room a new file of `want` bytes takes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Need {
     pub files: u64,
@@ -487,32 +487,34 @@ pub struct Need {
 impl Need {
     /// What a member with `used` files of `max` and `free` bytes of
     /// `total` needs; `None` when it is not short.
-    fn of(used: u64, max: Option<u64>, free: u64, total: u64) -> Option<Need> {
+    fn of(used: u64, max: Option<u64>, (free, total): (u64, u64), want: u64) -> Option<Need> {
         let short_below = SHORT_BYTES.min((total as f64 * SHORT_SHARE) as u64);
+        let room = crate::store::blob_room(free, total);
         let need = Need {
             files: max.map_or(0, |m| (used + 1).saturating_sub(m)),
-            bytes: if total > 0 { short_below.saturating_sub(free) } else { 0 },
+            bytes: if total > 0 { short_below.saturating_sub(free).max(want.saturating_sub(room)) } else { 0 },
         };
         (need != Need::default()).then_some(need)
     }
 }
 
 /// The members that take copies and are short of room (at their
-/// `max_files`, or short of disk), as the leader last heard, and what each
-/// needs.
-fn short_of_room(node: &Node) -> Vec<(NodeId, Need)> {
+/// `max_files`, or short of disk, or of `want` bytes for a new file), as
+/// the leader last heard, and what each needs.
+fn short_of_room(node: &Node, want: u64) -> Vec<(NodeId, Need)> {
     let members = node.members();
     let store = node.store();
-    let (free, total) = store.room();
     let mut out = Vec::new();
     if members.takes_copies(node.me()) {
-        if let Some(need) = Need::of(store.files() + store.wanted_count(), node.cfg().max_files, free, total) {
+        let used = store.files() + store.wanted_count();
+        if let Some(need) = Need::of(used, node.cfg().max_files, store.room(), want) {
             out.push((node.me(), need));
         }
     }
     let view = node.view();
     out.extend(view.alive_others().filter(|(id, _)| members.takes_copies(*id)).filter_map(|(id, m)| {
-        Need::of(m.info.files + m.info.wanted, m.info.max_files, m.info.disk_free, m.info.disk_total).map(|n| (id, n))
+        let used = m.info.files + m.info.wanted;
+        Need::of(used, m.info.max_files, (m.info.disk_free, m.info.disk_total), want).map(|n| (id, n))
     }));
     out
 }
@@ -551,26 +553,27 @@ pub async fn make_room(node: &Arc<Node>, short: &[(NodeId, Need)]) -> Result<u64
     Ok(purge(node, PurgeTrash::Items(oldest)).await?.items)
 }
 
-/// The holders of a new blob of `ino` ([`super::pick_holders`]); when every
-/// node is full, the oldest content in the trash goes first, and the
-/// holders get a moment to say they have room again.
+/// The holders of a new blob of `ino`, `size` bytes long when known
+/// ([`super::pick_holders`]); when every node is full, the oldest content
+/// in the trash goes first, and the holders get a moment to say they have
+/// room again.
 ///
 /// # Errors
 /// `NoSpace` when there is still no room.
-pub async fn holders_making_room(node: &Arc<Node>, ino: Ino) -> Result<Vec<(NodeId, String)>> {
-    let why = match super::pick_holders(node, ino) {
+pub async fn holders_making_room(node: &Arc<Node>, ino: Ino, size: Option<u64>) -> Result<Vec<(NodeId, String)>> {
+    let why = match super::pick_holders(node, ino, size) {
         Err(Error::NoSpace(why)) => why,
         other => return other,
     };
     // Only when members are full: not, say, when none is up to take copies.
-    let made = make_room(node, &short_of_room(node)).await?;
+    let made = make_room(node, &short_of_room(node, size.unwrap_or(0))).await?;
     if made == 0 {
         return Err(Error::NoSpace(why));
     }
     let deadline = tokio::time::Instant::now() + ROOM_WAIT;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        match super::pick_holders(node, ino) {
+        match super::pick_holders(node, ino, size) {
             Err(Error::NoSpace(_)) if tokio::time::Instant::now() < deadline => {}
             other => return other,
         }

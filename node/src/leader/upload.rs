@@ -146,7 +146,7 @@ pub async fn prepare(node: &Arc<Node>, spec: UploadSpec) -> Result<Prepared> {
     let holders = if spec.size == Some(0) || inline {
         Vec::new()
     } else {
-        super::trash::holders_making_room(node, plan.ino()).await?
+        super::trash::holders_making_room(node, plan.ino(), spec.size).await?
     };
     let guard = state.allocate();
     let mark = state.mark_upload(Key::of_ino(plan.ino()));
@@ -259,6 +259,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
         remotes.push(Remote { id, tx: Some(tx) });
     }
     let planned = remotes.len() + usize::from(local.is_some());
+    let mut dropouts = Dropouts::default();
     if let Err(e) = conn.send_response(Response::Ready).await {
         *broken = true;
         return Err(e);
@@ -298,6 +299,7 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
                 if let Some(sink) = local.as_mut() {
                     if let Err(e) = sink.write(b).await {
                         log::warn!("node {}: local write of {what:?} failed: {e}", node.me());
+                        dropouts.add(format!("node {}", node.me()), &e);
                         local = None;
                     }
                 }
@@ -315,7 +317,10 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
         match sink.finish(Some(client_hash)).await {
             Ok(_) => durable.push(node.me()),
             Err(e @ Error::Corrupt(_)) => return Err(e),
-            Err(e) => log::warn!("node {}: could not keep {what:?}: {e}", node.me()),
+            Err(e) => {
+                log::warn!("node {}: could not keep {what:?}: {e}", node.me());
+                dropouts.add(format!("node {}", node.me()), &e);
+            }
         }
     } else if let Some(h) = hasher {
         let ours = ContentHash(h.finalize().into());
@@ -324,7 +329,6 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
         }
     }
     let need = if planned == 0 { 0 } else { majority_of(planned) };
-    let mut failures = Vec::new();
     let mut grace_deadline = None;
     let mut pending: Vec<NodeId> = remotes.iter().map(|r| r.id).collect();
     while !acks.is_empty() {
@@ -358,10 +362,10 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
                 pending.retain(|p| *p != id);
                 match res {
                     Ok(()) => durable.push(id),
-                    Err(e) => failures.push(format!("node {id}: {e}")),
+                    Err(e) => dropouts.add(format!("node {id}"), &e),
                 }
             }
-            Some(Err(e)) => failures.push(e.to_string()),
+            Some(Err(e)) => dropouts.why.push(e.to_string()),
         }
         if durable.len() >= need && grace_deadline.is_none() {
             grace_deadline = Some(tokio::time::Instant::now() + STRAGGLER_GRACE);
@@ -369,11 +373,13 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     }
     super::detach(acks);
     if durable.len() < need {
-        return Err(Error::Unavailable(format!(
-            "the file reached only {} of {planned} holders ({})",
-            durable.len(),
-            failures.join("; ")
-        )));
+        let why = format!("the file reached only {} of {planned} holders ({})", durable.len(), dropouts.why.join("; "));
+        // Holders out of room alone kept it off a majority: the cluster
+        // is full for this file, not out of reach.
+        if planned.saturating_sub(dropouts.out_of_room) < need {
+            return Err(Error::NoSpace(why));
+        }
+        return Err(Error::Unavailable(why));
     }
     durable.sort();
     // Phase 2: commit the content into its inode, checking the target again
@@ -407,6 +413,21 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     drop(guard);
     log::debug!("node {}: stored {what:?} {content:?} on {:?} as inode {ino}", node.me(), stored.holders);
     Ok(stored)
+}
+
+/// The holders that dropped out of an upload: why, and how many for want
+/// of room.
+#[derive(Default)]
+struct Dropouts {
+    why: Vec<String>,
+    out_of_room: usize,
+}
+
+impl Dropouts {
+    fn add(&mut self, who: String, e: &Error) {
+        self.out_of_room += usize::from(matches!(e, Error::NoSpace(_)));
+        self.why.push(format!("{who}: {e}"));
+    }
 }
 
 /// The file a committed upload leaves: `spec`'s attributes, and the

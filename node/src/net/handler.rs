@@ -537,7 +537,14 @@ async fn replicate(
     }
     let store = node.store().clone();
     let mut sink = BlobSink::spawn(move || store.new_blob(ino, content, size));
-    let (hash, _) = transfer::receive_into(conn, &mut sink, size).await.map_err(Failure::Close)?;
+    let (hash, _) = match transfer::receive_into(conn, &mut sink, size).await {
+        Ok(received) => received,
+        // The disk filled up: the rest of the stream is read and dropped so
+        // that the leader hears why, and can tell the client the cluster is
+        // full rather than out of reach.
+        Err(e @ Error::NoSpace(_)) if transfer::drain(conn).await => return Err(Failure::Reply(e)),
+        Err(e) => return Err(Failure::Close(e)),
+    };
     sink.finish(Some(hash)).await.map_err(Failure::Reply)?;
     // A slow holder may finish after its entry was decided without it.
     node.blocking(move |s| s.settle_replicated(&key, version)).await?;

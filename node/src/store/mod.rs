@@ -91,6 +91,21 @@ pub struct Applied {
 /// (or a tenth of a smaller disk).
 const INDEX_RESERVE: u64 = 64 << 20;
 
+/// The room [`INDEX_RESERVE`] takes on a disk of `total` bytes.
+fn index_reserve(total: u64) -> u64 {
+    INDEX_RESERVE.min(total / 10)
+}
+
+/// The largest blob a disk with `free` bytes (counting released blobs) of
+/// `total` takes: blobs leave the index its reserve. Unbounded when the
+/// disk is unknown (`total` zero).
+pub fn blob_room(free: u64, total: u64) -> u64 {
+    if total == 0 {
+        return u64::MAX;
+    }
+    free.saturating_sub(index_reserve(total))
+}
+
 /// How often a failed index is tried again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
@@ -760,7 +775,7 @@ impl Store {
     pub fn new_blob(&self, ino: Ino, content: Version, size: Option<u64>) -> Result<BlobWriter> {
         // Blobs never take the index's last room: a node whose disk is
         // full cannot commit, not even the purge that would free it.
-        let reserve = INDEX_RESERVE.min(self.disk_space().1 / 10);
+        let reserve = index_reserve(self.disk_space().1);
         self.make_room(size.unwrap_or(0).saturating_add(reserve));
         let (free, total) = self.disk_space();
         if let Some(size) = size.filter(|s| total > 0 && free < s.saturating_add(reserve)) {
