@@ -42,28 +42,48 @@ pub struct Health {
     pub runtime: Pulse,
 }
 
-/// When something last showed it was alive.
+/// A moment, kept as milliseconds after a fixed origin so that threads
+/// set and read it without a lock. It starts at the origin.
 #[derive(Debug)]
-pub struct Pulse {
+struct Moment {
     origin: Instant,
-    last_ms: std::sync::atomic::AtomicU64,
+    ms: std::sync::atomic::AtomicU64,
 }
 
-impl Default for Pulse {
-    fn default() -> Pulse {
-        Pulse { origin: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) }
+impl Default for Moment {
+    fn default() -> Moment {
+        Moment { origin: Instant::now(), ms: std::sync::atomic::AtomicU64::new(0) }
     }
+}
+
+impl Moment {
+    /// Now, on this moment's scale.
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_millis(self.ms.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn set(&self, at: Duration) {
+        self.ms.store(at.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// When something last showed it was alive.
+#[derive(Debug, Default)]
+pub struct Pulse {
+    last: Moment,
 }
 
 impl Pulse {
     pub fn beat(&self) {
-        let now = self.origin.elapsed().as_millis() as u64;
-        self.last_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+        self.last.set(self.last.now());
     }
 
     pub fn silent_for(&self) -> Duration {
-        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
-        self.origin.elapsed().saturating_sub(Duration::from_millis(last))
+        self.last.now().saturating_sub(self.last.get())
     }
 }
 
@@ -104,28 +124,20 @@ pub fn members_in_force(cfg: &NodeConfig, record: Option<Members>) -> Members {
 /// The leader's lease as request handlers see it: valid only while the
 /// driver keeps confirming the quorum. The published view alone would go
 /// stale if the process were paused; this expires by itself.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Lease {
-    origin: Instant,
-    /// Milliseconds after `origin` until which writes and reads are allowed.
-    until_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Default for Lease {
-    fn default() -> Lease {
-        Lease { origin: Instant::now(), until_ms: std::sync::atomic::AtomicU64::new(0) }
-    }
+    /// Until when writes and reads are allowed.
+    until: Moment,
 }
 
 impl Lease {
     /// Extends the lease by `span` from now if `quorum`, else ends it.
     pub fn renew(&self, quorum: bool, span: Duration) {
-        let until = if quorum { (self.origin.elapsed() + span).as_millis() as u64 } else { 0 };
-        self.until_ms.store(until, std::sync::atomic::Ordering::SeqCst);
+        self.until.set(if quorum { self.until.now() + span } else { Duration::ZERO });
     }
 
     pub fn valid(&self) -> bool {
-        (self.origin.elapsed().as_millis() as u64) < self.until_ms.load(std::sync::atomic::Ordering::SeqCst)
+        self.until.now() < self.until.get()
     }
 }
 

@@ -776,6 +776,13 @@ impl Core {
         }
         let src = self.child(parent, name)?.ok_or(Errno::ENOENT)?;
         let dst = self.child(newparent, newname)?;
+        // A file made in it and still open here (so not on the cluster
+        // yet) leaves a directory not empty, as rmdir says.
+        if let Some(d) = dst.as_ref().filter(|d| d.is_dir() && mode == RenameMode::Replace) {
+            if lock(&self.inodes).has_fresh_in(d.ino) {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
         let mut scopes = vec![Scope::File(src.ino)];
         scopes.extend(dst.as_ref().map(|d| Scope::File(d.ino)));
         // Files closed inside a moved directory go up first, so everyone
@@ -793,13 +800,6 @@ impl Core {
             scopes.push(Scope::In(d.ino));
         }
         self.settle(&scopes)?;
-        // A file made in it and still open here (so not on the cluster
-        // yet) leaves a directory not empty, as rmdir says.
-        if let Some(d) = dst.as_ref().filter(|d| d.is_dir() && mode == RenameMode::Replace) {
-            if lock(&self.inodes).has_fresh_in(d.ino) {
-                return Err(Errno::ENOTEMPTY);
-            }
-        }
         let touched =
             self.cluster.rename(parent, name, newparent, newname, mode).map_err(|e| fail("rename", parent, e))?;
         {
