@@ -142,6 +142,11 @@ impl Node {
         self.leader.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether the leader's lease (see [`Lease`]) holds now.
+    pub fn lease_valid(&self) -> bool {
+        self.lease.valid()
+    }
+
     /// Checks that this node may serve a client write right now.
     ///
     /// # Errors

@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 
 use scs_common::inode::NextIno;
 use scs_common::proto::rpc::{Request, Response};
-use scs_common::{Error, Ino, Members, NodeId, Record, Result, Version};
+use scs_common::{Error, Ino, Members, NodeId, Record, Result, Term, Version};
 
 use crate::link::Control;
 use crate::metrics::METRICS;
@@ -432,7 +432,7 @@ pub fn still_leading(node: &Node, state: &LeaderState) -> Result<()> {
         // What a new leader commits while it catches up (the root, the
         // membership in its term) comes before it serves: it leads its
         // term with a quorum, and that is enough.
-        Err(Error::Unavailable(_)) if !state.served() && node.view().leads_in(state.term) => Ok(()),
+        Err(Error::Unavailable(_)) if !state.served() && catching_up_in(node, state.term) => Ok(()),
         // Asked while a change is on its way (committed here, perhaps
         // elsewhere): the client must hear "it may have been applied", never
         // "not the leader", which says it was not, so that its retry counts
@@ -440,6 +440,12 @@ pub fn still_leading(node: &Node, state: &LeaderState) -> Result<()> {
         Ok(_) | Err(Error::NotLeader(_)) => Err(Error::Stale(format!("term {} has ended", state.term))),
         Err(e) => Err(e),
     }
+}
+
+/// Whether this node leads `term` with a quorum and its lease, as the
+/// leader state of that term, not yet serving.
+fn catching_up_in(node: &Node, term: Term) -> bool {
+    node.view().leads_in(term) && node.lease_valid() && node.leader_state().is_some_and(|l| l.term == term)
 }
 
 /// The next finished task of `set`, checking every 100 ms that this node
