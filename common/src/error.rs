@@ -61,6 +61,12 @@ pub enum Error {
     /// A local I/O error.
     #[error("i/o error: {0}")]
     Io(String),
+    /// A client's own file could not be read or written (the file to
+    /// upload, the download's destination): the caller's to fix, so not
+    /// retried as a failure on the way to the cluster is. Goes on the wire
+    /// as `Io`.
+    #[error("i/o error: {0}")]
+    Local(String),
     /// A bad configuration value or flag; nothing was started.
     #[error("bad config: {0}")]
     Config(String),
@@ -148,7 +154,7 @@ impl Error {
             Error::Corrupt(_) => ErrorCode::Corrupt,
             Error::Protocol(_) => ErrorCode::Protocol,
             Error::Invalid(_) => ErrorCode::Invalid,
-            Error::Io(_) => ErrorCode::Io,
+            Error::Io(_) | Error::Local(_) => ErrorCode::Io,
             Error::Config(_) => ErrorCode::Config,
             Error::Internal(_) => ErrorCode::Internal,
             Error::NotPermitted(_) => ErrorCode::NotPermitted,
@@ -181,6 +187,7 @@ impl Error {
             | Error::Protocol(s)
             | Error::Invalid(s)
             | Error::Io(s)
+            | Error::Local(s)
             | Error::Config(s)
             | Error::Internal(s)
             | Error::NotPermitted(s)

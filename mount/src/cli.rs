@@ -11,11 +11,14 @@ use clap::{Parser, Subcommand};
 use scs_common::inode::{NewNode, Removal};
 use scs_common::name;
 use scs_common::proto::gossip::Role;
-use scs_common::proto::rpc::{MemberChange, Moving, StatusReport};
+use scs_common::proto::rpc::{MemberChange, Moving, StatusReport, Target, UploadSpec};
 use scs_common::{Error, Inode, Kind, MemberState, NodeId, Result};
 
-use crate::client::{own_gid, own_uid, Client, ClientOptions, Sink};
+use out::say;
 
+use crate::client::{self, own_gid, own_uid, Client, ClientOptions, Sink};
+
+mod out;
 mod trash;
 mod versions;
 use crate::client_config::{self, ClientFile, Given};
@@ -75,7 +78,8 @@ pub struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Upload a local file (REMOTE defaults to its file name; a REMOTE ending in / is a directory)
+    /// Upload a local file (REMOTE defaults to its file name; a REMOTE ending in / is a directory), or
+    /// stdin with - (REMOTE then names the file)
     Upload { local: PathBuf, remote: Option<String> },
     /// Download a file (to LOCAL, a directory, or - for stdout)
     Download {
@@ -223,15 +227,32 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&Error::Internal(e.to_string())),
     };
-    if matches!(args.command, Command::Status { check: true, .. }) {
-        return runtime.block_on(check(&args));
-    }
-    if let Command::Node { change } = &args.command {
-        return runtime.block_on(change_members(&args, change));
-    }
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+    let code = if matches!(args.command, Command::Status { check: true, .. }) {
+        runtime.block_on(check(&args))
+    } else if let Command::Node { change } = &args.command {
+        runtime.block_on(change_members(&args, change))
+    } else {
+        // Ctrl-C drops the command, and with it a download's partial file.
+        let ran = runtime.block_on(async {
+            tokio::select! {
+                r = run(args) => Some(r),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        });
+        match ran {
+            Some(Ok(())) => ExitCode::SUCCESS,
+            Some(Err(e)) => fail(&e),
+            None => {
+                // The threads of a download drop its partial file as they
+                // end; one reading stdin may never end, so not for long.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                return ExitCode::from(130);
+            }
+        }
+    };
+    match out::finish() {
+        Some(e) => fail(&Error::Local(format!("cannot write the output: {e}"))),
+        None => code,
     }
 }
 
@@ -268,6 +289,22 @@ fn remote_name(input: &str) -> Result<String> {
 async fn run(args: Args) -> Result<()> {
     let client = Client::new(options(&args)?)?;
     match args.command {
+        Command::Upload { local, remote } if local.as_os_str() == "-" => {
+            let remote = remote
+                .ok_or_else(|| Error::BadName("upload - reads stdin: give the REMOTE name to store it as".into()))?;
+            let target = remote_name(&remote)?;
+            if remote.ends_with('/')
+                || client.resolve(&target, true).await.is_ok_and(|at| at.is_some_and(|i| i.is_dir()))
+            {
+                return Err(Error::IsDir(format!("{target} (upload - needs a file name)")));
+            }
+            let spec = UploadSpec::new(Target::Path(target.clone()), None, 0o644, client::now_ns());
+            let e = client.upload_once_read(spec, Box::new(std::io::stdin()), None).await?;
+            if std::io::stderr().is_terminal() {
+                eprintln!("stored {target} ({} bytes, inode {}) {}", e.size, e.ino, kept_on(&e));
+            }
+            Ok(())
+        }
         Command::Upload { local, remote } => {
             let base = local
                 .file_name()
@@ -280,7 +317,7 @@ async fn run(args: Args) -> Result<()> {
             };
             let mut target = remote_name(&target)?;
             let meta = std::fs::metadata(&local)
-                .map_err(|e| Error::Io(format!("cannot read {}: {}", local.display(), io_reason(&e))))?;
+                .map_err(|e| Error::Local(format!("cannot read {}: {}", local.display(), io_reason(&e))))?;
             if meta.is_dir() {
                 return Err(Error::IsDir(format!("{} (upload takes files)", local.display())));
             }
@@ -309,6 +346,8 @@ async fn run(args: Args) -> Result<()> {
             let sink = match local.as_deref() {
                 Some("-") => Sink::Stdout,
                 Some(l) if Path::new(l).is_dir() => Sink::File(Path::new(l).join(name::base(&remote))),
+                // A trailing slash asks for a directory, as with `cp`.
+                Some(l) if l.ends_with('/') => return Err(Error::NotDir(l.to_string())),
                 Some(l) => Sink::File(PathBuf::from(l)),
                 None => Sink::File(PathBuf::from(name::base(&remote))),
             };
@@ -347,7 +386,7 @@ async fn run(args: Args) -> Result<()> {
                 children.iter().map(|c| (dir.clone(), &c.inode)).collect()
             };
             if json {
-                println!("{}", serde_json::Value::Array(shown.iter().map(|(n, i)| entry_json(n, i)).collect()));
+                say!("{}", serde_json::Value::Array(shown.iter().map(|(n, i)| entry_json(n, i)).collect()));
             } else {
                 print_listing(&shown);
             }
@@ -372,7 +411,7 @@ async fn run(args: Args) -> Result<()> {
         Command::Status { json, .. } => {
             let report = status(&client).await?;
             if json {
-                println!("{}", status_json(&report));
+                say!("{}", status_json(&report));
             } else {
                 print_status(&report);
             }
@@ -405,13 +444,13 @@ async fn change_members(args: &Args, cmd: &NodeCommand) -> ExitCode {
         return fail(&member_error(e));
     }
     match *cmd {
-        NodeCommand::Add { id } => println!("node {id} is a member now{}", members_now(&client).await),
+        NodeCommand::Add { id } => say!("node {id} is a member now{}", members_now(&client).await),
         NodeCommand::Drain { id, no_wait: true, .. } => {
-            println!("node {id} is draining: scs status shows what is left to move")
+            say!("node {id} is draining: scs status shows what is left to move")
         }
         NodeCommand::Drain { id, timeout, .. } => {
             match follow_drain(&client, id, timeout.map(Duration::from_secs)).await {
-                Ok(DrainEnd::Drained) => println!("node {id} is drained: remove it with scs node remove {id}"),
+                Ok(DrainEnd::Drained) => say!("node {id} is drained: remove it with scs node remove {id}"),
                 Ok(DrainEnd::TimedOut { waited, left }) => {
                     return fail_with(&format!(
                         "node {id} is still draining after {}s ({}); the drain goes on",
@@ -423,7 +462,7 @@ async fn change_members(args: &Args, cmd: &NodeCommand) -> ExitCode {
                 Err(e) => return fail(&e),
             }
         }
-        NodeCommand::Remove { id, .. } => println!(
+        NodeCommand::Remove { id, .. } => say!(
             "node {id} is no longer a member{}; stop it and wipe its data_dir before reusing the machine",
             members_now(&client).await
         ),
@@ -586,7 +625,7 @@ async fn check(args: &Args) -> ExitCode {
         Err(e @ (Error::Auth(_) | Error::Config(_))) => return fail(&e),
         Err(e) => (2, format!("CRITICAL: no answer from the cluster ({e})")),
     };
-    println!("{line}");
+    say!("{line}");
     ExitCode::from(code)
 }
 
@@ -699,7 +738,7 @@ fn print_listing(entries: &[(String, &Inode)]) {
             Kind::Symlink => format!("{shown} -> {}", i.target),
             _ => shown.to_string(),
         };
-        println!(
+        say!(
             "{} {:>3} {:>6} {:>6} {size:>12}  {} UTC  {name}",
             mode_string(i),
             i.nlink,
@@ -759,7 +798,7 @@ fn role_name(r: Option<Role>) -> &'static str {
 
 fn print_status(s: &StatusReport) {
     let leader = s.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
-    println!(
+    say!(
         "cluster of {}, term {}, leader {leader}, quorum {}, {} replica(s) per file",
         s.cluster_size,
         s.term,
@@ -769,17 +808,26 @@ fn print_status(s: &StatusReport) {
     let repairing: u64 = s.nodes.iter().filter(|n| n.alive).map(|n| n.wanted).sum();
     let corrupt: u64 = s.nodes.iter().map(|n| n.corrupt).sum();
     if s.under_replicated > 0 || repairing > 0 || corrupt > 0 {
-        println!(
+        say!(
             "{} file(s) below their replica target, {repairing} cop(ies) being repaired, {corrupt} bad cop(ies) found and replaced",
             s.under_replicated
         );
     }
     if s.moving.files > 0 {
-        println!("moving: {}", moving_left(&s.moving));
+        say!("moving: {}", moving_left(&s.moving));
     }
-    println!(
+    say!(
         "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>8} {:>10} {:>10} {:>9} {:>8}",
-        "ID", "ADDRESS", "ROLE", "ALIVE", "FILES", "BYTES", "MAX_FILES", "DISK_FREE", "REPAIRING", "TRASH"
+        "ID",
+        "ADDRESS",
+        "ROLE",
+        "ALIVE",
+        "FILES",
+        "BYTES",
+        "MAX_FILES",
+        "DISK_FREE",
+        "REPAIRING",
+        "TRASH"
     );
     for n in &s.nodes {
         let max = n.max_files.map(|m| m.to_string()).unwrap_or_else(|| "-".into());
@@ -788,7 +836,7 @@ fn print_status(s: &StatusReport) {
         let free = if n.disk_total == 0 { "-".to_string() } else { human_bytes(n.disk_free) };
         // Only the unusual state is shown, after the columns the table always had.
         let state = if n.state == MemberState::Active { String::new() } else { format!("  {}", n.state.as_str()) };
-        println!(
+        say!(
             "{:>4}  {:<22} {:<10} {:<6} {:>8} {:>8} {:>10} {:>10} {:>9} {:>8}{state}",
             n.id.0,
             addr,
@@ -805,9 +853,7 @@ fn print_status(s: &StatusReport) {
     for c in &s.candidates {
         let addr = if c.node.addr.is_empty() { "?" } else { &c.node.addr };
         let id = c.node.id;
-        println!(
-            "candidate: node {id} at {addr} has the cluster key but is not a member: scs node add {id} makes it one"
-        );
+        say!("candidate: node {id} at {addr} has the cluster key but is not a member: scs node add {id} makes it one");
     }
 }
 

@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,7 +63,10 @@ type Attempt<'a, T> = Pin<Box<dyn Future<Output = (Option<Connection>, Result<T>
 
 /// Where a download goes.
 pub enum Sink {
-    /// A file, written to a temp file beside it and renamed when complete and checked.
+    /// A path. A regular file (new, or replaced: a symlink's target) is
+    /// written to a temp file beside it and renamed into place when
+    /// complete and checked, keeping the mode of the file it replaces;
+    /// anything else there (a device, a FIFO) is written into, as `cp` does.
     File(PathBuf),
     Stdout,
 }
@@ -710,19 +714,57 @@ impl Client {
     }
 
     /// Uploads a local file to the path `remote`, returning the stored inode.
+    ///
+    /// A regular file is read again on a retry. Anything else (a pipe, a
+    /// device) is read once, to its end; so is a regular file that says it
+    /// is empty (as the files of /proc do), read whole first.
     pub async fn upload_file(&self, local: &Path, remote: &str, progress: Progress<'_>) -> Result<Inode> {
-        let meta = std::fs::metadata(local).map_err(|e| Error::Io(format!("{}: {e}", local.display())))?;
+        let cannot = |e: std::io::Error| Error::Local(format!("cannot read {}: {e}", local.display()));
+        let meta = std::fs::metadata(local).map_err(cannot)?;
         if meta.is_dir() {
             return Err(Error::IsDir(local.display().to_string()));
         }
         use std::os::unix::fs::MetadataExt;
         let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-        let mut spec =
-            UploadSpec::new(Target::Path(remote.to_string()), Some(meta.len()), meta.mode() & 0o7777, mtime_ns);
+        let mut spec = UploadSpec::new(Target::Path(remote.to_string()), None, meta.mode() & 0o7777, mtime_ns);
         spec.atime_ns = meta.atime() * 1_000_000_000 + meta.atime_nsec();
+        if !meta.is_file() {
+            let source = std::fs::File::open(local).map_err(cannot)?;
+            return self.upload_once_read(spec, Box::new(source), progress).await;
+        }
+        if meta.len() == 0 {
+            let bytes = std::fs::read(local).map_err(cannot)?;
+            spec.size = Some(bytes.len() as u64);
+            let bytes = Bytes::from(bytes);
+            let open = move || Ok(Box::new(std::io::Cursor::new(bytes.clone())) as Box<dyn Read + Send>);
+            return self.upload(spec, open, progress).await;
+        }
+        spec.size = Some(meta.len());
         let path = local.to_path_buf();
         self.upload(spec, move || std::fs::File::open(&path).map(|f| Box::new(f) as Box<dyn Read + Send>), progress)
             .await
+    }
+
+    /// Uploads what `source` gives up to its end (a pipe, stdin, a device):
+    /// read once, so an attempt that fails after reading some of it is not
+    /// made again.
+    pub async fn upload_once_read(
+        &self,
+        mut spec: UploadSpec,
+        source: Box<dyn Read + Send>,
+        progress: Progress<'_>,
+    ) -> Result<Inode> {
+        spec.size = None;
+        let source = Arc::new(OnceSource { inner: Mutex::new(source), started: AtomicBool::new(false) });
+        let open = move || {
+            if source.started.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other(
+                    "the upload broke off after part of the input was sent, and a pipe cannot be read again",
+                ));
+            }
+            Ok(Box::new(OnceReader(source.clone())) as Box<dyn Read + Send>)
+        };
+        self.upload(spec, open, progress).await
     }
 
     /// Uploads `spec.size` bytes read from `open()` (called again on each
@@ -815,19 +857,20 @@ impl Client {
     }
 
     async fn download_with(&self, req: Request, sink: Sink, progress: Progress<'_>) -> Result<Inode> {
-        let sink = &sink;
-        let req = &req;
-        let to_stdout = matches!(sink, Sink::Stdout);
         // A destination that cannot be written is the caller's to fix, at
         // once: not a cluster to retry for the next seconds.
-        if !to_stdout {
+        let sink = &Destination::of(&sink)?;
+        if matches!(sink, Destination::Replace { .. }) {
             drop(open_sink(sink)?);
         }
+        let req = &req;
+        let streamed = !matches!(sink, Destination::Replace { .. });
         let written = &std::sync::atomic::AtomicBool::new(false);
         self.with_leader(|mut conn, _| {
             Box::pin(async move {
-                // Bytes already on stdout cannot be taken back: no retry after them.
-                if to_stdout && written.load(std::sync::atomic::Ordering::Relaxed) {
+                // Bytes already on stdout (or a device) cannot be taken back:
+                // no retry after them.
+                if streamed && written.load(std::sync::atomic::Ordering::Relaxed) {
                     return (None, Err(Error::Invalid("the download broke off after part of it was written".into())));
                 }
                 let mut out = match open_sink(sink) {
@@ -1011,12 +1054,35 @@ pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
+/// An upload's input that can be read only once (see [`Client::upload_once_read`]).
+struct OnceSource {
+    inner: Mutex<Box<dyn Read + Send>>,
+    /// Some of it was read: an attempt that fails now cannot be made again.
+    started: AtomicBool,
+}
+
+/// A reader of a [`OnceSource`], one per attempt.
+struct OnceReader(Arc<OnceSource>);
+
+impl Read for OnceReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.inner.lock().unwrap_or_else(|p| p.into_inner()).read(buf)?;
+        if n > 0 {
+            self.0.started.store(true, Ordering::SeqCst);
+        }
+        Ok(n)
+    }
+}
+
+/// Why an upload stopped when its file had fewer bytes than at the start.
+const SHRANK: &str = "the file shrank while it was being uploaded (something changed it)";
+
 /// One attempt at an upload on an open session.
 async fn upload_once<F>(conn: &mut Connection, spec: &UploadSpec, open: &F, progress: Progress<'_>) -> Result<Inode>
 where
     F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
 {
-    let mut source = open().map_err(|e| Error::Io(format!("cannot read the file for {}: {e}", spec.describe())))?;
+    let mut source = open().map_err(|e| Error::Local(format!("cannot read the file for {}: {e}", spec.describe())))?;
     conn.send(&Message::Request(Request::Upload(spec.clone()))).await?;
     match conn.recv_response().await? {
         Response::Ready => {}
@@ -1026,9 +1092,9 @@ where
     if let Some(n) = size.filter(|&n| n <= SMALL_READ) {
         // Read here: a hand-off to a thread costs more than the read.
         let mut buf = vec![0u8; n as usize];
-        let got = fill(&mut source, &mut buf).map_err(|e| Error::Io(format!("cannot read the file: {e}")))?;
+        let got = fill(&mut source, &mut buf).map_err(|e| Error::Local(format!("cannot read the file: {e}")))?;
         if got < buf.len() {
-            return Err(Error::Io("the file shrank while uploading".into()));
+            return Err(Error::Local(SHRANK.into()));
         }
         let hash = ContentHash(Sha256::digest(&buf).into());
         if n > 0 {
@@ -1051,12 +1117,12 @@ where
             let n = match fill(&mut source, &mut buf) {
                 Ok(n) => n,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(Error::Io(format!("cannot read the file: {e}"))));
+                    let _ = tx.blocking_send(Err(Error::Local(format!("cannot read the file: {e}"))));
                     return None;
                 }
             };
             if n < buf.len() && size.is_some() {
-                let _ = tx.blocking_send(Err(Error::Io("the file shrank while uploading".into())));
+                let _ = tx.blocking_send(Err(Error::Local(SHRANK.into())));
                 return None;
             }
             buf.truncate(n);
@@ -1133,43 +1199,118 @@ async fn finish_upload(conn: &mut Connection, hash: ContentHash) -> Result<Inode
     }
 }
 
+/// Where a download goes, looked at once before the first attempt.
+enum Destination {
+    Stdout,
+    /// A regular file, new or replaced (`mode`: the replaced file's).
+    Replace {
+        dest: PathBuf,
+        mode: Option<std::fs::Permissions>,
+    },
+    /// Something else, opened once and written into (a device, a FIFO:
+    /// opening a FIFO again would end its reader's stream).
+    Into(Arc<std::fs::File>),
+}
+
+impl Destination {
+    fn of(sink: &Sink) -> Result<Destination> {
+        let given = match sink {
+            Sink::Stdout => return Ok(Destination::Stdout),
+            Sink::File(dest) => dest,
+        };
+        let cannot = |why: &dyn std::fmt::Display| Error::Local(format!("cannot write {}: {why}", given.display()));
+        // A symlink: what it points to is the file written, as with `cp`.
+        let dest = match std::fs::symlink_metadata(given) {
+            Ok(m) if m.file_type().is_symlink() => {
+                std::fs::canonicalize(given).map_err(|_| cannot(&"not writing through a dangling symlink"))?
+            }
+            _ => given.clone(),
+        };
+        match std::fs::metadata(&dest) {
+            Ok(m) if m.is_dir() => Err(Error::IsDir(given.display().to_string())),
+            Ok(m) if m.is_file() => Ok(Destination::Replace { dest, mode: Some(m.permissions()) }),
+            Ok(_) => {
+                let file = std::fs::OpenOptions::new().write(true).open(&dest).map_err(|e| cannot(&e))?;
+                Ok(Destination::Into(Arc::new(file)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Destination::Replace { dest, mode: None }),
+            Err(e) => Err(cannot(&e)),
+        }
+    }
+}
+
 /// Where downloaded bytes go.
 enum Output {
-    File { file: std::fs::File, tmp: TempPath, dest: PathBuf },
-    Stdout { out: std::io::Stdout, written: bool },
+    File {
+        file: std::fs::File,
+        tmp: TempPath,
+        dest: PathBuf,
+        mode: Option<std::fs::Permissions>,
+    },
+    /// Stdout or a device: what is written stays written.
+    Stream {
+        out: Box<dyn Write + Send>,
+        written: bool,
+    },
     Memory(Vec<u8>),
 }
 
-fn open_sink(sink: &Sink) -> Result<Output> {
-    match sink {
-        Sink::Stdout => Ok(Output::Stdout { out: std::io::stdout(), written: false }),
-        Sink::File(dest) => {
+/// A failed write of downloaded bytes here: "no space" for a full disk,
+/// else the caller's own I/O error (not the cluster's, so not retried).
+fn local_write(e: std::io::Error) -> Error {
+    match Error::from(e) {
+        Error::Io(m) => Error::Local(m),
+        other => other,
+    }
+}
+
+/// A file shared by the attempts of a download, written through `&File`.
+struct SharedFile(Arc<std::fs::File>);
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+fn open_sink(target: &Destination) -> Result<Output> {
+    match target {
+        Destination::Stdout => Ok(Output::Stream { out: Box::new(std::io::stdout()), written: false }),
+        Destination::Into(file) => Ok(Output::Stream { out: Box::new(SharedFile(file.clone())), written: false }),
+        Destination::Replace { dest, mode } => {
             let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let base = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
             let tmp = dir.join(format!(".{base}.scs-partial-{}", std::process::id()));
-            let file =
-                std::fs::File::create(&tmp).map_err(|e| Error::Io(format!("cannot write {}: {e}", dest.display())))?;
-            Ok(Output::File { file, tmp: TempPath(Some(tmp)), dest: dest.clone() })
+            let file = std::fs::File::create(&tmp)
+                .map_err(|e| Error::Local(format!("cannot write {}: {e}", dest.display())))?;
+            Ok(Output::File { file, tmp: TempPath(Some(tmp)), dest: dest.clone(), mode: mode.clone() })
         }
     }
 }
 
 impl Output {
-    /// Whether bytes went to stdout already.
+    /// Whether bytes went to stdout (or a device) already.
     fn written(&self) -> bool {
-        matches!(self, Output::Stdout { written: true, .. })
+        matches!(self, Output::Stream { written: true, .. })
     }
 
     fn write(&mut self, data: &[u8]) -> Result<()> {
-        match self {
-            Output::File { file, .. } => file.write_all(data)?,
-            Output::Stdout { out, written } => {
+        let res = match self {
+            Output::File { file, .. } => file.write_all(data),
+            Output::Stream { out, written } => {
                 *written = true;
-                out.write_all(data)?
+                out.write_all(data)
             }
-            Output::Memory(v) => v.extend_from_slice(data),
-        }
-        Ok(())
+            Output::Memory(v) => {
+                v.extend_from_slice(data);
+                Ok(())
+            }
+        };
+        res.map_err(local_write)
     }
 
     /// Starts over (a retry from another holder).
@@ -1181,9 +1322,9 @@ impl Output {
                 file.seek(std::io::SeekFrom::Start(0))?;
             }
             Output::Memory(v) => v.clear(),
-            Output::Stdout { written: false, .. } => {}
-            // Bytes already on stdout cannot be taken back.
-            Output::Stdout { written: true, .. } => {
+            Output::Stream { written: false, .. } => {}
+            // Bytes already written cannot be taken back.
+            Output::Stream { written: true, .. } => {
                 return Err(Error::Invalid("the download broke off after part of it was written".into()))
             }
         }
@@ -1192,14 +1333,19 @@ impl Output {
 
     fn commit(&mut self) -> Result<()> {
         match self {
-            Output::File { file, tmp, dest } => {
-                file.sync_all()?;
-                let path = tmp.0.take().ok_or_else(|| Error::Internal("download committed twice".into()))?;
-                std::fs::rename(&path, &*dest)
-                    .map_err(|e| Error::Io(format!("cannot write {}: {e}", dest.display())))?;
+            Output::File { file, tmp, dest, mode } => {
+                let cannot = |e: std::io::Error| Error::Local(format!("cannot write {}: {e}", dest.display()));
+                if let Some(mode) = mode {
+                    file.set_permissions(mode.clone()).map_err(cannot)?;
+                }
+                file.sync_all().map_err(local_write)?;
+                let path = tmp.0.as_ref().ok_or_else(|| Error::Internal("download committed twice".into()))?;
+                std::fs::rename(path, &*dest).map_err(cannot)?;
+                // In place: nothing left to remove.
+                tmp.0 = None;
                 Ok(())
             }
-            Output::Stdout { out, .. } => Ok(out.flush()?),
+            Output::Stream { out, .. } => out.flush().map_err(local_write),
             Output::Memory(_) => Ok(()),
         }
     }

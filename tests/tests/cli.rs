@@ -397,3 +397,92 @@ fn a_five_node_cluster_stores_and_serves_files() {
     assert_eq!(blobs.iter().sum::<usize>(), 15, "three copies of each file: {blobs:?}");
     assert!(blobs.iter().all(|n| *n >= 2), "copies are spread over every node: {blobs:?}");
 }
+
+/// `sh -c` with `$SCS` standing for `scs` pointed at cluster `c`.
+fn sh(c: &Cluster, script: &str) -> scs_tests::cli::Output {
+    let mut scs = vec![scs_tests::cli::shell_quote(&bin("scs").to_string_lossy())];
+    scs.extend(c.cluster_flags(c.key_file()).iter().map(|a| scs_tests::cli::shell_quote(&a.to_string_lossy())));
+    let script = format!("SCS={}; {script}", scs_tests::cli::shell_quote(&scs.join(" ")));
+    run(std::path::Path::new("sh"), &["-c".into(), script.into()], Duration::from_secs(60))
+}
+
+#[test]
+fn download_writes_into_devices_fifos_and_symlink_targets_as_cp_does() {
+    // It used to rename a temp file over whatever was there: as root,
+    // `scs download f /dev/null` replaced /dev/null with a plain file.
+    let c = Cluster::start(1);
+    c.upload_bytes("h.txt", b"hello\n");
+    let dir = c.scratch_path("dl");
+    std::fs::create_dir(&dir).unwrap();
+    let out = sh(
+        &c,
+        &format!(
+            "cd {} && mknod null c 1 3 && mkfifo fifo && echo old > target && chmod 640 target && ln -s target link \
+             && ln -s nowhere dangling \
+             && (timeout 20 cat fifo > from-fifo 2>/dev/null &) && $SCS download h.txt fifo \
+             && $SCS download h.txt null && $SCS download h.txt link \
+             && for i in $(seq 50); do [ -s from-fifo ] && break; sleep 0.1; done \
+             && stat -c '%F %a' null fifo link target",
+            dir.display()
+        ),
+    );
+    let types = out.assert_ok().stdout_text();
+    assert_eq!(
+        types.lines().collect::<Vec<_>>(),
+        ["character special file 644", "fifo 644", "symbolic link 777", "regular file 640"],
+        "{out}"
+    );
+    assert_eq!(std::fs::read(dir.join("target")).unwrap(), b"hello\n", "the symlink's target was written");
+    assert_eq!(std::fs::read(dir.join("from-fifo")).unwrap(), b"hello\n", "the FIFO's reader got the file");
+
+    // Refused at once, with one line and nothing left behind: a dangling
+    // symlink (as cp does), a trailing slash on what is not a directory.
+    for (dest, needle) in [
+        ("dangling", "not writing through a dangling symlink"),
+        ("target/", "not a directory"),
+        ("missing/", "not a directory"),
+    ] {
+        let out = c.scs_os(&["download".into(), "h.txt".into(), dir.join(dest).into()]);
+        out.assert_one_line_error(needle);
+        assert!(out.elapsed < Duration::from_secs(3), "a local error is not retried: {out}");
+    }
+    let mut left: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, ["dangling", "fifo", "from-fifo", "link", "null", "target"], "leftovers in {}", dir.display());
+}
+
+#[test]
+fn upload_reads_pipes_and_stdin_to_their_end() {
+    // It went by the size stat gives, 0 for a pipe: the file was stored
+    // empty, and the command said it had worked.
+    let c = Cluster::start(1);
+    let out = sh(
+        &c,
+        "head -c 3000000 /dev/zero | tr '\\0' x | $SCS upload - piped.txt \
+         && $SCS upload /proc/self/status status.txt \
+         && d=$(mktemp -d) && mkfifo $d/fifo && (timeout 20 sh -c \"printf 'through a fifo' > $d/fifo\" 2>/dev/null &) \
+         && $SCS upload $d/fifo fifo.txt \
+         && rm -r $d",
+    );
+    out.assert_ok();
+    c.assert_content("piped.txt", &vec![b'x'; 3_000_000]);
+    c.assert_content("fifo.txt", b"through a fifo");
+    let (_, status) = c.try_download("status.txt");
+    assert!(String::from_utf8_lossy(&status.unwrap()).starts_with("Name:"), "a /proc file was stored whole");
+
+    // stdin needs a name to go by.
+    sh(&c, "echo x | $SCS upload -").assert_one_line_error("give the REMOTE name");
+}
+
+#[test]
+fn output_that_cannot_be_written_is_one_line_of_error_not_a_panic() {
+    let c = Cluster::start(1);
+    c.upload_bytes("h.txt", b"hello\n");
+    c.upload_bytes("gone.txt", b"bye\n");
+    c.scs(&["rm", "gone.txt"]).assert_ok();
+    for cmd in ["ls", "status", "status --json", "trash ls", "versions h.txt"] {
+        let out = sh(&c, &format!("$SCS {cmd} > /dev/full"));
+        out.assert_one_line_error("cannot write the output");
+    }
+}

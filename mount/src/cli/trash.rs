@@ -1,5 +1,6 @@
 //! `scs trash ls|restore|purge`: what was removed, brought back or let go.
 
+use super::out::say;
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -62,7 +63,7 @@ pub async fn run(client: &Client, cmd: TrashCommand) -> Result<()> {
                 .filter(|i| listed(i, &prefix, all))
                 .collect();
             if json {
-                println!("{}", serde_json::Value::Array(shown.iter().map(|i| item_json(i)).collect()));
+                say!("{}", serde_json::Value::Array(shown.iter().map(|i| item_json(i)).collect()));
             } else {
                 print_items(&shown);
             }
@@ -155,7 +156,7 @@ fn print_items(items: &[&TrashItem]) {
     if items.is_empty() {
         return;
     }
-    println!("{:<16}  {:>6}  PATH", "DELETED (UTC)", "SIZE");
+    say!("{:<16}  {:>6}  PATH", "DELETED (UTC)", "SIZE");
     for i in items {
         let what = if i.inode.kind == Kind::Dir {
             format!("{}/  ({} inside)", i.path, count(i.items.saturating_sub(1), "item"))
@@ -164,7 +165,7 @@ fn print_items(items: &[&TrashItem]) {
         } else {
             i.path.clone()
         };
-        println!("{:<16}  {:>6}  {what}", format_time(deleted_ns(i)), human_bytes(i.bytes));
+        say!("{:<16}  {:>6}  {what}", format_time(deleted_ns(i)), human_bytes(i.bytes));
     }
 }
 

@@ -3,6 +3,7 @@
 //! Versions are numbered from 1, the oldest kept, in the order they were
 //! replaced.
 
+use super::out::say;
 use scs_common::{Error, Inode, Result};
 
 use super::human_bytes;
@@ -38,15 +39,15 @@ pub async fn list(client: &Client, path: &str, json: bool) -> Result<()> {
     let (file, versions) = kept(client, path).await?;
     if json {
         let rows = versions.iter().enumerate().map(|(k, v)| version_json(k + 1, v)).collect();
-        println!("{}", serde_json::Value::Array(rows));
+        say!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
-    println!("{:>7}  {:<19}  {:<19}  {:>6}", "VERSION", "REPLACED (UTC)", "MODIFIED (UTC)", "SIZE");
+    say!("{:>7}  {:<19}  {:<19}  {:>6}", "VERSION", "REPLACED (UTC)", "MODIFIED (UTC)", "SIZE");
     for (k, v) in versions.iter().enumerate() {
         let replaced = format_secs(replaced_ns(v));
-        println!("{:>7}  {replaced:<19}  {:<19}  {:>6}", k + 1, format_secs(v.mtime_ns), human_bytes(v.size));
+        say!("{:>7}  {replaced:<19}  {:<19}  {:>6}", k + 1, format_secs(v.mtime_ns), human_bytes(v.size));
     }
-    println!("{:>7}  {:<19}  {:<19}  {:>6}", "current", "", format_secs(file.mtime_ns), human_bytes(file.size));
+    say!("{:>7}  {:<19}  {:<19}  {:>6}", "current", "", format_secs(file.mtime_ns), human_bytes(file.size));
     Ok(())
 }
 

@@ -31,6 +31,7 @@ pub fn errno(e: &Error) -> Errno {
         | Error::Stale(_)
         | Error::NotLeader(_)
         | Error::Io(_)
+        | Error::Local(_)
         | Error::Protocol(_)
         | Error::Corrupt(_)
         | Error::Config(_)
