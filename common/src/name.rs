@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 pub const NAME_MAX: usize = 255;
 /// Longest whole name, as PATH_MAX less the terminating NUL.
 pub const PATH_MAX: usize = 4095;
+/// The name at the top of the cluster where mounts show the trash: no
+/// file or directory of that name can be made there.
+pub const TRASH_DIR: &str = ".scs-trash";
 
 /// Checks a file or directory name, returning it unchanged when valid.
 ///

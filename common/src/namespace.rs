@@ -259,6 +259,16 @@ fn inherit(parent: &Inode, kind: Kind, gid: u32, mode: u32) -> (u32, u32) {
     (parent.gid, mode)
 }
 
+/// Checks a name a change gives something in `parent`: a valid
+/// component, and not the trash's name at the top (see [`name::TRASH_DIR`]).
+fn new_name(parent: Ino, name: &str) -> Result<()> {
+    name::validate_component(name)?;
+    if parent == Ino::ROOT && name == name::TRASH_DIR {
+        return Err(Error::BadName(format!("{} at the top is where mounts show the trash", name::TRASH_DIR)));
+    }
+    Ok(())
+}
+
 /// Makes `name` in `parent` as inode `ino`: a directory, symlink, FIFO,
 /// socket, device or empty file.
 ///
@@ -266,7 +276,7 @@ fn inherit(parent: &Inode, kind: Kind, gid: u32, mode: u32) -> (u32, u32) {
 /// `BadName`/`NameTooLong`, `NotFound`/`NotDir` for the parent, `Exists`,
 /// `NameTooLong` or `NotFound` for a symlink target too long or empty.
 pub fn make<V: View>(plan: &mut Plan<'_, V>, parent: Ino, name: &str, node: &NewNode, ino: Ino) -> Result<Inode> {
-    name::validate_component(name)?;
+    new_name(parent, name)?;
     let dir = plan.dir(parent)?;
     if plan.dentry(parent, name)?.is_some() {
         return Err(Error::Exists(name.to_string()));
@@ -321,7 +331,7 @@ pub fn create_file<V: View>(
     mut new: Inode,
     exclusive: bool,
 ) -> Result<Inode> {
-    name::validate_component(name)?;
+    new_name(parent, name)?;
     let dir = plan.dir(parent)?;
     if let Some(d) = plan.dentry(parent, name)? {
         if d.child == new.ino {
@@ -404,7 +414,7 @@ pub fn put_content<V: View>(plan: &mut Plan<'_, V>, ino: Ino, from: &Inode, keep
 /// `NotFound`, `NotPermitted` for a directory, `Exists`, and the name and
 /// parent errors of [`make`].
 pub fn link<V: View>(plan: &mut Plan<'_, V>, ino: Ino, parent: Ino, name: &str) -> Result<Inode> {
-    name::validate_component(name)?;
+    new_name(parent, name)?;
     let mut i = plan.inode(ino)?.ok_or_else(|| Error::NotFound(format!("inode {ino}")))?;
     if i.is_dir() {
         return Err(Error::NotPermitted("a directory cannot have a second name".into()));
@@ -457,7 +467,7 @@ pub fn remove<V: View>(plan: &mut Plan<'_, V>, parent: Ino, name: &str, what: Re
 /// directory, `Exists` when the name is taken now, `Invalid` for a
 /// directory into itself, and the name errors of [`make`].
 pub fn restore<V: View>(plan: &mut Plan<'_, V>, ino: Ino, dir: Ino, name: &str) -> Result<Inode> {
-    name::validate_component(name)?;
+    new_name(dir, name)?;
     let mut i = plan
         .inode(ino)?
         .filter(|i| i.is_trashed() && i.version_of().is_none())
@@ -531,7 +541,7 @@ pub fn rename<V: View>(
     mode: RenameMode,
 ) -> Result<()> {
     name::validate_component(name)?;
-    name::validate_component(new_name)?;
+    self::new_name(new_parent, new_name)?;
     plan.dir(parent)?;
     plan.dir(new_parent)?;
     let src = plan.dentry(parent, name)?.ok_or_else(|| Error::NotFound(name.to_string()))?;

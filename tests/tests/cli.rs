@@ -486,3 +486,20 @@ fn output_that_cannot_be_written_is_one_line_of_error_not_a_panic() {
         out.assert_one_line_error("cannot write the output");
     }
 }
+
+#[test]
+fn the_trash_s_name_at_the_top_is_reserved() {
+    // A mount shows the trash as .scs-trash at its top, over anything of
+    // that name there: a file made there from the command line could be
+    // read through the mount but not removed.
+    let c = Cluster::start(1);
+    c.try_upload_bytes(".scs-trash", b"x").assert_one_line_error("bad name");
+    c.scs(&["mkdir", ".scs-trash"]).assert_one_line_error("bad name");
+    c.upload_bytes("f", b"x");
+    c.scs(&["mv", "f", ".scs-trash"]).assert_one_line_error("bad name");
+    c.scs(&["ln", "-s", "f", ".scs-trash"]).assert_one_line_error("bad name");
+    // Anywhere else it is a name like any other.
+    c.upload_bytes("d/.scs-trash", b"fine");
+    c.assert_content("d/.scs-trash", b"fine");
+    assert_eq!(c.ls_names(""), ["d", "f"]);
+}

@@ -38,7 +38,7 @@ use super::cluster::{Cluster, Opener, UploadStream};
 use super::lock;
 
 /// The name of the trash at the root of the mount.
-pub const TRASH_DIR: &str = ".scs-trash";
+pub use scs_common::name::TRASH_DIR;
 /// How long a listing of the trash is used before it is asked again.
 const FRESH: Duration = Duration::from_secs(1);
 /// The made-up directories' inode numbers: from 2^62 up to 2^63, where the
