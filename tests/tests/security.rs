@@ -347,3 +347,20 @@ fn clients_look_past_a_dead_leaders_address_taken_by_another_clusters_node() {
         c.assert_content(&format!("after/{i}.txt"), format!("after the failover {i}").as_bytes());
     }
 }
+
+#[test]
+fn a_second_node_started_with_a_taken_id_is_named_in_the_logs_of_both() {
+    // A copied config: two node 3s with the cluster's key take turns at
+    // leading, and nothing said why.
+    let mut c = Cluster::start(3);
+    let key = c.key_file().to_path_buf();
+    c.start_rogue(3, &key);
+    let said = |log: &Path| {
+        std::fs::read_to_string(log).unwrap_or_default().lines().any(|l| l.contains("another node runs with id 3"))
+    };
+    let twin_log = c.dir().join("rogue-3.log");
+    scs_tests::eventually("both node 3s to name the other", Duration::from_secs(20), || {
+        said(&c.log_path(3)) && said(&twin_log)
+    });
+    c.kill_rogue(3);
+}
