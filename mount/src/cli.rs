@@ -278,6 +278,23 @@ fn options(args: &Args) -> Result<ClientOptions> {
 }
 
 /// A remote name as typed, normalized and checked ("" = root where allowed).
+/// A name typed with a trailing slash must be a directory, as with the
+/// shell's tools (`rm file/` says "Not a directory"); whether it had one.
+///
+/// # Errors
+/// `NotDir` when `path` (as typed: `input`) ends in a slash and is not a
+/// directory, or is missing.
+async fn must_be_dir(client: &Client, path: &str, input: &str) -> Result<bool> {
+    if !input.ends_with('/') || path.is_empty() {
+        return Ok(false);
+    }
+    match client.resolve(path, true).await {
+        Ok(Some(i)) if i.is_dir() => Ok(true),
+        Ok(_) | Err(Error::NotFound(_)) => Err(Error::NotDir(input.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
 fn remote_name(input: &str) -> Result<String> {
     let n = name::normalize(input)?;
     if n.is_empty() {
@@ -341,8 +358,9 @@ async fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
-        Command::Download { remote, local, version } => {
-            let remote = remote_name(&remote)?;
+        Command::Download { remote: given, local, version } => {
+            let remote = remote_name(&given)?;
+            must_be_dir(&client, &remote, &given).await?;
             let sink = match local.as_deref() {
                 Some("-") => Sink::Stdout,
                 Some(l) if Path::new(l).is_dir() => Sink::File(Path::new(l).join(name::base(&remote))),
@@ -375,7 +393,11 @@ async fn run(args: Args) -> Result<()> {
             }
             Ok(())
         }
-        Command::Delete { remote } => client.delete(&remote_name(&remote)?, Removal::Any).await,
+        Command::Delete { remote } => {
+            let path = remote_name(&remote)?;
+            must_be_dir(&client, &path, &remote).await?;
+            client.delete(&path, Removal::Any).await
+        }
         Command::Ls { prefix, json } => {
             let dir = name::normalize(prefix.as_deref().unwrap_or(""))?;
             let (at, children) = client.list(&dir).await?;
@@ -393,9 +415,20 @@ async fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Command::Mkdir { name, parents } => client.mkdir(&remote_name(&name)?, 0o755, parents).await.map(|_| ()),
-        Command::Mv { from, to } => client.mv(&remote_name(&from)?, &remote_name(&to)?).await,
+        Command::Mv { from, to } => {
+            let (from_path, to_path) = (remote_name(&from)?, remote_name(&to)?);
+            must_be_dir(&client, &from_path, &from).await?;
+            must_be_dir(&client, &to_path, &to).await?;
+            client.mv(&from_path, &to_path).await
+        }
         Command::Ln { target, link, symbolic } => {
-            let (parent, name) = client.parent_of(&remote_name(&link)?).await?;
+            let mut link_path = remote_name(&link)?;
+            // As with ln: LINK/ is a directory the link goes in.
+            if must_be_dir(&client, &link_path, &link).await? {
+                let base = target.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+                link_path = name::join(&link_path, name::validate_component(base)?);
+            }
+            let (parent, name) = client.parent_of(&link_path).await?;
             if symbolic {
                 let node =
                     NewNode { kind: Kind::Symlink, mode: 0o777, uid: own_uid(), gid: own_gid(), rdev: 0, target };

@@ -503,3 +503,27 @@ fn the_trash_s_name_at_the_top_is_reserved() {
     c.assert_content("d/.scs-trash", b"fine");
     assert_eq!(c.ls_names(""), ["d", "f"]);
 }
+
+#[test]
+fn a_trailing_slash_asks_for_a_directory_as_with_the_shell_s_tools() {
+    // `scs mv f nonexist/` used to rename f to nonexist, and `scs rm f/`
+    // removed the file f.
+    let c = Cluster::start(1);
+    c.upload_bytes("f", b"x");
+    c.scs(&["mkdir", "d"]).assert_ok();
+    c.scs(&["mv", "f", "nonexist/"]).assert_one_line_error("not a directory");
+    c.scs(&["rm", "f/"]).assert_one_line_error("not a directory");
+    c.scs(&["download", "f/", "-"]).assert_one_line_error("not a directory");
+    c.scs(&["ln", "f", "nonexist/"]).assert_one_line_error("not a directory");
+    assert_eq!(c.ls_names(""), ["d", "f"]);
+    // Into a directory that is there, as mv and ln do.
+    c.scs(&["ln", "-s", "../f", "d/"]).assert_ok();
+    c.scs(&["mv", "f", "d/g"]).assert_ok();
+    c.scs(&["ln", "d/g", "d/"]).assert_one_line_error("exists");
+    assert_eq!(c.ls_names("d"), ["d/f", "d/g"]);
+    c.assert_content("d/g", b"x");
+    c.scs(&["rm", "d/f"]).assert_ok();
+    c.scs(&["rm", "d/g"]).assert_ok();
+    c.scs(&["rm", "d/"]).assert_ok();
+    assert!(c.ls_names("").is_empty());
+}
