@@ -399,7 +399,16 @@ async fn run(args: Args) -> Result<()> {
             client.delete(&path, Removal::Any).await
         }
         Command::Ls { prefix, json } => {
-            let dir = name::normalize(prefix.as_deref().unwrap_or(""))?;
+            let given = prefix.as_deref().unwrap_or("");
+            let dir = name::normalize(given)?;
+            // A symlink is listed as itself, as ls does (LINK/ lists where it leads).
+            if !dir.is_empty() && !given.ends_with('/') {
+                if let Ok(Some(link)) = client.resolve(&dir, false).await.map(|i| i.filter(|i| i.kind == Kind::Symlink))
+                {
+                    print_entries(&[(dir.clone(), &link)], json);
+                    return Ok(());
+                }
+            }
             let (at, children) = client.list(&dir).await?;
             // A path that names a file lists that file under its own name.
             let shown: Vec<(String, &Inode)> = if at.is_dir() {
@@ -407,11 +416,7 @@ async fn run(args: Args) -> Result<()> {
             } else {
                 children.iter().map(|c| (dir.clone(), &c.inode)).collect()
             };
-            if json {
-                say!("{}", serde_json::Value::Array(shown.iter().map(|(n, i)| entry_json(n, i)).collect()));
-            } else {
-                print_listing(&shown);
-            }
+            print_entries(&shown, json);
             Ok(())
         }
         Command::Mkdir { name, parents } => client.mkdir(&remote_name(&name)?, 0o755, parents).await.map(|_| ()),
@@ -756,9 +761,23 @@ fn format_time(ns: i64) -> String {
 
 /// `ls -l` for people: type and mode, links, owner, size, time, name
 /// (a directory with a `/`, a symlink with its target).
+/// A listing as `ls` prints it: as JSON, or a line per entry.
+fn print_entries(entries: &[(String, &Inode)], json: bool) {
+    if json {
+        say!("{}", serde_json::Value::Array(entries.iter().map(|(n, i)| entry_json(n, i)).collect()));
+    } else {
+        print_listing(entries);
+    }
+}
+
 fn print_listing(entries: &[(String, &Inode)]) {
+    // On a terminal, control characters in a name (a newline, an escape
+    // sequence) show as ?, as ls shows them.
+    let tty = std::io::stdout().is_terminal();
+    let safe =
+        |s: &str| if tty { s.chars().map(|c| if c.is_control() { '?' } else { c }).collect() } else { s.to_string() };
     for (path, i) in entries {
-        let shown = name::base(path);
+        let shown = safe(name::base(path));
         let size = match i.kind {
             Kind::Dir => "-".to_string(),
             Kind::CharDev | Kind::BlockDev => {
@@ -768,7 +787,7 @@ fn print_listing(entries: &[(String, &Inode)]) {
         };
         let name = match i.kind {
             Kind::Dir => format!("{shown}/"),
-            Kind::Symlink => format!("{shown} -> {}", i.target),
+            Kind::Symlink => format!("{shown} -> {}", safe(&i.target)),
             _ => shown.to_string(),
         };
         say!(

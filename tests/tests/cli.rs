@@ -527,3 +527,18 @@ fn a_trailing_slash_asks_for_a_directory_as_with_the_shell_s_tools() {
     c.scs(&["rm", "d/"]).assert_ok();
     assert!(c.ls_names("").is_empty());
 }
+
+#[test]
+fn ls_of_a_symlink_lists_the_link_itself() {
+    // It followed the link: a dangling one was "no such file".
+    let c = Cluster::start(1);
+    c.scs(&["ln", "-s", "nowhere", "dangling"]).assert_ok();
+    let out = c.scs(&["ls", "dangling"]);
+    assert!(out.assert_ok().stdout_text().trim_end().ends_with("dangling -> nowhere"), "{out}");
+    c.scs(&["mkdir", "d"]).assert_ok();
+    c.upload_bytes("d/f", b"x");
+    c.scs(&["ln", "-s", "d", "to-d"]).assert_ok();
+    assert!(c.scs(&["ls", "to-d"]).assert_ok().stdout_text().contains("to-d -> d"));
+    // With a trailing slash, where it leads.
+    assert!(c.scs(&["ls", "to-d/"]).assert_ok().stdout_text().contains(" f\n"));
+}
