@@ -34,6 +34,7 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     for m in "${mounted[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+    [ "${BENCH_KEEP:-}" = 1 ] || rm -f "$dir"/disk-*.img
 }
 trap cleanup EXIT
 

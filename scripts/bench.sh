@@ -3,7 +3,8 @@
 # same disk (BENCH_DIR, default target/bench). Results go to
 # bench-results/latest.md (and a dated copy). Needs release binaries (make
 # build); cold reads need root (to drop the page cache) and the mount needs
-# FUSE. Every process started here is stopped by pid on exit.
+# FUSE. Every process started here is stopped by pid on exit, and the data
+# removed (BENCH_KEEP=1 keeps it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="$here/target/release"
@@ -58,9 +59,18 @@ unmount() {
         mount_pid=""
     fi
 }
-cleanup() {
+cleanup() {  # the data (gigabytes) goes; after a failure the logs stay
+    local rc=$?
     unmount
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ "${BENCH_KEEP:-}" = 1 ] || mountpoint -q "$mnt"; then return; fi
+    if [ "$rc" = 0 ]; then
+        rm -rf "$BENCH_DIR"
+    else
+        find "$BENCH_DIR" -mindepth 1 -maxdepth 1 ! -name '*.log' -exec rm -rf {} +
+        echo "bench: failed; the logs are in $BENCH_DIR" >&2
+    fi
 }
 trap cleanup EXIT
 
