@@ -478,10 +478,21 @@ async fn change_members(args: &Args, cmd: &NodeCommand) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
+    // Only to word the answer: an add of a node already active changes nothing.
+    let was_active = match *cmd {
+        NodeCommand::Add { id } => client
+            .leader_status()
+            .await
+            .is_ok_and(|s| s.nodes.iter().any(|n| n.id == id && n.state == MemberState::Active)),
+        _ => false,
+    };
     if let Err(e) = client.change_members(cmd.change()).await {
         return fail(&member_error(e));
     }
     match *cmd {
+        NodeCommand::Add { id } if was_active => {
+            say!("node {id} is already a member{}", members_now(&client).await)
+        }
         NodeCommand::Add { id } => say!("node {id} is a member now{}", members_now(&client).await),
         NodeCommand::Drain { id, no_wait: true, .. } => {
             say!("node {id} is draining: scs status shows what is left to move")

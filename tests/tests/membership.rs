@@ -160,8 +160,9 @@ fn a_started_node_is_added_and_takes_copies_of_new_files() {
 
     let s = grow_to_four(&mut c);
     assert_eq!(s.replicas, 3, "{s:?}");
-    // Adding a member again is not an error and changes nothing.
-    c.scs(&["node", "add", "4"]).assert_ok();
+    // Adding a member again is not an error, says so, and changes nothing.
+    let again = c.scs(&["node", "add", "4"]);
+    assert!(again.assert_ok().stdout_text().contains("already a member"), "node add 4 again: {again}");
     let s = c.status();
     assert!(s.is_settled(4, &[1, 2, 3, 4]) && members_are(&s, &[1, 2, 3, 4]), "after adding 4 again: {s:?}");
 
