@@ -22,6 +22,16 @@ WRITER_FILES=${WRITER_FILES:-100}
 out_dir="$here/bench-results"
 mkdir -p "$out_dir"
 rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR"
+# The source file, three copies of it on two clusters, and the rebalancer's
+# disks (about 12 GB by default): refuse at once rather than fill the disk
+# half-way through.
+need_mb=$((SIZE_MB * 8 + ${REB_DISK_MB:-3072} + 1024))
+free_mb=$(df -Pm "$BENCH_DIR" | awk 'NR == 2 {print $4}')
+if [ "$free_mb" -lt "$need_mb" ]; then
+    echo "bench: needs about $((need_mb / 1024 + 1)) GB free in $BENCH_DIR, only $((free_mb / 1024)) GB there (BENCH_DIR= elsewhere, or SIZE_MB= smaller)" >&2
+    rmdir "$BENCH_DIR" 2>/dev/null || true
+    exit 1
+fi
 key="$BENCH_DIR/cluster.key"
 (umask 077 && head -c 32 /dev/urandom > "$key")
 declare -A pids mports
