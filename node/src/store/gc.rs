@@ -8,17 +8,35 @@ use std::os::unix::fs::MetadataExt;
 use scs_common::{Inode, Key, Result, Version};
 
 use super::index::{read_version, HELD, RECORDS, WANTED};
-use super::{decided_without, hash_file, layout, link_into_place, Store};
+use super::{decided_without, hash_file, layout, link_into_place, moved_on_without, Store};
 
 /// Free room kept beyond a new blob's size before released blobs give way
 /// (index commits need some too).
 const ROOM_MARGIN: u64 = 4 << 20;
+/// A blob file this old belongs to no upload still running: the leader
+/// gives a holder two minutes to finish after the last byte, and an
+/// upload whose client stops sending fails long before.
+const UPLOADS_OVER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// How sure the sweep may be that a blob no entry keeps is garbage.
+#[derive(Clone, Copy)]
+enum Judged {
+    /// Young: only if its upload was decided without this node.
+    Decided,
+    /// No upload that began with it can still be running: also if its
+    /// inode changed since, to something this node does not keep.
+    MovedOn,
+    /// Old enough that an upload that never committed left it.
+    AnyGarbage,
+}
 
 impl Store {
     /// Removes what nothing needs any more: blob files no entry of this
-    /// node refers to (at once when their entry was decided without this
-    /// node, after `undecided_age` otherwise: an upload that never
-    /// committed), and released blobs older than `released_age`. Ages count
+    /// node refers to (at once when their upload was decided without this
+    /// node; after [`UPLOADS_OVER`] when their inode changed since to
+    /// something this node does not keep; after `undecided_age` otherwise:
+    /// an upload that never committed), and released blobs older than
+    /// `released_age`. Ages count
     /// from the last change of the file (ctime, which a hard link or a
     /// rename also sets). Each removal is re-checked against the index in a
     /// write transaction, so it is ordered with [`Store::apply`].
@@ -44,8 +62,15 @@ impl Store {
                 if kept.contains(&(key, version)) || wanted.contains(&(key, version)) {
                     continue;
                 }
-                let old_enough = age(&f.metadata()?) >= undecided_age;
-                if self.remove_if_garbage(&key, version, old_enough)? {
+                let age = age(&f.metadata()?);
+                let judged = if age >= undecided_age {
+                    Judged::AnyGarbage
+                } else if age >= UPLOADS_OVER {
+                    Judged::MovedOn
+                } else {
+                    Judged::Decided
+                };
+                if self.remove_if_garbage(&key, version, judged)? {
                     removed += 1;
                 }
             }
@@ -95,15 +120,20 @@ impl Store {
     }
 
     /// Removes the blob `(key, version)` if this node does not keep or want
-    /// it and its inode was decided without it (or `undecided_ok`).
-    fn remove_if_garbage(&self, key: &Key, version: Version, undecided_ok: bool) -> Result<bool> {
+    /// it and `judged` finds it garbage.
+    fn remove_if_garbage(&self, key: &Key, version: Version, judged: Judged) -> Result<bool> {
         let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
         let garbage = {
             let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
             let held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
             let wanted = tx.open_table(WANTED).map_err(|e| self.db_err(e))?;
             let needed = read_version(&held, key)? == Some(version) || read_version(&wanted, key)? == Some(version);
-            !needed && (decided_without(&records, key, version, self.me)? || undecided_ok)
+            !needed
+                && match judged {
+                    Judged::Decided => decided_without(&records, key, version, self.me)?,
+                    Judged::MovedOn => moved_on_without(&records, key, version, self.me)?,
+                    Judged::AnyGarbage => true,
+                }
         };
         let removed = garbage && fs::remove_file(self.layout.blob(key, version)).is_ok();
         tx.abort().map_err(|e| self.db_err(e))?;

@@ -1522,9 +1522,33 @@ fn live_content(
 }
 
 /// Whether the blob `(key, content)` is garbage on node `me` by what the
-/// index says: its inode was decided since that content began, and has
-/// other content, or is gone, or is kept by other nodes.
+/// index says: its inode has that content and other nodes keep it, or the
+/// inode is gone (inode numbers are never used again).
+///
+/// An inode that merely changed since the upload began is no proof: the
+/// upload may still commit after that change. A file closed twice at once
+/// does it (`cmd > file` with write-back: the empty first close goes up
+/// and commits while the content streams), and a holder that took its
+/// copy for garbage then told the leader it had one it had just removed.
 fn decided_without(
+    records: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    key: &Key,
+    content: Version,
+    me: NodeId,
+) -> Result<bool> {
+    Ok(match read_record(records, key)? {
+        Some(Record::Inode(i)) => {
+            (i.content == content && !(i.has_blob() && i.holders.contains(&me))) || (i.deleted && i.version >= content)
+        }
+        Some(_) => true,
+        None => false,
+    })
+}
+
+/// Whether the inode at `key` changed since the upload of `content` began,
+/// to something that does not keep that content here: garbage once no
+/// upload that began then can still be running (see [`decided_without`]).
+fn moved_on_without(
     records: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
     key: &Key,
     content: Version,

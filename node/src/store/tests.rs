@@ -594,6 +594,39 @@ fn a_replicated_blob_that_lands_after_its_inode_left_it_out_is_removed() {
 }
 
 #[test]
+fn a_replicated_blob_is_kept_when_its_inode_changed_before_the_upload_committed() {
+    // `cmd > file` through a write-back mount: the content streams to the
+    // holders while the empty first close goes up and commits.
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let streamed = file(7, v(1, 4), b"content", &[1, 2, 3]);
+    let mut empty = Inode::new(Ino(7), Kind::File, 0o644, 1000, 1000, 1);
+    empty.version = v(1, 7);
+    s.apply(&[r(&empty)], &[]).unwrap();
+    let mut w = s.new_blob(streamed.ino, streamed.content, Some(7)).unwrap();
+    w.write(b"content").unwrap();
+    w.finish(Some(streamed.hash)).unwrap();
+    assert!(!s.settle_replicated(&streamed.key(), streamed.content).unwrap(), "the upload may still commit");
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(s.sweep_orphans(week, week).unwrap(), 0);
+    assert_eq!(blob_files(tmp.path()), 1);
+    // It does, over the empty file: this copy counts, and is not fetched again.
+    let committed = Inode { version: v(1, 9), ..streamed.clone() };
+    s.apply(&[r(&committed)], &[]).unwrap();
+    assert!(s.wanted(10).unwrap().is_empty());
+    assert_eq!(read_all(&s, &committed), b"content");
+    // A copy of content whose inode is gone is garbage at once.
+    let doomed = file(8, v(1, 10), b"x", &[1, 2]);
+    let gone_inode = Inode { version: v(1, 11), deleted: true, ..doomed.clone() };
+    s.apply(&[r(&gone_inode)], &[]).unwrap();
+    let mut w = s.new_blob(doomed.ino, doomed.content, Some(1)).unwrap();
+    w.write(b"x").unwrap();
+    w.finish(Some(doomed.hash)).unwrap();
+    assert!(s.settle_replicated(&doomed.key(), doomed.content).unwrap());
+    assert_eq!(blob_files(tmp.path()), 1);
+}
+
+#[test]
 fn a_withdrawn_record_goes_and_the_older_one_can_come_back() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
