@@ -253,3 +253,33 @@ fn files_written_back_in_batches_all_land_through_a_failover_of_the_leader() {
     });
     c.assert_no_node_died();
 }
+
+#[test]
+fn a_big_file_closed_twice_at_once_is_on_every_holder_when_fsync_returns() {
+    // As `cmd > file` does it: the shell opens the file, moves the
+    // descriptor (closing the empty file once), then the command writes.
+    // The empty file's record goes up while the content streams to the
+    // holders; each holder must keep the copy it tells the leader it has.
+    const SIZE: usize = 48 << 20;
+    let c = Cluster::start(3);
+    let m = Mount::start_with(&c, write_back(None, None));
+    let data: Vec<u8> = (0..SIZE).map(|i| (i * 31 % 251) as u8).collect();
+    let leader = c.status().leader.expect("a leader");
+    {
+        let first = fs::File::create(m.join("big")).unwrap();
+        let mut f = first.try_clone().unwrap();
+        drop(first);
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+    }
+    // Stored: no copy may be missing now, nor be fetched from the leader later.
+    c.pause(leader);
+    for id in (1..=3).filter(|&id| id != leader) {
+        let sizes: Vec<u64> = c.blob_files(id).iter().filter_map(|p| fs::metadata(p).ok()).map(|m| m.len()).collect();
+        assert!(sizes.contains(&(SIZE as u64)), "node {id} holds no copy of the file it said it stored: {sizes:?}");
+    }
+    c.wait_for("a new leader", UP_WITHIN, |s| s.quorum && s.leader.is_some_and(|l| l != leader));
+    assert_eq!(c.download_bytes("big"), data, "the file, with its first leader frozen");
+    c.resume(leader);
+    c.assert_no_node_died();
+}
