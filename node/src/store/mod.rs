@@ -1522,14 +1522,17 @@ fn live_content(
 }
 
 /// Whether the blob `(key, content)` is garbage on node `me` by what the
-/// index says: its inode has that content and other nodes keep it, or the
-/// inode is gone (inode numbers are never used again).
+/// index says: its inode has that content and other nodes keep it; or the
+/// inode is gone (inode numbers are never used again); or it changed in a
+/// later term than the upload's, to something this node does not keep
+/// (an upload commits in the term it began in, or never).
 ///
-/// An inode that merely changed since the upload began is no proof: the
-/// upload may still commit after that change. A file closed twice at once
-/// does it (`cmd > file` with write-back: the empty first close goes up
-/// and commits while the content streams), and a holder that took its
-/// copy for garbage then told the leader it had one it had just removed.
+/// An inode that merely changed since the upload began, in the same term,
+/// is no proof: the upload may still commit after that change. A file
+/// closed twice at once does it (`cmd > file` with write-back: the empty
+/// first close goes up and commits while the content streams), and a
+/// holder that took its copy for garbage then told the leader it had one
+/// it had just removed.
 fn decided_without(
     records: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
     key: &Key,
@@ -1538,7 +1541,10 @@ fn decided_without(
 ) -> Result<bool> {
     Ok(match read_record(records, key)? {
         Some(Record::Inode(i)) => {
-            (i.content == content && !(i.has_blob() && i.holders.contains(&me))) || (i.deleted && i.version >= content)
+            let kept_here = i.has_blob() && i.content == content && i.holders.contains(&me);
+            (i.content == content && !kept_here)
+                || (i.deleted && i.version >= content)
+                || (i.version.term > content.term && !kept_here)
         }
         Some(_) => true,
         None => false,

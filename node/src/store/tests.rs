@@ -624,6 +624,16 @@ fn a_replicated_blob_is_kept_when_its_inode_changed_before_the_upload_committed(
     w.finish(Some(doomed.hash)).unwrap();
     assert!(s.settle_replicated(&doomed.key(), doomed.content).unwrap());
     assert_eq!(blob_files(tmp.path()), 1);
+    // So is one whose inode changed in a later term (its upload's leader
+    // is gone, and it never commits).
+    let orphaned = file(9, v(1, 12), b"y", &[1, 2]);
+    let later = file(9, v(2, 1), b"z", &[2, 3]);
+    s.apply(&[r(&later)], &[]).unwrap();
+    let mut w = s.new_blob(orphaned.ino, orphaned.content, Some(1)).unwrap();
+    w.write(b"y").unwrap();
+    w.finish(Some(orphaned.hash)).unwrap();
+    assert!(s.settle_replicated(&orphaned.key(), orphaned.content).unwrap());
+    assert_eq!(blob_files(tmp.path()), 1);
 }
 
 #[test]
