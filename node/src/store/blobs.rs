@@ -401,9 +401,8 @@ mod tests {
     #[test]
     fn a_blob_of_unknown_size_turns_to_direct_writes_once_big_and_lands_whole() {
         let dir = tempfile::tempdir().unwrap();
-        for (n, len) in [DIRECT_MIN as usize - 1, DIRECT_MIN as usize + 1, 3 * DIRECT_BUF + 2 * ALIGN + 3]
-            .into_iter()
-            .enumerate()
+        for (n, len) in
+            [DIRECT_MIN as usize - 1, DIRECT_MIN as usize + 1, 3 * DIRECT_BUF + 2 * ALIGN + 3].into_iter().enumerate()
         {
             let (tmp, dest) = (dir.path().join(format!("t{n}")), dir.path().join(format!("b/blob{n}")));
             let content = content(len);
