@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use scs_common::{Inode, Key, Result, Version};
 
 use super::index::{read_version, HELD, RECORDS, WANTED};
-use super::{decided_without, hash_file, layout, link_into_place, moved_on_without, Store};
+use super::{decided_without, hash_file, layout, link_into_place, Store};
 
 /// Free room kept beyond a new blob's size before released blobs give way
 /// (index commits need some too).
@@ -130,8 +130,8 @@ impl Store {
             let needed = read_version(&held, key)? == Some(version) || read_version(&wanted, key)? == Some(version);
             !needed
                 && match judged {
-                    Judged::Decided => decided_without(&records, key, version, self.me)?,
-                    Judged::MovedOn => moved_on_without(&records, key, version, self.me)?,
+                    Judged::Decided => decided_without(&records, key, version, self.me, false)?,
+                    Judged::MovedOn => decided_without(&records, key, version, self.me, true)?,
                     Judged::AnyGarbage => true,
                 }
         };
@@ -189,7 +189,7 @@ impl Store {
         let garbage = {
             let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
             let held = tx.open_table(HELD).map_err(|e| self.db_err(e))?;
-            decided_without(&records, key, version, self.me)? && read_version(&held, key)? != Some(version)
+            decided_without(&records, key, version, self.me, false)? && read_version(&held, key)? != Some(version)
         };
         if garbage {
             let _ = fs::remove_file(self.layout.blob(key, version));

@@ -489,7 +489,7 @@ impl Store {
             // arrived yet (the leader counted it): only remove the ones whose
             // inode was decided without this node; the sweep judges the rest.
             for (key, content) in on_disk.difference(&keep) {
-                if decided_without(&records, key, *content, self.me)?
+                if decided_without(&records, key, *content, self.me, false)?
                     && fs::remove_file(self.layout.blob(key, *content)).is_ok()
                 {
                     report.orphan_blobs_removed += 1;
@@ -1525,44 +1525,32 @@ fn live_content(
 /// index says: its inode has that content and other nodes keep it; or the
 /// inode is gone (inode numbers are never used again); or it changed in a
 /// later term than the upload's, to something this node does not keep
-/// (an upload commits in the term it began in, or never).
+/// (an upload commits in the term it began in, or never). Once no upload
+/// that began with it can still be running (`uploads_over`), any change of
+/// the inode since will do.
 ///
-/// An inode that merely changed since the upload began, in the same term,
-/// is no proof: the upload may still commit after that change. A file
-/// closed twice at once does it (`cmd > file` with write-back: the empty
-/// first close goes up and commits while the content streams), and a
-/// holder that took its copy for garbage then told the leader it had one
-/// it had just removed.
+/// Before that, an inode that merely changed since the upload began, in
+/// the same term, is no proof: the upload may still commit after that
+/// change. A file closed twice at once does it (`cmd > file` with
+/// write-back: the empty first close goes up and commits while the content
+/// streams), and a holder that took its copy for garbage then told the
+/// leader it had one it had just removed.
 fn decided_without(
     records: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
     key: &Key,
     content: Version,
     me: NodeId,
+    uploads_over: bool,
 ) -> Result<bool> {
     Ok(match read_record(records, key)? {
         Some(Record::Inode(i)) => {
             let kept_here = i.has_blob() && i.content == content && i.holders.contains(&me);
-            (i.content == content && !kept_here)
-                || (i.deleted && i.version >= content)
-                || (i.version.term > content.term && !kept_here)
-        }
-        Some(_) => true,
-        None => false,
-    })
-}
-
-/// Whether the inode at `key` changed since the upload of `content` began,
-/// to something that does not keep that content here: garbage once no
-/// upload that began then can still be running (see [`decided_without`]).
-fn moved_on_without(
-    records: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
-    key: &Key,
-    content: Version,
-    me: NodeId,
-) -> Result<bool> {
-    Ok(match read_record(records, key)? {
-        Some(Record::Inode(i)) => {
-            i.version >= content && !(i.has_blob() && i.content == content && i.holders.contains(&me))
+            let changed_since = i.version >= content;
+            !kept_here
+                && (i.content == content
+                    || (i.deleted && changed_since)
+                    || i.version.term > content.term
+                    || (uploads_over && changed_since))
         }
         Some(_) => true,
         None => false,

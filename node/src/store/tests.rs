@@ -51,11 +51,16 @@ fn r(i: &Inode) -> Record {
     Record::Inode(i.clone())
 }
 
-/// Writes the blob and commits the inode, as a holder does on upload.
-fn put(store: &Store, i: &Inode, content: &[u8]) -> Applied {
+/// Writes the blob of `i`, as a holder receiving it does, committing nothing.
+fn land(store: &Store, i: &Inode, content: &[u8]) {
     let mut w = store.new_blob(i.ino, i.content, Some(content.len() as u64)).unwrap();
     w.write(content).unwrap();
     w.finish(Some(i.hash)).unwrap();
+}
+
+/// Writes the blob and commits the inode, as a holder does on upload.
+fn put(store: &Store, i: &Inode, content: &[u8]) -> Applied {
+    land(store, i, content);
     store.apply(&[r(i)], &[(i.key(), i.content)]).unwrap()
 }
 
@@ -603,9 +608,7 @@ fn a_replicated_blob_is_kept_when_its_inode_changed_before_the_upload_committed(
     let mut empty = Inode::new(Ino(7), Kind::File, 0o644, 1000, 1000, 1);
     empty.version = v(1, 7);
     s.apply(&[r(&empty)], &[]).unwrap();
-    let mut w = s.new_blob(streamed.ino, streamed.content, Some(7)).unwrap();
-    w.write(b"content").unwrap();
-    w.finish(Some(streamed.hash)).unwrap();
+    land(&s, &streamed, b"content");
     assert!(!s.settle_replicated(&streamed.key(), streamed.content).unwrap(), "the upload may still commit");
     let week = std::time::Duration::from_secs(7 * 24 * 3600);
     assert_eq!(s.sweep_orphans(week, week).unwrap(), 0);
@@ -619,9 +622,7 @@ fn a_replicated_blob_is_kept_when_its_inode_changed_before_the_upload_committed(
     let doomed = file(8, v(1, 10), b"x", &[1, 2]);
     let gone_inode = Inode { version: v(1, 11), deleted: true, ..doomed.clone() };
     s.apply(&[r(&gone_inode)], &[]).unwrap();
-    let mut w = s.new_blob(doomed.ino, doomed.content, Some(1)).unwrap();
-    w.write(b"x").unwrap();
-    w.finish(Some(doomed.hash)).unwrap();
+    land(&s, &doomed, b"x");
     assert!(s.settle_replicated(&doomed.key(), doomed.content).unwrap());
     assert_eq!(blob_files(tmp.path()), 1);
     // So is one whose inode changed in a later term (its upload's leader
@@ -629,9 +630,7 @@ fn a_replicated_blob_is_kept_when_its_inode_changed_before_the_upload_committed(
     let orphaned = file(9, v(1, 12), b"y", &[1, 2]);
     let later = file(9, v(2, 1), b"z", &[2, 3]);
     s.apply(&[r(&later)], &[]).unwrap();
-    let mut w = s.new_blob(orphaned.ino, orphaned.content, Some(1)).unwrap();
-    w.write(b"y").unwrap();
-    w.finish(Some(orphaned.hash)).unwrap();
+    land(&s, &orphaned, b"y");
     assert!(s.settle_replicated(&orphaned.key(), orphaned.content).unwrap());
     assert_eq!(blob_files(tmp.path()), 1);
 }
