@@ -100,6 +100,22 @@ drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null && echo cold
 hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 size_mb() { awk -v b="$(stat -c %s "$1")" 'BEGIN {printf "%.1f", b / 1048576}'; }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# idle_cpu SECS PID...: each process's share of one core over SECS seconds, "a / b / c".
+idle_cpu() {
+    local secs=$1 p before=() out=() hz
+    shift
+    hz=$(getconf CLK_TCK)
+    for p in "$@"; do before+=("$(cpu_ticks "$p")"); done
+    sleep "$secs"
+    local i=0
+    for p in "$@"; do
+        out+=("$(awk -v a="${before[$i]}" -v b="$(cpu_ticks "$p")" -v s="$secs" -v hz="$hz" 'BEGIN {printf "%.1f", (b - a) / hz / s * 100}')")
+        i=$((i + 1))
+    done
+    local IFS=/
+    echo "${out[*]}" | sed 's|/| / |g'
+}
 start_cluster() {  # start_cluster NAME
     new_group
     for i in 1 2 3; do start_node "$i" "$1"; done
@@ -313,6 +329,9 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
             scale_rss="$(rss_mb "${pids[1]}") / $(rss_mb "${pids[2]}") / $(rss_mb "${pids[3]}")"
             scale_index=$(size_mb "$BENCH_DIR/enc-node-1/index.redb")
             scale_journal=$(size_mb "$BENCH_DIR/enc-node-1/journal")
+            # The leader's scans of the whole index run while nothing else does.
+            sleep 5
+            scale_idle=$(idle_cpu 20 "${pids[1]}" "${pids[2]}" "${pids[3]}")
             unmount; mount_at
         else
             drop_caches >/dev/null
@@ -349,6 +368,7 @@ Created through a default mount (4 KiB each, each closed, so stored on a majorit
 | rm -rf | ${srm_m} s ($(sfps "$srm_m") files/s) | ${srm_l} s | $(ratio "$srm_m" "$srm_l") | ≥ 3000 files/s |
 | node RSS 1/2/3 with them | ${scale_rss} MiB | | | ≤ 128 MiB |
 | node 1's index / journal | ${scale_index} MiB / ${scale_journal} MiB | | | |
+| node CPU 1/2/3 with them, no client working (20 s) | ${scale_idle} % of a core | | | |
 "
     mount_rows="| mount: ${MOUNT_MB} MiB dd conv=fsync write | ${mw} MB/s | local ${lw} MB/s | $(ratio "$mw" "$lw") | ≥ 0.25 |
 | mount --write-back: ${MOUNT_MB} MiB dd conv=fsync write (the better of two, in turn with a default mount) | ${wbw} MB/s | default mount ${dfw} MB/s | $(ratio "$wbw" "$dfw") | ≥ 1 |

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use scs_common::proto::rpc::{Request, Response};
 use scs_common::{Ino, Inode, Key, NodeId, Record, Result, Version};
@@ -13,32 +13,63 @@ use scs_common::{Ino, Inode, Key, NodeId, Record, Result, Version};
 use crate::leader::{commit_and_spread, Batch, LeaderState};
 use crate::node::Node;
 
-/// Entries read per page.
-const PAGE: usize = 1000;
+/// Index records read per page.
+const PAGE: usize = 2000;
 
-/// Every inode with a blob, a page at a time, in key order.
-#[derive(Default)]
+/// Every inode with a blob, a page at a time, in key order, taking at most
+/// `share` of a core: after a page that took `t` to read, the next waits
+/// `t × (1 / share - 1)`.
 pub struct LiveFiles {
     after: Option<Key>,
     done: bool,
+    share: f64,
+    /// How long the last page took to read.
+    took: Duration,
 }
 
 impl LiveFiles {
-    /// The next page, or `None` once every file was given.
+    /// A pass taking at most `share` of a core (1: back to back, for a
+    /// caller holding a lock).
+    pub fn new(share: f64) -> LiveFiles {
+        LiveFiles { after: None, done: false, share, took: Duration::ZERO }
+    }
+
+    /// The next page (which may hold no file), or `None` once every file
+    /// was given.
     pub async fn next(&mut self, node: &Node) -> Result<Option<Vec<Inode>>> {
         if self.done {
             return Ok(None);
         }
+        tokio::time::sleep(rest_for(self.took, self.share)).await;
         let after = self.after;
+        let started = Instant::now();
         let (page, last) = node.blocking(move |s| s.live_files(after, PAGE)).await?;
-        let Some(last) = last else {
-            self.done = true;
-            return Ok(None);
-        };
-        self.after = Some(last);
-        self.done = page.len() < PAGE;
+        self.took = started.elapsed();
+        self.after = last;
+        self.done = last.is_none();
         Ok(Some(page))
     }
+}
+
+/// The most of a core the leader's scans of the whole index (replica
+/// counts, rebalancing, tombstones, the namespace audit) take while nothing
+/// needs doing. Run back to back every few seconds, they kept a leader of
+/// 100,000 files 10 % busy with no client doing anything, and their cost
+/// grows with the index.
+pub const SCAN_SHARE: f64 = 0.02;
+/// ... and while files are below their replica target or a member drains:
+/// repair is paced by the files it gives holders per round, not by this.
+pub const ACTIVE_SCAN_SHARE: f64 = 0.25;
+
+/// The rest after work that took `took`, to keep it to `share` of a core.
+pub fn rest_for(took: Duration, share: f64) -> Duration {
+    took.mul_f64(1.0 / share.clamp(0.01, 1.0) - 1.0)
+}
+
+/// The wait before the next whole scan that runs every `interval` and
+/// last took `took`: `interval`, or longer to keep to [`SCAN_SHARE`].
+pub fn scan_interval(interval: Duration, took: Duration) -> Duration {
+    interval.max(rest_for(took, SCAN_SHARE))
 }
 
 /// For each file, how many of the holders `who` names say they keep its

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use scs_common::proto::rpc::Moving;
 use scs_common::{Ino, Inode, NodeId, Result};
 
-use crate::copies::{confirmed, give_holders, LiveFiles};
+use crate::copies::{confirmed, give_holders, LiveFiles, SCAN_SHARE};
 use crate::leader::placement::{fullness, has_room};
 use crate::leader::LeaderState;
 use crate::node::Node;
@@ -141,7 +141,7 @@ pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, interval: Duratio
     // fullest member could give the emptiest.
     let mut over: Vec<Inode> = Vec::new();
     let mut movable: Vec<Inode> = Vec::new();
-    let mut pages = LiveFiles::default();
+    let mut pages = LiveFiles::new(SCAN_SHARE);
     while let Some(page) = pages.next(node).await? {
         for entry in page {
             let copies = entry.holders.iter().filter(|h| members.takes_copies(**h)).count();

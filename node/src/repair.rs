@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use scs_common::proto::rpc::{Moving, Request, Response};
 use scs_common::{Error, Inode, Key, MemberState, NodeId, Record, Result, Term, Version};
 
-use crate::copies::{confirmed, give_holders, LiveFiles};
+use crate::copies::{confirmed, give_holders, scan_interval, LiveFiles, ACTIVE_SCAN_SHARE, SCAN_SHARE};
 use crate::leader::placement::{self, Rank};
 use crate::leader::{commit_and_spread, now_ns, Batch, LeaderState};
 use crate::node::Node;
@@ -41,7 +41,9 @@ const REPAIRS_PER_ROUND: usize = 256;
 const ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
 /// Buckets reconciled per comparison.
 const BUCKETS_PER_ROUND: usize = 32;
-/// How often the leader tries to purge tombstones (older than `tombstone_ttl`).
+/// How often at most the leader tries to purge tombstones (older than
+/// `tombstone_ttl`): every tenth of `tombstone_ttl`, but not more often than
+/// this. Each try reads the whole index.
 const TOMBSTONE_INTERVAL: Duration = Duration::from_secs(5);
 /// A blob file no entry refers to, and whose entry never came, is removed
 /// by the scrub after this long (an upload that never committed).
@@ -60,14 +62,14 @@ fn has_room(view: &ClusterView, id: NodeId) -> bool {
 /// copies lack: fewer of them than the replica target say they keep the
 /// blob (asked, not taken from the holder lists: a listed holder may still
 /// be fetching). Zero when the leaving nodes can go without a file falling
-/// below its target.
-pub async fn copies_to_move(node: &Arc<Node>, leaving: &BTreeSet<NodeId>) -> Result<Moving> {
+/// below its target. Reads the index taking at most `share` of a core.
+pub async fn copies_to_move(node: &Arc<Node>, leaving: &BTreeSet<NodeId>, share: f64) -> Result<Moving> {
     let members = node.members();
     let staying = |id: NodeId| members.takes_copies(id) && !leaving.contains(&id);
     let takers = members.nodes.keys().filter(|id| staying(**id)).count();
     let target = (node.cfg().replicas as usize).min(takers);
     let mut left = Moving::default();
-    let mut pages = LiveFiles::default();
+    let mut pages = LiveFiles::new(share);
     while let Some(page) = pages.next(node).await? {
         let page: Vec<Inode> = page.into_iter().filter(|e| e.holders.iter().any(|h| leaving.contains(h))).collect();
         let kept = confirmed(node, &page, |e| e.holders.iter().copied().filter(|h| staying(*h)).collect()).await?;
@@ -84,6 +86,8 @@ pub async fn copies_to_move(node: &Arc<Node>, leaving: &BTreeSet<NodeId>) -> Res
 /// The leader's replica loop.
 pub async fn replicas(node: Arc<Node>) {
     let mut last = Instant::now();
+    // Whether the last round found work: then the next scans faster.
+    let mut active = false;
     loop {
         // Every interval from the start of the last round (a rebalance
         // round spends most of one pacing its moves), with a pause between.
@@ -98,13 +102,15 @@ pub async fn replicas(node: Arc<Node>) {
         let draining: BTreeSet<NodeId> =
             members.nodes.iter().filter(|(_, s)| **s == MemberState::Draining).map(|(id, _)| *id).collect();
         if !draining.is_empty() {
-            match copies_to_move(&node, &draining).await {
+            match copies_to_move(&node, &draining, ACTIVE_SCAN_SHARE).await {
                 Ok(left) => node.health().set_moving(left.files, left.bytes, Instant::now()),
                 Err(e) => log::info!("node {}: cannot count the copies to move: {e}", node.me()),
             }
         }
-        let repaired = match replica_round(&node, &state).await {
+        let share = if active || !draining.is_empty() { ACTIVE_SCAN_SHARE } else { SCAN_SHARE };
+        let repaired = match replica_round(&node, &state, share).await {
             Ok((under, repaired)) => {
+                active = under > 0 || repaired > 0;
                 node.health().under_replicated.store(under, Ordering::Relaxed);
                 if repaired > 0 {
                     log::info!("node {}: gave {repaired} file(s) new holders ({under} below target)", node.me());
@@ -126,8 +132,9 @@ pub async fn replicas(node: Arc<Node>) {
     }
 }
 
-/// One pass over every live file; returns (files below target, files repaired).
-async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u64, usize)> {
+/// One pass over every live file, taking at most `share` of a core;
+/// returns (files below target, files repaired).
+async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>, share: f64) -> Result<(u64, usize)> {
     let view = node.view();
     let now = Instant::now();
     let me = node.me();
@@ -154,7 +161,7 @@ async fn replica_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<(u6
     let alive = |id: NodeId| id == me || view.members.get(&id).is_some_and(|m| m.alive);
     let mut under = 0u64;
     let mut repaired = 0usize;
-    let mut pages = LiveFiles::default();
+    let mut pages = LiveFiles::new(share);
     while let Some(page) = pages.next(node).await? {
         for entry in page {
             let live_copies = entry.holders.iter().filter(|h| members.contains(**h) && alive(**h)).count();
@@ -349,16 +356,17 @@ const AUDIT_INTERVAL: Duration = Duration::from_secs(10);
 /// records are still arriving is left alone.
 pub async fn namespace(node: Arc<Node>) {
     let mut suspects: HashMap<Key, Version> = HashMap::new();
+    let mut took = Duration::ZERO;
     loop {
         tokio::select! {
             _ = node.shutdown().cancelled() => return,
-            _ = tokio::time::sleep(AUDIT_INTERVAL) => {}
+            _ = tokio::time::sleep(scan_interval(AUDIT_INTERVAL, took)) => {}
         }
         let Ok(state) = node.writable() else {
             suspects.clear();
             continue;
         };
-        match audit_round(&node, &state, &mut suspects).await {
+        match audit_round(&node, &state, &mut suspects, &mut took).await {
             Ok(0) => {}
             Ok(n) => log::info!("node {}: repaired {n} namespace record(s) left inconsistent by a merge", node.me()),
             Err(e) => log::info!("node {}: namespace audit stopped: {e}", node.me()),
@@ -370,8 +378,11 @@ async fn audit_round(
     node: &Arc<Node>,
     state: &Arc<LeaderState>,
     suspects: &mut HashMap<Key, Version>,
+    took: &mut Duration,
 ) -> Result<usize> {
+    let started = Instant::now();
     let audit = node.blocking(|s| s.audit()).await?;
+    *took = started.elapsed();
     let now = now_ns();
     let mut fixes: Vec<(Key, Version, Record)> = Vec::new();
     for i in audit.orphans {
@@ -435,13 +446,14 @@ async fn audit_round(
 
 /// The leader's loop purging tombstones every node has.
 pub async fn tombstones(node: Arc<Node>) {
+    let mut took = Duration::ZERO;
     loop {
         tokio::select! {
             _ = node.shutdown().cancelled() => return,
-            _ = tokio::time::sleep(TOMBSTONE_INTERVAL) => {}
+            _ = tokio::time::sleep(scan_interval(TOMBSTONE_INTERVAL.max(node.cfg().tombstone_ttl / 10), took)) => {}
         }
         let Ok(state) = node.writable() else { continue };
-        match purge_round(&node, &state).await {
+        match purge_round(&node, &state, &mut took).await {
             Ok(0) => {}
             Ok(n) => log::info!("node {}: purged {n} tombstone(s) every node had", node.me()),
             Err(e) => log::debug!("node {}: tombstones kept for now: {e}", node.me()),
@@ -449,14 +461,17 @@ pub async fn tombstones(node: Arc<Node>) {
     }
 }
 
-async fn purge_round(node: &Arc<Node>, state: &Arc<LeaderState>) -> Result<usize> {
+/// One try at purging; `took` gets how long the index took to scan.
+async fn purge_round(node: &Arc<Node>, state: &Arc<LeaderState>, took: &mut Duration) -> Result<usize> {
     let view = node.view();
     let others: Vec<String> = view.alive_others().map(|(_, m)| m.info.addr.clone()).collect();
     if others.len() + 1 < node.members().len() {
         return Err(Error::Unavailable("not every member is up".into()));
     }
     let before = now_ns() - node.cfg().tombstone_ttl.as_nanos() as i64;
+    let started = Instant::now();
     let items = node.blocking(move |s| s.old_tombstones(before, 1000)).await?;
+    *took = started.elapsed();
     if items.is_empty() {
         return Ok(0);
     }

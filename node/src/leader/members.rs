@@ -34,7 +34,8 @@ pub async fn change(node: &Arc<Node>, change: MemberChange) -> Result<()> {
     };
     let Some(nodes) = plan(&old, change, candidate)? else { return Ok(()) };
     if let MemberChange::Remove { id, force: false } = change {
-        let left = repair::copies_to_move(node, &BTreeSet::from([id])).await?;
+        // Under the namespace lock: read back to back.
+        let left = repair::copies_to_move(node, &BTreeSet::from([id]), 1.0).await?;
         if left.files > 0 {
             return Err(Error::Invalid(format!(
                 "node {id} holds copies of {} file(s) ({} bytes) that the other members lack or are still fetching; \

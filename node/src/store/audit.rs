@@ -6,7 +6,7 @@
 //! a name in a directory that is gone.
 //! The leader repairs what this finds (see `repair::namespace`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use redb::{ReadableDatabase, ReadableTable};
 
@@ -15,12 +15,15 @@ use scs_common::{Dentry, Ino, Inode, Key, Kind, Record, Result};
 use super::index::{decode_record, parse_child_value, read_whole, CHILDREN, INLINE_DATA, RECORDS};
 use super::Store;
 
-/// What the audit keeps of each live inode while it reads the index.
+/// What the audit keeps of each live inode while it reads the index: what
+/// the rules need, not the inode (a small file's content and any inode's
+/// attributes stay in the index; the few reported are read again whole).
 struct Seen {
-    ino: Ino,
     kind: Kind,
     nlink: u32,
     parent: Ino,
+    /// Names in live directories that lead to it.
+    names: u32,
 }
 
 /// What an audit found.
@@ -55,109 +58,116 @@ impl Audit {
 
 impl Store {
     /// Reads the whole index and reports what breaks the namespace's rules.
+    ///
+    /// Two passes, and a third in the rare case of a directory with two
+    /// names: the inodes, then the names, counted. What it holds meanwhile
+    /// is a few dozen bytes per live inode, not per name or per record (a
+    /// leader audits every few seconds, with 100,000 files and more).
     pub fn audit(&self) -> Result<Audit> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
-        // Every name, by the inode it leads to.
-        let mut names: HashMap<Ino, Vec<(Ino, String)>> = HashMap::new();
-        for row in children.iter().map_err(|e| self.db_err(e))? {
-            let (k, v) = row.map_err(|e| self.db_err(e))?;
-            let k = k.value();
-            let (Some(parent), Ok(name)) =
-                (k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()), std::str::from_utf8(&k[8..]))
-            else {
-                continue;
-            };
-            if let Some((child, _)) = parse_child_value(v.value()) {
-                names.entry(child).or_default().push((Ino(u64::from_be_bytes(parent)), name.to_string()));
-            }
-        }
-        // What the rules need of each live inode, not the inode: a small
-        // file's content and any inode's attributes stay in the index (the
-        // few reported are read again whole, below).
-        let mut inodes = Vec::new();
-        let mut dirs = std::collections::HashSet::new();
-        // What each inode record says, for the reasons of stray names.
-        let mut states: HashMap<Ino, String> = HashMap::new();
-        let mut trashed_files = std::collections::HashSet::new();
+        let data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
+        let mut live: HashMap<Ino, Seen> = HashMap::new();
+        // Files in the trash have no name on purpose: not orphans, and no
+        // name leads into them (one that does brings the file back).
+        let mut trashed_files = HashSet::new();
         for row in records.iter().map_err(|e| self.db_err(e))? {
             let (_, v) = row.map_err(|e| self.db_err(e))?;
             let Record::Inode(i) = decode_record(v.value())? else { continue };
-            states.insert(i.ino, state_of(&i));
-            // What is in the trash has no name on purpose: not an orphan,
-            // and no name leads into it.
             if i.is_trashed() && i.kind != Kind::Dir && i.version_of().is_none() {
                 trashed_files.insert(i.ino);
             }
-            if i.deleted || i.is_trashed() {
-                continue;
+            if !i.deleted && !i.is_trashed() {
+                live.insert(i.ino, Seen { kind: i.kind, nlink: i.nlink, parent: i.parent, names: 0 });
             }
-            if i.kind == Kind::Dir {
-                dirs.insert(i.ino);
-            }
-            inodes.push(Seen { ino: i.ino, kind: i.kind, nlink: i.nlink, parent: i.parent });
         }
-        let data = tx.open_table(INLINE_DATA).map_err(|e| self.db_err(e))?;
         let whole = |ino: Ino| -> Result<Option<Inode>> {
             Ok(read_whole(&records, &data, &Key::of_ino(ino))?.and_then(|r| r.as_inode().cloned()))
         };
-        let mut out = Audit::default();
-        let why = |d: &Dentry| -> String {
-            let of = |ino: Ino| states.get(&ino).cloned().unwrap_or_else(|| "missing".to_string());
-            format!("directory {}: {}; child {}: {}", d.parent, of(d.parent), d.child, of(d.child))
+        // Why a name is stray, for the operator: what its directory and the
+        // inode it leads to are in the index.
+        let why = |d: &Dentry| -> Result<String> {
+            let state = |ino: Ino| -> Result<String> {
+                Ok(match self.read(&records, &Key::of_ino(ino))? {
+                    Some(Record::Inode(i)) => state_of(&i),
+                    _ => "missing".to_string(),
+                })
+            };
+            Ok(format!("directory {}: {}; child {}: {}", d.parent, state(d.parent)?, d.child, state(d.child)?))
         };
-        // A name in a directory that is gone leads nowhere a path can reach
-        // (the directory's own name lost to a newer one in a merge): it goes,
-        // and counts for nothing below.
-        for refs in names.values_mut() {
-            for (parent, name) in refs.iter().filter(|(p, _)| !dirs.contains(p)) {
-                if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(*parent, name))? {
-                    out.why.insert(d.key(), format!("in a directory that is not live ({})", why(&d)));
-                    out.stray_names.push(d);
+        let mut out = Audit::default();
+        let mut stray = |d: Dentry, because: String| {
+            out.why.insert(d.key(), because);
+            out.stray_names.push(d);
+        };
+        let is_live_dir = |ino: &Ino, live: &HashMap<Ino, Seen>| live.get(ino).is_some_and(|s| s.kind == Kind::Dir);
+        let mut named_in_trash: HashMap<Ino, u32> = HashMap::new();
+        for row in children.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let Some((parent, name, child)) = child_row(k.value(), v.value()) else { continue };
+            if !is_live_dir(&parent, &live) {
+                // A name in a directory that is gone leads nowhere a path
+                // can reach (the directory's own name lost to a newer one
+                // in a merge): it goes, and counts for nothing.
+                if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(parent, name))? {
+                    let because = format!("in a directory that is not live ({})", why(&d)?);
+                    stray(d, because);
                 }
-            }
-            refs.retain(|(p, _)| dirs.contains(p));
-        }
-        let live: std::collections::HashSet<Ino> = inodes.iter().map(|i| i.ino).collect();
-        for i in inodes {
-            if i.ino == Ino::ROOT {
-                continue;
-            }
-            let mine = names.get(&i.ino).map(Vec::as_slice).unwrap_or_default();
-            if mine.is_empty() {
-                out.orphans.extend(whole(i.ino)?);
-            } else if i.kind == Kind::Dir {
-                if mine.len() > 1 {
-                    // Keep the name in the directory the inode names as its parent.
-                    let keep = mine.iter().position(|(p, _)| *p == i.parent).unwrap_or(0);
-                    for (parent, name) in mine.iter().enumerate().filter(|(n, _)| *n != keep).map(|(_, pn)| pn) {
-                        if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(*parent, name))? {
-                            let w = format!("a second name of a directory whose parent is {} ({})", i.parent, why(&d));
-                            out.why.insert(d.key(), w);
-                            out.stray_names.push(d);
-                        }
-                    }
-                }
-            } else if mine.len() as u32 != i.nlink {
-                let n = mine.len() as u32;
-                out.miscounted.extend(whole(i.ino)?.map(|i| (i, n)));
+            } else if let Some(seen) = live.get_mut(&child) {
+                seen.names += 1;
+            } else if trashed_files.contains(&child) {
+                *named_in_trash.entry(child).or_default() += 1;
+            } else if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(parent, name))? {
+                let because = format!("leads to an inode that is not live ({})", why(&d)?);
+                stray(d, because);
             }
         }
-        for (child, refs) in &names {
-            if live.contains(child) {
+        // A directory has one name: the one in the directory its inode says
+        // holds it.
+        let mut second_names: HashSet<Ino> = HashSet::new();
+        for (&ino, seen) in &live {
+            if ino == Ino::ROOT {
                 continue;
             }
-            if trashed_files.contains(child) && !refs.is_empty() {
-                out.named_in_trash.extend(whole(*child)?.map(|i| (i, refs.len() as u32)));
-                continue;
+            if seen.names == 0 {
+                out.orphans.extend(whole(ino)?);
+            } else if seen.kind == Kind::Dir {
+                if seen.names > 1 {
+                    second_names.insert(ino);
+                }
+            } else if seen.names != seen.nlink {
+                out.miscounted.extend(whole(ino)?.map(|i| (i, seen.names)));
             }
-            for (parent, name) in refs {
-                if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(*parent, name))? {
-                    out.why.insert(d.key(), format!("leads to an inode that is not live ({})", why(&d)));
-                    out.stray_names.push(d);
+        }
+        if !second_names.is_empty() {
+            let mut kept: HashSet<Ino> = HashSet::new();
+            let mut extra = Vec::new();
+            for row in children.iter().map_err(|e| self.db_err(e))? {
+                let (k, v) = row.map_err(|e| self.db_err(e))?;
+                let Some((parent, name, child)) = child_row(k.value(), v.value()) else { continue };
+                if !second_names.contains(&child) || !is_live_dir(&parent, &live) {
+                    continue;
+                }
+                if live.get(&child).is_some_and(|s| s.parent == parent) && kept.insert(child) {
+                    continue;
+                }
+                extra.push((parent, name.to_string(), child));
+            }
+            // A directory whose parent holds none of its names keeps the first.
+            for (parent, name, child) in extra {
+                if kept.insert(child) {
+                    continue;
+                }
+                if let Some(Record::Dentry(d)) = self.read(&records, &Key::of_dentry(parent, &name))? {
+                    let of = live.get(&child).map_or(Ino::NONE, |s| s.parent);
+                    let because = format!("a second name of a directory whose parent is {of} ({})", why(&d)?);
+                    stray(d, because);
                 }
             }
+        }
+        for (child, names) in named_in_trash {
+            out.named_in_trash.extend(whole(child)?.map(|i| (i, names)));
         }
         Ok(out)
     }
@@ -169,6 +179,15 @@ impl Store {
     ) -> Result<Option<Record>> {
         super::index::read_record(records, key)
     }
+}
+
+/// A row of the `children` table: the directory, the name and the inode it
+/// leads to; `None` for a row that is not a live name.
+fn child_row<'a>(key: &'a [u8], value: &[u8]) -> Option<(Ino, &'a str, Ino)> {
+    let parent = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let name = std::str::from_utf8(&key[8..]).ok()?;
+    let (child, _) = parse_child_value(value)?;
+    Some((Ino(parent), name, child))
 }
 
 /// What an inode record says, in a few words: its kind, version and

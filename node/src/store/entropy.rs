@@ -120,31 +120,36 @@ impl Store {
         Ok(out)
     }
 
-    /// Every inode with a blob, for the leader's replica check, in key
-    /// order after `after`; also the last key looked at, to go on from.
-    pub fn live_files(&self, after: Option<Key>, limit: usize) -> Result<(Vec<Inode>, Option<Key>)> {
+    /// The inodes with a blob among the next `rows` records after `after`
+    /// (in key order), for the leader's scans of every file (replicas,
+    /// rebalancing); also where to go on from: the last key looked at, or
+    /// `None` once the end was reached. A page is bounded by the records
+    /// read, not by the files found: where most records are names or small
+    /// files, a page of files would read the whole index.
+    pub fn live_files(&self, after: Option<Key>, rows: usize) -> Result<(Vec<Inode>, Option<Key>)> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let lo = after.map(|k| k.0).unwrap_or([0; 32]);
         let mut out = Vec::new();
-        let mut last = None;
+        let (mut read, mut last) = (0, None);
         for row in records.range::<&[u8; 32]>(&lo..).map_err(|e| self.db_err(e))? {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
             let key = Key(*k.value());
             if Some(key) == after {
                 continue;
             }
+            if read == rows.max(1) {
+                return Ok((out, last));
+            }
+            read += 1;
             last = Some(key);
             if let Record::Inode(i) = decode_record(v.value())? {
                 if i.has_blob() {
                     out.push(i);
-                    if out.len() >= limit {
-                        break;
-                    }
                 }
             }
         }
-        Ok((out, last))
+        Ok((out, None))
     }
 
     /// Recomputes the digests from the records (after an upgrade, or an

@@ -830,6 +830,82 @@ fn the_audit_removes_a_name_in_a_directory_that_is_gone_and_the_file_only_it_nam
     assert!(audit.miscounted.is_empty());
 }
 
+#[test]
+fn the_audit_keeps_one_name_of_a_directory_the_one_in_its_parent_when_there_is_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let mut root = new_root(0);
+    root.version = v(1, 0);
+    let mut a = dir(2, v(1, 1));
+    a.parent = Ino(1);
+    // Its parent holds one of its three names: that one stays.
+    let mut b = dir(3, v(1, 2));
+    b.parent = Ino(2);
+    // Its parent (inode 9) is gone: one name stays, whichever.
+    let mut c = dir(4, v(1, 3));
+    c.parent = Ino(9);
+    s.apply(
+        &[
+            r(&root),
+            r(&a),
+            r(&b),
+            r(&c),
+            entry(1, "a", &a, v(1, 4)),
+            entry(1, "b-too", &b, v(1, 5)),
+            entry(2, "b", &b, v(1, 6)),
+            entry(2, "b-again", &b, v(1, 7)),
+            entry(1, "c", &c, v(1, 8)),
+            entry(2, "c-too", &c, v(1, 9)),
+        ],
+        &[],
+    )
+    .unwrap();
+    let audit = s.audit().unwrap();
+    assert!(audit.orphans.is_empty() && audit.miscounted.is_empty(), "{audit:?}");
+    let mut stray: Vec<(u64, &str)> = audit.stray_names.iter().map(|d| (d.parent.0, d.name.as_str())).collect();
+    stray.sort();
+    let b_stray: Vec<(u64, &str)> = stray.iter().filter(|(_, n)| n.starts_with('b')).copied().collect();
+    assert_eq!(b_stray, [(1, "b-too"), (2, "b-again")]);
+    assert_eq!(stray.len() - b_stray.len(), 1, "one of c's two names stays: {stray:?}");
+    let why = &audit.why[&audit.stray_names.iter().find(|d| d.name == "b-too").unwrap().key()];
+    assert!(why.contains("a second name of a directory whose parent is 2"), "{why}");
+}
+
+#[test]
+fn live_files_pages_by_records_read_and_goes_on_where_the_last_page_ended() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let mut root = new_root(0);
+    root.version = v(1, 0);
+    let mut batch = vec![r(&root)];
+    // Blob files among many records that are not: small files and names.
+    for n in 0..40u64 {
+        let f = file(100 + n, v(1, 1 + n), b"", &[1]);
+        let f = Inode { size: 1 << 20, ..f };
+        batch.push(r(&f));
+        batch.push(entry(1, &format!("f{n}"), &f, v(2, n)));
+        let small = inline_file(200 + n, v(3, n), b"small");
+        batch.push(r(&small));
+        batch.push(entry(1, &format!("s{n}"), &small, v(4, n)));
+    }
+    s.apply(&batch, &[]).unwrap();
+    let (mut seen, mut after, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let (page, next) = s.live_files(after, 7).unwrap();
+        pages += 1;
+        assert!(page.len() <= 7);
+        seen.extend(page.iter().map(|i| i.ino.0));
+        match next {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+        assert!(pages < 100, "the pages never end");
+    }
+    assert!(pages >= 161 / 7, "each page reads at most 7 records: {pages} pages");
+    seen.sort();
+    assert_eq!(seen, (100..140).collect::<Vec<u64>>(), "every blob file once, nothing else");
+}
+
 /// The data dir as a crash would leave it: the index as of its last durable
 /// commit (`index_then`), the journal as it is now.
 fn crash_copy(dir: &Path, index_then: &[u8]) -> tempfile::TempDir {
