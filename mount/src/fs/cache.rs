@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use scs_common::{DirEntry, Ino, Inode, Kind};
 
-/// Past this many remembered items, expired ones are dropped.
+/// Past this many remembered items, expired ones are dropped; past twice as
+/// many as were left fresh then, again (see [`MetaCache::prune`]).
 const PRUNE_AT: usize = 50_000;
 /// Past this many directory times, the oldest half is dropped.
 const MAX_DIR_TIMES: usize = 100_000;
@@ -63,6 +64,10 @@ pub struct MetaCache {
     /// The latest local changes, numbered from `next - changes.len()`.
     changes: VecDeque<Change>,
     next: u64,
+    /// The item count at which the next prune runs...
+    prune_at: usize,
+    /// ... or at [`PRUNE_AT`] once a TTL has passed since this, the last.
+    pruned: Option<Instant>,
 }
 
 impl MetaCache {
@@ -75,6 +80,8 @@ impl MetaCache {
             dir_times: HashMap::new(),
             changes: VecDeque::new(),
             next: 0,
+            prune_at: PRUNE_AT,
+            pruned: None,
         }
     }
 
@@ -366,14 +373,29 @@ impl MetaCache {
         self.listings.remove(&ino);
     }
 
+    /// Drops what has expired, once the items remembered reach
+    /// `prune_at`, or [`PRUNE_AT`] a TTL after the last prune (when what
+    /// was fresh then has expired); then `prune_at` is twice what is left.
+    /// With a fixed threshold alone, a cache full of fresh items (`ls -l`
+    /// of directories of thousands of files, one after another) was read
+    /// whole at every item added: seconds for each directory.
     fn prune(&mut self, now: Instant) {
-        if self.attrs.len() + self.names.len() + self.listings.len() < PRUNE_AT {
+        let len = self.len();
+        let expired = self.pruned.is_none_or(|at| !self.fresh(at, now));
+        if len < self.prune_at && (len < PRUNE_AT || !expired) {
             return;
         }
+        self.pruned = Some(now);
         let ttl = self.ttl;
         self.attrs.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
         self.names.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
         self.listings.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+        self.prune_at = (2 * self.len()).max(PRUNE_AT);
+    }
+
+    /// Items remembered: inodes, names and listings.
+    fn len(&self) -> usize {
+        self.attrs.len() + self.names.len() + self.listings.len()
     }
 }
 
@@ -398,6 +420,25 @@ mod tests {
 
     fn names(l: &[Child]) -> Vec<&str> {
         l.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_cache_full_of_fresh_items_is_not_read_whole_for_each_one_added_and_still_drops_expired_ones() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        // Listings of thousands of files each, one after another, within the TTL.
+        for dir in 0..40u64 {
+            let entries = (0..5_000).map(|n| entry(&format!("f{n}"), dir * 10_000 + n + 100)).collect();
+            let asked = c.asking();
+            c.put_asked_listing(Ino(dir + 2), entries, t0, asked);
+        }
+        assert_eq!(c.len(), 40 * 10_001, "all fresh: all kept");
+        assert!(c.prune_at > c.len(), "the next prune waits for more items: {}", c.prune_at);
+        // A TTL later, the next item added drops what expired.
+        let later = t0 + Duration::from_secs(2);
+        c.put_attr(Ino(1_000_000), None, later);
+        assert_eq!(c.len(), 1, "expired items dropped");
+        assert_eq!(c.attr(Ino(1_000_000), later), Some(None));
     }
 
     #[test]
