@@ -80,9 +80,12 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken, ready: impl FnOnc
             .await
             .map_err(|e| Error::Internal(e.to_string()))??
     };
+    // Small files keep their content in the index: counted, with no blob.
     log::info!(
-        "node {id}: store at {} holds {} files ({} temp files and {} orphan blobs removed, {} blobs to fetch again)",
+        "node {id}: store at {} holds {} files, {} of them in blobs ({} temp files and {} orphan blobs removed, \
+         {} blobs to fetch again)",
         cfg.data_dir.display(),
+        store.files(),
         report.blobs_held,
         report.temp_files_removed,
         report.orphan_blobs_removed,
