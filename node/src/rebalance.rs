@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use scs_common::proto::rpc::Moving;
 use scs_common::{Ino, Inode, NodeId, Result};
 
-use crate::copies::{confirmed, give_holders, LiveFiles, SCAN_SHARE};
+use crate::copies::{confirmed, give_holders, LiveFiles};
 use crate::leader::placement::{fullness, has_room};
 use crate::leader::LeaderState;
 use crate::node::Node;
@@ -104,8 +104,9 @@ fn plan_moves(loads: &BTreeMap<NodeId, Load>, from: NodeId, to: NodeId, files: &
 /// their target, then, when nothing is in flight, moves copies from the
 /// fullest member to the emptiest. Returns what is left to move. Does
 /// nothing while a member is down, draining or fetching, or a file is below
-/// its target: repair comes first.
-pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, interval: Duration) -> Result<Moving> {
+/// its target: repair comes first. Reads the files taking at most `share`
+/// of a core.
+pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, interval: Duration, share: f64) -> Result<Moving> {
     let rate = node.cfg().rebalance_bytes_per_sec;
     let members = node.members();
     let view = node.view();
@@ -141,7 +142,7 @@ pub async fn round(node: &Arc<Node>, state: &Arc<LeaderState>, interval: Duratio
     // fullest member could give the emptiest.
     let mut over: Vec<Inode> = Vec::new();
     let mut movable: Vec<Inode> = Vec::new();
-    let mut pages = LiveFiles::new(SCAN_SHARE);
+    let mut pages = LiveFiles::new(share);
     while let Some(page) = pages.next(node).await? {
         for entry in page {
             let copies = entry.holders.iter().filter(|h| members.takes_copies(**h)).count();

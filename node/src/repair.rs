@@ -86,8 +86,12 @@ pub async fn copies_to_move(node: &Arc<Node>, leaving: &BTreeSet<NodeId>, share:
 /// The leader's replica loop.
 pub async fn replicas(node: Arc<Node>) {
     let mut last = Instant::now();
-    // Whether the last round found work: then the next scans faster.
+    // Whether the last round gave files new holders: then more may be due,
+    // and the next scans faster. (Files below target while their holder's
+    // repair delay runs are no work yet.)
     let mut active = false;
+    // Whether the last rebalancing round left copies to move.
+    let mut moving = false;
     loop {
         // Every interval from the start of the last round (a rebalance
         // round spends most of one pacing its moves), with a pause between.
@@ -110,7 +114,7 @@ pub async fn replicas(node: Arc<Node>) {
         let share = if active || !draining.is_empty() { ACTIVE_SCAN_SHARE } else { SCAN_SHARE };
         let repaired = match replica_round(&node, &state, share).await {
             Ok((under, repaired)) => {
-                active = under > 0 || repaired > 0;
+                active = repaired > 0;
                 node.health().under_replicated.store(under, Ordering::Relaxed);
                 if repaired > 0 {
                     log::info!("node {}: gave {repaired} file(s) new holders ({under} below target)", node.me());
@@ -124,8 +128,12 @@ pub async fn replicas(node: Arc<Node>) {
         };
         // Copies move to emptier members once every file is at its target.
         if draining.is_empty() && repaired {
-            match rebalance::round(&node, &state, REPLICA_INTERVAL).await {
-                Ok(left) => node.health().set_moving(left.files, left.bytes, Instant::now()),
+            let share = if moving { ACTIVE_SCAN_SHARE } else { SCAN_SHARE };
+            match rebalance::round(&node, &state, REPLICA_INTERVAL, share).await {
+                Ok(left) => {
+                    moving = left.files > 0;
+                    node.health().set_moving(left.files, left.bytes, Instant::now());
+                }
                 Err(e) => log::info!("node {}: rebalancing stopped: {e}", node.me()),
             }
         }
