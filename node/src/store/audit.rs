@@ -12,7 +12,7 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use scs_common::{Dentry, Ino, Inode, Key, Kind, Record, Result};
 
-use super::index::{decode_record, parse_child_value, read_whole, CHILDREN, INLINE_DATA, RECORDS};
+use super::index::{decode_record, parse_child_row, read_whole, CHILDREN, INLINE_DATA, RECORDS};
 use super::Store;
 
 /// What the audit keeps of each live inode while it reads the index: what
@@ -105,7 +105,7 @@ impl Store {
         let mut named_in_trash: HashMap<Ino, u32> = HashMap::new();
         for row in children.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
-            let Some((parent, name, child)) = child_row(k.value(), v.value()) else { continue };
+            let Some((parent, name, child)) = parse_child_row(k.value(), v.value()) else { continue };
             if !is_live_dir(&parent, &live) {
                 // A name in a directory that is gone leads nowhere a path
                 // can reach (the directory's own name lost to a newer one
@@ -145,7 +145,7 @@ impl Store {
             let mut extra = Vec::new();
             for row in children.iter().map_err(|e| self.db_err(e))? {
                 let (k, v) = row.map_err(|e| self.db_err(e))?;
-                let Some((parent, name, child)) = child_row(k.value(), v.value()) else { continue };
+                let Some((parent, name, child)) = parse_child_row(k.value(), v.value()) else { continue };
                 if !second_names.contains(&child) || !is_live_dir(&parent, &live) {
                     continue;
                 }
@@ -179,15 +179,6 @@ impl Store {
     ) -> Result<Option<Record>> {
         super::index::read_record(records, key)
     }
-}
-
-/// A row of the `children` table: the directory, the name and the inode it
-/// leads to; `None` for a row that is not a live name.
-fn child_row<'a>(key: &'a [u8], value: &[u8]) -> Option<(Ino, &'a str, Ino)> {
-    let parent = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
-    let name = std::str::from_utf8(&key[8..]).ok()?;
-    let (child, _) = parse_child_value(value)?;
-    Some((Ino(parent), name, child))
 }
 
 /// What an inode record says, in a few words: its kind, version and

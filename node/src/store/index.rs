@@ -214,6 +214,15 @@ pub fn parse_child_value(v: &[u8]) -> Option<(Ino, Kind)> {
     Some((Ino(ino), kind_of_byte(*v.get(8)?)?))
 }
 
+/// A row of `children`: the directory, the name and the inode it leads to;
+/// `None` for a row that does not parse.
+pub fn parse_child_row<'k>(key: &'k [u8], value: &[u8]) -> Option<(Ino, &'k str, Ino)> {
+    let parent = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let name = std::str::from_utf8(&key[8..]).ok()?;
+    let (child, _) = parse_child_value(value)?;
+    Some((Ino(parent), name, child))
+}
+
 fn kind_byte(k: Kind) -> u8 {
     match k {
         Kind::File => 0,

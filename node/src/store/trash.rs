@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering;
 
 use scs_common::{Ino, Inode, Key, Kind, Record, Result};
 
-use super::index::{children_rows, parse_child_value, read_record, CHILDREN, RECORDS, TRASH, VERSIONS};
+use super::index::{
+    children_rows, parse_child_row, parse_child_value, read_record, CHILDREN, RECORDS, TRASH, VERSIONS,
+};
 use super::Store;
 
 /// The `trash` and `versions` tables as one change sees them.
@@ -171,11 +173,9 @@ impl Store {
         let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
         for row in children.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
-            let Some((child, _)) = parse_child_value(v.value()).filter(|(c, _)| files.contains(c)) else { continue };
-            let k = k.value();
-            let parent = k.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
-            if let (Some(parent), Ok(name)) = (parent, std::str::from_utf8(&k[8..])) {
-                out.entry(child).or_insert((Ino(parent), name.to_string()));
+            let Some((parent, name, child)) = parse_child_row(k.value(), v.value()) else { continue };
+            if files.contains(&child) {
+                out.entry(child).or_insert((parent, name.to_string()));
             }
             if out.len() == files.len() {
                 break;
