@@ -485,16 +485,63 @@ async fn read_blob(
     }
 }
 
+/// The listing, read a page at a time on a blocking thread while the pages
+/// before go out: a node holds a few pages of a big directory, not all of it.
 async fn read_dir(node: &Arc<Node>, conn: &mut Connection, dir: Ino) -> Result<(), Failure> {
     node.readable()?;
-    let entries = node
-        .blocking(move |s| match s.inode(dir)? {
-            None => Err(Error::NotFound(format!("directory inode {dir}"))),
-            Some(i) if !i.is_dir() => Err(Error::NotDir(format!("inode {dir}"))),
-            Some(_) => s.read_dir(dir),
-        })
-        .await?;
-    send_batches(conn, entries, |entries, more| Response::Listing { entries, more }).await
+    let (tx, mut pages) = tokio::sync::mpsc::channel::<Result<Vec<scs_common::DirEntry>>>(2);
+    let store = node.store().clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let read = match store.inode(dir) {
+            Ok(None) => Err(Error::NotFound(format!("directory inode {dir}"))),
+            Ok(Some(i)) if !i.is_dir() => Err(Error::NotDir(format!("inode {dir}"))),
+            Ok(Some(_)) => store.read_dir_pages(dir, LIST_BATCH, |page| tx.blocking_send(Ok(page)).is_ok()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = read {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    // A page goes once the next is known: the last says no more follow.
+    let mut held: Option<Vec<scs_common::DirEntry>> = None;
+    let mut sent = false;
+    loop {
+        let next = match pages.recv().await {
+            Some(Ok(page)) => Some(page),
+            None => None,
+            Some(Err(e)) if !sent && held.is_none() => return Err(e.into()),
+            // Cut short: the client must not take what went out as whole.
+            Some(Err(e)) => return Err(Failure::Close(e)),
+        };
+        if let Some(page) = held.take() {
+            for part in split_listing(page, next.is_none()) {
+                conn.write_message(&Message::Response(part.for_client())).await.map_err(Failure::Close)?;
+                sent = true;
+            }
+        }
+        match next {
+            Some(page) => held = Some(page),
+            None => break,
+        }
+    }
+    let _ = reader.await;
+    conn.flush().await.map_err(Failure::Close)
+}
+
+/// A page of a listing as `Listing` answers cut by size (an inode may carry
+/// 256 KiB of extended attributes); `last` when no page follows it.
+fn split_listing(page: Vec<scs_common::DirEntry>, last: bool) -> Vec<Response> {
+    let parts = crate::leader::split_by_size(page, LIST_BYTES);
+    let count = parts.len().max(1);
+    let mut out: Vec<Response> = parts
+        .into_iter()
+        .enumerate()
+        .map(|(n, entries)| Response::Listing { entries, more: !last || n + 1 < count })
+        .collect();
+    if out.is_empty() {
+        out.push(Response::Listing { entries: Vec::new(), more: !last });
+    }
+    out
 }
 
 /// Sends `items` as a run of answers made by `frame` (a batch, and

@@ -47,9 +47,9 @@ use scs_common::{ContentHash, Dentry, Error, Ino, Inode, Key, Kind, Members, Nod
 pub use blobs::{hash_file, BlobReader, BlobWriter};
 use entropy::{read_digests, DIGESTS};
 use index::{
-    attach_inline, child_key, child_value, children_rows, db_err, decode_record, parse_child_value, parse_version_key,
-    put_inline, read_record, read_version, read_whole, stored_form, version_key, BY_VERSION, CHILDREN, FORMAT,
-    FORMAT_KEY, HELD, INLINE, INLINE_DATA, META, RECORDS, SUBDIRS, TRASH, VERSIONS, WANTED,
+    attach_inline, child_key, child_value, children_rows, db_err, decode_record, parse_child_row, parse_child_value,
+    parse_version_key, put_inline, read_record, read_version, read_whole, stored_form, version_key, BY_VERSION,
+    CHILDREN, FORMAT, FORMAT_KEY, HELD, INLINE, INLINE_DATA, META, RECORDS, SUBDIRS, TRASH, VERSIONS, WANTED,
 };
 use layout::Layout;
 
@@ -684,6 +684,20 @@ impl Store {
     /// (by bytes), as clients get them ([`Inode::for_client`]). An entry
     /// whose inode has not arrived yet is left out.
     pub fn read_dir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        self.read_dir_pages(dir, usize::MAX, |page| {
+            out.extend(page);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// [`Store::read_dir`] a page of at most `page` entries at a time,
+    /// handed to `take` (from one snapshot of the index) until it says
+    /// stop; at least one page, which may be empty. A directory of 100,000
+    /// files, whole, was 30 MB held at once (twice over as it was cut into
+    /// messages).
+    pub fn read_dir_pages(&self, dir: Ino, page: usize, mut take: impl FnMut(Vec<DirEntry>) -> bool) -> Result<()> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
@@ -692,15 +706,18 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
-            let Ok(name) = std::str::from_utf8(&k.value()[8..]) else { continue };
-            let Some((child, _)) = parse_child_value(v.value()) else { continue };
+            let Some((_, name, child)) = parse_child_row(k.value(), v.value()) else { continue };
             // As clients get them: a listing of small files does not carry
             // their content.
             if let Some(inode) = live_inode(&records, &subdirs, child)? {
                 out.push(DirEntry { name: name.to_string(), inode: inode.for_client() });
             }
+            if out.len() >= page && !take(std::mem::take(&mut out)) {
+                return Ok(());
+            }
         }
-        Ok(out)
+        take(out);
+        Ok(())
     }
 
     /// Whether a directory has any live entry.

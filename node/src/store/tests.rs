@@ -872,6 +872,45 @@ fn the_audit_keeps_one_name_of_a_directory_the_one_in_its_parent_when_there_is_o
 }
 
 #[test]
+fn a_directory_is_read_a_page_at_a_time_in_name_order_until_the_reader_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let mut root = new_root(0);
+    root.version = v(1, 0);
+    let mut batch = vec![r(&root), r(&dir(2, v(1, 1))), entry(1, "empty", &dir(2, v(1, 1)), v(1, 2))];
+    for n in 0..25u64 {
+        let f = file(100 + n, v(2, n), b"", &[]);
+        batch.push(r(&f));
+        batch.push(entry(1, &format!("f{n:02}"), &f, v(3, n)));
+    }
+    s.apply(&batch, &[]).unwrap();
+    let mut pages: Vec<Vec<String>> = Vec::new();
+    s.read_dir_pages(Ino::ROOT, 10, |p| {
+        pages.push(p.into_iter().map(|e| e.name).collect());
+        true
+    })
+    .unwrap();
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 6]);
+    let whole: Vec<String> = pages.concat();
+    assert_eq!(whole, s.read_dir(Ino::ROOT).unwrap().into_iter().map(|e| e.name).collect::<Vec<_>>());
+    assert_eq!(whole.first().map(String::as_str), Some("empty"));
+    let mut taken = 0;
+    s.read_dir_pages(Ino::ROOT, 10, |_| {
+        taken += 1;
+        false
+    })
+    .unwrap();
+    assert_eq!(taken, 1, "stops when told");
+    let mut empty = Vec::new();
+    s.read_dir_pages(Ino(2), 10, |p| {
+        empty.push(p.len());
+        true
+    })
+    .unwrap();
+    assert_eq!(empty, [0], "an empty directory is one empty page");
+}
+
+#[test]
 fn live_files_pages_by_records_read_and_goes_on_where_the_last_page_ended() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
