@@ -289,3 +289,27 @@ fn a_restore_of_a_version_across_a_failover_happens_once() {
     });
     every_node_holds(&c, &drafts);
 }
+
+/// A program started while a file is being written inherits its descriptor
+/// and closes it at exec: that close is not the writer's, and stores
+/// nothing. It used to store what was written so far, which the file's
+/// real close then replaced, leaving a half-written version (and, on a full
+/// cluster, a half-written file in the way of the whole one).
+#[test]
+fn a_program_started_while_a_file_is_written_does_not_store_it_half_written() {
+    use std::io::Write;
+    let c = Cluster::start(3);
+    let m = Mount::start(&c);
+    let (first, rest) = (seeded_bytes(7, 3 << 20), seeded_bytes(8, 2 << 20));
+    let mut f = fs::File::create(m.join("log.bin")).unwrap();
+    f.write_all(&first).unwrap();
+    // The child gets the descriptor (without O_CLOEXEC's effect until its
+    // exec), and the exec closes it: a flush from another process.
+    let status = std::process::Command::new("true").status().unwrap();
+    assert!(status.success());
+    f.write_all(&rest).unwrap();
+    drop(f);
+    let whole = [first, rest].concat();
+    c.assert_content("log.bin", &whole);
+    assert_eq!(kept_sizes(&c, "log.bin"), Vec::<u64>::new(), "stored once, whole: no earlier version");
+}

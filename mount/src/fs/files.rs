@@ -432,6 +432,15 @@ impl Core {
         if !self.write_back && unwritten && self.caller.holds_open_for_writing(pid, of.ino.0) {
             return Ok(());
         }
+        // A close by another process than the one writing, which still has
+        // the file open for writing: a child closing the descriptor it
+        // inherited (at exec, when a thread of the writer starts a program
+        // meanwhile). Storing now would store what is written so far, as a
+        // version of its own; the writer's close stores the file.
+        let writer = of.writer.load(Ordering::Relaxed);
+        if writer != 0 && writer != pid && self.caller.holds_open_for_writing(writer, of.ino.0) {
+            return Ok(());
+        }
         self.sync_staged(s)
     }
 

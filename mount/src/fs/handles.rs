@@ -3,7 +3,7 @@
 //! what the copies do is [`super::staged`]'s business.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
 
 use scs_common::{Ino, Inode, Kind};
@@ -25,11 +25,21 @@ pub struct OpenFile {
     pub item: Mutex<Option<Arc<Item>>>,
     /// Something was written through this handle (see `Core::flush`).
     pub wrote: AtomicBool,
+    /// The process (thread) that last wrote through it; 0: none yet.
+    pub writer: AtomicU32,
 }
 
 impl OpenFile {
     pub fn new(ino: Ino, staged: Option<Arc<Staged>>, append: bool, opened: Option<Inode>) -> OpenFile {
-        OpenFile { ino, staged, append, opened, item: Mutex::new(None), wrote: AtomicBool::new(false) }
+        OpenFile {
+            ino,
+            staged,
+            append,
+            opened,
+            item: Mutex::new(None),
+            wrote: AtomicBool::new(false),
+            writer: AtomicU32::new(0),
+        }
     }
 }
 

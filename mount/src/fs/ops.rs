@@ -516,6 +516,7 @@ impl Core {
     /// Before `who` writes through `fh`: the set-group-id rule of a write.
     pub fn before_write(&self, fh: u64, who: Who) -> Result<(), Errno> {
         let Some(of) = lock(&self.handles).file(fh) else { return Ok(()) };
+        of.writer.store(who.pid, std::sync::atomic::Ordering::Relaxed);
         if let Some(mode) = self.mode_without_sgid(of.ino, who)? {
             self.setattr(of.ino.0, SetAttr { mode: Some(mode), ..Default::default() }, Some(fh))?;
         }
