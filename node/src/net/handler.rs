@@ -514,8 +514,9 @@ async fn read_dir(node: &Arc<Node>, conn: &mut Connection, dir: Ino) -> Result<(
             Some(Err(e)) => return Err(Failure::Close(e)),
         };
         if let Some(page) = held.take() {
-            for part in split_listing(page, next.is_none()) {
-                conn.write_message(&Message::Response(part.for_client())).await.map_err(Failure::Close)?;
+            let listing = |entries, more| Response::Listing { entries, more };
+            for answer in frames(page, next.is_none(), listing) {
+                conn.write_message(&Message::Response(answer.for_client())).await.map_err(Failure::Close)?;
                 sent = true;
             }
         }
@@ -528,42 +529,37 @@ async fn read_dir(node: &Arc<Node>, conn: &mut Connection, dir: Ino) -> Result<(
     conn.flush().await.map_err(Failure::Close)
 }
 
-/// A page of a listing as `Listing` answers cut by size (an inode may carry
-/// 256 KiB of extended attributes); `last` when no page follows it.
-fn split_listing(page: Vec<scs_common::DirEntry>, last: bool) -> Vec<Response> {
-    let parts = crate::leader::split_by_size(page, LIST_BYTES);
-    let count = parts.len().max(1);
-    let mut out: Vec<Response> = parts
-        .into_iter()
-        .enumerate()
-        .map(|(n, entries)| Response::Listing { entries, more: !last || n + 1 < count })
-        .collect();
-    if out.is_empty() {
-        out.push(Response::Listing { entries: Vec::new(), more: !last });
-    }
-    out
-}
-
 /// Sends `items` as a run of answers made by `frame` (a batch, and
-/// whether another follows), at least one. Batches are cut by size as well
-/// as count: an inode may carry 256 KiB of extended attributes.
+/// whether another follows), at least one.
 async fn send_batches<T: serde::Serialize + Clone>(
     conn: &mut Connection,
     items: Vec<T>,
     frame: impl Fn(Vec<T>, bool) -> Response,
 ) -> Result<(), Failure> {
-    let mut batches = crate::leader::split_by_size(items, LIST_BYTES)
-        .into_iter()
-        .flat_map(|b| b.chunks(LIST_BATCH).map(<[T]>::to_vec).collect::<Vec<_>>())
-        .peekable();
-    if batches.peek().is_none() {
-        return reply(conn, frame(Vec::new(), false)).await;
-    }
-    while let Some(batch) = batches.next() {
-        let more = batches.peek().is_some();
-        conn.write_message(&Message::Response(frame(batch, more).for_client())).await.map_err(Failure::Close)?;
+    for answer in frames(items, true, frame) {
+        conn.write_message(&Message::Response(answer.for_client())).await.map_err(Failure::Close)?;
     }
     conn.flush().await.map_err(Failure::Close)
+}
+
+/// `items` as answers made by `frame` (a batch, and whether another
+/// follows), at least one; `last` when nothing follows these items.
+/// Batches are cut by size as well as count: an inode may carry 256 KiB of
+/// extended attributes.
+fn frames<T: serde::Serialize + Clone>(
+    items: Vec<T>,
+    last: bool,
+    frame: impl Fn(Vec<T>, bool) -> Response,
+) -> Vec<Response> {
+    let mut batches: Vec<Vec<T>> = crate::leader::split_by_size(items, LIST_BYTES)
+        .into_iter()
+        .flat_map(|b| b.chunks(LIST_BATCH).map(<[T]>::to_vec).collect::<Vec<_>>())
+        .collect();
+    if batches.is_empty() {
+        batches.push(Vec::new());
+    }
+    let count = batches.len();
+    batches.into_iter().enumerate().map(|(n, batch)| frame(batch, !last || n + 1 < count)).collect()
 }
 
 /// A holder receiving a blob from the leader: write, check, fsync, answer.
