@@ -50,6 +50,10 @@ enum Change {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Asked(u64);
 
+/// About how long a walk of a listed directory takes per child (measured:
+/// `ls -l` of 100,000 files through a mount, 0.75 s with the listing).
+pub const WALK_PER_CHILD: Duration = Duration::from_micros(8);
+
 /// Inodes, names and listings with a TTL, and directory times.
 #[derive(Debug)]
 pub struct MetaCache {
@@ -250,6 +254,19 @@ impl MetaCache {
             Some((at, l)) if self.fresh(*at, now) => Some(l.clone()),
             _ => None,
         }
+    }
+
+    /// The remembered children of `dir` when fresh enough to walk: at least
+    /// half the TTL left, and time for a walk that looks at each child
+    /// (`ls -l`, about [`WALK_PER_CHILD`] each) before their attributes,
+    /// which came with the listing, expire. Otherwise the caller lists
+    /// again: one request, where children expiring mid-walk would cost one
+    /// each (a second `ls -l` of 100,000 files took 11.5 s that way).
+    pub fn listing_to_walk(&self, dir: Ino, now: Instant) -> Option<Arc<Vec<Child>>> {
+        let (at, l) = self.listings.get(&dir)?;
+        let age = now.saturating_duration_since(*at);
+        let walk = WALK_PER_CHILD.saturating_mul(u32::try_from(l.len()).unwrap_or(u32::MAX));
+        (age.saturating_add(walk.max(self.ttl / 2)) < self.ttl).then(|| l.clone())
     }
 
     /// How many children the last listing of `dir` had, fresh or not.
@@ -464,6 +481,25 @@ mod tests {
         assert_eq!(c.name(Ino(6), "y", t0), None, "nothing known of another directory");
         assert!(c.attr(Ino(10), t0).unwrap().is_some());
         assert_eq!(c.listing(Ino(5), t0).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_listing_is_walked_again_only_while_its_children_will_stay_fresh_through_the_walk() {
+        let t0 = Instant::now();
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        let small: Vec<_> = (0..10).map(|k| entry(&format!("s{k}"), 100 + k)).collect();
+        let big: Vec<_> = (0..100_000).map(|k| entry(&format!("b{k}"), 1_000 + k)).collect();
+        let asked = c.asking();
+        c.put_asked_listing(Ino(5), small, t0, asked);
+        c.put_asked_listing(Ino(6), big, t0, asked);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(c.listing_to_walk(Ino(5), at(400)).is_some(), "a small listing, half its TTL left");
+        assert!(c.listing_to_walk(Ino(5), at(600)).is_none(), "less than half left: listed again");
+        assert!(c.listing(Ino(5), at(600)).is_some(), "though it still answers names");
+        assert!(c.listing_to_walk(Ino(6), at(100)).is_some(), "100,000 children, just listed");
+        assert!(c.listing_to_walk(Ino(6), at(300)).is_none(), "their walk would outlast the TTL: listed again");
+        assert!(c.listing(Ino(6), at(300)).is_some());
+        assert_eq!(c.listing_to_walk(Ino(7), t0), None, "nothing known");
     }
 
     #[test]

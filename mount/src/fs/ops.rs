@@ -253,10 +253,24 @@ impl Core {
 
     /// The children of `dir` on the cluster, from the cache while fresh.
     pub(super) fn listing(&self, dir: Ino) -> Result<Arc<Vec<Child>>, Errno> {
+        self.listing_with(dir, MetaCache::listing)
+    }
+
+    /// [`Core::listing`] for a walk of the directory's entries (opendir):
+    /// the cached one only while its children stay fresh through the walk.
+    fn listing_to_walk(&self, dir: Ino) -> Result<Arc<Vec<Child>>, Errno> {
+        self.listing_with(dir, MetaCache::listing_to_walk)
+    }
+
+    fn listing_with(
+        &self,
+        dir: Ino,
+        cached: fn(&MetaCache, Ino, Instant) -> Option<Arc<Vec<Child>>>,
+    ) -> Result<Arc<Vec<Child>>, Errno> {
         let now = Instant::now();
         let (cached, asked) = {
             let m = lock(&self.meta);
-            (m.listing(dir, now), m.asking())
+            (cached(&m, dir, now), m.asking())
         };
         if let Some(l) = cached {
             return Ok(l);
@@ -935,7 +949,7 @@ impl Core {
         if !this.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        let children = self.listing(dir)?;
+        let children = self.listing_to_walk(dir)?;
         let up = if dir == Ino::ROOT || this.parent == Ino::NONE { Ino::ROOT } else { this.parent };
         let mut items = Vec::with_capacity(children.len() + fresh.len() + 2);
         items.push(DirItem { ino: dir, kind: Kind::Dir, name: ".".into() });
