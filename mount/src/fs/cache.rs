@@ -50,6 +50,9 @@ enum Change {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Asked(u64);
 
+/// A directory's children as last listed.
+pub type Listing = Arc<Vec<Child>>;
+
 /// About how long a walk of a listed directory takes per child (measured:
 /// `ls -l` of 100,000 files through a mount, 0.75 s with the listing).
 pub const WALK_PER_CHILD: Duration = Duration::from_micros(8);

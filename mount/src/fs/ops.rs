@@ -30,7 +30,7 @@ use scs_common::proto::rpc::{Target, UploadSpec};
 use scs_common::types::S_ISGID;
 use scs_common::{name, Dentry, Error, Ino, Inode, Kind};
 
-use super::cache::{Child, MetaCache};
+use super::cache::{Child, Listing, MetaCache};
 use super::caller::Caller;
 use super::cluster::Cluster;
 use super::content::ContentCache;
@@ -265,7 +265,7 @@ impl Core {
     fn listing_with(
         &self,
         dir: Ino,
-        cached: fn(&MetaCache, Ino, Instant) -> Option<Arc<Vec<Child>>>,
+        cached: fn(&MetaCache, Ino, Instant) -> Option<Listing>,
     ) -> Result<Arc<Vec<Child>>, Errno> {
         let now = Instant::now();
         let (cached, asked) = {
