@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use scs_common::http::{gauge, resident_bytes};
+use scs_common::http::{counter, gauge, resident_bytes};
 
 /// Upper bounds of the histogram buckets, in microseconds (a last bucket,
 /// `+Inf`, takes the rest).
@@ -131,6 +131,8 @@ pub struct Metrics {
     pub leader_local: Histogram,
     /// A leader's wait, after its own commit, for a majority.
     pub leader_majority: Histogram,
+    /// Records received in pulls (catching up), new here or not.
+    pub records_pulled: AtomicU64,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -140,6 +142,7 @@ pub static METRICS: Metrics = Metrics {
     store_commit: Histogram::new(),
     leader_local: Histogram::new(),
     leader_majority: Histogram::new(),
+    records_pulled: AtomicU64::new(0),
 };
 
 impl Metrics {
@@ -159,6 +162,12 @@ impl Metrics {
         );
         gauge(out, "scs_resident_bytes", "The node's resident memory.", resident_bytes() as f64);
         let m = self;
+        counter(
+            out,
+            "scs_records_pulled_total",
+            "Records received from other nodes to catch up (from the leader, or a new leader's from a majority), new here or not.",
+            m.records_pulled.load(Ordering::Relaxed),
+        );
         let name = "scs_request_seconds";
         let _ =
             writeln!(out, "# HELP {name} Requests served, by kind, from the request to the last byte of the answer.");
