@@ -203,20 +203,26 @@ if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null; then
     # this run).
     sync; sleep 30
     # A big file through --write-back streams as without it: the same dd
-    # through a write-back and a default mount in turn, twice, the better
-    # of each (how fast this disk takes a big write depends on what it
-    # wrote before, more than on the mode), the file purged in between.
+    # through a write-back and a default mount in turn, three times, the
+    # better of each (how fast this disk takes a big write depends on what
+    # it wrote before, more than on the mode), the file purged and the
+    # disk synced in between. Which goes first alternates: the first dd of
+    # all follows the quiet above.
     wbw=0; dfw=0
+    cat "$local_dir/w.bin" > /dev/null  # every run reads its source from memory (dropped above)
     better() { echo "$1 $2" | awk '{print ($1 > $2) ? $1 : $2}'; }
-    for round in 1 2; do
-        for args in --write-back ""; do
+    for order in "--write-back default" "default --write-back" "--write-back default"; do
+        for args in $order; do
+            [ "$args" = default ] && args=""
             mount_at $args
             t0=$(now); dd if="$local_dir/w.bin" of="$mnt/wb.bin" bs=1M conv=fsync status=none; t1=$(now)
             r=$(rate "$MOUNT_MB" "$t0" "$t1")
+            echo "bench: dd through a ${args:-default} mount: $r MB/s"
             if [ -n "$args" ]; then wbw=$(better "$wbw" "$r"); else dfw=$(better "$dfw" "$r"); fi
             rm -f "$mnt/wb.bin"
             unmount
             scs trash purge --all > /dev/null
+            sync
         done
     done
     mount_at --write-back
@@ -371,7 +377,7 @@ Created through a default mount (4 KiB each, each closed, so stored on a majorit
 | node CPU 1/2/3 with them, no client working (20 s) | ${scale_idle} % of a core | | | |
 "
     mount_rows="| mount: ${MOUNT_MB} MiB dd conv=fsync write | ${mw} MB/s | local ${lw} MB/s | $(ratio "$mw" "$lw") | ≥ 0.25 |
-| mount --write-back: ${MOUNT_MB} MiB dd conv=fsync write (the better of two, in turn with a default mount) | ${wbw} MB/s | default mount ${dfw} MB/s | $(ratio "$wbw" "$dfw") | ≥ 1 |
+| mount --write-back: ${MOUNT_MB} MiB dd conv=fsync write (the better of three, in turn with a default mount) | ${wbw} MB/s | default mount ${dfw} MB/s | $(ratio "$wbw" "$dfw") | ≥ 1 |
 | mount: ${MOUNT_MB} MiB cold read | ${mr} MB/s | local ${lr} MB/s | $(ratio "$mr" "$lr") | ≥ 0.5 |
 | mount: create ${MOUNT_FILES} × 4 KiB, each closed (so stored) before the next | ${mc} s ($(fps "$mc") files/s) | local ${lc} s | | ≥ 1500 files/s |
 | mount: ls -l of them | ${ml} s | local ${ll} s | | |

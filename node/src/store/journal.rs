@@ -296,6 +296,7 @@ impl Drop for Journal {
 /// that the writers meanwhile share the next one (group commit); makes the
 /// rest durable and stops once the journal is dropped.
 fn run_syncer(shared: &Shared) {
+    raise_priority();
     let mut s = shared.state();
     loop {
         let pending = s.appended > s.synced && !s.failed;
@@ -320,6 +321,28 @@ fn run_syncer(shared: &Shared) {
             }
         }
         shared.tell(&s);
+    }
+}
+
+/// The syncer's nice value: it runs for a few microseconds per sync, and
+/// every commit waits for it.
+const SYNCER_NICE: libc::c_int = -10;
+
+/// Puts this thread (the syncer) ahead of the node's other threads. A
+/// writer wakes it, then takes its batch into the index meanwhile; at
+/// normal priority, on a machine whose cores are busy (two cores, three
+/// nodes and a mount), the syncer often got a core only once that index
+/// transaction ended, so the two ran one after the other instead of side
+/// by side. Measured through a mount, three runs each in turn: a chmod
+/// 0.71 → 0.65 ms, a leader's own commit 0.29 → 0.23 ms. Needs
+/// CAP_SYS_NICE (root, as the systemd unit runs); without it the syncer
+/// keeps the normal priority.
+fn raise_priority() {
+    // SAFETY: gettid and setpriority take no pointers; this sets the nice
+    // value of the calling thread only.
+    let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, SYNCER_NICE) } != 0;
+    if failed {
+        log::debug!("journal: the sync thread keeps the normal priority ({})", std::io::Error::last_os_error());
     }
 }
 
