@@ -24,9 +24,6 @@ use crate::transfer::BlobSink;
 const PULL_BATCH: usize = 500;
 /// How often a follower pulls from its leader.
 const SYNC_INTERVAL: Duration = Duration::from_millis(1000);
-/// How often a leader stores the watermark it vouches for (see
-/// [`store_own_watermark`]).
-const OWN_WATERMARK_INTERVAL: Duration = Duration::from_secs(5);
 /// Wanted blobs fetched per round.
 const FETCH_BATCH: usize = 64;
 /// Bytes per second a node spends fetching copies it lacks.
@@ -375,21 +372,6 @@ pub async fn learn_members(node: Arc<Node>) {
     }
 }
 
-/// Stores the watermark this node vouches for as the serving leader of
-/// `term`, as its followers store it from their pulls. A leader otherwise
-/// keeps the one it caught up to when its term began: restarted after a
-/// crash, it pulled every record of its whole lead again (200,000 records
-/// and 4.3 s after leading the making of 100,000 files).
-async fn store_own_watermark(node: &Arc<Node>, term: Term) {
-    let Some(vouched) = node.leader_state().filter(|s| s.term == term).and_then(|s| s.vouched()) else { return };
-    let Ok(stored) = node.blocking(|s| s.watermark()).await else { return };
-    if vouched > stored {
-        if let Err(e) = node.blocking(move |s| s.set_watermark(vouched)).await {
-            log::info!("node {}: cannot store its watermark {vouched:?}: {e}", node.me());
-        }
-    }
-}
-
 /// The background loop of every node: follow the leader's records, fetch
 /// wanted blobs, and say when caught up with a new leader.
 pub async fn follow(node: Arc<Node>) {
@@ -398,7 +380,6 @@ pub async fn follow(node: Arc<Node>) {
     let mut caught_up_with: Option<(Term, NodeId)> = None;
     let mut was_member = node.members().contains(me);
     let mut failures = 0u32;
-    let mut own_watermark_at = tokio::time::Instant::now();
     loop {
         // Wake on the interval, or at once when the leader or term changes
         // (not on every change of another node's load figures).
@@ -433,10 +414,6 @@ pub async fn follow(node: Arc<Node>) {
         }
         was_member = member;
         let v = node.view();
-        if v.leader == Some(me) && own_watermark_at.elapsed() >= OWN_WATERMARK_INTERVAL {
-            own_watermark_at = tokio::time::Instant::now();
-            store_own_watermark(&node, v.term).await;
-        }
         if let (Some(leader), Some(addr)) = (v.leader.filter(|l| *l != me), v.leader_addr()) {
             let since = node.blocking(|s| s.watermark()).await.unwrap_or(Version::ZERO);
             match pull_from(&node, &addr, since, None).await {
