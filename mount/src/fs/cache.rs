@@ -63,7 +63,7 @@ pub struct MetaCache {
     ttl: Duration,
     attrs: HashMap<Ino, (Instant, Option<Inode>)>,
     names: HashMap<(Ino, String), (Instant, Option<Ino>)>,
-    listings: HashMap<Ino, (Instant, Arc<Vec<Child>>)>,
+    listings: HashMap<Ino, (Instant, Listing)>,
     /// A file was made in or removed from the directory here at this time
     /// and the cluster does not know yet.
     /// Local changes of directories' entries: when (ns), and when it was noted.
@@ -252,7 +252,7 @@ impl MetaCache {
     // ----- listings -----
 
     /// The remembered children of `dir`, when fresh.
-    pub fn listing(&self, dir: Ino, now: Instant) -> Option<Arc<Vec<Child>>> {
+    pub fn listing(&self, dir: Ino, now: Instant) -> Option<Listing> {
         match self.listings.get(&dir) {
             Some((at, l)) if self.fresh(*at, now) => Some(l.clone()),
             _ => None,
@@ -265,7 +265,7 @@ impl MetaCache {
     /// which came with the listing, expire. Otherwise the caller lists
     /// again: one request, where children expiring mid-walk would cost one
     /// each (a second `ls -l` of 100,000 files took 11.5 s that way).
-    pub fn listing_to_walk(&self, dir: Ino, now: Instant) -> Option<Arc<Vec<Child>>> {
+    pub fn listing_to_walk(&self, dir: Ino, now: Instant) -> Option<Listing> {
         let (at, l) = self.listings.get(&dir)?;
         let age = now.saturating_duration_since(*at);
         let walk = WALK_PER_CHILD.saturating_mul(u32::try_from(l.len()).unwrap_or(u32::MAX));
@@ -281,13 +281,7 @@ impl MetaCache {
     /// changes made here since laid over it; kept unless the listing was
     /// dropped here since. Each child's inode is remembered too (so `ls -l`
     /// costs one request, not one per file), unless it changed here since.
-    pub fn put_asked_listing(
-        &mut self,
-        dir: Ino,
-        entries: Vec<DirEntry>,
-        now: Instant,
-        asked: Asked,
-    ) -> Arc<Vec<Child>> {
+    pub fn put_asked_listing(&mut self, dir: Ino, entries: Vec<DirEntry>, now: Instant, asked: Asked) -> Listing {
         let mut keep = true;
         let mut children: Vec<Child> =
             entries.iter().map(|e| Child { name: e.name.clone(), ino: e.inode.ino, kind: e.inode.kind }).collect();

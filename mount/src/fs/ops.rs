@@ -252,13 +252,13 @@ impl Core {
     }
 
     /// The children of `dir` on the cluster, from the cache while fresh.
-    pub(super) fn listing(&self, dir: Ino) -> Result<Arc<Vec<Child>>, Errno> {
+    pub(super) fn listing(&self, dir: Ino) -> Result<Listing, Errno> {
         self.listing_with(dir, MetaCache::listing)
     }
 
     /// [`Core::listing`] for a walk of the directory's entries (opendir):
     /// the cached one only while its children stay fresh through the walk.
-    fn listing_to_walk(&self, dir: Ino) -> Result<Arc<Vec<Child>>, Errno> {
+    fn listing_to_walk(&self, dir: Ino) -> Result<Listing, Errno> {
         self.listing_with(dir, MetaCache::listing_to_walk)
     }
 
@@ -266,7 +266,7 @@ impl Core {
         &self,
         dir: Ino,
         cached: fn(&MetaCache, Ino, Instant) -> Option<Listing>,
-    ) -> Result<Arc<Vec<Child>>, Errno> {
+    ) -> Result<Listing, Errno> {
         let now = Instant::now();
         let (cached, asked) = {
             let m = lock(&self.meta);
