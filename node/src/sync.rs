@@ -24,16 +24,21 @@ use crate::transfer::BlobSink;
 const PULL_BATCH: usize = 500;
 /// How often a follower pulls from its leader.
 const SYNC_INTERVAL: Duration = Duration::from_millis(1000);
+/// How often a leader stores the watermark its followers' pulls settle
+/// (see [`store_settled`]).
+const SETTLED_INTERVAL: Duration = Duration::from_secs(5);
 /// Wanted blobs fetched per round.
 const FETCH_BATCH: usize = 64;
 /// Bytes per second a node spends fetching copies it lacks.
 const FETCH_RATE: u64 = 128 << 20;
 
-/// Answers a `Pull`: with a fence, first moves to the new term and waits out
-/// commits of older terms; then streams every entry newer than `since`.
+/// Answers a `Pull` from node `from`: with a fence, first moves to the new
+/// term and waits out commits of older terms; then streams every entry
+/// newer than `since`.
 pub async fn serve_pull(
     node: &Arc<Node>,
     conn: &mut Connection,
+    from: NodeId,
     since: Version,
     fence: Option<(Term, NodeId)>,
 ) -> Result<()> {
@@ -52,7 +57,13 @@ pub async fn serve_pull(
         Some(state) if fence.is_none() && state.has_failed() => {
             return Err(Error::Unavailable("the leader is catching up again after a failed commit".into()));
         }
-        Some(state) if view.role == Role::Leader && view.ready && state.term == view.term => state.safe_watermark(),
+        Some(state) if view.role == Role::Leader && view.ready && state.term == view.term => {
+            if fence.is_none() {
+                state.note_pull(from, since);
+                store_settled(node, &state).await;
+            }
+            state.safe_watermark()
+        }
         // To a new leader catching up: how far this node is known to have
         // every record (see `lead`, which tells from it what never reached
         // a majority).
@@ -81,6 +92,26 @@ pub async fn serve_pull(
         if !more {
             return Ok(());
         }
+    }
+}
+
+/// Stores, every [`SETTLED_INTERVAL`], the watermark up to which a majority
+/// has every record this leader has (see [`LeaderState::settled`]), as its
+/// followers store theirs from their pulls. Restarted after a crash, it
+/// then catches up from there: before, it kept the one it caught up to when
+/// its term began, and pulled every record of its whole lead again (4.3 s
+/// after leading the making of 100,000 files). Not what it vouches for
+/// itself: that covers its own changes before a majority has them, and a
+/// new term of its own catches up from its stored watermark, looking only
+/// above it for what may be on no majority (see `spread_unsettled`).
+async fn store_settled(node: &Arc<Node>, state: &Arc<LeaderState>) {
+    if !state.settled_due(SETTLED_INTERVAL) {
+        return;
+    }
+    let Some(settled) = state.settled(node.me(), &node.members()) else { return };
+    let raise = move |s: &crate::store::Store| if s.watermark()? < settled { s.set_watermark(settled) } else { Ok(()) };
+    if let Err(e) = node.blocking(raise).await {
+        log::info!("node {}: cannot store the settled watermark {settled:?}: {e}", node.me());
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, Notify};
 
-use scs_common::{Error, Ino, Key, Record, Result, Term, Version};
+use scs_common::{Error, Ino, Key, Members, NodeId, Record, Result, Term, Version};
 
 /// The state of one term of leadership.
 #[derive(Debug)]
@@ -40,6 +40,11 @@ pub struct LeaderState {
     failed: AtomicBool,
     /// It caught up from a majority and served.
     served: AtomicBool,
+    /// The watermark each follower gave in its latest pull in this term:
+    /// it has every record this leader had up to there (see [`LeaderState::settled`]).
+    pulls: Mutex<HashMap<NodeId, Version>>,
+    /// When this leader last stored its settled watermark.
+    settled_stored: Mutex<Option<std::time::Instant>>,
 }
 
 impl LeaderState {
@@ -57,6 +62,8 @@ impl LeaderState {
             locks: Mutex::new(scs_common::locks::LockTable::new(Default::default())),
             failed: AtomicBool::new(false),
             served: AtomicBool::new(false),
+            pulls: Mutex::new(HashMap::new()),
+            settled_stored: Mutex::new(None),
         }
     }
 
@@ -145,6 +152,47 @@ impl LeaderState {
             return None;
         }
         Some(if self.has_failed() { Version::new(self.term, 0) } else { self.safe_watermark() })
+    }
+
+    /// Notes a follower's pull from `since` in this term: it has every
+    /// record this leader had up to there (it stored `since` only once it
+    /// had pulled everything up to a watermark this leader gave).
+    pub fn note_pull(&self, from: NodeId, since: Version) {
+        self.pulls.lock().unwrap_or_else(|p| p.into_inner()).insert(from, since);
+    }
+
+    /// The highest version up to which a majority of `members` (this node
+    /// among them) has every record this leader has, as Raft's match index
+    /// tells it: from what this node vouched for and its followers' latest
+    /// pulls. Everything this leader committed up to it is on a majority,
+    /// even a change whose round is still out. `None` before it served.
+    pub fn settled(&self, me: NodeId, members: &Members) -> Option<Version> {
+        let vouched = self.vouched()?;
+        let pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held: Vec<(NodeId, Version)> =
+            pulls.iter().filter(|(id, _)| **id != me).map(|(i, v)| (*i, *v)).collect();
+        drop(pulls);
+        held.push((me, vouched));
+        held.sort_by_key(|(_, version)| std::cmp::Reverse(*version));
+        let mut having = BTreeSet::new();
+        for (id, version) in held {
+            having.insert(id);
+            if members.has_majority(&having) {
+                return Some(version.min(vouched));
+            }
+        }
+        None
+    }
+
+    /// Whether `every` has passed since this leader last stored its settled
+    /// watermark; if so, counts it stored now.
+    pub fn settled_due(&self, every: std::time::Duration) -> bool {
+        let mut last = self.settled_stored.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < every) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
     }
 
     /// The highest version at or below which nothing is in flight: a
@@ -288,5 +336,63 @@ impl Outbox {
             }
             idle.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(seq: u64) -> Version {
+        Version::new(Term(7), seq)
+    }
+
+    /// A leader of term 7 (node 3) that served and handed out versions up to `seq`.
+    fn leader_at(seq: u64) -> Arc<LeaderState> {
+        let state = Arc::new(LeaderState::new(Term(7)));
+        state.mark_served();
+        for _ in 0..seq {
+            drop(state.allocate());
+        }
+        state
+    }
+
+    #[test]
+    fn the_settled_watermark_is_the_highest_that_a_majority_has_counting_the_leader() {
+        let three = Members::bootstrap([1, 2, 3].map(NodeId));
+        let me = NodeId(3);
+        assert_eq!(LeaderState::new(Term(7)).settled(me, &three), None, "not before it served");
+        let state = leader_at(10);
+        assert_eq!(state.settled(me, &three), None, "the leader alone is no majority");
+        state.note_pull(NodeId(1), v(4));
+        assert_eq!(state.settled(me, &three), Some(v(4)));
+        state.note_pull(NodeId(2), v(8));
+        assert_eq!(state.settled(me, &three), Some(v(8)), "the leader and node 2 have up to 8");
+        // A pull is what the follower has now, not the most it ever had.
+        state.note_pull(NodeId(2), v(2));
+        assert_eq!(state.settled(me, &three), Some(v(4)));
+
+        let five = Members::bootstrap([1, 2, 3, 4, 5].map(NodeId));
+        state.note_pull(NodeId(4), v(9));
+        assert_eq!(state.settled(me, &five), Some(v(4)), "three of five: the leader (10), node 4 (9), node 1 (4)");
+        // A node that is no member does not count, nor does what the leader
+        // heard about itself.
+        state.note_pull(NodeId(9), v(10));
+        state.note_pull(me, v(10));
+        assert_eq!(state.settled(me, &five), Some(v(4)));
+    }
+
+    #[test]
+    fn the_settled_watermark_never_passes_what_the_leader_vouches_for() {
+        let three = Members::bootstrap([1, 2, 3].map(NodeId));
+        let me = NodeId(3);
+        let state = leader_at(10);
+        let in_flight = state.allocate();
+        state.note_pull(NodeId(1), v(12));
+        state.note_pull(NodeId(2), v(12));
+        assert_eq!(state.settled(me, &three), Some(v(10)), "version 11 is not committed here yet");
+        drop(in_flight);
+        assert!(state.fail());
+        assert_eq!(state.settled(me, &three), Some(v(0)), "after a failed commit, none of its own");
     }
 }

@@ -281,8 +281,8 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             reply(conn, Response::Done).await
         }
         Request::Pull { since, fence } => {
-            from_node(peer)?;
-            sync::serve_pull(node, conn, since, fence).await.map_err(Failure::Close)
+            let from = from_node(peer)?;
+            sync::serve_pull(node, conn, from, since, fence).await.map_err(Failure::Close)
         }
         Request::Digests => {
             from_node(peer)?;
