@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use scs_common::auth::ClusterKey;
 use scs_common::config::NodeConfig;
 use scs_common::proto::gossip::Role;
-use scs_common::{Error, Result, Term};
+use scs_common::{Error, Result, Term, Version};
 
 use crate::cluster::driver::Driver;
 use crate::leader::LeaderState;
@@ -258,11 +258,18 @@ async fn roles(node: Arc<Node>, ready: impl FnOnce() + Send + 'static) {
     loop {
         let v = rx.borrow_and_update().clone();
         if led.is_some() && (v.role != Role::Leader || led != Some(v.term)) {
-            // The term it led is over: how far it is known to have every
-            // record stays with it, for the next leader to tell from it what
-            // never reached a majority (see `sync::lead`).
-            if let Some(w) = node.leader_state().and_then(|s| s.vouched()) {
-                let _ = node.blocking(move |s| if s.watermark()? < w { s.set_watermark(w) } else { Ok(()) }).await;
+            // The term it led is over: that it caught up from a majority
+            // stays with it, for the next leader to tell from it what of
+            // earlier terms never reached one (see `sync::spread_unsettled`),
+            // and so does how far a majority has its own changes. Not what it
+            // vouches for: a change of its own may be on no majority yet, and
+            // a term it leads next looks for those only above its watermark.
+            if let Some(state) = node.leader_state().filter(|s| s.served()) {
+                let term_start = Version::new(state.term, 0);
+                let w = sync::settled_now(&node, &state).map_or(term_start, |s| s.max(term_start));
+                if let Err(e) = node.blocking(move |s| s.raise_watermark(w)).await {
+                    log::info!("node {}: cannot store its watermark at the end of term {}: {e}", node.me(), state.term);
+                }
             }
         }
         if v.role == Role::Leader && led != Some(v.term) {

@@ -376,8 +376,9 @@ fn a_leader_restarted_after_a_crash_pulls_only_what_changed_since_a_majority_had
         c.upload_bytes(&format!("made-by-3/{i}"), &seeded_bytes(i as u64, 100));
     }
     // The followers pull every second; from their pulls the leader stores,
-    // every 5 s, how far a majority has its changes.
-    std::thread::sleep(Duration::from_secs(8));
+    // every 5 s at most, how far a majority has its changes: this leaves
+    // time for two stores after the last file.
+    std::thread::sleep(Duration::from_secs(11));
     c.kill(3);
     c.wait_leader(2, Duration::from_secs(10));
     c.upload_bytes("while-3-was-down", b"one change");

@@ -154,11 +154,17 @@ impl LeaderState {
         Some(if self.has_failed() { Version::new(self.term, 0) } else { self.safe_watermark() })
     }
 
-    /// Notes a follower's pull from `since` in this term: it has every
-    /// record this leader had up to there (it stored `since` only once it
-    /// had pulled everything up to a watermark this leader gave).
+    /// Notes a follower's pull from `since`: it has every record this
+    /// leader had up to there, if `since` is of this term (it stored it only
+    /// once it had pulled everything up to a watermark this leader gave).
+    /// One of an earlier term came from another leader, and is not counted.
     pub fn note_pull(&self, from: NodeId, since: Version) {
-        self.pulls.lock().unwrap_or_else(|p| p.into_inner()).insert(from, since);
+        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        if since.term == self.term {
+            pulls.insert(from, since);
+        } else {
+            pulls.remove(&from);
+        }
     }
 
     /// The highest version up to which a majority of `members` (this node
@@ -185,14 +191,15 @@ impl LeaderState {
     }
 
     /// Whether `every` has passed since this leader last stored its settled
-    /// watermark; if so, counts it stored now.
+    /// watermark (see [`LeaderState::settled_stored`]).
     pub fn settled_due(&self, every: std::time::Duration) -> bool {
-        let mut last = self.settled_stored.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|t| t.elapsed() < every) {
-            return false;
-        }
-        *last = Some(std::time::Instant::now());
-        true
+        let last = self.settled_stored.lock().unwrap_or_else(|p| p.into_inner());
+        last.is_none_or(|t| t.elapsed() >= every)
+    }
+
+    /// This leader stores its settled watermark now.
+    pub fn settled_stored(&self) {
+        *self.settled_stored.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
     }
 
     /// The highest version at or below which nothing is in flight: a
@@ -375,11 +382,15 @@ mod tests {
         let five = Members::bootstrap([1, 2, 3, 4, 5].map(NodeId));
         state.note_pull(NodeId(4), v(9));
         assert_eq!(state.settled(me, &five), Some(v(4)), "three of five: the leader (10), node 4 (9), node 1 (4)");
-        // A node that is no member does not count, nor does what the leader
-        // heard about itself.
+        // A node that is no member does not count.
         state.note_pull(NodeId(9), v(10));
-        state.note_pull(me, v(10));
         assert_eq!(state.settled(me, &five), Some(v(4)));
+        // Nor does a watermark another leader gave, in an earlier term:
+        // node 1's pull from one replaces its pull from this one.
+        state.note_pull(NodeId(1), Version::new(Term(6), 900));
+        assert_eq!(state.settled(me, &five), Some(v(2)), "the leader (10), node 4 (9), node 2 (2)");
+        state.note_pull(NodeId(5), v(3));
+        assert_eq!(state.settled(me, &five), Some(v(3)));
     }
 
     #[test]

@@ -185,6 +185,12 @@ impl DurableTx<'_> {
 
 /// The journal generation the index expects (see [`DurableTx::commit`]).
 const JOURNAL_GENERATION: &str = "journal-generation";
+/// The version up to which this node is known to have every record.
+const WATERMARK: &str = "watermark";
+
+fn decode_watermark(bytes: &[u8]) -> Version {
+    <[u8; 16]>::try_from(bytes).map_or(Version::ZERO, Version::from_be_bytes)
+}
 
 /// Whether the inline content `old` has in the index is `new`'s too: the
 /// same content version, size and hash (a content version names one set
@@ -1393,15 +1399,28 @@ impl Store {
 
     /// The version up to which this node is known to have every record.
     pub fn watermark(&self) -> Result<Version> {
-        Ok(self
-            .meta("watermark")?
-            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
-            .map(Version::from_be_bytes)
-            .unwrap_or(Version::ZERO))
+        Ok(self.meta(WATERMARK)?.map_or(Version::ZERO, |b| decode_watermark(&b)))
     }
 
     pub fn set_watermark(&self, v: Version) -> Result<()> {
-        self.set_meta("watermark", &v.to_be_bytes())
+        self.set_meta(WATERMARK, &v.to_be_bytes())
+    }
+
+    /// Raises the stored watermark to `v`, leaving a higher one as it is:
+    /// read and written under the commit gate, so two raises at once never
+    /// leave the lower.
+    pub fn raise_watermark(&self, v: Version) -> Result<()> {
+        if self.watermark()? >= v {
+            return Ok(());
+        }
+        let tx = self.begin_durable()?;
+        {
+            let mut meta = tx.open_table(META).map_err(|e| self.db_err(e))?;
+            let stored = meta.get(WATERMARK).map_err(|e| self.db_err(e))?.map(|b| decode_watermark(b.value()));
+            let raised = stored.unwrap_or(Version::ZERO).max(v);
+            meta.insert(WATERMARK, raised.to_be_bytes().as_slice()).map_err(|e| self.db_err(e))?;
+        }
+        tx.commit()
     }
 
     /// `records` without those at or below the watermark: every committed

@@ -497,6 +497,19 @@ fn the_term_and_watermark_are_remembered() {
 }
 
 #[test]
+fn raising_the_watermark_never_lowers_it_and_lasts() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let s = open(tmp.path());
+        s.raise_watermark(v(7, 3)).unwrap();
+        s.raise_watermark(v(6, 90)).unwrap();
+        assert_eq!(s.watermark().unwrap(), v(7, 3), "an older one leaves it");
+        s.raise_watermark(v(7, 8)).unwrap();
+    }
+    assert_eq!(open(tmp.path()).watermark().unwrap(), v(7, 8));
+}
+
+#[test]
 fn two_stores_with_the_same_records_have_the_same_digests() {
     let (t1, t2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (open(t1.path()), open(t2.path()));
