@@ -529,6 +529,37 @@ pub struct DirEntry {
     pub inode: Inode,
 }
 
+/// A directory's inode went from version `before` to `after` in one
+/// change, which added or removed some of its entries. Every change of a
+/// directory's entries gives it a new version, so a client whose listing
+/// of `dir` is at `before`, with the change laid over it, holds the
+/// directory as it was when the change was made (weak cache consistency,
+/// as NFS has it): the listing is as fresh as the change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirStep {
+    pub dir: Ino,
+    pub before: Version,
+    pub after: Version,
+}
+
+/// What a committed namespace change (make, link, remove, rename) gives
+/// back: every inode it touched that is still there, as the leader stamped
+/// it (the one made or linked first), and the steps of the directories
+/// whose entries it changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changed {
+    pub inodes: Vec<Inode>,
+    pub dirs: Vec<DirStep>,
+}
+
+/// A directory's children as one listing gives them, and the version of
+/// the directory's inode they are of (`None` from a node that did not say).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listed {
+    pub entries: Vec<DirEntry>,
+    pub version: Option<Version>,
+}
+
 /// What a new inode made by `Make` is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewNode {

@@ -35,12 +35,12 @@ pub mod secure;
 pub mod types;
 
 pub use error::{Error, ErrorCode, Result};
-pub use inode::{Dentry, DirEntry, Inode, MemberState, Members, Record, Trashed};
+pub use inode::{Changed, Dentry, DirEntry, DirStep, Inode, Listed, MemberState, Members, Record, Trashed};
 pub use types::{ContentHash, Ino, Key, Kind, NodeId, Term, Version};
 
 /// The protocol version spoken on TCP sessions and in datagrams. A peer with
 /// another version is refused with a clear message.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// Largest chunk of file data in one frame.
 pub const CHUNK_SIZE: usize = 1 << 20;

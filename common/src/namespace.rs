@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 use crate::inode::{
-    Bytes, Dentry, Inode, NewNode, Record, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, XATTR_NAME_MAX,
+    Bytes, Dentry, DirStep, Inode, NewNode, Record, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, XATTR_NAME_MAX,
     XATTR_SIZE_MAX, XATTR_TOTAL_MAX,
 };
 use crate::name::{self, PATH_MAX};
@@ -223,6 +223,29 @@ impl<'a, V: View> Plan<'a, V> {
     pub fn is_empty(&self) -> bool {
         self.inodes.is_empty() && self.dentries.is_empty()
     }
+}
+
+/// The step of each directory whose entries `records` change: from its
+/// version in `view` (what the records are not in yet) to the one they
+/// give it. Every such change gives the directory's inode a new version
+/// (its times), so a client that holds the listing of the version before
+/// knows the listing after (see [`DirStep`]).
+pub fn dir_steps(view: &impl View, records: &[Record]) -> Result<Vec<DirStep>> {
+    let mut steps: Vec<DirStep> = Vec::new();
+    let parents = records.iter().filter_map(|r| match r {
+        Record::Dentry(d) => Some(d.parent),
+        _ => None,
+    });
+    for parent in parents {
+        if steps.iter().any(|s| s.dir == parent) {
+            continue;
+        }
+        let after = records.iter().filter_map(Record::as_inode).find(|i| i.ino == parent).map(|i| i.version);
+        if let (Some(before), Some(after)) = (view.inode(parent)?.map(|i| i.version), after) {
+            steps.push(DirStep { dir: parent, before, after });
+        }
+    }
+    Ok(steps)
 }
 
 /// Whether directory `dir` is `top` or lies below it, walking up with

@@ -11,8 +11,8 @@ use proptest::prelude::*;
 use crate::auth::ClusterKey;
 use crate::error::WireError;
 use crate::inode::{
-    Bytes, Dentry, DirEntry, Inode, MemberState, NewNode, NextIno, Record, Removal, RenameMode, SetAttrs, TimeSet,
-    XattrMode, Xattrs,
+    Bytes, Changed, Dentry, DirEntry, DirStep, Inode, MemberState, NewNode, NextIno, Record, Removal, RenameMode,
+    SetAttrs, TimeSet, XattrMode, Xattrs,
 };
 use crate::locks::{FileLock, LockAnswer, LockKind, SessionId};
 use crate::name::{self, NAME_MAX, PATH_MAX};
@@ -394,11 +394,17 @@ fn arb_response() -> impl Strategy<Value = Response> {
         Just(Response::Ready),
         arb_inode().prop_map(Response::Attr),
         Just(Response::Missing),
-        vec(arb_inode(), 0..3).prop_map(Response::Changed),
-        (vec((arb_name(), arb_inode()), 0..3), any::<bool>()).prop_map(|(entries, more)| Response::Listing {
-            entries: entries.into_iter().map(|(name, inode)| DirEntry { name, inode }).collect(),
-            more
+        (vec(arb_inode(), 0..3), vec((arb_ino(), arb_version(), arb_version()), 0..3)).prop_map(|(inodes, dirs)| {
+            let dirs = dirs.into_iter().map(|(dir, before, after)| DirStep { dir, before, after }).collect();
+            Response::Changed(Changed { inodes, dirs })
         }),
+        (vec((arb_name(), arb_inode()), 0..3), any::<bool>(), proptest::option::of(arb_version())).prop_map(
+            |(entries, more, version)| Response::Listing {
+                entries: entries.into_iter().map(|(name, inode)| DirEntry { name, inode }).collect(),
+                more,
+                version
+            }
+        ),
         (arb_inode(), any::<u64>(), any::<u64>()).prop_map(|(inode, offset, len)| Response::Content {
             inode,
             offset,

@@ -99,6 +99,7 @@ fn messages() -> Vec<(&'static str, Message)> {
             Message::Response(Response::Listing {
                 entries: vec![DirEntry { name: "l1".into(), inode: inode(9) }],
                 more: true,
+                version: Some(Version::new(Term(2), 7)),
             }),
         ),
         ("content", Message::Response(Response::Content { inode: inode(10), offset: 0, len: 12 })),

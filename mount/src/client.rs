@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use scs_common::auth::ClusterKey;
 use scs_common::conn::{Chunk, Connection};
-use scs_common::inode::{self, DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
+use scs_common::inode::{self, Changed, DirEntry, Inode, Listed, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{
     HolderAddr, MemberChange, Message, Peer, PurgeTrash, Request, Response, StatusReport, Target, TrashItem, UploadSpec,
@@ -285,12 +285,17 @@ impl Client {
     }
 
     /// The children of a directory with their inodes, in name order.
-    pub async fn readdir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
-        self.call_batches(Request::ReadDir { dir }, |r| match r {
-            Response::Listing { entries, more } => Ok((entries, more)),
-            other => Err(unexpected(&other)),
-        })
-        .await
+    /// With the version of the directory's inode they are of.
+    pub async fn readdir(&self, dir: Ino) -> Result<Listed> {
+        let pages = self
+            .call_batches(Request::ReadDir { dir }, |r| match r {
+                Response::Listing { entries, more, version } => Ok((vec![Listed { entries, version }], more)),
+                other => Err(unexpected(&other)),
+            })
+            .await?;
+        // Every page is of one snapshot.
+        let version = pages.last().and_then(|p| p.version);
+        Ok(Listed { entries: pages.into_iter().flat_map(|p| p.entries).collect(), version })
     }
 
     /// A request answered with a run of batches: `batch` takes each apart
@@ -388,7 +393,7 @@ impl Client {
             let name = scs_common::name::base(path).to_string();
             return Ok((at.clone(), vec![DirEntry { name, inode: at }]));
         }
-        let children = self.readdir(at.ino).await?;
+        let children = self.readdir(at.ino).await?.entries;
         Ok((at, children))
     }
 
@@ -412,12 +417,14 @@ impl Client {
     /// Makes a directory, symlink, FIFO, socket, device or empty file. A
     /// retry that finds the name taken by an inode of that kind and owner
     /// made in the meantime takes it as its own earlier success.
-    pub async fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Vec<Inode>> {
+    pub async fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Changed> {
         let req = Request::Make { parent, name: name.to_string(), node: node.clone() };
         match self.call_once_semantics(req, |e| matches!(e, Error::Exists(_))).await? {
             Some(r) => made(r),
             None => match self.lookup(parent, name).await? {
-                Some(i) if i.kind == node.kind && i.uid == node.uid => Ok(vec![i]),
+                Some(i) if i.kind == node.kind && i.uid == node.uid => {
+                    Ok(Changed { inodes: vec![i], dirs: Vec::new() })
+                }
                 _ => Err(Error::Exists(name.to_string())),
             },
         }
@@ -460,12 +467,12 @@ impl Client {
     }
 
     /// A new name `name` in `parent` for `ino` (link(2)).
-    pub async fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
+    pub async fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Changed> {
         let req = Request::Link { ino, parent, name: name.to_string() };
         match self.call_once_semantics(req, |e| matches!(e, Error::Exists(_))).await? {
             Some(r) => made(r),
             None => match self.lookup(parent, name).await? {
-                Some(i) if i.ino == ino => Ok(vec![i]),
+                Some(i) if i.ino == ino => Ok(Changed { inodes: vec![i], dirs: Vec::new() }),
                 _ => Err(Error::Exists(name.to_string())),
             },
         }
@@ -473,11 +480,11 @@ impl Client {
 
     /// Removes a name: unlink(2), rmdir(2), or either; every inode still
     /// there the change touched (none when a retry found it done).
-    pub async fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
+    pub async fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Changed> {
         let req = Request::Remove { parent, name: name.to_string(), what };
         match self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await? {
             Some(r) => made(r),
-            None => Ok(Vec::new()),
+            None => Ok(Changed::default()),
         }
     }
 
@@ -495,13 +502,13 @@ impl Client {
         new_parent: Ino,
         new_name: &str,
         mode: RenameMode,
-    ) -> Result<Vec<Inode>> {
+    ) -> Result<Changed> {
         let req = Request::Rename { parent, name: name.to_string(), new_parent, new_name: new_name.to_string(), mode };
         match self.call_once_semantics(req, |e| matches!(e, Error::NotFound(_))).await? {
             Some(r) => made(r),
             // A retry found the source gone: an earlier attempt moved it if
             // the target is there now.
-            None if self.lookup(new_parent, new_name).await?.is_some() => Ok(Vec::new()),
+            None if self.lookup(new_parent, new_name).await?.is_some() => Ok(Changed::default()),
             None => Err(Error::NotFound(name.to_string())),
         }
     }
@@ -990,17 +997,17 @@ impl Client {
     }
 }
 
-/// The inodes a namespace change touched, from its answer.
-fn made(r: Response) -> Result<Vec<Inode>> {
+/// What a namespace change touched, from its answer.
+fn made(r: Response) -> Result<Changed> {
     match r {
-        Response::Changed(touched) => Ok(touched),
+        Response::Changed(changed) => Ok(changed),
         other => Err(unexpected(&other)),
     }
 }
 
 /// The inode a change was for: the first it touched.
-fn first(touched: Vec<Inode>) -> Result<Inode> {
-    touched.into_iter().next().ok_or_else(|| Error::Protocol("a change touched no inode".into()))
+fn first(changed: Changed) -> Result<Inode> {
+    changed.inodes.into_iter().next().ok_or_else(|| Error::Protocol("a change touched no inode".into()))
 }
 
 /// The caller's user id: the owner of what the command line makes.

@@ -148,7 +148,7 @@ async fn namespace(addr: &str, key: &ClusterKey) -> Vec<(String, Inode)> {
         conn.send(&Message::Request(Request::ReadDir { dir: ino })).await.expect("send ReadDir");
         loop {
             match conn.recv_response().await.expect("ReadDir answered") {
-                Response::Listing { entries, more } => {
+                Response::Listing { entries, more, .. } => {
                     for e in entries {
                         let path = name::join(&dir, &e.name);
                         if e.inode.is_dir() {
@@ -818,7 +818,7 @@ fn requests_naming_missing_inodes_or_the_wrong_kind_get_a_clear_error_and_change
     c.upload_bytes("kept/a.txt", b"kept");
     c.scs(&["mkdir", "empty"]).assert_ok();
     let make = Request::Make { parent: Ino::ROOT, name: "link".into(), node: new_node(Kind::Symlink, "kept/a.txt") };
-    assert!(matches!(rt.block_on(call(&leader, &k, make)), Ok(Response::Changed(t)) if !t.is_empty()));
+    assert!(matches!(rt.block_on(call(&leader, &k, make)), Ok(Response::Changed(t)) if !t.inodes.is_empty()));
     let kept = rt.block_on(resolve(&leader, &k, "kept")).expect("kept exists");
     let a = rt.block_on(resolve(&leader, &k, "kept/a.txt")).expect("kept/a.txt exists");
     let link = rt.block_on(resolve(&leader, &k, "link")).expect("link exists");
@@ -1380,7 +1380,7 @@ fn renames_onto_themselves_or_into_their_own_subtree_change_nothing() {
     for mode in [Replace, Exchange] {
         let res = rename(Ino::ROOT, "d", Ino::ROOT, "d", mode);
         assert!(
-            matches!(&res, Ok(Response::Changed(t)) if t.is_empty()),
+            matches!(&res, Ok(Response::Changed(t)) if t.inodes.is_empty()),
             "rename of d onto itself ({mode:?}): {res:?}"
         );
     }
@@ -1415,7 +1415,7 @@ fn uploads_refused_at_the_commit(rt: &tokio::runtime::Runtime) -> (Cluster, Snap
     let leader = c.node_addr(3);
     c.upload_bytes("kept/a.txt", b"kept");
     let make = Request::Make { parent: Ino::ROOT, name: "escape".into(), node: new_node(Kind::Symlink, "/etc") };
-    assert!(matches!(rt.block_on(call(&leader, &k, make)), Ok(Response::Changed(t)) if !t.is_empty()));
+    assert!(matches!(rt.block_on(call(&leader, &k, make)), Ok(Response::Changed(t)) if !t.inodes.is_empty()));
     let (reserved, _) = reserve_inodes(rt, &leader, &k, 1);
     let before = snapshot(&c, rt, &leader);
     let data = seeded_bytes(950, 1 << 20);

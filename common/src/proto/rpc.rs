@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::WireError;
 use crate::inode::{
-    Bytes, DirEntry, Inode, MemberState, NewNode, Record, Removal, RenameMode, SetAttrs, XattrMode, Xattrs,
+    Bytes, Changed, DirEntry, Inode, MemberState, NewNode, Record, Removal, RenameMode, SetAttrs, XattrMode, Xattrs,
 };
 use crate::locks::{FileLock, LockAnswer, SessionId};
 use crate::proto::gossip::Role;
@@ -454,14 +454,14 @@ pub enum Response {
     Attr(Inode),
     /// A lookup of a name that does not exist.
     Missing,
-    /// A namespace change (make, link, remove, rename) is committed: every
-    /// inode it touched that is still there, as the leader stamped it (the
-    /// one made or linked first).
-    Changed(Vec<Inode>),
+    /// A namespace change (make, link, remove, rename) is committed.
+    Changed(Changed),
     /// A batch of a directory listing; `more` says another follows.
+    /// `version`: of the directory's inode, as of the listing.
     Listing {
         entries: Vec<DirEntry>,
         more: bool,
+        version: Option<Version>,
     },
     /// `len` bytes of `inode`'s content from `offset` follow as data frames, then `End`.
     Content {
@@ -532,10 +532,14 @@ impl Response {
     pub fn for_client(self) -> Response {
         match self {
             Response::Attr(i) => Response::Attr(i.for_client()),
-            Response::Changed(touched) => Response::Changed(touched.into_iter().map(Inode::for_client).collect()),
-            Response::Listing { entries, more } => Response::Listing {
+            Response::Changed(c) => Response::Changed(Changed {
+                inodes: c.inodes.into_iter().map(Inode::for_client).collect(),
+                dirs: c.dirs,
+            }),
+            Response::Listing { entries, more, version } => Response::Listing {
                 entries: entries.into_iter().map(|e| DirEntry { inode: e.inode.for_client(), ..e }).collect(),
                 more,
+                version,
             },
             Response::Content { inode, offset, len } => Response::Content { inode: inode.for_client(), offset, len },
             Response::Redirect { inode, holders } => Response::Redirect { inode: inode.for_client(), holders },
@@ -578,6 +582,7 @@ mod tests {
             Message::Response(Response::Listing {
                 entries: vec![DirEntry { name: "ça.txt".into(), inode: inode.clone() }],
                 more: false,
+                version: Some(Version::new(Term(3), 9)),
             }),
             Message::Response(Response::Pulled {
                 records: vec![Record::Inode(inode)],

@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scs_common::{DirEntry, Ino, Inode, Kind};
+use scs_common::{DirStep, Ino, Inode, Kind, Listed, Version};
 
 /// Past this many remembered items, expired ones are dropped; past twice as
 /// many as were left fresh then, again (see [`MetaCache::prune`]).
@@ -53,6 +53,17 @@ pub struct Asked(u64);
 /// A directory's children as last listed.
 pub type Listing = Arc<Vec<Child>>;
 
+/// A remembered listing: its names as of `at`, of the directory's inode at
+/// `version` when that is known (see [`MetaCache::dir_stepped`]); the
+/// children's inodes came with it at `listed_at`.
+#[derive(Debug)]
+struct Held {
+    at: Instant,
+    listed_at: Instant,
+    version: Option<Version>,
+    children: Listing,
+}
+
 /// About how long a walk of a listed directory takes per child (measured:
 /// `ls -l` of 100,000 files through a mount, 0.75 s with the listing).
 pub const WALK_PER_CHILD: Duration = Duration::from_micros(8);
@@ -63,7 +74,7 @@ pub struct MetaCache {
     ttl: Duration,
     attrs: HashMap<Ino, (Instant, Option<Inode>)>,
     names: HashMap<(Ino, String), (Instant, Option<Ino>)>,
-    listings: HashMap<Ino, (Instant, Listing)>,
+    listings: HashMap<Ino, Held>,
     /// A file was made in or removed from the directory here at this time
     /// and the cluster does not know yet.
     /// Local changes of directories' entries: when (ns), and when it was noted.
@@ -194,8 +205,8 @@ impl MetaCache {
         self.record(Change::Name { dir, name: name.to_string(), child: child.clone() });
         self.prune(now);
         self.names.insert((dir, name.to_string()), (now, child.as_ref().map(|c| c.ino)));
-        if let Some((_, l)) = self.listings.get_mut(&dir) {
-            let l = Arc::make_mut(l);
+        if let Some(held) = self.listings.get_mut(&dir) {
+            let l = Arc::make_mut(&mut held.children);
             l.retain(|c| c.name != name);
             l.extend(child);
         }
@@ -254,7 +265,7 @@ impl MetaCache {
     /// The remembered children of `dir`, when fresh.
     pub fn listing(&self, dir: Ino, now: Instant) -> Option<Listing> {
         match self.listings.get(&dir) {
-            Some((at, l)) if self.fresh(*at, now) => Some(l.clone()),
+            Some(held) if self.fresh(held.at, now) => Some(held.children.clone()),
             _ => None,
         }
     }
@@ -266,22 +277,25 @@ impl MetaCache {
     /// again: one request, where children expiring mid-walk would cost one
     /// each (a second `ls -l` of 100,000 files took 11.5 s that way).
     pub fn listing_to_walk(&self, dir: Ino, now: Instant) -> Option<Listing> {
-        let (at, l) = self.listings.get(&dir)?;
-        let age = now.saturating_duration_since(*at);
+        // Kept fresh by changes made here or not, the inodes that came with
+        // it are as old as the listing.
+        let Held { listed_at, children: l, .. } = self.listings.get(&dir)?;
+        let age = now.saturating_duration_since(*listed_at);
         let walk = WALK_PER_CHILD.saturating_mul(u32::try_from(l.len()).unwrap_or(u32::MAX));
         (age.saturating_add(walk.max(self.ttl / 2)) < self.ttl).then(|| l.clone())
     }
 
     /// How many children the last listing of `dir` had, fresh or not.
     pub fn listed_len(&self, dir: Ino) -> Option<usize> {
-        self.listings.get(&dir).map(|(_, l)| l.len())
+        self.listings.get(&dir).map(|held| held.children.len())
     }
 
     /// The listing of `dir` the cluster gave when `asked`, with the name
     /// changes made here since laid over it; kept unless the listing was
     /// dropped here since. Each child's inode is remembered too (so `ls -l`
     /// costs one request, not one per file), unless it changed here since.
-    pub fn put_asked_listing(&mut self, dir: Ino, entries: Vec<DirEntry>, now: Instant, asked: Asked) -> Listing {
+    pub fn put_asked_listing(&mut self, dir: Ino, listed: Listed, now: Instant, asked: Asked) -> Listing {
+        let Listed { entries, version } = listed;
         let mut keep = true;
         let mut children: Vec<Child> =
             entries.iter().map(|e| Child { name: e.name.clone(), ino: e.inode.ino, kind: e.inode.kind }).collect();
@@ -317,8 +331,32 @@ impl MetaCache {
             }
         }
         let l = Arc::new(children);
-        self.listings.insert(dir, (now, l.clone()));
+        // With changes laid over it, it is of no one version of the cluster's.
+        let version = version.filter(|_| touched_names.is_empty());
+        self.listings.insert(dir, Held { at: now, listed_at: now, version, children: l.clone() });
         l
+    }
+
+    /// A change this mount asked for at `sent` took directory `step.dir`
+    /// from version `step.before` to `step.after`. A listing of it at
+    /// `before` (this change laid over it, as every change made here is) is
+    /// the directory as the change left it: no one else changed it between
+    /// the listing and the change, so it is as fresh as the change. Rm -rf
+    /// of a big directory so looks its names up here, not one request each.
+    pub fn dir_stepped(&mut self, step: &DirStep, sent: Instant) {
+        if let Some(held) = self.listings.get_mut(&step.dir) {
+            if held.version == Some(step.before) {
+                held.version = Some(step.after);
+                held.at = held.at.max(sent);
+            }
+        }
+    }
+
+    /// The inode `ino` as last remembered, fresh or not (`None` when not
+    /// remembered or known to be gone): for a lookup answered from a
+    /// fresh listing, with attributes the kernel is told to ask for again.
+    pub fn attr_remembered(&self, ino: Ino) -> Option<Inode> {
+        self.attrs.get(&ino).and_then(|(_, i)| i.clone())
     }
 
     /// The children of `dir` changed here in a way not laid over its
@@ -403,7 +441,7 @@ impl MetaCache {
         let ttl = self.ttl;
         self.attrs.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
         self.names.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
-        self.listings.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+        self.listings.retain(|_, held| now.saturating_duration_since(held.at) < ttl);
         self.prune_at = (2 * self.len()).max(PRUNE_AT);
     }
 
@@ -416,7 +454,7 @@ impl MetaCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use scs_common::{Term, Version};
+    use scs_common::{DirEntry, Term};
 
     fn inode(ino: u64, kind: Kind, seq: u64) -> Inode {
         let mut i = Inode::new(Ino(ino), kind, 0o644, 1000, 1000, 1);
@@ -426,6 +464,49 @@ mod tests {
 
     fn entry(name: &str, ino: u64) -> DirEntry {
         DirEntry { name: name.into(), inode: inode(ino, Kind::File, 1) }
+    }
+
+    fn unversioned(entries: Vec<DirEntry>) -> Listed {
+        Listed { entries, version: None }
+    }
+
+    fn v(n: u64) -> Version {
+        Version::new(Term(1), n)
+    }
+
+    #[test]
+    fn a_change_from_the_listed_version_keeps_the_listing_fresh_and_no_other_does() {
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let asked = c.asking();
+        let listed = Listed { entries: vec![entry("a", 10), entry("b", 11)], version: Some(v(3)) };
+        c.put_asked_listing(Ino(5), listed, t0, asked);
+        // This mount removes a: the cluster says the directory went from 3 to 4.
+        let sent = t0 + Duration::from_millis(900);
+        c.put_name(Ino(5), "a", None, sent);
+        c.dir_stepped(&DirStep { dir: Ino(5), before: v(3), after: v(4) }, sent);
+        let at = t0 + Duration::from_millis(1500);
+        assert_eq!(c.name(Ino(5), "b", at), Some(Some(Ino(11))), "as fresh as the change: no request for b");
+        assert_eq!(c.name(Ino(5), "a", at), Some(None));
+        assert_eq!(c.attr(Ino(11), at), None, "b's attributes are not made fresh by it");
+        assert_eq!(c.attr_remembered(Ino(11)).map(|i| i.ino), Some(Ino(11)));
+        assert!(c.listing_to_walk(Ino(5), at).is_none(), "a walk (ls -l) lists again, for the inodes");
+        // Someone else changed it after (4 -> 5): a step from 5 says nothing of this listing.
+        c.dir_stepped(&DirStep { dir: Ino(5), before: v(5), after: v(6) }, at);
+        assert_eq!(c.name(Ino(5), "b", t0 + Duration::from_millis(2000)), None, "expired: asked again");
+    }
+
+    #[test]
+    fn a_listing_with_changes_laid_over_it_is_of_no_version() {
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let asked = c.asking();
+        // A change made here while the listing was on its way.
+        c.put_name(Ino(5), "new", Some(child("new", 12)), t0);
+        let listed = Listed { entries: vec![entry("a", 10)], version: Some(v(3)) };
+        c.put_asked_listing(Ino(5), listed, t0, asked);
+        c.dir_stepped(&DirStep { dir: Ino(5), before: v(3), after: v(4) }, t0 + Duration::from_millis(900));
+        assert_eq!(c.listing(Ino(5), t0 + Duration::from_millis(1500)), None, "not kept fresh by the step");
     }
 
     fn child(name: &str, ino: u64) -> Child {
@@ -444,7 +525,7 @@ mod tests {
         for dir in 0..40u64 {
             let entries = (0..5_000).map(|n| entry(&format!("f{n}"), dir * 10_000 + n + 100)).collect();
             let asked = c.asking();
-            c.put_asked_listing(Ino(dir + 2), entries, t0, asked);
+            c.put_asked_listing(Ino(dir + 2), unversioned(entries), t0, asked);
         }
         assert_eq!(c.len(), 40 * 10_001, "all fresh: all kept");
         assert!(c.prune_at > c.len(), "the next prune waits for more items: {}", c.prune_at);
@@ -472,7 +553,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = MetaCache::new(Duration::from_secs(1));
         let asked = c.asking();
-        c.put_asked_listing(Ino(5), vec![entry("x", 10), entry("y", 11)], t0, asked);
+        c.put_asked_listing(Ino(5), unversioned(vec![entry("x", 10), entry("y", 11)]), t0, asked);
         assert_eq!(c.name(Ino(5), "y", t0), Some(Some(Ino(11))));
         assert_eq!(c.name(Ino(5), "z", t0), Some(None), "not in a fresh listing: not there");
         assert_eq!(c.name(Ino(6), "y", t0), None, "nothing known of another directory");
@@ -487,8 +568,8 @@ mod tests {
         let small: Vec<_> = (0..10).map(|k| entry(&format!("s{k}"), 100 + k)).collect();
         let big: Vec<_> = (0..100_000).map(|k| entry(&format!("b{k}"), 1_000 + k)).collect();
         let asked = c.asking();
-        c.put_asked_listing(Ino(5), small, t0, asked);
-        c.put_asked_listing(Ino(6), big, t0, asked);
+        c.put_asked_listing(Ino(5), unversioned(small), t0, asked);
+        c.put_asked_listing(Ino(6), unversioned(big), t0, asked);
         let at = |ms| t0 + Duration::from_millis(ms);
         assert!(c.listing_to_walk(Ino(5), at(400)).is_some(), "a small listing, half its TTL left");
         assert!(c.listing_to_walk(Ino(5), at(600)).is_none(), "less than half left: listed again");
@@ -508,13 +589,13 @@ mod tests {
         c.put_name(Ino(5), "new", Some(child("new", 20)), t0);
         c.put_name(Ino(5), "old", None, t0);
         // The cluster's answer, from before both.
-        let l = c.put_asked_listing(Ino(5), vec![entry("old", 12), entry("x", 10)], t0, asked);
+        let l = c.put_asked_listing(Ino(5), unversioned(vec![entry("old", 12), entry("x", 10)]), t0, asked);
         assert_eq!(names(&l), ["x", "new"]);
         assert_eq!(c.name(Ino(5), "new", t0), Some(Some(Ino(20))), "kept, with the change");
         assert_eq!(c.name(Ino(5), "old", t0), Some(None));
         // An answer asked for after the changes is taken as it is.
         let asked = c.asking();
-        c.put_asked_listing(Ino(5), vec![entry("x", 10)], t0, asked);
+        c.put_asked_listing(Ino(5), unversioned(vec![entry("x", 10)]), t0, asked);
         assert_eq!(c.listing(Ino(5), t0).unwrap().len(), 1);
     }
 
@@ -524,7 +605,7 @@ mod tests {
         let mut c = MetaCache::new(Duration::from_secs(1));
         let asked = c.asking();
         c.forget_listing(Ino(5));
-        let l = c.put_asked_listing(Ino(5), vec![entry("moved", 10)], t0, asked);
+        let l = c.put_asked_listing(Ino(5), unversioned(vec![entry("moved", 10)]), t0, asked);
         assert_eq!(l.len(), 1, "returned to the asker");
         assert!(c.listing(Ino(5), t0).is_none(), "but not kept");
     }
@@ -571,7 +652,7 @@ mod tests {
         for i in 0..=CHANGES_KEPT {
             c.forget_attr(Ino(100 + i as u64));
         }
-        c.put_asked_listing(Ino(5), vec![entry("x", 10)], t0, asked);
+        c.put_asked_listing(Ino(5), unversioned(vec![entry("x", 10)]), t0, asked);
         assert!(c.listing(Ino(5), t0).is_none());
         c.put_asked_attr(Ino(9), Some(inode(9, Kind::File, 1)), t0, asked);
         assert!(c.attr(Ino(9), t0).is_none());
@@ -582,7 +663,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = MetaCache::new(Duration::from_secs(1));
         let asked = c.asking();
-        c.put_asked_listing(Ino(5), vec![entry("x", 10)], t0, asked);
+        c.put_asked_listing(Ino(5), unversioned(vec![entry("x", 10)]), t0, asked);
         let later = t0 + Duration::from_millis(900);
         c.put_name(Ino(5), "y", Some(child("y", 11)), later);
         assert_eq!(names(&c.listing(Ino(5), later).unwrap()), ["x", "y"]);

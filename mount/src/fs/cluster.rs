@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use scs_common::inode::{DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
+use scs_common::inode::{Changed, Inode, Listed, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{StatusReport, TrashItem, UploadSpec};
 use scs_common::{Ino, Result};
@@ -43,20 +43,22 @@ pub trait Cluster: Send + Sync {
     fn lookup(&self, parent: Ino, name: &str) -> Result<Option<Inode>>;
     /// An inode by number; `None` once it is gone.
     fn getattr(&self, ino: Ino) -> Result<Option<Inode>>;
-    /// The children of a directory with their inodes, in name order.
-    fn readdir(&self, dir: Ino) -> Result<Vec<DirEntry>>;
+    /// The children of a directory with their inodes, in name order, and
+    /// the version of the directory they are of.
+    fn readdir(&self, dir: Ino) -> Result<Listed>;
     // A namespace change answers with every inode it touched that is still
     // there, as the cluster stamped them (times, link counts): the one made
     // or linked first, then the directories and the rest. The mount shows
-    // those, so every mount agrees on them.
+    // those, so every mount agrees on them. With them come the steps of
+    // the directories whose entries changed, which keep a listing fresh.
     /// Makes a directory, symlink, FIFO, socket, device or empty file.
-    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Vec<Inode>>;
+    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Changed>;
     /// A new name for `ino` (link(2)).
-    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>>;
+    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Changed>;
     /// unlink(2), rmdir(2), or either.
-    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>>;
+    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Changed>;
     /// rename(2) and renameat2(2).
-    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Vec<Inode>>;
+    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Changed>;
     /// Mode, owner and times; the ctime moves to the leader's clock.
     fn set_attr(&self, ino: Ino, set: &SetAttrs) -> Result<Inode>;
     fn set_xattr(&self, ino: Ino, name: &str, value: &[u8], mode: XattrMode) -> Result<Inode>;

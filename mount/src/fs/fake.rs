@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes as Chunk;
 use sha2::{Digest, Sha256};
 
-use scs_common::inode::{Bytes, DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
+use scs_common::inode::{
+    Bytes, Changed, DirEntry, DirStep, Inode, Listed, NewNode, Removal, RenameMode, SetAttrs, XattrMode,
+};
 use scs_common::locks::{FileLock, Limits, LockAnswer, LockTable, SessionId};
 use scs_common::namespace::{self, Memory, Plan, View};
 use scs_common::proto::rpc::{NodeStatus, StatusReport, Target, UploadSpec};
@@ -87,6 +89,14 @@ impl State {
     /// Runs one change as the leader does: the rule against what is
     /// there, then its records stamped and applied.
     fn run<T>(&mut self, op: impl FnOnce(&mut Plan<'_, Memory>, i64) -> Result<T>) -> Result<T> {
+        self.run_stepped(op).map(|(out, _)| out)
+    }
+
+    /// [`State::run`], with the steps of the directories whose entries changed.
+    fn run_stepped<T>(
+        &mut self,
+        op: impl FnOnce(&mut Plan<'_, Memory>, i64) -> Result<T>,
+    ) -> Result<(T, Vec<DirStep>)> {
         self.check_up()?;
         let now = self.now();
         let (out, records) = {
@@ -99,8 +109,9 @@ impl State {
             r.set_version(self.version());
             stamped.push(r);
         }
+        let steps = namespace::dir_steps(&self.ns, &stamped)?;
         self.ns.apply(stamped);
-        Ok(out)
+        Ok((out, steps))
     }
 
     /// [`State::run`] for a namespace change: also every inode it touched
@@ -109,9 +120,9 @@ impl State {
         &mut self,
         first: impl FnOnce(&T) -> Option<Ino>,
         op: impl FnOnce(&mut Plan<'_, Memory>, i64) -> Result<T>,
-    ) -> Result<(T, Vec<Inode>)> {
+    ) -> Result<(T, Changed)> {
         let mut inos = Vec::new();
-        let out = self.run(|p, now| {
+        let (out, dirs) = self.run_stepped(|p, now| {
             let out = op(p, now)?;
             let records = p.snapshot_records();
             inos.extend(first(&out));
@@ -122,8 +133,8 @@ impl State {
             }
             Ok(out)
         })?;
-        let touched = inos.into_iter().filter_map(|i| self.ns.inode(i).ok().flatten()).collect();
-        Ok((out, touched))
+        let inodes = inos.into_iter().filter_map(|i| self.ns.inode(i).ok().flatten()).collect();
+        Ok((out, Changed { inodes, dirs }))
     }
 
     fn inode(&self, ino: Ino) -> Result<Inode> {
@@ -263,7 +274,7 @@ impl Fake {
 
     /// Makes something as another client would.
     pub fn make_as(&self, dir: Ino, name: &str, node: NewNode) -> Inode {
-        self.make(dir, name, &node).expect("the fake makes it").remove(0)
+        self.make(dir, name, &node).expect("the fake makes it").inodes.remove(0)
     }
 
     /// A failover as the locks see it: a new leader with an empty table,
@@ -334,20 +345,21 @@ impl Cluster for Fake {
         st.ns.inode(ino)
     }
 
-    fn readdir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
+    fn readdir(&self, dir: Ino) -> Result<Listed> {
         let st = self.state();
         st.check_up()?;
-        if !st.inode(dir)?.is_dir() {
+        let d = st.inode(dir)?;
+        if !d.is_dir() {
             return Err(Error::NotDir(format!("inode {dir}")));
         }
-        let mut out = Vec::new();
-        for d in st.ns.children(dir) {
-            out.push(DirEntry { name: d.name.clone(), inode: st.inode(d.child)? });
+        let mut entries = Vec::new();
+        for c in st.ns.children(dir) {
+            entries.push(DirEntry { name: c.name.clone(), inode: st.inode(c.child)? });
         }
-        Ok(out)
+        Ok(Listed { entries, version: Some(d.version) })
     }
 
-    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Vec<Inode>> {
+    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Changed> {
         let mut st = self.state();
         st.check_up()?;
         let ino = Ino(st.next_ino);
@@ -356,13 +368,13 @@ impl Cluster for Fake {
         Ok(touched)
     }
 
-    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
+    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Changed> {
         let mut st = self.state();
         let (_, touched) = st.change(|_| Some(ino), |p, _| namespace::link(p, ino, parent, name))?;
         Ok(touched)
     }
 
-    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
+    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Changed> {
         let mut st = self.state();
         let child = st.ns.dentry(parent, name)?.map(|d| d.child);
         let (_, touched) = st.change(|_| None, |p, _| namespace::remove(p, parent, name, what))?;
@@ -372,7 +384,7 @@ impl Cluster for Fake {
         Ok(touched)
     }
 
-    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Vec<Inode>> {
+    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Changed> {
         let mut st = self.state();
         let replaced = st.ns.dentry(new_parent, new_name)?.map(|d| d.child);
         let (_, touched) =

@@ -71,7 +71,7 @@ impl Core {
         let fresh = lock(&self.inodes).fresh_at(parent, name);
         let existing = match fresh {
             Some(ino) => Some(ino),
-            None => self.child(parent, name)?.map(|i| i.ino),
+            None => self.named_child(parent, name)?.map(|i| i.ino),
         };
         if let Some(ino) = existing {
             if exclusive {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
-use scs_common::inode::{Bytes, NewNode, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, DIR_SIZE};
+use scs_common::inode::{Bytes, Changed, Listed, NewNode, Removal, RenameMode, SetAttrs, TimeSet, XattrMode, DIR_SIZE};
 use scs_common::namespace::{self, Plan, View};
 use scs_common::proto::rpc::{Target, UploadSpec};
 use scs_common::types::S_ISGID;
@@ -275,8 +275,8 @@ impl Core {
         if let Some(l) = cached {
             return Ok(l);
         }
-        let entries = self.cluster.readdir(dir).map_err(|e| fail("readdir", dir, e))?;
-        Ok(lock(&self.meta).put_asked_listing(dir, entries, now, asked))
+        let listed = self.cluster.readdir(dir).map_err(|e| fail("readdir", dir, e))?;
+        Ok(lock(&self.meta).put_asked_listing(dir, listed, now, asked))
     }
 
     /// A file being written here shows its copy's size and times over the
@@ -339,21 +339,60 @@ impl Core {
 
     // ----- requests: names and attributes -----
 
-    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
+    /// The attributes `name` in `parent` leads to, and whether they are
+    /// fresh: when not, the kernel is to ask for them again before it
+    /// shows them (see [`Core::remembered_child`]).
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<(FileAttr, bool), Errno> {
         // No stored name can be anything but UTF-8.
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         name::validate_component(name).map_err(|e| errno(&e))?;
         let parent = Ino(parent);
         let fresh = lock(&self.inodes).fresh_at(parent, name);
-        let shown = match fresh.and_then(|ino| lock(&self.handles).staged(ino)).filter(|s| !s.is_gone()) {
-            Some(s) => s.meta(),
-            None => {
-                let i = self.child(parent, name)?.ok_or(Errno::ENOENT)?;
-                self.shown(i.ino)?.ok_or(Errno::ENOENT)?
-            }
+        let (shown, attrs_fresh) = match fresh.and_then(|ino| lock(&self.handles).staged(ino)).filter(|s| !s.is_gone())
+        {
+            Some(s) => (s.meta(), true),
+            None => match self.remembered_child(parent, name) {
+                Some(i) => (i, false),
+                None => {
+                    let i = self.child(parent, name)?.ok_or(Errno::ENOENT)?;
+                    (self.shown(i.ino)?.ok_or(Errno::ENOENT)?, true)
+                }
+            },
         };
         lock(&self.inodes).looked_up(shown.ino);
-        Ok(self.attr(&shown))
+        Ok((self.attr(&shown), attrs_fresh))
+    }
+
+    /// What `name` in `dir` leads to, for a change that needs only its
+    /// number and kind (which never change): [`Core::remembered_child`],
+    /// or else [`Core::child`].
+    pub(super) fn named_child(&self, dir: Ino, name: &str) -> Result<Option<Inode>, Errno> {
+        match self.remembered_child(dir, name) {
+            Some(i) => Ok(Some(i)),
+            None => self.child(dir, name),
+        }
+    }
+
+    /// The inode `name` in `dir` leads to by a fresh listing, as last
+    /// remembered, when its own attributes have expired: a listing kept
+    /// fresh by this mount's changes in it (see `MetaCache::dir_stepped`)
+    /// outlives the attributes that came with it. So `rm -rf` of a big
+    /// directory looks each name up here, not with a request per file.
+    /// `None` when the cache cannot say so (ask as [`Core::child`] does),
+    /// or the file is open here for writing (its copy is what shows).
+    fn remembered_child(&self, dir: Ino, name: &str) -> Option<Inode> {
+        if dir == Ino::ROOT && name == super::trash::TRASH_DIR {
+            return None;
+        }
+        let now = Instant::now();
+        let i = {
+            let m = lock(&self.meta);
+            match m.name(dir, name, now) {
+                Some(Some(ino)) if m.attr(ino, now).is_none() => m.attr_remembered(ino)?,
+                _ => return None,
+            }
+        };
+        lock(&self.handles).staged(i.ino).is_none().then_some(i)
     }
 
     pub fn forget(&self, ino: u64, n: u64) -> Result<(), Errno> {
@@ -606,17 +645,18 @@ impl Core {
         if lock(&self.inodes).fresh_at(parent, name).is_some() {
             return Err(Errno::EEXIST);
         }
+        let sent = Instant::now();
         let touched = self.cluster.make(parent, name, node).map_err(|e| fail("make", parent, e))?;
-        let i = touched.first().cloned().ok_or(Errno::EIO)?;
+        let i = touched.inodes.first().cloned().ok_or(Errno::EIO)?;
         {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
-            took(&mut m, touched, now);
+            took(&mut m, touched, sent, now);
             m.put_name(parent, name, Some(child_of(name, &i)), now);
             if i.is_dir() {
                 // Just made: nothing is in it (names looked up in it next
                 // need no request).
                 let asked = m.asking();
-                m.put_asked_listing(i.ino, Vec::new(), now, asked);
+                m.put_asked_listing(i.ino, Listed::default(), now, asked);
             }
         }
         lock(&self.inodes).looked_up(i.ino);
@@ -633,11 +673,12 @@ impl Core {
         // The cluster can only name what it has.
         self.store_fresh(ino)?;
         self.settle(&[Scope::File(ino)])?;
+        let sent = Instant::now();
         let touched = self.cluster.link(ino, parent, name).map_err(|e| fail("link", ino, e))?;
-        let i = touched.first().cloned().ok_or(Errno::EIO)?;
+        let i = touched.inodes.first().cloned().ok_or(Errno::EIO)?;
         {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
-            took(&mut m, touched, now);
+            took(&mut m, touched, sent, now);
             m.put_name(parent, name, Some(child_of(name, &i)), now);
         }
         lock(&self.inodes).looked_up(ino);
@@ -702,20 +743,21 @@ impl Core {
                 return Ok(());
             }
         }
-        let i = self.child(parent, name)?.ok_or(Errno::ENOENT)?;
+        let i = self.named_child(parent, name)?.ok_or(Errno::ENOENT)?;
         if i.is_dir() {
             return Err(Errno::EISDIR);
         }
         self.settle(&[Scope::File(i.ino)])?;
+        let sent = Instant::now();
         let touched = self.cluster.remove(parent, name, Removal::NonDir).map_err(|e| fail("unlink", parent, e))?;
         {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
             m.put_name(parent, name, None, now);
             // A last name gone: the inode is not among those still there.
-            if !touched.iter().any(|t| t.ino == i.ino) {
+            if !touched.inodes.iter().any(|t| t.ino == i.ino) {
                 m.inode_changed(i.ino, now_ns(), -1);
             }
-            took(&mut m, touched, now);
+            took(&mut m, touched, sent, now);
         }
         self.maybe_gone(i.ino);
         Ok(())
@@ -743,7 +785,7 @@ impl Core {
         if lock(&self.inodes).fresh_at(parent, name).is_some() {
             return Err(Errno::ENOTDIR);
         }
-        let i = self.child(parent, name)?.ok_or(Errno::ENOENT)?;
+        let i = self.named_child(parent, name)?.ok_or(Errno::ENOENT)?;
         if !i.is_dir() {
             return Err(Errno::ENOTDIR);
         }
@@ -752,10 +794,11 @@ impl Core {
         if lock(&self.inodes).has_fresh_in(i.ino) {
             return Err(Errno::ENOTEMPTY);
         }
+        let sent = Instant::now();
         let touched = self.cluster.remove(parent, name, Removal::Dir).map_err(|e| fail("rmdir", parent, e))?;
         let (now, mut m) = (Instant::now(), lock(&self.meta));
         m.put_name(parent, name, None, now);
-        took(&mut m, touched, now);
+        took(&mut m, touched, sent, now);
         m.put_attr(i.ino, None, now);
         m.forget_listing(i.ino);
         Ok(())
@@ -789,8 +832,8 @@ impl Core {
             (Some(ino), RenameMode::Exchange) => self.store_fresh(ino)?,
             _ => {}
         }
-        let src = self.child(parent, name)?.ok_or(Errno::ENOENT)?;
-        let dst = self.child(newparent, newname)?;
+        let src = self.named_child(parent, name)?.ok_or(Errno::ENOENT)?;
+        let dst = self.named_child(newparent, newname)?;
         // A file made in it and still open here (so not on the cluster
         // yet) leaves a directory not empty, as rmdir says.
         if let Some(d) = dst.as_ref().filter(|d| d.is_dir() && mode == RenameMode::Replace) {
@@ -815,6 +858,7 @@ impl Core {
             scopes.push(Scope::In(d.ino));
         }
         self.settle(&scopes)?;
+        let sent = Instant::now();
         let touched =
             self.cluster.rename(parent, name, newparent, newname, mode).map_err(|e| fail("rename", parent, e))?;
         {
@@ -827,10 +871,10 @@ impl Core {
             m.put_name(newparent, newname, Some(child_of(newname, &src)), now);
             // A replaced inode that lost its last name is not among those
             // still there.
-            if let Some(d) = dst.as_ref().filter(|d| !touched.iter().any(|t| t.ino == d.ino)) {
+            if let Some(d) = dst.as_ref().filter(|d| !touched.inodes.iter().any(|t| t.ino == d.ino)) {
                 m.put_attr(d.ino, None, now);
             }
-            took(&mut m, touched, now);
+            took(&mut m, touched, sent, now);
         }
         if mode != RenameMode::Exchange {
             // A file made here at the target, not stored yet, is replaced:
@@ -1220,9 +1264,15 @@ fn apply_locally(
 /// The inodes a committed change touched, as the cluster stamped them,
 /// become what this mount shows (times and link counts as every mount
 /// sees them).
-fn took(m: &mut MetaCache, touched: Vec<Inode>, now: Instant) {
-    for t in touched {
+/// What a change asked for at `sent` touched, as the cluster stamped it:
+/// its inodes, and the steps of its directories (which keep their
+/// listings fresh; see [`MetaCache::dir_stepped`]).
+fn took(m: &mut MetaCache, changed: Changed, sent: Instant, now: Instant) {
+    for t in changed.inodes {
         m.put_attr(t.ino, Some(t), now);
+    }
+    for step in &changed.dirs {
+        m.dir_stepped(step, sent);
     }
 }
 

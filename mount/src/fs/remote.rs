@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::runtime::Handle;
 
-use scs_common::inode::{DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
+use scs_common::inode::{Changed, Inode, Listed, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{Request, StatusReport, TrashItem, UploadSpec};
 use scs_common::{Error, Ino, Result};
@@ -105,23 +105,23 @@ impl Cluster for Remote {
         self.call("getattr", self.client.getattr(ino))
     }
 
-    fn readdir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
+    fn readdir(&self, dir: Ino) -> Result<Listed> {
         self.call("readdir", self.client.readdir(dir))
     }
 
-    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Vec<Inode>> {
+    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Changed> {
         self.call("make", self.client.make(parent, name, node))
     }
 
-    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
+    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Changed> {
         self.call("link", self.client.link(ino, parent, name))
     }
 
-    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
+    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Changed> {
         self.call("remove", self.client.remove(parent, name, what))
     }
 
-    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Vec<Inode>> {
+    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Changed> {
         self.call("rename", self.client.rename(parent, name, new_parent, new_name, mode))
     }
 

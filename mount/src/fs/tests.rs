@@ -114,7 +114,7 @@ impl Mount {
     }
 
     fn lookup(&self, parent: u64, name: &str) -> Result<FileAttr, Errno> {
-        self.core.lookup(parent, os(name))
+        self.core.lookup(parent, os(name)).map(|(attr, _)| attr)
     }
 
     fn ls(&self, dir: u64) -> Vec<String> {
@@ -910,4 +910,35 @@ fn with_write_back_a_new_file_renamed_over_another_while_still_open_replaces_it(
     let stored = m.fake.at("config").unwrap();
     assert_eq!((stored.ino.0, m.fake.content(stored.ino).unwrap()), (f.ino.0, b"new settings".to_vec()));
     assert!(m.fake.at(".config.XXXXXX").is_none());
+}
+
+#[test]
+fn names_in_a_listed_directory_stay_known_through_this_mounts_changes_in_it_not_past_anothers() {
+    let m = Mount::new(false);
+    let node = NewNode { kind: Kind::Dir, mode: 0o755, uid: 0, gid: 0, rdev: 0, target: String::new() };
+    let d = m.fake.make_as(Ino::ROOT, "big", node);
+    for n in 0..4 {
+        m.fake.put_file(d.ino, &format!("f{n}"), b"x");
+    }
+    assert_eq!(m.ls(d.ino.0).len(), 4);
+    let half = super::ops::TTL * 6 / 10;
+    std::thread::sleep(half);
+    m.core.unlink(d.ino.0, os("f0")).unwrap();
+    // The listing is older than the TTL now; the unlink that kept it fresh is not.
+    std::thread::sleep(half);
+    m.fake.set_down(true);
+    let (attr, fresh) = m.core.lookup(d.ino.0, os("f1")).expect("answered from the listing, with no request");
+    assert_eq!(attr.ino.0, m.fake.at("big/f1").unwrap().ino.0);
+    assert!(!fresh, "its attributes are to be asked for again");
+    assert_eq!(m.core.lookup(d.ino.0, os("f0")).err(), Some(Errno::ENOENT));
+    m.fake.set_down(false);
+    // Another client adds a name: this mount's next change finds the
+    // directory at a version its listing is not of, and keeps it no longer.
+    m.fake.put_file(d.ino, "g", b"y");
+    m.core.unlink(d.ino.0, os("f1")).unwrap();
+    std::thread::sleep(half);
+    m.fake.set_down(true);
+    assert!(m.core.lookup(d.ino.0, os("g")).is_err(), "the listing expired: only the cluster can say");
+    m.fake.set_down(false);
+    assert!(m.core.lookup(d.ino.0, os("g")).is_ok());
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use scs_common::inode::{DirEntry, Inode, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
+use scs_common::inode::{Changed, DirEntry, Inode, Listed, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{StatusReport, Target, TrashItem, UploadSpec};
 use scs_common::{Error, Ino, Kind, Result};
@@ -256,32 +256,34 @@ impl Cluster for TrashView {
         Ok(self.inner.getattr(ino)?.map(|i| if i.is_trashed() { owner_only(i) } else { i }))
     }
 
-    fn readdir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
+    fn readdir(&self, dir: Ino) -> Result<Listed> {
         if !is_virtual(dir) {
             return self.inner.readdir(dir);
         }
         let tree = self.tree()?;
         let d = tree.dirs.get(&dir).ok_or_else(|| Error::NotFound(format!("{TRASH_DIR}: inode {dir}")))?;
-        Ok(d.children.iter().map(|(name, inode)| DirEntry { name: name.clone(), inode: inode.clone() }).collect())
+        let entries = d.children.iter().map(|(name, inode)| DirEntry { name: name.clone(), inode: inode.clone() });
+        // Made here, of no version the cluster gives.
+        Ok(Listed { entries: entries.collect(), version: None })
     }
 
-    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Vec<Inode>> {
+    fn make(&self, parent: Ino, name: &str, node: &NewNode) -> Result<Changed> {
         Self::writable(parent, "make")?;
         self.inner.make(parent, name, node)
     }
 
-    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
+    fn link(&self, ino: Ino, parent: Ino, name: &str) -> Result<Changed> {
         Self::writable(parent, "link")?;
         Self::writable(ino, "link")?;
         self.inner.link(ino, parent, name)
     }
 
-    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
+    fn remove(&self, parent: Ino, name: &str, what: Removal) -> Result<Changed> {
         Self::writable(parent, "remove")?;
         self.inner.remove(parent, name, what)
     }
 
-    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Vec<Inode>> {
+    fn rename(&self, parent: Ino, name: &str, new_parent: Ino, new_name: &str, mode: RenameMode) -> Result<Changed> {
         Self::writable(parent, "rename")?;
         Self::writable(new_parent, "rename")?;
         self.inner.rename(parent, name, new_parent, new_name, mode)

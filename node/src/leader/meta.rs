@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use scs_common::inode::{Bytes, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::namespace::{self, Plan};
-use scs_common::{Error, Ino, Inode, Record, Result};
+use scs_common::{Changed, DirStep, Error, Ino, Inode, Record, Result};
 
 use super::{commit_and_spread, ensure_inos, now_ns, Batch, LeaderState};
 use crate::node::Node;
@@ -18,10 +18,12 @@ use crate::store::Store;
 /// changes took first.
 const INO_TRIES: usize = 5;
 
-/// What one change yields: its result and the records committed for it.
-pub struct Changed<T> {
+/// What one change yields: its result, the records committed for it and
+/// the steps of the directories whose entries it changed.
+pub struct Outcome<T> {
     pub value: T,
     pub records: Vec<Record>,
+    pub dirs: Vec<DirStep>,
 }
 
 /// Runs `op` on a plan against the index under the namespace lock, with
@@ -32,7 +34,7 @@ pub async fn change<T>(
     node: &Arc<Node>,
     inos: u64,
     op: impl FnOnce(&mut Plan<'_, Store>, Option<Ino>) -> Result<T>,
-) -> Result<Changed<T>> {
+) -> Result<Outcome<T>> {
     let state = node.writable()?;
     let (ns, first) = lock_with_inos(node, &state, inos).await?;
     let store = node.store().clone();
@@ -40,15 +42,17 @@ pub async fn change<T>(
         Plan::new(&*store, now_ns()).with_trash(node.cfg().trash.is_some()).with_max_versions(node.cfg().max_versions);
     let value = op(&mut plan, first)?;
     if plan.is_empty() {
-        return Ok(Changed { value, records: Vec::new() });
+        return Ok(Outcome { value, records: Vec::new(), dirs: Vec::new() });
     }
     let mut batch = Batch::new(&state);
     for r in plan.records() {
         batch.push(r);
     }
+    // Read under the namespace lock, before the batch is in the index.
+    let dirs = namespace::dir_steps(&*store, &batch.records)?;
     let records = batch.records.clone();
     commit_and_spread(node, &state, batch, ns).await?;
-    Ok(Changed { value, records })
+    Ok(Outcome { value, records, dirs })
 }
 
 /// The namespace lock, with `count` inode numbers taken for the caller.
@@ -71,7 +75,7 @@ pub(super) async fn lock_with_inos<'a>(
 }
 
 /// The inode `ino` as a change committed it.
-fn committed<T>(c: &Changed<T>, ino: Ino) -> Result<Inode> {
+fn committed<T>(c: &Outcome<T>, ino: Ino) -> Result<Inode> {
     c.records
         .iter()
         .rev()
@@ -81,7 +85,7 @@ fn committed<T>(c: &Changed<T>, ino: Ino) -> Result<Inode> {
 
 /// Makes a directory, symlink, FIFO, socket, device or empty file; every
 /// inode the change touched, the new one first (see [`touched`]).
-pub async fn make(node: &Arc<Node>, parent: Ino, name: &str, spec: &NewNode) -> Result<Vec<Inode>> {
+pub async fn make(node: &Arc<Node>, parent: Ino, name: &str, spec: &NewNode) -> Result<Changed> {
     // Before a number is taken for it.
     scs_common::name::validate_component(name)?;
     let c = change(node, 1, |plan, ino| {
@@ -93,21 +97,22 @@ pub async fn make(node: &Arc<Node>, parent: Ino, name: &str, spec: &NewNode) -> 
 }
 
 /// A new name for an inode; every inode touched, that one first.
-pub async fn link(node: &Arc<Node>, ino: Ino, parent: Ino, name: &str) -> Result<Vec<Inode>> {
+pub async fn link(node: &Arc<Node>, ino: Ino, parent: Ino, name: &str) -> Result<Changed> {
     let c = change(node, 0, |plan, _| namespace::link(plan, ino, parent, name)).await?;
     touched(node, &c, Some(ino))
 }
 
 /// unlink(2), rmdir(2), or either; every inode still live it touched.
-pub async fn remove(node: &Arc<Node>, parent: Ino, name: &str, what: Removal) -> Result<Vec<Inode>> {
+pub async fn remove(node: &Arc<Node>, parent: Ino, name: &str, what: Removal) -> Result<Changed> {
     let c = change(node, 0, |plan, _| namespace::remove(plan, parent, name, what)).await?;
     touched(node, &c, None)
 }
 
 /// Every live inode a committed change touched, as the index has it now
-/// (a directory's link count counts the change), `first` first: the
-/// client shows the times and counts the leader stamped, not its own.
-fn touched<T>(node: &Node, c: &Changed<T>, first: Option<Ino>) -> Result<Vec<Inode>> {
+/// (a directory's link count counts the change), `first` first, and the
+/// directories' steps: the client shows the times and counts the leader
+/// stamped, not its own.
+fn touched<T>(node: &Node, c: &Outcome<T>, first: Option<Ino>) -> Result<Changed> {
     let mut inos: Vec<Ino> = first.into_iter().collect();
     for i in c.records.iter().filter_map(Record::as_inode).filter(|i| !i.deleted && !i.is_trashed()) {
         if !inos.contains(&i.ino) {
@@ -123,7 +128,7 @@ fn touched<T>(node: &Node, c: &Changed<T>, first: Option<Ino>) -> Result<Vec<Ino
     if first.is_some_and(|f| out.first().map(|i| i.ino) != Some(f)) {
         return Err(Error::Internal("the change did not touch the inode it was for".into()));
     }
-    Ok(out)
+    Ok(Changed { inodes: out, dirs: c.dirs.clone() })
 }
 
 /// rename(2) with its flags.
@@ -134,7 +139,7 @@ pub async fn rename(
     new_parent: Ino,
     new_name: &str,
     mode: RenameMode,
-) -> Result<Vec<Inode>> {
+) -> Result<Changed> {
     let c = change(node, 0, |plan, _| namespace::rename(plan, parent, name, new_parent, new_name, mode)).await?;
     touched(node, &c, None)
 }

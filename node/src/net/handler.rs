@@ -489,13 +489,14 @@ async fn read_blob(
 /// before go out: a node holds a few pages of a big directory, not all of it.
 async fn read_dir(node: &Arc<Node>, conn: &mut Connection, dir: Ino) -> Result<(), Failure> {
     node.readable()?;
-    let (tx, mut pages) = tokio::sync::mpsc::channel::<Result<Vec<scs_common::DirEntry>>>(2);
+    type Page = (Vec<scs_common::DirEntry>, Option<Version>);
+    let (tx, mut pages) = tokio::sync::mpsc::channel::<Result<Page>>(2);
     let store = node.store().clone();
     let reader = tokio::task::spawn_blocking(move || {
         let read = match store.inode(dir) {
             Ok(None) => Err(Error::NotFound(format!("directory inode {dir}"))),
             Ok(Some(i)) if !i.is_dir() => Err(Error::NotDir(format!("inode {dir}"))),
-            Ok(Some(_)) => store.read_dir_pages(dir, LIST_BATCH, |page| tx.blocking_send(Ok(page)).is_ok()),
+            Ok(Some(_)) => store.read_dir_pages(dir, LIST_BATCH, |page, v| tx.blocking_send(Ok((page, v))).is_ok()),
             Err(e) => Err(e),
         };
         if let Err(e) = read {
@@ -503,7 +504,7 @@ async fn read_dir(node: &Arc<Node>, conn: &mut Connection, dir: Ino) -> Result<(
         }
     });
     // A page goes once the next is known: the last says no more follow.
-    let mut held: Option<Vec<scs_common::DirEntry>> = None;
+    let mut held: Option<Page> = None;
     let mut sent = false;
     loop {
         let next = match pages.recv().await {
@@ -513,8 +514,8 @@ async fn read_dir(node: &Arc<Node>, conn: &mut Connection, dir: Ino) -> Result<(
             // Cut short: the client must not take what went out as whole.
             Some(Err(e)) => return Err(Failure::Close(e)),
         };
-        if let Some(page) = held.take() {
-            let listing = |entries, more| Response::Listing { entries, more };
+        if let Some((page, version)) = held.take() {
+            let listing = |entries, more| Response::Listing { entries, more, version };
             for answer in frames(page, next.is_none(), listing) {
                 conn.write_message(&Message::Response(answer.for_client())).await.map_err(Failure::Close)?;
                 sent = true;

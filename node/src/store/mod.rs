@@ -691,7 +691,7 @@ impl Store {
     /// whose inode has not arrived yet is left out.
     pub fn read_dir(&self, dir: Ino) -> Result<Vec<DirEntry>> {
         let mut out = Vec::new();
-        self.read_dir_pages(dir, usize::MAX, |page| {
+        self.read_dir_pages(dir, usize::MAX, |page, _| {
             out.extend(page);
             true
         })?;
@@ -700,14 +700,22 @@ impl Store {
 
     /// [`Store::read_dir`] a page of at most `page` entries at a time,
     /// handed to `take` (from one snapshot of the index) until it says
-    /// stop; at least one page, which may be empty. A directory of 100,000
+    /// stop, with the version of the directory's inode in that snapshot;
+    /// at least one page, which may be empty. A directory of 100,000
     /// files, whole, was 30 MB held at once (twice over as it was cut into
     /// messages).
-    pub fn read_dir_pages(&self, dir: Ino, page: usize, mut take: impl FnMut(Vec<DirEntry>) -> bool) -> Result<()> {
+    pub fn read_dir_pages(
+        &self,
+        dir: Ino,
+        page: usize,
+        mut take: impl FnMut(Vec<DirEntry>, Option<Version>) -> bool,
+    ) -> Result<()> {
         let tx = self.db()?.begin_read().map_err(|e| self.db_err(e))?;
         let children = tx.open_table(CHILDREN).map_err(|e| self.db_err(e))?;
         let records = tx.open_table(RECORDS).map_err(|e| self.db_err(e))?;
         let subdirs = tx.open_table(SUBDIRS).map_err(|e| self.db_err(e))?;
+        // Of the same snapshot as the entries: what a client's listing is of.
+        let version = live_inode(&records, &subdirs, dir)?.map(|i| i.version);
         let rows = children_rows(&children, dir)?;
         let mut out = Vec::new();
         for row in rows {
@@ -718,11 +726,11 @@ impl Store {
             if let Some(inode) = live_inode(&records, &subdirs, child)? {
                 out.push(DirEntry { name: name.to_string(), inode: inode.for_client() });
             }
-            if out.len() >= page && !take(std::mem::take(&mut out)) {
+            if out.len() >= page && !take(std::mem::take(&mut out), version) {
                 return Ok(());
             }
         }
-        take(out);
+        take(out, version);
         Ok(())
     }
 

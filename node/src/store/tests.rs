@@ -898,7 +898,7 @@ fn a_directory_is_read_a_page_at_a_time_in_name_order_until_the_reader_stops() {
     }
     s.apply(&batch, &[]).unwrap();
     let mut pages: Vec<Vec<String>> = Vec::new();
-    s.read_dir_pages(Ino::ROOT, 10, |p| {
+    s.read_dir_pages(Ino::ROOT, 10, |p, _| {
         pages.push(p.into_iter().map(|e| e.name).collect());
         true
     })
@@ -908,14 +908,14 @@ fn a_directory_is_read_a_page_at_a_time_in_name_order_until_the_reader_stops() {
     assert_eq!(whole, s.read_dir(Ino::ROOT).unwrap().into_iter().map(|e| e.name).collect::<Vec<_>>());
     assert_eq!(whole.first().map(String::as_str), Some("empty"));
     let mut taken = 0;
-    s.read_dir_pages(Ino::ROOT, 10, |_| {
+    s.read_dir_pages(Ino::ROOT, 10, |_, _| {
         taken += 1;
         false
     })
     .unwrap();
     assert_eq!(taken, 1, "stops when told");
     let mut empty = Vec::new();
-    s.read_dir_pages(Ino(2), 10, |p| {
+    s.read_dir_pages(Ino(2), 10, |p, _| {
         empty.push(p.len());
         true
     })
