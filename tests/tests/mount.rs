@@ -784,3 +784,39 @@ fn memory_stays_bounded_while_a_big_file_goes_in_and_out() {
         assert!(peak > 0 && peak < 128 * 1024, "the mount used {} MiB while {what}", peak / 1024);
     }
 }
+
+/// A mount keeps its listing of a directory fresh through its own changes
+/// there only while no one else changes the directory: a name another
+/// client adds shows within the TTL, though this mount renames a file in
+/// that directory again and again meanwhile.
+#[test]
+fn a_name_added_elsewhere_shows_in_a_directory_this_mount_keeps_changing() {
+    let c = Cluster::start(3);
+    let m = Mount::start(&c);
+    fs::create_dir(m.join("d")).unwrap();
+    for i in 0..50 {
+        fs::write(m.join(format!("d/f{i:02}")), b"x").unwrap();
+    }
+    // Listed from the cluster, not from what this mount made.
+    thread::sleep(TTL_PLUS);
+    assert_eq!(fs::read_dir(m.join("d")).unwrap().count(), 50, "listed");
+    c.upload_bytes("d/theirs", b"theirs").assert_ok();
+    let added = Instant::now();
+    let (a, b) = (m.join("d/f00"), m.join("d/moved"));
+    let mut renames = 0;
+    while !m.join("d/theirs").exists() {
+        assert!(
+            added.elapsed() < TTL_PLUS,
+            "d/theirs not shown {:?} after it was added elsewhere ({renames} renames here meanwhile)",
+            added.elapsed()
+        );
+        let (from, to) = if renames % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        fs::rename(from, to).unwrap();
+        renames += 1;
+    }
+    assert!(renames > 0, "the mount changed the directory while it waited");
+    let names: Vec<String> =
+        fs::read_dir(m.join("d")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().any(|n| n == "theirs"), "{names:?}");
+    assert_eq!(fs::read(m.join("d/theirs")).unwrap(), b"theirs");
+}
