@@ -59,7 +59,7 @@ use std::ffi::OsStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
@@ -130,9 +130,7 @@ impl Filesystem for ScsFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match guard(|| self.core.lookup(parent.0, name)) {
-            Ok((attr, true)) => reply.entry(&TTL, &attr, Generation(0)),
-            // The name is fresh, its attributes are asked for again.
-            Ok((attr, false)) => reply.entry_with_ttls(&Duration::ZERO, &TTL, &attr, Generation(0)),
+            Ok((attr, attr_ttl)) => reply.entry_with_ttls(&attr_ttl, &TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }

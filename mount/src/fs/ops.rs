@@ -339,28 +339,27 @@ impl Core {
 
     // ----- requests: names and attributes -----
 
-    /// The attributes `name` in `parent` leads to, and whether they are
-    /// fresh: when not, the kernel is to ask for them again before it
-    /// shows them (see [`Core::remembered_child`]).
-    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<(FileAttr, bool), Errno> {
+    /// The attributes `name` in `parent` leads to, and how long the kernel
+    /// may keep them: [`TTL`], or none when they are not known fresh (see
+    /// [`Core::remembered_child`]), so that it asks again before it shows them.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<(FileAttr, Duration), Errno> {
         // No stored name can be anything but UTF-8.
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         name::validate_component(name).map_err(|e| errno(&e))?;
         let parent = Ino(parent);
         let fresh = lock(&self.inodes).fresh_at(parent, name);
-        let (shown, attrs_fresh) = match fresh.and_then(|ino| lock(&self.handles).staged(ino)).filter(|s| !s.is_gone())
-        {
-            Some(s) => (s.meta(), true),
+        let (shown, attr_ttl) = match fresh.and_then(|ino| lock(&self.handles).staged(ino)).filter(|s| !s.is_gone()) {
+            Some(s) => (s.meta(), TTL),
             None => match self.remembered_child(parent, name) {
-                Some(i) => (i, false),
+                Some(i) => (i, Duration::ZERO),
                 None => {
                     let i = self.child(parent, name)?.ok_or(Errno::ENOENT)?;
-                    (self.shown(i.ino)?.ok_or(Errno::ENOENT)?, true)
+                    (self.shown(i.ino)?.ok_or(Errno::ENOENT)?, TTL)
                 }
             },
         };
         lock(&self.inodes).looked_up(shown.ino);
-        Ok((self.attr(&shown), attrs_fresh))
+        Ok((self.attr(&shown), attr_ttl))
     }
 
     /// What `name` in `dir` leads to, for a change that needs only its
