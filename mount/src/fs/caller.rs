@@ -14,8 +14,17 @@
 //! Reading another process's `/proc` entries can block: a process in the
 //! middle of exec(2) holds a lock those reads wait for, while its exec
 //! waits for our answer to the FLUSH of a descriptor it closes. So the
-//! looking is done by one thread of its own, and a question it does not
-//! answer at once counts as "no" (store the file now).
+//! looking is done by threads of their own, and a question about the
+//! closing process itself that is not answered at once counts as "no"
+//! (store the file now).
+//!
+//! A close by another process than the one that wrote (a child closing the
+//! descriptor it inherited, at exit or at its exec) asks about the writer
+//! instead. The writer is not the process whose exec waits for this close,
+//! so that look does not block on it: it has a lane of its own, never
+//! queued behind a look stuck on an exec, and a deadline long enough for a
+//! loaded machine. Answered "no" for want of time, it would store a file
+//! half written as a version of its own.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,40 +33,79 @@ use std::time::Duration;
 
 /// Descriptors looked at, at most; a process with more is not looked into.
 const MAX_FDS: usize = 4096;
-/// How long a close waits for the answer (a look takes tens of µs).
-const ANSWER_LIMIT: Duration = Duration::from_millis(5);
-/// Questions waiting for the thread, at most (beyond, the answer is "no").
+/// How long a close waits for the answer about its own process (a look
+/// takes tens of µs; longer, the process is most likely in its exec).
+const CLOSER_LIMIT: Duration = Duration::from_millis(5);
+/// How long a close waits for the answer about the file's writer: a bound
+/// for a machine too busy to run the looking thread, not an expected wait.
+const WRITER_LIMIT: Duration = Duration::from_secs(1);
+/// Questions waiting for a thread, at most (beyond, the answer is "no").
 const WAITING: usize = 8;
 
 type Question = (u32, u64, SyncSender<bool>);
 
-/// Asks whether closing processes still hold files open, with a bound on
-/// the wait.
+/// Asks whether processes still hold files open, with a bound on the wait.
 pub struct Caller {
+    /// About the process that closes.
+    closer: Lane,
+    /// About the process that wrote, when another one closes.
+    writer: Lane,
+}
+
+/// One looking thread and how long an answer from it is waited for.
+struct Lane {
     /// `None` if the thread could not start.
     tx: Option<SyncSender<Question>>,
+    limit: Duration,
 }
 
 impl Caller {
-    /// Starts the thread that looks at files under `mountpoint`; if it
-    /// cannot start, every answer is "no".
+    /// Starts the threads that look at files under `mountpoint`; if one
+    /// cannot start, its every answer is "no".
     pub fn start(mountpoint: PathBuf) -> Caller {
+        Caller {
+            closer: Lane::start("scs-closer", mountpoint.clone(), CLOSER_LIMIT),
+            writer: Lane::start("scs-writer", mountpoint, WRITER_LIMIT),
+        }
+    }
+
+    /// Whether the closing process `pid` still has inode `ino` of this
+    /// mount open for writing, if that is known within [`CLOSER_LIMIT`];
+    /// false otherwise (and for pid 0, nobody).
+    pub fn holds_open_for_writing(&self, pid: u32, ino: u64) -> bool {
+        self.closer.ask(pid, ino)
+    }
+
+    /// Whether `writer`, which wrote the file and is not the process
+    /// closing it, still has inode `ino` of this mount open for writing;
+    /// false if that is not known within [`WRITER_LIMIT`].
+    pub fn writer_holds_open(&self, writer: u32, ino: u64) -> bool {
+        self.writer.ask(writer, ino)
+    }
+}
+
+impl Lane {
+    fn start(name: &str, mountpoint: PathBuf, limit: Duration) -> Lane {
         let (tx, rx) = mpsc::sync_channel::<Question>(WAITING);
-        let started = std::thread::Builder::new().name("scs-caller".into()).spawn(move || answer(rx, &mountpoint));
+        let started = std::thread::Builder::new().name(name.into()).spawn(move || answer(rx, &mountpoint));
         if let Err(e) = &started {
             log::warn!("cannot start the thread that looks at closing processes: {e}");
         }
-        Caller { tx: started.ok().map(|_| tx) }
+        Lane { tx: started.ok().map(|_| tx), limit }
     }
 
-    /// Whether `pid` still has inode `ino` of this mount open for writing,
-    /// if that is known within [`ANSWER_LIMIT`]; false otherwise (and for
-    /// pid 0, nobody).
-    pub fn holds_open_for_writing(&self, pid: u32, ino: u64) -> bool {
+    fn ask(&self, pid: u32, ino: u64) -> bool {
         let Some(tx) = self.tx.as_ref().filter(|_| pid != 0) else { return false };
         let (answer_tx, answer_rx) = mpsc::sync_channel(1);
         // A full queue, or a thread that died: no answer is "no".
-        tx.try_send((pid, ino, answer_tx)).is_ok() && answer_rx.recv_timeout(ANSWER_LIMIT).unwrap_or(false)
+        let answer = tx
+            .try_send((pid, ino, answer_tx))
+            .map_err(|_| "its queue is full")
+            .and_then(|()| answer_rx.recv_timeout(self.limit).map_err(|_| "no answer in time"));
+        answer.unwrap_or_else(|why| {
+            log::debug!("cannot tell whether process {pid} holds inode {ino} open ({why}): taken as no");
+            false
+        })
     }
 }
 

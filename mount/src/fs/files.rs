@@ -438,7 +438,7 @@ impl Core {
         // meanwhile). Storing now would store what is written so far, as a
         // version of its own; the writer's close stores the file.
         let writer = of.writer.load(Ordering::Relaxed);
-        if writer != 0 && writer != pid && self.caller.holds_open_for_writing(writer, of.ino.0) {
+        if writer != 0 && writer != pid && self.caller.writer_holds_open(writer, of.ino.0) {
             return Ok(());
         }
         self.sync_staged(s)
