@@ -744,12 +744,12 @@ impl Client {
             spec.size = Some(bytes.len() as u64);
             let bytes = Bytes::from(bytes);
             let open = move || Ok(Box::new(std::io::Cursor::new(bytes.clone())) as Box<dyn Read + Send>);
-            return self.upload(spec, open, progress).await;
+            return first(self.upload(spec, open, progress).await?);
         }
         spec.size = Some(meta.len());
         let path = local.to_path_buf();
-        self.upload(spec, move || std::fs::File::open(&path).map(|f| Box::new(f) as Box<dyn Read + Send>), progress)
-            .await
+        let open = move || std::fs::File::open(&path).map(|f| Box::new(f) as Box<dyn Read + Send>);
+        first(self.upload(spec, open, progress).await?)
     }
 
     /// Uploads what `source` gives up to its end (a pipe, stdin, a device):
@@ -771,14 +771,14 @@ impl Client {
             }
             Ok(Box::new(OnceReader(source.clone())) as Box<dyn Read + Send>)
         };
-        self.upload(spec, open, progress).await
+        first(self.upload(spec, open, progress).await?)
     }
 
     /// Uploads `spec.size` bytes read from `open()` (called again on each
     /// retry). Retries are safe: an upload to a path or inode only replaces
     /// the content again, and one of a new file carries its inode number,
     /// which the leader recognizes if an earlier attempt stored it.
-    pub async fn upload<F>(&self, spec: UploadSpec, open: F, progress: Progress<'_>) -> Result<Inode>
+    pub async fn upload<F>(&self, spec: UploadSpec, open: F, progress: Progress<'_>) -> Result<Changed>
     where
         F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
     {
@@ -799,7 +799,7 @@ impl Client {
     /// exchange with the leader: each file's answer, in order. One attempt,
     /// not retried: on an error the caller stores the files one at a time
     /// (storing one again is safe, as for [`Client::upload`]).
-    pub async fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>> {
+    pub async fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Changed>>> {
         let mut conn = self.session(Instant::now() + self.opts.retry_window).await?;
         match upload_many_once(&mut conn, files).await {
             Ok(answers) => {
@@ -1085,7 +1085,7 @@ impl Read for OnceReader {
 const SHRANK: &str = "the file shrank while it was being uploaded (something changed it)";
 
 /// One attempt at an upload on an open session.
-async fn upload_once<F>(conn: &mut Connection, spec: &UploadSpec, open: &F, progress: Progress<'_>) -> Result<Inode>
+async fn upload_once<F>(conn: &mut Connection, spec: &UploadSpec, open: &F, progress: Progress<'_>) -> Result<Changed>
 where
     F: Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync,
 {
@@ -1161,7 +1161,7 @@ where
 }
 
 /// One exchange of [`Client::upload_many`].
-async fn upload_many_once(conn: &mut Connection, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>> {
+async fn upload_many_once(conn: &mut Connection, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Changed>>> {
     let specs = files.iter().map(|(spec, _)| spec.clone()).collect();
     conn.send(&Message::Request(Request::UploadMany(specs))).await?;
     match conn.recv_response().await? {
@@ -1183,7 +1183,7 @@ async fn upload_many_once(conn: &mut Connection, files: &[(UploadSpec, Vec<u8>)]
         Response::Many(answers) if answers.len() == files.len() => Ok(answers
             .into_iter()
             .map(|a| match a {
-                Response::Attr(i) => Ok(i),
+                Response::Changed(c) => Ok(c),
                 Response::Error(w) => Err(Error::from_wire(w)),
                 other => Err(unexpected(&other)),
             })
@@ -1193,17 +1193,14 @@ async fn upload_many_once(conn: &mut Connection, files: &[(UploadSpec, Vec<u8>)]
 }
 
 /// Ends an upload whose bytes are sent: the hash, then the cluster's answer.
-async fn finish_upload(conn: &mut Connection, hash: ContentHash) -> Result<Inode> {
+async fn finish_upload(conn: &mut Connection, hash: ContentHash) -> Result<Changed> {
     conn.write_message(&Message::End { hash }).await?;
     conn.flush().await?;
     // The nodes fsync (and the leader waits for its holders) before answering.
     conn.set_read_timeout(Some(STORE_TIMEOUT));
     let stored = conn.recv_response().await;
     conn.set_read_timeout(Some(READ_TIMEOUT));
-    match stored? {
-        Response::Attr(i) => Ok(i),
-        other => Err(unexpected(&other)),
-    }
+    made(stored?)
 }
 
 /// Where a download goes, looked at once before the first attempt.
@@ -1473,7 +1470,7 @@ fn fill(source: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Dropping it unfinished abandons the upload: nothing is stored.
 pub struct UploadStream {
     tx: Option<mpsc::Sender<Push>>,
-    task: tokio::task::JoinHandle<Result<Inode>>,
+    task: tokio::task::JoinHandle<Result<Changed>>,
 }
 
 impl UploadStream {
@@ -1491,7 +1488,7 @@ impl UploadStream {
     }
 
     /// Ends the stream and waits until the file is stored.
-    pub async fn finish(mut self) -> Result<Inode> {
+    pub async fn finish(mut self) -> Result<Changed> {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(Push::Finish).await;
         }
@@ -1516,7 +1513,7 @@ enum Push {
 /// Sends pushed bytes as data frames, then `End`, then waits for `Stored`.
 /// If the writer goes away without `Finish`, the session is dropped without
 /// `End`, so the leader stores nothing.
-async fn stream_out(mut conn: Connection, mut rx: mpsc::Receiver<Push>) -> Result<Inode> {
+async fn stream_out(mut conn: Connection, mut rx: mpsc::Receiver<Push>) -> Result<Changed> {
     let mut hasher = Sha256::new();
     loop {
         match rx.recv().await {
@@ -1535,8 +1532,5 @@ async fn stream_out(mut conn: Connection, mut rx: mpsc::Receiver<Push>) -> Resul
     conn.flush().await?;
     // The nodes fsync before answering: give big files time.
     conn.set_read_timeout(Some(STORE_TIMEOUT));
-    match conn.recv_response().await? {
-        Response::Attr(i) => Ok(i),
-        other => Err(unexpected(&other)),
-    }
+    made(conn.recv_response().await?)
 }

@@ -92,9 +92,18 @@ async fn store(addr: &str, key: &ClusterKey, spec: UploadSpec, bytes: &[u8]) -> 
         conn.write_data(chunk).await?;
     }
     conn.send(&Message::End { hash: hash(bytes) }).await?;
-    match conn.recv_response().await? {
-        Response::Attr(i) => Ok(i),
-        other => panic!("expected Attr, got {other:?}"),
+    let answer = conn.recv_response().await?;
+    match stored_inode(&answer) {
+        Some(i) => Ok(i.clone()),
+        None => panic!("expected the stored inode, got {answer:?}"),
+    }
+}
+
+/// The file an upload's answer says it stored (its first inode).
+fn stored_inode(answer: &Response) -> Option<&Inode> {
+    match answer {
+        Response::Changed(c) => c.inodes.first(),
+        _ => None,
     }
 }
 
@@ -801,7 +810,8 @@ fn stream_over_a_removal(c: Cluster) {
     };
     // Stored meanwhile: the stream's content goes into that inode.
     let kept = outcome(first, "kept.bin", false);
-    assert!(matches!(&kept, Ok(Response::Attr(i)) if i.ino == first && i.size == data.len() as u64), "{kept:?}");
+    let stored = kept.as_ref().ok().and_then(stored_inode);
+    assert!(stored.is_some_and(|i| i.ino == first && i.size == data.len() as u64), "{kept:?}");
     assert_eq!(rt.block_on(download(&leader, &k, "kept.bin", 0, None)).unwrap(), data);
     // Stored and removed meanwhile: it stays removed.
     assert_error(outcome(second, "gone.bin", true), ErrorCode::NotFound, "removed", "a stream into a removed file");
@@ -1929,13 +1939,14 @@ fn an_upload_of_many_refuses_what_it_must_and_answers_each_file_on_its_own() {
         Response::Error(w) => Some(Error::from_wire(w.clone()).code()),
         _ => None,
     };
-    assert!(matches!(&answers[0], Response::Attr(i) if i.size == 3 && i.mode & 0o777 == 0o640), "{:?}", answers[0]);
+    let stored = |i: usize| stored_inode(&answers[i]);
+    assert!(stored(0).is_some_and(|i| i.size == 3 && i.mode & 0o777 == 0o640), "{:?}", answers[0]);
     assert_eq!(code(1), Some(Corrupt), "the wrong hash: {:?}", answers[1]);
     assert_eq!(code(2), Some(Invalid), "fewer bytes than announced: {:?}", answers[2]);
     assert_eq!(code(3), Some(NotFound), "an inode nobody has: {:?}", answers[3]);
     assert_eq!(code(4), Some(Invalid), "an inode never reserved: {:?}", answers[4]);
-    assert!(matches!(&answers[5], Response::Attr(i) if i.ino == kept.ino && i.size == 4), "{:?}", answers[5]);
-    assert!(matches!(&answers[6], Response::Attr(i) if i.size == 0), "{:?}", answers[6]);
+    assert!(stored(5).is_some_and(|i| i.ino == kept.ino && i.size == 4), "{:?}", answers[5]);
+    assert!(stored(6).is_some_and(|i| i.size == 0), "{:?}", answers[6]);
     assert_eq!(rt.block_on(download(&leader, &k, "good.txt", 0, None)).unwrap(), b"aaa");
     assert_eq!(rt.block_on(download(&leader, &k, "kept.txt", 0, None)).unwrap(), b"new!");
     assert_eq!(rt.block_on(download(&leader, &k, "empty.txt", 0, None)).unwrap(), b"");

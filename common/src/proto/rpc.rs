@@ -450,11 +450,12 @@ pub enum Response {
     Done,
     /// Go ahead and stream the bytes.
     Ready,
-    /// The inode as committed (upload, make, link, setattr) or found (lookups).
+    /// The inode as committed (setattr, xattrs, a restore) or found (lookups).
     Attr(Inode),
     /// A lookup of a name that does not exist.
     Missing,
-    /// A namespace change (make, link, remove, rename) is committed.
+    /// A namespace change (make, link, remove, rename) or an upload is
+    /// committed (an upload's file is its first inode).
     Changed(Changed),
     /// A batch of a directory listing; `more` says another follows.
     /// `version`: of the directory's inode, as of the listing.

@@ -55,14 +55,22 @@ pub type Listing = Arc<Vec<Child>>;
 
 /// A remembered listing: its names as of `at`, of the directory's inode at
 /// `version` when that is known (see [`MetaCache::dir_stepped`]); the
-/// children's inodes came with it at `listed_at`.
+/// children's inodes came with it at `listed_at`. `early`: steps of this
+/// mount's changes from a later version than `version`, answered before
+/// the step that leads to it, with the time each was asked for.
 #[derive(Debug)]
 struct Held {
     at: Instant,
     listed_at: Instant,
     version: Option<Version>,
     children: Listing,
+    early: Vec<(DirStep, Instant)>,
 }
+
+/// Steps kept per listing while the one before them is awaited (changes
+/// answered out of order, by the write-back uploaders or by several
+/// writers at once); beyond, the oldest goes.
+const EARLY_STEPS: usize = 32;
 
 /// About how long a walk of a listed directory takes per child (measured:
 /// `ls -l` of 100,000 files through a mount, 0.75 s with the listing).
@@ -333,7 +341,7 @@ impl MetaCache {
         let l = Arc::new(children);
         // With changes laid over it, it is of no one version of the cluster's.
         let version = version.filter(|_| touched_names.is_empty());
-        self.listings.insert(dir, Held { at: now, listed_at: now, version, children: l.clone() });
+        self.listings.insert(dir, Held { at: now, listed_at: now, version, children: l.clone(), early: Vec::new() });
         l
     }
 
@@ -343,12 +351,29 @@ impl MetaCache {
     /// the directory as the change left it: no one else changed it between
     /// the listing and the change, so it is as fresh as the change. Rm -rf
     /// of a big directory so looks its names up here, not one request each.
+    ///
+    /// Changes made at once may be answered out of order: a step from a
+    /// later version waits (a few do) for the one that leads to it. One
+    /// from a version nobody here changed never applies.
     pub fn dir_stepped(&mut self, step: &DirStep, sent: Instant) {
-        if let Some(held) = self.listings.get_mut(&step.dir) {
-            if held.version == Some(step.before) {
-                held.version = Some(step.after);
-                held.at = held.at.max(sent);
+        let Some(held) = self.listings.get_mut(&step.dir) else { return };
+        let Some(version) = held.version else { return };
+        if step.before > version {
+            if held.early.len() >= EARLY_STEPS {
+                held.early.remove(0);
             }
+            held.early.push((*step, sent));
+            return;
+        }
+        if step.before != version {
+            return;
+        }
+        held.version = Some(step.after);
+        held.at = held.at.max(sent);
+        while let Some(k) = held.early.iter().position(|(s, _)| Some(s.before) == held.version) {
+            let (next, sent) = held.early.swap_remove(k);
+            held.version = Some(next.after);
+            held.at = held.at.max(sent);
         }
     }
 
@@ -494,6 +519,36 @@ mod tests {
         // Someone else changed it after (4 -> 5): a step from 5 says nothing of this listing.
         c.dir_stepped(&DirStep { dir: Ino(5), before: v(5), after: v(6) }, at);
         assert_eq!(c.name(Ino(5), "b", t0 + Duration::from_millis(2000)), None, "expired: asked again");
+    }
+
+    #[test]
+    fn steps_answered_out_of_order_keep_the_listing_fresh_once_they_join_up() {
+        let mut c = MetaCache::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let asked = c.asking();
+        c.put_asked_listing(Ino(5), Listed { entries: vec![entry("a", 10)], version: Some(v(3)) }, t0, asked);
+        let step = |before, after| DirStep { dir: Ino(5), before: v(before), after: v(after) };
+        // Three files made here at once, answered 3rd, 1st, 2nd; and a
+        // step of before the listing, answered late.
+        let sent = t0 + Duration::from_millis(800);
+        for (n, ino) in [("b", 11), ("c", 12), ("d", 13)] {
+            c.put_name(Ino(5), n, Some(Child { name: n.into(), ino: Ino(ino), kind: Kind::File }), sent);
+        }
+        c.dir_stepped(&step(5, 6), sent);
+        c.dir_stepped(&step(3, 4), sent);
+        let at = t0 + Duration::from_millis(1500);
+        assert_eq!(c.name(Ino(5), "zz", at), Some(None), "3 -> 4 keeps it fresh, 5 -> 6 waits");
+        c.dir_stepped(&step(2, 3), at);
+        c.dir_stepped(&step(4, 5), at);
+        assert_eq!(c.listings[&Ino(5)].version, Some(v(6)), "4 -> 5, then the waiting 5 -> 6");
+        assert!(c.listings[&Ino(5)].early.is_empty());
+        let later = at + Duration::from_millis(900);
+        assert_eq!(c.name(Ino(5), "d", later), Some(Some(Ino(13))), "as fresh as the latest step");
+        // A step from a version another client made (6 -> 7, not seen
+        // here) never applies, nor does what follows it.
+        c.dir_stepped(&step(7, 8), later);
+        assert_eq!(c.listings[&Ino(5)].version, Some(v(6)));
+        assert_eq!(c.name(Ino(5), "d", at + Duration::from_millis(1500)), None, "expired: asked again");
     }
 
     #[test]

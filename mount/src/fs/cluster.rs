@@ -17,7 +17,7 @@ use bytes::Bytes;
 use scs_common::inode::{Changed, Inode, Listed, NewNode, Removal, RenameMode, SetAttrs, XattrMode};
 use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{StatusReport, TrashItem, UploadSpec};
-use scs_common::{Ino, Result};
+use scs_common::{DirStep, Error, Ino, Result};
 
 /// Opens the bytes of an upload; called again for each retry.
 pub type Opener = Box<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync>;
@@ -32,7 +32,29 @@ pub trait UploadStream: Send {
     fn push(&mut self, data: Bytes) -> Result<()>;
 
     /// Ends the stream and waits until the file is stored.
-    fn finish(self: Box<Self>) -> Result<Inode>;
+    fn finish(self: Box<Self>) -> Result<Uploaded>;
+}
+
+/// What an upload stored: the file's inode, and the steps of the
+/// directories whose entries it changed (a new file's name), which keep
+/// their listings here fresh (see `MetaCache::dir_stepped`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    pub inode: Inode,
+    pub dirs: Vec<DirStep>,
+}
+
+impl Uploaded {
+    /// An upload's answer as the cluster gives it: the file's inode first.
+    ///
+    /// # Errors
+    /// An answer without an inode (a protocol error).
+    pub fn from_changed(changed: Changed) -> Result<Uploaded> {
+        let Changed { inodes, dirs } = changed;
+        let inode =
+            inodes.into_iter().next().ok_or_else(|| Error::Protocol("an upload's answer has no inode".into()))?;
+        Ok(Uploaded { inode, dirs })
+    }
 }
 
 /// What the mount asks of the cluster. Inode numbers are the cluster's
@@ -72,12 +94,14 @@ pub trait Cluster: Send + Sync {
     fn status_within(&self, limit: Duration) -> Option<StatusReport>;
     /// Stores `spec.size` bytes read from `open()` (called again on each
     /// retry through a failover).
-    fn upload(&self, spec: UploadSpec, open: Opener) -> Result<Inode>;
+    fn upload(&self, spec: UploadSpec, open: Opener) -> Result<Uploaded>;
     /// Stores several small files (each of a known size up to
     /// `scs_common::inode::INLINE_MAX`, by inode) in one exchange: each
     /// file's answer, in order. One attempt: on an error, store them one
     /// at a time with [`Cluster::upload`] (storing a file again is safe).
-    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>>;
+    /// The steps given with each file are those of the change that stored
+    /// it, which may have stored others of them too.
+    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Uploaded>>>;
     /// Starts a streaming upload (finding the leader is retried; the
     /// stream is not: upload again with [`Cluster::upload`] if it fails).
     fn start_stream(&self, spec: UploadSpec) -> Result<Box<dyn UploadStream>>;
@@ -107,7 +131,7 @@ pub trait Cluster: Send + Sync {
 }
 
 /// Uploads the first `spec.size` bytes of the local file `path`.
-pub fn upload_file(cluster: &dyn Cluster, spec: UploadSpec, path: &Path) -> Result<Inode> {
+pub fn upload_file(cluster: &dyn Cluster, spec: UploadSpec, path: &Path) -> Result<Uploaded> {
     let size = spec.size.unwrap_or(0);
     let path = path.to_path_buf();
     cluster.upload(

@@ -22,7 +22,7 @@ use scs_common::namespace::{self, Memory, Plan, View};
 use scs_common::proto::rpc::{NodeStatus, StatusReport, Target, UploadSpec};
 use scs_common::{ContentHash, Error, Ino, Kind, NodeId, Result, Term, Version};
 
-use super::cluster::{Cluster, Opener, UploadStream};
+use super::cluster::{Cluster, Opener, UploadStream, Uploaded};
 use super::lock;
 use super::time::now_ns;
 
@@ -45,6 +45,8 @@ struct State {
     streams: usize,
     /// Exchanges of many small files.
     many: usize,
+    /// Lookups and listings asked for.
+    asked: usize,
     /// The leader's advisory locks, by the leader's rules.
     locks: LockTable,
 }
@@ -62,6 +64,7 @@ impl Default for State {
             uploads: Vec::new(),
             streams: 0,
             many: 0,
+            asked: 0,
             locks: lock_leader(Limits { grace: Duration::ZERO, ..Limits::default() }),
         }
     }
@@ -150,7 +153,7 @@ impl State {
     }
 
     /// Stores `data` as `spec` says, as the leader does for an upload.
-    fn store(&mut self, spec: UploadSpec, data: Vec<u8>) -> Result<Inode> {
+    fn store(&mut self, spec: UploadSpec, data: Vec<u8>) -> Result<Uploaded> {
         self.check_up()?;
         if let Some(size) = spec.size {
             if size != data.len() as u64 {
@@ -177,19 +180,19 @@ impl State {
         from.hash = ContentHash(Sha256::digest(&data).into());
         from.content = content;
         from.holders = vec![NodeId(1)];
-        let ino = match spec.target {
-            Target::Ino(ino) => self.run(|p, _| namespace::put_content(p, ino, &from, None))?.ino,
+        let (stored, dirs) = match spec.target {
+            Target::Ino(ino) => self.run_stepped(|p, _| namespace::put_content(p, ino, &from, None))?,
             // As the leader does: an earlier upload made it (and it may
             // have been renamed since): the content goes into it.
             Target::New { ino, .. } if self.inode(ino).is_ok() => {
-                self.run(|p, _| namespace::put_content(p, ino, &from, None))?.ino
+                self.run_stepped(|p, _| namespace::put_content(p, ino, &from, None))?
             }
             Target::New { parent, name, ino } => {
                 let new = Inode { ino, ..from };
-                self.run(|p, _| namespace::create_file(p, parent, &name, new, spec.exclusive))?.ino
+                self.run_stepped(|p, _| namespace::create_file(p, parent, &name, new, spec.exclusive))?
             }
             Target::Path(path) => match existing {
-                Some(ino) => self.run(|p, _| namespace::put_content(p, ino, &from, None))?.ino,
+                Some(ino) => self.run_stepped(|p, _| namespace::put_content(p, ino, &from, None))?,
                 None => {
                     let (dir, base) = match path.rsplit_once('/') {
                         Some((d, b)) => (d.to_string(), b.to_string()),
@@ -200,12 +203,12 @@ impl State {
                     let ino = Ino(self.next_ino);
                     self.next_ino += 1;
                     let new = Inode { ino, ..from };
-                    self.run(|p, _| namespace::create_file(p, parent, &base, new, spec.exclusive))?.ino
+                    self.run_stepped(|p, _| namespace::create_file(p, parent, &base, new, spec.exclusive))?
                 }
             },
         };
-        self.blobs.insert(ino, data);
-        self.inode(ino)
+        self.blobs.insert(stored.ino, data);
+        Ok(Uploaded { inode: self.inode(stored.ino)?, dirs })
     }
 }
 
@@ -226,6 +229,11 @@ impl Fake {
     /// At most `max` files with content fit.
     pub fn set_max_files(&self, max: u64) {
         self.state().max_files = Some(max);
+    }
+
+    /// Lookups and listings asked for so far.
+    pub fn names_asked(&self) -> usize {
+        self.state().asked
     }
 
     /// Streaming uploads started so far.
@@ -269,7 +277,7 @@ impl Fake {
         };
         let mut spec = UploadSpec::new(target, Some(data.len() as u64), 0o644, now_ns());
         (spec.uid, spec.gid) = (0, 0);
-        st.store(spec, data.to_vec()).expect("the fake stores a file")
+        st.store(spec, data.to_vec()).expect("the fake stores a file").inode
     }
 
     /// Makes something as another client would.
@@ -331,8 +339,9 @@ impl Cluster for Fake {
     }
 
     fn lookup(&self, parent: Ino, name: &str) -> Result<Option<Inode>> {
-        let st = self.state();
+        let mut st = self.state();
         st.check_up()?;
+        st.asked += 1;
         match st.ns.dentry(parent, name)? {
             Some(d) => st.ns.inode(d.child),
             None => Ok(None),
@@ -346,8 +355,9 @@ impl Cluster for Fake {
     }
 
     fn readdir(&self, dir: Ino) -> Result<Listed> {
-        let st = self.state();
+        let mut st = self.state();
         st.check_up()?;
+        st.asked += 1;
         let d = st.inode(dir)?;
         if !d.is_dir() {
             return Err(Error::NotDir(format!("inode {dir}")));
@@ -458,14 +468,14 @@ impl Cluster for Fake {
         self.status().ok()
     }
 
-    fn upload(&self, spec: UploadSpec, open: Opener) -> Result<Inode> {
+    fn upload(&self, spec: UploadSpec, open: Opener) -> Result<Uploaded> {
         self.state().check_up()?;
         let mut data = Vec::new();
         open().and_then(|mut r| r.read_to_end(&mut data)).map_err(Error::from)?;
         self.state().store(spec, data)
     }
 
-    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>> {
+    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Uploaded>>> {
         self.state().check_up()?;
         self.state().many += 1;
         Ok(files.iter().map(|(spec, data)| self.state().store(spec.clone(), data.clone())).collect())
@@ -516,7 +526,7 @@ impl UploadStream for FakeStream {
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<Inode> {
+    fn finish(self: Box<Self>) -> Result<Uploaded> {
         let FakeStream { fake, spec, data } = *self;
         let mut st = fake.state();
         st.store(spec, data)

@@ -21,6 +21,7 @@ use scs_common::proto::rpc::{Target, UPLOAD_MANY_MAX};
 use scs_common::types::S_ISGID;
 use scs_common::{Error, Ino, Inode, Kind};
 
+use super::cluster::Uploaded;
 use super::errno::{errno, io_errno, is_final};
 use super::handles::OpenFile;
 use super::lock;
@@ -557,27 +558,31 @@ impl Core {
             self.record_dropped(old.owner, None);
         }
         match res? {
-            Synced::Stored(stored) => self.stored(&stored.0, stored.1),
+            Synced::Stored(s) => self.stored(&s.target, &s.uploaded, s.sent),
             Synced::Gone => lock(&self.meta).put_attr(s.ino, None, Instant::now()),
             Synced::Nothing | Synced::Journaled => {}
         }
         Ok(())
     }
 
-    /// The cluster stored `target` as `inode`: remember it, and a file made
-    /// here stops being fresh. Its name goes into the cache first: a
-    /// listing taken in between would miss the file, neither among the
-    /// fresh ones nor in the cached listing.
-    fn stored(&self, target: &Target, inode: Inode) {
+    /// The cluster stored `target` by a request sent at `sent`: remember
+    /// the file, and a file made here stops being fresh. Its name goes into
+    /// the cache first: a listing taken in between would miss the file,
+    /// neither among the fresh ones nor in the cached listing. With the
+    /// name laid over it, the directory's listing steps as the upload says.
+    fn stored(&self, target: &Target, uploaded: &Uploaded, sent: Instant) {
         self.counts.stored.fetch_add(1, Ordering::Relaxed);
-        let ino = inode.ino;
+        let ino = uploaded.inode.ino;
         {
             let (now, mut m) = (Instant::now(), lock(&self.meta));
             if let Target::New { parent, name, .. } = target {
-                m.put_name(*parent, name, Some(child_of(name, &inode)), now);
+                m.put_name(*parent, name, Some(child_of(name, &uploaded.inode)), now);
                 m.dir_changed(*parent, now_ns(), 0);
             }
-            m.put_attr(ino, Some(inode), now);
+            m.put_attr(ino, Some(uploaded.inode.clone()), now);
+            for step in &uploaded.dirs {
+                m.dir_stepped(step, sent);
+            }
         }
         if matches!(target, Target::New { .. }) {
             lock(&self.inodes).drop_fresh(ino);
@@ -712,12 +717,13 @@ impl Core {
             }
         }
         if !files.is_empty() {
+            let sent = Instant::now();
             match self.cluster.upload_many(&files) {
                 Ok(answers) => {
                     for (job, res) in sending.into_iter().zip(answers) {
                         match res {
                             Err(e) if !is_final(&e) => alone.push(job),
-                            res => self.finish_upload(job, res),
+                            res => self.finish_upload(job, res, sent),
                         }
                     }
                 }
@@ -751,6 +757,7 @@ impl Core {
         let target = job.rec.spec.target.clone();
         let what = job.rec.spec.describe();
         let mut pause = Duration::from_millis(100);
+        let sent = Instant::now();
         let res = loop {
             let rec = job.rec.clone();
             let open = move || rec.content();
@@ -767,23 +774,23 @@ impl Core {
                 other => break other,
             }
         };
-        self.finish_upload(job, res);
+        self.finish_upload(job, res, sent);
     }
 
-    /// What follows the upload of a record: it is stored, gone, or refused
-    /// for good (its content is kept aside then).
-    fn finish_upload(&self, job: Job<Arc<Staged>>, res: Result<Inode, Error>) {
+    /// What follows the upload of a record, sent at `sent`: it is stored,
+    /// gone, or refused for good (its content is kept aside then).
+    fn finish_upload(&self, job: Job<Arc<Staged>>, res: Result<Uploaded, Error>, sent: Instant) {
         let target = job.rec.spec.target.clone();
         let what = job.rec.spec.describe();
         match res {
-            Ok(inode) => {
+            Ok(uploaded) => {
                 // In the cache and no longer fresh before `done`: visible to
                 // anyone waiting on the queue.
-                self.stored(&target, inode.clone());
+                self.stored(&target, &uploaded, sent);
                 self.journal.remove(&job.rec);
                 self.queue.done(&target);
                 if let Some(s) = &job.owner {
-                    if s.record_stored(job.gen, &inode) == 0 {
+                    if s.record_stored(job.gen, &uploaded.inode) == 0 {
                         self.retire_if_unused(s);
                     }
                 }

@@ -653,9 +653,11 @@ impl Core {
             m.put_name(parent, name, Some(child_of(name, &i)), now);
             if i.is_dir() {
                 // Just made: nothing is in it (names looked up in it next
-                // need no request).
+                // need no request), as of its first version, so the
+                // changes made in it here keep it so (a copy or an
+                // unpacking into it asks for no name).
                 let asked = m.asking();
-                m.put_asked_listing(i.ino, Listed::default(), now, asked);
+                m.put_asked_listing(i.ino, Listed { entries: Vec::new(), version: Some(i.version) }, now, asked);
             }
         }
         lock(&self.inodes).looked_up(i.ino);
@@ -1260,9 +1262,6 @@ fn apply_locally(
     out
 }
 
-/// The inodes a committed change touched, as the cluster stamped them,
-/// become what this mount shows (times and link counts as every mount
-/// sees them).
 /// What a change asked for at `sent` touched, as the cluster stamped it:
 /// its inodes, and the steps of its directories (which keep their
 /// listings fresh; see [`MetaCache::dir_stepped`]).

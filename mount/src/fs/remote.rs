@@ -20,7 +20,7 @@ use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{Request, StatusReport, TrashItem, UploadSpec};
 use scs_common::{Error, Ino, Result};
 
-use super::cluster::{Cluster, Opener, UploadStream};
+use super::cluster::{Cluster, Opener, UploadStream, Uploaded};
 use crate::client::{Client, Sink};
 
 /// A transfer that moves no byte for this long is abandoned.
@@ -149,22 +149,25 @@ impl Cluster for Remote {
         Remote::status_within(self, limit)
     }
 
-    fn upload(&self, spec: UploadSpec, open: Opener) -> Result<Inode> {
+    fn upload(&self, spec: UploadSpec, open: Opener) -> Result<Uploaded> {
         let watch = Watch::new();
         let tick = |_: u64| watch.tick();
         let what = format!("upload of {}", spec.describe());
-        self.rt.block_on(watch.guard(&what, self.client.upload(spec, open, Some(&tick))))
+        self.rt
+            .block_on(watch.guard(&what, self.client.upload(spec, open, Some(&tick))))
+            .and_then(Uploaded::from_changed)
     }
 
-    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>> {
+    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Uploaded>>> {
         // Not through `call`: a cluster that takes small files one at a
         // time says so with `Unavailable`, which does not mean it is down.
         let limit = self.call_limit;
-        self.rt.block_on(async {
+        let answers = self.rt.block_on(async {
             tokio::time::timeout(limit, self.client.upload_many(files)).await.unwrap_or_else(|_| {
                 Err(Error::Unavailable(format!("upload of many: no answer within {:.1}s", limit.as_secs_f32())))
             })
-        })
+        })?;
+        Ok(answers.into_iter().map(|a| a.and_then(Uploaded::from_changed)).collect())
     }
 
     fn start_stream(&self, spec: UploadSpec) -> Result<Box<dyn UploadStream>> {
@@ -225,11 +228,11 @@ impl UploadStream for Streaming {
         })
     }
 
-    fn finish(self: Box<Self>) -> Result<Inode> {
+    fn finish(self: Box<Self>) -> Result<Uploaded> {
         let Streaming { rt, stream } = *self;
         rt.block_on(async {
             match tokio::time::timeout(FINISH_LIMIT, stream.finish()).await {
-                Ok(r) => r,
+                Ok(r) => r.and_then(Uploaded::from_changed),
                 Err(_) => Err(Error::Unavailable("the nodes did not confirm the upload in time".into())),
             }
         })

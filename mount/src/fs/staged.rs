@@ -22,6 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use fuser::Errno;
@@ -30,7 +31,7 @@ use scs_common::inode::{SetAttrs, TimeSet, XattrMode};
 use scs_common::proto::rpc::{Target, UploadSpec};
 use scs_common::{Error, Ino, Inode, CHUNK_SIZE};
 
-use super::cluster::{upload_file, Cluster, UploadStream};
+use super::cluster::{upload_file, Cluster, UploadStream, Uploaded};
 use super::errno::{errno, io_errno, is_final};
 use super::lock;
 use super::time::now_ns;
@@ -138,13 +139,22 @@ struct State {
 pub enum Synced {
     /// Nothing was owed.
     Nothing,
-    /// Stored on the cluster, at this target.
-    Stored(Box<(Target, Inode)>),
+    /// Stored on the cluster.
+    Stored(Box<Stored>),
     /// In the write-back journal and queued to go up.
     Journaled,
     /// The file's inode is gone from the cluster (removed elsewhere): there
     /// is nowhere to store it, as for a local file removed while open.
     Gone,
+}
+
+/// A file the cluster stored: at which target, as what, and when the
+/// request that stored it went out.
+#[derive(Debug)]
+pub struct Stored {
+    pub target: Target,
+    pub uploaded: Uploaded,
+    pub sent: Instant,
 }
 
 /// Where [`Staged::sync`] may put a small file instead of uploading it: the
@@ -530,6 +540,7 @@ impl Staged {
             }
         }
         before_direct()?;
+        let sent = Instant::now();
         let stored = match std::mem::replace(&mut st.stream, Stream::Off) {
             Stream::Going(s) if s.up.is_some() && s.taken == size => match self.finish_stream(cluster, &st, s, &target)
             {
@@ -542,11 +553,11 @@ impl Staged {
             _ => None,
         };
         let res = match stored {
-            Some(i) => Ok(i),
+            Some(u) => Ok(u),
             None => upload_file(cluster, self.spec(target.clone(), Some(size), st.exclusive), &self.path),
         };
-        let inode = match res {
-            Ok(i) => i,
+        let uploaded = match res {
+            Ok(u) => u,
             Err(Error::NotFound(e)) if matches!(target, Target::Ino(_)) => {
                 log::info!("{} is gone from the cluster ({e}); its content is not stored", target_name(&target));
                 self.mark_gone();
@@ -559,6 +570,7 @@ impl Staged {
                 return Err(errno(&e));
             }
         };
+        let inode = &uploaded.inode;
         st.content = Content::Clean(Some(inode.clone()));
         st.exclusive = false;
         if size == 0 {
@@ -567,7 +579,7 @@ impl Staged {
             st.stream = Stream::Ready;
         }
         lock(&self.meta).mtime_ns = inode.mtime_ns;
-        Ok(Synced::Stored(Box::new((target, inode))))
+        Ok(Synced::Stored(Box::new(Stored { target, uploaded, sent })))
     }
 
     /// Ends a stream that carries the whole content; `None` when it could
@@ -581,13 +593,15 @@ impl Staged {
         st: &State,
         mut s: Streaming,
         target: &Target,
-    ) -> Result<Option<Inode>, Errno> {
+    ) -> Result<Option<Uploaded>, Errno> {
         let finished = s.push_gathered(cluster).and_then(|_| match s.up.take() {
             Some(up) => up.finish(),
             None => Err(Error::Internal("no stream".into())),
         });
         match finished {
-            Ok(i) => Ok(Some(self.fix_streamed(cluster, st, i, &s.spec, target))),
+            Ok(Uploaded { inode, dirs }) => {
+                Ok(Some(Uploaded { inode: self.fix_streamed(cluster, st, inode, &s.spec, target), dirs }))
+            }
             // A stream started while the file was fresh, finished after it
             // was stored: the name may have moved on; the whole upload says.
             Err(e) if is_final(&e) && s.target == *target => {

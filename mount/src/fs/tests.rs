@@ -942,3 +942,41 @@ fn names_in_a_listed_directory_stay_known_through_this_mounts_changes_in_it_not_
     m.fake.set_down(false);
     assert!(m.core.lookup(d.ino.0, os("g")).is_ok());
 }
+
+#[test]
+fn files_stored_in_a_directory_this_mount_made_keep_it_listed_until_another_client_changes_it() {
+    for write_back in [false, true] {
+        let m = Mount::new(write_back);
+        let d = m.mkdir(ROOT, "untar").ino.0;
+        let stored = |name: &str| {
+            let path = format!("untar/{name}");
+            eventually(&path, || m.fake.at(&path).is_some());
+        };
+        // Unpacking into it: each file stored a while after the last. The
+        // directory's listing (empty when made) is older than the TTL by
+        // the end; the steps of the uploads kept it fresh.
+        let half = super::ops::TTL * 6 / 10;
+        let asked = m.fake.names_asked();
+        for n in 0..3 {
+            std::thread::sleep(half);
+            let name = format!("f{n}");
+            m.write_file(d, &name, b"x");
+            stored(&name);
+        }
+        assert_eq!(m.fake.names_asked(), asked, "write-back {write_back}: neither a name nor a listing asked for");
+        m.fake.set_down(true);
+        assert_eq!(m.core.lookup(d, os("next")).err(), Some(Errno::ENOENT), "write-back {write_back}: no request");
+        assert!(m.core.lookup(d, os("f1")).is_ok(), "write-back {write_back}");
+        m.fake.set_down(false);
+        // Another client adds a name: the next upload finds the directory
+        // at a version this mount's listing is not of, and keeps it no longer.
+        m.fake.put_file(Ino(d), "theirs", b"y");
+        m.write_file(d, "f3", b"x");
+        stored("f3");
+        std::thread::sleep(super::ops::TTL);
+        m.fake.set_down(true);
+        assert!(m.core.lookup(d, os("theirs")).is_err(), "write-back {write_back}: the listing expired");
+        m.fake.set_down(false);
+        assert!(m.core.lookup(d, os("theirs")).is_ok(), "write-back {write_back}");
+    }
+}

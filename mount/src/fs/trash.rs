@@ -34,7 +34,7 @@ use scs_common::locks::{FileLock, LockAnswer, SessionId};
 use scs_common::proto::rpc::{StatusReport, Target, TrashItem, UploadSpec};
 use scs_common::{Error, Ino, Kind, Result};
 
-use super::cluster::{Cluster, Opener, UploadStream};
+use super::cluster::{Cluster, Opener, UploadStream, Uploaded};
 use super::lock;
 
 /// The name of the trash at the root of the mount.
@@ -316,12 +316,12 @@ impl Cluster for TrashView {
         self.inner.status_within(limit)
     }
 
-    fn upload(&self, spec: UploadSpec, open: Opener) -> Result<Inode> {
+    fn upload(&self, spec: UploadSpec, open: Opener) -> Result<Uploaded> {
         check_target(&spec)?;
         self.inner.upload(spec, open)
     }
 
-    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Inode>>> {
+    fn upload_many(&self, files: &[(UploadSpec, Vec<u8>)]) -> Result<Vec<Result<Uploaded>>> {
         for (spec, _) in files {
             check_target(spec)?;
         }

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use scs_common::conn::{Chunk, Connection};
 use scs_common::inode::{NewNode, INLINE_MAX, XATTR_SIZE_MAX, XATTR_TOTAL_MAX};
 use scs_common::proto::rpc::{Message, Request, Response, Target, UploadSpec, UPLOAD_MANY_MAX};
-use scs_common::{name, namespace, ContentHash, Error, Ino, Inode, Key, Kind, NodeId, Result, Version};
+use scs_common::{name, namespace, Changed, ContentHash, Error, Ino, Inode, Key, Kind, NodeId, Result, Version};
 
 use super::{
     commit_and_spread, majority_of, meta, now_ns, still_leading, Batch, LeaderState, UploadMark, VersionGuard,
@@ -231,14 +231,16 @@ pub async fn receive(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared
 
 /// How an upload ended, for the session that carried it.
 pub enum Outcome {
-    Stored(Box<Inode>),
+    /// The file's inode as committed, and the steps of the directories
+    /// whose entries it changed (a new file's).
+    Stored(Box<Changed>),
     /// The client's stream was consumed: answer with the error.
     Failed(Error),
     /// The session broke: nothing can be answered.
     Broken(Error),
 }
 
-async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken: &mut bool) -> Result<Inode> {
+async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken: &mut bool) -> Result<Changed> {
     let Prepared { state, guard, _mark, spec, plan, holders, inline } = prepared;
     let (ino, content, size) = (plan.ino(), guard.version, spec.size);
     let what = log_name(&spec);
@@ -409,10 +411,12 @@ async fn run(node: &Arc<Node>, conn: &mut Connection, prepared: Prepared, broken
     }
     let stored = batch.records.iter().find_map(|r| r.as_inode().filter(|i| i.ino == stored.ino).cloned());
     let stored = stored.ok_or_else(|| Error::Internal("the upload committed no inode".into()))?;
+    // Read under the namespace lock, before the batch is in the index.
+    let dirs = namespace::dir_steps(&*store, &batch.records)?;
     commit_and_spread(node, &state, batch, ns).await?;
     drop(guard);
     log::debug!("node {}: stored {what:?} {content:?} on {:?} as inode {ino}", node.me(), stored.holders);
-    Ok(stored)
+    Ok(Changed { inodes: vec![stored], dirs })
 }
 
 /// The holders that dropped out of an upload: why, and how many for want
@@ -506,8 +510,9 @@ fn not_removed(record: Option<&Inode>, name: &str) -> Result<()> {
 
 /// How an [`receive_many`] ended, for the session that carried it.
 pub enum Many {
-    /// Each file's answer, in order.
-    Each(Vec<Result<Inode>>),
+    /// Each file's answer, in order: its inode, and the steps of the
+    /// directories the change that committed it made (of the whole batch).
+    Each(Vec<Result<Changed>>),
     /// Nothing was stored: answer with the error.
     Failed(Error),
     /// The session broke, or its stream cannot be followed: hang up.
@@ -612,8 +617,8 @@ struct Arrived {
 /// Commits the files of an upload of many in one change, under one hold
 /// of the namespace lock. A file its target refuses (changed meanwhile) is
 /// left out and the change planned again without it.
-async fn commit_many(node: &Arc<Node>, arrived: Vec<Result<Arrived>>) -> Vec<Result<Inode>> {
-    let mut results: Vec<Option<Result<Inode>>> = Vec::with_capacity(arrived.len());
+async fn commit_many(node: &Arc<Node>, arrived: Vec<Result<Arrived>>) -> Vec<Result<Changed>> {
+    let mut results: Vec<Option<Result<Changed>>> = Vec::with_capacity(arrived.len());
     let mut items = Vec::new();
     for a in arrived {
         match a {
@@ -637,7 +642,7 @@ async fn commit_many(node: &Arc<Node>, arrived: Vec<Result<Arrived>>) -> Vec<Res
         .collect()
 }
 
-async fn commit_items(node: &Arc<Node>, state: &Arc<LeaderState>, items: &[Arrived]) -> Vec<(usize, Result<Inode>)> {
+async fn commit_items(node: &Arc<Node>, state: &Arc<LeaderState>, items: &[Arrived]) -> Vec<(usize, Result<Changed>)> {
     let fail_all = |e: Error| items.iter().map(|a| (a.at, Err(e.clone()))).collect::<Vec<_>>();
     if let Err(e) = still_leading(node, state) {
         return fail_all(e);
@@ -688,6 +693,11 @@ async fn commit_items(node: &Arc<Node>, state: &Arc<LeaderState>, items: &[Arriv
                 (k, batch.records.iter().rev().find_map(|r| r.as_inode().filter(|i| i.ino == ino).cloned()))
             })
             .collect();
+        // Read under the namespace lock, before the batch is in the index.
+        let dirs = match namespace::dir_steps(&*store, &batch.records) {
+            Ok(dirs) => dirs,
+            Err(e) => return fail_all(e),
+        };
         match commit_and_spread(node, state, batch, ns).await {
             Ok(()) => {
                 for (k, inode) in stored {
@@ -698,9 +708,10 @@ async fn commit_items(node: &Arc<Node>, state: &Arc<LeaderState>, items: &[Arriv
                         log_name(&p.spec),
                         p.plan.ino()
                     );
+                    let changed = inode.map(|i| Changed { inodes: vec![i], dirs: dirs.clone() });
                     out.push((
                         items[k].at,
-                        inode.ok_or_else(|| Error::Internal("the upload committed no inode".into())),
+                        changed.ok_or_else(|| Error::Internal("the upload committed no inode".into())),
                     ));
                 }
             }

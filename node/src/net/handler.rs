@@ -144,14 +144,14 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
         Request::Upload(spec) => {
             let prepared = upload::prepare(node, spec).await?;
             match upload::receive(node, conn, prepared).await {
-                upload::Outcome::Stored(inode) => reply(conn, Response::Attr(*inode)).await,
+                upload::Outcome::Stored(changed) => reply(conn, Response::Changed(*changed)).await,
                 upload::Outcome::Failed(e) => Err(Failure::Reply(e)),
                 upload::Outcome::Broken(e) => Err(Failure::Close(e)),
             }
         }
         Request::UploadMany(specs) => match upload::receive_many(node, conn, specs).await {
             upload::Many::Each(results) => {
-                let answers = results.into_iter().map(|r| r.map_or_else(|e| Response::error(&e), Response::Attr));
+                let answers = results.into_iter().map(|r| r.map_or_else(|e| Response::error(&e), Response::Changed));
                 reply(conn, Response::Many(answers.collect())).await
             }
             upload::Many::Failed(e) => Err(Failure::Reply(e)),
