@@ -532,7 +532,7 @@ mod tests {
         // step of before the listing, answered late.
         let sent = t0 + Duration::from_millis(800);
         for (n, ino) in [("b", 11), ("c", 12), ("d", 13)] {
-            c.put_name(Ino(5), n, Some(Child { name: n.into(), ino: Ino(ino), kind: Kind::File }), sent);
+            c.put_name(Ino(5), n, Some(child(n, ino)), sent);
         }
         c.dir_stepped(&step(5, 6), sent);
         c.dir_stepped(&step(3, 4), sent);
