@@ -223,22 +223,21 @@ impl Node {
 
     /// [`Node::commit`] of a leader's `Apply`, less the records at or below
     /// this node's watermark (see [`Store::newer_than_vouched`]), in the
-    /// same trip to the store.
+    /// same trip to the store: durable here when it returns, and in the
+    /// index once the [`Answered`] it returns is done with, after the
+    /// leader has its answer (see `store::ahead`).
     ///
-    /// Done on this task, not on a blocking thread, and the journal's sync
-    /// is waited for without one: a follower takes a leader's rounds one
-    /// at a time, and a round is one index transaction (a checkpoint, when
-    /// one is due, still goes to a blocking thread). A hand-off to a
-    /// thread and back costs more than the transaction.
-    pub async fn commit_applied(&self, term: Term, leader: NodeId, records: Vec<Record>) -> Result<Applied> {
-        let _shared = self.commit_gate.read().await;
+    /// Done on this task, not on a blocking thread, the journal's sync
+    /// included: a follower takes a leader's rounds one at a time, and its
+    /// answer waits for that sync and nothing else. A hand-off to a thread
+    /// and back costs more than the transaction, and a hand-off to the
+    /// journal's syncer two more wake-ups.
+    pub async fn commit_applied(&self, term: Term, leader: NodeId, records: Vec<Record>) -> Result<Answered> {
+        let gate = self.commit_gate.clone().read_owned().await;
         self.check_term(term, leader)?;
         let records = self.store.newer_than_vouched(records)?;
-        if records.is_empty() {
-            return Ok(Applied::default());
-        }
-        let pending = self.store.apply_visible(&records, &[])?;
-        self.store.settle_async(pending).await
+        let ahead = if records.is_empty() { None } else { self.store.journal_ahead(records)? };
+        Ok(Answered { store: self.store.clone(), ahead, _gate: gate })
     }
 
     /// This leader's own [`Node::commit`]. `queue` gets the commit's
@@ -305,6 +304,41 @@ impl Node {
     pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> Result<T> + Send + 'static) -> Result<T> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| Error::Internal(format!("store task: {e}")))?
+    }
+}
+
+/// A leader's round, durable here and perhaps not in the index yet: the
+/// index takes it with [`Answered::index`] (or when this is dropped). Until
+/// then a `Pull` that raised the term waits ([`Node::fence_barrier`]).
+#[must_use = "the round goes into the index once answered for"]
+pub struct Answered {
+    store: Arc<Store>,
+    /// The batch, if it is ahead of the index (see [`Store::journal_ahead`]).
+    ahead: Option<u64>,
+    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+impl Answered {
+    /// Takes the round into the index (what may block, a checkpoint say,
+    /// on a blocking thread).
+    ///
+    /// # Errors
+    /// As [`Store::index_ahead`]: the round stays ahead of the index, for
+    /// the next one or a durable commit.
+    pub async fn index(mut self) -> Result<()> {
+        let Some(id) = self.ahead.take() else { return Ok(()) };
+        match self.store.index_ahead(id)? {
+            Some(pending) => self.store.settle_async(pending).await.map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        if let Some(id) = self.ahead.take() {
+            self.store.index_ahead_now(id);
+        }
     }
 }
 

@@ -277,8 +277,13 @@ async fn handle(node: &Arc<Node>, conn: &mut Connection, peer: Peer, req: Reques
             // ones, or were deleted and their tombstones purged since: one
             // that comes now is a late copy (an `Apply` held up in a socket
             // through a partition) and must not bring a deleted entry back.
-            node.commit_applied(term, leader, records).await?;
-            reply(conn, Response::Done).await
+            // Answered once durable here; into the index after that.
+            let answered = node.commit_applied(term, leader, records).await?;
+            let res = reply(conn, Response::Done).await;
+            if let Err(e) = answered.index().await {
+                log::warn!("node {}: a round answered for is not in the index yet: {e}", node.me());
+            }
+            res
         }
         Request::Pull { since, fence } => {
             let from = from_node(peer)?;

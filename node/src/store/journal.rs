@@ -12,7 +12,11 @@
 //! A thread of the journal's own runs the syncs: a writer puts its frame
 //! in the file, takes it into the index while the sync runs, then waits
 //! for the sync ([`Journal::write`], [`Journal::wait_durable`]), so a
-//! commit costs the longer of the two rather than both.
+//! commit costs the longer of the two rather than both. A writer with
+//! nothing to do meanwhile runs the sync on its own thread instead
+//! ([`Journal::write_unsynced`], [`Journal::sync`]), sparing the two
+//! thread wake-ups of the hand-off; either way one sync at a time runs,
+//! and it covers every frame written before it began.
 //!
 //! A *generation* is the run of frames since the last durable commit of
 //! the index. That commit records the next generation number in the index
@@ -72,6 +76,8 @@ struct Shared {
     /// `synced` and `failed`, for writers that wait without a thread
     /// ([`Journal::durable`]); set under the state's lock.
     seen: tokio::sync::watch::Sender<(u64, bool)>,
+    /// Held through each sync, by the syncer or a writer ([`sync_through`]).
+    syncing: Mutex<()>,
 }
 
 impl Shared {
@@ -149,6 +155,7 @@ impl Journal {
             synced: Condvar::new(),
             written: Condvar::new(),
             seen: tokio::sync::watch::Sender::new((0, false)),
+            syncing: Mutex::new(()),
         });
         let syncer = {
             let shared = shared.clone();
@@ -209,6 +216,20 @@ impl Journal {
     /// `Io` when the write fails: the journal takes nothing more until the
     /// next generation.
     pub fn write(&self, payload: &[u8]) -> Result<Option<u64>> {
+        let end = self.write_unsynced(payload)?;
+        if end.is_some() {
+            self.shared.written.notify_one();
+        }
+        Ok(end)
+    }
+
+    /// [`Journal::write`] without waking the syncer: the caller makes the
+    /// frame durable itself with [`Journal::sync`] (or another writer's
+    /// sync covers it).
+    ///
+    /// # Errors
+    /// As [`Journal::write`].
+    pub fn write_unsynced(&self, payload: &[u8]) -> Result<Option<u64>> {
         let end = {
             let mut s = self.state();
             let size = (HEADER + payload.len()) as u64;
@@ -230,8 +251,18 @@ impl Journal {
             s.appended += size;
             s.appended
         };
-        self.shared.written.notify_one();
         Ok(Some(end))
+    }
+
+    /// Makes everything up to `end` durable on this thread: runs a sync
+    /// unless one that covers it ran already, after waiting for one that
+    /// is running.
+    ///
+    /// # Errors
+    /// `Io` when a sync failed: the frame may or may not be there, and the
+    /// journal takes nothing more until the next generation.
+    pub fn sync(&self, end: u64) -> Result<()> {
+        sync_through(&self.shared, end)
     }
 
     /// Waits until everything up to `end` (from [`Journal::write`]) is durable.
@@ -309,19 +340,43 @@ fn run_syncer(shared: &Shared) {
         }
         let target = s.appended;
         drop(s);
-        let started = std::time::Instant::now();
-        let res = shared.file.sync_data();
-        crate::metrics::METRICS.journal_sync.since(started);
+        // A failure is kept in the state, for the writers.
+        let _ = sync_through(shared, target);
         s = shared.state();
-        match res {
-            Ok(()) => s.synced = s.synced.max(target),
-            Err(e) => {
-                log::error!("journal: sync failed: {e}");
-                s.failed = true;
-            }
-        }
-        shared.tell(&s);
     }
+}
+
+/// Makes the frames up to `end` durable, if no sync did yet: one sync at
+/// a time, which covers every frame written before it began.
+fn sync_through(shared: &Shared, end: u64) -> Result<()> {
+    let _one = shared.syncing.lock().unwrap_or_else(|p| p.into_inner());
+    let target = {
+        let s = shared.state();
+        if s.synced >= end {
+            return Ok(());
+        }
+        if s.failed {
+            return Err(Error::Io("journal: a sync failed".into()));
+        }
+        s.appended
+    };
+    let started = std::time::Instant::now();
+    let res = shared.file.sync_data();
+    crate::metrics::METRICS.journal_sync.since(started);
+    let mut s = shared.state();
+    let out = match res {
+        Ok(()) => {
+            s.synced = s.synced.max(target);
+            Ok(())
+        }
+        Err(e) => {
+            log::error!("journal: sync failed: {e}");
+            s.failed = true;
+            Err(Error::Io(format!("journal: sync failed: {e}")))
+        }
+    };
+    shared.tell(&s);
+    out
 }
 
 /// The syncer's nice value: it runs for a few microseconds per sync, and
@@ -397,6 +452,26 @@ mod tests {
         drop(j);
         let (_, frames) = Journal::open(&path, 7).unwrap();
         assert_eq!(payloads(&frames), vec![&b"one"[..], b"two", b"three"]);
+    }
+
+    #[test]
+    fn a_writer_that_syncs_itself_covers_the_frames_before_it_and_tells_the_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let (j, _) = Journal::open(&path, 2).unwrap();
+        let early = j.write_unsynced(b"early").unwrap().unwrap();
+        let mine = j.write_unsynced(b"mine").unwrap().unwrap();
+        assert!(j.shared.state().synced < early, "the syncer was not woken");
+        j.sync(mine).unwrap();
+        assert!(j.shared.state().synced >= mine);
+        j.wait_durable(early).unwrap();
+        j.sync(early).unwrap();
+        // The syncer still serves the writers that hand the sync to it.
+        let later = j.write(b"later").unwrap().unwrap();
+        j.wait_durable(later).unwrap();
+        drop(j);
+        let (_, frames) = Journal::open(&path, 2).unwrap();
+        assert_eq!(payloads(&frames), vec![&b"early"[..], b"mine", b"later"]);
     }
 
     #[test]

@@ -17,8 +17,11 @@
 //! it without a sync. Every other change to the index is a durable commit
 //! that also ends the journal's generation ([`Store::begin_durable`]), and
 //! so is a checkpoint once the journal is half full. Opening the store (or
-//! reopening the index after an I/O error) replays the journal.
+//! reopening the index after an I/O error) replays the journal. A follower
+//! answers for a leader's batch once it is durable, before the index has it
+//! (see `ahead`).
 
+mod ahead;
 pub mod audit;
 mod blobs;
 pub mod digest;
@@ -145,6 +148,9 @@ pub struct Store {
     /// Shared by batches on their way through the journal into the index;
     /// taken alone by a durable commit, which ends the journal's generation.
     gate: RwLock<()>,
+    /// Batches durable in the journal, answered for, not yet in the index
+    /// (see [`Store::journal_ahead`]).
+    ahead: Mutex<ahead::AheadOfIndex>,
     /// The membership record as committed here (`None` before a cluster's
     /// first leader commits one), sent anew whenever a write touches it.
     members: tokio::sync::watch::Sender<Option<Members>>,
@@ -158,7 +164,35 @@ pub struct Store {
 pub(crate) struct DurableTx<'a> {
     store: &'a Store,
     tx: redb::WriteTransaction,
+    /// The batches that were ahead of the index, taken in first; before
+    /// the gate, so that they are put back (uncommitted) while it is held.
+    ahead: TakenAhead<'a>,
     _gate: std::sync::RwLockWriteGuard<'a, ()>,
+}
+
+/// Batches a durable commit took in from [`Store::ahead`]: put back there
+/// unless it commits.
+struct TakenAhead<'a> {
+    store: &'a Store,
+    batches: Vec<ahead::Ahead>,
+    /// What taking them in did, for once they are committed.
+    done: Pending,
+}
+
+impl TakenAhead<'_> {
+    /// They are committed: what taking them in did, if there were any.
+    fn committed(mut self) -> Option<Pending> {
+        let any = !std::mem::take(&mut self.batches).is_empty();
+        any.then(|| std::mem::replace(&mut self.done, Pending::committed(Instant::now())))
+    }
+}
+
+impl Drop for TakenAhead<'_> {
+    fn drop(&mut self) {
+        if !self.batches.is_empty() {
+            self.store.ahead().put_back(std::mem::take(&mut self.batches));
+        }
+    }
 }
 
 impl std::ops::Deref for DurableTx<'_> {
@@ -179,6 +213,9 @@ impl DurableTx<'_> {
         }
         self.tx.commit().map_err(|e| self.store.db_err(e))?;
         self.store.journal.restart(next);
+        if let Some(done) = self.ahead.committed() {
+            self.store.after_commit(done)?;
+        }
         Ok(())
     }
 }
@@ -260,6 +297,7 @@ impl Store {
         let store = Store {
             journal,
             gate: RwLock::new(()),
+            ahead: Mutex::new(ahead::AheadOfIndex::default()),
             layout,
             db: RwLock::new(Some(Arc::new(db))),
             index_failed: AtomicBool::new(false),
@@ -1015,6 +1053,79 @@ impl Store {
         })
     }
 
+    /// Makes a batch durable in the journal, on this thread, without
+    /// putting it in the index: [`Store::index_ahead`] does that with the
+    /// id returned, once the caller has answered (a follower, whose part
+    /// in the leader's round ends once it is durable here). Meanwhile a
+    /// reader does not see it; a durable commit takes it in first (see
+    /// `ahead`). `None`: it did not fit in the journal and went into the
+    /// index with a durable commit of its own.
+    ///
+    /// # Errors
+    /// As [`Store::apply`]. Once it reached the journal, it reaches the
+    /// index too, as it would through [`Store::apply`].
+    pub fn journal_ahead(&self, batch: Vec<Record>) -> Result<Option<u64>> {
+        let started = Instant::now();
+        check_batch(&batch)?;
+        let (end, id) = {
+            let gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+            let Some(end) = self.journal.write_unsynced(&encode_batch(&batch, &[])?)? else {
+                drop(gate);
+                return self.apply(&batch, &[]).map(|_| None);
+            };
+            (end, self.ahead().push(batch, end, started))
+        };
+        if let Err(e) = self.journal.sync(end) {
+            // It may be durable all the same: the index takes it, as it
+            // would have through `apply`.
+            self.index_ahead_now(id);
+            return Err(e);
+        }
+        Ok(Some(id))
+    }
+
+    /// Takes batch `id` from [`Store::journal_ahead`] into the index, with
+    /// any still waiting before it, for [`Store::settle`] (`None`: a
+    /// durable commit took them in already). Should that fail, they wait
+    /// on for the next batch or durable commit.
+    ///
+    /// # Errors
+    /// As the index's commit in [`Store::apply`].
+    pub fn index_ahead(&self, id: u64) -> Result<Option<Pending>> {
+        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let batches = self.ahead().take_through(id);
+        let Some(first) = batches.first() else { return Ok(None) };
+        let mut done = Pending::committed(first.started);
+        done.journal_end = batches.last().map(|b| b.journal_end);
+        let started = Instant::now();
+        let indexed = self.db().and_then(|db| {
+            let mut tx = db.begin_write().map_err(|e| self.db_err(e))?;
+            tx.set_durability(redb::Durability::None).map_err(|e| Error::Internal(format!("index: {e}")))?;
+            for b in &batches {
+                done.add(self.apply_in(&tx, &b.records, &[])?, &b.records);
+            }
+            tx.commit().map_err(|e| self.db_err(e))
+        });
+        if let Err(e) = indexed {
+            self.ahead().put_back(batches);
+            return Err(e);
+        }
+        crate::metrics::METRICS.index_apply.since(started);
+        Ok(Some(done))
+    }
+
+    /// [`Store::index_ahead`] and [`Store::settle`] on this thread, for a
+    /// caller that has no one to tell of a failure but the log.
+    pub fn index_ahead_now(&self, id: u64) {
+        if let Err(e) = self.index_ahead(id).and_then(|p| p.map_or(Ok(()), |p| self.settle(p).map(drop))) {
+            log::warn!("node {}: a batch durable in the journal is not in the index yet: {e}", self.me);
+        }
+    }
+
+    fn ahead(&self) -> std::sync::MutexGuard<'_, ahead::AheadOfIndex> {
+        self.ahead.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The second half of [`Store::apply`]: returns once the batch is
     /// durable (through the journal, or a durable commit of the index
     /// since, which holds it too).
@@ -1048,6 +1159,12 @@ impl Store {
         if pending.journal_end.is_some() && self.journal.used() >= journal::CHECKPOINT_AT {
             self.checkpoint()?;
         }
+        self.after_commit(pending)
+    }
+
+    /// What follows a commit: blob files let go of, the fetcher told of
+    /// blobs wanted, the membership read again if it changed.
+    fn after_commit(&self, pending: Pending) -> Result<Applied> {
         self.let_go(pending.files);
         if pending.out.wanted > 0 {
             self.newly_wanted.notify_one();
@@ -1092,7 +1209,13 @@ impl Store {
     pub(crate) fn begin_durable(&self) -> Result<DurableTx<'_>> {
         let gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let tx = self.db()?.begin_write().map_err(|e| self.db_err(e))?;
-        Ok(DurableTx { store: self, tx, _gate: gate })
+        let batches = self.ahead().take_all();
+        let mut ahead = TakenAhead { store: self, batches, done: Pending::committed(Instant::now()) };
+        for b in &ahead.batches {
+            let applied = self.apply_in(&tx, &b.records, &[])?;
+            ahead.done.add(applied, &b.records);
+        }
+        Ok(DurableTx { store: self, tx, ahead, _gate: gate })
     }
 
     /// Commits everything the journal holds durably, on a clean stop: the
@@ -1486,6 +1609,26 @@ pub struct Pending {
     members: bool,
     /// When [`Store::apply_visible`] began (for the commit's latency).
     started: Instant,
+}
+
+impl Pending {
+    /// Nothing yet, for batches added with [`Pending::add`]; committed
+    /// durably unless `journal_end` is set.
+    fn committed(started: Instant) -> Pending {
+        Pending { out: Applied::default(), files: Placed::default(), journal_end: None, members: false, started }
+    }
+
+    /// Adds what [`Store::apply_in`] did with `records`.
+    fn add(&mut self, (out, files): (Applied, Placed), records: &[Record]) {
+        self.out.applied += out.applied;
+        self.out.stale += out.stale;
+        self.out.wanted += out.wanted;
+        self.files.released.extend(files.released);
+        self.files.useless.extend(files.useless);
+        self.files.wanted |= files.wanted;
+        self.files.trash |= files.trash;
+        self.members |= records.iter().any(|r| matches!(r, Record::Members(_)));
+    }
 }
 
 /// What [`Store::place_content`] decided about blobs on disk.

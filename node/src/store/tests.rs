@@ -996,6 +996,65 @@ fn batches_in_the_journal_come_back_after_a_crash_that_lost_the_index_commits() 
 }
 
 #[test]
+fn a_batch_answered_for_before_the_index_took_it_survives_a_crash_and_shows_once_indexed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    s.set_meta("probe", b"1").unwrap();
+    let index_then = std::fs::read(tmp.path().join("index.redb")).unwrap();
+    let d = dir(5, v(1, 1));
+    let id = s.journal_ahead(vec![r(&d), entry(1, "docs", &d, v(1, 2))]).unwrap().expect("it fits the journal");
+    assert!(s.dentry(Ino(1), "docs").unwrap().is_none(), "durable, not yet in the index");
+
+    // A crash now: the journal has it, so the next start does too.
+    let copy = crash_copy(tmp.path(), &index_then);
+    let c = open(copy.path());
+    assert_eq!(c.dentry(Ino(1), "docs").unwrap().map(|e| e.child), Some(Ino(5)));
+    drop(c);
+
+    let pending = s.index_ahead(id).unwrap().expect("still ahead of the index");
+    assert_eq!(s.settle(pending).unwrap().applied, 2);
+    assert_eq!(s.dentry(Ino(1), "docs").unwrap().map(|e| e.child), Some(Ino(5)));
+    assert!(s.index_ahead(id).unwrap().is_none(), "in once");
+}
+
+#[test]
+fn a_durable_commit_takes_in_the_batches_ahead_of_the_index_before_the_journal_starts_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let d = dir(5, v(1, 1));
+    let first = s.journal_ahead(vec![r(&d), entry(1, "docs", &d, v(1, 2))]).unwrap().unwrap();
+    let e = dir(6, v(1, 3));
+    let second = s.journal_ahead(vec![r(&e), entry(5, "inner", &e, v(1, 4))]).unwrap().unwrap();
+    // A durable commit ends the journal's generation: nothing of it is
+    // replayed after this, so the batches waiting must be in this commit.
+    s.set_meta("probe", b"1").unwrap();
+    let index_now = std::fs::read(tmp.path().join("index.redb")).unwrap();
+    assert_eq!(s.dentry(Ino(5), "inner").unwrap().map(|e| e.child), Some(Ino(6)), "seen at once");
+    assert!(s.index_ahead(second).unwrap().is_none() && s.index_ahead(first).unwrap().is_none(), "taken in");
+
+    let copy = crash_copy(tmp.path(), &index_now);
+    let c = open(copy.path());
+    assert_eq!(c.dentry(Ino(1), "docs").unwrap().map(|e| e.child), Some(Ino(5)), "in the durable commit");
+    assert_eq!(c.dentry(Ino(5), "inner").unwrap().map(|e| e.child), Some(Ino(6)));
+}
+
+#[test]
+fn indexing_a_batch_takes_the_ones_before_it_along() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let d = dir(5, v(1, 1));
+    let _first = s.journal_ahead(vec![r(&d), entry(1, "docs", &d, v(1, 2))]).unwrap().unwrap();
+    let mut moved = d.clone();
+    moved.version = v(1, 3);
+    moved.mode = 0o700;
+    let second = s.journal_ahead(vec![r(&moved)]).unwrap().unwrap();
+    let pending = s.index_ahead(second).unwrap().unwrap();
+    assert_eq!(s.settle(pending).unwrap().applied, 3, "both batches, in order");
+    assert_eq!(s.inode(Ino(5)).unwrap().map(|i| i.mode), Some(0o700));
+    assert_eq!(s.dentry(Ino(1), "docs").unwrap().map(|e| e.child), Some(Ino(5)));
+}
+
+#[test]
 fn a_withdrawal_is_not_undone_by_the_journal() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
