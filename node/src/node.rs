@@ -233,11 +233,14 @@ impl Node {
     /// and back costs more than the transaction, and a hand-off to the
     /// journal's syncer two more wake-ups.
     pub async fn commit_applied(&self, term: Term, leader: NodeId, records: Vec<Record>) -> Result<Answered> {
-        let gate = self.commit_gate.clone().read_owned().await;
+        let _shared = self.commit_gate.read().await;
         self.check_term(term, leader)?;
         let records = self.store.newer_than_vouched(records)?;
         let ahead = if records.is_empty() { None } else { self.store.journal_ahead(records)? };
-        Ok(Answered { store: self.store.clone(), ahead, _gate: gate })
+        if let Some(batch) = ahead {
+            self.store.sync_ahead(batch).await?;
+        }
+        Ok(Answered { store: self.store.clone(), ahead: ahead.map(|b| b.id) })
     }
 
     /// This leader's own [`Node::commit`]. `queue` gets the commit's
@@ -294,10 +297,15 @@ impl Node {
     }
 
     /// Waits until every commit that passed the fence before now has
-    /// finished. Called after the term was raised by a `Pull`, so that what
+    /// finished, and takes the leader's rounds this node answered for into
+    /// the index. Called after the term was raised by a `Pull`, so that what
     /// the pull then reads includes every commit of the older term.
-    pub async fn fence_barrier(&self) {
+    ///
+    /// # Errors
+    /// As [`Store::take_in_ahead`]: the pull must not be served.
+    pub async fn fence_barrier(&self) -> Result<()> {
         drop(self.commit_gate.write().await);
+        self.blocking(|s| s.take_in_ahead()).await
     }
 
     /// Runs blocking store work off the async threads.
@@ -308,14 +316,13 @@ impl Node {
 }
 
 /// A leader's round, durable here and perhaps not in the index yet: the
-/// index takes it with [`Answered::index`] (or when this is dropped). Until
-/// then a `Pull` that raised the term waits ([`Node::fence_barrier`]).
+/// index takes it with [`Answered::index`] (or when this is dropped), or a
+/// `Pull` that raised the term first ([`Node::fence_barrier`]).
 #[must_use = "the round goes into the index once answered for"]
 pub struct Answered {
     store: Arc<Store>,
     /// The batch, if it is ahead of the index (see [`Store::journal_ahead`]).
     ahead: Option<u64>,
-    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
 impl Answered {

@@ -44,7 +44,7 @@ pub async fn serve_pull(
 ) -> Result<()> {
     if let Some((term, leader)) = fence {
         node.admit(term, leader).await?;
-        node.fence_barrier().await;
+        node.fence_barrier().await?;
     }
     // A leader that has not caught up from a majority yet must not be taken
     // as the reference: a follower would skip what it has yet to receive.

@@ -76,7 +76,7 @@ struct Shared {
     /// `synced` and `failed`, for writers that wait without a thread
     /// ([`Journal::durable`]); set under the state's lock.
     seen: tokio::sync::watch::Sender<(u64, bool)>,
-    /// Held through each sync, by the syncer or a writer ([`sync_through`]).
+    /// Held through each sync, by the syncer or a writer ([`sync_holding`]).
     syncing: Mutex<()>,
 }
 
@@ -254,15 +254,22 @@ impl Journal {
         Ok(Some(end))
     }
 
-    /// Makes everything up to `end` durable on this thread: runs a sync
-    /// unless one that covers it ran already, after waiting for one that
-    /// is running.
+    /// Makes everything up to `end` durable on this thread, unless a sync
+    /// is running (`None`): the caller then waits for the syncer with
+    /// [`Journal::durable`] rather than hold its thread meanwhile (the
+    /// syncer syncs again while frames wait). Runs no sync if one that
+    /// covers `end` ran already.
     ///
     /// # Errors
     /// `Io` when a sync failed: the frame may or may not be there, and the
     /// journal takes nothing more until the next generation.
-    pub fn sync(&self, end: u64) -> Result<()> {
-        sync_through(&self.shared, end)
+    pub fn try_sync(&self, end: u64) -> Option<Result<()>> {
+        let one = match self.shared.syncing.try_lock() {
+            Ok(one) => one,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(sync_holding(&self.shared, end, one))
     }
 
     /// Waits until everything up to `end` (from [`Journal::write`]) is durable.
@@ -341,15 +348,16 @@ fn run_syncer(shared: &Shared) {
         let target = s.appended;
         drop(s);
         // A failure is kept in the state, for the writers.
-        let _ = sync_through(shared, target);
+        let one = shared.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = sync_holding(shared, target, one);
         s = shared.state();
     }
 }
 
-/// Makes the frames up to `end` durable, if no sync did yet: one sync at
-/// a time, which covers every frame written before it began.
-fn sync_through(shared: &Shared, end: u64) -> Result<()> {
-    let _one = shared.syncing.lock().unwrap_or_else(|p| p.into_inner());
+/// Makes the frames up to `end` durable, if no sync did yet, holding
+/// `_one` (the journal's `syncing`): one sync at a time, which covers every
+/// frame written before it began.
+fn sync_holding(shared: &Shared, end: u64, _one: std::sync::MutexGuard<'_, ()>) -> Result<()> {
     let target = {
         let s = shared.state();
         if s.synced >= end {
@@ -462,10 +470,14 @@ mod tests {
         let early = j.write_unsynced(b"early").unwrap().unwrap();
         let mine = j.write_unsynced(b"mine").unwrap().unwrap();
         assert!(j.shared.state().synced < early, "the syncer was not woken");
-        j.sync(mine).unwrap();
+        j.try_sync(mine).expect("no sync running").unwrap();
         assert!(j.shared.state().synced >= mine);
         j.wait_durable(early).unwrap();
-        j.sync(early).unwrap();
+        j.try_sync(early).expect("no sync running").unwrap();
+        {
+            let _running = j.shared.syncing.lock().unwrap();
+            assert!(j.try_sync(early).is_none(), "a sync is running: wait for it rather than hold the thread");
+        }
         // The syncer still serves the writers that hand the sync to it.
         let later = j.write(b"later").unwrap().unwrap();
         j.wait_durable(later).unwrap();

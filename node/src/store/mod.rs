@@ -214,7 +214,10 @@ impl DurableTx<'_> {
         self.tx.commit().map_err(|e| self.store.db_err(e))?;
         self.store.journal.restart(next);
         if let Some(done) = self.ahead.committed() {
-            self.store.after_commit(done)?;
+            // Committed: what follows failing does not undo that.
+            if let Err(e) = self.store.after_commit(done) {
+                log::warn!("node {}: after a durable commit: {e}", self.store.me);
+            }
         }
         Ok(())
     }
@@ -1053,35 +1056,60 @@ impl Store {
         })
     }
 
-    /// Makes a batch durable in the journal, on this thread, without
-    /// putting it in the index: [`Store::index_ahead`] does that with the
-    /// id returned, once the caller has answered (a follower, whose part
-    /// in the leader's round ends once it is durable here). Meanwhile a
-    /// reader does not see it; a durable commit takes it in first (see
-    /// `ahead`). `None`: it did not fit in the journal and went into the
-    /// index with a durable commit of its own.
+    /// Writes a batch to the journal without putting it in the index, for
+    /// [`Store::sync_ahead`] and then [`Store::index_ahead`]: a follower
+    /// answers the leader's round once it is durable here, and only then
+    /// takes it into the index. Meanwhile a reader does not see it; a
+    /// durable commit takes it in first (see `ahead`). `None`: it did not
+    /// fit in the journal and went into the index with a durable commit of
+    /// its own.
     ///
     /// # Errors
-    /// As [`Store::apply`]. Once it reached the journal, it reaches the
-    /// index too, as it would through [`Store::apply`].
-    pub fn journal_ahead(&self, batch: Vec<Record>) -> Result<Option<u64>> {
+    /// As [`Store::apply`]; and `Io` while batches the index refused
+    /// earlier wait still and it refuses them again.
+    pub fn journal_ahead(&self, batch: Vec<Record>) -> Result<Option<Journaled>> {
         let started = Instant::now();
         check_batch(&batch)?;
-        let (end, id) = {
-            let gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
-            let Some(end) = self.journal.write_unsynced(&encode_batch(&batch, &[])?)? else {
-                drop(gate);
-                return self.apply(&batch, &[]).map(|_| None);
-            };
-            (end, self.ahead().push(batch, end, started))
-        };
-        if let Err(e) = self.journal.sync(end) {
-            // It may be durable all the same: the index takes it, as it
-            // would have through `apply`.
-            self.index_ahead_now(id);
-            return Err(e);
+        if self.ahead().stuck() {
+            self.index_ahead(u64::MAX)?.map_or(Ok(Applied::default()), |p| self.settle(p))?;
         }
-        Ok(Some(id))
+        let gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let Some(end) = self.journal.write_unsynced(&encode_batch(&batch, &[])?)? else {
+            drop(gate);
+            return self.apply(&batch, &[]).map(|_| None);
+        };
+        Ok(Some(Journaled { id: self.ahead().push(batch, end, started), end }))
+    }
+
+    /// Waits until a batch from [`Store::journal_ahead`] is durable: syncs
+    /// the journal on this thread (sparing the two wake-ups of a hand-off
+    /// to its syncer), unless a sync is running already, which the syncer
+    /// follows with the next.
+    ///
+    /// # Errors
+    /// `Io` when the sync failed. The batch may be durable all the same:
+    /// the index takes it, as it would through [`Store::apply`].
+    pub async fn sync_ahead(&self, batch: Journaled) -> Result<()> {
+        let synced = match self.journal.try_sync(batch.end) {
+            Some(res) => res,
+            None => self.journal.durable(batch.end).await,
+        };
+        if synced.is_err() {
+            self.index_ahead_now(batch.id);
+        }
+        synced
+    }
+
+    /// Takes every batch ahead of the index in with a durable commit, so
+    /// that what is read next has every batch answered for.
+    ///
+    /// # Errors
+    /// As the durable commit.
+    pub fn take_in_ahead(&self) -> Result<()> {
+        if self.ahead().is_empty() {
+            return Ok(());
+        }
+        self.begin_durable()?.commit()
     }
 
     /// Takes batch `id` from [`Store::journal_ahead`] into the index, with
@@ -1096,7 +1124,8 @@ impl Store {
         let batches = self.ahead().take_through(id);
         let Some(first) = batches.first() else { return Ok(None) };
         let mut done = Pending::committed(first.started);
-        done.journal_end = batches.last().map(|b| b.journal_end);
+        // Their frames may be in the journal in another order than theirs.
+        done.journal_end = batches.iter().map(|b| b.journal_end).max();
         let started = Instant::now();
         let indexed = self.db().and_then(|db| {
             let mut tx = db.begin_write().map_err(|e| self.db_err(e))?;
@@ -1629,6 +1658,15 @@ impl Pending {
         self.files.trash |= files.trash;
         self.members |= records.iter().any(|r| matches!(r, Record::Members(_)));
     }
+}
+
+/// A batch [`Store::journal_ahead`] wrote to the journal: `id` among the
+/// batches ahead of the index, `end` where its frame ends.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a batch is durable only once synced"]
+pub struct Journaled {
+    pub id: u64,
+    end: u64,
 }
 
 /// What [`Store::place_content`] decided about blobs on disk.

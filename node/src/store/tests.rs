@@ -995,6 +995,13 @@ fn batches_in_the_journal_come_back_after_a_crash_that_lost_the_index_commits() 
     assert_eq!(again.dentry(Ino(1), "papers").unwrap().map(|d| d.child), Some(Ino(5)), "replayed once, kept");
 }
 
+/// [`Store::journal_ahead`] and its sync, as a follower does before it answers.
+fn journal_ahead(s: &Store, batch: Vec<Record>) -> u64 {
+    let j = s.journal_ahead(batch).unwrap().expect("it fits the journal");
+    s.journal.try_sync(j.end).expect("no sync running").unwrap();
+    j.id
+}
+
 #[test]
 fn a_batch_answered_for_before_the_index_took_it_survives_a_crash_and_shows_once_indexed() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1002,7 +1009,7 @@ fn a_batch_answered_for_before_the_index_took_it_survives_a_crash_and_shows_once
     s.set_meta("probe", b"1").unwrap();
     let index_then = std::fs::read(tmp.path().join("index.redb")).unwrap();
     let d = dir(5, v(1, 1));
-    let id = s.journal_ahead(vec![r(&d), entry(1, "docs", &d, v(1, 2))]).unwrap().expect("it fits the journal");
+    let id = journal_ahead(&s, vec![r(&d), entry(1, "docs", &d, v(1, 2))]);
     assert!(s.dentry(Ino(1), "docs").unwrap().is_none(), "durable, not yet in the index");
 
     // A crash now: the journal has it, so the next start does too.
@@ -1022,9 +1029,9 @@ fn a_durable_commit_takes_in_the_batches_ahead_of_the_index_before_the_journal_s
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
     let d = dir(5, v(1, 1));
-    let first = s.journal_ahead(vec![r(&d), entry(1, "docs", &d, v(1, 2))]).unwrap().unwrap();
+    let first = journal_ahead(&s, vec![r(&d), entry(1, "docs", &d, v(1, 2))]);
     let e = dir(6, v(1, 3));
-    let second = s.journal_ahead(vec![r(&e), entry(5, "inner", &e, v(1, 4))]).unwrap().unwrap();
+    let second = journal_ahead(&s, vec![r(&e), entry(5, "inner", &e, v(1, 4))]);
     // A durable commit ends the journal's generation: nothing of it is
     // replayed after this, so the batches waiting must be in this commit.
     s.set_meta("probe", b"1").unwrap();
@@ -1039,15 +1046,28 @@ fn a_durable_commit_takes_in_the_batches_ahead_of_the_index_before_the_journal_s
 }
 
 #[test]
+fn a_pull_that_raised_the_term_reads_the_batches_answered_for_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path());
+    let d = dir(5, v(1, 1));
+    let id = journal_ahead(&s, vec![r(&d), entry(1, "docs", &d, v(1, 2))]);
+    assert!(s.since(Version::ZERO, 10).unwrap().is_empty(), "not in the index yet");
+    s.take_in_ahead().unwrap();
+    assert_eq!(s.since(Version::ZERO, 10).unwrap().len(), 2, "what a pull reads has it");
+    assert!(s.index_ahead(id).unwrap().is_none(), "in once");
+    s.take_in_ahead().unwrap();
+}
+
+#[test]
 fn indexing_a_batch_takes_the_ones_before_it_along() {
     let tmp = tempfile::tempdir().unwrap();
     let s = open(tmp.path());
     let d = dir(5, v(1, 1));
-    let _first = s.journal_ahead(vec![r(&d), entry(1, "docs", &d, v(1, 2))]).unwrap().unwrap();
+    journal_ahead(&s, vec![r(&d), entry(1, "docs", &d, v(1, 2))]);
     let mut moved = d.clone();
     moved.version = v(1, 3);
     moved.mode = 0o700;
-    let second = s.journal_ahead(vec![r(&moved)]).unwrap().unwrap();
+    let second = journal_ahead(&s, vec![r(&moved)]);
     let pending = s.index_ahead(second).unwrap().unwrap();
     assert_eq!(s.settle(pending).unwrap().applied, 3, "both batches, in order");
     assert_eq!(s.inode(Ino(5)).unwrap().map(|i| i.mode), Some(0o700));
