@@ -7,8 +7,10 @@
 //! transaction on a follower, nor for the hand-off of the sync to the
 //! journal's thread. Measured through a mount, in turn with the code
 //! before it, the median of six rounds of 300 of each operation: chmod
-//! 0.79 → 0.70 ms, rename 1.24 → 1.12 ms, mkdir 1.15 → 1.01 ms, rmdir
-//! 1.05 → 0.88 ms; a follower's CPU per operation 0.46 → 0.41 ms.
+//! 0.83 → 0.68 ms, rename 1.26 → 1.04 ms, rmdir 0.98 → 0.81 ms, unlink
+//! 0.92 → 0.84 ms; twenty writers of small files 1,407 → 1,619 files/s; a
+//! follower's CPU per operation 0.44 → 0.37 ms
+//! (`bench-results/nsab-2026-12-07-follower-ahead.md`).
 //!
 //! Until the index has it, a batch waits here. A replay of the journal
 //! would bring it back, but a durable commit ends the journal's
