@@ -255,10 +255,12 @@ impl Journal {
     }
 
     /// Makes everything up to `end` durable on this thread, unless a sync
-    /// is running (`None`): the caller then waits for the syncer with
-    /// [`Journal::durable`] rather than hold its thread meanwhile (the
-    /// syncer syncs again while frames wait). Runs no sync if one that
-    /// covers `end` ran already.
+    /// is running (`None`): the syncer is then woken to follow it with the
+    /// next, and the caller waits for that with [`Journal::durable`] rather
+    /// than hold its thread meanwhile. (The running sync may be another
+    /// writer's, begun before this frame was written, and the syncer, never
+    /// woken for a frame written with [`Journal::write_unsynced`], might
+    /// sleep on.) Runs no sync if one that covers `end` ran already.
     ///
     /// # Errors
     /// `Io` when a sync failed: the frame may or may not be there, and the
@@ -267,7 +269,10 @@ impl Journal {
         let one = match self.shared.syncing.try_lock() {
             Ok(one) => one,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.shared.written.notify_one();
+                return None;
+            }
         };
         Some(sync_holding(&self.shared, end, one))
     }
@@ -474,16 +479,20 @@ mod tests {
         assert!(j.shared.state().synced >= mine);
         j.wait_durable(early).unwrap();
         j.try_sync(early).expect("no sync running").unwrap();
-        {
-            let _running = j.shared.syncing.lock().unwrap();
-            assert!(j.try_sync(early).is_none(), "a sync is running: wait for it rather than hold the thread");
-        }
+        // Another writer's sync runs, begun before this frame: the syncer
+        // follows it with one that covers the frame.
+        let running = j.shared.syncing.lock().unwrap();
+        let last = j.write_unsynced(b"last").unwrap().unwrap();
+        assert!(j.try_sync(last).is_none(), "a sync is running: wait for it rather than hold the thread");
+        drop(running);
+        let s = j.shared.synced.wait_timeout_while(j.shared.state(), Duration::from_secs(10), |s| s.synced < last);
+        assert!(s.unwrap().0.synced >= last, "the syncer was woken and synced it");
         // The syncer still serves the writers that hand the sync to it.
         let later = j.write(b"later").unwrap().unwrap();
         j.wait_durable(later).unwrap();
         drop(j);
         let (_, frames) = Journal::open(&path, 2).unwrap();
-        assert_eq!(payloads(&frames), vec![&b"early"[..], b"mine", b"later"]);
+        assert_eq!(payloads(&frames), vec![&b"early"[..], b"mine", b"last", b"later"]);
     }
 
     #[test]
