@@ -14,7 +14,7 @@
 //! for the sync ([`Journal::write`], [`Journal::wait_durable`]), so a
 //! commit costs the longer of the two rather than both. A writer with
 //! nothing to do meanwhile runs the sync on its own thread instead
-//! ([`Journal::write_unsynced`], [`Journal::sync`]), sparing the two
+//! ([`Journal::write_unsynced`], [`Journal::try_sync`]), sparing the two
 //! thread wake-ups of the hand-off; either way one sync at a time runs,
 //! and it covers every frame written before it began.
 //!
@@ -224,7 +224,7 @@ impl Journal {
     }
 
     /// [`Journal::write`] without waking the syncer: the caller makes the
-    /// frame durable itself with [`Journal::sync`] (or another writer's
+    /// frame durable itself with [`Journal::try_sync`] (or another writer's
     /// sync covers it).
     ///
     /// # Errors

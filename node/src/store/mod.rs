@@ -1071,7 +1071,7 @@ impl Store {
         let started = Instant::now();
         check_batch(&batch)?;
         if self.ahead().stuck() {
-            self.index_ahead(u64::MAX)?.map_or(Ok(Applied::default()), |p| self.settle(p))?;
+            self.index_and_settle(u64::MAX)?;
         }
         let gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let Some(end) = self.journal.write_unsynced(&encode_batch(&batch, &[])?)? else {
@@ -1146,8 +1146,16 @@ impl Store {
     /// [`Store::index_ahead`] and [`Store::settle`] on this thread, for a
     /// caller that has no one to tell of a failure but the log.
     pub fn index_ahead_now(&self, id: u64) {
-        if let Err(e) = self.index_ahead(id).and_then(|p| p.map_or(Ok(()), |p| self.settle(p).map(drop))) {
+        if let Err(e) = self.index_and_settle(id) {
             log::warn!("node {}: a batch durable in the journal is not in the index yet: {e}", self.me);
+        }
+    }
+
+    /// [`Store::index_ahead`] and [`Store::settle`] on this thread.
+    fn index_and_settle(&self, id: u64) -> Result<()> {
+        match self.index_ahead(id)? {
+            Some(pending) => self.settle(pending).map(drop),
+            None => Ok(()),
         }
     }
 
